@@ -1,0 +1,188 @@
+//! Topic administration: CreateTopics, DeleteTopics and CreatePartitions.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, topic_name};
+use crate::broker::{ApiError, Broker};
+use crate::config::TOPIC_DEFS;
+
+pub(super) fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let results = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let outcome = if duplicates.contains(&name) {
+                Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!("topic `{name}` appears more than once in the request"),
+                ))
+            } else {
+                create_one(broker, topic, request.validate_only)
+            };
+            let result = CreatableTopicResult::default()
+                .with_name(topic_name(&name))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            match outcome {
+                Ok(meta) => {
+                    let result = result
+                        .with_num_partitions(meta.partitions)
+                        .with_replication_factor(meta.replication_factor);
+                    let result = if version >= 7 { result.with_topic_id(meta.id) } else { result };
+                    result.with_configs(Some(effective_configs(broker, &meta.configs)))
+                }
+                Err(e) => {
+                    tracing::info!(topic = name, error = %e.message, "topic not created");
+                    result
+                        .with_error_code(e.code.code())
+                        .with_error_message(Some(str_bytes(&e.message)))
+                }
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn create_one(broker: &Broker, topic: CreatableTopic, validate_only: bool) -> Result<crate::controller::TopicMeta, ApiError> {
+    let mut configs = BTreeMap::new();
+    for config in &topic.configs {
+        let Some(value) = &config.value else {
+            return Err(ApiError::new(
+                ResponseError::InvalidConfig,
+                format!("config `{}` has a null value", config.name.as_str()),
+            ));
+        };
+        configs.insert(config.name.to_string(), value.to_string());
+    }
+    let (partitions, replication_factor) = if topic.assignments.is_empty() {
+        (topic.num_partitions, topic.replication_factor)
+    } else {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            return Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                "give either replica assignments or a partition count and replication factor, not both",
+            ));
+        }
+        let mut assignments: Vec<_> = topic.assignments.iter().collect();
+        assignments.sort_by_key(|a| a.partition_index);
+        for (expected, assignment) in assignments.iter().enumerate() {
+            if usize::try_from(assignment.partition_index).ok() != Some(expected) {
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    "replica assignments must cover partitions 0..n exactly once",
+                ));
+            }
+            check_replicas(broker, &assignment.broker_ids)?;
+        }
+        let replicas = assignments.first().map_or(0, |a| a.broker_ids.len());
+        (assignments.len() as i32, i16::try_from(replicas).unwrap_or(i16::MAX))
+    };
+    broker.create_topic(topic.name.as_str(), partitions, replication_factor, configs, validate_only)
+}
+
+fn check_replicas(broker: &Broker, replicas: &[BrokerId]) -> Result<(), ApiError> {
+    if replicas.is_empty() || replicas.iter().any(|id| id.0 != broker.node_id()) {
+        let listed: Vec<i32> = replicas.iter().map(|id| id.0).collect();
+        return Err(ApiError::new(
+            ResponseError::InvalidReplicaAssignment,
+            format!("replicas {listed:?} name brokers other than the only one, {}", broker.node_id()),
+        ));
+    }
+    Ok(())
+}
+
+/// The topic's effective settings as CreateTopics v5+ reports them.
+fn effective_configs(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+    TOPIC_DEFS
+        .iter()
+        .map(|def| {
+            let (value, source) = match overrides.get(def.def.name) {
+                Some(v) => (v.clone(), crate::config::ConfigSource::Topic),
+                None => broker.config.topic_default(def),
+            };
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(def.def.name))
+                .with_value(Some(str_bytes(&value)))
+                .with_config_source(source.code())
+        })
+        .collect()
+}
+
+pub(super) fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let resolved = match &name {
+                Some(name) => Ok(name.clone()),
+                None => broker.topic_by_id(id).map(|t| t.name).ok_or_else(|| {
+                    ApiError::new(ResponseError::UnknownTopicId, format!("no topic has id {id}"))
+                }),
+            };
+            let outcome = resolved.and_then(|name| broker.delete_topic(&name));
+            let result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name));
+            match outcome {
+                Ok(meta) => result.with_name(Some(topic_name(&meta.name))).with_topic_id(meta.id),
+                Err(e) => result
+                    .with_topic_id(id)
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(str_bytes(&e.message))),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub(super) fn create_partitions(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let results = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let outcome = topic
+                .assignments
+                .iter()
+                .flatten()
+                .try_for_each(|a| check_replicas(broker, &a.broker_ids))
+                .and_then(|()| broker.create_partitions(&name, topic.count, request.validate_only));
+            let result = CreatePartitionsTopicResult::default().with_name(topic.name);
+            match outcome {
+                Ok(_) => result,
+                Err(e) => result
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(str_bytes(&e.message))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}

@@ -1,0 +1,130 @@
+//! Request handlers, one module per API family, and the table of what the broker supports.
+
+mod admin;
+mod api_versions;
+mod cluster;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+
+/// What the connection does with a request once handled.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this response, encoded at `version`.
+    Respond { response: ResponseKind, version: i16 },
+    /// Send nothing (Produce with acks=0).
+    NoResponse,
+    /// Close the connection, as Kafka does for requests it cannot parse.
+    Close(String),
+}
+
+/// The APIs this broker implements. Every version of each, as the codec defines them, is
+/// handled; ApiVersions advertises exactly this list.
+const SUPPORTED: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::DescribeConfigs,
+    ApiKey::CreatePartitions,
+    ApiKey::DescribeCluster,
+];
+
+/// The versions of `key` the broker answers, or `None` when the API is not implemented.
+pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
+    SUPPORTED.contains(&key).then(|| key.valid_versions())
+}
+
+/// Every supported API with its version range, for ApiVersions.
+pub fn supported_apis() -> impl Iterator<Item = (ApiKey, VersionRange)> {
+    SUPPORTED.iter().map(|key| (*key, key.valid_versions()))
+}
+
+/// A short static name of an API, for metric labels and log fields.
+pub fn name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "Unsupported",
+    }
+}
+
+/// The answer to a request at a version the broker does not support. ApiVersions gets the
+/// UNSUPPORTED_VERSION response at v0 with the supported list, so the client can pick a
+/// version; any other API closes the connection, as Kafka does.
+pub fn unsupported_version(key: ApiKey, version: i16) -> Outcome {
+    if key == ApiKey::ApiVersions {
+        return Outcome::Respond {
+            response: ResponseKind::ApiVersions(api_versions::unsupported()),
+            version: 0,
+        };
+    }
+    let range = key.valid_versions();
+    Outcome::Close(format!(
+        "{key:?} v{version} is not supported (supported: v{}-v{})",
+        range.min, range.max
+    ))
+}
+
+/// Decodes the request body and runs its handler.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    key: ApiKey,
+    version: i16,
+    mut body: Bytes,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    let request = match RequestKind::decode(key, &mut body, version) {
+        Ok(request) => request,
+        Err(e) => return Outcome::Close(format!("malformed {key:?} v{version} request: {e}")),
+    };
+    let response = match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
+        RequestKind::Produce(r) => match produce::handle(broker, r, version) {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Outcome::NoResponse,
+        },
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version, shutdown).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r, version)),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(broker, r, version)),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version)),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(broker, r)),
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(broker, r, version)),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe(broker, &r)),
+        other => {
+            return Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other)));
+        }
+    };
+    Outcome::Respond { response, version }
+}
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}

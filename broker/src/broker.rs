@@ -1,0 +1,338 @@
+//! The broker's shared state: configuration, cluster metadata and the hosted partitions,
+//! and the topic operations (create, grow, delete) that change them together.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use parking_lot::{Mutex, RwLock};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::config::{self, BrokerConfig, Listener, TopicConfig};
+use crate::controller::{MetadataError, MetadataStore, TopicMeta};
+use crate::log::{LogConfig, LogError};
+use crate::metrics::Metrics;
+use crate::replica::Partition;
+
+/// A Kafka error code with the message that explains it to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why the broker could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot create log directory {path}: {source}")]
+    LogDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("cannot open the log of {topic}-{partition}: {source}")]
+    Log {
+        topic: String,
+        partition: i32,
+        source: LogError,
+    },
+}
+
+/// The state every connection shares.
+pub struct Broker {
+    pub config: BrokerConfig,
+    /// The address clients are told to connect to.
+    pub advertised: Listener,
+    pub metrics: Metrics,
+    metadata: RwLock<MetadataStore>,
+    partitions: RwLock<HashMap<Arc<str>, Vec<Arc<Partition>>>>,
+    /// Serialises topic changes so metadata and logs change together.
+    admin: Mutex<()>,
+}
+
+impl Broker {
+    /// Opens the log directory: loads the metadata and recovers every partition log.
+    pub fn open(config: BrokerConfig, advertised: Listener) -> Result<Arc<Broker>, StartError> {
+        let dir = config.log_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::LogDir {
+            path: dir.clone(),
+            source,
+        })?;
+        remove_deleted_dirs(&dir);
+        let metadata = MetadataStore::open(&dir, config.node_id)?;
+        let mut partitions = HashMap::new();
+        for topic in metadata.topics() {
+            let name: Arc<str> = Arc::from(topic.name.as_str());
+            let log_config = log_config(&config.topic_config(&topic.configs));
+            let mut opened = Vec::with_capacity(topic.partitions as usize);
+            for index in 0..topic.partitions {
+                let partition = Partition::open(&dir, Arc::clone(&name), topic.id, index, log_config.clone())
+                    .map_err(|source| StartError::Log {
+                        topic: topic.name.clone(),
+                        partition: index,
+                        source,
+                    })?;
+                opened.push(Arc::new(partition));
+            }
+            partitions.insert(name, opened);
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            topics = partitions.len(),
+            partitions = partitions.values().map(Vec::len).sum::<usize>(),
+            cluster_id = metadata.cluster_id(),
+            "log directory loaded"
+        );
+        Ok(Arc::new(Broker {
+            config,
+            advertised,
+            metrics: Metrics::new(),
+            metadata: RwLock::new(metadata),
+            partitions: RwLock::new(partitions),
+            admin: Mutex::new(()),
+        }))
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.metadata.read().cluster_id().to_string()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.metadata.read().topic(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta> {
+        self.metadata.read().topic_by_id(id).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<TopicMeta> {
+        self.metadata.read().topics().cloned().collect()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let partitions = self.partitions.read();
+        let list = partitions.get(topic)?;
+        usize::try_from(index).ok().and_then(|i| list.get(i)).cloned()
+    }
+
+    /// The effective storage settings of a topic.
+    pub fn topic_config(&self, topic: &TopicMeta) -> TopicConfig {
+        self.config.topic_config(&topic.configs)
+    }
+
+    /// Creates a topic with its partition logs, or checks that it could be (`validate_only`).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, ApiError> {
+        config::validate_topic_name(name).map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;
+        let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
+        if partitions < 1 {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!("number of partitions must be at least 1, not {partitions}"),
+            ));
+        }
+        let replication_factor = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        if replication_factor != 1 {
+            return Err(ApiError::new(
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {replication_factor} is larger than the 1 available broker"),
+            ));
+        }
+        config::validate_topic_configs(&configs)
+            .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        let _admin = self.admin.lock();
+        if self.metadata.read().topic(name).is_some() {
+            return Err(ApiError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic `{name}` already exists"),
+            ));
+        }
+        let topic = TopicMeta {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor,
+            configs,
+        };
+        if validate_only {
+            return Ok(topic);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        let opened = self.open_partitions(&topic, &shared, 0)?;
+        self.metadata.write().put_topic(topic.clone()).map_err(storage_error)?;
+        self.partitions.write().insert(shared, opened);
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Creates a topic with the broker's defaults, as a Metadata request may ask.
+    pub fn auto_create_topic(&self, name: &str) -> Result<TopicMeta, ApiError> {
+        match self.create_topic(name, -1, -1, BTreeMap::new(), false) {
+            Err(e) if e.code == ResponseError::TopicAlreadyExists => {
+                self.topic(name).ok_or(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<TopicMeta, ApiError> {
+        let _admin = self.admin.lock();
+        let mut topic = self.metadata.read().topic(name).cloned().ok_or_else(|| unknown_topic(name))?;
+        if count <= topic.partitions {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "topic `{name}` has {} partitions; the new count {count} must be larger",
+                    topic.partitions
+                ),
+            ));
+        }
+        if validate_only {
+            topic.partitions = count;
+            return Ok(topic);
+        }
+        let first_new = topic.partitions;
+        topic.partitions = count;
+        let shared: Arc<str> = self
+            .partitions
+            .read()
+            .get_key_value(name)
+            .map(|(k, _)| Arc::clone(k))
+            .unwrap_or_else(|| Arc::from(name));
+        let opened = self.open_partitions(&topic, &shared, first_new)?;
+        self.metadata.write().put_topic(topic.clone()).map_err(storage_error)?;
+        self.partitions.write().entry(shared).or_default().extend(opened);
+        tracing::info!(topic = name, partitions = count, "partitions added");
+        Ok(topic)
+    }
+
+    /// Deletes a topic: forgets it in the metadata first, then removes its logs.
+    pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, ApiError> {
+        if !self.config.delete_topic_enable {
+            return Err(ApiError::new(
+                ResponseError::TopicDeletionDisabled,
+                "topic deletion is disabled on this broker (delete.topic.enable=false)",
+            ));
+        }
+        let _admin = self.admin.lock();
+        let removed = self
+            .metadata
+            .write()
+            .remove_topic(name)
+            .map_err(storage_error)?
+            .ok_or_else(|| unknown_topic(name))?;
+        self.partitions.write().remove(name);
+        for index in 0..removed.partitions {
+            let dir = self.config.log_dir.join(format!("{name}-{index}"));
+            let doomed = self
+                .config
+                .log_dir
+                .join(format!("{name}-{index}.{}-delete", removed.id.simple()));
+            if let Err(e) = std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed)) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove the log of a deleted topic; it is removed at the next start");
+            }
+        }
+        tracing::info!(topic = name, "topic deleted");
+        Ok(removed)
+    }
+
+    fn open_partitions(&self, topic: &TopicMeta, shared: &Arc<str>, from: i32) -> Result<Vec<Arc<Partition>>, ApiError> {
+        let log_config = log_config(&self.topic_config(topic));
+        let mut opened = Vec::new();
+        for index in from..topic.partitions {
+            let dir = self.config.log_dir.join(format!("{}-{index}", topic.name));
+            // A directory the metadata does not know is left over from a crash mid-delete.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    ApiError::new(ResponseError::KafkaStorageError, format!("cannot clear {}: {e}", dir.display()))
+                })?;
+            }
+            let partition = Partition::open(&self.config.log_dir, Arc::clone(shared), topic.id, index, log_config.clone())
+                .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            opened.push(Arc::new(partition));
+        }
+        Ok(opened)
+    }
+
+    /// Flushes and closes every log, marking a clean shutdown.
+    pub fn shutdown(&self) {
+        let partitions = std::mem::take(&mut *self.partitions.write());
+        let mut closed = 0usize;
+        for partition in partitions.into_values().flatten() {
+            let name = format!("{partition:?}");
+            let result = match Arc::try_unwrap(partition) {
+                Ok(partition) => partition.close(),
+                Err(shared) => shared.flush(),
+            };
+            match result {
+                Ok(()) => closed += 1,
+                Err(e) => tracing::error!(partition = name, error = %e, "could not close the log"),
+            }
+        }
+        tracing::info!(partitions = closed, "logs flushed and closed");
+    }
+}
+
+/// The storage settings of one partition log.
+pub fn log_config(topic: &TopicConfig) -> LogConfig {
+    LogConfig {
+        segment_bytes: topic.segment_bytes,
+        segment_ms: topic.segment_ms,
+        index_interval_bytes: topic.index_interval_bytes,
+        max_batch_bytes: topic.max_message_bytes,
+    }
+}
+
+pub fn unknown_topic(name: &str) -> ApiError {
+    ApiError::new(
+        ResponseError::UnknownTopicOrPartition,
+        format!("topic `{name}` does not exist"),
+    )
+}
+
+fn storage_error(e: MetadataError) -> ApiError {
+    tracing::error!(error = %e, "metadata could not be persisted");
+    ApiError::new(ResponseError::KafkaStorageError, e.to_string())
+}
+
+/// Removes partition directories renamed for deletion before a crash or a failed removal.
+fn remove_deleted_dirs(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.to_string_lossy().ends_with("-delete") {
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(dir = %path.display(), error = %e, "could not remove a deleted partition");
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The one table of every setting Oxbow understands: Kafka's names, types, defaults and
+//! validation, for the broker and for topics. Everything else reads defaults from here.
+
+use super::ConfigError;
+
+/// The type of a setting, as Kafka reports it in DescribeConfigs (KIP-569).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean,
+    String,
+    Int,
+    Short,
+    Long,
+    Double,
+    List,
+}
+
+impl ConfigType {
+    /// Kafka's numeric code for DescribeConfigs v3+.
+    pub fn code(self) -> i8 {
+        match self {
+            ConfigType::Boolean => 1,
+            ConfigType::String => 2,
+            ConfigType::Int => 3,
+            ConfigType::Short => 4,
+            ConfigType::Long => 5,
+            ConfigType::Double => 6,
+            ConfigType::List => 7,
+        }
+    }
+}
+
+/// What values a setting accepts beyond its type.
+#[derive(Debug, Clone, Copy)]
+pub enum Check {
+    Any,
+    AtLeast(i64),
+    Between(i64, i64),
+    OneOf(&'static [&'static str]),
+    ListOf(&'static [&'static str]),
+    Fraction,
+}
+
+/// One setting: its Kafka name, type, default and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub ty: ConfigType,
+    /// `None` when Kafka's default is null (derived from another setting).
+    pub default: Option<&'static str>,
+    pub check: Check,
+    pub doc: &'static str,
+}
+
+/// A topic setting and the broker settings that supply its default, with the factor that
+/// turns the broker setting's unit into the topic setting's (hours into milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct TopicDef {
+    pub def: ConfigDef,
+    pub broker_synonyms: &'static [(&'static str, i64)],
+}
+
+const fn def(
+    name: &'static str,
+    ty: ConfigType,
+    default: Option<&'static str>,
+    check: Check,
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef {
+        name,
+        ty,
+        default,
+        check,
+        doc,
+    }
+}
+
+const MAX_LONG: &str = "9223372036854775807";
+const COMPRESSION: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+const CLEANUP: &[&str] = &["delete", "compact"];
+const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
+
+/// Every broker setting, by its `server.properties` name.
+pub const BROKER_DEFS: &[ConfigDef] = &[
+    def("node.id", ConfigType::Int, Some("0"), Check::AtLeast(0), "The id of this broker."),
+    def("broker.id", ConfigType::Int, None, Check::AtLeast(0), "Older name of node.id."),
+    def(
+        "listeners",
+        ConfigType::String,
+        Some("PLAINTEXT://localhost:9092"),
+        Check::Any,
+        "Where the broker listens for clients: NAME://host:port.",
+    ),
+    def(
+        "advertised.listeners",
+        ConfigType::String,
+        None,
+        Check::Any,
+        "The address clients are told to use; derived from listeners when not set.",
+    ),
+    def("log.dirs", ConfigType::String, Some("./data"), Check::Any, "The directory that holds the partition logs."),
+    def("log.dir", ConfigType::String, None, Check::Any, "Older name of log.dirs."),
+    def("num.partitions", ConfigType::Int, Some("1"), Check::AtLeast(1), "Partitions of an automatically created topic."),
+    def(
+        "default.replication.factor",
+        ConfigType::Short,
+        Some("1"),
+        Check::AtLeast(1),
+        "Replication factor of an automatically created topic.",
+    ),
+    def(
+        "auto.create.topics.enable",
+        ConfigType::Boolean,
+        Some("true"),
+        Check::Any,
+        "Create a topic when a client asks for its metadata or produces to it.",
+    ),
+    def("delete.topic.enable", ConfigType::Boolean, Some("true"), Check::Any, "Allow DeleteTopics."),
+    def("log.segment.bytes", ConfigType::Int, Some("1073741824"), Check::AtLeast(14), "Size at which a segment is rolled."),
+    def("log.roll.ms", ConfigType::Long, None, Check::AtLeast(1), "Age at which a segment is rolled, in ms."),
+    def("log.roll.hours", ConfigType::Int, Some("168"), Check::AtLeast(1), "Age at which a segment is rolled, in hours."),
+    def("log.retention.ms", ConfigType::Long, None, Check::AtLeast(-1), "How long data is kept, in ms (-1: forever)."),
+    def("log.retention.minutes", ConfigType::Int, None, Check::AtLeast(-1), "How long data is kept, in minutes."),
+    def("log.retention.hours", ConfigType::Int, Some("168"), Check::AtLeast(-1), "How long data is kept, in hours."),
+    def("log.retention.bytes", ConfigType::Long, Some("-1"), Check::AtLeast(-1), "Size a partition is trimmed to (-1: no limit)."),
+    def("log.cleanup.policy", ConfigType::List, Some("delete"), Check::ListOf(CLEANUP), "delete, compact or both."),
+    def(
+        "log.index.interval.bytes",
+        ConfigType::Int,
+        Some("4096"),
+        Check::AtLeast(4),
+        "Bytes of log between two offset index entries.",
+    ),
+    def(
+        "log.flush.interval.messages",
+        ConfigType::Long,
+        Some(MAX_LONG),
+        Check::AtLeast(1),
+        "Messages appended before the log is fsynced.",
+    ),
+    def("log.flush.interval.ms", ConfigType::Long, None, Check::AtLeast(0), "Time data may stay unsynced, in ms."),
+    def(
+        "log.message.timestamp.type",
+        ConfigType::String,
+        Some("CreateTime"),
+        Check::OneOf(TIMESTAMP_TYPES),
+        "CreateTime or LogAppendTime.",
+    ),
+    def(
+        "log.cleaner.delete.retention.ms",
+        ConfigType::Long,
+        Some("86400000"),
+        Check::AtLeast(0),
+        "How long tombstones are kept in compacted topics.",
+    ),
+    def(
+        "log.cleaner.min.compaction.lag.ms",
+        ConfigType::Long,
+        Some("0"),
+        Check::AtLeast(0),
+        "Minimum age of a record before compaction.",
+    ),
+    def(
+        "log.cleaner.min.cleanable.ratio",
+        ConfigType::Double,
+        Some("0.5"),
+        Check::Fraction,
+        "Dirty ratio that triggers compaction.",
+    ),
+    def("compression.type", ConfigType::String, Some("producer"), Check::OneOf(COMPRESSION), "Compression of stored batches."),
+    def("min.insync.replicas", ConfigType::Int, Some("1"), Check::AtLeast(1), "Replicas that must acknowledge acks=all."),
+    def(
+        "unclean.leader.election.enable",
+        ConfigType::Boolean,
+        Some("false"),
+        Check::Any,
+        "Allow an out-of-sync replica to become leader.",
+    ),
+    def(
+        "message.max.bytes",
+        ConfigType::Int,
+        Some("1048588"),
+        Check::AtLeast(0),
+        "Largest record batch the broker accepts.",
+    ),
+    def(
+        "socket.request.max.bytes",
+        ConfigType::Int,
+        Some("104857600"),
+        Check::AtLeast(1),
+        "Largest request the broker reads; larger ones close the connection.",
+    ),
+    def(
+        "metrics.address",
+        ConfigType::String,
+        Some("localhost:9404"),
+        Check::Any,
+        "host:port of the Prometheus /metrics endpoint; empty disables it.",
+    ),
+];
+
+/// Every topic setting, with the broker settings that give its default.
+pub const TOPIC_DEFS: &[TopicDef] = &[
+    TopicDef {
+        def: def("cleanup.policy", ConfigType::List, Some("delete"), Check::ListOf(CLEANUP), "delete, compact or both."),
+        broker_synonyms: &[("log.cleanup.policy", 1)],
+    },
+    TopicDef {
+        def: def(
+            "compression.type",
+            ConfigType::String,
+            Some("producer"),
+            Check::OneOf(COMPRESSION),
+            "Compression of stored batches.",
+        ),
+        broker_synonyms: &[("compression.type", 1)],
+    },
+    TopicDef {
+        def: def(
+            "delete.retention.ms",
+            ConfigType::Long,
+            Some("86400000"),
+            Check::AtLeast(0),
+            "How long tombstones are kept.",
+        ),
+        broker_synonyms: &[("log.cleaner.delete.retention.ms", 1)],
+    },
+    TopicDef {
+        def: def("flush.messages", ConfigType::Long, Some(MAX_LONG), Check::AtLeast(1), "Messages between fsyncs."),
+        broker_synonyms: &[("log.flush.interval.messages", 1)],
+    },
+    TopicDef {
+        def: def("flush.ms", ConfigType::Long, Some(MAX_LONG), Check::AtLeast(0), "Time between fsyncs, in ms."),
+        broker_synonyms: &[("log.flush.interval.ms", 1)],
+    },
+    TopicDef {
+        def: def(
+            "index.interval.bytes",
+            ConfigType::Int,
+            Some("4096"),
+            Check::AtLeast(4),
+            "Bytes between offset index entries.",
+        ),
+        broker_synonyms: &[("log.index.interval.bytes", 1)],
+    },
+    TopicDef {
+        def: def(
+            "max.message.bytes",
+            ConfigType::Int,
+            Some("1048588"),
+            Check::AtLeast(0),
+            "Largest record batch accepted.",
+        ),
+        broker_synonyms: &[("message.max.bytes", 1)],
+    },
+    TopicDef {
+        def: def(
+            "message.timestamp.type",
+            ConfigType::String,
+            Some("CreateTime"),
+            Check::OneOf(TIMESTAMP_TYPES),
+            "CreateTime or LogAppendTime.",
+        ),
+        broker_synonyms: &[("log.message.timestamp.type", 1)],
+    },
+    TopicDef {
+        def: def(
+            "min.cleanable.dirty.ratio",
+            ConfigType::Double,
+            Some("0.5"),
+            Check::Fraction,
+            "Dirty ratio that triggers compaction.",
+        ),
+        broker_synonyms: &[("log.cleaner.min.cleanable.ratio", 1)],
+    },
+    TopicDef {
+        def: def(
+            "min.compaction.lag.ms",
+            ConfigType::Long,
+            Some("0"),
+            Check::AtLeast(0),
+            "Minimum age before compaction.",
+        ),
+        broker_synonyms: &[("log.cleaner.min.compaction.lag.ms", 1)],
+    },
+    TopicDef {
+        def: def("min.insync.replicas", ConfigType::Int, Some("1"), Check::AtLeast(1), "Replicas for acks=all."),
+        broker_synonyms: &[("min.insync.replicas", 1)],
+    },
+    TopicDef {
+        def: def("retention.bytes", ConfigType::Long, Some("-1"), Check::AtLeast(-1), "Size limit per partition."),
+        broker_synonyms: &[("log.retention.bytes", 1)],
+    },
+    TopicDef {
+        def: def("retention.ms", ConfigType::Long, Some("604800000"), Check::AtLeast(-1), "How long data is kept."),
+        broker_synonyms: &[
+            ("log.retention.ms", 1),
+            ("log.retention.minutes", 60_000),
+            ("log.retention.hours", 3_600_000),
+        ],
+    },
+    TopicDef {
+        def: def("segment.bytes", ConfigType::Int, Some("1073741824"), Check::AtLeast(14), "Segment size."),
+        broker_synonyms: &[("log.segment.bytes", 1)],
+    },
+    TopicDef {
+        def: def("segment.ms", ConfigType::Long, Some("604800000"), Check::AtLeast(1), "Segment age."),
+        broker_synonyms: &[("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
+    },
+    TopicDef {
+        def: def(
+            "unclean.leader.election.enable",
+            ConfigType::Boolean,
+            Some("false"),
+            Check::Any,
+            "Allow an out-of-sync leader.",
+        ),
+        broker_synonyms: &[("unclean.leader.election.enable", 1)],
+    },
+];
+
+/// Finds a broker setting by name.
+pub fn broker_def(name: &str) -> Option<&'static ConfigDef> {
+    BROKER_DEFS.iter().find(|d| d.name == name)
+}
+
+/// Finds a topic setting by name.
+pub fn topic_def(name: &str) -> Option<&'static TopicDef> {
+    TOPIC_DEFS.iter().find(|d| d.def.name == name)
+}
+
+/// Checks a value against its setting's type and rule; the error says what was expected.
+pub fn validate(def: &ConfigDef, value: &str) -> Result<(), ConfigError> {
+    let invalid = |expected: String| ConfigError::Invalid {
+        key: def.name.to_string(),
+        value: value.to_string(),
+        expected,
+    };
+    let number = match def.ty {
+        ConfigType::Boolean => {
+            return match value {
+                "true" | "false" => Ok(()),
+                _ => Err(invalid("true or false".to_string())),
+            }
+        }
+        ConfigType::Int => Some(
+            value
+                .parse::<i32>()
+                .map(i64::from)
+                .map_err(|_| invalid("a 32-bit integer".to_string()))?,
+        ),
+        ConfigType::Short => Some(
+            value
+                .parse::<i16>()
+                .map(i64::from)
+                .map_err(|_| invalid("a 16-bit integer".to_string()))?,
+        ),
+        ConfigType::Long => Some(value.parse::<i64>().map_err(|_| invalid("a 64-bit integer".to_string()))?),
+        ConfigType::Double => {
+            let v = value.parse::<f64>().map_err(|_| invalid("a number".to_string()))?;
+            if matches!(def.check, Check::Fraction) && !(0.0..=1.0).contains(&v) {
+                return Err(invalid("a number between 0 and 1".to_string()));
+            }
+            None
+        }
+        ConfigType::String | ConfigType::List => None,
+    };
+    match (def.check, number) {
+        (Check::AtLeast(min), Some(n)) if n < min => Err(invalid(format!("at least {min}"))),
+        (Check::Between(min, max), Some(n)) if n < min || n > max => {
+            Err(invalid(format!("between {min} and {max}")))
+        }
+        (Check::OneOf(allowed), _) if !allowed.contains(&value) => {
+            Err(invalid(format!("one of {}", allowed.join(", "))))
+        }
+        (Check::ListOf(allowed), _) => {
+            let items: Vec<&str> = value.split(',').map(str::trim).collect();
+            if items.is_empty() || items.iter().any(|item| !allowed.contains(item)) {
+                Err(invalid(format!("a comma-separated list of {}", allowed.join(", "))))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_passes_its_own_validation() {
+        for d in BROKER_DEFS.iter().chain(TOPIC_DEFS.iter().map(|t| &t.def)) {
+            if let Some(default) = d.default {
+                validate(d, default).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            }
+        }
+    }
+
+    #[test]
+    fn every_topic_synonym_is_a_broker_setting() {
+        for t in TOPIC_DEFS {
+            for (name, _) in t.broker_synonyms {
+                assert!(broker_def(name).is_some(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_what_was_expected() {
+        let seg = &topic_def("segment.bytes").expect("known").def;
+        assert!(validate(seg, "abc").is_err());
+        assert!(validate(seg, "10").is_err());
+        assert!(validate(seg, "1048576").is_ok());
+        let policy = &topic_def("cleanup.policy").expect("known").def;
+        assert!(validate(policy, "compact,delete").is_ok());
+        let err = validate(policy, "shred").expect_err("invalid");
+        assert!(err.to_string().contains("delete, compact"), "{err}");
+        let ratio = &topic_def("min.cleanable.dirty.ratio").expect("known").def;
+        assert!(validate(ratio, "1.5").is_err());
+    }
+}

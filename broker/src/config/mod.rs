@@ -1,0 +1,361 @@
+//! Broker and topic configuration under Kafka's own names: parsing, validation, defaults and
+//! the effective value of every topic setting.
+
+pub mod defs;
+mod properties;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use defs::{broker_def, topic_def, ConfigDef, ConfigType, TopicDef, BROKER_DEFS, TOPIC_DEFS};
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        message: String,
+    },
+    #[error("unknown setting `{key}`")]
+    Unknown { key: String },
+    #[error("invalid value `{value}` for `{key}`: expected {expected}")]
+    Invalid {
+        key: String,
+        value: String,
+        expected: String,
+    },
+}
+
+/// One listener: a name (`PLAINTEXT`) and the host and port it binds or advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    /// Parses `NAME://host:port`, or a bare `host:port` taken as PLAINTEXT.
+    pub fn parse(key: &str, text: &str) -> Result<Listener, ConfigError> {
+        let invalid = |expected: &str| ConfigError::Invalid {
+            key: key.to_string(),
+            value: text.to_string(),
+            expected: expected.to_string(),
+        };
+        let (name, rest) = match text.split_once("://") {
+            Some((name, rest)) => (name.to_string(), rest),
+            None => ("PLAINTEXT".to_string(), text),
+        };
+        if name != "PLAINTEXT" {
+            return Err(invalid("a PLAINTEXT listener (TLS and SASL listeners are not supported yet)"));
+        }
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| invalid("NAME://host:port"))?;
+        let port = port.parse::<u16>().map_err(|_| invalid("a port between 0 and 65535"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        Ok(Listener { name, host, port })
+    }
+
+    /// The address to bind: an empty host means every interface, as in Kafka.
+    pub fn bind_address(&self) -> String {
+        let host = if self.host.is_empty() { "0.0.0.0" } else { self.host.as_str() };
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// The broker's configuration, resolved and validated once at start.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listener: Listener,
+    /// `None` until the listener is bound: then derived from the bound address.
+    pub advertised: Option<Listener>,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub delete_topic_enable: bool,
+    pub message_max_bytes: i32,
+    pub socket_request_max_bytes: usize,
+    pub metrics_address: Option<String>,
+    /// Every setting given explicitly, by Kafka name, for DescribeConfigs and topic defaults.
+    explicit: BTreeMap<String, String>,
+}
+
+impl BrokerConfig {
+    /// Builds the configuration from a properties file (if any) overlaid with explicit
+    /// settings (flags and environment), validating every key and value.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<BrokerConfig, ConfigError> {
+        let mut settings = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                properties::parse(&text, &path.display().to_string())?
+            }
+            None => BTreeMap::new(),
+        };
+        settings.extend(overrides);
+        BrokerConfig::from_settings(settings)
+    }
+
+    /// Validates settings given by Kafka name and resolves them.
+    pub fn from_settings(settings: BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        for (key, value) in &settings {
+            let def = broker_def(key).ok_or_else(|| ConfigError::Unknown { key: key.clone() })?;
+            defs::validate(def, value)?;
+        }
+        let get = |key: &str| -> String {
+            settings
+                .get(key)
+                .cloned()
+                .or_else(|| broker_def(key).and_then(|d| d.default).map(str::to_string))
+                .unwrap_or_default()
+        };
+        let int = |key: &str| -> i64 { get(key).parse::<i64>().unwrap_or_default() };
+        let node_id = settings
+            .get("node.id")
+            .or_else(|| settings.get("broker.id"))
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(0);
+        let listeners = get("listeners");
+        let listener = single_listener("listeners", &listeners)?;
+        let advertised = match settings.get("advertised.listeners") {
+            Some(text) => Some(single_listener("advertised.listeners", text)?),
+            None => None,
+        };
+        let log_dir = settings
+            .get("log.dirs")
+            .or_else(|| settings.get("log.dir"))
+            .cloned()
+            .unwrap_or_else(|| get("log.dirs"));
+        if log_dir.contains(',') {
+            return Err(ConfigError::Invalid {
+                key: "log.dirs".to_string(),
+                value: log_dir,
+                expected: "a single directory".to_string(),
+            });
+        }
+        let metrics = get("metrics.address");
+        Ok(BrokerConfig {
+            node_id,
+            listener,
+            advertised,
+            log_dir: PathBuf::from(log_dir),
+            num_partitions: int("num.partitions") as i32,
+            default_replication_factor: int("default.replication.factor") as i16,
+            auto_create_topics: get("auto.create.topics.enable") == "true",
+            delete_topic_enable: get("delete.topic.enable") == "true",
+            message_max_bytes: int("message.max.bytes") as i32,
+            socket_request_max_bytes: int("socket.request.max.bytes") as usize,
+            metrics_address: (!metrics.is_empty()).then_some(metrics),
+            explicit: settings,
+        })
+    }
+
+    /// The value of a broker setting given explicitly, if any.
+    pub fn explicit(&self, key: &str) -> Option<&str> {
+        self.explicit.get(key).map(String::as_str)
+    }
+
+    /// The effective value of a broker setting: explicit, else its default.
+    pub fn value(&self, key: &str) -> Option<String> {
+        self.explicit(key)
+            .map(str::to_string)
+            .or_else(|| broker_def(key).and_then(|d| d.default).map(str::to_string))
+    }
+
+    /// The broker-level default of a topic setting: the first explicit broker synonym
+    /// (converted to the topic's unit), else the topic setting's own default.
+    pub fn topic_default(&self, def: &TopicDef) -> (String, ConfigSource) {
+        for (synonym, factor) in def.broker_synonyms {
+            if let Some(value) = self.explicit(synonym) {
+                return (scale(value, *factor), ConfigSource::StaticBroker);
+            }
+        }
+        (def.def.default.unwrap_or_default().to_string(), ConfigSource::Default)
+    }
+
+    /// Effective topic settings for a topic with the given overrides.
+    pub fn topic_config(&self, overrides: &BTreeMap<String, String>) -> TopicConfig {
+        let value = |name: &str| -> String {
+            if let Some(v) = overrides.get(name) {
+                return v.clone();
+            }
+            match topic_def(name) {
+                Some(def) => self.topic_default(def).0,
+                None => String::new(),
+            }
+        };
+        let long = |name: &str| value(name).parse::<i64>().unwrap_or(i64::MAX);
+        TopicConfig {
+            segment_bytes: long("segment.bytes").max(14) as u64,
+            segment_ms: u64::try_from(long("segment.ms")).ok(),
+            index_interval_bytes: long("index.interval.bytes").clamp(4, i64::from(i32::MAX)) as u32,
+            max_message_bytes: long("max.message.bytes").max(0) as usize,
+        }
+    }
+}
+
+fn scale(value: &str, factor: i64) -> String {
+    match value.parse::<i64>() {
+        Ok(n) if factor != 1 && n >= 0 => n.saturating_mul(factor).to_string(),
+        _ => value.to_string(),
+    }
+}
+
+fn single_listener(key: &str, text: &str) -> Result<Listener, ConfigError> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    match parts.as_slice() {
+        [one] => Listener::parse(key, one),
+        _ => Err(ConfigError::Invalid {
+            key: key.to_string(),
+            value: text.to_string(),
+            expected: "exactly one listener".to_string(),
+        }),
+    }
+}
+
+/// Where a setting's value comes from, with Kafka's DescribeConfigs codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    Topic,
+    StaticBroker,
+    Default,
+}
+
+impl ConfigSource {
+    pub fn code(self) -> i8 {
+        match self {
+            ConfigSource::Topic => 1,
+            ConfigSource::StaticBroker => 4,
+            ConfigSource::Default => 5,
+        }
+    }
+}
+
+/// Validates topic overrides (CreateTopics configs): every key known, every value valid.
+pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (key, value) in configs {
+        let def = topic_def(key).ok_or_else(|| ConfigError::Unknown { key: key.clone() })?;
+        defs::validate(&def.def, value)?;
+    }
+    Ok(())
+}
+
+/// The topic settings the storage engine acts on, resolved from overrides and broker defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: Option<u64>,
+    pub index_interval_bytes: u32,
+    pub max_message_bytes: usize,
+}
+
+/// Topic names Kafka accepts: 1-249 characters of ASCII letters, digits, `.`, `_` and `-`,
+/// and neither `.` nor `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".to_string());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name `{name}` is not allowed"));
+    }
+    if name.len() > 249 {
+        return Err(format!("topic name is {} characters long; at most 249 are allowed", name.len()));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!(
+            "topic name `{name}` contains `{bad}`; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_embedded_default_listens_on_localhost_9092_with_data_in_data() {
+        let config = BrokerConfig::from_settings(BTreeMap::new()).expect("defaults are valid");
+        assert_eq!(config.listener.bind_address(), "localhost:9092");
+        assert_eq!(config.log_dir, PathBuf::from("./data"));
+        assert_eq!(config.node_id, 0);
+        assert!(config.auto_create_topics);
+        assert_eq!(config.socket_request_max_bytes, 100 * 1024 * 1024);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = BrokerConfig::from_settings(settings(&[("log.retention.dayz", "3")])).expect_err("unknown");
+        assert!(err.to_string().contains("log.retention.dayz"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_value_is_refused_with_the_expectation() {
+        let err = BrokerConfig::from_settings(settings(&[("num.partitions", "zero")])).expect_err("invalid");
+        assert!(err.to_string().contains("num.partitions"), "{err}");
+        let err = BrokerConfig::from_settings(settings(&[("listeners", "SSL://h:1")])).expect_err("ssl");
+        assert!(err.to_string().contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn broker_retention_hours_become_the_topic_default_in_milliseconds() {
+        let config = BrokerConfig::from_settings(settings(&[("log.retention.hours", "2")])).expect("valid");
+        let def = topic_def("retention.ms").expect("known");
+        assert_eq!(config.topic_default(def), ("7200000".to_string(), ConfigSource::StaticBroker));
+        let config = BrokerConfig::from_settings(settings(&[
+            ("log.retention.hours", "2"),
+            ("log.retention.ms", "5"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.topic_default(def).0, "5");
+    }
+
+    #[test]
+    fn topic_overrides_win_over_broker_defaults() {
+        let config = BrokerConfig::from_settings(settings(&[("log.segment.bytes", "2048")])).expect("valid");
+        assert_eq!(config.topic_config(&BTreeMap::new()).segment_bytes, 2048);
+        let overrides = settings(&[("segment.bytes", "4096")]);
+        assert_eq!(config.topic_config(&overrides).segment_bytes, 4096);
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("orders.v1_eu-west").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("has space").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn listeners_parse_with_and_without_a_name() {
+        let l = Listener::parse("listeners", "PLAINTEXT://:9092").expect("valid");
+        assert_eq!(l.bind_address(), "0.0.0.0:9092");
+        let l = Listener::parse("listeners", "127.0.0.1:19092").expect("valid");
+        assert_eq!((l.host.as_str(), l.port), ("127.0.0.1", 19092));
+        assert!(Listener::parse("listeners", "PLAINTEXT://host").is_err());
+    }
+}

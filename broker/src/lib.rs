@@ -1,0 +1,12 @@
+//! Oxbow's broker: a server that speaks the Apache Kafka protocol over a durable,
+//! segmented commit log.
+
+pub mod api;
+pub mod broker;
+pub mod client;
+pub mod config;
+pub mod controller;
+pub mod log;
+pub mod metrics;
+pub mod replica;
+pub mod server;

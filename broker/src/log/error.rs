@@ -1,0 +1,101 @@
+//! Errors of the partition log, one enum per operation, each saying which file and offset.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use kafka_protocol::ResponseError;
+
+/// An I/O failure on one of the log's files or its directory.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {op} {}", path.display())]
+pub struct IoError {
+    /// What the log was doing, e.g. "append to segment".
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Attaches the operation and path to an I/O result.
+pub(crate) trait IoResultExt<T> {
+    fn at(self, op: &'static str, path: &Path) -> Result<T, IoError>;
+}
+
+impl<T> IoResultExt<T> for io::Result<T> {
+    fn at(self, op: &'static str, path: &Path) -> Result<T, IoError> {
+        self.map_err(|source| IoError {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Failure to open, flush, close or delete a partition log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// Why [`PartitionLog::append`](super::PartitionLog::append) refused or failed; when it
+/// refused, nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The records are not well-formed RecordBatch v2: bad framing, CRC, counts, or empty.
+    /// The message names the batch (its index and byte position in the request) and why.
+    #[error("corrupt record batch: {0}")]
+    Corrupt(String),
+    /// A batch uses a record format other than v2.
+    #[error("unsupported record batch magic {0}; only v2 is accepted")]
+    UnsupportedMagic(i8),
+    /// A batch is larger than `max_batch_bytes` (message.max.bytes).
+    #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge { size: usize, max: usize },
+    /// Writing failed. The log is unchanged, unless rolling to a new segment succeeded first.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+impl AppendError {
+    /// The error code a Produce response carries for this failure.
+    pub fn response_error(&self) -> ResponseError {
+        match self {
+            AppendError::Corrupt(_) => ResponseError::CorruptMessage,
+            // What Kafka answers Produce v3+ requests that carry v0/v1 message sets.
+            AppendError::UnsupportedMagic(_) => ResponseError::InvalidRecord,
+            AppendError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+            AppendError::Io(_) => ResponseError::KafkaStorageError,
+        }
+    }
+}
+
+/// Why [`PartitionLog::read`](super::PartitionLog::read) or a timestamp lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is outside the log's range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    /// A stored batch does not parse: the segment was damaged after it was written.
+    #[error("segment {} is corrupt at position {position}: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+impl ReadError {
+    /// The error code a Fetch or ListOffsets response carries for this failure.
+    pub fn response_error(&self) -> ResponseError {
+        match self {
+            ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            ReadError::Corrupt { .. } | ReadError::Io(_) => ResponseError::KafkaStorageError,
+        }
+    }
+}

@@ -1,0 +1,1096 @@
+//! The on-disk log of one partition: segments of Kafka RecordBatch v2, sparse indexes,
+//! segment rolling, and crash recovery.
+//!
+//! A partition lives in its own directory (e.g. `data/orders-3/`):
+//!
+//! ```text
+//! 00000000000000000000.log        record batches with offsets 0..
+//! 00000000000000000000.index      sparse offset -> position index
+//! 00000000000000000000.timeindex  sparse timestamp -> offset index
+//! 00000000000000052311.log        the next segment, starting at offset 52311
+//! ...
+//! .clean_shutdown                 present only while the log is closed cleanly
+//! ```
+//!
+//! Formats: batches in [`batch`], indexes in `index`, segment files in `segment`. The newest
+//! segment is the only one written; a segment is fsynced when it stops being active, so
+//! after a crash only the newest one can be torn. Opening without the clean-shutdown marker
+//! therefore verifies the newest segment batch by batch and cuts it at the first bad one.
+//!
+//! [`PartitionLog`] is not synchronised: the caller wraps it in a `RwLock`. Reads take
+//! `&self` and use positional reads, so any number run at once.
+
+pub mod batch;
+mod error;
+mod index;
+mod segment;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+pub use self::batch::BatchHeader;
+use self::batch::{ProduceFault, ProducedBatch};
+use self::error::IoResultExt;
+pub use self::error::{AppendError, IoError, LogError, ReadError};
+use self::index::NO_TIMESTAMP;
+use self::segment::{
+    parse_file_name, sync_dir, ActiveSegment, Segment, INDEX_EXTENSION, LOG_EXTENSION,
+    MAX_SEGMENT_BYTES, TIME_INDEX_EXTENSION,
+};
+
+/// Written by [`PartitionLog::close`], removed by [`PartitionLog::open`]: its presence means
+/// the files were left consistent and need no recovery.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
+
+/// Settings of one partition log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment when an append would grow the active one past this
+    /// (`segment.bytes`). A single append larger than this still goes into one segment.
+    pub segment_bytes: u64,
+    /// Roll when the active segment's first append is at least this many milliseconds old
+    /// by the wall clock (`segment.ms`). After a restart, the segment file's creation time
+    /// stands in for the first append.
+    pub segment_ms: Option<u64>,
+    /// Bytes of log between offset index entries (`index.interval.bytes`).
+    pub index_interval_bytes: u32,
+    /// Largest batch accepted (`message.max.bytes`).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: None,
+            index_interval_bytes: 4096,
+            max_batch_bytes: 1_048_588,
+        }
+    }
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record written.
+    pub base_offset: i64,
+    /// Offset of the last record written.
+    pub last_offset: i64,
+    /// Largest batch max timestamp among the batches written (-1 if none had one).
+    pub max_timestamp: i64,
+    pub batch_count: usize,
+    pub record_count: u64,
+    pub bytes: usize,
+}
+
+/// What a read returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole record batches, possibly none.
+    pub records: Bytes,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// The log of one partition.
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Older segments by base offset; all of them end before the active one starts.
+    segments: Vec<Segment>,
+    active: ActiveSegment,
+}
+
+impl fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset())
+            .field("log_end_offset", &self.log_end_offset())
+            .field("segments", &self.segment_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir`, creating the directory and an empty log at offset 0 when
+    /// there is none. Without the clean-shutdown marker, the newest segment is verified
+    /// and any torn or corrupt tail is cut off; indexes that are missing or inconsistent
+    /// are rebuilt.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
+        create_dir(dir)?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean_shutdown = match fs::remove_file(&marker) {
+            Ok(()) => {
+                // Appends that follow must not be mistaken for clean ones after a crash.
+                sync_dir(dir)?;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => Err(e).at("remove clean-shutdown marker", &marker)?,
+        };
+        let interval = config.index_interval_bytes;
+        let bases = list_segments(dir)?;
+        let Some((&last, older)) = bases.split_last() else {
+            let active = ActiveSegment::create(dir, 0, interval)?;
+            return Ok(Self::assemble(dir, config, Vec::new(), active));
+        };
+        let mut segments = Vec::with_capacity(older.len());
+        for (&base, &next) in older.iter().zip(&bases[1..]) {
+            segments.push(Segment::open(dir, base, next, interval)?);
+        }
+        let active = ActiveSegment::open(dir, last, clean_shutdown, interval)?;
+        Ok(Self::assemble(dir, config, segments, active))
+    }
+
+    fn assemble(
+        dir: &Path,
+        config: LogConfig,
+        segments: Vec<Segment>,
+        active: ActiveSegment,
+    ) -> PartitionLog {
+        PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            active,
+        }
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Validates `records` (one or more RecordBatch v2 from a Produce request), assigns
+    /// them consecutive offsets from the log end, stamps `leader_epoch` into them, and
+    /// appends them, rolling to a new segment first when the active one is full or old.
+    /// All batches are checked before any byte is written, so a refused request changes
+    /// nothing.
+    pub fn append(&mut self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
+        let batches =
+            batch::split_produced(records, self.config.max_batch_bytes).map_err(|f| match f {
+                ProduceFault::Invalid(reason) => AppendError::Corrupt(reason),
+                ProduceFault::UnsupportedMagic(magic) => AppendError::UnsupportedMagic(magic),
+                ProduceFault::TooLarge { size, max } => AppendError::BatchTooLarge { size, max },
+            })?;
+        let base_offset = self.log_end_offset();
+        let mut data = records.to_vec();
+        let mut placed = Vec::with_capacity(batches.len());
+        let mut next_offset = base_offset;
+        let mut max_timestamp = NO_TIMESTAMP;
+        let mut record_count = 0u64;
+        for produced in &batches {
+            let mut header = produced.header;
+            header.base_offset = next_offset;
+            header.partition_leader_epoch = leader_epoch;
+            let bytes = &mut data[produced.start..produced.start + header.size()];
+            batch::assign(bytes, next_offset, leader_epoch);
+            next_offset = header.last_offset().checked_add(1).ok_or_else(|| {
+                AppendError::Corrupt(format!(
+                    "batch at byte {} would run past the largest offset",
+                    produced.start
+                ))
+            })?;
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+            record_count += u64::try_from(header.records_count).unwrap_or(0);
+            placed.push(ProducedBatch {
+                start: produced.start,
+                header,
+            });
+        }
+        let last_offset = next_offset - 1;
+        let now = SystemTime::now();
+        if self.should_roll(data.len() as u64, last_offset, now) {
+            self.roll()?;
+        }
+        if !self.active.can_address(data.len() as u64, last_offset) {
+            // Only reachable with a request of 4 GiB or 2^32 offsets, since the active
+            // segment is empty after a roll.
+            return Err(AppendError::Corrupt(format!(
+                "{} bytes with offsets up to {last_offset} do not fit in one segment",
+                data.len()
+            )));
+        }
+        self.active.append(&data, &placed, now)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp,
+            batch_count: placed.len(),
+            record_count,
+            bytes: data.len(),
+        })
+    }
+
+    fn should_roll(&self, bytes: u64, last_offset: i64, now: SystemTime) -> bool {
+        let active = &self.active;
+        if active.size() == 0 {
+            return false;
+        }
+        let limit = self.config.segment_bytes.min(MAX_SEGMENT_BYTES);
+        let too_old = match (self.config.segment_ms, active.rolling_since()) {
+            (Some(ms), Some(since)) => {
+                // A clock that went backwards counts as no time passed.
+                now.duration_since(since).unwrap_or_default() >= Duration::from_millis(ms)
+            }
+            _ => false,
+        };
+        active.size().saturating_add(bytes) > limit
+            || !active.can_address(bytes, last_offset)
+            || too_old
+    }
+
+    /// Seals the active segment, makes it durable, and starts a new one at the log end.
+    fn roll(&mut self) -> Result<(), IoError> {
+        self.active.finish()?;
+        let next = ActiveSegment::create(
+            &self.dir,
+            self.active.end_offset(),
+            self.config.index_interval_bytes,
+        )?;
+        let old = std::mem::replace(&mut self.active, next);
+        tracing::debug!(
+            dir = %self.dir.display(),
+            base_offset = self.active.base_offset(),
+            "rolled to a new segment"
+        );
+        self.segments.push(old.into_segment());
+        Ok(())
+    }
+
+    /// Whole batches starting with the one that holds `offset`: at least that batch, then
+    /// as many following ones as fit in `max_bytes`, stopping at the segment's end. Empty
+    /// at the log end; an error outside `[log_start_offset, log_end_offset]`.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ReadError> {
+        let log_start = self.log_start_offset();
+        let log_end = self.log_end_offset();
+        if offset < log_start || offset > log_end {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        let records = if offset == log_end {
+            Bytes::new()
+        } else {
+            self.read_segments(offset, max_bytes)?
+        };
+        Ok(ReadResult {
+            records,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        })
+    }
+
+    /// Reads from the segment holding `offset`, or from a later one when that has nothing
+    /// at or after `offset`, which gaps in the offsets would cause.
+    fn read_segments(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ReadError> {
+        if offset < self.active.base_offset() {
+            let holding = self
+                .segments
+                .partition_point(|s| s.base_offset() <= offset)
+                .saturating_sub(1);
+            for segment in &self.segments[holding..] {
+                if let Some(records) = segment.read(offset, max_bytes)? {
+                    return Ok(records);
+                }
+            }
+        }
+        Ok(self.active.read(offset, max_bytes)?.unwrap_or_default())
+    }
+
+    /// The first offset of the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments
+            .first()
+            .map_or(self.active.base_offset(), Segment::base_offset)
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active.end_offset()
+    }
+
+    /// The earliest batch whose max timestamp is at least `timestamp`, as its base offset
+    /// (raised to the log start) and its max timestamp; `None` when no batch is that recent.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        let log_start = self.log_start_offset();
+        let found = |(offset, ts): (i64, i64)| Some((offset.max(log_start), ts));
+        for segment in &self.segments {
+            if segment.max_timestamp().0 >= timestamp {
+                if let Some(hit) = segment.find_timestamp(timestamp)? {
+                    return Ok(found(hit));
+                }
+            }
+        }
+        if self.active.max_timestamp().0 >= timestamp {
+            if let Some(hit) = self.active.find_timestamp(timestamp)? {
+                return Ok(found(hit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `(timestamp, offset)` of the largest timestamp in the log, the offset being the base
+    /// offset of the first batch that has it; `None` when no batch has a timestamp.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.segments
+            .iter()
+            .map(Segment::max_timestamp)
+            .chain([self.active.max_timestamp()])
+            // Later segments win only with a strictly larger timestamp.
+            .fold(None, |best: Option<(i64, i64)>, candidate| match best {
+                Some(best) if best.0 >= candidate.0 => Some(best),
+                _ => Some(candidate),
+            })
+            .filter(|&(timestamp, _)| timestamp > NO_TIMESTAMP)
+    }
+
+    /// Bytes of all `.log` files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum::<u64>() + self.active.size()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len() + 1
+    }
+
+    /// Makes everything appended so far durable. Older segments already are.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        Ok(self.active.sync()?)
+    }
+
+    /// Flushes and leaves the clean-shutdown marker, so the next open skips recovery.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.active.finish()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .at("write clean-shutdown marker", &marker)?;
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Removes the partition's directory and everything in it.
+    pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(&dir).at("delete partition directory", &dir)?;
+        Ok(())
+    }
+}
+
+/// Creates the partition directory, durably, when it does not exist.
+fn create_dir(dir: &Path) -> Result<(), IoError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).at("create partition directory", dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Base offsets of the segments in `dir`, sorted. Leftovers of interrupted index rewrites
+/// and index files without a `.log` are removed; other files are left alone.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, IoError> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in fs::read_dir(dir).at("list partition directory", dir)? {
+        let entry = entry.at("list partition directory", dir)?;
+        let name = entry.file_name();
+        let Some((base, extension)) = name.to_str().and_then(parse_file_name) else {
+            continue;
+        };
+        match extension {
+            LOG_EXTENSION => logs.push(base),
+            INDEX_EXTENSION | TIME_INDEX_EXTENSION => indexes.push((base, entry.path())),
+            _ if extension.ends_with(index::TMP_SUFFIX) => remove_stray(&entry.path())?,
+            _ => {}
+        }
+    }
+    logs.sort_unstable();
+    for (base, path) in indexes {
+        if logs.binary_search(&base).is_err() {
+            remove_stray(&path)?;
+        }
+    }
+    Ok(logs)
+}
+
+fn remove_stray(path: &Path) -> Result<(), IoError> {
+    tracing::info!(file = %path.display(), "removing leftover index file");
+    fs::remove_file(path).at("remove leftover index file", path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::batch::tests::{encode_batch, encode_batch_with};
+    use super::*;
+    use kafka_protocol::records::Compression;
+    use tempfile::TempDir;
+
+    fn small(segment_bytes: u64) -> LogConfig {
+        LogConfig {
+            segment_bytes,
+            index_interval_bytes: 128,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Splits fetched records into batches, checking each one's framing and CRC.
+    fn batches(records: &[u8]) -> Vec<BatchHeader> {
+        let mut out = Vec::new();
+        let mut rest = records;
+        while !rest.is_empty() {
+            let header = BatchHeader::parse(rest).unwrap();
+            let (one, tail) = rest.split_at(header.size());
+            batch::check_batch(one, batch::CountRule::Produced).unwrap();
+            out.push(header);
+            rest = tail;
+        }
+        out
+    }
+
+    fn file_len(path: PathBuf) -> u64 {
+        fs::metadata(path).unwrap().len()
+    }
+
+    fn segment_file(dir: &Path, base: i64, extension: &str) -> PathBuf {
+        dir.join(segment::file_name(base, extension))
+    }
+
+    /// Appends `count` single-batch requests of three records and 50-byte values.
+    fn fill(log: &mut PartitionLog, count: usize) {
+        for i in 0..count {
+            log.append(&encode_batch(3, 50, 1_000 + i as i64 * 10), 0)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn appended_batches_read_back_with_assigned_offsets_epoch_and_a_valid_crc() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let first = log.append(&encode_batch(3, 10, 100), 7).unwrap();
+        assert_eq!(
+            first,
+            AppendInfo {
+                base_offset: 0,
+                last_offset: 2,
+                max_timestamp: 102,
+                batch_count: 1,
+                record_count: 3,
+                bytes: encode_batch(3, 10, 100).len(),
+            }
+        );
+        let second = log.append(&encode_batch(2, 10, 200), 8).unwrap();
+        assert_eq!((second.base_offset, second.last_offset), (3, 4));
+        assert_eq!(log.log_end_offset(), 5);
+
+        let read = log.read(0, usize::MAX).unwrap();
+        assert_eq!((read.log_start_offset, read.log_end_offset), (0, 5));
+        let headers = batches(&read.records);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(
+            (headers[0].base_offset, headers[0].partition_leader_epoch),
+            (0, 7)
+        );
+        assert_eq!(
+            (headers[1].base_offset, headers[1].partition_leader_epoch),
+            (3, 8)
+        );
+    }
+
+    #[test]
+    fn several_batches_in_one_request_get_consecutive_offsets() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        log.append(&encode_batch(1, 1, 0), 0).unwrap();
+        let request = [
+            encode_batch(2, 1, 5),
+            encode_batch(4, 1, 50),
+            encode_batch_with(3, 1, 9, Compression::Lz4),
+        ]
+        .concat();
+        let info = log.append(&request, 0).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (1, 9));
+        assert_eq!((info.batch_count, info.record_count), (3, 9));
+        assert_eq!(info.max_timestamp, 53);
+        let bases: Vec<i64> = batches(&log.read(1, usize::MAX).unwrap().records)
+            .iter()
+            .map(|h| h.base_offset)
+            .collect();
+        assert_eq!(bases, [1, 3, 7]);
+    }
+
+    #[test]
+    fn reading_from_inside_a_batch_returns_the_whole_batch() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        fill(&mut log, 3);
+        let headers = batches(&log.read(4, usize::MAX).unwrap().records);
+        assert_eq!(
+            headers.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+            [3, 6]
+        );
+    }
+
+    #[test]
+    fn max_bytes_limits_whole_batches_but_always_returns_the_first() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        fill(&mut log, 4);
+        let one = encode_batch(3, 50, 0).len();
+        assert_eq!(batches(&log.read(0, 0).unwrap().records).len(), 1);
+        assert_eq!(batches(&log.read(0, one - 1).unwrap().records).len(), 1);
+        assert_eq!(
+            batches(&log.read(0, 2 * one + 10).unwrap().records).len(),
+            2
+        );
+        assert_eq!(batches(&log.read(0, 2 * one).unwrap().records).len(), 2);
+        assert_eq!(log.read(0, usize::MAX).unwrap().records.len(), 4 * one);
+    }
+
+    #[test]
+    fn reads_outside_the_log_are_out_of_range_and_at_the_end_are_empty() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert!(log.read(0, 100).unwrap().records.is_empty());
+        fill(&mut log, 1);
+        let at_end = log.read(3, 100).unwrap();
+        assert!(at_end.records.is_empty());
+        assert_eq!(at_end.log_end_offset, 3);
+        for offset in [-1, 4, i64::MAX] {
+            assert!(matches!(
+                log.read(offset, 100),
+                Err(ReadError::OffsetOutOfRange { offset: o, log_start: 0, log_end: 3 }) if o == offset
+            ));
+        }
+    }
+
+    #[test]
+    fn segments_roll_by_size_and_reads_span_them() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(3, 50, 0).len() as u64;
+        let mut log = PartitionLog::open(dir.path(), small(2 * one + 1)).unwrap();
+        fill(&mut log, 5);
+        assert_eq!(log.segment_count(), 3);
+        for (base, batches_in_it) in [(0, 2), (6, 2), (12, 1)] {
+            let path = segment_file(dir.path(), base, "log");
+            assert_eq!(file_len(path), batches_in_it * one);
+            assert!(segment_file(dir.path(), base, "index").exists());
+            assert!(segment_file(dir.path(), base, "timeindex").exists());
+        }
+        assert_eq!(log.size_bytes(), 5 * one);
+        // A read stops at the end of its segment; the next one continues from there.
+        let first = batches(&log.read(0, usize::MAX).unwrap().records);
+        assert_eq!(first.last().unwrap().last_offset(), 5);
+        let second = batches(&log.read(6, usize::MAX).unwrap().records);
+        assert_eq!(second[0].base_offset, 6);
+        for offset in 0..15 {
+            let header = batches(&log.read(offset, 0).unwrap().records)[0];
+            assert!(header.base_offset <= offset && offset <= header.last_offset());
+        }
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_segment_size_gets_a_segment_of_its_own() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), small(10)).unwrap();
+        fill(&mut log, 3);
+        assert_eq!(log.segment_count(), 3);
+        assert_eq!(log.log_end_offset(), 9);
+    }
+
+    #[test]
+    fn an_old_segment_rolls_on_the_next_append() {
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            segment_ms: Some(0),
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        fill(&mut log, 1);
+        assert_eq!(log.segment_count(), 1);
+        fill(&mut log, 2);
+        assert_eq!(log.segment_count(), 3);
+
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            segment_ms: Some(3_600_000),
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        fill(&mut log, 3);
+        assert_eq!(log.segment_count(), 1);
+    }
+
+    #[test]
+    fn reopening_after_close_restores_the_log_end_and_contents() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(3, 50, 0).len() as u64;
+        let mut log = PartitionLog::open(dir.path(), small(3 * one)).unwrap();
+        fill(&mut log, 7);
+        let before = log.read(0, usize::MAX).unwrap();
+        let max = log.max_timestamp();
+        log.close().unwrap();
+        assert!(dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+
+        let mut log = PartitionLog::open(dir.path(), small(3 * one)).unwrap();
+        assert!(!dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+        assert_eq!(log.log_end_offset(), 21);
+        assert_eq!(log.segment_count(), 3);
+        assert_eq!(log.read(0, usize::MAX).unwrap(), before);
+        assert_eq!(log.max_timestamp(), max);
+        assert_eq!(
+            log.append(&encode_batch(1, 1, 0), 0).unwrap().base_offset,
+            21
+        );
+    }
+
+    #[test]
+    fn reopening_without_the_marker_keeps_an_intact_log() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), small(1_000)).unwrap();
+        fill(&mut log, 10);
+        let size = log.size_bytes();
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small(1_000)).unwrap();
+        assert_eq!(log.log_end_offset(), 30);
+        assert_eq!(log.size_bytes(), size);
+    }
+
+    #[test]
+    fn a_batch_torn_by_a_crash_is_cut_off_and_appends_continue_after_the_last_good_one() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+        fill(&mut log, 4);
+        let good = log.size_bytes();
+        fill(&mut log, 1);
+        drop(log);
+        let path = segment_file(dir.path(), 0, "log");
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(good + 30).unwrap();
+
+        let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+        assert_eq!(log.log_end_offset(), 12);
+        assert_eq!(file_len(path), good);
+        let info = log.append(&encode_batch(2, 5, 0), 0).unwrap();
+        assert_eq!(info.base_offset, 12);
+        let headers = batches(&log.read(9, usize::MAX).unwrap().records);
+        assert_eq!(
+            headers.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+            [9, 12]
+        );
+    }
+
+    #[test]
+    fn garbage_after_the_last_batch_is_cut_off_on_reopen() {
+        for garbage in [
+            vec![0u8; 100],
+            vec![0xab; 7],
+            encode_batch(1, 1, 0)[..70].to_vec(),
+        ] {
+            let dir = TempDir::new().unwrap();
+            let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+            fill(&mut log, 3);
+            let good = log.size_bytes();
+            drop(log);
+            let path = segment_file(dir.path(), 0, "log");
+            let mut bytes = fs::read(&path).unwrap();
+            bytes.extend_from_slice(&garbage);
+            fs::write(&path, bytes).unwrap();
+
+            let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+            assert_eq!((log.log_end_offset(), log.size_bytes()), (9, good));
+            assert_eq!(
+                log.append(&encode_batch(1, 1, 0), 0).unwrap().base_offset,
+                9
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_with_a_bad_crc_in_the_active_segment_is_cut_off_with_everything_after_it() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+        fill(&mut log, 5);
+        drop(log);
+        let path = segment_file(dir.path(), 0, "log");
+        let mut bytes = fs::read(&path).unwrap();
+        let one = encode_batch(3, 50, 0).len();
+        bytes[2 * one + 70] ^= 1;
+        fs::write(&path, bytes).unwrap();
+
+        let log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+        assert_eq!(log.log_end_offset(), 6);
+        assert_eq!(log.size_bytes(), 2 * one as u64);
+    }
+
+    #[test]
+    fn a_log_shorter_than_a_header_recovers_to_an_empty_log() {
+        let dir = TempDir::new().unwrap();
+        fs::write(segment_file(dir.path(), 0, "log"), [1u8; 40]).unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!((log.log_end_offset(), log.size_bytes()), (0, 0));
+        fill(&mut log, 1);
+        assert_eq!(log.log_end_offset(), 3);
+    }
+
+    #[test]
+    fn a_missing_directory_is_created_as_an_empty_log_at_offset_zero() {
+        let parent = TempDir::new().unwrap();
+        let dir = parent.path().join("orders-3");
+        let log = PartitionLog::open(&dir, LogConfig::default()).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.max_timestamp(), None);
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+        assert!(segment_file(&dir, 0, "log").exists());
+    }
+
+    #[test]
+    fn an_active_segment_emptied_by_recovery_keeps_its_base_offset() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(3, 50, 0).len() as u64;
+        let mut log = PartitionLog::open(dir.path(), small(one)).unwrap();
+        fill(&mut log, 2);
+        drop(log);
+        let path = segment_file(dir.path(), 3, "log");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
+        let mut log = PartitionLog::open(dir.path(), small(one)).unwrap();
+        assert_eq!(log.log_end_offset(), 3);
+        assert_eq!(
+            log.append(&encode_batch(1, 1, 0), 0).unwrap().base_offset,
+            3
+        );
+        assert_eq!(log.segment_count(), 2);
+    }
+
+    #[test]
+    fn refused_requests_write_nothing() {
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            max_batch_bytes: 500,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        fill(&mut log, 1);
+        let good = encode_batch(2, 10, 0);
+
+        let mut bad_crc = encode_batch(2, 10, 0);
+        *bad_crc.last_mut().unwrap() ^= 0xff;
+        let mut bad_magic = encode_batch(2, 10, 0);
+        bad_magic[16] = 1;
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(&[0; 11]);
+        let mut overlong_length = good.clone();
+        overlong_length[8..12].copy_from_slice(&1_000i32.to_be_bytes());
+
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            (
+                "bad CRC after a good batch",
+                [good.clone(), bad_crc].concat(),
+            ),
+            ("bad magic", bad_magic),
+            ("trailing partial bytes", trailing),
+            ("length past the end", overlong_length),
+            (
+                "too large",
+                [good.clone(), encode_batch(1, 600, 0)].concat(),
+            ),
+        ];
+        for (name, records) in cases {
+            let error = log.append(&records, 0).unwrap_err();
+            let expected = match name {
+                "bad magic" => matches!(error, AppendError::UnsupportedMagic(1)),
+                "too large" => matches!(error, AppendError::BatchTooLarge { max: 500, .. }),
+                "bad CRC after a good batch" => matches!(
+                    &error,
+                    AppendError::Corrupt(reason) if reason.contains("batch 1") && reason.contains("CRC")
+                ),
+                _ => matches!(error, AppendError::Corrupt(_)),
+            };
+            assert!(expected, "{name}: unexpected {error:?}");
+            assert_eq!(log.log_end_offset(), 3, "{name}");
+            assert_eq!(
+                file_len(segment_file(dir.path(), 0, "log")),
+                log.size_bytes(),
+                "{name}"
+            );
+        }
+        assert_eq!(log.append(&good, 0).unwrap().base_offset, 3);
+    }
+
+    #[test]
+    fn append_errors_map_to_kafka_error_codes() {
+        use kafka_protocol::ResponseError;
+        assert_eq!(
+            AppendError::Corrupt(String::new()).response_error(),
+            ResponseError::CorruptMessage
+        );
+        assert_eq!(
+            AppendError::BatchTooLarge { size: 2, max: 1 }.response_error(),
+            ResponseError::MessageTooLarge
+        );
+        let out_of_range = ReadError::OffsetOutOfRange {
+            offset: 9,
+            log_start: 0,
+            log_end: 3,
+        };
+        assert_eq!(
+            out_of_range.response_error(),
+            ResponseError::OffsetOutOfRange
+        );
+        assert_eq!(
+            out_of_range.to_string(),
+            "offset 9 is outside the log's range [0, 3]"
+        );
+    }
+
+    #[test]
+    fn deleted_index_files_are_rebuilt_identically_on_open() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(3, 50, 0).len() as u64;
+        let config = small(5 * one);
+        let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        fill(&mut log, 12);
+        let contents = log.read(0, usize::MAX).unwrap();
+        log.close().unwrap();
+        // The inactive segments; the active one's rebuilt index may lack the closing entry.
+        let mut originals = Vec::new();
+        for base in [0, 15] {
+            for extension in ["index", "timeindex"] {
+                let path = segment_file(dir.path(), base, extension);
+                originals.push((path.clone(), fs::read(&path).unwrap()));
+                fs::remove_file(path).unwrap();
+            }
+        }
+        assert!(originals.iter().any(|(_, bytes)| !bytes.is_empty()));
+        fs::remove_file(segment_file(dir.path(), 30, "index")).unwrap();
+
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        for (path, bytes) in &originals {
+            assert_eq!(&fs::read(path).unwrap(), bytes, "{}", path.display());
+        }
+        assert_eq!(log.read(0, usize::MAX).unwrap(), contents);
+        for offset in 0..36 {
+            let header = batches(&log.read(offset, 0).unwrap().records)[0];
+            assert!(header.base_offset <= offset && offset <= header.last_offset());
+        }
+    }
+
+    #[test]
+    fn inconsistent_index_files_are_not_trusted() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(3, 50, 0).len() as u64;
+        let config = small(5 * one);
+        let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        fill(&mut log, 12);
+        log.close().unwrap();
+        // A partial entry; entries out of order whose last one looks fine, which only a full
+        // load notices; an entry past the end of the active segment.
+        fs::write(segment_file(dir.path(), 0, "index"), [0u8; 11]).unwrap();
+        let shuffled: Vec<u8> = [(9u32, 3 * one as u32), (3, one as u32)]
+            .iter()
+            .flat_map(|(o, p)| [o.to_be_bytes(), p.to_be_bytes()].concat())
+            .collect();
+        fs::write(segment_file(dir.path(), 15, "index"), shuffled).unwrap();
+        let mut past_end = 1u32.to_be_bytes().to_vec();
+        past_end.extend_from_slice(&1_000_000u32.to_be_bytes());
+        fs::write(segment_file(dir.path(), 30, "index"), past_end).unwrap();
+
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert_eq!(file_len(segment_file(dir.path(), 0, "index")) % 8, 0);
+        for offset in 0..36 {
+            let header = batches(&log.read(offset, 0).unwrap().records)[0];
+            assert!(header.base_offset <= offset && offset <= header.last_offset());
+        }
+    }
+
+    #[test]
+    fn offset_for_timestamp_finds_the_earliest_batch_at_or_after_it() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(3, 50, 0).len() as u64;
+        let mut log = PartitionLog::open(dir.path(), small(4 * one)).unwrap();
+        // Batch i has offsets 3i..3i+2 and timestamps t..t+2; batch 6 is late.
+        for t in [1000, 1010, 1020, 1030, 1040, 1050, 500, 1060, 1070, 1080] {
+            log.append(&encode_batch(3, 50, t), 0).unwrap();
+        }
+        assert_eq!(log.segment_count(), 3);
+
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1_002)));
+        assert_eq!(log.offset_for_timestamp(1_002).unwrap(), Some((0, 1_002)));
+        assert_eq!(log.offset_for_timestamp(1_003).unwrap(), Some((3, 1_012)));
+        assert_eq!(log.offset_for_timestamp(1_041).unwrap(), Some((12, 1_042)));
+        assert_eq!(log.offset_for_timestamp(1_052).unwrap(), Some((15, 1_052)));
+        assert_eq!(log.offset_for_timestamp(1_053).unwrap(), Some((21, 1_062)));
+        assert_eq!(log.offset_for_timestamp(1_072).unwrap(), Some((24, 1_072)));
+        assert_eq!(log.offset_for_timestamp(1_073).unwrap(), Some((27, 1_082)));
+        assert_eq!(log.offset_for_timestamp(1_083).unwrap(), None);
+        assert_eq!(log.max_timestamp(), Some((1_082, 27)));
+    }
+
+    #[test]
+    fn max_timestamp_is_the_first_batch_with_the_largest_timestamp_across_segments() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(1, 50, 0).len() as u64;
+        let mut log = PartitionLog::open(dir.path(), small(2 * one)).unwrap();
+        for ts in [10, 900, 20, 900, 30, 40] {
+            log.append(&encode_batch(1, 50, ts), 0).unwrap();
+        }
+        assert_eq!(log.max_timestamp(), Some((900, 1)));
+        log.close().unwrap();
+        let log = PartitionLog::open(dir.path(), small(2 * one)).unwrap();
+        assert_eq!(log.max_timestamp(), Some((900, 1)));
+        assert_eq!(log.offset_for_timestamp(100).unwrap(), Some((1, 900)));
+    }
+
+    #[test]
+    fn max_timestamp_survives_a_crash_of_the_active_segment() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+        for ts in [10, 20, 5_000, 30] {
+            log.append(&encode_batch(1, 50, ts), 0).unwrap();
+        }
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+        assert_eq!(log.max_timestamp(), Some((5_000, 2)));
+    }
+
+    #[test]
+    fn the_clean_shutdown_marker_exists_only_while_closed() {
+        let dir = TempDir::new().unwrap();
+        let marker = dir.path().join(CLEAN_SHUTDOWN_FILE);
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        fill(&mut log, 1);
+        log.flush().unwrap();
+        assert!(!marker.exists());
+        log.close().unwrap();
+        assert!(marker.exists());
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert!(!marker.exists());
+        drop(log);
+    }
+
+    #[test]
+    fn leftover_temporary_and_orphan_index_files_are_removed_and_others_kept() {
+        let dir = TempDir::new().unwrap();
+        let stray = [
+            segment_file(dir.path(), 0, "index.tmp"),
+            segment_file(dir.path(), 77, "index"),
+            segment_file(dir.path(), 77, "timeindex"),
+        ];
+        for path in &stray {
+            fs::write(path, [0u8; 8]).unwrap();
+        }
+        let unrelated = dir.path().join("partition.metadata");
+        fs::write(&unrelated, "topic_id: x").unwrap();
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.log_end_offset(), 0);
+        assert!(stray.iter().all(|p| !p.exists()));
+        assert!(unrelated.exists());
+    }
+
+    #[test]
+    fn delete_removes_the_partition_directory() {
+        let parent = TempDir::new().unwrap();
+        let dir = parent.path().join("orders-0");
+        let mut log = PartitionLog::open(&dir, small(200)).unwrap();
+        fill(&mut log, 3);
+        log.delete().unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn the_log_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PartitionLog>();
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Each request is a list of batches, each batch `(records, value bytes)`.
+        fn requests() -> impl Strategy<Value = Vec<Vec<(usize, usize)>>> {
+            prop::collection::vec(prop::collection::vec((1usize..6, 0usize..300), 1..4), 1..25)
+        }
+
+        /// Every offset reads back as a batch containing it, equal to the one appended.
+        fn check_every_offset(log: &PartitionLog, expected: &[(i64, Vec<u8>)]) {
+            for (base, bytes) in expected {
+                let count = BatchHeader::parse(bytes).unwrap().last_offset_delta as i64 + 1;
+                for offset in *base..*base + count {
+                    let read = log.read(offset, 1).unwrap();
+                    assert_eq!(&read.records[..], &bytes[..], "offset {offset}");
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+            #[test]
+            fn every_offset_reads_back_its_batch_before_and_after_reopening(
+                requests in requests(),
+                segment_bytes in 100u64..3_000,
+                index_interval_bytes in 0u32..600,
+                clean in any::<bool>(),
+            ) {
+                let dir = TempDir::new().unwrap();
+                let config = LogConfig {
+                    segment_bytes,
+                    index_interval_bytes,
+                    ..LogConfig::default()
+                };
+                let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+                let mut expected = Vec::new();
+                for (i, request) in requests.iter().enumerate() {
+                    let encoded: Vec<Vec<u8>> = request
+                        .iter()
+                        .map(|&(records, value)| encode_batch(records, value, i as i64))
+                        .collect();
+                    let info = log.append(&encoded.concat(), 3).unwrap();
+                    let mut base = info.base_offset;
+                    for mut bytes in encoded {
+                        batch::assign(&mut bytes, base, 3);
+                        let next = BatchHeader::parse(&bytes).unwrap().last_offset() + 1;
+                        expected.push((base, bytes));
+                        base = next;
+                    }
+                    prop_assert_eq!(base, log.log_end_offset());
+                }
+                check_every_offset(&log, &expected);
+                let end = log.log_end_offset();
+                if clean {
+                    log.close().unwrap();
+                } else {
+                    drop(log);
+                }
+                let log = PartitionLog::open(dir.path(), config).unwrap();
+                prop_assert_eq!(log.log_end_offset(), end);
+                check_every_offset(&log, &expected);
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The `oxbow-broker` binary: command line, logging, signals, and the listeners.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use oxbow_broker::broker::Broker;
+use oxbow_broker::config::{BrokerConfig, Listener};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A Kafka-compatible event streaming broker.
+///
+/// With no arguments it listens on localhost:9092 and keeps its data in ./data. Settings use
+/// Kafka's `server.properties` names; a flag or OXBOW_* variable overrides the file.
+#[derive(Debug, Parser)]
+#[command(name = "oxbow-broker", version, about)]
+struct Cli {
+    /// A Kafka-style server.properties file.
+    #[arg(long, env = "OXBOW_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// `listeners`: where to accept clients, NAME://host:port (default PLAINTEXT://localhost:9092).
+    #[arg(long, env = "OXBOW_LISTENERS")]
+    listeners: Option<String>,
+    /// `advertised.listeners`: the address given to clients (default: derived from listeners).
+    #[arg(long, env = "OXBOW_ADVERTISED_LISTENERS")]
+    advertised_listeners: Option<String>,
+    /// `log.dirs`: the data directory (default ./data).
+    #[arg(long, env = "OXBOW_LOG_DIRS")]
+    log_dirs: Option<String>,
+    /// `node.id`: this broker's id (default 0).
+    #[arg(long, env = "OXBOW_NODE_ID")]
+    node_id: Option<String>,
+    /// `num.partitions`: partitions of automatically created topics (default 1).
+    #[arg(long, env = "OXBOW_NUM_PARTITIONS")]
+    num_partitions: Option<String>,
+    /// `auto.create.topics.enable` (default true).
+    #[arg(long, env = "OXBOW_AUTO_CREATE_TOPICS_ENABLE")]
+    auto_create_topics_enable: Option<String>,
+    /// `log.segment.bytes`: segment size (default 1 GiB).
+    #[arg(long, env = "OXBOW_LOG_SEGMENT_BYTES")]
+    log_segment_bytes: Option<String>,
+    /// `log.retention.ms`: how long data is kept.
+    #[arg(long, env = "OXBOW_LOG_RETENTION_MS")]
+    log_retention_ms: Option<String>,
+    /// `log.retention.hours`: how long data is kept (default 168).
+    #[arg(long, env = "OXBOW_LOG_RETENTION_HOURS")]
+    log_retention_hours: Option<String>,
+    /// `message.max.bytes`: largest record batch accepted (default 1048588).
+    #[arg(long, env = "OXBOW_MESSAGE_MAX_BYTES")]
+    message_max_bytes: Option<String>,
+    /// `socket.request.max.bytes`: largest request read (default 104857600).
+    #[arg(long, env = "OXBOW_SOCKET_REQUEST_MAX_BYTES")]
+    socket_request_max_bytes: Option<String>,
+    /// `metrics.address`: host:port of the Prometheus endpoint (default localhost:9404; empty disables).
+    #[arg(long, env = "OXBOW_METRICS_ADDRESS")]
+    metrics_address: Option<String>,
+    /// Any other setting by its Kafka name, KEY=VALUE; repeatable.
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Log output format.
+    #[arg(long, env = "OXBOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// The explicit settings from flags and environment, under their Kafka names.
+    fn settings(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut settings = BTreeMap::new();
+        for raw in &self.overrides {
+            let (key, value) = raw
+                .split_once('=')
+                .with_context(|| format!("--override `{raw}` is not KEY=VALUE"))?;
+            settings.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        let flags = [
+            ("listeners", &self.listeners),
+            ("advertised.listeners", &self.advertised_listeners),
+            ("log.dirs", &self.log_dirs),
+            ("node.id", &self.node_id),
+            ("num.partitions", &self.num_partitions),
+            ("auto.create.topics.enable", &self.auto_create_topics_enable),
+            ("log.segment.bytes", &self.log_segment_bytes),
+            ("log.retention.ms", &self.log_retention_ms),
+            ("log.retention.hours", &self.log_retention_hours),
+            ("message.max.bytes", &self.message_max_bytes),
+            ("socket.request.max.bytes", &self.socket_request_max_bytes),
+            ("metrics.address", &self.metrics_address),
+        ];
+        for (key, value) in flags {
+            if let Some(value) = value {
+                settings.insert(key.to_string(), value.clone());
+            }
+        }
+        Ok(settings)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OXBOW_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The address to advertise: the configured one, else the listener's host (or this
+/// machine's name when bound to every interface) with the port actually bound.
+fn advertised_listener(config: &BrokerConfig, bound_port: u16) -> Listener {
+    if let Some(advertised) = &config.advertised {
+        return advertised.clone();
+    }
+    let host = match config.listener.host.as_str() {
+        "" | "0.0.0.0" | "::" => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string()),
+        host => host.to_string(),
+    };
+    Listener {
+        name: config.listener.name.clone(),
+        host,
+        port: bound_port,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let config = BrokerConfig::load(cli.config.as_deref(), cli.settings()?).context("invalid configuration")?;
+
+    let bind = config.listener.bind_address();
+    let listener = TcpListener::bind(&bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let bound = listener.local_addr().context("listener has no local address")?;
+    let advertised = advertised_listener(&config, bound.port());
+    let metrics_address = config.metrics_address.clone();
+    let broker = Broker::open(config, advertised).context("cannot open the log directory")?;
+
+    let shutdown = CancellationToken::new();
+    if let Some(address) = metrics_address {
+        let metrics_listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("cannot serve metrics on {address}"))?;
+        tracing::info!(address = %address, "metrics at /metrics");
+        tokio::spawn(oxbow_broker::metrics::serve(
+            metrics_listener,
+            broker.metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    tracing::info!(
+        listening = %bound,
+        advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
+        node_id = broker.node_id(),
+        "broker started"
+    );
+    oxbow_broker::server::run(listener, std::sync::Arc::clone(&broker), shutdown).await;
+    broker.shutdown();
+    tracing::info!("broker stopped");
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,3 @@
+//! End-to-end tooling for Oxbow: start real broker processes and point real Kafka clients at them.
+
+pub mod harness;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, build, Rust tests, then the Python example tests.
+# Installs the Python packages and kcat the tests need when they are missing.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat)"
+# pip answers "already satisfied" without going to the network when the pins hold.
+python3 -m pip install --quiet --disable-pip-version-check \
+    'kafka-python>=2.1' 'confluent-kafka>=2.3' 'pytest>=7.4'
+if ! command -v kcat >/dev/null 2>&1; then
+    if [[ "$(id -u)" -ne 0 ]]; then
+        echo "kcat is not installed and this user cannot apt-get install it: install kcat (Debian package 'kcat') and rerun" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build (binaries)"
+cargo build --workspace --bins
+
+step "cargo test"
+cargo test --workspace
+
+step "pytest: Python examples against target/debug/oxbow-broker"
+OXBOW_BROKER_BIN="${OXBOW_BROKER_BIN:-$PWD/target/debug/oxbow-broker}" \
+    python3 -m pytest -q e2e/python
