@@ -136,6 +136,11 @@ impl Broker {
         self.config.topic_config(&topic.configs)
     }
 
+    /// A new producer id for InitProducerId.
+    pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        self.metadata.write().allocate_producer_id().map_err(storage_error)
+    }
+
     /// Creates a topic with its partition logs, or checks that it could be (`validate_only`).
     pub fn create_topic(
         &self,

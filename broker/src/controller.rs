@@ -49,7 +49,13 @@ struct Snapshot {
     cluster_id: String,
     node_id: i32,
     topics: Vec<TopicMeta>,
+    /// Producer ids below this may have been handed out; a restart continues above it.
+    #[serde(default)]
+    producer_id_block_end: i64,
 }
+
+/// Producer ids reserved per metadata write, so allocating one rarely touches the disk.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// The metadata image and the file it is persisted to.
 #[derive(Debug)]
@@ -58,6 +64,8 @@ pub struct MetadataStore {
     cluster_id: String,
     node_id: i32,
     topics: BTreeMap<String, TopicMeta>,
+    next_producer_id: i64,
+    producer_id_block_end: i64,
 }
 
 impl MetadataStore {
@@ -81,6 +89,8 @@ impl MetadataStore {
                     cluster_id: snapshot.cluster_id,
                     node_id,
                     topics,
+                    next_producer_id: snapshot.producer_id_block_end,
+                    producer_id_block_end: snapshot.producer_id_block_end,
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -89,6 +99,8 @@ impl MetadataStore {
                     cluster_id: new_cluster_id(),
                     node_id,
                     topics: BTreeMap::new(),
+                    next_producer_id: 0,
+                    producer_id_block_end: 0,
                 };
                 store.persist()?;
                 Ok(store)
@@ -142,6 +154,20 @@ impl MetadataStore {
         Ok(Some(removed))
     }
 
+    /// Hands out a producer id never given before, also across restarts.
+    pub fn allocate_producer_id(&mut self) -> Result<i64, MetadataError> {
+        if self.next_producer_id >= self.producer_id_block_end {
+            self.producer_id_block_end = self.next_producer_id + PRODUCER_ID_BLOCK;
+            if let Err(e) = self.persist() {
+                self.producer_id_block_end = self.next_producer_id;
+                return Err(e);
+            }
+        }
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        Ok(id)
+    }
+
     /// Writes the snapshot to a temporary file, fsyncs it and renames it over the old one,
     /// so a crash leaves either the old or the new image, never a torn one.
     fn persist(&self) -> Result<(), MetadataError> {
@@ -149,6 +175,7 @@ impl MetadataStore {
             cluster_id: self.cluster_id.clone(),
             node_id: self.node_id,
             topics: self.topics.values().cloned().collect(),
+            producer_id_block_end: self.producer_id_block_end,
         };
         let io = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -216,6 +243,17 @@ mod tests {
         assert_eq!(reopened.cluster_id(), id);
         assert!(reopened.topic("a").is_none());
         assert_eq!(reopened.topic("b"), store.topic("b"));
+    }
+
+    #[test]
+    fn producer_ids_are_never_reused_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = MetadataStore::open(dir.path(), 0).expect("new");
+        let first: Vec<i64> = (0..3).map(|_| store.allocate_producer_id().expect("id")).collect();
+        assert_eq!(first, vec![0, 1, 2]);
+        let mut reopened = MetadataStore::open(dir.path(), 0).expect("reopen");
+        let next = reopened.allocate_producer_id().expect("id");
+        assert!(next > 2, "{next} was handed out before the restart");
     }
 
     #[test]

@@ -8,5 +8,6 @@ pub mod config;
 pub mod controller;
 pub mod log;
 pub mod metrics;
+pub mod producer;
 pub mod replica;
 pub mod server;

@@ -7,7 +7,25 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::log::batch::BatchHeader;
 use crate::log::{AppendError, AppendInfo, LogConfig, LogError, PartitionLog, ReadError, ReadResult};
+use crate::producer::{ProducerStateTable, SequenceError, Verdict};
+
+/// Why a produce to a partition was refused; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    #[error("{0}")]
+    InvalidRecord(String),
+}
+
+struct State {
+    log: PartitionLog,
+    producers: ProducerStateTable,
+}
 
 /// One partition replica on this broker. On a single broker it is always the leader, and the
 /// high watermark is the log end offset.
@@ -15,7 +33,7 @@ pub struct Partition {
     pub topic: Arc<str>,
     pub topic_id: Uuid,
     pub index: i32,
-    log: RwLock<PartitionLog>,
+    state: RwLock<State>,
     waiters: Mutex<Vec<Arc<Notify>>>,
 }
 
@@ -26,14 +44,17 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    pub fn new(topic: Arc<str>, topic_id: Uuid, index: i32, log: PartitionLog) -> Partition {
-        Partition {
+    /// Wraps an open log, restoring the idempotent producer state from the newest snapshot
+    /// and the batches written after it.
+    pub fn new(topic: Arc<str>, topic_id: Uuid, index: i32, log: PartitionLog) -> Result<Partition, LogError> {
+        let producers = restore_producers(&log)?;
+        Ok(Partition {
             topic,
             topic_id,
             index,
-            log: RwLock::new(log),
+            state: RwLock::new(State { log, producers }),
             waiters: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     /// Opens (recovering if needed) the log of `topic`-`index` under `dir`.
@@ -45,12 +66,40 @@ impl Partition {
         config: LogConfig,
     ) -> Result<Partition, LogError> {
         let log = PartitionLog::open(&dir.join(format!("{topic}-{index}")), config)?;
-        Ok(Partition::new(topic, topic_id, index, log))
+        Partition::new(topic, topic_id, index, log)
     }
 
-    /// Appends the batches of a Produce request and wakes every fetch waiting on this partition.
-    pub fn append(&self, records: &[u8]) -> Result<AppendInfo, AppendError> {
-        let info = self.log.write().append(records, 0)?;
+    /// Appends the batches of a Produce request and wakes every fetch waiting on this
+    /// partition. A retried idempotent batch is answered with where it already is.
+    pub fn append(&self, records: &[u8]) -> Result<AppendInfo, ProduceError> {
+        let idempotent = idempotent_batch(records)?;
+        let mut state = self.state.write();
+        if let Some(header) = &idempotent {
+            if let Verdict::Duplicate(batch) = state.producers.check(header)? {
+                tracing::debug!(partition = ?self, producer_id = header.producer_id, first_seq = batch.first_seq, "duplicate batch acknowledged");
+                return Ok(AppendInfo {
+                    base_offset: batch.base_offset,
+                    last_offset: batch.last_offset,
+                    max_timestamp: header.max_timestamp,
+                    batch_count: 0,
+                    record_count: 0,
+                    bytes: 0,
+                });
+            }
+        }
+        let segments_before = state.log.segment_count();
+        let info = state.log.append(records, 0)?;
+        if let Some(header) = &idempotent {
+            state.producers.record(header, info.base_offset);
+        }
+        if state.log.segment_count() != segments_before && !state.producers.is_empty() {
+            // A snapshot per segment bounds the log scanned to rebuild the state after a crash.
+            let end = state.log.log_end_offset();
+            if let Err(e) = state.producers.write_snapshot(state.log.dir(), end) {
+                tracing::warn!(partition = ?self, error = %e, "could not snapshot producer state");
+            }
+        }
+        drop(state);
         let waiters = std::mem::take(&mut *self.waiters.lock());
         for waiter in waiters {
             waiter.notify_one();
@@ -59,15 +108,15 @@ impl Partition {
     }
 
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ReadError> {
-        self.log.read().read(offset, max_bytes)
+        self.state.read().log.read(offset, max_bytes)
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.log.read().log_start_offset()
+        self.state.read().log.log_start_offset()
     }
 
     pub fn log_end_offset(&self) -> i64 {
-        self.log.read().log_end_offset()
+        self.state.read().log.log_end_offset()
     }
 
     /// The offset below which records are committed; consumers never read past it.
@@ -76,15 +125,15 @@ impl Partition {
     }
 
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
-        self.log.read().offset_for_timestamp(timestamp)
+        self.state.read().log.offset_for_timestamp(timestamp)
     }
 
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.log.read().max_timestamp()
+        self.state.read().log.max_timestamp()
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.log.read().size_bytes()
+        self.state.read().log.size_bytes()
     }
 
     /// Registers `notify` to be woken by the next append. A wake that comes before the
@@ -100,11 +149,77 @@ impl Partition {
     }
 
     pub fn flush(&self) -> Result<(), LogError> {
-        self.log.write().flush()
+        self.state.write().log.flush()
     }
 
     /// Flushes and closes the log, marking a clean shutdown; used once nothing else holds it.
     pub fn close(self) -> Result<(), LogError> {
-        self.log.into_inner().close()
+        let state = self.state.into_inner();
+        if !state.producers.is_empty() {
+            if let Err(e) = state.producers.write_snapshot(state.log.dir(), state.log.log_end_offset()) {
+                tracing::warn!(partition = ?state.log.dir(), error = %e, "could not snapshot producer state");
+            }
+        }
+        state.log.close()
     }
+}
+
+/// The header of the batch when `records` is one idempotent batch; an error when an
+/// idempotent or transactional batch is not alone, as Kafka requires.
+fn idempotent_batch(records: &[u8]) -> Result<Option<BatchHeader>, ProduceError> {
+    let Some(header) = BatchHeader::parse(records) else {
+        return Ok(None);
+    };
+    if header.is_transactional() {
+        return Err(ProduceError::InvalidRecord(
+            "transactional batches are not supported".to_string(),
+        ));
+    }
+    if header.producer_id < 0 {
+        return Ok(None);
+    }
+    if header.size() != records.len() {
+        return Err(ProduceError::InvalidRecord(
+            "an idempotent produce must carry exactly one record batch per partition".to_string(),
+        ));
+    }
+    Ok(Some(header))
+}
+
+/// Rebuilds producer state: the newest snapshot, then every idempotent batch after it.
+fn restore_producers(log: &PartitionLog) -> Result<ProducerStateTable, LogError> {
+    let end = log.log_end_offset();
+    let io = |source: std::io::Error| {
+        LogError::from(crate::log::IoError {
+            op: "restore producer state in",
+            path: log.dir().to_path_buf(),
+            source,
+        })
+    };
+    let (mut table, mut offset) = match ProducerStateTable::load_snapshot(log.dir(), end).map_err(io)? {
+        Some((table, offset)) => (table, offset),
+        None => (ProducerStateTable::default(), log.log_start_offset()),
+    };
+    offset = offset.max(log.log_start_offset());
+    while offset < end {
+        let read = match log.read(offset, 1 << 20) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(dir = %log.dir().display(), offset, error = %e, "producer state rebuilt only up to here");
+                break;
+            }
+        };
+        if read.records.is_empty() {
+            break;
+        }
+        let mut rest = &read.records[..];
+        while let Some(header) = BatchHeader::parse(rest) {
+            if header.producer_id >= 0 && header.last_offset() >= offset {
+                table.record(&header, header.base_offset);
+            }
+            offset = header.last_offset() + 1;
+            rest = rest.get(header.size()..).unwrap_or_default();
+        }
+    }
+    Ok(table)
 }

@@ -8,12 +8,17 @@ mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producer_id;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
-use kafka_protocol::protocol::{StrBytes, VersionRange};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Message, Request, StrBytes, VersionRange};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
@@ -42,16 +47,40 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::DescribeConfigs,
     ApiKey::CreatePartitions,
     ApiKey::DescribeCluster,
+    ApiKey::InitProducerId,
 ];
+
+/// The versions both the request and the response schema of `R` define.
+fn versions<R: Request>() -> VersionRange {
+    R::VERSIONS.intersect(&<R::Response as Message>::VERSIONS)
+}
 
 /// The versions of `key` the broker answers, or `None` when the API is not implemented.
 pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
-    SUPPORTED.contains(&key).then(|| key.valid_versions())
+    if !SUPPORTED.contains(&key) {
+        return None;
+    }
+    Some(match key {
+        ApiKey::Produce => versions::<ProduceRequest>(),
+        ApiKey::Fetch => versions::<FetchRequest>(),
+        ApiKey::ListOffsets => versions::<ListOffsetsRequest>(),
+        ApiKey::Metadata => versions::<MetadataRequest>(),
+        ApiKey::ApiVersions => versions::<ApiVersionsRequest>(),
+        ApiKey::CreateTopics => versions::<CreateTopicsRequest>(),
+        ApiKey::DeleteTopics => versions::<DeleteTopicsRequest>(),
+        ApiKey::DescribeConfigs => versions::<DescribeConfigsRequest>(),
+        ApiKey::CreatePartitions => versions::<CreatePartitionsRequest>(),
+        ApiKey::DescribeCluster => versions::<DescribeClusterRequest>(),
+        ApiKey::InitProducerId => versions::<InitProducerIdRequest>(),
+        _ => return None,
+    })
 }
 
 /// Every supported API with its version range, for ApiVersions.
 pub fn supported_apis() -> impl Iterator<Item = (ApiKey, VersionRange)> {
-    SUPPORTED.iter().map(|key| (*key, key.valid_versions()))
+    SUPPORTED
+        .iter()
+        .filter_map(|key| supported_versions(*key).map(|range| (*key, range)))
 }
 
 /// A short static name of an API, for metric labels and log fields.
@@ -67,6 +96,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::InitProducerId => "InitProducerId",
         _ => "Unsupported",
     }
 }
@@ -81,11 +111,13 @@ pub fn unsupported_version(key: ApiKey, version: i16) -> Outcome {
             version: 0,
         };
     }
-    let range = key.valid_versions();
-    Outcome::Close(format!(
-        "{key:?} v{version} is not supported (supported: v{}-v{})",
-        range.min, range.max
-    ))
+    match supported_versions(key) {
+        Some(range) => Outcome::Close(format!(
+            "{key:?} v{version} is not supported (supported: v{}-v{})",
+            range.min, range.max
+        )),
+        None => Outcome::Close(format!("{key:?} is not supported")),
+    }
 }
 
 /// Decodes the request body and runs its handler.
@@ -114,6 +146,7 @@ pub async fn handle(
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(broker, r)),
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(broker, r, version)),
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe(broker, &r)),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_id::init(broker, &r)),
         other => {
             return Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other)));
         }

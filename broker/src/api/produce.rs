@@ -6,7 +6,8 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::log::AppendError;
+use crate::producer::SequenceError;
+use crate::replica::ProduceError;
 
 pub(super) fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -59,10 +60,14 @@ pub(super) fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> 
                     }
                     Err(e) => {
                         let code = match &e {
-                            AppendError::Corrupt(_) => ResponseError::CorruptMessage,
-                            AppendError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-                            AppendError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
-                            _ => ResponseError::KafkaStorageError,
+                            ProduceError::Append(e) => e.response_error(),
+                            ProduceError::Sequence(SequenceError::OutOfOrder { .. }) => {
+                                ResponseError::OutOfOrderSequenceNumber
+                            }
+                            ProduceError::Sequence(SequenceError::InvalidEpoch { .. }) => {
+                                ResponseError::InvalidProducerEpoch
+                            }
+                            ProduceError::InvalidRecord(_) => ResponseError::InvalidRecord,
                         };
                         if code == ResponseError::KafkaStorageError {
                             tracing::error!(partition = ?partition, error = %e, "append failed");

@@ -1,4 +1,4 @@
-//! Kafka RecordBatch v2 framing: header parsing, validation of produced batches, and the
+//! Kafka `RecordBatch` v2 framing: header parsing, validation of produced batches, and the
 //! two header fields the broker patches before writing a batch to the log.
 //!
 //! A batch is stored in the `.log` exactly as it travels on the wire. All integers are
@@ -26,9 +26,9 @@
 
 use kafka_protocol::records::{Compression, TimestampType};
 
-/// Size of the fixed RecordBatch v2 header.
+/// Size of the fixed `RecordBatch` v2 header.
 pub const HEADER_SIZE: usize = 61;
-/// Bytes before `batchLength`'s count starts (baseOffset + batchLength).
+/// Bytes before `batchLength`'s count starts (`baseOffset` and `batchLength`).
 pub const LOG_OVERHEAD: usize = 12;
 /// Smallest legal `batchLength`: a header with no records.
 pub const MIN_BATCH_LENGTH: i32 = (HEADER_SIZE - LOG_OVERHEAD) as i32;
@@ -47,7 +47,7 @@ const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
 
-/// The fixed header of a RecordBatch v2, as parsed from its first [`HEADER_SIZE`] bytes.
+/// The fixed header of a `RecordBatch` v2, as parsed from its first [`HEADER_SIZE`] bytes.
 ///
 /// Parsing checks nothing but the length of the input: use it on batches that are already
 /// validated (read from the log), or validate the fields yourself.

@@ -42,7 +42,7 @@ pub enum LogError {
 /// refused, nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    /// The records are not well-formed RecordBatch v2: bad framing, CRC, counts, or empty.
+    /// The records are not well-formed `RecordBatch` v2: bad framing, CRC, counts, or empty.
     /// The message names the batch (its index and byte position in the request) and why.
     #[error("corrupt record batch: {0}")]
     Corrupt(String),

@@ -146,6 +146,9 @@ pub(crate) fn check_last_entries(
         }
     }
     if let Some(e) = time {
+        if log_size == 0 {
+            return Err("time index has entries for an empty log".to_owned());
+        }
         if i64::from(e.relative_offset) >= relative_end {
             return Err(format!(
                 "time index names relative offset {} past the segment's end {relative_end}",

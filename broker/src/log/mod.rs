@@ -1,4 +1,4 @@
-//! The on-disk log of one partition: segments of Kafka RecordBatch v2, sparse indexes,
+//! The on-disk log of one partition: segments of Kafka `RecordBatch` v2, sparse indexes,
 //! segment rolling, and crash recovery.
 //!
 //! A partition lives in its own directory (e.g. `data/orders-3/`):
@@ -40,7 +40,7 @@ pub use self::error::{AppendError, IoError, LogError, ReadError};
 use self::index::NO_TIMESTAMP;
 use self::segment::{
     parse_file_name, sync_dir, ActiveSegment, Segment, INDEX_EXTENSION, LOG_EXTENSION,
-    MAX_SEGMENT_BYTES, TIME_INDEX_EXTENSION,
+    MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES, TIME_INDEX_EXTENSION,
 };
 
 /// Written by [`PartitionLog::close`], removed by [`PartitionLog::open`]: its presence means
@@ -122,6 +122,10 @@ impl PartitionLog {
     /// there is none. Without the clean-shutdown marker, the newest segment is verified
     /// and any torn or corrupt tail is cut off; indexes that are missing or inconsistent
     /// are rebuilt.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when a file or the directory cannot be created, read or repaired.
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
         create_dir(dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
@@ -171,11 +175,17 @@ impl PartitionLog {
         &self.config
     }
 
-    /// Validates `records` (one or more RecordBatch v2 from a Produce request), assigns
+    /// Validates `records` (one or more `RecordBatch` v2 from a Produce request), assigns
     /// them consecutive offsets from the log end, stamps `leader_epoch` into them, and
     /// appends them, rolling to a new segment first when the active one is full or old.
     /// All batches are checked before any byte is written, so a refused request changes
     /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`AppendError::Corrupt`], [`AppendError::UnsupportedMagic`] or
+    /// [`AppendError::BatchTooLarge`] when a batch is refused, with nothing written;
+    /// [`AppendError::Io`] when writing fails.
     pub fn append(&mut self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
         let batches =
             batch::split_produced(records, self.config.max_batch_bytes).map_err(|f| match f {
@@ -209,17 +219,18 @@ impl PartitionLog {
             });
         }
         let last_offset = next_offset - 1;
+        if data.len() as u64 > MAX_SEGMENT_BYTES || last_offset - base_offset > MAX_RELATIVE_OFFSET
+        {
+            // Not even an empty segment could index this, so no roll would help.
+            return Err(AppendError::Corrupt(format!(
+                "{} bytes with {} offsets do not fit in one segment",
+                data.len(),
+                next_offset - base_offset
+            )));
+        }
         let now = SystemTime::now();
         if self.should_roll(data.len() as u64, last_offset, now) {
             self.roll()?;
-        }
-        if !self.active.can_address(data.len() as u64, last_offset) {
-            // Only reachable with a request of 4 GiB or 2^32 offsets, since the active
-            // segment is empty after a roll.
-            return Err(AppendError::Corrupt(format!(
-                "{} bytes with offsets up to {last_offset} do not fit in one segment",
-                data.len()
-            )));
         }
         self.active.append(&data, &placed, now)?;
         Ok(AppendInfo {
@@ -270,7 +281,12 @@ impl PartitionLog {
 
     /// Whole batches starting with the one that holds `offset`: at least that batch, then
     /// as many following ones as fit in `max_bytes`, stopping at the segment's end. Empty
-    /// at the log end; an error outside `[log_start_offset, log_end_offset]`.
+    /// at the log end.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::OffsetOutOfRange`] outside `[log_start_offset, log_end_offset]`;
+    /// [`ReadError::Corrupt`] or [`ReadError::Io`] when the segment cannot be read.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ReadError> {
         let log_start = self.log_start_offset();
         let log_end = self.log_end_offset();
@@ -324,6 +340,10 @@ impl PartitionLog {
 
     /// The earliest batch whose max timestamp is at least `timestamp`, as its base offset
     /// (raised to the log start) and its max timestamp; `None` when no batch is that recent.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Corrupt`] or [`ReadError::Io`] when a segment cannot be read.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
         let log_start = self.log_start_offset();
         let found = |(offset, ts): (i64, i64)| Some((offset.max(log_start), ts));
@@ -367,11 +387,20 @@ impl PartitionLog {
     }
 
     /// Makes everything appended so far durable. Older segments already are.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when syncing fails; what was appended may then not be durable.
     pub fn flush(&mut self) -> Result<(), LogError> {
         Ok(self.active.sync()?)
     }
 
     /// Flushes and leaves the clean-shutdown marker, so the next open skips recovery.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when flushing or writing the marker fails; the next open then
+    /// recovers the log as after a crash.
     pub fn close(mut self) -> Result<(), LogError> {
         self.active.finish()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -383,6 +412,10 @@ impl PartitionLog {
     }
 
     /// Removes the partition's directory and everything in it.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when the directory cannot be removed.
     pub fn delete(self) -> Result<(), LogError> {
         let dir = self.dir.clone();
         drop(self);
@@ -926,6 +959,27 @@ mod tests {
             let header = batches(&log.read(offset, 0).unwrap().records)[0];
             assert!(header.base_offset <= offset && offset <= header.last_offset());
         }
+    }
+
+    #[test]
+    fn an_index_entry_naming_the_wrong_batch_is_not_trusted() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(3, 50, 0).len() as u32;
+        let config = small(u64::from(5 * one));
+        let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        fill(&mut log, 8);
+        log.close().unwrap();
+        // Well-formed and in bounds, but the batch at 2 * one starts at offset 6, not 4.
+        let wrong = [4u32.to_be_bytes(), (2 * one).to_be_bytes()].concat();
+        fs::write(segment_file(dir.path(), 0, "index"), &wrong).unwrap();
+        fs::write(segment_file(dir.path(), 15, "index"), &wrong).unwrap();
+
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        for offset in [4, 19] {
+            let header = batches(&log.read(offset, 0).unwrap().records)[0];
+            assert_eq!(header.base_offset, offset - 1);
+        }
+        assert_eq!(log.log_end_offset(), 24);
     }
 
     #[test]

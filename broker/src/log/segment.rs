@@ -1,7 +1,7 @@
 //! One segment of a partition log: a `.log` file of record batches and its two sparse
 //! indexes, all named by the segment's base offset (`{:020}.log`, `.index`, `.timeindex`).
 //!
-//! The `.log` is a plain concatenation of RecordBatch v2 (see [`super::batch`]); its size is
+//! The `.log` is a plain concatenation of `RecordBatch` v2 (see [`super::batch`]); its size is
 //! the number of bytes of whole batches, nothing else. The indexes are described in
 //! [`super::index`]. Only the newest segment, the [`ActiveSegment`], is written to; an
 //! older [`Segment`] is immutable and was made durable when it stopped being active, which
@@ -32,7 +32,10 @@ pub(crate) const TIME_INDEX_EXTENSION: &str = "timeindex";
 /// Index entries hold positions and relative offsets as u32, so a segment ends before 4 GiB
 /// and before 2^32 offsets past its base, whatever `segment_bytes` says.
 pub(crate) const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
-const MAX_RELATIVE_OFFSET: i64 = u32::MAX as i64;
+pub(crate) const MAX_RELATIVE_OFFSET: i64 = u32::MAX as i64;
+
+const LAST_ENTRY_MISMATCH: &str =
+    "the last offset index entry does not point at a batch with the offset it names";
 
 /// Read-ahead when scanning batch headers to serve a fetch: a little more than the default
 /// index interval, so one read usually covers the scan.
@@ -71,7 +74,8 @@ impl Paths {
     }
 }
 
-/// A segment no longer written to.
+/// A segment's log file and what is known about it. On its own, a segment no longer
+/// written to; the active segment wraps one.
 #[derive(Debug)]
 pub(crate) struct Segment {
     base_offset: i64,
@@ -197,13 +201,36 @@ impl Segment {
             Probe::Last(entry) => entry.as_deref().map(index::decode_time_entry),
             Probe::Unusable(reason) => return Ok(Err(reason)),
         };
-        Ok(index::check_last_entries(
+        if let Err(reason) = index::check_last_entries(
             last_offset,
             last_time,
             self.size,
             self.end_offset - self.base_offset,
-        )
-        .map(|()| last_time))
+        ) {
+            return Ok(Err(reason));
+        }
+        if let Some(entry) = last_offset {
+            if !self.entry_matches(entry)? {
+                return Ok(Err(LAST_ENTRY_MISMATCH.to_owned()));
+            }
+        }
+        Ok(Ok(last_time))
+    }
+
+    /// Whether the batch at `entry`'s position has the offset the entry names. Checked for
+    /// the last entry only: it catches an index that belongs to other contents at the cost
+    /// of one small read.
+    fn entry_matches(&self, entry: OffsetEntry) -> Result<bool, IoError> {
+        let position = u64::from(entry.position);
+        if position + HEADER_SIZE as u64 > self.size {
+            return Ok(false);
+        }
+        let mut header = [0; HEADER_SIZE];
+        self.log
+            .read_exact_at(&mut header, position)
+            .at("read segment", &self.paths.log)?;
+        let expected = self.base_offset + i64::from(entry.relative_offset);
+        Ok(BatchHeader::parse(&header).is_some_and(|h| h.base_offset == expected))
     }
 
     /// The segment's index, loading it on first use. An index file that turns out to be
@@ -220,13 +247,18 @@ impl Segment {
     fn load_index(&self) -> Result<SegmentIndex, IoError> {
         let offsets = read_if_exists(&self.paths.offset_index)?;
         let times = read_if_exists(&self.paths.time_index)?;
-        let decoded = match (offsets, times) {
+        let mut decoded = match (offsets, times) {
             (Some(offsets), Some(times)) => SegmentIndex::decode(&offsets, &times).and_then(|i| {
                 i.check_bounds(self.size, self.end_offset - self.base_offset)
                     .map(|()| i)
             }),
             _ => Err("index file disappeared".to_owned()),
         };
+        if let Ok(Some(&entry)) = decoded.as_ref().map(|i| i.offsets.last()) {
+            if !self.entry_matches(entry)? {
+                decoded = Err(LAST_ENTRY_MISMATCH.to_owned());
+            }
+        }
         match decoded {
             Ok(index) => Ok(index),
             Err(reason) => {
@@ -538,7 +570,7 @@ impl ActiveSegment {
 
     /// Appends batches whose offsets are assigned. `data` holds them back to back; each
     /// [`ProducedBatch`] gives a batch's start in `data` and its final header. The caller
-    /// checked [`Self::can_address`]. On error nothing changed.
+    /// rolled when [`Self::can_address`] said no. On error nothing changed.
     pub(crate) fn append(
         &mut self,
         data: &[u8],
@@ -583,13 +615,14 @@ impl ActiveSegment {
         self.segment.find_timestamp_with(&self.index, timestamp)
     }
 
-    /// Makes the log and both indexes durable.
+    /// Makes the log and both indexes durable, the log first so that a durable index never
+    /// points past durable data.
     pub(crate) fn sync(&mut self) -> Result<(), IoError> {
-        self.files.sync(&self.index)?;
         self.segment
             .log
             .sync_data()
-            .at("sync segment", &self.segment.paths.log)
+            .at("sync segment", &self.segment.paths.log)?;
+        self.files.sync(&self.index)
     }
 
     /// Seals the time index with the segment's largest timestamp and makes everything
@@ -626,18 +659,25 @@ fn resume(segment: &Segment) -> Result<Result<(SegmentIndex, i64), String>, IoEr
         Ok(index) => index,
         Err(reason) => return Ok(Err(reason)),
     };
-    let tail = index.offsets.last().copied().unwrap_or(OffsetEntry {
+    let tail = index.offsets.last().copied();
+    if let Some(entry) = tail {
+        if !segment.entry_matches(entry)? {
+            return Ok(Err(LAST_ENTRY_MISMATCH.to_owned()));
+        }
+    }
+    let tail = tail.unwrap_or(OffsetEntry {
         relative_offset: 0,
         position: 0,
     });
     let mut cursor = Cursor::new(
         &segment.log,
         &segment.paths.log,
-        segment.base_offset + i64::from(tail.relative_offset),
+        segment.base_offset,
         u64::from(tail.position),
         segment.size,
         SCAN_CHUNK,
     );
+    cursor.min_next_offset = segment.base_offset + i64::from(tail.relative_offset);
     let mut next_offset = segment.base_offset;
     loop {
         match cursor.next(Verify::Framing)? {
