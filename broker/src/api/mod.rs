@@ -27,7 +27,7 @@ use crate::broker::Broker;
 #[derive(Debug)]
 pub enum Outcome {
     /// Send this response, encoded at `version`.
-    Respond { response: ResponseKind, version: i16 },
+    Respond { response: Box<ResponseKind>, version: i16 },
     /// Send nothing (Produce with acks=0).
     NoResponse,
     /// Close the connection, as Kafka does for requests it cannot parse.
@@ -107,7 +107,7 @@ pub fn name(key: ApiKey) -> &'static str {
 pub fn unsupported_version(key: ApiKey, version: i16) -> Outcome {
     if key == ApiKey::ApiVersions {
         return Outcome::Respond {
-            response: ResponseKind::ApiVersions(api_versions::unsupported()),
+            response: Box::new(ResponseKind::ApiVersions(api_versions::unsupported())),
             version: 0,
         };
     }
@@ -151,7 +151,10 @@ pub async fn handle(
             return Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other)));
         }
     };
-    Outcome::Respond { response, version }
+    Outcome::Respond {
+        response: Box::new(response),
+        version,
+    }
 }
 
 pub(crate) fn str_bytes(s: &str) -> StrBytes {

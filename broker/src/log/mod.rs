@@ -450,7 +450,7 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, IoError> {
         match extension {
             LOG_EXTENSION => logs.push(base),
             INDEX_EXTENSION | TIME_INDEX_EXTENSION => indexes.push((base, entry.path())),
-            _ if extension.ends_with(index::TMP_SUFFIX) => remove_stray(&entry.path())?,
+            _ if is_index_tmp(extension) => remove_stray(&entry.path())?,
             _ => {}
         }
     }
@@ -461,6 +461,13 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, IoError> {
         }
     }
     Ok(logs)
+}
+
+/// Only our own temporary files: others (e.g. producer snapshots) share the directory.
+fn is_index_tmp(extension: &str) -> bool {
+    extension
+        .strip_suffix(index::TMP_SUFFIX)
+        .is_some_and(|ext| ext == INDEX_EXTENSION || ext == TIME_INDEX_EXTENSION)
 }
 
 fn remove_stray(path: &Path) -> Result<(), IoError> {
@@ -1052,6 +1059,7 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let stray = [
             segment_file(dir.path(), 0, "index.tmp"),
+            segment_file(dir.path(), 5, "timeindex.tmp"),
             segment_file(dir.path(), 77, "index"),
             segment_file(dir.path(), 77, "timeindex"),
         ];
@@ -1060,10 +1068,12 @@ mod tests {
         }
         let unrelated = dir.path().join("partition.metadata");
         fs::write(&unrelated, "topic_id: x").unwrap();
+        let foreign_tmp = segment_file(dir.path(), 0, "producers.tmp");
+        fs::write(&foreign_tmp, "x").unwrap();
         let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
         assert_eq!(log.log_end_offset(), 0);
         assert!(stray.iter().all(|p| !p.exists()));
-        assert!(unrelated.exists());
+        assert!(unrelated.exists() && foreign_tmp.exists());
     }
 
     #[test]
