@@ -35,5 +35,12 @@ step "cargo test"
 cargo test --workspace
 
 step "pytest: Python examples against target/debug/oxbow-broker"
-OXBOW_BROKER_BIN="${OXBOW_BROKER_BIN:-$PWD/target/debug/oxbow-broker}" \
+export OXBOW_BROKER_BIN="${OXBOW_BROKER_BIN:-$PWD/target/debug/oxbow-broker}"
+# The examples hard-code localhost:9092. Where we may, run them in a private network
+# namespace, so a broker a developer left running on 9092 does not get in the way.
+if unshare --net true 2>/dev/null && command -v ip >/dev/null 2>&1; then
+    echo "(in a private network namespace)"
+    unshare --net bash -c 'ip link set lo up && exec python3 -m pytest -q e2e/python'
+else
     python3 -m pytest -q e2e/python
+fi

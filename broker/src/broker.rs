@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 use crate::config::{self, BrokerConfig, Listener, TopicConfig};
 use crate::controller::{MetadataError, MetadataStore, TopicMeta};
+use crate::group::offsets::{self, OffsetRecord};
+use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::log::{LogConfig, LogError};
 use crate::metrics::Metrics;
 use crate::replica::Partition;
@@ -42,6 +44,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error("cannot prepare {OFFSETS_TOPIC}: {0}")]
+    OffsetsTopic(String),
     #[error("cannot open the log of {topic}-{partition}: {source}")]
     Log {
         topic: String,
@@ -56,6 +60,7 @@ pub struct Broker {
     /// The address clients are told to connect to.
     pub advertised: Listener,
     pub metrics: Metrics,
+    pub groups: GroupCoordinator,
     metadata: RwLock<MetadataStore>,
     partitions: RwLock<HashMap<Arc<str>, Vec<Arc<Partition>>>>,
     /// Serialises topic changes so metadata and logs change together.
@@ -95,14 +100,17 @@ impl Broker {
             cluster_id = metadata.cluster_id(),
             "log directory loaded"
         );
-        Ok(Arc::new(Broker {
+        let broker = Broker {
+            groups: GroupCoordinator::new(config.group.clone()),
             config,
             advertised,
             metrics: Metrics::new(),
             metadata: RwLock::new(metadata),
             partitions: RwLock::new(partitions),
             admin: Mutex::new(()),
-        }))
+        };
+        broker.load_offsets()?;
+        Ok(Arc::new(broker))
     }
 
     pub fn node_id(&self) -> i32 {
@@ -134,6 +142,104 @@ impl Broker {
     /// The effective storage settings of a topic.
     pub fn topic_config(&self, topic: &TopicMeta) -> TopicConfig {
         self.config.topic_config(&topic.configs)
+    }
+
+    /// Creates `__consumer_offsets` on first start, then loads every committed offset in it.
+    fn load_offsets(&self) -> Result<(), StartError> {
+        if self.topic(OFFSETS_TOPIC).is_none() {
+            let configs = BTreeMap::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                (
+                    "segment.bytes".to_string(),
+                    self.config.offsets_topic_segment_bytes.to_string(),
+                ),
+            ]);
+            self.create_topic(OFFSETS_TOPIC, self.config.offsets_topic_partitions, 1, configs, false)
+                .map_err(|e| StartError::OffsetsTopic(e.message))?;
+        }
+        let count = self.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
+        let mut loaded = 0usize;
+        for index in 0..count {
+            let Some(partition) = self.partition(OFFSETS_TOPIC, index) else {
+                continue;
+            };
+            let mut offset = partition.log_start_offset();
+            let end = partition.log_end_offset();
+            while offset < end {
+                let read = partition
+                    .read(offset, 1 << 20)
+                    .map_err(|e| StartError::OffsetsTopic(format!("partition {index}: {e}")))?;
+                if read.records.is_empty() {
+                    break;
+                }
+                let mut last = offset;
+                let mut rest = &read.records[..];
+                while let Some(header) = crate::log::BatchHeader::parse(rest) {
+                    last = header.last_offset();
+                    rest = rest.get(header.size()..).unwrap_or_default();
+                }
+                let records = offsets::decode_batches(read.records)
+                    .map_err(|e| StartError::OffsetsTopic(format!("partition {index}: {e}")))?;
+                loaded += records.len();
+                self.groups.load(records);
+                offset = last + 1;
+            }
+        }
+        tracing::info!(records = loaded, "committed offsets loaded");
+        Ok(())
+    }
+
+    /// Appends offset changes of `group` to its `__consumer_offsets` partition, then makes
+    /// them visible: an acknowledged commit is on disk like any produced record.
+    pub fn write_offsets(&self, group: &str, records: Vec<OffsetRecord>) -> Result<(), ApiError> {
+        let count = self.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
+        let index = offsets::partition_for(group, count);
+        let partition = self.partition(OFFSETS_TOPIC, index).ok_or_else(|| {
+            ApiError::new(ResponseError::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC}-{index} is not available"))
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let batch = offsets::encode_batch(&records, now)
+            .map_err(|e| ApiError::new(ResponseError::UnknownServerError, e.to_string()))?;
+        partition.append(&batch).map_err(|e| {
+            tracing::error!(group, error = %e, "offsets could not be stored");
+            ApiError::new(ResponseError::KafkaStorageError, e.to_string())
+        })?;
+        self.groups.apply_offsets(records);
+        Ok(())
+    }
+
+    /// Deletes an empty group and its committed offsets.
+    pub fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
+        let keys = self.groups.delete_group(group)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let tombstones = keys
+            .into_iter()
+            .map(|(topic, partition)| OffsetRecord {
+                group: group.to_string(),
+                topic,
+                partition,
+                value: None,
+            })
+            .collect();
+        self.write_offsets(group, tombstones).map_err(|e| e.code)
+    }
+
+    /// Updates the gauges computed from state rather than counted: consumer lag.
+    pub fn refresh_metrics(&self) {
+        self.metrics.consumer_lag.reset();
+        for (group, topic, partition, committed) in self.groups.all_committed() {
+            if let Some(p) = self.partition(&topic, partition) {
+                let lag = (p.high_watermark() - committed).max(0);
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[group.as_str(), topic.as_str(), &partition.to_string()])
+                    .set(lag);
+            }
+        }
     }
 
     /// A new producer id for InitProducerId.

@@ -104,6 +104,15 @@ impl Connection {
         })
     }
 
+    /// Closes the sending half (TCP FIN) and keeps the receiving half open, as a client does
+    /// that gives up in the middle of a request; responses can still be read.
+    pub async fn shutdown_write(&mut self) -> Result<(), ClientError> {
+        self.stream.shutdown().await.map_err(|source| ClientError::Io {
+            address: self.address.clone(),
+            source,
+        })
+    }
+
     /// Reads one response frame; `Ok(None)` when the broker closed the connection.
     pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ClientError> {
         let io = |source| ClientError::Io {

@@ -154,13 +154,16 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve metrics on {address}"))?;
         tracing::info!(address = %address, "metrics at /metrics");
+        let refreshed = std::sync::Arc::clone(&broker);
         tokio::spawn(oxbow_broker::metrics::serve(
             metrics_listener,
             broker.metrics.clone(),
+            std::sync::Arc::new(move || refreshed.refresh_metrics()),
             shutdown.clone(),
         ));
     }
     tokio::spawn(wait_for_signal(shutdown.clone()));
+    tokio::spawn(run_group_timers(std::sync::Arc::clone(&broker), shutdown.clone()));
     tracing::info!(
         listening = %bound,
         advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
@@ -186,4 +189,15 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
     }
     shutdown.cancel();
+}
+
+/// Expires group members and completes rebalances on time.
+async fn run_group_timers(broker: std::sync::Arc<Broker>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => broker.groups.tick(),
+        }
+    }
 }

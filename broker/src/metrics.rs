@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +21,7 @@ pub struct Metrics {
     pub bytes_out: IntCounterVec,
     pub messages_in: IntCounterVec,
     pub connections: IntGauge,
+    pub consumer_lag: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -71,8 +75,17 @@ impl Metrics {
         .expect("static metric definition");
         let connections = IntGauge::new("oxbow_connections", "Open client connections.")
             .expect("static metric definition");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "oxbow_consumer_group_lag",
+                "Records between a group's committed offset and the high watermark, by group and partition.",
+            ),
+            &["group", "topic", "partition"],
+        )
+        .expect("static metric definition");
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(request_errors.clone()),
             Box::new(request_latency.clone()),
             Box::new(bytes_in.clone()),
@@ -91,6 +104,7 @@ impl Metrics {
             bytes_out,
             messages_in,
             connections,
+            consumer_lag,
         }
     }
 
@@ -104,12 +118,19 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, shutdown: CancellationToken) {
+/// Serves `GET /metrics` on `listener` until `shutdown` is cancelled; `refresh` updates the
+/// gauges computed from state just before each scrape.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    refresh: Arc<dyn Fn() + Send + Sync>,
+    shutdown: CancellationToken,
+) {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let metrics = metrics.clone();
+            refresh();
             async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::api::{self, Outcome};
+use crate::api::{self, Outcome, RequestContext};
 use crate::broker::Broker;
 
 /// Accepts connections until `shutdown` is cancelled, then waits for every connection to
@@ -38,7 +38,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancellat
                 tracker.spawn(
                     async move {
                         broker.metrics.connections.inc();
-                        serve_connection(socket, &broker, &shutdown).await;
+                        serve_connection(socket, peer, &broker, &shutdown).await;
                         broker.metrics.connections.dec();
                     }
                     .instrument(span),
@@ -108,7 +108,12 @@ fn has_complete_frame(buffer: &BytesMut) -> bool {
     }
 }
 
-async fn serve_connection(socket: TcpStream, broker: &Arc<Broker>, shutdown: &CancellationToken) {
+async fn serve_connection(
+    socket: TcpStream,
+    peer: std::net::SocketAddr,
+    broker: &Arc<Broker>,
+    shutdown: &CancellationToken,
+) {
     let (mut reader, writer) = socket.into_split();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let mut buffer = BytesMut::with_capacity(8 * 1024);
@@ -126,7 +131,7 @@ async fn serve_connection(socket: TcpStream, broker: &Arc<Broker>, shutdown: &Ca
                 break;
             }
         };
-        let response = match handle_frame(broker, frame, shutdown).await {
+        let response = match handle_frame(broker, peer, frame, shutdown).await {
             Ok(response) => response,
             Err(reason) => {
                 tracing::warn!(%reason, "closing connection after a request that cannot be answered");
@@ -154,6 +159,7 @@ async fn serve_connection(socket: TcpStream, broker: &Arc<Broker>, shutdown: &Ca
 /// as for a Produce with acks=0). An error means the connection must be closed.
 async fn handle_frame(
     broker: &Arc<Broker>,
+    peer: std::net::SocketAddr,
     frame: Bytes,
     shutdown: &CancellationToken,
 ) -> Result<Option<Bytes>, String> {
@@ -182,7 +188,11 @@ async fn handle_frame(
         if version < supported.min || version > supported.max {
             return api::unsupported_version(api_key, version);
         }
-        api::handle(broker, api_key, version, body, shutdown).await
+        let context = RequestContext {
+            client_id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+            peer,
+        };
+        api::handle(broker, &context, api_key, version, body, shutdown).await
     }
     .instrument(span.clone())
     .await;

@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
@@ -247,7 +247,7 @@ impl BrokerProcess {
     /// Adds the broker log tail to a failed outcome, so a failing test shows what the broker
     /// said.
     pub fn explain<T>(&self, outcome: Result<T>) -> Result<T> {
-        outcome.map_err(|err| err.context(self.log_tail(LOG_TAIL_LINES)))
+        outcome.map_err(|err| anyhow!("{err:#}\n\n{}", self.log_tail(LOG_TAIL_LINES)))
     }
 
     /// GETs the Prometheus text from the metrics endpoint (plain HTTP/1.0, no client library).
@@ -309,6 +309,8 @@ impl BrokerProcess {
             .arg("--metrics-address")
             .arg(self.metrics.to_string())
             .args(&self.options.args)
+            // Plain log lines, readable in a file and in a failing test's output.
+            .env("NO_COLOR", "1")
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

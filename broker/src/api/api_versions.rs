@@ -39,7 +39,7 @@ mod tests {
         let keys: Vec<i16> = response.api_keys.iter().map(|a| a.api_key).collect();
         assert!(keys.contains(&(ApiKey::Produce as i16)));
         assert!(keys.contains(&(ApiKey::Fetch as i16)));
-        assert!(!keys.contains(&(ApiKey::JoinGroup as i16)));
+        assert!(!keys.contains(&(ApiKey::AddPartitionsToTxn as i16)));
         for api in &response.api_keys {
             let key = ApiKey::try_from(api.api_key).expect("known key");
             assert!(super::super::supported_versions(key).is_some());

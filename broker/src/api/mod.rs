@@ -5,8 +5,10 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod fetch;
+mod group;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 mod producer_id;
 
@@ -14,9 +16,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestKind, ResponseKind, TopicName,
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Message, Request, StrBytes, VersionRange};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +53,17 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::DescribeCluster,
     ApiKey::InitProducerId,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
+    ApiKey::DeleteGroups,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::OffsetDelete,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -72,6 +88,17 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::CreatePartitions => versions::<CreatePartitionsRequest>(),
         ApiKey::DescribeCluster => versions::<DescribeClusterRequest>(),
         ApiKey::InitProducerId => versions::<InitProducerIdRequest>(),
+        ApiKey::FindCoordinator => versions::<FindCoordinatorRequest>(),
+        ApiKey::JoinGroup => versions::<JoinGroupRequest>(),
+        ApiKey::SyncGroup => versions::<SyncGroupRequest>(),
+        ApiKey::Heartbeat => versions::<HeartbeatRequest>(),
+        ApiKey::LeaveGroup => versions::<LeaveGroupRequest>(),
+        ApiKey::ListGroups => versions::<ListGroupsRequest>(),
+        ApiKey::DescribeGroups => versions::<DescribeGroupsRequest>(),
+        ApiKey::DeleteGroups => versions::<DeleteGroupsRequest>(),
+        ApiKey::OffsetCommit => versions::<OffsetCommitRequest>(),
+        ApiKey::OffsetFetch => versions::<OffsetFetchRequest>(),
+        ApiKey::OffsetDelete => versions::<OffsetDeleteRequest>(),
         _ => return None,
     })
 }
@@ -97,6 +124,17 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "Unsupported",
     }
 }
@@ -120,9 +158,17 @@ pub fn unsupported_version(key: ApiKey, version: i16) -> Outcome {
     }
 }
 
+/// Who sent a request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub client_id: String,
+    pub peer: std::net::SocketAddr,
+}
+
 /// Decodes the request body and runs its handler.
 pub async fn handle(
     broker: &Arc<Broker>,
+    context: &RequestContext,
     key: ApiKey,
     version: i16,
     mut body: Bytes,
@@ -147,6 +193,19 @@ pub async fn handle(
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(broker, r, version)),
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe(broker, &r)),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_id::init(broker, &r)),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(group::find_coordinator(broker, &r, version))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(group::join(broker, context, r, version, shutdown).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync(broker, r, shutdown).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(broker, &r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave(broker, &r, version)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list(broker, &r)),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(group::describe(broker, &r)),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete(broker, &r)),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(broker, r)),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offsets::fetch(broker, r, version)),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::delete(broker, r)),
         other => {
             return Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other)));
         }

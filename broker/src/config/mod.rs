@@ -90,6 +90,9 @@ pub struct BrokerConfig {
     pub message_max_bytes: i32,
     pub socket_request_max_bytes: usize,
     pub metrics_address: Option<String>,
+    pub offsets_topic_partitions: i32,
+    pub offsets_topic_segment_bytes: i32,
+    pub group: crate::group::GroupConfig,
     /// Every setting given explicitly, by Kafka name, for DescribeConfigs and topic defaults.
     explicit: BTreeMap<String, String>,
 }
@@ -165,6 +168,14 @@ impl BrokerConfig {
             message_max_bytes: int("message.max.bytes") as i32,
             socket_request_max_bytes: int("socket.request.max.bytes") as usize,
             metrics_address: (!metrics.is_empty()).then_some(metrics),
+            offsets_topic_partitions: int("offsets.topic.num.partitions") as i32,
+            offsets_topic_segment_bytes: int("offsets.topic.segment.bytes") as i32,
+            group: crate::group::GroupConfig {
+                initial_rebalance_delay: millis(int("group.initial.rebalance.delay.ms")),
+                min_session_timeout: millis(int("group.min.session.timeout.ms")),
+                max_session_timeout: millis(int("group.max.session.timeout.ms")),
+                offset_metadata_max_bytes: int("offset.metadata.max.bytes") as usize,
+            },
             explicit: settings,
         })
     }
@@ -211,6 +222,10 @@ impl BrokerConfig {
             max_message_bytes: long("max.message.bytes").max(0) as usize,
         }
     }
+}
+
+fn millis(value: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(value).unwrap_or(0))
 }
 
 fn scale(value: &str, factor: i64) -> String {

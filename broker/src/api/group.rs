@@ -1,0 +1,283 @@
+//! Consumer group membership: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! ListGroups, DescribeGroups and DeleteGroups.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::ResponseError;
+use tokio_util::sync::CancellationToken;
+
+use super::{str_bytes, RequestContext};
+use crate::broker::Broker;
+use crate::group::{JoinRequest, JoinResult, Pending, SyncResult};
+
+const KEY_TYPE_GROUP: i8 = 0;
+/// Kafka's marker for "authorized operations were not requested".
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+fn code(error: Option<ResponseError>) -> i16 {
+    error.map_or(0, |e| e.code())
+}
+
+pub(super) fn find_coordinator(broker: &Broker, request: &FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let host = str_bytes(&broker.advertised.host);
+    let port = i32::from(broker.advertised.port);
+    let node = BrokerId(broker.node_id());
+    let error = (request.key_type != KEY_TYPE_GROUP).then_some(ResponseError::InvalidRequest);
+    let message = error.map(|_| str_bytes("only group coordinators exist on this broker; transactions are not supported"));
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let found = Coordinator::default()
+                    .with_key(key.clone())
+                    .with_error_code(code(error))
+                    .with_error_message(message.clone());
+                if error.is_some() {
+                    found.with_node_id(BrokerId(-1)).with_port(-1)
+                } else {
+                    found.with_node_id(node).with_host(host.clone()).with_port(port)
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let response = FindCoordinatorResponse::default().with_error_code(code(error));
+    let response = if version >= 1 { response.with_error_message(message) } else { response };
+    if error.is_some() {
+        return response.with_node_id(BrokerId(-1)).with_port(-1);
+    }
+    response.with_node_id(node).with_host(host).with_port(port)
+}
+
+fn ms(value: i32) -> Duration {
+    Duration::from_millis(u64::try_from(value).unwrap_or(0))
+}
+
+pub(super) async fn join(
+    broker: &Broker,
+    context: &RequestContext,
+    request: JoinGroupRequest,
+    version: i16,
+    shutdown: &CancellationToken,
+) -> JoinGroupResponse {
+    let join = JoinRequest {
+        group_id: request.group_id.0.to_string(),
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: context.client_id.clone(),
+        client_host: format!("/{}", context.peer.ip()),
+        session_timeout: ms(request.session_timeout_ms),
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout: if version >= 1 {
+            ms(request.rebalance_timeout_ms)
+        } else {
+            ms(request.session_timeout_ms)
+        },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    let member_id = join.member_id.clone();
+    let result = match broker.groups.join(join) {
+        Pending::Ready(result) => result,
+        Pending::Wait(receiver) => tokio::select! {
+            result = receiver => result.unwrap_or_else(|_| JoinResult {
+                error: Some(ResponseError::UnknownMemberId),
+                generation: -1,
+                member_id: member_id.clone(),
+                ..JoinResult::default()
+            }),
+            () = shutdown.cancelled() => JoinResult {
+                error: Some(ResponseError::NotCoordinator),
+                generation: -1,
+                member_id,
+                ..JoinResult::default()
+            },
+        },
+    };
+    let members = result
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(str_bytes(&id))
+                .with_group_instance_id(instance.as_deref().map(str_bytes))
+                .with_metadata(metadata)
+        })
+        .collect();
+    JoinGroupResponse::default()
+        .with_error_code(code(result.error))
+        .with_generation_id(result.generation)
+        .with_protocol_type(result.protocol_type.as_deref().map(str_bytes))
+        .with_protocol_name(result.protocol_name.as_deref().map(str_bytes).or_else(|| (version < 7).then(|| str_bytes(""))))
+        .with_leader(str_bytes(&result.leader))
+        .with_member_id(str_bytes(&result.member_id))
+        .with_members(members)
+}
+
+pub(super) async fn sync(broker: &Broker, request: SyncGroupRequest, shutdown: &CancellationToken) -> SyncGroupResponse {
+    let assignments = request
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let pending = broker.groups.sync(
+        request.group_id.0.as_str(),
+        request.generation_id,
+        request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(|s| s.as_str()),
+        (
+            request.protocol_type.as_ref().map(|s| s.as_str()),
+            request.protocol_name.as_ref().map(|s| s.as_str()),
+        ),
+        assignments,
+    );
+    let result = match pending {
+        Pending::Ready(result) => result,
+        Pending::Wait(receiver) => tokio::select! {
+            result = receiver => result.unwrap_or(SyncResult {
+                error: Some(ResponseError::RebalanceInProgress),
+                ..SyncResult::default()
+            }),
+            () = shutdown.cancelled() => SyncResult {
+                error: Some(ResponseError::NotCoordinator),
+                ..SyncResult::default()
+            },
+        },
+    };
+    SyncGroupResponse::default()
+        .with_error_code(code(result.error))
+        .with_protocol_type(result.protocol_type.as_deref().map(str_bytes))
+        .with_protocol_name(result.protocol_name.as_deref().map(str_bytes))
+        .with_assignment(result.assignment)
+}
+
+pub(super) fn heartbeat(broker: &Broker, request: &HeartbeatRequest) -> HeartbeatResponse {
+    let error = broker.groups.heartbeat(
+        request.group_id.0.as_str(),
+        request.generation_id,
+        request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(|s| s.as_str()),
+    );
+    HeartbeatResponse::default().with_error_code(code(error))
+}
+
+pub(super) fn leave(broker: &Broker, request: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    match broker.groups.leave(request.group_id.0.as_str(), &members) {
+        Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
+        Ok(results) if version < 3 => LeaveGroupResponse::default().with_error_code(code(results.into_iter().next().flatten())),
+        Ok(results) => LeaveGroupResponse::default().with_members(
+            members
+                .iter()
+                .zip(results)
+                .map(|((id, instance), error)| {
+                    MemberResponse::default()
+                        .with_member_id(str_bytes(id))
+                        .with_group_instance_id(instance.as_deref().map(str_bytes))
+                        .with_error_code(code(error))
+                })
+                .collect(),
+        ),
+    }
+}
+
+pub(super) fn list(broker: &Broker, request: &ListGroupsRequest) -> ListGroupsResponse {
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|g| {
+            request.states_filter.is_empty()
+                || request
+                    .states_filter
+                    .iter()
+                    .any(|s| s.as_str().eq_ignore_ascii_case(g.state.name()))
+        })
+        .filter(|_| {
+            request.types_filter.is_empty()
+                || request
+                    .types_filter
+                    .iter()
+                    .any(|t| t.as_str().eq_ignore_ascii_case("classic"))
+        })
+        .map(|g| {
+            ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(&g.group_id)))
+                .with_protocol_type(str_bytes(&g.protocol_type))
+                .with_group_state(str_bytes(g.state.name()))
+                .with_group_type(str_bytes("classic"))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub(super) fn describe(broker: &Broker, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .iter()
+        .map(|id| {
+            let g = broker.groups.describe(id.0.as_str());
+            let members = g
+                .members
+                .into_iter()
+                .map(|m| {
+                    DescribedGroupMember::default()
+                        .with_member_id(str_bytes(&m.member_id))
+                        .with_group_instance_id(m.group_instance_id.as_deref().map(str_bytes))
+                        .with_client_id(str_bytes(&m.client_id))
+                        .with_client_host(str_bytes(&m.client_host))
+                        .with_member_metadata(m.metadata)
+                        .with_member_assignment(m.assignment)
+                })
+                .collect();
+            DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_group_state(str_bytes(g.state.name()))
+                .with_protocol_type(str_bytes(&g.protocol_type))
+                .with_protocol_data(str_bytes(&g.protocol))
+                .with_members(members)
+                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub(super) fn delete(broker: &Broker, request: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let results = request
+        .groups_names
+        .iter()
+        .map(|id| {
+            let error = broker.delete_group(id.0.as_str()).err();
+            DeletableGroupResult::default()
+                .with_group_id(id.clone())
+                .with_error_code(code(error))
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}

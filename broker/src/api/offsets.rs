@@ -1,0 +1,239 @@
+//! Committed offsets: OffsetCommit, OffsetFetch and OffsetDelete.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse,
+};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, topic_name};
+use crate::broker::Broker;
+use crate::group::offsets::OffsetRecord;
+use crate::group::CommittedOffset;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = request.group_id.0.to_string();
+    let checked = broker.groups.check_commit(
+        &group,
+        request.generation_id_or_member_epoch,
+        request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(|s| s.as_str()),
+    );
+    let timestamp = now_ms();
+    let max_metadata = broker.groups.metadata_max_bytes();
+    // Per partition: Ok(record to write) or the error to answer.
+    let mut plan: Vec<(String, Vec<(i32, Result<OffsetRecord, ResponseError>)>)> = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let outcome = match checked {
+                    Err(e) => Err(e),
+                    Ok(()) if broker.partition(&name, p.partition_index).is_none() => {
+                        Err(ResponseError::UnknownTopicOrPartition)
+                    }
+                    Ok(()) if p.committed_metadata.as_ref().is_some_and(|m| m.len() > max_metadata) => {
+                        Err(ResponseError::OffsetMetadataTooLarge)
+                    }
+                    Ok(()) => Ok(OffsetRecord {
+                        group: group.clone(),
+                        topic: name.clone(),
+                        partition: p.partition_index,
+                        value: Some(CommittedOffset {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                            commit_timestamp: timestamp,
+                        }),
+                    }),
+                };
+                (p.partition_index, outcome)
+            })
+            .collect();
+        plan.push((name, partitions));
+    }
+    let records: Vec<OffsetRecord> = plan
+        .iter()
+        .flat_map(|(_, partitions)| partitions.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()))
+        .collect();
+    let stored = if records.is_empty() {
+        Ok(())
+    } else {
+        broker.write_offsets(&group, records).map_err(|e| e.code)
+    };
+    let topics = plan
+        .into_iter()
+        .map(|(name, partitions)| {
+            OffsetCommitResponseTopic::default().with_name(topic_name(&name)).with_partitions(
+                partitions
+                    .into_iter()
+                    .map(|(index, outcome)| {
+                        let error = match (outcome, &stored) {
+                            (Err(e), _) => e.code(),
+                            (Ok(_), Err(e)) => e.code(),
+                            (Ok(_), Ok(())) => 0,
+                        };
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_error_code(error)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The committed offsets of `group` for the requested partitions, or all it has (`None`).
+fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+    let committed = broker.groups.committed(group);
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let found = partitions
+                    .into_iter()
+                    .map(|p| (p, committed.get(&(topic.clone(), p)).cloned()))
+                    .collect();
+                (topic, found)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+            for ((topic, partition), offset) in committed {
+                by_topic.entry(topic).or_default().push((partition, Some(offset)));
+            }
+            by_topic.into_iter().collect()
+        }
+    }
+}
+
+fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, String) {
+    match offset {
+        Some(o) => (o.offset, o.leader_epoch, o.metadata.clone()),
+        None => (-1, -1, String::new()),
+    }
+}
+
+pub(super) fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    if version >= 8 {
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted = g.topics.map(|topics| {
+                    topics
+                        .into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let topics = lookup(broker, g.group_id.0.as_str(), wanted)
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        OffsetFetchResponseTopics::default().with_name(topic_name(&topic)).with_partitions(
+                            partitions
+                                .iter()
+                                .map(|(index, offset)| {
+                                    let (committed, epoch, metadata) = fields(offset);
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(*index)
+                                        .with_committed_offset(committed)
+                                        .with_committed_leader_epoch(epoch)
+                                        .with_metadata(Some(str_bytes(&metadata)))
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let topics = lookup(broker, request.group_id.0.as_str(), wanted)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OffsetFetchResponseTopic::default().with_name(topic_name(&topic)).with_partitions(
+                partitions
+                    .iter()
+                    .map(|(index, offset)| {
+                        let (committed, epoch, metadata) = fields(offset);
+                        let partition = OffsetFetchResponsePartition::default()
+                            .with_partition_index(*index)
+                            .with_committed_offset(committed)
+                            .with_metadata(Some(str_bytes(&metadata)));
+                        if version >= 5 {
+                            partition.with_committed_leader_epoch(epoch)
+                        } else {
+                            partition
+                        }
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+pub(super) fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = request.group_id.0.to_string();
+    let mut records = Vec::new();
+    let mut topics = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let allowed = broker.groups.check_offset_delete(&group, &name);
+        if allowed == Err(ResponseError::GroupIdNotFound) {
+            return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code());
+        }
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let error = match allowed {
+                    Err(e) => e.code(),
+                    Ok(()) => {
+                        records.push(OffsetRecord {
+                            group: group.clone(),
+                            topic: name.clone(),
+                            partition: p.partition_index,
+                            value: None,
+                        });
+                        0
+                    }
+                };
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(error)
+            })
+            .collect();
+        topics.push(OffsetDeleteResponseTopic::default().with_name(topic.name.clone()).with_partitions(partitions));
+    }
+    if !records.is_empty() {
+        if let Err(e) = broker.write_offsets(&group, records) {
+            return OffsetDeleteResponse::default().with_error_code(e.code.code());
+        }
+    }
+    OffsetDeleteResponse::default().with_topics(topics)
+}

@@ -1,0 +1,1427 @@
+//! The Kafka protocol as the real `oxbow-broker` binary speaks it, checked byte by byte through
+//! the crate's own client: bad input gets the error code Apache Kafka gives it, or a closed
+//! connection where Kafka closes one, and never harms the broker; framing, ordering, acks=0,
+//! idempotence, long-polls, metrics, configuration and shutdown behave as clients expect.
+//!
+//! Every test starts its own broker process and bounds every read with a timeout. After each
+//! refusal the test checks that a fresh connection is still served and, where a write was
+//! refused, that nothing reached the log (ListOffsets latest).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProducerId, RequestHeader, ResponseHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kafka_protocol::ResponseError;
+use oxbow_broker::client::{ClientError, Connection};
+use oxbow_e2e::harness::{BrokerOptions, BrokerProcess};
+use tokio::time::timeout;
+use uuid::Uuid;
+
+const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
+/// Longest wait for one response, or for the broker to close a connection it should close.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a refused configuration may keep the binary running.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+// The versions the typed helpers speak: recent, flexible, and still addressing topics by name
+// (Produce v13 and Fetch v13+ address them by id).
+const PRODUCE_V: i16 = 9;
+const FETCH_V: i16 = 12;
+const LIST_OFFSETS_V: i16 = 7;
+const METADATA_V: i16 = 12;
+const CREATE_TOPICS_V: i16 = 7;
+const API_VERSIONS_V: i16 = 3;
+const INIT_PRODUCER_ID_V: i16 = 4;
+
+// ---------------------------------------------------------------------------------------------
+// ApiVersions and the advertised version ranges
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn api_versions_newer_than_the_broker_knows_is_answered_at_v0_with_unsupported_version(
+) -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        // A v9 header over a v3-style body: what a client newer than the broker sends first.
+        let body = encode_body(&api_versions_request(), 3)?;
+        let correlation_id = 4242;
+        let frame = raw_frame(ApiKey::ApiVersions as i16, 9, correlation_id, 2, &body)?;
+        conn.write_raw(&frame).await?;
+        let mut frame = read_frame(&mut conn, "ApiVersions v9").await?;
+        // ApiVersions responses always carry header v0, so an old client can read them.
+        let header = ResponseHeader::decode(&mut frame, 0).context("response header v0")?;
+        ensure!(
+            header.correlation_id == correlation_id,
+            "correlation id {} answers request {correlation_id}",
+            header.correlation_id
+        );
+        let response = ApiVersionsResponse::decode(&mut frame, 0)
+            .context("the answer to ApiVersions v9 does not decode as ApiVersionsResponse v0")?;
+        ensure!(
+            !frame.has_remaining(),
+            "{} bytes left after ApiVersionsResponse v0",
+            frame.remaining()
+        );
+        expect_code(
+            "ApiVersions v9",
+            response.error_code,
+            ResponseError::UnsupportedVersion,
+        )?;
+        let keys: BTreeSet<i16> = response.api_keys.iter().map(|a| a.api_key).collect();
+        for key in [ApiKey::Produce, ApiKey::Fetch, ApiKey::ApiVersions] {
+            ensure!(
+                keys.contains(&(key as i16)),
+                "the UNSUPPORTED_VERSION answer does not list {key:?}: {keys:?}"
+            );
+        }
+        // The client retries at a version from the list on the same connection.
+        let retry = call(&mut conn, &api_versions_request(), API_VERSIONS_V).await?;
+        expect_ok("ApiVersions v3 after the v9 refusal", retry.error_code)?;
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn every_advertised_api_answers_at_every_version_it_advertises() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        let mut advertised = None;
+        for version in 0..=4 {
+            let response = call(&mut conn, &api_versions_request(), version).await?;
+            expect_ok(&format!("ApiVersions v{version}"), response.error_code)?;
+            let list = api_list(&response);
+            ensure!(!list.is_empty(), "ApiVersions v{version} lists no API");
+            match &advertised {
+                None => advertised = Some(list),
+                Some(first) => ensure!(
+                    *first == list,
+                    "ApiVersions v{version} lists {list:?}, v0 listed {first:?}"
+                ),
+            }
+        }
+        let advertised = advertised.context("no ApiVersions answer")?;
+        // KIP-896: what Kafka 4 clients require, and no version below Kafka 4's floor.
+        for (key, floor) in [
+            (ApiKey::Produce, 3),
+            (ApiKey::Fetch, 4),
+            (ApiKey::Metadata, 0),
+        ] {
+            let range = advertised
+                .iter()
+                .find(|(k, _, _)| *k == key as i16)
+                .with_context(|| format!("{key:?} is not advertised: {advertised:?}"))?;
+            ensure!(
+                range.1 == floor,
+                "{key:?} advertised from v{}, expected v{floor}",
+                range.1
+            );
+        }
+
+        let probe = Probe::prepare(&broker).await?;
+        let mut unprobed = Vec::new();
+        for &(key, min, max) in &advertised {
+            let api = ApiKey::try_from(key)
+                .map_err(|()| anyhow::anyhow!("ApiVersions advertises unknown API key {key}"))?;
+            ensure!(min <= max, "{api:?} advertised as v{min}-v{max}");
+            // A connection per API, so one that gets closed does not hide the others.
+            let mut conn = connect(&broker).await?;
+            for version in min..=max {
+                if !probe
+                    .run(&mut conn, api, version)
+                    .await
+                    .with_context(|| format!("{api:?} v{version}, advertised v{min}-v{max}"))?
+                {
+                    unprobed.push(api);
+                    break;
+                }
+            }
+        }
+        if !unprobed.is_empty() {
+            eprintln!("advertised but not probed by this test (add a probe): {unprobed:?}");
+        }
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// Minimal valid requests for each API, at any version, against a prepared topic.
+struct Probe {
+    topic: String,
+    topic_id: Uuid,
+}
+
+impl Probe {
+    async fn prepare(broker: &BrokerProcess) -> Result<Probe> {
+        let mut conn = connect(broker).await?;
+        let topic = "probe".to_string();
+        create_topic(&mut conn, &topic, 1).await?;
+        create_topic(&mut conn, "probe-grow", 1).await?;
+        let meta = metadata(&mut conn, Some(&[topic.as_str()]), false).await?;
+        let topic_id = meta
+            .topics
+            .first()
+            .map(|t| t.topic_id)
+            .context("no metadata for the probe topic")?;
+        ensure!(!topic_id.is_nil(), "topic {topic} has no id");
+        Ok(Probe { topic, topic_id })
+    }
+
+    /// Sends one minimal request of `api` at `version` and checks the answer decodes and
+    /// succeeds; `false` when this test has no probe for the API.
+    async fn run(&self, conn: &mut Connection, api: ApiKey, version: i16) -> Result<bool> {
+        let topic = self.topic.as_str();
+        match api {
+            ApiKey::ApiVersions => {
+                let r = call(conn, &api_versions_request(), version).await?;
+                expect_ok("ApiVersions", r.error_code)?;
+            }
+            ApiKey::Metadata => {
+                // v0 spells "every topic" as an empty list, later versions as null.
+                // allow_auto_topic_creation exists from v4; before, it must keep its default.
+                let all = MetadataRequest::default()
+                    .with_topics((version == 0).then(Vec::new))
+                    .with_allow_auto_topic_creation(version < 4);
+                let r = call(conn, &all, version).await?;
+                ensure!(!r.brokers.is_empty(), "no brokers in {r:?}");
+                ensure!(
+                    find_topic(&r, topic).is_some(),
+                    "every-topic metadata lacks {topic}"
+                );
+                let one = MetadataRequest::default()
+                    .with_topics(Some(vec![metadata_topic(topic)]))
+                    .with_allow_auto_topic_creation(version < 4);
+                let r = call(conn, &one, version).await?;
+                let t = find_topic(&r, topic).context("topic missing")?;
+                expect_ok("Metadata topic", t.error_code)?;
+                ensure!(t.partitions.len() == 1, "partitions {:?}", t.partitions);
+            }
+            ApiKey::Produce => {
+                let records = batch(&[b"probe".to_vec()])?;
+                let data = PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records));
+                let topic_data = if version >= 13 {
+                    TopicProduceData::default().with_topic_id(self.topic_id)
+                } else {
+                    TopicProduceData::default().with_name(topic_name(topic))
+                };
+                let request = ProduceRequest::default()
+                    .with_acks(1)
+                    .with_timeout_ms(5000)
+                    .with_topic_data(vec![topic_data.with_partition_data(vec![data])]);
+                let r = call(conn, &request, version).await?;
+                let p = r
+                    .responses
+                    .first()
+                    .and_then(|t| t.partition_responses.first())
+                    .context("no partition in the Produce response")?;
+                expect_ok("Produce", p.error_code)?;
+                ensure!(p.base_offset >= 0, "base offset {}", p.base_offset);
+            }
+            ApiKey::Fetch => {
+                let partition = FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20);
+                let fetch_topic = if version >= 13 {
+                    FetchTopic::default().with_topic_id(self.topic_id)
+                } else {
+                    FetchTopic::default().with_topic(topic_name(topic))
+                };
+                let request = FetchRequest::default()
+                    .with_max_wait_ms(0)
+                    .with_min_bytes(0)
+                    .with_session_epoch(-1)
+                    .with_topics(vec![fetch_topic.with_partitions(vec![partition])]);
+                let r = call(conn, &request, version).await?;
+                expect_ok("Fetch", r.error_code)?;
+                let p = r
+                    .responses
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .context("no partition in the Fetch response")?;
+                expect_ok("Fetch partition", p.error_code)?;
+            }
+            ApiKey::ListOffsets => {
+                let request = list_offsets_request(topic, 0, -1);
+                let r = call(conn, &request, version).await?;
+                let p = r
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .context("no partition in the ListOffsets response")?;
+                expect_ok("ListOffsets", p.error_code)?;
+                ensure!(p.offset >= 0, "latest offset {}", p.offset);
+            }
+            ApiKey::DescribeCluster => {
+                let r = call(conn, &DescribeClusterRequest::default(), version).await?;
+                expect_ok("DescribeCluster", r.error_code)?;
+                ensure!(!r.brokers.is_empty(), "no brokers in {r:?}");
+            }
+            ApiKey::CreateTopics => {
+                let name = format!("probe-create-v{version}");
+                let request = CreateTopicsRequest::default()
+                    .with_timeout_ms(5000)
+                    .with_topics(vec![creatable_topic(&name, 1)]);
+                let r = call(conn, &request, version).await?;
+                let t = r.topics.first().context("no topic in the response")?;
+                expect_ok("CreateTopics", t.error_code)?;
+            }
+            ApiKey::DeleteTopics => {
+                let name = format!("probe-delete-v{version}");
+                create_topic(conn, &name, 1).await?;
+                let request = if version >= 6 {
+                    DeleteTopicsRequest::default().with_topics(vec![
+                        DeleteTopicState::default().with_name(Some(topic_name(&name)))
+                    ])
+                } else {
+                    DeleteTopicsRequest::default().with_topic_names(vec![topic_name(&name)])
+                };
+                let r = call(conn, &request.with_timeout_ms(5000), version).await?;
+                let t = r.responses.first().context("no topic in the response")?;
+                expect_ok("DeleteTopics", t.error_code)?;
+            }
+            ApiKey::DescribeConfigs => {
+                let resource = DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_string(topic.to_string()))
+                    .with_configuration_keys(None);
+                let request = DescribeConfigsRequest::default().with_resources(vec![resource]);
+                let r = call(conn, &request, version).await?;
+                let result = r.results.first().context("no resource in the response")?;
+                expect_ok("DescribeConfigs", result.error_code)?;
+                ensure!(!result.configs.is_empty(), "no configs for topic {topic}");
+            }
+            ApiKey::CreatePartitions => {
+                // Each version grows the topic by one partition.
+                let grow = CreatePartitionsTopic::default()
+                    .with_name(topic_name("probe-grow"))
+                    .with_count(2 + i32::from(version))
+                    .with_assignments(None);
+                let request = CreatePartitionsRequest::default()
+                    .with_timeout_ms(5000)
+                    .with_topics(vec![grow]);
+                let r = call(conn, &request, version).await?;
+                let t = r.results.first().context("no topic in the response")?;
+                expect_ok("CreatePartitions", t.error_code)?;
+            }
+            ApiKey::InitProducerId => {
+                let r = call(conn, &init_producer_id_request(), version).await?;
+                expect_ok("InitProducerId", r.error_code)?;
+                ensure!(r.producer_id.0 >= 0, "producer id {:?}", r.producer_id);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests the broker cannot answer: the connection is closed, the broker lives on
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_unknown_api_key_closes_the_connection_and_the_broker_keeps_serving() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        conn.write_raw(&raw_frame(9999, 0, 1, 1, &[])?).await?;
+        expect_closed(&mut conn, "a request with API key 9999").await?;
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn produce_below_the_version_floor_closes_the_connection_and_writes_nothing() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "floor", 1).await?;
+        // Produce v2 is v3 without the leading nullable transactional id (encoded -1: 2 bytes).
+        let v3_body = encode_body(
+            &produce_request("floor", 0, batch(&[b"old".to_vec()])?, 1),
+            3,
+        )?;
+        let v2_body = &v3_body[2..];
+        let mut old = connect(&broker).await?;
+        old.write_raw(&raw_frame(ApiKey::Produce as i16, 2, 7, 1, v2_body)?)
+            .await?;
+        expect_closed(&mut old, "Produce v2").await?;
+        assert_alive(&broker).await?;
+        ensure_latest(&mut conn, "floor", 0, 0).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn a_frame_larger_than_socket_request_max_bytes_closes_the_connection() -> Result<()> {
+    let broker = start(&["--socket-request-max-bytes", "1048576"])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        let mut frame = BytesMut::new();
+        frame.put_i32(2 * 1024 * 1024);
+        frame.put_slice(&[0x5a; 1024]);
+        conn.write_raw(&frame).await?;
+        expect_closed(&mut conn, "a 2 MiB frame over a 1 MiB limit").await?;
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn a_frame_cut_short_by_the_client_closes_the_connection() -> Result<()> {
+    let mut broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        let mut frame = BytesMut::new();
+        frame.put_i32(100);
+        frame.put_slice(&[0, 3, 0, 12, 0, 0, 0, 1, 0, 0]);
+        conn.write_raw(&frame).await?;
+        conn.shutdown_write().await?;
+        expect_closed(&mut conn, "10 of 100 announced bytes, then FIN").await?;
+        ensure!(broker.is_running(), "the broker exited");
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn garbage_frames_close_the_connection_without_harming_the_broker() -> Result<()> {
+    let mut broker = start(&[])?;
+    let outcome = async {
+        let mut frames: Vec<(String, Bytes)> = Vec::new();
+        frames.push(("an empty frame".into(), Bytes::from_static(&[0, 0, 0, 0])));
+        frames.push((
+            "a negative size".into(),
+            Bytes::from_static(&[0xff, 0xff, 0xff, 0xfe, 1, 2, 3, 4]),
+        ));
+        frames.push((
+            "a frame shorter than any header".into(),
+            Bytes::from_static(&[0, 0, 0, 3, 0, 3, 0]),
+        ));
+        for seed in [1u64, 7, 42, 1234, 99_999] {
+            let mut frame = BytesMut::new();
+            frame.put_i32(64);
+            frame.put_slice(&pseudo_random(seed, 64));
+            frames.push((format!("64 random bytes (seed {seed})"), frame.freeze()));
+        }
+        frames.push((
+            "a Metadata v12 header over a body of 0xff".into(),
+            raw_frame(ApiKey::Metadata as i16, 12, 3, 2, &[0xff; 32])?,
+        ));
+        let produce = encode_body(
+            &produce_request("garbage", 0, batch(&[b"x".to_vec()])?, 1),
+            PRODUCE_V,
+        )?;
+        frames.push((
+            "a Produce v9 request cut in half".into(),
+            raw_frame(
+                ApiKey::Produce as i16,
+                PRODUCE_V,
+                4,
+                2,
+                &produce[..produce.len() / 2],
+            )?,
+        ));
+        for (what, frame) in &frames {
+            let mut conn = connect(&broker).await?;
+            conn.write_raw(frame).await?;
+            expect_closed(&mut conn, what).await?;
+            ensure!(broker.is_running(), "the broker exited after {what}");
+        }
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals with Kafka's error codes
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn invalid_topic_names_are_refused_with_invalid_topic_exception_and_never_created(
+) -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        let long = "x".repeat(250);
+        let names = ["bad name", "..", long.as_str()];
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(names.iter().map(|n| creatable_topic(n, 1)).collect());
+        let response: CreateTopicsResponse = call(&mut conn, &request, CREATE_TOPICS_V).await?;
+        ensure!(
+            response.topics.len() == names.len(),
+            "{} results for {} topics",
+            response.topics.len(),
+            names.len()
+        );
+        for name in names {
+            let result = response
+                .topics
+                .iter()
+                .find(|t| t.name.0.as_str() == name)
+                .with_context(|| format!("no result for topic {name:?}"))?;
+            expect_code(
+                &format!("CreateTopics {name:?}"),
+                result.error_code,
+                ResponseError::InvalidTopicException,
+            )?;
+        }
+
+        // Metadata may create topics on demand, but never one with an invalid name.
+        let asked = metadata(&mut conn, Some(&["bad name"]), true).await?;
+        let topic = find_topic(&asked, "bad name").context("no answer for `bad name`")?;
+        expect_code(
+            "Metadata with auto-creation for `bad name`",
+            topic.error_code,
+            ResponseError::InvalidTopicException,
+        )?;
+        let all = metadata(&mut conn, None, false).await?;
+        for name in names {
+            ensure!(
+                find_topic(&all, name).is_none(),
+                "topic {name:?} exists after it was refused"
+            );
+        }
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn a_batch_with_a_flipped_crc_covered_byte_is_refused_as_corrupt_and_not_stored() -> Result<()>
+{
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "crc", 1).await?;
+        let good = batch(&[b"first".to_vec(), b"second".to_vec()])?;
+        let mut bad = BytesMut::from(&good[..]);
+        // The last byte belongs to the last record's value, inside the CRC-32C's range.
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let refused = produce(&mut conn, "crc", 0, bad.freeze(), 1).await?;
+        expect_code(
+            "Produce with a flipped byte",
+            refused.error_code,
+            ResponseError::CorruptMessage,
+        )?;
+        ensure_latest(&mut conn, "crc", 0, 0).await?;
+        assert_alive(&broker).await?;
+
+        // The same batch unharmed is accepted: the refusal was about the flipped byte.
+        let accepted = produce(&mut conn, "crc", 0, good, 1).await?;
+        expect_ok("Produce of the intact batch", accepted.error_code)?;
+        ensure_latest(&mut conn, "crc", 0, 2).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn produce_to_a_missing_partition_or_topic_is_unknown_and_creates_nothing() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "present", 2).await?;
+        let records = batch(&[b"lost".to_vec()])?;
+
+        let missing_partition = produce(&mut conn, "present", 99, records.clone(), 1).await?;
+        expect_code(
+            "Produce to present-99",
+            missing_partition.error_code,
+            ResponseError::UnknownTopicOrPartition,
+        )?;
+        ensure_latest(&mut conn, "present", 0, 0).await?;
+        ensure_latest(&mut conn, "present", 1, 0).await?;
+
+        // Produce never creates topics, even where Metadata would (auto.create.topics.enable).
+        let missing_topic = produce(&mut conn, "ghost", 0, records, 1).await?;
+        expect_code(
+            "Produce to a topic that does not exist",
+            missing_topic.error_code,
+            ResponseError::UnknownTopicOrPartition,
+        )?;
+        let asked = metadata(&mut conn, Some(&["ghost"]), false).await?;
+        let ghost = find_topic(&asked, "ghost").context("no answer for `ghost`")?;
+        expect_code(
+            "Metadata for `ghost` without auto-creation",
+            ghost.error_code,
+            ResponseError::UnknownTopicOrPartition,
+        )?;
+        let all = metadata(&mut conn, None, false).await?;
+        ensure!(
+            find_topic(&all, "ghost").is_none(),
+            "Produce created topic `ghost`"
+        );
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_message_max_bytes_is_refused_as_too_large() -> Result<()> {
+    let broker = start(&["--message-max-bytes", "1000"])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "small", 1).await?;
+        let refused = produce(&mut conn, "small", 0, batch(&[vec![b'b'; 5000]])?, 1).await?;
+        expect_code(
+            "Produce of a 5000-byte record over message.max.bytes=1000",
+            refused.error_code,
+            ResponseError::MessageTooLarge,
+        )?;
+        ensure_latest(&mut conn, "small", 0, 0).await?;
+
+        let accepted = produce(&mut conn, "small", 0, batch(&[vec![b's'; 100]])?, 1).await?;
+        expect_ok("Produce of a 100-byte record", accepted.error_code)?;
+        ensure_latest(&mut conn, "small", 0, 1).await?;
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotence, acks=0, pipelining
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_idempotent_retry_is_stored_once_and_a_sequence_gap_is_refused() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "idempotent", 1).await?;
+        let init = call(&mut conn, &init_producer_id_request(), INIT_PRODUCER_ID_V).await?;
+        expect_ok("InitProducerId", init.error_code)?;
+        let (id, epoch) = (init.producer_id.0, init.producer_epoch);
+        ensure!(id >= 0 && epoch >= 0, "producer id {id}, epoch {epoch}");
+
+        let values = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+        let first = idempotent_batch(&values, id, epoch, 0)?;
+        let stored = produce(&mut conn, "idempotent", 0, first.clone(), -1).await?;
+        expect_ok("first idempotent batch", stored.error_code)?;
+        ensure!(
+            stored.base_offset == 0,
+            "base offset {}",
+            stored.base_offset
+        );
+
+        // A retry, as after a lost response: acknowledged where it already is, not stored again.
+        let retried = produce(&mut conn, "idempotent", 0, first, -1).await?;
+        expect_ok("retried idempotent batch", retried.error_code)?;
+        ensure!(
+            retried.base_offset == 0,
+            "the retry was acknowledged at {}, the original at 0",
+            retried.base_offset
+        );
+        ensure_latest(&mut conn, "idempotent", 0, 3).await?;
+
+        let gap = idempotent_batch(&values, id, epoch, 5)?;
+        let refused = produce(&mut conn, "idempotent", 0, gap, -1).await?;
+        expect_code(
+            "idempotent batch with base sequence 5 after 0-2",
+            refused.error_code,
+            ResponseError::OutOfOrderSequenceNumber,
+        )?;
+        ensure_latest(&mut conn, "idempotent", 0, 3).await?;
+
+        // The producer continues where its sequence stands.
+        let next = idempotent_batch(&values, id, epoch, 3)?;
+        let stored = produce(&mut conn, "idempotent", 0, next, -1).await?;
+        expect_ok("idempotent batch with base sequence 3", stored.error_code)?;
+        ensure!(
+            stored.base_offset == 3,
+            "base offset {}",
+            stored.base_offset
+        );
+        ensure_latest(&mut conn, "idempotent", 0, 6).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn a_produce_with_acks_zero_gets_no_response_but_is_stored() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "fire-and-forget", 1).await?;
+        let request = produce_request("fire-and-forget", 0, batch(&[b"once".to_vec()])?, 0);
+        conn.send_only(&request, PRODUCE_V).await?;
+        let correlation_id = conn
+            .send_only(&api_versions_request(), API_VERSIONS_V)
+            .await?;
+        // The first frame back must be the ApiVersions answer: read_response checks the id.
+        let response = timeout(
+            IO_TIMEOUT,
+            conn.read_response::<ApiVersionsRequest>(correlation_id, API_VERSIONS_V),
+        )
+        .await
+        .context("no answer to ApiVersions after an acks=0 Produce")?
+        .context("the first frame after an acks=0 Produce is not the ApiVersions answer")?;
+        expect_ok("ApiVersions", response.error_code)?;
+        ensure_latest(&mut conn, "fire-and-forget", 0, 1).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "pipeline", 1).await?;
+        let meta = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_topic("pipeline")]))
+            .with_allow_auto_topic_creation(false);
+        let (meta_id, meta_frame) = conn.encode_request(&meta, METADATA_V)?;
+        let (versions_id, versions_frame) =
+            conn.encode_request(&api_versions_request(), API_VERSIONS_V)?;
+        let (offsets_id, offsets_frame) =
+            conn.encode_request(&list_offsets_request("pipeline", 0, -1), LIST_OFFSETS_V)?;
+        let mut all = BytesMut::new();
+        for frame in [&meta_frame, &versions_frame, &offsets_frame] {
+            all.put_slice(frame);
+        }
+        conn.write_raw(&all).await?;
+
+        let meta = timeout(
+            IO_TIMEOUT,
+            conn.read_response::<MetadataRequest>(meta_id, METADATA_V),
+        )
+        .await
+        .context("no first response")?
+        .context("first response is not the Metadata answer")?;
+        let topic = find_topic(&meta, "pipeline").context("Metadata lacks the topic")?;
+        expect_ok("Metadata", topic.error_code)?;
+        let versions = timeout(
+            IO_TIMEOUT,
+            conn.read_response::<ApiVersionsRequest>(versions_id, API_VERSIONS_V),
+        )
+        .await
+        .context("no second response")?
+        .context("second response is not the ApiVersions answer")?;
+        expect_ok("ApiVersions", versions.error_code)?;
+        let offsets = timeout(
+            IO_TIMEOUT,
+            conn.read_response::<ListOffsetsRequest>(offsets_id, LIST_OFFSETS_V),
+        )
+        .await
+        .context("no third response")?
+        .context("third response is not the ListOffsets answer")?;
+        let partition = offsets
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .context("ListOffsets without a partition")?;
+        expect_ok("ListOffsets", partition.error_code)?;
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fetch
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_waiting_fetch_returns_as_soon_as_records_arrive() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut consumer = connect(&broker).await?;
+        let mut producer = connect(&broker).await?;
+        create_topic(&mut producer, "wake", 1).await?;
+        let request = fetch_request("wake", 0, 0, 5000, 1);
+        let started = Instant::now();
+        let fetching = async {
+            let response = call(&mut consumer, &request, FETCH_V).await?;
+            Ok::<_, anyhow::Error>((started.elapsed(), response))
+        };
+        let producing = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let stored =
+                produce(&mut producer, "wake", 0, batch(&[b"wake up".to_vec()])?, 1).await?;
+            expect_ok("Produce", stored.error_code)
+        };
+        let (fetched, produced) = tokio::join!(fetching, producing);
+        produced?;
+        let (waited, response) = fetched?;
+        let partition = fetch_partition(&response)?;
+        expect_ok("Fetch", partition.error_code)?;
+        let records = partition.records.clone().unwrap_or_default();
+        ensure!(
+            !records.is_empty(),
+            "the fetch returned after {waited:?} without the record produced at 200 ms"
+        );
+        // max_wait_ms is 5 s: returning well before it means the append woke the fetch.
+        ensure!(
+            waited < Duration::from_secs(3),
+            "the fetch took {waited:?} although a record arrived after 200 ms"
+        );
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn a_fetch_with_nothing_to_return_waits_for_max_wait_ms() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "quiet", 1).await?;
+        let started = Instant::now();
+        let response = call(&mut conn, &fetch_request("quiet", 0, 0, 300, 1), FETCH_V).await?;
+        let waited = started.elapsed();
+        let partition = fetch_partition(&response)?;
+        expect_ok("Fetch", partition.error_code)?;
+        let records = partition.records.clone().unwrap_or_default();
+        ensure!(
+            records.is_empty(),
+            "{} bytes from an empty log",
+            records.len()
+        );
+        ensure!(
+            waited >= Duration::from_millis(250),
+            "the fetch returned after {waited:?}, before max_wait_ms 300"
+        );
+        ensure!(
+            waited < Duration::from_secs(3),
+            "the fetch took {waited:?} for max_wait_ms 300"
+        );
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn a_fetch_beyond_the_log_end_is_offset_out_of_range() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "short", 1).await?;
+        let values: Vec<Vec<u8>> = (0..5).map(|i| format!("r{i}").into_bytes()).collect();
+        expect_ok(
+            "Produce",
+            produce(&mut conn, "short", 0, batch(&values)?, 1)
+                .await?
+                .error_code,
+        )?;
+        let response = call(&mut conn, &fetch_request("short", 0, 10, 0, 1), FETCH_V).await?;
+        expect_code(
+            "Fetch at offset 10 of a 5-record log",
+            fetch_partition(&response)?.error_code,
+            ResponseError::OffsetOutOfRange,
+        )?;
+        // The log end itself is in range: nothing yet, no error.
+        let response = call(&mut conn, &fetch_request("short", 0, 5, 0, 1), FETCH_V).await?;
+        expect_ok(
+            "Fetch at the log end",
+            fetch_partition(&response)?.error_code,
+        )?;
+        assert_alive(&broker).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn a_fetch_inside_a_batch_returns_the_whole_batch() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "batched", 1).await?;
+        let values: Vec<Vec<u8>> = (0..5).map(|i| format!("r{i}").into_bytes()).collect();
+        expect_ok(
+            "Produce",
+            produce(&mut conn, "batched", 0, batch(&values)?, 1)
+                .await?
+                .error_code,
+        )?;
+        let response = call(&mut conn, &fetch_request("batched", 0, 3, 0, 1), FETCH_V).await?;
+        let partition = fetch_partition(&response)?;
+        expect_ok("Fetch at offset 3", partition.error_code)?;
+        let mut records = partition.records.clone().unwrap_or_default();
+        ensure!(!records.is_empty(), "no records at offset 3");
+        let sets = RecordBatchDecoder::decode_all(&mut records).context("decoding the batches")?;
+        let offsets: Vec<i64> = sets
+            .iter()
+            .flat_map(|s| s.records.iter().map(|r| r.offset))
+            .collect();
+        ensure!(
+            offsets == vec![0, 1, 2, 3, 4],
+            "fetch at offset 3 returned offsets {offsets:?}; Kafka serves the whole batch 0-4"
+        );
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics, configuration, shutdown
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metrics_count_requests_by_api_and_bytes_by_topic() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "metered", 1).await?;
+        let stored = produce(&mut conn, "metered", 0, batch(&[b"counted".to_vec()])?, 1).await?;
+        expect_ok("Produce", stored.error_code)?;
+        let fetched = call(&mut conn, &fetch_request("metered", 0, 0, 0, 1), FETCH_V).await?;
+        expect_ok("Fetch", fetch_partition(&fetched)?.error_code)?;
+
+        let text = broker.scrape_metrics()?;
+        for series in [
+            r#"oxbow_requests_total{api="Produce"}"#,
+            r#"oxbow_requests_total{api="Fetch"}"#,
+            r#"oxbow_topic_bytes_in_total{topic="metered"}"#,
+            r#"oxbow_topic_bytes_out_total{topic="metered"}"#,
+        ] {
+            let value = sample(&text, series)
+                .with_context(|| format!("{series} is not in /metrics:\n{text}"))?;
+            ensure!(value > 0.0, "{series} is {value}");
+        }
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn the_binary_refuses_bad_configuration_and_names_the_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("server.properties");
+    std::fs::write(&file, "num.partitions=3\nno.such.setting=1\n")?;
+    let file = file.display().to_string();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--override", "log.retention.dayz=3"],
+            "log.retention.dayz",
+        ),
+        (&["--num-partitions", "zero"], "num.partitions"),
+        (&["--config", file.as_str()], "no.such.setting"),
+    ];
+    for (args, key) in cases {
+        let (status, stderr) = run_binary(dir.path(), args).await?;
+        ensure!(
+            !status.success(),
+            "{args:?} was accepted ({status}); stderr:\n{stderr}"
+        );
+        ensure!(
+            stderr.contains(key),
+            "{args:?} failed ({status}) without naming `{key}`; stderr:\n{stderr}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn config_file_values_apply_and_flags_override_them() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("server.properties");
+    std::fs::write(
+        &file,
+        "# auto-created topics get three partitions\nnum.partitions=3\n",
+    )?;
+    let file = file.display().to_string();
+    for (args, expected) in [
+        (vec!["--config", file.as_str()], 3),
+        (vec!["--config", file.as_str(), "--num-partitions", "2"], 2),
+    ] {
+        let broker = start(&args)?;
+        let outcome = async {
+            let mut conn = connect(&broker).await?;
+            let response = metadata(&mut conn, Some(&["auto"]), true).await?;
+            let topic = find_topic(&response, "auto").context("no answer for `auto`")?;
+            expect_ok("Metadata with auto-creation", topic.error_code)?;
+            ensure!(
+                topic.partitions.len() == expected,
+                "with {args:?} the auto-created topic has {} partitions, expected {expected}",
+                topic.partitions.len()
+            );
+            Ok(())
+        }
+        .await;
+        broker.explain(outcome)?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_during_a_waiting_fetch_exits_cleanly_and_promptly() -> Result<()> {
+    let mut broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic(&mut conn, "parked", 1).await?;
+        conn.send_only(&fetch_request("parked", 0, 0, 30_000, 1), FETCH_V)
+            .await?;
+        // Let the fetch reach the broker and park.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let status = broker.stop()?;
+        let took = started.elapsed();
+        ensure!(
+            status.success(),
+            "SIGTERM with a parked fetch: exit {status}"
+        );
+        ensure!(
+            took < Duration::from_secs(10),
+            "the broker took {took:?} to exit with a fetch parked for 30 s"
+        );
+        // Whether the parked fetch got an (empty) answer first or not, the connection ends.
+        match timeout(IO_TIMEOUT, conn.read_frame()).await {
+            Err(_) => bail!("the connection stayed open after the broker exited"),
+            Ok(_) => Ok(()),
+        }
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn start(args: &[&str]) -> Result<BrokerProcess> {
+    BrokerProcess::start(BrokerOptions::new(BROKER_BIN).args(args.iter().copied()))
+}
+
+async fn connect(broker: &BrokerProcess) -> Result<Connection> {
+    let address = broker.bootstrap();
+    timeout(IO_TIMEOUT, Connection::connect(&address))
+        .await
+        .with_context(|| format!("connecting to {address} took over {IO_TIMEOUT:?}"))?
+        .with_context(|| format!("connecting to {address}"))
+}
+
+/// Sends a typed request and waits, bounded, for its typed response.
+async fn call<R: Request>(conn: &mut Connection, request: &R, version: i16) -> Result<R::Response> {
+    let api =
+        ApiKey::try_from(R::KEY).map_or_else(|()| format!("API {}", R::KEY), |k| format!("{k:?}"));
+    timeout(IO_TIMEOUT, conn.send(request, version))
+        .await
+        .with_context(|| format!("no answer to {api} v{version} within {IO_TIMEOUT:?}"))?
+        .with_context(|| format!("{api} v{version}"))
+}
+
+/// A fresh connection is accepted and answered: the broker survived what came before.
+async fn assert_alive(broker: &BrokerProcess) -> Result<()> {
+    let mut conn = connect(broker)
+        .await
+        .context("the broker no longer accepts connections")?;
+    let response = call(&mut conn, &api_versions_request(), API_VERSIONS_V)
+        .await
+        .context("the broker no longer answers ApiVersions on a fresh connection")?;
+    expect_ok("ApiVersions on a fresh connection", response.error_code)?;
+    ensure!(!response.api_keys.is_empty(), "ApiVersions lists no API");
+    Ok(())
+}
+
+/// The broker closes the connection (EOF or reset) instead of answering.
+async fn expect_closed(conn: &mut Connection, what: &str) -> Result<()> {
+    match timeout(IO_TIMEOUT, conn.read_frame()).await {
+        Err(_) => {
+            bail!("{what}: the connection was neither answered nor closed within {IO_TIMEOUT:?}")
+        }
+        Ok(Ok(None) | Err(ClientError::Io { .. })) => Ok(()),
+        Ok(Ok(Some(frame))) => bail!(
+            "{what}: expected the connection to be closed, got a {}-byte response {:02x?}",
+            frame.len(),
+            &frame[..frame.len().min(64)]
+        ),
+        Ok(Err(e)) => bail!("{what}: expected the connection to be closed, got {e}"),
+    }
+}
+
+async fn read_frame(conn: &mut Connection, what: &str) -> Result<Bytes> {
+    timeout(IO_TIMEOUT, conn.read_frame())
+        .await
+        .with_context(|| format!("no answer to {what} within {IO_TIMEOUT:?}"))??
+        .with_context(|| format!("the broker closed the connection instead of answering {what}"))
+}
+
+fn expect_ok(what: &str, code: i16) -> Result<()> {
+    ensure!(
+        code == 0,
+        "{what}: expected no error, got {code} ({:?})",
+        ResponseError::try_from_code(code)
+    );
+    Ok(())
+}
+
+fn expect_code(what: &str, code: i16, expected: ResponseError) -> Result<()> {
+    ensure!(
+        code == expected.code(),
+        "{what}: expected {expected:?} ({}), got {code} ({:?})",
+        expected.code(),
+        ResponseError::try_from_code(code)
+    );
+    Ok(())
+}
+
+/// A request body encoded by the codec at `version`, without header or size.
+fn encode_body<R: Encodable>(request: &R, version: i16) -> Result<Bytes> {
+    let mut body = BytesMut::new();
+    request.encode(&mut body, version)?;
+    Ok(body.freeze())
+}
+
+/// A size-prefixed frame with a codec-encoded header claiming any key and version, followed by
+/// `body` as given: for requests the typed client refuses to build.
+fn raw_frame(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    header_version: i16,
+    body: &[u8],
+) -> Result<Bytes> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("oxbow-protocol-tests")));
+    let mut frame = BytesMut::new();
+    frame.put_i32(0);
+    header.encode(&mut frame, header_version)?;
+    frame.put_slice(body);
+    let size = i32::try_from(frame.len() - 4)?;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(frame.freeze())
+}
+
+/// Deterministic noise (xorshift64*), so a failing case replays exactly.
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn api_versions_request() -> ApiVersionsRequest {
+    ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("oxbow-protocol-tests"))
+        .with_client_software_version(StrBytes::from_static_str("1.0"))
+}
+
+/// (api key, min, max) of every advertised API, sorted.
+fn api_list(response: &ApiVersionsResponse) -> Vec<(i16, i16, i16)> {
+    let mut list: Vec<_> = response
+        .api_keys
+        .iter()
+        .map(|a| (a.api_key, a.min_version, a.max_version))
+        .collect();
+    list.sort_unstable();
+    list
+}
+
+fn init_producer_id_request() -> InitProducerIdRequest {
+    InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
+fn creatable_topic(name: &str, partitions: i32) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(topic_name(name))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+}
+
+async fn create_topic(conn: &mut Connection, name: &str, partitions: i32) -> Result<()> {
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![creatable_topic(name, partitions)]);
+    let response = call(conn, &request, CREATE_TOPICS_V).await?;
+    let result = response
+        .topics
+        .first()
+        .context("CreateTopics without a result")?;
+    expect_ok(&format!("CreateTopics {name}"), result.error_code)
+}
+
+fn metadata_topic(name: &str) -> MetadataRequestTopic {
+    MetadataRequestTopic::default().with_name(Some(topic_name(name)))
+}
+
+/// Metadata for `topics` (every topic when `None`).
+async fn metadata(
+    conn: &mut Connection,
+    topics: Option<&[&str]>,
+    allow_auto_creation: bool,
+) -> Result<MetadataResponse> {
+    let request = MetadataRequest::default()
+        .with_topics(topics.map(|names| names.iter().map(|n| metadata_topic(n)).collect()))
+        .with_allow_auto_topic_creation(allow_auto_creation);
+    call(conn, &request, METADATA_V).await
+}
+
+fn find_topic<'a>(response: &'a MetadataResponse, name: &str) -> Option<&'a MetadataResponseTopic> {
+    response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name))
+}
+
+fn list_offsets_request(topic: &str, partition: i32, timestamp: i64) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(timestamp)])])
+}
+
+/// Checks the partition's latest offset (ListOffsets, timestamp -1): what was written.
+async fn ensure_latest(
+    conn: &mut Connection,
+    topic: &str,
+    partition: i32,
+    expected: i64,
+) -> Result<()> {
+    let response = call(
+        conn,
+        &list_offsets_request(topic, partition, -1),
+        LIST_OFFSETS_V,
+    )
+    .await?;
+    let result = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("ListOffsets without a partition")?;
+    expect_ok(
+        &format!("ListOffsets {topic}-{partition}"),
+        result.error_code,
+    )?;
+    ensure!(
+        result.offset == expected,
+        "{topic}-{partition} ends at offset {}, expected {expected}",
+        result.offset
+    );
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One uncompressed RecordBatch v2 holding `values`, without a producer id.
+fn batch(values: &[Vec<u8>]) -> Result<Bytes> {
+    encode_batch(values, -1, -1, -1)
+}
+
+/// One idempotent RecordBatch v2 holding `values`, sequences from `base_sequence`.
+fn idempotent_batch(
+    values: &[Vec<u8>],
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+) -> Result<Bytes> {
+    encode_batch(values, producer_id, epoch, base_sequence)
+}
+
+fn encode_batch(
+    values: &[Vec<u8>],
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+) -> Result<Bytes> {
+    let timestamp = now_ms();
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let delta = i32::try_from(i).unwrap_or(i32::MAX);
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i64::from(delta),
+                // The encoder keeps records in one batch while offset - sequence stays the same.
+                sequence: base_sequence.wrapping_add(delta),
+                timestamp,
+                key: None,
+                value: Some(Bytes::from(value.clone())),
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(buf.freeze())
+}
+
+fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+/// Produces `records` to one partition and returns that partition's answer.
+async fn produce(
+    conn: &mut Connection,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> Result<PartitionProduceResponse> {
+    let response = call(
+        conn,
+        &produce_request(topic, partition, records, acks),
+        PRODUCE_V,
+    )
+    .await?;
+    response
+        .responses
+        .into_iter()
+        .flat_map(|t| t.partition_responses)
+        .find(|p| p.index == partition)
+        .with_context(|| format!("the Produce response lacks {topic}-{partition}"))
+}
+
+fn fetch_request(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(1 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+fn fetch_partition(response: &kafka_protocol::messages::FetchResponse) -> Result<&PartitionData> {
+    expect_ok("Fetch (top level)", response.error_code)?;
+    response
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("the Fetch response has no partition")
+}
+
+/// The value of one sample of the Prometheus text, by its full series name with labels.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+/// Runs the binary outside the harness with `args`, expecting it to exit by itself; returns
+/// its status and stderr. A binary still running after [`EXIT_TIMEOUT`] is killed and reported.
+async fn run_binary(dir: &Path, args: &[&str]) -> Result<(std::process::ExitStatus, String)> {
+    let output = tokio::process::Command::new(BROKER_BIN)
+        .arg("--listeners")
+        .arg("PLAINTEXT://127.0.0.1:0")
+        .arg("--log-dirs")
+        .arg(dir.join("data"))
+        .arg("--metrics-address")
+        .arg("127.0.0.1:0")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = timeout(EXIT_TIMEOUT, output)
+        .await
+        .with_context(|| format!("the broker with {args:?} still runs after {EXIT_TIMEOUT:?}"))?
+        .with_context(|| format!("running {BROKER_BIN}"))?;
+    Ok((
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
