@@ -83,8 +83,9 @@ impl Broker {
             let log_config = log_config(&config.topic_config(&topic.configs));
             let mut opened = Vec::with_capacity(topic.partitions as usize);
             for index in 0..topic.partitions {
-                let partition = Partition::open(&dir, Arc::clone(&name), topic.id, index, log_config.clone())
-                    .map_err(|source| StartError::Log {
+                let partition =
+                    Partition::open(&dir, Arc::clone(&name), topic.id, index, log_config.clone())
+                        .map_err(|source| StartError::Log {
                         topic: topic.name.clone(),
                         partition: index,
                         source,
@@ -136,7 +137,10 @@ impl Broker {
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         let partitions = self.partitions.read();
         let list = partitions.get(topic)?;
-        usize::try_from(index).ok().and_then(|i| list.get(i)).cloned()
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| list.get(i))
+            .cloned()
     }
 
     /// The effective storage settings of a topic.
@@ -154,8 +158,14 @@ impl Broker {
                     self.config.offsets_topic_segment_bytes.to_string(),
                 ),
             ]);
-            self.create_topic(OFFSETS_TOPIC, self.config.offsets_topic_partitions, 1, configs, false)
-                .map_err(|e| StartError::OffsetsTopic(e.message))?;
+            self.create_topic(
+                OFFSETS_TOPIC,
+                self.config.offsets_topic_partitions,
+                1,
+                configs,
+                false,
+            )
+            .map_err(|e| StartError::OffsetsTopic(e.message))?;
         }
         let count = self.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
         let mut loaded = 0usize;
@@ -195,7 +205,10 @@ impl Broker {
         let count = self.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
         let index = offsets::partition_for(group, count);
         let partition = self.partition(OFFSETS_TOPIC, index).ok_or_else(|| {
-            ApiError::new(ResponseError::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC}-{index} is not available"))
+            ApiError::new(
+                ResponseError::CoordinatorNotAvailable,
+                format!("{OFFSETS_TOPIC}-{index} is not available"),
+            )
         })?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -244,7 +257,10 @@ impl Broker {
 
     /// A new producer id for InitProducerId.
     pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
-        self.metadata.write().allocate_producer_id().map_err(storage_error)
+        self.metadata
+            .write()
+            .allocate_producer_id()
+            .map_err(storage_error)
     }
 
     /// Creates a topic with its partition logs, or checks that it could be (`validate_only`).
@@ -256,8 +272,13 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicMeta, ApiError> {
-        config::validate_topic_name(name).map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;
-        let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
+        config::validate_topic_name(name)
+            .map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
         if partitions < 1 {
             return Err(ApiError::new(
                 ResponseError::InvalidPartitions,
@@ -272,7 +293,9 @@ impl Broker {
         if replication_factor != 1 {
             return Err(ApiError::new(
                 ResponseError::InvalidReplicationFactor,
-                format!("replication factor {replication_factor} is larger than the 1 available broker"),
+                format!(
+                    "replication factor {replication_factor} is larger than the 1 available broker"
+                ),
             ));
         }
         config::validate_topic_configs(&configs)
@@ -296,7 +319,10 @@ impl Broker {
         }
         let shared: Arc<str> = Arc::from(name);
         let opened = self.open_partitions(&topic, &shared, 0)?;
-        self.metadata.write().put_topic(topic.clone()).map_err(storage_error)?;
+        self.metadata
+            .write()
+            .put_topic(topic.clone())
+            .map_err(storage_error)?;
         self.partitions.write().insert(shared, opened);
         tracing::info!(topic = name, partitions, "topic created");
         Ok(topic)
@@ -305,17 +331,25 @@ impl Broker {
     /// Creates a topic with the broker's defaults, as a Metadata request may ask.
     pub fn auto_create_topic(&self, name: &str) -> Result<TopicMeta, ApiError> {
         match self.create_topic(name, -1, -1, BTreeMap::new(), false) {
-            Err(e) if e.code == ResponseError::TopicAlreadyExists => {
-                self.topic(name).ok_or(e)
-            }
+            Err(e) if e.code == ResponseError::TopicAlreadyExists => self.topic(name).ok_or(e),
             other => other,
         }
     }
 
     /// Grows a topic to `count` partitions.
-    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<TopicMeta, ApiError> {
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<TopicMeta, ApiError> {
         let _admin = self.admin.lock();
-        let mut topic = self.metadata.read().topic(name).cloned().ok_or_else(|| unknown_topic(name))?;
+        let mut topic = self
+            .metadata
+            .read()
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| unknown_topic(name))?;
         if count <= topic.partitions {
             return Err(ApiError::new(
                 ResponseError::InvalidPartitions,
@@ -338,8 +372,15 @@ impl Broker {
             .map(|(k, _)| Arc::clone(k))
             .unwrap_or_else(|| Arc::from(name));
         let opened = self.open_partitions(&topic, &shared, first_new)?;
-        self.metadata.write().put_topic(topic.clone()).map_err(storage_error)?;
-        self.partitions.write().entry(shared).or_default().extend(opened);
+        self.metadata
+            .write()
+            .put_topic(topic.clone())
+            .map_err(storage_error)?;
+        self.partitions
+            .write()
+            .entry(shared)
+            .or_default()
+            .extend(opened);
         tracing::info!(topic = name, partitions = count, "partitions added");
         Ok(topic)
     }
@@ -366,7 +407,9 @@ impl Broker {
                 .config
                 .log_dir
                 .join(format!("{name}-{index}.{}-delete", removed.id.simple()));
-            if let Err(e) = std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed)) {
+            if let Err(e) =
+                std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
+            {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove the log of a deleted topic; it is removed at the next start");
             }
         }
@@ -374,7 +417,12 @@ impl Broker {
         Ok(removed)
     }
 
-    fn open_partitions(&self, topic: &TopicMeta, shared: &Arc<str>, from: i32) -> Result<Vec<Arc<Partition>>, ApiError> {
+    fn open_partitions(
+        &self,
+        topic: &TopicMeta,
+        shared: &Arc<str>,
+        from: i32,
+    ) -> Result<Vec<Arc<Partition>>, ApiError> {
         let log_config = log_config(&self.topic_config(topic));
         let mut opened = Vec::new();
         for index in from..topic.partitions {
@@ -382,11 +430,20 @@ impl Broker {
             // A directory the metadata does not know is left over from a crash mid-delete.
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| {
-                    ApiError::new(ResponseError::KafkaStorageError, format!("cannot clear {}: {e}", dir.display()))
+                    ApiError::new(
+                        ResponseError::KafkaStorageError,
+                        format!("cannot clear {}: {e}", dir.display()),
+                    )
                 })?;
             }
-            let partition = Partition::open(&self.config.log_dir, Arc::clone(shared), topic.id, index, log_config.clone())
-                .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            let partition = Partition::open(
+                &self.config.log_dir,
+                Arc::clone(shared),
+                topic.id,
+                index,
+                log_config.clone(),
+            )
+            .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
             opened.push(Arc::new(partition));
         }
         Ok(opened)

@@ -43,10 +43,12 @@ pub struct Connection {
 
 impl Connection {
     pub async fn connect(address: &str) -> Result<Connection, ClientError> {
-        let stream = TcpStream::connect(address).await.map_err(|source| ClientError::Connect {
-            address: address.to_string(),
-            source,
-        })?;
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|source| ClientError::Connect {
+                address: address.to_string(),
+                source,
+            })?;
         stream.set_nodelay(true).map_err(|source| ClientError::Io {
             address: address.to_string(),
             source,
@@ -60,18 +62,30 @@ impl Connection {
     }
 
     /// Sends `request` at `version` and waits for its response.
-    pub async fn send<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, ClientError> {
+    pub async fn send<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
         let correlation_id = self.write_request(request, version).await?;
         self.read_response::<R>(correlation_id, version).await
     }
 
     /// Sends `request` without reading a response (Produce with acks=0).
-    pub async fn send_only<R: Request>(&mut self, request: &R, version: i16) -> Result<i32, ClientError> {
+    pub async fn send_only<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<i32, ClientError> {
         self.write_request(request, version).await
     }
 
     /// Encodes a request frame without sending it, for tests that tamper with bytes.
-    pub fn encode_request<R: Request>(&mut self, request: &R, version: i16) -> Result<(i32, Bytes), ClientError> {
+    pub fn encode_request<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<(i32, Bytes), ClientError> {
         let correlation_id = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1);
         let header = RequestHeader::default()
@@ -85,12 +99,17 @@ impl Connection {
             .encode(&mut frame, R::header_version(version))
             .and_then(|()| request.encode(&mut frame, version))
             .map_err(|e| ClientError::Encode(e.to_string()))?;
-        let size = i32::try_from(frame.len() - 4).map_err(|_| ClientError::Encode("request too large".to_string()))?;
+        let size = i32::try_from(frame.len() - 4)
+            .map_err(|_| ClientError::Encode("request too large".to_string()))?;
         frame[..4].copy_from_slice(&size.to_be_bytes());
         Ok((correlation_id, frame.freeze()))
     }
 
-    async fn write_request<R: Request>(&mut self, request: &R, version: i16) -> Result<i32, ClientError> {
+    async fn write_request<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<i32, ClientError> {
         let (correlation_id, frame) = self.encode_request(request, version)?;
         self.write_raw(&frame).await?;
         Ok(correlation_id)
@@ -98,19 +117,25 @@ impl Connection {
 
     /// Writes bytes as they are: a frame of the caller's making, valid or not.
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).await.map_err(|source| ClientError::Io {
-            address: self.address.clone(),
-            source,
-        })
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|source| ClientError::Io {
+                address: self.address.clone(),
+                source,
+            })
     }
 
     /// Closes the sending half (TCP FIN) and keeps the receiving half open, as a client does
     /// that gives up in the middle of a request; responses can still be read.
     pub async fn shutdown_write(&mut self) -> Result<(), ClientError> {
-        self.stream.shutdown().await.map_err(|source| ClientError::Io {
-            address: self.address.clone(),
-            source,
-        })
+        self.stream
+            .shutdown()
+            .await
+            .map_err(|source| ClientError::Io {
+                address: self.address.clone(),
+                source,
+            })
     }
 
     /// Reads one response frame; `Ok(None)` when the broker closed the connection.
@@ -126,7 +151,8 @@ impl Connection {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
             Err(e) => return Err(io(e)),
         }
-        let size = usize::try_from(i32::from_be_bytes(size)).map_err(|_| ClientError::Decode("negative size".to_string()))?;
+        let size = usize::try_from(i32::from_be_bytes(size))
+            .map_err(|_| ClientError::Decode("negative size".to_string()))?;
         if size > MAX_RESPONSE {
             return Err(ClientError::TooLarge(size));
         }
@@ -136,7 +162,11 @@ impl Connection {
     }
 
     /// Reads the response to the request with `correlation_id`.
-    pub async fn read_response<R: Request>(&mut self, correlation_id: i32, version: i16) -> Result<R::Response, ClientError> {
+    pub async fn read_response<R: Request>(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
         let mut frame = self.read_frame().await?.ok_or_else(|| ClientError::Io {
             address: self.address.clone(),
             source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
@@ -149,9 +179,13 @@ impl Connection {
                 got: header.correlation_id,
             });
         }
-        let response = R::Response::decode(&mut frame, version).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let response = R::Response::decode(&mut frame, version)
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
         if frame.has_remaining() {
-            return Err(ClientError::Decode(format!("{} bytes left after the response", frame.remaining())));
+            return Err(ClientError::Decode(format!(
+                "{} bytes left after the response",
+                frame.remaining()
+            )));
         }
         Ok(response)
     }

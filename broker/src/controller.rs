@@ -74,8 +74,11 @@ impl MetadataStore {
         let path = dir.join(METADATA_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let snapshot: Snapshot = serde_json::from_slice(&bytes)
-                    .map_err(|source| MetadataError::Corrupt { path: path.clone(), source })?;
+                let snapshot: Snapshot =
+                    serde_json::from_slice(&bytes).map_err(|source| MetadataError::Corrupt {
+                        path: path.clone(),
+                        source,
+                    })?;
                 if snapshot.node_id != node_id {
                     return Err(MetadataError::WrongNode {
                         path,
@@ -83,7 +86,11 @@ impl MetadataStore {
                         expected: node_id,
                     });
                 }
-                let topics = snapshot.topics.into_iter().map(|t| (t.name.clone(), t)).collect();
+                let topics = snapshot
+                    .topics
+                    .into_iter()
+                    .map(|t| (t.name.clone(), t))
+                    .collect();
                 Ok(MetadataStore {
                     path,
                     cluster_id: snapshot.cluster_id,
@@ -179,12 +186,17 @@ impl MetadataStore {
         };
         let io = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
-            move |source| MetadataError::Io { action, path, source }
+            move |source| MetadataError::Io {
+                action,
+                path,
+                source,
+            }
         };
-        let bytes = serde_json::to_vec_pretty(&snapshot).map_err(|source| MetadataError::Corrupt {
-            path: self.path.clone(),
-            source,
-        })?;
+        let bytes =
+            serde_json::to_vec_pretty(&snapshot).map_err(|source| MetadataError::Corrupt {
+                path: self.path.clone(),
+                source,
+            })?;
         let tmp = self.path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
         file.write_all(&bytes).map_err(io("write", &tmp))?;
@@ -249,7 +261,9 @@ mod tests {
     fn producer_ids_are_never_reused_across_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = MetadataStore::open(dir.path(), 0).expect("new");
-        let first: Vec<i64> = (0..3).map(|_| store.allocate_producer_id().expect("id")).collect();
+        let first: Vec<i64> = (0..3)
+            .map(|_| store.allocate_producer_id().expect("id"))
+            .collect();
         assert_eq!(first, vec![0, 1, 2]);
         let mut reopened = MetadataStore::open(dir.path(), 0).expect("reopen");
         let next = reopened.allocate_producer_id().expect("id");

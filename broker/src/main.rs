@@ -107,7 +107,9 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OXBOW_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -137,13 +139,16 @@ fn advertised_listener(config: &BrokerConfig, bound_port: u16) -> Listener {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let config = BrokerConfig::load(cli.config.as_deref(), cli.settings()?).context("invalid configuration")?;
+    let config = BrokerConfig::load(cli.config.as_deref(), cli.settings()?)
+        .context("invalid configuration")?;
 
     let bind = config.listener.bind_address();
     let listener = TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    let bound = listener.local_addr().context("listener has no local address")?;
+    let bound = listener
+        .local_addr()
+        .context("listener has no local address")?;
     let advertised = advertised_listener(&config, bound.port());
     let metrics_address = config.metrics_address.clone();
     let broker = Broker::open(config, advertised).context("cannot open the log directory")?;
@@ -163,7 +168,10 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     tokio::spawn(wait_for_signal(shutdown.clone()));
-    tokio::spawn(run_group_timers(std::sync::Arc::clone(&broker), shutdown.clone()));
+    tokio::spawn(run_group_timers(
+        std::sync::Arc::clone(&broker),
+        shutdown.clone(),
+    ));
     tracing::info!(
         listening = %bound,
         advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
@@ -177,13 +185,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM");
+                return;
+            }
+        };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),

@@ -52,24 +52,33 @@ impl Metrics {
                 "Time from a request's arrival to its response, by API.",
             )
             .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                5.0, 10.0,
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
             ]),
             &["api"],
         )
         .expect("static metric definition");
         let bytes_in = IntCounterVec::new(
-            Opts::new("oxbow_topic_bytes_in_total", "Record batch bytes appended, by topic."),
+            Opts::new(
+                "oxbow_topic_bytes_in_total",
+                "Record batch bytes appended, by topic.",
+            ),
             &["topic"],
         )
         .expect("static metric definition");
         let bytes_out = IntCounterVec::new(
-            Opts::new("oxbow_topic_bytes_out_total", "Record batch bytes served to fetches, by topic."),
+            Opts::new(
+                "oxbow_topic_bytes_out_total",
+                "Record batch bytes served to fetches, by topic.",
+            ),
             &["topic"],
         )
         .expect("static metric definition");
         let messages_in = IntCounterVec::new(
-            Opts::new("oxbow_topic_messages_in_total", "Records appended, by topic."),
+            Opts::new(
+                "oxbow_topic_messages_in_total",
+                "Records appended, by topic.",
+            ),
             &["topic"],
         )
         .expect("static metric definition");
@@ -93,7 +102,9 @@ impl Metrics {
             Box::new(messages_in.clone()),
             Box::new(connections.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         Metrics {
             registry,
@@ -133,7 +144,10 @@ pub async fn serve(
             refresh();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     metrics.render(),
                 )
             }

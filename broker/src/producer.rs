@@ -89,7 +89,11 @@ impl ProducerStateTable {
             got: first,
         };
         let Some(entry) = self.producers.get(&header.producer_id) else {
-            return if first == 0 { Ok(Verdict::Append) } else { Err(out_of_order(0)) };
+            return if first == 0 {
+                Ok(Verdict::Append)
+            } else {
+                Err(out_of_order(0))
+            };
         };
         if header.producer_epoch < entry.epoch {
             return Err(SequenceError::InvalidEpoch {
@@ -99,7 +103,11 @@ impl ProducerStateTable {
             });
         }
         if header.producer_epoch > entry.epoch {
-            return if first == 0 { Ok(Verdict::Append) } else { Err(out_of_order(0)) };
+            return if first == 0 {
+                Ok(Verdict::Append)
+            } else {
+                Err(out_of_order(0))
+            };
         }
         if let Some(batch) = entry
             .batches
@@ -108,7 +116,10 @@ impl ProducerStateTable {
         {
             return Ok(Verdict::Duplicate(*batch));
         }
-        let expected = entry.batches.back().map_or(0, |b| next_sequence(b.last_seq));
+        let expected = entry
+            .batches
+            .back()
+            .map_or(0, |b| next_sequence(b.last_seq));
         if first == expected {
             Ok(Verdict::Append)
         } else {
@@ -165,13 +176,18 @@ impl ProducerStateTable {
 
     /// Loads the newest snapshot at or below `log_end_offset`, returning the state and the
     /// offset it is valid at; snapshots beyond the log (after a truncation) are removed.
-    pub fn load_snapshot(dir: &Path, log_end_offset: i64) -> std::io::Result<Option<(ProducerStateTable, i64)>> {
+    pub fn load_snapshot(
+        dir: &Path,
+        log_end_offset: i64,
+    ) -> std::io::Result<Option<(ProducerStateTable, i64)>> {
         for (offset, path) in list_snapshots(dir)?.into_iter().rev() {
             if offset > log_end_offset {
                 std::fs::remove_file(&path)?;
                 continue;
             }
-            match std::fs::read(&path).map(|bytes| serde_json::from_slice::<ProducerStateTable>(&bytes)) {
+            match std::fs::read(&path)
+                .map(|bytes| serde_json::from_slice::<ProducerStateTable>(&bytes))
+            {
                 Ok(Ok(table)) => return Ok(Some((table, offset))),
                 Ok(Err(e)) => {
                     tracing::warn!(snapshot = %path.display(), error = %e, "ignoring a corrupt producer snapshot");
@@ -256,14 +272,20 @@ mod tests {
                 got: 5
             })
         );
-        assert!(table.check(&header(8, 0, 4, 1)).is_err(), "a new producer starts at 0");
+        assert!(
+            table.check(&header(8, 0, 4, 1)).is_err(),
+            "a new producer starts at 0"
+        );
     }
 
     #[test]
     fn an_older_epoch_is_fenced_and_a_newer_one_restarts_at_zero() {
         let mut table = ProducerStateTable::default();
         table.record(&header(7, 2, 0, 1), 0);
-        assert!(matches!(table.check(&header(7, 1, 1, 1)), Err(SequenceError::InvalidEpoch { .. })));
+        assert!(matches!(
+            table.check(&header(7, 1, 1, 1)),
+            Err(SequenceError::InvalidEpoch { .. })
+        ));
         assert_eq!(table.check(&header(7, 3, 0, 1)), Ok(Verdict::Append));
         assert!(table.check(&header(7, 3, 1, 1)).is_err());
     }
@@ -274,8 +296,14 @@ mod tests {
         for i in 0..7 {
             table.record(&header(1, 0, i, 1), i64::from(i));
         }
-        assert!(table.check(&header(1, 0, 1, 1)).is_err(), "too old to be known as a duplicate");
-        assert!(matches!(table.check(&header(1, 0, 2, 1)), Ok(Verdict::Duplicate(_))));
+        assert!(
+            table.check(&header(1, 0, 1, 1)).is_err(),
+            "too old to be known as a duplicate"
+        );
+        assert!(matches!(
+            table.check(&header(1, 0, 2, 1)),
+            Ok(Verdict::Duplicate(_))
+        ));
     }
 
     #[test]
@@ -284,7 +312,14 @@ mod tests {
         table.record(&header(1, 0, 0, 1), 0);
         let mut near_end = header(1, 0, i32::MAX - 1, 2);
         near_end.base_sequence = i32::MAX - 1;
-        table.producers.get_mut(&1).expect("present").batches.back_mut().expect("one").last_seq = i32::MAX - 2;
+        table
+            .producers
+            .get_mut(&1)
+            .expect("present")
+            .batches
+            .back_mut()
+            .expect("one")
+            .last_seq = i32::MAX - 2;
         assert_eq!(table.check(&near_end), Ok(Verdict::Append));
         table.record(&near_end, 1);
         assert_eq!(table.check(&header(1, 0, 0, 1)), Ok(Verdict::Append));
@@ -304,6 +339,10 @@ mod tests {
             .expect("found");
         assert_eq!(offset, 2);
         assert_eq!(loaded, table);
-        assert_eq!(list_snapshots(dir.path()).expect("list").len(), 1, "the one past the log end is removed");
+        assert_eq!(
+            list_snapshots(dir.path()).expect("list").len(),
+            1,
+            "the one past the log end is removed"
+        );
     }
 }

@@ -8,7 +8,9 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::log::batch::BatchHeader;
-use crate::log::{AppendError, AppendInfo, LogConfig, LogError, PartitionLog, ReadError, ReadResult};
+use crate::log::{
+    AppendError, AppendInfo, LogConfig, LogError, PartitionLog, ReadError, ReadResult,
+};
 use crate::producer::{ProducerStateTable, SequenceError, Verdict};
 
 /// Why a produce to a partition was refused; nothing was written.
@@ -46,7 +48,12 @@ impl std::fmt::Debug for Partition {
 impl Partition {
     /// Wraps an open log, restoring the idempotent producer state from the newest snapshot
     /// and the batches written after it.
-    pub fn new(topic: Arc<str>, topic_id: Uuid, index: i32, log: PartitionLog) -> Result<Partition, LogError> {
+    pub fn new(
+        topic: Arc<str>,
+        topic_id: Uuid,
+        index: i32,
+        log: PartitionLog,
+    ) -> Result<Partition, LogError> {
         let producers = restore_producers(&log)?;
         Ok(Partition {
             topic,
@@ -156,7 +163,10 @@ impl Partition {
     pub fn close(self) -> Result<(), LogError> {
         let state = self.state.into_inner();
         if !state.producers.is_empty() {
-            if let Err(e) = state.producers.write_snapshot(state.log.dir(), state.log.log_end_offset()) {
+            if let Err(e) = state
+                .producers
+                .write_snapshot(state.log.dir(), state.log.log_end_offset())
+            {
                 tracing::warn!(partition = ?state.log.dir(), error = %e, "could not snapshot producer state");
             }
         }
@@ -196,10 +206,11 @@ fn restore_producers(log: &PartitionLog) -> Result<ProducerStateTable, LogError>
             source,
         })
     };
-    let (mut table, mut offset) = match ProducerStateTable::load_snapshot(log.dir(), end).map_err(io)? {
-        Some((table, offset)) => (table, offset),
-        None => (ProducerStateTable::default(), log.log_start_offset()),
-    };
+    let (mut table, mut offset) =
+        match ProducerStateTable::load_snapshot(log.dir(), end).map_err(io)? {
+            Some((table, offset)) => (table, offset),
+            None => (ProducerStateTable::default(), log.log_start_offset()),
+        };
     offset = offset.max(log.log_start_offset());
     while offset < end {
         let read = match log.read(offset, 1 << 20) {

@@ -165,13 +165,20 @@ async fn handle_frame(
 ) -> Result<Option<Bytes>, String> {
     let started = Instant::now();
     if frame.len() < 8 {
-        return Err(format!("a request of {} bytes is too short for a header", frame.len()));
+        return Err(format!(
+            "a request of {} bytes is too short for a header",
+            frame.len()
+        ));
     }
     let key_code = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api_key = ApiKey::try_from(key_code).map_err(|()| format!("unknown API key {key_code}"))?;
     let Some(supported) = api::supported_versions(api_key) else {
-        broker.metrics.request_errors.with_label_values(&[api::name(api_key)]).inc();
+        broker
+            .metrics
+            .request_errors
+            .with_label_values(&[api::name(api_key)])
+            .inc();
         return Err(format!("API {api_key:?} (key {key_code}) is not supported"));
     };
     let mut body = frame;
@@ -189,7 +196,11 @@ async fn handle_frame(
             return api::unsupported_version(api_key, version);
         }
         let context = RequestContext {
-            client_id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+            client_id: header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
             peer,
         };
         api::handle(broker, &context, api_key, version, body, shutdown).await
@@ -197,23 +208,33 @@ async fn handle_frame(
     .instrument(span.clone())
     .await;
     let api_label = api::name(api_key);
-    broker.metrics.requests.with_label_values(&[api_label]).inc();
+    broker
+        .metrics
+        .requests
+        .with_label_values(&[api_label])
+        .inc();
     let result = match outcome {
         Outcome::Respond { response, version } => {
             let mut out = BytesMut::with_capacity(256);
             out.put_i32(0);
-            let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+            let response_header =
+                ResponseHeader::default().with_correlation_id(header.correlation_id);
             response_header
                 .encode(&mut out, api_key.response_header_version(version))
                 .and_then(|()| response.encode(&mut out, version))
                 .map_err(|e| format!("cannot encode the {api_key:?} v{version} response: {e}"))?;
-            let size = i32::try_from(out.len() - 4).map_err(|_| "response too large".to_string())?;
+            let size =
+                i32::try_from(out.len() - 4).map_err(|_| "response too large".to_string())?;
             out[..4].copy_from_slice(&size.to_be_bytes());
             Ok(Some(out.freeze()))
         }
         Outcome::NoResponse => Ok(None),
         Outcome::Close(reason) => {
-            broker.metrics.request_errors.with_label_values(&[api_label]).inc();
+            broker
+                .metrics
+                .request_errors
+                .with_label_values(&[api_label])
+                .inc();
             Err(reason)
         }
     };
@@ -222,6 +243,11 @@ async fn handle_frame(
         .request_latency
         .with_label_values(&[api_label])
         .observe(started.elapsed().as_secs_f64());
-    span.in_scope(|| tracing::trace!(elapsed_us = started.elapsed().as_micros() as u64, "answered"));
+    span.in_scope(|| {
+        tracing::trace!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "answered"
+        )
+    });
     result
 }

@@ -440,10 +440,6 @@ async fn garbage_frames_close_the_connection_without_harming_the_broker() -> Res
             frame.put_slice(&pseudo_random(seed, 64));
             frames.push((format!("64 random bytes (seed {seed})"), frame.freeze()));
         }
-        frames.push((
-            "a Metadata v12 header over a body of 0xff".into(),
-            raw_frame(ApiKey::Metadata as i16, 12, 3, 2, &[0xff; 32])?,
-        ));
         let produce = encode_body(
             &produce_request("garbage", 0, batch(&[b"x".to_vec()])?, 1),
             PRODUCE_V,
@@ -458,13 +454,40 @@ async fn garbage_frames_close_the_connection_without_harming_the_broker() -> Res
                 &produce[..produce.len() / 2],
             )?,
         ));
-        for (what, frame) in &frames {
-            let mut conn = connect(&broker).await?;
-            conn.write_raw(frame).await?;
-            expect_closed(&mut conn, what).await?;
-            ensure!(broker.is_running(), "the broker exited after {what}");
-        }
-        assert_alive(&broker).await
+        expect_each_closes(&mut broker, &frames).await
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn request_bodies_that_do_not_decode_close_the_connection() -> Result<()> {
+    let mut broker = start(&[])?;
+    let outcome = async {
+        let metadata = ApiKey::Metadata as i16;
+        let mut short_array = BytesMut::new();
+        short_array.put_i32(3); // three topics announced, none sent
+        let mut huge_array = BytesMut::new();
+        huge_array.put_i32(i32::MAX); // 2^31-1 topics announced in a 4-byte body
+        let frames: Vec<(String, Bytes)> = vec![
+            (
+                "Metadata v1 announcing 3 topics and sending none".into(),
+                raw_frame(metadata, 1, 1, 1, &short_array)?,
+            ),
+            (
+                "Metadata v12 announcing 3 topics (compact length 4) and sending none".into(),
+                raw_frame(metadata, 12, 2, 2, &[4])?,
+            ),
+            (
+                "Metadata v1 announcing 2^31-1 topics in a 4-byte body".into(),
+                raw_frame(metadata, 1, 3, 1, &huge_array)?,
+            ),
+            (
+                "Metadata v12 whose body is 32 bytes of 0xff (compact length 2^32-2)".into(),
+                raw_frame(metadata, 12, 4, 2, &[0xff; 32])?,
+            ),
+        ];
+        expect_each_closes(&mut broker, &frames).await
     }
     .await;
     broker.explain(outcome)
@@ -1077,6 +1100,40 @@ async fn expect_closed(conn: &mut Connection, what: &str) -> Result<()> {
         ),
         Ok(Err(e)) => bail!("{what}: expected the connection to be closed, got {e}"),
     }
+}
+
+/// Sends each frame on a fresh connection and expects the broker to close it and live on.
+/// Every frame is tried (the broker is restarted if one kills it), and all failures reported.
+async fn expect_each_closes(broker: &mut BrokerProcess, frames: &[(String, Bytes)]) -> Result<()> {
+    let mut failures = Vec::new();
+    for (what, frame) in frames {
+        let outcome = async {
+            let mut conn = connect(broker).await?;
+            conn.write_raw(frame).await?;
+            expect_closed(&mut conn, what).await?;
+            // Give a crashing broker a moment to be seen as gone.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_alive(broker).await
+        }
+        .await;
+        let crashed = !broker.is_running();
+        match (outcome, crashed) {
+            (_, true) => {
+                failures.push(format!("{what}: the broker process exited"));
+                broker.restart()?;
+            }
+            (Err(e), false) => failures.push(format!("{what}: {e:#}")),
+            (Ok(()), false) => {}
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "{} of {} frames were mishandled:\n{}",
+        failures.len(),
+        frames.len(),
+        failures.join("\n")
+    );
+    Ok(())
 }
 
 async fn read_frame(conn: &mut Connection, what: &str) -> Result<Bytes> {

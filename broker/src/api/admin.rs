@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
@@ -16,7 +18,11 @@ use super::{str_bytes, topic_name};
 use crate::broker::{ApiError, Broker};
 use crate::config::TOPIC_DEFS;
 
-pub(super) fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub(super) fn create_topics(
+    broker: &Broker,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = request
         .topics
@@ -46,7 +52,11 @@ pub(super) fn create_topics(broker: &Broker, request: CreateTopicsRequest, versi
                     let result = result
                         .with_num_partitions(meta.partitions)
                         .with_replication_factor(meta.replication_factor);
-                    let result = if version >= 7 { result.with_topic_id(meta.id) } else { result };
+                    let result = if version >= 7 {
+                        result.with_topic_id(meta.id)
+                    } else {
+                        result
+                    };
                     result.with_configs(Some(effective_configs(broker, &meta.configs)))
                 }
                 Err(e) => {
@@ -61,7 +71,11 @@ pub(super) fn create_topics(broker: &Broker, request: CreateTopicsRequest, versi
     CreateTopicsResponse::default().with_topics(results)
 }
 
-fn create_one(broker: &Broker, topic: CreatableTopic, validate_only: bool) -> Result<crate::controller::TopicMeta, ApiError> {
+fn create_one(
+    broker: &Broker,
+    topic: CreatableTopic,
+    validate_only: bool,
+) -> Result<crate::controller::TopicMeta, ApiError> {
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
         let Some(value) = &config.value else {
@@ -93,9 +107,18 @@ fn create_one(broker: &Broker, topic: CreatableTopic, validate_only: bool) -> Re
             check_replicas(broker, &assignment.broker_ids)?;
         }
         let replicas = assignments.first().map_or(0, |a| a.broker_ids.len());
-        (assignments.len() as i32, i16::try_from(replicas).unwrap_or(i16::MAX))
+        (
+            assignments.len() as i32,
+            i16::try_from(replicas).unwrap_or(i16::MAX),
+        )
     };
-    broker.create_topic(topic.name.as_str(), partitions, replication_factor, configs, validate_only)
+    broker.create_topic(
+        topic.name.as_str(),
+        partitions,
+        replication_factor,
+        configs,
+        validate_only,
+    )
 }
 
 fn check_replicas(broker: &Broker, replicas: &[BrokerId]) -> Result<(), ApiError> {
@@ -103,14 +126,20 @@ fn check_replicas(broker: &Broker, replicas: &[BrokerId]) -> Result<(), ApiError
         let listed: Vec<i32> = replicas.iter().map(|id| id.0).collect();
         return Err(ApiError::new(
             ResponseError::InvalidReplicaAssignment,
-            format!("replicas {listed:?} name brokers other than the only one, {}", broker.node_id()),
+            format!(
+                "replicas {listed:?} name brokers other than the only one, {}",
+                broker.node_id()
+            ),
         ));
     }
     Ok(())
 }
 
 /// The topic's effective settings as CreateTopics v5+ reports them.
-fn effective_configs(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+fn effective_configs(
+    broker: &Broker,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
     TOPIC_DEFS
         .iter()
         .map(|def| {
@@ -126,7 +155,11 @@ fn effective_configs(broker: &Broker, overrides: &BTreeMap<String, String>) -> V
         .collect()
 }
 
-pub(super) fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub(super) fn delete_topics(
+    broker: &Broker,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
         request
             .topics
@@ -146,13 +179,18 @@ pub(super) fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, versi
             let resolved = match &name {
                 Some(name) => Ok(name.clone()),
                 None => broker.topic_by_id(id).map(|t| t.name).ok_or_else(|| {
-                    ApiError::new(ResponseError::UnknownTopicId, format!("no topic has id {id}"))
+                    ApiError::new(
+                        ResponseError::UnknownTopicId,
+                        format!("no topic has id {id}"),
+                    )
                 }),
             };
             let outcome = resolved.and_then(|name| broker.delete_topic(&name));
             let result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name));
             match outcome {
-                Ok(meta) => result.with_name(Some(topic_name(&meta.name))).with_topic_id(meta.id),
+                Ok(meta) => result
+                    .with_name(Some(topic_name(&meta.name)))
+                    .with_topic_id(meta.id),
                 Err(e) => result
                     .with_topic_id(id)
                     .with_error_code(e.code.code())
@@ -163,7 +201,10 @@ pub(super) fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, versi
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub(super) fn create_partitions(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub(super) fn create_partitions(
+    broker: &Broker,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let results = request
         .topics
         .into_iter()

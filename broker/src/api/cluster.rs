@@ -12,7 +12,10 @@ const ENDPOINT_TYPE_CONTROLLER: i8 = 2;
 /// Kafka's "authorized operations not requested / unknown" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub(super) fn describe(broker: &Broker, request: &DescribeClusterRequest) -> DescribeClusterResponse {
+pub(super) fn describe(
+    broker: &Broker,
+    request: &DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(&broker.cluster_id()))

@@ -19,7 +19,11 @@ struct Options {
     version: i16,
 }
 
-pub(super) fn describe(broker: &Broker, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub(super) fn describe(
+    broker: &Broker,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let options = Options {
         synonyms: request.include_synonyms,
         documentation: request.include_documentation,
@@ -33,7 +37,10 @@ pub(super) fn describe(broker: &Broker, request: DescribeConfigsRequest, version
             let keys: Option<Vec<String>> = resource
                 .configuration_keys
                 .map(|keys| keys.iter().map(|k| k.to_string()).collect());
-            let wanted = |key: &str| keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k == key));
+            let wanted = |key: &str| {
+                keys.as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k == key))
+            };
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
@@ -58,7 +65,13 @@ pub(super) fn describe(broker: &Broker, request: DescribeConfigsRequest, version
 
 type Failure = (ResponseError, String);
 
-fn entry(def: &ConfigDef, value: Option<String>, source: ConfigSource, read_only: bool, options: &Options) -> DescribeConfigsResourceResult {
+fn entry(
+    def: &ConfigDef,
+    value: Option<String>,
+    source: ConfigSource,
+    read_only: bool,
+    options: &Options,
+) -> DescribeConfigsResourceResult {
     let mut entry = DescribeConfigsResourceResult::default()
         .with_name(str_bytes(def.name))
         .with_value(value.as_deref().map(str_bytes))
@@ -102,12 +115,18 @@ fn topic_configs(
                 }
                 for (broker_key, _) in def.broker_synonyms {
                     if let Some(v) = broker.config.explicit(broker_key) {
-                        synonyms.push(synonym(broker_key, Some(v.to_string()), ConfigSource::StaticBroker));
+                        synonyms.push(synonym(
+                            broker_key,
+                            Some(v.to_string()),
+                            ConfigSource::StaticBroker,
+                        ));
                     }
                 }
                 if let Some((first, _)) = def.broker_synonyms.first() {
                     let default = crate::config::broker_def(first).and_then(|d| d.default);
-                    let value = default.map(str::to_string).or_else(|| def.def.default.map(str::to_string));
+                    let value = default
+                        .map(str::to_string)
+                        .or_else(|| def.def.default.map(str::to_string));
                     synonyms.push(synonym(first, value, ConfigSource::Default));
                 }
                 result = result.with_synonyms(synonyms);
@@ -147,7 +166,11 @@ fn broker_configs(
                     synonyms.push(synonym(def.name, Some(v), ConfigSource::StaticBroker));
                 }
                 if let Some(default) = def.default {
-                    synonyms.push(synonym(def.name, Some(default.to_string()), ConfigSource::Default));
+                    synonyms.push(synonym(
+                        def.name,
+                        Some(default.to_string()),
+                        ConfigSource::Default,
+                    ));
                 }
                 result = result.with_synonyms(synonyms);
             }

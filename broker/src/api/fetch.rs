@@ -31,7 +31,8 @@ pub(super) async fn handle(
             .with_session_id(0);
     }
     let plan = resolve(broker, &request, version);
-    let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
+    let wait =
+        Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
@@ -132,7 +133,10 @@ fn read(broker: &Broker, plan: &[TopicPlan], max_bytes: usize) -> (FetchResponse
                 Ok(partition) => partition,
                 Err(code) => {
                     errors = true;
-                    partitions.push(data.with_error_code(code.code()).with_records(Some(Bytes::new())));
+                    partitions.push(
+                        data.with_error_code(code.code())
+                            .with_records(Some(Bytes::new())),
+                    );
                     continue;
                 }
             };
@@ -146,7 +150,9 @@ fn read(broker: &Broker, plan: &[TopicPlan], max_bytes: usize) -> (FetchResponse
             let records = if limit == 0 && total > 0 {
                 Ok(Bytes::new())
             } else {
-                partition.read(point.offset, limit.max(1)).map(|r| r.records)
+                partition
+                    .read(point.offset, limit.max(1))
+                    .map(|r| r.records)
             };
             match records {
                 // Only the first partition with data may exceed the limits (KIP-74), so a
@@ -158,7 +164,11 @@ fn read(broker: &Broker, plan: &[TopicPlan], max_bytes: usize) -> (FetchResponse
                     total += records.len();
                     if !records.is_empty() {
                         if let Some(name) = &topic.name {
-                            broker.metrics.bytes_out.with_label_values(&[name]).inc_by(records.len() as u64);
+                            broker
+                                .metrics
+                                .bytes_out
+                                .with_label_values(&[name])
+                                .inc_by(records.len() as u64);
                         }
                     }
                     partitions.push(data.with_records(Some(records)));
@@ -187,5 +197,9 @@ fn read(broker: &Broker, plan: &[TopicPlan], max_bytes: usize) -> (FetchResponse
                 .with_partitions(partitions),
         );
     }
-    (FetchResponse::default().with_responses(topics), total, errors)
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        errors,
+    )
 }

@@ -10,10 +10,10 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::ResponseError;
 use tokio_util::sync::CancellationToken;
@@ -30,12 +30,18 @@ fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
 }
 
-pub(super) fn find_coordinator(broker: &Broker, request: &FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub(super) fn find_coordinator(
+    broker: &Broker,
+    request: &FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let host = str_bytes(&broker.advertised.host);
     let port = i32::from(broker.advertised.port);
     let node = BrokerId(broker.node_id());
     let error = (request.key_type != KEY_TYPE_GROUP).then_some(ResponseError::InvalidRequest);
-    let message = error.map(|_| str_bytes("only group coordinators exist on this broker; transactions are not supported"));
+    let message = error.map(|_| {
+        str_bytes("only group coordinators exist on this broker; transactions are not supported")
+    });
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
@@ -48,14 +54,21 @@ pub(super) fn find_coordinator(broker: &Broker, request: &FindCoordinatorRequest
                 if error.is_some() {
                     found.with_node_id(BrokerId(-1)).with_port(-1)
                 } else {
-                    found.with_node_id(node).with_host(host.clone()).with_port(port)
+                    found
+                        .with_node_id(node)
+                        .with_host(host.clone())
+                        .with_port(port)
                 }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let response = FindCoordinatorResponse::default().with_error_code(code(error));
-    let response = if version >= 1 { response.with_error_message(message) } else { response };
+    let response = if version >= 1 {
+        response.with_error_message(message)
+    } else {
+        response
+    };
     if error.is_some() {
         return response.with_node_id(BrokerId(-1)).with_port(-1);
     }
@@ -126,13 +139,23 @@ pub(super) async fn join(
         .with_error_code(code(result.error))
         .with_generation_id(result.generation)
         .with_protocol_type(result.protocol_type.as_deref().map(str_bytes))
-        .with_protocol_name(result.protocol_name.as_deref().map(str_bytes).or_else(|| (version < 7).then(|| str_bytes(""))))
+        .with_protocol_name(
+            result
+                .protocol_name
+                .as_deref()
+                .map(str_bytes)
+                .or_else(|| (version < 7).then(|| str_bytes(""))),
+        )
         .with_leader(str_bytes(&result.leader))
         .with_member_id(str_bytes(&result.member_id))
         .with_members(members)
 }
 
-pub(super) async fn sync(broker: &Broker, request: SyncGroupRequest, shutdown: &CancellationToken) -> SyncGroupResponse {
+pub(super) async fn sync(
+    broker: &Broker,
+    request: SyncGroupRequest,
+    shutdown: &CancellationToken,
+) -> SyncGroupResponse {
     let assignments = request
         .assignments
         .iter()
@@ -179,19 +202,29 @@ pub(super) fn heartbeat(broker: &Broker, request: &HeartbeatRequest) -> Heartbea
     HeartbeatResponse::default().with_error_code(code(error))
 }
 
-pub(super) fn leave(broker: &Broker, request: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub(super) fn leave(
+    broker: &Broker,
+    request: &LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members
             .iter()
-            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
             .collect()
     } else {
         vec![(request.member_id.to_string(), None)]
     };
     match broker.groups.leave(request.group_id.0.as_str(), &members) {
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
-        Ok(results) if version < 3 => LeaveGroupResponse::default().with_error_code(code(results.into_iter().next().flatten())),
+        Ok(results) if version < 3 => LeaveGroupResponse::default()
+            .with_error_code(code(results.into_iter().next().flatten())),
         Ok(results) => LeaveGroupResponse::default().with_members(
             members
                 .iter()

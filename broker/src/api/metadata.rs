@@ -21,9 +21,14 @@ pub(super) fn handle(broker: &Broker, request: MetadataRequest, version: i16) ->
         Some(list) if version == 0 && list.is_empty() => None,
         other => other,
     };
-    let auto_create = broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let auto_create =
+        broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     let topics = match requested {
-        None => broker.topics().iter().map(|t| describe(broker, t)).collect(),
+        None => broker
+            .topics()
+            .iter()
+            .map(|t| describe(broker, t))
+            .collect(),
         Some(list) => list
             .into_iter()
             .map(|wanted| match wanted.name {

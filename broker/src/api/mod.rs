@@ -18,10 +18,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind,
-    SyncGroupRequest, TopicName,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestKind,
+    ResponseKind, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Message, Request, StrBytes, VersionRange};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,10 @@ use crate::broker::Broker;
 #[derive(Debug)]
 pub enum Outcome {
     /// Send this response, encoded at `version`.
-    Respond { response: Box<ResponseKind>, version: i16 },
+    Respond {
+        response: Box<ResponseKind>,
+        version: i16,
+    },
     /// Send nothing (Produce with acks=0).
     NoResponse,
     /// Close the connection, as Kafka does for requests it cannot parse.
@@ -185,29 +188,54 @@ pub async fn handle(
             Some(response) => ResponseKind::Produce(response),
             None => return Outcome::NoResponse,
         },
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version, shutdown).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r, version)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(broker, r, version)),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version)),
-        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(broker, r)),
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(broker, r, version)),
-        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe(broker, &r)),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_id::init(broker, &r)),
+        RequestKind::Fetch(r) => {
+            ResponseKind::Fetch(fetch::handle(broker, r, version, shutdown).await)
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(broker, r, version))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version))
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(broker, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe(broker, r, version))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(cluster::describe(broker, &r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer_id::init(broker, &r))
+        }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(group::find_coordinator(broker, &r, version))
         }
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(group::join(broker, context, r, version, shutdown).await),
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync(broker, r, shutdown).await),
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(group::join(broker, context, r, version, shutdown).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(group::sync(broker, r, shutdown).await)
+        }
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(broker, &r)),
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave(broker, &r, version)),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list(broker, &r)),
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(group::describe(broker, &r)),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete(broker, &r)),
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(broker, r)),
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offsets::fetch(broker, r, version)),
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offsets::fetch(broker, r, version))
+        }
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::delete(broker, r)),
         other => {
-            return Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other)));
+            return Outcome::Close(format!(
+                "no handler for {:?}",
+                std::mem::discriminant(&other)
+            ));
         }
     };
     Outcome::Respond {
@@ -222,4 +250,45 @@ pub(crate) fn str_bytes(s: &str) -> StrBytes {
 
 pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of supported APIs is the documentation users read: it must list
+    /// exactly what ApiVersions advertises.
+    #[test]
+    fn the_readme_lists_every_supported_api_with_its_versions() {
+        let readme = include_str!("../../../README.md");
+        let expected: Vec<String> = supported_apis()
+            .map(|(key, range)| {
+                format!(
+                    "| {} | {} | {}–{} |",
+                    name(key),
+                    key as i16,
+                    range.min,
+                    range.max
+                )
+            })
+            .collect();
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|line| !readme.contains(line.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README.md lacks these rows:\n{}",
+            expected.join("\n")
+        );
+        let rows = readme
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.ends_with(" |") && l.contains('–'))
+            .count();
+        assert_eq!(
+            rows,
+            expected.len(),
+            "README.md lists APIs that are not advertised"
+        );
+    }
 }

@@ -2,15 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
-    OffsetFetchResponseTopics,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse,
 };
 use kafka_protocol::ResponseError;
 
@@ -48,7 +52,11 @@ pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
                     Ok(()) if broker.partition(&name, p.partition_index).is_none() => {
                         Err(ResponseError::UnknownTopicOrPartition)
                     }
-                    Ok(()) if p.committed_metadata.as_ref().is_some_and(|m| m.len() > max_metadata) => {
+                    Ok(())
+                        if p.committed_metadata
+                            .as_ref()
+                            .is_some_and(|m| m.len() > max_metadata) =>
+                    {
                         Err(ResponseError::OffsetMetadataTooLarge)
                     }
                     Ok(()) => Ok(OffsetRecord {
@@ -58,7 +66,11 @@ pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
                         value: Some(CommittedOffset {
                             offset: p.committed_offset,
                             leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                            metadata: p
+                                .committed_metadata
+                                .as_ref()
+                                .map(|m| m.to_string())
+                                .unwrap_or_default(),
                             commit_timestamp: timestamp,
                         }),
                     }),
@@ -70,7 +82,11 @@ pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
     }
     let records: Vec<OffsetRecord> = plan
         .iter()
-        .flat_map(|(_, partitions)| partitions.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()))
+        .flat_map(|(_, partitions)| {
+            partitions
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        })
         .collect();
     let stored = if records.is_empty() {
         Ok(())
@@ -80,28 +96,34 @@ pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
     let topics = plan
         .into_iter()
         .map(|(name, partitions)| {
-            OffsetCommitResponseTopic::default().with_name(topic_name(&name)).with_partitions(
-                partitions
-                    .into_iter()
-                    .map(|(index, outcome)| {
-                        let error = match (outcome, &stored) {
-                            (Err(e), _) => e.code(),
-                            (Ok(_), Err(e)) => e.code(),
-                            (Ok(_), Ok(())) => 0,
-                        };
-                        OffsetCommitResponsePartition::default()
-                            .with_partition_index(index)
-                            .with_error_code(error)
-                    })
-                    .collect(),
-            )
+            OffsetCommitResponseTopic::default()
+                .with_name(topic_name(&name))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(index, outcome)| {
+                            let error = match (outcome, &stored) {
+                                (Err(e), _) => e.code(),
+                                (Ok(_), Err(e)) => e.code(),
+                                (Ok(_), Ok(())) => 0,
+                            };
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_error_code(error)
+                        })
+                        .collect(),
+                )
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
 }
 
 /// The committed offsets of `group` for the requested partitions, or all it has (`None`).
-fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+fn lookup(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
     let committed = broker.groups.committed(group);
     match wanted {
         Some(topics) => topics
@@ -115,9 +137,13 @@ fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>)
             })
             .collect(),
         None => {
-            let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+            let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                BTreeMap::new();
             for ((topic, partition), offset) in committed {
-                by_topic.entry(topic).or_default().push((partition, Some(offset)));
+                by_topic
+                    .entry(topic)
+                    .or_default()
+                    .push((partition, Some(offset)));
             }
             by_topic.into_iter().collect()
         }
@@ -131,7 +157,11 @@ fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, String) {
     }
 }
 
-pub(super) fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub(super) fn fetch(
+    broker: &Broker,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = request
             .groups
@@ -146,22 +176,26 @@ pub(super) fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) 
                 let topics = lookup(broker, g.group_id.0.as_str(), wanted)
                     .into_iter()
                     .map(|(topic, partitions)| {
-                        OffsetFetchResponseTopics::default().with_name(topic_name(&topic)).with_partitions(
-                            partitions
-                                .iter()
-                                .map(|(index, offset)| {
-                                    let (committed, epoch, metadata) = fields(offset);
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(*index)
-                                        .with_committed_offset(committed)
-                                        .with_committed_leader_epoch(epoch)
-                                        .with_metadata(Some(str_bytes(&metadata)))
-                                })
-                                .collect(),
-                        )
+                        OffsetFetchResponseTopics::default()
+                            .with_name(topic_name(&topic))
+                            .with_partitions(
+                                partitions
+                                    .iter()
+                                    .map(|(index, offset)| {
+                                        let (committed, epoch, metadata) = fields(offset);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(*index)
+                                            .with_committed_offset(committed)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(Some(str_bytes(&metadata)))
+                                    })
+                                    .collect(),
+                            )
                     })
                     .collect();
-                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
@@ -175,23 +209,25 @@ pub(super) fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) 
     let topics = lookup(broker, request.group_id.0.as_str(), wanted)
         .into_iter()
         .map(|(topic, partitions)| {
-            OffsetFetchResponseTopic::default().with_name(topic_name(&topic)).with_partitions(
-                partitions
-                    .iter()
-                    .map(|(index, offset)| {
-                        let (committed, epoch, metadata) = fields(offset);
-                        let partition = OffsetFetchResponsePartition::default()
-                            .with_partition_index(*index)
-                            .with_committed_offset(committed)
-                            .with_metadata(Some(str_bytes(&metadata)));
-                        if version >= 5 {
-                            partition.with_committed_leader_epoch(epoch)
-                        } else {
-                            partition
-                        }
-                    })
-                    .collect(),
-            )
+            OffsetFetchResponseTopic::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|(index, offset)| {
+                            let (committed, epoch, metadata) = fields(offset);
+                            let partition = OffsetFetchResponsePartition::default()
+                                .with_partition_index(*index)
+                                .with_committed_offset(committed)
+                                .with_metadata(Some(str_bytes(&metadata)));
+                            if version >= 5 {
+                                partition.with_committed_leader_epoch(epoch)
+                            } else {
+                                partition
+                            }
+                        })
+                        .collect(),
+                )
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
@@ -205,7 +241,8 @@ pub(super) fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
         let name = topic.name.0.to_string();
         let allowed = broker.groups.check_offset_delete(&group, &name);
         if allowed == Err(ResponseError::GroupIdNotFound) {
-            return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code());
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::GroupIdNotFound.code());
         }
         let partitions = topic
             .partitions
@@ -228,7 +265,11 @@ pub(super) fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
                     .with_error_code(error)
             })
             .collect();
-        topics.push(OffsetDeleteResponseTopic::default().with_name(topic.name.clone()).with_partitions(partitions));
+        topics.push(
+            OffsetDeleteResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions),
+        );
     }
     if !records.is_empty() {
         if let Err(e) = broker.write_offsets(&group, records) {

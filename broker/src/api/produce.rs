@@ -9,7 +9,11 @@ use crate::broker::Broker;
 use crate::producer::SequenceError;
 use crate::replica::ProduceError;
 
-pub(super) fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+pub(super) fn handle(
+    broker: &Broker,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     let mut responses = Vec::with_capacity(request.topic_data.len());

@@ -13,7 +13,9 @@ pub(super) fn init(broker: &Broker, request: &InitProducerIdRequest) -> InitProd
             .with_producer_epoch(-1)
     };
     if request.transactional_id.is_some() {
-        tracing::info!("InitProducerId for a transactional producer refused: transactions are not supported");
+        tracing::info!(
+            "InitProducerId for a transactional producer refused: transactions are not supported"
+        );
         return failed(ResponseError::TransactionalIdAuthorizationFailed);
     }
     // A producer that already has an id asks for a bumped epoch (KIP-360) to reset its

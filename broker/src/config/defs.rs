@@ -83,8 +83,20 @@ const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
 
 /// Every broker setting, by its `server.properties` name.
 pub const BROKER_DEFS: &[ConfigDef] = &[
-    def("node.id", ConfigType::Int, Some("0"), Check::AtLeast(0), "The id of this broker."),
-    def("broker.id", ConfigType::Int, None, Check::AtLeast(0), "Older name of node.id."),
+    def(
+        "node.id",
+        ConfigType::Int,
+        Some("0"),
+        Check::AtLeast(0),
+        "The id of this broker.",
+    ),
+    def(
+        "broker.id",
+        ConfigType::Int,
+        None,
+        Check::AtLeast(0),
+        "Older name of node.id.",
+    ),
     def(
         "listeners",
         ConfigType::String,
@@ -99,9 +111,27 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         Check::Any,
         "The address clients are told to use; derived from listeners when not set.",
     ),
-    def("log.dirs", ConfigType::String, Some("./data"), Check::Any, "The directory that holds the partition logs."),
-    def("log.dir", ConfigType::String, None, Check::Any, "Older name of log.dirs."),
-    def("num.partitions", ConfigType::Int, Some("1"), Check::AtLeast(1), "Partitions of an automatically created topic."),
+    def(
+        "log.dirs",
+        ConfigType::String,
+        Some("./data"),
+        Check::Any,
+        "The directory that holds the partition logs.",
+    ),
+    def(
+        "log.dir",
+        ConfigType::String,
+        None,
+        Check::Any,
+        "Older name of log.dirs.",
+    ),
+    def(
+        "num.partitions",
+        ConfigType::Int,
+        Some("1"),
+        Check::AtLeast(1),
+        "Partitions of an automatically created topic.",
+    ),
     def(
         "default.replication.factor",
         ConfigType::Short,
@@ -116,15 +146,69 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         Check::Any,
         "Create a topic when a client asks for its metadata or produces to it.",
     ),
-    def("delete.topic.enable", ConfigType::Boolean, Some("true"), Check::Any, "Allow DeleteTopics."),
-    def("log.segment.bytes", ConfigType::Int, Some("1073741824"), Check::AtLeast(14), "Size at which a segment is rolled."),
-    def("log.roll.ms", ConfigType::Long, None, Check::AtLeast(1), "Age at which a segment is rolled, in ms."),
-    def("log.roll.hours", ConfigType::Int, Some("168"), Check::AtLeast(1), "Age at which a segment is rolled, in hours."),
-    def("log.retention.ms", ConfigType::Long, None, Check::AtLeast(-1), "How long data is kept, in ms (-1: forever)."),
-    def("log.retention.minutes", ConfigType::Int, None, Check::AtLeast(-1), "How long data is kept, in minutes."),
-    def("log.retention.hours", ConfigType::Int, Some("168"), Check::AtLeast(-1), "How long data is kept, in hours."),
-    def("log.retention.bytes", ConfigType::Long, Some("-1"), Check::AtLeast(-1), "Size a partition is trimmed to (-1: no limit)."),
-    def("log.cleanup.policy", ConfigType::List, Some("delete"), Check::ListOf(CLEANUP), "delete, compact or both."),
+    def(
+        "delete.topic.enable",
+        ConfigType::Boolean,
+        Some("true"),
+        Check::Any,
+        "Allow DeleteTopics.",
+    ),
+    def(
+        "log.segment.bytes",
+        ConfigType::Int,
+        Some("1073741824"),
+        Check::AtLeast(14),
+        "Size at which a segment is rolled.",
+    ),
+    def(
+        "log.roll.ms",
+        ConfigType::Long,
+        None,
+        Check::AtLeast(1),
+        "Age at which a segment is rolled, in ms.",
+    ),
+    def(
+        "log.roll.hours",
+        ConfigType::Int,
+        Some("168"),
+        Check::AtLeast(1),
+        "Age at which a segment is rolled, in hours.",
+    ),
+    def(
+        "log.retention.ms",
+        ConfigType::Long,
+        None,
+        Check::AtLeast(-1),
+        "How long data is kept, in ms (-1: forever).",
+    ),
+    def(
+        "log.retention.minutes",
+        ConfigType::Int,
+        None,
+        Check::AtLeast(-1),
+        "How long data is kept, in minutes.",
+    ),
+    def(
+        "log.retention.hours",
+        ConfigType::Int,
+        Some("168"),
+        Check::AtLeast(-1),
+        "How long data is kept, in hours.",
+    ),
+    def(
+        "log.retention.bytes",
+        ConfigType::Long,
+        Some("-1"),
+        Check::AtLeast(-1),
+        "Size a partition is trimmed to (-1: no limit).",
+    ),
+    def(
+        "log.cleanup.policy",
+        ConfigType::List,
+        Some("delete"),
+        Check::ListOf(CLEANUP),
+        "delete, compact or both.",
+    ),
     def(
         "log.index.interval.bytes",
         ConfigType::Int,
@@ -139,7 +223,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         Check::AtLeast(1),
         "Messages appended before the log is fsynced.",
     ),
-    def("log.flush.interval.ms", ConfigType::Long, None, Check::AtLeast(0), "Time data may stay unsynced, in ms."),
+    def(
+        "log.flush.interval.ms",
+        ConfigType::Long,
+        None,
+        Check::AtLeast(0),
+        "Time data may stay unsynced, in ms.",
+    ),
     def(
         "log.message.timestamp.type",
         ConfigType::String,
@@ -168,8 +258,20 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         Check::Fraction,
         "Dirty ratio that triggers compaction.",
     ),
-    def("compression.type", ConfigType::String, Some("producer"), Check::OneOf(COMPRESSION), "Compression of stored batches."),
-    def("min.insync.replicas", ConfigType::Int, Some("1"), Check::AtLeast(1), "Replicas that must acknowledge acks=all."),
+    def(
+        "compression.type",
+        ConfigType::String,
+        Some("producer"),
+        Check::OneOf(COMPRESSION),
+        "Compression of stored batches.",
+    ),
+    def(
+        "min.insync.replicas",
+        ConfigType::Int,
+        Some("1"),
+        Check::AtLeast(1),
+        "Replicas that must acknowledge acks=all.",
+    ),
     def(
         "unclean.leader.election.enable",
         ConfigType::Boolean,
@@ -245,7 +347,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
 /// Every topic setting, with the broker settings that give its default.
 pub const TOPIC_DEFS: &[TopicDef] = &[
     TopicDef {
-        def: def("cleanup.policy", ConfigType::List, Some("delete"), Check::ListOf(CLEANUP), "delete, compact or both."),
+        def: def(
+            "cleanup.policy",
+            ConfigType::List,
+            Some("delete"),
+            Check::ListOf(CLEANUP),
+            "delete, compact or both.",
+        ),
         broker_synonyms: &[("log.cleanup.policy", 1)],
     },
     TopicDef {
@@ -269,11 +377,23 @@ pub const TOPIC_DEFS: &[TopicDef] = &[
         broker_synonyms: &[("log.cleaner.delete.retention.ms", 1)],
     },
     TopicDef {
-        def: def("flush.messages", ConfigType::Long, Some(MAX_LONG), Check::AtLeast(1), "Messages between fsyncs."),
+        def: def(
+            "flush.messages",
+            ConfigType::Long,
+            Some(MAX_LONG),
+            Check::AtLeast(1),
+            "Messages between fsyncs.",
+        ),
         broker_synonyms: &[("log.flush.interval.messages", 1)],
     },
     TopicDef {
-        def: def("flush.ms", ConfigType::Long, Some(MAX_LONG), Check::AtLeast(0), "Time between fsyncs, in ms."),
+        def: def(
+            "flush.ms",
+            ConfigType::Long,
+            Some(MAX_LONG),
+            Check::AtLeast(0),
+            "Time between fsyncs, in ms.",
+        ),
         broker_synonyms: &[("log.flush.interval.ms", 1)],
     },
     TopicDef {
@@ -327,15 +447,33 @@ pub const TOPIC_DEFS: &[TopicDef] = &[
         broker_synonyms: &[("log.cleaner.min.compaction.lag.ms", 1)],
     },
     TopicDef {
-        def: def("min.insync.replicas", ConfigType::Int, Some("1"), Check::AtLeast(1), "Replicas for acks=all."),
+        def: def(
+            "min.insync.replicas",
+            ConfigType::Int,
+            Some("1"),
+            Check::AtLeast(1),
+            "Replicas for acks=all.",
+        ),
         broker_synonyms: &[("min.insync.replicas", 1)],
     },
     TopicDef {
-        def: def("retention.bytes", ConfigType::Long, Some("-1"), Check::AtLeast(-1), "Size limit per partition."),
+        def: def(
+            "retention.bytes",
+            ConfigType::Long,
+            Some("-1"),
+            Check::AtLeast(-1),
+            "Size limit per partition.",
+        ),
         broker_synonyms: &[("log.retention.bytes", 1)],
     },
     TopicDef {
-        def: def("retention.ms", ConfigType::Long, Some("604800000"), Check::AtLeast(-1), "How long data is kept."),
+        def: def(
+            "retention.ms",
+            ConfigType::Long,
+            Some("604800000"),
+            Check::AtLeast(-1),
+            "How long data is kept.",
+        ),
         broker_synonyms: &[
             ("log.retention.ms", 1),
             ("log.retention.minutes", 60_000),
@@ -343,11 +481,23 @@ pub const TOPIC_DEFS: &[TopicDef] = &[
         ],
     },
     TopicDef {
-        def: def("segment.bytes", ConfigType::Int, Some("1073741824"), Check::AtLeast(14), "Segment size."),
+        def: def(
+            "segment.bytes",
+            ConfigType::Int,
+            Some("1073741824"),
+            Check::AtLeast(14),
+            "Segment size.",
+        ),
         broker_synonyms: &[("log.segment.bytes", 1)],
     },
     TopicDef {
-        def: def("segment.ms", ConfigType::Long, Some("604800000"), Check::AtLeast(1), "Segment age."),
+        def: def(
+            "segment.ms",
+            ConfigType::Long,
+            Some("604800000"),
+            Check::AtLeast(1),
+            "Segment age.",
+        ),
         broker_synonyms: &[("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
     },
     TopicDef {
@@ -398,9 +548,15 @@ pub fn validate(def: &ConfigDef, value: &str) -> Result<(), ConfigError> {
                 .map(i64::from)
                 .map_err(|_| invalid("a 16-bit integer".to_string()))?,
         ),
-        ConfigType::Long => Some(value.parse::<i64>().map_err(|_| invalid("a 64-bit integer".to_string()))?),
+        ConfigType::Long => Some(
+            value
+                .parse::<i64>()
+                .map_err(|_| invalid("a 64-bit integer".to_string()))?,
+        ),
         ConfigType::Double => {
-            let v = value.parse::<f64>().map_err(|_| invalid("a number".to_string()))?;
+            let v = value
+                .parse::<f64>()
+                .map_err(|_| invalid("a number".to_string()))?;
             if matches!(def.check, Check::Fraction) && !(0.0..=1.0).contains(&v) {
                 return Err(invalid("a number between 0 and 1".to_string()));
             }
@@ -419,7 +575,10 @@ pub fn validate(def: &ConfigDef, value: &str) -> Result<(), ConfigError> {
         (Check::ListOf(allowed), _) => {
             let items: Vec<&str> = value.split(',').map(str::trim).collect();
             if items.is_empty() || items.iter().any(|item| !allowed.contains(item)) {
-                Err(invalid(format!("a comma-separated list of {}", allowed.join(", "))))
+                Err(invalid(format!(
+                    "a comma-separated list of {}",
+                    allowed.join(", ")
+                )))
             } else {
                 Ok(())
             }

@@ -56,17 +56,30 @@ impl Listener {
             None => ("PLAINTEXT".to_string(), text),
         };
         if name != "PLAINTEXT" {
-            return Err(invalid("a PLAINTEXT listener (TLS and SASL listeners are not supported yet)"));
+            return Err(invalid(
+                "a PLAINTEXT listener (TLS and SASL listeners are not supported yet)",
+            ));
         }
-        let (host, port) = rest.rsplit_once(':').ok_or_else(|| invalid("NAME://host:port"))?;
-        let port = port.parse::<u16>().map_err(|_| invalid("a port between 0 and 65535"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("NAME://host:port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| invalid("a port between 0 and 65535"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         Ok(Listener { name, host, port })
     }
 
     /// The address to bind: an empty host means every interface, as in Kafka.
     pub fn bind_address(&self) -> String {
-        let host = if self.host.is_empty() { "0.0.0.0" } else { self.host.as_str() };
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            self.host.as_str()
+        };
         if host.contains(':') {
             format!("[{host}]:{}", self.port)
         } else {
@@ -200,7 +213,10 @@ impl BrokerConfig {
                 return (scale(value, *factor), ConfigSource::StaticBroker);
             }
         }
-        (def.def.default.unwrap_or_default().to_string(), ConfigSource::Default)
+        (
+            def.def.default.unwrap_or_default().to_string(),
+            ConfigSource::Default,
+        )
     }
 
     /// Effective topic settings for a topic with the given overrides.
@@ -236,7 +252,11 @@ fn scale(value: &str, factor: i64) -> String {
 }
 
 fn single_listener(key: &str, text: &str) -> Result<Listener, ConfigError> {
-    let parts: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let parts: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     match parts.as_slice() {
         [one] => Listener::parse(key, one),
         _ => Err(ConfigError::Invalid {
@@ -293,9 +313,15 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name `{name}` is not allowed"));
     }
     if name.len() > 249 {
-        return Err(format!("topic name is {} characters long; at most 249 are allowed", name.len()));
+        return Err(format!(
+            "topic name is {} characters long; at most 249 are allowed",
+            name.len()
+        ));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!(
             "topic name `{name}` contains `{bad}`; only ASCII letters, digits, '.', '_' and '-' are allowed"
         ));
@@ -308,7 +334,10 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -323,23 +352,30 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_refused_by_name() {
-        let err = BrokerConfig::from_settings(settings(&[("log.retention.dayz", "3")])).expect_err("unknown");
+        let err = BrokerConfig::from_settings(settings(&[("log.retention.dayz", "3")]))
+            .expect_err("unknown");
         assert!(err.to_string().contains("log.retention.dayz"), "{err}");
     }
 
     #[test]
     fn an_invalid_value_is_refused_with_the_expectation() {
-        let err = BrokerConfig::from_settings(settings(&[("num.partitions", "zero")])).expect_err("invalid");
+        let err = BrokerConfig::from_settings(settings(&[("num.partitions", "zero")]))
+            .expect_err("invalid");
         assert!(err.to_string().contains("num.partitions"), "{err}");
-        let err = BrokerConfig::from_settings(settings(&[("listeners", "SSL://h:1")])).expect_err("ssl");
+        let err =
+            BrokerConfig::from_settings(settings(&[("listeners", "SSL://h:1")])).expect_err("ssl");
         assert!(err.to_string().contains("not supported"), "{err}");
     }
 
     #[test]
     fn broker_retention_hours_become_the_topic_default_in_milliseconds() {
-        let config = BrokerConfig::from_settings(settings(&[("log.retention.hours", "2")])).expect("valid");
+        let config =
+            BrokerConfig::from_settings(settings(&[("log.retention.hours", "2")])).expect("valid");
         let def = topic_def("retention.ms").expect("known");
-        assert_eq!(config.topic_default(def), ("7200000".to_string(), ConfigSource::StaticBroker));
+        assert_eq!(
+            config.topic_default(def),
+            ("7200000".to_string(), ConfigSource::StaticBroker)
+        );
         let config = BrokerConfig::from_settings(settings(&[
             ("log.retention.hours", "2"),
             ("log.retention.ms", "5"),
@@ -350,7 +386,8 @@ mod tests {
 
     #[test]
     fn topic_overrides_win_over_broker_defaults() {
-        let config = BrokerConfig::from_settings(settings(&[("log.segment.bytes", "2048")])).expect("valid");
+        let config =
+            BrokerConfig::from_settings(settings(&[("log.segment.bytes", "2048")])).expect("valid");
         assert_eq!(config.topic_config(&BTreeMap::new()).segment_bytes, 2048);
         let overrides = settings(&[("segment.bytes", "4096")]);
         assert_eq!(config.topic_config(&overrides).segment_bytes, 4096);
@@ -372,5 +409,26 @@ mod tests {
         let l = Listener::parse("listeners", "127.0.0.1:19092").expect("valid");
         assert_eq!((l.host.as_str(), l.port), ("127.0.0.1", 19092));
         assert!(Listener::parse("listeners", "PLAINTEXT://host").is_err());
+    }
+}
+
+#[cfg(test)]
+mod readme_tests {
+    use super::*;
+
+    /// Every setting the broker accepts is documented in the README's configuration reference.
+    #[test]
+    fn the_readme_documents_every_broker_and_topic_setting() {
+        let readme = include_str!("../../../README.md");
+        let missing: Vec<&str> = BROKER_DEFS
+            .iter()
+            .map(|d| d.name)
+            .chain(TOPIC_DEFS.iter().map(|t| t.def.name))
+            .filter(|name| !readme.contains(&format!("`{name}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README.md does not document: {missing:?}"
+        );
     }
 }

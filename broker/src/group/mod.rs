@@ -212,7 +212,10 @@ impl Group {
         }
         // The most votes wins; among equals, the first member's preference.
         let best = votes.iter().map(|(n, _)| *n).max()?;
-        votes.into_iter().find(|(n, _)| *n == best).map(|(_, c)| c.clone())
+        votes
+            .into_iter()
+            .find(|(n, _)| *n == best)
+            .map(|(_, c)| c.clone())
     }
 
     /// Whether `protocols` has one in common with every current member.
@@ -263,7 +266,9 @@ impl Group {
         }
         let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
         let delayed = self.initial_delay_until.is_some_and(|until| now < until);
-        let expired = self.rebalance_deadline.is_some_and(|deadline| now >= deadline);
+        let expired = self
+            .rebalance_deadline
+            .is_some_and(|deadline| now >= deadline);
         if !(expired || (all_joined && !delayed)) {
             return;
         }
@@ -275,7 +280,10 @@ impl Group {
                 .map(|m| m.id.clone())
                 .collect();
             for id in gone {
-                tracing::info!(member = id, "member removed: did not rejoin within the rebalance timeout");
+                tracing::info!(
+                    member = id,
+                    "member removed: did not rejoin within the rebalance timeout"
+                );
                 self.remove_member(&id);
             }
         }
@@ -289,7 +297,10 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
-        let leader_still_here = self.leader.as_ref().is_some_and(|l| self.members.contains_key(l));
+        let leader_still_here = self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l));
         if !leader_still_here {
             self.leader = self.members.keys().next().cloned();
         }
@@ -312,7 +323,11 @@ impl Group {
                     protocol_name: self.protocol.clone(),
                     leader: leader.clone(),
                     member_id: member.id.clone(),
-                    members: if member.id == leader { all.clone() } else { Vec::new() },
+                    members: if member.id == leader {
+                        all.clone()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -388,7 +403,8 @@ impl Group {
             }
             let version = i16::from_be_bytes([metadata[0], metadata[1]]);
             bytes::Buf::advance(&mut metadata, 2);
-            let subscription = ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3)).ok()?;
+            let subscription =
+                ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3)).ok()?;
             topics.extend(subscription.topics.iter().map(|t| t.to_string()));
         }
         Some(topics)
@@ -462,35 +478,53 @@ impl GroupCoordinator {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
         let mut groups = self.groups.lock();
-        let group = groups.entry(request.group_id.clone()).or_insert_with(Group::new);
+        let group = groups
+            .entry(request.group_id.clone())
+            .or_insert_with(Group::new);
         group.pending_members.retain(|_, expires| *expires > now);
         if !group.supports(&request.protocol_type, &request.protocols) {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
         let mut member_id = request.member_id.clone();
         if member_id.is_empty() {
-            let client = if request.client_id.is_empty() { "member" } else { request.client_id.as_str() };
+            let client = if request.client_id.is_empty() {
+                "member"
+            } else {
+                request.client_id.as_str()
+            };
             member_id = format!("{client}-{}", Uuid::new_v4());
             if let Some(instance) = &request.group_instance_id {
                 if let Some(old) = group.static_members.get(instance).cloned() {
-                    return Pending::Ready(self.replace_static_member(group, &old, &member_id, request, now));
+                    return Pending::Ready(
+                        self.replace_static_member(group, &old, &member_id, request, now),
+                    );
                 }
             } else if request.require_known_member_id {
                 group
                     .pending_members
                     .insert(member_id.clone(), now + request.session_timeout);
-                return Pending::Ready(JoinResult::error(ResponseError::MemberIdRequired, &member_id));
+                return Pending::Ready(JoinResult::error(
+                    ResponseError::MemberIdRequired,
+                    &member_id,
+                ));
             }
         } else if !group.members.contains_key(&member_id) {
             if group.pending_members.remove(&member_id).is_none() {
                 return fail(ResponseError::UnknownMemberId);
             }
-        } else if let Err(e) = group.check_member(&member_id, request.group_instance_id.as_deref(), None) {
+        } else if let Err(e) =
+            group.check_member(&member_id, request.group_instance_id.as_deref(), None)
+        {
             return fail(e);
         }
 
         let (sender, receiver) = oneshot::channel();
-        let existing = group.members.get(&member_id).map(|m| (m.protocols.clone(), group.leader.as_deref() == Some(member_id.as_str())));
+        let existing = group.members.get(&member_id).map(|m| {
+            (
+                m.protocols.clone(),
+                group.leader.as_deref() == Some(member_id.as_str()),
+            )
+        });
         match group.members.get_mut(&member_id) {
             Some(member) => {
                 member.protocols = request.protocols.clone();
@@ -501,7 +535,9 @@ impl GroupCoordinator {
             }
             None => {
                 if let Some(instance) = &request.group_instance_id {
-                    group.static_members.insert(instance.clone(), member_id.clone());
+                    group
+                        .static_members
+                        .insert(instance.clone(), member_id.clone());
                 }
                 group.members.insert(
                     member_id.clone(),
@@ -522,7 +558,8 @@ impl GroupCoordinator {
                 if let Some(until) = group.initial_delay_until {
                     // More members are arriving: give the rest another delay, within the timeout.
                     let cap = group.rebalance_deadline.unwrap_or(until);
-                    group.initial_delay_until = Some((now + self.config.initial_rebalance_delay).min(cap));
+                    group.initial_delay_until =
+                        Some((now + self.config.initial_rebalance_delay).min(cap));
                 }
             }
         }
@@ -580,7 +617,9 @@ impl GroupCoordinator {
         member.client_host = request.client_host;
         group.members.insert(new.to_string(), member);
         if let Some(instance) = &request.group_instance_id {
-            group.static_members.insert(instance.clone(), new.to_string());
+            group
+                .static_members
+                .insert(instance.clone(), new.to_string());
         }
         let was_leader = group.leader.as_deref() == Some(old);
         if was_leader {
@@ -631,9 +670,15 @@ impl GroupCoordinator {
             assignment,
         };
         match group.state {
-            GroupState::PreparingRebalance => Pending::Ready(SyncResult::error(ResponseError::RebalanceInProgress)),
+            GroupState::PreparingRebalance => {
+                Pending::Ready(SyncResult::error(ResponseError::RebalanceInProgress))
+            }
             GroupState::Stable => {
-                let assignment = group.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default();
+                let assignment = group
+                    .members
+                    .get(member_id)
+                    .map(|m| m.assignment.clone())
+                    .unwrap_or_default();
                 Pending::Ready(answer(group, assignment))
             }
             GroupState::CompletingRebalance => {
@@ -661,11 +706,19 @@ impl GroupCoordinator {
                 }
                 Pending::Wait(receiver)
             }
-            GroupState::Empty | GroupState::Dead => Pending::Ready(SyncResult::error(ResponseError::UnknownMemberId)),
+            GroupState::Empty | GroupState::Dead => {
+                Pending::Ready(SyncResult::error(ResponseError::UnknownMemberId))
+            }
         }
     }
 
-    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> Option<ResponseError> {
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Option<ResponseError> {
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return Some(ResponseError::UnknownMemberId);
@@ -684,10 +737,16 @@ impl GroupCoordinator {
     }
 
     /// Removes members; each entry is (member id, group instance id). Returns an error per member.
-    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         let now = Instant::now();
         let mut groups = self.groups.lock();
-        let group = groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
+        let group = groups
+            .get_mut(group_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
         let mut results = Vec::with_capacity(members.len());
         let mut removed = false;
         for (member_id, instance_id) in members {
@@ -711,7 +770,11 @@ impl GroupCoordinator {
             }
         }
         if removed {
-            tracing::info!(group = group_id, members = group.members.len(), "member left");
+            tracing::info!(
+                group = group_id,
+                members = group.members.len(),
+                "member left"
+            );
             if group.state == GroupState::PreparingRebalance {
                 group.maybe_complete_join(now);
             } else if group.members.is_empty() {
@@ -734,11 +797,17 @@ impl GroupCoordinator {
         let mut groups = self.groups.lock();
         for (group_id, group) in groups.iter_mut() {
             group.pending_members.retain(|_, expires| *expires > now);
-            if matches!(group.state, GroupState::Stable | GroupState::CompletingRebalance) {
+            if matches!(
+                group.state,
+                GroupState::Stable | GroupState::CompletingRebalance
+            ) {
                 let expired: Vec<String> = group
                     .members
                     .values()
-                    .filter(|m| m.sync_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout)
+                    .filter(|m| {
+                        m.sync_waiter.is_none()
+                            && now.duration_since(m.last_heartbeat) > m.session_timeout
+                    })
                     .map(|m| m.id.clone())
                     .collect();
                 if !expired.is_empty() {
@@ -762,21 +831,33 @@ impl GroupCoordinator {
 
     /// Validates an offset commit; offsets are stored with [`GroupCoordinator::apply_offsets`]
     /// once appended to the log.
-    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
         let groups = self.groups.lock();
         let Some(group) = groups.get(group_id) else {
             // A consumer outside any group (assign + commit) commits with generation -1.
-            return if generation < 0 { Ok(()) } else { Err(ResponseError::IllegalGeneration) };
+            return if generation < 0 {
+                Ok(())
+            } else {
+                Err(ResponseError::IllegalGeneration)
+            };
         };
         if generation < 0 && group.is_empty_group() {
             return Ok(());
         }
         group.check_member(member_id, instance_id, Some(generation))?;
         match group.state {
-            GroupState::PreparingRebalance | GroupState::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
+            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
+                Err(ResponseError::RebalanceInProgress)
+            }
             _ => Ok(()),
         }
     }
@@ -792,7 +873,9 @@ impl GroupCoordinator {
             let group = groups.entry(record.group).or_insert_with(Group::new);
             match record.value {
                 Some(value) => {
-                    group.offsets.insert((record.topic, record.partition), value);
+                    group
+                        .offsets
+                        .insert((record.topic, record.partition), value);
                 }
                 None => {
                     group.offsets.remove(&(record.topic, record.partition));
@@ -816,7 +899,12 @@ impl GroupCoordinator {
         let mut out = Vec::new();
         for (group_id, group) in groups.iter() {
             for ((topic, partition), committed) in &group.offsets {
-                out.push((group_id.clone(), topic.clone(), *partition, committed.offset));
+                out.push((
+                    group_id.clone(),
+                    topic.clone(),
+                    *partition,
+                    committed.offset,
+                ));
             }
         }
         out
@@ -914,7 +1002,10 @@ mod tests {
             session_timeout: Duration::from_millis(200),
             rebalance_timeout: Duration::from_millis(500),
             protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), Bytes::from_static(b"r")), ("roundrobin".into(), Bytes::new())],
+            protocols: vec![
+                ("range".into(), Bytes::from_static(b"r")),
+                ("roundrobin".into(), Bytes::new()),
+            ],
             require_known_member_id: true,
         }
     }
@@ -961,7 +1052,10 @@ mod tests {
             panic!("b must wait for a to rejoin");
         };
         assert!(b_join.try_recv().is_err());
-        assert_eq!(c.heartbeat("g", 1, &a, None), Some(ResponseError::RebalanceInProgress));
+        assert_eq!(
+            c.heartbeat("g", 1, &a, None),
+            Some(ResponseError::RebalanceInProgress)
+        );
         let a_join = ready(c.join(join_request(&a, None)));
         let b_join = b_join.try_recv().expect("completed");
         assert_eq!(a_join.generation, 2);
@@ -980,7 +1074,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         c.tick();
         assert_eq!(c.describe("g").state, GroupState::Empty);
-        assert_eq!(c.heartbeat("g", 1, &a, None), Some(ResponseError::UnknownMemberId));
+        assert_eq!(
+            c.heartbeat("g", 1, &a, None),
+            Some(ResponseError::UnknownMemberId)
+        );
     }
 
     #[test]
@@ -992,7 +1089,10 @@ mod tests {
             ready(c.sync("g", 7, &a, None, (None, None), vec![])).error,
             Some(ResponseError::IllegalGeneration)
         );
-        assert_eq!(c.check_commit("g", 0, &a, None), Err(ResponseError::IllegalGeneration));
+        assert_eq!(
+            c.check_commit("g", 0, &a, None),
+            Err(ResponseError::IllegalGeneration)
+        );
     }
 
     #[test]
@@ -1024,7 +1124,14 @@ mod tests {
         assert_eq!(rejoined.error, None);
         assert_eq!(rejoined.generation, generation, "no new generation");
         assert_ne!(rejoined.member_id, static_id);
-        let synced = ready(c.sync("g", generation, &rejoined.member_id, Some("pod-1"), (None, None), vec![]));
+        let synced = ready(c.sync(
+            "g",
+            generation,
+            &rejoined.member_id,
+            Some("pod-1"),
+            (None, None),
+            vec![],
+        ));
         assert_eq!(synced.assignment, Bytes::from_static(b"p1"));
         assert_eq!(
             c.heartbeat("g", generation, &static_id, Some("pod-1")),
@@ -1039,7 +1146,10 @@ mod tests {
         ready(c.join(join_request(&a, None)));
         let mut other = join_request("", None);
         other.protocols = vec![("sticky".into(), Bytes::new())];
-        assert_eq!(ready(c.join(other)).error, Some(ResponseError::InconsistentGroupProtocol));
+        assert_eq!(
+            ready(c.join(other)).error,
+            Some(ResponseError::InconsistentGroupProtocol)
+        );
     }
 
     #[test]

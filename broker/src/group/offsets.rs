@@ -96,7 +96,11 @@ fn decode(key: &Bytes, value: Option<&Bytes>) -> Option<OffsetRecord> {
             }
             let version = v.get_i16();
             let offset = v.get_i64();
-            let leader_epoch = if version >= 3 && v.remaining() >= 4 { v.get_i32() } else { -1 };
+            let leader_epoch = if version >= 3 && v.remaining() >= 4 {
+                v.get_i32()
+            } else {
+                -1
+            };
             let metadata = get_string(&mut v)?;
             let commit_timestamp = if v.remaining() >= 8 { v.get_i64() } else { -1 };
             Some(CommittedOffset {
@@ -169,9 +173,9 @@ pub fn decode_batches(mut bytes: Bytes) -> anyhow::Result<Vec<OffsetRecord>> {
 /// The `__consumer_offsets` partition that holds a group, as Kafka computes it: the Java
 /// `String.hashCode` of the group id, made non-negative, modulo the partition count.
 pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    let hash = group
-        .encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let hash = group.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
     (hash & 0x7fff_ffff) % partitions.max(1)
 }
 
