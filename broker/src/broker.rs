@@ -328,6 +328,30 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Replaces a topic's setting overrides after validating them, and applies them to its
+    /// partition logs.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        config::validate_topic_configs(&overrides)
+            .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        let _admin = self.admin.lock();
+        let mut topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        topic.configs = overrides;
+        self.metadata
+            .write()
+            .put_topic(topic.clone())
+            .map_err(storage_error)?;
+        tracing::info!(topic = name, "topic configuration changed");
+        Ok(())
+    }
+
     /// Creates a topic with the broker's defaults, as a Metadata request may ask.
     pub fn auto_create_topic(&self, name: &str) -> Result<TopicMeta, ApiError> {
         match self.create_topic(name, -1, -1, BTreeMap::new(), false) {
@@ -391,6 +415,14 @@ impl Broker {
             return Err(ApiError::new(
                 ResponseError::TopicDeletionDisabled,
                 "topic deletion is disabled on this broker (delete.topic.enable=false)",
+            ));
+        }
+        if name == OFFSETS_TOPIC {
+            return Err(ApiError::new(
+                ResponseError::InvalidTopicException,
+                format!(
+                    "`{OFFSETS_TOPIC}` is internal: it holds the committed offsets of every group"
+                ),
             ));
         }
         let _admin = self.admin.lock();

@@ -20,9 +20,19 @@ use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
@@ -31,6 +41,11 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
     MetadataRequest, MetadataResponse, ProduceRequest, ProducerId, RequestHeader, ResponseHeader,
     TopicName,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use kafka_protocol::records::{
@@ -57,6 +72,8 @@ const METADATA_V: i16 = 12;
 const CREATE_TOPICS_V: i16 = 7;
 const API_VERSIONS_V: i16 = 3;
 const INIT_PRODUCER_ID_V: i16 = 4;
+/// The consumer group the API probes use; it never has members.
+const PROBE_GROUP: &str = "probe-group";
 
 // ---------------------------------------------------------------------------------------------
 // ApiVersions and the advertised version ranges
@@ -165,9 +182,10 @@ async fn every_advertised_api_answers_at_every_version_it_advertises() -> Result
                 }
             }
         }
-        if !unprobed.is_empty() {
-            eprintln!("advertised but not probed by this test (add a probe): {unprobed:?}");
-        }
+        ensure!(
+            unprobed.is_empty(),
+            "advertised but without a probe in this test (add one to Probe::run): {unprobed:?}"
+        );
         assert_alive(&broker).await
     }
     .await;
@@ -339,6 +357,173 @@ impl Probe {
                 let r = call(conn, &init_producer_id_request(), version).await?;
                 expect_ok("InitProducerId", r.error_code)?;
                 ensure!(r.producer_id.0 >= 0, "producer id {:?}", r.producer_id);
+            }
+            ApiKey::FindCoordinator => {
+                let group = StrBytes::from_static_str(PROBE_GROUP);
+                // v4 batches the keys (KIP-699); before, one key per request.
+                let request = if version >= 4 {
+                    FindCoordinatorRequest::default().with_coordinator_keys(vec![group])
+                } else {
+                    FindCoordinatorRequest::default().with_key(group)
+                };
+                let r = call(conn, &request, version).await?;
+                let (code, node) = match r.coordinators.first() {
+                    Some(c) if version >= 4 => (c.error_code, c.node_id.0),
+                    _ => (r.error_code, r.node_id.0),
+                };
+                expect_ok("FindCoordinator", code)?;
+                ensure!(node >= 0, "coordinator node {node}");
+            }
+            ApiKey::JoinGroup => {
+                // An empty group id is refused at once, before any rebalance wait.
+                let r = call(conn, &JoinGroupRequest::default(), version).await?;
+                expect_code(
+                    "JoinGroup with an empty group id",
+                    r.error_code,
+                    ResponseError::InvalidGroupId,
+                )?;
+            }
+            ApiKey::SyncGroup => {
+                let request = SyncGroupRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str(PROBE_GROUP)))
+                    .with_generation_id(1)
+                    .with_member_id(StrBytes::from_static_str("nobody"));
+                let r = call(conn, &request, version).await?;
+                ensure!(
+                    r.error_code != 0,
+                    "SyncGroup of an unknown member succeeded"
+                );
+            }
+            ApiKey::Heartbeat => {
+                let request = HeartbeatRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str(PROBE_GROUP)))
+                    .with_generation_id(1)
+                    .with_member_id(StrBytes::from_static_str("nobody"));
+                let r = call(conn, &request, version).await?;
+                ensure!(
+                    r.error_code != 0,
+                    "Heartbeat of an unknown member succeeded"
+                );
+            }
+            ApiKey::LeaveGroup => {
+                let nobody = StrBytes::from_static_str("nobody");
+                // v3 leaves in batches (KIP-345); before, one member per request.
+                let request = if version >= 3 {
+                    LeaveGroupRequest::default()
+                        .with_members(vec![MemberIdentity::default().with_member_id(nobody)])
+                } else {
+                    LeaveGroupRequest::default().with_member_id(nobody)
+                };
+                let request =
+                    request.with_group_id(GroupId(StrBytes::from_static_str(PROBE_GROUP)));
+                call(conn, &request, version).await?;
+            }
+            ApiKey::ListGroups => {
+                let r = call(conn, &ListGroupsRequest::default(), version).await?;
+                expect_ok("ListGroups", r.error_code)?;
+            }
+            ApiKey::DescribeGroups => {
+                let request = DescribeGroupsRequest::default()
+                    .with_groups(vec![GroupId(StrBytes::from_static_str(PROBE_GROUP))]);
+                let r = call(conn, &request, version).await?;
+                ensure!(r.groups.len() == 1, "{} groups described", r.groups.len());
+            }
+            ApiKey::DeleteGroups => {
+                let request = DeleteGroupsRequest::default()
+                    .with_groups_names(vec![GroupId(StrBytes::from_static_str("no-such-group"))]);
+                let r = call(conn, &request, version).await?;
+                ensure!(r.results.len() == 1, "{} results", r.results.len());
+            }
+            ApiKey::OffsetCommit => {
+                // A commit outside any generation, as a consumer using assign() makes.
+                let partition = OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(0);
+                let request = OffsetCommitRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str(PROBE_GROUP)))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(vec![partition])]);
+                let r = call(conn, &request, version).await?;
+                let p = r
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .context("no partition in the OffsetCommit response")?;
+                expect_ok("OffsetCommit", p.error_code)?;
+            }
+            ApiKey::OffsetFetch => {
+                let group = GroupId(StrBytes::from_static_str(PROBE_GROUP));
+                // v8 fetches for several groups at once (KIP-709).
+                let request = if version >= 8 {
+                    OffsetFetchRequest::default().with_groups(vec![
+                        OffsetFetchRequestGroup::default()
+                            .with_group_id(group)
+                            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                                .with_name(topic_name(topic))
+                                .with_partition_indexes(vec![0])])),
+                    ])
+                } else {
+                    OffsetFetchRequest::default()
+                        .with_group_id(group)
+                        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                            .with_name(topic_name(topic))
+                            .with_partition_indexes(vec![0])]))
+                };
+                let r = call(conn, &request, version).await?;
+                let code = match r.groups.first() {
+                    Some(g) if version >= 8 => g.error_code,
+                    _ => r.error_code,
+                };
+                expect_ok("OffsetFetch", code)?;
+            }
+            ApiKey::OffsetDelete => {
+                let request = OffsetDeleteRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str(PROBE_GROUP)))
+                    .with_topics(vec![OffsetDeleteRequestTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(vec![
+                            OffsetDeleteRequestPartition::default().with_partition_index(0)
+                        ])]);
+                call(conn, &request, version).await?;
+            }
+            ApiKey::AlterConfigs => {
+                let resource =
+                    kafka_protocol::messages::alter_configs_request::AlterConfigsResource::default(
+                    )
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_string(topic.to_string()))
+                    .with_configs(vec![
+                        kafka_protocol::messages::alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_value(Some(StrBytes::from_string(format!(
+                                "{}",
+                                3_600_000 + i64::from(version)
+                            )))),
+                    ]);
+                let request = kafka_protocol::messages::AlterConfigsRequest::default()
+                    .with_resources(vec![resource]);
+                let r = call(conn, &request, version).await?;
+                let result = r.responses.first().context("no resource in the response")?;
+                expect_ok("AlterConfigs", result.error_code)?;
+            }
+            ApiKey::IncrementalAlterConfigs => {
+                use kafka_protocol::messages::incremental_alter_configs_request::{
+                    AlterConfigsResource, AlterableConfig,
+                };
+                let resource = AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_string(topic.to_string()))
+                    .with_configs(vec![AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("cleanup.policy"))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_static_str("delete")))]);
+                let request = kafka_protocol::messages::IncrementalAlterConfigsRequest::default()
+                    .with_resources(vec![resource]);
+                let r = call(conn, &request, version).await?;
+                let result = r.responses.first().context("no resource in the response")?;
+                expect_ok("IncrementalAlterConfigs", result.error_code)?;
             }
             _ => return Ok(false),
         }

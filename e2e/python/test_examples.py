@@ -51,7 +51,9 @@ def tail(path, lines=60):
 
 def broker_env():
     """The environment minus OXBOW_* settings, so only the given flags configure the broker."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("OXBOW_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OXBOW_")}
+    env["NO_COLOR"] = "1"  # plain log lines in the log file
+    return env
 
 
 class BrokerRun:

@@ -1,9 +1,14 @@
 //! DescribeConfigs: the effective settings of topics and of the broker, with their sources.
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
-use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterConfigsResourceResponse;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
@@ -184,4 +189,211 @@ fn synonym(name: &str, value: Option<String>, source: ConfigSource) -> DescribeC
         .with_name(str_bytes(name))
         .with_value(value.as_deref().map(str_bytes))
         .with_source(source.code())
+}
+
+/// An incremental change to one setting (IncrementalAlterConfigs operations).
+enum Change {
+    Set(String),
+    Delete,
+    Append(String),
+    Subtract(String),
+}
+
+/// Applies `changes` to a topic's overrides; AlterConfigs replaces them all (`replace`).
+fn alter_topic(
+    broker: &Broker,
+    name: &str,
+    changes: Vec<(String, Change)>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), Failure> {
+    let topic = broker.topic(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic `{name}` does not exist"),
+        )
+    })?;
+    let mut overrides = if replace {
+        Default::default()
+    } else {
+        topic.configs.clone()
+    };
+    for (key, change) in changes {
+        let def = crate::config::topic_def(&key).ok_or_else(|| {
+            (
+                ResponseError::InvalidConfig,
+                format!("unknown topic setting `{key}`"),
+            )
+        })?;
+        let current = || {
+            overrides
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| broker.config.topic_default(def).0)
+        };
+        let list = |value: &str| -> Vec<String> {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let is_list = def.def.ty == crate::config::ConfigType::List;
+        match change {
+            Change::Set(value) => {
+                overrides.insert(key, value);
+            }
+            Change::Delete => {
+                overrides.remove(&key);
+            }
+            Change::Append(_) | Change::Subtract(_) if !is_list => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("`{key}` is not a list: only SET and DELETE apply"),
+                ));
+            }
+            Change::Append(value) => {
+                let mut items = list(&current());
+                for item in list(&value) {
+                    if !items.contains(&item) {
+                        items.push(item);
+                    }
+                }
+                overrides.insert(key, items.join(","));
+            }
+            Change::Subtract(value) => {
+                let remove = list(&value);
+                let items: Vec<String> = list(&current())
+                    .into_iter()
+                    .filter(|i| !remove.contains(i))
+                    .collect();
+                overrides.insert(key, items.join(","));
+            }
+        }
+    }
+    broker
+        .alter_topic_configs(name, overrides, validate_only)
+        .map_err(|e| (e.code, e.message))
+}
+
+fn alter_result(
+    resource_type: i8,
+    resource_name: &kafka_protocol::protocol::StrBytes,
+    outcome: Result<(), Failure>,
+) -> (
+    i16,
+    Option<kafka_protocol::protocol::StrBytes>,
+    i8,
+    kafka_protocol::protocol::StrBytes,
+) {
+    match outcome {
+        Ok(()) => (0, None, resource_type, resource_name.clone()),
+        Err((code, message)) => {
+            tracing::info!(resource = %resource_name.as_str(), %message, "config change refused");
+            (
+                code.code(),
+                Some(str_bytes(&message)),
+                resource_type,
+                resource_name.clone(),
+            )
+        }
+    }
+}
+
+fn check_resource(resource_type: i8) -> Result<(), Failure> {
+    match resource_type {
+        RESOURCE_TOPIC => Ok(()),
+        RESOURCE_BROKER => Err((
+            ResponseError::InvalidRequest,
+            "broker settings are static: change server.properties and restart".to_string(),
+        )),
+        other => Err((
+            ResponseError::InvalidRequest,
+            format!("resource type {other} is not supported; use 2 (topic)"),
+        )),
+    }
+}
+
+pub(super) fn alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let responses = request
+        .resources
+        .iter()
+        .map(|resource| {
+            let outcome = check_resource(resource.resource_type).and_then(|()| {
+                let mut changes = Vec::new();
+                for config in &resource.configs {
+                    let change = match &config.value {
+                        Some(value) => Change::Set(value.to_string()),
+                        None => Change::Delete,
+                    };
+                    changes.push((config.name.to_string(), change));
+                }
+                alter_topic(
+                    broker,
+                    resource.resource_name.as_str(),
+                    changes,
+                    true,
+                    request.validate_only,
+                )
+            });
+            let (code, message, resource_type, name) =
+                alter_result(resource.resource_type, &resource.resource_name, outcome);
+            AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+pub(super) fn incremental_alter(
+    broker: &Broker,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let responses = request
+        .resources
+        .iter()
+        .map(|resource| {
+            let outcome = check_resource(resource.resource_type).and_then(|()| {
+                let mut changes = Vec::new();
+                for config in &resource.configs {
+                    let value = config.value.as_ref().map(|v| v.to_string());
+                    let change = match (config.config_operation, value) {
+                        (0, Some(v)) => Change::Set(v),
+                        (1, _) => Change::Delete,
+                        (2, Some(v)) => Change::Append(v),
+                        (3, Some(v)) => Change::Subtract(v),
+                        (op, _) => {
+                            return Err((
+                                ResponseError::InvalidRequest,
+                                format!(
+                                    "operation {op} on `{}` needs a value or is unknown",
+                                    config.name.as_str()
+                                ),
+                            ))
+                        }
+                    };
+                    changes.push((config.name.to_string(), change));
+                }
+                alter_topic(
+                    broker,
+                    resource.resource_name.as_str(),
+                    changes,
+                    false,
+                    request.validate_only,
+                )
+            });
+            let (code, message, resource_type, name) =
+                alter_result(resource.resource_type, &resource.resource_name, outcome);
+            IncrementalAlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

@@ -16,12 +16,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestKind,
-    ResponseKind, SyncGroupRequest, TopicName,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Message, Request, StrBytes, VersionRange};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +68,8 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::OffsetCommit,
     ApiKey::OffsetFetch,
     ApiKey::OffsetDelete,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -102,6 +105,8 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::OffsetCommit => versions::<OffsetCommitRequest>(),
         ApiKey::OffsetFetch => versions::<OffsetFetchRequest>(),
         ApiKey::OffsetDelete => versions::<OffsetDeleteRequest>(),
+        ApiKey::AlterConfigs => versions::<AlterConfigsRequest>(),
+        ApiKey::IncrementalAlterConfigs => versions::<IncrementalAlterConfigsRequest>(),
         _ => return None,
     })
 }
@@ -138,6 +143,8 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::OffsetCommit => "OffsetCommit",
         ApiKey::OffsetFetch => "OffsetFetch",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         _ => "Unsupported",
     }
 }
@@ -231,6 +238,10 @@ pub async fn handle(
             ResponseKind::OffsetFetch(offsets::fetch(broker, r, version))
         }
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::delete(broker, r)),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(broker, r)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r))
+        }
         other => {
             return Outcome::Close(format!(
                 "no handler for {:?}",

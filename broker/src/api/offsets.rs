@@ -23,6 +23,11 @@ use crate::broker::Broker;
 use crate::group::offsets::OffsetRecord;
 use crate::group::CommittedOffset;
 
+/// Per topic, each partition's record to write or the error to answer.
+type CommitPlan = Vec<(String, Vec<(i32, Result<OffsetRecord, ResponseError>)>)>;
+/// Per topic, each partition's committed offset, if any.
+type Committed = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -39,8 +44,7 @@ pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
     );
     let timestamp = now_ms();
     let max_metadata = broker.groups.metadata_max_bytes();
-    // Per partition: Ok(record to write) or the error to answer.
-    let mut plan: Vec<(String, Vec<(i32, Result<OffsetRecord, ResponseError>)>)> = Vec::new();
+    let mut plan: CommitPlan = Vec::new();
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let partitions = topic
@@ -119,11 +123,7 @@ pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
 }
 
 /// The committed offsets of `group` for the requested partitions, or all it has (`None`).
-fn lookup(
-    broker: &Broker,
-    group: &str,
-    wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Committed {
     let committed = broker.groups.committed(group);
     match wanted {
         Some(topics) => topics
