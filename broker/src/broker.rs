@@ -507,6 +507,8 @@ pub fn log_config(topic: &TopicConfig) -> LogConfig {
         segment_ms: topic.segment_ms,
         index_interval_bytes: topic.index_interval_bytes,
         max_batch_bytes: topic.max_message_bytes,
+        flush_messages: topic.flush_messages,
+        flush_ms: topic.flush_ms,
     }
 }
 

@@ -142,16 +142,44 @@ async fn main() -> anyhow::Result<()> {
     let config = BrokerConfig::load(cli.config.as_deref(), cli.settings()?)
         .context("invalid configuration")?;
 
+    // Signal handlers first: a SIGTERM that arrives while the logs load must still mean a
+    // clean shutdown, not the default of dying on the spot.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot watch SIGINT")?;
+
+    // Bind after the logs are loaded, so a connection that succeeds means a broker ready to
+    // serve; only an ephemeral port (0) has to be bound first to know what to advertise.
     let bind = config.listener.bind_address();
-    let listener = TcpListener::bind(&bind)
-        .await
-        .with_context(|| format!("cannot listen on {bind}"))?;
+    let early = if config.listener.port == 0 {
+        Some(
+            TcpListener::bind(&bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind}"))?,
+        )
+    } else {
+        None
+    };
+    let port = match &early {
+        Some(listener) => listener
+            .local_addr()
+            .context("listener has no local address")?
+            .port(),
+        None => config.listener.port,
+    };
+    let advertised = advertised_listener(&config, port);
+    let metrics_address = config.metrics_address.clone();
+    let broker = Broker::open(config, advertised).context("cannot open the log directory")?;
+    let listener = match early {
+        Some(listener) => listener,
+        None => TcpListener::bind(&bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind}"))?,
+    };
     let bound = listener
         .local_addr()
         .context("listener has no local address")?;
-    let advertised = advertised_listener(&config, bound.port());
-    let metrics_address = config.metrics_address.clone();
-    let broker = Broker::open(config, advertised).context("cannot open the log directory")?;
 
     let shutdown = CancellationToken::new();
     if let Some(address) = metrics_address {
@@ -167,7 +195,14 @@ async fn main() -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    tokio::spawn(wait_for_signal(shutdown.clone()));
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        on_signal.cancel();
+    });
     tokio::spawn(run_group_timers(
         std::sync::Arc::clone(&broker),
         shutdown.clone(),
@@ -182,22 +217,6 @@ async fn main() -> anyhow::Result<()> {
     broker.shutdown();
     tracing::info!("broker stopped");
     Ok(())
-}
-
-async fn wait_for_signal(shutdown: CancellationToken) {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch SIGTERM");
-                return;
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-    }
-    shutdown.cancel();
 }
 
 /// Expires group members and completes rebalances on time.

@@ -236,6 +236,12 @@ impl BrokerConfig {
             segment_ms: u64::try_from(long("segment.ms")).ok(),
             index_interval_bytes: long("index.interval.bytes").clamp(4, i64::from(i32::MAX)) as u32,
             max_message_bytes: long("max.message.bytes").max(0) as usize,
+            flush_messages: u64::try_from(long("flush.messages"))
+                .unwrap_or(u64::MAX)
+                .max(1),
+            flush_ms: u64::try_from(long("flush.ms"))
+                .ok()
+                .filter(|ms| *ms != i64::MAX as u64),
         }
     }
 }
@@ -301,6 +307,10 @@ pub struct TopicConfig {
     pub segment_ms: Option<u64>,
     pub index_interval_bytes: u32,
     pub max_message_bytes: usize,
+    /// Records between fsyncs (`flush.messages`); `u64::MAX` leaves syncing to the OS.
+    pub flush_messages: u64,
+    /// Longest time appended data stays unsynced (`flush.ms`); `None` leaves it to the OS.
+    pub flush_ms: Option<u64>,
 }
 
 /// Topic names Kafka accepts: 1-249 characters of ASCII letters, digits, `.`, `_` and `-`,

@@ -797,15 +797,16 @@ impl GroupCoordinator {
         let mut groups = self.groups.lock();
         for (group_id, group) in groups.iter_mut() {
             group.pending_members.retain(|_, expires| *expires > now);
-            if matches!(
-                group.state,
-                GroupState::Stable | GroupState::CompletingRebalance
-            ) {
+            if !matches!(group.state, GroupState::Empty | GroupState::Dead) {
+                // A member waiting in JoinGroup or SyncGroup is alive; any other must keep
+                // heartbeating, also while the group prepares a rebalance, or the rebalance
+                // would wait for a dead member until the rebalance timeout.
                 let expired: Vec<String> = group
                     .members
                     .values()
                     .filter(|m| {
-                        m.sync_waiter.is_none()
+                        m.join_waiter.is_none()
+                            && m.sync_waiter.is_none()
                             && now.duration_since(m.last_heartbeat) > m.session_timeout
                     })
                     .map(|m| m.id.clone())
@@ -815,7 +816,9 @@ impl GroupCoordinator {
                         tracing::info!(group = group_id, member = id, "member session expired");
                         group.remove_member(id);
                     }
-                    if group.members.is_empty() {
+                    if group.state == GroupState::PreparingRebalance {
+                        // The join completes below without them.
+                    } else if group.members.is_empty() {
                         group.state = GroupState::Empty;
                         group.generation += 1;
                         group.protocol = None;
@@ -854,10 +857,10 @@ impl GroupCoordinator {
             return Ok(());
         }
         group.check_member(member_id, instance_id, Some(generation))?;
+        // While the group prepares a rebalance, members still commit what they processed
+        // (commit on revoke, as Kafka allows); only between join and sync is it refused.
         match group.state {
-            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-                Err(ResponseError::RebalanceInProgress)
-            }
+            GroupState::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
             _ => Ok(()),
         }
     }

@@ -23,6 +23,11 @@
 //! The records follow, compressed as one block when the codec bits say so. Because the CRC
 //! starts at `attributes`, the broker can assign `baseOffset` and `partitionLeaderEpoch`
 //! without recomputing it.
+//!
+//! Compaction may leave a batch with fewer records than its offset range spans, even none:
+//! `lastOffsetDelta` keeps the original batch's last offset (so the producer's last sequence
+//! number survives), and `recordsCount` counts what is left. An empty batch is a bare
+//! uncompressed header ([`empty_batch`]), as Kafka writes for a producer's last batch.
 
 use kafka_protocol::records::{Compression, TimestampType};
 
@@ -39,6 +44,9 @@ const LENGTH_AT: usize = 8;
 const LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const LAST_OFFSET_DELTA_AT: usize = 23;
+const MAX_TIMESTAMP_AT: usize = 35;
 /// The CRC covers everything from `attributes` on.
 const CRC_COVERS_FROM: usize = 21;
 
@@ -301,6 +309,48 @@ pub(crate) enum ProduceFault {
     TooLarge { size: usize, max: usize },
 }
 
+/// A batch with `header`'s offsets, timestamps, producer fields and flags but no records.
+/// It is uncompressed whatever `header` says: there is nothing to compress, and an empty
+/// payload is not a valid stream for every codec.
+pub(crate) fn empty_batch(header: &BatchHeader) -> [u8; HEADER_SIZE] {
+    let mut out = [0; HEADER_SIZE];
+    out[..LENGTH_AT].copy_from_slice(&header.base_offset.to_be_bytes());
+    out[LENGTH_AT..LEADER_EPOCH_AT].copy_from_slice(&MIN_BATCH_LENGTH.to_be_bytes());
+    out[LEADER_EPOCH_AT..MAGIC_AT].copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    out[MAGIC_AT] = MAGIC_V2.to_be_bytes()[0];
+    let attributes = header.attributes & !COMPRESSION_MASK;
+    out[ATTRIBUTES_AT..LAST_OFFSET_DELTA_AT].copy_from_slice(&attributes.to_be_bytes());
+    out[LAST_OFFSET_DELTA_AT..27].copy_from_slice(&header.last_offset_delta.to_be_bytes());
+    out[27..MAX_TIMESTAMP_AT].copy_from_slice(&header.base_timestamp.to_be_bytes());
+    out[MAX_TIMESTAMP_AT..43].copy_from_slice(&header.max_timestamp.to_be_bytes());
+    out[43..51].copy_from_slice(&header.producer_id.to_be_bytes());
+    out[51..53].copy_from_slice(&header.producer_epoch.to_be_bytes());
+    out[53..57].copy_from_slice(&header.base_sequence.to_be_bytes());
+    out[57..HEADER_SIZE].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_COVERS_FROM..]);
+    out[CRC_AT..CRC_COVERS_FROM].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Rewrites header fields the CRC covers in a whole `batch`, then its CRC: the cleaner uses
+/// it to restore what the record encoder cannot express (the timestamp type, the original
+/// last offset, a log-append max timestamp).
+pub(crate) fn restamp(
+    batch: &mut [u8],
+    attributes: i16,
+    last_offset_delta: i32,
+    max_timestamp: i64,
+) {
+    batch[ATTRIBUTES_AT..LAST_OFFSET_DELTA_AT].copy_from_slice(&attributes.to_be_bytes());
+    batch[LAST_OFFSET_DELTA_AT..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_COVERS_FROM..]);
+    batch[CRC_AT..CRC_COVERS_FROM].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The attribute bits that say the timestamps are the broker's append time.
+pub(crate) const LOG_APPEND_TIME_ATTRIBUTE: i16 = TIMESTAMP_TYPE_BIT;
+
 /// Writes the broker-assigned fields into a batch. Neither is covered by the CRC.
 pub(crate) fn assign(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[..LENGTH_AT].copy_from_slice(&base_offset.to_be_bytes());
@@ -454,6 +504,31 @@ pub(crate) mod tests {
         batch[CRC_AT..CRC_COVERS_FROM].copy_from_slice(&crc.to_be_bytes());
         assert!(check_batch(&batch, CountRule::Produced).is_err());
         assert!(check_batch(&batch, CountRule::Stored).is_ok());
+    }
+
+    #[test]
+    fn an_empty_batch_keeps_the_offsets_and_producer_of_the_original_and_validates() {
+        let mut original = encode_batch_with(4, 10, 500, Compression::Gzip);
+        assign(&mut original, 100, 3);
+        let header = BatchHeader::parse(&original).unwrap();
+        let empty = empty_batch(&header);
+        let stored = check_batch(&empty, CountRule::Stored).unwrap();
+        assert_eq!(stored.base_offset, 100);
+        assert_eq!(stored.last_offset(), 103);
+        assert_eq!(stored.records_count, 0);
+        assert_eq!(stored.compression(), Some(Compression::None));
+        assert_eq!((stored.base_timestamp, stored.max_timestamp), (500, 503));
+        assert_eq!(stored.partition_leader_epoch, 3);
+        assert!(check_batch(&empty, CountRule::Produced).is_err());
+    }
+
+    #[test]
+    fn restamping_rewrites_the_fields_and_keeps_the_crc_valid() {
+        let mut batch = encode_batch(2, 5, 7);
+        restamp(&mut batch, LOG_APPEND_TIME_ATTRIBUTE, 9, 1_234);
+        let header = check_batch(&batch, CountRule::Stored).unwrap();
+        assert_eq!(header.timestamp_type(), TimestampType::LogAppend);
+        assert_eq!((header.last_offset_delta, header.max_timestamp), (9, 1_234));
     }
 
     #[test]

@@ -31,11 +31,74 @@ impl<T> IoResultExt<T> for io::Result<T> {
     }
 }
 
-/// Failure to open, flush, close or delete a partition log.
+/// Failure to open, flush, close, delete, clean or trim a partition log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error(transparent)]
     Io(#[from] IoError),
+    /// [`delete_records_before`](super::PartitionLog::delete_records_before) was given an
+    /// offset past the log end, or a negative one.
+    #[error(
+        "cannot delete records before offset {offset}: the log's range is [{log_start}, {log_end}]"
+    )]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    /// A stored batch does not parse, found while cleaning or recovering: the segment was
+    /// damaged after it was written.
+    #[error("segment {} is corrupt at position {position}: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    /// The records the cleaner kept of a batch could not be encoded again.
+    #[error("cannot re-encode the batch at offset {offset} of segment {}: {reason}", path.display())]
+    Reencode {
+        path: PathBuf,
+        offset: i64,
+        reason: String,
+    },
+}
+
+impl LogError {
+    /// The error code a response carries for this failure (DeleteRecords, mostly).
+    pub fn response_error(&self) -> ResponseError {
+        match self {
+            LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            LogError::Io(_) | LogError::Corrupt { .. } | LogError::Reencode { .. } => {
+                ResponseError::KafkaStorageError
+            }
+        }
+    }
+}
+
+impl From<ReadError> for LogError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            } => LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            },
+            ReadError::Corrupt {
+                path,
+                position,
+                reason,
+            } => LogError::Corrupt {
+                path,
+                position,
+                reason,
+            },
+            ReadError::Io(error) => LogError::Io(error),
+        }
+    }
 }
 
 /// Why [`PartitionLog::append`](super::PartitionLog::append) refused or failed; when it

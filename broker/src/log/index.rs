@@ -110,14 +110,14 @@ impl SegmentIndex {
         )
     }
 
-    fn encode_offsets(&self) -> Vec<u8> {
+    pub(crate) fn encode_offsets(&self) -> Vec<u8> {
         self.offsets
             .iter()
             .flat_map(|e| encode_offset_entry(*e))
             .collect()
     }
 
-    fn encode_times(&self) -> Vec<u8> {
+    pub(crate) fn encode_times(&self) -> Vec<u8> {
         self.times
             .iter()
             .flat_map(|e| encode_time_entry(*e))

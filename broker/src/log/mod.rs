@@ -9,35 +9,51 @@
 //! 00000000000000000000.timeindex  sparse timestamp -> offset index
 //! 00000000000000052311.log        the next segment, starting at offset 52311
 //! ...
+//! log-start-offset.checkpoint     the log start offset, when it is past the first segment
+//! cleaner-offset.checkpoint       the offset up to which compaction has cleaned the log
 //! .clean_shutdown                 present only while the log is closed cleanly
+//! *.deleted                       files of a segment being deleted (retention)
+//! *.cleaned, *.swap               files of a cleaned segment being swapped in (compaction)
 //! ```
 //!
-//! Formats: batches in [`batch`], indexes in `index`, segment files in `segment`. The newest
+//! Formats: batches in [`batch`], indexes in `index`, segment files in `segment`,
+//! checkpoints in `checkpoint`; deletion in `retention` and the compaction swap protocol in
+//! `cleaner`, which also say how open() finishes what a crash interrupted. The newest
 //! segment is the only one written; a segment is fsynced when it stops being active, so
 //! after a crash only the newest one can be torn. Opening without the clean-shutdown marker
 //! therefore verifies the newest segment batch by batch and cuts it at the first bad one.
+//!
+//! Appends are made durable by the flush policy (`flush_messages`, `flush_ms`), on a roll,
+//! and on [`PartitionLog::flush`]; Kafka's defaults leave it to the operating system, relying
+//! on replication for durability.
 //!
 //! [`PartitionLog`] is not synchronised: the caller wraps it in a `RwLock`. Reads take
 //! `&self` and use positional reads, so any number run at once.
 
 pub mod batch;
+mod checkpoint;
+mod cleaner;
 mod error;
 mod index;
+mod retention;
 mod segment;
 
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
 pub use self::batch::BatchHeader;
 use self::batch::{ProduceFault, ProducedBatch};
+use self::checkpoint::{CLEANER_OFFSET_FILE, LOG_START_OFFSET_FILE};
+pub use self::cleaner::{CleanedSegments, CompactionOutcome, CompactionPlan, CompactionSettings};
 use self::error::IoResultExt;
 pub use self::error::{AppendError, IoError, LogError, ReadError};
 use self::index::NO_TIMESTAMP;
+pub use self::retention::RetentionOutcome;
 use self::segment::{
     parse_file_name, sync_dir, ActiveSegment, Segment, INDEX_EXTENSION, LOG_EXTENSION,
     MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES, TIME_INDEX_EXTENSION,
@@ -61,6 +77,12 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// Largest batch accepted (`message.max.bytes`).
     pub max_batch_bytes: usize,
+    /// Fsync once this many records were appended since the last flush (`flush.messages`);
+    /// `u64::MAX` never does.
+    pub flush_messages: u64,
+    /// Fsync when records have waited this many milliseconds since the last flush
+    /// (`flush.ms`), checked by [`PartitionLog::flush_if_due`]; `None` never does.
+    pub flush_ms: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -70,6 +92,8 @@ impl Default for LogConfig {
             segment_ms: None,
             index_interval_bytes: 4096,
             max_batch_bytes: 1_048_588,
+            flush_messages: u64::MAX,
+            flush_ms: None,
         }
     }
 }
@@ -104,6 +128,18 @@ pub struct PartitionLog {
     /// Older segments by base offset; all of them end before the active one starts.
     segments: Vec<Segment>,
     active: ActiveSegment,
+    /// The first offset readers may see: at or past the first segment's base, persisted in
+    /// [`LOG_START_OFFSET_FILE`] whenever it moves.
+    log_start_offset: i64,
+    /// Offsets below this were compacted by the last clean; persisted in
+    /// [`CLEANER_OFFSET_FILE`]. May lag the log start offset.
+    first_dirty_offset: i64,
+    /// The timestamp of the oldest tombstone the last clean kept, if known (not persisted).
+    oldest_clean_tombstone: Option<i64>,
+    /// Records appended since the last fsync of the active segment.
+    unflushed_messages: u64,
+    /// When the active segment was last fsynced (or the log opened), for `flush_ms`.
+    last_flush: Instant,
 }
 
 impl fmt::Debug for PartitionLog {
@@ -119,13 +155,17 @@ impl fmt::Debug for PartitionLog {
 
 impl PartitionLog {
     /// Opens the log in `dir`, creating the directory and an empty log at offset 0 when
-    /// there is none. Without the clean-shutdown marker, the newest segment is verified
-    /// and any torn or corrupt tail is cut off; indexes that are missing or inconsistent
-    /// are rebuilt.
+    /// there is none. A compaction swap or segment deletion a crash interrupted is completed
+    /// or rolled back first. Without the clean-shutdown marker, the newest segment is
+    /// verified and any torn or corrupt tail is cut off; indexes that are missing or
+    /// inconsistent are rebuilt. Segments wholly below the checkpointed log start offset are
+    /// deleted; if that offset is past the recovered log end, the log starts over empty there.
     ///
     /// # Errors
     ///
-    /// [`LogError::Io`] when a file or the directory cannot be created, read or repaired.
+    /// [`LogError::Io`] when a file or the directory cannot be created, read or repaired;
+    /// [`LogError::Corrupt`] when an interrupted compaction swap cannot be completed because
+    /// the cleaned segment is damaged.
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
         create_dir(dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
@@ -138,18 +178,27 @@ impl PartitionLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => Err(e).at("remove clean-shutdown marker", &marker)?,
         };
+        // Before listing: a half-done swap or deletion changes which segments exist.
+        cleaner::recover(dir)?;
+        checkpoint::remove_leftovers(dir)?;
         let interval = config.index_interval_bytes;
         let bases = list_segments(dir)?;
-        let Some((&last, older)) = bases.split_last() else {
-            let active = ActiveSegment::create(dir, 0, interval)?;
-            return Ok(Self::assemble(dir, config, Vec::new(), active));
+        let mut log = match bases.split_last() {
+            None => {
+                let active = ActiveSegment::create(dir, 0, interval)?;
+                Self::assemble(dir, config, Vec::new(), active)
+            }
+            Some((&last, older)) => {
+                let mut segments = Vec::with_capacity(older.len());
+                for (&base, &next) in older.iter().zip(&bases[1..]) {
+                    segments.push(Segment::open(dir, base, next, interval)?);
+                }
+                let active = ActiveSegment::open(dir, last, clean_shutdown, interval)?;
+                Self::assemble(dir, config, segments, active)
+            }
         };
-        let mut segments = Vec::with_capacity(older.len());
-        for (&base, &next) in older.iter().zip(&bases[1..]) {
-            segments.push(Segment::open(dir, base, next, interval)?);
-        }
-        let active = ActiveSegment::open(dir, last, clean_shutdown, interval)?;
-        Ok(Self::assemble(dir, config, segments, active))
+        log.load_checkpoints()?;
+        Ok(log)
     }
 
     fn assemble(
@@ -158,12 +207,54 @@ impl PartitionLog {
         segments: Vec<Segment>,
         active: ActiveSegment,
     ) -> PartitionLog {
+        let first_base = segments
+            .first()
+            .map_or(active.base_offset(), Segment::base_offset);
         PartitionLog {
             dir: dir.to_path_buf(),
             config,
             segments,
             active,
+            log_start_offset: first_base,
+            first_dirty_offset: first_base,
+            oldest_clean_tombstone: None,
+            unflushed_messages: 0,
+            last_flush: Instant::now(),
         }
+    }
+
+    /// Applies the checkpointed log start and cleaner offsets to the segments found on disk.
+    fn load_checkpoints(&mut self) -> Result<(), LogError> {
+        let first_base = self.log_start_offset;
+        let saved = checkpoint::read(&self.dir, LOG_START_OFFSET_FILE)?;
+        let log_start = saved.map_or(first_base, |offset| offset.max(first_base));
+        if log_start > self.log_end_offset() {
+            // Recovery cut the log below its start (a DeleteRecords up to the end, then a
+            // crash that tore what followed). Everything on disk is deleted data, and
+            // offsets below the log start must never be handed out again: start over there.
+            tracing::warn!(
+                dir = %self.dir.display(),
+                log_start_offset = log_start,
+                log_end_offset = self.log_end_offset(),
+                "the log ends before its start offset; starting it over empty at the start offset"
+            );
+            let next =
+                ActiveSegment::create(&self.dir, log_start, self.config.index_interval_bytes)?;
+            let old = std::mem::replace(&mut self.active, next);
+            self.segments.push(old.into_segment());
+        }
+        // Already in the checkpoint (or the first base, which needs none): set, not written.
+        self.log_start_offset = log_start;
+        let below = self
+            .segments
+            .iter()
+            .take_while(|s| s.end_offset() <= log_start)
+            .count();
+        self.delete_oldest_segments(below)?;
+        self.first_dirty_offset = checkpoint::read(&self.dir, CLEANER_OFFSET_FILE)?
+            .unwrap_or(first_base)
+            .max(self.log_start_offset);
+        Ok(())
     }
 
     /// The partition's directory.
@@ -185,7 +276,9 @@ impl PartitionLog {
     ///
     /// [`AppendError::Corrupt`], [`AppendError::UnsupportedMagic`] or
     /// [`AppendError::BatchTooLarge`] when a batch is refused, with nothing written;
-    /// [`AppendError::Io`] when writing fails.
+    /// [`AppendError::Io`] when writing fails, or when the fsync that `flush_messages`
+    /// called for fails after the batches were written (they are in the log then, but may
+    /// not be durable).
     pub fn append(&mut self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
         let batches =
             batch::split_produced(records, self.config.max_batch_bytes).map_err(|f| match f {
@@ -233,6 +326,12 @@ impl PartitionLog {
             self.roll()?;
         }
         self.active.append(&data, &placed, now)?;
+        self.unflushed_messages = self.unflushed_messages.saturating_add(record_count);
+        if self.unflushed_messages >= self.config.flush_messages {
+            // The records are in the log; a failure here means they may not be durable,
+            // which the producer must hear about (Kafka takes the log offline).
+            self.sync_active()?;
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -264,6 +363,9 @@ impl PartitionLog {
     /// Seals the active segment, makes it durable, and starts a new one at the log end.
     fn roll(&mut self) -> Result<(), IoError> {
         self.active.finish()?;
+        // Everything appended so far is durable now.
+        self.unflushed_messages = 0;
+        self.last_flush = Instant::now();
         let next = ActiveSegment::create(
             &self.dir,
             self.active.end_offset(),
@@ -326,11 +428,10 @@ impl PartitionLog {
         Ok(self.active.read(offset, max_bytes)?.unwrap_or_default())
     }
 
-    /// The first offset of the log.
+    /// The first offset of the log: the first segment's base, or later after retention or
+    /// DeleteRecords moved it.
     pub fn log_start_offset(&self) -> i64 {
-        self.segments
-            .first()
-            .map_or(self.active.base_offset(), Segment::base_offset)
+        self.log_start_offset
     }
 
     /// The offset the next appended record gets.
@@ -392,7 +493,44 @@ impl PartitionLog {
     ///
     /// [`LogError::Io`] when syncing fails; what was appended may then not be durable.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        Ok(self.active.sync()?)
+        Ok(self.sync_active()?)
+    }
+
+    fn sync_active(&mut self) -> Result<(), IoError> {
+        self.active.sync()?;
+        self.unflushed_messages = 0;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Flushes when `flush_ms` has passed since the last flush and something is unflushed;
+    /// the caller's timer calls this periodically. Returns whether it flushed.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] when syncing fails.
+    pub fn flush_if_due(&mut self, now: Instant) -> Result<bool, LogError> {
+        let Some(ms) = self.config.flush_ms else {
+            return Ok(false);
+        };
+        let due = self.unflushed_messages > 0
+            && now.saturating_duration_since(self.last_flush) >= Duration::from_millis(ms);
+        if due {
+            self.sync_active()?;
+        }
+        Ok(due)
+    }
+
+    /// Records appended since the last flush.
+    pub fn unflushed_messages(&self) -> u64 {
+        self.unflushed_messages
+    }
+
+    /// Applies changed topic settings. Segment size and age, the batch size limit and the
+    /// flush policy take effect from the next append (a lowered `flush_messages` already
+    /// reached flushes then); the index interval applies to segments created after this.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
     }
 
     /// Flushes and leaves the clean-shutdown marker, so the next open skips recovery.
@@ -403,6 +541,7 @@ impl PartitionLog {
     /// recovers the log as after a crash.
     pub fn close(mut self) -> Result<(), LogError> {
         self.active.finish()?;
+        self.unflushed_messages = 0;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         fs::File::create(&marker)
             .and_then(|f| f.sync_all())
@@ -483,7 +622,7 @@ mod tests {
     use kafka_protocol::records::Compression;
     use tempfile::TempDir;
 
-    fn small(segment_bytes: u64) -> LogConfig {
+    pub(super) fn small(segment_bytes: u64) -> LogConfig {
         LogConfig {
             segment_bytes,
             index_interval_bytes: 128,
@@ -509,12 +648,12 @@ mod tests {
         fs::metadata(path).unwrap().len()
     }
 
-    fn segment_file(dir: &Path, base: i64, extension: &str) -> PathBuf {
+    pub(super) fn segment_file(dir: &Path, base: i64, extension: &str) -> PathBuf {
         dir.join(segment::file_name(base, extension))
     }
 
     /// Appends `count` single-batch requests of three records and 50-byte values.
-    fn fill(log: &mut PartitionLog, count: usize) {
+    pub(super) fn fill(log: &mut PartitionLog, count: usize) {
         for i in 0..count {
             log.append(&encode_batch(3, 50, 1_000 + i as i64 * 10), 0)
                 .unwrap();
@@ -1037,6 +1176,82 @@ mod tests {
         drop(log);
         let log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
         assert_eq!(log.max_timestamp(), Some((5_000, 2)));
+    }
+
+    #[test]
+    fn appends_flush_once_flush_messages_records_are_unflushed() {
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            flush_messages: 5,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        assert_eq!(log.unflushed_messages(), 0);
+        fill(&mut log, 1);
+        assert_eq!(log.unflushed_messages(), 3);
+        fill(&mut log, 1);
+        assert_eq!(log.unflushed_messages(), 0);
+        // One request past the threshold on its own is flushed at once.
+        log.append(&encode_batch(7, 10, 0), 0).unwrap();
+        assert_eq!(log.unflushed_messages(), 0);
+    }
+
+    #[test]
+    fn without_a_flush_policy_records_stay_unflushed_until_a_flush_or_a_roll() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(3, 50, 0).len() as u64;
+        let mut log = PartitionLog::open(dir.path(), small(2 * one)).unwrap();
+        fill(&mut log, 2);
+        assert_eq!(log.unflushed_messages(), 6);
+        log.flush().unwrap();
+        assert_eq!(log.unflushed_messages(), 0);
+        fill(&mut log, 1);
+        // The roll made the first segment durable; only the new batch is pending.
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(log.unflushed_messages(), 3);
+        assert!(!log.flush_if_due(Instant::now()).unwrap());
+    }
+
+    #[test]
+    fn flush_if_due_flushes_only_after_flush_ms_and_only_when_something_is_unflushed() {
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            flush_ms: Some(1_000),
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        let start = Instant::now();
+        let later = start + Duration::from_millis(1_500);
+        assert!(!log.flush_if_due(later).unwrap());
+        fill(&mut log, 1);
+        assert!(!log.flush_if_due(start).unwrap());
+        assert_eq!(log.unflushed_messages(), 3);
+        assert!(log.flush_if_due(later).unwrap());
+        assert_eq!(log.unflushed_messages(), 0);
+        assert!(!log.flush_if_due(later + Duration::from_secs(60)).unwrap());
+    }
+
+    #[test]
+    fn set_config_applies_new_segment_size_batch_limit_and_flush_policy_to_later_appends() {
+        let dir = TempDir::new().unwrap();
+        let one = encode_batch(3, 50, 0).len() as u64;
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        fill(&mut log, 4);
+        assert_eq!(log.unflushed_messages(), 12);
+        log.set_config(LogConfig {
+            segment_bytes: one,
+            max_batch_bytes: one as usize,
+            flush_messages: 1,
+            ..LogConfig::default()
+        });
+        assert_eq!(log.config().segment_bytes, one);
+        fill(&mut log, 2);
+        assert_eq!(log.segment_count(), 3);
+        assert_eq!(log.unflushed_messages(), 0);
+        assert!(matches!(
+            log.append(&encode_batch(3, 60, 0), 0),
+            Err(AppendError::BatchTooLarge { .. })
+        ));
     }
 
     #[test]

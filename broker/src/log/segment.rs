@@ -11,8 +11,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -42,6 +43,14 @@ const LAST_ENTRY_MISMATCH: &str =
 const READ_CHUNK: usize = 16 * 1024;
 /// Read-ahead when scanning a whole segment to recover it or rebuild its indexes.
 const SCAN_CHUNK: usize = 256 * 1024;
+
+/// Source of [`Segment::id`]s: unique within the process, so a segment that was replaced by
+/// another with the same base offset (by compaction, say) is never mistaken for it.
+static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_segment_id() -> u64 {
+    NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// `{base:020}.{extension}`: zero padding makes names sort like offsets.
 pub(crate) fn file_name(base_offset: i64, extension: &str) -> String {
@@ -78,6 +87,9 @@ impl Paths {
 /// written to; the active segment wraps one.
 #[derive(Debug)]
 pub(crate) struct Segment {
+    /// Identifies this segment object for as long as the process runs; see
+    /// [`next_segment_id`].
+    id: u64,
     base_offset: i64,
     paths: Paths,
     log: File,
@@ -126,6 +138,7 @@ impl Segment {
         let log = open_log(&paths.log)?;
         let size = log.metadata().at("inspect segment", &paths.log)?.len();
         let mut segment = Segment {
+            id: next_segment_id(),
             base_offset,
             paths,
             log,
@@ -164,12 +177,54 @@ impl Segment {
         Ok(segment)
     }
 
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     pub(crate) fn base_offset(&self) -> i64 {
         self.base_offset
     }
 
+    /// The base offset of the segment after this one (for an inactive segment).
+    pub(crate) fn end_offset(&self) -> i64 {
+        self.end_offset
+    }
+
     pub(crate) fn size(&self) -> u64 {
         self.size
+    }
+
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.paths.log
+    }
+
+    /// The segment's `.log`, `.index` and `.timeindex`, the log first.
+    pub(crate) fn file_paths(&self) -> [&Path; 3] {
+        [
+            &self.paths.log,
+            &self.paths.offset_index,
+            &self.paths.time_index,
+        ]
+    }
+
+    /// Another handle on the `.log`, for reading it without borrowing the segment: it keeps
+    /// working after the file is renamed or removed.
+    pub(crate) fn clone_log(&self) -> Result<File, IoError> {
+        self.log
+            .try_clone()
+            .at("duplicate segment handle", &self.paths.log)
+    }
+
+    /// When the `.log` was last written, in milliseconds since the epoch.
+    pub(crate) fn modified_ms(&self) -> Result<i64, IoError> {
+        let modified = self
+            .log
+            .metadata()
+            .and_then(|m| m.modified())
+            .at("inspect segment", &self.paths.log)?;
+        // A clock before 1970 counts as the epoch: the segment is then simply very old.
+        let since_epoch = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Ok(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
     }
 
     /// `(timestamp, offset)` of the largest timestamp in the segment.
@@ -413,6 +468,7 @@ impl ActiveSegment {
         };
         Ok(ActiveSegment {
             segment: Segment {
+                id: next_segment_id(),
                 base_offset,
                 paths,
                 log,
@@ -446,6 +502,7 @@ impl ActiveSegment {
             .then(|| metadata.created().or_else(|_| metadata.modified()).ok())
             .flatten();
         let segment = Segment {
+            id: next_segment_id(),
             base_offset,
             paths,
             log,
@@ -547,6 +604,11 @@ impl ActiveSegment {
 
     pub(crate) fn size(&self) -> u64 {
         self.segment.size
+    }
+
+    /// The segment this active one wraps, e.g. for its file paths.
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.segment
     }
 
     /// The offset the next appended batch gets.
@@ -874,6 +936,61 @@ impl<'a> Cursor<'a> {
         }
         let from = (at - self.buf_start) as usize;
         Ok(&self.buf[from..from + len])
+    }
+}
+
+/// One batch of a segment, as [`SegmentBatches::next_batch`] returns it.
+pub(crate) struct StoredBatch<'a> {
+    pub(crate) position: u64,
+    pub(crate) header: BatchHeader,
+    pub(crate) bytes: &'a [u8],
+}
+
+/// The batches of a segment file in order, for the cleaner and for crash recovery: either
+/// headers only (framing checked) or whole batches (CRC checked too). A batch that does not
+/// parse ends the walk with [`ReadError::Corrupt`].
+pub(crate) struct SegmentBatches<'a> {
+    cursor: Cursor<'a>,
+}
+
+impl<'a> SegmentBatches<'a> {
+    /// Walks the first `size` bytes of `log`, a segment whose base offset is `base_offset`.
+    pub(crate) fn new(log: &'a File, path: &'a Path, base_offset: i64, size: u64) -> Self {
+        SegmentBatches {
+            cursor: Cursor::new(log, path, base_offset, 0, size, SCAN_CHUNK),
+        }
+    }
+
+    /// The next batch's position and header, reading only the header.
+    pub(crate) fn next_header(&mut self) -> Result<Option<(u64, BatchHeader)>, ReadError> {
+        self.step(Verify::Framing)
+    }
+
+    /// The next batch, whole and CRC-checked.
+    pub(crate) fn next_batch(&mut self) -> Result<Option<StoredBatch<'_>>, ReadError> {
+        let Some((position, header)) = self.step(Verify::Crc)? else {
+            return Ok(None);
+        };
+        // Verifying the CRC read the whole batch into the cursor's buffer, so this reads
+        // nothing from the file again.
+        let bytes = self.cursor.fetch(position, header.size())?;
+        Ok(Some(StoredBatch {
+            position,
+            header,
+            bytes,
+        }))
+    }
+
+    fn step(&mut self, verify: Verify) -> Result<Option<(u64, BatchHeader)>, ReadError> {
+        match self.cursor.next(verify)? {
+            Step::End => Ok(None),
+            Step::Batch { position, header } => Ok(Some((position, header))),
+            Step::Fault(fault) => Err(ReadError::Corrupt {
+                path: self.cursor.path.to_path_buf(),
+                position: fault.position,
+                reason: fault.reason,
+            }),
+        }
     }
 }
 
