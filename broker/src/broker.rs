@@ -80,16 +80,23 @@ impl Broker {
         let mut partitions = HashMap::new();
         for topic in metadata.topics() {
             let name: Arc<str> = Arc::from(topic.name.as_str());
-            let log_config = log_config(&config.topic_config(&topic.configs));
+            let topic_config = config.topic_config(&topic.configs);
+            let log_config = log_config(&topic_config);
             let mut opened = Vec::with_capacity(topic.partitions as usize);
             for index in 0..topic.partitions {
-                let partition =
-                    Partition::open(&dir, Arc::clone(&name), topic.id, index, log_config.clone())
-                        .map_err(|source| StartError::Log {
-                        topic: topic.name.clone(),
-                        partition: index,
-                        source,
-                    })?;
+                let partition = Partition::open(
+                    &dir,
+                    Arc::clone(&name),
+                    topic.id,
+                    index,
+                    &topic_config,
+                    log_config.clone(),
+                )
+                .map_err(|source| StartError::Log {
+                    topic: topic.name.clone(),
+                    partition: index,
+                    source,
+                })?;
                 opened.push(Arc::new(partition));
             }
             partitions.insert(name, opened);
@@ -241,6 +248,105 @@ impl Broker {
         self.write_offsets(group, tombstones).map_err(|e| e.code)
     }
 
+    /// Every hosted partition with its topic's effective settings.
+    fn partitions_with_config(&self) -> Vec<(Arc<Partition>, TopicConfig)> {
+        let topics: HashMap<String, TopicConfig> = self
+            .topics()
+            .iter()
+            .map(|t| (t.name.clone(), self.topic_config(t)))
+            .collect();
+        let partitions = self.partitions.read();
+        partitions
+            .iter()
+            .filter_map(|(name, list)| topics.get(&**name).map(|config| (list, config)))
+            .flat_map(|(list, config)| list.iter().map(move |p| (Arc::clone(p), config.clone())))
+            .collect()
+    }
+
+    /// Deletes segments past `retention.ms` / `retention.bytes` in topics whose cleanup policy
+    /// includes `delete`.
+    pub fn enforce_retention(&self) {
+        let now = now_ms();
+        for (partition, config) in self.partitions_with_config() {
+            if !config.cleanup_delete || (config.retention_ms < 0 && config.retention_bytes < 0) {
+                continue;
+            }
+            match partition.apply_retention(now, config.retention_ms, config.retention_bytes) {
+                Ok(outcome) if !outcome.deleted_segments.is_empty() => tracing::info!(
+                    partition = ?partition,
+                    segments = outcome.deleted_segments.len(),
+                    bytes = outcome.deleted_bytes,
+                    log_start_offset = outcome.log_start_offset,
+                    "segments past retention deleted"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(partition = ?partition, error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// One pass of the log cleaner over topics whose cleanup policy includes `compact`.
+    pub fn compact_logs(&self) {
+        let now = now_ms();
+        for (partition, config) in self.partitions_with_config() {
+            if !config.cleanup_compact {
+                continue;
+            }
+            match partition.compact(now, &config.compaction) {
+                Ok(Some(outcome)) => tracing::info!(
+                    partition = ?partition,
+                    records_before = outcome.records_before,
+                    records_after = outcome.records_after,
+                    bytes_before = outcome.bytes_before,
+                    bytes_after = outcome.bytes_after,
+                    "log compacted"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::error!(partition = ?partition, error = %e, "compaction failed"),
+            }
+        }
+    }
+
+    /// Fsyncs partitions whose `flush.ms` has passed since their oldest unsynced append.
+    pub fn flush_due(&self) {
+        let now = std::time::Instant::now();
+        for (partition, config) in self.partitions_with_config() {
+            if config.flush_ms.is_none() {
+                continue;
+            }
+            if let Err(e) = partition.flush_if_due(now) {
+                tracing::error!(partition = ?partition, error = %e, "scheduled flush failed");
+            }
+        }
+    }
+
+    /// Advances a partition's log start offset (DeleteRecords); -1 means the high watermark.
+    pub fn delete_records(&self, topic: &str, index: i32, offset: i64) -> Result<i64, ApiError> {
+        let partition = self.partition(topic, index).ok_or_else(|| {
+            ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("{topic}-{index} does not exist"),
+            )
+        })?;
+        let target = if offset == -1 {
+            partition.high_watermark()
+        } else {
+            offset
+        };
+        if target < 0 || target > partition.high_watermark() {
+            return Err(ApiError::new(
+                ResponseError::OffsetOutOfRange,
+                format!(
+                    "{topic}-{index}: offset {offset} is beyond the high watermark {}",
+                    partition.high_watermark()
+                ),
+            ));
+        }
+        partition
+            .delete_records_before(target)
+            .map_err(|e| ApiError::new(e.response_error(), e.to_string()))
+    }
+
     /// Updates the gauges computed from state rather than counted: consumer lag.
     pub fn refresh_metrics(&self) {
         self.metrics.consumer_lag.reset();
@@ -348,6 +454,12 @@ impl Broker {
             .write()
             .put_topic(topic.clone())
             .map_err(storage_error)?;
+        let topic_config = self.topic_config(&topic);
+        if let Some(partitions) = self.partitions.read().get(name) {
+            for partition in partitions {
+                partition.set_config(&topic_config, log_config(&topic_config));
+            }
+        }
         tracing::info!(topic = name, "topic configuration changed");
         Ok(())
     }
@@ -455,7 +567,8 @@ impl Broker {
         shared: &Arc<str>,
         from: i32,
     ) -> Result<Vec<Arc<Partition>>, ApiError> {
-        let log_config = log_config(&self.topic_config(topic));
+        let topic_config = self.topic_config(topic);
+        let log_config = log_config(&topic_config);
         let mut opened = Vec::new();
         for index in from..topic.partitions {
             let dir = self.config.log_dir.join(format!("{}-{index}", topic.name));
@@ -473,6 +586,7 @@ impl Broker {
                 Arc::clone(shared),
                 topic.id,
                 index,
+                &topic_config,
                 log_config.clone(),
             )
             .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
@@ -507,9 +621,20 @@ pub fn log_config(topic: &TopicConfig) -> LogConfig {
         segment_ms: topic.segment_ms,
         index_interval_bytes: topic.index_interval_bytes,
         max_batch_bytes: topic.max_message_bytes,
-        flush_messages: topic.flush_messages,
+        // flush.messages=1 is served by group commit in the partition, not per append.
+        flush_messages: if topic.flush_messages <= 1 {
+            u64::MAX
+        } else {
+            topic.flush_messages
+        },
         flush_ms: topic.flush_ms,
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 pub fn unknown_topic(name: &str) -> ApiError {

@@ -207,6 +207,10 @@ async fn main() -> anyhow::Result<()> {
         std::sync::Arc::clone(&broker),
         shutdown.clone(),
     ));
+    tokio::spawn(run_log_maintenance(
+        std::sync::Arc::clone(&broker),
+        shutdown.clone(),
+    ));
     tracing::info!(
         listening = %bound,
         advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
@@ -226,6 +230,35 @@ async fn run_group_timers(broker: std::sync::Arc<Broker>, shutdown: Cancellation
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = interval.tick() => broker.groups.tick(),
+        }
+    }
+}
+
+/// Background log work: scheduled flushes, retention, and the cleaner of compacted topics.
+/// Each pass runs on the blocking pool, since it does disk I/O.
+async fn run_log_maintenance(broker: std::sync::Arc<Broker>, shutdown: CancellationToken) {
+    use std::time::Duration;
+    let mut flush = tokio::time::interval(Duration::from_millis(100));
+    let mut retention = tokio::time::interval(broker.config.retention_check_interval);
+    let mut cleaner = tokio::time::interval(
+        broker
+            .config
+            .cleaner_backoff
+            .max(Duration::from_millis(100)),
+    );
+    for timer in [&mut flush, &mut retention, &mut cleaner] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        let pass: fn(&Broker) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = flush.tick() => Broker::flush_due,
+            _ = retention.tick() => Broker::enforce_retention,
+            _ = cleaner.tick(), if broker.config.cleaner_enable => Broker::compact_logs,
+        };
+        let broker = std::sync::Arc::clone(&broker);
+        if let Err(e) = tokio::task::spawn_blocking(move || pass(&broker)).await {
+            tracing::error!(error = %e, "log maintenance pass panicked");
         }
     }
 }

@@ -1,15 +1,18 @@
 //! The partitions this broker hosts: each wraps its on-disk log, and wakes fetches that wait
 //! for data when an append lands.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::config::TopicConfig;
 use crate::log::batch::BatchHeader;
 use crate::log::{
-    AppendError, AppendInfo, LogConfig, LogError, PartitionLog, ReadError, ReadResult,
+    AppendError, AppendInfo, CompactionOutcome, CompactionSettings, LogConfig, LogError,
+    PartitionLog, ReadError, ReadResult, RetentionOutcome,
 };
 use crate::producer::{ProducerStateTable, SequenceError, Verdict};
 
@@ -37,6 +40,13 @@ pub struct Partition {
     pub index: i32,
     state: RwLock<State>,
     waiters: Mutex<Vec<Arc<Notify>>>,
+    /// `flush.messages=1`: every acknowledged write is fsynced first, by group commit.
+    sync_every_write: AtomicBool,
+    /// The offset up to which the log is known fsynced; holding the lock makes a caller
+    /// the one that syncs, and the ones queued behind it usually find their write covered.
+    synced_through: tokio::sync::Mutex<i64>,
+    /// One compaction at a time per partition.
+    cleaning: Mutex<()>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -52,15 +62,20 @@ impl Partition {
         topic: Arc<str>,
         topic_id: Uuid,
         index: i32,
+        config: &TopicConfig,
         log: PartitionLog,
     ) -> Result<Partition, LogError> {
         let producers = restore_producers(&log)?;
+        let end = log.log_end_offset();
         Ok(Partition {
             topic,
             topic_id,
             index,
             state: RwLock::new(State { log, producers }),
             waiters: Mutex::new(Vec::new()),
+            sync_every_write: AtomicBool::new(config.flush_messages <= 1),
+            synced_through: tokio::sync::Mutex::new(end),
+            cleaning: Mutex::new(()),
         })
     }
 
@@ -70,10 +85,11 @@ impl Partition {
         topic: Arc<str>,
         topic_id: Uuid,
         index: i32,
+        topic_config: &TopicConfig,
         config: LogConfig,
     ) -> Result<Partition, LogError> {
         let log = PartitionLog::open(&dir.join(format!("{topic}-{index}")), config)?;
-        Partition::new(topic, topic_id, index, log)
+        Partition::new(topic, topic_id, index, topic_config, log)
     }
 
     /// Appends the batches of a Produce request and wakes every fetch waiting on this
@@ -153,6 +169,81 @@ impl Partition {
         if !waiters.iter().any(|w| Arc::ptr_eq(w, notify)) {
             waiters.push(Arc::clone(notify));
         }
+    }
+
+    /// Whether acknowledgements wait for an fsync ([`Partition::sync_through`]).
+    pub fn syncs_every_write(&self) -> bool {
+        self.sync_every_write.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything below `end_offset` is fsynced. Concurrent callers share
+    /// fsyncs: one syncs the whole log while the others queue, and most of them then find
+    /// their write already covered (group commit).
+    pub async fn sync_through(self: &Arc<Self>, end_offset: i64) -> Result<(), LogError> {
+        let mut synced = self.synced_through.lock().await;
+        if *synced >= end_offset {
+            return Ok(());
+        }
+        let partition = Arc::clone(self);
+        let flushed = tokio::task::spawn_blocking(move || {
+            let mut state = partition.state.write();
+            let end = state.log.log_end_offset();
+            state.log.flush().map(|()| end)
+        })
+        .await
+        .map_err(|e| {
+            LogError::from(crate::log::IoError {
+                op: "fsync",
+                path: std::path::PathBuf::from(format!("{}-{}", self.topic, self.index)),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })??;
+        *synced = flushed;
+        Ok(())
+    }
+
+    /// Applies changed topic settings.
+    pub fn set_config(&self, topic: &TopicConfig, log: LogConfig) {
+        self.sync_every_write
+            .store(topic.flush_messages <= 1, Ordering::Relaxed);
+        self.state.write().log.set_config(log);
+    }
+
+    pub fn apply_retention(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+    ) -> Result<RetentionOutcome, LogError> {
+        self.state
+            .write()
+            .log
+            .apply_retention(now_ms, retention_ms, retention_bytes)
+    }
+
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        self.state.write().log.delete_records_before(offset)
+    }
+
+    /// Compacts the log: plans under the read lock, cleans with no lock held, and swaps the
+    /// cleaned segments in under the write lock, so appends wait only for the swap.
+    pub fn compact(
+        &self,
+        now_ms: i64,
+        settings: &CompactionSettings,
+    ) -> Result<Option<CompactionOutcome>, LogError> {
+        let Some(_cleaning) = self.cleaning.try_lock() else {
+            return Ok(None);
+        };
+        let Some(plan) = self.state.read().log.compaction_plan(now_ms, settings)? else {
+            return Ok(None);
+        };
+        let cleaned = plan.run()?;
+        self.state.write().log.install_cleaned(cleaned).map(Some)
+    }
+
+    pub fn flush_if_due(&self, now: std::time::Instant) -> Result<bool, LogError> {
+        self.state.write().log.flush_if_due(now)
     }
 
     pub fn flush(&self) -> Result<(), LogError> {

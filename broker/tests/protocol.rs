@@ -525,6 +525,25 @@ impl Probe {
                 let result = r.responses.first().context("no resource in the response")?;
                 expect_ok("IncrementalAlterConfigs", result.error_code)?;
             }
+            ApiKey::DeleteRecords => {
+                use kafka_protocol::messages::delete_records_request::{
+                    DeleteRecordsPartition, DeleteRecordsTopic,
+                };
+                let request = kafka_protocol::messages::DeleteRecordsRequest::default()
+                    .with_timeout_ms(5000)
+                    .with_topics(vec![DeleteRecordsTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(vec![DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(0)])]);
+                let r = call(conn, &request, version).await?;
+                let t = r.topics.first().context("no topic in the response")?;
+                let p = t
+                    .partitions
+                    .first()
+                    .context("no partition in the response")?;
+                expect_ok("DeleteRecords", p.error_code)?;
+            }
             _ => return Ok(false),
         }
         Ok(true)

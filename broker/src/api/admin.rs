@@ -7,10 +7,14 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse,
 };
 use kafka_protocol::ResponseError;
 
@@ -226,4 +230,33 @@ pub(super) fn create_partitions(
         })
         .collect();
     CreatePartitionsResponse::default().with_results(results)
+}
+
+pub(super) fn delete_records(
+    broker: &Broker,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let result = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                    match broker.delete_records(&name, p.partition_index, p.offset) {
+                        Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                        Err(e) => {
+                            tracing::info!(topic = name, partition = p.partition_index, error = %e.message, "records not deleted");
+                            result.with_low_watermark(-1).with_error_code(e.code.code())
+                        }
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default().with_name(topic.name).with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
 }

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind,
     SyncGroupRequest, TopicName,
 };
@@ -70,6 +70,7 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::OffsetDelete,
     ApiKey::AlterConfigs,
     ApiKey::IncrementalAlterConfigs,
+    ApiKey::DeleteRecords,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -107,6 +108,7 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::OffsetDelete => versions::<OffsetDeleteRequest>(),
         ApiKey::AlterConfigs => versions::<AlterConfigsRequest>(),
         ApiKey::IncrementalAlterConfigs => versions::<IncrementalAlterConfigsRequest>(),
+        ApiKey::DeleteRecords => versions::<DeleteRecordsRequest>(),
         _ => return None,
     })
 }
@@ -145,6 +147,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::AlterConfigs => "AlterConfigs",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DeleteRecords => "DeleteRecords",
         _ => "Unsupported",
     }
 }
@@ -191,7 +194,7 @@ pub async fn handle(
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
-        RequestKind::Produce(r) => match produce::handle(broker, r, version) {
+        RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Outcome::NoResponse,
         },
@@ -239,6 +242,9 @@ pub async fn handle(
         }
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::delete(broker, r)),
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(broker, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(admin::delete_records(broker, r))
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r))
         }

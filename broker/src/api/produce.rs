@@ -9,7 +9,7 @@ use crate::broker::Broker;
 use crate::producer::SequenceError;
 use crate::replica::ProduceError;
 
-pub(super) fn handle(
+pub(super) async fn handle(
     broker: &Broker,
     request: ProduceRequest,
     version: i16,
@@ -17,6 +17,9 @@ pub(super) fn handle(
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     let mut responses = Vec::with_capacity(request.topic_data.len());
+    // Partitions whose writes must be fsynced before they are acknowledged.
+    let mut to_sync: Vec<(usize, usize, std::sync::Arc<crate::replica::Partition>, i64)> =
+        Vec::new();
     for topic in request.topic_data {
         let name = if version >= 13 {
             broker.topic_by_id(topic.topic_id).map(|t| t.name)
@@ -56,6 +59,9 @@ pub(super) fn handle(
                 };
                 match partition.append(&records) {
                     Ok(info) => {
+                        if partition.syncs_every_write() {
+                            to_sync.push((responses.len(), data.index as usize, std::sync::Arc::clone(&partition), info.last_offset + 1));
+                        }
                         broker.metrics.bytes_in.with_label_values(&[name]).inc_by(info.bytes as u64);
                         broker.metrics.messages_in.with_label_values(&[name]).inc_by(info.record_count);
                         result
@@ -87,6 +93,22 @@ pub(super) fn handle(
                 .with_topic_id(topic.topic_id)
                 .with_partition_responses(partitions),
         );
+    }
+    for (topic_at, partition_index, partition, end) in to_sync {
+        if let Err(e) = partition.sync_through(end).await {
+            tracing::error!(partition = ?partition, error = %e, "fsync failed: the write is not acknowledged");
+            if let Some(p) = responses
+                .get_mut(topic_at)
+                .and_then(|t: &mut TopicProduceResponse| {
+                    t.partition_responses
+                        .iter_mut()
+                        .find(|p| p.index as usize == partition_index)
+                })
+            {
+                p.error_code = ResponseError::KafkaStorageError.code();
+                p.error_message = Some(str_bytes(&e.to_string()));
+            }
+        }
     }
     if acks == 0 {
         return None;

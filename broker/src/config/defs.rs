@@ -238,6 +238,27 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         "CreateTime or LogAppendTime.",
     ),
     def(
+        "log.retention.check.interval.ms",
+        ConfigType::Long,
+        Some("300000"),
+        Check::AtLeast(1),
+        "How often segments past retention are looked for, in ms.",
+    ),
+    def(
+        "log.cleaner.enable",
+        ConfigType::Boolean,
+        Some("true"),
+        Check::Any,
+        "Run the log cleaner for compacted topics.",
+    ),
+    def(
+        "log.cleaner.backoff.ms",
+        ConfigType::Long,
+        Some("15000"),
+        Check::AtLeast(0),
+        "Pause between passes of the log cleaner, in ms.",
+    ),
+    def(
         "log.cleaner.delete.retention.ms",
         ConfigType::Long,
         Some("86400000"),

@@ -106,6 +106,12 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     pub offsets_topic_segment_bytes: i32,
     pub group: crate::group::GroupConfig,
+    /// How often retention runs (`log.retention.check.interval.ms`).
+    pub retention_check_interval: std::time::Duration,
+    /// Whether compaction runs, and its pause between passes (`log.cleaner.enable`,
+    /// `log.cleaner.backoff.ms`).
+    pub cleaner_enable: bool,
+    pub cleaner_backoff: std::time::Duration,
     /// Every setting given explicitly, by Kafka name, for DescribeConfigs and topic defaults.
     explicit: BTreeMap<String, String>,
 }
@@ -189,6 +195,9 @@ impl BrokerConfig {
                 max_session_timeout: millis(int("group.max.session.timeout.ms")),
                 offset_metadata_max_bytes: int("offset.metadata.max.bytes") as usize,
             },
+            retention_check_interval: millis(int("log.retention.check.interval.ms")),
+            cleaner_enable: get("log.cleaner.enable") == "true",
+            cleaner_backoff: millis(int("log.cleaner.backoff.ms")),
             explicit: settings,
         })
     }
@@ -242,6 +251,21 @@ impl BrokerConfig {
             flush_ms: u64::try_from(long("flush.ms"))
                 .ok()
                 .filter(|ms| *ms != i64::MAX as u64),
+            retention_ms: long("retention.ms"),
+            retention_bytes: long("retention.bytes"),
+            cleanup_delete: value("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "delete"),
+            cleanup_compact: value("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "compact"),
+            compaction: crate::log::CompactionSettings {
+                min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
+                    .parse()
+                    .unwrap_or(0.5),
+                min_compaction_lag_ms: long("min.compaction.lag.ms"),
+                delete_retention_ms: long("delete.retention.ms"),
+            },
         }
     }
 }
@@ -301,7 +325,7 @@ pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), 
 }
 
 /// The topic settings the storage engine acts on, resolved from overrides and broker defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
     pub segment_bytes: u64,
     pub segment_ms: Option<u64>,
@@ -311,6 +335,13 @@ pub struct TopicConfig {
     pub flush_messages: u64,
     /// Longest time appended data stays unsynced (`flush.ms`); `None` leaves it to the OS.
     pub flush_ms: Option<u64>,
+    /// `retention.ms` and `retention.bytes`; -1 is unlimited.
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    /// `cleanup.policy` contains `delete` / `compact`.
+    pub cleanup_delete: bool,
+    pub cleanup_compact: bool,
+    pub compaction: crate::log::CompactionSettings,
 }
 
 /// Topic names Kafka accepts: 1-249 characters of ASCII letters, digits, `.`, `_` and `-`,
