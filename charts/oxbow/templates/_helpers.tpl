@@ -1,0 +1,66 @@
+{{/* Name of the chart's objects: the release name, with the chart name unless it holds it. */}}
+{{- define "oxbow.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "oxbow.selectorLabels" -}}
+app.kubernetes.io/name: oxbow-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "oxbow.labels" -}}
+{{ include "oxbow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: oxbow
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "oxbow.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "oxbow.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "oxbow.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "oxbow.brokerImage" -}}
+{{- printf "%s:%s" .Values.brokerImage.repository (default .Chart.AppVersion .Values.brokerImage.tag) -}}
+{{- end -}}
+
+{{/* What the operator does in a watched namespace. */}}
+{{- define "oxbow.rules" -}}
+- apiGroups: ["oxbow.dev"]
+  resources: ["kafkaclusters", "kafkatopics"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["oxbow.dev"]
+  resources: ["kafkaclusters/status", "kafkatopics/status"]
+  verbs: ["get", "patch"]
+# Owner references with blockOwnerDeletion on the objects a KafkaCluster owns.
+- apiGroups: ["oxbow.dev"]
+  resources: ["kafkaclusters/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps", "services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}

@@ -1,0 +1,1035 @@
+//! The objects a KafkaCluster consists of, built from a [`ValidatedCluster`]: ConfigMap,
+//! headless and client Services, StatefulSet and PodDisruptionBudget. Pure functions.
+//!
+//! # How a broker pod finds its configuration
+//!
+//! The ConfigMap holds one complete `server.properties` per broker, keyed
+//! `<pod name>.properties` (`main-0.properties`, ...), so each pod's `node.id`,
+//! `process.roles` and `advertised.listeners` are fixed by the operator, not computed in the
+//! pod. The broker container gets `POD_NAME` and `POD_NAMESPACE` from the downward API and
+//! `OXBOW_CONFIG=/etc/oxbow/$(POD_NAME).properties`, and runs with `--config $(OXBOW_CONFIG)`;
+//! Kubernetes expands both itself: no shell, no init container. The broker reads its file and
+//! nothing else (the arguments also replace the image's defaults, which would override it). The node id equals the pod
+//! ordinal, the suffix of `POD_NAME` after its last `-`, should a broker ever need to derive it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+    EnvVarSource, Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    SleepAction, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::validate::ValidatedCluster;
+
+/// Pod-template annotation holding a hash of everything that must restart the brokers when it
+/// changes (shared configuration, quorum, image): a change rolls the pods one at a time.
+pub const CONFIG_HASH_ANNOTATION: &str = "oxbow.dev/config-hash";
+/// Where the broker data volume is mounted; `log.dirs` is a directory inside it, so a
+/// filesystem's `lost+found` never sits among the partitions.
+pub const DATA_MOUNT: &str = "/var/lib/oxbow";
+pub const LOG_DIR: &str = "/var/lib/oxbow/data";
+/// Where the ConfigMap is mounted.
+pub const CONFIG_MOUNT: &str = "/etc/oxbow";
+/// The broker runs as this unprivileged user (the image's `nonroot` user).
+pub const BROKER_UID: i64 = 65532;
+/// Default time a broker gets between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE_SECONDS: i64 = 120;
+/// Seconds the pod waits before SIGTERM, so Services stop routing to it first.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
+
+const CONTAINER: &str = "broker";
+const DATA_VOLUME: &str = "data";
+const CONFIG_VOLUME: &str = "config";
+
+/// Everything a KafkaCluster consists of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterResources {
+    pub config_map: ConfigMap,
+    pub headless_service: Service,
+    pub bootstrap_service: Service,
+    pub stateful_set: StatefulSet,
+    pub pdb: PodDisruptionBudget,
+}
+
+/// Builds every object of the cluster.
+pub fn build(cluster: &ValidatedCluster) -> ClusterResources {
+    ClusterResources {
+        config_map: config_map(cluster),
+        headless_service: headless_service(cluster),
+        bootstrap_service: bootstrap_service(cluster),
+        stateful_set: stateful_set(cluster),
+        pdb: pod_disruption_budget(cluster),
+    }
+}
+
+/// Labels that select the cluster's broker pods. Never change: a StatefulSet's selector is
+/// immutable.
+pub fn selector_labels(cluster: &ValidatedCluster) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "oxbow".to_string()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            cluster.name.clone(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "broker".to_string(),
+        ),
+    ])
+}
+
+/// Labels on every object the operator creates for the cluster.
+pub fn labels(cluster: &ValidatedCluster) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(cluster);
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        "oxbow-operator".to_string(),
+    );
+    labels.insert("app.kubernetes.io/part-of".to_string(), "oxbow".to_string());
+    labels.insert("oxbow.dev/cluster".to_string(), cluster.name.clone());
+    labels
+}
+
+/// The `<label>=<value>,...` form of the selector, for listing pods.
+pub fn selector_string(cluster: &ValidatedCluster) -> String {
+    selector_labels(cluster)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn metadata(cluster: &ValidatedCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(cluster.namespace.clone()),
+        labels: Some(labels(cluster)),
+        owner_references: Some(vec![cluster.owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Settings every broker shares, in file order: quorum, storage, metrics, replication
+/// defaults, then the user's settings.
+pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
+    let voters = cluster
+        .voters()
+        .iter()
+        .map(|id| format!("{id}@{}:{}", cluster.pod_host(*id), cluster.controller_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut settings = vec![
+        ("controller.quorum.voters".to_string(), voters),
+        (
+            "controller.listener.names".to_string(),
+            "CONTROLLER".to_string(),
+        ),
+        (
+            "listener.security.protocol.map".to_string(),
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_string(),
+        ),
+        (
+            "inter.broker.listener.name".to_string(),
+            "PLAINTEXT".to_string(),
+        ),
+        ("log.dirs".to_string(), LOG_DIR.to_string()),
+        (
+            "metrics.address".to_string(),
+            cluster
+                .metrics_port
+                .map(|port| format!("0.0.0.0:{port}"))
+                .unwrap_or_default(),
+        ),
+    ];
+    // Replication defaults that fit the cluster's size, unless the user chose.
+    let replication = cluster.replicas.min(3);
+    let defaults = [
+        ("default.replication.factor", replication.to_string()),
+        ("min.insync.replicas", (replication - 1).max(1).to_string()),
+    ];
+    for (key, value) in defaults {
+        if !cluster.user_config.contains_key(key) {
+            settings.push((key.to_string(), value));
+        }
+    }
+    settings.extend(
+        cluster
+            .user_config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    settings
+}
+
+/// Settings particular to broker `ordinal`.
+pub fn broker_properties(cluster: &ValidatedCluster, ordinal: i32) -> Vec<(String, String)> {
+    let voter = cluster.voters().contains(&ordinal);
+    let listeners = if voter {
+        format!(
+            "PLAINTEXT://:{},CONTROLLER://:{}",
+            cluster.client_port, cluster.controller_port
+        )
+    } else {
+        format!("PLAINTEXT://:{}", cluster.client_port)
+    };
+    vec![
+        ("node.id".to_string(), ordinal.to_string()),
+        (
+            "process.roles".to_string(),
+            if voter { "broker,controller" } else { "broker" }.to_string(),
+        ),
+        ("listeners".to_string(), listeners),
+        (
+            "advertised.listeners".to_string(),
+            format!(
+                "PLAINTEXT://{}:{}",
+                cluster.pod_host(ordinal),
+                cluster.client_port
+            ),
+        ),
+    ]
+}
+
+/// Broker `ordinal`'s complete `server.properties`.
+pub fn server_properties(cluster: &ValidatedCluster, ordinal: i32) -> String {
+    let mut text = format!(
+        "# server.properties of broker {pod} in KafkaCluster {ns}/{name}.\n\
+         # Written by oxbow-operator: edit the KafkaCluster (spec.config), not this file.\n\
+         # The pod reads it as OXBOW_CONFIG=/etc/oxbow/$(POD_NAME).properties.\n",
+        pod = cluster.pod_name(ordinal),
+        ns = cluster.namespace,
+        name = cluster.name,
+    );
+    for (key, value) in broker_properties(cluster, ordinal)
+        .into_iter()
+        .chain(shared_properties(cluster))
+    {
+        // Values were checked for line breaks and trailing backslashes by validation.
+        let _ = writeln!(text, "{key}={value}");
+    }
+    text
+}
+
+pub fn config_map(cluster: &ValidatedCluster) -> ConfigMap {
+    let data = (0..cluster.replicas)
+        .map(|ordinal| {
+            (
+                format!("{}.properties", cluster.pod_name(ordinal)),
+                server_properties(cluster, ordinal),
+            )
+        })
+        .collect();
+    ConfigMap {
+        metadata: metadata(cluster, cluster.config_map_name()),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// FNV-1a, 64 bits: stable across Rust releases (unlike `DefaultHasher`), so upgrading the
+/// operator does not roll every cluster.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Hash of what a running broker depends on: the shared settings (quorum included), ports,
+/// and image. Adding brokers adds files to the ConfigMap but does not change this, so a
+/// scale-up does not restart the brokers already running.
+pub fn config_hash(cluster: &ValidatedCluster) -> String {
+    let mut input = String::new();
+    for (key, value) in shared_properties(cluster) {
+        let _ = writeln!(input, "{key}={value}");
+    }
+    let _ = writeln!(
+        input,
+        "ports={},{}\nimage={}",
+        cluster.client_port, cluster.controller_port, cluster.image
+    );
+    format!("{:016x}", fnv1a(input.as_bytes()))
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_string()),
+        port,
+        target_port: Some(IntOrString::String(name.to_string())),
+        protocol: Some("TCP".to_string()),
+        ..ServicePort::default()
+    }
+}
+
+/// The headless Service behind the brokers' DNS names. It lists pods before they are ready,
+/// since brokers must reach each other (quorum, replication) to become ready at all.
+pub fn headless_service(cluster: &ValidatedCluster) -> Service {
+    let mut ports = vec![
+        port("kafka", cluster.client_port),
+        port("controller", cluster.controller_port),
+    ];
+    if let Some(metrics) = cluster.metrics_port {
+        ports.push(port("metrics", metrics));
+    }
+    Service {
+        metadata: metadata(cluster, cluster.headless_service_name()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(cluster)),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The Service clients bootstrap from: ready brokers only.
+pub fn bootstrap_service(cluster: &ValidatedCluster) -> Service {
+    Service {
+        metadata: metadata(cluster, cluster.bootstrap_service_name()),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_string()),
+            selector: Some(selector_labels(cluster)),
+            ports: Some(vec![port("kafka", cluster.client_port)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn tcp_probe(port: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String(port.to_string()),
+            ..TCPSocketAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(3),
+        ..Probe::default()
+    }
+}
+
+fn broker_container(cluster: &ValidatedCluster) -> Container {
+    let mut ports = vec![
+        ContainerPort {
+            name: Some("kafka".to_string()),
+            container_port: cluster.client_port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("controller".to_string()),
+            container_port: cluster.controller_port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        },
+    ];
+    if let Some(metrics) = cluster.metrics_port {
+        ports.push(ContainerPort {
+            name: Some("metrics".to_string()),
+            container_port: metrics,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        });
+    }
+    Container {
+        name: CONTAINER.to_string(),
+        image: Some(cluster.image.clone()),
+        image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_string()),
+        // Replaces the image's default arguments, which as flags would override the file.
+        args: Some(vec!["--config".to_string(), "$(OXBOW_CONFIG)".to_string()]),
+        env: Some(vec![
+            env_from_field("POD_NAME", "metadata.name"),
+            env_from_field("POD_NAMESPACE", "metadata.namespace"),
+            EnvVar {
+                name: "OXBOW_CONFIG".to_string(),
+                value: Some(format!("{CONFIG_MOUNT}/$(POD_NAME).properties")),
+                ..EnvVar::default()
+            },
+        ]),
+        ports: Some(ports),
+        resources: cluster.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.to_string(),
+                mount_path: DATA_MOUNT.to_string(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: CONFIG_VOLUME.to_string(),
+                mount_path: CONFIG_MOUNT.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        // Recovery of a large log after a crash may take minutes: the startup probe allows
+        // ten, then liveness and readiness take over.
+        startup_probe: Some(tcp_probe("kafka", 5, 120)),
+        liveness_probe: Some(tcp_probe("kafka", 10, 6)),
+        readiness_probe: Some(tcp_probe("kafka", 5, 3)),
+        lifecycle: Some(Lifecycle {
+            // Leave the Services before SIGTERM starts the controlled shutdown.
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// Brokers prefer distinct nodes unless the user gave their own affinity.
+fn affinity(cluster: &ValidatedCluster) -> Affinity {
+    if let Some(affinity) = &cluster.pod.affinity {
+        return affinity.clone();
+    }
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(cluster)),
+                            ..LabelSelector::default()
+                        }),
+                        topology_key: "kubernetes.io/hostname".to_string(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
+    let mut pod_labels = cluster.pod.labels.clone();
+    pod_labels.extend(labels(cluster));
+    let mut annotations = cluster.pod.annotations.clone();
+    annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash(cluster));
+    if let Some(metrics) = cluster.metrics_port {
+        annotations.insert("prometheus.io/scrape".to_string(), "true".to_string());
+        annotations.insert("prometheus.io/port".to_string(), metrics.to_string());
+        annotations.insert("prometheus.io/path".to_string(), "/metrics".to_string());
+    }
+    let spread = cluster.rack_topology_key.as_ref().map(|key| {
+        vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key.clone(),
+            when_unsatisfiable: "ScheduleAnyway".to_string(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..LabelSelector::default()
+            }),
+            ..TopologySpreadConstraint::default()
+        }]
+    });
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![broker_container(cluster)],
+            affinity: Some(affinity(cluster)),
+            topology_spread_constraints: spread,
+            tolerations: (!cluster.pod.tolerations.is_empty())
+                .then(|| cluster.pod.tolerations.clone()),
+            node_selector: (!cluster.pod.node_selector.is_empty())
+                .then(|| cluster.pod.node_selector.clone()),
+            priority_class_name: cluster.pod.priority_class_name.clone(),
+            termination_grace_period_seconds: Some(
+                cluster
+                    .pod
+                    .termination_grace_period_seconds
+                    .unwrap_or(DEFAULT_GRACE_SECONDS),
+            ),
+            // The broker talks to Kafka clients only; it needs no Kubernetes credentials.
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(BROKER_UID),
+                run_as_group: Some(BROKER_UID),
+                fs_group: Some(BROKER_UID),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            volumes: Some(vec![Volume {
+                name: CONFIG_VOLUME.to_string(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: cluster.config_map_name(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn volume_claim_template(cluster: &ValidatedCluster) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_string()),
+            labels: Some(selector_labels(cluster)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: cluster.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(cluster.storage_size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The brokers. Pods start in parallel (a quorum needs its voters up together); updates
+/// still replace one pod at a time, highest ordinal first, each waiting for the previous to
+/// be ready.
+pub fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
+    StatefulSet {
+        metadata: metadata(cluster, cluster.statefulset_name()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(cluster.replicas),
+            service_name: Some(cluster.headless_service_name()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..LabelSelector::default()
+            },
+            pod_management_policy: Some("Parallel".to_string()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(
+                        if cluster.delete_claim {
+                            "Delete"
+                        } else {
+                            "Retain"
+                        }
+                        .to_string(),
+                    ),
+                    // A broker removed by a scale-down may come back; its data with it.
+                    when_scaled: Some("Retain".to_string()),
+                },
+            ),
+            template: pod_template(cluster),
+            volume_claim_templates: Some(vec![volume_claim_template(cluster)]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// At most one broker down for voluntary disruptions (node drains, upgrades).
+pub fn pod_disruption_budget(cluster: &ValidatedCluster) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: metadata(cluster, cluster.pdb_name()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::validate::{validate, OperatorSettings};
+    use crate::test_support::{cluster, MINIMAL_CLUSTER};
+
+    fn valid(yaml: &str) -> ValidatedCluster {
+        validate(&cluster(yaml), &OperatorSettings::default()).expect("valid fixture")
+    }
+
+    fn with(spec_lines: &str) -> ValidatedCluster {
+        valid(&format!("{MINIMAL_CLUSTER}\n{spec_lines}"))
+    }
+
+    fn properties(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn pod_spec(sts: &StatefulSet) -> PodSpec {
+        sts.spec
+            .clone()
+            .and_then(|s| s.template.spec)
+            .expect("pod spec")
+    }
+
+    fn container(sts: &StatefulSet) -> Container {
+        pod_spec(sts).containers[0].clone()
+    }
+
+    fn template_annotations(sts: &StatefulSet) -> BTreeMap<String, String> {
+        sts.spec
+            .clone()
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .expect("annotations")
+    }
+
+    #[test]
+    fn every_object_is_owned_by_the_cluster_and_labelled() {
+        let c = valid(MINIMAL_CLUSTER);
+        let r = build(&c);
+        let metas = [
+            &r.config_map.metadata,
+            &r.headless_service.metadata,
+            &r.bootstrap_service.metadata,
+            &r.stateful_set.metadata,
+            &r.pdb.metadata,
+        ];
+        for meta in metas {
+            assert_eq!(meta.namespace.as_deref(), Some("streaming"));
+            let owners = meta.owner_references.as_ref().expect("owner");
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0].kind, "KafkaCluster");
+            assert_eq!(owners[0].name, "main");
+            assert_eq!(owners[0].uid, "6f0c3f5e-0000-4000-8000-000000000001");
+            assert_eq!(owners[0].controller, Some(true));
+            let labels = meta.labels.as_ref().expect("labels");
+            assert_eq!(labels["app.kubernetes.io/instance"], "main");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "oxbow-operator");
+        }
+        let names: Vec<_> = metas
+            .iter()
+            .map(|m| m.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "main-config",
+                "main-brokers",
+                "main-bootstrap",
+                "main",
+                "main"
+            ]
+        );
+    }
+
+    #[test]
+    fn each_broker_gets_its_own_complete_server_properties() {
+        let c = valid(MINIMAL_CLUSTER);
+        let data = config_map(&c).data.expect("data");
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            [
+                "main-0.properties",
+                "main-1.properties",
+                "main-2.properties"
+            ]
+        );
+        let zero = properties(&data["main-0.properties"]);
+        assert_eq!(zero["node.id"], "0");
+        assert_eq!(zero["process.roles"], "broker,controller");
+        assert_eq!(zero["listeners"], "PLAINTEXT://:9092,CONTROLLER://:9093");
+        assert_eq!(
+            zero["advertised.listeners"],
+            "PLAINTEXT://main-0.main-brokers.streaming.svc.cluster.local:9092"
+        );
+        assert_eq!(
+            zero["controller.quorum.voters"],
+            "0@main-0.main-brokers.streaming.svc.cluster.local:9093,\
+             1@main-1.main-brokers.streaming.svc.cluster.local:9093,\
+             2@main-2.main-brokers.streaming.svc.cluster.local:9093"
+        );
+        assert_eq!(zero["controller.listener.names"], "CONTROLLER");
+        assert_eq!(zero["log.dirs"], LOG_DIR);
+        assert_eq!(zero["metrics.address"], "0.0.0.0:9404");
+        assert_eq!(zero["default.replication.factor"], "3");
+        assert_eq!(zero["min.insync.replicas"], "2");
+        let two = properties(&data["main-2.properties"]);
+        assert_eq!(two["node.id"], "2");
+        assert_eq!(
+            two["advertised.listeners"],
+            "PLAINTEXT://main-2.main-brokers.streaming.svc.cluster.local:9092"
+        );
+    }
+
+    #[test]
+    fn brokers_beyond_the_quorum_have_the_broker_role_only() {
+        let c = with("  replicas: 5");
+        let four = properties(&server_properties(&c, 4));
+        assert_eq!(four["process.roles"], "broker");
+        assert_eq!(four["listeners"], "PLAINTEXT://:9092");
+        assert_eq!(four["controller.quorum.voters"].matches('@').count(), 3);
+    }
+
+    #[test]
+    fn a_single_broker_is_its_own_quorum_with_replication_one() {
+        let c = with("  replicas: 1");
+        let zero = properties(&server_properties(&c, 0));
+        assert_eq!(zero["process.roles"], "broker,controller");
+        assert_eq!(
+            zero["controller.quorum.voters"],
+            "0@main-0.main-brokers.streaming.svc.cluster.local:9093"
+        );
+        assert_eq!(zero["default.replication.factor"], "1");
+        assert_eq!(zero["min.insync.replicas"], "1");
+    }
+
+    #[test]
+    fn user_settings_are_written_and_win_over_replication_defaults() {
+        let c = with("  config:\n    min.insync.replicas: \"1\"\n    log.retention.hours: \"72\"");
+        let text = server_properties(&c, 0);
+        let zero = properties(&text);
+        assert_eq!(zero["min.insync.replicas"], "1");
+        assert_eq!(zero["log.retention.hours"], "72");
+        assert_eq!(text.matches("min.insync.replicas=").count(), 1);
+    }
+
+    #[test]
+    fn disabled_metrics_leave_the_address_empty_and_remove_the_port() {
+        let c = with("  metrics:\n    enabled: false");
+        let zero = properties(&server_properties(&c, 0));
+        assert_eq!(zero["metrics.address"], "");
+        let r = build(&c);
+        let ports = container(&r.stateful_set).ports.expect("ports");
+        assert!(ports.iter().all(|p| p.name.as_deref() != Some("metrics")));
+        assert!(!template_annotations(&r.stateful_set).contains_key("prometheus.io/scrape"));
+    }
+
+    #[test]
+    fn the_headless_service_publishes_not_ready_brokers() {
+        let spec = headless_service(&valid(MINIMAL_CLUSTER))
+            .spec
+            .expect("spec");
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
+        let ports: Vec<_> = spec
+            .ports
+            .expect("ports")
+            .iter()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("kafka".to_string(), 9092),
+                ("controller".to_string(), 9093),
+                ("metrics".to_string(), 9404)
+            ]
+        );
+        assert_eq!(
+            spec.selector,
+            Some(selector_labels(&valid(MINIMAL_CLUSTER)))
+        );
+    }
+
+    #[test]
+    fn the_bootstrap_service_serves_the_client_port_of_ready_brokers() {
+        let spec = bootstrap_service(&with("  listeners:\n    clientPort: 19092"))
+            .spec
+            .expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(spec.publish_not_ready_addresses, None);
+        let ports = spec.ports.expect("ports");
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].port, 19092);
+        assert_eq!(
+            ports[0].target_port,
+            Some(IntOrString::String("kafka".to_string()))
+        );
+    }
+
+    #[test]
+    fn the_statefulset_starts_pods_in_parallel_and_keeps_claims_on_scale_down() {
+        let sts = stateful_set(&valid(MINIMAL_CLUSTER));
+        let spec = sts.spec.clone().expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("main-brokers"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(
+            spec.update_strategy.and_then(|u| u.type_).as_deref(),
+            Some("RollingUpdate")
+        );
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .expect("retention");
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+        let claims = spec.volume_claim_templates.expect("claims");
+        let claim = claims[0].spec.clone().expect("claim spec");
+        assert_eq!(
+            claim.resources.and_then(|r| r.requests).expect("requests")["storage"],
+            Quantity("10Gi".to_string())
+        );
+        assert_eq!(claim.storage_class_name, None);
+        assert_eq!(
+            spec.selector.match_labels,
+            Some(selector_labels(&valid(MINIMAL_CLUSTER)))
+        );
+    }
+
+    #[test]
+    fn storage_settings_reach_the_claim_template() {
+        let sts = stateful_set(&with(
+            "  storage:\n    size: 50Gi\n    storageClassName: fast-ssd\n    deleteClaim: true",
+        ));
+        let spec = sts.spec.expect("spec");
+        let claim = spec.volume_claim_templates.expect("claims")[0]
+            .spec
+            .clone()
+            .expect("claim spec");
+        assert_eq!(claim.storage_class_name.as_deref(), Some("fast-ssd"));
+        assert_eq!(
+            claim.resources.and_then(|r| r.requests).expect("requests")["storage"],
+            Quantity("50Gi".to_string())
+        );
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy
+                .and_then(|p| p.when_deleted)
+                .as_deref(),
+            Some("Delete")
+        );
+    }
+
+    #[test]
+    fn the_broker_reads_its_own_file_through_the_downward_api() {
+        let c = container(&stateful_set(&valid(MINIMAL_CLUSTER)));
+        let env = c.env.expect("env");
+        let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["POD_NAME", "POD_NAMESPACE", "OXBOW_CONFIG"]);
+        let pod_name = env[0]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(pod_name, Some("metadata.name"));
+        assert_eq!(
+            env[2].value.as_deref(),
+            Some("/etc/oxbow/$(POD_NAME).properties")
+        );
+        assert_eq!(
+            c.args.as_deref(),
+            Some(&["--config".to_string(), "$(OXBOW_CONFIG)".to_string()][..]),
+            "no image default arguments override the file"
+        );
+        let mounts = c.volume_mounts.expect("mounts");
+        assert_eq!(mounts[0].mount_path, DATA_MOUNT);
+        assert_eq!(mounts[1].mount_path, CONFIG_MOUNT);
+        assert_eq!(mounts[1].read_only, Some(true));
+        assert!(LOG_DIR.starts_with(DATA_MOUNT));
+    }
+
+    #[test]
+    fn probes_use_the_kafka_port_and_pre_stop_waits_before_sigterm() {
+        let c = container(&stateful_set(&valid(MINIMAL_CLUSTER)));
+        for probe in [&c.startup_probe, &c.liveness_probe, &c.readiness_probe] {
+            let port = probe
+                .as_ref()
+                .and_then(|p| p.tcp_socket.as_ref())
+                .map(|t| t.port.clone());
+            assert_eq!(port, Some(IntOrString::String("kafka".to_string())));
+        }
+        let sleep = c
+            .lifecycle
+            .and_then(|l| l.pre_stop)
+            .and_then(|h| h.sleep)
+            .map(|s| s.seconds);
+        assert_eq!(sleep, Some(PRE_STOP_SLEEP_SECONDS));
+        let pod = pod_spec(&stateful_set(&valid(MINIMAL_CLUSTER)));
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(DEFAULT_GRACE_SECONDS)
+        );
+    }
+
+    #[test]
+    fn brokers_run_unprivileged() {
+        let sts = stateful_set(&valid(MINIMAL_CLUSTER));
+        let pod = pod_spec(&sts);
+        let security = pod.security_context.expect("pod security");
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.fs_group, Some(BROKER_UID));
+        let container = container(&sts)
+            .security_context
+            .expect("container security");
+        assert_eq!(container.allow_privilege_escalation, Some(false));
+        assert_eq!(container.read_only_root_filesystem, Some(true));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn image_pull_policy_and_resources_reach_the_container() {
+        let c = container(&stateful_set(&valid(&format!(
+            "{}\n  image: example/oxbow-broker:1.2\n  resources:\n    requests:\n      cpu: 500m\n      memory: 1Gi\n    limits:\n      memory: 2Gi",
+            MINIMAL_CLUSTER.replace("IfNotPresent", "Always")
+        ))));
+        assert_eq!(c.image.as_deref(), Some("example/oxbow-broker:1.2"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        let resources = c.resources.expect("resources");
+        assert_eq!(
+            resources.requests.expect("requests")["cpu"],
+            Quantity("500m".to_string())
+        );
+        assert_eq!(
+            resources.limits.expect("limits")["memory"],
+            Quantity("2Gi".to_string())
+        );
+    }
+
+    #[test]
+    fn brokers_prefer_distinct_nodes_by_default() {
+        let pod = pod_spec(&stateful_set(&valid(MINIMAL_CLUSTER)));
+        let terms = pod
+            .affinity
+            .and_then(|a| a.pod_anti_affinity)
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+            .expect("anti-affinity");
+        assert_eq!(
+            terms[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(pod.topology_spread_constraints, None);
+    }
+
+    #[test]
+    fn a_rack_key_spreads_brokers_and_pod_overrides_are_applied() {
+        let pod_and_meta = stateful_set(&with(
+            "  rack:\n    topologyKey: topology.kubernetes.io/zone\n  podTemplate:\n    labels:\n      team: data\n      app.kubernetes.io/name: spoofed\n    annotations:\n      owner: me\n    nodeSelector:\n      disk: ssd\n    tolerations:\n    - key: dedicated\n      operator: Equal\n      value: kafka\n      effect: NoSchedule\n    priorityClassName: high\n    terminationGracePeriodSeconds: 300\n    affinity:\n      nodeAffinity:\n        requiredDuringSchedulingIgnoredDuringExecution:\n          nodeSelectorTerms:\n          - matchExpressions:\n            - key: disk\n              operator: In\n              values: [ssd]",
+        ));
+        let template = pod_and_meta.spec.expect("spec").template;
+        let meta = template.metadata.expect("meta");
+        let labels = meta.labels.expect("labels");
+        assert_eq!(labels["team"], "data");
+        assert_eq!(
+            labels["app.kubernetes.io/name"], "oxbow",
+            "operator labels win"
+        );
+        assert_eq!(meta.annotations.expect("annotations")["owner"], "me");
+        let pod = template.spec.expect("pod");
+        let spread = pod.topology_spread_constraints.expect("spread");
+        assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+        assert_eq!(spread[0].max_skew, 1);
+        assert_eq!(pod.node_selector.expect("selector")["disk"], "ssd");
+        assert_eq!(
+            pod.tolerations.expect("tolerations")[0].value.as_deref(),
+            Some("kafka")
+        );
+        assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+        assert_eq!(pod.termination_grace_period_seconds, Some(300));
+        let affinity = pod.affinity.expect("affinity");
+        assert!(affinity.node_affinity.is_some());
+        assert!(
+            affinity.pod_anti_affinity.is_none(),
+            "the user's affinity replaces ours"
+        );
+    }
+
+    #[test]
+    fn a_config_or_image_change_rolls_the_pods_and_a_scale_up_does_not() {
+        let hash = |c: &ValidatedCluster| {
+            template_annotations(&stateful_set(c))[CONFIG_HASH_ANNOTATION].clone()
+        };
+        let base = hash(&valid(MINIMAL_CLUSTER));
+        assert_eq!(base.len(), 16);
+        assert_eq!(base, hash(&valid(MINIMAL_CLUSTER)), "deterministic");
+        assert_ne!(
+            base,
+            hash(&with("  config:\n    log.retention.hours: \"1\""))
+        );
+        assert_ne!(base, hash(&with("  image: oxbow-broker:other")));
+        assert_eq!(
+            base,
+            hash(&with("  replicas: 5")),
+            "same quorum, same shared config"
+        );
+        assert_ne!(base, hash(&with("  replicas: 1")), "the quorum changes");
+    }
+
+    #[test]
+    fn the_pdb_allows_one_broker_down() {
+        let spec = pod_disruption_budget(&valid(MINIMAL_CLUSTER))
+            .spec
+            .expect("spec");
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(spec.min_available, None);
+        assert_eq!(
+            spec.selector.and_then(|s| s.match_labels),
+            Some(selector_labels(&valid(MINIMAL_CLUSTER)))
+        );
+    }
+
+    #[test]
+    fn the_selector_string_lists_every_selector_label() {
+        assert_eq!(
+            selector_string(&valid(MINIMAL_CLUSTER)),
+            "app.kubernetes.io/component=broker,app.kubernetes.io/instance=main,app.kubernetes.io/name=oxbow"
+        );
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+}

@@ -1,0 +1,635 @@
+//! The KafkaCluster controller, a pipeline: validate (pure) → build (pure) → apply (I/O,
+//! server-side apply) → status (I/O). An invalid spec stops the pipeline with a `Degraded`
+//! condition and waits for the spec to change; a failed API call is retried with backoff.
+
+pub mod build;
+pub mod status;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::conditions::{self, DEGRADED, READY};
+use crate::context::{Context, FIELD_MANAGER};
+use crate::crd::{KafkaCluster, KafkaClusterStatus};
+use crate::metrics::CLUSTER;
+use build::{build, selector_string, ClusterResources};
+use status::{cluster_status, invalid_status, ObservedBrokers};
+use validate::validate;
+
+/// How often a settled cluster is looked at again without any change.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// How often a cluster that is not ready yet is looked at again.
+pub const PROGRESS_CHECK: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("KafkaCluster has no {0}")]
+    MissingMetadata(&'static str),
+    #[error("cannot apply {kind} {namespace}/{name}: {source}")]
+    Apply {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot list the pods of KafkaCluster {namespace}/{name}: {source}")]
+    ListPods {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot write the status of KafkaCluster {namespace}/{name}: {source}")]
+    Status {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// The error kind, as the `error` label of the failure counter.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata(_) => "missing_metadata",
+            Error::Apply { .. } => "apply",
+            Error::ListPods { .. } => "list_pods",
+            Error::Status { .. } => "status",
+        }
+    }
+}
+
+fn backoff_key(cluster: &KafkaCluster) -> String {
+    format!(
+        "KafkaCluster/{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    )
+}
+
+/// Reconciles one KafkaCluster.
+pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile(CLUSTER);
+    let name = cluster
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let namespace = cluster
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let previous = cluster.status.as_ref();
+
+    let (status, action) = match validate(&cluster, &ctx.settings) {
+        Err(invalid) => {
+            tracing::warn!(%namespace, %name, problems = %invalid, "invalid KafkaCluster spec");
+            let status = invalid_status(
+                &invalid,
+                cluster.metadata.generation,
+                previous,
+                Timestamp::now(),
+            );
+            // The spec will not fix itself: no retries until it changes.
+            (status, Action::await_change())
+        }
+        Ok(valid) => {
+            let resources = build(&valid);
+            let statefulset = apply(&ctx.client, &namespace, &resources).await?;
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            let pods = pods
+                .list(&ListParams::default().labels(&selector_string(&valid)))
+                .await
+                .map_err(|source| Error::ListPods {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    source,
+                })?;
+            let observed = ObservedBrokers::from_objects(&statefulset, &pods.items);
+            let status = cluster_status(&valid, &observed, previous, Timestamp::now());
+            let next = if conditions::is_true(&status.conditions, READY) {
+                RESYNC
+            } else {
+                PROGRESS_CHECK
+            };
+            (status, Action::requeue(next))
+        }
+    };
+
+    write_status(&clusters, &name, &status)
+        .await
+        .map_err(|source| Error::Status {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
+    publish_transitions(&ctx, &cluster, previous, &status).await;
+    ctx.metrics.set_ready(
+        CLUSTER,
+        &namespace,
+        &name,
+        conditions::is_true(&status.conditions, READY),
+    );
+    ctx.backoff.succeeded(&backoff_key(&cluster));
+    Ok(action)
+}
+
+/// Logs and counts a failed reconciliation, then retries it with a growing delay.
+pub fn error_policy(cluster: Arc<KafkaCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(CLUSTER, error.metric_label());
+    let delay = ctx.backoff.failed(&backoff_key(&cluster));
+    tracing::warn!(error = %error, retry_in = ?delay, "KafkaCluster reconciliation failed");
+    Action::requeue(delay)
+}
+
+/// Server-side applies every object, children before the StatefulSet so a new broker finds
+/// its configuration; returns the StatefulSet as the API server has it (with its status).
+pub async fn apply(
+    client: &Client,
+    namespace: &str,
+    resources: &ClusterResources,
+) -> Result<StatefulSet, Error> {
+    apply_one(client, namespace, &resources.config_map).await?;
+    apply_one(client, namespace, &resources.headless_service).await?;
+    apply_one(client, namespace, &resources.bootstrap_service).await?;
+    apply_one(client, namespace, &resources.pdb).await?;
+    apply_one(client, namespace, &resources.stateful_set).await
+}
+
+async fn apply_one<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: match K::kind(&()) {
+            std::borrow::Cow::Borrowed(kind) => kind,
+            std::borrow::Cow::Owned(_) => "object",
+        },
+        namespace: namespace.to_string(),
+        name,
+        source,
+    })
+}
+
+/// Writes the status with server-side apply: the operator owns `.status` whole.
+pub async fn write_status(
+    clusters: &Api<KafkaCluster>,
+    name: &str,
+    status: &KafkaClusterStatus,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": KafkaCluster::api_version(&()),
+        "kind": KafkaCluster::kind(&()),
+        "status": status,
+    });
+    clusters
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Kubernetes events for what changed: becoming ready, losing readiness, an invalid spec.
+async fn publish_transitions(
+    ctx: &Context,
+    cluster: &KafkaCluster,
+    previous: Option<&KafkaClusterStatus>,
+    current: &KafkaClusterStatus,
+) {
+    let before = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let message_of =
+        |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == DEGRADED && c.status == "True")
+                .map(|c| c.message.clone())
+        };
+    let mut events = Vec::new();
+    if let Some(problems) = message_of(&current.conditions) {
+        if message_of(before) != Some(problems.clone()) {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: "InvalidSpec".to_string(),
+                note: Some(problems),
+                action: "Validate".to_string(),
+                secondary: None,
+            });
+        }
+    }
+    let was_ready = conditions::is_true(before, READY);
+    let is_ready = conditions::is_true(&current.conditions, READY);
+    if is_ready && !was_ready {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "Ready".to_string(),
+            note: Some(format!("{} brokers ready", current.ready_brokers)),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        });
+    } else if was_ready && !is_ready {
+        let why = current
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .map(|c| c.message.clone());
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "NotReady".to_string(),
+            note: why,
+            action: "Reconcile".to_string(),
+            secondary: None,
+        });
+    }
+    let reference = cluster.object_ref(&());
+    for event in events {
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, reason = %event.reason, "cannot publish an event");
+        }
+    }
+}
+
+/// The objects the operator would create for `cluster`, as multi-document YAML: for checking
+/// the builders' output against the Kubernetes schemas without a cluster. A manifest without
+/// namespace or uid gets placeholders.
+pub fn manifests(
+    mut cluster: KafkaCluster,
+    settings: &validate::OperatorSettings,
+) -> Result<String, String> {
+    cluster
+        .metadata
+        .namespace
+        .get_or_insert_with(|| "default".to_string());
+    cluster
+        .metadata
+        .uid
+        .get_or_insert_with(|| "00000000-0000-4000-8000-000000000000".to_string());
+    let valid = validate(&cluster, settings).map_err(|invalid| invalid.to_string())?;
+    let r = build(&valid);
+    let documents = [
+        serde_yaml::to_string(&r.config_map),
+        serde_yaml::to_string(&r.headless_service),
+        serde_yaml::to_string(&r.bootstrap_service),
+        serde_yaml::to_string(&r.pdb),
+        serde_yaml::to_string(&r.stateful_set),
+    ];
+    let mut out = String::new();
+    for document in documents {
+        out.push_str("---\n");
+        out.push_str(&document.map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// Runs the KafkaCluster controller over `namespace` (all namespaces when `None`) until
+/// `shutdown` completes.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let clusters: Api<KafkaCluster> = scoped(&client, namespace.as_deref());
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=oxbow-operator");
+    Controller::new(clusters, watcher::Config::default())
+        .owns(
+            scoped::<StatefulSet>(&client, namespace.as_deref()),
+            owned.clone(),
+        )
+        .owns(
+            scoped::<ConfigMap>(&client, namespace.as_deref()),
+            owned.clone(),
+        )
+        .owns(
+            scoped::<Service>(&client, namespace.as_deref()),
+            owned.clone(),
+        )
+        .owns(
+            scoped::<PodDisruptionBudget>(&client, namespace.as_deref()),
+            owned,
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "KafkaCluster controller"),
+            }
+        })
+        .await;
+}
+
+/// An API over one namespace, or over all of them.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reconciler against an in-memory Kubernetes API.
+
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+    use kube::api::{Patch, PatchParams, PostParams};
+
+    use super::*;
+    use crate::conditions::{is_true, reason, RECONCILING};
+    use crate::test_support::{cluster, event_reasons, fake_context, MINIMAL_CLUSTER};
+
+    async fn fetch(ctx: &Context) -> Arc<KafkaCluster> {
+        let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
+        Arc::new(api.get("main").await.expect("cluster"))
+    }
+
+    async fn with_cluster(yaml: &str) -> Arc<Context> {
+        let builder = kube_fake_client::ClientBuilder::new().with_object(cluster(yaml));
+        fake_context(builder).await.0
+    }
+
+    fn statefulsets(ctx: &Context) -> Api<StatefulSet> {
+        Api::namespaced(ctx.client.clone(), "streaming")
+    }
+
+    /// Makes the StatefulSet report all its brokers ready, and creates their ready pods.
+    async fn brokers_become_ready(ctx: &Context, count: i32) {
+        let sts = statefulsets(ctx).get("main").await.expect("sts");
+        let status = StatefulSetStatus {
+            replicas: count,
+            ready_replicas: Some(count),
+            updated_replicas: Some(count),
+            // The in-memory API bumps the generation on every write (the real one only when
+            // the spec changes), so the next reconcile's apply will make it one higher.
+            observed_generation: sts.metadata.generation.map(|g| g + 1),
+            ..StatefulSetStatus::default()
+        };
+        statefulsets(ctx)
+            .patch_status(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": status })),
+            )
+            .await
+            .expect("sts status");
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), "streaming");
+        for ordinal in 0..count {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": format!("main-{ordinal}"),
+                    "labels": {
+                        "app.kubernetes.io/name": "oxbow",
+                        "app.kubernetes.io/instance": "main",
+                        "app.kubernetes.io/component": "broker",
+                    },
+                },
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            }))
+            .expect("pod");
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("pod");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_cluster_gets_every_child_object_and_reports_progress() {
+        let ctx = with_cluster(MINIMAL_CLUSTER).await;
+        let action = reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("reconciled");
+        assert_eq!(action, Action::requeue(PROGRESS_CHECK));
+
+        let ns = |c: &Context| c.client.clone();
+        let config: Api<ConfigMap> = Api::namespaced(ns(&ctx), "streaming");
+        let data = config.get("main-config").await.expect("config map").data;
+        assert_eq!(data.map(|d| d.len()), Some(3));
+        let services: Api<Service> = Api::namespaced(ns(&ctx), "streaming");
+        services
+            .get("main-brokers")
+            .await
+            .expect("headless service");
+        services
+            .get("main-bootstrap")
+            .await
+            .expect("bootstrap service");
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ns(&ctx), "streaming");
+        pdbs.get("main").await.expect("pdb");
+        let sts = statefulsets(&ctx).get("main").await.expect("statefulset");
+        assert_eq!(sts.spec.and_then(|s| s.replicas), Some(3));
+        let owner = &sts.metadata.owner_references.expect("owner")[0];
+        assert_eq!(owner.name, "main");
+
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert_eq!(status.observed_generation, Some(4));
+        assert!(!is_true(&status.conditions, READY));
+        assert!(is_true(&status.conditions, RECONCILING));
+        assert_eq!(
+            status.bootstrap.as_deref(),
+            Some("main-bootstrap.streaming.svc:9092")
+        );
+        assert_eq!(status.ready_brokers, 0);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_whose_brokers_are_ready_is_ready_and_says_so_in_an_event() {
+        let ctx = with_cluster(MINIMAL_CLUSTER).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("first pass");
+        brokers_become_ready(&ctx, 3).await;
+        let action = reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("second pass");
+        assert_eq!(action, Action::requeue(RESYNC));
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert!(
+            is_true(&status.conditions, READY),
+            "{:?}",
+            status.conditions
+        );
+        assert_eq!(reason(&status.conditions, RECONCILING), Some("UpToDate"));
+        assert_eq!(status.ready_brokers, 3);
+        assert!(status.brokers.iter().all(|b| b.ready));
+        let events = event_reasons(&ctx.client, "streaming", "main").await;
+        assert!(events.contains(&"Ready".to_string()), "{events:?}");
+        assert!(ctx.metrics.render().contains(
+            "oxbow_operator_resource_ready{controller=\"kafkacluster\",name=\"main\",namespace=\"streaming\"} 1"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_config_change_updates_the_files_and_the_pod_template_hash() {
+        let ctx = with_cluster(MINIMAL_CLUSTER).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("first pass");
+        let hash = |sts: StatefulSet| {
+            sts.spec
+                .and_then(|s| s.template.metadata)
+                .and_then(|m| m.annotations)
+                .map(|a| a[build::CONFIG_HASH_ANNOTATION].clone())
+        };
+        let before = hash(statefulsets(&ctx).get("main").await.expect("sts"));
+
+        let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
+        clusters
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({
+                    "spec": {"config": {"log.retention.hours": "24"}, "replicas": 4}
+                })),
+            )
+            .await
+            .expect("spec change");
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("second pass");
+        let sts = statefulsets(&ctx).get("main").await.expect("sts");
+        assert_eq!(sts.spec.as_ref().and_then(|s| s.replicas), Some(4));
+        assert_ne!(hash(sts), before, "pods roll");
+        let config: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), "streaming");
+        let data = config
+            .get("main-config")
+            .await
+            .expect("cm")
+            .data
+            .expect("data");
+        assert_eq!(data.len(), 4);
+        assert!(data["main-3.properties"].contains("log.retention.hours=24"));
+    }
+
+    #[tokio::test]
+    async fn drift_in_a_child_object_is_put_back() {
+        let ctx = with_cluster(MINIMAL_CLUSTER).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("first pass");
+        let config: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), "streaming");
+        config
+            .patch(
+                "main-config",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"data": {"main-0.properties": "node.id=9\n"}})),
+            )
+            .await
+            .expect("someone edits the config map");
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("second pass");
+        let data: BTreeMap<String, String> = config
+            .get("main-config")
+            .await
+            .expect("cm")
+            .data
+            .expect("data");
+        assert!(data["main-0.properties"].contains("node.id=0"));
+    }
+
+    #[tokio::test]
+    async fn an_invalid_spec_is_degraded_creates_nothing_and_waits_for_a_change() {
+        let ctx = with_cluster(&format!(
+            "{MINIMAL_CLUSTER}\n  replicas: 0\n  storage:\n    size: lots"
+        ))
+        .await;
+        let action = reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("an invalid spec is not a reconcile error");
+        assert_eq!(action, Action::await_change(), "no retry storm");
+        assert!(statefulsets(&ctx)
+            .get_opt("main")
+            .await
+            .expect("get")
+            .is_none());
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert!(is_true(&status.conditions, DEGRADED));
+        assert_eq!(reason(&status.conditions, READY), Some("InvalidSpec"));
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .expect("degraded");
+        assert!(
+            degraded.message.contains("spec.replicas is 0"),
+            "{}",
+            degraded.message
+        );
+        assert!(
+            degraded.message.contains("spec.storage.size `lots`"),
+            "{}",
+            degraded.message
+        );
+        let events = event_reasons(&ctx.client, "streaming", "main").await;
+        assert_eq!(events, ["InvalidSpec"]);
+
+        // The same invalid spec again: no second warning.
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("again");
+        let events = event_reasons(&ctx.client, "streaming", "main").await;
+        assert_eq!(events.len(), 1, "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn failures_are_counted_by_kind_and_retried_ever_more_slowly() {
+        let ctx = with_cluster(MINIMAL_CLUSTER).await;
+        let cluster = fetch(&ctx).await;
+        let error = Error::MissingMetadata("name");
+        let first = error_policy(Arc::clone(&cluster), &error, Arc::clone(&ctx));
+        let second = error_policy(Arc::clone(&cluster), &error, Arc::clone(&ctx));
+        assert_eq!(first, Action::requeue(Duration::from_secs(5)));
+        assert_eq!(second, Action::requeue(Duration::from_secs(10)));
+        assert!(ctx.metrics.render().contains(
+            "oxbow_operator_reconcile_failures_total{controller=\"kafkacluster\",error=\"missing_metadata\"} 2"
+        ));
+        reconcile(cluster, Arc::clone(&ctx)).await.expect("success");
+        let after = error_policy(fetch(&ctx).await, &error, Arc::clone(&ctx));
+        assert_eq!(
+            after,
+            Action::requeue(Duration::from_secs(5)),
+            "a success resets"
+        );
+    }
+}

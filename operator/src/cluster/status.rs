@@ -1,0 +1,274 @@
+//! A KafkaCluster's status, computed from what the StatefulSet and pods report. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+
+use super::validate::{InvalidCluster, ValidatedCluster};
+use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
+use crate::crd::{BrokerStatus, KafkaClusterStatus};
+
+/// What Kubernetes reports about the brokers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedBrokers {
+    /// Whether the StatefulSet controller has seen the StatefulSet's latest spec.
+    pub spec_seen: bool,
+    /// Pods the StatefulSet has.
+    pub replicas: i32,
+    pub ready: i32,
+    /// Pods running the StatefulSet's current template.
+    pub updated: i32,
+    /// Readiness of each pod, by name.
+    pub pods: BTreeMap<String, bool>,
+}
+
+impl ObservedBrokers {
+    pub fn from_objects(statefulset: &StatefulSet, pods: &[Pod]) -> Self {
+        let status = statefulset.status.clone().unwrap_or_default();
+        let spec_seen = match (statefulset.metadata.generation, status.observed_generation) {
+            (Some(generation), Some(observed)) => observed >= generation,
+            _ => false,
+        };
+        let pods = pods
+            .iter()
+            .filter_map(|pod| {
+                let name = pod.metadata.name.clone()?;
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|conditions| {
+                        conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
+                Some((name, ready))
+            })
+            .collect();
+        Self {
+            spec_seen,
+            replicas: status.replicas,
+            ready: status.ready_replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            pods,
+        }
+    }
+}
+
+/// The status of a valid cluster.
+pub fn cluster_status(
+    cluster: &ValidatedCluster,
+    observed: &ObservedBrokers,
+    previous: Option<&KafkaClusterStatus>,
+    now: Timestamp,
+) -> KafkaClusterStatus {
+    let wanted = cluster.replicas;
+    let ready = observed.ready.min(wanted);
+    let settled = observed.spec_seen && observed.replicas == wanted && observed.updated >= wanted;
+    let all_ready = settled && observed.ready >= wanted;
+    let progress = format!("{ready}/{wanted} brokers ready");
+
+    let ready_condition = if all_ready {
+        Wanted::new(READY, true, "AllBrokersReady", progress.clone())
+    } else {
+        Wanted::new(READY, false, "BrokersNotReady", progress.clone())
+    };
+    let reconciling = if all_ready {
+        Wanted::new(RECONCILING, false, "UpToDate", "")
+    } else if !observed.spec_seen {
+        Wanted::new(
+            RECONCILING,
+            true,
+            "Applying",
+            "the StatefulSet controller has not yet seen the latest spec",
+        )
+    } else if observed.replicas != wanted {
+        Wanted::new(
+            RECONCILING,
+            true,
+            "Scaling",
+            format!("{} brokers, {wanted} wanted", observed.replicas),
+        )
+    } else if observed.updated < wanted {
+        Wanted::new(
+            RECONCILING,
+            true,
+            "RollingUpdate",
+            format!(
+                "{}/{wanted} brokers run the current configuration",
+                observed.updated
+            ),
+        )
+    } else {
+        Wanted::new(RECONCILING, true, "BrokersStarting", progress)
+    };
+    let degraded = Wanted::new(DEGRADED, false, "SpecValid", "");
+
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let brokers = (0..wanted)
+        .map(|ordinal| {
+            let pod = cluster.pod_name(ordinal);
+            BrokerStatus {
+                id: ordinal,
+                ready: observed.pods.get(&pod).copied().unwrap_or(false),
+                controller: cluster.voters().contains(&ordinal),
+                pod,
+            }
+        })
+        .collect();
+    KafkaClusterStatus {
+        observed_generation: cluster.generation,
+        conditions: conditions::merge(
+            previous_conditions,
+            &[ready_condition, reconciling, degraded],
+            cluster.generation,
+            now,
+        ),
+        replicas: observed.replicas,
+        ready_brokers: ready,
+        bootstrap: Some(cluster.bootstrap_address()),
+        brokers,
+    }
+}
+
+/// The status of a cluster whose spec is invalid: what was observed before stays, the
+/// conditions say why nothing is being changed.
+pub fn invalid_status(
+    invalid: &InvalidCluster,
+    generation: Option<i64>,
+    previous: Option<&KafkaClusterStatus>,
+    now: Timestamp,
+) -> KafkaClusterStatus {
+    let message = invalid.to_string();
+    let previous = previous.cloned().unwrap_or_default();
+    KafkaClusterStatus {
+        observed_generation: generation,
+        conditions: conditions::merge(
+            &previous.conditions,
+            &[
+                Wanted::new(READY, false, "InvalidSpec", message.clone()),
+                Wanted::new(
+                    RECONCILING,
+                    false,
+                    "InvalidSpec",
+                    "waiting for the spec to be corrected",
+                ),
+                Wanted::new(DEGRADED, true, "InvalidSpec", message),
+            ],
+            generation,
+            now,
+        ),
+        ..previous
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::validate::{validate, OperatorSettings};
+    use crate::conditions::{is_true, reason};
+    use crate::test_support::{cluster, MINIMAL_CLUSTER};
+
+    fn valid() -> ValidatedCluster {
+        validate(&cluster(MINIMAL_CLUSTER), &OperatorSettings::default()).expect("valid")
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).expect("time")
+    }
+
+    fn observed(replicas: i32, ready: i32, updated: i32, spec_seen: bool) -> ObservedBrokers {
+        ObservedBrokers {
+            spec_seen,
+            replicas,
+            ready,
+            updated,
+            pods: (0..replicas)
+                .map(|i| (format!("main-{i}"), i < ready))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_cluster_with_every_broker_ready_is_ready() {
+        let status = cluster_status(&valid(), &observed(3, 3, 3, true), None, now());
+        assert!(is_true(&status.conditions, READY));
+        assert!(!is_true(&status.conditions, RECONCILING));
+        assert!(!is_true(&status.conditions, DEGRADED));
+        assert_eq!(status.ready_brokers, 3);
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(
+            status.bootstrap.as_deref(),
+            Some("main-bootstrap.streaming.svc:9092")
+        );
+        assert_eq!(status.brokers.len(), 3);
+        assert!(status.brokers.iter().all(|b| b.ready && b.controller));
+    }
+
+    #[test]
+    fn a_starting_cluster_is_reconciling_with_per_broker_state() {
+        let status = cluster_status(&valid(), &observed(3, 1, 3, true), None, now());
+        assert!(!is_true(&status.conditions, READY));
+        assert_eq!(
+            reason(&status.conditions, RECONCILING),
+            Some("BrokersStarting")
+        );
+        assert_eq!(status.conditions[0].message, "1/3 brokers ready");
+        let ready: Vec<bool> = status.brokers.iter().map(|b| b.ready).collect();
+        assert_eq!(ready, [true, false, false]);
+    }
+
+    #[test]
+    fn a_rolling_update_and_a_scale_are_named() {
+        let rolling = cluster_status(&valid(), &observed(3, 3, 1, true), None, now());
+        assert_eq!(
+            reason(&rolling.conditions, RECONCILING),
+            Some("RollingUpdate")
+        );
+        assert!(!is_true(&rolling.conditions, READY));
+        let scaling = cluster_status(&valid(), &observed(2, 2, 2, true), None, now());
+        assert_eq!(reason(&scaling.conditions, RECONCILING), Some("Scaling"));
+        let unseen = cluster_status(&valid(), &observed(3, 3, 3, false), None, now());
+        assert_eq!(reason(&unseen.conditions, RECONCILING), Some("Applying"));
+    }
+
+    #[test]
+    fn observed_brokers_come_from_the_statefulset_and_pod_conditions() {
+        let sts: StatefulSet = serde_yaml::from_str(
+            "metadata: {name: main, generation: 2}\nstatus: {replicas: 3, readyReplicas: 2, updatedReplicas: 3, observedGeneration: 2}\n",
+        )
+        .expect("sts");
+        let pods: Vec<Pod> = serde_yaml::from_str(
+            "- metadata: {name: main-0}\n  status: {conditions: [{type: Ready, status: \"True\"}]}\n- metadata: {name: main-1}\n  status: {conditions: [{type: Ready, status: \"False\"}]}\n",
+        )
+        .expect("pods");
+        let observed = ObservedBrokers::from_objects(&sts, &pods);
+        assert!(observed.spec_seen);
+        assert_eq!(
+            (observed.replicas, observed.ready, observed.updated),
+            (3, 2, 3)
+        );
+        assert!(observed.pods["main-0"]);
+        assert!(!observed.pods["main-1"]);
+    }
+
+    #[test]
+    fn an_invalid_spec_is_degraded_and_keeps_what_was_observed() {
+        let previous = cluster_status(&valid(), &observed(3, 3, 3, true), None, now());
+        let invalid = InvalidCluster {
+            problems: vec!["spec.replicas is 0".to_string()],
+        };
+        let status = invalid_status(&invalid, Some(5), Some(&previous), now());
+        assert_eq!(status.observed_generation, Some(5));
+        assert!(is_true(&status.conditions, DEGRADED));
+        assert!(!is_true(&status.conditions, READY));
+        assert_eq!(reason(&status.conditions, READY), Some("InvalidSpec"));
+        assert_eq!(status.conditions[2].message, "spec.replicas is 0");
+        assert_eq!(status.ready_brokers, 3);
+        assert_eq!(status.brokers, previous.brokers);
+    }
+}

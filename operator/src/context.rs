@@ -1,0 +1,93 @@
+//! What every reconciliation shares: the Kubernetes client, the event recorder, metrics,
+//! operator settings, the Kafka admin client, and per-object retry backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+
+use crate::cluster::validate::OperatorSettings;
+use crate::metrics::Metrics;
+use crate::topic::admin::TopicAdmin;
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "oxbow-operator";
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: OperatorSettings,
+    pub admin: Arc<dyn TopicAdmin>,
+    pub backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        settings: OperatorSettings,
+        admin: Arc<dyn TopicAdmin>,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            settings,
+            admin,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Exponential retry delays per object: 5 s doubling to 5 min, reset by a success, so a
+/// broken object is retried ever more slowly instead of in a storm.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_secs(5);
+    pub const MAX: Duration = Duration::from_secs(300);
+
+    /// Records a failure of `key` and returns how long to wait before the next attempt.
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(key.to_string()).or_insert(0);
+        let delay = Self::FIRST
+            .saturating_mul(2u32.saturating_pow((*count).min(16)))
+            .min(Self::MAX);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap_and_reset_on_success() {
+        let backoff = Backoff::default();
+        let delays: Vec<u64> = (0..9).map(|_| backoff.failed("ns/a").as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff.failed("ns/b").as_secs(), 5, "per object");
+        backoff.succeeded("ns/a");
+        assert_eq!(backoff.failed("ns/a").as_secs(), 5);
+    }
+}

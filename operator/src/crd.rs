@@ -1,0 +1,566 @@
+//! The custom resources: `KafkaCluster` and `KafkaTopic` (group `oxbow.dev`, version
+//! `v1alpha1`).
+//!
+//! Field doc comments become the schema descriptions `kubectl explain` shows, so they are
+//! written for users. Rules the API server can enforce on its own (ranges, patterns, CEL
+//! transition rules) live here; rules that need more than one field or a computation live in
+//! `cluster::validate` and `topic`.
+
+// `KubeSchema` copies each struct into a private scope to build its schema, and those copies
+// keep the `pub` of the original: without this, every schema struct warns.
+#![allow(unreachable_pub)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every Oxbow resource.
+pub const GROUP: &str = "oxbow.dev";
+
+/// Longest `KafkaCluster` name: the StatefulSet controller labels each pod with
+/// `<name>-<hash>` (`controller-revision-hash`), and a label value holds at most 63 characters.
+pub const MAX_CLUSTER_NAME: usize = 52;
+
+/// Longest Kafka topic name (Kafka's own limit).
+pub const MAX_TOPIC_NAME: usize = 249;
+
+/// The cluster as it should be; the operator makes the brokers match it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "oxbow.dev",
+    version = "v1alpha1",
+    kind = "KafkaCluster",
+    namespaced,
+    status = "KafkaClusterStatus",
+    shortname = "kc",
+    category = "oxbow",
+    doc = "A Kafka-compatible Oxbow cluster: brokers in a StatefulSet, their Services, configuration and disruption budget.",
+    derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Brokers wanted"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyBrokers",
+        description = "Brokers ready"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the cluster is or is not ready"
+    ),
+    printcolumn(
+        name = "Bootstrap",
+        type_ = "string",
+        json_path = ".status.bootstrap",
+        description = "Address clients connect to"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 52")
+        .message("a KafkaCluster name has at most 52 characters (pod labels derived from it must fit in 63)"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("a KafkaCluster name starts with a letter and holds only lowercase letters, digits and '-' (it names Services)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterSpec {
+    /// Number of brokers. The lowest ordinals (one broker below three replicas, three from
+    /// three on) also form the metadata quorum.
+    #[serde(default = "default_cluster_replicas")]
+    #[schemars(range(min = 1))]
+    #[x_kube(validation = Rule::new("self >= 1").message("a cluster has at least one broker"))]
+    pub replicas: i32,
+
+    /// Broker container image. Defaults to the image the operator was started with
+    /// (`--broker-image`), which matches the operator's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// When the kubelet pulls the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Ports the brokers listen on.
+    #[serde(default)]
+    pub listeners: ListenersSpec,
+
+    /// Each broker's persistent volume.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// CPU and memory requests and limits of each broker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Spread brokers over failure domains (zones, racks, nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<RackSpec>,
+
+    /// Broker settings by their Kafka name (`server.properties`), for example
+    /// `log.retention.hours: "72"`. Settings the operator owns (node.id, listeners,
+    /// advertised.listeners, process.roles, controller.quorum.voters, log.dirs, ...) are
+    /// refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+
+    /// Additions to every broker pod: labels, annotations, scheduling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverrides>,
+
+    /// The brokers' Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+}
+
+fn default_cluster_replicas() -> i32 {
+    3
+}
+
+/// Image pull policy of the broker container.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Broker ports. Both listeners are plaintext.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenersSpec {
+    /// Port of the client listener (`PLAINTEXT`), also used between brokers.
+    #[serde(default = "default_client_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub client_port: i32,
+    /// Port of the metadata quorum listener (`CONTROLLER`) on quorum members.
+    #[serde(default = "default_controller_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub controller_port: i32,
+}
+
+fn default_client_port() -> i32 {
+    9092
+}
+
+fn default_controller_port() -> i32 {
+    9093
+}
+
+impl Default for ListenersSpec {
+    fn default() -> Self {
+        Self {
+            client_port: default_client_port(),
+            controller_port: default_controller_port(),
+        }
+    }
+}
+
+/// A persistent volume per broker, from the StatefulSet's volume claim template.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Volume size as a Kubernetes quantity, for example `10Gi`.
+    #[serde(default = "default_storage_size")]
+    pub size: String,
+    /// Storage class of the volumes; the cluster's default class when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Delete the volumes (and their data) when the KafkaCluster is deleted. Volumes of
+    /// brokers removed by a scale-down are always kept.
+    #[serde(default)]
+    pub delete_claim: bool,
+}
+
+fn default_storage_size() -> String {
+    "10Gi".to_string()
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            delete_claim: false,
+        }
+    }
+}
+
+/// Failure-domain awareness.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RackSpec {
+    /// Node label whose value names a broker's failure domain, for example
+    /// `topology.kubernetes.io/zone`. Brokers are spread evenly over its values.
+    #[schemars(length(min = 1))]
+    pub topology_key: String,
+}
+
+/// Additions to the broker pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrides {
+    /// Extra pod labels. The operator's own labels win on a clash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Pod affinity rules; replace the operator's default broker anti-affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations of the broker pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node labels a broker's node must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Priority class of the broker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Seconds a broker gets to shut down cleanly (move leadership away, flush) after SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// The brokers' Prometheus endpoint (`/metrics`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSpec {
+    /// Serve metrics (`metrics.address`) and annotate pods for scraping.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Port of the metrics endpoint.
+    #[serde(default = "default_metrics_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_metrics_port() -> i32 {
+    9404
+}
+
+impl Default for MetricsSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: default_metrics_port(),
+        }
+    }
+}
+
+/// What the operator last saw of a KafkaCluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Brokers the StatefulSet has (for the scale subresource).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Brokers whose pod is ready.
+    #[serde(default)]
+    pub ready_brokers: i32,
+    /// `host:port` clients bootstrap from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<String>,
+    /// One entry per broker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerStatus>,
+}
+
+/// One broker's state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    /// The broker's `node.id` (its pod's ordinal).
+    pub id: i32,
+    /// The broker's pod.
+    pub pod: String,
+    /// Whether the pod is ready.
+    pub ready: bool,
+    /// Whether this broker is a metadata quorum voter.
+    #[serde(default)]
+    pub controller: bool,
+}
+
+/// The topic as it should be; the operator makes the topic on the cluster match it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "oxbow.dev",
+    version = "v1alpha1",
+    kind = "KafkaTopic",
+    namespaced,
+    status = "KafkaTopicStatus",
+    shortname = "kt",
+    category = "oxbow",
+    doc = "A Kafka topic on a KafkaCluster in the same namespace.",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".spec.clusterRef.name",
+        description = "The KafkaCluster holding the topic"
+    ),
+    printcolumn(
+        name = "Topic",
+        type_ = "string",
+        json_path = ".status.topicName",
+        description = "The topic's name in Kafka"
+    ),
+    printcolumn(
+        name = "Partitions",
+        type_ = "integer",
+        json_path = ".status.partitions",
+        description = "Partitions the topic has"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Replication factor the topic has"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the topic matches its spec"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("has(self.spec.topicName) || size(self.metadata.name) <= 249")
+        .message("without spec.topicName the resource name is the topic name, and a topic name has at most 249 characters")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(oldSelf.topicName) == has(self.topicName)")
+        .message("spec.topicName cannot be added or removed after creation"),
+    validation = Rule::new("!has(oldSelf.partitions) || has(self.partitions)")
+        .message("spec.partitions cannot be removed once set")
+)]
+pub struct KafkaTopicSpec {
+    /// The KafkaCluster (in this namespace) that holds the topic.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.clusterRef is immutable"))]
+    pub cluster_ref: ClusterReference,
+
+    /// The topic's name in Kafka; defaults to the resource's name. Needed for names that are
+    /// not valid Kubernetes names (uppercase letters, underscores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("spec.topicName is immutable"),
+        validation = Rule::new("self != '.' && self != '..'").message("'.' and '..' are not topic names")
+    )]
+    pub topic_name: Option<String>,
+
+    /// Number of partitions; the cluster's `num.partitions` when omitted. Partitions can be
+    /// added but never removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("partitions cannot be decreased"))]
+    pub partitions: Option<i32>,
+
+    /// Replication factor; the cluster's `default.replication.factor` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32767))]
+    pub replicas: Option<i32>,
+
+    /// Topic settings by their Kafka name, for example `retention.ms: "86400000"` or
+    /// `cleanup.policy: compact`. These are the topic's only overrides: one added outside this
+    /// resource is removed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+
+    /// What happens to the topic and its data when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A KafkaCluster in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ClusterReference {
+    /// The KafkaCluster's name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// What deleting a KafkaTopic does to the topic.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Delete the topic and its data.
+    #[default]
+    Delete,
+    /// Keep the topic; only the resource goes.
+    Retain,
+}
+
+/// What the operator last saw of a KafkaTopic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaTopicStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The topic's name in Kafka.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_name: Option<String>,
+    /// The topic id Kafka gave the topic when this resource created it. The operator only
+    /// changes or deletes the topic with this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
+    /// Partitions the topic has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// Replication factor the topic has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// What the operator is doing or what stops it, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl KafkaTopic {
+    /// The topic's name in Kafka: `spec.topicName`, else the resource's name.
+    pub fn topic_name(&self) -> String {
+        self.spec
+            .topic_name
+            .clone()
+            .or_else(|| self.metadata.name.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn rules_of(value: &serde_json::Value) -> Vec<String> {
+        value["x-kubernetes-validations"]
+            .as_array()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .filter_map(|r| r["rule"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn schema_of<K: CustomResourceExt>() -> serde_json::Value {
+        let crd = serde_json::to_value(K::crd()).expect("a CRD serializes");
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    #[test]
+    fn topic_partitions_may_only_grow() {
+        let schema = schema_of::<KafkaTopic>();
+        let partitions = &schema["properties"]["spec"]["properties"]["partitions"];
+        assert_eq!(rules_of(partitions), vec!["self >= oldSelf".to_string()]);
+        assert_eq!(partitions["minimum"], 1.0);
+    }
+
+    #[test]
+    fn topic_names_are_checked_by_pattern_length_and_cel() {
+        let schema = schema_of::<KafkaTopic>();
+        let name = &schema["properties"]["spec"]["properties"]["topicName"];
+        assert_eq!(name["pattern"], "^[a-zA-Z0-9._-]+$");
+        assert_eq!(name["maxLength"], 249);
+        assert!(rules_of(name).contains(&"self == oldSelf".to_string()));
+        assert!(rules_of(&schema)
+            .iter()
+            .any(|rule| rule.contains("size(self.metadata.name) <= 249")));
+    }
+
+    #[test]
+    fn cluster_replicas_are_at_least_one_and_names_fit_in_labels() {
+        let schema = schema_of::<KafkaCluster>();
+        let replicas = &schema["properties"]["spec"]["properties"]["replicas"];
+        assert_eq!(rules_of(replicas), vec!["self >= 1".to_string()]);
+        assert!(rules_of(&schema)
+            .iter()
+            .any(|rule| rule.contains(&MAX_CLUSTER_NAME.to_string())));
+    }
+
+    #[test]
+    fn both_resources_have_status_and_printer_columns() {
+        for crd in [KafkaCluster::crd(), KafkaTopic::crd()] {
+            let version = &crd.spec.versions[0];
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(version.name, "v1alpha1");
+            assert!(version
+                .subresources
+                .as_ref()
+                .is_some_and(|s| s.status.is_some()));
+            let columns = version
+                .additional_printer_columns
+                .as_ref()
+                .expect("columns");
+            assert!(columns.len() >= 4, "{columns:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_cluster_spec_takes_documented_defaults() {
+        let spec: KafkaClusterSpec = serde_json::from_str("{}").expect("defaults");
+        assert_eq!(spec.replicas, 3);
+        assert_eq!(spec.listeners.client_port, 9092);
+        assert_eq!(spec.listeners.controller_port, 9093);
+        assert_eq!(spec.storage.size, "10Gi");
+        assert!(!spec.storage.delete_claim);
+        assert!(spec.metrics.enabled);
+        assert_eq!(spec.metrics.port, 9404);
+    }
+
+    #[test]
+    fn a_topic_name_defaults_to_the_resource_name() {
+        let mut topic = KafkaTopic::new(
+            "orders",
+            KafkaTopicSpec {
+                cluster_ref: ClusterReference {
+                    name: "main".to_string(),
+                },
+                topic_name: None,
+                partitions: Some(3),
+                replicas: None,
+                config: BTreeMap::new(),
+                deletion_policy: DeletionPolicy::default(),
+            },
+        );
+        assert_eq!(topic.topic_name(), "orders");
+        topic.spec.topic_name = Some("Orders_v2".to_string());
+        assert_eq!(topic.topic_name(), "Orders_v2");
+    }
+}

@@ -1,0 +1,16 @@
+//! Oxbow's Kubernetes operator: `KafkaCluster` and `KafkaTopic` resources turned into brokers,
+//! Services and topics.
+
+pub mod cluster;
+pub mod conditions;
+pub mod context;
+pub mod crd;
+pub mod crdgen;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod supervisor;
+pub mod topic;
+
+#[cfg(test)]
+pub(crate) mod test_support;

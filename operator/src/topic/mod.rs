@@ -1,0 +1,861 @@
+//! The KafkaTopic controller: creates the topic on its cluster, grows its partitions,
+//! corrects config drift, and deletes it behind a finalizer unless `deletionPolicy` is
+//! `Retain`. It only ever changes or deletes the topic it created (recorded by topic id), or
+//! one it was told to adopt; other topics are left alone.
+
+pub mod admin;
+pub mod plan;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Resource, ResourceExt};
+use thiserror::Error;
+
+use crate::cluster::scoped;
+use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
+use crate::context::{Context, FIELD_MANAGER};
+use crate::crd::{DeletionPolicy, KafkaCluster, KafkaTopic, KafkaTopicStatus};
+use crate::metrics::TOPIC;
+use admin::{AdminError, TopicDescription};
+use plan::{ownership, plan, DesiredTopic, Ownership, Step};
+
+/// Finalizer that holds a KafkaTopic until its topic is deleted (or retained).
+pub const FINALIZER: &str = "kafkatopics.oxbow.dev/finalizer";
+/// Annotation (`"true"`) that lets a KafkaTopic take over a topic that already exists.
+pub const ADOPT_ANNOTATION: &str = "oxbow.dev/adopt";
+/// How often a topic is compared with its spec without any change (config drift).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// How often a topic waiting for its cluster is looked at again.
+pub const WAIT_FOR_CLUSTER: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("KafkaTopic has no {0}")]
+    MissingMetadata(&'static str),
+    #[error("{action} for KafkaTopic {namespace}/{name}: {source}")]
+    Kube {
+        action: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("KafkaTopic {namespace}/{name}: {source}")]
+    Admin {
+        namespace: String,
+        name: String,
+        #[source]
+        source: AdminError,
+    },
+    #[error(transparent)]
+    Finalizer(#[from] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// The error kind, as the `error` label of the failure counter.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata(_) => "missing_metadata",
+            Error::Kube { .. } => "kube",
+            Error::Admin { source, .. } => source.metric_label(),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                kube::runtime::finalizer::Error::AddFinalizer(_)
+                | kube::runtime::finalizer::Error::RemoveFinalizer(_) => "finalizer",
+                _ => "finalizer_other",
+            },
+        }
+    }
+}
+
+fn backoff_key(topic: &KafkaTopic) -> String {
+    format!(
+        "KafkaTopic/{}/{}",
+        topic.namespace().unwrap_or_default(),
+        topic.name_any()
+    )
+}
+
+/// Reconciles one KafkaTopic: its finalizer first, then the topic.
+pub async fn reconcile(topic: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile(TOPIC);
+    let namespace = topic
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let topics: Api<KafkaTopic> = Api::namespaced(ctx.client.clone(), &namespace);
+    let action = finalizer(&topics, FINALIZER, Arc::clone(&topic), |event| async {
+        match event {
+            Event::Apply(topic) => apply(&topic, &ctx).await,
+            Event::Cleanup(topic) => cleanup(&topic, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.backoff.succeeded(&backoff_key(&topic));
+    Ok(action)
+}
+
+/// Logs and counts a failed reconciliation, then retries it with a growing delay.
+pub fn error_policy(topic: Arc<KafkaTopic>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(TOPIC, error.metric_label());
+    let delay = ctx.backoff.failed(&backoff_key(&topic));
+    tracing::warn!(error = %error, retry_in = ?delay, "KafkaTopic reconciliation failed");
+    Action::requeue(delay)
+}
+
+/// Where the topic's cluster takes admin requests, if it can yet.
+enum ClusterState {
+    NotFound,
+    Deleting,
+    NoBootstrap,
+    Bootstrap(String),
+}
+
+async fn cluster_state(topic: &KafkaTopic, ctx: &Context) -> Result<ClusterState, Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let cluster = clusters
+        .get_opt(&topic.spec.cluster_ref.name)
+        .await
+        .map_err(|source| Error::Kube {
+            action: "reading the KafkaCluster",
+            namespace,
+            name: topic.name_any(),
+            source,
+        })?;
+    Ok(match cluster {
+        None => ClusterState::NotFound,
+        Some(c) if c.metadata.deletion_timestamp.is_some() => ClusterState::Deleting,
+        Some(c) => match c.status.and_then(|s| s.bootstrap) {
+            Some(bootstrap) => ClusterState::Bootstrap(bootstrap),
+            None => ClusterState::NoBootstrap,
+        },
+    })
+}
+
+fn admin_error(topic: &KafkaTopic, source: AdminError) -> Error {
+    Error::Admin {
+        namespace: topic.namespace().unwrap_or_default(),
+        name: topic.name_any(),
+        source,
+    }
+}
+
+/// The status parts a reconciliation decides; [`status`] adds the rest.
+struct Outcome {
+    ready: Wanted,
+    degraded: Wanted,
+    reconciling: Wanted,
+    topic_id: Option<String>,
+    observed: Option<TopicDescription>,
+    message: String,
+}
+
+impl Outcome {
+    fn waiting(reason: &str, message: String, topic: &KafkaTopic) -> Self {
+        Self {
+            ready: Wanted::new(READY, false, reason, message.clone()),
+            degraded: Wanted::new(DEGRADED, false, "NoProblem", ""),
+            reconciling: Wanted::new(RECONCILING, true, reason, message.clone()),
+            topic_id: topic.status.as_ref().and_then(|s| s.topic_id.clone()),
+            observed: None,
+            message,
+        }
+    }
+
+    fn blocked(reason: &str, message: String, topic_id: Option<String>) -> Self {
+        Self {
+            ready: Wanted::new(READY, false, reason, message.clone()),
+            degraded: Wanted::new(DEGRADED, true, reason, message.clone()),
+            reconciling: Wanted::new(RECONCILING, false, reason, ""),
+            topic_id,
+            observed: None,
+            message,
+        }
+    }
+}
+
+fn status(topic: &KafkaTopic, outcome: Outcome) -> KafkaTopicStatus {
+    let previous = topic.status.clone().unwrap_or_default();
+    let generation = topic.metadata.generation;
+    KafkaTopicStatus {
+        observed_generation: generation,
+        conditions: conditions::merge(
+            &previous.conditions,
+            &[outcome.ready, outcome.reconciling, outcome.degraded],
+            generation,
+            Timestamp::now(),
+        ),
+        topic_name: Some(topic.topic_name()),
+        topic_id: outcome.topic_id,
+        partitions: outcome
+            .observed
+            .as_ref()
+            .map(|t| t.partitions)
+            .or(previous.partitions),
+        replicas: outcome
+            .observed
+            .as_ref()
+            .map(|t| t.replicas)
+            .or(previous.replicas),
+        message: Some(outcome.message),
+    }
+}
+
+async fn write_status(
+    topic: &KafkaTopic,
+    ctx: &Context,
+    status: &KafkaTopicStatus,
+) -> Result<(), Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let topics: Api<KafkaTopic> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": KafkaTopic::api_version(&()),
+        "kind": KafkaTopic::kind(&()),
+        "status": status,
+    });
+    topics
+        .patch_status(
+            &topic.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            action: "writing the status",
+            namespace,
+            name: topic.name_any(),
+            source,
+        })?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, topic: &KafkaTopic, type_: EventType, reason: &str, note: String) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &topic.object_ref(&())).await {
+        tracing::warn!(%error, %reason, "cannot publish an event");
+    }
+}
+
+fn desired(topic: &KafkaTopic) -> DesiredTopic {
+    DesiredTopic {
+        name: topic.topic_name(),
+        partitions: topic.spec.partitions,
+        replicas: topic.spec.replicas,
+        config: topic.spec.config.clone(),
+    }
+}
+
+/// Makes the topic match the spec.
+async fn apply(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
+    let (outcome, action) = match cluster_state(topic, ctx).await? {
+        ClusterState::NotFound => (
+            Outcome::waiting(
+                "ClusterNotFound",
+                format!(
+                    "KafkaCluster {} does not exist in this namespace",
+                    topic.spec.cluster_ref.name
+                ),
+                topic,
+            ),
+            Action::requeue(WAIT_FOR_CLUSTER),
+        ),
+        ClusterState::Deleting | ClusterState::NoBootstrap => (
+            Outcome::waiting(
+                "ClusterNotReady",
+                format!(
+                    "KafkaCluster {} is not serving yet",
+                    topic.spec.cluster_ref.name
+                ),
+                topic,
+            ),
+            Action::requeue(WAIT_FOR_CLUSTER),
+        ),
+        ClusterState::Bootstrap(bootstrap) => sync(topic, ctx, &bootstrap).await?,
+    };
+    let was = topic
+        .status
+        .as_ref()
+        .and_then(|s| conditions::reason(&s.conditions, DEGRADED).map(str::to_string));
+    if outcome.degraded.status && was.as_deref() != Some(outcome.degraded.reason.as_str()) {
+        publish(
+            ctx,
+            topic,
+            EventType::Warning,
+            &outcome.degraded.reason,
+            outcome.degraded.message.clone(),
+        )
+        .await;
+    }
+    let ready = outcome.ready.status;
+    write_status(topic, ctx, &status(topic, outcome)).await?;
+    ctx.metrics.set_ready(
+        TOPIC,
+        &topic.namespace().unwrap_or_default(),
+        &topic.name_any(),
+        ready,
+    );
+    Ok(action)
+}
+
+/// Compares the topic on `bootstrap` with the spec and closes the gap.
+async fn sync(
+    topic: &KafkaTopic,
+    ctx: &Context,
+    bootstrap: &str,
+) -> Result<(Outcome, Action), Error> {
+    let want = desired(topic);
+    let recorded = topic.status.as_ref().and_then(|s| s.topic_id.clone());
+    let adopt = topic
+        .annotations()
+        .get(ADOPT_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let observed = ctx
+        .admin
+        .describe(bootstrap, &want.name)
+        .await
+        .map_err(|e| admin_error(topic, e))?;
+    let mut topic_id = match ownership(observed.as_ref(), recorded.as_deref(), adopt) {
+        Ownership::Foreign { topic_id } => {
+            let message = format!(
+                "topic `{}` (id {topic_id}) exists and was not created by this KafkaTopic; it is left alone (annotate with {ADOPT_ANNOTATION}=\"true\" to manage it)",
+                want.name
+            );
+            return Ok((
+                Outcome::blocked("TopicConflict", message, recorded),
+                Action::requeue(RESYNC),
+            ));
+        }
+        Ownership::Ours => observed.as_ref().map(|t| t.topic_id.clone()),
+        Ownership::Absent => None,
+    };
+
+    let plan = plan(&want, observed.as_ref());
+    let mut changed = false;
+    for step in &plan.steps {
+        let result = match step {
+            Step::Create(new) => ctx.admin.create(bootstrap, new).await.map(|id| {
+                topic_id = Some(id);
+                ("Created", format!("created topic `{}`", new.name))
+            }),
+            Step::CreatePartitions(count) => ctx
+                .admin
+                .create_partitions(bootstrap, &want.name, *count)
+                .await
+                .map(|()| ("PartitionsIncreased", format!("grew to {count} partitions"))),
+            Step::AlterConfigs(changes) => ctx
+                .admin
+                .alter_configs(bootstrap, &want.name, changes)
+                .await
+                .map(|()| {
+                    (
+                        "ConfigUpdated",
+                        format!("{} settings changed", changes.len()),
+                    )
+                }),
+        };
+        match result {
+            Ok((reason, note)) => {
+                changed = true;
+                publish(ctx, topic, EventType::Normal, reason, note).await;
+            }
+            Err(e) if e.needs_spec_change() => {
+                let message = e.to_string();
+                // A created topic is recorded even when a later step is refused.
+                return Ok((
+                    Outcome::blocked("Rejected", message, topic_id.or(recorded)),
+                    Action::await_change(),
+                ));
+            }
+            Err(e) => return Err(admin_error(topic, e)),
+        }
+    }
+    let observed = if changed {
+        ctx.admin
+            .describe(bootstrap, &want.name)
+            .await
+            .map_err(|e| admin_error(topic, e))?
+    } else {
+        observed
+    };
+    let summary = observed.as_ref().map_or_else(
+        || format!("topic `{}` is being created", want.name),
+        |t| {
+            format!(
+                "topic `{}`: {} partitions, replication factor {}",
+                want.name, t.partitions, t.replicas
+            )
+        },
+    );
+    let outcome = if let Some(blocker) = plan.blockers.first() {
+        Outcome {
+            observed,
+            ..Outcome::blocked(blocker.reason(), blocker.message(), topic_id)
+        }
+    } else {
+        Outcome {
+            ready: Wanted::new(READY, true, "InSync", summary.clone()),
+            degraded: Wanted::new(DEGRADED, false, "NoProblem", ""),
+            reconciling: Wanted::new(RECONCILING, false, "InSync", ""),
+            topic_id,
+            observed,
+            message: summary,
+        }
+    };
+    Ok((outcome, Action::requeue(RESYNC)))
+}
+
+/// Deletes the topic when the KafkaTopic goes, unless it is retained or not ours.
+async fn cleanup(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
+    let name = topic.topic_name();
+    ctx.metrics.forget(
+        TOPIC,
+        &topic.namespace().unwrap_or_default(),
+        &topic.name_any(),
+    );
+    if topic.spec.deletion_policy == DeletionPolicy::Retain {
+        publish(
+            ctx,
+            topic,
+            EventType::Normal,
+            "Retained",
+            format!("topic `{name}` kept (deletionPolicy: Retain)"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let bootstrap = match cluster_state(topic, ctx).await? {
+        ClusterState::Bootstrap(bootstrap) => bootstrap,
+        // The cluster, and its topics with it, is gone or going.
+        ClusterState::NotFound | ClusterState::Deleting | ClusterState::NoBootstrap => {
+            return Ok(Action::await_change())
+        }
+    };
+    let recorded = topic.status.as_ref().and_then(|s| s.topic_id.clone());
+    let observed = ctx
+        .admin
+        .describe(&bootstrap, &name)
+        .await
+        .map_err(|e| admin_error(topic, e))?;
+    match observed {
+        Some(found) if recorded.as_deref() == Some(found.topic_id.as_str()) => {
+            ctx.admin
+                .delete(&bootstrap, &name)
+                .await
+                .map_err(|e| admin_error(topic, e))?;
+            publish(
+                ctx,
+                topic,
+                EventType::Normal,
+                "Deleted",
+                format!("deleted topic `{name}`"),
+            )
+            .await;
+        }
+        Some(_) => {
+            tracing::info!(topic = %name, "not deleting a topic this KafkaTopic does not own")
+        }
+        None => {}
+    }
+    Ok(Action::await_change())
+}
+
+/// Runs the KafkaTopic controller over `namespace` (all namespaces when `None`) until
+/// `shutdown` completes. A KafkaCluster change (becoming ready, say) wakes its topics.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let topics: Api<KafkaTopic> = scoped(&client, namespace.as_deref());
+    let clusters: Api<KafkaCluster> = scoped(&client, namespace.as_deref());
+    let controller = Controller::new(topics, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(clusters, watcher::Config::default(), move |cluster| {
+            let name = cluster.name_any();
+            let namespace = cluster.namespace();
+            store
+                .state()
+                .into_iter()
+                .filter(|t| t.spec.cluster_ref.name == name && t.namespace() == namespace)
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "KafkaTopic controller"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reconciler against an in-memory Kubernetes API and an in-memory Kafka.
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::api::{Patch, PatchParams};
+
+    use super::admin::TopicAdmin as _;
+    use super::*;
+    use crate::conditions::{is_true, reason};
+    use crate::test_support::{
+        cluster, event_reasons, fake_context, topic, MemoryAdmin, MINIMAL_CLUSTER, MINIMAL_TOPIC,
+    };
+
+    const BOOTSTRAP: &str = "main-bootstrap.streaming.svc:9092";
+    const PLACEHOLDER_FINALIZER: &str = "test.oxbow.dev/placeholder";
+
+    fn serving_cluster() -> KafkaCluster {
+        let mut cluster = cluster(MINIMAL_CLUSTER);
+        cluster.status = Some(crate::crd::KafkaClusterStatus {
+            bootstrap: Some(BOOTSTRAP.to_string()),
+            ..Default::default()
+        });
+        cluster
+    }
+
+    async fn setup(
+        topics: Vec<KafkaTopic>,
+        with_cluster: bool,
+    ) -> (Arc<Context>, Arc<MemoryAdmin>) {
+        let mut builder = kube_fake_client::ClientBuilder::new();
+        if with_cluster {
+            builder = builder.with_object(serving_cluster());
+        }
+        for mut t in topics {
+            // The in-memory API refuses a JSON patch `test` of a missing path, which the real
+            // API server takes as null; kube's finalizer helper tests `/metadata/finalizers`
+            // before adding the first one, so every fixture carries one already.
+            t.metadata
+                .finalizers
+                .get_or_insert_with(Vec::new)
+                .insert(0, PLACEHOLDER_FINALIZER.to_string());
+            builder = builder.with_object(t);
+        }
+        fake_context(builder).await
+    }
+
+    fn api(ctx: &Context) -> Api<KafkaTopic> {
+        Api::namespaced(ctx.client.clone(), "streaming")
+    }
+
+    async fn fetch(ctx: &Context) -> Option<Arc<KafkaTopic>> {
+        api(ctx).get_opt("orders").await.expect("get").map(Arc::new)
+    }
+
+    /// Reconciles until the finalizer is in place and the topic reconciled once.
+    async fn settle(ctx: &Arc<Context>) -> Action {
+        let mut action = Action::await_change();
+        for _ in 0..2 {
+            let current = fetch(ctx).await.expect("topic");
+            action = reconcile(current, Arc::clone(ctx))
+                .await
+                .expect("reconciled");
+        }
+        action
+    }
+
+    fn status(t: &KafkaTopic) -> KafkaTopicStatus {
+        t.status.clone().expect("status")
+    }
+
+    fn with_spec(extra: &str) -> KafkaTopic {
+        topic(&format!("{MINIMAL_TOPIC}\n{extra}"))
+    }
+
+    /// A KafkaTopic being deleted, whose topic (if any) has `topic_id`.
+    fn deleting(extra: &str, topic_id: Option<&str>) -> KafkaTopic {
+        let mut t = with_spec(extra);
+        t.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+        t.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        t.status = Some(KafkaTopicStatus {
+            topic_id: topic_id.map(str::to_string),
+            ..Default::default()
+        });
+        t
+    }
+
+    fn existing(topic_id: &str, partitions: i32) -> admin::TopicDescription {
+        admin::TopicDescription {
+            topic_id: topic_id.to_string(),
+            partitions,
+            replicas: 1,
+            overrides: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_topic_gets_a_finalizer_then_is_created_and_ready() {
+        let (ctx, kafka) = setup(
+            vec![with_spec(
+                "  partitions: 3\n  config:\n    retention.ms: \"60000\"",
+            )],
+            true,
+        )
+        .await;
+        let first = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("finalizer added");
+        assert_eq!(first, Action::await_change());
+        let current = fetch(&ctx).await.expect("topic");
+        assert_eq!(
+            current.metadata.finalizers.as_deref(),
+            Some(&[PLACEHOLDER_FINALIZER.to_string(), FINALIZER.to_string()][..])
+        );
+        assert!(
+            kafka.calls().is_empty(),
+            "nothing done before the finalizer is in place"
+        );
+
+        let action = reconcile(current, Arc::clone(&ctx)).await.expect("created");
+        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(
+            kafka.calls(),
+            ["describe orders", "create orders", "describe orders"]
+        );
+        let created = kafka.topic("orders").expect("topic on the cluster");
+        assert_eq!(created.partitions, 3);
+        assert_eq!(created.overrides["retention.ms"], "60000");
+        let now = fetch(&ctx).await.expect("topic");
+        let s = status(&now);
+        assert!(is_true(&s.conditions, READY), "{:?}", s.conditions);
+        assert_eq!(s.topic_id.as_deref(), Some("topic-id-1"));
+        assert_eq!(s.topic_name.as_deref(), Some("orders"));
+        assert_eq!((s.partitions, s.replicas), (Some(3), Some(1)));
+        assert_eq!(s.observed_generation, now.metadata.generation);
+        let events = event_reasons(&ctx.client, "streaming", "orders").await;
+        assert_eq!(events, ["Created"]);
+    }
+
+    #[tokio::test]
+    async fn a_topic_in_sync_is_only_described() {
+        let (ctx, kafka) = setup(vec![with_spec("  partitions: 2")], true).await;
+        settle(&ctx).await;
+        let before = kafka.calls().len();
+        reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("again");
+        assert_eq!(kafka.calls()[before..], ["describe orders"]);
+    }
+
+    #[tokio::test]
+    async fn more_partitions_and_config_drift_are_corrected() {
+        let (ctx, kafka) = setup(
+            vec![with_spec(
+                "  partitions: 2\n  config:\n    cleanup.policy: compact",
+            )],
+            true,
+        )
+        .await;
+        settle(&ctx).await;
+        // Someone adds an override by hand and changes another.
+        kafka
+            .alter_configs(
+                BOOTSTRAP,
+                "orders",
+                &[
+                    admin::ConfigChange::Set("segment.bytes".to_string(), "1048576".to_string()),
+                    admin::ConfigChange::Set("cleanup.policy".to_string(), "delete".to_string()),
+                ],
+            )
+            .await
+            .expect("drift");
+        api(&ctx)
+            .patch(
+                "orders",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"partitions": 5}})),
+            )
+            .await
+            .expect("grow");
+        reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("reconciled");
+        let on_cluster = kafka.topic("orders").expect("topic");
+        assert_eq!(on_cluster.partitions, 5);
+        assert_eq!(
+            on_cluster.overrides,
+            [("cleanup.policy".to_string(), "compact".to_string())].into()
+        );
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert!(is_true(&s.conditions, READY));
+        assert_eq!(s.partitions, Some(5));
+        let events = event_reasons(&ctx.client, "streaming", "orders").await;
+        assert!(
+            events.contains(&"PartitionsIncreased".to_string()),
+            "{events:?}"
+        );
+        assert!(events.contains(&"ConfigUpdated".to_string()), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn a_replication_factor_change_is_reported_as_not_supported_yet() {
+        let (ctx, kafka) = setup(vec![with_spec("  replicas: 1")], true).await;
+        settle(&ctx).await;
+        api(&ctx)
+            .patch(
+                "orders",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+            )
+            .await
+            .expect("change");
+        let action = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("reconciled");
+        assert_eq!(action, Action::requeue(RESYNC));
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert!(!is_true(&s.conditions, READY));
+        assert!(is_true(&s.conditions, DEGRADED));
+        assert_eq!(
+            reason(&s.conditions, READY),
+            Some("ReplicationFactorChangeNotSupported")
+        );
+        assert!(s.message.unwrap_or_default().contains("not support"));
+        assert_eq!(s.replicas, Some(1));
+        assert_eq!(kafka.topic("orders").expect("topic").replicas, 1);
+    }
+
+    #[tokio::test]
+    async fn a_setting_the_broker_refuses_is_degraded_and_waits_for_a_change() {
+        let (ctx, _) = setup(vec![with_spec("  config:\n    bogus.setting: x")], true).await;
+        let action = settle(&ctx).await;
+        assert_eq!(action, Action::await_change(), "no retry storm");
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert_eq!(reason(&s.conditions, DEGRADED), Some("Rejected"));
+        assert!(s.message.unwrap_or_default().contains("bogus.setting"));
+        let events = event_reasons(&ctx.client, "streaming", "orders").await;
+        assert_eq!(events, ["Rejected"]);
+    }
+
+    #[tokio::test]
+    async fn a_topic_that_exists_and_is_not_ours_is_left_alone() {
+        let (ctx, kafka) = setup(vec![with_spec("  partitions: 9")], true).await;
+        kafka.insert("orders", existing("someone-elses", 2));
+        settle(&ctx).await;
+        assert_eq!(kafka.topic("orders"), Some(existing("someone-elses", 2)));
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert_eq!(reason(&s.conditions, READY), Some("TopicConflict"));
+        assert_eq!(s.topic_id, None);
+        assert!(kafka.calls().iter().all(|c| c.starts_with("describe")));
+    }
+
+    #[tokio::test]
+    async fn an_existing_topic_is_adopted_when_annotated() {
+        let mut t = with_spec("  partitions: 4");
+        t.metadata.annotations = Some([(ADOPT_ANNOTATION.to_string(), "true".to_string())].into());
+        let (ctx, kafka) = setup(vec![t], true).await;
+        kafka.insert("orders", existing("preexisting", 2));
+        settle(&ctx).await;
+        assert_eq!(kafka.topic("orders").expect("topic").partitions, 4);
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert_eq!(s.topic_id.as_deref(), Some("preexisting"));
+        assert!(is_true(&s.conditions, READY));
+    }
+
+    #[tokio::test]
+    async fn a_topic_whose_cluster_does_not_exist_waits_for_it() {
+        let (ctx, kafka) = setup(vec![with_spec("  partitions: 1")], false).await;
+        let action = settle(&ctx).await;
+        assert_eq!(action, Action::requeue(WAIT_FOR_CLUSTER));
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert_eq!(reason(&s.conditions, READY), Some("ClusterNotFound"));
+        assert!(kafka.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_is_an_error_retried_with_backoff() {
+        let (ctx, kafka) = setup(vec![with_spec("  partitions: 1")], true).await;
+        *kafka.unreachable.lock().expect("lock") = true;
+        reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("finalizer");
+        let current = fetch(&ctx).await.expect("topic");
+        let error = reconcile(Arc::clone(&current), Arc::clone(&ctx))
+            .await
+            .expect_err("unreachable");
+        assert_eq!(error.metric_label(), "kafka_timeout");
+        assert_eq!(
+            error_policy(current, &error, Arc::clone(&ctx)),
+            Action::requeue(Duration::from_secs(5))
+        );
+    }
+
+    #[tokio::test]
+    async fn finalized_topic_with_deletion_policy_delete_deletes_the_topic() {
+        let (ctx, kafka) = setup(vec![deleting("", Some("ours"))], true).await;
+        kafka.insert("orders", existing("ours", 1));
+        reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("cleaned up");
+        assert_eq!(kafka.topic("orders"), None);
+        assert!(kafka.calls().contains(&"delete orders".to_string()));
+        let released = fetch(&ctx).await.is_none_or(|t| {
+            !t.metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.contains(&FINALIZER.to_string()))
+        });
+        assert!(released, "the finalizer is removed");
+    }
+
+    #[tokio::test]
+    async fn finalized_topic_with_deletion_policy_retain_keeps_the_topic() {
+        let (ctx, kafka) = setup(
+            vec![deleting("  deletionPolicy: Retain", Some("ours"))],
+            true,
+        )
+        .await;
+        kafka.insert("orders", existing("ours", 1));
+        reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("cleaned up");
+        assert_eq!(kafka.topic("orders"), Some(existing("ours", 1)));
+        assert!(kafka.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn deleting_a_kafkatopic_never_deletes_a_topic_it_does_not_own() {
+        let (ctx, kafka) = setup(vec![deleting("", None)], true).await;
+        kafka.insert("orders", existing("someone-elses", 1));
+        reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("cleaned up");
+        assert_eq!(kafka.topic("orders"), Some(existing("someone-elses", 1)));
+        assert!(!kafka.calls().contains(&"delete orders".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_kafkatopic_whose_cluster_is_gone_is_released_at_once() {
+        let (ctx, kafka) = setup(vec![deleting("", Some("ours"))], false).await;
+        reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("cleaned up");
+        assert!(kafka.calls().is_empty());
+    }
+}
