@@ -1,21 +1,29 @@
-//! The broker's shared state: configuration, cluster metadata and the hosted partitions,
-//! and the topic operations (create, grow, delete) that change them together.
+//! The broker's shared state: configuration, the metadata quorum, the hosted partition
+//! replicas and the group coordinator, and the operations that change topics through the
+//! metadata (create, grow, configure, delete).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{self, BrokerConfig, Listener, TopicConfig};
-use crate::controller::{MetadataError, MetadataStore, TopicMeta};
+use crate::controller::image::{
+    BrokerRegistration, CommandResult, MetadataCommand, MetadataImage, PartitionState, TopicImage,
+};
+use crate::controller::store::StandaloneStore;
+use crate::controller::{placement, raft, Liveness, Quorum, QuorumError};
 use crate::group::offsets::{self, OffsetRecord};
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
-use crate::log::{LogConfig, LogError};
+use crate::log::LogConfig;
 use crate::metrics::Metrics;
+use crate::replica::fetcher::Fetchers;
 use crate::replica::Partition;
 
 /// A Kafka error code with the message that explains it to the client.
@@ -42,17 +50,16 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Metadata(#[from] MetadataError),
-    #[error("cannot prepare {OFFSETS_TOPIC}: {0}")]
-    OffsetsTopic(String),
-    #[error("cannot open the log of {topic}-{partition}: {source}")]
-    Log {
-        topic: String,
-        partition: i32,
-        source: LogError,
-    },
+    #[error("cannot open the metadata: {0}")]
+    Metadata(#[from] crate::controller::store::MetadataError),
+    #[error("cannot start the metadata quorum: {0}")]
+    Quorum(#[from] raft::QuorumError),
+    #[error("cannot register with the controller: {0}")]
+    Register(String),
 }
+
+/// Producer ids reserved from the metadata at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// The state every connection shares.
 pub struct Broker {
@@ -61,177 +68,676 @@ pub struct Broker {
     pub advertised: Listener,
     pub metrics: Metrics,
     pub groups: GroupCoordinator,
-    metadata: RwLock<MetadataStore>,
-    partitions: RwLock<HashMap<Arc<str>, Vec<Arc<Partition>>>>,
-    /// Serialises topic changes so metadata and logs change together.
-    admin: Mutex<()>,
+    pub quorum: Quorum,
+    /// Broker heartbeats, as the active controller sees them.
+    pub liveness: Liveness,
+    /// Changes at every start, so the cluster tells a restart from a retry.
+    pub incarnation: Uuid,
+    pub(crate) partitions: RwLock<HashMap<Arc<str>, BTreeMap<i32, Arc<Partition>>>>,
+    /// `__consumer_offsets` partitions whose groups this broker coordinates.
+    pub(crate) coordinated: Mutex<BTreeSet<i32>>,
+    pub(crate) fetchers: Fetchers,
+    /// Serialises applying the metadata to the local replicas.
+    pub(crate) reconciling: tokio::sync::Mutex<()>,
+    producer_ids: Mutex<(i64, i64)>,
+    pub shutdown: CancellationToken,
 }
 
 impl Broker {
-    /// Opens the log directory: loads the metadata and recovers every partition log.
-    pub fn open(config: BrokerConfig, advertised: Listener) -> Result<Arc<Broker>, StartError> {
+    /// Opens the metadata (standalone, or the quorum of `controller.quorum.voters`), registers
+    /// this broker, and brings up the local replicas the metadata assigns to it.
+    pub async fn start(
+        config: BrokerConfig,
+        advertised: Listener,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Broker>, StartError> {
         let dir = config.log_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| StartError::LogDir {
             path: dir.clone(),
             source,
         })?;
         remove_deleted_dirs(&dir);
-        let metadata = MetadataStore::open(&dir, config.node_id)?;
-        let mut partitions = HashMap::new();
-        for topic in metadata.topics() {
-            let name: Arc<str> = Arc::from(topic.name.as_str());
-            let topic_config = config.topic_config(&topic.configs);
-            let log_config = log_config(&topic_config);
-            let mut opened = Vec::with_capacity(topic.partitions as usize);
-            for index in 0..topic.partitions {
-                let partition = Partition::open(
-                    &dir,
-                    Arc::clone(&name),
-                    topic.id,
-                    index,
-                    &topic_config,
-                    log_config.clone(),
-                )
-                .map_err(|source| StartError::Log {
-                    topic: topic.name.clone(),
-                    partition: index,
-                    source,
-                })?;
-                opened.push(Arc::new(partition));
-            }
-            partitions.insert(name, opened);
-        }
-        tracing::info!(
-            dir = %dir.display(),
-            topics = partitions.len(),
-            partitions = partitions.values().map(Vec::len).sum::<usize>(),
-            cluster_id = metadata.cluster_id(),
-            "log directory loaded"
-        );
-        let broker = Broker {
+        let quorum = if config.voters.is_empty() {
+            Quorum::Standalone(Arc::new(StandaloneStore::open(&dir)?))
+        } else {
+            let controller = config.controller_listener.clone();
+            let listen = controller
+                .as_ref()
+                .map_or_else(|| "127.0.0.1:0".to_string(), Listener::bind_address);
+            let advertised_controller = match &controller {
+                Some(l) if !l.host.is_empty() && l.host != "0.0.0.0" => {
+                    format!("{}:{}", l.host, l.port)
+                }
+                Some(l) => format!("{}:{}", advertised.host, l.port),
+                None => String::new(),
+            };
+            let raft_config = raft::RaftConfig {
+                node_id: u64::try_from(config.node_id).unwrap_or_default(),
+                voters: config
+                    .voters
+                    .iter()
+                    .map(|(id, address)| (u64::try_from(*id).unwrap_or_default(), address.clone()))
+                    .collect(),
+                advertised: advertised_controller,
+                listen,
+                dir: dir.join("__cluster_metadata"),
+                ..raft::RaftConfig::default()
+            };
+            Quorum::Raft(raft::RaftQuorum::start(raft_config, shutdown.clone()).await?)
+        };
+        let broker = Arc::new(Broker {
             groups: GroupCoordinator::new(config.group.clone()),
             config,
             advertised,
             metrics: Metrics::new(),
-            metadata: RwLock::new(metadata),
-            partitions: RwLock::new(partitions),
-            admin: Mutex::new(()),
-        };
-        broker.load_offsets()?;
-        Ok(Arc::new(broker))
+            quorum,
+            liveness: Liveness::default(),
+            incarnation: Uuid::new_v4(),
+            partitions: RwLock::new(HashMap::new()),
+            coordinated: Mutex::new(BTreeSet::new()),
+            fetchers: Fetchers::default(),
+            reconciling: tokio::sync::Mutex::new(()),
+            producer_ids: Mutex::new((0, 0)),
+            shutdown,
+        });
+        broker.register().await?;
+        crate::replica::manager::reconcile(&broker).await;
+        let image = broker.image();
+        tracing::info!(
+            dir = %dir.display(),
+            cluster_id = image.cluster_id,
+            brokers = image.brokers.len(),
+            topics = image.topics.len(),
+            partitions = broker.partitions.read().values().map(BTreeMap::len).sum::<usize>(),
+            "metadata loaded"
+        );
+        Ok(broker)
+    }
+
+    /// Registers this broker (and names the cluster on its first start).
+    async fn register(&self) -> Result<(), StartError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let outcome = async {
+                if self.image().cluster_id.is_empty() {
+                    self.quorum
+                        .propose(MetadataCommand::InitCluster {
+                            cluster_id: new_cluster_id(),
+                        })
+                        .await?;
+                }
+                self.quorum
+                    .propose(MetadataCommand::RegisterBroker(BrokerRegistration {
+                        id: self.config.node_id,
+                        incarnation: self.incarnation,
+                        host: self.advertised.host.clone(),
+                        port: self.advertised.port,
+                        rack: self.config.rack.clone(),
+                        fenced: false,
+                        shutting_down: false,
+                    }))
+                    .await
+            }
+            .await;
+            match outcome {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if tokio::time::Instant::now() < deadline && !self.shutdown.is_cancelled() =>
+                {
+                    tracing::warn!(error = %e, "registration with the controller failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(StartError::Register(e.to_string())),
+            }
+        }
     }
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }
 
+    /// The latest metadata this broker has applied.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.quorum.image()
+    }
+
     pub fn cluster_id(&self) -> String {
-        self.metadata.read().cluster_id().to_string()
+        self.image().cluster_id.clone()
     }
 
-    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
-        self.metadata.read().topic(name).cloned()
+    pub fn topic(&self, name: &str) -> Option<TopicImage> {
+        self.image().topics.get(name).cloned()
     }
 
-    pub fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta> {
-        self.metadata.read().topic_by_id(id).cloned()
+    pub fn topic_by_id(&self, id: Uuid) -> Option<TopicImage> {
+        self.image().topic_by_id(id).cloned()
     }
 
-    pub fn topics(&self) -> Vec<TopicMeta> {
-        self.metadata.read().topics().cloned().collect()
+    pub fn topics(&self) -> Vec<TopicImage> {
+        self.image().topics.values().cloned().collect()
     }
 
+    /// The local replica of a partition, if this broker hosts one.
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        let partitions = self.partitions.read();
-        let list = partitions.get(topic)?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| list.get(i))
-            .cloned()
+        self.partitions.read().get(topic)?.get(&index).cloned()
+    }
+
+    /// The local replica when this broker leads the partition; otherwise the error a client
+    /// gets (NOT_LEADER_OR_FOLLOWER, or UNKNOWN_TOPIC_OR_PARTITION).
+    pub fn leader_partition(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        let image = self.image();
+        let Some(state) = image.partition(topic, index) else {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        };
+        if state.leader != self.node_id() {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        match self.partition(topic, index) {
+            Some(partition) if partition.role().0 == crate::replica::Role::Leader => Ok(partition),
+            _ => Err(ResponseError::NotLeaderOrFollower),
+        }
     }
 
     /// The effective storage settings of a topic.
-    pub fn topic_config(&self, topic: &TopicMeta) -> TopicConfig {
+    pub fn topic_config(&self, topic: &TopicImage) -> TopicConfig {
         self.config.topic_config(&topic.configs)
     }
 
-    /// Creates `__consumer_offsets` on first start, then loads every committed offset in it.
-    fn load_offsets(&self) -> Result<(), StartError> {
-        if self.topic(OFFSETS_TOPIC).is_none() {
-            let configs = BTreeMap::from([
-                ("cleanup.policy".to_string(), "compact".to_string()),
-                (
-                    "segment.bytes".to_string(),
-                    self.config.offsets_topic_segment_bytes.to_string(),
-                ),
-            ]);
-            self.create_topic(
-                OFFSETS_TOPIC,
-                self.config.offsets_topic_partitions,
-                1,
-                configs,
-                false,
-            )
-            .map_err(|e| StartError::OffsetsTopic(e.message))?;
-        }
-        let count = self.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
-        let mut loaded = 0usize;
-        for index in 0..count {
-            let Some(partition) = self.partition(OFFSETS_TOPIC, index) else {
-                continue;
-            };
-            let mut offset = partition.log_start_offset();
-            let end = partition.log_end_offset();
-            while offset < end {
-                let read = partition
-                    .read(offset, 1 << 20)
-                    .map_err(|e| StartError::OffsetsTopic(format!("partition {index}: {e}")))?;
-                if read.records.is_empty() {
-                    break;
-                }
-                let mut last = offset;
-                let mut rest = &read.records[..];
-                while let Some(header) = crate::log::BatchHeader::parse(rest) {
-                    last = header.last_offset();
-                    rest = rest.get(header.size()..).unwrap_or_default();
-                }
-                let records = offsets::decode_batches(read.records)
-                    .map_err(|e| StartError::OffsetsTopic(format!("partition {index}: {e}")))?;
-                loaded += records.len();
-                self.groups.load(records);
-                offset = last + 1;
-            }
-        }
-        tracing::info!(records = loaded, "committed offsets loaded");
-        Ok(())
+    async fn propose(&self, command: MetadataCommand) -> Result<CommandResult, ApiError> {
+        let result = self
+            .quorum
+            .propose(command)
+            .await
+            .map_err(|e: QuorumError| {
+                tracing::warn!(error = %e, "metadata change not committed");
+                ApiError::new(ResponseError::RequestTimedOut, e.to_string())
+            })?;
+        // Bring the local replicas in line before answering, so a client that acts on the
+        // answer at once finds them.
+        crate::replica::manager::reconcile_now(self).await;
+        Ok(result)
     }
 
-    /// Appends offset changes of `group` to its `__consumer_offsets` partition, then makes
-    /// them visible: an acknowledged commit is on disk like any produced record.
-    pub fn write_offsets(&self, group: &str, records: Vec<OffsetRecord>) -> Result<(), ApiError> {
-        let count = self.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
-        let index = offsets::partition_for(group, count);
-        let partition = self.partition(OFFSETS_TOPIC, index).ok_or_else(|| {
+    /// Creates a topic, or checks that it could be created (`validate_only`). Replicas are
+    /// placed over the live brokers unless `assignment` gives them.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        assignment: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<TopicImage, ApiError> {
+        config::validate_topic_name(name)
+            .map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;
+        config::validate_topic_configs(&configs)
+            .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        let image = self.image();
+        if image.topics.contains_key(name) {
+            return Err(topic_exists(name));
+        }
+        let assignment = match assignment {
+            Some(assignment) => {
+                for replicas in &assignment {
+                    if let Some(unknown) = replicas.iter().find(|r| !image.brokers.contains_key(r))
+                    {
+                        return Err(ApiError::new(
+                            ResponseError::InvalidReplicaAssignment,
+                            format!("broker {unknown} in the assignment is not registered"),
+                        ));
+                    }
+                }
+                assignment
+            }
+            None => {
+                let partitions = if partitions == -1 {
+                    self.config.num_partitions
+                } else {
+                    partitions
+                };
+                if partitions < 1 {
+                    return Err(ApiError::new(
+                        ResponseError::InvalidPartitions,
+                        format!("number of partitions must be at least 1, not {partitions}"),
+                    ));
+                }
+                let replication_factor = if replication_factor == -1 {
+                    self.config.default_replication_factor
+                } else {
+                    replication_factor
+                };
+                placement::place(&image, partitions as usize, replication_factor).map_err(|e| {
+                    ApiError::new(ResponseError::InvalidReplicationFactor, e.to_string())
+                })?
+            }
+        };
+        let topic = TopicImage {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            configs: configs.clone(),
+            partitions: assignment
+                .iter()
+                .cloned()
+                .map(PartitionState::new)
+                .collect(),
+        };
+        if validate_only {
+            return Ok(topic);
+        }
+        let result = self
+            .propose(MetadataCommand::CreateTopic {
+                name: name.to_string(),
+                id: topic.id,
+                configs,
+                assignment,
+            })
+            .await?;
+        match result {
+            CommandResult::Rejected { reason } if self.topic(name).is_some() => {
+                tracing::debug!(topic = name, reason, "topic created concurrently");
+                Err(topic_exists(name))
+            }
+            CommandResult::Rejected { reason } => {
+                Err(ApiError::new(ResponseError::InvalidRequest, reason))
+            }
+            _ => {
+                tracing::info!(
+                    topic = name,
+                    partitions = topic.partitions.len(),
+                    "topic created"
+                );
+                self.topic(name).ok_or_else(|| {
+                    ApiError::new(
+                        ResponseError::UnknownServerError,
+                        "topic vanished after creation",
+                    )
+                })
+            }
+        }
+    }
+
+    /// Creates a topic with the broker's defaults, as a Metadata request may ask.
+    pub async fn auto_create_topic(&self, name: &str) -> Result<TopicImage, ApiError> {
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), None, false)
+            .await
+        {
+            Err(e) if e.code == ResponseError::TopicAlreadyExists => self.topic(name).ok_or(e),
+            other => other,
+        }
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<TopicImage, ApiError> {
+        if name == OFFSETS_TOPIC {
+            return Err(ApiError::new(
+                ResponseError::InvalidTopicException,
+                format!("`{OFFSETS_TOPIC}` is internal: its partition count decides where each group lives"),
+            ));
+        }
+        let image = self.image();
+        let topic = image.topics.get(name).ok_or_else(|| unknown_topic(name))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "topic `{name}` has {current} partitions; the new count {count} must be larger"
+                ),
+            ));
+        }
+        let added = (count - current) as usize;
+        let assignment = match assignment {
+            Some(assignment) if assignment.len() == added => assignment,
+            Some(assignment) => {
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!(
+                        "{} assignments given for {added} new partitions",
+                        assignment.len()
+                    ),
+                ))
+            }
+            None => placement::place(&image, added, topic.replication_factor()).map_err(|e| {
+                ApiError::new(ResponseError::InvalidReplicationFactor, e.to_string())
+            })?,
+        };
+        if validate_only {
+            let mut grown = topic.clone();
+            grown
+                .partitions
+                .extend(assignment.into_iter().map(PartitionState::new));
+            return Ok(grown);
+        }
+        match self
+            .propose(MetadataCommand::CreatePartitions {
+                name: name.to_string(),
+                assignment,
+            })
+            .await?
+        {
+            CommandResult::Rejected { reason } => {
+                Err(ApiError::new(ResponseError::InvalidRequest, reason))
+            }
+            _ => {
+                tracing::info!(topic = name, partitions = count, "partitions added");
+                self.topic(name).ok_or_else(|| unknown_topic(name))
+            }
+        }
+    }
+
+    /// Replaces a topic's setting overrides after validating them.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        config::validate_topic_configs(&overrides)
+            .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        if self.topic(name).is_none() {
+            return Err(unknown_topic(name));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        match self
+            .propose(MetadataCommand::SetTopicConfigs {
+                name: name.to_string(),
+                configs: overrides,
+            })
+            .await?
+        {
+            CommandResult::Rejected { reason } => Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                reason,
+            )),
+            _ => {
+                tracing::info!(topic = name, "topic configuration changed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a topic: the metadata forgets it, and every replica removes its logs.
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicImage, ApiError> {
+        if !self.config.delete_topic_enable {
+            return Err(ApiError::new(
+                ResponseError::TopicDeletionDisabled,
+                "topic deletion is disabled on this broker (delete.topic.enable=false)",
+            ));
+        }
+        if name == OFFSETS_TOPIC {
+            return Err(ApiError::new(
+                ResponseError::InvalidTopicException,
+                format!(
+                    "`{OFFSETS_TOPIC}` is internal: it holds the committed offsets of every group"
+                ),
+            ));
+        }
+        let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        match self
+            .propose(MetadataCommand::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await?
+        {
+            CommandResult::Rejected { .. } => Err(unknown_topic(name)),
+            _ => {
+                tracing::info!(topic = name, "topic deleted");
+                Ok(topic)
+            }
+        }
+    }
+
+    /// Elects a partition's preferred leader, or (not `preferred`) any in-sync leader when it
+    /// has none, or an out-of-sync one when the topic allows unclean elections.
+    pub async fn elect_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        preferred: bool,
+    ) -> Result<(), ApiError> {
+        let image = self.image();
+        let Some(state) = image.partition(topic, partition) else {
+            return Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("{topic}-{partition} does not exist"),
+            ));
+        };
+        if preferred && state.replicas.first() == Some(&state.leader) {
+            return Err(ApiError::new(
+                ResponseError::ElectionNotNeeded,
+                format!("{topic}-{partition} is already led by its preferred replica"),
+            ));
+        }
+        if !preferred && state.leader != crate::controller::image::NO_LEADER {
+            return Err(ApiError::new(
+                ResponseError::ElectionNotNeeded,
+                format!("{topic}-{partition} has a leader"),
+            ));
+        }
+        let unclean = !preferred
+            && image
+                .topics
+                .get(topic)
+                .is_some_and(|t| self.topic_config(t).unclean_leader_election);
+        match self
+            .propose(MetadataCommand::ElectLeader {
+                topic: topic.to_string(),
+                partition,
+                preferred,
+                unclean,
+            })
+            .await?
+        {
+            CommandResult::Rejected { reason } => Err(ApiError::new(
+                ResponseError::EligibleLeadersNotAvailable,
+                reason,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts moving a partition to `target` replicas (or cancels a move when `None`).
+    pub async fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+        allow_replication_factor_change: bool,
+    ) -> Result<(), ApiError> {
+        let image = self.image();
+        let Some(state) = image.partition(topic, partition) else {
+            return Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("{topic}-{partition} does not exist"),
+            ));
+        };
+        let command = match target {
+            None => MetadataCommand::CancelReassignment {
+                topic: topic.to_string(),
+                partition,
+            },
+            Some(target) => {
+                let mut distinct = target.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if target.is_empty() || distinct.len() != target.len() {
+                    return Err(ApiError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("replica list {target:?} is empty or names a broker twice"),
+                    ));
+                }
+                if let Some(unknown) = target.iter().find(|r| !image.brokers.contains_key(r)) {
+                    return Err(ApiError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("broker {unknown} is not registered"),
+                    ));
+                }
+                let current = state.replicas.len() - state.removing.len();
+                if !allow_replication_factor_change && target.len() != current {
+                    return Err(ApiError::new(
+                        ResponseError::InvalidReplicationFactor,
+                        format!(
+                            "{} replicas would change the replication factor {current}",
+                            target.len()
+                        ),
+                    ));
+                }
+                MetadataCommand::Reassign {
+                    topic: topic.to_string(),
+                    partition,
+                    target,
+                }
+            }
+        };
+        match self.propose(command).await? {
+            CommandResult::Rejected { reason } => Err(ApiError::new(
+                ResponseError::NoReassignmentInProgress,
+                reason,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A new producer id for InitProducerId, from a block reserved in the metadata.
+    pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        {
+            let mut ids = self.producer_ids.lock();
+            if ids.0 < ids.1 {
+                ids.0 += 1;
+                return Ok(ids.0 - 1);
+            }
+        }
+        match self
+            .propose(MetadataCommand::AllocateProducerIds {
+                count: PRODUCER_ID_BLOCK,
+            })
+            .await?
+        {
+            CommandResult::ProducerIds { first } => {
+                let mut ids = self.producer_ids.lock();
+                *ids = (first + 1, first + PRODUCER_ID_BLOCK);
+                Ok(first)
+            }
+            other => Err(ApiError::new(
+                ResponseError::UnknownServerError,
+                format!("producer ids not allocated: {other:?}"),
+            )),
+        }
+    }
+
+    /// The `__consumer_offsets` partition of a group, when the topic exists.
+    pub fn offsets_partition_of(&self, group: &str) -> Option<i32> {
+        let count = self.image().topics.get(OFFSETS_TOPIC)?.partitions.len() as i32;
+        Some(offsets::partition_for(group, count))
+    }
+
+    /// Ok when this broker coordinates `group`: it leads the group's offsets partition and
+    /// has loaded it.
+    pub fn check_coordinator(&self, group: &str) -> Result<(), ResponseError> {
+        let partition = self
+            .offsets_partition_of(group)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        if self.coordinated.lock().contains(&partition) {
+            Ok(())
+        } else {
+            Err(ResponseError::NotCoordinator)
+        }
+    }
+
+    /// Creates `__consumer_offsets` the first time a group needs it.
+    pub async fn ensure_offsets_topic(&self) -> Result<(), ApiError> {
+        if self.topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let live = self.image().live_brokers().count();
+        let wanted = self.config.offsets_topic_replication_factor;
+        let replication_factor = wanted.min(i16::try_from(live).unwrap_or(i16::MAX)).max(1);
+        if replication_factor < wanted {
+            tracing::warn!(
+                wanted,
+                live,
+                "creating {OFFSETS_TOPIC} with fewer replicas than offsets.topic.replication.factor"
+            );
+        }
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.offsets_topic_segment_bytes.to_string(),
+            ),
+        ]);
+        match self
+            .create_topic(
+                OFFSETS_TOPIC,
+                self.config.offsets_topic_partitions,
+                replication_factor,
+                configs,
+                None,
+                false,
+            )
+            .await
+        {
+            Err(e) if e.code != ResponseError::TopicAlreadyExists => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends offset changes of `group` to its `__consumer_offsets` partition, waits until
+    /// every in-sync replica has them, then makes them visible.
+    pub async fn write_offsets(
+        &self,
+        group: &str,
+        records: Vec<OffsetRecord>,
+    ) -> Result<(), ApiError> {
+        let index = self.offsets_partition_of(group).ok_or_else(|| {
             ApiError::new(
                 ResponseError::CoordinatorNotAvailable,
-                format!("{OFFSETS_TOPIC}-{index} is not available"),
+                "no offsets topic yet",
             )
         })?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let batch = offsets::encode_batch(&records, now)
-            .map_err(|e| ApiError::new(ResponseError::UnknownServerError, e.to_string()))?;
-        partition.append(&batch).map_err(|e| {
-            tracing::error!(group, error = %e, "offsets could not be stored");
-            ApiError::new(ResponseError::KafkaStorageError, e.to_string())
+        let partition = self.leader_partition(OFFSETS_TOPIC, index).map_err(|_| {
+            ApiError::new(
+                ResponseError::NotCoordinator,
+                "this broker no longer coordinates the group",
+            )
         })?;
+        let batch = offsets::encode_batch(&records, now_ms())
+            .map_err(|e| ApiError::new(ResponseError::UnknownServerError, e.to_string()))?;
+        let info = partition.append(&batch, true).map_err(|e| {
+            tracing::error!(group, error = %e, "offsets could not be stored");
+            ApiError::new(ResponseError::CoordinatorNotAvailable, e.to_string())
+        })?;
+        if partition.syncs_every_write() {
+            partition
+                .sync_through(info.last_offset + 1)
+                .await
+                .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        }
+        partition
+            .wait_replicated(info.last_offset + 1, self.config.request_timeout)
+            .await
+            .map_err(|e| ApiError::new(ResponseError::RequestTimedOut, e.to_string()))?;
         self.groups.apply_offsets(records);
         Ok(())
     }
 
     /// Deletes an empty group and its committed offsets.
-    pub fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
+    pub async fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
+        self.check_coordinator(group)?;
         let keys = self.groups.delete_group(group)?;
         if keys.is_empty() {
             return Ok(());
@@ -245,22 +751,23 @@ impl Broker {
                 value: None,
             })
             .collect();
-        self.write_offsets(group, tombstones).map_err(|e| e.code)
+        self.write_offsets(group, tombstones)
+            .await
+            .map_err(|e| e.code)
     }
 
     /// Every hosted partition with its topic's effective settings.
-    fn partitions_with_config(&self) -> Vec<(Arc<Partition>, TopicConfig)> {
-        let topics: HashMap<String, TopicConfig> = self
-            .topics()
-            .iter()
-            .map(|t| (t.name.clone(), self.topic_config(t)))
-            .collect();
+    pub(crate) fn partitions_with_config(&self) -> Vec<(Arc<Partition>, TopicConfig)> {
+        let image = self.image();
         let partitions = self.partitions.read();
-        partitions
-            .iter()
-            .filter_map(|(name, list)| topics.get(&**name).map(|config| (list, config)))
-            .flat_map(|(list, config)| list.iter().map(move |p| (Arc::clone(p), config.clone())))
-            .collect()
+        let mut out = Vec::new();
+        for (name, list) in partitions.iter() {
+            if let Some(topic) = image.topics.get(&**name) {
+                let config = self.topic_config(topic);
+                out.extend(list.values().map(|p| (Arc::clone(p), config.clone())));
+            }
+        }
+        out
     }
 
     /// Deletes segments past `retention.ms` / `retention.bytes` in topics whose cleanup policy
@@ -322,24 +829,15 @@ impl Broker {
 
     /// Advances a partition's log start offset (DeleteRecords); -1 means the high watermark.
     pub fn delete_records(&self, topic: &str, index: i32, offset: i64) -> Result<i64, ApiError> {
-        let partition = self.partition(topic, index).ok_or_else(|| {
-            ApiError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("{topic}-{index} does not exist"),
-            )
+        let partition = self.leader_partition(topic, index).map_err(|code| {
+            ApiError::new(code, format!("{topic}-{index} is not led by this broker"))
         })?;
-        let target = if offset == -1 {
-            partition.high_watermark()
-        } else {
-            offset
-        };
-        if target < 0 || target > partition.high_watermark() {
+        let high_watermark = partition.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target < 0 || target > high_watermark {
             return Err(ApiError::new(
                 ResponseError::OffsetOutOfRange,
-                format!(
-                    "{topic}-{index}: offset {offset} is beyond the high watermark {}",
-                    partition.high_watermark()
-                ),
+                format!("{topic}-{index}: offset {offset} is beyond the high watermark {high_watermark}"),
             ));
         }
         partition
@@ -347,7 +845,7 @@ impl Broker {
             .map_err(|e| ApiError::new(e.response_error(), e.to_string()))
     }
 
-    /// Updates the gauges computed from state rather than counted: consumer lag.
+    /// Updates the gauges computed from state rather than counted.
     pub fn refresh_metrics(&self) {
         self.metrics.consumer_lag.reset();
         for (group, topic, partition, committed) in self.groups.all_committed() {
@@ -359,247 +857,52 @@ impl Broker {
                     .set(lag);
             }
         }
-    }
-
-    /// A new producer id for InitProducerId.
-    pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
-        self.metadata
-            .write()
-            .allocate_producer_id()
-            .map_err(storage_error)
-    }
-
-    /// Creates a topic with its partition logs, or checks that it could be (`validate_only`).
-    pub fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicMeta, ApiError> {
-        config::validate_topic_name(name)
-            .map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;
-        let partitions = if partitions == -1 {
-            self.config.num_partitions
-        } else {
-            partitions
-        };
-        if partitions < 1 {
-            return Err(ApiError::new(
-                ResponseError::InvalidPartitions,
-                format!("number of partitions must be at least 1, not {partitions}"),
-            ));
-        }
-        let replication_factor = if replication_factor == -1 {
-            self.config.default_replication_factor
-        } else {
-            replication_factor
-        };
-        if replication_factor != 1 {
-            return Err(ApiError::new(
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "replication factor {replication_factor} is larger than the 1 available broker"
-                ),
-            ));
-        }
-        config::validate_topic_configs(&configs)
-            .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
-        let _admin = self.admin.lock();
-        if self.metadata.read().topic(name).is_some() {
-            return Err(ApiError::new(
-                ResponseError::TopicAlreadyExists,
-                format!("topic `{name}` already exists"),
-            ));
-        }
-        let topic = TopicMeta {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
-            partitions,
-            replication_factor,
-            configs,
-        };
-        if validate_only {
-            return Ok(topic);
-        }
-        let shared: Arc<str> = Arc::from(name);
-        let opened = self.open_partitions(&topic, &shared, 0)?;
-        self.metadata
-            .write()
-            .put_topic(topic.clone())
-            .map_err(storage_error)?;
-        self.partitions.write().insert(shared, opened);
-        tracing::info!(topic = name, partitions, "topic created");
-        Ok(topic)
-    }
-
-    /// Replaces a topic's setting overrides after validating them, and applies them to its
-    /// partition logs.
-    pub fn alter_topic_configs(
-        &self,
-        name: &str,
-        overrides: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<(), ApiError> {
-        config::validate_topic_configs(&overrides)
-            .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
-        if validate_only {
-            return Ok(());
-        }
-        let _admin = self.admin.lock();
-        let mut topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
-        topic.configs = overrides;
-        self.metadata
-            .write()
-            .put_topic(topic.clone())
-            .map_err(storage_error)?;
-        let topic_config = self.topic_config(&topic);
-        if let Some(partitions) = self.partitions.read().get(name) {
-            for partition in partitions {
-                partition.set_config(&topic_config, log_config(&topic_config));
+        let image = self.image();
+        let (mut leaders, mut replicas, mut under_replicated, mut under_min_isr, mut offline) =
+            (0, 0, 0, 0, 0);
+        for topic in image.topics.values() {
+            let min_isr = self.topic_config(topic).min_insync_replicas;
+            for state in &topic.partitions {
+                if state.leader == crate::controller::image::NO_LEADER {
+                    offline += 1;
+                }
+                if state.replicas.contains(&self.node_id()) {
+                    replicas += 1;
+                }
+                if state.leader == self.node_id() {
+                    leaders += 1;
+                    if state.isr.len() < state.replicas.len() {
+                        under_replicated += 1;
+                    }
+                    if state.isr.len() < min_isr {
+                        under_min_isr += 1;
+                    }
+                }
             }
         }
-        tracing::info!(topic = name, "topic configuration changed");
-        Ok(())
-    }
-
-    /// Creates a topic with the broker's defaults, as a Metadata request may ask.
-    pub fn auto_create_topic(&self, name: &str) -> Result<TopicMeta, ApiError> {
-        match self.create_topic(name, -1, -1, BTreeMap::new(), false) {
-            Err(e) if e.code == ResponseError::TopicAlreadyExists => self.topic(name).ok_or(e),
-            other => other,
-        }
-    }
-
-    /// Grows a topic to `count` partitions.
-    pub fn create_partitions(
-        &self,
-        name: &str,
-        count: i32,
-        validate_only: bool,
-    ) -> Result<TopicMeta, ApiError> {
-        let _admin = self.admin.lock();
-        let mut topic = self
-            .metadata
-            .read()
-            .topic(name)
-            .cloned()
-            .ok_or_else(|| unknown_topic(name))?;
-        if count <= topic.partitions {
-            return Err(ApiError::new(
-                ResponseError::InvalidPartitions,
-                format!(
-                    "topic `{name}` has {} partitions; the new count {count} must be larger",
-                    topic.partitions
-                ),
-            ));
-        }
-        if validate_only {
-            topic.partitions = count;
-            return Ok(topic);
-        }
-        let first_new = topic.partitions;
-        topic.partitions = count;
-        let shared: Arc<str> = self
-            .partitions
-            .read()
-            .get_key_value(name)
-            .map(|(k, _)| Arc::clone(k))
-            .unwrap_or_else(|| Arc::from(name));
-        let opened = self.open_partitions(&topic, &shared, first_new)?;
-        self.metadata
-            .write()
-            .put_topic(topic.clone())
-            .map_err(storage_error)?;
-        self.partitions
-            .write()
-            .entry(shared)
-            .or_default()
-            .extend(opened);
-        tracing::info!(topic = name, partitions = count, "partitions added");
-        Ok(topic)
-    }
-
-    /// Deletes a topic: forgets it in the metadata first, then removes its logs.
-    pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, ApiError> {
-        if !self.config.delete_topic_enable {
-            return Err(ApiError::new(
-                ResponseError::TopicDeletionDisabled,
-                "topic deletion is disabled on this broker (delete.topic.enable=false)",
-            ));
-        }
-        if name == OFFSETS_TOPIC {
-            return Err(ApiError::new(
-                ResponseError::InvalidTopicException,
-                format!(
-                    "`{OFFSETS_TOPIC}` is internal: it holds the committed offsets of every group"
-                ),
-            ));
-        }
-        let _admin = self.admin.lock();
-        let removed = self
-            .metadata
-            .write()
-            .remove_topic(name)
-            .map_err(storage_error)?
-            .ok_or_else(|| unknown_topic(name))?;
-        self.partitions.write().remove(name);
-        for index in 0..removed.partitions {
-            let dir = self.config.log_dir.join(format!("{name}-{index}"));
-            let doomed = self
-                .config
-                .log_dir
-                .join(format!("{name}-{index}.{}-delete", removed.id.simple()));
-            if let Err(e) =
-                std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove the log of a deleted topic; it is removed at the next start");
-            }
-        }
-        tracing::info!(topic = name, "topic deleted");
-        Ok(removed)
-    }
-
-    fn open_partitions(
-        &self,
-        topic: &TopicMeta,
-        shared: &Arc<str>,
-        from: i32,
-    ) -> Result<Vec<Arc<Partition>>, ApiError> {
-        let topic_config = self.topic_config(topic);
-        let log_config = log_config(&topic_config);
-        let mut opened = Vec::new();
-        for index in from..topic.partitions {
-            let dir = self.config.log_dir.join(format!("{}-{index}", topic.name));
-            // A directory the metadata does not know is left over from a crash mid-delete.
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| {
-                    ApiError::new(
-                        ResponseError::KafkaStorageError,
-                        format!("cannot clear {}: {e}", dir.display()),
-                    )
-                })?;
-            }
-            let partition = Partition::open(
-                &self.config.log_dir,
-                Arc::clone(shared),
-                topic.id,
-                index,
-                &topic_config,
-                log_config.clone(),
-            )
-            .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-            opened.push(Arc::new(partition));
-        }
-        Ok(opened)
+        self.metrics.leader_count.set(leaders);
+        self.metrics.replica_count.set(replicas);
+        self.metrics
+            .under_replicated_partitions
+            .set(under_replicated);
+        self.metrics.under_min_isr_partitions.set(under_min_isr);
+        self.metrics
+            .offline_partitions
+            .set(if self.quorum.is_active_controller() {
+                offline
+            } else {
+                0
+            });
+        self.metrics
+            .active_controller
+            .set(i64::from(self.quorum.is_active_controller()));
     }
 
     /// Flushes and closes every log, marking a clean shutdown.
-    pub fn shutdown(&self) {
+    pub fn close_logs(&self) {
         let partitions = std::mem::take(&mut *self.partitions.write());
         let mut closed = 0usize;
-        for partition in partitions.into_values().flatten() {
+        for partition in partitions.into_values().flat_map(BTreeMap::into_values) {
             let name = format!("{partition:?}");
             let result = match Arc::try_unwrap(partition) {
                 Ok(partition) => partition.close(),
@@ -631,7 +934,7 @@ pub fn log_config(topic: &TopicConfig) -> LogConfig {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -644,9 +947,28 @@ pub fn unknown_topic(name: &str) -> ApiError {
     )
 }
 
-fn storage_error(e: MetadataError) -> ApiError {
-    tracing::error!(error = %e, "metadata could not be persisted");
-    ApiError::new(ResponseError::KafkaStorageError, e.to_string())
+fn topic_exists(name: &str) -> ApiError {
+    ApiError::new(
+        ResponseError::TopicAlreadyExists,
+        format!("topic `{name}` already exists"),
+    )
+}
+
+/// A cluster id in Kafka's form: a random UUID in URL-safe base64 without padding.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = Uuid::new_v4().as_u128();
+    (0..22)
+        .map(|i| {
+            let shift = 128i32 - 6 * (i + 1);
+            let sextet = if shift >= 0 {
+                (bits >> shift) & 0x3f
+            } else {
+                (bits << -shift) & 0x3f
+            };
+            char::from(ALPHABET[sextet as usize])
+        })
+        .collect()
 }
 
 /// Removes partition directories renamed for deletion before a crash or a failed removal.
@@ -661,5 +983,20 @@ fn remove_deleted_dirs(dir: &std::path::Path) {
                 tracing::warn!(dir = %path.display(), error = %e, "could not remove a deleted partition");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        let id = new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(id, new_cluster_id());
     }
 }

@@ -135,6 +135,9 @@ fn advertised_listener(config: &BrokerConfig, bound_port: u16) -> Listener {
     }
 }
 
+/// Longest wait for leadership to move away on SIGTERM before stopping anyway.
+const CONTROLLED_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -170,7 +173,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let advertised = advertised_listener(&config, port);
     let metrics_address = config.metrics_address.clone();
-    let broker = Broker::open(config, advertised).context("cannot open the log directory")?;
+    let shutdown = CancellationToken::new();
+    let broker = Broker::start(config, advertised, shutdown.clone())
+        .await
+        .context("cannot start the broker")?;
     let listener = match early {
         Some(listener) => listener,
         None => TcpListener::bind(&bind)
@@ -181,7 +187,6 @@ async fn main() -> anyhow::Result<()> {
         .local_addr()
         .context("listener has no local address")?;
 
-    let shutdown = CancellationToken::new();
     if let Some(address) = metrics_address {
         let metrics_listener = TcpListener::bind(&address)
             .await
@@ -196,13 +201,20 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     let on_signal = shutdown.clone();
+    let stopping = std::sync::Arc::clone(&broker);
     tokio::spawn(async move {
         tokio::select! {
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         }
+        oxbow_broker::controller::tasks::controlled_shutdown(
+            &stopping,
+            CONTROLLED_SHUTDOWN_TIMEOUT,
+        )
+        .await;
         on_signal.cancel();
     });
+    oxbow_broker::controller::tasks::spawn(&broker);
     tokio::spawn(run_group_timers(
         std::sync::Arc::clone(&broker),
         shutdown.clone(),
@@ -218,7 +230,8 @@ async fn main() -> anyhow::Result<()> {
         "broker started"
     );
     oxbow_broker::server::run(listener, std::sync::Arc::clone(&broker), shutdown).await;
-    broker.shutdown();
+    broker.quorum.shutdown().await;
+    broker.close_logs();
     tracing::info!("broker stopped");
     Ok(())
 }

@@ -22,6 +22,14 @@ pub struct Metrics {
     pub messages_in: IntCounterVec,
     pub connections: IntGauge,
     pub consumer_lag: IntGaugeVec,
+    pub leader_count: IntGauge,
+    pub replica_count: IntGauge,
+    pub under_replicated_partitions: IntGauge,
+    pub under_min_isr_partitions: IntGauge,
+    pub offline_partitions: IntGauge,
+    pub active_controller: IntGauge,
+    pub isr_shrinks: prometheus::IntCounter,
+    pub isr_expands: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -92,8 +100,50 @@ impl Metrics {
             &["group", "topic", "partition"],
         )
         .expect("static metric definition");
+        let gauge =
+            |name: &str, help: &str| IntGauge::new(name, help).expect("static metric definition");
+        let leader_count = gauge("oxbow_leader_partitions", "Partitions this broker leads.");
+        let replica_count = gauge(
+            "oxbow_replica_partitions",
+            "Partition replicas this broker hosts.",
+        );
+        let under_replicated_partitions = gauge(
+            "oxbow_under_replicated_partitions",
+            "Partitions led here whose ISR is smaller than their replica set.",
+        );
+        let under_min_isr_partitions = gauge(
+            "oxbow_under_min_isr_partitions",
+            "Partitions led here whose ISR is below min.insync.replicas: acks=all writes fail.",
+        );
+        let offline_partitions = gauge(
+            "oxbow_offline_partitions",
+            "Partitions without a leader (reported by the active controller).",
+        );
+        let active_controller = gauge(
+            "oxbow_active_controller",
+            "1 on the active controller, else 0.",
+        );
+        let counter = |name: &str, help: &str| {
+            prometheus::IntCounter::new(name, help).expect("static metric definition")
+        };
+        let isr_shrinks = counter(
+            "oxbow_isr_shrinks_total",
+            "ISR shrinks proposed by partitions led here.",
+        );
+        let isr_expands = counter(
+            "oxbow_isr_expands_total",
+            "ISR expansions proposed by partitions led here.",
+        );
         for collector in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(leader_count.clone()),
+            Box::new(replica_count.clone()),
+            Box::new(under_replicated_partitions.clone()),
+            Box::new(under_min_isr_partitions.clone()),
+            Box::new(offline_partitions.clone()),
+            Box::new(active_controller.clone()),
+            Box::new(isr_shrinks.clone()),
+            Box::new(isr_expands.clone()),
             Box::new(requests.clone()),
             Box::new(request_errors.clone()),
             Box::new(request_latency.clone()),
@@ -116,6 +166,14 @@ impl Metrics {
             messages_in,
             connections,
             consumer_lag,
+            leader_count,
+            replica_count,
+            under_replicated_partitions,
+            under_min_isr_partitions,
+            offline_partitions,
+            active_controller,
+            isr_shrinks,
+            isr_expands,
         }
     }
 

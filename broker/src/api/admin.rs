@@ -21,8 +21,9 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, topic_name};
 use crate::broker::{ApiError, Broker};
 use crate::config::TOPIC_DEFS;
+use crate::controller::image::TopicImage;
 
-pub(super) fn create_topics(
+pub(super) async fn create_topics(
     broker: &Broker,
     request: CreateTopicsRequest,
     version: i16,
@@ -34,52 +35,49 @@ pub(super) fn create_topics(
         .filter(|t| !seen.insert(t.name.0.to_string()))
         .map(|t| t.name.0.to_string())
         .collect();
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let name = topic.name.0.to_string();
-            let outcome = if duplicates.contains(&name) {
-                Err(ApiError::new(
-                    ResponseError::InvalidRequest,
-                    format!("topic `{name}` appears more than once in the request"),
-                ))
-            } else {
-                create_one(broker, topic, request.validate_only)
-            };
-            let result = CreatableTopicResult::default()
-                .with_name(topic_name(&name))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1);
-            match outcome {
-                Ok(meta) => {
-                    let result = result
-                        .with_num_partitions(meta.partitions)
-                        .with_replication_factor(meta.replication_factor);
-                    let result = if version >= 7 {
-                        result.with_topic_id(meta.id)
-                    } else {
-                        result
-                    };
-                    result.with_configs(Some(effective_configs(broker, &meta.configs)))
-                }
-                Err(e) => {
-                    tracing::info!(topic = name, error = %e.message, "topic not created");
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let outcome = if duplicates.contains(&name) {
+            Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("topic `{name}` appears more than once in the request"),
+            ))
+        } else {
+            create_one(broker, topic, request.validate_only).await
+        };
+        let result = CreatableTopicResult::default()
+            .with_name(topic_name(&name))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        results.push(match outcome {
+            Ok(created) => {
+                let result = result
+                    .with_num_partitions(created.partitions.len() as i32)
+                    .with_replication_factor(created.replication_factor());
+                let result = if version >= 7 {
+                    result.with_topic_id(created.id)
+                } else {
                     result
-                        .with_error_code(e.code.code())
-                        .with_error_message(Some(str_bytes(&e.message)))
-                }
+                };
+                result.with_configs(Some(effective_configs(broker, &created.configs)))
             }
-        })
-        .collect();
+            Err(e) => {
+                tracing::info!(topic = name, error = %e.message, "topic not created");
+                result
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(str_bytes(&e.message)))
+            }
+        });
+    }
     CreateTopicsResponse::default().with_topics(results)
 }
 
-fn create_one(
+async fn create_one(
     broker: &Broker,
     topic: CreatableTopic,
     validate_only: bool,
-) -> Result<crate::controller::TopicMeta, ApiError> {
+) -> Result<TopicImage, ApiError> {
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
         let Some(value) = &config.value else {
@@ -90,8 +88,8 @@ fn create_one(
         };
         configs.insert(config.name.to_string(), value.to_string());
     }
-    let (partitions, replication_factor) = if topic.assignments.is_empty() {
-        (topic.num_partitions, topic.replication_factor)
+    let assignment = if topic.assignments.is_empty() {
+        None
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err(ApiError::new(
@@ -101,6 +99,7 @@ fn create_one(
         }
         let mut assignments: Vec<_> = topic.assignments.iter().collect();
         assignments.sort_by_key(|a| a.partition_index);
+        let mut lists = Vec::with_capacity(assignments.len());
         for (expected, assignment) in assignments.iter().enumerate() {
             if usize::try_from(assignment.partition_index).ok() != Some(expected) {
                 return Err(ApiError::new(
@@ -108,35 +107,35 @@ fn create_one(
                     "replica assignments must cover partitions 0..n exactly once",
                 ));
             }
-            check_replicas(broker, &assignment.broker_ids)?;
+            lists.push(check_replicas(&assignment.broker_ids)?);
         }
-        let replicas = assignments.first().map_or(0, |a| a.broker_ids.len());
-        (
-            assignments.len() as i32,
-            i16::try_from(replicas).unwrap_or(i16::MAX),
-        )
+        Some(lists)
     };
-    broker.create_topic(
-        topic.name.as_str(),
-        partitions,
-        replication_factor,
-        configs,
-        validate_only,
-    )
+    broker
+        .create_topic(
+            topic.name.as_str(),
+            topic.num_partitions,
+            topic.replication_factor,
+            configs,
+            assignment,
+            validate_only,
+        )
+        .await
 }
 
-fn check_replicas(broker: &Broker, replicas: &[BrokerId]) -> Result<(), ApiError> {
-    if replicas.is_empty() || replicas.iter().any(|id| id.0 != broker.node_id()) {
-        let listed: Vec<i32> = replicas.iter().map(|id| id.0).collect();
+/// A replica list from a request: not empty, no broker twice.
+fn check_replicas(replicas: &[BrokerId]) -> Result<Vec<i32>, ApiError> {
+    let listed: Vec<i32> = replicas.iter().map(|id| id.0).collect();
+    let mut distinct = listed.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if listed.is_empty() || distinct.len() != listed.len() {
         return Err(ApiError::new(
             ResponseError::InvalidReplicaAssignment,
-            format!(
-                "replicas {listed:?} name brokers other than the only one, {}",
-                broker.node_id()
-            ),
+            format!("replica list {listed:?} is empty or names a broker twice"),
         ));
     }
-    Ok(())
+    Ok(listed)
 }
 
 /// The topic's effective settings as CreateTopics v5+ reports them.
@@ -159,7 +158,7 @@ fn effective_configs(
         .collect()
 }
 
-pub(super) fn delete_topics(
+pub(super) async fn delete_topics(
     broker: &Broker,
     request: DeleteTopicsRequest,
     version: i16,
@@ -177,58 +176,66 @@ pub(super) fn delete_topics(
             .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
-            let resolved = match &name {
-                Some(name) => Ok(name.clone()),
-                None => broker.topic_by_id(id).map(|t| t.name).ok_or_else(|| {
-                    ApiError::new(
-                        ResponseError::UnknownTopicId,
-                        format!("no topic has id {id}"),
-                    )
-                }),
-            };
-            let outcome = resolved.and_then(|name| broker.delete_topic(&name));
-            let result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name));
-            match outcome {
-                Ok(meta) => result
-                    .with_name(Some(topic_name(&meta.name)))
-                    .with_topic_id(meta.id),
-                Err(e) => result
-                    .with_topic_id(id)
-                    .with_error_code(e.code.code())
-                    .with_error_message(Some(str_bytes(&e.message))),
-            }
-        })
-        .collect();
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let resolved = match &name {
+            Some(name) => Ok(name.clone()),
+            None => broker.topic_by_id(id).map(|t| t.name).ok_or_else(|| {
+                ApiError::new(
+                    ResponseError::UnknownTopicId,
+                    format!("no topic has id {id}"),
+                )
+            }),
+        };
+        let outcome = match resolved {
+            Ok(name) => broker.delete_topic(&name).await,
+            Err(e) => Err(e),
+        };
+        let result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name));
+        responses.push(match outcome {
+            Ok(deleted) => result
+                .with_name(Some(topic_name(&deleted.name)))
+                .with_topic_id(deleted.id),
+            Err(e) => result
+                .with_topic_id(id)
+                .with_error_code(e.code.code())
+                .with_error_message(Some(str_bytes(&e.message))),
+        });
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub(super) fn create_partitions(
+pub(super) async fn create_partitions(
     broker: &Broker,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let name = topic.name.0.to_string();
-            let outcome = topic
-                .assignments
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let assignment = match &topic.assignments {
+            Some(list) => list
                 .iter()
-                .flatten()
-                .try_for_each(|a| check_replicas(broker, &a.broker_ids))
-                .and_then(|()| broker.create_partitions(&name, topic.count, request.validate_only));
-            let result = CreatePartitionsTopicResult::default().with_name(topic.name);
-            match outcome {
-                Ok(_) => result,
-                Err(e) => result
-                    .with_error_code(e.code.code())
-                    .with_error_message(Some(str_bytes(&e.message))),
+                .map(|a| check_replicas(&a.broker_ids))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            None => Ok(None),
+        };
+        let outcome = match assignment {
+            Ok(assignment) => {
+                broker
+                    .create_partitions(&name, topic.count, assignment, request.validate_only)
+                    .await
             }
-        })
-        .collect();
+            Err(e) => Err(e),
+        };
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name);
+        results.push(match outcome {
+            Ok(_) => result,
+            Err(e) => result
+                .with_error_code(e.code.code())
+                .with_error_message(Some(str_bytes(&e.message))),
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 

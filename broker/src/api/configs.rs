@@ -1,5 +1,7 @@
 //! DescribeConfigs: the effective settings of topics and of the broker, with their sources.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -199,14 +201,13 @@ enum Change {
     Subtract(String),
 }
 
-/// Applies `changes` to a topic's overrides; AlterConfigs replaces them all (`replace`).
-fn alter_topic(
+/// The topic's overrides after `changes`; AlterConfigs replaces them all (`replace`).
+fn changed_overrides(
     broker: &Broker,
     name: &str,
     changes: Vec<(String, Change)>,
     replace: bool,
-    validate_only: bool,
-) -> Result<(), Failure> {
+) -> Result<BTreeMap<String, String>, Failure> {
     let topic = broker.topic(name).ok_or_else(|| {
         (
             ResponseError::UnknownTopicOrPartition,
@@ -272,8 +273,19 @@ fn alter_topic(
             }
         }
     }
+    Ok(overrides)
+}
+
+/// Commits the overrides a change computed, unless it failed already.
+async fn apply_overrides(
+    broker: &Broker,
+    name: &str,
+    overrides: Result<BTreeMap<String, String>, Failure>,
+    validate_only: bool,
+) -> Result<(), Failure> {
     broker
-        .alter_topic_configs(name, overrides, validate_only)
+        .alter_topic_configs(name, overrides?, validate_only)
+        .await
         .map_err(|e| (e.code, e.message))
 }
 
@@ -315,85 +327,78 @@ fn check_resource(resource_type: i8) -> Result<(), Failure> {
     }
 }
 
-pub(super) fn alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
-    let responses = request
-        .resources
-        .iter()
-        .map(|resource| {
-            let outcome = check_resource(resource.resource_type).and_then(|()| {
-                let mut changes = Vec::new();
-                for config in &resource.configs {
+pub(super) async fn alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in &request.resources {
+        let name = resource.resource_name.as_str();
+        let overrides = check_resource(resource.resource_type).and_then(|()| {
+            let changes = resource
+                .configs
+                .iter()
+                .map(|config| {
                     let change = match &config.value {
                         Some(value) => Change::Set(value.to_string()),
                         None => Change::Delete,
                     };
-                    changes.push((config.name.to_string(), change));
-                }
-                alter_topic(
-                    broker,
-                    resource.resource_name.as_str(),
-                    changes,
-                    true,
-                    request.validate_only,
-                )
-            });
-            let (code, message, resource_type, name) =
-                alter_result(resource.resource_type, &resource.resource_name, outcome);
+                    (config.name.to_string(), change)
+                })
+                .collect();
+            changed_overrides(broker, name, changes, true)
+        });
+        let outcome = apply_overrides(broker, name, overrides, request.validate_only).await;
+        let (code, message, resource_type, name) =
+            alter_result(resource.resource_type, &resource.resource_name, outcome);
+        responses.push(
             AlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)
                 .with_resource_type(resource_type)
-                .with_resource_name(name)
-        })
-        .collect();
+                .with_resource_name(name),
+        );
+    }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-pub(super) fn incremental_alter(
+pub(super) async fn incremental_alter(
     broker: &Broker,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = request
-        .resources
-        .iter()
-        .map(|resource| {
-            let outcome = check_resource(resource.resource_type).and_then(|()| {
-                let mut changes = Vec::new();
-                for config in &resource.configs {
-                    let value = config.value.as_ref().map(|v| v.to_string());
-                    let change = match (config.config_operation, value) {
-                        (0, Some(v)) => Change::Set(v),
-                        (1, _) => Change::Delete,
-                        (2, Some(v)) => Change::Append(v),
-                        (3, Some(v)) => Change::Subtract(v),
-                        (op, _) => {
-                            return Err((
-                                ResponseError::InvalidRequest,
-                                format!(
-                                    "operation {op} on `{}` needs a value or is unknown",
-                                    config.name.as_str()
-                                ),
-                            ))
-                        }
-                    };
-                    changes.push((config.name.to_string(), change));
-                }
-                alter_topic(
-                    broker,
-                    resource.resource_name.as_str(),
-                    changes,
-                    false,
-                    request.validate_only,
-                )
-            });
-            let (code, message, resource_type, name) =
-                alter_result(resource.resource_type, &resource.resource_name, outcome);
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in &request.resources {
+        let name = resource.resource_name.as_str();
+        let overrides = check_resource(resource.resource_type).and_then(|()| {
+            let mut changes = Vec::new();
+            for config in &resource.configs {
+                let value = config.value.as_ref().map(|v| v.to_string());
+                let change = match (config.config_operation, value) {
+                    (0, Some(v)) => Change::Set(v),
+                    (1, _) => Change::Delete,
+                    (2, Some(v)) => Change::Append(v),
+                    (3, Some(v)) => Change::Subtract(v),
+                    (op, _) => {
+                        return Err((
+                            ResponseError::InvalidRequest,
+                            format!(
+                                "operation {op} on `{}` needs a value or is unknown",
+                                config.name.as_str()
+                            ),
+                        ))
+                    }
+                };
+                changes.push((config.name.to_string(), change));
+            }
+            changed_overrides(broker, name, changes, false)
+        });
+        let outcome = apply_overrides(broker, name, overrides, request.validate_only).await;
+        let (code, message, resource_type, name) =
+            alter_result(resource.resource_type, &resource.resource_name, outcome);
+        responses.push(
             IncrementalAlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)
                 .with_resource_type(resource_type)
-                .with_resource_name(name)
-        })
-        .collect();
+                .with_resource_name(name),
+        );
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

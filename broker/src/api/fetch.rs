@@ -30,6 +30,13 @@ pub(super) async fn handle(
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);
     }
+    // A follower's fetch names its broker id; a consumer's is -1.
+    let replica = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let follower = (replica >= 0).then_some(replica);
     let plan = resolve(broker, &request, version);
     let wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
@@ -46,14 +53,14 @@ pub(super) async fn handle(
                 }
             }
         }
-        let (response, bytes, errors) = read(broker, &plan, max_bytes);
+        let (response, bytes, errors) = read(broker, &plan, max_bytes, follower);
         if bytes >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
             return response;
         }
         tokio::select! {
             () = notify.notified() => {}
             () = tokio::time::sleep_until(deadline) => {}
-            () = shutdown.cancelled() => return read(broker, &plan, max_bytes).0,
+            () = shutdown.cancelled() => return read(broker, &plan, max_bytes, follower).0,
         }
     }
 }
@@ -70,6 +77,23 @@ struct FetchPoint {
     index: i32,
     offset: i64,
     max_bytes: usize,
+}
+
+/// The leader's replica, after checking the fetcher's idea of the leader epoch.
+fn leader_for(
+    broker: &Broker,
+    name: &str,
+    index: i32,
+    current_epoch: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    let partition = broker.leader_partition(name, index)?;
+    let (_, epoch) = partition.role();
+    match current_epoch {
+        e if e < 0 => Ok(partition),
+        e if e < epoch => Err(ResponseError::FencedLeaderEpoch),
+        e if e > epoch => Err(ResponseError::UnknownLeaderEpoch),
+        _ => Ok(partition),
+    }
 }
 
 fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicPlan> {
@@ -97,9 +121,7 @@ fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicPl
                         max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                     };
                     let found = match &name {
-                        Some(name) => broker
-                            .partition(name, p.partition)
-                            .ok_or(ResponseError::UnknownTopicOrPartition),
+                        Some(name) => leader_for(broker, name, p.partition, p.current_leader_epoch),
                         None => Err(missing),
                     };
                     (point, found)
@@ -117,7 +139,13 @@ fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicPl
 
 /// Reads every partition of the plan once. Returns the response, the record bytes in it,
 /// and whether any partition answered with an error.
-fn read(broker: &Broker, plan: &[TopicPlan], max_bytes: usize) -> (FetchResponse, usize, bool) {
+fn read(
+    broker: &Arc<Broker>,
+    plan: &[TopicPlan],
+    max_bytes: usize,
+    follower: Option<i32>,
+) -> (FetchResponse, usize, bool) {
+    let now = std::time::Instant::now();
     let mut total = 0usize;
     let mut errors = false;
     let mut topics = Vec::with_capacity(plan.len());
@@ -140,6 +168,11 @@ fn read(broker: &Broker, plan: &[TopicPlan], max_bytes: usize) -> (FetchResponse
                     continue;
                 }
             };
+            if let Some(follower) = follower {
+                if let Some(change) = partition.record_follower_fetch(follower, point.offset, now) {
+                    crate::replica::manager::propose_isr_change(broker, partition, change);
+                }
+            }
             let high_watermark = partition.high_watermark();
             let log_start = partition.log_start_offset();
             let data = data
@@ -150,9 +183,23 @@ fn read(broker: &Broker, plan: &[TopicPlan], max_bytes: usize) -> (FetchResponse
             let records = if limit == 0 && total > 0 {
                 Ok(Bytes::new())
             } else {
-                partition
-                    .read(point.offset, limit.max(1))
-                    .map(|r| r.records)
+                let end = partition.log_end_offset();
+                match follower {
+                    // Followers copy the whole log; consumers see only what is committed.
+                    Some(_) => partition
+                        .read(point.offset, limit.max(1))
+                        .map(|r| r.records),
+                    None if point.offset > end || point.offset < log_start => {
+                        Err(ReadError::OffsetOutOfRange {
+                            offset: point.offset,
+                            log_start,
+                            log_end: end,
+                        })
+                    }
+                    None => partition
+                        .read_committed(point.offset, limit.max(1))
+                        .map(|r| r.records),
+                }
             };
             match records {
                 // Only the first partition with data may exceed the limits (KIP-74), so a

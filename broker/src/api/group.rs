@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
-use crate::group::{JoinRequest, JoinResult, Pending, SyncResult};
+use crate::group::{JoinRequest, JoinResult, Pending, SyncResult, OFFSETS_TOPIC};
+use kafka_protocol::protocol::StrBytes;
 
 const KEY_TYPE_GROUP: i8 = 0;
 /// Kafka's marker for "authorized operations were not requested".
@@ -30,49 +31,97 @@ fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
 }
 
-pub(super) fn find_coordinator(
+/// Where the coordinator of `group` is: the leader of its `__consumer_offsets` partition.
+async fn locate(broker: &Broker, group: &str) -> Result<(i32, String, i32), ResponseError> {
+    if let Err(e) = broker.ensure_offsets_topic().await {
+        tracing::warn!(error = %e.message, "{OFFSETS_TOPIC} is not available");
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    let partition = broker
+        .offsets_partition_of(group)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let image = broker.image();
+    let leader = image
+        .partition(OFFSETS_TOPIC, partition)
+        .map(|p| p.leader)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let registration = image
+        .brokers
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((
+        leader,
+        registration.host.clone(),
+        i32::from(registration.port),
+    ))
+}
+
+pub(super) async fn find_coordinator(
     broker: &Broker,
     request: &FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let host = str_bytes(&broker.advertised.host);
-    let port = i32::from(broker.advertised.port);
-    let node = BrokerId(broker.node_id());
-    let error = (request.key_type != KEY_TYPE_GROUP).then_some(ResponseError::InvalidRequest);
-    let message = error.map(|_| {
-        str_bytes("only group coordinators exist on this broker; transactions are not supported")
-    });
+    let keys: Vec<StrBytes> = if version >= 4 {
+        request.coordinator_keys.clone()
+    } else {
+        vec![request.key.clone()]
+    };
+    let mut found = Vec::with_capacity(keys.len());
+    for key in keys {
+        let outcome = if request.key_type != KEY_TYPE_GROUP {
+            Err((
+                ResponseError::InvalidRequest,
+                "only group coordinators exist; transactions are not supported",
+            ))
+        } else {
+            locate(broker, key.as_str())
+                .await
+                .map_err(|e| (e, "the group's offsets partition has no leader yet"))
+        };
+        found.push((key, outcome));
+    }
     if version >= 4 {
-        let coordinators = request
-            .coordinator_keys
-            .iter()
-            .map(|key| {
-                let found = Coordinator::default()
-                    .with_key(key.clone())
-                    .with_error_code(code(error))
-                    .with_error_message(message.clone());
-                if error.is_some() {
-                    found.with_node_id(BrokerId(-1)).with_port(-1)
-                } else {
-                    found
-                        .with_node_id(node)
-                        .with_host(host.clone())
-                        .with_port(port)
+        let coordinators = found
+            .into_iter()
+            .map(|(key, outcome)| {
+                let coordinator = Coordinator::default().with_key(key);
+                match outcome {
+                    Ok((node, host, port)) => coordinator
+                        .with_node_id(BrokerId(node))
+                        .with_host(str_bytes(&host))
+                        .with_port(port),
+                    Err((e, message)) => coordinator
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(e.code())
+                        .with_error_message(Some(str_bytes(message))),
                 }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let response = FindCoordinatorResponse::default().with_error_code(code(error));
-    let response = if version >= 1 {
-        response.with_error_message(message)
-    } else {
-        response
+    let Some((_, outcome)) = found.into_iter().next() else {
+        return FindCoordinatorResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code());
     };
-    if error.is_some() {
-        return response.with_node_id(BrokerId(-1)).with_port(-1);
+    match outcome {
+        Ok((node, host, port)) => FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(node))
+            .with_host(str_bytes(&host))
+            .with_port(port),
+        Err((e, message)) => {
+            let response = FindCoordinatorResponse::default()
+                .with_error_code(e.code())
+                .with_node_id(BrokerId(-1))
+                .with_port(-1);
+            if version >= 1 {
+                response.with_error_message(Some(str_bytes(message)))
+            } else {
+                response
+            }
+        }
     }
-    response.with_node_id(node).with_host(host).with_port(port)
 }
 
 fn ms(value: i32) -> Duration {
@@ -108,6 +157,13 @@ pub(super) async fn join(
         require_known_member_id: version >= 4,
     };
     let member_id = join.member_id.clone();
+    if let Err(e) = broker.check_coordinator(&join.group_id) {
+        return JoinGroupResponse::default()
+            .with_error_code(e.code())
+            .with_generation_id(-1)
+            .with_member_id(str_bytes(&member_id))
+            .with_protocol_name((version < 7).then(|| str_bytes("")));
+    }
     let result = match broker.groups.join(join) {
         Pending::Ready(result) => result,
         Pending::Wait(receiver) => tokio::select! {
@@ -161,6 +217,9 @@ pub(super) async fn sync(
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
+    if let Err(e) = broker.check_coordinator(request.group_id.0.as_str()) {
+        return SyncGroupResponse::default().with_error_code(e.code());
+    }
     let pending = broker.groups.sync(
         request.group_id.0.as_str(),
         request.generation_id,
@@ -193,6 +252,9 @@ pub(super) async fn sync(
 }
 
 pub(super) fn heartbeat(broker: &Broker, request: &HeartbeatRequest) -> HeartbeatResponse {
+    if let Err(e) = broker.check_coordinator(request.group_id.0.as_str()) {
+        return HeartbeatResponse::default().with_error_code(e.code());
+    }
     let error = broker.groups.heartbeat(
         request.group_id.0.as_str(),
         request.generation_id,
@@ -221,6 +283,9 @@ pub(super) fn leave(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
+    if let Err(e) = broker.check_coordinator(request.group_id.0.as_str()) {
+        return LeaveGroupResponse::default().with_error_code(e.code());
+    }
     match broker.groups.leave(request.group_id.0.as_str(), &members) {
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
         Ok(results) if version < 3 => LeaveGroupResponse::default()
@@ -275,6 +340,12 @@ pub(super) fn describe(broker: &Broker, request: &DescribeGroupsRequest) -> Desc
         .groups
         .iter()
         .map(|id| {
+            if let Err(e) = broker.check_coordinator(id.0.as_str()) {
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(e.code())
+                    .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            }
             let g = broker.groups.describe(id.0.as_str());
             let members = g
                 .members
@@ -301,16 +372,15 @@ pub(super) fn describe(broker: &Broker, request: &DescribeGroupsRequest) -> Desc
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub(super) fn delete(broker: &Broker, request: &DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let results = request
-        .groups_names
-        .iter()
-        .map(|id| {
-            let error = broker.delete_group(id.0.as_str()).err();
+pub(super) async fn delete(broker: &Broker, request: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for id in &request.groups_names {
+        let error = broker.delete_group(id.0.as_str()).await.err();
+        results.push(
             DeletableGroupResult::default()
                 .with_group_id(id.clone())
-                .with_error_code(code(error))
-        })
-        .collect();
+                .with_error_code(code(error)),
+        );
+    }
     DeleteGroupsResponse::default().with_results(results)
 }

@@ -32,8 +32,9 @@ pub(super) fn handle(
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let Some(partition) = broker.partition(&name, p.partition_index) else {
-                        return result.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let partition = match broker.leader_partition(&name, p.partition_index) {
+                        Ok(partition) => partition,
+                        Err(code) => return result.with_error_code(code.code()),
                     };
                     if version >= 4 {
                         result = result.with_leader_epoch(0);

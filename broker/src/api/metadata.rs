@@ -1,4 +1,5 @@
-//! Metadata: brokers, topics and partition leaders, creating topics on demand when allowed.
+//! Metadata: brokers, topics, partition leaders, replicas and ISR, creating topics on demand
+//! when allowed.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -10,12 +11,17 @@ use uuid::Uuid;
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::config::validate_topic_name;
-use crate::controller::TopicMeta;
+use crate::controller::image::{MetadataImage, TopicImage, NO_LEADER};
+use crate::group::OFFSETS_TOPIC;
 
 /// Kafka's marker for "authorized operations were not requested".
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub(super) fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub(super) async fn handle(
+    broker: &Broker,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     // v0 asks for every topic with an empty list; later versions use null for that.
     let requested = match request.topics {
         Some(list) if version == 0 && list.is_empty() => None,
@@ -24,34 +30,48 @@ pub(super) fn handle(broker: &Broker, request: MetadataRequest, version: i16) ->
     let auto_create =
         broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     let topics = match requested {
-        None => broker
-            .topics()
-            .iter()
-            .map(|t| describe(broker, t))
-            .collect(),
-        Some(list) => list
-            .into_iter()
-            .map(|wanted| match wanted.name {
-                Some(name) => by_name(broker, &name, auto_create),
-                None => by_id(broker, wanted.topic_id),
-            })
-            .collect(),
+        None => {
+            let image = broker.image();
+            image.topics.values().map(|t| describe(&image, t)).collect()
+        }
+        Some(list) => {
+            let mut topics = Vec::with_capacity(list.len());
+            for wanted in list {
+                topics.push(match wanted.name {
+                    Some(name) => by_name(broker, &name, auto_create).await,
+                    None => by_id(broker, wanted.topic_id),
+                });
+            }
+            topics
+        }
     };
-    let node = BrokerId(broker.node_id());
+    let image = broker.image();
+    let brokers = image
+        .live_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    let controller = broker
+        .quorum
+        .active_controller(broker.node_id())
+        .unwrap_or(-1);
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(str_bytes(&broker.advertised.host))
-            .with_port(i32::from(broker.advertised.port))])
-        .with_cluster_id(Some(str_bytes(&broker.cluster_id())))
-        .with_controller_id(node)
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(&image.cluster_id)))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn by_name(broker: &Broker, name: &str, auto_create: bool) -> MetadataResponseTopic {
-    if let Some(topic) = broker.topic(name) {
-        return describe(broker, &topic);
+async fn by_name(broker: &Broker, name: &str, auto_create: bool) -> MetadataResponseTopic {
+    let image = broker.image();
+    if let Some(topic) = image.topics.get(name) {
+        return describe(&image, topic);
     }
     let failed = |code: ResponseError| {
         MetadataResponseTopic::default()
@@ -66,8 +86,8 @@ fn by_name(broker: &Broker, name: &str, auto_create: bool) -> MetadataResponseTo
     if !auto_create {
         return failed(ResponseError::UnknownTopicOrPartition);
     }
-    match broker.auto_create_topic(name) {
-        Ok(topic) => describe(broker, &topic),
+    match broker.auto_create_topic(name).await {
+        Ok(topic) => describe(&broker.image(), &topic),
         Err(e) => {
             tracing::warn!(topic = name, error = %e.message, "automatic topic creation failed");
             failed(e.code)
@@ -76,8 +96,9 @@ fn by_name(broker: &Broker, name: &str, auto_create: bool) -> MetadataResponseTo
 }
 
 fn by_id(broker: &Broker, id: Uuid) -> MetadataResponseTopic {
-    match broker.topic_by_id(id) {
-        Some(topic) => describe(broker, &topic),
+    let image = broker.image();
+    match image.topic_by_id(id) {
+        Some(topic) => describe(&image, topic),
         None => MetadataResponseTopic::default()
             .with_topic_id(id)
             .with_error_code(ResponseError::UnknownTopicId.code())
@@ -85,22 +106,37 @@ fn by_id(broker: &Broker, id: Uuid) -> MetadataResponseTopic {
     }
 }
 
-fn describe(broker: &Broker, topic: &TopicMeta) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node_id());
-    let partitions = (0..topic.partitions)
-        .map(|index| {
-            MetadataResponsePartition::default()
-                .with_partition_index(index)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
+    let ids = |list: &[i32]| list.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, state)| {
+            let offline: Vec<i32> = state
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+                .collect();
+            let partition = MetadataResponsePartition::default()
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(state.leader))
+                .with_leader_epoch(state.leader_epoch)
+                .with_replica_nodes(ids(&state.replicas))
+                .with_isr_nodes(ids(&state.isr))
+                .with_offline_replicas(ids(&offline));
+            if state.leader == NO_LEADER {
+                partition.with_error_code(ResponseError::LeaderNotAvailable.code())
+            } else {
+                partition
+            }
         })
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
         .with_topic_id(topic.id)
-        .with_is_internal(topic.name == crate::group::OFFSETS_TOPIC)
+        .with_is_internal(topic.name == OFFSETS_TOPIC)
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

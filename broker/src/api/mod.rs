@@ -11,6 +11,8 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod reassignment;
+mod replication;
 
 use std::sync::Arc;
 
@@ -71,6 +73,12 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::AlterConfigs,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DeleteRecords,
+    ApiKey::OffsetForLeaderEpoch,
+    ApiKey::BrokerHeartbeat,
+    ApiKey::DescribeLogDirs,
+    ApiKey::ElectLeaders,
+    ApiKey::AlterPartitionReassignments,
+    ApiKey::ListPartitionReassignments,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -109,6 +117,18 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::AlterConfigs => versions::<AlterConfigsRequest>(),
         ApiKey::IncrementalAlterConfigs => versions::<IncrementalAlterConfigsRequest>(),
         ApiKey::DeleteRecords => versions::<DeleteRecordsRequest>(),
+        ApiKey::OffsetForLeaderEpoch => {
+            versions::<kafka_protocol::messages::OffsetForLeaderEpochRequest>()
+        }
+        ApiKey::BrokerHeartbeat => versions::<kafka_protocol::messages::BrokerHeartbeatRequest>(),
+        ApiKey::DescribeLogDirs => versions::<kafka_protocol::messages::DescribeLogDirsRequest>(),
+        ApiKey::ElectLeaders => versions::<kafka_protocol::messages::ElectLeadersRequest>(),
+        ApiKey::AlterPartitionReassignments => {
+            versions::<kafka_protocol::messages::AlterPartitionReassignmentsRequest>()
+        }
+        ApiKey::ListPartitionReassignments => {
+            versions::<kafka_protocol::messages::ListPartitionReassignmentsRequest>()
+        }
         _ => return None,
     })
 }
@@ -148,6 +168,12 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::AlterConfigs => "AlterConfigs",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::BrokerHeartbeat => "BrokerHeartbeat",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
+        ApiKey::ElectLeaders => "ElectLeaders",
+        ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         _ => "Unsupported",
     }
 }
@@ -193,7 +219,9 @@ pub async fn handle(
     };
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(broker, r, version).await)
+        }
         RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Outcome::NoResponse,
@@ -205,13 +233,13 @@ pub async fn handle(
             ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(admin::create_topics(broker, r, version))
+            ResponseKind::CreateTopics(admin::create_topics(broker, r, version).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version))
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(broker, r))
+            ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe(broker, r, version))
@@ -220,10 +248,10 @@ pub async fn handle(
             ResponseKind::DescribeCluster(cluster::describe(broker, &r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_id::init(broker, &r))
+            ResponseKind::InitProducerId(producer_id::init(broker, &r).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(group::find_coordinator(broker, &r, version))
+            ResponseKind::FindCoordinator(group::find_coordinator(broker, &r, version).await)
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(group::join(broker, context, r, version, shutdown).await)
@@ -235,18 +263,40 @@ pub async fn handle(
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave(broker, &r, version)),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list(broker, &r)),
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(group::describe(broker, &r)),
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete(broker, &r)),
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(broker, r)),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete(broker, &r).await),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offsets::commit(broker, r).await)
+        }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(offsets::fetch(broker, r, version))
         }
-        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::delete(broker, r)),
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(broker, r)),
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offsets::delete(broker, r).await)
+        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(broker, r).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(replication::offset_for_leader_epoch(broker, r))
+        }
+        RequestKind::BrokerHeartbeat(r) => {
+            ResponseKind::BrokerHeartbeat(replication::broker_heartbeat(broker, &r))
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(replication::describe_log_dirs(broker, &r))
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(reassignment::elect_leaders(broker, r, version).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            reassignment::alter_reassignments(broker, r).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(reassignment::list_reassignments(broker, &r))
+        }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(admin::delete_records(broker, r))
         }
         RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r))
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r).await)
         }
         other => {
             return Outcome::Close(format!(

@@ -34,14 +34,17 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(super) async fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
-    let checked = broker.groups.check_commit(
-        &group,
-        request.generation_id_or_member_epoch,
-        request.member_id.as_str(),
-        request.group_instance_id.as_ref().map(|s| s.as_str()),
-    );
+    let checked = broker.check_coordinator(&group).and_then(|()| {
+        broker.groups.check_commit(
+            &group,
+            request.generation_id_or_member_epoch,
+            request.member_id.as_str(),
+            request.group_instance_id.as_ref().map(|s| s.as_str()),
+        )
+    });
+    let image = broker.image();
     let timestamp = now_ms();
     let max_metadata = broker.groups.metadata_max_bytes();
     let mut plan: CommitPlan = Vec::new();
@@ -53,7 +56,7 @@ pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
             .map(|p| {
                 let outcome = match checked {
                     Err(e) => Err(e),
-                    Ok(()) if broker.partition(&name, p.partition_index).is_none() => {
+                    Ok(()) if image.partition(&name, p.partition_index).is_none() => {
                         Err(ResponseError::UnknownTopicOrPartition)
                     }
                     Ok(())
@@ -95,7 +98,10 @@ pub(super) fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
     let stored = if records.is_empty() {
         Ok(())
     } else {
-        broker.write_offsets(&group, records).map_err(|e| e.code)
+        broker
+            .write_offsets(&group, records)
+            .await
+            .map_err(|e| e.code)
     };
     let topics = plan
         .into_iter()
@@ -173,6 +179,11 @@ pub(super) fn fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
+                if let Err(code) = broker.check_coordinator(g.group_id.0.as_str()) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(code.code());
+                }
                 let topics = lookup(broker, g.group_id.0.as_str(), wanted)
                     .into_iter()
                     .map(|(topic, partitions)| {
@@ -199,6 +210,33 @@ pub(super) fn fetch(
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
+    }
+    if let Err(code) = broker.check_coordinator(request.group_id.0.as_str()) {
+        if version >= 2 {
+            return OffsetFetchResponse::default().with_error_code(code.code());
+        }
+        // v1 has no top-level error: every requested partition carries it.
+        let topics = request
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(
+                        t.partition_indexes
+                            .iter()
+                            .map(|i| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(*i)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(code.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_topics(topics);
     }
     let wanted = request.topics.map(|topics| {
         topics
@@ -233,8 +271,11 @@ pub(super) fn fetch(
     OffsetFetchResponse::default().with_topics(topics)
 }
 
-pub(super) fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub(super) async fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = request.group_id.0.to_string();
+    if let Err(code) = broker.check_coordinator(&group) {
+        return OffsetDeleteResponse::default().with_error_code(code.code());
+    }
     let mut records = Vec::new();
     let mut topics = Vec::new();
     for topic in &request.topics {
@@ -272,7 +313,7 @@ pub(super) fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
         );
     }
     if !records.is_empty() {
-        if let Err(e) = broker.write_offsets(&group, records) {
+        if let Err(e) = broker.write_offsets(&group, records).await {
             return OffsetDeleteResponse::default().with_error_code(e.code.code());
         }
     }

@@ -1,4 +1,8 @@
-//! Produce: append record batches to partition logs.
+//! Produce: append record batches to the partitions this broker leads; with `acks=all`,
+//! answer once every in-sync replica has them.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -7,7 +11,30 @@ use kafka_protocol::ResponseError;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::producer::SequenceError;
-use crate::replica::ProduceError;
+use crate::replica::{Partition, ProduceError, ReplicationError};
+
+/// A write that still has to be made durable or replicated before it is acknowledged.
+struct Pending {
+    topic_at: usize,
+    partition_at: usize,
+    partition: Arc<Partition>,
+    end: i64,
+}
+
+fn produce_error_code(error: &ProduceError) -> ResponseError {
+    match error {
+        ProduceError::Append(e) => e.response_error(),
+        ProduceError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        ProduceError::Sequence(SequenceError::InvalidEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        ProduceError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        ProduceError::NotLeader => ResponseError::NotLeaderOrFollower,
+        ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+    }
+}
 
 pub(super) async fn handle(
     broker: &Broker,
@@ -16,77 +43,90 @@ pub(super) async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
-    let mut responses = Vec::with_capacity(request.topic_data.len());
-    // Partitions whose writes must be fsynced before they are acknowledged.
-    let mut to_sync: Vec<(usize, usize, std::sync::Arc<crate::replica::Partition>, i64)> =
-        Vec::new();
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
+    let mut pending: Vec<Pending> = Vec::new();
     for topic in request.topic_data {
         let name = if version >= 13 {
             broker.topic_by_id(topic.topic_id).map(|t| t.name)
         } else {
             Some(topic.name.0.to_string())
         };
-        let partitions = topic
-            .partition_data
-            .into_iter()
-            .map(|data| {
-                let result = PartitionProduceResponse::default()
-                    .with_index(data.index)
-                    .with_base_offset(-1)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(-1);
-                let failed = |code: ResponseError, message: String| {
-                    tracing::debug!(topic = name.as_deref().unwrap_or(""), partition = data.index, ?code, %message, "produce refused");
-                    result
-                        .clone()
-                        .with_error_code(code.code())
-                        .with_error_message(Some(str_bytes(&message)))
-                };
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let result = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let failed = |code: ResponseError, message: String| {
+                tracing::debug!(topic = name.as_deref().unwrap_or(""), partition = data.index, ?code, %message, "produce refused");
+                result
+                    .clone()
+                    .with_error_code(code.code())
+                    .with_error_message(Some(str_bytes(&message)))
+            };
+            let outcome = 'outcome: {
                 if !acks_valid {
-                    return failed(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {acks}"));
+                    break 'outcome failed(
+                        ResponseError::InvalidRequiredAcks,
+                        format!("acks must be -1, 0 or 1, not {acks}"),
+                    );
                 }
                 let Some(name) = name.as_deref() else {
-                    return failed(ResponseError::UnknownTopicId, format!("no topic has id {}", topic.topic_id));
-                };
-                let Some(partition) = broker.partition(name, data.index) else {
-                    return failed(
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("partition {name}-{} does not exist", data.index),
+                    break 'outcome failed(
+                        ResponseError::UnknownTopicId,
+                        format!("no topic has id {}", topic.topic_id),
                     );
                 };
-                let Some(records) = data.records else {
-                    return failed(ResponseError::CorruptMessage, "the request carries no records".to_string());
+                let partition = match broker.leader_partition(name, data.index) {
+                    Ok(partition) => partition,
+                    Err(code) => {
+                        break 'outcome failed(
+                            code,
+                            format!("{name}-{} is not led by this broker", data.index),
+                        );
+                    }
                 };
-                match partition.append(&records) {
+                let Some(records) = data.records.as_ref() else {
+                    break 'outcome failed(
+                        ResponseError::CorruptMessage,
+                        "the request carries no records".to_string(),
+                    );
+                };
+                match partition.append(records, acks == -1) {
                     Ok(info) => {
-                        if partition.syncs_every_write() {
-                            to_sync.push((responses.len(), data.index as usize, std::sync::Arc::clone(&partition), info.last_offset + 1));
-                        }
-                        broker.metrics.bytes_in.with_label_values(&[name]).inc_by(info.bytes as u64);
-                        broker.metrics.messages_in.with_label_values(&[name]).inc_by(info.record_count);
+                        broker
+                            .metrics
+                            .bytes_in
+                            .with_label_values(&[name])
+                            .inc_by(info.bytes as u64);
+                        broker
+                            .metrics
+                            .messages_in
+                            .with_label_values(&[name])
+                            .inc_by(info.record_count);
+                        pending.push(Pending {
+                            topic_at: responses.len(),
+                            partition_at: partitions.len(),
+                            partition: Arc::clone(&partition),
+                            end: info.last_offset + 1,
+                        });
                         result
                             .with_base_offset(info.base_offset)
                             .with_log_start_offset(partition.log_start_offset())
                     }
                     Err(e) => {
-                        let code = match &e {
-                            ProduceError::Append(e) => e.response_error(),
-                            ProduceError::Sequence(SequenceError::OutOfOrder { .. }) => {
-                                ResponseError::OutOfOrderSequenceNumber
-                            }
-                            ProduceError::Sequence(SequenceError::InvalidEpoch { .. }) => {
-                                ResponseError::InvalidProducerEpoch
-                            }
-                            ProduceError::InvalidRecord(_) => ResponseError::InvalidRecord,
-                        };
+                        let code = produce_error_code(&e);
                         if code == ResponseError::KafkaStorageError {
                             tracing::error!(partition = ?partition, error = %e, "append failed");
                         }
                         failed(code, format!("{name}-{}: {e}", data.index))
                     }
                 }
-            })
-            .collect();
+            };
+            partitions.push(outcome);
+        }
         responses.push(
             TopicProduceResponse::default()
                 .with_name(topic.name.clone())
@@ -94,19 +134,40 @@ pub(super) async fn handle(
                 .with_partition_responses(partitions),
         );
     }
-    for (topic_at, partition_index, partition, end) in to_sync {
-        if let Err(e) = partition.sync_through(end).await {
-            tracing::error!(partition = ?partition, error = %e, "fsync failed: the write is not acknowledged");
+    for write in pending {
+        let outcome = async {
+            if write.partition.syncs_every_write() {
+                write.partition.sync_through(write.end).await.map_err(|e| {
+                    tracing::error!(partition = ?write.partition, error = %e, "fsync failed: the write is not acknowledged");
+                    (ResponseError::KafkaStorageError, e.to_string())
+                })?;
+            }
+            if acks == -1 {
+                write
+                    .partition
+                    .wait_replicated(write.end, timeout)
+                    .await
+                    .map_err(|e| {
+                        let code = match e {
+                            ReplicationError::NotLeader => ResponseError::NotLeaderOrFollower,
+                            ReplicationError::NotEnoughReplicasAfterAppend => {
+                                ResponseError::NotEnoughReplicasAfterAppend
+                            }
+                            ReplicationError::Timeout => ResponseError::RequestTimedOut,
+                        };
+                        (code, e.to_string())
+                    })?;
+            }
+            Ok::<(), (ResponseError, String)>(())
+        }
+        .await;
+        if let Err((code, message)) = outcome {
             if let Some(p) = responses
-                .get_mut(topic_at)
-                .and_then(|t: &mut TopicProduceResponse| {
-                    t.partition_responses
-                        .iter_mut()
-                        .find(|p| p.index as usize == partition_index)
-                })
+                .get_mut(write.topic_at)
+                .and_then(|t| t.partition_responses.get_mut(write.partition_at))
             {
-                p.error_code = ResponseError::KafkaStorageError.code();
-                p.error_message = Some(str_bytes(&e.to_string()));
+                p.error_code = code.code();
+                p.error_message = Some(str_bytes(&message));
             }
         }
     }

@@ -5,7 +5,10 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 
-pub(super) fn init(broker: &Broker, request: &InitProducerIdRequest) -> InitProducerIdResponse {
+pub(super) async fn init(
+    broker: &Broker,
+    request: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let failed = |code: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(code.code())
@@ -26,7 +29,7 @@ pub(super) fn init(broker: &Broker, request: &InitProducerIdRequest) -> InitProd
             .with_producer_id(ProducerId(known))
             .with_producer_epoch(request.producer_epoch + 1);
     }
-    match broker.allocate_producer_id() {
+    match broker.allocate_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -55,11 +55,6 @@ impl Listener {
             Some((name, rest)) => (name.to_string(), rest),
             None => ("PLAINTEXT".to_string(), text),
         };
-        if name != "PLAINTEXT" {
-            return Err(invalid(
-                "a PLAINTEXT listener (TLS and SASL listeners are not supported yet)",
-            ));
-        }
         let (host, port) = rest
             .rsplit_once(':')
             .ok_or_else(|| invalid("NAME://host:port"))?;
@@ -95,6 +90,24 @@ pub struct BrokerConfig {
     pub listener: Listener,
     /// `None` until the listener is bound: then derived from the bound address.
     pub advertised: Option<Listener>,
+    /// The listener for metadata quorum traffic (a name in `controller.listener.names`).
+    pub controller_listener: Option<Listener>,
+    /// `controller.quorum.voters`: node id to `host:port`; empty means a standalone broker
+    /// that keeps its metadata alone.
+    pub voters: std::collections::BTreeMap<i32, String>,
+    /// `broker.rack`, for rack-aware replica placement.
+    pub rack: Option<String>,
+    /// `replica.lag.time.max.ms`: a follower behind for longer leaves the ISR.
+    pub replica_lag_time_max: std::time::Duration,
+    pub replica_fetch_wait_max_ms: i32,
+    pub replica_fetch_max_bytes: i32,
+    /// How often a broker tells the controller it is alive, and how long the controller
+    /// waits before fencing one that went quiet.
+    pub broker_heartbeat_interval: std::time::Duration,
+    pub broker_session_timeout: std::time::Duration,
+    pub offsets_topic_replication_factor: i16,
+    /// `request.timeout.ms`: the longest an internal request (replica fetch, heartbeat) waits.
+    pub request_timeout: std::time::Duration,
     pub log_dir: PathBuf,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -156,12 +169,84 @@ impl BrokerConfig {
             .or_else(|| settings.get("broker.id"))
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0);
-        let listeners = get("listeners");
-        let listener = single_listener("listeners", &listeners)?;
+        let controller_names: Vec<String> = get("controller.listener.names")
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let (listener, controller_listener) =
+            split_listeners("listeners", &get("listeners"), &controller_names)?;
+        let listener = listener.ok_or_else(|| ConfigError::Invalid {
+            key: "listeners".to_string(),
+            value: get("listeners"),
+            expected: "a PLAINTEXT listener for clients".to_string(),
+        })?;
         let advertised = match settings.get("advertised.listeners") {
-            Some(text) => Some(single_listener("advertised.listeners", text)?),
+            Some(text) => split_listeners("advertised.listeners", text, &controller_names)?.0,
             None => None,
         };
+        for entry in get("listener.security.protocol.map")
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            match entry.split_once(':') {
+                Some((_, "PLAINTEXT")) => {}
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "listener.security.protocol.map".to_string(),
+                        value: get("listener.security.protocol.map"),
+                        expected: "NAME:PLAINTEXT entries (SSL and SASL are not supported yet)"
+                            .to_string(),
+                    })
+                }
+            }
+        }
+        if get("inter.broker.listener.name") != listener.name {
+            return Err(ConfigError::Invalid {
+                key: "inter.broker.listener.name".to_string(),
+                value: get("inter.broker.listener.name"),
+                expected: format!("the client listener's name, {}", listener.name),
+            });
+        }
+        let voters = parse_voters(&get("controller.quorum.voters"))?;
+        let roles: Vec<String> = get("process.roles")
+            .split(',')
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let invalid_roles = |expected: &str| ConfigError::Invalid {
+            key: "process.roles".to_string(),
+            value: roles.join(","),
+            expected: expected.to_string(),
+        };
+        if !roles.iter().any(|r| r == "broker") {
+            return Err(invalid_roles(
+                "broker or broker,controller (controller-only nodes are not supported yet)",
+            ));
+        }
+        let is_voter = roles.iter().any(|r| r == "controller");
+        if !voters.is_empty() {
+            if is_voter != voters.contains_key(&node_id) {
+                return Err(invalid_roles(&format!(
+                    "`controller` exactly when node {node_id} is one of controller.quorum.voters"
+                )));
+            }
+            if is_voter && controller_listener.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "listeners".to_string(),
+                    value: get("listeners"),
+                    expected: format!(
+                        "a listener named in controller.listener.names ({}) for quorum traffic",
+                        controller_names.join(",")
+                    ),
+                });
+            }
+        }
+        let rack = settings
+            .get("broker.rack")
+            .cloned()
+            .filter(|r| !r.is_empty());
         let log_dir = settings
             .get("log.dirs")
             .or_else(|| settings.get("log.dir"))
@@ -179,6 +264,16 @@ impl BrokerConfig {
             node_id,
             listener,
             advertised,
+            controller_listener,
+            voters,
+            rack,
+            replica_lag_time_max: millis(int("replica.lag.time.max.ms")),
+            replica_fetch_wait_max_ms: int("replica.fetch.wait.max.ms") as i32,
+            replica_fetch_max_bytes: int("replica.fetch.max.bytes") as i32,
+            broker_heartbeat_interval: millis(int("broker.heartbeat.interval.ms")),
+            broker_session_timeout: millis(int("broker.session.timeout.ms")),
+            offsets_topic_replication_factor: int("offsets.topic.replication.factor") as i16,
+            request_timeout: millis(int("request.timeout.ms")),
             log_dir: PathBuf::from(log_dir),
             num_partitions: int("num.partitions") as i32,
             default_replication_factor: int("default.replication.factor") as i16,
@@ -251,6 +346,10 @@ impl BrokerConfig {
             flush_ms: u64::try_from(long("flush.ms"))
                 .ok()
                 .filter(|ms| *ms != i64::MAX as u64),
+            min_insync_replicas: usize::try_from(long("min.insync.replicas"))
+                .unwrap_or(1)
+                .max(1),
+            unclean_leader_election: value("unclean.leader.election.enable") == "true",
             retention_ms: long("retention.ms"),
             retention_bytes: long("retention.bytes"),
             cleanup_delete: value("cleanup.policy")
@@ -281,20 +380,60 @@ fn scale(value: &str, factor: i64) -> String {
     }
 }
 
-fn single_listener(key: &str, text: &str) -> Result<Listener, ConfigError> {
-    let parts: Vec<&str> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    match parts.as_slice() {
-        [one] => Listener::parse(key, one),
-        _ => Err(ConfigError::Invalid {
-            key: key.to_string(),
-            value: text.to_string(),
-            expected: "exactly one listener".to_string(),
-        }),
+/// Splits a listener list into the client (PLAINTEXT) listener and the controller listener.
+fn split_listeners(
+    key: &str,
+    text: &str,
+    controller_names: &[String],
+) -> Result<(Option<Listener>, Option<Listener>), ConfigError> {
+    let mut client = None;
+    let mut controller = None;
+    for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let listener = Listener::parse(key, part)?;
+        let slot = if controller_names.contains(&listener.name) {
+            &mut controller
+        } else if listener.name == "PLAINTEXT" {
+            &mut client
+        } else {
+            return Err(ConfigError::Invalid {
+                key: key.to_string(),
+                value: text.to_string(),
+                expected: format!(
+                    "PLAINTEXT listeners and controller listeners ({}); TLS and SASL listeners are not supported yet",
+                    controller_names.join(",")
+                ),
+            });
+        };
+        if slot.is_some() {
+            return Err(ConfigError::Invalid {
+                key: key.to_string(),
+                value: text.to_string(),
+                expected: format!("one {} listener", listener.name),
+            });
+        }
+        *slot = Some(listener);
     }
+    Ok((client, controller))
+}
+
+/// Parses `controller.quorum.voters`: `1@host:9093,2@host:9093,...`.
+fn parse_voters(text: &str) -> Result<std::collections::BTreeMap<i32, String>, ConfigError> {
+    let mut voters = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let invalid = || ConfigError::Invalid {
+            key: "controller.quorum.voters".to_string(),
+            value: text.to_string(),
+            expected: "a comma-separated list of id@host:port".to_string(),
+        };
+        let (id, address) = part.split_once('@').ok_or_else(invalid)?;
+        let id = id.trim().parse::<i32>().map_err(|_| invalid())?;
+        let (_, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+        port.parse::<u16>().map_err(|_| invalid())?;
+        if voters.insert(id, address.to_string()).is_some() {
+            return Err(invalid());
+        }
+    }
+    Ok(voters)
 }
 
 /// Where a setting's value comes from, with Kafka's DescribeConfigs codes.
@@ -335,6 +474,9 @@ pub struct TopicConfig {
     pub flush_messages: u64,
     /// Longest time appended data stays unsynced (`flush.ms`); `None` leaves it to the OS.
     pub flush_ms: Option<u64>,
+    /// `min.insync.replicas`: the ISR size an `acks=all` write needs.
+    pub min_insync_replicas: usize,
+    pub unclean_leader_election: bool,
     /// `retention.ms` and `retention.bytes`; -1 is unlimited.
     pub retention_ms: i64,
     pub retention_bytes: i64,

@@ -463,6 +463,26 @@ impl GroupCoordinator {
         groups.retain(|_, g| !g.offsets.is_empty() || !g.members.is_empty());
     }
 
+    /// Drops the groups `hands_off` selects, when another broker takes over their
+    /// coordination; members waiting in JoinGroup or SyncGroup are told NOT_COORDINATOR.
+    pub fn unload(&self, hands_off: impl Fn(&str) -> bool) {
+        let mut groups = self.groups.lock();
+        let leaving: Vec<String> = groups.keys().filter(|g| hands_off(g)).cloned().collect();
+        for id in leaving {
+            if let Some(group) = groups.remove(&id) {
+                for member in group.members.into_values() {
+                    if let Some(waiter) = member.join_waiter {
+                        let _ = waiter
+                            .send(JoinResult::error(ResponseError::NotCoordinator, &member.id));
+                    }
+                    if let Some(waiter) = member.sync_waiter {
+                        let _ = waiter.send(SyncResult::error(ResponseError::NotCoordinator));
+                    }
+                }
+            }
+        }
+    }
+
     pub fn join(&self, request: JoinRequest) -> Pending<JoinResult> {
         let now = Instant::now();
         let fail = |e: ResponseError| Pending::Ready(JoinResult::error(e, &request.member_id));

@@ -240,7 +240,7 @@ pub(crate) fn check_batch(batch: &[u8], rule: CountRule) -> Result<BatchHeader, 
     Ok(header)
 }
 
-/// One validated batch of a produce request: where it starts in the request and its header.
+/// One validated batch of an append: where it starts in the appended bytes and its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProducedBatch {
     pub(crate) start: usize,
@@ -251,6 +251,18 @@ pub(crate) struct ProducedBatch {
 pub(crate) fn split_produced(
     records: &[u8],
     max_batch_bytes: usize,
+) -> Result<Vec<ProducedBatch>, ProduceFault> {
+    split(records, max_batch_bytes, CountRule::Produced)
+}
+
+/// Splits records into batches, validating the framing, magic and CRC of every one and its
+/// header fields by `rule`: [`CountRule::Produced`] for a producer's request,
+/// [`CountRule::Stored`] for batches a leader fetched from its log (compaction may have
+/// thinned them).
+pub(crate) fn split(
+    records: &[u8],
+    max_batch_bytes: usize,
+    rule: CountRule,
 ) -> Result<Vec<ProducedBatch>, ProduceFault> {
     if records.is_empty() {
         return Err(ProduceFault::Invalid("no record batches".to_owned()));
@@ -291,7 +303,7 @@ pub(crate) fn split_produced(
                 max: max_batch_bytes,
             });
         }
-        let header = check_batch(&rest[..size], CountRule::Produced).map_err(|f| match f {
+        let header = check_batch(&rest[..size], rule).map_err(|f| match f {
             BatchFault::UnsupportedMagic(magic) => ProduceFault::UnsupportedMagic(magic),
             BatchFault::Invalid(reason) => fault(reason),
         })?;

@@ -1,5 +1,6 @@
 //! Small per-partition checkpoint files holding one offset each: the log start offset and the
-//! cleaner's first dirty offset.
+//! cleaner's first dirty offset; and the atomic replacement that every checkpoint, the
+//! leader-epoch checkpoint of [`super::epoch`] included, is written with.
 //!
 //! On-disk format (text, so an operator can read and fix it; like Kafka's checkpoint files):
 //!
@@ -16,6 +17,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use super::epoch::LEADER_EPOCH_FILE;
 use super::error::{IoError, IoResultExt};
 use super::segment::sync_dir;
 
@@ -74,10 +76,15 @@ fn parse(text: &str) -> Result<i64, String> {
 
 /// Replaces `dir/name` with `offset`, durably (see the module docs).
 pub(crate) fn write(dir: &Path, name: &str, offset: i64) -> Result<(), IoError> {
+    replace(dir, name, &format!("{VERSION}\n{offset}\n"))
+}
+
+/// Replaces `dir/name` with `contents`, atomically and durably (see the module docs).
+pub(crate) fn replace(dir: &Path, name: &str, contents: &str) -> Result<(), IoError> {
     let path = dir.join(name);
     let tmp = tmp_path(&path);
     let mut file = File::create(&tmp).at("create checkpoint", &tmp)?;
-    file.write_all(format!("{VERSION}\n{offset}\n").as_bytes())
+    file.write_all(contents.as_bytes())
         .and_then(|()| file.sync_all())
         .at("write checkpoint", &tmp)?;
     fs::rename(&tmp, &path).at("replace checkpoint", &path)?;
@@ -86,7 +93,11 @@ pub(crate) fn write(dir: &Path, name: &str, offset: i64) -> Result<(), IoError> 
 
 /// Removes the temporary files of interrupted checkpoint writes.
 pub(crate) fn remove_leftovers(dir: &Path) -> Result<(), IoError> {
-    for name in [LOG_START_OFFSET_FILE, CLEANER_OFFSET_FILE] {
+    for name in [
+        LOG_START_OFFSET_FILE,
+        CLEANER_OFFSET_FILE,
+        LEADER_EPOCH_FILE,
+    ] {
         let tmp = tmp_path(&dir.join(name));
         match fs::remove_file(&tmp) {
             Ok(()) => tracing::info!(file = %tmp.display(), "removed an unfinished checkpoint"),

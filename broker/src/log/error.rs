@@ -31,13 +31,13 @@ impl<T> IoResultExt<T> for io::Result<T> {
     }
 }
 
-/// Failure to open, flush, close, delete, clean or trim a partition log.
+/// Failure to open, flush, close, delete, clean, trim or truncate a partition log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error(transparent)]
     Io(#[from] IoError),
     /// [`delete_records_before`](super::PartitionLog::delete_records_before) was given an
-    /// offset past the log end, or a negative one.
+    /// offset past the log end, or a negative one; or a truncation a negative offset.
     #[error(
         "cannot delete records before offset {offset}: the log's range is [{log_start}, {log_end}]"
     )]
@@ -101,8 +101,9 @@ impl From<ReadError> for LogError {
     }
 }
 
-/// Why [`PartitionLog::append`](super::PartitionLog::append) refused or failed; when it
-/// refused, nothing was written.
+/// Why [`PartitionLog::append`](super::PartitionLog::append) or
+/// [`PartitionLog::append_replicated`](super::PartitionLog::append_replicated) refused or
+/// failed; when it refused, nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// The records are not well-formed `RecordBatch` v2: bad framing, CRC, counts, or empty.
@@ -115,6 +116,19 @@ pub enum AppendError {
     /// A batch is larger than `max_batch_bytes` (message.max.bytes).
     #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
+    /// [`append_replicated`](super::PartitionLog::append_replicated) was given a batch that
+    /// starts below `expected`: the log end offset for the first batch, the offset after the
+    /// previous batch for the others. The follower fetched from the wrong offset, or its log
+    /// and the leader's overlap. (A batch starting *above* `expected` is a gap that the
+    /// leader's compaction left, and is accepted.)
+    #[error("replicated batch starts at offset {got}, below the expected {expected}")]
+    OffsetMismatch { expected: i64, got: i64 },
+    /// A batch carries a leader epoch older than the latest epoch already in the log
+    /// ([`latest_epoch`](super::PartitionLog::latest_epoch)): epochs never go back within a
+    /// log, or OffsetForLeaderEpoch answers would be wrong. The writer is a stale leader (or
+    /// the follower's fetch is from one).
+    #[error("leader epoch {epoch} is older than the log's latest leader epoch {latest}")]
+    StaleLeaderEpoch { epoch: i32, latest: i32 },
     /// Writing failed. The log is unchanged, unless rolling to a new segment succeeded first.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -128,6 +142,10 @@ impl AppendError {
             // What Kafka answers Produce v3+ requests that carry v0/v1 message sets.
             AppendError::UnsupportedMagic(_) => ResponseError::InvalidRecord,
             AppendError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+            // A follower-side failure that no client request causes.
+            AppendError::OffsetMismatch { .. } => ResponseError::UnknownServerError,
+            // A producer that reached a stale leader refreshes its metadata on this.
+            AppendError::StaleLeaderEpoch { .. } => ResponseError::NotLeaderOrFollower,
             AppendError::Io(_) => ResponseError::KafkaStorageError,
         }
     }

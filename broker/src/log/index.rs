@@ -280,6 +280,15 @@ impl IndexBuilder {
     pub(crate) fn max_timestamp(&self) -> (i64, u32) {
         (self.max_timestamp, self.relative_offset_of_max)
     }
+
+    /// Takes into account a batch already in the log and in the index, whose timestamp the
+    /// builder may not know yet (after a truncation, batches past the last index entry).
+    pub(crate) fn raise_max(&mut self, relative_offset: u32, max_timestamp: i64) {
+        if max_timestamp > self.max_timestamp {
+            self.max_timestamp = max_timestamp;
+            self.relative_offset_of_max = relative_offset;
+        }
+    }
 }
 
 /// The two index files of the active segment, open for appending.

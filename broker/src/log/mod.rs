@@ -11,17 +11,25 @@
 //! ...
 //! log-start-offset.checkpoint     the log start offset, when it is past the first segment
 //! cleaner-offset.checkpoint       the offset up to which compaction has cleaned the log
+//! leader-epoch-checkpoint         where each leader epoch starts (see `epoch`)
 //! .clean_shutdown                 present only while the log is closed cleanly
 //! *.deleted                       files of a segment being deleted (retention)
 //! *.cleaned, *.swap               files of a cleaned segment being swapped in (compaction)
 //! ```
 //!
 //! Formats: batches in [`batch`], indexes in `index`, segment files in `segment`,
-//! checkpoints in `checkpoint`; deletion in `retention` and the compaction swap protocol in
-//! `cleaner`, which also say how open() finishes what a crash interrupted. The newest
-//! segment is the only one written; a segment is fsynced when it stops being active, so
-//! after a crash only the newest one can be torn. Opening without the clean-shutdown marker
-//! therefore verifies the newest segment batch by batch and cuts it at the first bad one.
+//! checkpoints in `checkpoint`, the leader-epoch cache in `epoch`; deletion in `retention`,
+//! the compaction swap protocol in `cleaner` and truncation in `truncate`, which also say
+//! how open() finishes what a crash interrupted. The newest segment is the only one written;
+//! a segment is fsynced when it stops being active, so after a crash only the newest one can
+//! be torn. Opening without the clean-shutdown marker therefore verifies the newest segment
+//! batch by batch and cuts it at the first bad one.
+//!
+//! Replication: a leader appends with [`PartitionLog::append`], which assigns offsets and
+//! stamps its epoch; a follower writes the leader's batches as they are with
+//! [`PartitionLog::append_replicated`], answers and asks OffsetForLeaderEpoch from the
+//! epoch cache, and cuts a divergent tail with [`PartitionLog::truncate_to`]. Consumers read
+//! below the high watermark with [`PartitionLog::read_up_to`].
 //!
 //! Appends are made durable by the flush policy (`flush_messages`, `flush_ms`), on a roll,
 //! and on [`PartitionLog::flush`]; Kafka's defaults leave it to the operating system, relying
@@ -33,10 +41,12 @@
 pub mod batch;
 mod checkpoint;
 mod cleaner;
+mod epoch;
 mod error;
 mod index;
 mod retention;
 mod segment;
+mod truncate;
 
 use std::fmt;
 use std::fs;
@@ -47,9 +57,10 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 pub use self::batch::BatchHeader;
-use self::batch::{ProduceFault, ProducedBatch};
+use self::batch::{CountRule, ProduceFault, ProducedBatch};
 use self::checkpoint::{CLEANER_OFFSET_FILE, LOG_START_OFFSET_FILE};
 pub use self::cleaner::{CleanedSegments, CompactionOutcome, CompactionPlan, CompactionSettings};
+use self::epoch::{EpochEntry, LeaderEpochCache};
 use self::error::IoResultExt;
 pub use self::error::{AppendError, IoError, LogError, ReadError};
 use self::index::NO_TIMESTAMP;
@@ -140,6 +151,10 @@ pub struct PartitionLog {
     unflushed_messages: u64,
     /// When the active segment was last fsynced (or the log opened), for `flush_ms`.
     last_flush: Instant,
+    /// Where each leader epoch starts; persisted in `leader-epoch-checkpoint` (see `epoch`).
+    epochs: LeaderEpochCache,
+    /// The epoch checkpoint may differ from `epochs` after a failed write.
+    epochs_unsaved: bool,
 }
 
 impl fmt::Debug for PartitionLog {
@@ -160,6 +175,8 @@ impl PartitionLog {
     /// verified and any torn or corrupt tail is cut off; indexes that are missing or
     /// inconsistent are rebuilt. Segments wholly below the checkpointed log start offset are
     /// deleted; if that offset is past the recovered log end, the log starts over empty there.
+    /// The leader-epoch cache is loaded, checked against the log, and rebuilt from the batch
+    /// headers when it is missing or wrong.
     ///
     /// # Errors
     ///
@@ -198,6 +215,7 @@ impl PartitionLog {
             }
         };
         log.load_checkpoints()?;
+        log.load_epochs()?;
         Ok(log)
     }
 
@@ -220,6 +238,8 @@ impl PartitionLog {
             oldest_clean_tombstone: None,
             unflushed_messages: 0,
             last_flush: Instant::now(),
+            epochs: LeaderEpochCache::default(),
+            epochs_unsaved: false,
         }
     }
 
@@ -251,9 +271,17 @@ impl PartitionLog {
             .take_while(|s| s.end_offset() <= log_start)
             .count();
         self.delete_oldest_segments(below)?;
-        self.first_dirty_offset = checkpoint::read(&self.dir, CLEANER_OFFSET_FILE)?
+        let saved = checkpoint::read(&self.dir, CLEANER_OFFSET_FILE)?;
+        self.first_dirty_offset = saved
             .unwrap_or(first_base)
+            .min(self.log_end_offset())
             .max(self.log_start_offset);
+        if saved.is_some_and(|saved| saved > self.first_dirty_offset) {
+            // Past the log end (recovery cut a tail it covered, or a crash came between a
+            // truncation and its checkpoint): what is appended there next is dirty, and must
+            // not be taken for clean after another restart.
+            checkpoint::write(&self.dir, CLEANER_OFFSET_FILE, self.first_dirty_offset)?;
+        }
         Ok(())
     }
 
@@ -270,28 +298,23 @@ impl PartitionLog {
     /// them consecutive offsets from the log end, stamps `leader_epoch` into them, and
     /// appends them, rolling to a new segment first when the active one is full or old.
     /// All batches are checked before any byte is written, so a refused request changes
-    /// nothing.
+    /// nothing. A `leader_epoch` higher than [`Self::latest_epoch`] opens a new epoch in the
+    /// leader-epoch cache; a negative one is written but never cached.
     ///
     /// # Errors
     ///
     /// [`AppendError::Corrupt`], [`AppendError::UnsupportedMagic`] or
-    /// [`AppendError::BatchTooLarge`] when a batch is refused, with nothing written;
-    /// [`AppendError::Io`] when writing fails, or when the fsync that `flush_messages`
-    /// called for fails after the batches were written (they are in the log then, but may
-    /// not be durable).
+    /// [`AppendError::BatchTooLarge`] when a batch is refused, and
+    /// [`AppendError::StaleLeaderEpoch`] when `leader_epoch` is below the latest epoch in
+    /// the log, with nothing written; [`AppendError::Io`] when writing fails, or when the
+    /// fsync that `flush_messages` called for fails after the batches were written (they are
+    /// in the log then, but may not be durable).
     pub fn append(&mut self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
         let batches =
-            batch::split_produced(records, self.config.max_batch_bytes).map_err(|f| match f {
-                ProduceFault::Invalid(reason) => AppendError::Corrupt(reason),
-                ProduceFault::UnsupportedMagic(magic) => AppendError::UnsupportedMagic(magic),
-                ProduceFault::TooLarge { size, max } => AppendError::BatchTooLarge { size, max },
-            })?;
-        let base_offset = self.log_end_offset();
+            batch::split_produced(records, self.config.max_batch_bytes).map_err(refused)?;
         let mut data = records.to_vec();
         let mut placed = Vec::with_capacity(batches.len());
-        let mut next_offset = base_offset;
-        let mut max_timestamp = NO_TIMESTAMP;
-        let mut record_count = 0u64;
+        let mut next_offset = self.log_end_offset();
         for produced in &batches {
             let mut header = produced.header;
             header.base_offset = next_offset;
@@ -304,28 +327,125 @@ impl PartitionLog {
                     produced.start
                 ))
             })?;
-            max_timestamp = max_timestamp.max(header.max_timestamp);
-            record_count += u64::try_from(header.records_count).unwrap_or(0);
             placed.push(ProducedBatch {
                 start: produced.start,
                 header,
             });
         }
-        let last_offset = next_offset - 1;
+        self.write_batches(&data, &placed)
+    }
+
+    /// Appends batches a follower fetched from its leader, as they are: their offsets and
+    /// leader epochs were assigned by the leader and are not touched. Each batch is checked
+    /// like a batch recovered from disk: framing, magic, CRC-32C and header fields, but not
+    /// the producer rules of [`Self::append`], since compaction on the leader may have left
+    /// a batch with fewer records than offsets, or none. Nor is `max_batch_bytes`: a
+    /// follower takes what its leader took (Kafka ignores the size limit on replication).
+    ///
+    /// The first batch must start at or after the log end offset and every batch after the
+    /// previous one; a batch starting *past* that is a gap compaction left on the leader
+    /// (whole batches removed) and is accepted. Epochs must not go back; each higher one
+    /// opens an entry in the epoch cache. Segments roll and the flush policy applies as for
+    /// [`Self::append`]. The result's offsets let the caller update its producer state.
+    ///
+    /// A follower whose log start falls inside the leader's first batch (after a
+    /// DeleteRecords on the leader) gets [`AppendError::OffsetMismatch`] for an empty log;
+    /// Kafka's answer is to [`Self::truncate_fully_and_start_at`] that batch's base offset,
+    /// append again, and then [`Self::delete_records_before`] the leader's log start.
+    ///
+    /// # Errors
+    ///
+    /// [`AppendError::Corrupt`] or [`AppendError::UnsupportedMagic`] for a malformed batch
+    /// (or no batch at all), [`AppendError::OffsetMismatch`] for a batch starting below
+    /// where the log expects one, [`AppendError::StaleLeaderEpoch`] for an epoch below the
+    /// latest: all with nothing written. [`AppendError::Io`] as for [`Self::append`].
+    pub fn append_replicated(&mut self, records: &[u8]) -> Result<AppendInfo, AppendError> {
+        let batches = batch::split(records, usize::MAX, CountRule::Stored).map_err(refused)?;
+        let mut expected = self.log_end_offset();
+        for (i, fetched) in batches.iter().enumerate() {
+            let header = &fetched.header;
+            if header.base_offset < expected {
+                return Err(AppendError::OffsetMismatch {
+                    expected,
+                    got: header.base_offset,
+                });
+            }
+            expected = header.last_offset().checked_add(1).ok_or_else(|| {
+                AppendError::Corrupt(format!(
+                    "batch {i} at byte {} runs past the largest offset",
+                    fetched.start
+                ))
+            })?;
+        }
+        self.write_batches(records, &batches)
+    }
+
+    /// Writes validated batches that carry their final offsets and epochs, back to back in
+    /// `data`: checks that they fit one segment and that no epoch goes back, rolls when due,
+    /// records newly opened epochs (their checkpoint before the batches, see `epoch`),
+    /// appends, and applies the flush policy.
+    fn write_batches(
+        &mut self,
+        data: &[u8],
+        placed: &[ProducedBatch],
+    ) -> Result<AppendInfo, AppendError> {
+        let (Some(first), Some(last)) = (placed.first(), placed.last()) else {
+            return Err(AppendError::Corrupt("no record batches".to_owned()));
+        };
+        let base_offset = first.header.base_offset;
+        let last_offset = last.header.last_offset();
         if data.len() as u64 > MAX_SEGMENT_BYTES || last_offset - base_offset > MAX_RELATIVE_OFFSET
         {
             // Not even an empty segment could index this, so no roll would help.
             return Err(AppendError::Corrupt(format!(
-                "{} bytes with {} offsets do not fit in one segment",
+                "{} bytes with offsets {base_offset} to {last_offset} do not fit in one segment",
                 data.len(),
-                next_offset - base_offset
             )));
+        }
+        let mut opened = Vec::new();
+        let mut latest = self.epochs.latest();
+        let mut max_timestamp = NO_TIMESTAMP;
+        let mut record_count = 0u64;
+        for placed in placed {
+            let header = &placed.header;
+            let epoch = header.partition_leader_epoch;
+            if let Some(latest) = latest.filter(|latest| epoch < latest.epoch) {
+                return Err(AppendError::StaleLeaderEpoch {
+                    epoch,
+                    latest: latest.epoch,
+                });
+            }
+            if epoch >= 0 && latest.is_none_or(|latest| epoch > latest.epoch) {
+                let entry = EpochEntry {
+                    epoch,
+                    start_offset: header.base_offset,
+                };
+                opened.push(entry);
+                latest = Some(entry);
+            }
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+            record_count += u64::try_from(header.records_count).unwrap_or(0);
         }
         let now = SystemTime::now();
         if self.should_roll(data.len() as u64, last_offset, now) {
-            self.roll()?;
+            self.roll_at(base_offset)?;
         }
-        self.active.append(&data, &placed, now)?;
+        if !opened.is_empty() {
+            let mut next = self.epochs.clone();
+            for entry in &opened {
+                next.assign(entry.epoch, entry.start_offset);
+            }
+            self.commit_epochs(next)?;
+        }
+        if let Err(error) = self.active.append(data, placed, now) {
+            if !opened.is_empty() {
+                // Their batches are not in the log. The checkpoint is rewritten by the next
+                // change or close; after a crash, open drops the entries past the log end.
+                self.epochs.truncate_from_end(self.log_end_offset());
+                self.epochs_unsaved = true;
+            }
+            return Err(error.into());
+        }
         self.unflushed_messages = self.unflushed_messages.saturating_add(record_count);
         if self.unflushed_messages >= self.config.flush_messages {
             // The records are in the log; a failure here means they may not be durable,
@@ -345,7 +465,9 @@ impl PartitionLog {
     fn should_roll(&self, bytes: u64, last_offset: i64, now: SystemTime) -> bool {
         let active = &self.active;
         if active.size() == 0 {
-            return false;
+            // An empty segment takes the batches, unless they start so far past its base
+            // (after a gap on the leader) that its index could not address them.
+            return !active.can_address(bytes, last_offset);
         }
         let limit = self.config.segment_bytes.min(MAX_SEGMENT_BYTES);
         let too_old = match (self.config.segment_ms, active.rolling_since()) {
@@ -362,15 +484,17 @@ impl PartitionLog {
 
     /// Seals the active segment, makes it durable, and starts a new one at the log end.
     fn roll(&mut self) -> Result<(), IoError> {
+        self.roll_at(self.log_end_offset())
+    }
+
+    /// Seals the active segment, makes it durable, and starts a new one at `base_offset`:
+    /// the log end, or the first offset of replicated batches that start after a gap.
+    fn roll_at(&mut self, base_offset: i64) -> Result<(), IoError> {
         self.active.finish()?;
         // Everything appended so far is durable now.
         self.unflushed_messages = 0;
         self.last_flush = Instant::now();
-        let next = ActiveSegment::create(
-            &self.dir,
-            self.active.end_offset(),
-            self.config.index_interval_bytes,
-        )?;
+        let next = ActiveSegment::create(&self.dir, base_offset, self.config.index_interval_bytes)?;
         let old = std::mem::replace(&mut self.active, next);
         tracing::debug!(
             dir = %self.dir.display(),
@@ -403,6 +527,44 @@ impl PartitionLog {
             Bytes::new()
         } else {
             self.read_segments(offset, max_bytes)?
+        };
+        Ok(ReadResult {
+            records,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        })
+    }
+
+    /// Like [`Self::read`], but only whole batches whose last offset is below `max_offset`
+    /// (the high watermark, for consumers): possibly none, and none when `offset` is at or
+    /// past `max_offset`. The first batch is still returned whole beyond `max_bytes` if it
+    /// ends below `max_offset`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::read`]: [`ReadError::OffsetOutOfRange`] outside
+    /// `[log_start_offset, log_end_offset]`, whatever `max_offset` is.
+    pub fn read_up_to(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<ReadResult, ReadError> {
+        let log_start = self.log_start_offset();
+        let log_end = self.log_end_offset();
+        if offset < log_start || offset > log_end {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        let records = if offset >= max_offset.min(log_end) {
+            Bytes::new()
+        } else {
+            let records = self.read_segments(offset, max_bytes)?;
+            let below = batches_below(&records, max_offset);
+            records.slice(..below)
         };
         Ok(ReadResult {
             records,
@@ -540,6 +702,9 @@ impl PartitionLog {
     /// [`LogError::Io`] when flushing or writing the marker fails; the next open then
     /// recovers the log as after a crash.
     pub fn close(mut self) -> Result<(), LogError> {
+        if self.epochs_unsaved {
+            self.commit_epochs(self.epochs.clone())?;
+        }
         self.active.finish()?;
         self.unflushed_messages = 0;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -561,6 +726,29 @@ impl PartitionLog {
         fs::remove_dir_all(&dir).at("delete partition directory", &dir)?;
         Ok(())
     }
+}
+
+/// Why a batch was refused, as the append error.
+fn refused(fault: ProduceFault) -> AppendError {
+    match fault {
+        ProduceFault::Invalid(reason) => AppendError::Corrupt(reason),
+        ProduceFault::UnsupportedMagic(magic) => AppendError::UnsupportedMagic(magic),
+        ProduceFault::TooLarge { size, max } => AppendError::BatchTooLarge { size, max },
+    }
+}
+
+/// The length of the leading whole batches of `records` whose last offset is below
+/// `max_offset`.
+fn batches_below(records: &[u8], max_offset: i64) -> usize {
+    let mut end = 0;
+    while let Some(header) = records.get(end..).and_then(BatchHeader::parse) {
+        let next = end + header.size();
+        if header.last_offset() >= max_offset || header.size() == 0 || next > records.len() {
+            break;
+        }
+        end = next;
+    }
+    end
 }
 
 /// Creates the partition directory, durably, when it does not exist.
@@ -1299,6 +1487,258 @@ mod tests {
         fill(&mut log, 3);
         log.delete().unwrap();
         assert!(!dir.exists());
+    }
+
+    /// Every batch from the log start on, fetched the way a follower fetches.
+    fn everything(log: &PartitionLog) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let records = log.read(offset, usize::MAX).unwrap().records;
+            let Some(last) = batches(&records).last().copied() else {
+                break;
+            };
+            offset = last.last_offset() + 1;
+            out.extend_from_slice(&records);
+        }
+        out
+    }
+
+    /// A producer's batch placed at `base` in `epoch`, as a leader would serve it.
+    fn placed(records: usize, base: i64, epoch: i32) -> Vec<u8> {
+        let mut bytes = encode_batch(records, 20, 1_000 + base);
+        batch::assign(&mut bytes, base, epoch);
+        bytes
+    }
+
+    #[test]
+    fn replicated_batches_read_back_byte_identical_with_the_leaders_offsets_and_epochs() {
+        let (a, b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+        let one = encode_batch(3, 50, 0).len() as u64;
+        let mut leader = PartitionLog::open(a.path(), small(3 * one)).unwrap();
+        fill(&mut leader, 2);
+        let request = [
+            encode_batch(2, 10, 5),
+            encode_batch_with(4, 30, 50, Compression::Gzip),
+        ]
+        .concat();
+        leader.append(&request, 2).unwrap();
+        leader.append(&encode_batch(5, 40, 90), 2).unwrap();
+        leader.append(&encode_batch(1, 40, 95), 5).unwrap();
+        leader.append(&encode_batch(3, 40, 99), 6).unwrap();
+        let raw = everything(&leader);
+
+        let mut follower = PartitionLog::open(b.path(), small(3 * one)).unwrap();
+        let info = follower.append_replicated(&raw).unwrap();
+        assert_eq!(
+            info,
+            AppendInfo {
+                base_offset: 0,
+                last_offset: 20,
+                max_timestamp: 1_012,
+                batch_count: 7,
+                record_count: 21,
+                bytes: raw.len(),
+            }
+        );
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(everything(&follower), raw);
+        for offset in 0..21 {
+            assert_eq!(
+                follower.read(offset, 0).unwrap(),
+                leader.read(offset, 0).unwrap(),
+                "offset {offset}"
+            );
+        }
+        assert_eq!(follower.epoch_entries(), [(0, 0), (2, 6), (5, 17), (6, 18)]);
+        assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+        follower.close().unwrap();
+        let follower = PartitionLog::open(b.path(), small(3 * one)).unwrap();
+        assert_eq!(everything(&follower), raw);
+        assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    }
+
+    #[test]
+    fn a_replicated_batch_overlapping_the_log_is_refused_and_a_compaction_gap_is_accepted() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        log.append_replicated(&[placed(3, 0, 1), placed(3, 3, 1)].concat())
+            .unwrap();
+        for (records, expected, got) in [
+            (placed(3, 3, 1), 6, 3),
+            (placed(3, 5, 1), 6, 5),
+            // The second batch of a request goes back into the first.
+            ([placed(3, 6, 1), placed(2, 8, 1)].concat(), 9, 8),
+        ] {
+            let error = log.append_replicated(&records).unwrap_err();
+            assert!(
+                matches!(error, AppendError::OffsetMismatch { expected: e, got: g } if e == expected && g == got),
+                "{error:?}"
+            );
+            assert_eq!(log.log_end_offset(), 6);
+        }
+        // Whole batches that the leader's cleaner removed leave gaps, before the first
+        // batch and between two.
+        let info = log
+            .append_replicated(&[placed(3, 9, 1), placed(1, 20, 2)].concat())
+            .unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (9, 20));
+        assert_eq!(log.log_end_offset(), 21);
+        let after_gap = batches(&log.read(6, usize::MAX).unwrap().records);
+        assert_eq!(
+            after_gap.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+            [9, 20]
+        );
+        assert_eq!(log.epoch_entries(), [(1, 0), (2, 20)]);
+        drop(log);
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.log_end_offset(), 21);
+        assert_eq!(
+            batches(&log.read(15, 0).unwrap().records)[0].base_offset,
+            20
+        );
+    }
+
+    #[test]
+    fn replicated_batches_thinned_by_compaction_are_accepted_though_a_producer_may_not_send_them() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        // Two records left of a batch that spanned offsets 0..=4, and an empty batch that
+        // keeps a producer's last offsets 5..=7.
+        let mut thinned = placed(2, 0, 3);
+        batch::restamp(&mut thinned, 0, 4, 1_001);
+        let mut spanning = BatchHeader::parse(&placed(3, 5, 3)).unwrap();
+        spanning.producer_id = 77;
+        let empty = batch::empty_batch(&spanning);
+        let records = [thinned.clone(), empty.to_vec()].concat();
+        assert!(matches!(
+            log.append(&records, 3),
+            Err(AppendError::Corrupt(_))
+        ));
+        let info = log.append_replicated(&records).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (0, 7));
+        assert_eq!((info.batch_count, info.record_count), (2, 2));
+        assert_eq!(log.log_end_offset(), 8);
+        // Read back as they came (the test helpers would hold them to the producer rules).
+        assert_eq!(&log.read(0, usize::MAX).unwrap().records[..], &records[..]);
+        assert_eq!(&log.read(6, 0).unwrap().records[..], &empty[..]);
+    }
+
+    #[test]
+    fn malformed_replicated_batches_are_refused_with_nothing_written() {
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            max_batch_bytes: 100,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        // Larger than this log's batch limit, which a follower does not apply.
+        let big = placed(5, 0, 0);
+        assert!(big.len() > 100);
+        log.append_replicated(&big).unwrap();
+        let mut bad_crc = placed(1, 5, 0);
+        *bad_crc.last_mut().unwrap() ^= 1;
+        let mut bad_magic = placed(1, 5, 0);
+        bad_magic[16] = 1;
+        let mut cut = placed(1, 5, 0);
+        cut.pop();
+        for (name, records) in [
+            ("empty", Vec::new()),
+            ("bad crc", bad_crc),
+            ("bad magic", bad_magic),
+            ("cut short", cut),
+        ] {
+            let error = log.append_replicated(&records).unwrap_err();
+            let expected = match name {
+                "bad magic" => matches!(error, AppendError::UnsupportedMagic(1)),
+                _ => matches!(error, AppendError::Corrupt(_)),
+            };
+            assert!(expected, "{name}: {error:?}");
+            assert_eq!(log.log_end_offset(), 5, "{name}");
+            assert_eq!(log.size_bytes(), big.len() as u64, "{name}");
+        }
+        assert!(matches!(
+            log.append_replicated(&placed(1, 5, -1)),
+            Err(AppendError::StaleLeaderEpoch {
+                epoch: -1,
+                latest: 0
+            })
+        ));
+    }
+
+    #[test]
+    fn replicated_appends_roll_segments_and_follow_the_flush_policy() {
+        let dir = TempDir::new().unwrap();
+        let one = placed(3, 0, 0).len() as u64;
+        let config = LogConfig {
+            flush_messages: 4,
+            ..small(2 * one)
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        log.append_replicated(&placed(3, 0, 0)).unwrap();
+        assert_eq!(log.unflushed_messages(), 3);
+        log.append_replicated(&placed(3, 3, 0)).unwrap();
+        assert_eq!(log.unflushed_messages(), 0);
+        log.append_replicated(&placed(3, 6, 0)).unwrap();
+        assert_eq!(log.segment_count(), 2);
+        assert!(segment_file(dir.path(), 6, "log").exists());
+    }
+
+    #[test]
+    fn a_gap_too_wide_for_the_segment_index_starts_a_segment_at_the_batch() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let far = 10_000_000_000;
+        log.append_replicated(&placed(2, far, 0)).unwrap();
+        assert_eq!(log.segment_count(), 2);
+        assert!(segment_file(dir.path(), far, "log").exists());
+        assert_eq!(log.log_end_offset(), far + 2);
+        log.append_replicated(&placed(2, far + 2, 0)).unwrap();
+        log.close().unwrap();
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.log_end_offset(), far + 4);
+        assert_eq!(
+            batches(&log.read(0, usize::MAX).unwrap().records)[0].base_offset,
+            far
+        );
+    }
+
+    #[test]
+    fn read_up_to_returns_only_whole_batches_below_the_max_offset() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        fill(&mut log, 3);
+        let bases = |offset, max_offset| -> Vec<i64> {
+            batches(
+                &log.read_up_to(offset, usize::MAX, max_offset)
+                    .unwrap()
+                    .records,
+            )
+            .iter()
+            .map(|h| h.base_offset)
+            .collect()
+        };
+        assert_eq!(bases(0, 9), [0, 3, 6]);
+        assert_eq!(bases(0, 100), [0, 3, 6]);
+        assert_eq!(bases(0, 6), [0, 3]);
+        // A batch reaching the bound is left out whole.
+        assert_eq!(bases(0, 5), [0]);
+        assert_eq!(bases(0, 2), Vec::<i64>::new());
+        assert_eq!(bases(4, 9), [3, 6]);
+        assert_eq!(bases(6, 6), Vec::<i64>::new());
+        assert_eq!(bases(7, 3), Vec::<i64>::new());
+        assert_eq!(bases(9, 9), Vec::<i64>::new());
+        // max_bytes still limits, and still returns the first batch whole.
+        let one = encode_batch(3, 50, 0).len();
+        let read = log.read_up_to(0, one + 1, 9).unwrap();
+        assert_eq!(batches(&read.records).len(), 1);
+        assert_eq!((read.log_start_offset, read.log_end_offset), (0, 9));
+        for offset in [-1, 10] {
+            assert!(matches!(
+                log.read_up_to(offset, 100, 5),
+                Err(ReadError::OffsetOutOfRange { .. })
+            ));
+        }
     }
 
     #[test]

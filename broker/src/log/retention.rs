@@ -167,11 +167,16 @@ impl PartitionLog {
     }
 
     /// Persists and sets the log start offset. The checkpoint comes first: a log start that
-    /// readers saw must survive a crash.
+    /// readers saw must survive a crash. Moving it forward drops the leader epochs below it
+    /// but the one covering it (see `epoch`); a crash before that is repaired on open.
     pub(crate) fn set_log_start_offset(&mut self, offset: i64) -> Result<(), IoError> {
         if offset != self.log_start_offset {
             checkpoint::write(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+            let forward = offset > self.log_start_offset;
             self.log_start_offset = offset;
+            if forward {
+                self.change_epochs(|epochs| epochs.truncate_from_start(offset))?;
+            }
         }
         Ok(())
     }

@@ -432,6 +432,69 @@ impl Segment {
         }
     }
 
+    /// Where truncating the log at `offset` cuts this segment, which must start at or before
+    /// `offset`: the position of the first batch whose last offset is at or past `offset`
+    /// (the segment's size when no batch is), and the offset after the last batch before
+    /// that position (the segment's base offset when there is none). A batch holding
+    /// `offset` is thus cut whole.
+    pub(crate) fn cut_point(&self, offset: i64) -> Result<(u64, i64), ReadError> {
+        self.cut_point_with(self.index()?, offset)
+    }
+
+    fn cut_point_with(&self, index: &SegmentIndex, offset: i64) -> Result<(u64, i64), ReadError> {
+        // The entry a read would start from may name the very batch that is cut; one entry
+        // earlier names a batch that ends before `offset`, so the scan sees the batch before
+        // the cut too.
+        let at_or_before = index
+            .offsets
+            .partition_point(|e| e.relative_offset <= self.relative(offset));
+        let start = at_or_before
+            .checked_sub(2)
+            .map_or(0, |i| u64::from(index.offsets[i].position));
+        match self.scan_for_cut(start, offset)? {
+            Some(cut) => Ok(cut),
+            // Not expected from a consistent index: look again from the start.
+            None => Ok(self
+                .scan_for_cut(0, offset)?
+                .unwrap_or((0, self.base_offset))),
+        }
+    }
+
+    /// The cut point, scanning from `start`; `None` when the batch at `start` is already
+    /// cut, so that the end of the one before it is unknown.
+    fn scan_for_cut(&self, start: u64, offset: i64) -> Result<Option<(u64, i64)>, ReadError> {
+        let mut cursor = Cursor::new(
+            &self.log,
+            &self.paths.log,
+            self.base_offset,
+            start,
+            self.size,
+            READ_CHUNK,
+        );
+        let mut end = (start == 0).then_some(self.base_offset);
+        loop {
+            match cursor.next(Verify::Framing)? {
+                Step::End => return Ok(end.map(|end| (self.size, end))),
+                Step::Batch { position, header } if header.last_offset() >= offset => {
+                    return Ok(end.map(|end| (position, end)))
+                }
+                Step::Batch { header, .. } => end = Some(header.last_offset() + 1),
+                Step::Fault(fault) => {
+                    return Err(ReadError::Corrupt {
+                        path: self.paths.log.clone(),
+                        position: fault.position,
+                        reason: fault.reason,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The headers of this segment's batches, in order (see [`SegmentBatches`]).
+    pub(crate) fn batches(&self) -> SegmentBatches<'_> {
+        SegmentBatches::new(&self.log, &self.paths.log, self.base_offset, self.size)
+    }
+
     /// `offset` relative to the base, clamped into what an index can hold.
     fn relative(&self, offset: i64) -> u32 {
         let relative = offset.saturating_sub(self.base_offset);
@@ -697,6 +760,113 @@ impl ActiveSegment {
             });
         }
         self.sync()
+    }
+
+    /// Makes an inactive segment the active one again, for a truncation that removes every
+    /// segment after it: [`Self::truncate`] must follow, which sets the end offset (until
+    /// then it is the removed next segment's base) and rewrites the index files.
+    pub(crate) fn reactivate(mut segment: Segment) -> Result<ActiveSegment, IoError> {
+        let index = match segment.index.take() {
+            Some(index) => index,
+            None => segment.load_index()?,
+        };
+        // The time index of an inactive segment is sealed, so this is exact.
+        let builder = IndexBuilder::resume(segment.index_interval_bytes, &index, segment.size);
+        let files = IndexFiles::open(&segment.paths.offset_index, &segment.paths.time_index)?;
+        let rolling_since = if segment.size > 0 {
+            let metadata = segment
+                .log
+                .metadata()
+                .at("inspect segment", &segment.paths.log)?;
+            metadata.created().or_else(|_| metadata.modified()).ok()
+        } else {
+            None
+        };
+        let end_offset = segment.end_offset;
+        Ok(Self::assemble(
+            segment,
+            index,
+            builder,
+            end_offset,
+            files,
+            rolling_since,
+        ))
+    }
+
+    /// Where truncating the log at `offset` (at or past the base) cuts this segment; see
+    /// [`Segment::cut_point`].
+    pub(crate) fn cut_point(&self, offset: i64) -> Result<(u64, i64), ReadError> {
+        self.segment.cut_point_with(&self.index, offset)
+    }
+
+    /// Cuts the segment at `position`, a batch boundary from [`Self::cut_point`], leaving
+    /// `end_offset` as its end, and makes the cut durable: the `.log` is cut and fsynced
+    /// first, then both indexes are replaced by their entries for the batches that remain
+    /// (the caller fsyncs the directory). The index builder and the largest timestamp are
+    /// recomputed from the remaining index and the batches after its last offset entry.
+    pub(crate) fn truncate(&mut self, position: u64, end_offset: i64) -> Result<(), ReadError> {
+        let segment = &mut self.segment;
+        segment
+            .log
+            .set_len(position)
+            .and_then(|()| segment.log.sync_all())
+            .at("truncate segment", &segment.paths.log)?;
+        segment.size = position;
+        segment.end_offset = end_offset;
+        let relative_end = end_offset - segment.base_offset;
+        self.index
+            .offsets
+            .retain(|e| u64::from(e.position) < position);
+        // Entries naming a remaining batch stay true: the batches up to it are all still
+        // there. The time index only grows, so this keeps a prefix.
+        self.index
+            .times
+            .retain(|e| i64::from(e.relative_offset) < relative_end);
+        let mut builder = IndexBuilder::resume(segment.index_interval_bytes, &self.index, position);
+        // The remaining time entries cover the batches up to the last offset entry; later
+        // batches may have larger timestamps that only the builder knew.
+        let from = self
+            .index
+            .offsets
+            .last()
+            .map_or(0, |e| u64::from(e.position));
+        let mut cursor = Cursor::new(
+            &segment.log,
+            &segment.paths.log,
+            segment.base_offset,
+            from,
+            position,
+            SCAN_CHUNK,
+        );
+        loop {
+            match cursor.next(Verify::Framing)? {
+                Step::End => break,
+                Step::Batch { header, .. } => builder.raise_max(
+                    to_u32(header.base_offset - segment.base_offset),
+                    header.max_timestamp,
+                ),
+                Step::Fault(fault) => {
+                    return Err(ReadError::Corrupt {
+                        path: segment.paths.log.clone(),
+                        position: fault.position,
+                        reason: fault.reason,
+                    })
+                }
+            }
+        }
+        let (timestamp, relative) = builder.max_timestamp();
+        segment.max_timestamp = timestamp;
+        segment.offset_of_max_timestamp = segment.base_offset + i64::from(relative);
+        self.builder = builder;
+        self.files = IndexFiles::rewrite(
+            &segment.paths.offset_index,
+            &segment.paths.time_index,
+            &self.index,
+        )?;
+        if position == 0 {
+            self.rolling_since = None;
+        }
+        Ok(())
     }
 
     /// The segment as an inactive one; call [`Self::finish`] first.

@@ -1,0 +1,124 @@
+//! APIs between brokers: OffsetForLeaderEpoch (a follower matching its log to the leader's),
+//! BrokerHeartbeat (liveness, to the active controller), and DescribeLogDirs.
+
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, topic_name};
+use crate::broker::Broker;
+
+pub(super) fn offset_for_leader_epoch(
+    broker: &Broker,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.topic.0.to_string();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let result = EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    let partition = match broker.leader_partition(&name, p.partition) {
+                        Ok(partition) => partition,
+                        Err(code) => return result.with_error_code(code.code()),
+                    };
+                    let (_, epoch) = partition.role();
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
+                        return result.with_error_code(ResponseError::FencedLeaderEpoch.code());
+                    }
+                    if p.current_leader_epoch > epoch {
+                        return result.with_error_code(ResponseError::UnknownLeaderEpoch.code());
+                    }
+                    match partition.end_offset_for_epoch(p.leader_epoch) {
+                        Some((found, end)) => result.with_leader_epoch(found).with_end_offset(end),
+                        None => result,
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+pub(super) fn broker_heartbeat(
+    broker: &Broker,
+    request: &BrokerHeartbeatRequest,
+) -> BrokerHeartbeatResponse {
+    if !broker.quorum.is_active_controller() {
+        return BrokerHeartbeatResponse::default()
+            .with_error_code(ResponseError::NotController.code());
+    }
+    let id = request.broker_id.0;
+    broker.liveness.heartbeat(id);
+    let image = broker.image();
+    let fenced = image.brokers.get(&id).is_none_or(|b| b.fenced);
+    BrokerHeartbeatResponse::default()
+        .with_is_caught_up(true)
+        .with_is_fenced(fenced)
+        .with_should_shut_down(false)
+}
+
+pub(super) fn describe_log_dirs(
+    broker: &Broker,
+    request: &DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    let wanted = |topic: &str, partition: i32| match &request.topics {
+        None => true,
+        Some(topics) => topics
+            .iter()
+            .any(|t| t.topic.0.as_str() == topic && t.partitions.contains(&partition)),
+    };
+    let mut topics: Vec<DescribeLogDirsTopic> = Vec::new();
+    for (partition, _) in broker.partitions_with_config() {
+        if !wanted(&partition.topic, partition.index) {
+            continue;
+        }
+        let lag = match partition.role().0 {
+            crate::replica::Role::Leader => 0,
+            _ => (partition.high_watermark() - partition.log_end_offset()).max(0),
+        };
+        let entry = DescribeLogDirsPartition::default()
+            .with_partition_index(partition.index)
+            .with_partition_size(i64::try_from(partition.size_bytes()).unwrap_or(i64::MAX))
+            .with_offset_lag(lag);
+        match topics
+            .iter_mut()
+            .find(|t| t.name.0.as_str() == &*partition.topic)
+        {
+            Some(topic) => topic.partitions.push(entry),
+            None => topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(topic_name(&partition.topic))
+                    .with_partitions(vec![entry]),
+            ),
+        }
+    }
+    let dir = broker
+        .config
+        .log_dir
+        .canonicalize()
+        .unwrap_or_else(|_| broker.config.log_dir.clone());
+    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+        .with_log_dir(str_bytes(&dir.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(-1)
+        .with_usable_bytes(-1)])
+}

@@ -1,0 +1,699 @@
+//! The cluster metadata image and the commands that change it. Every broker applies the same
+//! committed commands in the same order, so `apply` must be deterministic: no clocks, no
+//! randomness, no I/O. Decisions (placement, elections) are made before a command is proposed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// No leader: the partition is offline.
+pub const NO_LEADER: i32 = -1;
+
+/// A broker as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub id: i32,
+    /// Changes at every start of the broker process, so a restart is told from a retry.
+    pub incarnation: Uuid,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    /// A fenced broker leads nothing and is out of every ISR it can leave.
+    pub fenced: bool,
+    /// Set by a controlled shutdown: the broker is about to stop, move leadership away.
+    pub shutting_down: bool,
+}
+
+/// One partition's replicas, leader and in-sync replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The replica list; its first entry is the preferred leader.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    /// Bumped at every leader change; written into the batches the leader appends.
+    pub leader_epoch: i32,
+    /// Bumped at every change of this partition, so a leader's ISR update can be checked
+    /// against the state it was based on.
+    pub partition_epoch: i32,
+    /// Replicas being added or removed by a reassignment.
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+impl PartitionState {
+    pub fn new(replicas: Vec<i32>) -> PartitionState {
+        PartitionState {
+            leader: replicas.first().copied().unwrap_or(NO_LEADER),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }
+    }
+}
+
+/// A topic as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: Uuid,
+    /// Overrides of topic settings, by Kafka name.
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionState>,
+}
+
+impl TopicImage {
+    pub fn replication_factor(&self) -> i16 {
+        self.partitions
+            .first()
+            .map_or(0, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX))
+    }
+}
+
+/// Everything the cluster agrees on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    pub topics: BTreeMap<String, TopicImage>,
+    /// Producer ids below this have been handed out.
+    pub next_producer_id: i64,
+}
+
+impl MetadataImage {
+    pub fn topic_by_id(&self, id: Uuid) -> Option<&TopicImage> {
+        self.topics.values().find(|t| t.id == id)
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionState> {
+        self.topics.get(topic).and_then(|t| {
+            usize::try_from(index)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+        })
+    }
+
+    /// Brokers that are registered and not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    fn is_live(&self, id: i32) -> bool {
+        self.brokers
+            .get(&id)
+            .is_some_and(|b| !b.fenced && !b.shutting_down)
+    }
+}
+
+/// A change to the metadata, proposed by the controller and applied by every broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// The first command of a new cluster.
+    InitCluster {
+        cluster_id: String,
+    },
+    RegisterBroker(BrokerRegistration),
+    /// Fence or unfence a broker, electing new leaders for the partitions it led.
+    SetFenced {
+        broker: i32,
+        fenced: bool,
+    },
+    /// A broker is stopping: lead nothing from now on.
+    BeginShutdown {
+        broker: i32,
+    },
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+        /// Replicas of each partition, preferred leader first.
+        assignment: Vec<Vec<i32>>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Adds partitions with these replica lists.
+    CreatePartitions {
+        name: String,
+        assignment: Vec<Vec<i32>>,
+    },
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// A partition leader's change of its ISR, valid only against `partition_epoch`.
+    AlterIsr {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// Elect a leader: the preferred one, or (unclean) any live replica.
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        preferred: bool,
+        unclean: bool,
+    },
+    /// Start moving a partition to `target` replicas.
+    Reassign {
+        topic: String,
+        partition: i32,
+        target: Vec<i32>,
+    },
+    /// Cancel a reassignment in progress.
+    CancelReassignment {
+        topic: String,
+        partition: i32,
+    },
+    AllocateProducerIds {
+        count: i64,
+    },
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    #[default]
+    Applied,
+    ProducerIds {
+        first: i64,
+    },
+    /// The command was refused; the image is unchanged.
+    Rejected {
+        reason: String,
+    },
+}
+
+fn rejected(reason: impl Into<String>) -> CommandResult {
+    CommandResult::Rejected {
+        reason: reason.into(),
+    }
+}
+
+impl MetadataImage {
+    /// Applies a committed command. Invalid commands change nothing and say why.
+    pub fn apply(&mut self, command: &MetadataCommand) -> CommandResult {
+        match command {
+            MetadataCommand::InitCluster { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id.clone();
+                }
+                CommandResult::Applied
+            }
+            MetadataCommand::RegisterBroker(registration) => {
+                let restarted = self
+                    .brokers
+                    .get(&registration.id)
+                    .is_some_and(|old| old.incarnation != registration.incarnation);
+                if restarted {
+                    // A restarted broker lost its in-memory replication state: it leads nothing
+                    // and leaves the ISRs until it has caught up again as a follower.
+                    if let Some(old) = self.brokers.get_mut(&registration.id) {
+                        old.fenced = true;
+                    }
+                    self.move_leadership_off(registration.id, true);
+                }
+                let mut registration = registration.clone();
+                registration.fenced = false;
+                registration.shutting_down = false;
+                self.brokers.insert(registration.id, registration);
+                self.elect_offline_leaders();
+                CommandResult::Applied
+            }
+            MetadataCommand::SetFenced { broker, fenced } => {
+                let Some(registration) = self.brokers.get_mut(broker) else {
+                    return rejected(format!("broker {broker} is not registered"));
+                };
+                registration.fenced = *fenced;
+                if *fenced {
+                    self.move_leadership_off(*broker, true);
+                } else {
+                    registration.shutting_down = false;
+                    self.elect_offline_leaders();
+                }
+                CommandResult::Applied
+            }
+            MetadataCommand::BeginShutdown { broker } => {
+                let Some(registration) = self.brokers.get_mut(broker) else {
+                    return rejected(format!("broker {broker} is not registered"));
+                };
+                registration.shutting_down = true;
+                self.move_leadership_off(*broker, false);
+                CommandResult::Applied
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                id,
+                configs,
+                assignment,
+            } => {
+                if self.topics.contains_key(name) {
+                    return rejected(format!("topic `{name}` already exists"));
+                }
+                if assignment.is_empty() || assignment.iter().any(Vec::is_empty) {
+                    return rejected("every partition needs at least one replica");
+                }
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        name: name.clone(),
+                        id: *id,
+                        configs: configs.clone(),
+                        partitions: assignment
+                            .iter()
+                            .cloned()
+                            .map(PartitionState::new)
+                            .collect(),
+                    },
+                );
+                self.elect_offline_leaders();
+                CommandResult::Applied
+            }
+            MetadataCommand::DeleteTopic { name } => match self.topics.remove(name) {
+                Some(_) => CommandResult::Applied,
+                None => rejected(format!("topic `{name}` does not exist")),
+            },
+            MetadataCommand::CreatePartitions { name, assignment } => {
+                let Some(topic) = self.topics.get_mut(name) else {
+                    return rejected(format!("topic `{name}` does not exist"));
+                };
+                topic
+                    .partitions
+                    .extend(assignment.iter().cloned().map(PartitionState::new));
+                self.elect_offline_leaders();
+                CommandResult::Applied
+            }
+            MetadataCommand::SetTopicConfigs { name, configs } => {
+                let Some(topic) = self.topics.get_mut(name) else {
+                    return rejected(format!("topic `{name}` does not exist"));
+                };
+                topic.configs = configs.clone();
+                CommandResult::Applied
+            }
+            MetadataCommand::AlterIsr {
+                topic,
+                partition,
+                leader,
+                partition_epoch,
+                isr,
+            } => {
+                let Some(state) = self.partition_mut(topic, *partition) else {
+                    return rejected(format!("partition {topic}-{partition} does not exist"));
+                };
+                if state.leader != *leader || state.partition_epoch != *partition_epoch {
+                    return rejected(format!(
+                        "stale ISR change for {topic}-{partition}: leader {leader} epoch {partition_epoch}, current leader {} epoch {}",
+                        state.leader, state.partition_epoch
+                    ));
+                }
+                if isr.is_empty()
+                    || !isr.contains(leader)
+                    || isr.iter().any(|r| !state.replicas.contains(r))
+                {
+                    return rejected(format!("invalid ISR {isr:?} for {topic}-{partition}"));
+                }
+                state.isr = isr.clone();
+                state.partition_epoch += 1;
+                let (topic, partition) = (topic.clone(), *partition);
+                self.complete_reassignment(&topic, partition);
+                CommandResult::Applied
+            }
+            MetadataCommand::ElectLeader {
+                topic,
+                partition,
+                preferred,
+                unclean,
+            } => {
+                let live: Vec<i32> = self
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced && !b.shutting_down)
+                    .map(|b| b.id)
+                    .collect();
+                let Some(state) = self.partition_mut(topic, *partition) else {
+                    return rejected(format!("partition {topic}-{partition} does not exist"));
+                };
+                let choice = if *preferred {
+                    state
+                        .replicas
+                        .first()
+                        .copied()
+                        .filter(|p| state.isr.contains(p) && live.contains(p))
+                } else {
+                    elect(state, &live, *unclean)
+                };
+                match choice {
+                    Some(leader) if leader == state.leader => CommandResult::Applied,
+                    Some(leader) => {
+                        set_leader(state, leader);
+                        CommandResult::Applied
+                    }
+                    None => rejected(format!("no eligible leader for {topic}-{partition}")),
+                }
+            }
+            MetadataCommand::Reassign {
+                topic,
+                partition,
+                target,
+            } => {
+                if target.is_empty() {
+                    return rejected("a reassignment needs at least one replica");
+                }
+                let Some(state) = self.partition_mut(topic, *partition) else {
+                    return rejected(format!("partition {topic}-{partition} does not exist"));
+                };
+                // Replicas = target first (so the preferred leader is the target's), then the
+                // old replicas being removed; new ones join the ISR once they catch up.
+                let adding: Vec<i32> = target
+                    .iter()
+                    .copied()
+                    .filter(|r| !state.replicas.contains(r))
+                    .collect();
+                let removing: Vec<i32> = state
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !target.contains(r))
+                    .collect();
+                let mut replicas = target.clone();
+                replicas.extend(removing.iter().copied());
+                state.replicas = replicas;
+                state.adding = adding;
+                state.removing = removing;
+                state.partition_epoch += 1;
+                let (topic, partition) = (topic.clone(), *partition);
+                self.complete_reassignment(&topic, partition);
+                CommandResult::Applied
+            }
+            MetadataCommand::CancelReassignment { topic, partition } => {
+                let Some(state) = self.partition_mut(topic, *partition) else {
+                    return rejected(format!("partition {topic}-{partition} does not exist"));
+                };
+                if state.adding.is_empty() && state.removing.is_empty() {
+                    return rejected(format!(
+                        "no reassignment in progress for {topic}-{partition}"
+                    ));
+                }
+                let adding = std::mem::take(&mut state.adding);
+                state.removing.clear();
+                state.replicas.retain(|r| !adding.contains(r));
+                state.isr.retain(|r| !adding.contains(r));
+                state.partition_epoch += 1;
+                CommandResult::Applied
+            }
+            MetadataCommand::AllocateProducerIds { count } => {
+                let first = self.next_producer_id;
+                self.next_producer_id += count.max(&1);
+                CommandResult::ProducerIds { first }
+            }
+        }
+    }
+
+    fn partition_mut(&mut self, topic: &str, index: i32) -> Option<&mut PartitionState> {
+        self.topics.get_mut(topic).and_then(|t| {
+            usize::try_from(index)
+                .ok()
+                .and_then(|i| t.partitions.get_mut(i))
+        })
+    }
+
+    /// A broker that is fenced (`fence`) or shutting down leads nothing: each partition it led
+    /// gets a new leader from the ISR. A fenced broker also leaves every ISR where another
+    /// member remains, so the high watermark no longer waits for it.
+    fn move_leadership_off(&mut self, broker: i32, fence: bool) {
+        let live: Vec<i32> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced && !b.shutting_down)
+            .map(|b| b.id)
+            .collect();
+        for topic in self.topics.values_mut() {
+            for state in &mut topic.partitions {
+                let mut changed = false;
+                if fence && state.isr.contains(&broker) && state.isr.len() > 1 {
+                    state.isr.retain(|r| *r != broker);
+                    changed = true;
+                }
+                if state.leader == broker {
+                    let next = elect(state, &live, false).unwrap_or(NO_LEADER);
+                    set_leader(state, next);
+                    changed = false;
+                }
+                if changed {
+                    state.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// Partitions without a leader get one when an eligible replica is live.
+    fn elect_offline_leaders(&mut self) {
+        let live: Vec<i32> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced && !b.shutting_down)
+            .map(|b| b.id)
+            .collect();
+        for topic in self.topics.values_mut() {
+            for state in &mut topic.partitions {
+                if state.leader == NO_LEADER || !live.contains(&state.leader) {
+                    if let Some(leader) = elect(state, &live, false) {
+                        if leader != state.leader {
+                            set_leader(state, leader);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finishes a reassignment whose new replicas are all in the ISR: the removed replicas
+    /// leave, and leadership moves if the leader was one of them.
+    fn complete_reassignment(&mut self, topic: &str, index: i32) {
+        let live: Vec<i32> = self
+            .brokers
+            .keys()
+            .copied()
+            .filter(|id| self.is_live(*id))
+            .collect();
+        let Some(state) = self.partition_mut(topic, index) else {
+            return;
+        };
+        if state.adding.is_empty() && state.removing.is_empty() {
+            return;
+        }
+        if !state.adding.iter().all(|r| state.isr.contains(r)) {
+            return;
+        }
+        let removing = std::mem::take(&mut state.removing);
+        state.adding.clear();
+        state.replicas.retain(|r| !removing.contains(r));
+        state.isr.retain(|r| !removing.contains(r));
+        if removing.contains(&state.leader) || !state.replicas.contains(&state.leader) {
+            let next = elect(state, &live, false).unwrap_or(NO_LEADER);
+            set_leader(state, next);
+        } else {
+            state.partition_epoch += 1;
+        }
+    }
+}
+
+/// The first replica, in replica order, that is live and in the ISR; with `unclean`, any
+/// live replica when no in-sync one is.
+pub fn elect(state: &PartitionState, live: &[i32], unclean: bool) -> Option<i32> {
+    let eligible = |r: &&i32| live.contains(r) && !state.removing.contains(r);
+    state
+        .replicas
+        .iter()
+        .filter(eligible)
+        .find(|r| state.isr.contains(r))
+        .or_else(|| {
+            if unclean {
+                state.replicas.iter().filter(eligible).next()
+            } else {
+                None
+            }
+        })
+        .copied()
+}
+
+fn set_leader(state: &mut PartitionState, leader: i32) {
+    state.leader = leader;
+    state.leader_epoch += 1;
+    state.partition_epoch += 1;
+    if leader != NO_LEADER && !state.isr.contains(&leader) {
+        // Unclean election: the new leader's log is the truth from now on.
+        state.isr = vec![leader];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: i32) -> MetadataCommand {
+        MetadataCommand::RegisterBroker(BrokerRegistration {
+            id,
+            incarnation: Uuid::nil(),
+            host: "127.0.0.1".into(),
+            port: 9000 + id as u16,
+            rack: None,
+            fenced: false,
+            shutting_down: false,
+        })
+    }
+
+    fn cluster() -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&broker(id));
+        }
+        image.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            id: Uuid::nil(),
+            configs: BTreeMap::new(),
+            assignment: vec![vec![1, 2, 3], vec![2, 3, 1]],
+        });
+        image
+    }
+
+    #[test]
+    fn a_new_topic_is_led_by_its_preferred_replicas() {
+        let image = cluster();
+        assert_eq!(image.partition("t", 0).map(|p| p.leader), Some(1));
+        assert_eq!(image.partition("t", 1).map(|p| p.leader), Some(2));
+        assert_eq!(
+            image.partition("t", 0).map(|p| p.isr.clone()),
+            Some(vec![1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn fencing_a_leader_elects_the_next_in_sync_replica_and_bumps_the_epoch() {
+        let mut image = cluster();
+        image.apply(&MetadataCommand::SetFenced {
+            broker: 1,
+            fenced: true,
+        });
+        let p = image.partition("t", 0).expect("exists");
+        assert_eq!(p.leader, 2);
+        assert_eq!(p.leader_epoch, 1);
+        assert_eq!(p.isr, vec![2, 3]);
+        image.apply(&MetadataCommand::SetFenced {
+            broker: 1,
+            fenced: false,
+        });
+        assert_eq!(
+            image.partition("t", 0).map(|p| p.leader),
+            Some(2),
+            "no automatic move back"
+        );
+    }
+
+    #[test]
+    fn the_last_in_sync_replica_stays_in_the_isr_and_the_partition_goes_offline() {
+        let mut image = cluster();
+        image.apply(&MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: 0,
+            isr: vec![1],
+        });
+        image.apply(&MetadataCommand::SetFenced {
+            broker: 1,
+            fenced: true,
+        });
+        let p = image.partition("t", 0).expect("exists");
+        assert_eq!(p.isr, vec![1]);
+        assert_eq!(p.leader, NO_LEADER);
+        let refused = image.apply(&MetadataCommand::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            preferred: false,
+            unclean: false,
+        });
+        assert!(matches!(refused, CommandResult::Rejected { .. }));
+        image.apply(&MetadataCommand::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            preferred: false,
+            unclean: true,
+        });
+        let p = image.partition("t", 0).expect("exists");
+        assert_eq!(p.leader, 2);
+        assert_eq!(p.isr, vec![2]);
+    }
+
+    #[test]
+    fn a_stale_isr_change_is_rejected() {
+        let mut image = cluster();
+        let result = image.apply(&MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: 7,
+            isr: vec![1],
+        });
+        assert!(matches!(result, CommandResult::Rejected { .. }));
+        assert_eq!(image.partition("t", 0).map(|p| p.isr.len()), Some(3));
+    }
+
+    #[test]
+    fn a_reassignment_completes_when_the_new_replicas_are_in_sync() {
+        let mut image = cluster();
+        image.apply(&broker(4));
+        image.apply(&MetadataCommand::Reassign {
+            topic: "t".into(),
+            partition: 0,
+            target: vec![4, 2, 3],
+        });
+        let p = image.partition("t", 0).expect("exists").clone();
+        assert_eq!(p.replicas, vec![4, 2, 3, 1]);
+        assert_eq!(p.adding, vec![4]);
+        assert_eq!(p.removing, vec![1]);
+        image.apply(&MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2, 3, 4],
+        });
+        let p = image.partition("t", 0).expect("exists");
+        assert_eq!(p.replicas, vec![4, 2, 3]);
+        assert!(p.adding.is_empty() && p.removing.is_empty());
+        assert_eq!(
+            p.leader, 4,
+            "the old leader left; the new preferred replica leads"
+        );
+        assert!(!p.isr.contains(&1));
+    }
+
+    #[test]
+    fn a_controlled_shutdown_moves_leadership_but_keeps_the_isr() {
+        let mut image = cluster();
+        image.apply(&MetadataCommand::BeginShutdown { broker: 2 });
+        let p = image.partition("t", 1).expect("exists");
+        assert_eq!(p.leader, 3);
+        assert!(p.isr.contains(&2));
+    }
+
+    #[test]
+    fn producer_ids_are_handed_out_in_blocks_once() {
+        let mut image = MetadataImage::default();
+        assert_eq!(
+            image.apply(&MetadataCommand::AllocateProducerIds { count: 100 }),
+            CommandResult::ProducerIds { first: 0 }
+        );
+        assert_eq!(
+            image.apply(&MetadataCommand::AllocateProducerIds { count: 100 }),
+            CommandResult::ProducerIds { first: 100 }
+        );
+    }
+}

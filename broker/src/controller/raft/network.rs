@@ -1,0 +1,287 @@
+//! Outgoing controller traffic: openraft's RPCs to peers over one reused connection per
+//! replication stream, and one-off requests (forwarded proposals, joins). Every call is bounded
+//! by a timeout and a failed connection is dropped, to be re-established by the next call.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    Fatal, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, RPCTypes, Snapshot};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use super::wire::{encode, Connection, Request, Response};
+use super::{NodeId, TypeConfig, Vote};
+
+/// How long openraft waits before retrying a peer that could not be reached.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Why a call failed; says whether the request may have reached the peer.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// No connection: the request was not sent.
+    Connect(io::Error),
+    /// Sent, but no response in time.
+    Timeout,
+    /// The connection failed after the request was (perhaps) sent.
+    Io(io::Error),
+    /// The request exceeds the frame limit; it was not sent.
+    TooLarge(io::Error),
+}
+
+/// A connection to one address, opened on first use and kept while calls succeed.
+pub(crate) struct Channel {
+    addr: String,
+    conn: Option<Connection>,
+}
+
+impl Channel {
+    pub(crate) fn new(addr: String) -> Channel {
+        Channel { addr, conn: None }
+    }
+
+    /// Sends `request` and waits for its response, all within `timeout`.
+    pub(crate) async fn call(
+        &mut self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
+        let deadline = Instant::now() + timeout;
+        // Taken out for the exchange and put back only after a whole one: a call abandoned
+        // half-way (timeout, cancellation) leaves no response in flight on a reused connection.
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => match timeout_at(deadline, TcpStream::connect(&self.addr)).await {
+                Ok(Ok(stream)) => Connection::new(stream),
+                Ok(Err(e)) => return Err(CallError::Connect(e)),
+                Err(_) => {
+                    return Err(CallError::Connect(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connecting to {} timed out", self.addr),
+                    )))
+                }
+            },
+        };
+        let frame = encode(request).map_err(CallError::TooLarge)?;
+        let exchange = async {
+            conn.write_frame(&frame).await?;
+            conn.read::<Response>().await?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection",
+                )
+            })
+        };
+        match timeout_at(deadline, exchange).await {
+            Ok(Ok(response)) => {
+                self.conn = Some(conn);
+                Ok(response)
+            }
+            Ok(Err(e)) => Err(CallError::Io(e)),
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+}
+
+/// One request on a fresh connection. Used for proposals and joins, so that a connection error
+/// before sending is told apart from one after.
+pub(crate) async fn request(
+    addr: &str,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, CallError> {
+    Channel::new(addr.to_string()).call(request, timeout).await
+}
+
+/// Makes openraft's clients to peers. A voter's address comes from the configuration (it may
+/// have changed since the membership recorded it); a learner's from the membership.
+pub(crate) struct NetworkFactory {
+    local: NodeId,
+    voters: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl NetworkFactory {
+    pub(crate) fn new(local: NodeId, voters: Arc<BTreeMap<NodeId, String>>) -> NetworkFactory {
+        NetworkFactory { local, voters }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        let addr = self
+            .voters
+            .get(&target)
+            .cloned()
+            .unwrap_or_else(|| node.addr.clone());
+        PeerClient {
+            local: self.local,
+            target,
+            channel: Channel::new(addr),
+        }
+    }
+}
+
+/// openraft's client to one peer.
+pub(crate) struct PeerClient {
+    local: NodeId,
+    target: NodeId,
+    channel: Channel,
+}
+
+impl PeerClient {
+    fn timeout(&self, action: RPCTypes, timeout: Duration) -> Timeout<NodeId> {
+        Timeout {
+            action,
+            id: self.local,
+            target: self.target,
+            timeout,
+        }
+    }
+
+    /// A raft RPC whose remote error is a `RaftError`.
+    async fn rpc<T>(
+        &mut self,
+        action: RPCTypes,
+        request: Request,
+        option: &RPCOption,
+        unpack: impl FnOnce(Response) -> Option<Result<T, RaftError<NodeId>>>,
+    ) -> Result<T, RpcFailure> {
+        let ttl = option.hard_ttl();
+        match self.channel.call(&request, ttl).await {
+            Ok(response) => match unpack(response) {
+                Some(Ok(reply)) => Ok(reply),
+                Some(Err(e)) => Err(RpcFailure::Rpc(Box::new(RPCError::RemoteError(
+                    RemoteError::new(self.target, e),
+                )))),
+                None => Err(RpcFailure::Rpc(Box::new(RPCError::Network(
+                    NetworkError::new(&unexpected(action)),
+                )))),
+            },
+            Err(CallError::Connect(e)) => Err(RpcFailure::Rpc(Box::new(RPCError::Unreachable(
+                Unreachable::new(&e),
+            )))),
+            Err(CallError::Timeout) => Err(RpcFailure::Rpc(Box::new(RPCError::Timeout(
+                self.timeout(action, ttl),
+            )))),
+            Err(CallError::Io(e)) => Err(RpcFailure::Rpc(Box::new(RPCError::Network(
+                NetworkError::new(&e),
+            )))),
+            Err(CallError::TooLarge(e)) => Err(RpcFailure::TooLarge(e)),
+        }
+    }
+}
+
+/// A failed raft RPC, with a request too large to send kept apart so AppendEntries can ask
+/// openraft to split it.
+enum RpcFailure {
+    Rpc(Box<RPCError<NodeId, BasicNode, RaftError<NodeId>>>),
+    TooLarge(io::Error),
+}
+
+impl RpcFailure {
+    fn into_rpc_error(self) -> RPCError<NodeId, BasicNode, RaftError<NodeId>> {
+        match self {
+            RpcFailure::Rpc(e) => *e,
+            RpcFailure::TooLarge(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+fn unexpected(action: RPCTypes) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("unexpected response to {action}"),
+    )
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let entries = rpc.entries.len() as u64;
+        self.rpc(
+            RPCTypes::AppendEntries,
+            Request::AppendEntries(rpc),
+            &option,
+            |r| match r {
+                Response::AppendEntries(result) => Some(result),
+                _ => None,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            // Too big for one frame: openraft resends fewer entries at a time.
+            RpcFailure::TooLarge(_) if entries > 1 => {
+                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2))
+            }
+            e => e.into_rpc_error(),
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc(RPCTypes::Vote, Request::Vote(rpc), &option, |r| match r {
+            Response::Vote(result) => Some(result),
+            _ => None,
+        })
+        .await
+        .map_err(RpcFailure::into_rpc_error)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let request = Request::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            image: *snapshot.snapshot,
+        };
+        let ttl = option.hard_ttl();
+        let result = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            result = self.channel.call(&request, ttl) => result,
+        };
+        match result {
+            Ok(Response::Snapshot(Ok(reply))) => Ok(reply),
+            Ok(Response::Snapshot(Err(e))) => Err(StreamingError::RemoteError(RemoteError::new(
+                self.target,
+                e,
+            ))),
+            Ok(_) => Err(StreamingError::Network(NetworkError::new(&unexpected(
+                RPCTypes::InstallSnapshot,
+            )))),
+            Err(CallError::Connect(e)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+            Err(CallError::Timeout) => Err(StreamingError::Timeout(
+                self.timeout(RPCTypes::InstallSnapshot, ttl),
+            )),
+            Err(CallError::Io(e) | CallError::TooLarge(e)) => {
+                Err(StreamingError::Network(NetworkError::new(&e)))
+            }
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+}

@@ -1,0 +1,198 @@
+//! The controller listener: accepts peers' connections and answers their requests — raft RPCs
+//! into openraft, forwarded proposals and joins when this node leads.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Snapshot};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{Connection, ForwardReply, JoinReply, Request, Response};
+use super::{NodeId, Raft};
+use crate::controller::image::MetadataCommand;
+
+/// Peers are few; this only bounds what a misbehaving client can hold open.
+const MAX_CONNECTIONS: usize = 256;
+
+/// What request handlers share.
+pub(crate) struct Handler {
+    pub(crate) node_id: NodeId,
+    pub(crate) raft: Raft,
+    pub(crate) voters: Arc<BTreeMap<NodeId, String>>,
+    /// How long a forwarded proposal may wait for its commit.
+    pub(crate) propose_timeout: Duration,
+}
+
+impl Handler {
+    /// The controller address of `id`: a voter's from the configuration, else the membership's.
+    pub(crate) fn addr_of(&self, id: NodeId) -> Option<String> {
+        if let Some(addr) = self.voters.get(&id) {
+            return Some(addr.clone());
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    async fn dispatch(&self, request: Request) -> Response {
+        match request {
+            Request::AppendEntries(rpc) => {
+                Response::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
+            Request::Snapshot { vote, meta, image } => Response::Snapshot(
+                self.raft
+                    .install_full_snapshot(
+                        vote,
+                        Snapshot {
+                            meta,
+                            snapshot: Box::new(image),
+                        },
+                    )
+                    .await,
+            ),
+            Request::Forward(command) => Response::Forward(self.forward(command).await),
+            Request::Join { node_id, addr } => Response::Join(self.join(node_id, addr).await),
+        }
+    }
+
+    async fn forward(&self, command: MetadataCommand) -> ForwardReply {
+        match tokio::time::timeout(self.propose_timeout, self.raft.client_write(command)).await {
+            Ok(Ok(response)) => ForwardReply::Applied {
+                result: response.data,
+                index: response.log_id.index,
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => {
+                ForwardReply::NotLeader {
+                    leader: to.leader_id,
+                    addr: to.leader_id.and_then(|id| self.addr_of(id)),
+                }
+            }
+            Ok(Err(e)) => ForwardReply::Failed(e.to_string()),
+            Err(_) => ForwardReply::Failed(format!(
+                "no commit within {:?} on leader {}",
+                self.propose_timeout, self.node_id
+            )),
+        }
+    }
+
+    async fn join(&self, node_id: NodeId, addr: String) -> JoinReply {
+        let (known, is_voter) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            (
+                membership.get_node(&node_id).map(|n| n.addr.clone()),
+                membership.voter_ids().any(|id| id == node_id),
+            )
+        };
+        // A voter's address comes from every node's configuration, never from a join.
+        if known.as_deref() == Some(addr.as_str()) || is_voter {
+            return JoinReply::Joined;
+        }
+        let node = BasicNode::new(addr.clone());
+        let result = if known.is_some() {
+            // A learner that came back at another address.
+            self.raft
+                .change_membership(
+                    ChangeMembers::SetNodes(BTreeMap::from([(node_id, node)])),
+                    false,
+                )
+                .await
+        } else {
+            self.raft.add_learner(node_id, node, false).await
+        };
+        match result {
+            Ok(_) => {
+                tracing::info!(node_id, %addr, "learner joined the metadata quorum");
+                JoinReply::Joined
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                JoinReply::NotLeader {
+                    leader: to.leader_id,
+                    addr: to.leader_id.and_then(|id| self.addr_of(id)),
+                }
+            }
+            Err(e) => JoinReply::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown`, then closes the listener and every connection.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                let handler = handler.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    let _permit = permit;
+                    serve_connection(Connection::new(stream), &handler, &shutdown).await;
+                    tracing::trace!(%peer, "controller connection closed");
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "controller listener failed to accept");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    connections.shutdown().await;
+}
+
+async fn serve_connection(mut conn: Connection, handler: &Handler, shutdown: &CancellationToken) {
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            request = conn.read::<Request>() => request,
+        };
+        let request = match request {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping a controller connection");
+                return;
+            }
+        };
+        let response = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            response = handler.dispatch(request) => response,
+        };
+        if let Err(e) = conn.write(&response).await {
+            tracing::debug!(error = %e, "dropping a controller connection");
+            return;
+        }
+    }
+}

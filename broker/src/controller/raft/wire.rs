@@ -1,0 +1,188 @@
+//! The controller transport's messages and framing: each frame is a `u32` big-endian length
+//! and that many bytes of JSON. A connection carries one request at a time, each answered by
+//! one response, so neither side needs correlation ids; a caller that gives up on a response
+//! drops the connection.
+
+use std::io;
+
+use openraft::error::{Fatal, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::{NodeId, SnapshotMeta, TypeConfig, Vote};
+use crate::controller::image::{CommandResult, MetadataCommand, MetadataImage};
+
+/// A frame larger than this closes the connection.
+pub(crate) const MAX_FRAME: usize = 64 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    /// A whole snapshot in one frame: the image is small.
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        image: MetadataImage,
+    },
+    /// A command proposed on another node, to be written by this one if it leads.
+    Forward(MetadataCommand),
+    /// A broker that is not a voter asks to replicate the metadata log as a learner.
+    Join {
+        node_id: NodeId,
+        addr: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<SnapshotResponse<NodeId>, Fatal<NodeId>>),
+    Forward(ForwardReply),
+    Join(JoinReply),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ForwardReply {
+    /// Committed and applied on the leader, as the entry at `index`.
+    Applied { result: CommandResult, index: u64 },
+    /// This node does not lead; nothing was written. The leader it knows of, if any.
+    NotLeader {
+        leader: Option<NodeId>,
+        addr: Option<String>,
+    },
+    /// The leader accepted the command but could not say how it ended (stopped, timed out):
+    /// it may or may not be committed.
+    Failed(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum JoinReply {
+    /// The node is in the membership with this address.
+    Joined,
+    NotLeader {
+        leader: Option<NodeId>,
+        addr: Option<String>,
+    },
+    /// Try again later (e.g. another membership change is in progress).
+    Failed(String),
+}
+
+/// One TCP connection's framing.
+pub(crate) struct Connection {
+    stream: BufReader<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    pub(crate) fn new(stream: TcpStream) -> Connection {
+        let _ = stream.set_nodelay(true);
+        Connection {
+            stream: BufReader::new(stream),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads one frame; `Ok(None)` when the peer closed the connection between frames.
+    pub(crate) async fn read<T: DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
+        let len = match self.stream.read_u32().await {
+            Ok(len) => len as usize,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}"),
+            ));
+        }
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        self.stream.read_exact(&mut self.buf).await?;
+        let value = serde_json::from_slice(&self.buf).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("undecodable frame: {e}"),
+            )
+        })?;
+        if self.buf.capacity() > 1 << 20 {
+            // Do not keep a snapshot-sized buffer for every idle connection.
+            self.buf = Vec::new();
+        }
+        Ok(Some(value))
+    }
+
+    pub(crate) async fn write<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
+        let frame = encode(value)?;
+        self.write_frame(&frame).await
+    }
+
+    /// Writes a frame made by [`encode`].
+    pub(crate) async fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.stream.get_mut().write_all(frame).await
+    }
+}
+
+/// A whole frame: length and JSON. Fails if the value does not fit in one.
+pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    let mut frame = vec![0; 4];
+    serde_json::to_writer(&mut frame, value).map_err(io::Error::other)?;
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}"),
+        ));
+    }
+    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_an_oversized_one_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut conn = Connection::new(TcpStream::connect(addr).await.unwrap());
+            conn.write(&Request::Join {
+                node_id: 4,
+                addr: "h:1".into(),
+            })
+            .await
+            .unwrap();
+            let reply: Option<Response> = conn.read().await.unwrap();
+            assert!(matches!(reply, Some(Response::Join(JoinReply::Joined))));
+            // A length past the limit, then nothing: the server must refuse without reading on.
+            conn.stream
+                .get_mut()
+                .write_all(&((MAX_FRAME as u32) + 1).to_be_bytes())
+                .await
+                .unwrap();
+            let closed: io::Result<Option<Response>> = conn.read().await;
+            assert!(matches!(closed, Ok(None) | Err(_)));
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = Connection::new(stream);
+        let request: Option<Request> = conn.read().await.unwrap();
+        assert!(matches!(request, Some(Request::Join { node_id: 4, .. })));
+        conn.write(&Response::Join(JoinReply::Joined))
+            .await
+            .unwrap();
+        let err = conn.read::<Request>().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        drop(conn);
+        client.await.unwrap();
+    }
+}

@@ -1,0 +1,206 @@
+//! The broker's cluster duties in the background: apply every new metadata image to the local
+//! replicas, heartbeat to the active controller, and, on the active controller, fence brokers
+//! that went quiet; as a partition leader, drop lagging followers from the ISR. Plus the
+//! controlled shutdown that moves leadership away before the broker stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{BrokerHeartbeatRequest, BrokerId};
+
+use super::image::MetadataCommand;
+use super::{FenceDecision, Quorum};
+use crate::broker::Broker;
+use crate::client::Connection;
+use crate::replica::{manager, Role};
+
+const BROKER_HEARTBEAT_VERSION: i16 = 0;
+
+/// Starts the background work; every task ends when the broker shuts down.
+pub fn spawn(broker: &Arc<Broker>) {
+    tokio::spawn(apply_metadata(Arc::clone(broker)));
+    tokio::spawn(shrink_isr(Arc::clone(broker)));
+    if matches!(broker.quorum, Quorum::Raft(_)) {
+        tokio::spawn(heartbeat(Arc::clone(broker)));
+        tokio::spawn(fence(Arc::clone(broker)));
+    }
+}
+
+async fn apply_metadata(broker: Arc<Broker>) {
+    let mut images = broker.quorum.subscribe();
+    loop {
+        tokio::select! {
+            () = broker.shutdown.cancelled() => return,
+            changed = images.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                manager::reconcile(&broker).await;
+            }
+        }
+    }
+}
+
+async fn shrink_isr(broker: Arc<Broker>) {
+    let lag = broker.config.replica_lag_time_max;
+    let mut interval = tokio::time::interval((lag / 2).max(Duration::from_millis(200)));
+    loop {
+        tokio::select! {
+            () = broker.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let now = Instant::now();
+        let leading: Vec<_> = broker
+            .partitions
+            .read()
+            .values()
+            .flat_map(|list| list.values().cloned())
+            .filter(|p| p.role().0 == Role::Leader)
+            .collect();
+        for partition in leading {
+            if let Some(change) = partition.isr_shrink(lag, now) {
+                tracing::info!(partition = ?partition, isr = ?change.isr, "followers lagging: shrinking the ISR");
+                manager::propose_isr_change(&broker, &partition, change);
+            }
+        }
+    }
+}
+
+/// Tells the active controller this broker is alive.
+async fn heartbeat(broker: Arc<Broker>) {
+    let mut interval = tokio::time::interval(broker.config.broker_heartbeat_interval);
+    let mut connection: Option<(i32, Connection)> = None;
+    loop {
+        tokio::select! {
+            () = broker.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let node = broker.node_id();
+        let Some(controller) = broker.quorum.active_controller(node) else {
+            continue;
+        };
+        if controller == node {
+            broker.liveness.heartbeat(node);
+            continue;
+        }
+        if connection.as_ref().is_none_or(|(id, _)| *id != controller) {
+            let image = broker.image();
+            let Some(registration) = image.brokers.get(&controller) else {
+                continue;
+            };
+            let address = format!("{}:{}", registration.host, registration.port);
+            connection = match tokio::time::timeout(
+                broker.config.request_timeout,
+                Connection::connect(&address),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => Some((controller, conn)),
+                _ => None,
+            };
+        }
+        let Some((_, conn)) = connection.as_mut() else {
+            continue;
+        };
+        let request = BrokerHeartbeatRequest::default().with_broker_id(BrokerId(node));
+        match tokio::time::timeout(
+            broker.config.request_timeout,
+            conn.send(&request, BROKER_HEARTBEAT_VERSION),
+        )
+        .await
+        {
+            Ok(Ok(response)) if response.error_code == 0 => {}
+            Ok(Ok(response)) => {
+                tracing::debug!(controller, error = response.error_code, "heartbeat refused");
+                connection = None;
+            }
+            _ => connection = None,
+        }
+    }
+}
+
+/// On the active controller: fence brokers that stopped heartbeating, unfence returning ones.
+async fn fence(broker: Arc<Broker>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = broker.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let active = broker.quorum.is_active_controller();
+        broker.liveness.set_active(active);
+        if !active {
+            continue;
+        }
+        let image = broker.image();
+        for decision in
+            broker
+                .liveness
+                .decisions(&image, broker.config.broker_session_timeout, Instant::now())
+        {
+            let command = match decision {
+                FenceDecision::Fence(id) => {
+                    tracing::warn!(broker = id, "no heartbeat for a whole session: fencing");
+                    MetadataCommand::SetFenced {
+                        broker: id,
+                        fenced: true,
+                    }
+                }
+                FenceDecision::Unfence(id) => {
+                    tracing::info!(broker = id, "heartbeating again: unfencing");
+                    MetadataCommand::SetFenced {
+                        broker: id,
+                        fenced: false,
+                    }
+                }
+            };
+            if let Err(e) = broker.quorum.propose(command).await {
+                tracing::warn!(error = %e, "fencing change not committed");
+            }
+        }
+    }
+}
+
+/// Moves leadership off this broker before it stops (SIGTERM), so producers see no failed
+/// write: the controller elects other in-sync leaders, then this broker waits until the
+/// metadata shows it leads nothing that another replica could lead.
+pub async fn controlled_shutdown(broker: &Broker, timeout: Duration) {
+    if matches!(broker.quorum, Quorum::Standalone(_)) {
+        return;
+    }
+    let node = broker.node_id();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let proposed = tokio::time::timeout_at(
+        deadline,
+        broker
+            .quorum
+            .propose(MetadataCommand::BeginShutdown { broker: node }),
+    )
+    .await;
+    if !matches!(proposed, Ok(Ok(_))) {
+        tracing::warn!("controlled shutdown not committed; stopping anyway");
+        return;
+    }
+    loop {
+        let image = broker.image();
+        let still_leading = image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader == node && p.isr.iter().any(|r| *r != node))
+            .count();
+        if still_leading == 0 {
+            tracing::info!("leadership moved away; stopping");
+            manager::reconcile(broker).await;
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                partitions = still_leading,
+                "controlled shutdown timed out; stopping anyway"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

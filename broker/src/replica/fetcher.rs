@@ -1,0 +1,358 @@
+//! Followers fetch from leaders with the Kafka Fetch API, one task per leader broker carrying
+//! every partition this broker follows there. Before fetching from a new leader (or epoch),
+//! a follower asks OffsetForLeaderEpoch where its last epoch ended on the leader and cuts its
+//! log there, so replicas never diverge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::client::Connection;
+use crate::controller::Quorum;
+use crate::log::AppendError;
+use crate::replica::Partition;
+
+/// Fetch version used between brokers (flexible, topics by name).
+const FETCH_VERSION: i16 = 12;
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
+/// Pause after an error before trying again.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+type Key = (Arc<str>, i32);
+
+#[derive(Clone)]
+struct Followed {
+    partition: Arc<Partition>,
+    epoch: i32,
+    /// The log was matched to the leader's with OffsetForLeaderEpoch in this epoch.
+    truncated: bool,
+}
+
+struct LeaderFetcher {
+    followed: Arc<Mutex<HashMap<Key, Followed>>>,
+    wake: Arc<Notify>,
+}
+
+/// The fetch tasks of this broker, by leader.
+#[derive(Default)]
+pub struct Fetchers {
+    by_leader: Mutex<HashMap<i32, LeaderFetcher>>,
+}
+
+/// What a fetch task needs from the broker.
+#[derive(Clone)]
+struct FetchContext {
+    node: i32,
+    quorum: Quorum,
+    shutdown: CancellationToken,
+    wait_max_ms: i32,
+    partition_max_bytes: i32,
+    request_timeout: Duration,
+}
+
+fn key(partition: &Partition) -> Key {
+    (Arc::clone(&partition.topic), partition.index)
+}
+
+impl Fetchers {
+    /// Follows `leader` for `partition` at `epoch`, leaving any other leader it followed.
+    pub fn follow(&self, broker: &Broker, partition: &Arc<Partition>, leader: i32, epoch: i32) {
+        let key = key(partition);
+        let mut by_leader = self.by_leader.lock();
+        for (id, fetcher) in by_leader.iter() {
+            if *id != leader {
+                fetcher.followed.lock().remove(&key);
+            }
+        }
+        let fetcher = by_leader.entry(leader).or_insert_with(|| {
+            let fetcher = LeaderFetcher {
+                followed: Arc::default(),
+                wake: Arc::new(Notify::new()),
+            };
+            let context = FetchContext {
+                node: broker.node_id(),
+                quorum: broker.quorum.clone(),
+                shutdown: broker.shutdown.clone(),
+                wait_max_ms: broker.config.replica_fetch_wait_max_ms,
+                partition_max_bytes: broker.config.replica_fetch_max_bytes,
+                request_timeout: broker.config.request_timeout,
+            };
+            tokio::spawn(run(
+                context,
+                leader,
+                Arc::clone(&fetcher.followed),
+                Arc::clone(&fetcher.wake),
+            ));
+            fetcher
+        });
+        let mut followed = fetcher.followed.lock();
+        let current = followed.get(&key).map(|f| f.epoch);
+        if current != Some(epoch) {
+            followed.insert(
+                key,
+                Followed {
+                    partition: Arc::clone(partition),
+                    epoch,
+                    truncated: false,
+                },
+            );
+        }
+        fetcher.wake.notify_one();
+    }
+
+    /// Stops fetching `partition` from anyone.
+    pub fn unfollow(&self, partition: &Partition) {
+        let key = key(partition);
+        for fetcher in self.by_leader.lock().values() {
+            fetcher.followed.lock().remove(&key);
+        }
+    }
+}
+
+/// The fetch loop for one leader: runs until the broker shuts down.
+async fn run(
+    context: FetchContext,
+    leader: i32,
+    followed: Arc<Mutex<HashMap<Key, Followed>>>,
+    wake: Arc<Notify>,
+) {
+    let mut connection: Option<Connection> = None;
+    loop {
+        if context.shutdown.is_cancelled() {
+            return;
+        }
+        let entries: Vec<(Key, Followed)> = followed
+            .lock()
+            .iter()
+            .map(|(k, f)| (k.clone(), f.clone()))
+            .collect();
+        if entries.is_empty() {
+            tokio::select! {
+                () = wake.notified() => {}
+                () = context.shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        let conn = match connection.as_mut() {
+            Some(conn) => conn,
+            None => match connect(&context, leader).await {
+                Some(conn) => connection.insert(conn),
+                None => {
+                    pause(&context).await;
+                    continue;
+                }
+            },
+        };
+        let outcome = async {
+            for (key, entry) in entries.iter().filter(|(_, f)| !f.truncated) {
+                truncate(&context, conn, entry).await?;
+                if let Some(f) = followed.lock().get_mut(key) {
+                    if f.epoch == entry.epoch {
+                        f.truncated = true;
+                    }
+                }
+            }
+            let ready: Vec<(Key, Followed)> = followed
+                .lock()
+                .iter()
+                .filter(|(_, f)| f.truncated)
+                .map(|(k, f)| (k.clone(), f.clone()))
+                .collect();
+            if ready.is_empty() {
+                return Ok::<bool, String>(false);
+            }
+            fetch(&context, conn, &ready, &followed).await
+        };
+        let timeout = context.request_timeout
+            + Duration::from_millis(u64::try_from(context.wait_max_ms).unwrap_or(0));
+        match tokio::time::timeout(timeout, outcome).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => pause(&context).await,
+            Ok(Err(e)) => {
+                tracing::debug!(leader, error = %e, "replica fetch failed");
+                connection = None;
+                pause(&context).await;
+            }
+            Err(_) => {
+                tracing::debug!(leader, "replica fetch timed out");
+                connection = None;
+                pause(&context).await;
+            }
+        }
+    }
+}
+
+async fn pause(context: &FetchContext) {
+    tokio::select! {
+        () = tokio::time::sleep(BACKOFF) => {}
+        () = context.shutdown.cancelled() => {}
+    }
+}
+
+async fn connect(context: &FetchContext, leader: i32) -> Option<Connection> {
+    let image = context.quorum.image();
+    let registration = image.brokers.get(&leader)?;
+    let address = format!("{}:{}", registration.host, registration.port);
+    match tokio::time::timeout(context.request_timeout, Connection::connect(&address)).await {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(e)) => {
+            tracing::debug!(leader, address, error = %e, "cannot reach the leader");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Cuts the follower's log where its last epoch ended on the leader.
+async fn truncate(
+    context: &FetchContext,
+    conn: &mut Connection,
+    entry: &Followed,
+) -> Result<(), String> {
+    let partition = &entry.partition;
+    let Some(local_epoch) = partition.latest_epoch() else {
+        return Ok(());
+    };
+    let request = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(context.node))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(
+                partition.topic.to_string(),
+            )))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(partition.index)
+                .with_current_leader_epoch(entry.epoch)
+                .with_leader_epoch(local_epoch)])]);
+    let response = conn
+        .send(&request, OFFSET_FOR_LEADER_EPOCH_VERSION)
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or("empty OffsetForLeaderEpoch response")?;
+    if answer.error_code != 0 {
+        return Err(format!(
+            "OffsetForLeaderEpoch for {partition:?}: {:?}",
+            ResponseError::try_from_code(answer.error_code)
+        ));
+    }
+    let end = partition.log_end_offset();
+    // Unknown epoch on the leader: keep only what is known committed.
+    let cut = if answer.end_offset < 0 {
+        partition.high_watermark()
+    } else {
+        answer.end_offset
+    };
+    if cut < end {
+        let new_end = partition.truncate_to(cut).map_err(|e| e.to_string())?;
+        tracing::info!(partition = ?partition, from = end, to = new_end, epoch = local_epoch, "truncated to the leader's log");
+    }
+    Ok(())
+}
+
+/// One Fetch round. Returns whether any partition made progress or waited at the leader.
+async fn fetch(
+    context: &FetchContext,
+    conn: &mut Connection,
+    entries: &[(Key, Followed)],
+    followed: &Mutex<HashMap<Key, Followed>>,
+) -> Result<bool, String> {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for ((topic, _), entry) in entries {
+        let partition = &entry.partition;
+        let request_partition = FetchPartition::default()
+            .with_partition(partition.index)
+            .with_current_leader_epoch(entry.epoch)
+            .with_fetch_offset(partition.log_end_offset())
+            .with_last_fetched_epoch(partition.latest_epoch().unwrap_or(-1))
+            .with_log_start_offset(partition.log_start_offset())
+            .with_partition_max_bytes(context.partition_max_bytes);
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == &**topic) {
+            Some(t) => t.partitions.push(request_partition),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![request_partition]),
+            ),
+        }
+    }
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(context.node))
+        .with_max_wait_ms(context.wait_max_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(i32::MAX)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    let response = conn
+        .send(&request, FETCH_VERSION)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.error_code != 0 {
+        return Err(format!(
+            "fetch refused: {:?}",
+            ResponseError::try_from_code(response.error_code)
+        ));
+    }
+    let mut progressed = false;
+    for topic in response.responses {
+        for data in topic.partitions {
+            let key: Key = (Arc::from(topic.topic.0.as_str()), data.partition_index);
+            let Some(entry) = entries.iter().find(|(k, _)| *k == key).map(|(_, e)| e) else {
+                continue;
+            };
+            let partition = &entry.partition;
+            match ResponseError::try_from_code(data.error_code) {
+                None => {
+                    progressed = true;
+                    let records = data.records.unwrap_or_else(Bytes::new);
+                    if !records.is_empty() {
+                        match partition.append_replicated(&records) {
+                            Ok(_) => {}
+                            Err(AppendError::OffsetMismatch { expected, got }) => {
+                                tracing::warn!(partition = ?partition, expected, got, "fetched data does not continue the log; matching logs again");
+                                if let Some(f) = followed.lock().get_mut(&key) {
+                                    f.truncated = false;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(partition = ?partition, error = %e, "cannot append fetched data");
+                            }
+                        }
+                    }
+                    partition.set_follower_high_watermark(data.high_watermark);
+                }
+                Some(ResponseError::OffsetOutOfRange) => {
+                    if partition.log_end_offset() < data.log_start_offset {
+                        tracing::info!(partition = ?partition, start = data.log_start_offset, "behind the leader's log start; starting over there");
+                        partition
+                            .truncate_fully_and_start_at(data.log_start_offset)
+                            .map_err(|e| e.to_string())?;
+                    } else if let Some(f) = followed.lock().get_mut(&key) {
+                        f.truncated = false;
+                    }
+                }
+                Some(other) => {
+                    tracing::debug!(partition = ?partition, error = ?other, "leader refused the fetch; waiting for new metadata");
+                }
+            }
+        }
+    }
+    Ok(progressed)
+}

@@ -1,0 +1,226 @@
+//! Applies the metadata to this broker's replicas: opens the partitions assigned to it,
+//! removes the ones taken away, makes each a leader or a follower of the right leader at the
+//! right epoch, and takes over or hands off group coordination with the `__consumer_offsets`
+//! partitions it leads.
+
+use std::sync::Arc;
+
+use crate::broker::{log_config, Broker};
+use crate::group::offsets;
+use crate::group::OFFSETS_TOPIC;
+use crate::replica::{Partition, RoleChange};
+
+/// Brings the local replicas in line with the latest metadata. Idempotent; serialised.
+pub async fn reconcile(broker: &Broker) {
+    let _serial = broker.reconciling.lock().await;
+    let image = broker.image();
+    let node = broker.node_id();
+
+    // Replicas no longer assigned here (or of a deleted topic, or of an older topic that had
+    // the same name) go away with their logs.
+    let mut removed = Vec::new();
+    {
+        let partitions = broker.partitions.read();
+        for (name, list) in partitions.iter() {
+            for (index, partition) in list {
+                let assigned = image
+                    .topics
+                    .get(&**name)
+                    .filter(|t| t.id == partition.topic_id)
+                    .and_then(|t| {
+                        usize::try_from(*index)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
+                    })
+                    .is_some_and(|state| state.replicas.contains(&node));
+                if !assigned {
+                    removed.push((Arc::clone(name), *index, Arc::clone(partition)));
+                }
+            }
+        }
+    }
+    for (name, index, partition) in removed {
+        broker.fetchers.unfollow(&partition);
+        if let Some(list) = broker.partitions.write().get_mut(&name) {
+            list.remove(&index);
+        }
+        let dir = broker.config.log_dir.join(format!("{name}-{index}"));
+        let doomed = broker.config.log_dir.join(format!(
+            "{name}-{index}.{}-delete",
+            partition.topic_id.simple()
+        ));
+        if let Err(e) =
+            std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a replica's log; it is removed at the next start");
+        }
+        tracing::info!(partition = %format!("{name}-{index}"), "replica removed");
+    }
+    broker.partitions.write().retain(|_, list| !list.is_empty());
+
+    for topic in image.topics.values() {
+        let config = broker.topic_config(topic);
+        let shared: Arc<str> = broker
+            .partitions
+            .read()
+            .get_key_value(topic.name.as_str())
+            .map(|(k, _)| Arc::clone(k))
+            .unwrap_or_else(|| Arc::from(topic.name.as_str()));
+        for (index, state) in topic.partitions.iter().enumerate() {
+            let index = index as i32;
+            if !state.replicas.contains(&node) {
+                continue;
+            }
+            let partition = match broker.partition(&topic.name, index) {
+                Some(partition) => {
+                    partition.set_config(&config, log_config(&config));
+                    partition
+                }
+                None => match Partition::open(
+                    node,
+                    &broker.config.log_dir,
+                    Arc::clone(&shared),
+                    topic.id,
+                    index,
+                    &config,
+                    log_config(&config),
+                ) {
+                    Ok(partition) => {
+                        let partition = Arc::new(partition);
+                        broker
+                            .partitions
+                            .write()
+                            .entry(Arc::clone(&shared))
+                            .or_default()
+                            .insert(index, Arc::clone(&partition));
+                        partition
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = topic.name, partition = index, error = %e, "cannot open the replica's log");
+                        continue;
+                    }
+                },
+            };
+            match partition.apply_metadata(state) {
+                RoleChange::BecameLeader { epoch } => {
+                    broker.fetchers.unfollow(&partition);
+                    tracing::info!(partition = ?partition, epoch, isr = ?state.isr, "leading");
+                }
+                RoleChange::BecameFollower { leader, epoch } => {
+                    broker.fetchers.follow(broker, &partition, leader, epoch);
+                    tracing::info!(partition = ?partition, leader, epoch, "following");
+                }
+                RoleChange::BecameOffline => {
+                    broker.fetchers.unfollow(&partition);
+                    tracing::warn!(partition = ?partition, "no leader");
+                }
+                RoleChange::Unchanged => {}
+            }
+        }
+    }
+
+    // Group coordination follows the leadership of the __consumer_offsets partitions.
+    if let Some(topic) = image.topics.get(OFFSETS_TOPIC) {
+        let count = topic.partitions.len() as i32;
+        for (index, state) in topic.partitions.iter().enumerate() {
+            let index = index as i32;
+            let leads = state.leader == node;
+            let coordinates = broker.coordinated.lock().contains(&index);
+            if leads && !coordinates {
+                if let Some(partition) = broker.partition(OFFSETS_TOPIC, index) {
+                    match load_offsets(&partition) {
+                        Ok(records) => {
+                            let loaded = records.len();
+                            broker.groups.load(records);
+                            broker.coordinated.lock().insert(index);
+                            tracing::info!(
+                                partition = index,
+                                records = loaded,
+                                "coordinating the groups of this offsets partition"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::error!(partition = index, error = %e, "cannot load committed offsets")
+                        }
+                    }
+                }
+            } else if !leads && coordinates {
+                broker
+                    .groups
+                    .unload(|group| offsets::partition_for(group, count) == index);
+                broker.coordinated.lock().remove(&index);
+                tracing::info!(
+                    partition = index,
+                    "handed off the groups of this offsets partition"
+                );
+            }
+        }
+    }
+}
+
+/// Reconciles right after this broker committed a metadata change.
+pub async fn reconcile_now(broker: &Broker) {
+    reconcile(broker).await;
+}
+
+/// Every offset record in a `__consumer_offsets` partition, oldest first.
+fn load_offsets(partition: &Partition) -> Result<Vec<offsets::OffsetRecord>, String> {
+    let mut records = Vec::new();
+    let mut offset = partition.log_start_offset();
+    let end = partition.log_end_offset();
+    while offset < end {
+        let read = partition.read(offset, 1 << 20).map_err(|e| e.to_string())?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut last = offset;
+        let mut rest = &read.records[..];
+        while let Some(header) = crate::log::BatchHeader::parse(rest) {
+            last = header.last_offset();
+            rest = rest.get(header.size()..).unwrap_or_default();
+        }
+        records.extend(offsets::decode_batches(read.records).map_err(|e| e.to_string())?);
+        offset = last + 1;
+    }
+    Ok(records)
+}
+
+/// Commits an ISR change a leader decided on, in the background; a refused or failed change
+/// lets the leader try again later.
+pub fn propose_isr_change(
+    broker: &Arc<Broker>,
+    partition: &Arc<Partition>,
+    change: crate::replica::IsrChange,
+) {
+    let broker = Arc::clone(broker);
+    let partition = Arc::clone(partition);
+    tokio::spawn(async move {
+        let grows = change.isr.len() > partition.isr().len();
+        let command = crate::controller::image::MetadataCommand::AlterIsr {
+            topic: partition.topic.to_string(),
+            partition: partition.index,
+            leader: change.leader,
+            partition_epoch: change.partition_epoch,
+            isr: change.isr.clone(),
+        };
+        match broker.quorum.propose(command).await {
+            Ok(crate::controller::image::CommandResult::Applied) => {
+                if grows {
+                    broker.metrics.isr_expands.inc();
+                } else {
+                    broker.metrics.isr_shrinks.inc();
+                }
+                tracing::info!(partition = ?partition, isr = ?change.isr, "ISR changed");
+                reconcile(&broker).await;
+            }
+            Ok(other) => {
+                tracing::debug!(partition = ?partition, result = ?other, "ISR change refused");
+                partition.isr_change_failed();
+            }
+            Err(e) => {
+                tracing::warn!(partition = ?partition, error = %e, "ISR change not committed");
+                partition.isr_change_failed();
+            }
+        }
+    });
+}
