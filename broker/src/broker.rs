@@ -58,6 +58,9 @@ pub enum StartError {
     Register(String),
 }
 
+/// The local replicas, by topic and partition index.
+pub(crate) type HostedPartitions = HashMap<Arc<str>, BTreeMap<i32, Arc<Partition>>>;
+
 /// Producer ids reserved from the metadata at a time.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -73,7 +76,7 @@ pub struct Broker {
     pub liveness: Liveness,
     /// Changes at every start, so the cluster tells a restart from a retry.
     pub incarnation: Uuid,
-    pub(crate) partitions: RwLock<HashMap<Arc<str>, BTreeMap<i32, Arc<Partition>>>>,
+    pub(crate) partitions: RwLock<HostedPartitions>,
     /// `__consumer_offsets` partitions whose groups this broker coordinates.
     pub(crate) coordinated: Mutex<BTreeSet<i32>>,
     pub(crate) fetchers: Fetchers,

@@ -211,6 +211,12 @@ impl Probe {
             .map(|t| t.topic_id)
             .context("no metadata for the probe topic")?;
         ensure!(!topic_id.is_nil(), "topic {topic} has no id");
+        // Group APIs need the group's coordinator, which a client finds first; this also
+        // creates __consumer_offsets.
+        let find = kafka_protocol::messages::FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str(PROBE_GROUP));
+        let found = call(&mut conn, &find, 3).await?;
+        expect_ok("FindCoordinator", found.error_code)?;
         Ok(Probe { topic, topic_id })
     }
 
@@ -543,6 +549,96 @@ impl Probe {
                     .first()
                     .context("no partition in the response")?;
                 expect_ok("DeleteRecords", p.error_code)?;
+            }
+            ApiKey::OffsetForLeaderEpoch => {
+                use kafka_protocol::messages::offset_for_leader_epoch_request::{
+                    OffsetForLeaderPartition, OffsetForLeaderTopic,
+                };
+                let request = kafka_protocol::messages::OffsetForLeaderEpochRequest::default()
+                    .with_topics(vec![OffsetForLeaderTopic::default()
+                        .with_topic(topic_name(topic))
+                        .with_partitions(vec![OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(-1)
+                            .with_leader_epoch(0)])]);
+                let r = call(conn, &request, version).await?;
+                let p = r
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .context("no partition in the response")?;
+                expect_ok("OffsetForLeaderEpoch", p.error_code)?;
+                ensure!(p.end_offset >= 0, "end offset {}", p.end_offset);
+            }
+            ApiKey::BrokerHeartbeat => {
+                let request = kafka_protocol::messages::BrokerHeartbeatRequest::default()
+                    .with_broker_id(kafka_protocol::messages::BrokerId(0));
+                let r = call(conn, &request, version).await?;
+                expect_ok("BrokerHeartbeat", r.error_code)?;
+            }
+            ApiKey::DescribeLogDirs => {
+                let request =
+                    kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None);
+                let r = call(conn, &request, version).await?;
+                let dir = r.results.first().context("no log dir in the response")?;
+                expect_ok("DescribeLogDirs", dir.error_code)?;
+                ensure!(
+                    dir.topics.iter().any(|t| t.name.0.as_str() == topic),
+                    "log dir does not list {topic}"
+                );
+            }
+            ApiKey::ElectLeaders => {
+                use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+                let request = kafka_protocol::messages::ElectLeadersRequest::default()
+                    .with_election_type(0)
+                    .with_timeout_ms(5000)
+                    .with_topic_partitions(Some(vec![TopicPartitions::default()
+                        .with_topic(topic_name(topic))
+                        .with_partitions(vec![0])]));
+                let r = call(conn, &request, version).await?;
+                let p = r
+                    .replica_election_results
+                    .first()
+                    .and_then(|t| t.partition_result.first())
+                    .context("no partition in the response")?;
+                // A single broker already leads everything it hosts.
+                ensure!(
+                    p.error_code == ResponseError::ElectionNotNeeded.code(),
+                    "ElectLeaders: expected ELECTION_NOT_NEEDED, got {}",
+                    p.error_code
+                );
+            }
+            ApiKey::AlterPartitionReassignments => {
+                use kafka_protocol::messages::alter_partition_reassignments_request::{
+                    ReassignablePartition, ReassignableTopic,
+                };
+                let request =
+                    kafka_protocol::messages::AlterPartitionReassignmentsRequest::default()
+                        .with_timeout_ms(5000)
+                        .with_topics(vec![ReassignableTopic::default()
+                            .with_name(topic_name(topic))
+                            .with_partitions(vec![ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(vec![
+                                    kafka_protocol::messages::BrokerId(0),
+                                ]))])]);
+                let r = call(conn, &request, version).await?;
+                expect_ok("AlterPartitionReassignments", r.error_code)?;
+                let p = r
+                    .responses
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .context("no partition in the response")?;
+                expect_ok("AlterPartitionReassignments partition", p.error_code)?;
+            }
+            ApiKey::ListPartitionReassignments => {
+                let request =
+                    kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
+                        .with_timeout_ms(5000)
+                        .with_topics(None);
+                let r = call(conn, &request, version).await?;
+                expect_ok("ListPartitionReassignments", r.error_code)?;
+                ensure!(r.topics.is_empty(), "no reassignment should be in progress");
             }
             _ => return Ok(false),
         }

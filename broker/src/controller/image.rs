@@ -515,7 +515,7 @@ pub fn elect(state: &PartitionState, live: &[i32], unclean: bool) -> Option<i32>
         .find(|r| state.isr.contains(r))
         .or_else(|| {
             if unclean {
-                state.replicas.iter().filter(eligible).next()
+                state.replicas.iter().find(eligible)
             } else {
                 None
             }

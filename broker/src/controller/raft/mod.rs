@@ -2,10 +2,10 @@
 //! and applied in order to a [`MetadataImage`] on every broker, voter or learner.
 //!
 //! Consensus stays behind three seams, as in openraft's own examples:
-//! - [`store`] and [`state_machine`]: the raft log and vote on disk, and the image with its
+//! - `store` and `state_machine`: the raft log and vote on disk, and the image with its
 //!   snapshots;
-//! - [`network`], [`server`] and [`wire`]: the controller transport (length-prefixed JSON frames
-//!   over TCP);
+//! - `network`, `server` and `wire`: the controller transport (length-prefixed JSON frames over
+//!   TCP, one request and one response at a time per connection);
 //! - [`RaftQuorum`]: what the rest of the broker sees — `propose`, `subscribe`, `image`, who
 //!   leads.
 //!
@@ -16,6 +16,7 @@
 //! raft.log         the log: [len u32 BE][crc32c u32 BE][JSON record] frames
 //! snapshot.json    the latest snapshot: its meta (last log id, membership) and the image
 //! ```
+//! (`*.tmp` files are leftovers of an interrupted atomic replace, removed at start.)
 
 mod config;
 mod error;

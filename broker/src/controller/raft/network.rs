@@ -57,6 +57,7 @@ impl Channel {
         timeout: Duration,
     ) -> Result<Response, CallError> {
         let deadline = Instant::now() + timeout;
+        let frame = encode(request).map_err(CallError::TooLarge)?;
         // Taken out for the exchange and put back only after a whole one: a call abandoned
         // half-way (timeout, cancellation) leaves no response in flight on a reused connection.
         let mut conn = match self.conn.take() {
@@ -72,7 +73,6 @@ impl Channel {
                 }
             },
         };
-        let frame = encode(request).map_err(CallError::TooLarge)?;
         let exchange = async {
             conn.write_frame(&frame).await?;
             conn.read::<Response>().await?.ok_or_else(|| {

@@ -102,9 +102,19 @@ impl Connection {
                 format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}"),
             ));
         }
+        // Grown as bytes arrive, not reserved from the announced length: a peer cannot make us
+        // allocate what it does not send.
         self.buf.clear();
-        self.buf.resize(len, 0);
-        self.stream.read_exact(&mut self.buf).await?;
+        let read = (&mut self.stream)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+            .await?;
+        if read < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the peer closed the connection {read} bytes into a frame of {len}"),
+            ));
+        }
         let value = serde_json::from_slice(&self.buf).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
