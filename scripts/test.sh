@@ -34,6 +34,9 @@ cargo build --workspace --bins
 step "cargo test"
 cargo test --workspace
 
+step "operator: helm lint/template, manifest and CRD schema validation"
+bash scripts/test-operator.sh
+
 step "pytest: Python examples against target/debug/oxbow-broker"
 export OXBOW_BROKER_BIN="${OXBOW_BROKER_BIN:-$PWD/target/debug/oxbow-broker}"
 # The examples hard-code localhost:9092. Where we may, run them in a private network

@@ -675,6 +675,16 @@ mod tests {
     }
 
     #[test]
+    fn the_broker_accepts_every_server_properties_the_operator_writes() {
+        let c = with("  replicas: 5\n  config:\n    log.retention.hours: \"24\"");
+        for (name, text) in config_map(&c).data.expect("data") {
+            let settings = properties(&text);
+            oxbow_broker::config::BrokerConfig::from_settings(settings)
+                .unwrap_or_else(|e| panic!("{name} is refused by the broker: {e}"));
+        }
+    }
+
+    #[test]
     fn each_broker_gets_its_own_complete_server_properties() {
         let c = valid(MINIMAL_CLUSTER);
         let data = config_map(&c).data.expect("data");
