@@ -75,14 +75,13 @@ impl LeaderEpochCache {
     }
 
     /// Records that `epoch` starts at `start_offset` when [`Self::opens_epoch`]; returns
-    /// whether it did. `start_offset` must be past the latest entry's start.
+    /// whether it did. An entry starting at or past `start_offset` has no batch left (the
+    /// one an emptied log keeps at its end) and is replaced, as Kafka does.
     pub(crate) fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
         if !self.opens_epoch(epoch) {
             return false;
         }
-        debug_assert!(self
-            .latest()
-            .is_none_or(|latest| start_offset > latest.start_offset));
+        self.truncate_from_end(start_offset);
         self.entries.push(EpochEntry {
             epoch,
             start_offset,
@@ -433,6 +432,9 @@ mod tests {
         assert!(c.assign(3, 10));
         assert!(!c.assign(2, 20));
         assert_eq!(pairs(&c), [(0, 0), (3, 10)]);
+        // An entry without batches (an emptied log's) gives way to one at the same offset.
+        assert!(c.assign(4, 10));
+        assert_eq!(pairs(&c), [(0, 0), (4, 10)]);
     }
 
     #[test]
@@ -609,6 +611,24 @@ mod tests {
         assert_eq!(log.end_offset_for_epoch(4), Some((4, 15)));
         append_epochs(&mut log, &[4, 5]);
         assert_eq!(log.epoch_entries(), [(4, 15), (5, 18)]);
+    }
+
+    #[test]
+    fn a_new_epoch_appended_to_an_emptied_log_replaces_the_entry_kept_at_its_end() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        append_epochs(&mut log, &[0, 0]);
+        log.delete_records_before(6).unwrap();
+        assert_eq!(log.epoch_entries(), [(0, 6)]);
+        log.close().unwrap();
+        // A restarted broker leads in a later epoch.
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        append_epochs(&mut log, &[3]);
+        assert_eq!(log.epoch_entries(), [(3, 6)]);
+        assert_eq!(log.end_offset_for_epoch(0), None);
+        drop(log);
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.epoch_entries(), [(3, 6)]);
     }
 
     #[test]
