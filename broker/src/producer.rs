@@ -199,6 +199,14 @@ impl ProducerStateTable {
     }
 }
 
+/// Removes every snapshot: the log they describe is gone (a follower restarting its log).
+pub fn remove_snapshots(dir: &Path) -> std::io::Result<()> {
+    for (_, path) in list_snapshots(dir)? {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
+}
+
 fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {

@@ -281,6 +281,9 @@ impl Partition {
         let mut state = self.state.write();
         state.log.truncate_fully_and_start_at(offset)?;
         state.producers = ProducerStateTable::default();
+        if let Err(e) = crate::producer::remove_snapshots(state.log.dir()) {
+            tracing::warn!(partition = ?self, error = %e, "could not remove producer snapshots of the emptied log");
+        }
         drop(state);
         self.high_watermark.send_replace(offset);
         Ok(())
