@@ -514,6 +514,8 @@ mod tests {
         assert_eq!(log.epoch_entries(), [(0, 0), (2, 6), (5, 15)]);
         assert_eq!(log.latest_epoch(), Some(5));
         assert_eq!(log.epoch_start_offset(2), Some(6));
+        // Written at the next flush, roll or close, not on the append path.
+        log.flush().unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join(LEADER_EPOCH_FILE)).unwrap(),
             "0\n3\n0 0\n2 6\n5 15\n"
@@ -656,6 +658,19 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_before_the_checkpoint_is_written_is_repaired_from_the_batches() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+        append_epochs(&mut log, &[0, 0]);
+        log.flush().unwrap();
+        append_epochs(&mut log, &[3, 3, 7]);
+        // Crash: the newer epochs never reached the checkpoint file.
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+        assert_eq!(log.epoch_entries(), [(0, 0), (3, 6), (7, 12)]);
+    }
+
+    #[test]
     fn batches_without_an_epoch_open_no_entry_until_one_has_an_epoch() {
         let dir = TempDir::new().unwrap();
         let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
@@ -664,6 +679,7 @@ mod tests {
         assert!(!dir.path().join(LEADER_EPOCH_FILE).exists());
         append_epochs(&mut log, &[0]);
         assert_eq!(log.epoch_entries(), [(0, 6)]);
+        log.flush().unwrap();
         drop(log);
         fs::remove_file(dir.path().join(LEADER_EPOCH_FILE)).unwrap();
         let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();

@@ -431,11 +431,15 @@ impl PartitionLog {
             self.roll_at(base_offset)?;
         }
         if !opened.is_empty() {
-            let mut next = self.epochs.clone();
+            // The checkpoint is written at the next flush, roll or close, not here: an fsync
+            // per new epoch on the produce path stalls every partition's first append after
+            // an election. A crash before the write is caught on open, where the newest
+            // batch's epoch is newer than the file's, and the cache is rebuilt from the
+            // batch headers.
             for entry in &opened {
-                next.assign(entry.epoch, entry.start_offset);
+                self.epochs.assign(entry.epoch, entry.start_offset);
             }
-            self.commit_epochs(next)?;
+            self.epochs_unsaved = true;
         }
         if let Err(error) = self.active.append(data, placed, now) {
             if !opened.is_empty() {
@@ -490,6 +494,7 @@ impl PartitionLog {
     /// Seals the active segment, makes it durable, and starts a new one at `base_offset`:
     /// the log end, or the first offset of replicated batches that start after a gap.
     fn roll_at(&mut self, base_offset: i64) -> Result<(), IoError> {
+        self.save_epochs()?;
         self.active.finish()?;
         // Everything appended so far is durable now.
         self.unflushed_messages = 0;
@@ -655,7 +660,16 @@ impl PartitionLog {
     ///
     /// [`LogError::Io`] when syncing fails; what was appended may then not be durable.
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.save_epochs()?;
         Ok(self.sync_active()?)
+    }
+
+    /// Writes the leader-epoch checkpoint if the cache changed since it was last written.
+    fn save_epochs(&mut self) -> Result<(), IoError> {
+        if self.epochs_unsaved {
+            self.commit_epochs(self.epochs.clone())?;
+        }
+        Ok(())
     }
 
     fn sync_active(&mut self) -> Result<(), IoError> {
