@@ -835,6 +835,15 @@ impl Broker {
         let partition = self.leader_partition(topic, index).map_err(|code| {
             ApiError::new(code, format!("{topic}-{index} is not led by this broker"))
         })?;
+        let policy_allows = self
+            .topic(topic)
+            .is_some_and(|t| self.topic_config(&t).cleanup_delete);
+        if !policy_allows {
+            return Err(ApiError::new(
+                ResponseError::PolicyViolation,
+                format!("records of {topic}-{index} cannot be deleted: its cleanup.policy does not include delete"),
+            ));
+        }
         let high_watermark = partition.high_watermark();
         let target = if offset == -1 { high_watermark } else { offset };
         if target < 0 || target > high_watermark {

@@ -1,7 +1,8 @@
 //! Storage through the real `oxbow-broker` binary: retention by time and by size, DeleteRecords,
 //! log compaction end to end, topic configuration (validation, sources, persistence across
-//! SIGTERM and SIGKILL), and the flush policies (`flush.messages=1` with concurrent producers,
-//! `flush.ms`).
+//! SIGTERM and SIGKILL), the flush policies (`flush.messages=1` with concurrent producers,
+//! `flush.ms`), and what Kafka refuses because of a topic's storage settings (keyless records
+//! on compacted topics, DeleteRecords without the delete policy, batches over `segment.bytes`).
 //!
 //! Background work (retention, the cleaner) runs on the broker's own schedule, shortened here
 //! with `log.retention.check.interval.ms` and `log.cleaner.backoff.ms`. Tests never sleep to
@@ -1276,7 +1277,7 @@ async fn a_batch_larger_than_segment_bytes_is_refused_as_record_list_too_large()
         // UnifiedLog.append refuses it ("exceeds the maximum configured segment size").
         let values: Vec<Vec<u8>> = (0..5).map(|i| padded(&format!("big-{i}"), 300)).collect();
         let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, &v[..])).collect();
-        let result = produce(&mut conn, topic, &records, now_ms()).await?;
+        let result = produce_batches(&mut conn, topic, &records, now_ms(), true).await?;
         expect_code(
             &format!(
                 "Produce of a 1.6 KB batch to a topic with segment.bytes=1024 ({:?})",
@@ -1491,6 +1492,19 @@ async fn produce(
     records: &[(Option<&[u8]>, &[u8])],
     timestamp: i64,
 ) -> Result<PartitionProduceResponse> {
+    produce_batches(conn, topic, records, timestamp, false).await
+}
+
+/// Produces `records` to partition 0. kafka-protocol's encoder starts a new batch wherever
+/// offset minus sequence changes, so sequences of -1 give a batch per record, and sequences
+/// that follow the offsets (`one_batch`) give a single batch.
+async fn produce_batches(
+    conn: &mut Connection,
+    topic: &str,
+    records: &[(Option<&[u8]>, &[u8])],
+    timestamp: i64,
+    one_batch: bool,
+) -> Result<PartitionProduceResponse> {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -1503,7 +1517,7 @@ async fn produce(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            sequence: if one_batch { i as i32 } else { -1 },
             timestamp,
             key: key.map(Bytes::copy_from_slice),
             value: Some(Bytes::copy_from_slice(value)),

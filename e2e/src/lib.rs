@@ -1,3 +1,5 @@
 //! End-to-end tooling for Oxbow: start real broker processes and point real Kafka clients at them.
 
+pub mod bench;
+pub mod cluster;
 pub mod harness;

@@ -33,6 +33,7 @@ fn produce_error_code(error: &ProduceError) -> ResponseError {
         ProduceError::InvalidRecord(_) => ResponseError::InvalidRecord,
         ProduceError::NotLeader => ResponseError::NotLeaderOrFollower,
         ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        ProduceError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
     }
 }
 

@@ -133,7 +133,9 @@ pub fn encode_batch(records: &[OffsetRecord], timestamp: i64) -> anyhow::Result<
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch wherever offset minus sequence changes: keep it
+            // constant so a commit is one batch.
+            sequence: i as i32,
             timestamp,
             key: Some(encode_key(&r.group, &r.topic, r.partition)),
             value: r.value.as_ref().map(encode_value),

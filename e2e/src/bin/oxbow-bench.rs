@@ -1,0 +1,235 @@
+//! `oxbow-bench`: producer throughput, consumer throughput and end-to-end latency against any
+//! Kafka-compatible broker, through librdkafka.
+//!
+//! Prints one JSON object on a single stdout line (what scripts parse) and a human summary on
+//! stderr. Exits 1 when the run failed or lost records, with the JSON still printed.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use oxbow_e2e::bench::consume::{self, ConsumeOptions};
+use oxbow_e2e::bench::latency::{self, LatencyOptions};
+use oxbow_e2e::bench::produce::{self, ProduceOptions};
+use oxbow_e2e::bench::{Connection, ProducerSettings, TopicSpec};
+use serde_json::{json, Value};
+
+/// Kafka benchmark on librdkafka: producer and consumer throughput, end-to-end latency.
+#[derive(Debug, Parser)]
+#[command(name = "oxbow-bench", version, about)]
+struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    /// Free-form label copied into the JSON (e.g. the broker's name).
+    #[arg(long, global = true, default_value = "")]
+    label: String,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Debug, Subcommand)]
+enum Workload {
+    /// Producer throughput: records/s and MB/s acknowledged.
+    Produce(ProduceArgs),
+    /// Consumer throughput over the records already in the topic.
+    Consume(ConsumeArgs),
+    /// End-to-end latency percentiles at a fixed rate.
+    Latency(LatencyArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// Records to send in total (across producers).
+    #[arg(long, required_unless_present = "duration")]
+    records: Option<u64>,
+    /// Seconds to send for, instead of (or as a cap on) --records.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Records per second in total (unlimited when not given).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Producer clients, each on its own thread.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    #[command(flatten)]
+    topic: TopicSpec,
+    #[command(flatten)]
+    producer: ProducerSettings,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    /// Records to read (default: what the topic holds when the run starts).
+    #[arg(long)]
+    records: Option<u64>,
+    /// Consumer clients, each on its own thread, partitions split between them.
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+}
+
+#[derive(Debug, Args)]
+struct LatencyArgs {
+    /// Records per second.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Seconds of measured sending.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Seconds of unmeasured sending first (connections, first fetches).
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    #[command(flatten)]
+    topic: TopicSpec,
+    #[command(flatten)]
+    producer: ProducerSettings,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (mode, outcome) = match &cli.workload {
+        Workload::Produce(args) => ("produce", run_produce(&cli.connection, args)),
+        Workload::Consume(args) => ("consume", run_consume(&cli.connection, args)),
+        Workload::Latency(args) => ("latency", run_latency(&cli.connection, args)),
+    };
+    let header = json!({
+        "mode": mode,
+        "label": cli.label,
+        "bootstrap": cli.connection.bootstrap,
+        "topic": cli.connection.topic,
+    });
+    let (ok, mut line) = match outcome {
+        Ok((ok, report)) => (ok, report),
+        Err(err) => {
+            eprintln!("oxbow-bench {mode} failed: {err:#}");
+            (false, json!({ "error": format!("{err:#}") }))
+        }
+    };
+    if let (Value::Object(line), Value::Object(header)) = (&mut line, header) {
+        line.extend(header);
+        line.insert("ok".to_owned(), Value::Bool(ok));
+    }
+    println!("{line}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn seconds(value: f64, what: &str) -> Result<Duration> {
+    if !(value.is_finite() && value >= 0.0) {
+        bail!("{what} must be a non-negative number of seconds, not {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn run_produce(connection: &Connection, args: &ProduceArgs) -> Result<(bool, Value)> {
+    let options = ProduceOptions {
+        records: args.records,
+        duration: args
+            .duration
+            .map(|d| seconds(d, "--duration"))
+            .transpose()?,
+        rate: args.rate,
+        producers: args.producers,
+        topic: args.topic.clone(),
+        producer: args.producer.clone(),
+    };
+    let report = produce::run(connection, &options)?;
+    let t = &report.throughput;
+    eprintln!(
+        "produce {}: {} records ({} B each, {} partitions, {} producer(s)) in {:.2} s: \
+         {:.0} records/s, {:.1} MB/s; {} failed",
+        connection.topic,
+        t.records,
+        args.producer.record_size,
+        report.partitions,
+        args.producers,
+        t.elapsed_s,
+        t.records_per_s,
+        t.mb_per_s,
+        report.failed
+    );
+    if let Some(err) = &report.first_error {
+        eprintln!("  first error: {err}");
+    }
+    let ok = report.failed == 0 && args.records.is_none_or(|n| n == t.records);
+    let mut value = serde_json::to_value(&report)?;
+    value["settings"] = json!({
+        "producer": args.producer,
+        "producers": args.producers,
+        "rate": args.rate,
+    });
+    Ok((ok, value))
+}
+
+fn run_consume(connection: &Connection, args: &ConsumeArgs) -> Result<(bool, Value)> {
+    let options = ConsumeOptions {
+        records: args.records,
+        consumers: args.consumers,
+    };
+    let report = consume::run(connection, &options)?;
+    let t = &report.throughput;
+    eprintln!(
+        "consume {}: {} records ({} partitions, {} consumer(s)) in {:.2} s: \
+         {:.0} records/s, {:.1} MB/s; {} poll errors",
+        connection.topic,
+        t.records,
+        report.partitions,
+        args.consumers,
+        t.elapsed_s,
+        t.records_per_s,
+        t.mb_per_s,
+        report.poll_errors
+    );
+    if let Some(err) = &report.first_error {
+        eprintln!("  first error: {err}");
+    }
+    let ok = t.records >= report.target;
+    let mut value = serde_json::to_value(&report)?;
+    value["settings"] = json!({ "consumers": args.consumers });
+    Ok((ok, value))
+}
+
+fn run_latency(connection: &Connection, args: &LatencyArgs) -> Result<(bool, Value)> {
+    let options = LatencyOptions {
+        rate: args.rate,
+        duration: seconds(args.duration, "--duration")?,
+        warmup: seconds(args.warmup, "--warmup")?,
+        topic: args.topic.clone(),
+        producer: args.producer.clone(),
+    };
+    let report = latency::run(connection, &options)?;
+    match &report.end_to_end {
+        Some(p) => eprintln!(
+            "latency {}: {} of {} records at {}/s over {} partitions: \
+             p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            connection.topic,
+            report.received,
+            report.sent,
+            report.rate,
+            report.partitions,
+            p.p50_ms,
+            p.p99_ms,
+            p.p999_ms,
+            p.max_ms
+        ),
+        None => eprintln!("latency {}: no record received", connection.topic),
+    }
+    if let Some(a) = &report.ack {
+        eprintln!(
+            "  producer acks: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            a.p50_ms, a.p99_ms, a.max_ms
+        );
+    }
+    if let Some(err) = &report.first_error {
+        eprintln!("  first error: {err}");
+    }
+    let ok = report.failed == 0 && report.lost == 0 && report.end_to_end.is_some();
+    let mut value = serde_json::to_value(&report)?;
+    let mut producer = args.producer.clone();
+    producer.linger_ms.get_or_insert(0);
+    value["settings"] = json!({ "producer": producer, "warmup_s": args.warmup });
+    Ok((ok, value))
+}

@@ -1,0 +1,1221 @@
+//! A local Oxbow cluster: several real `oxbow-broker` processes on 127.0.0.1, each with its
+//! own generated `server.properties`, that tests can kill, pause, stop and restart.
+//!
+//! Brokers are named by their `node.id`, 1 to N. The first one or three are voters of the
+//! metadata quorum (`process.roles=broker,controller`), the rest are brokers only. Every
+//! broker gets a PLAINTEXT listener for clients and a CONTROLLER listener for quorum traffic,
+//! a data directory and a log file under one temporary directory; ports are chosen once, so a
+//! restarted broker comes back at the same addresses over the same data.
+//!
+//! A broker binds its client listener only after it has registered with the quorum, so all
+//! brokers of a cluster are spawned before any is waited for: a voter cannot register alone.
+//!
+//! Ports come from below the kernel's ephemeral range, so that while a broker is down no client
+//! connection can take its port as a local address and keep it from coming back.
+//!
+//! Like [`crate::harness`], the API is blocking: process control and the metadata polls are
+//! short and bounded, and the rdkafka clients tests drive run on librdkafka's own threads.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message as _;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext};
+use tempfile::TempDir;
+
+/// A broker's `node.id`.
+pub type NodeId = i32;
+
+/// How long the brokers of a new cluster may take to form the quorum and accept clients.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a broker may take to exit after SIGTERM: its controlled shutdown waits up to 15 s
+/// for leadership to move away.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+/// Lines of each broker log quoted when a test fails.
+pub const LOG_TAIL_LINES: usize = 60;
+/// Broker log filter unless `OXBOW_LOG` is set (or a test sets it with [`ClusterOptions::env`]).
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+/// Metadata version the harness asks with: the newest the codec knows, with offline replicas.
+const METADATA_VERSION: i16 = 12;
+/// Timeout of one harness request to a broker.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest response the harness reads.
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// What to start: the binary, how many brokers, how many of them vote, and extra settings.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    binary: PathBuf,
+    brokers: usize,
+    voters: usize,
+    settings: BTreeMap<String, String>,
+    node_settings: BTreeMap<NodeId, BTreeMap<String, String>>,
+    env: Vec<(String, String)>,
+}
+
+impl ClusterOptions {
+    /// Three brokers, all voters, with Kafka's defaults for everything else.
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            brokers: 3,
+            voters: 3,
+            settings: BTreeMap::new(),
+            node_settings: BTreeMap::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// How many brokers to run (node ids 1..=count).
+    pub fn brokers(mut self, count: usize) -> Self {
+        self.brokers = count;
+        self
+    }
+
+    /// How many of the brokers (the lowest node ids) vote in the metadata quorum: 1 or 3.
+    pub fn voters(mut self, count: usize) -> Self {
+        self.voters = count;
+        self
+    }
+
+    /// A `server.properties` setting for every broker; it overrides what the harness writes.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// A setting for one broker only, applied after the cluster-wide ones.
+    pub fn set_on(
+        mut self,
+        node: NodeId,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.node_settings
+            .entry(node)
+            .or_default()
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// An environment variable for every broker process (e.g. `OXBOW_LOG=debug`).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// What the harness last did to a broker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Running,
+    /// Stopped with SIGSTOP: alive, holding its sockets, answering nothing.
+    Paused,
+    /// Not running: killed, stopped, or exited on its own.
+    Down,
+}
+
+#[derive(Debug)]
+struct Node {
+    id: NodeId,
+    kafka: SocketAddr,
+    controller: SocketAddr,
+    metrics: SocketAddr,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    data_dir: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+    starts: u32,
+}
+
+/// One partition as a broker's Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub partition: i32,
+    /// -1 when the partition has no leader.
+    pub leader: NodeId,
+    pub leader_epoch: i32,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub offline: Vec<NodeId>,
+    pub error_code: i16,
+}
+
+impl PartitionView {
+    /// Whether every replica is in sync and there is a leader.
+    pub fn fully_in_sync(&self) -> bool {
+        let replicas: BTreeSet<_> = self.replicas.iter().collect();
+        let isr: BTreeSet<_> = self.isr.iter().collect();
+        self.leader >= 0 && !replicas.is_empty() && replicas == isr
+    }
+}
+
+/// N broker processes and the temporary directory holding their configs, data and logs.
+/// Dropping it kills every broker; the directory is kept when a test is failing, so the logs
+/// can be read afterwards (its path is printed), or always when `OXBOW_KEEP_CLUSTER` is set.
+#[derive(Debug)]
+pub struct Cluster {
+    options: ClusterOptions,
+    nodes: Vec<Node>,
+    // Last field: removed after the processes are gone (fields drop in declaration order).
+    dir: Option<TempDir>,
+}
+
+impl Cluster {
+    /// Writes every broker's config, spawns them all and waits until each accepts clients
+    /// and the metadata of each lists every broker and a controller.
+    pub fn start(options: ClusterOptions) -> Result<Cluster> {
+        ensure!(options.brokers >= 1, "a cluster needs at least one broker");
+        ensure!(
+            (1..=options.brokers).contains(&options.voters),
+            "{} voters for {} brokers",
+            options.voters,
+            options.brokers
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("oxbow-cluster-")
+            .tempdir()
+            .context("creating the cluster's directory")?;
+        let ports = reserve_ports(options.brokers * 3)?;
+        let mut nodes = Vec::with_capacity(options.brokers);
+        for (index, chunk) in ports.chunks(3).enumerate() {
+            let id = NodeId::try_from(index + 1).context("too many brokers")?;
+            let home = dir.path().join(format!("broker-{id}"));
+            fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+            nodes.push(Node {
+                id,
+                kafka: chunk[0],
+                controller: chunk[1],
+                metrics: chunk[2],
+                config_path: home.join("server.properties"),
+                log_path: home.join("broker.log"),
+                data_dir: home.join("data"),
+                child: None,
+                paused: false,
+                starts: 0,
+            });
+        }
+        let mut cluster = Cluster {
+            options,
+            nodes,
+            dir: Some(dir),
+        };
+        for node in &cluster.nodes {
+            let text = cluster.properties(node);
+            fs::write(&node.config_path, text)
+                .with_context(|| format!("writing {}", node.config_path.display()))?;
+        }
+        let all = cluster.node_ids();
+        cluster.start_nodes(&all)?;
+        let count = cluster.nodes.len();
+        cluster.wait_for_brokers(count, START_TIMEOUT)?;
+        Ok(cluster)
+    }
+
+    /// The `server.properties` of one broker: what the harness decides, then the overrides.
+    fn properties(&self, node: &Node) -> String {
+        let voters = self
+            .nodes
+            .iter()
+            .take(self.options.voters)
+            .map(|n| format!("{}@{}", n.id, n.controller))
+            .collect::<Vec<_>>()
+            .join(",");
+        let is_voter = usize::try_from(node.id).is_ok_and(|id| id <= self.options.voters);
+        let mut settings = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            settings.insert(k.to_string(), v);
+        };
+        put("node.id", node.id.to_string());
+        put(
+            "process.roles",
+            if is_voter {
+                "broker,controller"
+            } else {
+                "broker"
+            }
+            .to_string(),
+        );
+        put("controller.quorum.voters", voters);
+        put(
+            "listeners",
+            format!(
+                "PLAINTEXT://{},CONTROLLER://{}",
+                node.kafka, node.controller
+            ),
+        );
+        put(
+            "advertised.listeners",
+            format!("PLAINTEXT://{}", node.kafka),
+        );
+        put("controller.listener.names", "CONTROLLER".to_string());
+        put("log.dirs", node.data_dir.display().to_string());
+        put("metrics.address", node.metrics.to_string());
+        for (k, v) in &self.options.settings {
+            put(k, v.clone());
+        }
+        if let Some(own) = self.options.node_settings.get(&node.id) {
+            for (k, v) in own {
+                put(k, v.clone());
+            }
+        }
+        let mut text = format!(
+            "# Generated by oxbow-e2e for broker {} of a {}-broker local cluster.\n",
+            node.id,
+            self.nodes.len()
+        );
+        for (k, v) in settings {
+            let _ = writeln!(text, "{k}={v}");
+        }
+        text
+    }
+
+    /// Node ids of every broker, running or not.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Node ids of the voters of the metadata quorum.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        self.node_ids()
+            .into_iter()
+            .take(self.options.voters)
+            .collect()
+    }
+
+    /// `host:port` of every broker, for a client's `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.kafka.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client address of one broker.
+    pub fn address(&self, node: NodeId) -> SocketAddr {
+        self.node(node).kafka
+    }
+
+    /// The broker with this client address, if any.
+    pub fn node_at(&self, address: &str) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|n| n.kafka.to_string() == address)
+            .map(|n| n.id)
+    }
+
+    pub fn data_dir(&self, node: NodeId) -> &Path {
+        &self.node(node).data_dir
+    }
+
+    pub fn log_path(&self, node: NodeId) -> &Path {
+        &self.node(node).log_path
+    }
+
+    pub fn config_path(&self, node: NodeId) -> &Path {
+        &self.node(node).config_path
+    }
+
+    pub fn pid(&self, node: NodeId) -> Option<u32> {
+        self.node(node).child.as_ref().map(Child::id)
+    }
+
+    /// What the broker process is doing now (it may have exited on its own).
+    pub fn state(&mut self, node: NodeId) -> NodeState {
+        let node = self.node_mut(node);
+        let alive = match node.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_)) | Err(_)) | None => false,
+        };
+        match (alive, node.paused) {
+            (true, false) => NodeState::Running,
+            (true, true) => NodeState::Paused,
+            (false, _) => NodeState::Down,
+        }
+    }
+
+    /// Brokers that are running and not paused.
+    pub fn up(&mut self) -> Vec<NodeId> {
+        self.node_ids()
+            .into_iter()
+            .filter(|id| self.state(*id) == NodeState::Running)
+            .collect()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would; the process is reaped.
+    pub fn kill(&mut self, node: NodeId) -> Result<()> {
+        let node = self.node_mut(node);
+        node.paused = false;
+        let Some(mut child) = node.child.take() else {
+            return Ok(());
+        };
+        // Fails only when the process already exited, which is fine: `wait` still reaps it.
+        let _ = child.kill();
+        child
+            .wait()
+            .with_context(|| format!("reaping killed broker {}", node.id))?;
+        Ok(())
+    }
+
+    /// SIGSTOP: the broker stops answering but keeps its connections and state, like a
+    /// process stalled by a long GC pause or a frozen VM.
+    pub fn pause(&mut self, node: NodeId) -> Result<()> {
+        ensure!(
+            self.state(node) == NodeState::Running,
+            "broker {node} is not running, cannot pause it"
+        );
+        signal(self.pid(node), "STOP")?;
+        self.node_mut(node).paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT after [`Cluster::pause`].
+    pub fn resume(&mut self, node: NodeId) -> Result<()> {
+        ensure!(
+            self.state(node) == NodeState::Paused,
+            "broker {node} is not paused, cannot resume it"
+        );
+        signal(self.pid(node), "CONT")?;
+        self.node_mut(node).paused = false;
+        Ok(())
+    }
+
+    /// SIGTERM (a controlled shutdown) and the exit status. A paused broker is resumed first
+    /// so it can act on the signal; one that has not exited within [`STOP_TIMEOUT`] is killed
+    /// and reported as an error.
+    pub fn stop(&mut self, node: NodeId) -> Result<ExitStatus> {
+        if self.state(node) == NodeState::Paused {
+            self.resume(node)?;
+        }
+        let tail = self.log_tail(node, LOG_TAIL_LINES);
+        let entry = self.node_mut(node);
+        let Some(mut child) = entry.child.take() else {
+            bail!("broker {node} is not running");
+        };
+        if let Some(status) = child.try_wait().context("checking the broker process")? {
+            return Ok(status);
+        }
+        signal(Some(child.id()), "TERM")?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().context("waiting for the broker to exit")? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "broker {node} did not exit within {STOP_TIMEOUT:?} of SIGTERM; killed it\n{tail}"
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a broker again at the same addresses over the same data, and waits until it
+    /// accepts clients (it has registered with the quorum again). A running broker is stopped
+    /// with SIGTERM first, a paused one is killed.
+    pub fn restart(&mut self, node: NodeId) -> Result<()> {
+        match self.state(node) {
+            NodeState::Running => {
+                let status = self.stop(node)?;
+                if !status.success() {
+                    bail!(
+                        "broker {node} exited with {status} when stopped for a restart\n{}",
+                        self.log_tail(node, LOG_TAIL_LINES)
+                    );
+                }
+            }
+            NodeState::Paused => self.kill(node)?,
+            NodeState::Down => {}
+        }
+        self.start_nodes(&[node])
+    }
+
+    /// Starts brokers that are down, all at once, and waits until each accepts clients.
+    /// Starting them together matters when the quorum has lost its majority: each voter waits
+    /// for the others before it can register.
+    pub fn start_nodes(&mut self, ids: &[NodeId]) -> Result<()> {
+        for id in ids {
+            ensure!(
+                self.state(*id) == NodeState::Down,
+                "broker {id} is already running"
+            );
+            self.spawn(*id)?;
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut waiting: Vec<NodeId> = ids.to_vec();
+        while !waiting.is_empty() {
+            let mut still = Vec::new();
+            for id in waiting {
+                if self.state(id) == NodeState::Down {
+                    let status = self.node_mut(id).child.take().map(|mut c| c.wait());
+                    bail!(
+                        "broker {id} exited ({status:?}) before accepting connections\n{}",
+                        self.log_tail(id, LOG_TAIL_LINES)
+                    );
+                }
+                let address = self.address(id);
+                if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+                    still.push(id);
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let tails: Vec<String> = waiting
+                    .iter()
+                    .map(|id| self.log_tail(*id, LOG_TAIL_LINES))
+                    .collect();
+                bail!(
+                    "brokers {waiting:?} did not accept connections within {START_TIMEOUT:?}\n{}",
+                    tails.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Starts every broker that is down and resumes every paused one.
+    pub fn heal(&mut self) -> Result<()> {
+        let mut down = Vec::new();
+        for id in self.node_ids() {
+            match self.state(id) {
+                NodeState::Paused => self.resume(id)?,
+                NodeState::Down => down.push(id),
+                NodeState::Running => {}
+            }
+        }
+        if down.is_empty() {
+            return Ok(());
+        }
+        self.start_nodes(&down)
+    }
+
+    fn spawn(&mut self, id: NodeId) -> Result<()> {
+        let binary = self.options.binary.clone();
+        let env = self.options.env.clone();
+        let node = self.node_mut(id);
+        node.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .with_context(|| format!("opening broker log {}", node.log_path.display()))?;
+        writeln!(
+            log,
+            "=== oxbow-e2e: start #{} of broker {} ({}) ===",
+            node.starts,
+            node.id,
+            binary.display()
+        )
+        .context("writing to the broker log")?;
+        let stderr = log
+            .try_clone()
+            .context("duplicating the broker log handle")?;
+        // openraft's own info lines (every vote, every membership step) drown the broker's.
+        let filter = std::env::var("OXBOW_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.to_string());
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&node.config_path)
+            // Plain log lines, readable in a file and in a failing test's output.
+            .env("NO_COLOR", "1")
+            .env("OXBOW_LOG", filter)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .with_context(|| format!("spawning {}", binary.display()))?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no broker {id} in this cluster"))
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no broker {id} in this cluster"))
+    }
+
+    /// Sends one request to one broker and waits for its response (blocking, bounded).
+    pub fn request<R: Request>(
+        &self,
+        node: NodeId,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response> {
+        send_request(self.address(node), request, version)
+            .with_context(|| format!("request to broker {node}"))
+    }
+
+    /// Metadata as one broker sees it: every topic when `topics` is `None`.
+    pub fn metadata(&self, node: NodeId, topics: Option<&[&str]>) -> Result<MetadataResponse> {
+        let request = MetadataRequest::default()
+            .with_topics(topics.map(|list| {
+                list.iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string((*t).to_string()))))
+                    })
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(false);
+        self.request(node, &request, METADATA_VERSION)
+    }
+
+    /// The partitions of `topic` as one broker sees them, by index.
+    pub fn partitions_seen_by(&self, node: NodeId, topic: &str) -> Result<Vec<PartitionView>> {
+        let response = self.metadata(node, Some(&[topic]))?;
+        let Some(found) = response
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        else {
+            bail!("broker {node} returned no metadata for topic {topic}");
+        };
+        if found.error_code != 0 {
+            bail!(
+                "broker {node}: metadata of topic {topic} has error code {}",
+                found.error_code
+            );
+        }
+        let mut partitions: Vec<PartitionView> = found
+            .partitions
+            .iter()
+            .map(|p| PartitionView {
+                partition: p.partition_index,
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                offline: p.offline_replicas.iter().map(|b| b.0).collect(),
+                error_code: p.error_code,
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        Ok(partitions)
+    }
+
+    /// The partitions of `topic` as the first running broker that answers sees them.
+    pub fn partitions(&mut self, topic: &str) -> Result<Vec<PartitionView>> {
+        let mut errors = Vec::new();
+        for node in self.up() {
+            match self.partitions_seen_by(node, topic) {
+                Ok(partitions) => return Ok(partitions),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        bail!("no running broker described {topic}: {errors:?}")
+    }
+
+    /// The leader of one partition as a running broker sees it (-1 for none).
+    pub fn leader_of(&mut self, topic: &str, partition: i32) -> Result<NodeId> {
+        self.partitions(topic)?
+            .iter()
+            .find(|p| p.partition == partition)
+            .map(|p| p.leader)
+            .with_context(|| format!("{topic} has no partition {partition}"))
+    }
+
+    /// Polls `check` until it returns `Ok`, at most for `timeout`. `Err` from `check` means
+    /// "not yet", and says why; the last reason is in the timeout error.
+    pub fn wait_until<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&mut Cluster) -> Result<T>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        loop {
+            let reason = match check(self) {
+                Ok(value) => return Ok(value),
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "timed out after {:.1?} waiting until {what}; last: {reason}",
+                    started.elapsed()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the Metadata of every running broker lists `count` brokers and an active
+    /// controller that is one of the voters.
+    pub fn wait_for_brokers(&mut self, count: usize, timeout: Duration) -> Result<()> {
+        let voters = self.voter_ids();
+        self.wait_until(
+            &format!("{count} brokers and a controller are listed"),
+            timeout,
+            |cluster| {
+                for node in cluster.up() {
+                    let metadata = cluster.metadata(node, Some(&[]))?;
+                    let listed: Vec<i32> = metadata.brokers.iter().map(|b| b.node_id.0).collect();
+                    ensure!(
+                        listed.len() == count,
+                        "broker {node} lists brokers {listed:?}"
+                    );
+                    ensure!(
+                        voters.contains(&metadata.controller_id.0),
+                        "broker {node} names controller {}",
+                        metadata.controller_id.0
+                    );
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Waits until every running broker sees every partition of `topic` with a running
+    /// leader, and returns the partitions.
+    pub fn wait_for_leaders(
+        &mut self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<PartitionView>> {
+        self.wait_until(
+            &format!("every partition of {topic} has a running leader"),
+            timeout,
+            |cluster| {
+                let up = cluster.up();
+                let mut seen = Vec::new();
+                for node in &up {
+                    let partitions = cluster.partitions_seen_by(*node, topic)?;
+                    ensure!(!partitions.is_empty(), "{topic} has no partitions");
+                    for p in &partitions {
+                        ensure!(
+                            up.contains(&p.leader),
+                            "broker {node} sees {topic}-{} led by {} (running: {up:?})",
+                            p.partition,
+                            p.leader
+                        );
+                    }
+                    seen = partitions;
+                }
+                Ok(seen)
+            },
+        )
+    }
+
+    /// Waits until every running broker sees every partition of `topic` with a running
+    /// leader and all replicas in the ISR, and returns the partitions.
+    pub fn wait_for_full_isr(
+        &mut self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<PartitionView>> {
+        self.wait_until(
+            &format!("every partition of {topic} is fully in sync"),
+            timeout,
+            |cluster| {
+                let up = cluster.up();
+                let mut seen = Vec::new();
+                for node in &up {
+                    let partitions = cluster.partitions_seen_by(*node, topic)?;
+                    ensure!(!partitions.is_empty(), "{topic} has no partitions");
+                    for p in &partitions {
+                        ensure!(
+                            p.fully_in_sync() && up.contains(&p.leader),
+                            "broker {node} sees {topic}-{}: leader {} replicas {:?} isr {:?} (running: {up:?})",
+                            p.partition,
+                            p.leader,
+                            p.replicas,
+                            p.isr
+                        );
+                    }
+                    seen = partitions;
+                }
+                Ok(seen)
+            },
+        )
+    }
+
+    /// The last `lines` lines of one broker's log, headed by its path.
+    pub fn log_tail(&self, node: NodeId, lines: usize) -> String {
+        let path = &self.node(node).log_path;
+        match fs::read(path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let all: Vec<&str> = text.lines().collect();
+                let tail = &all[all.len().saturating_sub(lines)..];
+                format!(
+                    "--- broker {node}: last {} lines of {} ---\n{}\n--- end of broker {node} log ---",
+                    tail.len(),
+                    path.display(),
+                    tail.join("\n")
+                )
+            }
+            Err(err) => format!("(broker {node} log {} unreadable: {err})", path.display()),
+        }
+    }
+
+    /// The log tails of every broker.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.nodes
+            .iter()
+            .map(|n| self.log_tail(n.id, lines))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Lines of one broker's log that contain `needle` (all of its starts).
+    pub fn log_lines(&self, node: NodeId, needle: &str) -> Vec<String> {
+        fs::read(&self.node(node).log_path)
+            .map(|bytes| {
+                String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Adds every broker's log tail to a failed outcome and keeps the cluster directory, so a
+    /// failing test shows what the brokers said.
+    pub fn explain<T>(&mut self, outcome: Result<T>) -> Result<T> {
+        outcome.map_err(|err| {
+            let kept = self.keep_dir();
+            anyhow!(
+                "{err:#}\n\n{}\n(cluster directory kept at {kept})",
+                self.log_tails(LOG_TAIL_LINES)
+            )
+        })
+    }
+
+    /// Keeps the cluster directory after the cluster is dropped; returns its path.
+    pub fn keep_dir(&mut self) -> String {
+        match self.dir.as_mut() {
+            Some(dir) => {
+                dir.disable_cleanup(true);
+                dir.path().display().to_string()
+            }
+            None => "(gone)".to_string(),
+        }
+    }
+
+    /// GETs the Prometheus text of one broker (plain HTTP/1.0).
+    pub fn scrape_metrics(&self, node: NodeId) -> Result<String> {
+        let address = self.node(node).metrics;
+        let mut stream = TcpStream::connect_timeout(&address, REQUEST_TIMEOUT)
+            .with_context(|| format!("connecting to broker {node}'s metrics at {address}"))?;
+        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .context("metrics response has no header/body separator")?;
+        ensure!(
+            head.lines().next().unwrap_or_default().contains(" 200"),
+            "GET /metrics of broker {node}: {head}"
+        );
+        Ok(body.to_string())
+    }
+}
+
+/// Clients: rdkafka configs reaching the whole cluster, topic creation, delivery recording.
+impl Cluster {
+    /// A client config with every broker as bootstrap server.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.bootstrap())
+            .set("socket.timeout.ms", "10000")
+            // Brokers die and come back in these tests; reconnect quickly.
+            .set("reconnect.backoff.max.ms", "1000")
+            .set("topic.metadata.refresh.interval.ms", "1000");
+        config
+    }
+
+    /// Creates a topic through rdkafka's admin client with the cluster's placement, and waits
+    /// until all its replicas are in sync.
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        replication: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<Vec<PartitionView>> {
+        let topic = configs.iter().fold(
+            NewTopic::new(name, partitions, TopicReplication::Fixed(replication)),
+            |topic, (k, v)| topic.set(k, v),
+        );
+        self.create(topic)?;
+        self.wait_for_full_isr(name, TOPIC_TIMEOUT)
+    }
+
+    /// Creates a topic with the given replicas for each partition (preferred leader first),
+    /// and waits until all its replicas are in sync.
+    pub fn create_topic_assigned(
+        &mut self,
+        name: &str,
+        assignment: &[&[NodeId]],
+        configs: &[(&str, &str)],
+    ) -> Result<Vec<PartitionView>> {
+        let count = i32::try_from(assignment.len()).context("too many partitions")?;
+        let topic = configs.iter().fold(
+            NewTopic::new(name, count, TopicReplication::Variable(assignment)),
+            |topic, (k, v)| topic.set(k, v),
+        );
+        self.create(topic)?;
+        self.wait_for_full_isr(name, TOPIC_TIMEOUT)
+    }
+
+    fn create(&self, topic: NewTopic<'_>) -> Result<()> {
+        let name = topic.name.to_string();
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .context("creating an admin client")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building a runtime for the admin client")?;
+        let results = runtime
+            .block_on(admin.create_topics(
+                &[topic],
+                &AdminOptions::new().operation_timeout(Some(TOPIC_TIMEOUT)),
+            ))
+            .with_context(|| format!("creating topic {name}"))?;
+        for result in results {
+            if let Err((topic, code)) = result {
+                bail!("creating topic {topic}: {code:?}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a new topic may take to be created and fully in sync.
+pub const TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The outcome of one produced record, as its delivery report told it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub value: String,
+    pub partition: i32,
+    /// -1 when the delivery failed.
+    pub offset: i64,
+    /// `None` when acknowledged.
+    pub error: Option<RDKafkaErrorCode>,
+    /// When the record was handed to the producer.
+    pub sent: Instant,
+    /// When the delivery report arrived.
+    pub reported: Instant,
+}
+
+/// Every delivery report of a producer, in the order they arrived.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryLog(Arc<Mutex<Vec<Delivery>>>);
+
+impl DeliveryLog {
+    pub fn snapshot(&self) -> Vec<Delivery> {
+        self.0.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|d| d.len()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, delivery: Delivery) {
+        if let Ok(mut log) = self.0.lock() {
+            log.push(delivery);
+        }
+    }
+}
+
+/// A producer context that records every delivery report into a [`DeliveryLog`]. Send each
+/// record with `Box::new(Instant::now())` as its delivery opaque.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingContext {
+    pub log: DeliveryLog,
+}
+
+impl ClientContext for RecordingContext {}
+
+impl ProducerContext for RecordingContext {
+    type DeliveryOpaque = Box<Instant>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Instant>) {
+        let reported = Instant::now();
+        let (message, error) = match result {
+            Ok(message) => (message, None),
+            Err((error, message)) => (
+                message,
+                Some(
+                    error
+                        .rdkafka_error_code()
+                        .unwrap_or(RDKafkaErrorCode::Unknown),
+                ),
+            ),
+        };
+        let value = message
+            .payload()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        self.log.push(Delivery {
+            value,
+            partition: message.partition(),
+            offset: if error.is_none() {
+                message.offset()
+            } else {
+                -1
+            },
+            error,
+            sent: *sent,
+            reported,
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let failing = thread::panicking();
+        if failing {
+            eprintln!("{}", self.log_tails(LOG_TAIL_LINES));
+        }
+        if failing || std::env::var_os("OXBOW_KEEP_CLUSTER").is_some() {
+            eprintln!("cluster directory kept at {}", self.keep_dir());
+        }
+        for id in self.node_ids() {
+            let _ = self.kill(id);
+        }
+    }
+}
+
+/// Sends a signal with the `kill` command (no libc: the workspace forbids unsafe code).
+fn signal(pid: Option<u32>, name: &str) -> Result<()> {
+    let pid = pid.context("the broker has no process")?;
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .with_context(|| format!("running `kill -{name} {pid}`"))?;
+    ensure!(status.success(), "`kill -{name} {pid}` failed: {status}");
+    Ok(())
+}
+
+/// Ports handed out by this process, so concurrent clusters in one test binary never share.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// `count` distinct loopback addresses that were free a moment ago, below the ephemeral range
+/// when the kernel says where it starts (else any free port).
+fn reserve_ports(count: usize) -> Result<Vec<SocketAddr>> {
+    let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low: u16 = 10_000;
+    let mut handed = HANDED_OUT
+        .lock()
+        .map_err(|_| anyhow!("port registry poisoned"))?;
+    let handed = handed.get_or_insert_with(HashSet::new);
+    // Held until every port is chosen, so one call never returns the same port twice.
+    let mut held = Vec::with_capacity(count);
+    let random = std::collections::hash_map::RandomState::new();
+    let mut attempt: u64 = 0;
+    while held.len() < count {
+        attempt += 1;
+        ensure!(attempt < 10_000, "no free loopback ports found");
+        let listener = if ephemeral_start > low + 1000 {
+            let mut hasher = random.build_hasher();
+            hasher.write_u64(attempt);
+            let span = u64::from(ephemeral_start - low);
+            let port = low + u16::try_from(hasher.finish() % span).unwrap_or(0);
+            if handed.contains(&port) {
+                continue;
+            }
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(listener) => listener,
+                Err(_) => continue,
+            }
+        } else {
+            TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?
+        };
+        let address = listener.local_addr().context("reading a bound address")?;
+        if handed.insert(address.port()) {
+            held.push(listener);
+        }
+    }
+    held.iter()
+        .map(|l| l.local_addr().context("reading a bound address"))
+        .collect()
+}
+
+/// One request on a fresh blocking connection; the codec is `kafka-protocol`'s.
+fn send_request<R: Request>(address: SocketAddr, request: &R, version: i16) -> Result<R::Response> {
+    const CORRELATION_ID: i32 = 1;
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(CORRELATION_ID)
+        .with_client_id(Some(StrBytes::from_static_str("oxbow-e2e-cluster")));
+    let mut frame = BytesMut::new();
+    frame.put_i32(0);
+    header
+        .encode(&mut frame, R::header_version(version))
+        .map_err(|e| anyhow!("encoding the request header: {e}"))?;
+    request
+        .encode(&mut frame, version)
+        .map_err(|e| anyhow!("encoding the request: {e}"))?;
+    let size = i32::try_from(frame.len() - 4).context("request too large")?;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+
+    let mut stream = TcpStream::connect_timeout(&address, REQUEST_TIMEOUT)
+        .with_context(|| format!("connecting to {address}"))?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    stream
+        .write_all(&frame)
+        .with_context(|| format!("sending to {address}"))?;
+    let mut size = [0u8; 4];
+    stream
+        .read_exact(&mut size)
+        .with_context(|| format!("reading the response size from {address}"))?;
+    let size = usize::try_from(i32::from_be_bytes(size)).context("negative response size")?;
+    ensure!(
+        size <= MAX_RESPONSE,
+        "response of {size} bytes is too large"
+    );
+    let mut body = vec![0u8; size];
+    stream
+        .read_exact(&mut body)
+        .with_context(|| format!("reading the response from {address}"))?;
+    let mut body = bytes::Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
+        .map_err(|e| anyhow!("decoding the response header: {e}"))?;
+    ensure!(
+        header.correlation_id == CORRELATION_ID,
+        "response correlation id {} for request {CORRELATION_ID}",
+        header.correlation_id
+    );
+    let response = R::Response::decode(&mut body, version)
+        .map_err(|e| anyhow!("decoding the response: {e}"))?;
+    ensure!(
+        !body.has_remaining(),
+        "{} bytes left after the response",
+        body.remaining()
+    );
+    Ok(response)
+}
+
+/// The newest version of `R` the codec knows, for requests that need no particular one.
+pub fn newest_version<R: Request>() -> i16 {
+    R::VERSIONS
+        .intersect(&<R::Response as Message>::VERSIONS)
+        .max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_ports_are_distinct_and_below_the_ephemeral_range() -> Result<()> {
+        let ports = reserve_ports(30)?;
+        let distinct: HashSet<u16> = ports.iter().map(SocketAddr::port).collect();
+        ensure!(distinct.len() == 30, "{ports:?}");
+        let again = reserve_ports(30)?;
+        ensure!(
+            again.iter().all(|a| !distinct.contains(&a.port())),
+            "a port was handed out twice"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn generated_properties_name_the_voters_and_both_listeners() -> Result<()> {
+        let options = ClusterOptions::new("/bin/false")
+            .brokers(4)
+            .voters(3)
+            .set("min.insync.replicas", "2")
+            .set_on(4, "broker.rack", "b");
+        let ports = reserve_ports(12)?;
+        let nodes: Vec<Node> = (0..4)
+            .map(|i| Node {
+                id: i + 1,
+                kafka: ports[i as usize * 3],
+                controller: ports[i as usize * 3 + 1],
+                metrics: ports[i as usize * 3 + 2],
+                config_path: PathBuf::new(),
+                log_path: PathBuf::new(),
+                data_dir: PathBuf::from(format!("/tmp/d{i}")),
+                child: None,
+                paused: false,
+                starts: 0,
+            })
+            .collect();
+        let cluster = Cluster {
+            options,
+            nodes,
+            dir: None,
+        };
+        let voter = cluster.properties(&cluster.nodes[0]);
+        let broker_only = cluster.properties(&cluster.nodes[3]);
+        let voters = format!(
+            "controller.quorum.voters=1@{},2@{},3@{}",
+            ports[1], ports[4], ports[7]
+        );
+        ensure!(voter.contains(&voters), "{voter}");
+        ensure!(broker_only.contains(&voters), "{broker_only}");
+        ensure!(voter.contains("process.roles=broker,controller"), "{voter}");
+        ensure!(
+            broker_only.contains("process.roles=broker\n"),
+            "{broker_only}"
+        );
+        ensure!(
+            broker_only.contains(&format!(
+                "listeners=PLAINTEXT://{},CONTROLLER://{}",
+                ports[9], ports[10]
+            )),
+            "{broker_only}"
+        );
+        ensure!(broker_only.contains("broker.rack=b"), "{broker_only}");
+        ensure!(!voter.contains("broker.rack"), "{voter}");
+        ensure!(voter.contains("min.insync.replicas=2"), "{voter}");
+        Ok(())
+    }
+}
