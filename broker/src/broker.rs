@@ -943,6 +943,7 @@ pub fn log_config(topic: &TopicConfig) -> LogConfig {
             topic.flush_messages
         },
         flush_ms: topic.flush_ms,
+        log_append_time: topic.log_append_time,
     }
 }
 

@@ -113,8 +113,14 @@ pub(super) async fn handle(
                             partition: Arc::clone(&partition),
                             end: info.last_offset + 1,
                         });
+                        let append_time = if partition.log_append_time() {
+                            info.max_timestamp
+                        } else {
+                            -1
+                        };
                         result
                             .with_base_offset(info.base_offset)
+                            .with_log_append_time_ms(append_time)
                             .with_log_start_offset(partition.log_start_offset())
                     }
                     Err(e) => {

@@ -352,6 +352,7 @@ impl BrokerConfig {
             unclean_leader_election: value("unclean.leader.election.enable") == "true",
             retention_ms: long("retention.ms"),
             retention_bytes: long("retention.bytes"),
+            log_append_time: value("message.timestamp.type") == "LogAppendTime",
             cleanup_delete: value("cleanup.policy")
                 .split(',')
                 .any(|p| p.trim() == "delete"),
@@ -474,6 +475,8 @@ pub struct TopicConfig {
     pub flush_messages: u64,
     /// Longest time appended data stays unsynced (`flush.ms`); `None` leaves it to the OS.
     pub flush_ms: Option<u64>,
+    /// `message.timestamp.type=LogAppendTime`.
+    pub log_append_time: bool,
     /// `min.insync.replicas`: the ISR size an `acks=all` write needs.
     pub min_insync_replicas: usize,
     pub unclean_leader_election: bool,

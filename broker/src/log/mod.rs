@@ -94,6 +94,9 @@ pub struct LogConfig {
     /// Fsync when records have waited this many milliseconds since the last flush
     /// (`flush.ms`), checked by [`PartitionLog::flush_if_due`]; `None` never does.
     pub flush_ms: Option<u64>,
+    /// `message.timestamp.type=LogAppendTime`: the broker stamps each batch with the time it
+    /// appends it, and clients read that instead of the producer's timestamps.
+    pub log_append_time: bool,
 }
 
 impl Default for LogConfig {
@@ -105,6 +108,7 @@ impl Default for LogConfig {
             max_batch_bytes: 1_048_588,
             flush_messages: u64::MAX,
             flush_ms: None,
+            log_append_time: false,
         }
     }
 }
@@ -321,6 +325,14 @@ impl PartitionLog {
             header.partition_leader_epoch = leader_epoch;
             let bytes = &mut data[produced.start..produced.start + header.size()];
             batch::assign(bytes, next_offset, leader_epoch);
+            if self.config.log_append_time {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                header.attributes |= batch::LOG_APPEND_TIME_ATTRIBUTE;
+                header.max_timestamp = now;
+                batch::restamp(bytes, header.attributes, header.last_offset_delta, now);
+            }
             next_offset = header.last_offset().checked_add(1).ok_or_else(|| {
                 AppendError::Corrupt(format!(
                     "batch at byte {} would run past the largest offset",
@@ -860,6 +872,30 @@ mod tests {
             log.append(&encode_batch(3, 50, 1_000 + i as i64 * 10), 0)
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn log_append_time_stamps_each_batch_with_the_append_time_and_a_valid_crc() {
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            log_append_time: true,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        let before = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        log.append(&encode_batch(3, 10, 5), 0).unwrap();
+        let read = log.read(0, 1 << 20).unwrap();
+        let header = batch::check_batch(&read.records, batch::CountRule::Produced).unwrap();
+        assert_ne!(header.attributes & batch::LOG_APPEND_TIME_ATTRIBUTE, 0);
+        assert!(
+            header.max_timestamp >= before,
+            "{} < {before}",
+            header.max_timestamp
+        );
+        assert_eq!(header.base_offset, 0);
     }
 
     #[test]

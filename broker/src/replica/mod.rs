@@ -589,6 +589,11 @@ impl Partition {
         }
     }
 
+    /// Whether the log stamps batches with their append time (`LogAppendTime`).
+    pub fn log_append_time(&self) -> bool {
+        self.state.read().log.config().log_append_time
+    }
+
     /// Whether acknowledgements wait for an fsync ([`Partition::sync_through`]).
     pub fn syncs_every_write(&self) -> bool {
         self.sync_every_write.load(Ordering::Relaxed)
