@@ -118,6 +118,7 @@ async fn serve_connection(
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let mut buffer = BytesMut::with_capacity(8 * 1024);
     let max = broker.config.socket_request_max_bytes;
+    let heartbeat_of = Arc::new(parking_lot::Mutex::new(None));
     loop {
         let frame = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -131,7 +132,7 @@ async fn serve_connection(
                 break;
             }
         };
-        let response = match handle_frame(broker, peer, frame, shutdown).await {
+        let response = match handle_frame(broker, peer, &heartbeat_of, frame, shutdown).await {
             Ok(response) => response,
             Err(reason) => {
                 tracing::warn!(%reason, "closing connection after a request that cannot be answered");
@@ -153,6 +154,12 @@ async fn serve_connection(
         }
     }
     let _ = writer.flush().await;
+    let heartbeat = *heartbeat_of.lock();
+    if let Some(id) = heartbeat {
+        if !shutdown.is_cancelled() {
+            broker.liveness.connection_lost(id);
+        }
+    }
 }
 
 /// Decodes a request, runs its handler, and encodes the response frame (`None`: no response,
@@ -160,6 +167,7 @@ async fn serve_connection(
 async fn handle_frame(
     broker: &Arc<Broker>,
     peer: std::net::SocketAddr,
+    heartbeat_of: &Arc<parking_lot::Mutex<Option<i32>>>,
     frame: Bytes,
     shutdown: &CancellationToken,
 ) -> Result<Option<Bytes>, String> {
@@ -202,6 +210,7 @@ async fn handle_frame(
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
             peer,
+            heartbeat_of: Arc::clone(heartbeat_of),
         };
         api::handle(broker, &context, api_key, version, body, shutdown).await
     }

@@ -1,4 +1,4 @@
-//! DescribeCluster: the brokers of the cluster and its controller.
+//! DescribeCluster: the live brokers of the cluster and its active controller.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -7,27 +7,49 @@ use kafka_protocol::ResponseError;
 use super::str_bytes;
 use crate::broker::Broker;
 
-/// Endpoint type 2 asks for controllers; this broker has no separate controller listener.
+/// Endpoint type 2 asks for controllers; they are reached through the brokers here.
 const ENDPOINT_TYPE_CONTROLLER: i8 = 2;
-/// Kafka's "authorized operations not requested / unknown" marker.
+/// Kafka's marker for "authorized operations were not requested".
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub(super) fn describe(
     broker: &Broker,
     request: &DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let image = broker.image();
+    let controller = broker
+        .quorum
+        .active_controller(broker.node_id())
+        .unwrap_or(-1);
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
-        .with_cluster_id(str_bytes(&broker.cluster_id()))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_cluster_id(str_bytes(&image.cluster_id))
+        .with_controller_id(BrokerId(controller))
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     if request.endpoint_type == ENDPOINT_TYPE_CONTROLLER {
         return response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
-            .with_error_message(Some(str_bytes("this broker has no controller listener")));
+            .with_error_message(Some(str_bytes(
+                "controllers have no endpoint of their own here: ask a broker",
+            )));
     }
-    response.with_brokers(vec![DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(broker.node_id()))
-        .with_host(str_bytes(&broker.advertised.host))
-        .with_port(i32::from(broker.advertised.port))])
+    // v2 can ask for fenced brokers too; earlier versions see the live ones.
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced || request.include_fenced_brokers)
+        .map(|b| {
+            let entry = DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.as_deref().map(str_bytes));
+            if request.include_fenced_brokers {
+                entry.with_is_fenced(b.fenced)
+            } else {
+                entry
+            }
+        })
+        .collect();
+    response.with_brokers(brokers)
 }

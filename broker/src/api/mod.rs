@@ -202,6 +202,8 @@ pub fn unsupported_version(key: ApiKey, version: i16) -> Outcome {
 pub struct RequestContext {
     pub client_id: String,
     pub peer: std::net::SocketAddr,
+    /// The broker that heartbeats on this connection, so its close can be noticed.
+    pub heartbeat_of: Arc<parking_lot::Mutex<Option<i32>>>,
 }
 
 /// Decodes the request body and runs its handler.

@@ -244,7 +244,9 @@ impl MetadataImage {
                     return rejected(format!("broker {broker} is not registered"));
                 };
                 registration.shutting_down = true;
-                self.move_leadership_off(*broker, false);
+                // As in Kafka's KRaft mode: it leaves the ISRs too, so acks=all writes do not
+                // wait for it once it has stopped.
+                self.move_leadership_off(*broker, true);
                 CommandResult::Applied
             }
             MetadataCommand::CreateTopic {
@@ -676,12 +678,13 @@ mod tests {
     }
 
     #[test]
-    fn a_controlled_shutdown_moves_leadership_but_keeps_the_isr() {
+    fn a_controlled_shutdown_moves_leadership_and_leaves_the_isr() {
         let mut image = cluster();
         image.apply(&MetadataCommand::BeginShutdown { broker: 2 });
         let p = image.partition("t", 1).expect("exists");
         assert_eq!(p.leader, 3);
-        assert!(p.isr.contains(&2));
+        assert!(!p.isr.contains(&2));
+        assert!(!image.partition("t", 0).expect("exists").isr.contains(&2));
     }
 
     #[test]

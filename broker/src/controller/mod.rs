@@ -80,11 +80,18 @@ impl Quorum {
     }
 }
 
-/// What the active controller knows of broker liveness: when each broker last heartbeat.
-/// Kept in memory only: a new active controller gives every broker a full session first.
+/// What the active controller knows of broker liveness: when each broker last heartbeat,
+/// and whose heartbeat connection broke. Kept in memory only: a new active controller gives
+/// every broker a full session first.
 #[derive(Default)]
 pub struct Liveness {
     last_seen: Mutex<HashMap<i32, Instant>>,
+    /// When a broker's heartbeat connection closed: a killed process's sockets reset at once,
+    /// so a broker that does not reconnect within a heartbeat interval is gone.
+    lost: Mutex<HashMap<i32, Instant>>,
+    /// The incarnation each broker was last seen registered with; a new one counts as a
+    /// heartbeat, so a restarted broker is not fenced for its previous life's silence.
+    incarnations: Mutex<HashMap<i32, uuid::Uuid>>,
     active_since: Mutex<Option<Instant>>,
 }
 
@@ -98,6 +105,12 @@ pub enum FenceDecision {
 impl Liveness {
     pub fn heartbeat(&self, broker: i32) {
         self.last_seen.lock().insert(broker, Instant::now());
+        self.lost.lock().remove(&broker);
+    }
+
+    /// The connection a broker heartbeat on closed.
+    pub fn connection_lost(&self, broker: i32) {
+        self.lost.lock().insert(broker, Instant::now());
     }
 
     /// Forgets everything when this node stops being the active controller.
@@ -108,32 +121,53 @@ impl Liveness {
             (false, true) => {
                 *since = None;
                 self.last_seen.lock().clear();
+                self.lost.lock().clear();
             }
             _ => {}
         }
     }
 
-    /// Brokers to fence (silent for a whole session) and to unfence (heard from again).
+    /// Brokers to fence (silent for a whole `session`, or whose heartbeat connection broke
+    /// and stayed broken for `reconnect_grace`) and to unfence (heard from again).
     pub fn decisions(
         &self,
         image: &MetadataImage,
         session: Duration,
+        reconnect_grace: Duration,
         now: Instant,
     ) -> Vec<FenceDecision> {
         let Some(active_since) = *self.active_since.lock() else {
             return Vec::new();
         };
+        {
+            let mut incarnations = self.incarnations.lock();
+            let mut last_seen = self.last_seen.lock();
+            for broker in image.brokers.values() {
+                match incarnations.insert(broker.id, broker.incarnation) {
+                    Some(previous) if previous != broker.incarnation => {
+                        last_seen.insert(broker.id, now);
+                        self.lost.lock().remove(&broker.id);
+                    }
+                    _ => {}
+                }
+            }
+        }
         let last_seen = self.last_seen.lock();
+        let lost = self.lost.lock();
         let mut decisions = Vec::new();
         for broker in image.brokers.values() {
             let heard = last_seen.get(&broker.id).copied();
             let reference = heard.unwrap_or(active_since).max(active_since);
             let silent = now.duration_since(reference) > session;
-            if !broker.fenced && silent {
+            let gone = lost
+                .get(&broker.id)
+                .is_some_and(|at| now.duration_since(*at) > reconnect_grace);
+            if !broker.fenced && (silent || gone) {
                 decisions.push(FenceDecision::Fence(broker.id));
             }
             if broker.fenced
                 && !broker.shutting_down
+                && !gone
                 && heard.is_some_and(|t| now.duration_since(t) < session)
             {
                 decisions.push(FenceDecision::Unfence(broker.id));
@@ -175,21 +209,66 @@ mod tests {
         liveness.set_active(true);
         assert!(
             liveness
-                .decisions(&image, session, Instant::now())
+                .decisions(&image, session, session, Instant::now())
                 .is_empty(),
             "a new controller waits a session"
         );
         std::thread::sleep(Duration::from_millis(60));
         liveness.heartbeat(1);
         assert_eq!(
-            liveness.decisions(&image, session, Instant::now()),
+            liveness.decisions(&image, session, session, Instant::now()),
             vec![FenceDecision::Fence(2)]
         );
         let fenced = image_with(&[(1, false), (2, true)]);
         liveness.heartbeat(2);
         assert_eq!(
-            liveness.decisions(&fenced, session, Instant::now()),
+            liveness.decisions(&fenced, session, session, Instant::now()),
             vec![FenceDecision::Unfence(2)]
+        );
+    }
+
+    #[test]
+    fn a_broken_heartbeat_connection_fences_after_the_grace_not_the_session() {
+        let liveness = Liveness::default();
+        let image = image_with(&[(1, false)]);
+        liveness.set_active(true);
+        liveness.heartbeat(1);
+        liveness.connection_lost(1);
+        let session = Duration::from_secs(60);
+        let grace = Duration::from_millis(20);
+        assert!(liveness
+            .decisions(&image, session, grace, Instant::now())
+            .is_empty());
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(
+            liveness.decisions(&image, session, grace, Instant::now()),
+            vec![FenceDecision::Fence(1)]
+        );
+        liveness.heartbeat(1);
+        assert!(
+            liveness
+                .decisions(&image, session, grace, Instant::now())
+                .is_empty(),
+            "it reconnected"
+        );
+    }
+
+    #[test]
+    fn a_new_incarnation_counts_as_a_heartbeat() {
+        let liveness = Liveness::default();
+        let session = Duration::from_millis(20);
+        let mut image = image_with(&[(1, false)]);
+        liveness.set_active(true);
+        liveness.decisions(&image, session, session, Instant::now());
+        std::thread::sleep(Duration::from_millis(30));
+        if let Some(b) = image.brokers.get_mut(&1) {
+            b.incarnation = uuid::Uuid::from_u128(7);
+        }
+        assert!(
+            liveness
+                .decisions(&image, session, session, Instant::now())
+                .is_empty(),
+            "a restarted broker is not fenced for its previous life's silence"
         );
     }
 
@@ -199,7 +278,12 @@ mod tests {
         let image = image_with(&[(1, false)]);
         std::thread::sleep(Duration::from_millis(5));
         assert!(liveness
-            .decisions(&image, Duration::from_millis(1), Instant::now())
+            .decisions(
+                &image,
+                Duration::from_millis(1),
+                Duration::from_millis(1),
+                Instant::now()
+            )
             .is_empty());
     }
 }

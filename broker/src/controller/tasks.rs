@@ -133,11 +133,12 @@ async fn fence(broker: Arc<Broker>) {
             continue;
         }
         let image = broker.image();
-        for decision in
-            broker
-                .liveness
-                .decisions(&image, broker.config.broker_session_timeout, Instant::now())
-        {
+        for decision in broker.liveness.decisions(
+            &image,
+            broker.config.broker_session_timeout,
+            broker.config.broker_heartbeat_interval + Duration::from_millis(500),
+            Instant::now(),
+        ) {
             let command = match decision {
                 FenceDecision::Fence(id) => {
                     tracing::warn!(broker = id, "no heartbeat for a whole session: fencing");

@@ -1,0 +1,940 @@
+//! The replicated cluster with real broker processes on 127.0.0.1: it forms, spreads leaders,
+//! honours min.insync.replicas, brings a restarted broker back into the ISR, moves a partition
+//! by reassignment, restores preferred leaders, shuts down without failing writes, and keeps
+//! committed group offsets when the coordinator dies.
+//!
+//! Tests run one at a time (a lock below): each starts three or four debug-build brokers, and
+//! two clusters side by side on two cores would turn timing into noise. Failure detection is
+//! shortened (`broker.session.timeout.ms=3000`) so faults resolve in seconds; `jepsen.rs`
+//! measures failover with the defaults.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, BrokerId, DescribeClusterRequest, DescribeLogDirsRequest,
+    ElectLeadersRequest, FindCoordinatorRequest, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use oxbow_broker::client::Connection;
+use oxbow_e2e::cluster::{
+    Cluster, ClusterOptions, Delivery, NodeId, NodeState, PartitionView, RecordingContext,
+};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A record read back: partition, offset, value.
+type Record = (i32, i64, String);
+
+/// The broker under test: this build's, or `OXBOW_BROKER_BIN` (e.g. a release build).
+fn broker_bin() -> String {
+    std::env::var("OXBOW_BROKER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_oxbow-broker").to_string())
+}
+/// Generous bound for anything the cluster has to settle (elections, ISR changes, catch-up).
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// One cluster test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Kafka's defaults except a shorter session, so a killed broker is fenced in about 3 s.
+fn options() -> ClusterOptions {
+    ClusterOptions::new(broker_bin())
+        .set("broker.session.timeout.ms", "3000")
+        .set("broker.heartbeat.interval.ms", "500")
+}
+
+/// Starts the cluster, runs the scenario, and on failure adds every broker's log tail.
+fn with_cluster(
+    options: ClusterOptions,
+    scenario: impl FnOnce(&mut Cluster) -> Result<()>,
+) -> Result<()> {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut cluster = Cluster::start(options)?;
+    eprintln!(
+        "cluster of {} brokers up in {:.1?}",
+        cluster.node_ids().len(),
+        started.elapsed()
+    );
+    let outcome = scenario(&mut cluster);
+    eprintln!("scenario finished after {:.1?}", started.elapsed());
+    cluster.explain(outcome)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building a runtime")
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// An idempotent `acks=all` producer that records every delivery report.
+fn recording_producer(
+    cluster: &Cluster,
+    message_timeout_ms: &str,
+) -> Result<ThreadedProducer<RecordingContext>> {
+    cluster
+        .client_config()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", message_timeout_ms)
+        .create_with_context(RecordingContext::default())
+        .context("creating a producer")
+}
+
+/// Sends `count` records `<prefix>-<n>` round-robin over `partitions` and waits until every
+/// one is reported; fails on the first failed delivery.
+fn produce_all(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    prefix: &str,
+    count: usize,
+) -> Result<Vec<Delivery>> {
+    let producer = recording_producer(cluster, "60000")?;
+    for n in 0..count {
+        let value = format!("{prefix}-{n}");
+        let partition = i32::try_from(n).unwrap_or(0) % partitions;
+        let mut record = BaseRecord::<(), _, _>::with_opaque_to(topic, Box::new(Instant::now()))
+            .payload(&value)
+            .partition(partition);
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => bail!("sending {value}: {e}"),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(90))
+        .context("flushing the producer")?;
+    let deliveries = producer.context().log.snapshot();
+    ensure!(
+        deliveries.len() == count,
+        "{} of {count} deliveries reported",
+        deliveries.len()
+    );
+    if let Some(failed) = deliveries.iter().find(|d| d.error.is_some()) {
+        bail!("delivery of {} failed: {:?}", failed.value, failed.error);
+    }
+    Ok(deliveries)
+}
+
+/// Reads every partition of `topic` from the beginning up to its end offset now, and returns
+/// (partition, offset, value) of each record.
+fn read_all(cluster: &Cluster, topic: &str, partitions: i32) -> Result<Vec<Record>> {
+    let consumer: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", format!("read-all-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .context("creating a reader")?;
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .with_context(|| format!("high watermark of {topic}-{partition}"))?;
+        ends.insert(partition, high);
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut next: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
+    let mut records = Vec::new();
+    let mut last_error = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next.iter().any(|(p, n)| *n < ends[p]) {
+        ensure!(
+            Instant::now() < deadline,
+            "reading {topic} back stalled at {next:?} of {ends:?}; last error {last_error:?}"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        // Connection errors to brokers that are down are reported here too; the deadline
+        // bounds a reader that makes no progress.
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+        next.insert(message.partition(), message.offset() + 1);
+        records.push((message.partition(), message.offset(), value));
+    }
+    Ok(records)
+}
+
+/// Fails when an acknowledged record is missing from what was read, or was read twice.
+fn check_nothing_lost(acked: &[Delivery], read: &[Record]) -> Result<()> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    for (partition, offset, value) in read {
+        ensure!(
+            seen.insert(value.as_str()),
+            "{value} read twice (again at partition {partition} offset {offset})"
+        );
+    }
+    let lost: Vec<&Delivery> = acked
+        .iter()
+        .filter(|d| d.error.is_none() && !seen.contains(d.value.as_str()))
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "{} acknowledged records lost, e.g. {:?}",
+        lost.len(),
+        lost.iter()
+            .take(5)
+            .map(|d| (&d.value, d.partition, d.offset))
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Waits until every running broker sees partition `partition` of `topic` satisfy `check`.
+fn wait_for_partition(
+    cluster: &mut Cluster,
+    topic: &str,
+    partition: i32,
+    what: &str,
+    check: impl Fn(&PartitionView) -> bool,
+) -> Result<PartitionView> {
+    cluster.wait_until(what, SETTLE, |cluster| {
+        let mut last = None;
+        for node in cluster.up() {
+            let view = cluster
+                .partitions_seen_by(node, topic)?
+                .into_iter()
+                .find(|p| p.partition == partition)
+                .with_context(|| format!("no partition {partition}"))?;
+            ensure!(check(&view), "broker {node} sees {view:?}");
+            last = Some(view);
+        }
+        last.context("no broker is running")
+    })
+}
+
+#[test]
+fn a_three_broker_cluster_forms_and_each_broker_leads_one_partition_of_a_new_topic() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let voters: BTreeSet<NodeId> = [1, 2, 3].into();
+        // Every broker lists all three at their addresses, and they agree on the controller.
+        let controller = cluster.wait_until("the brokers agree on a controller", SETTLE, |c| {
+            let mut controllers = BTreeSet::new();
+            for node in c.node_ids() {
+                let metadata = c.metadata(node, None)?;
+                let listed: BTreeMap<i32, String> = metadata
+                    .brokers
+                    .iter()
+                    .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+                    .collect();
+                let expected: BTreeMap<i32, String> = c
+                    .node_ids()
+                    .into_iter()
+                    .map(|id| (id, c.address(id).to_string()))
+                    .collect();
+                ensure!(listed == expected, "broker {node} lists {listed:?}");
+                controllers.insert(metadata.controller_id.0);
+            }
+            ensure!(controllers.len() == 1, "controllers named: {controllers:?}");
+            Ok(*controllers.first().context("no controller")?)
+        })?;
+        ensure!(
+            voters.contains(&controller),
+            "controller {controller} is not a voter"
+        );
+
+        let partitions = cluster.create_topic("spread", 3, 3, &[])?;
+        let leaders: BTreeSet<NodeId> = partitions.iter().map(|p| p.leader).collect();
+        ensure!(
+            leaders == voters,
+            "leaders are not spread over the brokers: {partitions:?}"
+        );
+        for p in &partitions {
+            let replicas: BTreeSet<NodeId> = p.replicas.iter().copied().collect();
+            ensure!(replicas == voters && p.replicas.len() == 3, "{p:?}");
+            ensure!(
+                p.leader == p.replicas[0],
+                "not led by its preferred replica: {p:?}"
+            );
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn describe_cluster_lists_every_broker_and_the_active_controller() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let controller = cluster.metadata(1, Some(&[]))?.controller_id.0;
+        for node in cluster.node_ids() {
+            let response = cluster.request(node, &DescribeClusterRequest::default(), 0)?;
+            ensure!(response.error_code == 0, "broker {node}: {response:?}");
+            let listed: BTreeSet<i32> = response.brokers.iter().map(|b| b.broker_id.0).collect();
+            ensure!(
+                listed == [1, 2, 3].into(),
+                "DescribeCluster on broker {node} lists brokers {listed:?}"
+            );
+            ensure!(
+                response.controller_id.0 == controller,
+                "DescribeCluster on broker {node} names controller {}, Metadata names {controller}",
+                response.controller_id.0
+            );
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn acks_all_succeeds_with_one_broker_down_and_fails_with_not_enough_replicas_when_two_are_down(
+) -> Result<()> {
+    // One voter, so the controller (broker 1) keeps the metadata moving with two brokers down.
+    with_cluster(options().voters(1), |cluster| {
+        let topic = "min-isr";
+        cluster.create_topic_assigned(topic, &[&[1, 2, 3]], &[("min.insync.replicas", "2")])?;
+        let producer: FutureProducer = cluster
+            .client_config()
+            .set("acks", "all")
+            .set("message.timeout.ms", "20000")
+            .create()?;
+        let rt = runtime()?;
+        let send = |value: &str| {
+            rt.block_on(producer.send(
+                FutureRecord::<(), _>::to(topic).payload(value).partition(0),
+                Duration::from_secs(5),
+            ))
+            .map_err(|(e, _)| e)
+        };
+
+        cluster.kill(3)?;
+        send("with-one-down").context("acks=all with one broker down")?;
+        let shrunk = wait_for_partition(cluster, topic, 0, "the ISR drops broker 3", |p| {
+            p.isr.iter().copied().collect::<BTreeSet<_>>() == [1, 2].into()
+        })?;
+        ensure!(shrunk.offline == vec![3], "offline replicas: {shrunk:?}");
+
+        cluster.kill(2)?;
+        wait_for_partition(cluster, topic, 0, "the ISR is broker 1 alone", |p| {
+            p.isr == vec![1] && p.leader == 1
+        })?;
+        // No retries: the broker's answer itself is the delivery error.
+        let strict: FutureProducer = cluster
+            .client_config()
+            .set("acks", "all")
+            .set("retries", "0")
+            .set("enable.idempotence", "false")
+            .set("message.timeout.ms", "5000")
+            .create()?;
+        let refused = rt.block_on(
+            strict.send(
+                FutureRecord::<(), _>::to(topic)
+                    .payload("with-two-down")
+                    .partition(0),
+                Duration::from_secs(5),
+            ),
+        );
+        match refused {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas), _)) => {}
+            other => bail!("acks=all with two brokers down answered {other:?}"),
+        }
+
+        cluster.start_nodes(&[2, 3])?;
+        cluster.wait_for_full_isr(topic, SETTLE)?;
+        send("after-recovery").context("acks=all after recovery")?;
+        let read = read_all(cluster, topic, 1)?;
+        let values: Vec<&str> = read.iter().map(|(_, _, v)| v.as_str()).collect();
+        ensure!(
+            values == ["with-one-down", "after-recovery"],
+            "read back {values:?}"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn a_killed_broker_restarted_catches_up_rejoins_the_isr_and_leads_with_every_acknowledged_record(
+) -> Result<()> {
+    // Broker 1 is the only voter and holds no replica, so brokers 2 and 3 can both be killed
+    // at the end while the controller moves leadership to the restarted broker 4.
+    with_cluster(options().brokers(4).voters(1), |cluster| {
+        let topic = "catch-up";
+        cluster.create_topic_assigned(
+            topic,
+            &[&[2, 3, 4], &[3, 4, 2], &[4, 2, 3]],
+            &[("min.insync.replicas", "2")],
+        )?;
+        let mut acked = produce_all(cluster, topic, 3, "before", 3000)?;
+
+        cluster.kill(4)?;
+        acked.extend(produce_all(cluster, topic, 3, "while-down", 3000)?);
+        for p in cluster.partitions(topic)? {
+            ensure!(
+                !p.isr.contains(&4),
+                "broker 4 still in the ISR after writes: {p:?}"
+            );
+        }
+
+        let restarted = Instant::now();
+        cluster.restart(4)?;
+        cluster.wait_for_full_isr(topic, SETTLE)?;
+        eprintln!(
+            "broker 4 back in every ISR {:.1?} after its restart",
+            restarted.elapsed()
+        );
+
+        // The replicas hold the same bytes: DescribeLogDirs sizes agree on every broker.
+        cluster.wait_until("every replica has the same size", SETTLE, |c| {
+            let mut sizes: BTreeMap<i32, BTreeMap<NodeId, i64>> = BTreeMap::new();
+            for node in [2, 3, 4] {
+                let all = DescribeLogDirsRequest::default().with_topics(None);
+                let response = c.request(node, &all, 1)?;
+                for dir in &response.results {
+                    for t in dir.topics.iter().filter(|t| t.name.0.as_str() == topic) {
+                        for p in &t.partitions {
+                            sizes
+                                .entry(p.partition_index)
+                                .or_default()
+                                .insert(node, p.partition_size);
+                        }
+                    }
+                }
+            }
+            ensure!(sizes.len() == 3, "sizes {sizes:?}");
+            for (partition, by_node) in &sizes {
+                let distinct: BTreeSet<i64> = by_node.values().copied().collect();
+                ensure!(
+                    by_node.len() == 3 && distinct.len() == 1,
+                    "partition {partition} sizes by broker {by_node:?}"
+                );
+            }
+            Ok(())
+        })?;
+
+        cluster.kill(2)?;
+        cluster.kill(3)?;
+        for partition in 0..3 {
+            wait_for_partition(cluster, topic, partition, "broker 4 leads", |p| {
+                p.leader == 4 && p.isr == vec![4]
+            })?;
+        }
+        let read = read_all(cluster, topic, 3)?;
+        check_nothing_lost(&acked, &read)?;
+        eprintln!(
+            "{} acknowledged records all read back from broker 4",
+            acked.len()
+        );
+        Ok(())
+    })
+}
+
+/// Live produce and consume during a fault or an admin operation.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    /// Set once the producer has flushed: the consumer drains what is left and returns.
+    drain: Arc<AtomicBool>,
+    producer: Option<thread::JoinHandle<Result<Vec<Delivery>>>>,
+    consumer: Option<thread::JoinHandle<Result<Vec<Record>>>>,
+}
+
+/// Starts a paced idempotent producer (`rate` records a second, round-robin over the
+/// partitions) and a group consumer on `topic`, both running until [`Traffic::finish`].
+fn start_traffic(cluster: &Cluster, topic: &str, partitions: i32, rate: u32) -> Result<Traffic> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain = Arc::new(AtomicBool::new(false));
+    let producer = recording_producer(cluster, "60000")?;
+    let consumer: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", format!("traffic-{topic}"))
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "500")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let topic_owned = topic.to_string();
+    let stopping = Arc::clone(&stop);
+    let producer = thread::spawn(move || {
+        let interval = Duration::from_secs(1) / rate.max(1);
+        let mut n: u64 = 0;
+        let mut next = Instant::now();
+        while !stopping.load(Ordering::Relaxed) {
+            let value = format!("live-{n}");
+            let partition = i32::try_from(n % u64::try_from(partitions)?)?;
+            let record =
+                BaseRecord::<(), _, _>::with_opaque_to(&topic_owned, Box::new(Instant::now()))
+                    .payload(&value)
+                    .partition(partition);
+            if producer.send(record).is_ok() {
+                n += 1;
+            }
+            next += interval;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
+        producer.flush(Duration::from_secs(90))?;
+        Ok(producer.context().log.snapshot())
+    });
+    let stopping = Arc::clone(&drain);
+    let consumer = thread::spawn(move || {
+        let mut read = Vec::new();
+        // Once the producer has flushed, the consumer reads on until it has been idle for a
+        // while, at most for a minute.
+        let mut idle_since = Instant::now();
+        let mut stopped_at: Option<Instant> = None;
+        loop {
+            if stopped_at.is_none() && stopping.load(Ordering::Relaxed) {
+                stopped_at = Some(Instant::now());
+                idle_since = Instant::now();
+            }
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                idle_since = Instant::now();
+                read.push((
+                    message.partition(),
+                    message.offset(),
+                    String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+                ));
+            }
+            if let Some(at) = stopped_at {
+                if idle_since.elapsed() > Duration::from_secs(3)
+                    || at.elapsed() > Duration::from_secs(60)
+                {
+                    return Ok(read);
+                }
+            }
+        }
+    });
+    Ok(Traffic {
+        stop,
+        drain,
+        producer: Some(producer),
+        consumer: Some(consumer),
+    })
+}
+
+impl Traffic {
+    /// Stops producing, waits for every delivery report and for the consumer to go idle.
+    fn finish(mut self) -> Result<(Vec<Delivery>, Vec<Record>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let produced = self.producer.take().map(thread::JoinHandle::join);
+        self.drain.store(true, Ordering::Relaxed);
+        let read = self.consumer.take().map(thread::JoinHandle::join);
+        let deliveries = produced
+            .context("producer already joined")?
+            .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+        let read = read
+            .context("consumer already joined")?
+            .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??;
+        Ok((deliveries, read))
+    }
+}
+
+impl Drop for Traffic {
+    /// A scenario that fails early still stops its client threads (they finish on their own).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.drain.store(true, Ordering::Relaxed);
+    }
+}
+
+fn list_reassignments(
+    rt: &tokio::runtime::Runtime,
+    address: &str,
+    topic: &str,
+) -> Result<ListPartitionReassignmentsResponse> {
+    rt.block_on(async {
+        let mut connection = Connection::connect(address).await?;
+        let request = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(Some(vec![ListPartitionReassignmentsTopics::default()
+                .with_name(topic_name(topic))
+                .with_partition_indexes(vec![0])]));
+        connection.send(&request, 0).await
+    })
+    .context("ListPartitionReassignments")
+}
+
+#[test]
+fn a_reassignment_moves_a_partition_to_another_broker_while_clients_keep_going() -> Result<()> {
+    // Broker 4 fetches in small pieces, so catching up takes long enough to be seen.
+    let options = options()
+        .brokers(4)
+        .voters(3)
+        .set_on(4, "replica.fetch.max.bytes", "65536");
+    with_cluster(options, |cluster| {
+        let topic = "moving";
+        cluster.create_topic_assigned(topic, &[&[1, 2, 3]], &[("min.insync.replicas", "2")])?;
+        // A few megabytes for the new replica to copy.
+        let padding = "x".repeat(1000);
+        let filler = produce_all(cluster, topic, 1, &format!("fill-{padding}"), 4000)?;
+        let traffic = start_traffic(cluster, topic, 1, 200)?;
+        thread::sleep(Duration::from_secs(1));
+
+        let rt = runtime()?;
+        let address = cluster.address(2).to_string();
+        let response = rt.block_on(async {
+            let mut connection = Connection::connect(&address).await?;
+            let request = AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![ReassignableTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(vec![ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(Some(vec![
+                            BrokerId(4),
+                            BrokerId(2),
+                            BrokerId(3),
+                        ]))])]);
+            connection.send(&request, 0).await
+        })?;
+        ensure!(response.error_code == 0, "{response:?}");
+        for t in &response.responses {
+            for p in &t.partitions {
+                ensure!(p.error_code == 0, "reassignment refused: {p:?}");
+            }
+        }
+        let started = Instant::now();
+
+        let ongoing = list_reassignments(&rt, &address, topic)?;
+        let in_progress = ongoing
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == 0)
+            .with_context(|| format!("no reassignment listed right after it began: {ongoing:?}"))?;
+        ensure!(
+            in_progress.adding_replicas == vec![BrokerId(4)]
+                && in_progress.removing_replicas == vec![BrokerId(1)],
+            "reassignment in progress listed as {in_progress:?}"
+        );
+
+        cluster.wait_until("the reassignment completes", Duration::from_secs(60), |c| {
+            for node in c.up() {
+                let listed = list_reassignments(&rt, &c.address(node).to_string(), topic)?;
+                ensure!(listed.topics.is_empty(), "broker {node} lists {listed:?}");
+            }
+            Ok(())
+        })?;
+        eprintln!("reassignment completed in {:.1?}", started.elapsed());
+        let moved = wait_for_partition(cluster, topic, 0, "replicas are 4, 2, 3", |p| {
+            p.replicas == vec![4, 2, 3] && p.fully_in_sync()
+        })?;
+        ensure!(
+            moved.leader != 1,
+            "the removed broker still leads: {moved:?}"
+        );
+        let old_dir = cluster.data_dir(1).join(format!("{topic}-0"));
+        cluster.wait_until("broker 1 deletes its replica", SETTLE, |_| {
+            ensure!(!old_dir.exists(), "{} still exists", old_dir.display());
+            Ok(())
+        })?;
+
+        thread::sleep(Duration::from_secs(2));
+        let (live, consumed) = traffic.finish()?;
+        let failed: Vec<&Delivery> = live.iter().filter(|d| d.error.is_some()).collect();
+        ensure!(
+            failed.is_empty(),
+            "{} failed deliveries, e.g. {:?}",
+            failed.len(),
+            failed.first()
+        );
+        let consumed: HashSet<&str> = consumed.iter().map(|(_, _, v)| v.as_str()).collect();
+        let missed: Vec<&str> = live
+            .iter()
+            .map(|d| d.value.as_str())
+            .filter(|v| !consumed.contains(v))
+            .collect();
+        ensure!(
+            missed.is_empty(),
+            "the live consumer missed {} acknowledged records, e.g. {:?}",
+            missed.len(),
+            missed.first()
+        );
+        let mut acked = filler;
+        acked.extend(live.iter().cloned());
+        check_nothing_lost(&acked, &read_all(cluster, topic, 1)?)?;
+        eprintln!("{} records produced during the move, none lost", live.len());
+        Ok(())
+    })
+}
+
+#[test]
+fn preferred_leader_election_gives_leadership_back_to_a_restarted_broker() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let topic = "preferred";
+        let before = cluster.create_topic(topic, 3, 3, &[("min.insync.replicas", "2")])?;
+        let victim = before[0].leader;
+        cluster.kill(victim)?;
+        cluster.wait_for_leaders(topic, SETTLE)?;
+        cluster.restart(victim)?;
+        let rejoined = cluster.wait_for_full_isr(topic, SETTLE)?;
+        ensure!(
+            rejoined.iter().all(|p| p.leader != victim),
+            "the restarted broker leads again without an election: {rejoined:?}"
+        );
+
+        let rt = runtime()?;
+        let address = cluster.address(victim).to_string();
+        let response = rt.block_on(async {
+            let mut connection = Connection::connect(&address).await?;
+            let request = ElectLeadersRequest::default()
+                .with_election_type(0)
+                .with_timeout_ms(10_000)
+                .with_topic_partitions(Some(vec![TopicPartitions::default()
+                    .with_topic(topic_name(topic))
+                    .with_partitions(vec![0, 1, 2])]));
+            connection.send(&request, 1).await
+        })?;
+        ensure!(response.error_code == 0, "{response:?}");
+        for result in response
+            .replica_election_results
+            .iter()
+            .flat_map(|r| r.partition_result.iter())
+        {
+            let ok = result.error_code == 0
+                || result.error_code == ResponseError::ElectionNotNeeded.code();
+            ensure!(ok, "election refused: {result:?}");
+        }
+        for partition in 0..3 {
+            wait_for_partition(
+                cluster,
+                topic,
+                partition,
+                "the preferred replica leads",
+                |p| p.leader == p.replicas[0],
+            )?;
+        }
+        let after = cluster.partitions(topic)?;
+        ensure!(
+            after.iter().map(|p| p.leader).collect::<Vec<_>>()
+                == before.iter().map(|p| p.leader).collect::<Vec<_>>(),
+            "leaders before {before:?}, after {after:?}"
+        );
+        produce_all(cluster, topic, 3, "after-election", 30)?;
+        Ok(())
+    })
+}
+
+/// The longest time between consecutive acknowledgements of a partition from `from` on.
+fn longest_ack_gap(deliveries: &[Delivery], partition: i32, from: Instant) -> Duration {
+    let mut acks: Vec<Instant> = deliveries
+        .iter()
+        .filter(|d| d.partition == partition && d.error.is_none())
+        .map(|d| d.reported)
+        .collect();
+    acks.sort();
+    let mut previous = from;
+    let mut longest = Duration::ZERO;
+    for at in acks.into_iter().filter(|at| *at >= from) {
+        longest = longest.max(at - previous);
+        previous = at;
+    }
+    longest
+}
+
+#[test]
+fn a_controlled_shutdown_of_a_leader_fails_no_idempotent_acks_all_write() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let topic = "graceful";
+        let partitions = cluster.create_topic(topic, 3, 3, &[("min.insync.replicas", "2")])?;
+        let traffic = start_traffic(cluster, topic, 3, 300)?;
+        thread::sleep(Duration::from_secs(2));
+
+        let victim = partitions[0].leader;
+        let stopped_at = Instant::now();
+        let status = cluster.stop(victim)?;
+        eprintln!("broker {victim} stopped in {:.1?}", stopped_at.elapsed());
+        ensure!(status.success(), "broker {victim} exited with {status}");
+        ensure!(
+            cluster.state(victim) == NodeState::Down,
+            "broker {victim} still running"
+        );
+        ensure!(
+            cluster
+                .log_lines(victim, "controlled shutdown timed out")
+                .is_empty()
+                && !cluster
+                    .log_lines(victim, "leadership moved away")
+                    .is_empty(),
+            "leadership did not move away cleanly:\n{}",
+            cluster.log_tail(victim, 40)
+        );
+        thread::sleep(Duration::from_secs(3));
+        let (deliveries, _) = traffic.finish()?;
+
+        let failed: Vec<&Delivery> = deliveries.iter().filter(|d| d.error.is_some()).collect();
+        ensure!(
+            failed.is_empty(),
+            "{} of {} writes failed around the controlled shutdown, e.g. {:?}",
+            failed.len(),
+            deliveries.len(),
+            failed.first()
+        );
+        for partition in 0..3 {
+            eprintln!(
+                "partition {partition}: longest gap between acknowledgements after SIGTERM {:.2?}",
+                longest_ack_gap(&deliveries, partition, stopped_at)
+            );
+        }
+        check_nothing_lost(&deliveries, &read_all(cluster, topic, 3)?)?;
+        eprintln!("{} writes, none failed, none lost", deliveries.len());
+        Ok(())
+    })
+}
+
+/// The broker that coordinates `group`, asked of any running broker.
+fn find_coordinator(cluster: &mut Cluster, group: &str) -> Result<NodeId> {
+    let mut errors = Vec::new();
+    for node in cluster.up() {
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_string()))
+            .with_key_type(0);
+        match cluster.request(node, &request, 3) {
+            Ok(response) if response.error_code == 0 => return Ok(response.node_id.0),
+            Ok(response) => errors.push(format!(
+                "broker {node}: {:?}",
+                ResponseError::try_from_code(response.error_code)
+            )),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    bail!("no coordinator for {group}: {errors:?}")
+}
+
+#[test]
+fn committed_offsets_survive_the_death_of_the_group_coordinator() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let topic = "committed";
+        let group = "survivor";
+        cluster.create_topic(topic, 3, 3, &[("min.insync.replicas", "2")])?;
+        produce_all(cluster, topic, 3, "record", 300)?;
+
+        let base = cluster.client_config();
+        let group_config = || {
+            let mut config = base.clone();
+            config
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "6000");
+            config
+        };
+        let first: BaseConsumer = group_config().create()?;
+        first.subscribe(&[topic])?;
+        let mut consumed = 0;
+        let deadline = Instant::now() + SETTLE;
+        while consumed < 150 {
+            ensure!(
+                Instant::now() < deadline,
+                "consumed only {consumed} records"
+            );
+            if let Some(message) = first.poll(Duration::from_millis(200)) {
+                message?;
+                consumed += 1;
+            }
+        }
+        first.commit_consumer_state(CommitMode::Sync)?;
+        let committed: BTreeMap<i32, i64> = first
+            .committed(Duration::from_secs(10))?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        ensure!(
+            committed.values().sum::<i64>() == 150,
+            "committed {committed:?} after consuming 150"
+        );
+        drop(first);
+
+        let coordinator = find_coordinator(cluster, group)?;
+        cluster.kill(coordinator)?;
+        let successor =
+            cluster.wait_until("another broker coordinates the group", SETTLE, |c| {
+                let node = find_coordinator(c, group)?;
+                ensure!(node != coordinator, "still {node}");
+                ensure!(c.up().contains(&node), "{node} is not running");
+                Ok(node)
+            })?;
+        eprintln!("coordinator moved from broker {coordinator} to {successor}");
+
+        let second: BaseConsumer = group_config().create()?;
+        second.subscribe(&[topic])?;
+        let mut first_seen: BTreeMap<i32, i64> = BTreeMap::new();
+        let expected: BTreeSet<i32> = committed
+            .iter()
+            .filter(|(_, offset)| **offset < 100)
+            .map(|(p, _)| *p)
+            .collect();
+        let deadline = Instant::now() + SETTLE;
+        while !expected.iter().all(|p| first_seen.contains_key(p)) {
+            ensure!(
+                Instant::now() < deadline,
+                "the new consumer read only {first_seen:?}"
+            );
+            // Errors about the dead broker's connections are expected here.
+            if let Some(Ok(message)) = second.poll(Duration::from_millis(200)) {
+                first_seen
+                    .entry(message.partition())
+                    .or_insert(message.offset());
+            }
+        }
+        for (partition, offset) in &first_seen {
+            let resume = committed.get(partition).copied().unwrap_or(0);
+            ensure!(
+                *offset == resume,
+                "partition {partition} resumed at {offset}, committed {resume}"
+            );
+        }
+        let fetched: BTreeMap<i32, i64> = second
+            .committed(Duration::from_secs(10))?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        ensure!(
+            fetched == committed,
+            "the new coordinator returns {fetched:?}, committed {committed:?}"
+        );
+        Ok(())
+    })
+}
