@@ -280,6 +280,7 @@ pub async fn handle(
             ResponseKind::OffsetForLeaderEpoch(replication::offset_for_leader_epoch(broker, r))
         }
         RequestKind::BrokerHeartbeat(r) => {
+            *context.heartbeat_of.lock() = Some(r.broker_id.0);
             ResponseKind::BrokerHeartbeat(replication::broker_heartbeat(broker, &r))
         }
         RequestKind::DescribeLogDirs(r) => {

@@ -157,8 +157,12 @@ impl Liveness {
         let mut decisions = Vec::new();
         for broker in image.brokers.values() {
             let heard = last_seen.get(&broker.id).copied();
-            let reference = heard.unwrap_or(active_since).max(active_since);
-            let silent = now.duration_since(reference) > session;
+            let silent = match heard {
+                Some(at) => now.duration_since(at.max(active_since)) > session,
+                // Live brokers reach a new controller within a heartbeat interval or two;
+                // one that never does (often the previous controller itself) is gone.
+                None => now.duration_since(active_since) > (reconnect_grace * 2).min(session),
+            };
             let gone = lost
                 .get(&broker.id)
                 .is_some_and(|at| now.duration_since(*at) > reconnect_grace);

@@ -141,7 +141,7 @@ async fn fence(broker: Arc<Broker>) {
         ) {
             let command = match decision {
                 FenceDecision::Fence(id) => {
-                    tracing::warn!(broker = id, "no heartbeat for a whole session: fencing");
+                    tracing::warn!(broker = id, "broker stopped heartbeating: fencing");
                     MetadataCommand::SetFenced {
                         broker: id,
                         fenced: true,
