@@ -1,6 +1,7 @@
 //! Oxbow's Kubernetes operator: `KafkaCluster` and `KafkaTopic` resources turned into brokers,
 //! Services and topics.
 
+pub mod balance;
 pub mod cluster;
 pub mod conditions;
 pub mod context;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use oxbow_operator::balance::cli::BalanceArgs;
 use oxbow_operator::cluster::validate::OperatorSettings;
 use oxbow_operator::context::Context;
 use oxbow_operator::http::{self, Health};
@@ -52,6 +53,15 @@ struct Cli {
     /// This replica's name in the Lease and in events; the pod name by default.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Without a command, run the controllers.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Balance a cluster reachable at a bootstrap address, without Kubernetes.
+    Balance(BalanceArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -107,6 +117,10 @@ async fn wait_for_signal(shutdown: CancellationToken) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format)?;
+    if let Some(Command::Balance(args)) = cli.command {
+        oxbow_operator::balance::cli::run(args).await?;
+        return Ok(());
+    }
     let identity = cli.identity.clone().unwrap_or_else(hostname);
 
     let shutdown = CancellationToken::new();

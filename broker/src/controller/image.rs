@@ -370,15 +370,33 @@ impl MetadataImage {
                 let Some(state) = self.partition_mut(topic, *partition) else {
                     return rejected(format!("partition {topic}-{partition} does not exist"));
                 };
+                // Judge the target against the replicas before any move in flight: sending the
+                // same reassignment twice, or a new target mid-move, must not count replicas
+                // still catching up as already there.
+                let in_flight = !state.adding.is_empty() || !state.removing.is_empty();
+                let current_target: Vec<i32> = state
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !state.removing.contains(r))
+                    .collect();
+                if in_flight && current_target == *target {
+                    return CommandResult::Applied;
+                }
+                let original: Vec<i32> = state
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !state.adding.contains(r))
+                    .collect();
                 // Replicas = target first (so the preferred leader is the target's), then the
                 // old replicas being removed; new ones join the ISR once they catch up.
                 let adding: Vec<i32> = target
                     .iter()
                     .copied()
-                    .filter(|r| !state.replicas.contains(r))
+                    .filter(|r| !original.contains(r))
                     .collect();
-                let removing: Vec<i32> = state
-                    .replicas
+                let removing: Vec<i32> = original
                     .iter()
                     .copied()
                     .filter(|r| !target.contains(r))
@@ -675,6 +693,27 @@ mod tests {
             "the old leader left; the new preferred replica leads"
         );
         assert!(!p.isr.contains(&1));
+    }
+
+    #[test]
+    fn sending_a_reassignment_again_while_it_runs_changes_nothing() {
+        let mut image = cluster();
+        image.apply(&broker(4));
+        let reassign = MetadataCommand::Reassign {
+            topic: "t".into(),
+            partition: 0,
+            target: vec![4, 2, 3],
+        };
+        image.apply(&reassign);
+        let during = image.partition("t", 0).expect("exists").clone();
+        image.apply(&reassign);
+        let again = image.partition("t", 0).expect("exists");
+        assert_eq!(
+            *again, during,
+            "the second request must not finish the move early"
+        );
+        assert_eq!(again.leader, 1);
+        assert_eq!(again.adding, vec![4]);
     }
 
     #[test]

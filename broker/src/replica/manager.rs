@@ -40,6 +40,7 @@ pub async fn reconcile(broker: &Broker) {
         }
     }
     for (name, index, partition) in removed {
+        partition.retire();
         broker.fetchers.unfollow(&partition);
         if let Some(list) = broker.partitions.write().get_mut(&name) {
             list.remove(&index);

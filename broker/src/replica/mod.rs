@@ -367,6 +367,19 @@ impl Partition {
         change
     }
 
+    /// The replica is leaving this broker (reassigned away, or its topic deleted): it leads
+    /// nothing from now on, and writes waiting for replication hear NOT_LEADER_OR_FOLLOWER,
+    /// so idempotent producers retry with the same sequence elsewhere.
+    pub fn retire(&self) {
+        {
+            let mut replication = self.replication.lock();
+            replication.role = Role::Offline;
+            replication.followers.clear();
+        }
+        self.wake_fetches();
+        self.high_watermark.send_modify(|_| {});
+    }
+
     pub fn role(&self) -> (Role, i32) {
         let replication = self.replication.lock();
         (replication.role, replication.leader_epoch)
