@@ -102,6 +102,15 @@ impl MetadataImage {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
+    /// Brokers that may lead: registered, not fenced and not shutting down.
+    pub fn leader_candidates(&self) -> Vec<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced && !b.shutting_down)
+            .map(|b| b.id)
+            .collect()
+    }
+
     fn is_live(&self, id: i32) -> bool {
         self.brokers
             .get(&id)
@@ -332,12 +341,7 @@ impl MetadataImage {
                 preferred,
                 unclean,
             } => {
-                let live: Vec<i32> = self
-                    .brokers
-                    .values()
-                    .filter(|b| !b.fenced && !b.shutting_down)
-                    .map(|b| b.id)
-                    .collect();
+                let live = self.leader_candidates();
                 let Some(state) = self.partition_mut(topic, *partition) else {
                     return rejected(format!("partition {topic}-{partition} does not exist"));
                 };
@@ -447,12 +451,7 @@ impl MetadataImage {
     /// gets a new leader from the ISR. A fenced broker also leaves every ISR where another
     /// member remains, so the high watermark no longer waits for it.
     fn move_leadership_off(&mut self, broker: i32, fence: bool) {
-        let live: Vec<i32> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced && !b.shutting_down)
-            .map(|b| b.id)
-            .collect();
+        let live = self.leader_candidates();
         for topic in self.topics.values_mut() {
             for state in &mut topic.partitions {
                 let mut changed = false;
@@ -474,12 +473,7 @@ impl MetadataImage {
 
     /// Partitions without a leader get one when an eligible replica is live.
     fn elect_offline_leaders(&mut self) {
-        let live: Vec<i32> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced && !b.shutting_down)
-            .map(|b| b.id)
-            .collect();
+        let live = self.leader_candidates();
         for topic in self.topics.values_mut() {
             for state in &mut topic.partitions {
                 if state.leader == NO_LEADER || !live.contains(&state.leader) {
