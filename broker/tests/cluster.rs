@@ -938,3 +938,51 @@ fn committed_offsets_survive_the_death_of_the_group_coordinator() -> Result<()> 
         Ok(())
     })
 }
+
+/// With every in-sync replica dead, a topic that allows unclean elections gets an
+/// out-of-sync leader as soon as one is alive; a topic that does not stays offline.
+#[test]
+fn an_out_of_sync_replica_leads_only_where_unclean_election_is_enabled() -> Result<()> {
+    // One voter (broker 1, holding no replica), so the metadata keeps moving.
+    with_cluster(options().voters(1), |cluster| {
+        cluster.create_topic_assigned(
+            "unclean",
+            &[&[2, 3]],
+            &[("unclean.leader.election.enable", "true")],
+        )?;
+        cluster.create_topic_assigned("clean", &[&[2, 3]], &[])?;
+        for topic in ["unclean", "clean"] {
+            wait_for_partition(cluster, topic, 0, "both replicas in sync", |p| {
+                p.isr.len() == 2
+            })?;
+        }
+        // Broker 3 dies first and leaves the ISRs; then the only in-sync replica, broker 2.
+        cluster.kill(3)?;
+        for topic in ["unclean", "clean"] {
+            wait_for_partition(cluster, topic, 0, "broker 3 out of the ISR", |p| {
+                p.isr == vec![2]
+            })?;
+        }
+        cluster.kill(2)?;
+        for topic in ["unclean", "clean"] {
+            wait_for_partition(cluster, topic, 0, "no leader", |p| p.leader == -1)?;
+        }
+        cluster.restart(3)?;
+        let elected =
+            wait_for_partition(cluster, "unclean", 0, "broker 3 leads out of sync", |p| {
+                p.leader == 3
+            })?;
+        ensure!(
+            elected.isr == vec![3],
+            "the unclean leader is the whole ISR: {elected:?}"
+        );
+        // Give the controller several passes: the clean topic must not follow.
+        std::thread::sleep(Duration::from_secs(2));
+        let clean = cluster.partitions("clean")?;
+        ensure!(
+            clean.first().is_some_and(|p| p.leader == -1),
+            "a topic without unclean election got a leader: {clean:?}"
+        );
+        Ok(())
+    })
+}

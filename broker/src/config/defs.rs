@@ -168,6 +168,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         "How long a follower's fetch waits at the leader for new data.",
     ),
     def(
+        "follower.replication.throttled.rate",
+        ConfigType::Long,
+        Some("-1"),
+        Check::AtLeast(-1),
+        "Bytes per second this broker copies from leaders as a follower; -1 for no limit.",
+    ),
+    def(
         "replica.fetch.max.bytes",
         ConfigType::Int,
         Some("1048576"),

@@ -101,6 +101,8 @@ pub struct BrokerConfig {
     pub replica_lag_time_max: std::time::Duration,
     pub replica_fetch_wait_max_ms: i32,
     pub replica_fetch_max_bytes: i32,
+    /// `follower.replication.throttled.rate`: bytes per second copied as a follower.
+    pub follower_throttle: Option<u64>,
     /// How often a broker tells the controller it is alive, and how long the controller
     /// waits before fencing one that went quiet.
     pub broker_heartbeat_interval: std::time::Duration,
@@ -270,6 +272,9 @@ impl BrokerConfig {
             replica_lag_time_max: millis(int("replica.lag.time.max.ms")),
             replica_fetch_wait_max_ms: int("replica.fetch.wait.max.ms") as i32,
             replica_fetch_max_bytes: int("replica.fetch.max.bytes") as i32,
+            follower_throttle: u64::try_from(int("follower.replication.throttled.rate"))
+                .ok()
+                .filter(|rate| *rate > 0),
             broker_heartbeat_interval: millis(int("broker.heartbeat.interval.ms")),
             broker_session_timeout: millis(int("broker.session.timeout.ms")),
             offsets_topic_replication_factor: int("offsets.topic.replication.factor") as i16,

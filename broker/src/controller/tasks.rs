@@ -159,6 +159,40 @@ async fn fence(broker: Arc<Broker>) {
                 tracing::warn!(error = %e, "fencing change not committed");
             }
         }
+        elect_unclean(&broker).await;
+    }
+}
+
+/// Partitions left without an in-sync replica get any live replica as leader, but only in
+/// topics that allow it (`unclean.leader.election.enable`): what the new leader lacks is lost.
+async fn elect_unclean(broker: &Broker) {
+    let image = broker.image();
+    let live = image.leader_candidates();
+    for topic in image.topics.values() {
+        if !broker.topic_config(topic).unclean_leader_election {
+            continue;
+        }
+        for (index, state) in topic.partitions.iter().enumerate() {
+            if state.leader != super::image::NO_LEADER
+                || !state.replicas.iter().any(|r| live.contains(r))
+            {
+                continue;
+            }
+            tracing::warn!(
+                topic = topic.name,
+                partition = index,
+                "no in-sync replica is alive: electing an out-of-sync leader, as the topic allows"
+            );
+            let command = MetadataCommand::ElectLeader {
+                topic: topic.name.clone(),
+                partition: index as i32,
+                preferred: false,
+                unclean: true,
+            };
+            if let Err(e) = broker.quorum.propose(command).await {
+                tracing::warn!(error = %e, "unclean election not committed");
+            }
+        }
     }
 }
 

@@ -61,6 +61,8 @@ struct FetchContext {
     wait_max_ms: i32,
     partition_max_bytes: i32,
     request_timeout: Duration,
+    /// Bytes per second to copy at most (`follower.replication.throttled.rate`).
+    throttle: Option<u64>,
 }
 
 fn key(partition: &Partition) -> Key {
@@ -89,6 +91,7 @@ impl Fetchers {
                 wait_max_ms: broker.config.replica_fetch_wait_max_ms,
                 partition_max_bytes: broker.config.replica_fetch_max_bytes,
                 request_timeout: broker.config.request_timeout,
+                throttle: broker.config.follower_throttle,
             };
             tokio::spawn(run(
                 context,
@@ -311,6 +314,7 @@ async fn fetch(
         ));
     }
     let mut progressed = false;
+    let mut copied = 0usize;
     for topic in response.responses {
         for data in topic.partitions {
             let key: Key = (Arc::from(topic.topic.0.as_str()), data.partition_index);
@@ -322,6 +326,7 @@ async fn fetch(
                 None => {
                     progressed = true;
                     let records = data.records.unwrap_or_else(Bytes::new);
+                    copied += records.len();
                     if !records.is_empty() {
                         match partition.append_replicated(&records) {
                             Ok(_) => {}
@@ -352,6 +357,14 @@ async fn fetch(
                     tracing::debug!(partition = ?partition, error = ?other, "leader refused the fetch; waiting for new metadata");
                 }
             }
+        }
+    }
+    if let Some(rate) = context.throttle.filter(|_| copied > 0) {
+        // Pace the copying: the next fetch waits as long as these bytes take at the rate.
+        let pause = Duration::from_secs_f64(copied as f64 / rate as f64);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = context.shutdown.cancelled() => {}
         }
     }
     Ok(progressed)
