@@ -986,3 +986,79 @@ fn an_out_of_sync_replica_leads_only_where_unclean_election_is_enabled() -> Resu
         Ok(())
     })
 }
+
+/// `follower.replication.throttled.rate` paces a follower: 1 MB at 200 KB/s takes seconds to
+/// copy, yet the follower catches up in the end.
+#[test]
+fn a_throttled_follower_copies_at_its_rate_and_catches_up() -> Result<()> {
+    let options =
+        options()
+            .brokers(2)
+            .voters(1)
+            .set_on(2, "follower.replication.throttled.rate", "200000");
+    with_cluster(options, |cluster| {
+        let topic = "throttled";
+        cluster.create_topic_assigned(topic, &[&[1, 2]], &[])?;
+        wait_for_partition(cluster, topic, 0, "both replicas in sync", |p| {
+            p.isr.len() == 2
+        })?;
+        let producer: FutureProducer = cluster
+            .client_config()
+            .set("acks", "1")
+            .set("linger.ms", "5")
+            .create()?;
+        let rt = runtime()?;
+        let value = vec![b'x'; 1000];
+        let started = Instant::now();
+        rt.block_on(async {
+            let mut sends = Vec::with_capacity(1000);
+            for _ in 0..1000 {
+                sends.push(
+                    producer.send(
+                        FutureRecord::<(), _>::to(topic)
+                            .payload(&value)
+                            .partition(0),
+                        Duration::from_secs(10),
+                    ),
+                );
+            }
+            for send in sends {
+                send.await.map_err(|(e, _)| e)?;
+            }
+            Ok::<(), KafkaError>(())
+        })?;
+        let size_on = |node| -> Result<i64> {
+            let request =
+                kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None);
+            let response = cluster.request(node, &request, 4)?;
+            Ok(response
+                .results
+                .iter()
+                .flat_map(|d| d.topics.iter())
+                .filter(|t| t.name.0.as_str() == topic)
+                .flat_map(|t| t.partitions.iter())
+                .map(|p| p.partition_size)
+                .sum())
+        };
+        let leader_size = size_on(1)?;
+        ensure!(
+            leader_size >= 1_000_000,
+            "the leader holds only {leader_size} bytes"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while size_on(2)? < leader_size {
+            ensure!(
+                Instant::now() < deadline,
+                "the throttled follower never caught up"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        let took = started.elapsed();
+        ensure!(
+            took >= Duration::from_secs(3),
+            "{leader_size} bytes reached the follower in {took:?}: faster than 200 KB/s allows"
+        );
+        println!("{leader_size} bytes copied to the throttled follower in {took:?}");
+        Ok(())
+    })
+}
