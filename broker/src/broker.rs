@@ -857,6 +857,42 @@ impl Broker {
             .map_err(|e| ApiError::new(e.response_error(), e.to_string()))
     }
 
+    /// Whether this broker should receive traffic: registered, not fenced, and every replica
+    /// it follows back in its partition's ISR (caught up). The reason when not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let image = self.image();
+        let node = self.node_id();
+        match image.brokers.get(&node) {
+            None => return Err(format!("broker {node} is not registered")),
+            Some(b) if b.fenced => return Err(format!("broker {node} is fenced")),
+            Some(_) => {}
+        }
+        let behind: Vec<String> = image
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        p.replicas.contains(&node)
+                            && p.leader != crate::controller::image::NO_LEADER
+                    })
+                    .filter(|(_, p)| !p.isr.contains(&node))
+                    .map(move |(i, _)| format!("{}-{i}", t.name))
+            })
+            .collect();
+        if behind.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} replicas still catching up, e.g. {}",
+                behind.len(),
+                behind[0]
+            ))
+        }
+    }
+
     /// Updates the gauges computed from state rather than counted.
     pub fn refresh_metrics(&self) {
         self.metrics.consumer_lag.reset();

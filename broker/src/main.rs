@@ -193,10 +193,12 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot serve metrics on {address}"))?;
         tracing::info!(address = %address, "metrics at /metrics");
         let refreshed = std::sync::Arc::clone(&broker);
+        let checked = std::sync::Arc::clone(&broker);
         tokio::spawn(oxbow_broker::metrics::serve(
             metrics_listener,
             broker.metrics.clone(),
             std::sync::Arc::new(move || refreshed.refresh_metrics()),
+            std::sync::Arc::new(move || checked.readiness()),
             shutdown.clone(),
         ));
     }

@@ -187,12 +187,14 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` is cancelled; `refresh` updates the
-/// gauges computed from state just before each scrape.
+/// Serves `GET /metrics` and `GET /ready` on `listener` until `shutdown` is cancelled;
+/// `refresh` updates the gauges computed from state just before each scrape, and `ready`
+/// says whether the broker should receive traffic (200) or why not (503).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
     refresh: Arc<dyn Fn() + Send + Sync>,
+    ready: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
     shutdown: CancellationToken,
 ) {
     let app = axum::Router::new().route(
@@ -208,6 +210,21 @@ pub async fn serve(
                     )],
                     metrics.render(),
                 )
+            }
+        }),
+    );
+    let app = app.route(
+        "/ready",
+        axum::routing::get(move || {
+            let answer = ready();
+            async move {
+                match answer {
+                    Ok(()) => (axum::http::StatusCode::OK, "ready\n".to_string()),
+                    Err(reason) => (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        format!("{reason}\n"),
+                    ),
+                }
             }
         }),
     );

@@ -988,14 +988,15 @@ fn an_out_of_sync_replica_leads_only_where_unclean_election_is_enabled() -> Resu
 }
 
 /// `follower.replication.throttled.rate` paces a follower: 1 MB at 200 KB/s takes seconds to
-/// copy, yet the follower catches up in the end.
+/// copy, yet the follower catches up in the end. Meanwhile it falls out of the ISR and its
+/// `/ready` says so; once caught up it is ready again.
 #[test]
 fn a_throttled_follower_copies_at_its_rate_and_catches_up() -> Result<()> {
-    let options =
-        options()
-            .brokers(2)
-            .voters(1)
-            .set_on(2, "follower.replication.throttled.rate", "200000");
+    let options = options()
+        .brokers(2)
+        .voters(1)
+        .set("replica.lag.time.max.ms", "1000")
+        .set_on(2, "follower.replication.throttled.rate", "200000");
     with_cluster(options, |cluster| {
         let topic = "throttled";
         cluster.create_topic_assigned(topic, &[&[1, 2]], &[])?;
@@ -1027,7 +1028,22 @@ fn a_throttled_follower_copies_at_its_rate_and_catches_up() -> Result<()> {
             }
             Ok::<(), KafkaError>(())
         })?;
-        let size_on = |node| -> Result<i64> {
+        let (status, body) = cluster.readiness(1)?;
+        ensure!(status == 200, "the leader is not ready: {status} {body}");
+        let lagging = cluster.wait_until(
+            "the throttled follower is not ready",
+            Duration::from_secs(30),
+            |c| {
+                let (status, body) = c.readiness(2)?;
+                ensure!(status == 503, "still ready: {body}");
+                Ok(body)
+            },
+        )?;
+        ensure!(
+            lagging.contains("catching up"),
+            "unexpected reason: {lagging}"
+        );
+        let size_on = |cluster: &Cluster, node| -> Result<i64> {
             let request =
                 kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None);
             let response = cluster.request(node, &request, 4)?;
@@ -1040,13 +1056,13 @@ fn a_throttled_follower_copies_at_its_rate_and_catches_up() -> Result<()> {
                 .map(|p| p.partition_size)
                 .sum())
         };
-        let leader_size = size_on(1)?;
+        let leader_size = size_on(cluster, 1)?;
         ensure!(
             leader_size >= 1_000_000,
             "the leader holds only {leader_size} bytes"
         );
         let deadline = Instant::now() + Duration::from_secs(60);
-        while size_on(2)? < leader_size {
+        while size_on(cluster, 2)? < leader_size {
             ensure!(
                 Instant::now() < deadline,
                 "the throttled follower never caught up"
@@ -1059,6 +1075,15 @@ fn a_throttled_follower_copies_at_its_rate_and_catches_up() -> Result<()> {
             "{leader_size} bytes reached the follower in {took:?}: faster than 200 KB/s allows"
         );
         println!("{leader_size} bytes copied to the throttled follower in {took:?}");
+        cluster.wait_until(
+            "the follower is ready again",
+            Duration::from_secs(30),
+            |c| {
+                let (status, body) = c.readiness(2)?;
+                ensure!(status == 200, "not ready yet: {body}");
+                Ok(())
+            },
+        )?;
         Ok(())
     })
 }

@@ -21,11 +21,11 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
-    EnvVarSource, Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
-    SleepAction, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
+    ServicePort, ServiceSpec, SleepAction, TCPSocketAction, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -337,6 +337,26 @@ fn tcp_probe(port: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// Readiness means "registered, not fenced, every replica back in its ISR": the broker's
+/// `GET /ready` on the metrics port. Without a metrics port, an open Kafka port is all there
+/// is to check.
+fn readiness_probe(cluster: &ValidatedCluster) -> Probe {
+    match cluster.metrics_port {
+        Some(_) => Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/ready".to_string()),
+                port: IntOrString::String("metrics".to_string()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            timeout_seconds: Some(3),
+            ..Probe::default()
+        },
+        None => tcp_probe("kafka", 5, 3),
+    }
+}
+
 fn broker_container(cluster: &ValidatedCluster) -> Container {
     let mut ports = vec![
         ContainerPort {
@@ -394,7 +414,7 @@ fn broker_container(cluster: &ValidatedCluster) -> Container {
         // ten, then liveness and readiness take over.
         startup_probe: Some(tcp_probe("kafka", 5, 120)),
         liveness_probe: Some(tcp_probe("kafka", 10, 6)),
-        readiness_probe: Some(tcp_probe("kafka", 5, 3)),
+        readiness_probe: Some(readiness_probe(cluster)),
         lifecycle: Some(Lifecycle {
             // Leave the Services before SIGTERM starts the controlled shutdown.
             pre_stop: Some(LifecycleHandler {
@@ -890,9 +910,21 @@ mod tests {
     }
 
     #[test]
+    fn readiness_asks_the_broker_whether_it_is_registered_and_caught_up() {
+        let c = container(&stateful_set(&valid(MINIMAL_CLUSTER)));
+        let get = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("an HTTP readiness probe");
+        assert_eq!(get.path.as_deref(), Some("/ready"));
+        assert_eq!(get.port, IntOrString::String("metrics".to_string()));
+    }
+
+    #[test]
     fn probes_use_the_kafka_port_and_pre_stop_waits_before_sigterm() {
         let c = container(&stateful_set(&valid(MINIMAL_CLUSTER)));
-        for probe in [&c.startup_probe, &c.liveness_probe, &c.readiness_probe] {
+        for probe in [&c.startup_probe, &c.liveness_probe] {
             let port = probe
                 .as_ref()
                 .and_then(|p| p.tcp_socket.as_ref())
