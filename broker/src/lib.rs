@@ -11,4 +11,5 @@ pub mod log;
 pub mod metrics;
 pub mod producer;
 pub mod replica;
+pub mod security;
 pub mod server;

@@ -211,6 +211,7 @@ async fn handle_frame(
                 .unwrap_or_default(),
             peer,
             heartbeat_of: Arc::clone(heartbeat_of),
+            principal: crate::security::Principal::anonymous(),
         };
         api::handle(broker, &context, api_key, version, body, shutdown).await
     }

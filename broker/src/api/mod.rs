@@ -204,6 +204,8 @@ pub struct RequestContext {
     pub peer: std::net::SocketAddr,
     /// The broker that heartbeats on this connection, so its close can be noticed.
     pub heartbeat_of: Arc<parking_lot::Mutex<Option<i32>>>,
+    /// Who authenticated on this connection.
+    pub principal: crate::security::Principal,
 }
 
 /// Decodes the request body and runs its handler.

@@ -1,0 +1,44 @@
+//! Who is on the other end of a connection: the principal that authentication establishes and
+//! that authorization checks.
+
+use std::fmt;
+
+/// A Kafka principal, written `User:alice`. A connection that has not authenticated (a
+/// PLAINTEXT or SSL listener without client certificates) is `User:ANONYMOUS`, as in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal {
+    pub principal_type: String,
+    pub name: String,
+}
+
+impl Principal {
+    pub const USER: &'static str = "User";
+
+    pub fn user(name: impl Into<String>) -> Self {
+        Self {
+            principal_type: Self::USER.to_string(),
+            name: name.into(),
+        }
+    }
+
+    pub fn anonymous() -> Self {
+        Self::user("ANONYMOUS")
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.principal_type, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_are_written_the_way_kafka_writes_them() {
+        assert_eq!(Principal::user("alice").to_string(), "User:alice");
+        assert_eq!(Principal::anonymous().to_string(), "User:ANONYMOUS");
+    }
+}
