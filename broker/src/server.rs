@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -162,6 +162,62 @@ async fn serve_connection(
     }
 }
 
+/// A request frame with its API, version and header read; the body is left to
+/// [`api::decode`].
+#[derive(Debug)]
+pub struct RequestFrame {
+    pub api_key: ApiKey,
+    pub version: i16,
+    /// The versions of this API the broker answers.
+    pub supported: VersionRange,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+/// Why a frame is refused before any handler sees it: the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameRefused {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("API {key:?} (key {code}) is not supported")]
+    Unsupported { key: ApiKey, code: i16 },
+}
+
+/// Reads the API key, version and request header of a frame (the bytes after its size
+/// prefix). It does no I/O, so the fuzz targets run it on arbitrary bytes.
+pub fn parse_frame(frame: Bytes) -> Result<RequestFrame, FrameRefused> {
+    if frame.len() < 8 {
+        return Err(FrameRefused::Malformed(format!(
+            "a request of {} bytes is too short for a header",
+            frame.len()
+        )));
+    }
+    let key_code = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api_key = ApiKey::try_from(key_code)
+        .map_err(|()| FrameRefused::Malformed(format!("unknown API key {key_code}")))?;
+    let Some(supported) = api::supported_versions(api_key) else {
+        return Err(FrameRefused::Unsupported {
+            key: api_key,
+            code: key_code,
+        });
+    };
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api_key.request_header_version(version))
+        .map_err(|e| {
+            FrameRefused::Malformed(format!(
+                "malformed request header for {api_key:?} v{version}: {e}"
+            ))
+        })?;
+    Ok(RequestFrame {
+        api_key,
+        version,
+        supported,
+        header,
+        body,
+    })
+}
+
 /// Decodes a request, runs its handler, and encodes the response frame (`None`: no response,
 /// as for a Produce with acks=0). An error means the connection must be closed.
 async fn handle_frame(
@@ -172,26 +228,25 @@ async fn handle_frame(
     shutdown: &CancellationToken,
 ) -> Result<Option<Bytes>, String> {
     let started = Instant::now();
-    if frame.len() < 8 {
-        return Err(format!(
-            "a request of {} bytes is too short for a header",
-            frame.len()
-        ));
-    }
-    let key_code = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let api_key = ApiKey::try_from(key_code).map_err(|()| format!("unknown API key {key_code}"))?;
-    let Some(supported) = api::supported_versions(api_key) else {
-        broker
-            .metrics
-            .request_errors
-            .with_label_values(&[api::name(api_key)])
-            .inc();
-        return Err(format!("API {api_key:?} (key {key_code}) is not supported"));
+    let RequestFrame {
+        api_key,
+        version,
+        supported,
+        header,
+        body,
+    } = match parse_frame(frame) {
+        Ok(frame) => frame,
+        Err(refused) => {
+            if let FrameRefused::Unsupported { key, .. } = refused {
+                broker
+                    .metrics
+                    .request_errors
+                    .with_label_values(&[api::name(key)])
+                    .inc();
+            }
+            return Err(refused.to_string());
+        }
     };
-    let mut body = frame;
-    let header = RequestHeader::decode(&mut body, api_key.request_header_version(version))
-        .map_err(|e| format!("malformed request header for {api_key:?} v{version}: {e}"))?;
     let span = tracing::debug_span!(
         "request",
         api = api::name(api_key),

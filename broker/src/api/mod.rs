@@ -208,18 +208,25 @@ pub struct RequestContext {
     pub principal: crate::security::Principal,
 }
 
+/// Decodes the body of a `key` request at `version` (the header already read). An error
+/// says why the request cannot be parsed: the connection is closed then.
+pub fn decode(key: ApiKey, version: i16, mut body: Bytes) -> Result<RequestKind, String> {
+    RequestKind::decode(key, &mut body, version)
+        .map_err(|e| format!("malformed {key:?} v{version} request: {e}"))
+}
+
 /// Decodes the request body and runs its handler.
 pub async fn handle(
     broker: &Arc<Broker>,
     context: &RequestContext,
     key: ApiKey,
     version: i16,
-    mut body: Bytes,
+    body: Bytes,
     shutdown: &CancellationToken,
 ) -> Outcome {
-    let request = match RequestKind::decode(key, &mut body, version) {
+    let request = match decode(key, version, body) {
         Ok(request) => request,
-        Err(e) => return Outcome::Close(format!("malformed {key:?} v{version} request: {e}")),
+        Err(reason) => return Outcome::Close(reason),
     };
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),

@@ -151,7 +151,7 @@ pub(crate) fn batch_length(buf: &[u8]) -> Option<i32> {
 
 /// Why a batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum BatchFault {
+pub enum BatchFault {
     UnsupportedMagic(i8),
     Invalid(String),
 }
@@ -167,7 +167,7 @@ impl std::fmt::Display for BatchFault {
 
 /// How strictly the record count is checked against the offset range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CountRule {
+pub enum CountRule {
     /// A producer's batch: `recordsCount == lastOffsetDelta + 1 > 0`, as Kafka's
     /// `LogValidator` requires.
     Produced,
@@ -211,7 +211,7 @@ pub(crate) fn check_header(header: &BatchHeader, rule: CountRule) -> Result<(), 
 }
 
 /// Validates one complete batch: `batch` must be exactly the batch's bytes.
-pub(crate) fn check_batch(batch: &[u8], rule: CountRule) -> Result<BatchHeader, BatchFault> {
+pub fn check_batch(batch: &[u8], rule: CountRule) -> Result<BatchHeader, BatchFault> {
     let header = BatchHeader::parse(batch).ok_or_else(|| {
         BatchFault::Invalid(format!(
             "{} bytes is shorter than a batch header",
@@ -242,13 +242,13 @@ pub(crate) fn check_batch(batch: &[u8], rule: CountRule) -> Result<BatchHeader, 
 
 /// One validated batch of an append: where it starts in the appended bytes and its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProducedBatch {
-    pub(crate) start: usize,
-    pub(crate) header: BatchHeader,
+pub struct ProducedBatch {
+    pub start: usize,
+    pub header: BatchHeader,
 }
 
 /// Splits a produce request's records into batches, validating every one of them.
-pub(crate) fn split_produced(
+pub fn split_produced(
     records: &[u8],
     max_batch_bytes: usize,
 ) -> Result<Vec<ProducedBatch>, ProduceFault> {
@@ -259,7 +259,7 @@ pub(crate) fn split_produced(
 /// header fields by `rule`: [`CountRule::Produced`] for a producer's request,
 /// [`CountRule::Stored`] for batches a leader fetched from its log (compaction may have
 /// thinned them).
-pub(crate) fn split(
+pub fn split(
     records: &[u8],
     max_batch_bytes: usize,
     rule: CountRule,
@@ -315,7 +315,7 @@ pub(crate) fn split(
 
 /// Why a produce request's records were refused; mapped onto `AppendError` by the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ProduceFault {
+pub enum ProduceFault {
     Invalid(String),
     UnsupportedMagic(i8),
     TooLarge { size: usize, max: usize },
