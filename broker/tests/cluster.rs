@@ -1,7 +1,8 @@
 //! The replicated cluster with real broker processes on 127.0.0.1: it forms, spreads leaders,
 //! honours min.insync.replicas, brings a restarted broker back into the ISR, moves a partition
-//! by reassignment, restores preferred leaders, shuts down without failing writes, and keeps
-//! committed group offsets when the coordinator dies.
+//! by reassignment, restores preferred leaders, shuts down without failing writes, keeps
+//! committed group offsets when the coordinator dies, and copies a log whose start lies
+//! inside a batch.
 //!
 //! Tests run one at a time (a lock below): each starts three or four debug-build brokers, and
 //! two clusters side by side on two cores would turn timing into noise. Failure detection is
@@ -18,14 +19,22 @@ use anyhow::{bail, ensure, Context, Result};
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, DescribeClusterRequest, DescribeLogDirsRequest,
-    ElectLeadersRequest, FindCoordinatorRequest, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, TopicName,
+    AlterPartitionReassignmentsRequest, BrokerId, DeleteRecordsRequest, DescribeClusterRequest,
+    DescribeLogDirsRequest, ElectLeadersRequest, FindCoordinatorRequest,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, ProduceRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record as BatchRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
 use oxbow_e2e::cluster::{
@@ -745,6 +754,131 @@ fn preferred_leader_election_gives_leadership_back_to_a_restarted_broker() -> Re
             "leaders before {before:?}, after {after:?}"
         );
         produce_all(cluster, topic, 3, "after-election", 30)?;
+        Ok(())
+    })
+}
+
+/// One batch holding `values`, as a producer without idempotence would send it.
+fn one_batch(values: &[String]) -> Result<bytes::Bytes> {
+    let records: Vec<BatchRecord> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| BatchRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::try_from(i).unwrap_or_default(),
+            // Consecutive sequences keep the encoder from starting a batch per record.
+            sequence: i32::try_from(i).unwrap_or_default(),
+            timestamp: 0,
+            key: None,
+            value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(batch.freeze())
+}
+
+#[test]
+fn a_new_replica_whose_log_starts_inside_a_batch_of_the_leader_catches_up() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let topic = "midbatch";
+        let created = cluster.create_topic_assigned(topic, &[&[1, 2]], &[])?;
+        let leader = created[0].leader;
+        // One batch of ten records at offsets 0..=9.
+        let values: Vec<String> = (0..10).map(|n| format!("mid-{n}")).collect();
+        let produce = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(one_batch(&values)?))])]);
+        let produced = cluster.request(leader, &produce, 9)?;
+        let answer = produced
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .context("Produce answered no partition")?;
+        ensure!(
+            answer.error_code == 0 && answer.base_offset == 0,
+            "{answer:?}"
+        );
+        // The log start moves into the middle of that batch.
+        let delete = DeleteRecordsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(5)])]);
+        let deleted = cluster.request(leader, &delete, 2)?;
+        let result = deleted
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .context("DeleteRecords answered no partition")?;
+        ensure!(
+            result.error_code == 0 && result.low_watermark == 5,
+            "{result:?}"
+        );
+
+        // Broker 3 joins with an empty log: it starts at the leader's log start, 5, and
+        // the leader answers its fetch with the batch that begins at 0.
+        let reassign = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![ReassignableTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![ReassignablePartition::default()
+                    .with_partition_index(0)
+                    .with_replicas(Some(vec![
+                        BrokerId(3),
+                        BrokerId(1),
+                        BrokerId(2),
+                    ]))])]);
+        let response = cluster.request(leader, &reassign, 0)?;
+        ensure!(response.error_code == 0, "{response:?}");
+        wait_for_partition(cluster, topic, 0, "broker 3 joins the ISR", |p| {
+            p.replicas == vec![3, 1, 2] && p.isr.contains(&3)
+        })?;
+
+        // Led by broker 3, the partition starts at 5 and holds the rest of the batch.
+        let elect = ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(vec![0])]));
+        let elected = cluster.request(leader, &elect, 1)?;
+        ensure!(elected.error_code == 0, "{elected:?}");
+        wait_for_partition(cluster, topic, 0, "broker 3 leads", |p| p.leader == 3)?;
+        let consumer: BaseConsumer = cluster
+            .client_config()
+            .set("group.id", "midbatch-reader")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+        ensure!(
+            (low, high) == (5, 10),
+            "broker 3's log spans [{low}, {high})"
+        );
+        let read = read_all(cluster, topic, 1)?;
+        let expected: Vec<Record> = (5..10).map(|n| (0, n, format!("mid-{n}"))).collect();
+        ensure!(read == expected, "read {read:?}");
         Ok(())
     })
 }

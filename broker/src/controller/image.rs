@@ -314,6 +314,7 @@ impl MetadataImage {
                 partition_epoch,
                 isr,
             } => {
+                let live = self.leader_candidates();
                 let Some(state) = self.partition_mut(topic, *partition) else {
                     return rejected(format!("partition {topic}-{partition} does not exist"));
                 };
@@ -328,6 +329,16 @@ impl MetadataImage {
                     || isr.iter().any(|r| !state.replicas.contains(r))
                 {
                     return rejected(format!("invalid ISR {isr:?} for {topic}-{partition}"));
+                }
+                // As in Kafka (KIP-841): a fenced broker, or one shutting down, does not join
+                // an ISR, or acks=all writes would wait for a broker about to be gone.
+                if let Some(joining) = isr
+                    .iter()
+                    .find(|r| !state.isr.contains(r) && !live.contains(r))
+                {
+                    return rejected(format!(
+                        "broker {joining} is fenced or shutting down: it cannot join the ISR of {topic}-{partition}"
+                    ));
                 }
                 state.isr = isr.clone();
                 state.partition_epoch += 1;
@@ -657,6 +668,49 @@ mod tests {
         });
         assert!(matches!(result, CommandResult::Rejected { .. }));
         assert_eq!(image.partition("t", 0).map(|p| p.isr.len()), Some(3));
+    }
+
+    #[test]
+    fn a_broker_shutting_down_or_fenced_cannot_join_an_isr() {
+        let mut image = cluster();
+        image.apply(&MetadataCommand::BeginShutdown { broker: 3 });
+        let p = image.partition("t", 0).expect("exists").clone();
+        assert_eq!(p.isr, vec![1, 2]);
+        let rejoin = |image: &mut MetadataImage, epoch: i32| {
+            image.apply(&MetadataCommand::AlterIsr {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                partition_epoch: epoch,
+                isr: vec![1, 2, 3],
+            })
+        };
+        let refused = rejoin(&mut image, p.partition_epoch);
+        assert!(
+            matches!(refused, CommandResult::Rejected { .. }),
+            "{refused:?}"
+        );
+        image.apply(&MetadataCommand::SetFenced {
+            broker: 3,
+            fenced: true,
+        });
+        let epoch = image.partition("t", 0).expect("exists").partition_epoch;
+        assert!(matches!(
+            rejoin(&mut image, epoch),
+            CommandResult::Rejected { .. }
+        ));
+        image.apply(&MetadataCommand::SetFenced {
+            broker: 3,
+            fenced: false,
+        });
+        let epoch = image.partition("t", 0).expect("exists").partition_epoch;
+        assert_eq!(rejoin(&mut image, epoch), CommandResult::Applied);
+        // Shrinking never needs the leaving broker's consent.
+        image.apply(&MetadataCommand::BeginShutdown { broker: 2 });
+        assert_eq!(
+            image.partition("t", 0).map(|p| p.isr.clone()),
+            Some(vec![1, 3])
+        );
     }
 
     #[test]

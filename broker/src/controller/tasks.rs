@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::{BrokerHeartbeatRequest, BrokerId};
 
 use super::image::MetadataCommand;
-use super::{FenceDecision, Quorum};
+use super::{FenceDecision, LivenessTimings, Quorum};
 use crate::broker::Broker;
 use crate::client::Connection;
 use crate::replica::{manager, Role};
@@ -66,66 +66,104 @@ async fn shrink_isr(broker: Arc<Broker>) {
     }
 }
 
-/// Tells the active controller this broker is alive.
+/// Pause before another heartbeat after one failed (no controller yet, refused, unreachable).
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(200);
+
+/// How often the active controller looks for brokers to fence.
+const FENCE_CHECK: Duration = Duration::from_millis(100);
+
+/// Tells the active controller this broker is alive: every heartbeat interval, at once when
+/// another node becomes the controller (so a new controller hears from every live broker
+/// within moments, and can fence the ones it does not hear from early), and again shortly
+/// after a heartbeat that failed.
 async fn heartbeat(broker: Arc<Broker>) {
-    let mut interval = tokio::time::interval(broker.config.broker_heartbeat_interval);
+    let interval = broker.config.broker_heartbeat_interval;
     let mut connection: Option<(i32, Connection)> = None;
+    let mut wait = Duration::ZERO;
     loop {
+        let node = broker.node_id();
+        let controller = broker.quorum.active_controller(node);
         tokio::select! {
             () = broker.shutdown.cancelled() => return,
-            _ = interval.tick() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = broker.quorum.controller_other_than(controller) => {}
         }
-        let node = broker.node_id();
-        let Some(controller) = broker.quorum.active_controller(node) else {
-            continue;
+        wait = if beat(&broker, &mut connection).await {
+            interval
+        } else {
+            HEARTBEAT_RETRY.min(interval)
         };
-        if controller == node {
-            broker.liveness.heartbeat(node);
-            continue;
-        }
-        if connection.as_ref().is_none_or(|(id, _)| *id != controller) {
-            let image = broker.image();
-            let Some(registration) = image.brokers.get(&controller) else {
-                continue;
-            };
-            let address = format!("{}:{}", registration.host, registration.port);
-            connection = match tokio::time::timeout(
-                broker.config.request_timeout,
-                Connection::connect(&address),
-            )
-            .await
-            {
-                Ok(Ok(conn)) => Some((controller, conn)),
-                _ => None,
-            };
-        }
-        let Some((_, conn)) = connection.as_mut() else {
-            continue;
+    }
+}
+
+/// One heartbeat to the controller this broker knows of. A call still waiting when another
+/// node becomes the controller is abandoned; none waits longer than a heartbeat interval
+/// (at least a second): a controller that slow would be replaced or heard from next time.
+async fn beat(broker: &Broker, connection: &mut Option<(i32, Connection)>) -> bool {
+    let node = broker.node_id();
+    let Some(controller) = broker.quorum.active_controller(node) else {
+        return false;
+    };
+    if controller == node {
+        broker.liveness.heartbeat(node);
+        return true;
+    }
+    let limit = broker
+        .config
+        .broker_heartbeat_interval
+        .max(Duration::from_secs(1))
+        .min(broker.config.request_timeout);
+    if connection.as_ref().is_none_or(|(id, _)| *id != controller) {
+        *connection = None;
+        let image = broker.image();
+        let Some(registration) = image.brokers.get(&controller) else {
+            return false;
         };
-        let request = BrokerHeartbeatRequest::default().with_broker_id(BrokerId(node));
-        match tokio::time::timeout(
-            broker.config.request_timeout,
-            conn.send(&request, BROKER_HEARTBEAT_VERSION),
-        )
-        .await
-        {
-            Ok(Ok(response)) if response.error_code == 0 => {}
-            Ok(Ok(response)) => {
-                tracing::debug!(controller, error = response.error_code, "heartbeat refused");
-                connection = None;
-            }
-            _ => connection = None,
+        let address = format!("{}:{}", registration.host, registration.port);
+        if let Ok(Ok(conn)) = tokio::time::timeout(limit, Connection::connect(&address)).await {
+            *connection = Some((controller, conn));
+        }
+    }
+    let Some((_, conn)) = connection.as_mut() else {
+        return false;
+    };
+    let request = BrokerHeartbeatRequest::default().with_broker_id(BrokerId(node));
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(limit, conn.send(&request, BROKER_HEARTBEAT_VERSION)) => outcome,
+        () = broker.quorum.controller_other_than(Some(controller)) => {
+            *connection = None;
+            return false;
+        }
+    };
+    match outcome {
+        Ok(Ok(response)) if response.error_code == 0 => true,
+        Ok(Ok(response)) => {
+            tracing::debug!(controller, error = response.error_code, "heartbeat refused");
+            *connection = None;
+            false
+        }
+        _ => {
+            *connection = None;
+            false
         }
     }
 }
 
 /// On the active controller: fence brokers that stopped heartbeating, unfence returning ones.
+/// Checks every [`FENCE_CHECK`], and at once when the controller changes, so a new controller
+/// starts its liveness clock when it takes over.
 async fn fence(broker: Arc<Broker>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(250));
+    let timings = LivenessTimings::new(
+        broker.config.broker_heartbeat_interval,
+        broker.config.broker_session_timeout,
+    );
+    let mut interval = tokio::time::interval(FENCE_CHECK);
     loop {
+        let controller = broker.quorum.active_controller(broker.node_id());
         tokio::select! {
             () = broker.shutdown.cancelled() => return,
             _ = interval.tick() => {}
+            () = broker.quorum.controller_other_than(controller) => {}
         }
         let active = broker.quorum.is_active_controller();
         broker.liveness.set_active(active);
@@ -133,15 +171,19 @@ async fn fence(broker: Arc<Broker>) {
             continue;
         }
         let image = broker.image();
-        for decision in broker.liveness.decisions(
-            &image,
-            broker.config.broker_session_timeout,
-            broker.config.broker_heartbeat_interval + Duration::from_millis(500),
-            Instant::now(),
-        ) {
+        let refused = broker.quorum.refusing_brokers();
+        for decision in broker
+            .liveness
+            .decisions(&image, timings, &refused, Instant::now())
+        {
             let command = match decision {
                 FenceDecision::Fence(id) => {
-                    tracing::warn!(broker = id, "broker stopped heartbeating: fencing");
+                    let why = if refused.contains_key(&id) {
+                        "its controller listener refuses connections"
+                    } else {
+                        "it stopped heartbeating"
+                    };
+                    tracing::warn!(broker = id, why, "fencing broker");
                     MetadataCommand::SetFenced {
                         broker: id,
                         fenced: true,

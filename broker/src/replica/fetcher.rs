@@ -269,6 +269,51 @@ async fn truncate(
     Ok(())
 }
 
+/// Appends batches fetched from the leader. The leader answers a fetch with whole batches,
+/// from the one holding the fetch offset; when that batch starts below this replica's log end
+/// (the end is not on one of the leader's batch boundaries: the log start was moved into a
+/// batch by DeleteRecords, or the log was cut inside one), the replica goes back to the
+/// batch's start. An empty log starts over there, as Kafka's follower does; a log holding
+/// records is cut back to the batch (it gets them again from the leader), or below it when
+/// its own batches end elsewhere, and the next fetch continues from there.
+fn append_fetched(partition: &Partition, records: &[u8]) -> Result<(), String> {
+    let (expected, got) = match partition.append_replicated(records) {
+        Ok(_) => return Ok(()),
+        Err(AppendError::OffsetMismatch { expected, got }) => (expected, got),
+        Err(e) => return Err(e.to_string()),
+    };
+    let start = partition.log_start_offset();
+    let end = if start == partition.log_end_offset() || got < start {
+        partition
+            .truncate_fully_and_start_at(got)
+            .map(|()| got)
+            .map_err(|e| format!("cannot start the log over at {got}: {e}"))?
+    } else {
+        partition
+            .truncate_to(got)
+            .map_err(|e| format!("cannot cut the log back to {got}: {e}"))?
+    };
+    tracing::info!(partition = ?partition, from = expected, to = end, batch = got, "log end inside a batch of the leader: going back to where it starts");
+    if end == got {
+        partition
+            .append_replicated(records)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Moves this replica's log start up to the leader's (DeleteRecords on the leader), as far
+/// as its own log reaches.
+fn follow_log_start(partition: &Partition, leader_start: i64) {
+    let target = leader_start.min(partition.log_end_offset());
+    if target <= partition.log_start_offset() {
+        return;
+    }
+    if let Err(e) = partition.delete_records_before(target) {
+        tracing::warn!(partition = ?partition, error = %e, "cannot follow the leader's log start");
+    }
+}
+
 /// One Fetch round. Returns whether any partition made progress or waited at the leader.
 async fn fetch(
     context: &FetchContext,
@@ -328,20 +373,12 @@ async fn fetch(
                     let records = data.records.unwrap_or_else(Bytes::new);
                     copied += records.len();
                     if !records.is_empty() {
-                        match partition.append_replicated(&records) {
-                            Ok(_) => {}
-                            Err(AppendError::OffsetMismatch { expected, got }) => {
-                                tracing::warn!(partition = ?partition, expected, got, "fetched data does not continue the log; matching logs again");
-                                if let Some(f) = followed.lock().get_mut(&key) {
-                                    f.truncated = false;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(partition = ?partition, error = %e, "cannot append fetched data");
-                            }
+                        if let Err(e) = append_fetched(partition, &records) {
+                            tracing::error!(partition = ?partition, error = %e, "cannot append fetched data");
                         }
                     }
                     partition.set_follower_high_watermark(data.high_watermark);
+                    follow_log_start(partition, data.log_start_offset);
                 }
                 Some(ResponseError::OffsetOutOfRange) => {
                     if partition.log_end_offset() < data.log_start_offset {

@@ -59,6 +59,8 @@ pub async fn reconcile(broker: &Broker) {
     }
     broker.partitions.write().retain(|_, list| !list.is_empty());
 
+    // Brokers that may join ISRs: fenced ones and those shutting down may not.
+    let eligible = image.leader_candidates();
     for topic in image.topics.values() {
         let config = broker.topic_config(topic);
         let shared: Arc<str> = broker
@@ -102,7 +104,7 @@ pub async fn reconcile(broker: &Broker) {
                     }
                 },
             };
-            match partition.apply_metadata(state) {
+            match partition.apply_metadata(state, &eligible) {
                 RoleChange::BecameLeader { epoch } => {
                     broker.fetchers.unfollow(&partition);
                     tracing::info!(partition = ?partition, epoch, isr = ?state.isr, "leading");

@@ -84,6 +84,9 @@ struct Replication {
     followers: HashMap<i32, Progress>,
     /// An ISR change is being committed; don't propose another until it lands.
     isr_change_in_flight: bool,
+    /// The brokers whose replicas may join the ISR: registered, neither fenced nor shutting
+    /// down (the controller refuses the others).
+    eligible: Vec<i32>,
 }
 
 /// An ISR change the leader wants committed (the caller proposes it to the controller).
@@ -173,6 +176,7 @@ impl Partition {
                 isr: Vec::new(),
                 followers: HashMap::new(),
                 isr_change_in_flight: false,
+                eligible: Vec::new(),
             }),
             // Unknown until the leader learns its followers' progress: start at the log start.
             high_watermark: watch::channel(start).0,
@@ -320,8 +324,10 @@ impl Partition {
         self.state.read().log.end_offset_for_epoch(epoch)
     }
 
-    /// Applies the partition's state from the metadata: role, epochs, replicas and ISR.
-    pub fn apply_metadata(&self, state: &PartitionState) -> RoleChange {
+    /// Applies the partition's state from the metadata: role, epochs, replicas and ISR, and
+    /// which brokers' replicas may join the ISR (`eligible`: neither fenced nor shutting down,
+    /// as the controller requires).
+    pub fn apply_metadata(&self, state: &PartitionState, eligible: &[i32]) -> RoleChange {
         let mut replication = self.replication.lock();
         let role = if state.leader == self.node {
             Role::Leader
@@ -356,6 +362,7 @@ impl Partition {
         replication.partition_epoch = state.partition_epoch;
         replication.replicas = state.replicas.clone();
         replication.isr = state.isr.clone();
+        replication.eligible = eligible.to_vec();
         drop(replication);
         if role == Role::Leader {
             let end = self.log_end_offset();
@@ -457,6 +464,7 @@ impl Partition {
                 },
             );
             let joins = !replication.isr.contains(&follower)
+                && replication.eligible.contains(&follower)
                 && fetch_offset >= high_watermark
                 && !replication.isr_change_in_flight;
             if joins {

@@ -32,6 +32,7 @@ mod tests;
 
 pub use config::{RaftConfig, RaftTuning};
 pub use error::QuorumError;
+pub use network::Refused;
 pub use quorum::RaftQuorum;
 
 use crate::controller::image::{CommandResult, MetadataCommand, MetadataImage};

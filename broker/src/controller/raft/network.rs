@@ -1,12 +1,14 @@
 //! Outgoing controller traffic: openraft's RPCs to peers over one reused connection per
 //! replication stream, and one-off requests (forwarded proposals, joins). Every call is bounded
 //! by a timeout and a failed connection is dropped, to be re-established by the next call.
+//! Peers whose controller listener refuses connections are noted in [`Refusals`]: nothing
+//! listens there, so their process is gone.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant as StdInstant};
 
 use openraft::error::{
     Fatal, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed,
@@ -17,6 +19,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend, RPCTypes, Snapshot};
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
@@ -103,16 +106,65 @@ pub(crate) async fn request(
     Channel::new(addr.to_string()).call(request, timeout).await
 }
 
+/// A run of refused connections to one peer: when it began and the latest refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub since: StdInstant,
+    pub last: StdInstant,
+}
+
+/// Peers whose controller listener refused this node's last connection attempts. A live
+/// process accepts (even a stopped one: the kernel completes the handshake), so a refusal
+/// means nothing listens: the process is gone. The leader tries every member at least every
+/// heartbeat, and an unreachable one every 250 ms (its backoff), which keeps these fresh
+/// on the node that needs them, the active controller.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    peers: Mutex<BTreeMap<NodeId, Refused>>,
+}
+
+impl Refusals {
+    fn refused(&self, peer: NodeId) {
+        let now = StdInstant::now();
+        self.peers
+            .lock()
+            .entry(peer)
+            .and_modify(|r| r.last = now)
+            .or_insert(Refused {
+                since: now,
+                last: now,
+            });
+    }
+
+    fn reached(&self, peer: NodeId) {
+        self.peers.lock().remove(&peer);
+    }
+
+    /// The peers refusing connections now, with their runs of refusals.
+    pub(crate) fn snapshot(&self) -> BTreeMap<NodeId, Refused> {
+        self.peers.lock().clone()
+    }
+}
+
 /// Makes openraft's clients to peers. A voter's address comes from the configuration (it may
 /// have changed since the membership recorded it); a learner's from the membership.
 pub(crate) struct NetworkFactory {
     local: NodeId,
     voters: Arc<BTreeMap<NodeId, String>>,
+    refusals: Arc<Refusals>,
 }
 
 impl NetworkFactory {
-    pub(crate) fn new(local: NodeId, voters: Arc<BTreeMap<NodeId, String>>) -> NetworkFactory {
-        NetworkFactory { local, voters }
+    pub(crate) fn new(
+        local: NodeId,
+        voters: Arc<BTreeMap<NodeId, String>>,
+        refusals: Arc<Refusals>,
+    ) -> NetworkFactory {
+        NetworkFactory {
+            local,
+            voters,
+            refusals,
+        }
     }
 }
 
@@ -129,6 +181,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             local: self.local,
             target,
             channel: Channel::new(addr),
+            refusals: Arc::clone(&self.refusals),
         }
     }
 }
@@ -138,6 +191,7 @@ pub(crate) struct PeerClient {
     local: NodeId,
     target: NodeId,
     channel: Channel,
+    refusals: Arc<Refusals>,
 }
 
 impl PeerClient {
@@ -150,6 +204,19 @@ impl PeerClient {
         }
     }
 
+    /// One call to the peer, noting whether its listener refused the connection.
+    async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
+        let result = self.channel.call(request, ttl).await;
+        match &result {
+            Ok(_) => self.refusals.reached(self.target),
+            Err(CallError::Connect(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                self.refusals.refused(self.target);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
     /// A raft RPC whose remote error is a `RaftError`.
     async fn rpc<T>(
         &mut self,
@@ -159,7 +226,7 @@ impl PeerClient {
         unpack: impl FnOnce(Response) -> Option<Result<T, RaftError<NodeId>>>,
     ) -> Result<T, RpcFailure> {
         let ttl = option.hard_ttl();
-        match self.channel.call(&request, ttl).await {
+        match self.call(&request, ttl).await {
             Ok(response) => match unpack(response) {
                 Some(Ok(reply)) => Ok(reply),
                 Some(Err(e)) => Err(RpcFailure::Rpc(Box::new(RPCError::RemoteError(
@@ -260,7 +327,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let ttl = option.hard_ttl();
         let result = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
-            result = self.channel.call(&request, ttl) => result,
+            result = self.call(&request, ttl) => result,
         };
         match result {
             Ok(Response::Snapshot(Ok(reply))) => Ok(reply),

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::network::{self, CallError, NetworkFactory};
+use super::network::{self, CallError, NetworkFactory, Refusals};
 use super::server::{self, Handler};
 use super::state_machine::StateMachineStore;
 use super::store::LogStore;
@@ -38,6 +38,7 @@ struct Inner {
     metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     images: watch::Receiver<Arc<MetadataImage>>,
     handler: Arc<Handler>,
+    refusals: Arc<Refusals>,
     /// Cancelled by `shutdown` or by the token given to `start`.
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -76,7 +77,8 @@ impl RaftQuorum {
             .map_err(QuorumError::io("controller listener address"))?;
 
         let voters = Arc::new(config.voters.clone());
-        let network = NetworkFactory::new(config.node_id, voters.clone());
+        let refusals = Arc::new(Refusals::default());
+        let network = NetworkFactory::new(config.node_id, voters.clone(), Arc::clone(&refusals));
         let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
             .await
             .map_err(|e| QuorumError::Fatal(e.to_string()))?;
@@ -99,6 +101,7 @@ impl RaftQuorum {
                 raft: raft.clone(),
                 images,
                 handler: handler.clone(),
+                refusals,
                 stop: stop.clone(),
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -379,6 +382,26 @@ impl RaftQuorum {
 
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.inner.node_id)
+    }
+
+    /// Resolves once the leader this node knows of is other than `known` (at once if it
+    /// already is); never if the quorum stops.
+    pub async fn leader_other_than(&self, known: Option<NodeId>) {
+        let mut metrics = self.inner.metrics.clone();
+        loop {
+            if metrics.borrow_and_update().current_leader != known {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Peers whose controller listener refuses this node's connections, and since when: their
+    /// process is gone. Kept fresh only on the leader, which contacts every member.
+    pub fn refusing_peers(&self) -> BTreeMap<NodeId, network::Refused> {
+        self.inner.refusals.snapshot()
     }
 
     pub fn node_id(&self) -> NodeId {
