@@ -67,8 +67,10 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 /// The state every connection shares.
 pub struct Broker {
     pub config: BrokerConfig,
-    /// The address clients are told to connect to.
+    /// The address of the inter-broker listener, as other brokers are told to reach it.
     pub advertised: Listener,
+    /// The advertised address of every client listener.
+    pub endpoints: Vec<Listener>,
     pub metrics: Metrics,
     pub groups: GroupCoordinator,
     pub quorum: Quorum,
@@ -91,9 +93,14 @@ impl Broker {
     /// this broker, and brings up the local replicas the metadata assigns to it.
     pub async fn start(
         config: BrokerConfig,
-        advertised: Listener,
+        endpoints: Vec<Listener>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Broker>, StartError> {
+        let advertised = endpoints
+            .iter()
+            .find(|e| e.name == config.listener.name)
+            .cloned()
+            .unwrap_or_else(|| config.listener.clone());
         let dir = config.log_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| StartError::LogDir {
             path: dir.clone(),
@@ -132,6 +139,7 @@ impl Broker {
             groups: GroupCoordinator::new(config.group.clone()),
             config,
             advertised,
+            endpoints,
             metrics: Metrics::new(),
             quorum,
             liveness: Liveness::default(),
@@ -178,6 +186,7 @@ impl Broker {
                         rack: self.config.rack.clone(),
                         fenced: false,
                         shutting_down: false,
+                        endpoints: self.endpoints.clone(),
                     }))
                     .await
             }

@@ -7,6 +7,9 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use oxbow_broker::broker::Broker;
 use oxbow_broker::config::{BrokerConfig, Listener};
+use oxbow_broker::controller::image::MetadataCommand;
+use oxbow_broker::security::scram::InitialCredential;
+use oxbow_broker::security::tls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +62,17 @@ struct Cli {
     /// Any other setting by its Kafka name, KEY=VALUE; repeatable.
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// A SCRAM credential to create at start unless the user already has one for that
+    /// mechanism, as `kafka-storage format --add-scram` takes it:
+    /// 'SCRAM-SHA-256=[name=admin,password=admin-secret]'; repeatable (in OXBOW_ADD_SCRAM, one
+    /// per line).
+    #[arg(
+        long = "add-scram",
+        env = "OXBOW_ADD_SCRAM",
+        value_name = "CREDENTIAL",
+        value_delimiter = '\n'
+    )]
+    add_scram: Vec<String>,
     /// Log output format.
     #[arg(long, env = "OXBOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -116,23 +130,57 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// The address to advertise: the configured one, else the listener's host (or this
-/// machine's name when bound to every interface) with the port actually bound.
-fn advertised_listener(config: &BrokerConfig, bound_port: u16) -> Listener {
-    if let Some(advertised) = &config.advertised {
+/// The address to advertise for a listener: the configured one, else the listener's host (or
+/// this machine's name when bound to every interface) with the port actually bound.
+fn advertised_listener(config: &BrokerConfig, listener: &Listener, bound_port: u16) -> Listener {
+    if let Some(advertised) = config
+        .advertised_listeners
+        .iter()
+        .find(|a| a.name == listener.name)
+    {
         return advertised.clone();
     }
-    let host = match config.listener.host.as_str() {
+    let host = match listener.host.as_str() {
         "" | "0.0.0.0" | "::" => std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".to_string()),
         host => host.to_string(),
     };
     Listener {
-        name: config.listener.name.clone(),
+        name: listener.name.clone(),
         host,
         port: bound_port,
     }
+}
+
+/// Binds a client listener.
+async fn bind(listener: &Listener) -> anyhow::Result<TcpListener> {
+    let bind = listener.bind_address();
+    TcpListener::bind(&bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} ({})", listener.name))
+}
+
+/// Creates the `--add-scram` credentials that do not exist yet.
+async fn add_initial_credentials(
+    broker: &Broker,
+    credentials: Vec<InitialCredential>,
+) -> anyhow::Result<()> {
+    for initial in credentials {
+        let (user, mechanism) = (initial.user.clone(), initial.mechanism);
+        broker
+            .quorum
+            .propose(MetadataCommand::UpsertScramCredential {
+                user: initial.user,
+                mechanism: initial.mechanism,
+                credential: initial.credential,
+                only_if_absent: true,
+            })
+            .await
+            .with_context(|| format!("cannot store the {mechanism} credential of {user}"))?;
+        tracing::info!(%user, %mechanism, "SCRAM credential present");
+    }
+    Ok(())
 }
 
 /// Longest wait for leadership to move away on SIGTERM before stopping anyway.
@@ -144,6 +192,18 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     let config = BrokerConfig::load(cli.config.as_deref(), cli.settings()?)
         .context("invalid configuration")?;
+    let initial_credentials = cli
+        .add_scram
+        .iter()
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| InitialCredential::parse(text).map_err(|e| anyhow::anyhow!("--add-scram: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tls = match &config.security.tls {
+        Some(settings) => Some(tokio_rustls::TlsAcceptor::from(
+            tls::server_config(settings).context("invalid TLS settings")?,
+        )),
+        None => None,
+    };
 
     // Signal handlers first: a SIGTERM that arrives while the logs load must still mean a
     // clean shutdown, not the default of dying on the spot.
@@ -154,38 +214,54 @@ async fn main() -> anyhow::Result<()> {
 
     // Bind after the logs are loaded, so a connection that succeeds means a broker ready to
     // serve; only an ephemeral port (0) has to be bound first to know what to advertise.
-    let bind = config.listener.bind_address();
-    let early = if config.listener.port == 0 {
-        Some(
-            TcpListener::bind(&bind)
-                .await
-                .with_context(|| format!("cannot listen on {bind}"))?,
-        )
-    } else {
-        None
-    };
-    let port = match &early {
-        Some(listener) => listener
-            .local_addr()
-            .context("listener has no local address")?
-            .port(),
-        None => config.listener.port,
-    };
-    let advertised = advertised_listener(&config, port);
+    let mut early = Vec::new();
+    let mut advertised = Vec::new();
+    for client in &config.listeners {
+        let listener = &client.listener;
+        let bound = if listener.port == 0 {
+            Some(bind(listener).await?)
+        } else {
+            None
+        };
+        let port = match &bound {
+            Some(bound) => bound
+                .local_addr()
+                .context("listener has no local address")?
+                .port(),
+            None => listener.port,
+        };
+        advertised.push(advertised_listener(&config, listener, port));
+        early.push(bound);
+    }
     let metrics_address = config.metrics_address.clone();
     let shutdown = CancellationToken::new();
+    let listeners = config.listeners.clone();
     let broker = Broker::start(config, advertised, shutdown.clone())
         .await
         .context("cannot start the broker")?;
-    let listener = match early {
-        Some(listener) => listener,
-        None => TcpListener::bind(&bind)
-            .await
-            .with_context(|| format!("cannot listen on {bind}"))?,
-    };
-    let bound = listener
-        .local_addr()
-        .context("listener has no local address")?;
+    add_initial_credentials(&broker, initial_credentials).await?;
+    let mut endpoints = Vec::new();
+    for (client, early) in listeners.into_iter().zip(early) {
+        let listener = match early {
+            Some(listener) => listener,
+            None => bind(&client.listener).await?,
+        };
+        let bound = listener
+            .local_addr()
+            .context("listener has no local address")?;
+        tracing::info!(
+            listener = %client.listener.name,
+            protocol = %client.protocol,
+            address = %bound,
+            "listening"
+        );
+        endpoints.push(oxbow_broker::server::Endpoint {
+            listener,
+            name: client.listener.name.as_str().into(),
+            protocol: client.protocol,
+            tls: client.protocol.uses_tls().then(|| tls.clone()).flatten(),
+        });
+    }
 
     if let Some(address) = metrics_address {
         let metrics_listener = TcpListener::bind(&address)
@@ -226,12 +302,16 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tracing::info!(
-        listening = %bound,
-        advertised = %format!("{}:{}", broker.advertised.host, broker.advertised.port),
+        advertised = %broker
+            .endpoints
+            .iter()
+            .map(|e| format!("{}://{}:{}", e.name, e.host, e.port))
+            .collect::<Vec<_>>()
+            .join(","),
         node_id = broker.node_id(),
         "broker started"
     );
-    oxbow_broker::server::run(listener, std::sync::Arc::clone(&broker), shutdown).await;
+    oxbow_broker::server::run(endpoints, std::sync::Arc::clone(&broker), shutdown).await;
     broker.quorum.shutdown().await;
     broker.close_logs();
     tracing::info!("broker stopped");

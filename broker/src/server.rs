@@ -1,60 +1,192 @@
-//! The Kafka listener: accepts connections, reads size-prefixed frames, answers requests in
-//! the order they arrived, and shuts down cleanly.
+//! The Kafka listeners: accept connections (plain TCP or TLS) within the connection limits,
+//! read size-prefixed frames, authenticate SASL clients, answer requests in the order they
+//! arrived, and shut down cleanly.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::api::{self, Outcome, RequestContext};
 use crate::broker::Broker;
+use crate::security::limits::ConnectionLimits;
+use crate::security::sasl::SaslSession;
+use crate::security::{Principal, SecurityProtocol};
 
-/// Accepts connections until `shutdown` is cancelled, then waits for every connection to
-/// finish the request it is handling.
-pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
+/// Longest time a TLS client may take to complete its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The read buffer a connection starts with, and the least it grows by.
+const INITIAL_BUFFER: usize = 8 * 1024;
+/// A read buffer left larger than this after a big request is given back.
+const RETAINED_BUFFER: usize = 1024 * 1024;
+
+/// A bound client listener, ready to accept.
+pub struct Endpoint {
+    pub listener: TcpListener,
+    /// The listener's name (`PLAINTEXT`, `EXTERNAL`): Metadata answers with the addresses of
+    /// this listener.
+    pub name: Arc<str>,
+    pub protocol: SecurityProtocol,
+    /// Set for SSL and SASL_SSL listeners.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Accepts connections on every endpoint until `shutdown` is cancelled, then waits for every
+/// connection to finish the request it is handling.
+pub async fn run(endpoints: Vec<Endpoint>, broker: Arc<Broker>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
+    let security = &broker.config.security;
+    let limits = ConnectionLimits::new(security.max_connections, security.max_connections_per_ip);
+    for endpoint in endpoints {
+        tracker.spawn(accept(
+            endpoint,
+            Arc::clone(&broker),
+            Arc::clone(&limits),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// The accept loop of one listener.
+async fn accept(
+    endpoint: Endpoint,
+    broker: Arc<Broker>,
+    limits: Arc<ConnectionLimits>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let inter_broker = *endpoint.name == *broker.config.listener.name;
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = endpoint.listener.accept() => accepted,
         };
-        match accepted {
-            Ok((socket, peer)) => {
-                backoff = Duration::from_millis(10);
-                if let Err(e) = socket.set_nodelay(true) {
-                    tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
-                }
-                let broker = Arc::clone(&broker);
-                let shutdown = shutdown.clone();
-                let span = tracing::debug_span!("connection", %peer);
-                tracker.spawn(
-                    async move {
-                        broker.metrics.connections.inc();
-                        serve_connection(socket, peer, &broker, &shutdown).await;
-                        broker.metrics.connections.dec();
-                    }
-                    .instrument(span),
-                );
-            }
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(error = %e, ?backoff, "accept failed");
+                tracing::warn!(listener = %endpoint.name, error = %e, ?backoff, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
             }
+        };
+        backoff = Duration::from_millis(10);
+        let slot = match limits.admit(peer.ip(), inter_broker) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                tracing::info!(%peer, listener = %endpoint.name, %refused, "connection refused");
+                drop(socket);
+                continue;
+            }
+        };
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
+        let connection = Connection {
+            peer,
+            listener: Arc::clone(&endpoint.name),
+            heartbeat_of: Arc::new(parking_lot::Mutex::new(None)),
+            sasl: endpoint
+                .protocol
+                .uses_sasl()
+                .then(|| Arc::new(parking_lot::Mutex::new(SaslSession::default()))),
+        };
+        let tls = endpoint.tls.clone();
+        let broker = Arc::clone(&broker);
+        let shutdown = shutdown.clone();
+        let span = tracing::debug_span!("connection", %peer, listener = %endpoint.name);
+        tracker.spawn(
+            async move {
+                let _slot = slot;
+                broker.metrics.connections.inc();
+                match tls {
+                    None => serve_connection(socket, &connection, &broker, &shutdown).await,
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket));
+                        let stream = tokio::select! {
+                            () = shutdown.cancelled() => None,
+                            stream = handshake => match stream {
+                                Ok(Ok(stream)) => Some(stream),
+                                Ok(Err(e)) => {
+                                    tracing::info!(error = %e, "TLS handshake failed");
+                                    None
+                                }
+                                Err(_) => {
+                                    tracing::info!("TLS handshake timed out");
+                                    None
+                                }
+                            },
+                        };
+                        if let Some(stream) = stream {
+                            serve_connection(stream, &connection, &broker, &shutdown).await;
+                        }
+                    }
+                }
+                broker.metrics.connections.dec();
+            }
+            .instrument(span),
+        );
+    }
+    drop(endpoint);
+}
+
+/// What the requests of one connection share.
+struct Connection {
+    peer: SocketAddr,
+    listener: Arc<str>,
+    /// The broker that heartbeats on this connection, so its close can be noticed.
+    heartbeat_of: Arc<parking_lot::Mutex<Option<i32>>>,
+    /// Set on SASL listeners.
+    sasl: Option<Arc<parking_lot::Mutex<SaslSession>>>,
+}
+
+impl Connection {
+    /// Who is on the other end: the SASL user once authenticated, else anonymous.
+    fn principal(&self) -> Principal {
+        self.sasl
+            .as_ref()
+            .and_then(|sasl| sasl.lock().principal().cloned())
+            .unwrap_or_else(Principal::anonymous)
+    }
+
+    /// Whether this request may be handled now: before a SASL client has authenticated only
+    /// ApiVersions and the SASL requests are, as in Kafka.
+    fn admits(&self, key: ApiKey) -> bool {
+        match &self.sasl {
+            Some(sasl) if sasl.lock().principal().is_none() => matches!(
+                key,
+                ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+            ),
+            _ => true,
         }
     }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
+
+    fn authentication_failed(&self) -> bool {
+        self.sasl
+            .as_ref()
+            .is_some_and(|sasl| sasl.lock().is_failed())
+    }
+
+    fn expects_raw_token(&self) -> bool {
+        self.sasl
+            .as_ref()
+            .is_some_and(|sasl| sasl.lock().expects_raw_token())
+    }
 }
 
 /// Why a connection is closed by the broker.
@@ -66,18 +198,24 @@ pub enum FrameError {
     NegativeSize(i32),
     #[error("connection closed in the middle of a request")]
     Truncated,
+    #[error("nothing received for connections.max.idle.ms ({0:?})")]
+    Idle(Duration),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
 /// Reads one size-prefixed frame. `Ok(None)` is a clean close between requests.
-async fn read_frame(
-    socket: &mut tokio::net::tcp::OwnedReadHalf,
+///
+/// The buffer grows with the bytes that arrive, never to the size a frame announces: a client
+/// announcing a large request and sending little holds little memory.
+async fn read_frame<R: AsyncRead + Unpin>(
+    socket: &mut R,
     buffer: &mut BytesMut,
     max: usize,
+    idle: Option<Duration>,
 ) -> Result<Option<Bytes>, FrameError> {
     loop {
-        if buffer.len() >= 4 {
+        let missing = if buffer.len() >= 4 {
             let size = i32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
             let size = usize::try_from(size).map_err(|_| FrameError::NegativeSize(size))?;
             if size > max {
@@ -85,13 +223,31 @@ async fn read_frame(
             }
             if buffer.len() >= 4 + size {
                 buffer.advance(4);
-                return Ok(Some(buffer.split_to(size).freeze()));
+                let frame = buffer.split_to(size).freeze();
+                if buffer.is_empty() && buffer.capacity() > RETAINED_BUFFER {
+                    *buffer = BytesMut::with_capacity(INITIAL_BUFFER);
+                }
+                return Ok(Some(frame));
             }
-            buffer.reserve(4 + size - buffer.len());
+            4 + size - buffer.len()
         } else {
-            buffer.reserve(4096);
-        }
-        if socket.read_buf(buffer).await? == 0 {
+            4 - buffer.len()
+        };
+        // Room for at most as much again as has arrived, so memory follows the bytes actually
+        // received rather than the size announced.
+        buffer.reserve(
+            buffer
+                .len()
+                .max(INITIAL_BUFFER)
+                .min(missing.max(INITIAL_BUFFER)),
+        );
+        let read = match idle {
+            Some(idle) => tokio::time::timeout(idle, socket.read_buf(buffer))
+                .await
+                .map_err(|_| FrameError::Idle(idle))?,
+            None => socket.read_buf(buffer).await,
+        };
+        if read? == 0 {
             return if buffer.is_empty() {
                 Ok(None)
             } else {
@@ -108,31 +264,36 @@ fn has_complete_frame(buffer: &BytesMut) -> bool {
     }
 }
 
-async fn serve_connection(
-    socket: TcpStream,
-    peer: std::net::SocketAddr,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    connection: &Connection,
     broker: &Arc<Broker>,
     shutdown: &CancellationToken,
 ) {
-    let (mut reader, writer) = socket.into_split();
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    let mut buffer = BytesMut::with_capacity(8 * 1024);
+    // Requests are read and answered one at a time, so one buffered stream serves both ways.
+    let mut stream = BufWriter::with_capacity(64 * 1024, stream);
+    let mut buffer = BytesMut::with_capacity(INITIAL_BUFFER);
     let max = broker.config.socket_request_max_bytes;
-    let heartbeat_of = Arc::new(parking_lot::Mutex::new(None));
+    let idle = broker.config.security.idle_timeout;
     loop {
         let frame = tokio::select! {
             () = shutdown.cancelled() => break,
-            frame = read_frame(&mut reader, &mut buffer, max) => frame,
+            frame = read_frame(&mut stream, &mut buffer, max, idle) => frame,
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(error = %e, "closing connection");
+                tracing::info!(error = %e, "closing connection");
                 break;
             }
         };
-        let response = match handle_frame(broker, peer, &heartbeat_of, frame, shutdown).await {
+        let response = if connection.expects_raw_token() {
+            raw_sasl_token(broker, connection, frame).await
+        } else {
+            handle_frame(broker, connection, frame, shutdown).await
+        };
+        let response = match response {
             Ok(response) => response,
             Err(reason) => {
                 tracing::warn!(%reason, "closing connection after a request that cannot be answered");
@@ -140,26 +301,48 @@ async fn serve_connection(
             }
         };
         if let Some(response) = response {
-            if let Err(e) = writer.write_all(&response).await {
+            if let Err(e) = stream.write_all(&response).await {
                 tracing::debug!(error = %e, "client went away");
                 break;
             }
         }
+        if connection.authentication_failed() {
+            tracing::info!("closing connection after failed authentication");
+            break;
+        }
         // Flush once the pipelined requests already received have all been answered.
         if !has_complete_frame(&buffer) {
-            if let Err(e) = writer.flush().await {
+            if let Err(e) = stream.flush().await {
                 tracing::debug!(error = %e, "client went away");
                 break;
             }
         }
     }
-    let _ = writer.flush().await;
-    let heartbeat = *heartbeat_of.lock();
+    let _ = stream.flush().await;
+    let heartbeat = *connection.heartbeat_of.lock();
     if let Some(id) = heartbeat {
         if !shutdown.is_cancelled() {
             broker.liveness.connection_lost(id);
         }
     }
+}
+
+/// A SASL token sent without SaslAuthenticate framing, after a v0 SaslHandshake; the answer
+/// goes back the same way (size-prefixed token). A failure closes the connection.
+async fn raw_sasl_token(
+    broker: &Arc<Broker>,
+    connection: &Connection,
+    token: Bytes,
+) -> Result<Option<Bytes>, String> {
+    let Some(sasl) = &connection.sasl else {
+        return Err("a raw SASL token on a listener without SASL".into());
+    };
+    let reply = api::sasl::step(broker, sasl, token).await?;
+    let size = i32::try_from(reply.len()).map_err(|_| "SASL token too large".to_string())?;
+    let mut out = BytesMut::with_capacity(4 + reply.len());
+    out.put_i32(size);
+    out.put_slice(&reply);
+    Ok(Some(out.freeze()))
 }
 
 /// A request frame with its API, version and header read; the body is left to
@@ -222,8 +405,7 @@ pub fn parse_frame(frame: Bytes) -> Result<RequestFrame, FrameRefused> {
 /// as for a Produce with acks=0). An error means the connection must be closed.
 async fn handle_frame(
     broker: &Arc<Broker>,
-    peer: std::net::SocketAddr,
-    heartbeat_of: &Arc<parking_lot::Mutex<Option<i32>>>,
+    connection: &Connection,
     frame: Bytes,
     shutdown: &CancellationToken,
 ) -> Result<Option<Bytes>, String> {
@@ -247,6 +429,11 @@ async fn handle_frame(
             return Err(refused.to_string());
         }
     };
+    if !connection.admits(api_key) {
+        return Err(format!(
+            "{api_key:?} before SASL authentication (only ApiVersions, SaslHandshake and SaslAuthenticate are allowed)"
+        ));
+    }
     let span = tracing::debug_span!(
         "request",
         api = api::name(api_key),
@@ -264,9 +451,11 @@ async fn handle_frame(
                 .as_ref()
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
-            peer,
-            heartbeat_of: Arc::clone(heartbeat_of),
-            principal: crate::security::Principal::anonymous(),
+            peer: connection.peer,
+            heartbeat_of: Arc::clone(&connection.heartbeat_of),
+            principal: connection.principal(),
+            listener: Arc::clone(&connection.listener),
+            sasl: connection.sasl.clone(),
         };
         api::handle(broker, &context, api_key, version, body, shutdown).await
     }

@@ -640,6 +640,47 @@ impl Probe {
                 expect_ok("ListPartitionReassignments", r.error_code)?;
                 ensure!(r.topics.is_empty(), "no reassignment should be in progress");
             }
+            // On a PLAINTEXT listener the SASL requests are answered ILLEGAL_SASL_STATE, as in
+            // Kafka; broker/tests/security.rs covers them on SASL listeners.
+            ApiKey::SaslHandshake => {
+                let request = kafka_protocol::messages::SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+                let r = call(conn, &request, version).await?;
+                ensure!(
+                    r.error_code == ResponseError::IllegalSaslState.code(),
+                    "SaslHandshake on PLAINTEXT answered {r:?}"
+                );
+            }
+            ApiKey::SaslAuthenticate => {
+                let request = kafka_protocol::messages::SaslAuthenticateRequest::default()
+                    .with_auth_bytes(Bytes::from_static(b"\0probe\0secret"));
+                let r = call(conn, &request, version).await?;
+                ensure!(
+                    r.error_code == ResponseError::IllegalSaslState.code(),
+                    "SaslAuthenticate on PLAINTEXT answered {r:?}"
+                );
+            }
+            ApiKey::AlterUserScramCredentials => {
+                use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+                let upsert = ScramCredentialUpsertion::default()
+                    .with_name(StrBytes::from_static_str("probe"))
+                    .with_mechanism(1)
+                    .with_iterations(4096)
+                    .with_salt(Bytes::from_static(b"probe-salt"))
+                    .with_salted_password(Bytes::from(vec![7u8; 32]));
+                let request = kafka_protocol::messages::AlterUserScramCredentialsRequest::default()
+                    .with_upsertions(vec![upsert]);
+                let r = call(conn, &request, version).await?;
+                let result = r.results.first().context("no result")?;
+                expect_ok("AlterUserScramCredentials", result.error_code)?;
+            }
+            ApiKey::DescribeUserScramCredentials => {
+                let request =
+                    kafka_protocol::messages::DescribeUserScramCredentialsRequest::default()
+                        .with_users(None);
+                let r = call(conn, &request, version).await?;
+                expect_ok("DescribeUserScramCredentials", r.error_code)?;
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -14,6 +14,7 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub(super) fn describe(
     broker: &Broker,
+    context: &super::RequestContext,
     request: &DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let image = broker.image();
@@ -38,17 +39,18 @@ pub(super) fn describe(
         .brokers
         .values()
         .filter(|b| !b.fenced || request.include_fenced_brokers)
-        .map(|b| {
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(&context.listener)?;
             let entry = DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.id))
-                .with_host(str_bytes(&b.host))
-                .with_port(i32::from(b.port))
+                .with_host(str_bytes(host))
+                .with_port(i32::from(port))
                 .with_rack(b.rack.as_deref().map(str_bytes));
-            if request.include_fenced_brokers {
+            Some(if request.include_fenced_brokers {
                 entry.with_is_fenced(b.fenced)
             } else {
                 entry
-            }
+            })
         })
         .collect();
     response.with_brokers(brokers)

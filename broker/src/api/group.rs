@@ -32,7 +32,11 @@ fn code(error: Option<ResponseError>) -> i16 {
 }
 
 /// Where the coordinator of `group` is: the leader of its `__consumer_offsets` partition.
-async fn locate(broker: &Broker, group: &str) -> Result<(i32, String, i32), ResponseError> {
+async fn locate(
+    broker: &Broker,
+    listener: &str,
+    group: &str,
+) -> Result<(i32, String, i32), ResponseError> {
     if let Err(e) = broker.ensure_offsets_topic().await {
         tracing::warn!(error = %e.message, "{OFFSETS_TOPIC} is not available");
         return Err(ResponseError::CoordinatorNotAvailable);
@@ -45,20 +49,18 @@ async fn locate(broker: &Broker, group: &str) -> Result<(i32, String, i32), Resp
         .partition(OFFSETS_TOPIC, partition)
         .map(|p| p.leader)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let registration = image
+    let (host, port) = image
         .brokers
         .get(&leader)
         .filter(|b| !b.fenced)
+        .and_then(|b| b.endpoint(listener))
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    Ok((
-        leader,
-        registration.host.clone(),
-        i32::from(registration.port),
-    ))
+    Ok((leader, host.to_string(), i32::from(port)))
 }
 
 pub(super) async fn find_coordinator(
     broker: &Broker,
+    context: &super::RequestContext,
     request: &FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -75,7 +77,7 @@ pub(super) async fn find_coordinator(
                 "only group coordinators exist; transactions are not supported",
             ))
         } else {
-            locate(broker, key.as_str())
+            locate(broker, &context.listener, key.as_str())
                 .await
                 .map_err(|e| (e, "the group's offsets partition has no leader yet"))
         };

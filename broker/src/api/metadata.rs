@@ -19,6 +19,7 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub(super) async fn handle(
     broker: &Broker,
+    context: &super::RequestContext,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
@@ -46,14 +47,18 @@ pub(super) async fn handle(
         }
     };
     let image = broker.image();
+    // Each broker's address on the listener this client came in on.
     let brokers = image
         .live_brokers()
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.id))
-                .with_host(str_bytes(&b.host))
-                .with_port(i32::from(b.port))
-                .with_rack(b.rack.as_deref().map(str_bytes))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(&context.listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(str_bytes(host))
+                    .with_port(i32::from(port))
+                    .with_rack(b.rack.as_deref().map(str_bytes)),
+            )
         })
         .collect();
     let controller = broker

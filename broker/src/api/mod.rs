@@ -13,6 +13,8 @@ mod produce;
 mod producer_id;
 mod reassignment;
 mod replication;
+pub(crate) mod sasl;
+mod scram;
 
 use std::sync::Arc;
 
@@ -79,6 +81,10 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::ElectLeaders,
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+    ApiKey::DescribeUserScramCredentials,
+    ApiKey::AlterUserScramCredentials,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -129,6 +135,14 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::ListPartitionReassignments => {
             versions::<kafka_protocol::messages::ListPartitionReassignmentsRequest>()
         }
+        ApiKey::SaslHandshake => versions::<kafka_protocol::messages::SaslHandshakeRequest>(),
+        ApiKey::SaslAuthenticate => versions::<kafka_protocol::messages::SaslAuthenticateRequest>(),
+        ApiKey::DescribeUserScramCredentials => {
+            versions::<kafka_protocol::messages::DescribeUserScramCredentialsRequest>()
+        }
+        ApiKey::AlterUserScramCredentials => {
+            versions::<kafka_protocol::messages::AlterUserScramCredentialsRequest>()
+        }
         _ => return None,
     })
 }
@@ -174,6 +188,10 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::ElectLeaders => "ElectLeaders",
         ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
         ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "Unsupported",
     }
 }
@@ -206,6 +224,11 @@ pub struct RequestContext {
     pub heartbeat_of: Arc<parking_lot::Mutex<Option<i32>>>,
     /// Who authenticated on this connection.
     pub principal: crate::security::Principal,
+    /// The name of the listener the client connected to: Metadata and FindCoordinator answer
+    /// with the brokers' addresses on this listener.
+    pub listener: Arc<str>,
+    /// The SASL state of a connection on a SASL listener.
+    pub sasl: Option<Arc<parking_lot::Mutex<crate::security::sasl::SaslSession>>>,
 }
 
 /// Decodes the body of a `key` request at `version` (the header already read). An error
@@ -231,7 +254,7 @@ pub async fn handle(
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(broker, r, version).await)
+            ResponseKind::Metadata(metadata::handle(broker, context, r, version).await)
         }
         RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
             Some(response) => ResponseKind::Produce(response),
@@ -256,14 +279,14 @@ pub async fn handle(
             ResponseKind::DescribeConfigs(configs::describe(broker, r, version))
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(cluster::describe(broker, &r))
+            ResponseKind::DescribeCluster(cluster::describe(broker, context, &r))
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_id::init(broker, &r).await)
         }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(group::find_coordinator(broker, &r, version).await)
-        }
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
+            group::find_coordinator(broker, context, &r, version).await,
+        ),
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(group::join(broker, context, r, version, shutdown).await)
         }
@@ -306,6 +329,18 @@ pub async fn handle(
         }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(admin::delete_records(broker, r))
+        }
+        RequestKind::SaslHandshake(r) => {
+            ResponseKind::SaslHandshake(sasl::handshake(broker, context, &r, version))
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            ResponseKind::SaslAuthenticate(sasl::authenticate(broker, context, r).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(scram::describe(broker, &r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(scram::alter(broker, r).await)
         }
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r).await)

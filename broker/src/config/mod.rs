@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::security::sasl::SaslMechanism;
+use crate::security::tls::{ClientAuth, TlsSettings};
+use crate::security::SecurityProtocol;
+
 pub use defs::{broker_def, topic_def, ConfigDef, ConfigType, TopicDef, BROKER_DEFS, TOPIC_DEFS};
 
 /// Why a configuration was refused.
@@ -36,7 +40,7 @@ pub enum ConfigError {
 }
 
 /// One listener: a name (`PLAINTEXT`) and the host and port it binds or advertises.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Listener {
     pub name: String,
     pub host: String,
@@ -83,13 +87,30 @@ impl Listener {
     }
 }
 
+/// A client listener and the security protocol `listener.security.protocol.map` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientListener {
+    pub listener: Listener,
+    pub protocol: SecurityProtocol,
+}
+
 /// The broker's configuration, resolved and validated once at start.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    /// The inter-broker listener (`inter.broker.listener.name`): the address registered for
+    /// replication and heartbeats.
     pub listener: Listener,
-    /// `None` until the listener is bound: then derived from the bound address.
+    /// The configured advertised address of the inter-broker listener; `None` until the
+    /// listener is bound: then derived from the bound address.
     pub advertised: Option<Listener>,
+    /// Every client listener (the inter-broker one included), in `listeners` order.
+    pub listeners: Vec<ClientListener>,
+    /// `advertised.listeners`, by listener name; a listener missing here advertises its
+    /// bound address.
+    pub advertised_listeners: Vec<Listener>,
+    /// TLS, SASL and connection limits.
+    pub security: SecuritySettings,
     /// The listener for metadata quorum traffic (a name in `controller.listener.names`).
     pub controller_listener: Option<Listener>,
     /// `controller.quorum.voters`: node id to `host:port`; empty means a standalone broker
@@ -176,42 +197,47 @@ impl BrokerConfig {
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
             .collect();
-        let (listener, controller_listener) =
-            split_listeners("listeners", &get("listeners"), &controller_names)?;
-        let listener = listener.ok_or_else(|| ConfigError::Invalid {
-            key: "listeners".to_string(),
-            value: get("listeners"),
-            expected: "a PLAINTEXT listener for clients".to_string(),
-        })?;
-        let advertised = match settings.get("advertised.listeners") {
-            Some(text) => split_listeners("advertised.listeners", text, &controller_names)?.0,
-            None => None,
-        };
-        for entry in get("listener.security.protocol.map")
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-        {
-            match entry.split_once(':') {
-                Some((_, "PLAINTEXT")) => {}
-                _ => {
+        let protocols = parse_protocol_map(&get("listener.security.protocol.map"))?;
+        let (listeners, controller_listener) = split_listeners(
+            "listeners",
+            &get("listeners"),
+            &controller_names,
+            &protocols,
+        )?;
+        let advertised_listeners = match settings.get("advertised.listeners") {
+            Some(text) => {
+                let (advertised, _) =
+                    split_listeners("advertised.listeners", text, &controller_names, &protocols)?;
+                if let Some(unknown) = advertised
+                    .iter()
+                    .find(|a| !listeners.iter().any(|l| l.listener.name == a.listener.name))
+                {
                     return Err(ConfigError::Invalid {
-                        key: "listener.security.protocol.map".to_string(),
-                        value: get("listener.security.protocol.map"),
-                        expected: "NAME:PLAINTEXT entries (SSL and SASL are not supported yet)"
-                            .to_string(),
-                    })
+                        key: "advertised.listeners".to_string(),
+                        value: text.clone(),
+                        expected: format!(
+                            "names of client listeners in `listeners` ({} is not one)",
+                            unknown.listener.name
+                        ),
+                    });
                 }
+                advertised.into_iter().map(|a| a.listener).collect()
             }
-        }
-        if get("inter.broker.listener.name") != listener.name {
-            return Err(ConfigError::Invalid {
-                key: "inter.broker.listener.name".to_string(),
-                value: get("inter.broker.listener.name"),
-                expected: format!("the client listener's name, {}", listener.name),
-            });
-        }
+            None => Vec::new(),
+        };
         let voters = parse_voters(&get("controller.quorum.voters"))?;
+        let listener = inter_broker_listener(
+            &listeners,
+            settings
+                .get("inter.broker.listener.name")
+                .map(String::as_str),
+            !voters.is_empty(),
+        )?;
+        let advertised = advertised_listeners
+            .iter()
+            .find(|a| a.name == listener.name)
+            .cloned();
+        let security = SecuritySettings::from_settings(&get, &listeners)?;
         let roles: Vec<String> = get("process.roles")
             .split(',')
             .map(|r| r.trim().to_string())
@@ -266,6 +292,9 @@ impl BrokerConfig {
             node_id,
             listener,
             advertised,
+            listeners,
+            advertised_listeners,
+            security,
             controller_listener,
             voters,
             rack,
@@ -386,40 +415,187 @@ fn scale(value: &str, factor: i64) -> String {
     }
 }
 
-/// Splits a listener list into the client (PLAINTEXT) listener and the controller listener.
+/// Parses `listener.security.protocol.map`: `NAME:PROTOCOL,...`. A listener named after a
+/// protocol (`SSL://...`) needs no entry, and a controller listener without one is PLAINTEXT.
+fn parse_protocol_map(text: &str) -> Result<BTreeMap<String, SecurityProtocol>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let protocol = entry
+            .split_once(':')
+            .and_then(|(name, protocol)| {
+                SecurityProtocol::from_name(protocol.trim()).map(|p| (name.trim(), p))
+            })
+            .filter(|(name, _)| !name.is_empty());
+        let Some((name, protocol)) = protocol else {
+            return Err(ConfigError::Invalid {
+                key: "listener.security.protocol.map".to_string(),
+                value: text.to_string(),
+                expected: "NAME:PROTOCOL entries, PROTOCOL one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+                    .to_string(),
+            });
+        };
+        map.insert(name.to_string(), protocol);
+    }
+    Ok(map)
+}
+
+/// Splits a listener list into the client listeners (with their protocols) and the
+/// controller listener.
 fn split_listeners(
     key: &str,
     text: &str,
     controller_names: &[String],
-) -> Result<(Option<Listener>, Option<Listener>), ConfigError> {
-    let mut client = None;
-    let mut controller = None;
+    protocols: &BTreeMap<String, SecurityProtocol>,
+) -> Result<(Vec<ClientListener>, Option<Listener>), ConfigError> {
+    let invalid = |expected: String| ConfigError::Invalid {
+        key: key.to_string(),
+        value: text.to_string(),
+        expected,
+    };
+    let mut clients: Vec<ClientListener> = Vec::new();
+    let mut controller: Option<Listener> = None;
     for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let listener = Listener::parse(key, part)?;
-        let slot = if controller_names.contains(&listener.name) {
-            &mut controller
-        } else if listener.name == "PLAINTEXT" {
-            &mut client
-        } else {
-            return Err(ConfigError::Invalid {
-                key: key.to_string(),
-                value: text.to_string(),
-                expected: format!(
-                    "PLAINTEXT listeners and controller listeners ({}); TLS and SASL listeners are not supported yet",
-                    controller_names.join(",")
-                ),
-            });
+        let protocol = protocols
+            .get(&listener.name)
+            .copied()
+            .or_else(|| SecurityProtocol::from_name(&listener.name));
+        if controller_names.contains(&listener.name) {
+            if protocol.is_some_and(|p| p != SecurityProtocol::Plaintext) {
+                return Err(invalid(format!(
+                    "a PLAINTEXT controller listener ({} is mapped to {}; TLS and SASL for quorum traffic are not supported)",
+                    listener.name,
+                    protocol.map_or("", SecurityProtocol::name)
+                )));
+            }
+            if controller.is_some() {
+                return Err(invalid(format!("one {} listener", listener.name)));
+            }
+            controller = Some(listener);
+            continue;
+        }
+        let Some(protocol) = protocol else {
+            return Err(invalid(format!(
+                "listener names with a protocol in listener.security.protocol.map ({} has none)",
+                listener.name
+            )));
         };
-        if slot.is_some() {
+        if clients.iter().any(|c| c.listener.name == listener.name) {
+            return Err(invalid(format!("one {} listener", listener.name)));
+        }
+        clients.push(ClientListener { listener, protocol });
+    }
+    Ok((clients, controller))
+}
+
+/// The listener other brokers reach this one on: `inter.broker.listener.name`, or when it is
+/// not set the PLAINTEXT listener, else the only client listener.
+fn inter_broker_listener(
+    listeners: &[ClientListener],
+    name: Option<&str>,
+    replicated: bool,
+) -> Result<Listener, ConfigError> {
+    let names = || {
+        listeners
+            .iter()
+            .map(|l| l.listener.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let chosen = match name {
+        Some(name) => listeners.iter().find(|l| l.listener.name == name),
+        None => listeners
+            .iter()
+            .find(|l| l.listener.name == "PLAINTEXT")
+            .or(match listeners {
+                [only] => Some(only),
+                _ => None,
+            }),
+    };
+    let Some(chosen) = chosen else {
+        return Err(ConfigError::Invalid {
+            key: "inter.broker.listener.name".to_string(),
+            value: name.unwrap_or("").to_string(),
+            expected: if listeners.is_empty() {
+                "a client listener in `listeners`".to_string()
+            } else {
+                format!("one of the client listeners: {}", names())
+            },
+        });
+    };
+    // Replication and heartbeats use the broker's own client, which speaks plain TCP.
+    if replicated && chosen.protocol != SecurityProtocol::Plaintext {
+        return Err(ConfigError::Invalid {
+            key: "inter.broker.listener.name".to_string(),
+            value: chosen.listener.name.clone(),
+            expected: format!(
+                "a PLAINTEXT listener in a cluster with controller.quorum.voters ({} is {}; brokers do not replicate over TLS or SASL yet)",
+                chosen.listener.name, chosen.protocol
+            ),
+        });
+    }
+    Ok(chosen.listener.clone())
+}
+
+/// The settings of TLS, SASL and connection limits, resolved.
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// Set when a listener uses SSL or SASL_SSL.
+    pub tls: Option<TlsSettings>,
+    /// `sasl.enabled.mechanisms`.
+    pub sasl_mechanisms: Vec<SaslMechanism>,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// `connections.max.idle.ms`; `None` never closes an idle connection.
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+impl SecuritySettings {
+    fn from_settings(
+        get: &dyn Fn(&str) -> String,
+        listeners: &[ClientListener],
+    ) -> Result<SecuritySettings, ConfigError> {
+        let count = |key: &str| usize::try_from(get(key).parse::<i64>().unwrap_or(0)).unwrap_or(0);
+        let tls = if listeners.iter().any(|l| l.protocol.uses_tls()) {
+            let keystore = get("ssl.keystore.location");
+            if keystore.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "ssl.keystore.location".to_string(),
+                    value: String::new(),
+                    expected: "a PEM file with the certificate chain and private key, for the SSL and SASL_SSL listeners".to_string(),
+                });
+            }
+            let truststore = get("ssl.truststore.location");
+            Some(TlsSettings {
+                keystore: PathBuf::from(keystore),
+                truststore: (!truststore.is_empty()).then(|| PathBuf::from(truststore)),
+                client_auth: ClientAuth::parse(&get("ssl.client.auth")).unwrap_or(ClientAuth::None),
+            })
+        } else {
+            None
+        };
+        let sasl_mechanisms: Vec<SaslMechanism> = get("sasl.enabled.mechanisms")
+            .split(',')
+            .filter_map(|m| SaslMechanism::from_name(m.trim()))
+            .collect();
+        if sasl_mechanisms.is_empty() && listeners.iter().any(|l| l.protocol.uses_sasl()) {
             return Err(ConfigError::Invalid {
-                key: key.to_string(),
-                value: text.to_string(),
-                expected: format!("one {} listener", listener.name),
+                key: "sasl.enabled.mechanisms".to_string(),
+                value: get("sasl.enabled.mechanisms"),
+                expected: "at least one mechanism for the SASL listeners".to_string(),
             });
         }
-        *slot = Some(listener);
+        let idle = get("connections.max.idle.ms").parse::<i64>().unwrap_or(-1);
+        Ok(SecuritySettings {
+            tls,
+            sasl_mechanisms,
+            max_connections: count("max.connections"),
+            max_connections_per_ip: count("max.connections.per.ip"),
+            idle_timeout: u64::try_from(idle)
+                .ok()
+                .map(std::time::Duration::from_millis),
+        })
     }
-    Ok((client, controller))
 }
 
 /// Parses `controller.quorum.voters`: `1@host:9093,2@host:9093,...`.
@@ -555,7 +731,7 @@ mod tests {
         assert!(err.to_string().contains("num.partitions"), "{err}");
         let err =
             BrokerConfig::from_settings(settings(&[("listeners", "SSL://h:1")])).expect_err("ssl");
-        assert!(err.to_string().contains("not supported"), "{err}");
+        assert!(err.to_string().contains("ssl.keystore.location"), "{err}");
     }
 
     #[test]
@@ -591,6 +767,127 @@ mod tests {
         assert!(validate_topic_name("..").is_err());
         assert!(validate_topic_name("has space").is_err());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn named_listeners_take_their_protocol_from_the_map() {
+        let config = BrokerConfig::from_settings(settings(&[
+            (
+                "listeners",
+                "INTERNAL://127.0.0.1:9092,EXTERNAL://:9094,CONTROLLER://127.0.0.1:9093",
+            ),
+            (
+                "listener.security.protocol.map",
+                "INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            ),
+            ("advertised.listeners", "EXTERNAL://kafka.example.com:443"),
+            ("inter.broker.listener.name", "INTERNAL"),
+            ("ssl.keystore.location", "/etc/oxbow/broker.pem"),
+            ("sasl.enabled.mechanisms", "SCRAM-SHA-512"),
+        ]))
+        .expect("valid");
+        let protocols: Vec<(&str, SecurityProtocol)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.listener.name.as_str(), l.protocol))
+            .collect();
+        assert_eq!(
+            protocols,
+            [
+                ("INTERNAL", SecurityProtocol::Plaintext),
+                ("EXTERNAL", SecurityProtocol::SaslSsl)
+            ]
+        );
+        assert_eq!(config.listener.name, "INTERNAL");
+        assert_eq!(config.advertised, None);
+        assert_eq!(config.advertised_listeners[0].host, "kafka.example.com");
+        assert_eq!(config.controller_listener.expect("controller").port, 9093);
+        let tls = config
+            .security
+            .tls
+            .expect("a TLS listener needs TLS settings");
+        assert_eq!(tls.keystore, PathBuf::from("/etc/oxbow/broker.pem"));
+        assert_eq!(
+            config.security.sasl_mechanisms,
+            [SaslMechanism::Scram(
+                crate::security::scram::ScramMechanism::Sha512
+            )]
+        );
+    }
+
+    #[test]
+    fn listeners_named_after_a_protocol_need_no_map_entry() {
+        let config = BrokerConfig::from_settings(settings(&[(
+            "listeners",
+            "SASL_PLAINTEXT://127.0.0.1:9095,PLAINTEXT://127.0.0.1:9092",
+        )]))
+        .expect("valid");
+        assert_eq!(config.listeners.len(), 2);
+        assert_eq!(
+            config.listeners[0].protocol,
+            SecurityProtocol::SaslPlaintext
+        );
+        assert_eq!(
+            config.listener.name, "PLAINTEXT",
+            "the PLAINTEXT listener replicates"
+        );
+        let only = BrokerConfig::from_settings(settings(&[("listeners", "SASL_PLAINTEXT://:1")]))
+            .expect("a standalone broker may have only a SASL listener");
+        assert_eq!(only.listener.name, "SASL_PLAINTEXT");
+    }
+
+    #[test]
+    fn inconsistent_listener_settings_are_refused_with_the_reason() {
+        let refused = |pairs: &[(&str, &str)], expected: &str| {
+            let err = BrokerConfig::from_settings(settings(pairs)).expect_err(expected);
+            assert!(err.to_string().contains(expected), "{err}");
+        };
+        refused(&[("listeners", "EXTERNAL://:1")], "EXTERNAL has none");
+        refused(
+            &[("listeners", "PLAINTEXT://:1,PLAINTEXT://:2")],
+            "one PLAINTEXT listener",
+        );
+        refused(
+            &[("listener.security.protocol.map", "A:TLS")],
+            "NAME:PROTOCOL",
+        );
+        refused(
+            &[
+                ("listeners", "PLAINTEXT://:1"),
+                ("advertised.listeners", "SSL://h:2"),
+            ],
+            "SSL is not one",
+        );
+        refused(
+            &[
+                ("listeners", "PLAINTEXT://:1,SSL://:2"),
+                ("inter.broker.listener.name", "INTERNAL"),
+            ],
+            "one of the client listeners: PLAINTEXT, SSL",
+        );
+        refused(
+            &[
+                ("listeners", "SASL_SSL://:1,CONTROLLER://:2"),
+                ("ssl.keystore.location", "k.pem"),
+                ("controller.quorum.voters", "0@127.0.0.1:2"),
+            ],
+            "brokers do not replicate over TLS or SASL yet",
+        );
+        refused(
+            &[
+                ("listeners", "PLAINTEXT://:1,CONTROLLER://:2"),
+                (
+                    "listener.security.protocol.map",
+                    "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+                ),
+            ],
+            "PLAINTEXT controller listener",
+        );
+        refused(
+            &[("ssl.client.auth", "always")],
+            "none, requested, required",
+        );
+        refused(&[("sasl.enabled.mechanisms", "GSSAPI")], "SCRAM-SHA-256");
     }
 
     #[test]

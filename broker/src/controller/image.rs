@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::security::scram::{ScramCredential, ScramMechanism};
+
 /// No leader: the partition is offline.
 pub const NO_LEADER: i32 = -1;
 
@@ -23,6 +25,23 @@ pub struct BrokerRegistration {
     pub fenced: bool,
     /// Set by a controlled shutdown: the broker is about to stop, move leadership away.
     pub shutting_down: bool,
+    /// The advertised address of every client listener, by listener name (empty in
+    /// registrations from before named listeners: `host`/`port` serve every listener then).
+    #[serde(default)]
+    pub endpoints: Vec<crate::config::Listener>,
+}
+
+impl BrokerRegistration {
+    /// Where clients of listener `name` reach this broker; `None` when it has no such listener.
+    pub fn endpoint(&self, name: &str) -> Option<(&str, u16)> {
+        if self.endpoints.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.endpoints
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 /// One partition's replicas, leader and in-sync replicas.
@@ -82,6 +101,9 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicImage>,
     /// Producer ids below this have been handed out.
     pub next_producer_id: i64,
+    /// SCRAM credentials by user and mechanism (salted and hashed, never the password).
+    #[serde(default)]
+    pub scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
 }
 
 impl MetadataImage {
@@ -182,6 +204,18 @@ pub enum MetadataCommand {
     },
     AllocateProducerIds {
         count: i64,
+    },
+    /// Sets a user's SCRAM credential for a mechanism; with `only_if_absent` an existing one
+    /// stays (first credentials given at every start must not undo a later change).
+    UpsertScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: ScramCredential,
+        only_if_absent: bool,
+    },
+    DeleteScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
     },
 }
 
@@ -447,6 +481,30 @@ impl MetadataImage {
                 self.next_producer_id += count.max(&1);
                 CommandResult::ProducerIds { first }
             }
+            MetadataCommand::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+                only_if_absent,
+            } => {
+                let credentials = self.scram_credentials.entry(user.clone()).or_default();
+                if !(*only_if_absent && credentials.contains_key(mechanism)) {
+                    credentials.insert(*mechanism, credential.clone());
+                }
+                CommandResult::Applied
+            }
+            MetadataCommand::DeleteScramCredential { user, mechanism } => {
+                let Some(credentials) = self.scram_credentials.get_mut(user) else {
+                    return rejected(format!("user {user} has no SCRAM credential"));
+                };
+                if credentials.remove(mechanism).is_none() {
+                    return rejected(format!("user {user} has no {mechanism} credential"));
+                }
+                if credentials.is_empty() {
+                    self.scram_credentials.remove(user);
+                }
+                CommandResult::Applied
+            }
         }
     }
 
@@ -571,6 +629,7 @@ mod tests {
             rack: None,
             fenced: false,
             shutting_down: false,
+            endpoints: Vec::new(),
         })
     }
 

@@ -289,6 +289,7 @@ mod tests {
                     rack: None,
                     fenced: *fenced,
                     shutting_down: false,
+                    endpoints: Vec::new(),
                 },
             );
         }

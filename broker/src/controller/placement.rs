@@ -117,6 +117,7 @@ mod tests {
                 rack: rack.map(str::to_string),
                 fenced: false,
                 shutting_down: false,
+                endpoints: Vec::new(),
             }));
         }
         image
