@@ -640,6 +640,55 @@ impl Probe {
                 expect_ok("ListPartitionReassignments", r.error_code)?;
                 ensure!(r.topics.is_empty(), "no reassignment should be in progress");
             }
+            // Without an authorizer (as here) the ACL APIs answer SECURITY_DISABLED, as Kafka's
+            // do; broker/tests/acl.rs runs every version with an authorizer on.
+            ApiKey::DescribeAcls => {
+                let request = kafka_protocol::messages::DescribeAclsRequest::default()
+                    .with_resource_type_filter(1)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1);
+                let r = call(conn, &request, version).await?;
+                ensure!(
+                    r.error_code == ResponseError::SecurityDisabled.code(),
+                    "DescribeAcls without an authorizer answered {r:?}"
+                );
+            }
+            ApiKey::CreateAcls => {
+                use kafka_protocol::messages::create_acls_request::AclCreation;
+                let request = kafka_protocol::messages::CreateAclsRequest::default()
+                    .with_creations(vec![AclCreation::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_string(topic.to_string()))
+                        .with_resource_pattern_type(3)
+                        .with_principal(StrBytes::from_static_str("User:probe"))
+                        .with_host(StrBytes::from_static_str("*"))
+                        .with_operation(3)
+                        .with_permission_type(3)]);
+                let r = call(conn, &request, version).await?;
+                let result = r.results.first().context("no result in the response")?;
+                ensure!(
+                    result.error_code == ResponseError::SecurityDisabled.code(),
+                    "CreateAcls without an authorizer answered {r:?}"
+                );
+            }
+            ApiKey::DeleteAcls => {
+                use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+                let request =
+                    kafka_protocol::messages::DeleteAclsRequest::default().with_filters(vec![
+                        DeleteAclsFilter::default()
+                            .with_resource_type_filter(1)
+                            .with_pattern_type_filter(1)
+                            .with_operation(1)
+                            .with_permission_type(1),
+                    ]);
+                let r = call(conn, &request, version).await?;
+                let result = r.filter_results.first().context("no filter result")?;
+                ensure!(
+                    result.error_code == ResponseError::SecurityDisabled.code(),
+                    "DeleteAcls without an authorizer answered {r:?}"
+                );
+            }
             // On a PLAINTEXT listener the SASL requests are answered ILLEGAL_SASL_STATE, as in
             // Kafka; broker/tests/security.rs covers them on SASL listeners.
             ApiKey::SaslHandshake => {

@@ -1,5 +1,6 @@
 //! What every reconciliation shares: the Kubernetes client, the event recorder, metrics,
-//! operator settings, the Kafka admin client, and per-object retry backoff.
+//! operator settings, the Kafka admin clients (topics, balancing), and per-object retry
+//! backoff.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+use crate::balance::step::BalanceAdmin;
 use crate::cluster::validate::OperatorSettings;
 use crate::metrics::Metrics;
 use crate::topic::admin::TopicAdmin;
@@ -21,6 +23,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: OperatorSettings,
     pub admin: Arc<dyn TopicAdmin>,
+    /// Reads cluster state and moves replicas: scaling, rolling restarts, metrics.
+    pub balancer: Arc<dyn BalanceAdmin>,
     pub backoff: Backoff,
 }
 
@@ -30,6 +34,7 @@ impl Context {
         metrics: Arc<Metrics>,
         settings: OperatorSettings,
         admin: Arc<dyn TopicAdmin>,
+        balancer: Arc<dyn BalanceAdmin>,
         instance: Option<String>,
     ) -> Self {
         let reporter = Reporter {
@@ -42,6 +47,7 @@ impl Context {
             metrics,
             settings,
             admin,
+            balancer,
             backoff: Backoff::default(),
         }
     }

@@ -9,6 +9,7 @@ use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use oxbow_operator::balance::cli::BalanceArgs;
+use oxbow_operator::balance::step::KafkaBalanceAdmin;
 use oxbow_operator::cluster::validate::OperatorSettings;
 use oxbow_operator::context::Context;
 use oxbow_operator::http::{self, Health};
@@ -151,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&metrics),
         settings,
         Arc::new(KafkaAdmin::default()),
+        Arc::new(KafkaBalanceAdmin::default()),
         Some(identity.clone()),
     ));
 

@@ -1,5 +1,6 @@
-//! Test fixtures: small YAML documents turned into typed resources, and a recording
-//! [`TopicAdmin`] that keeps topics in memory.
+//! Test fixtures: small YAML documents turned into typed resources, a recording
+//! [`TopicAdmin`] that keeps topics in memory (on three brokers), and a [`BalanceAdmin`] over
+//! an in-memory cluster whose reassignments land one look after they are submitted.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -7,8 +8,14 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use crate::balance::executor::{ExecError, Goal, NotElected, Observed, Ongoing};
+use crate::balance::step::{BalanceAdmin, Progress};
+use crate::balance::{ClusterState, Move, PlanError};
 use crate::crd::{KafkaCluster, KafkaTopic};
 use crate::topic::admin::{AdminError, ConfigChange, NewTopic, TopicAdmin, TopicDescription};
+
+/// Brokers the in-memory Kafka of [`MemoryAdmin`] has.
+pub(crate) const MEMORY_BROKERS: i32 = 3;
 
 /// A KafkaCluster as read from the API (uid, namespace, generation set). Tests append
 /// indented spec fields to it.
@@ -121,6 +128,8 @@ impl TopicAdmin for MemoryAdmin {
                     topic_id: id.clone(),
                     partitions: topic.partitions.unwrap_or(1),
                     replicas: topic.replicas.unwrap_or(1),
+                    min_replicas: topic.replicas.unwrap_or(1),
+                    reassigning: 0,
                     overrides: topic.config.clone(),
                 },
             );
@@ -182,6 +191,200 @@ impl TopicAdmin for MemoryAdmin {
         }
         .boxed()
     }
+
+    /// The first round submits every partition (they show as reassigning, with their new
+    /// size), the next one finds them landed and is done.
+    fn change_replication_factor<'a>(
+        &'a self,
+        bootstrap: &'a str,
+        topic: &'a str,
+        replicas: i32,
+    ) -> BoxFuture<'a, Result<Progress, AdminError>> {
+        async move {
+            self.record(
+                bootstrap,
+                format!("change_replication_factor {topic} {replicas}"),
+            )?;
+            if !(1..=MEMORY_BROKERS).contains(&replicas) {
+                return Err(AdminError::Reassignment {
+                    topic: topic.to_string(),
+                    source: ExecError::Plan(PlanError::InvalidReplicationFactor {
+                        topic: topic.to_string(),
+                        requested: usize::try_from(replicas).unwrap_or(0),
+                        brokers: MEMORY_BROKERS as usize,
+                    }),
+                });
+            }
+            let mut topics = self.topics.lock().expect("lock");
+            let Some(t) = topics.get_mut(topic) else {
+                return Err(AdminError::Reassignment {
+                    topic: topic.to_string(),
+                    source: ExecError::Plan(PlanError::UnknownTopic(topic.to_string())),
+                });
+            };
+            let moving = usize::try_from(t.partitions).unwrap_or(0);
+            if t.reassigning > 0 {
+                t.reassigning = 0;
+                Ok(Progress {
+                    done: true,
+                    ..Progress::default()
+                })
+            } else if t.replicas != replicas || t.min_replicas != replicas {
+                t.replicas = replicas;
+                t.min_replicas = replicas;
+                t.reassigning = t.partitions;
+                Ok(Progress {
+                    planned: moving,
+                    in_flight: moving,
+                    ..Progress::default()
+                })
+            } else {
+                Ok(Progress {
+                    done: true,
+                    ..Progress::default()
+                })
+            }
+        }
+        .boxed()
+    }
+}
+
+/// A cluster in memory for [`BalanceAdmin`]: brokers register when the test says so, and a
+/// submitted reassignment is reported in flight at the next look and landed at the one after.
+#[derive(Default)]
+pub(crate) struct MemoryCluster {
+    pub(crate) state: Mutex<ClusterState>,
+    /// Reassignments in flight, with how many more looks they stay so.
+    pub(crate) moving: Mutex<BTreeMap<(String, i32), (Move, u32)>>,
+    pub(crate) calls: Mutex<Vec<String>>,
+    /// When set, every call fails as if the cluster were unreachable.
+    pub(crate) unreachable: Mutex<bool>,
+}
+
+impl MemoryCluster {
+    pub(crate) fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn set_state(&self, state: ClusterState) {
+        *self.state.lock().expect("lock") = state;
+    }
+
+    pub(crate) fn state(&self) -> ClusterState {
+        self.state.lock().expect("lock").clone()
+    }
+
+    fn record(&self, call: String) -> Result<(), ExecError> {
+        self.calls.lock().expect("lock").push(call);
+        if *self.unreachable.lock().expect("lock") {
+            return Err(ExecError::Timeout {
+                operation: "test",
+                address: "memory".to_string(),
+                timeout: std::time::Duration::from_secs(1),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl BalanceAdmin for MemoryCluster {
+    fn observe<'a>(&'a self, _bootstrap: &'a str) -> BoxFuture<'a, Result<Observed, ExecError>> {
+        async move {
+            self.record("observe".to_string())?;
+            let mut state = self.state.lock().expect("lock");
+            let mut moving = self.moving.lock().expect("lock");
+            let mut observed = Observed::default();
+            let mut landed = Vec::new();
+            for (key, (m, looks)) in moving.iter_mut() {
+                if *looks == 0 {
+                    landed.push(key.clone());
+                    if let Some(p) = state
+                        .partitions
+                        .iter_mut()
+                        .find(|p| p.topic == m.topic && p.partition == m.partition)
+                    {
+                        p.replicas = m.to.clone();
+                        p.isr = m.to.clone();
+                        if !m.to.contains(&p.leader) {
+                            p.leader = m.to[0];
+                        }
+                    }
+                } else {
+                    *looks -= 1;
+                    observed.reassigning.insert(
+                        key.clone(),
+                        Ongoing {
+                            replicas: m.to.iter().chain(&m.removed()).copied().collect(),
+                            adding: m.added(),
+                            removing: m.removed(),
+                        },
+                    );
+                }
+            }
+            for key in landed {
+                moving.remove(&key);
+            }
+            let mut shown = state.clone();
+            for p in &mut shown.partitions {
+                let key = (p.topic.clone(), p.partition);
+                observed.current.insert(key.clone(), p.replicas.clone());
+                if let Some((m, _)) = moving.get(&key) {
+                    p.replicas = m.to.clone();
+                    p.isr.retain(|r| m.to.contains(r));
+                }
+            }
+            observed.state = shown;
+            Ok(observed)
+        }
+        .boxed()
+    }
+
+    fn reassign<'a>(
+        &'a self,
+        _bootstrap: &'a str,
+        moves: &'a [Move],
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        async move {
+            for m in moves {
+                self.record(format!(
+                    "reassign {}-{} {:?} -> {:?}",
+                    m.topic, m.partition, m.from, m.to
+                ))?;
+                self.moving
+                    .lock()
+                    .expect("lock")
+                    .insert((m.topic.clone(), m.partition), (m.clone(), 1));
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn elect<'a>(
+        &'a self,
+        _bootstrap: &'a str,
+        partitions: &'a [(String, i32)],
+    ) -> BoxFuture<'a, Result<Vec<NotElected>, ExecError>> {
+        async move {
+            self.record(format!("elect {}", partitions.len()))?;
+            let mut state = self.state.lock().expect("lock");
+            for p in &mut state.partitions {
+                if partitions.contains(&(p.topic.clone(), p.partition)) {
+                    p.leader = p.replicas[0];
+                }
+            }
+            Ok(Vec::new())
+        }
+        .boxed()
+    }
+}
+
+/// The goal of a plain rebalance over every live broker, for tests.
+pub(crate) fn rebalance_goal() -> Goal {
+    Goal::Rebalance {
+        brokers: None,
+        drain: Vec::new(),
+    }
 }
 
 /// A context over an in-memory Kubernetes API holding `objects` (KafkaCluster, KafkaTopic and
@@ -192,6 +395,18 @@ pub(crate) async fn fake_context(
     std::sync::Arc<crate::context::Context>,
     std::sync::Arc<MemoryAdmin>,
 ) {
+    let (ctx, admin, _) = fake_context_with_cluster(builder).await;
+    (ctx, admin)
+}
+
+/// [`fake_context`], and the [`MemoryCluster`] its balancer works on.
+pub(crate) async fn fake_context_with_cluster(
+    builder: kube_fake_client::ClientBuilder,
+) -> (
+    std::sync::Arc<crate::context::Context>,
+    std::sync::Arc<MemoryAdmin>,
+    std::sync::Arc<MemoryCluster>,
+) {
     use k8s_openapi::api::apps::v1::StatefulSet;
     let client = builder
         .with_resource::<KafkaCluster>()
@@ -201,14 +416,16 @@ pub(crate) async fn fake_context(
         .await
         .expect("fake API");
     let admin = std::sync::Arc::new(MemoryAdmin::default());
+    let cluster = std::sync::Arc::new(MemoryCluster::default());
     let ctx = crate::context::Context::new(
         client,
         std::sync::Arc::new(crate::metrics::Metrics::new()),
         crate::cluster::validate::OperatorSettings::default(),
         admin.clone(),
+        cluster.clone(),
         Some("test".to_string()),
     );
-    (std::sync::Arc::new(ctx), admin)
+    (std::sync::Arc::new(ctx), admin, cluster)
 }
 
 /// Reasons of the events recorded about objects named `name`.

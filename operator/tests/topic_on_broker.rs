@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 use kube::api::{Patch, PatchParams};
 use kube::Api;
 use oxbow_e2e::harness::{BrokerOptions, BrokerProcess};
+use oxbow_operator::balance::step::KafkaBalanceAdmin;
 use oxbow_operator::cluster::validate::OperatorSettings;
 use oxbow_operator::conditions::{is_true, READY};
 use oxbow_operator::context::Context;
@@ -231,6 +232,7 @@ async fn the_topic_reconciler_takes_a_topic_through_its_life_on_a_real_broker() 
         Arc::new(Metrics::new()),
         OperatorSettings::default(),
         Arc::new(KafkaAdmin::default()),
+        Arc::new(KafkaBalanceAdmin::default()),
         None,
     ));
     let topics: Api<KafkaTopic> = Api::namespaced(client, "streaming");

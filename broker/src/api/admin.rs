@@ -18,16 +18,28 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::{str_bytes, topic_name};
+use super::{str_bytes, topic_name, RequestContext};
 use crate::broker::{ApiError, Broker};
 use crate::config::TOPIC_DEFS;
 use crate::controller::image::TopicImage;
+use crate::security::authorizer::{Operation, ResourceType};
+
+/// The error of a topic operation the principal may not perform.
+fn topic_denied(context: &RequestContext, operation: Operation, name: &str) -> ApiError {
+    ApiError::new(
+        ResponseError::TopicAuthorizationFailed,
+        format!("{} may not {operation:?} topic `{name}`", context.principal),
+    )
+}
 
 pub(super) async fn create_topics(
     broker: &Broker,
+    context: &RequestContext,
     request: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
+    // CREATE on the cluster allows every topic; otherwise CREATE on each topic is needed.
+    let create_any = context.allowed_on_cluster(broker, Operation::Create);
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = request
         .topics
@@ -43,6 +55,10 @@ pub(super) async fn create_topics(
                 ResponseError::InvalidRequest,
                 format!("topic `{name}` appears more than once in the request"),
             ))
+        } else if !create_any
+            && !context.allowed(broker, Operation::Create, ResourceType::Topic, &name)
+        {
+            Err(topic_denied(context, Operation::Create, &name))
         } else {
             create_one(broker, topic, request.validate_only).await
         };
@@ -60,7 +76,18 @@ pub(super) async fn create_topics(
                 } else {
                     result
                 };
-                result.with_configs(Some(effective_configs(broker, &created.configs)))
+                if context.allowed(
+                    broker,
+                    Operation::DescribeConfigs,
+                    ResourceType::Topic,
+                    &name,
+                ) {
+                    result.with_configs(Some(effective_configs(broker, &created.configs)))
+                } else {
+                    result.with_topic_config_error_code(
+                        ResponseError::TopicAuthorizationFailed.code(),
+                    )
+                }
             }
             Err(e) => {
                 tracing::info!(topic = name, error = %e.message, "topic not created");
@@ -160,6 +187,7 @@ fn effective_configs(
 
 pub(super) async fn delete_topics(
     broker: &Broker,
+    context: &RequestContext,
     request: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
@@ -188,6 +216,9 @@ pub(super) async fn delete_topics(
             }),
         };
         let outcome = match resolved {
+            Ok(name) if !context.allowed(broker, Operation::Delete, ResourceType::Topic, &name) => {
+                Err(topic_denied(context, Operation::Delete, &name))
+            }
             Ok(name) => broker.delete_topic(&name).await,
             Err(e) => Err(e),
         };
@@ -207,6 +238,7 @@ pub(super) async fn delete_topics(
 
 pub(super) async fn create_partitions(
     broker: &Broker,
+    context: &RequestContext,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
@@ -221,6 +253,9 @@ pub(super) async fn create_partitions(
             None => Ok(None),
         };
         let outcome = match assignment {
+            _ if !context.allowed(broker, Operation::Alter, ResourceType::Topic, &name) => {
+                Err(topic_denied(context, Operation::Alter, &name))
+            }
             Ok(assignment) => {
                 broker
                     .create_partitions(&name, topic.count, assignment, request.validate_only)
@@ -241,6 +276,7 @@ pub(super) async fn create_partitions(
 
 pub(super) fn delete_records(
     broker: &Broker,
+    context: &RequestContext,
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let topics = request
@@ -248,12 +284,18 @@ pub(super) fn delete_records(
         .into_iter()
         .map(|topic| {
             let name = topic.name.0.to_string();
+            let authorized = context.allowed(broker, Operation::Delete, ResourceType::Topic, &name);
             let partitions = topic
                 .partitions
                 .iter()
                 .map(|p| {
                     let result = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
-                    match broker.delete_records(&name, p.partition_index, p.offset) {
+                    let outcome = if authorized {
+                        broker.delete_records(&name, p.partition_index, p.offset)
+                    } else {
+                        Err(topic_denied(context, Operation::Delete, &name))
+                    };
+                    match outcome {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(e) => {
                             tracing::info!(topic = name, partition = p.partition_index, error = %e.message, "records not deleted");

@@ -17,6 +17,16 @@ pub(super) fn describe(
     context: &super::RequestContext,
     request: &DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    if !context.allowed_on_cluster(broker, crate::security::authorizer::Operation::Describe) {
+        return DescribeClusterResponse::default()
+            .with_endpoint_type(request.endpoint_type)
+            .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes(&format!(
+                "{} may not describe the cluster",
+                context.principal
+            ))));
+    }
     let image = broker.image();
     let controller = broker
         .quorum

@@ -13,9 +13,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::config::{ConfigDef, ConfigSource, BROKER_DEFS, TOPIC_DEFS};
+use crate::security::authorizer::{Operation, ResourceType};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -26,8 +27,39 @@ struct Options {
     version: i16,
 }
 
+/// Whether the principal may perform `operation` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on a
+/// topic's or the broker's settings; the broker's belong to the cluster resource.
+fn authorize(
+    broker: &Broker,
+    context: &RequestContext,
+    operation: Operation,
+    resource_type: i8,
+    name: &str,
+) -> Result<(), Failure> {
+    let (allowed, code) = match resource_type {
+        RESOURCE_TOPIC => (
+            context.allowed(broker, operation, ResourceType::Topic, name),
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        RESOURCE_BROKER => (
+            context.allowed_on_cluster(broker, operation),
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+        _ => return Ok(()),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err((
+            code,
+            format!("{} may not {operation:?} `{name}`", context.principal),
+        ))
+    }
+}
+
 pub(super) fn describe(
     broker: &Broker,
+    context: &RequestContext,
     request: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
@@ -51,7 +83,15 @@ pub(super) fn describe(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
+            let authorized = authorize(
+                broker,
+                context,
+                Operation::DescribeConfigs,
+                resource.resource_type,
+                &name,
+            );
             let configs = match resource.resource_type {
+                _ if authorized.is_err() => authorized.map(|()| Vec::new()),
                 RESOURCE_TOPIC => topic_configs(broker, &name, &options, &wanted),
                 RESOURCE_BROKER => broker_configs(broker, &name, &options, &wanted),
                 other => Err((
@@ -327,11 +367,23 @@ fn check_resource(resource_type: i8) -> Result<(), Failure> {
     }
 }
 
-pub(super) async fn alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub(super) async fn alter(
+    broker: &Broker,
+    context: &RequestContext,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in &request.resources {
         let name = resource.resource_name.as_str();
-        let overrides = check_resource(resource.resource_type).and_then(|()| {
+        let overrides = authorize(
+            broker,
+            context,
+            Operation::AlterConfigs,
+            resource.resource_type,
+            name,
+        )
+        .and_then(|()| check_resource(resource.resource_type))
+        .and_then(|()| {
             let changes = resource
                 .configs
                 .iter()
@@ -361,12 +413,21 @@ pub(super) async fn alter(broker: &Broker, request: AlterConfigsRequest) -> Alte
 
 pub(super) async fn incremental_alter(
     broker: &Broker,
+    context: &RequestContext,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in &request.resources {
         let name = resource.resource_name.as_str();
-        let overrides = check_resource(resource.resource_type).and_then(|()| {
+        let overrides = authorize(
+            broker,
+            context,
+            Operation::AlterConfigs,
+            resource.resource_type,
+            name,
+        )
+        .and_then(|()| check_resource(resource.resource_type))
+        .and_then(|()| {
             let mut changes = Vec::new();
             for config in &resource.configs {
                 let value = config.value.as_ref().map(|v| v.to_string());

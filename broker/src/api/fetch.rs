@@ -10,15 +10,18 @@ use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::RequestContext;
 use crate::broker::Broker;
 use crate::log::ReadError;
 use crate::replica::Partition;
+use crate::security::authorizer::{Operation, ResourceType};
 
 /// Longest wait honoured, whatever the client asks: a fetch is never parked forever.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
+    context: &RequestContext,
     request: FetchRequest,
     version: i16,
     shutdown: &CancellationToken,
@@ -37,7 +40,14 @@ pub(super) async fn handle(
         request.replica_id.0
     };
     let follower = (replica >= 0).then_some(replica);
-    let plan = resolve(broker, &request, version);
+    // A follower copies for the cluster (CLUSTER_ACTION); a consumer needs READ on each topic.
+    let cluster_action =
+        follower.is_some() && context.allowed_on_cluster(broker, Operation::ClusterAction);
+    let may_read = |name: &str| match follower {
+        Some(_) => cluster_action,
+        None => context.allowed(broker, Operation::Read, ResourceType::Topic, name),
+    };
+    let plan = resolve(broker, &request, version, &may_read);
     let wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
@@ -96,7 +106,12 @@ fn leader_for(
     }
 }
 
-fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicPlan> {
+fn resolve(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+    may_read: &dyn Fn(&str) -> bool,
+) -> Vec<TopicPlan> {
     request
         .topics
         .iter()
@@ -111,6 +126,7 @@ fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicPl
             } else {
                 ResponseError::UnknownTopicOrPartition
             };
+            let authorized = name.as_deref().is_none_or(may_read);
             let partitions = topic
                 .partitions
                 .iter()
@@ -121,6 +137,7 @@ fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicPl
                         max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                     };
                     let found = match &name {
+                        Some(_) if !authorized => Err(ResponseError::TopicAuthorizationFailed),
                         Some(name) => leader_for(broker, name, p.partition, p.current_leader_epoch),
                         None => Err(missing),
                     };

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::group::{JoinRequest, JoinResult, Pending, SyncResult, OFFSETS_TOPIC};
+use crate::security::authorizer::{Operation, ResourceType};
 use kafka_protocol::protocol::StrBytes;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -29,6 +30,20 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
+}
+
+/// Ok when the principal may perform `operation` on `group` and this broker coordinates it.
+fn check_group(
+    broker: &Broker,
+    context: &RequestContext,
+    operation: Operation,
+    group: &str,
+) -> Result<(), ResponseError> {
+    if context.allowed(broker, operation, ResourceType::Group, group) {
+        broker.check_coordinator(group)
+    } else {
+        Err(ResponseError::GroupAuthorizationFailed)
+    }
 }
 
 /// Where the coordinator of `group` is: the leader of its `__consumer_offsets` partition.
@@ -75,6 +90,11 @@ pub(super) async fn find_coordinator(
             Err((
                 ResponseError::InvalidRequest,
                 "only group coordinators exist; transactions are not supported",
+            ))
+        } else if !context.allowed(broker, Operation::Describe, ResourceType::Group, &key) {
+            Err((
+                ResponseError::GroupAuthorizationFailed,
+                "the principal may not describe this group",
             ))
         } else {
             locate(broker, &context.listener, key.as_str())
@@ -159,7 +179,7 @@ pub(super) async fn join(
         require_known_member_id: version >= 4,
     };
     let member_id = join.member_id.clone();
-    if let Err(e) = broker.check_coordinator(&join.group_id) {
+    if let Err(e) = check_group(broker, context, Operation::Read, &join.group_id) {
         return JoinGroupResponse::default()
             .with_error_code(e.code())
             .with_generation_id(-1)
@@ -211,6 +231,7 @@ pub(super) async fn join(
 
 pub(super) async fn sync(
     broker: &Broker,
+    context: &RequestContext,
     request: SyncGroupRequest,
     shutdown: &CancellationToken,
 ) -> SyncGroupResponse {
@@ -219,7 +240,7 @@ pub(super) async fn sync(
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
-    if let Err(e) = broker.check_coordinator(request.group_id.0.as_str()) {
+    if let Err(e) = check_group(broker, context, Operation::Read, &request.group_id) {
         return SyncGroupResponse::default().with_error_code(e.code());
     }
     let pending = broker.groups.sync(
@@ -253,8 +274,12 @@ pub(super) async fn sync(
         .with_assignment(result.assignment)
 }
 
-pub(super) fn heartbeat(broker: &Broker, request: &HeartbeatRequest) -> HeartbeatResponse {
-    if let Err(e) = broker.check_coordinator(request.group_id.0.as_str()) {
+pub(super) fn heartbeat(
+    broker: &Broker,
+    context: &RequestContext,
+    request: &HeartbeatRequest,
+) -> HeartbeatResponse {
+    if let Err(e) = check_group(broker, context, Operation::Read, &request.group_id) {
         return HeartbeatResponse::default().with_error_code(e.code());
     }
     let error = broker.groups.heartbeat(
@@ -268,6 +293,7 @@ pub(super) fn heartbeat(broker: &Broker, request: &HeartbeatRequest) -> Heartbea
 
 pub(super) fn leave(
     broker: &Broker,
+    context: &RequestContext,
     request: &LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
@@ -285,7 +311,7 @@ pub(super) fn leave(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    if let Err(e) = broker.check_coordinator(request.group_id.0.as_str()) {
+    if let Err(e) = check_group(broker, context, Operation::Read, &request.group_id) {
         return LeaveGroupResponse::default().with_error_code(e.code());
     }
     match broker.groups.leave(request.group_id.0.as_str(), &members) {
@@ -307,7 +333,14 @@ pub(super) fn leave(
     }
 }
 
-pub(super) fn list(broker: &Broker, request: &ListGroupsRequest) -> ListGroupsResponse {
+pub(super) fn list(
+    broker: &Broker,
+    context: &RequestContext,
+    request: &ListGroupsRequest,
+) -> ListGroupsResponse {
+    // DESCRIBE on the cluster lists every group; otherwise the groups the principal may
+    // describe (KIP-231).
+    let every_group = context.allowed_on_cluster(broker, Operation::Describe);
     let groups = broker
         .groups
         .list()
@@ -326,6 +359,15 @@ pub(super) fn list(broker: &Broker, request: &ListGroupsRequest) -> ListGroupsRe
                     .iter()
                     .any(|t| t.as_str().eq_ignore_ascii_case("classic"))
         })
+        .filter(|g| {
+            every_group
+                || context.allowed(
+                    broker,
+                    Operation::Describe,
+                    ResourceType::Group,
+                    &g.group_id,
+                )
+        })
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(&g.group_id)))
@@ -337,12 +379,16 @@ pub(super) fn list(broker: &Broker, request: &ListGroupsRequest) -> ListGroupsRe
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub(super) fn describe(broker: &Broker, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub(super) fn describe(
+    broker: &Broker,
+    context: &RequestContext,
+    request: &DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let groups = request
         .groups
         .iter()
         .map(|id| {
-            if let Err(e) = broker.check_coordinator(id.0.as_str()) {
+            if let Err(e) = check_group(broker, context, Operation::Describe, id) {
                 return DescribedGroup::default()
                     .with_group_id(id.clone())
                     .with_error_code(e.code())
@@ -374,10 +420,18 @@ pub(super) fn describe(broker: &Broker, request: &DescribeGroupsRequest) -> Desc
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub(super) async fn delete(broker: &Broker, request: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub(super) async fn delete(
+    broker: &Broker,
+    context: &RequestContext,
+    request: &DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for id in &request.groups_names {
-        let error = broker.delete_group(id.0.as_str()).await.err();
+        let error = if context.allowed(broker, Operation::Delete, ResourceType::Group, id) {
+            broker.delete_group(id.0.as_str()).await.err()
+        } else {
+            Some(ResponseError::GroupAuthorizationFailed)
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id.clone())

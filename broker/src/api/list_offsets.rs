@@ -6,7 +6,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::authorizer::{Operation, ResourceType};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -16,6 +18,7 @@ const LATEST_TIERED: i64 = -5;
 
 pub(super) fn handle(
     broker: &Broker,
+    context: &RequestContext,
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
@@ -24,6 +27,7 @@ pub(super) fn handle(
         .into_iter()
         .map(|topic| {
             let name = topic.name.0.to_string();
+            let authorized = context.allowed(broker, Operation::Describe, ResourceType::Topic, &name);
             let partitions = topic
                 .partitions
                 .into_iter()
@@ -32,6 +36,9 @@ pub(super) fn handle(
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
+                    if !authorized {
+                        return result.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     let partition = match broker.leader_partition(&name, p.partition_index) {
                         Ok(partition) => partition,
                         Err(code) => return result.with_error_code(code.code()),

@@ -13,6 +13,12 @@ use crate::broker::Broker;
 use crate::config::validate_topic_name;
 use crate::controller::image::{MetadataImage, TopicImage, NO_LEADER};
 use crate::group::OFFSETS_TOPIC;
+use crate::security::authorizer::{Operation, ResourceType};
+
+/// Whether the principal may see `topic` at all: topics it may not describe are left out.
+fn may_describe(broker: &Broker, context: &super::RequestContext, topic: &str) -> bool {
+    context.allowed(broker, Operation::Describe, ResourceType::Topic, topic)
+}
 
 /// Kafka's marker for "authorized operations were not requested".
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -33,14 +39,19 @@ pub(super) async fn handle(
     let topics = match requested {
         None => {
             let image = broker.image();
-            image.topics.values().map(|t| describe(&image, t)).collect()
+            image
+                .topics
+                .values()
+                .filter(|t| may_describe(broker, context, &t.name))
+                .map(|t| describe(&image, t))
+                .collect()
         }
         Some(list) => {
             let mut topics = Vec::with_capacity(list.len());
             for wanted in list {
                 topics.push(match wanted.name {
-                    Some(name) => by_name(broker, &name, auto_create).await,
-                    None => by_id(broker, wanted.topic_id),
+                    Some(name) => by_name(broker, context, &name, auto_create).await,
+                    None => by_id(broker, context, wanted.topic_id),
                 });
             }
             topics
@@ -73,23 +84,37 @@ pub(super) async fn handle(
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-async fn by_name(broker: &Broker, name: &str, auto_create: bool) -> MetadataResponseTopic {
-    let image = broker.image();
-    if let Some(topic) = image.topics.get(name) {
-        return describe(&image, topic);
-    }
+async fn by_name(
+    broker: &Broker,
+    context: &super::RequestContext,
+    name: &str,
+    auto_create: bool,
+) -> MetadataResponseTopic {
     let failed = |code: ResponseError| {
         MetadataResponseTopic::default()
             .with_name(Some(topic_name(name)))
             .with_error_code(code.code())
             .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
     };
+    // Checked before existence, so the answer does not tell whether the topic exists.
+    if !may_describe(broker, context, name) {
+        return failed(ResponseError::TopicAuthorizationFailed);
+    }
+    let image = broker.image();
+    if let Some(topic) = image.topics.get(name) {
+        return describe(&image, topic);
+    }
     if let Err(reason) = validate_topic_name(name) {
         tracing::debug!(topic = name, %reason, "metadata for an invalid topic name");
         return failed(ResponseError::InvalidTopicException);
     }
     if !auto_create {
         return failed(ResponseError::UnknownTopicOrPartition);
+    }
+    if !context.allowed_on_cluster(broker, Operation::Create)
+        && !context.allowed(broker, Operation::Create, ResourceType::Topic, name)
+    {
+        return failed(ResponseError::TopicAuthorizationFailed);
     }
     match broker.auto_create_topic(name).await {
         Ok(topic) => describe(&broker.image(), &topic),
@@ -100,9 +125,15 @@ async fn by_name(broker: &Broker, name: &str, auto_create: bool) -> MetadataResp
     }
 }
 
-fn by_id(broker: &Broker, id: Uuid) -> MetadataResponseTopic {
+fn by_id(broker: &Broker, context: &super::RequestContext, id: Uuid) -> MetadataResponseTopic {
     let image = broker.image();
     match image.topic_by_id(id) {
+        Some(topic) if !may_describe(broker, context, &topic.name) => {
+            MetadataResponseTopic::default()
+                .with_topic_id(id)
+                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        }
         Some(topic) => describe(&image, topic),
         None => MetadataResponseTopic::default()
             .with_topic_id(id)

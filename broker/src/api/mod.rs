@@ -1,5 +1,6 @@
 //! Request handlers, one module per API family, and the table of what the broker supports.
 
+mod acl;
 mod admin;
 mod api_versions;
 mod cluster;
@@ -85,6 +86,9 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::SaslAuthenticate,
     ApiKey::DescribeUserScramCredentials,
     ApiKey::AlterUserScramCredentials,
+    ApiKey::DescribeAcls,
+    ApiKey::CreateAcls,
+    ApiKey::DeleteAcls,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -143,6 +147,9 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::AlterUserScramCredentials => {
             versions::<kafka_protocol::messages::AlterUserScramCredentialsRequest>()
         }
+        ApiKey::DescribeAcls => versions::<kafka_protocol::messages::DescribeAclsRequest>(),
+        ApiKey::CreateAcls => versions::<kafka_protocol::messages::CreateAclsRequest>(),
+        ApiKey::DeleteAcls => versions::<kafka_protocol::messages::DeleteAclsRequest>(),
         _ => return None,
     })
 }
@@ -192,6 +199,9 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
         ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
         ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
         _ => "Unsupported",
     }
 }
@@ -256,33 +266,33 @@ pub async fn handle(
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(broker, context, r, version).await)
         }
-        RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
+        RequestKind::Produce(r) => match produce::handle(broker, context, r, version).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Outcome::NoResponse,
         },
         RequestKind::Fetch(r) => {
-            ResponseKind::Fetch(fetch::handle(broker, r, version, shutdown).await)
+            ResponseKind::Fetch(fetch::handle(broker, context, r, version, shutdown).await)
         }
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
+            ResponseKind::ListOffsets(list_offsets::handle(broker, context, r, version))
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(admin::create_topics(broker, r, version).await)
+            ResponseKind::CreateTopics(admin::create_topics(broker, context, r, version).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version).await)
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, context, r, version).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await)
+            ResponseKind::CreatePartitions(admin::create_partitions(broker, context, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::describe(broker, r, version))
+            ResponseKind::DescribeConfigs(configs::describe(broker, context, r, version))
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, context, &r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_id::init(broker, &r).await)
+            ResponseKind::InitProducerId(producer_id::init(broker, context, &r).await)
         }
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
             group::find_coordinator(broker, context, &r, version).await,
@@ -291,44 +301,54 @@ pub async fn handle(
             ResponseKind::JoinGroup(group::join(broker, context, r, version, shutdown).await)
         }
         RequestKind::SyncGroup(r) => {
-            ResponseKind::SyncGroup(group::sync(broker, r, shutdown).await)
+            ResponseKind::SyncGroup(group::sync(broker, context, r, shutdown).await)
         }
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(broker, &r)),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave(broker, &r, version)),
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list(broker, &r)),
-        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(group::describe(broker, &r)),
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete(broker, &r).await),
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(group::heartbeat(broker, context, &r))
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(group::leave(broker, context, &r, version))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list(broker, context, &r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(group::describe(broker, context, &r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(group::delete(broker, context, &r).await)
+        }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(offsets::commit(broker, r).await)
+            ResponseKind::OffsetCommit(offsets::commit(broker, context, r).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(offsets::fetch(broker, r, version))
+            ResponseKind::OffsetFetch(offsets::fetch(broker, context, r, version))
         }
         RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(offsets::delete(broker, r).await)
+            ResponseKind::OffsetDelete(offsets::delete(broker, context, r).await)
         }
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(broker, r).await),
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(replication::offset_for_leader_epoch(broker, r))
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(configs::alter(broker, context, r).await)
         }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+            replication::offset_for_leader_epoch(broker, context, r),
+        ),
         RequestKind::BrokerHeartbeat(r) => {
             *context.heartbeat_of.lock() = Some(r.broker_id.0);
-            ResponseKind::BrokerHeartbeat(replication::broker_heartbeat(broker, &r))
+            ResponseKind::BrokerHeartbeat(replication::broker_heartbeat(broker, context, &r))
         }
         RequestKind::DescribeLogDirs(r) => {
-            ResponseKind::DescribeLogDirs(replication::describe_log_dirs(broker, &r))
+            ResponseKind::DescribeLogDirs(replication::describe_log_dirs(broker, context, &r))
         }
-        RequestKind::ElectLeaders(r) => {
-            ResponseKind::ElectLeaders(reassignment::elect_leaders(broker, r, version).await)
-        }
-        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
-            reassignment::alter_reassignments(broker, r).await,
+        RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(
+            reassignment::elect_leaders(broker, context, r, version).await,
         ),
-        RequestKind::ListPartitionReassignments(r) => {
-            ResponseKind::ListPartitionReassignments(reassignment::list_reassignments(broker, &r))
-        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            reassignment::alter_reassignments(broker, context, r).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
+            reassignment::list_reassignments(broker, context, &r),
+        ),
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(admin::delete_records(broker, r))
+            ResponseKind::DeleteRecords(admin::delete_records(broker, context, r))
         }
         RequestKind::SaslHandshake(r) => {
             ResponseKind::SaslHandshake(sasl::handshake(broker, context, &r, version))
@@ -342,9 +362,18 @@ pub async fn handle(
         RequestKind::AlterUserScramCredentials(r) => {
             ResponseKind::AlterUserScramCredentials(scram::alter(broker, r).await)
         }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r).await)
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(acl::create(broker, context, r).await)
         }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(acl::describe(broker, context, &r))
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(acl::delete(broker, context, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter(broker, context, r).await,
+        ),
         other => {
             return Outcome::Close(format!(
                 "no handler for {:?}",

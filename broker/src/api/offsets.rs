@@ -18,15 +18,25 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::{str_bytes, topic_name};
+use super::{str_bytes, topic_name, RequestContext};
 use crate::broker::Broker;
 use crate::group::offsets::OffsetRecord;
 use crate::group::CommittedOffset;
+use crate::security::authorizer::{Operation, ResourceType};
 
 /// Per topic, each partition's record to write or the error to answer.
 type CommitPlan = Vec<(String, Vec<(i32, Result<OffsetRecord, ResponseError>)>)>;
-/// Per topic, each partition's committed offset, if any.
-type Committed = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+/// Per topic, whether the principal may see it and each partition's committed offset, if any.
+type Committed = Vec<(String, bool, Vec<(i32, Option<CommittedOffset>)>)>;
+
+/// The error code of a partition the principal may (not) see.
+fn topic_error(authorized: bool) -> i16 {
+    if authorized {
+        0
+    } else {
+        ResponseError::TopicAuthorizationFailed.code()
+    }
+}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -34,28 +44,42 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-pub(super) async fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(super) async fn commit(
+    broker: &Broker,
+    context: &RequestContext,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
-    let checked = broker.check_coordinator(&group).and_then(|()| {
-        broker.groups.check_commit(
-            &group,
-            request.generation_id_or_member_epoch,
-            request.member_id.as_str(),
-            request.group_instance_id.as_ref().map(|s| s.as_str()),
-        )
-    });
+    let group_allowed = context.allowed(broker, Operation::Read, ResourceType::Group, &group);
+    let checked = if group_allowed {
+        Ok(())
+    } else {
+        Err(ResponseError::GroupAuthorizationFailed)
+    };
+    let checked = checked
+        .and_then(|()| broker.check_coordinator(&group))
+        .and_then(|()| {
+            broker.groups.check_commit(
+                &group,
+                request.generation_id_or_member_epoch,
+                request.member_id.as_str(),
+                request.group_instance_id.as_ref().map(|s| s.as_str()),
+            )
+        });
     let image = broker.image();
     let timestamp = now_ms();
     let max_metadata = broker.groups.metadata_max_bytes();
     let mut plan: CommitPlan = Vec::new();
     for topic in &request.topics {
         let name = topic.name.0.to_string();
+        let topic_allowed = context.allowed(broker, Operation::Read, ResourceType::Topic, &name);
         let partitions = topic
             .partitions
             .iter()
             .map(|p| {
                 let outcome = match checked {
                     Err(e) => Err(e),
+                    Ok(()) if !topic_allowed => Err(ResponseError::TopicAuthorizationFailed),
                     Ok(()) if image.partition(&name, p.partition_index).is_none() => {
                         Err(ResponseError::UnknownTopicOrPartition)
                     }
@@ -128,18 +152,30 @@ pub(super) async fn commit(broker: &Broker, request: OffsetCommitRequest) -> Off
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// The committed offsets of `group` for the requested partitions, or all it has (`None`).
-fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Committed {
+/// The committed offsets of `group` for the requested partitions, or all it has (`None`)
+/// on the topics the principal may describe.
+fn lookup(
+    broker: &Broker,
+    context: &RequestContext,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Committed {
     let committed = broker.groups.committed(group);
+    let may_describe =
+        |topic: &str| context.allowed(broker, Operation::Describe, ResourceType::Topic, topic);
     match wanted {
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
+                let authorized = may_describe(&topic);
                 let found = partitions
                     .into_iter()
-                    .map(|p| (p, committed.get(&(topic.clone(), p)).cloned()))
+                    .map(|p| {
+                        let offset = committed.get(&(topic.clone(), p)).filter(|_| authorized);
+                        (p, offset.cloned())
+                    })
                     .collect();
-                (topic, found)
+                (topic, authorized, found)
             })
             .collect(),
         None => {
@@ -151,7 +187,11 @@ fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>)
                     .or_default()
                     .push((partition, Some(offset)));
             }
-            by_topic.into_iter().collect()
+            by_topic
+                .into_iter()
+                .filter(|(topic, _)| may_describe(topic))
+                .map(|(topic, partitions)| (topic, true, partitions))
+                .collect()
         }
     }
 }
@@ -165,9 +205,17 @@ fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, String) {
 
 pub(super) fn fetch(
     broker: &Broker,
+    context: &RequestContext,
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
+    let check_group = |group: &str| {
+        if context.allowed(broker, Operation::Describe, ResourceType::Group, group) {
+            broker.check_coordinator(group)
+        } else {
+            Err(ResponseError::GroupAuthorizationFailed)
+        }
+    };
     if version >= 8 {
         let groups = request
             .groups
@@ -179,14 +227,14 @@ pub(super) fn fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                if let Err(code) = broker.check_coordinator(g.group_id.0.as_str()) {
+                if let Err(code) = check_group(g.group_id.0.as_str()) {
                     return OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id)
                         .with_error_code(code.code());
                 }
-                let topics = lookup(broker, g.group_id.0.as_str(), wanted)
+                let topics = lookup(broker, context, g.group_id.0.as_str(), wanted)
                     .into_iter()
-                    .map(|(topic, partitions)| {
+                    .map(|(topic, authorized, partitions)| {
                         OffsetFetchResponseTopics::default()
                             .with_name(topic_name(&topic))
                             .with_partitions(
@@ -195,6 +243,7 @@ pub(super) fn fetch(
                                     .map(|(index, offset)| {
                                         let (committed, epoch, metadata) = fields(offset);
                                         OffsetFetchResponsePartitions::default()
+                                            .with_error_code(topic_error(authorized))
                                             .with_partition_index(*index)
                                             .with_committed_offset(committed)
                                             .with_committed_leader_epoch(epoch)
@@ -211,7 +260,7 @@ pub(super) fn fetch(
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    if let Err(code) = broker.check_coordinator(request.group_id.0.as_str()) {
+    if let Err(code) = check_group(request.group_id.0.as_str()) {
         if version >= 2 {
             return OffsetFetchResponse::default().with_error_code(code.code());
         }
@@ -244,9 +293,9 @@ pub(super) fn fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let topics = lookup(broker, request.group_id.0.as_str(), wanted)
+    let topics = lookup(broker, context, request.group_id.0.as_str(), wanted)
         .into_iter()
-        .map(|(topic, partitions)| {
+        .map(|(topic, authorized, partitions)| {
             OffsetFetchResponseTopic::default()
                 .with_name(topic_name(&topic))
                 .with_partitions(
@@ -255,6 +304,7 @@ pub(super) fn fetch(
                         .map(|(index, offset)| {
                             let (committed, epoch, metadata) = fields(offset);
                             let partition = OffsetFetchResponsePartition::default()
+                                .with_error_code(topic_error(authorized))
                                 .with_partition_index(*index)
                                 .with_committed_offset(committed)
                                 .with_metadata(Some(str_bytes(&metadata)));
@@ -271,8 +321,16 @@ pub(super) fn fetch(
     OffsetFetchResponse::default().with_topics(topics)
 }
 
-pub(super) async fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub(super) async fn delete(
+    broker: &Broker,
+    context: &RequestContext,
+    request: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
     let group = request.group_id.0.to_string();
+    if !context.allowed(broker, Operation::Delete, ResourceType::Group, &group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if let Err(code) = broker.check_coordinator(&group) {
         return OffsetDeleteResponse::default().with_error_code(code.code());
     }
@@ -280,7 +338,11 @@ pub(super) async fn delete(broker: &Broker, request: OffsetDeleteRequest) -> Off
     let mut topics = Vec::new();
     for topic in &request.topics {
         let name = topic.name.0.to_string();
-        let allowed = broker.groups.check_offset_delete(&group, &name);
+        let allowed = if context.allowed(broker, Operation::Read, ResourceType::Topic, &name) {
+            broker.groups.check_offset_delete(&group, &name)
+        } else {
+            Err(ResponseError::TopicAuthorizationFailed)
+        };
         if allowed == Err(ResponseError::GroupIdNotFound) {
             return OffsetDeleteResponse::default()
                 .with_error_code(ResponseError::GroupIdNotFound.code());

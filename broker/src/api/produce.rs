@@ -8,10 +8,11 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::producer::SequenceError;
 use crate::replica::{Partition, ProduceError, ReplicationError};
+use crate::security::authorizer::{Operation, ResourceType};
 
 /// A write that still has to be made durable or replicated before it is acknowledged.
 struct Pending {
@@ -39,6 +40,7 @@ fn produce_error_code(error: &ProduceError) -> ResponseError {
 
 pub(super) async fn handle(
     broker: &Broker,
+    context: &RequestContext,
     request: ProduceRequest,
     version: i16,
 ) -> Option<ProduceResponse> {
@@ -53,6 +55,9 @@ pub(super) async fn handle(
         } else {
             Some(topic.name.0.to_string())
         };
+        let authorized = name
+            .as_deref()
+            .is_none_or(|n| context.allowed(broker, Operation::Write, ResourceType::Topic, n));
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
             let result = PartitionProduceResponse::default()
@@ -80,6 +85,12 @@ pub(super) async fn handle(
                         format!("no topic has id {}", topic.topic_id),
                     );
                 };
+                if !authorized {
+                    break 'outcome failed(
+                        ResponseError::TopicAuthorizationFailed,
+                        format!("{} may not write to `{name}`", context.principal),
+                    );
+                }
                 let partition = match broker.leader_partition(name, data.index) {
                     Ok(partition) => partition,
                     Err(code) => {

@@ -3,10 +3,13 @@
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
+use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub(super) async fn init(
     broker: &Broker,
+    context: &RequestContext,
     request: &InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let failed = |code: ResponseError| {
@@ -20,6 +23,12 @@ pub(super) async fn init(
             "InitProducerId for a transactional producer refused: transactions are not supported"
         );
         return failed(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    if !context.allowed_on_cluster(broker, Operation::IdempotentWrite)
+        && !context.allowed_on_any(broker, Operation::Write, ResourceType::Topic)
+    {
+        return failed(ResponseError::ClusterAuthorizationFailed);
     }
     // A producer that already has an id asks for a bumped epoch (KIP-360) to reset its
     // sequences; the epoch wrapping over means a fresh id.

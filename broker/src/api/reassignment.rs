@@ -14,16 +14,30 @@ use kafka_protocol::messages::{
     ListPartitionReassignmentsResponse,
 };
 
-use super::{str_bytes, topic_name};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, topic_name, RequestContext};
 use crate::broker::{ApiError, Broker};
+use crate::security::authorizer::Operation;
+
+/// Why a principal without `operation` on the cluster is refused.
+fn cluster_denied(context: &RequestContext, operation: Operation) -> ApiError {
+    ApiError::new(
+        ResponseError::ClusterAuthorizationFailed,
+        format!("{} may not {operation:?} the cluster", context.principal),
+    )
+}
 
 const ELECTION_PREFERRED: i8 = 0;
 
 pub(super) async fn elect_leaders(
     broker: &Broker,
+    context: &RequestContext,
     request: ElectLeadersRequest,
     version: i16,
 ) -> ElectLeadersResponse {
+    let denied = (!context.allowed_on_cluster(broker, Operation::Alter))
+        .then(|| cluster_denied(context, Operation::Alter));
     let preferred = version == 0 || request.election_type == ELECTION_PREFERRED;
     let targets: Vec<(String, Vec<i32>)> = match request.topic_partitions {
         Some(list) => list
@@ -40,7 +54,10 @@ pub(super) async fn elect_leaders(
     for (topic, partitions) in targets {
         let mut outcomes = Vec::with_capacity(partitions.len());
         for partition in partitions {
-            let outcome = broker.elect_leader(&topic, partition, preferred).await;
+            let outcome = match &denied {
+                Some(e) => Err(e.clone()),
+                None => broker.elect_leader(&topic, partition, preferred).await,
+            };
             let result = PartitionResult::default().with_partition_id(partition);
             outcomes.push(match outcome {
                 Ok(()) => result,
@@ -55,13 +72,25 @@ pub(super) async fn elect_leaders(
                 .with_partition_result(outcomes),
         );
     }
-    ElectLeadersResponse::default().with_replica_election_results(results)
+    let response = ElectLeadersResponse::default().with_replica_election_results(results);
+    match denied {
+        Some(e) => response.with_error_code(e.code.code()),
+        None => response,
+    }
 }
 
 pub(super) async fn alter_reassignments(
     broker: &Broker,
+    context: &RequestContext,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
+    if !context.allowed_on_cluster(broker, Operation::Alter) {
+        let e = cluster_denied(context, Operation::Alter);
+        return AlterPartitionReassignmentsResponse::default()
+            .with_allow_replication_factor_change(request.allow_replication_factor_change)
+            .with_error_code(e.code.code())
+            .with_error_message(Some(str_bytes(&e.message)));
+    }
     let mut responses = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -100,8 +129,15 @@ pub(super) async fn alter_reassignments(
 
 pub(super) fn list_reassignments(
     broker: &Broker,
+    context: &RequestContext,
     request: &ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
+    if !context.allowed_on_cluster(broker, Operation::Describe) {
+        let e = cluster_denied(context, Operation::Describe);
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(e.code.code())
+            .with_error_message(Some(str_bytes(&e.message)));
+    }
     let image = broker.image();
     let ids = |list: &[i32]| list.iter().copied().map(BrokerId).collect::<Vec<_>>();
     let mut topics = Vec::new();

@@ -13,18 +13,24 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::{str_bytes, topic_name};
+use super::{str_bytes, topic_name, RequestContext};
 use crate::broker::Broker;
+use crate::security::authorizer::{Operation, ResourceType};
 
 pub(super) fn offset_for_leader_epoch(
     broker: &Broker,
+    context: &RequestContext,
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    // Followers ask as the cluster; consumers checking for truncation need DESCRIBE (KIP-320).
+    let cluster_action = context.allowed_on_cluster(broker, Operation::ClusterAction);
     let topics = request
         .topics
         .into_iter()
         .map(|topic| {
             let name = topic.topic.0.to_string();
+            let authorized = cluster_action
+                || context.allowed(broker, Operation::Describe, ResourceType::Topic, &name);
             let partitions = topic
                 .partitions
                 .iter()
@@ -33,6 +39,10 @@ pub(super) fn offset_for_leader_epoch(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
+                    if !authorized {
+                        return result
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     let partition = match broker.leader_partition(&name, p.partition) {
                         Ok(partition) => partition,
                         Err(code) => return result.with_error_code(code.code()),
@@ -60,8 +70,18 @@ pub(super) fn offset_for_leader_epoch(
 
 pub(super) fn broker_heartbeat(
     broker: &Broker,
+    context: &RequestContext,
     request: &BrokerHeartbeatRequest,
 ) -> BrokerHeartbeatResponse {
+    if !context.allowed_on_cluster(broker, Operation::ClusterAction) {
+        tracing::warn!(
+            principal = %context.principal,
+            broker = request.broker_id.0,
+            "heartbeat refused: the broker's principal needs CLUSTER_ACTION on the cluster (add it to super.users)"
+        );
+        return BrokerHeartbeatResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     if !broker.quorum.is_active_controller() {
         return BrokerHeartbeatResponse::default()
             .with_error_code(ResponseError::NotController.code());
@@ -78,8 +98,14 @@ pub(super) fn broker_heartbeat(
 
 pub(super) fn describe_log_dirs(
     broker: &Broker,
+    context: &RequestContext,
     request: &DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
+    if !context.allowed_on_cluster(broker, Operation::Describe) {
+        // v3+ carries the error; older versions, like Kafka, just list nothing.
+        return DescribeLogDirsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     let wanted = |topic: &str, partition: i32| match &request.topics {
         None => true,
         Some(topics) => topics

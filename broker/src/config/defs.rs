@@ -524,6 +524,27 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         Check::Any,
         "host:port of the Prometheus /metrics endpoint; empty disables it.",
     ),
+    def(
+        "authorizer.class.name",
+        ConfigType::String,
+        Some(""),
+        Check::Any,
+        "Turns ACL authorization on: org.apache.kafka.metadata.authorizer.StandardAuthorizer (or kafka.security.authorizer.AclAuthorizer); empty for none.",
+    ),
+    def(
+        "super.users",
+        ConfigType::String,
+        Some(""),
+        Check::Any,
+        "Principals allowed everything, separated by ';' (User:admin;User:broker).",
+    ),
+    def(
+        "allow.everyone.if.no.acl.found",
+        ConfigType::Boolean,
+        Some("false"),
+        Check::Any,
+        "With an authorizer, allow every principal on resources no ACL matches (default: deny).",
+    ),
 ];
 
 /// Every topic setting, with the broker settings that give its default.

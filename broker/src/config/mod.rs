@@ -148,6 +148,9 @@ pub struct BrokerConfig {
     /// `log.cleaner.backoff.ms`).
     pub cleaner_enable: bool,
     pub cleaner_backoff: std::time::Duration,
+    /// ACL authorization (`authorizer.class.name`, `super.users`,
+    /// `allow.everyone.if.no.acl.found`).
+    pub authorizer: crate::security::authorizer::Authorizer,
     /// Every setting given explicitly, by Kafka name, for DescribeConfigs and topic defaults.
     explicit: BTreeMap<String, String>,
 }
@@ -327,6 +330,7 @@ impl BrokerConfig {
             retention_check_interval: millis(int("log.retention.check.interval.ms")),
             cleaner_enable: get("log.cleaner.enable") == "true",
             cleaner_backoff: millis(int("log.cleaner.backoff.ms")),
+            authorizer: crate::security::authorizer::Authorizer::from_settings(&get)?,
             explicit: settings,
         })
     }

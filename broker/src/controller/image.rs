@@ -2,12 +2,14 @@
 //! committed commands in the same order, so `apply` must be deterministic: no clocks, no
 //! randomness, no I/O. Decisions (placement, elections) are made before a command is proposed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::security::scram::{ScramCredential, ScramMechanism};
+
+use crate::security::authorizer::AclBinding;
 
 /// No leader: the partition is offline.
 pub const NO_LEADER: i32 = -1;
@@ -104,6 +106,9 @@ pub struct MetadataImage {
     /// SCRAM credentials by user and mechanism (salted and hashed, never the password).
     #[serde(default)]
     pub scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// The ACLs the authorizer enforces (absent from images written before ACLs existed).
+    #[serde(default)]
+    pub acls: BTreeSet<AclBinding>,
 }
 
 impl MetadataImage {
@@ -216,6 +221,14 @@ pub enum MetadataCommand {
     DeleteScramCredential {
         user: String,
         mechanism: ScramMechanism,
+    },
+    /// Adds ACL bindings (validated before they are proposed); present ones stay.
+    CreateAcls {
+        acls: Vec<AclBinding>,
+    },
+    /// Removes exactly these ACL bindings; absent ones are ignored.
+    DeleteAcls {
+        acls: Vec<AclBinding>,
     },
 }
 
@@ -502,6 +515,16 @@ impl MetadataImage {
                 }
                 if credentials.is_empty() {
                     self.scram_credentials.remove(user);
+                }
+                CommandResult::Applied
+            }
+            MetadataCommand::CreateAcls { acls } => {
+                self.acls.extend(acls.iter().cloned());
+                CommandResult::Applied
+            }
+            MetadataCommand::DeleteAcls { acls } => {
+                for acl in acls {
+                    self.acls.remove(acl);
                 }
                 CommandResult::Applied
             }

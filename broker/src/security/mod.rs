@@ -1,6 +1,7 @@
 //! Who is on the other end of a connection: the principal that authentication establishes and
 //! that authorization checks.
 
+pub mod authorizer;
 pub mod limits;
 pub mod sasl;
 pub mod scram;

@@ -96,6 +96,15 @@ impl Goal {
         }
     }
 
+    /// Whether the goal is about partitions of `topic`: its reassignments in flight are the
+    /// goal's to wait for.
+    pub fn concerns(&self, topic: &str) -> bool {
+        match self {
+            Goal::Rebalance { .. } | Goal::Leaders => true,
+            Goal::ReplicationFactor { topic: t, .. } => t == topic,
+        }
+    }
+
     /// Brokers the goal may leave replicas on although they are not live.
     fn tolerates_offline(&self, id: i32) -> bool {
         matches!(self, Goal::Rebalance { drain, .. } if drain.contains(&id))
@@ -452,7 +461,7 @@ pub async fn run(
 }
 
 /// Refuses to plan around replicas on brokers that are not live, unless they are drained.
-fn check_offline(goal: &Goal, state: &ClusterState) -> Result<(), ExecError> {
+pub(super) fn check_offline(goal: &Goal, state: &ClusterState) -> Result<(), ExecError> {
     let live = state.broker_ids();
     let offline: BTreeSet<i32> = state
         .partitions
@@ -472,6 +481,27 @@ fn check_offline(goal: &Goal, state: &ClusterState) -> Result<(), ExecError> {
 /// Reads the cluster's state from `bootstrap` (comma-separated `host:port`s).
 pub async fn observe(bootstrap: &str, request_timeout: Duration) -> Result<Observed, ExecError> {
     Admin::new(bootstrap, request_timeout).observe().await
+}
+
+/// Submits `moves` as AlterPartitionReassignments to the cluster at `bootstrap`.
+pub async fn submit(
+    bootstrap: &str,
+    request_timeout: Duration,
+    moves: &[Move],
+) -> Result<(), ExecError> {
+    Admin::new(bootstrap, request_timeout).reassign(moves).await
+}
+
+/// Elects the preferred leaders of `partitions` on the cluster at `bootstrap`; returns those
+/// that could not be elected.
+pub async fn elect_preferred(
+    bootstrap: &str,
+    request_timeout: Duration,
+    partitions: &[(String, i32)],
+) -> Result<Vec<NotElected>, ExecError> {
+    Admin::new(bootstrap, request_timeout)
+        .elect(partitions)
+        .await
 }
 
 fn topic_name(name: &str) -> TopicName {

@@ -4,7 +4,8 @@
 //! Policy lives here, mechanism in the broker: a planner reads a [`ClusterState`] and returns
 //! a [`Plan`] (reassignments and preferred-leader elections); the [`executor`] reads the state
 //! from a cluster, plans, submits `AlterPartitionReassignments` a few partitions at a time,
-//! waits for them, and elects preferred leaders.
+//! waits for them, and elects preferred leaders; [`step`] takes one round of the same at a
+//! time, for reconcilers that must not block.
 //!
 //! The planners share one model:
 //! - **Targets**: the brokers replicas may live on. Replicas anywhere else are moved.
@@ -28,6 +29,7 @@ mod leaders;
 mod placement;
 mod replication;
 mod scale;
+pub mod step;
 
 #[cfg(test)]
 mod properties;

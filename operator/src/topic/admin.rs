@@ -1,6 +1,7 @@
 //! The Kafka admin operations the topic reconciler needs, behind [`TopicAdmin`] so the
 //! reconciler can be tested without a broker, and [`KafkaAdmin`], which performs them with
-//! the broker crate's client over the Kafka protocol.
+//! the broker crate's client over the Kafka protocol. Replication-factor changes go through
+//! the balancer's planner and executor (`balance::step`), one bounded round per call.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,23 +16,33 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
+use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
+    IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::{ClientError, Connection};
 use thiserror::Error;
 
+use crate::balance::executor::{ExecError, Goal};
+use crate::balance::step::{self, BalanceAdmin, KafkaBalanceAdmin, Progress};
+use crate::balance::PlanError;
+
 /// A topic as the cluster has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDescription {
     pub topic_id: String,
     pub partitions: i32,
-    /// Replicas of the most replicated partition.
+    /// Replicas of the most replicated partition, as it will be once the reassignments in
+    /// flight complete.
     pub replicas: i32,
+    /// Replicas of the least replicated partition, counted the same way.
+    pub min_replicas: i32,
+    /// Partitions being reassigned.
+    pub reassigning: i32,
     /// The topic's own settings (not the broker defaults it inherits).
     pub overrides: BTreeMap<String, String>,
 }
@@ -91,12 +102,31 @@ pub enum AdminError {
         operation: &'static str,
         detail: String,
     },
+    /// A reassignment of the topic's replicas could not be planned or carried out.
+    #[error("changing the replication factor of topic `{topic}`: {source}")]
+    Reassignment {
+        topic: String,
+        #[source]
+        source: ExecError,
+    },
 }
 
 impl AdminError {
-    /// Whether only a change of the spec can make the operation succeed.
+    /// Whether only a change of the spec (or of the cluster it names) can make the operation
+    /// succeed.
     pub fn needs_spec_change(&self) -> bool {
-        matches!(self, AdminError::Rejected { .. })
+        match self {
+            AdminError::Rejected { .. } => true,
+            AdminError::Reassignment { source, .. } => matches!(
+                source,
+                ExecError::Plan(
+                    PlanError::InvalidReplicationFactor { .. }
+                        | PlanError::ReplicationFactorExceedsBrokers { .. }
+                        | PlanError::UnknownTopic(_)
+                )
+            ),
+            _ => false,
+        }
     }
 
     pub fn metric_label(&self) -> &'static str {
@@ -106,6 +136,7 @@ impl AdminError {
             AdminError::Rejected { .. } => "kafka_rejected",
             AdminError::Retriable { .. } => "kafka_error",
             AdminError::Protocol { .. } => "kafka_protocol",
+            AdminError::Reassignment { .. } => "kafka_reassignment",
         }
     }
 }
@@ -147,6 +178,16 @@ pub trait TopicAdmin: Send + Sync {
         bootstrap: &'a str,
         topic: &'a str,
     ) -> BoxFuture<'a, Result<(), AdminError>>;
+
+    /// One round towards every partition of the topic having `replicas` replicas: plans with
+    /// the balancer, submits a bounded number of reassignments, elects preferred leaders once
+    /// nothing moves, and returns where the change stands without waiting for it.
+    fn change_replication_factor<'a>(
+        &'a self,
+        bootstrap: &'a str,
+        topic: &'a str,
+        replicas: i32,
+    ) -> BoxFuture<'a, Result<Progress, AdminError>>;
 }
 
 /// Protocol versions used: supported by Oxbow and by Apache Kafka 3.x and 4.x.
@@ -156,6 +197,7 @@ const CREATE_PARTITIONS_V: i16 = 3;
 const DESCRIBE_CONFIGS_V: i16 = 4;
 const INCREMENTAL_ALTER_CONFIGS_V: i16 = 1;
 const DELETE_TOPICS_V: i16 = 6;
+const LIST_REASSIGNMENTS_V: i16 = 0;
 /// `resource_type` of a topic in the configs APIs.
 const TOPIC_RESOURCE: i8 = 2;
 /// `config_source` of a topic's own override (`DYNAMIC_TOPIC_CONFIG`).
@@ -166,14 +208,34 @@ const TOPIC_CONFIG_SOURCE: i8 = 1;
 #[derive(Debug, Clone)]
 pub struct KafkaAdmin {
     pub timeout: Duration,
+    /// Partitions reassigned at once by a replication-factor change (cluster-wide, counting
+    /// reassignments already in flight).
+    pub max_moves: usize,
 }
 
 impl Default for KafkaAdmin {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(15),
+            max_moves: 10,
         }
     }
+}
+
+/// A connection to the first of `bootstrap`'s comma-separated addresses that accepts one.
+async fn connect_any(bootstrap: &str) -> Result<Connection, ClientError> {
+    let mut last = None;
+    for address in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        match Connection::connect(address).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClientError::Encode(format!("no address in `{bootstrap}`"))))
 }
 
 fn topic_name(name: &str) -> TopicName {
@@ -246,7 +308,7 @@ impl KafkaAdmin {
         version: i16,
     ) -> Result<R::Response, AdminError> {
         let exchange = async {
-            let mut connection = Connection::connect(bootstrap).await?;
+            let mut connection = connect_any(bootstrap).await?;
             connection.send(request, version).await
         };
         match tokio::time::timeout(self.timeout, exchange).await {
@@ -289,12 +351,55 @@ impl KafkaAdmin {
         }
         check("Metadata", topic, found.error_code, None)?;
         let partitions = i32::try_from(found.partitions.len()).unwrap_or(i32::MAX);
-        let replicas = found
+        // Metadata lists a partition being reassigned with the replicas it is losing too;
+        // only the reassignment list tells them apart.
+        let request = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX))
+            .with_topics(Some(vec![ListPartitionReassignmentsTopics::default()
+                .with_name(topic_name(topic))
+                .with_partition_indexes(
+                    found.partitions.iter().map(|p| p.partition_index).collect(),
+                )]));
+        let listed = self
+            .call(
+                "ListPartitionReassignments",
+                bootstrap,
+                &request,
+                LIST_REASSIGNMENTS_V,
+            )
+            .await?;
+        check(
+            "ListPartitionReassignments",
+            topic,
+            listed.error_code,
+            listed.error_message.as_ref(),
+        )?;
+        let removing: BTreeMap<i32, Vec<i32>> = listed
+            .topics
+            .iter()
+            .filter(|t| t.name.0.as_str() == topic)
+            .flat_map(|t| &t.partitions)
+            .map(|p| {
+                (
+                    p.partition_index,
+                    p.removing_replicas.iter().map(|b| b.0).collect(),
+                )
+            })
+            .collect();
+        let reassigning = i32::try_from(removing.len()).unwrap_or(i32::MAX);
+        let counts: Vec<usize> = found
             .partitions
             .iter()
-            .map(|p| p.replica_nodes.len())
-            .max()
-            .unwrap_or(0);
+            .map(|p| {
+                let leaving = removing.get(&p.partition_index);
+                p.replica_nodes
+                    .iter()
+                    .filter(|b| leaving.is_none_or(|l| !l.contains(&b.0)))
+                    .count()
+            })
+            .collect();
+        let replicas = counts.iter().copied().max().unwrap_or(0);
+        let min_replicas = counts.iter().copied().min().unwrap_or(0);
 
         let request = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
@@ -325,6 +430,8 @@ impl KafkaAdmin {
             topic_id: found.topic_id.to_string(),
             partitions,
             replicas: i32::try_from(replicas).unwrap_or(i32::MAX),
+            min_replicas: i32::try_from(min_replicas).unwrap_or(i32::MAX),
+            reassigning,
             overrides,
         }))
     }
@@ -457,6 +564,35 @@ impl KafkaAdmin {
     }
 }
 
+impl KafkaAdmin {
+    async fn reassign(
+        &self,
+        bootstrap: &str,
+        topic: &str,
+        replicas: i32,
+    ) -> Result<Progress, AdminError> {
+        let failed = |source| AdminError::Reassignment {
+            topic: topic.to_string(),
+            source,
+        };
+        let balancer = KafkaBalanceAdmin {
+            request_timeout: self.timeout,
+        };
+        let goal = Goal::ReplicationFactor {
+            topic: topic.to_string(),
+            replication_factor: usize::try_from(replicas).unwrap_or(0),
+        };
+        let observed = balancer.observe(bootstrap).await.map_err(failed)?;
+        let report = step::step(&balancer, bootstrap, &goal, &observed, self.max_moves)
+            .await
+            .map_err(failed)?;
+        if let Some(first) = report.not_elected.first() {
+            tracing::info!(%topic, partition = first.partition, reason = %first.reason, "preferred leader not elected yet");
+        }
+        Ok(report.progress)
+    }
+}
+
 fn boxed<'a, T>(future: impl Future<Output = T> + Send + 'a) -> BoxFuture<'a, T> {
     future.boxed()
 }
@@ -502,5 +638,14 @@ impl TopicAdmin for KafkaAdmin {
         topic: &'a str,
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         boxed(self.delete_topic(bootstrap, topic))
+    }
+
+    fn change_replication_factor<'a>(
+        &'a self,
+        bootstrap: &'a str,
+        topic: &'a str,
+        replicas: i32,
+    ) -> BoxFuture<'a, Result<Progress, AdminError>> {
+        boxed(self.reassign(bootstrap, topic, replicas))
     }
 }

@@ -1,6 +1,7 @@
 //! The KafkaTopic controller: creates the topic on its cluster, grows its partitions,
-//! corrects config drift, and deletes it behind a finalizer unless `deletionPolicy` is
-//! `Retain`. It only ever changes or deletes the topic it created (recorded by topic id), or
+//! corrects config drift, changes its replication factor by reassignment (the balancer's
+//! planner, one bounded round per reconciliation, progress in the status), and deletes it
+//! behind a finalizer unless `deletionPolicy` is `Retain`. It only ever changes or deletes the topic it created (recorded by topic id), or
 //! one it was told to adopt; other topics are left alone.
 
 pub mod admin;
@@ -37,6 +38,10 @@ pub const ADOPT_ANNOTATION: &str = "oxbow.dev/adopt";
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How often a topic waiting for its cluster is looked at again.
 pub const WAIT_FOR_CLUSTER: Duration = Duration::from_secs(30);
+/// How often a replication-factor change in progress is looked at again.
+pub const REASSIGNMENT_POLL: Duration = Duration::from_secs(5);
+/// Condition reason while replicas are being reassigned for a replication-factor change.
+pub const CHANGING_REPLICATION_FACTOR: &str = "ChangingReplicationFactor";
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -349,8 +354,14 @@ async fn sync(
         Ownership::Absent => None,
     };
 
-    let plan = plan(&want, observed.as_ref());
+    let changing = topic.status.as_ref().is_some_and(|s| {
+        conditions::is_true(&s.conditions, RECONCILING)
+            && conditions::reason(&s.conditions, RECONCILING) == Some(CHANGING_REPLICATION_FACTOR)
+    });
+    let plan = plan(&want, observed.as_ref(), changing);
     let mut changed = false;
+    // A replication-factor change still under way: (from, to, progress).
+    let mut reassigning = None;
     for step in &plan.steps {
         let result = match step {
             Step::Create(new) => ctx.admin.create(bootstrap, new).await.map(|id| {
@@ -372,11 +383,34 @@ async fn sync(
                         format!("{} settings changed", changes.len()),
                     )
                 }),
+            Step::ChangeReplicationFactor { from, to } => ctx
+                .admin
+                .change_replication_factor(bootstrap, &want.name, *to)
+                .await
+                .map(|progress| {
+                    let started = !changing;
+                    let done = progress.done;
+                    reassigning = (!done).then_some((*from, *to, progress));
+                    match (started, done) {
+                        (_, true) => (
+                            "ReplicationFactorChanged",
+                            format!("every partition has {to} replicas"),
+                        ),
+                        (true, false) => (
+                            "ReplicationFactorChanging",
+                            format!("reassigning replicas: replication factor {from} to {to}"),
+                        ),
+                        // A round of a change already announced: no event.
+                        (false, false) => ("", String::new()),
+                    }
+                }),
         };
         match result {
             Ok((reason, note)) => {
                 changed = true;
-                publish(ctx, topic, EventType::Normal, reason, note).await;
+                if !reason.is_empty() {
+                    publish(ctx, topic, EventType::Normal, reason, note).await;
+                }
             }
             Err(e) if e.needs_spec_change() => {
                 let message = e.to_string();
@@ -406,6 +440,28 @@ async fn sync(
             )
         },
     );
+    if let Some((from, to, progress)) = reassigning {
+        let change = if from == to {
+            format!("finishing the change to replication factor {to}")
+        } else {
+            format!("changing the replication factor from {from} to {to}")
+        };
+        let message = format!("topic `{}`: {change}: {}", want.name, progress.describe());
+        let outcome = Outcome {
+            ready: Wanted::new(READY, false, CHANGING_REPLICATION_FACTOR, message.clone()),
+            degraded: Wanted::new(DEGRADED, false, "NoProblem", ""),
+            reconciling: Wanted::new(
+                RECONCILING,
+                true,
+                CHANGING_REPLICATION_FACTOR,
+                message.clone(),
+            ),
+            topic_id,
+            observed,
+            message,
+        };
+        return Ok((outcome, Action::requeue(REASSIGNMENT_POLL)));
+    }
     let outcome = if let Some(blocker) = plan.blockers.first() {
         Outcome {
             observed,
@@ -605,6 +661,8 @@ mod tests {
             topic_id: topic_id.to_string(),
             partitions,
             replicas: 1,
+            min_replicas: 1,
+            reassigning: 0,
             overrides: Default::default(),
         }
     }
@@ -713,31 +771,93 @@ mod tests {
         assert!(events.contains(&"ConfigUpdated".to_string()), "{events:?}");
     }
 
-    #[tokio::test]
-    async fn a_replication_factor_change_is_reported_as_not_supported_yet() {
-        let (ctx, kafka) = setup(vec![with_spec("  replicas: 1")], true).await;
-        settle(&ctx).await;
-        api(&ctx)
+    async fn change_replicas(ctx: &Context, replicas: i32) {
+        api(ctx)
             .patch(
                 "orders",
                 &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
             )
             .await
             .expect("change");
+    }
+
+    #[tokio::test]
+    async fn a_replication_factor_change_reassigns_round_by_round_and_reports_progress() {
+        let (ctx, kafka) = setup(vec![with_spec("  partitions: 4\n  replicas: 1")], true).await;
+        settle(&ctx).await;
+        change_replicas(&ctx, 3).await;
+
+        let action = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("first round");
+        assert_eq!(
+            action,
+            Action::requeue(REASSIGNMENT_POLL),
+            "looks again soon"
+        );
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert!(!is_true(&s.conditions, READY));
+        assert!(is_true(&s.conditions, RECONCILING));
+        assert!(!is_true(&s.conditions, DEGRADED));
+        assert_eq!(
+            reason(&s.conditions, RECONCILING),
+            Some(CHANGING_REPLICATION_FACTOR)
+        );
+        let message = s.message.unwrap_or_default();
+        assert!(
+            message.contains("from 1 to 3") && message.contains("4 reassignments in flight"),
+            "{message}"
+        );
+
+        let action = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("second round");
+        assert_eq!(action, Action::requeue(RESYNC));
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert!(is_true(&s.conditions, READY), "{:?}", s.conditions);
+        assert_eq!(s.replicas, Some(3));
+        let calls = kafka.calls();
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| c.starts_with("change_replication_factor"))
+                .count(),
+            2,
+            "{calls:?}"
+        );
+        let events = event_reasons(&ctx.client, "streaming", "orders").await;
+        assert!(
+            events.contains(&"ReplicationFactorChanging".to_string())
+                && events.contains(&"ReplicationFactorChanged".to_string()),
+            "{events:?}"
+        );
+
+        // In sync again: no more rounds.
+        let before = kafka.calls().len();
+        reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("again");
+        assert_eq!(kafka.calls()[before..], ["describe orders"]);
+    }
+
+    #[tokio::test]
+    async fn a_replication_factor_beyond_the_brokers_is_degraded_and_waits_for_a_change() {
+        let (ctx, kafka) = setup(vec![with_spec("  replicas: 1")], true).await;
+        settle(&ctx).await;
+        change_replicas(&ctx, 5).await;
         let action = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
             .await
             .expect("reconciled");
-        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(action, Action::await_change(), "no retry storm");
         let s = status(&fetch(&ctx).await.expect("topic"));
-        assert!(!is_true(&s.conditions, READY));
         assert!(is_true(&s.conditions, DEGRADED));
-        assert_eq!(
-            reason(&s.conditions, READY),
-            Some("ReplicationFactorChangeNotSupported")
+        assert_eq!(reason(&s.conditions, DEGRADED), Some("Rejected"));
+        let message = s.message.unwrap_or_default();
+        assert!(
+            message.contains("replication factor 5") && message.contains("3 brokers"),
+            "{message}"
         );
-        assert!(s.message.unwrap_or_default().contains("not support"));
-        assert_eq!(s.replicas, Some(1));
         assert_eq!(kafka.topic("orders").expect("topic").replicas, 1);
     }
 

@@ -19,6 +19,12 @@ pub enum Step {
     Create(NewTopic),
     CreatePartitions(i32),
     AlterConfigs(Vec<ConfigChange>),
+    /// Reassign replicas until every partition has this many (one bounded round per
+    /// reconciliation; the change may span many).
+    ChangeReplicationFactor {
+        from: i32,
+        to: i32,
+    },
 }
 
 /// Why the topic cannot be made to match the spec as it stands.
@@ -26,16 +32,12 @@ pub enum Step {
 pub enum Blocker {
     /// The topic has more partitions than the spec asks for: Kafka cannot remove partitions.
     FewerPartitions { have: i32, want: i32 },
-    /// A replication factor change needs partition reassignment, which the broker does not
-    /// offer yet.
-    ReplicationFactorChange { have: i32, want: i32 },
 }
 
 impl Blocker {
     pub fn reason(&self) -> &'static str {
         match self {
             Blocker::FewerPartitions { .. } => "PartitionsCannotDecrease",
-            Blocker::ReplicationFactorChange { .. } => "ReplicationFactorChangeNotSupported",
         }
     }
 
@@ -43,9 +45,6 @@ impl Blocker {
         match self {
             Blocker::FewerPartitions { have, want } => format!(
                 "the topic has {have} partitions and the spec asks for {want}: Kafka cannot remove partitions"
-            ),
-            Blocker::ReplicationFactorChange { have, want } => format!(
-                "changing the replication factor from {have} to {want} needs partition reassignment (AlterPartitionReassignments), which the broker does not support yet"
             ),
         }
     }
@@ -93,7 +92,14 @@ impl Plan {
 }
 
 /// The steps that bring `observed` (`None`: absent) to `desired`, and what blocks the rest.
-pub fn plan(desired: &DesiredTopic, observed: Option<&TopicDescription>) -> Plan {
+/// `changing_replicas` says a replication-factor change was under way at the last look: its
+/// reassignments still in flight are followed to their end even once every partition's target
+/// has the wanted size.
+pub fn plan(
+    desired: &DesiredTopic,
+    observed: Option<&TopicDescription>,
+    changing_replicas: bool,
+) -> Plan {
     let Some(topic) = observed else {
         return Plan {
             steps: vec![Step::Create(NewTopic {
@@ -114,17 +120,19 @@ pub fn plan(desired: &DesiredTopic, observed: Option<&TopicDescription>) -> Plan
         }),
         _ => {}
     }
-    if let Some(want) = desired.replicas {
-        if want != topic.replicas {
-            plan.blockers.push(Blocker::ReplicationFactorChange {
-                have: topic.replicas,
-                want,
-            });
-        }
-    }
     let changes = config_changes(&desired.config, &topic.overrides);
     if !changes.is_empty() {
         plan.steps.push(Step::AlterConfigs(changes));
+    }
+    // Last: it is the one that takes more than one reconciliation.
+    if let Some(want) = desired.replicas {
+        let uneven = want != topic.replicas || want != topic.min_replicas;
+        if uneven || (changing_replicas && topic.reassigning > 0) {
+            plan.steps.push(Step::ChangeReplicationFactor {
+                from: topic.min_replicas,
+                to: want,
+            });
+        }
     }
     plan
 }
@@ -171,6 +179,8 @@ mod tests {
             topic_id: "id-1".to_string(),
             partitions,
             replicas,
+            min_replicas: replicas,
+            reassigning: 0,
             overrides: overrides
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -181,7 +191,7 @@ mod tests {
     #[test]
     fn an_absent_topic_is_created_with_the_spec() {
         let want = desired(Some(6), None, &[("cleanup.policy", "compact")]);
-        let plan = plan(&want, None);
+        let plan = plan(&want, None, false);
         assert_eq!(
             plan.steps,
             [Step::Create(NewTopic {
@@ -199,21 +209,34 @@ mod tests {
         let plan = plan(
             &desired(Some(3), Some(1), &[("retention.ms", "1000")]),
             Some(&observed(3, 1, &[("retention.ms", "1000")])),
+            false,
         );
         assert!(plan.in_sync(), "{plan:?}");
     }
 
     #[test]
     fn unspecified_partitions_and_replicas_are_left_as_they_are() {
-        let plan = plan(&desired(None, None, &[]), Some(&observed(12, 3, &[])));
+        let plan = plan(
+            &desired(None, None, &[]),
+            Some(&observed(12, 3, &[])),
+            false,
+        );
         assert!(plan.in_sync(), "{plan:?}");
     }
 
     #[test]
     fn more_partitions_grow_the_topic_and_fewer_are_a_blocker() {
-        let grow = plan(&desired(Some(8), None, &[]), Some(&observed(3, 1, &[])));
+        let grow = plan(
+            &desired(Some(8), None, &[]),
+            Some(&observed(3, 1, &[])),
+            false,
+        );
         assert_eq!(grow.steps, [Step::CreatePartitions(8)]);
-        let shrink = plan(&desired(Some(2), None, &[]), Some(&observed(3, 1, &[])));
+        let shrink = plan(
+            &desired(Some(2), None, &[]),
+            Some(&observed(3, 1, &[])),
+            false,
+        );
         assert!(shrink.steps.is_empty());
         assert_eq!(
             shrink.blockers,
@@ -225,20 +248,54 @@ mod tests {
     }
 
     #[test]
-    fn a_replication_factor_change_is_reported_as_not_supported_yet() {
-        let plan = plan(&desired(None, Some(3), &[]), Some(&observed(3, 1, &[])));
-        assert!(plan.steps.is_empty());
-        assert_eq!(
-            plan.blockers,
-            [Blocker::ReplicationFactorChange { have: 1, want: 3 }]
+    fn a_replication_factor_change_is_a_step_after_the_others() {
+        let plan = plan(
+            &desired(Some(4), Some(3), &[("retention.ms", "1")]),
+            Some(&observed(3, 1, &[])),
+            false,
         );
+        assert!(plan.blockers.is_empty());
+        assert!(matches!(plan.steps[0], Step::CreatePartitions(4)));
+        assert!(matches!(plan.steps[1], Step::AlterConfigs(_)));
         assert_eq!(
-            plan.blockers[0].reason(),
-            "ReplicationFactorChangeNotSupported"
+            plan.steps[2],
+            Step::ChangeReplicationFactor { from: 1, to: 3 }
         );
-        assert!(plan.blockers[0]
-            .message()
-            .contains("AlterPartitionReassignments"));
+        let lower = plan_of(Some(1), observed(3, 3, &[]), false);
+        assert_eq!(
+            lower.steps,
+            [Step::ChangeReplicationFactor { from: 3, to: 1 }]
+        );
+    }
+
+    fn plan_of(replicas: Option<i32>, topic: TopicDescription, changing: bool) -> Plan {
+        plan(&desired(None, replicas, &[]), Some(&topic), changing)
+    }
+
+    #[test]
+    fn a_half_done_replication_factor_change_goes_on() {
+        // Some partitions have their new replica list, others not yet.
+        let mut half = observed(1, 3, &[]);
+        half.min_replicas = 1;
+        half.reassigning = 2;
+        assert_eq!(
+            plan_of(Some(3), half, false).steps,
+            [Step::ChangeReplicationFactor { from: 1, to: 3 }]
+        );
+        // Every target has three replicas but copies are still in flight: followed to the end
+        // when the change was ours, left alone otherwise.
+        let mut landing = observed(1, 3, &[]);
+        landing.reassigning = 1;
+        assert_eq!(
+            plan_of(Some(3), landing.clone(), true).steps,
+            [Step::ChangeReplicationFactor { from: 3, to: 3 }]
+        );
+        assert!(plan_of(Some(3), landing.clone(), false).in_sync());
+        assert!(
+            plan_of(None, landing, true).in_sync(),
+            "no replication factor asked for"
+        );
+        assert!(plan_of(Some(3), observed(1, 3, &[]), true).in_sync());
     }
 
     #[test]
@@ -254,6 +311,7 @@ mod tests {
                 1,
                 &[("retention.ms", "5"), ("segment.bytes", "1048576")],
             )),
+            false,
         );
         assert_eq!(
             plan.steps,
@@ -270,6 +328,7 @@ mod tests {
         let plan = plan(
             &desired(Some(4), None, &[("retention.ms", "1")]),
             Some(&observed(1, 1, &[])),
+            false,
         );
         assert!(matches!(plan.steps[0], Step::CreatePartitions(4)));
         assert!(matches!(plan.steps[1], Step::AlterConfigs(_)));
