@@ -187,8 +187,9 @@ pub struct StorageSpec {
     /// Storage class of the volumes; the cluster's default class when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// Delete the volumes (and their data) when the KafkaCluster is deleted. Volumes of
-    /// brokers removed by a scale-down are always kept.
+    /// Delete the volumes (and their data) when the KafkaCluster is deleted, and the volume of
+    /// a broker removed by a scale-down once it has been drained. When false, volumes are
+    /// kept in both cases (a broker scaled back in finds its old volume).
     #[serde(default)]
     pub delete_claim: bool,
 }
@@ -297,6 +298,39 @@ pub struct KafkaClusterStatus {
     /// One entry per broker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerStatus>,
+    /// The change of size under way, if any: kept here so an operator that restarts resumes
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingStatus>,
+}
+
+/// A change of the number of brokers in progress.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingStatus {
+    /// Brokers before the change.
+    pub from: i32,
+    /// Brokers after it.
+    pub to: i32,
+    /// Where the change stands.
+    pub phase: ScalingPhase,
+    /// Partition reassignments of the change in flight.
+    #[serde(default)]
+    pub reassignments_in_flight: i32,
+    /// Partition reassignments planned but not started yet (bounded concurrency).
+    #[serde(default)]
+    pub reassignments_pending: i32,
+}
+
+/// Steps of a change of size.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScalingPhase {
+    /// Scale-up: the StatefulSet has grown; the new brokers have not all registered.
+    WaitingForBrokers,
+    /// Scale-up: replicas and leaders are moving onto the new brokers.
+    Rebalancing,
+    /// Scale-down: replicas are moving off the leaving brokers; their pods stay until empty.
+    Draining,
 }
 
 /// One broker's state.

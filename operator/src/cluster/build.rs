@@ -66,11 +66,22 @@ pub struct ClusterResources {
 
 /// Builds every object of the cluster.
 pub fn build(cluster: &ValidatedCluster) -> ClusterResources {
+    build_running(cluster, cluster.replicas)
+}
+
+/// Builds every object with `brokers` pods, which differs from `spec.replicas` while a
+/// scale-down drains the brokers that leave: they keep running, with their configuration,
+/// until they are empty.
+pub fn build_running(cluster: &ValidatedCluster, brokers: i32) -> ClusterResources {
+    let mut stateful_set = stateful_set(cluster);
+    if let Some(spec) = stateful_set.spec.as_mut() {
+        spec.replicas = Some(brokers);
+    }
     ClusterResources {
-        config_map: config_map(cluster),
+        config_map: config_map_for(cluster, brokers.max(cluster.replicas)),
         headless_service: headless_service(cluster),
         bootstrap_service: bootstrap_service(cluster),
-        stateful_set: stateful_set(cluster),
+        stateful_set,
         pdb: pod_disruption_budget(cluster),
     }
 }
@@ -224,7 +235,12 @@ pub fn server_properties(cluster: &ValidatedCluster, ordinal: i32) -> String {
 }
 
 pub fn config_map(cluster: &ValidatedCluster) -> ConfigMap {
-    let data = (0..cluster.replicas)
+    config_map_for(cluster, cluster.replicas)
+}
+
+/// The ConfigMap with the files of brokers `0..brokers`.
+fn config_map_for(cluster: &ValidatedCluster, brokers: i32) -> ConfigMap {
+    let data = (0..brokers)
         .map(|ordinal| {
             (
                 format!("{}.properties", cluster.pod_name(ordinal)),
@@ -586,8 +602,16 @@ pub fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
                         }
                         .to_string(),
                     ),
-                    // A broker removed by a scale-down may come back; its data with it.
-                    when_scaled: Some("Retain".to_string()),
+                    // The operator shrinks the StatefulSet only once the leaving brokers are
+                    // drained, so their volumes hold nothing the cluster needs.
+                    when_scaled: Some(
+                        if cluster.delete_claim {
+                            "Delete"
+                        } else {
+                            "Retain"
+                        }
+                        .to_string(),
+                    ),
                 },
             ),
             template: pod_template(cluster),
@@ -873,12 +897,11 @@ mod tests {
             claim.resources.and_then(|r| r.requests).expect("requests")["storage"],
             Quantity("50Gi".to_string())
         );
-        assert_eq!(
-            spec.persistent_volume_claim_retention_policy
-                .and_then(|p| p.when_deleted)
-                .as_deref(),
-            Some("Delete")
-        );
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .expect("retention");
+        assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Delete"));
     }
 
     #[test]
@@ -1058,6 +1081,24 @@ mod tests {
             spec.selector.and_then(|s| s.match_labels),
             Some(selector_labels(&valid(MINIMAL_CLUSTER)))
         );
+    }
+
+    #[test]
+    fn a_draining_cluster_keeps_its_leaving_brokers_running_and_configured() {
+        let c = valid(MINIMAL_CLUSTER);
+        let r = build_running(&c, 5);
+        assert_eq!(r.stateful_set.spec.and_then(|s| s.replicas), Some(5));
+        let data = r.config_map.data.expect("data");
+        assert_eq!(data.len(), 5);
+        assert_eq!(properties(&data["main-4.properties"])["node.id"], "4");
+        assert_eq!(
+            properties(&data["main-0.properties"]),
+            properties(&server_properties(&c, 0)),
+            "the remaining brokers' settings are those of the spec"
+        );
+        // While growing, the new brokers' files are there before their pods.
+        let grown = build_running(&c, 2);
+        assert_eq!(grown.config_map.data.expect("data").len(), 3);
     }
 
     #[test]

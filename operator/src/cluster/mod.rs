@@ -1,8 +1,11 @@
-//! The KafkaCluster controller, a pipeline: validate (pure) → build (pure) → apply (I/O,
-//! server-side apply) → status (I/O). An invalid spec stops the pipeline with a `Degraded`
-//! condition and waits for the spec to change; a failed API call is retried with backoff.
+//! The KafkaCluster controller, a pipeline: validate (pure) → observe (I/O: the StatefulSet
+//! and the brokers) → decide (pure: [`scaling`]) → build (pure) → apply (I/O, server-side
+//! apply, and the decided reassignments through the balancer) → status (I/O). An invalid spec
+//! stops the pipeline with a `Degraded` condition and waits for the spec to change; a failed
+//! API call is retried with backoff.
 
 pub mod build;
+pub mod scaling;
 pub mod status;
 pub mod validate;
 
@@ -24,18 +27,25 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::balance::executor::{ExecError, Observed};
+use crate::balance::step::Round;
 use crate::conditions::{self, DEGRADED, READY};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{KafkaCluster, KafkaClusterStatus};
 use crate::metrics::CLUSTER;
-use build::{build, selector_string, ClusterResources};
+use build::{build, build_running, selector_string, ClusterResources};
+use scaling::{decide, ScalingInput};
 use status::{cluster_status, invalid_status, ObservedBrokers};
-use validate::validate;
+use validate::{validate, ValidatedCluster};
 
 /// How often a settled cluster is looked at again without any change.
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How often a cluster that is not ready yet is looked at again.
 pub const PROGRESS_CHECK: Duration = Duration::from_secs(15);
+/// How often a cluster whose replicas are moving is looked at again.
+pub const REASSIGNMENT_POLL: Duration = Duration::from_secs(5);
+/// Partition reassignments in flight at once while scaling (cluster-wide).
+pub const MAX_MOVES: usize = 10;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -63,6 +73,20 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot read the StatefulSet of KafkaCluster {namespace}/{name}: {source}")]
+    ReadStatefulSet {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("moving replicas of KafkaCluster {namespace}/{name}: {source}")]
+    Kafka {
+        namespace: String,
+        name: String,
+        #[source]
+        source: ExecError,
+    },
 }
 
 impl Error {
@@ -73,6 +97,8 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::ListPods { .. } => "list_pods",
             Error::Status { .. } => "status",
+            Error::ReadStatefulSet { .. } => "read_statefulset",
+            Error::Kafka { .. } => "kafka",
         }
     }
 }
@@ -114,7 +140,32 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
             (status, Action::await_change())
         }
         Ok(valid) => {
-            let resources = build(&valid);
+            let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+            let running = statefulsets
+                .get_opt(&valid.statefulset_name())
+                .await
+                .map_err(|source| Error::ReadStatefulSet {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    source,
+                })?
+                .and_then(|sts| sts.spec)
+                .and_then(|spec| spec.replicas);
+            let kafka = match running {
+                Some(_) => observe_kafka(&ctx, &valid).await,
+                None => None,
+            };
+            let decision = decide(ScalingInput {
+                wanted: valid.replicas,
+                running,
+                operation: previous.and_then(|s| s.scaling.as_ref()),
+                kafka: kafka.as_ref(),
+                max_moves: MAX_MOVES,
+            });
+            if let Some((_, round)) = &decision.round {
+                perform(&ctx, &cluster, &valid, round).await?;
+            }
+            let resources = build_running(&valid, decision.statefulset_replicas);
             let statefulset = apply(&ctx.client, &namespace, &resources).await?;
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
             let pods = pods
@@ -126,8 +177,10 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                     source,
                 })?;
             let observed = ObservedBrokers::from_objects(&statefulset, &pods.items);
-            let status = cluster_status(&valid, &observed, previous, Timestamp::now());
-            let next = if conditions::is_true(&status.conditions, READY) {
+            let status = cluster_status(&valid, &observed, &decision, previous, Timestamp::now());
+            let next = if decision.operation.is_some() {
+                REASSIGNMENT_POLL
+            } else if conditions::is_true(&status.conditions, READY) {
                 RESYNC
             } else {
                 PROGRESS_CHECK
@@ -152,6 +205,81 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
     );
     ctx.backoff.succeeded(&backoff_key(&cluster));
     Ok(action)
+}
+
+/// The brokers' view of the cluster, or `None` when they cannot be reached (not serving yet,
+/// or down): decisions that need it wait.
+async fn observe_kafka(ctx: &Context, cluster: &ValidatedCluster) -> Option<Observed> {
+    match ctx.balancer.observe(&cluster.bootstrap_address()).await {
+        Ok(observed) => Some(observed),
+        Err(error) => {
+            tracing::debug!(cluster = %cluster.name, %error, "the brokers cannot be reached");
+            None
+        }
+    }
+}
+
+/// Submits a round's reassignments and elections, and says so in an event.
+async fn perform(
+    ctx: &Context,
+    resource: &KafkaCluster,
+    cluster: &ValidatedCluster,
+    round: &Round,
+) -> Result<(), Error> {
+    let failed = |source| Error::Kafka {
+        namespace: cluster.namespace.clone(),
+        name: cluster.name.clone(),
+        source,
+    };
+    let bootstrap = cluster.bootstrap_address();
+    if !round.submit.is_empty() {
+        ctx.balancer
+            .reassign(&bootstrap, &round.submit)
+            .await
+            .map_err(failed)?;
+        publish(
+            ctx,
+            resource,
+            EventType::Normal,
+            "Reassigning",
+            format!(
+                "{} partition reassignments submitted ({} pending)",
+                round.submit.len(),
+                round.progress.pending
+            ),
+        )
+        .await;
+    }
+    if !round.elect.is_empty() {
+        let not_elected = ctx
+            .balancer
+            .elect(&bootstrap, &round.elect)
+            .await
+            .map_err(failed)?;
+        for miss in not_elected.iter().take(3) {
+            tracing::info!(cluster = %cluster.name, topic = %miss.topic, partition = miss.partition, reason = %miss.reason, "preferred leader not elected yet");
+        }
+    }
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    cluster: &KafkaCluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(%error, %reason, "cannot publish an event");
+    }
 }
 
 /// Logs and counts a failed reconciliation, then retries it with a growing delay.
@@ -209,11 +337,16 @@ pub async fn write_status(
     name: &str,
     status: &KafkaClusterStatus,
 ) -> Result<(), kube::Error> {
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": KafkaCluster::api_version(&()),
         "kind": KafkaCluster::kind(&()),
         "status": status,
     });
+    // An operation that ended is removed explicitly: server-side apply drops a null (as it
+    // drops an omitted field this manager owned), and a merge would otherwise keep it.
+    if status.scaling.is_none() {
+        patch["status"]["scaling"] = serde_json::Value::Null;
+    }
     clusters
         .patch_status(
             name,
@@ -234,19 +367,19 @@ async fn publish_transitions(
     let before = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let message_of =
+    let degraded_of =
         |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
             conditions
                 .iter()
                 .find(|c| c.type_ == DEGRADED && c.status == "True")
-                .map(|c| c.message.clone())
+                .map(|c| (c.reason.clone(), c.message.clone()))
         };
     let mut events = Vec::new();
-    if let Some(problems) = message_of(&current.conditions) {
-        if message_of(before) != Some(problems.clone()) {
+    if let Some((reason, problems)) = degraded_of(&current.conditions) {
+        if degraded_of(before).map(|(_, m)| m) != Some(problems.clone()) {
             events.push(Event {
                 type_: EventType::Warning,
-                reason: "InvalidSpec".to_string(),
+                reason,
                 note: Some(problems),
                 action: "Validate".to_string(),
                 secondary: None,
@@ -376,12 +509,225 @@ mod tests {
     use kube::api::{Patch, PatchParams, PostParams};
 
     use super::*;
+    use crate::balance::{BrokerInfo, ClusterState, PartitionInfo};
     use crate::conditions::{is_true, reason, RECONCILING};
-    use crate::test_support::{cluster, event_reasons, fake_context, MINIMAL_CLUSTER};
+    use crate::test_support::{
+        cluster, event_reasons, fake_context, fake_context_with_cluster, MemoryCluster,
+        MINIMAL_CLUSTER,
+    };
 
     async fn fetch(ctx: &Context) -> Arc<KafkaCluster> {
         let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
         Arc::new(api.get("main").await.expect("cluster"))
+    }
+
+    /// Partitions of topic `orders` with `rf` replicas round-robin over `hosts`, on a cluster
+    /// whose registered brokers are `brokers`.
+    fn kafka_state(brokers: &[i32], hosts: &[i32], partitions: i32, rf: usize) -> ClusterState {
+        ClusterState {
+            brokers: brokers
+                .iter()
+                .map(|id| BrokerInfo {
+                    id: *id,
+                    rack: None,
+                })
+                .collect(),
+            partitions: (0..partitions)
+                .map(|p| {
+                    let first = usize::try_from(p).expect("index");
+                    let replicas: Vec<i32> =
+                        (0..rf).map(|i| hosts[(first + i) % hosts.len()]).collect();
+                    PartitionInfo {
+                        topic: "orders".to_string(),
+                        partition: p,
+                        leader: replicas[0],
+                        isr: replicas.clone(),
+                        replicas,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    async fn with_cluster_and_kafka(yaml: &str) -> (Arc<Context>, Arc<MemoryCluster>) {
+        let builder = kube_fake_client::ClientBuilder::new().with_object(cluster(yaml));
+        let (ctx, _, kafka) = fake_context_with_cluster(builder).await;
+        (ctx, kafka)
+    }
+
+    async fn set_replicas(ctx: &Context, replicas: i32) {
+        let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
+        clusters
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .expect("spec change");
+    }
+
+    async fn sts_replicas(ctx: &Context) -> Option<i32> {
+        statefulsets(ctx)
+            .get("main")
+            .await
+            .expect("sts")
+            .spec
+            .and_then(|s| s.replicas)
+    }
+
+    #[tokio::test]
+    async fn a_scale_up_grows_waits_for_the_new_brokers_rebalances_and_then_is_ready() {
+        let (ctx, kafka) = with_cluster_and_kafka(MINIMAL_CLUSTER).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("created");
+        brokers_become_ready(&ctx, 3).await;
+        kafka.set_state(kafka_state(&[0, 1, 2], &[0, 1, 2], 10, 2));
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("ready");
+        assert!(is_true(
+            &fetch(&ctx).await.status.clone().expect("status").conditions,
+            READY
+        ));
+
+        set_replicas(&ctx, 5).await;
+        let action = reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("scaling");
+        assert_eq!(action, Action::requeue(REASSIGNMENT_POLL));
+        assert_eq!(sts_replicas(&ctx).await, Some(5), "grown at once");
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert!(!is_true(&status.conditions, READY));
+        assert_eq!(
+            reason(&status.conditions, RECONCILING),
+            Some("WaitingForBrokers")
+        );
+        assert!(!kafka.calls().iter().any(|c| c.starts_with("reassign")));
+
+        brokers_become_ready(&ctx, 5).await;
+        kafka.set_state(ClusterState {
+            brokers: kafka_state(&[0, 1, 2, 3, 4], &[0], 0, 1).brokers,
+            ..kafka.state()
+        });
+        let mut reasons = Vec::new();
+        for _ in 0..30 {
+            reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+                .await
+                .expect("round");
+            let status = fetch(&ctx).await.status.clone().expect("status");
+            reasons.extend(reason(&status.conditions, RECONCILING).map(str::to_string));
+            if status.scaling.is_none() {
+                break;
+            }
+            assert!(status
+                .scaling
+                .is_some_and(|s| s.reassignments_in_flight <= MAX_MOVES as i32));
+        }
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert_eq!(status.scaling, None, "{reasons:?}");
+        assert!(reasons.contains(&"Rebalancing".to_string()), "{reasons:?}");
+        // The StatefulSet controller catches up with the last apply.
+        brokers_become_ready(&ctx, 5).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("settled");
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert!(
+            is_true(&status.conditions, READY),
+            "{:?}",
+            status.conditions
+        );
+        let spread = kafka.state().distribution(None);
+        assert!(spread.replica_spread() <= 1, "{spread:?}");
+        assert!(spread.leader_spread() <= 1, "{spread:?}");
+        assert!(spread.replicas[&3] > 0 && spread.replicas[&4] > 0);
+        let events = event_reasons(&ctx.client, "streaming", "main").await;
+        assert!(events.contains(&"Reassigning".to_string()), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn a_scale_down_drains_the_leaving_brokers_before_the_statefulset_shrinks() {
+        let (ctx, kafka) =
+            with_cluster_and_kafka(&format!("{MINIMAL_CLUSTER}\n  replicas: 5")).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("created");
+        brokers_become_ready(&ctx, 5).await;
+        kafka.set_state(kafka_state(&[0, 1, 2, 3, 4], &[0, 1, 2, 3, 4], 10, 2));
+
+        set_replicas(&ctx, 3).await;
+        let mut shrunk_while_holding = false;
+        for _ in 0..30 {
+            reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+                .await
+                .expect("round");
+            let replicas = sts_replicas(&ctx).await;
+            let held = kafka.state().distribution(None);
+            let holding = held.replicas.get(&3).copied().unwrap_or(0)
+                + held.replicas.get(&4).copied().unwrap_or(0)
+                > 0;
+            shrunk_while_holding |= replicas == Some(3) && holding;
+            if replicas == Some(3) {
+                break;
+            }
+            let status = fetch(&ctx).await.status.clone().expect("status");
+            assert_eq!(reason(&status.conditions, RECONCILING), Some("Draining"));
+            assert_eq!(status.brokers.len(), 5);
+        }
+        assert!(
+            !shrunk_while_holding,
+            "a broker went while it held replicas"
+        );
+        assert_eq!(sts_replicas(&ctx).await, Some(3));
+        let held = kafka.state().distribution(None);
+        assert_eq!(held.replicas.get(&3), Some(&0));
+        assert_eq!(held.replicas.get(&4), Some(&0));
+        assert_eq!(
+            kafka
+                .state()
+                .partitions
+                .iter()
+                .map(|p| p.replicas.len())
+                .sum::<usize>(),
+            20,
+            "every replica kept"
+        );
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert_eq!(status.scaling, None);
+    }
+
+    #[tokio::test]
+    async fn a_scale_down_below_a_topics_replication_factor_is_refused_with_a_clear_status() {
+        let (ctx, kafka) =
+            with_cluster_and_kafka(&format!("{MINIMAL_CLUSTER}\n  replicas: 5")).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("created");
+        brokers_become_ready(&ctx, 5).await;
+        kafka.set_state(kafka_state(&[0, 1, 2, 3, 4], &[0, 1, 2, 3, 4], 5, 4));
+        set_replicas(&ctx, 3).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("reconciled");
+        assert_eq!(sts_replicas(&ctx).await, Some(5), "no broker removed");
+        assert!(!kafka.calls().iter().any(|c| c.starts_with("reassign")));
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert!(is_true(&status.conditions, DEGRADED));
+        assert_eq!(reason(&status.conditions, DEGRADED), Some("ScalingRefused"));
+        let message = &status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .expect("degraded")
+            .message;
+        assert!(
+            message.contains("topic `orders` has replication factor 4"),
+            "{message}"
+        );
+        let events = event_reasons(&ctx.client, "streaming", "main").await;
+        assert!(events.contains(&"ScalingRefused".to_string()), "{events:?}");
     }
 
     async fn with_cluster(yaml: &str) -> Arc<Context> {
@@ -415,6 +761,14 @@ mod tests {
             .expect("sts status");
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), "streaming");
         for ordinal in 0..count {
+            if pods
+                .get_opt(&format!("main-{ordinal}"))
+                .await
+                .expect("pod")
+                .is_some()
+            {
+                continue;
+            }
             let pod: Pod = serde_json::from_value(serde_json::json!({
                 "metadata": {
                     "name": format!("main-{ordinal}"),

@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
+use super::scaling::ScalingDecision;
 use super::validate::{InvalidCluster, ValidatedCluster};
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
 use crate::crd::{BrokerStatus, KafkaClusterStatus};
@@ -61,6 +62,7 @@ impl ObservedBrokers {
 pub fn cluster_status(
     cluster: &ValidatedCluster,
     observed: &ObservedBrokers,
+    scaling: &ScalingDecision,
     previous: Option<&KafkaClusterStatus>,
     now: Timestamp,
 ) -> KafkaClusterStatus {
@@ -104,12 +106,30 @@ pub fn cluster_status(
     } else {
         Wanted::new(RECONCILING, true, "BrokersStarting", progress)
     };
-    let degraded = Wanted::new(DEGRADED, false, "SpecValid", "");
+    let mut degraded = Wanted::new(DEGRADED, false, "SpecValid", "");
+    let (ready_condition, reconciling) = if let Some(why) = &scaling.refused {
+        degraded = Wanted::new(DEGRADED, true, "ScalingRefused", why.clone());
+        (
+            Wanted::new(READY, false, "ScalingRefused", why.clone()),
+            Wanted::new(RECONCILING, false, "ScalingRefused", ""),
+        )
+    } else if let Some(what) = &scaling.waiting {
+        let phase = scaling
+            .operation
+            .as_ref()
+            .map_or("Scaling".to_string(), |op| format!("{:?}", op.phase));
+        (
+            Wanted::new(READY, false, phase.clone(), what.clone()),
+            Wanted::new(RECONCILING, true, phase, what.clone()),
+        )
+    } else {
+        (ready_condition, reconciling)
+    };
 
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let brokers = (0..wanted)
+    let brokers = (0..wanted.max(scaling.statefulset_replicas))
         .map(|ordinal| {
             let pod = cluster.pod_name(ordinal);
             BrokerStatus {
@@ -132,6 +152,7 @@ pub fn cluster_status(
         ready_brokers: ready,
         bootstrap: Some(cluster.bootstrap_address()),
         brokers,
+        scaling: scaling.operation.clone(),
     }
 }
 
@@ -177,6 +198,10 @@ mod tests {
         validate(&cluster(MINIMAL_CLUSTER), &OperatorSettings::default()).expect("valid")
     }
 
+    fn steady() -> ScalingDecision {
+        ScalingDecision::steady(3)
+    }
+
     fn now() -> Timestamp {
         Timestamp::from_second(1_700_000_000).expect("time")
     }
@@ -195,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_cluster_with_every_broker_ready_is_ready() {
-        let status = cluster_status(&valid(), &observed(3, 3, 3, true), None, now());
+        let status = cluster_status(&valid(), &observed(3, 3, 3, true), &steady(), None, now());
         assert!(is_true(&status.conditions, READY));
         assert!(!is_true(&status.conditions, RECONCILING));
         assert!(!is_true(&status.conditions, DEGRADED));
@@ -211,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_starting_cluster_is_reconciling_with_per_broker_state() {
-        let status = cluster_status(&valid(), &observed(3, 1, 3, true), None, now());
+        let status = cluster_status(&valid(), &observed(3, 1, 3, true), &steady(), None, now());
         assert!(!is_true(&status.conditions, READY));
         assert_eq!(
             reason(&status.conditions, RECONCILING),
@@ -224,16 +249,55 @@ mod tests {
 
     #[test]
     fn a_rolling_update_and_a_scale_are_named() {
-        let rolling = cluster_status(&valid(), &observed(3, 3, 1, true), None, now());
+        let rolling = cluster_status(&valid(), &observed(3, 3, 1, true), &steady(), None, now());
         assert_eq!(
             reason(&rolling.conditions, RECONCILING),
             Some("RollingUpdate")
         );
         assert!(!is_true(&rolling.conditions, READY));
-        let scaling = cluster_status(&valid(), &observed(2, 2, 2, true), None, now());
+        let scaling = cluster_status(&valid(), &observed(2, 2, 2, true), &steady(), None, now());
         assert_eq!(reason(&scaling.conditions, RECONCILING), Some("Scaling"));
-        let unseen = cluster_status(&valid(), &observed(3, 3, 3, false), None, now());
+        let unseen = cluster_status(&valid(), &observed(3, 3, 3, false), &steady(), None, now());
         assert_eq!(reason(&unseen.conditions, RECONCILING), Some("Applying"));
+    }
+
+    #[test]
+    fn a_refused_scale_down_is_degraded_and_a_drain_is_reconciling() {
+        let refused = ScalingDecision {
+            refused: Some("cannot remove brokers [3, 4]: topic `orders`".to_string()),
+            ..ScalingDecision::steady(5)
+        };
+        let status = cluster_status(&valid(), &observed(5, 5, 5, true), &refused, None, now());
+        assert!(is_true(&status.conditions, DEGRADED));
+        assert_eq!(reason(&status.conditions, READY), Some("ScalingRefused"));
+        assert!(status.conditions[2].message.contains("`orders`"));
+        assert_eq!(
+            status.brokers.len(),
+            5,
+            "the brokers still running are listed"
+        );
+
+        let draining = ScalingDecision {
+            operation: Some(crate::crd::ScalingStatus {
+                from: 5,
+                to: 3,
+                phase: crate::crd::ScalingPhase::Draining,
+                reassignments_in_flight: 2,
+                reassignments_pending: 7,
+            }),
+            waiting: Some("draining brokers [3, 4] before removing them".to_string()),
+            ..ScalingDecision::steady(5)
+        };
+        let status = cluster_status(&valid(), &observed(5, 5, 5, true), &draining, None, now());
+        assert!(!is_true(&status.conditions, READY));
+        assert!(!is_true(&status.conditions, DEGRADED));
+        assert_eq!(reason(&status.conditions, RECONCILING), Some("Draining"));
+        assert_eq!(
+            status
+                .scaling
+                .map(|s| (s.reassignments_in_flight, s.reassignments_pending)),
+            Some((2, 7))
+        );
     }
 
     #[test]
@@ -258,7 +322,7 @@ mod tests {
 
     #[test]
     fn an_invalid_spec_is_degraded_and_keeps_what_was_observed() {
-        let previous = cluster_status(&valid(), &observed(3, 3, 3, true), None, now());
+        let previous = cluster_status(&valid(), &observed(3, 3, 3, true), &steady(), None, now());
         let invalid = InvalidCluster {
             problems: vec!["spec.replicas is 0".to_string()],
         };
