@@ -357,10 +357,10 @@ pub async fn handle(
             ResponseKind::SaslAuthenticate(sasl::authenticate(broker, context, r).await)
         }
         RequestKind::DescribeUserScramCredentials(r) => {
-            ResponseKind::DescribeUserScramCredentials(scram::describe(broker, &r))
+            ResponseKind::DescribeUserScramCredentials(scram::describe(broker, context, &r))
         }
         RequestKind::AlterUserScramCredentials(r) => {
-            ResponseKind::AlterUserScramCredentials(scram::alter(broker, r).await)
+            ResponseKind::AlterUserScramCredentials(scram::alter(broker, context, r).await)
         }
         RequestKind::CreateAcls(r) => {
             ResponseKind::CreateAcls(acl::create(broker, context, r).await)

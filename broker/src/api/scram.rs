@@ -13,9 +13,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{str_bytes, RequestContext};
 use crate::broker::{ApiError, Broker};
 use crate::controller::image::{CommandResult, MetadataCommand};
+use crate::security::authorizer::Operation;
 use crate::security::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 
 /// One change asked for a user.
@@ -26,8 +27,31 @@ enum Change {
 
 pub(super) async fn alter(
     broker: &Broker,
+    context: &RequestContext,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    if !context.allowed_on_cluster(broker, Operation::Alter) {
+        let users: BTreeSet<String> = request
+            .deletions
+            .iter()
+            .map(|d| d.name.to_string())
+            .chain(request.upsertions.iter().map(|u| u.name.to_string()))
+            .collect();
+        let message = format!(
+            "{} may not alter the cluster's credentials",
+            context.principal
+        );
+        let results = users
+            .iter()
+            .map(|user| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(str_bytes(user))
+                    .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes(&message)))
+            })
+            .collect();
+        return AlterUserScramCredentialsResponse::default().with_results(results);
+    }
     // Every change of a user is checked before any is applied; a user whose request is
     // invalid gets one error and none of its changes.
     let mut by_user: BTreeMap<String, Result<Vec<Change>, ApiError>> = BTreeMap::new();
@@ -166,8 +190,17 @@ async fn apply(broker: &Broker, user: &str, changes: Vec<Change>) -> Result<(), 
 
 pub(super) fn describe(
     broker: &Broker,
+    context: &RequestContext,
     request: &DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !context.allowed_on_cluster(broker, Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes(&format!(
+                "{} may not describe the cluster's credentials",
+                context.principal
+            ))));
+    }
     let image = broker.image();
     let wanted: Vec<String> = match &request.users {
         Some(users) if !users.is_empty() => users.iter().map(|u| u.name.to_string()).collect(),
