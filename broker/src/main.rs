@@ -32,7 +32,8 @@ struct Cli {
     /// `log.dirs`: the data directory (default ./data).
     #[arg(long, env = "OXBOW_LOG_DIRS")]
     log_dirs: Option<String>,
-    /// `node.id`: this broker's id (default 0).
+    /// `node.id`: this broker's id (default 0; in a cluster, the ordinal of the StatefulSet
+    /// pod name in POD_NAME or HOSTNAME, `name-N`).
     #[arg(long, env = "OXBOW_NODE_ID")]
     node_id: Option<String>,
     /// `num.partitions`: partitions of automatically created topics (default 1).

@@ -758,6 +758,60 @@ fn preferred_leader_election_gives_leadership_back_to_a_restarted_broker() -> Re
     })
 }
 
+#[test]
+fn brokers_without_node_id_take_the_ordinal_of_their_pod_name() -> Result<()> {
+    with_cluster(options().pod_names("oxbow"), |cluster| {
+        // oxbow-1, oxbow-2 and oxbow-3 registered as brokers 1, 2 and 3 at their own addresses.
+        let metadata = cluster.metadata(1, Some(&[]))?;
+        let mut brokers: Vec<(i32, String)> = metadata
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+            .collect();
+        brokers.sort();
+        let expected: Vec<(i32, String)> = cluster
+            .node_ids()
+            .into_iter()
+            .map(|id| (id, cluster.address(id).to_string()))
+            .collect();
+        ensure!(
+            brokers == expected,
+            "brokers {brokers:?}, expected {expected:?}"
+        );
+        cluster.create_topic("by-ordinal", 3, 3, &[])?;
+        produce_all(cluster, "by-ordinal", 3, "v", 30)?;
+
+        // A pod name without an ordinal, and no node.id: the broker refuses to start, and
+        // says why.
+        let config = cluster
+            .config_path(1)
+            .with_file_name("no-ordinal.properties");
+        std::fs::write(
+            &config,
+            "process.roles=broker,controller\n\
+             controller.quorum.voters=1@127.0.0.1:1\n\
+             listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0\n",
+        )?;
+        let output = std::process::Command::new(broker_bin())
+            .arg("--config")
+            .arg(&config)
+            .env("POD_NAME", "oxbow")
+            .env_remove("HOSTNAME")
+            .env_remove("OXBOW_NODE_ID")
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(
+            !output.status.success()
+                && stderr.contains("`node.id` is not set")
+                && stderr.contains("`oxbow`"),
+            "exit {:?}, stderr: {stderr}",
+            output.status
+        );
+        Ok(())
+    })
+}
+
 /// One batch holding `values`, as a producer without idempotence would send it.
 fn one_batch(values: &[String]) -> Result<bytes::Bytes> {
     let records: Vec<BatchRecord> = values

@@ -470,7 +470,12 @@ fn spawn_producer(
                 // The local queue is full while the cluster is unavailable: try again later,
                 // with the same sequence number.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
-                Err((e, _)) => return Err(anyhow!("producer {index} could not send {value}: {e}")),
+                Err((e, _)) => {
+                    let fatal = producer.client().fatal_error();
+                    return Err(anyhow!(
+                        "producer {index} could not send {value}: {e} (fatal error: {fatal:?})"
+                    ));
+                }
             }
             next += interval;
             match next.checked_duration_since(Instant::now()) {

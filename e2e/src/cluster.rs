@@ -71,6 +71,7 @@ pub struct ClusterOptions {
     settings: BTreeMap<String, String>,
     node_settings: BTreeMap<NodeId, BTreeMap<String, String>>,
     env: Vec<(String, String)>,
+    pod_prefix: Option<String>,
 }
 
 impl ClusterOptions {
@@ -83,6 +84,7 @@ impl ClusterOptions {
             settings: BTreeMap::new(),
             node_settings: BTreeMap::new(),
             env: Vec::new(),
+            pod_prefix: None,
         }
     }
 
@@ -121,6 +123,13 @@ impl ClusterOptions {
     /// An environment variable for every broker process (e.g. `OXBOW_LOG=debug`).
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Brokers named like the pods of a StatefulSet: no `node.id` in their files, and
+    /// `POD_NAME=<prefix>-<id>` in their environment, from which they take their ids.
+    pub fn pod_names(mut self, prefix: impl Into<String>) -> Self {
+        self.pod_prefix = Some(prefix.into());
         self
     }
 }
@@ -247,7 +256,9 @@ impl Cluster {
         let mut put = |k: &str, v: String| {
             settings.insert(k.to_string(), v);
         };
-        put("node.id", node.id.to_string());
+        if self.options.pod_prefix.is_none() {
+            put("node.id", node.id.to_string());
+        }
         put(
             "process.roles",
             if is_voter {
@@ -519,7 +530,10 @@ impl Cluster {
 
     fn spawn(&mut self, id: NodeId) -> Result<()> {
         let binary = self.options.binary.clone();
-        let env = self.options.env.clone();
+        let mut env = self.options.env.clone();
+        if let Some(prefix) = &self.options.pod_prefix {
+            env.push(("POD_NAME".to_string(), format!("{prefix}-{id}")));
+        }
         let node = self.node_mut(id);
         node.starts += 1;
         let mut log = OpenOptions::new()

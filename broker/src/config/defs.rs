@@ -88,7 +88,7 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         ConfigType::Int,
         Some("0"),
         Check::AtLeast(0),
-        "The id of this broker.",
+        "The id of this broker. Unset in a cluster: the ordinal N of its StatefulSet pod name (POD_NAME, else HOSTNAME, as name-N).",
     ),
     def(
         "broker.id",

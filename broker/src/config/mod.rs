@@ -37,6 +37,8 @@ pub enum ConfigError {
         value: String,
         expected: String,
     },
+    #[error("`{key}` is not set, and {reason}")]
+    Missing { key: String, reason: String },
 }
 
 /// One listener: a name (`PLAINTEXT`) and the host and port it binds or advertises.
@@ -173,11 +175,23 @@ impl BrokerConfig {
             None => BTreeMap::new(),
         };
         settings.extend(overrides);
-        BrokerConfig::from_settings(settings)
+        BrokerConfig::from_settings_in_pod(settings, pod_name_from_env().as_deref())
     }
 
-    /// Validates settings given by Kafka name and resolves them.
+    /// Validates settings given by Kafka name and resolves them, with no pod name to derive
+    /// `node.id` from.
     pub fn from_settings(settings: BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_settings_in_pod(settings, None)
+    }
+
+    /// Validates settings given by Kafka name and resolves them. A broker of a cluster
+    /// (`controller.quorum.voters` set) without `node.id` takes the ordinal of its StatefulSet
+    /// pod name (`pod_name`, `main-2` giving 2), as the operator numbers its brokers; a
+    /// standalone broker without it is node 0.
+    pub fn from_settings_in_pod(
+        settings: BTreeMap<String, String>,
+        pod_name: Option<&str>,
+    ) -> Result<BrokerConfig, ConfigError> {
         for (key, value) in &settings {
             let def = broker_def(key).ok_or_else(|| ConfigError::Unknown { key: key.clone() })?;
             defs::validate(def, value)?;
@@ -190,11 +204,10 @@ impl BrokerConfig {
                 .unwrap_or_default()
         };
         let int = |key: &str| -> i64 { get(key).parse::<i64>().unwrap_or_default() };
-        let node_id = settings
+        let explicit_node_id = settings
             .get("node.id")
             .or_else(|| settings.get("broker.id"))
-            .and_then(|v| v.parse::<i32>().ok())
-            .unwrap_or(0);
+            .and_then(|v| v.parse::<i32>().ok());
         let controller_names: Vec<String> = get("controller.listener.names")
             .split(',')
             .map(|n| n.trim().to_string())
@@ -256,6 +269,11 @@ impl BrokerConfig {
                 "broker or broker,controller (controller-only nodes are not supported yet)",
             ));
         }
+        let derived_node_id = match explicit_node_id {
+            None if !voters.is_empty() => Some(node_id_from_pod_name(pod_name)?),
+            _ => None,
+        };
+        let node_id = explicit_node_id.or(derived_node_id).unwrap_or(0);
         let is_voter = roles.iter().any(|r| r == "controller");
         if !voters.is_empty() {
             if is_voter != voters.contains_key(&node_id) {
@@ -331,7 +349,15 @@ impl BrokerConfig {
             cleaner_enable: get("log.cleaner.enable") == "true",
             cleaner_backoff: millis(int("log.cleaner.backoff.ms")),
             authorizer: crate::security::authorizer::Authorizer::from_settings(&get)?,
-            explicit: settings,
+            explicit: match derived_node_id {
+                // Reported by DescribeConfigs as if it were set.
+                Some(id) => {
+                    let mut explicit = settings;
+                    explicit.insert("node.id".to_string(), id.to_string());
+                    explicit
+                }
+                None => settings,
+            },
         })
     }
 
@@ -599,6 +625,47 @@ impl SecuritySettings {
                 .ok()
                 .map(std::time::Duration::from_millis),
         })
+    }
+}
+
+/// The name to derive `node.id` from when it is not set: the StatefulSet pod's name, from
+/// `POD_NAME` (the operator passes it through the downward API), else `HOSTNAME` (a pod's
+/// hostname is its name).
+pub fn pod_name_from_env() -> Option<String> {
+    ["POD_NAME", "HOSTNAME"].iter().find_map(|key| {
+        std::env::var(key)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// The ordinal of a StatefulSet pod name: the number after its last `-` (`main-2` is 2).
+pub fn pod_ordinal(name: &str) -> Option<i32> {
+    let (prefix, ordinal) = name.trim().rsplit_once('-')?;
+    if prefix.is_empty() || ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ordinal.parse().ok()
+}
+
+/// `node.id` of a cluster broker that does not set it: its pod's ordinal, unchanged (pod
+/// `main-0` is node 0), which is what the operator writes and how it picks the voters (the
+/// lowest ordinals).
+fn node_id_from_pod_name(pod_name: Option<&str>) -> Result<i32, ConfigError> {
+    let missing = |reason: String| ConfigError::Missing {
+        key: "node.id".to_string(),
+        reason,
+    };
+    match pod_name {
+        Some(name) => pod_ordinal(name).ok_or_else(|| {
+            missing(format!(
+                "the pod name `{name}` (POD_NAME, else HOSTNAME) does not end in a StatefulSet ordinal (`name-N`) to take it from"
+            ))
+        }),
+        None => Err(missing(
+            "there is no StatefulSet pod name (POD_NAME, else HOSTNAME, as `name-N`) to take it from".to_string(),
+        )),
     }
 }
 
@@ -892,6 +959,67 @@ mod tests {
             "none, requested, required",
         );
         refused(&[("sasl.enabled.mechanisms", "GSSAPI")], "SCRAM-SHA-256");
+    }
+
+    #[test]
+    fn a_cluster_broker_without_node_id_takes_its_pod_ordinal() {
+        let cluster = |extra: &[(&str, &str)]| {
+            let mut all = settings(&[
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                (
+                    "controller.quorum.voters",
+                    "0@main-0.h:9093,1@main-1.h:9093,2@main-2.h:9093",
+                ),
+            ]);
+            all.extend(settings(extra));
+            all
+        };
+        let config =
+            BrokerConfig::from_settings_in_pod(cluster(&[]), Some("main-2")).expect("a voter");
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.explicit("node.id"), Some("2"));
+        let config = BrokerConfig::from_settings_in_pod(
+            cluster(&[("process.roles", "broker")]),
+            Some("oxbow-kafka-12"),
+        )
+        .expect("a broker that does not vote");
+        assert_eq!(config.node_id, 12);
+        // An explicit node.id wins over the pod name.
+        let config =
+            BrokerConfig::from_settings_in_pod(cluster(&[("node.id", "1")]), Some("main-2"))
+                .expect("explicit");
+        assert_eq!(config.node_id, 1);
+        for (pod, why) in [
+            (None, "there is no StatefulSet pod name"),
+            (Some("laptop"), "the pod name `laptop`"),
+            (Some("main-x"), "the pod name `main-x`"),
+        ] {
+            let err = BrokerConfig::from_settings_in_pod(cluster(&[]), pod)
+                .expect_err("no node id")
+                .to_string();
+            assert!(
+                err.starts_with("`node.id` is not set") && err.contains(why),
+                "{err}"
+            );
+        }
+        // The ordinal must name a voter exactly when the broker votes.
+        let err = BrokerConfig::from_settings_in_pod(cluster(&[]), Some("main-5"))
+            .expect_err("a voter that is not in the quorum")
+            .to_string();
+        assert!(err.contains("node 5"), "{err}");
+        // A standalone broker is node 0 wherever it runs.
+        let config =
+            BrokerConfig::from_settings_in_pod(BTreeMap::new(), Some("web-3")).expect("standalone");
+        assert_eq!(config.node_id, 0);
+    }
+
+    #[test]
+    fn pod_ordinals() {
+        assert_eq!(pod_ordinal("main-0"), Some(0));
+        assert_eq!(pod_ordinal("my-kafka-17"), Some(17));
+        for name in ["main", "-3", "main-", "main-1a", "main-99999999999"] {
+            assert_eq!(pod_ordinal(name), None, "{name}");
+        }
     }
 
     #[test]

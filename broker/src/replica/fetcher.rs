@@ -162,7 +162,7 @@ async fn run(
         };
         let outcome = async {
             for (key, entry) in entries.iter().filter(|(_, f)| !f.truncated) {
-                truncate(&context, conn, entry).await?;
+                truncate(&context, leader, conn, entry).await?;
                 if let Some(f) = followed.lock().get_mut(key) {
                     if f.epoch == entry.epoch {
                         f.truncated = true;
@@ -178,7 +178,7 @@ async fn run(
             if ready.is_empty() {
                 return Ok::<bool, String>(false);
             }
-            fetch(&context, conn, &ready, &followed).await
+            fetch(&context, leader, conn, &ready, &followed).await
         };
         let timeout = context.request_timeout
             + Duration::from_millis(u64::try_from(context.wait_max_ms).unwrap_or(0));
@@ -223,6 +223,7 @@ async fn connect(context: &FetchContext, leader: i32) -> Option<Connection> {
 /// Cuts the follower's log where its last epoch ended on the leader.
 async fn truncate(
     context: &FetchContext,
+    leader: i32,
     conn: &mut Connection,
     entry: &Followed,
 ) -> Result<(), String> {
@@ -255,18 +256,23 @@ async fn truncate(
             ResponseError::try_from_code(answer.error_code)
         ));
     }
-    let end = partition.log_end_offset();
-    // Unknown epoch on the leader: keep only what is known committed.
-    let cut = if answer.end_offset < 0 {
-        partition.high_watermark()
-    } else {
-        answer.end_offset
-    };
-    if cut < end {
-        let new_end = partition.truncate_to(cut).map_err(|e| e.to_string())?;
-        tracing::info!(partition = ?partition, from = end, to = new_end, epoch = local_epoch, "truncated to the leader's log");
-    }
-    Ok(())
+    // Only while still following this leader at this epoch: a replica that leads now keeps
+    // its log.
+    let applied = partition.while_following(leader, entry.epoch, || {
+        let end = partition.log_end_offset();
+        // Unknown epoch on the leader: keep only what is known committed.
+        let cut = if answer.end_offset < 0 {
+            partition.high_watermark()
+        } else {
+            answer.end_offset
+        };
+        if cut < end {
+            let new_end = partition.truncate_to(cut).map_err(|e| e.to_string())?;
+            tracing::info!(partition = ?partition, from = end, to = new_end, epoch = local_epoch, "truncated to the leader's log");
+        }
+        Ok(())
+    });
+    applied.unwrap_or(Ok(()))
 }
 
 /// Appends batches fetched from the leader. The leader answers a fetch with whole batches,
@@ -317,6 +323,7 @@ fn follow_log_start(partition: &Partition, leader_start: i64) {
 /// One Fetch round. Returns whether any partition made progress or waited at the leader.
 async fn fetch(
     context: &FetchContext,
+    leader: i32,
     conn: &mut Connection,
     entries: &[(Key, Followed)],
     followed: &Mutex<HashMap<Key, Followed>>,
@@ -367,31 +374,46 @@ async fn fetch(
                 continue;
             };
             let partition = &entry.partition;
-            match ResponseError::try_from_code(data.error_code) {
-                None => {
-                    progressed = true;
-                    let records = data.records.unwrap_or_else(Bytes::new);
-                    copied += records.len();
-                    if !records.is_empty() {
-                        if let Err(e) = append_fetched(partition, &records) {
-                            tracing::error!(partition = ?partition, error = %e, "cannot append fetched data");
+            // The answer of a leader this replica no longer follows at this epoch (it may
+            // lead now) must change nothing: the role is checked, and held, while it applies.
+            let mut made_progress = false;
+            let applied = partition.while_following(leader, entry.epoch, || {
+                match ResponseError::try_from_code(data.error_code) {
+                    None => {
+                        made_progress = true;
+                        let records = data.records.unwrap_or_else(Bytes::new);
+                        copied += records.len();
+                        if !records.is_empty() {
+                            if let Err(e) = append_fetched(partition, &records) {
+                                tracing::error!(partition = ?partition, error = %e, "cannot append fetched data");
+                            }
+                        }
+                        partition.set_follower_high_watermark(data.high_watermark);
+                        follow_log_start(partition, data.log_start_offset);
+                    }
+                    Some(ResponseError::OffsetOutOfRange) => {
+                        if partition.log_end_offset() < data.log_start_offset {
+                            tracing::info!(partition = ?partition, start = data.log_start_offset, "behind the leader's log start; starting over there");
+                            partition
+                                .truncate_fully_and_start_at(data.log_start_offset)
+                                .map_err(|e| e.to_string())?;
+                        } else if let Some(f) = followed.lock().get_mut(&key) {
+                            f.truncated = false;
                         }
                     }
-                    partition.set_follower_high_watermark(data.high_watermark);
-                    follow_log_start(partition, data.log_start_offset);
-                }
-                Some(ResponseError::OffsetOutOfRange) => {
-                    if partition.log_end_offset() < data.log_start_offset {
-                        tracing::info!(partition = ?partition, start = data.log_start_offset, "behind the leader's log start; starting over there");
-                        partition
-                            .truncate_fully_and_start_at(data.log_start_offset)
-                            .map_err(|e| e.to_string())?;
-                    } else if let Some(f) = followed.lock().get_mut(&key) {
-                        f.truncated = false;
+                    Some(other) => {
+                        tracing::debug!(partition = ?partition, error = ?other, "leader refused the fetch; waiting for new metadata");
                     }
                 }
-                Some(other) => {
-                    tracing::debug!(partition = ?partition, error = ?other, "leader refused the fetch; waiting for new metadata");
+                Ok::<(), String>(())
+            });
+            match applied {
+                Some(result) => {
+                    result?;
+                    progressed |= made_progress;
+                }
+                None => {
+                    tracing::debug!(partition = ?partition, leader, epoch = entry.epoch, "ignoring the answer of a leader no longer followed");
                 }
             }
         }

@@ -387,6 +387,20 @@ impl Partition {
         self.high_watermark.send_modify(|_| {});
     }
 
+    /// Runs `f` if this replica follows `leader` at `epoch`, and keeps it so until `f`
+    /// returns (metadata and retirement wait); `None`, without running `f`, otherwise. A
+    /// follower applies what a leader answered through this, so a late answer of a leader it
+    /// no longer follows (it may lead now) changes nothing. `f` must not ask for the role.
+    pub fn while_following<R>(&self, leader: i32, epoch: i32, f: impl FnOnce() -> R) -> Option<R> {
+        let replication = self.replication.lock();
+        if replication.role != (Role::Follower { leader }) || replication.leader_epoch != epoch {
+            return None;
+        }
+        let result = f();
+        drop(replication);
+        Some(result)
+    }
+
     pub fn role(&self) -> (Role, i32) {
         let replication = self.replication.lock();
         (replication.role, replication.leader_epoch)
