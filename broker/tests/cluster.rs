@@ -758,6 +758,75 @@ fn preferred_leader_election_gives_leadership_back_to_a_restarted_broker() -> Re
     })
 }
 
+/// With the default timings, a killed broker is fenced and its partitions led elsewhere within
+/// moments (its controller listener refuses connections); the killed controller too, once
+/// the others have elected a new one. Waiting for a heartbeat session, or the grace for a
+/// broken heartbeat connection, would take several seconds.
+#[test]
+fn a_killed_broker_or_controller_is_replaced_within_seconds_with_the_default_timings() -> Result<()>
+{
+    with_cluster(ClusterOptions::new(broker_bin()), |cluster| {
+        let topic = "quick-failover";
+        cluster.create_topic(topic, 3, 3, &[("min.insync.replicas", "2")])?;
+        for (kills_controller, bound) in [
+            (false, Duration::from_secs(2)),
+            (true, Duration::from_secs(4)),
+        ] {
+            let partitions = cluster.wait_for_full_isr(topic, SETTLE)?;
+            let asked = *cluster.up().first().context("no broker is running")?;
+            let controller = cluster.metadata(asked, Some(&[]))?.controller_id.0;
+            let victim = if kills_controller {
+                controller
+            } else {
+                partitions
+                    .iter()
+                    .map(|p| p.leader)
+                    .find(|leader| *leader != controller)
+                    .context("only the controller leads")?
+            };
+            let led: Vec<i32> = partitions
+                .iter()
+                .filter(|p| p.leader == victim)
+                .map(|p| p.partition)
+                .collect();
+            let killed = Instant::now();
+            cluster.kill(victim)?;
+            cluster.wait_until("the killed broker is fenced and replaced", SETTLE, |c| {
+                let survivor = *c.up().first().context("no broker is running")?;
+                let metadata = c.metadata(survivor, Some(&[]))?;
+                ensure!(
+                    metadata.controller_id.0 >= 0 && metadata.controller_id.0 != victim,
+                    "controller {}",
+                    metadata.controller_id.0
+                );
+                ensure!(
+                    metadata.brokers.iter().all(|b| b.node_id.0 != victim),
+                    "broker {victim} is still listed"
+                );
+                for view in c.partitions_seen_by(survivor, topic)? {
+                    ensure!(
+                        !led.contains(&view.partition)
+                            || (view.leader >= 0 && view.leader != victim),
+                        "{view:?}"
+                    );
+                }
+                Ok(())
+            })?;
+            let took = killed.elapsed();
+            eprintln!(
+                "broker {victim} (controller: {kills_controller}, led {led:?}) replaced after {took:.2?}"
+            );
+            ensure!(
+                took < bound,
+                "replacing broker {victim} (controller: {kills_controller}) took {took:.2?}, more than {bound:?}"
+            );
+            produce_all(cluster, topic, 3, &format!("after-{victim}"), 30)?;
+            cluster.restart(victim)?;
+        }
+        Ok(())
+    })
+}
+
 #[test]
 fn brokers_without_node_id_take_the_ordinal_of_their_pod_name() -> Result<()> {
     with_cluster(options().pod_names("oxbow"), |cluster| {
