@@ -482,6 +482,34 @@ async fn an_acl_allows_a_denied_topic_until_it_is_deleted_and_acls_survive_resta
             "after a restart the ACLs are {listed:?}"
         );
 
+        // Metadata creates a missing topic only for a principal with CREATE on it.
+        let auto = "made-on-demand";
+        create_acls(&mut conn, &[allow(TOPIC, auto, DESCRIBE)]).await?;
+        let ask = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(TopicName(s(auto))))
+            ]))
+            .with_allow_auto_topic_creation(true);
+        let code = call(&mut conn, &ask, 12)
+            .await?
+            .topics
+            .first()
+            .map(|t| t.error_code);
+        ensure!(
+            code == Some(ResponseError::TopicAuthorizationFailed.code()),
+            "auto-creation without CREATE answered {code:?}"
+        );
+        create_acls(&mut conn, &[allow(TOPIC, auto, CREATE)]).await?;
+        let code = call(&mut conn, &ask, 12)
+            .await?
+            .topics
+            .first()
+            .map(|t| t.error_code);
+        ensure!(
+            code == Some(0),
+            "auto-creation with CREATE answered {code:?}"
+        );
+
         // No ACL on the topic: hidden from Metadata and refused to producers.
         let (listed, code) = visibility(&mut conn, topic).await?;
         ensure!(
