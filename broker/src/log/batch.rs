@@ -543,6 +543,57 @@ pub(crate) mod tests {
         assert_eq!((header.last_offset_delta, header.max_timestamp), (9, 1_234));
     }
 
+    // Inputs the `batch` fuzz target found (fuzz/fuzz_targets/batch.rs), as the broker
+    // receives them. The codec decodes a produce request's records before the log validates
+    // them for a compacted topic's key check, and the cleaner decodes stored batches.
+
+    fn decode_all(records: &[u8]) -> anyhow::Result<usize> {
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(
+            &mut Bytes::copy_from_slice(records),
+        )?;
+        Ok(sets.iter().map(|set| set.records.len()).sum())
+    }
+
+    #[test]
+    fn a_batch_claiming_millions_of_records_is_refused_without_reserving_for_them() {
+        let fuzzed = include_bytes!("testdata/batch-record-count-oom.bin");
+        assert_eq!(
+            BatchHeader::parse(fuzzed).unwrap().records_count,
+            17_039_359
+        );
+        assert!(split_produced(fuzzed, usize::MAX).is_err());
+        assert!(decode_all(fuzzed).is_err());
+        // The same forgery at the largest count: reserving for it aborted the process.
+        let mut forged = fuzzed[..HEADER_SIZE].to_vec();
+        forged[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&forged[CRC_COVERS_FROM..]);
+        forged[CRC_AT..CRC_COVERS_FROM].copy_from_slice(&crc.to_be_bytes());
+        assert!(decode_all(&forged).is_err());
+    }
+
+    #[test]
+    fn a_snappy_batch_claiming_gigabytes_is_refused_before_allocating_them() {
+        let fuzzed = include_bytes!("testdata/batch-snappy-length-oom.bin");
+        let first = BatchHeader::parse(fuzzed).unwrap();
+        assert_eq!(first.compression(), Some(Compression::Snappy));
+        assert!(check_batch(&fuzzed[..first.size()], CountRule::Stored).is_ok());
+        let error = decode_all(&fuzzed[..first.size()]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("claims to decompress to"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_record_timestamp_past_the_largest_long_is_an_error_not_a_panic() {
+        let fuzzed = include_bytes!("testdata/batch-timestamp-overflow.bin");
+        let first = BatchHeader::parse(fuzzed).unwrap();
+        assert!(check_batch(&fuzzed[..first.size()], CountRule::Produced).is_ok());
+        assert!(decode_all(&fuzzed[..first.size()]).is_err());
+        assert!(split_produced(fuzzed, usize::MAX).is_err());
+        assert!(decode_all(fuzzed).is_err());
+    }
+
     #[test]
     fn an_oversized_batch_is_reported_with_its_size() {
         let batch = encode_batch(1, 100, 0);

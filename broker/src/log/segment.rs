@@ -1087,7 +1087,13 @@ impl<'a> Cursor<'a> {
                 self.base_offset
             ));
         }
-        self.min_next_offset = header.last_offset() + 1;
+        let Some(next_offset) = header.last_offset().checked_add(1) else {
+            return fault(format!(
+                "last offset {} leaves no offset after it",
+                header.last_offset()
+            ));
+        };
+        self.min_next_offset = next_offset;
         self.position += size;
         Ok(Step::Batch { position, header })
     }
@@ -1272,5 +1278,19 @@ mod tests {
         let cut = &all[..all.len() - 1];
         assert_eq!(whole_batches(cut, first.len()), first.len() + second.len());
         assert_eq!(whole_batches(&first, first.len()), first.len());
+    }
+
+    /// Found by the `segment` fuzz target (fuzz/fuzz_targets/segment.rs): a segment based
+    /// just below the largest offset whose last batch ends at it. Recovery added one to that
+    /// offset and panicked; it now cuts that batch and keeps the three before it.
+    #[test]
+    fn recovery_cuts_a_batch_that_ends_at_the_largest_offset() {
+        let fuzzed = include_bytes!("testdata/segment-last-offset-max.log");
+        let dir = tempfile::tempdir().unwrap();
+        let base = i64::MAX - 1_000;
+        fs::write(dir.path().join(file_name(base, LOG_EXTENSION)), fuzzed).unwrap();
+        let active = ActiveSegment::open(dir.path(), base, false, 4096).unwrap();
+        assert_eq!(active.end_offset(), i64::MAX - 2);
+        assert_eq!(active.size(), 339);
     }
 }

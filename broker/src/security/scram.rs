@@ -232,6 +232,8 @@ enum ServerState {
         /// so the answer does not reveal whether the user exists, and fails at the proof.
         credential: Option<ScramCredential>,
         gs2_header: String,
+        /// The client's part of the nonce, and the combined nonce the server sent.
+        client_first_nonce: String,
         nonce: String,
         auth_prefix: String,
     },
@@ -278,6 +280,7 @@ impl ScramServer {
             user: first.user,
             credential,
             gs2_header: first.gs2_header,
+            client_first_nonce: first.client_nonce,
             nonce,
             auth_prefix: format!("{},{server_first}", first.bare),
         };
@@ -291,6 +294,7 @@ impl ScramServer {
             user,
             credential,
             gs2_header,
+            client_first_nonce,
             nonce,
             auth_prefix,
         } = std::mem::replace(&mut self.state, ServerState::Done)
@@ -316,7 +320,13 @@ impl ScramServer {
         if BASE64.decode(binding).ok().as_deref() != Some(gs2_header.as_bytes()) {
             return Err(ScramError::ChannelBinding);
         }
-        if client_nonce != nonce {
+        // librdkafka before 2.6.1 (Debian's kcat among others) sends its own nonce again in
+        // front of the combined one (librdkafka#4895); Kafka 3.8.1-3.9 accepted that too. The
+        // fresh server nonce is in it either way, which is what defeats replays.
+        let librdkafka_form = client_nonce
+            .strip_prefix(client_first_nonce.as_str())
+            .is_some_and(|rest| rest == nonce);
+        if client_nonce != nonce && !librdkafka_form {
             return Err(ScramError::Nonce);
         }
         let proof = BASE64
@@ -585,6 +595,7 @@ mod tests {
             user: "user".into(),
             credential: Some(credential),
             gs2_header: "n,,".into(),
+            client_first_nonce: "rOprNGfwEbeRWgbNEkqO".into(),
             nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
             auth_prefix: format!("{},{server_first}", &client_first[3..]),
         };
@@ -652,6 +663,54 @@ mod tests {
                 Err(ScramError::InvalidProof)
             );
         }
+    }
+
+    /// librdkafka before 2.6.1 repeats its nonce in the final message; the proof is still
+    /// checked over the message as sent.
+    #[test]
+    fn the_final_message_of_older_librdkafka_is_accepted_and_its_proof_checked() {
+        let mechanism = ScramMechanism::Sha256;
+        let credential = ScramCredential::from_password(mechanism, b"secret", vec![5; 16], 4096);
+        let mut server = ScramServer::new(mechanism);
+        let bare = "n=alice,r=abc";
+        let first = server
+            .client_first(format!("n,,{bare}").as_bytes(), |_| {
+                Some(credential.clone())
+            })
+            .unwrap();
+        let first = String::from_utf8(first).unwrap();
+        let doubled = first.replacen("r=abc", "r=abcabc", 1);
+        let last = client_final(mechanism, "secret", bare, &doubled);
+        // The client signs what it sends; the server's AuthMessage keeps its own server-first.
+        let salted = salted_password(mechanism, b"secret", &[5; 16], 4096);
+        let client_key = mechanism.hmac_sign(&salted, b"Client Key");
+        let without_proof = last.rsplit_once(",p=").unwrap().0;
+        let auth = format!("{bare},{first},{without_proof}");
+        let signature = mechanism.hmac_sign(&mechanism.hash(&client_key), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let last = format!("{without_proof},p={}", BASE64.encode(proof));
+        assert_eq!(
+            server.client_final(last.as_bytes()).map(|(_, u)| u),
+            Ok("alice".into())
+        );
+        // Anything else in front of the nonce is still refused.
+        let mut server = ScramServer::new(mechanism);
+        let first = server
+            .client_first(format!("n,,{bare}").as_bytes(), |_| {
+                Some(credential.clone())
+            })
+            .unwrap();
+        let first = String::from_utf8(first).unwrap();
+        let nonce = first.split(',').next().unwrap().strip_prefix("r=").unwrap();
+        let forged = format!("c=biws,r=xyz{nonce},p=AAAA");
+        assert_eq!(
+            server.client_final(forged.as_bytes()),
+            Err(ScramError::Nonce)
+        );
     }
 
     #[test]

@@ -574,9 +574,9 @@ fn volume_claim_template(cluster: &ValidatedCluster) -> PersistentVolumeClaim {
     }
 }
 
-/// The brokers. Pods start in parallel (a quorum needs its voters up together); updates
-/// still replace one pod at a time, highest ordinal first, each waiting for the previous to
-/// be ready.
+/// The brokers. Pods start in parallel (a quorum needs its voters up together); a changed
+/// template restarts no pod by itself (`OnDelete`): the operator deletes one outdated pod at a
+/// time, waiting for zero under-replicated partitions in between.
 pub fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
     StatefulSet {
         metadata: metadata(cluster, cluster.statefulset_name()),
@@ -588,8 +588,10 @@ pub fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
                 ..LabelSelector::default()
             },
             pod_management_policy: Some("Parallel".to_string()),
+            // The operator restarts outdated pods itself, one at a time and only while the
+            // cluster is healthy (`cluster::roll`).
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_string()),
+                type_: Some("OnDelete".to_string()),
                 ..StatefulSetUpdateStrategy::default()
             }),
             persistent_volume_claim_retention_policy: Some(
@@ -862,7 +864,8 @@ mod tests {
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
         assert_eq!(
             spec.update_strategy.and_then(|u| u.type_).as_deref(),
-            Some("RollingUpdate")
+            Some("OnDelete"),
+            "the operator rolls the pods"
         );
         let retention = spec
             .persistent_volume_claim_retention_policy

@@ -1,10 +1,12 @@
 //! The KafkaCluster controller, a pipeline: validate (pure) → observe (I/O: the StatefulSet
 //! and the brokers) → decide (pure: [`scaling`]) → build (pure) → apply (I/O, server-side
-//! apply, and the decided reassignments through the balancer) → status (I/O). An invalid spec
+//! apply, and the decided reassignments through the balancer) → roll (pure decision in
+//! [`roll`], then at most one pod deleted) → status (I/O). An invalid spec
 //! stops the pipeline with a `Degraded` condition and waits for the spec to change; a failed
 //! API call is retried with backoff.
 
 pub mod build;
+pub mod roll;
 pub mod scaling;
 pub mod status;
 pub mod validate;
@@ -18,7 +20,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::{watcher, Controller};
@@ -34,6 +36,7 @@ use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{KafkaCluster, KafkaClusterStatus};
 use crate::metrics::CLUSTER;
 use build::{build, build_running, selector_string, ClusterResources};
+use roll::{next_restart, preferred_elections, RollStep};
 use scaling::{decide, ScalingInput};
 use status::{cluster_status, invalid_status, ObservedBrokers};
 use validate::{validate, ValidatedCluster};
@@ -80,6 +83,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot restart pod {namespace}/{pod}: {source}")]
+    RestartPod {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("moving replicas of KafkaCluster {namespace}/{name}: {source}")]
     Kafka {
         namespace: String,
@@ -99,6 +109,7 @@ impl Error {
             Error::Status { .. } => "status",
             Error::ReadStatefulSet { .. } => "read_statefulset",
             Error::Kafka { .. } => "kafka",
+            Error::RestartPod { .. } => "restart_pod",
         }
     }
 }
@@ -177,8 +188,44 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                     source,
                 })?;
             let observed = ObservedBrokers::from_objects(&statefulset, &pods.items);
-            let status = cluster_status(&valid, &observed, &decision, previous, Timestamp::now());
-            let next = if decision.operation.is_some() {
+            let roll = if decision.operation.is_some() {
+                // A change of size first; the roll resumes after it.
+                RollStep::UpToDate
+            } else {
+                next_restart(
+                    &observed.by_ordinal,
+                    decision.statefulset_replicas,
+                    observed.update_revision.as_deref(),
+                    kafka.as_ref(),
+                )
+            };
+            match &roll {
+                RollStep::Restart(ordinal) => restart(&ctx, &cluster, &valid, *ordinal).await?,
+                RollStep::UpToDate if observed.ready >= decision.statefulset_replicas => {
+                    // After a roll (or a broker's own restart), leaders go back to the
+                    // preferred replicas, as Kafka's automatic leader rebalance would.
+                    if let Some(kafka) = kafka.as_ref().filter(|k| k.reassigning.is_empty()) {
+                        let elections = preferred_elections(kafka);
+                        if !elections.is_empty() {
+                            let round = Round {
+                                elect: elections,
+                                ..Round::default()
+                            };
+                            perform(&ctx, &cluster, &valid, &round).await?;
+                        }
+                    }
+                }
+                RollStep::UpToDate | RollStep::Wait(_) => {}
+            }
+            let status = cluster_status(
+                &valid,
+                &observed,
+                &decision,
+                &roll,
+                previous,
+                Timestamp::now(),
+            );
+            let next = if decision.operation.is_some() || roll != RollStep::UpToDate {
                 REASSIGNMENT_POLL
             } else if conditions::is_true(&status.conditions, READY) {
                 RESYNC
@@ -217,6 +264,34 @@ async fn observe_kafka(ctx: &Context, cluster: &ValidatedCluster) -> Option<Obse
             None
         }
     }
+}
+
+/// Deletes broker `ordinal`'s pod so the StatefulSet recreates it from the current template.
+/// Its preStop hook and SIGTERM's controlled shutdown move its leadership away first.
+async fn restart(
+    ctx: &Context,
+    resource: &KafkaCluster,
+    cluster: &ValidatedCluster,
+    ordinal: i32,
+) -> Result<(), Error> {
+    let pod = cluster.pod_name(ordinal);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &cluster.namespace);
+    pods.delete(&pod, &DeleteParams::default())
+        .await
+        .map_err(|source| Error::RestartPod {
+            namespace: cluster.namespace.clone(),
+            pod: pod.clone(),
+            source,
+        })?;
+    publish(
+        ctx,
+        resource,
+        EventType::Normal,
+        "RestartingBroker",
+        format!("restarting {pod} (broker {ordinal}) for the current configuration"),
+    )
+    .await;
+    Ok(())
 }
 
 /// Submits a round's reassignments and elections, and says so in an event.
@@ -728,6 +803,178 @@ mod tests {
         );
         let events = event_reasons(&ctx.client, "streaming", "main").await;
         assert!(events.contains(&"ScalingRefused".to_string()), "{events:?}");
+    }
+
+    /// A ready broker pod created from StatefulSet revision `revision`.
+    async fn pod_at(ctx: &Context, ordinal: i32, revision: &str) {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), "streaming");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": format!("main-{ordinal}"),
+                "labels": {
+                    "app.kubernetes.io/name": "oxbow",
+                    "app.kubernetes.io/instance": "main",
+                    "app.kubernetes.io/component": "broker",
+                    "controller-revision-hash": revision,
+                },
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("pod");
+    }
+
+    /// What the StatefulSet controller reports: `updated` of `count` pods on `revision`.
+    async fn statefulset_reports(ctx: &Context, count: i32, updated: i32, revision: &str) {
+        let sts = statefulsets(ctx).get("main").await.expect("sts");
+        statefulsets(ctx)
+            .patch_status(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": {
+                    "replicas": count,
+                    "readyReplicas": count,
+                    "updatedReplicas": updated,
+                    "updateRevision": revision,
+                    "observedGeneration": sts.metadata.generation.map(|g| g + 1),
+                }})),
+            )
+            .await
+            .expect("sts status");
+    }
+
+    async fn pod_names(ctx: &Context) -> Vec<String> {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), "streaming");
+        pods.list(&ListParams::default())
+            .await
+            .expect("pods")
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_config_change_restarts_one_broker_at_a_time_waiting_for_full_replication() {
+        let (ctx, kafka) = with_cluster_and_kafka(MINIMAL_CLUSTER).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("created");
+        for ordinal in 0..3 {
+            pod_at(&ctx, ordinal, "rev-1").await;
+        }
+        statefulset_reports(&ctx, 3, 3, "rev-1").await;
+        kafka.set_state(kafka_state(&[0, 1, 2], &[0, 1, 2], 6, 2));
+        let action = reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("steady");
+        assert_eq!(pod_names(&ctx).await.len(), 3, "nothing to restart");
+        assert_eq!(action, Action::requeue(RESYNC));
+
+        // A config change: the StatefulSet controller makes a new revision, restarts nothing.
+        let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
+        clusters
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    serde_json::json!({"spec": {"config": {"log.retention.hours": "24"}}}),
+                ),
+            )
+            .await
+            .expect("spec change");
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("applied");
+        statefulset_reports(&ctx, 3, 0, "rev-2").await;
+        let action = reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("first restart");
+        assert_eq!(action, Action::requeue(REASSIGNMENT_POLL));
+        assert_eq!(
+            pod_names(&ctx).await,
+            ["main-0", "main-1"],
+            "the highest ordinal first"
+        );
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert_eq!(
+            reason(&status.conditions, RECONCILING),
+            Some("RollingRestart")
+        );
+        assert!(!is_true(&status.conditions, READY));
+
+        // Until its pod is back and ready, nothing else restarts.
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("waiting");
+        assert_eq!(pod_names(&ctx).await.len(), 2);
+        pod_at(&ctx, 2, "rev-2").await;
+        statefulset_reports(&ctx, 3, 1, "rev-2").await;
+        // Back, but its replicas are catching up.
+        let mut lagging = kafka_state(&[0, 1, 2], &[0, 1, 2], 6, 2);
+        lagging.partitions[1].isr = vec![1];
+        kafka.set_state(lagging);
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("waiting for replication");
+        assert_eq!(
+            pod_names(&ctx).await.len(),
+            3,
+            "no restart while under-replicated"
+        );
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        let message = &status.conditions[1].message;
+        assert!(
+            message.contains("1 partitions are under-replicated"),
+            "{message}"
+        );
+
+        // Caught up: the next broker goes.
+        kafka.set_state(kafka_state(&[0, 1, 2], &[0, 1, 2], 6, 2));
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("second restart");
+        assert_eq!(pod_names(&ctx).await, ["main-0", "main-2"]);
+        let events = event_reasons(&ctx.client, "streaming", "main").await;
+        // Repeats of an event are one Event object with a count (kube's recorder).
+        assert!(
+            events.contains(&"RestartingBroker".to_string()),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn leaders_go_back_to_their_preferred_replicas_once_every_broker_is_up() {
+        let (ctx, kafka) = with_cluster_and_kafka(MINIMAL_CLUSTER).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("created");
+        for ordinal in 0..3 {
+            pod_at(&ctx, ordinal, "rev-1").await;
+        }
+        statefulset_reports(&ctx, 3, 3, "rev-1").await;
+        let mut moved = kafka_state(&[0, 1, 2], &[0, 1, 2], 6, 2);
+        for p in &mut moved.partitions {
+            p.leader = p.replicas[1];
+        }
+        kafka.set_state(moved);
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("reconciled");
+        assert!(
+            kafka.calls().contains(&"elect 6".to_string()),
+            "{:?}",
+            kafka.calls()
+        );
+        assert!(kafka
+            .state()
+            .partitions
+            .iter()
+            .all(|p| p.leader == p.replicas[0]));
     }
 
     async fn with_cluster(yaml: &str) -> Arc<Context> {

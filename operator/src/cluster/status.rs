@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
+use super::roll::{PodView, RollStep};
 use super::scaling::ScalingDecision;
 use super::validate::{InvalidCluster, ValidatedCluster};
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
@@ -23,6 +24,10 @@ pub struct ObservedBrokers {
     pub updated: i32,
     /// Readiness of each pod, by name.
     pub pods: BTreeMap<String, bool>,
+    /// The StatefulSet's current revision (`status.updateRevision`).
+    pub update_revision: Option<String>,
+    /// Each pod of the StatefulSet by ordinal, for rolling restarts.
+    pub by_ordinal: BTreeMap<i32, PodView>,
 }
 
 impl ObservedBrokers {
@@ -32,6 +37,11 @@ impl ObservedBrokers {
             (Some(generation), Some(observed)) => observed >= generation,
             _ => false,
         };
+        let prefix = format!(
+            "{}-",
+            statefulset.metadata.name.as_deref().unwrap_or_default()
+        );
+        let mut by_ordinal = BTreeMap::new();
         let pods = pods
             .iter()
             .filter_map(|pod| {
@@ -45,6 +55,23 @@ impl ObservedBrokers {
                             .iter()
                             .any(|c| c.type_ == "Ready" && c.status == "True")
                     });
+                if let Some(ordinal) = name
+                    .strip_prefix(&prefix)
+                    .and_then(|o| o.parse::<i32>().ok())
+                {
+                    by_ordinal.insert(
+                        ordinal,
+                        PodView {
+                            revision: pod
+                                .metadata
+                                .labels
+                                .as_ref()
+                                .and_then(|l| l.get("controller-revision-hash").cloned()),
+                            ready,
+                            terminating: pod.metadata.deletion_timestamp.is_some(),
+                        },
+                    );
+                }
                 Some((name, ready))
             })
             .collect();
@@ -54,6 +81,8 @@ impl ObservedBrokers {
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             pods,
+            update_revision: status.update_revision,
+            by_ordinal,
         }
     }
 }
@@ -63,6 +92,7 @@ pub fn cluster_status(
     cluster: &ValidatedCluster,
     observed: &ObservedBrokers,
     scaling: &ScalingDecision,
+    roll: &RollStep,
     previous: Option<&KafkaClusterStatus>,
     now: Timestamp,
 ) -> KafkaClusterStatus {
@@ -121,6 +151,17 @@ pub fn cluster_status(
         (
             Wanted::new(READY, false, phase.clone(), what.clone()),
             Wanted::new(RECONCILING, true, phase, what.clone()),
+        )
+    } else if let Some(what) = match roll {
+        RollStep::UpToDate => None,
+        RollStep::Restart(ordinal) => Some(format!(
+            "restarting broker {ordinal} for the current configuration"
+        )),
+        RollStep::Wait(why) => Some(why.clone()),
+    } {
+        (
+            Wanted::new(READY, false, "RollingRestart", what.clone()),
+            Wanted::new(RECONCILING, true, "RollingRestart", what),
         )
     } else {
         (ready_condition, reconciling)
@@ -215,12 +256,20 @@ mod tests {
             pods: (0..replicas)
                 .map(|i| (format!("main-{i}"), i < ready))
                 .collect(),
+            ..ObservedBrokers::default()
         }
     }
 
     #[test]
     fn a_cluster_with_every_broker_ready_is_ready() {
-        let status = cluster_status(&valid(), &observed(3, 3, 3, true), &steady(), None, now());
+        let status = cluster_status(
+            &valid(),
+            &observed(3, 3, 3, true),
+            &steady(),
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
         assert!(is_true(&status.conditions, READY));
         assert!(!is_true(&status.conditions, RECONCILING));
         assert!(!is_true(&status.conditions, DEGRADED));
@@ -236,7 +285,14 @@ mod tests {
 
     #[test]
     fn a_starting_cluster_is_reconciling_with_per_broker_state() {
-        let status = cluster_status(&valid(), &observed(3, 1, 3, true), &steady(), None, now());
+        let status = cluster_status(
+            &valid(),
+            &observed(3, 1, 3, true),
+            &steady(),
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
         assert!(!is_true(&status.conditions, READY));
         assert_eq!(
             reason(&status.conditions, RECONCILING),
@@ -249,15 +305,36 @@ mod tests {
 
     #[test]
     fn a_rolling_update_and_a_scale_are_named() {
-        let rolling = cluster_status(&valid(), &observed(3, 3, 1, true), &steady(), None, now());
+        let rolling = cluster_status(
+            &valid(),
+            &observed(3, 3, 1, true),
+            &steady(),
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
         assert_eq!(
             reason(&rolling.conditions, RECONCILING),
             Some("RollingUpdate")
         );
         assert!(!is_true(&rolling.conditions, READY));
-        let scaling = cluster_status(&valid(), &observed(2, 2, 2, true), &steady(), None, now());
+        let scaling = cluster_status(
+            &valid(),
+            &observed(2, 2, 2, true),
+            &steady(),
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
         assert_eq!(reason(&scaling.conditions, RECONCILING), Some("Scaling"));
-        let unseen = cluster_status(&valid(), &observed(3, 3, 3, false), &steady(), None, now());
+        let unseen = cluster_status(
+            &valid(),
+            &observed(3, 3, 3, false),
+            &steady(),
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
         assert_eq!(reason(&unseen.conditions, RECONCILING), Some("Applying"));
     }
 
@@ -267,7 +344,14 @@ mod tests {
             refused: Some("cannot remove brokers [3, 4]: topic `orders`".to_string()),
             ..ScalingDecision::steady(5)
         };
-        let status = cluster_status(&valid(), &observed(5, 5, 5, true), &refused, None, now());
+        let status = cluster_status(
+            &valid(),
+            &observed(5, 5, 5, true),
+            &refused,
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
         assert!(is_true(&status.conditions, DEGRADED));
         assert_eq!(reason(&status.conditions, READY), Some("ScalingRefused"));
         assert!(status.conditions[2].message.contains("`orders`"));
@@ -288,7 +372,14 @@ mod tests {
             waiting: Some("draining brokers [3, 4] before removing them".to_string()),
             ..ScalingDecision::steady(5)
         };
-        let status = cluster_status(&valid(), &observed(5, 5, 5, true), &draining, None, now());
+        let status = cluster_status(
+            &valid(),
+            &observed(5, 5, 5, true),
+            &draining,
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
         assert!(!is_true(&status.conditions, READY));
         assert!(!is_true(&status.conditions, DEGRADED));
         assert_eq!(reason(&status.conditions, RECONCILING), Some("Draining"));
@@ -301,13 +392,45 @@ mod tests {
     }
 
     #[test]
+    fn a_roll_in_progress_is_reconciling_and_not_ready() {
+        let waiting = RollStep::Wait(
+            "2 brokers to restart; waiting: 1 partitions are under-replicated".to_string(),
+        );
+        let status = cluster_status(
+            &valid(),
+            &observed(3, 3, 1, true),
+            &steady(),
+            &waiting,
+            None,
+            now(),
+        );
+        assert!(!is_true(&status.conditions, READY));
+        assert_eq!(
+            reason(&status.conditions, RECONCILING),
+            Some("RollingRestart")
+        );
+        assert!(status.conditions[1].message.contains("under-replicated"));
+        let restarting = cluster_status(
+            &valid(),
+            &observed(3, 3, 1, true),
+            &steady(),
+            &RollStep::Restart(2),
+            None,
+            now(),
+        );
+        assert!(restarting.conditions[1]
+            .message
+            .contains("restarting broker 2"));
+    }
+
+    #[test]
     fn observed_brokers_come_from_the_statefulset_and_pod_conditions() {
         let sts: StatefulSet = serde_yaml::from_str(
-            "metadata: {name: main, generation: 2}\nstatus: {replicas: 3, readyReplicas: 2, updatedReplicas: 3, observedGeneration: 2}\n",
+            "metadata: {name: main, generation: 2}\nstatus: {replicas: 3, readyReplicas: 2, updatedReplicas: 3, observedGeneration: 2, updateRevision: main-7d9}\n",
         )
         .expect("sts");
         let pods: Vec<Pod> = serde_yaml::from_str(
-            "- metadata: {name: main-0}\n  status: {conditions: [{type: Ready, status: \"True\"}]}\n- metadata: {name: main-1}\n  status: {conditions: [{type: Ready, status: \"False\"}]}\n",
+            "- metadata: {name: main-0, labels: {controller-revision-hash: main-7d9}}\n  status: {conditions: [{type: Ready, status: \"True\"}]}\n- metadata: {name: main-1, labels: {controller-revision-hash: main-5c1}, deletionTimestamp: \"2026-01-01T00:00:00Z\"}\n  status: {conditions: [{type: Ready, status: \"False\"}]}\n",
         )
         .expect("pods");
         let observed = ObservedBrokers::from_objects(&sts, &pods);
@@ -318,11 +441,32 @@ mod tests {
         );
         assert!(observed.pods["main-0"]);
         assert!(!observed.pods["main-1"]);
+        assert_eq!(observed.update_revision.as_deref(), Some("main-7d9"));
+        assert_eq!(
+            observed.by_ordinal[&0],
+            PodView {
+                revision: Some("main-7d9".to_string()),
+                ready: true,
+                terminating: false
+            }
+        );
+        assert!(observed.by_ordinal[&1].terminating);
+        assert_eq!(
+            observed.by_ordinal[&1].revision.as_deref(),
+            Some("main-5c1")
+        );
     }
 
     #[test]
     fn an_invalid_spec_is_degraded_and_keeps_what_was_observed() {
-        let previous = cluster_status(&valid(), &observed(3, 3, 3, true), &steady(), None, now());
+        let previous = cluster_status(
+            &valid(),
+            &observed(3, 3, 3, true),
+            &steady(),
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
         let invalid = InvalidCluster {
             problems: vec!["spec.replicas is 0".to_string()],
         };

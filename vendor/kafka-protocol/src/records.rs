@@ -514,7 +514,10 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // The count comes from the wire: reserve no more records than bytes are left, since
+        // each takes at least one (a forged count must not abort on allocation).
+        let count = usize::try_from(batch_decode_info.record_count).unwrap_or(0);
+        records.reserve(count.min(buf.remaining()));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -686,11 +689,11 @@ impl Record {
         types::Int8.encode(buf, 0)?;
 
         // Timestamp delta
-        let timestamp_delta = self.timestamp - min_timestamp;
+        let timestamp_delta = self.timestamp.wrapping_sub(min_timestamp);
         types::VarLong.encode(buf, timestamp_delta)?;
 
         // Offset delta
-        let offset_delta = self.offset - min_offset;
+        let offset_delta = self.offset.wrapping_sub(min_offset);
         if offset_delta > i32::MAX as i64 || offset_delta < i32::MIN as i64 {
             bail!(
                 "Timestamps within batch are too far apart ({}, {})",
@@ -769,11 +772,11 @@ impl Record {
         total_size += types::Int8.compute_size(0)?;
 
         // Timestamp delta
-        let timestamp_delta = self.timestamp - min_timestamp;
+        let timestamp_delta = self.timestamp.wrapping_sub(min_timestamp);
         total_size += types::VarLong.compute_size(timestamp_delta)?;
 
         // Offset delta
-        let offset_delta = self.offset - min_offset;
+        let offset_delta = self.offset.wrapping_sub(min_offset);
         if offset_delta > i32::MAX as i64 || offset_delta < i32::MIN as i64 {
             bail!(
                 "Timestamps within batch are too far apart ({}, {})",
@@ -859,11 +862,16 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp + timestamp_delta;
+        // Wrapping, as Java's long arithmetic in Kafka: forged deltas must not panic.
+        let timestamp = batch_decode_info
+            .min_timestamp
+            .wrapping_add(timestamp_delta);
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset + offset_delta as i64;
+        let offset = batch_decode_info
+            .min_offset
+            .wrapping_add(i64::from(offset_delta));
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key

@@ -57,6 +57,23 @@ impl<B: ByteBufMut> Compressor<B> for Snappy {
 
 const MAGIC_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
 
+/// Snappy's densest element, a copy with a two-byte offset, spends three bytes on at most 64
+/// bytes of output, so no valid stream expands more than this.
+const MAX_EXPANSION: usize = 32;
+
+/// The length a raw snappy stream says it decompresses to, refused when no stream of its
+/// size could: the length comes from the wire, and the buffer is allocated before decoding.
+fn bounded_decompress_len(compressed: &[u8]) -> Result<usize> {
+    let len = decompress_len(compressed)?;
+    if len > compressed.len().saturating_mul(MAX_EXPANSION) {
+        anyhow::bail!(
+            "snappy stream of {} bytes claims to decompress to {len} bytes",
+            compressed.len()
+        );
+    }
+    Ok(len)
+}
+
 impl<B: ByteBuf> Decompressor<B> for Snappy {
     type Buf = Bytes;
     fn decompress<R, F>(compressed: &mut B, f: F) -> Result<R>
@@ -80,7 +97,8 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             .is_none_or(|magic| *magic != MAGIC_HEADER[..])
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
-            let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            let actual_len =
+                bounded_decompress_len(&compressed).context("failed to read snappy header")?;
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
@@ -102,7 +120,7 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
                 .try_get_bytes(compressed_block_size)
                 .context("not enough bytes for block")?;
 
-            let uncompressed_block_length = decompress_len(&compressed_block)
+            let uncompressed_block_length = bounded_decompress_len(&compressed_block)
                 .context("failed to get snappy uncompressed length")?;
             let uncompressed_block_start = uncompressed.len();
             uncompressed.resize(
