@@ -298,6 +298,9 @@ pub struct KafkaClusterStatus {
     /// One entry per broker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerStatus>,
+    /// Spread of replicas and leaders over the brokers; absent while they cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<BalanceStatus>,
     /// The change of size under way, if any: kept here so an operator that restarts resumes
     /// it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -320,6 +323,24 @@ pub struct ScalingStatus {
     /// Partition reassignments planned but not started yet (bounded concurrency).
     #[serde(default)]
     pub reassignments_pending: i32,
+    /// Partition reassignments submitted since the change began; those not in flight are
+    /// done.
+    #[serde(default)]
+    pub reassignments_submitted: i32,
+}
+
+/// How evenly the cluster's partitions are spread, as its brokers last reported.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BalanceStatus {
+    /// Largest difference of replica counts between two brokers (0 or 1 is balanced).
+    pub replica_imbalance: i32,
+    /// Largest difference of led partitions between two brokers.
+    pub leader_imbalance: i32,
+    /// Partitions with fewer in-sync replicas than replicas.
+    pub under_replicated_partitions: i32,
+    /// Partition reassignments in flight.
+    pub reassignments_in_flight: i32,
 }
 
 /// Steps of a change of size.
@@ -346,6 +367,13 @@ pub struct BrokerStatus {
     /// Whether this broker is a metadata quorum voter.
     #[serde(default)]
     pub controller: bool,
+    /// Partition replicas the broker holds (absent while the brokers cannot be reached or
+    /// the broker is not registered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Partitions the broker leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaders: Option<i32>,
 }
 
 /// The topic as it should be; the operator makes the topic on the cluster match it.

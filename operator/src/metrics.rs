@@ -1,7 +1,10 @@
 //! The operator's Prometheus metrics: reconciliations, failures by error kind, reconcile
-//! duration (measured by a drop guard, so early returns and errors are timed too), and a
-//! ready gauge per resource.
+//! duration (measured by a drop guard, so early returns and errors are timed too), a ready
+//! gauge per resource, and each KafkaCluster's balance: replicas and leaders per broker,
+//! imbalance, under-replicated partitions, and reassignments planned, in flight and submitted.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus::{
@@ -21,6 +24,40 @@ pub struct Metrics {
     failures: IntCounterVec,
     duration: HistogramVec,
     ready: IntGaugeVec,
+    broker_replicas: IntGaugeVec,
+    broker_leaders: IntGaugeVec,
+    imbalance: IntGaugeVec,
+    under_replicated: IntGaugeVec,
+    reassignments: IntGaugeVec,
+    submitted: IntCounterVec,
+    /// Brokers with series, per cluster: those that leave lose theirs.
+    brokers_seen: Arc<Mutex<BrokersSeen>>,
+}
+
+/// Brokers that have series, by cluster (namespace, name).
+type BrokersSeen = BTreeMap<(String, String), BTreeSet<i32>>;
+
+/// A KafkaCluster's balance as the brokers report it, for [`Metrics::set_balance`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BalanceFigures {
+    /// Replicas on each registered broker.
+    pub replicas: BTreeMap<i32, usize>,
+    /// Partitions each registered broker leads.
+    pub leaders: BTreeMap<i32, usize>,
+    pub under_replicated: usize,
+    pub in_flight: usize,
+    /// Reassignments a scaling operation still has to start.
+    pub pending: usize,
+}
+
+fn spread(counts: &BTreeMap<i32, usize>) -> i64 {
+    let min = counts.values().min().copied().unwrap_or(0);
+    let max = counts.values().max().copied().unwrap_or(0);
+    i64::try_from(max - min).unwrap_or(i64::MAX)
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition")
 }
 
 impl Default for Metrics {
@@ -65,11 +102,50 @@ impl Metrics {
             &["controller", "namespace", "name"],
         )
         .expect("static metric definition");
+        let broker_replicas = gauge(
+            "oxbow_operator_broker_replicas",
+            "Partition replicas each broker of a KafkaCluster holds.",
+            &["namespace", "name", "broker"],
+        );
+        let broker_leaders = gauge(
+            "oxbow_operator_broker_leaders",
+            "Partitions each broker of a KafkaCluster leads.",
+            &["namespace", "name", "broker"],
+        );
+        let imbalance = gauge(
+            "oxbow_operator_cluster_imbalance",
+            "Largest difference between two brokers of a KafkaCluster, of replicas or of leaders (0 or 1 is balanced).",
+            &["namespace", "name", "of"],
+        );
+        let under_replicated = gauge(
+            "oxbow_operator_cluster_under_replicated_partitions",
+            "Partitions of a KafkaCluster with fewer in-sync replicas than replicas.",
+            &["namespace", "name"],
+        );
+        let reassignments = gauge(
+            "oxbow_operator_cluster_reassignments",
+            "Partition reassignments of a KafkaCluster in flight, and planned but not started.",
+            &["namespace", "name", "state"],
+        );
+        let submitted = IntCounterVec::new(
+            Opts::new(
+                "oxbow_operator_reassignments_submitted_total",
+                "Partition reassignments the operator submitted, by KafkaCluster.",
+            ),
+            &["namespace", "name"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
             Box::new(duration.clone()),
             Box::new(ready.clone()),
+            Box::new(broker_replicas.clone()),
+            Box::new(broker_leaders.clone()),
+            Box::new(imbalance.clone()),
+            Box::new(under_replicated.clone()),
+            Box::new(reassignments.clone()),
+            Box::new(submitted.clone()),
         ] {
             registry
                 .register(collector)
@@ -81,7 +157,68 @@ impl Metrics {
             failures,
             duration,
             ready,
+            broker_replicas,
+            broker_leaders,
+            imbalance,
+            under_replicated,
+            reassignments,
+            submitted,
+            brokers_seen: Arc::default(),
         }
+    }
+
+    /// Records a KafkaCluster's balance; brokers no longer listed lose their series.
+    pub fn set_balance(&self, namespace: &str, name: &str, figures: &BalanceFigures) {
+        let now: BTreeSet<i32> = figures
+            .replicas
+            .keys()
+            .chain(figures.leaders.keys())
+            .copied()
+            .collect();
+        let before = self
+            .brokers_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((namespace.to_string(), name.to_string()), now.clone())
+            .unwrap_or_default();
+        for gone in before.difference(&now) {
+            for vec in [&self.broker_replicas, &self.broker_leaders] {
+                // Absent when the broker never had this series: nothing to remove.
+                let _ = vec.remove_label_values(&[namespace, name, &gone.to_string()]);
+            }
+        }
+        for (broker, count) in &figures.replicas {
+            self.broker_replicas
+                .with_label_values(&[namespace, name, &broker.to_string()])
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        for (broker, count) in &figures.leaders {
+            self.broker_leaders
+                .with_label_values(&[namespace, name, &broker.to_string()])
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        self.imbalance
+            .with_label_values(&[namespace, name, "replicas"])
+            .set(spread(&figures.replicas));
+        self.imbalance
+            .with_label_values(&[namespace, name, "leaders"])
+            .set(spread(&figures.leaders));
+        self.under_replicated
+            .with_label_values(&[namespace, name])
+            .set(i64::try_from(figures.under_replicated).unwrap_or(i64::MAX));
+        self.reassignments
+            .with_label_values(&[namespace, name, "in_flight"])
+            .set(i64::try_from(figures.in_flight).unwrap_or(i64::MAX));
+        self.reassignments
+            .with_label_values(&[namespace, name, "pending"])
+            .set(i64::try_from(figures.pending).unwrap_or(i64::MAX));
+    }
+
+    /// Counts reassignments submitted for a KafkaCluster.
+    pub fn submitted(&self, namespace: &str, name: &str, count: usize) {
+        self.submitted
+            .with_label_values(&[namespace, name])
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
 
     /// Counts a reconciliation and times it until the returned guard is dropped.
@@ -161,5 +298,42 @@ mod tests {
         ));
         metrics.forget(TOPIC, "ns", "orders");
         assert!(!metrics.render().contains("name=\"orders\""));
+    }
+
+    #[test]
+    fn a_clusters_balance_is_exported_per_broker_with_its_imbalance() {
+        let metrics = Metrics::new();
+        let figures = BalanceFigures {
+            replicas: [(0, 4), (1, 4), (2, 1)].into(),
+            leaders: [(0, 2), (1, 2), (2, 1)].into(),
+            under_replicated: 2,
+            in_flight: 3,
+            pending: 5,
+        };
+        metrics.set_balance("ns", "main", &figures);
+        metrics.submitted("ns", "main", 3);
+        let text = metrics.render();
+        for line in [
+            "oxbow_operator_broker_replicas{broker=\"2\",name=\"main\",namespace=\"ns\"} 1",
+            "oxbow_operator_broker_leaders{broker=\"0\",name=\"main\",namespace=\"ns\"} 2",
+            "oxbow_operator_cluster_imbalance{name=\"main\",namespace=\"ns\",of=\"replicas\"} 3",
+            "oxbow_operator_cluster_imbalance{name=\"main\",namespace=\"ns\",of=\"leaders\"} 1",
+            "oxbow_operator_cluster_under_replicated_partitions{name=\"main\",namespace=\"ns\"} 2",
+            "oxbow_operator_cluster_reassignments{name=\"main\",namespace=\"ns\",state=\"pending\"} 5",
+            "oxbow_operator_reassignments_submitted_total{name=\"main\",namespace=\"ns\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // Broker 2 is gone after a scale-down: its series go too.
+        metrics.set_balance(
+            "ns",
+            "main",
+            &BalanceFigures {
+                replicas: [(0, 5), (1, 4)].into(),
+                leaders: [(0, 3), (1, 2)].into(),
+                ..BalanceFigures::default()
+            },
+        );
+        assert!(!metrics.render().contains("broker=\"2\""));
     }
 }

@@ -30,15 +30,15 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::balance::executor::{ExecError, Observed};
-use crate::balance::step::Round;
+use crate::balance::step::{Health, Round};
 use crate::conditions::{self, DEGRADED, READY};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{KafkaCluster, KafkaClusterStatus};
-use crate::metrics::CLUSTER;
+use crate::metrics::{BalanceFigures, CLUSTER};
 use build::{build, build_running, selector_string, ClusterResources};
 use roll::{next_restart, preferred_elections, RollStep};
 use scaling::{decide, ScalingInput};
-use status::{cluster_status, invalid_status, ObservedBrokers};
+use status::{add_balance, cluster_status, invalid_status, ObservedBrokers};
 use validate::{validate, ValidatedCluster};
 
 /// How often a settled cluster is looked at again without any change.
@@ -217,7 +217,7 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                 }
                 RollStep::UpToDate | RollStep::Wait(_) => {}
             }
-            let status = cluster_status(
+            let mut status = cluster_status(
                 &valid,
                 &observed,
                 &decision,
@@ -225,6 +225,24 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                 previous,
                 Timestamp::now(),
             );
+            let health = kafka.as_ref().map(Health::of);
+            add_balance(&mut status, health.as_ref());
+            if let Some(health) = &health {
+                ctx.metrics.set_balance(
+                    &namespace,
+                    &name,
+                    &BalanceFigures {
+                        replicas: health.distribution.replicas.clone(),
+                        leaders: health.leaders.clone(),
+                        under_replicated: health.under_replicated,
+                        in_flight: health.reassigning,
+                        pending: decision
+                            .round
+                            .as_ref()
+                            .map_or(0, |(_, r)| r.progress.pending),
+                    },
+                );
+            }
             let next = if decision.operation.is_some() || roll != RollStep::UpToDate {
                 REASSIGNMENT_POLL
             } else if conditions::is_true(&status.conditions, READY) {
@@ -312,6 +330,8 @@ async fn perform(
             .reassign(&bootstrap, &round.submit)
             .await
             .map_err(failed)?;
+        ctx.metrics
+            .submitted(&cluster.namespace, &cluster.name, round.submit.len());
         publish(
             ctx,
             resource,
@@ -714,6 +734,16 @@ mod tests {
             "{:?}",
             status.conditions
         );
+        let balance = status.balance.clone().expect("balance figures");
+        assert!(balance.replica_imbalance <= 1, "{balance:?}");
+        assert_eq!(balance.reassignments_in_flight, 0);
+        assert!(status
+            .brokers
+            .iter()
+            .all(|b| b.replicas.is_some_and(|n| n > 0)));
+        let text = ctx.metrics.render();
+        assert!(text.contains("oxbow_operator_reassignments_submitted_total{name=\"main\",namespace=\"streaming\"}"), "{text}");
+        assert!(text.contains("oxbow_operator_broker_replicas{broker=\"4\",name=\"main\",namespace=\"streaming\"}"), "{text}");
         let spread = kafka.state().distribution(None);
         assert!(spread.replica_spread() <= 1, "{spread:?}");
         assert!(spread.leader_spread() <= 1, "{spread:?}");

@@ -79,6 +79,7 @@ fn operation(from: i32, to: i32, phase: ScalingPhase, progress: &Progress) -> Sc
         phase,
         reassignments_in_flight: saturating(progress.in_flight),
         reassignments_pending: saturating(progress.pending),
+        reassignments_submitted: 0,
     }
 }
 
@@ -86,8 +87,21 @@ fn saturating(count: usize) -> i32 {
     i32::try_from(count).unwrap_or(i32::MAX)
 }
 
-/// The next step of scaling.
+/// The next step of scaling, with the reassignments submitted so far counted.
 pub fn decide(input: ScalingInput<'_>) -> ScalingDecision {
+    let mut decision = next_step(input);
+    let now = decision.round.as_ref().map_or(0, |(_, r)| r.submit.len());
+    if let Some(op) = decision.operation.as_mut() {
+        let before = input
+            .operation
+            .filter(|prev| (prev.from, prev.to) == (op.from, op.to))
+            .map_or(0, |prev| prev.reassignments_submitted);
+        op.reassignments_submitted = before.saturating_add(saturating(now));
+    }
+    decision
+}
+
+fn next_step(input: ScalingInput<'_>) -> ScalingDecision {
     let wanted = input.wanted;
     let Some(running) = input.running else {
         // A new cluster: nothing to move yet.
@@ -295,6 +309,7 @@ mod tests {
             phase,
             reassignments_in_flight: 0,
             reassignments_pending: 0,
+            reassignments_submitted: 0,
         }
     }
 
@@ -359,6 +374,35 @@ mod tests {
         let recorded = d.operation.expect("still under way");
         assert_eq!(recorded.phase, ScalingPhase::Rebalancing);
         assert_eq!(recorded.reassignments_in_flight, 4);
+        assert_eq!(recorded.reassignments_submitted, 4);
+        // The next round adds to the count.
+        let mut moving = k.clone();
+        if let Some((_, round)) = &d.round {
+            for m in &round.submit {
+                moving.reassigning.insert(
+                    (m.topic.clone(), m.partition),
+                    Ongoing {
+                        replicas: m.to.iter().chain(&m.removed()).copied().collect(),
+                        adding: m.added(),
+                        removing: m.removed(),
+                    },
+                );
+                if let Some(p) = moving
+                    .state
+                    .partitions
+                    .iter_mut()
+                    .find(|p| p.partition == m.partition)
+                {
+                    p.replicas = m.to.clone();
+                }
+            }
+        }
+        let next = decide(input(5, Some(5), Some(&recorded), Some(&moving)));
+        assert_eq!(
+            next.operation.map(|o| o.reassignments_submitted),
+            Some(4),
+            "the bound is full: nothing more submitted"
+        );
         assert!(d.waiting.expect("waiting").contains("balancing"));
 
         // Balanced: the operation ends (elections may still run).

@@ -9,8 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use super::roll::{PodView, RollStep};
 use super::scaling::ScalingDecision;
 use super::validate::{InvalidCluster, ValidatedCluster};
+use crate::balance::step::Health;
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
-use crate::crd::{BrokerStatus, KafkaClusterStatus};
+use crate::crd::{BalanceStatus, BrokerStatus, KafkaClusterStatus};
 
 /// What Kubernetes reports about the brokers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -178,6 +179,8 @@ pub fn cluster_status(
                 ready: observed.pods.get(&pod).copied().unwrap_or(false),
                 controller: cluster.voters().contains(&ordinal),
                 pod,
+                replicas: None,
+                leaders: None,
             }
         })
         .collect();
@@ -194,7 +197,40 @@ pub fn cluster_status(
         bootstrap: Some(cluster.bootstrap_address()),
         brokers,
         scaling: scaling.operation.clone(),
+        balance: None,
     }
+}
+
+/// Adds what the brokers report (replicas and leaders per broker, imbalance, lagging and
+/// moving partitions) to `status`; without a report, the figures are left out.
+pub fn add_balance(status: &mut KafkaClusterStatus, health: Option<&Health>) {
+    let Some(health) = health else {
+        status.balance = None;
+        return;
+    };
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    for broker in &mut status.brokers {
+        if health.brokers.contains(&broker.id) {
+            broker.replicas = health
+                .distribution
+                .replicas
+                .get(&broker.id)
+                .map(|n| count(*n));
+            broker.leaders = health.leaders.get(&broker.id).map(|n| count(*n));
+        }
+    }
+    status.balance = Some(BalanceStatus {
+        replica_imbalance: count(health.distribution.replica_spread()),
+        leader_imbalance: count(spread(&health.leaders)),
+        under_replicated_partitions: count(health.under_replicated),
+        reassignments_in_flight: count(health.reassigning),
+    });
+}
+
+fn spread(counts: &BTreeMap<i32, usize>) -> usize {
+    let min = counts.values().min().copied().unwrap_or(0);
+    let max = counts.values().max().copied().unwrap_or(0);
+    max - min
 }
 
 /// The status of a cluster whose spec is invalid: what was observed before stays, the
@@ -368,6 +404,7 @@ mod tests {
                 phase: crate::crd::ScalingPhase::Draining,
                 reassignments_in_flight: 2,
                 reassignments_pending: 7,
+                reassignments_submitted: 2,
             }),
             waiting: Some("draining brokers [3, 4] before removing them".to_string()),
             ..ScalingDecision::steady(5)
@@ -421,6 +458,50 @@ mod tests {
         assert!(restarting.conditions[1]
             .message
             .contains("restarting broker 2"));
+    }
+
+    #[test]
+    fn the_brokers_report_adds_replicas_leaders_and_imbalance() {
+        let mut status = cluster_status(
+            &valid(),
+            &observed(3, 3, 3, true),
+            &steady(),
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
+        let health = Health {
+            brokers: [0, 1].into(),
+            under_replicated: 1,
+            offline: 0,
+            reassigning: 2,
+            distribution: crate::balance::Distribution {
+                replicas: [(0, 5), (1, 2)].into(),
+                leaders: [(0, 3), (1, 1)].into(),
+            },
+            leaders: [(0, 4), (1, 1)].into(),
+        };
+        add_balance(&mut status, Some(&health));
+        assert_eq!(
+            status.balance,
+            Some(BalanceStatus {
+                replica_imbalance: 3,
+                leader_imbalance: 3,
+                under_replicated_partitions: 1,
+                reassignments_in_flight: 2,
+            })
+        );
+        assert_eq!(
+            (status.brokers[0].replicas, status.brokers[0].leaders),
+            (Some(5), Some(4))
+        );
+        assert_eq!(
+            (status.brokers[2].replicas, status.brokers[2].leaders),
+            (None, None),
+            "broker 2 has not registered"
+        );
+        add_balance(&mut status, None);
+        assert_eq!(status.balance, None);
     }
 
     #[test]
