@@ -47,3 +47,8 @@ if unshare --net true 2>/dev/null && command -v ip >/dev/null 2>&1; then
 else
     python3 -m pytest -q e2e/python
 fi
+
+step "fuzz: every cargo-fuzz target for ${OXBOW_FUZZ_SECONDS:-30} s (nightly; installs cargo-fuzz if missing)"
+# Its own crate and target directory (fuzz/), so the instrumented nightly build leaves the
+# workspace's alone. Any crash, panic, timeout or oversized allocation fails the command.
+bash fuzz/run.sh "${OXBOW_FUZZ_SECONDS:-30}"
