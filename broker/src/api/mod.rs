@@ -14,6 +14,7 @@ mod produce;
 mod producer_id;
 mod reassignment;
 mod replication;
+pub(crate) mod response;
 pub(crate) mod sasl;
 mod scram;
 

@@ -1,6 +1,7 @@
 //! Produce: append record batches to the partitions this broker leads; with `acks=all`,
 //! answer once every in-sync replica has them.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,10 +51,10 @@ pub(super) async fn handle(
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
     let mut pending: Vec<Pending> = Vec::new();
     for topic in request.topic_data {
-        let name = if version >= 13 {
-            broker.topic_by_id(topic.topic_id).map(|t| t.name)
+        let name: Option<Cow<'_, str>> = if version >= 13 {
+            broker.topic_by_id(topic.topic_id).map(|t| Cow::Owned(t.name))
         } else {
-            Some(topic.name.0.to_string())
+            Some(Cow::Borrowed(topic.name.0.as_str()))
         };
         let authorized = name
             .as_deref()

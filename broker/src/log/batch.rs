@@ -353,11 +353,30 @@ pub(crate) fn restamp(
     last_offset_delta: i32,
     max_timestamp: i64,
 ) {
-    batch[ATTRIBUTES_AT..LAST_OFFSET_DELTA_AT].copy_from_slice(&attributes.to_be_bytes());
-    batch[LAST_OFFSET_DELTA_AT..27].copy_from_slice(&last_offset_delta.to_be_bytes());
-    batch[MAX_TIMESTAMP_AT..43].copy_from_slice(&max_timestamp.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[CRC_COVERS_FROM..]);
-    batch[CRC_AT..CRC_COVERS_FROM].copy_from_slice(&crc.to_be_bytes());
+    let (header, records) = batch.split_at_mut(HEADER_SIZE);
+    restamp_header(
+        header,
+        records,
+        attributes,
+        last_offset_delta,
+        max_timestamp,
+    );
+}
+
+/// [`restamp`] for a batch held in two parts: its `header` (the first [`HEADER_SIZE`]
+/// bytes, rewritten) and the `records` after it (only read, for the CRC).
+pub(crate) fn restamp_header(
+    header: &mut [u8],
+    records: &[u8],
+    attributes: i16,
+    last_offset_delta: i32,
+    max_timestamp: i64,
+) {
+    header[ATTRIBUTES_AT..LAST_OFFSET_DELTA_AT].copy_from_slice(&attributes.to_be_bytes());
+    header[LAST_OFFSET_DELTA_AT..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+    header[MAX_TIMESTAMP_AT..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[CRC_COVERS_FROM..]), records);
+    header[CRC_AT..CRC_COVERS_FROM].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// The attribute bits that say the timestamps are the broker's append time.

@@ -50,14 +50,14 @@ mod truncate;
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
 pub use self::batch::BatchHeader;
-use self::batch::{CountRule, ProduceFault, ProducedBatch};
+use self::batch::{CountRule, ProduceFault, ProducedBatch, HEADER_SIZE};
 use self::checkpoint::{CLEANER_OFFSET_FILE, LOG_START_OFFSET_FILE};
 pub use self::cleaner::{CleanedSegments, CompactionOutcome, CompactionPlan, CompactionSettings};
 use self::epoch::{EpochEntry, LeaderEpochCache};
@@ -314,24 +314,34 @@ impl PartitionLog {
     /// fsync that `flush_messages` called for fails after the batches were written (they are
     /// in the log then, but may not be durable).
     pub fn append(&mut self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
-        let batches =
+        let mut batches =
             batch::split_produced(records, self.config.max_batch_bytes).map_err(refused)?;
-        let mut data = records.to_vec();
-        let mut placed = Vec::with_capacity(batches.len());
+        // The request's bytes are written as they are; only each batch's header changes, so
+        // the new headers are written from their own buffers around the records (no copy of
+        // the records).
+        let mut headers = Vec::with_capacity(batches.len());
         let mut next_offset = self.log_end_offset();
-        for produced in &batches {
-            let mut header = produced.header;
+        for produced in &mut batches {
+            let header = &mut produced.header;
             header.base_offset = next_offset;
             header.partition_leader_epoch = leader_epoch;
-            let bytes = &mut data[produced.start..produced.start + header.size()];
-            batch::assign(bytes, next_offset, leader_epoch);
+            let body = produced.start + HEADER_SIZE..produced.start + header.size();
+            let mut bytes = [0; HEADER_SIZE];
+            bytes.copy_from_slice(&records[produced.start..body.start]);
+            batch::assign(&mut bytes, next_offset, leader_epoch);
             if self.config.log_append_time {
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 header.attributes |= batch::LOG_APPEND_TIME_ATTRIBUTE;
                 header.max_timestamp = now;
-                batch::restamp(bytes, header.attributes, header.last_offset_delta, now);
+                batch::restamp_header(
+                    &mut bytes,
+                    &records[body],
+                    header.attributes,
+                    header.last_offset_delta,
+                    now,
+                );
             }
             next_offset = header.last_offset().checked_add(1).ok_or_else(|| {
                 AppendError::Corrupt(format!(
@@ -339,12 +349,15 @@ impl PartitionLog {
                     produced.start
                 ))
             })?;
-            placed.push(ProducedBatch {
-                start: produced.start,
-                header,
-            });
+            headers.push(bytes);
         }
-        self.write_batches(&data, &placed)
+        let mut pieces = Vec::with_capacity(2 * batches.len());
+        for (produced, header) in batches.iter().zip(&headers) {
+            let body = produced.start + HEADER_SIZE..produced.start + produced.header.size();
+            pieces.push(IoSlice::new(header));
+            pieces.push(IoSlice::new(&records[body]));
+        }
+        self.write_batches(&mut pieces, &batches)
     }
 
     /// Appends batches a follower fetched from its leader, as they are: their offsets and
@@ -389,29 +402,29 @@ impl PartitionLog {
                 ))
             })?;
         }
-        self.write_batches(records, &batches)
+        self.write_batches(&mut [IoSlice::new(records)], &batches)
     }
 
     /// Writes validated batches that carry their final offsets and epochs, back to back in
-    /// `data`: checks that they fit one segment and that no epoch goes back, rolls when due,
-    /// records newly opened epochs (their checkpoint before the batches, see `epoch`),
-    /// appends, and applies the flush policy.
+    /// `data` (the concatenation of its pieces): checks that they fit one segment and that no
+    /// epoch goes back, rolls when due, records newly opened epochs (their checkpoint before
+    /// the batches, see `epoch`), appends, and applies the flush policy.
     fn write_batches(
         &mut self,
-        data: &[u8],
+        data: &mut [IoSlice<'_>],
         placed: &[ProducedBatch],
     ) -> Result<AppendInfo, AppendError> {
+        let len: usize = data.iter().map(|piece| piece.len()).sum();
         let (Some(first), Some(last)) = (placed.first(), placed.last()) else {
             return Err(AppendError::Corrupt("no record batches".to_owned()));
         };
         let base_offset = first.header.base_offset;
         let last_offset = last.header.last_offset();
-        if data.len() as u64 > MAX_SEGMENT_BYTES || last_offset - base_offset > MAX_RELATIVE_OFFSET
-        {
+        if len as u64 > MAX_SEGMENT_BYTES || last_offset - base_offset > MAX_RELATIVE_OFFSET {
             // Not even an empty segment could index this, so no roll would help.
             return Err(AppendError::Corrupt(format!(
                 "{} bytes with offsets {base_offset} to {last_offset} do not fit in one segment",
-                data.len(),
+                len,
             )));
         }
         let mut opened = Vec::new();
@@ -439,7 +452,7 @@ impl PartitionLog {
             record_count += u64::try_from(header.records_count).unwrap_or(0);
         }
         let now = SystemTime::now();
-        if self.should_roll(data.len() as u64, last_offset, now) {
+        if self.should_roll(len as u64, last_offset, now) {
             self.roll_at(base_offset)?;
         }
         if !opened.is_empty() {
@@ -453,7 +466,7 @@ impl PartitionLog {
             }
             self.epochs_unsaved = true;
         }
-        if let Err(error) = self.active.append(data, placed, now) {
+        if let Err(error) = self.active.append(data, len, placed, now) {
             if !opened.is_empty() {
                 // Their batches are not in the log. The checkpoint is rewritten by the next
                 // change or close; after a crash, open drops the entries past the log end.
@@ -474,7 +487,7 @@ impl PartitionLog {
             max_timestamp,
             batch_count: placed.len(),
             record_count,
-            bytes: data.len(),
+            bytes: len,
         })
     }
 

@@ -8,7 +8,7 @@
 //! is why recovery after a crash only needs to look at the active one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -373,10 +373,8 @@ impl Segment {
         let available = usize::try_from(self.size - position).unwrap_or(usize::MAX);
         // KIP-74: the first batch is returned whole even when it exceeds max_bytes, so a
         // consumer can always make progress.
-        let mut buf = vec![0; first_size.max(max_bytes.min(available))];
-        self.log
-            .read_exact_at(&mut buf, position)
-            .at("read segment", &self.paths.log)?;
+        let len = first_size.max(max_bytes.min(available));
+        let mut buf = read_at(&self.log, position, len).at("read segment", &self.paths.log)?;
         let end = whole_batches(&buf, first_size);
         buf.truncate(end);
         Ok(Some(Bytes::from(buf)))
@@ -693,18 +691,20 @@ impl ActiveSegment {
             && last_offset.saturating_sub(self.segment.base_offset) <= MAX_RELATIVE_OFFSET
     }
 
-    /// Appends batches whose offsets are assigned. `data` holds them back to back; each
-    /// [`ProducedBatch`] gives a batch's start in `data` and its final header. The caller
-    /// rolled when [`Self::can_address`] said no. On error nothing changed.
+    /// Appends batches whose offsets are assigned. `data` holds them back to back, `len`
+    /// bytes in pieces written with one vectored write; each [`ProducedBatch`] gives a batch's
+    /// start in `data` and its final header. The caller rolled when [`Self::can_address`]
+    /// said no. On error nothing changed.
     pub(crate) fn append(
         &mut self,
-        data: &[u8],
+        data: &mut [IoSlice<'_>],
+        len: usize,
         batches: &[ProducedBatch],
         now: SystemTime,
     ) -> Result<(), IoError> {
         let segment = &mut self.segment;
         let position = segment.size;
-        if let Err(error) = segment.log.write_all_at(data, position) {
+        if let Err(error) = write_all_at(&segment.log, data, position) {
             // Bytes of a partial write lie past `size`, where reads never look; cutting them
             // spares the next recovery, and failing to is harmless.
             let _ = segment.log.set_len(position);
@@ -724,7 +724,7 @@ impl ActiveSegment {
             }
             segment.end_offset = header.last_offset() + 1;
         }
-        segment.size += data.len() as u64;
+        segment.size += len as u64;
         let (timestamp, relative) = self.builder.max_timestamp();
         segment.max_timestamp = timestamp;
         segment.offset_of_max_timestamp = segment.base_offset + i64::from(relative);
@@ -1103,11 +1103,13 @@ impl<'a> Cursor<'a> {
         let buf_end = self.buf_start + self.buf.len() as u64;
         if at < self.buf_start || at + len as u64 > buf_end {
             let available = usize::try_from(self.end - at).unwrap_or(usize::MAX);
-            self.buf
-                .resize(len.max(self.chunk).min(available).max(len), 0);
-            self.log
-                .read_exact_at(&mut self.buf, at)
-                .at("read segment", self.path)?;
+            read_into(
+                self.log,
+                at,
+                len.max(self.chunk).min(available).max(len),
+                &mut self.buf,
+            )
+            .at("read segment", self.path)?;
             self.buf_start = at;
         }
         let from = (at - self.buf_start) as usize;
@@ -1168,6 +1170,59 @@ impl<'a> SegmentBatches<'a> {
             }),
         }
     }
+}
+
+/// `len` bytes of `file` from `position`, read straight into a new buffer's uninitialised
+/// capacity: a fetch costs the kernel's copy and nothing more (no zero-filling first).
+fn read_at(file: &File, position: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_into(file, position, len, &mut buf)?;
+    Ok(buf)
+}
+
+/// Replaces the contents of `buf` with `len` bytes of `file` from `position`, reading into
+/// its capacity (grown as needed) without initialising it first. On error `buf` is empty.
+fn read_into(file: &File, position: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    buf.reserve_exact(len);
+    while buf.len() < len {
+        let at = position + buf.len() as u64;
+        // Reads into all the spare capacity, which may go past `len`: cut below.
+        let failed: io::Error =
+            match rustix::io::pread(file, rustix::buffer::spare_capacity(buf), at) {
+                Ok(0) => io::ErrorKind::UnexpectedEof.into(),
+                Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                Err(errno) => errno.into(),
+            };
+        buf.clear();
+        return Err(failed);
+    }
+    buf.truncate(len);
+    Ok(())
+}
+
+/// Writes the concatenation of `pieces` at `position`, with as few vectored writes as the
+/// system's limit on pieces per call and short writes allow. The slices are consumed.
+fn write_all_at(file: &File, pieces: &mut [IoSlice<'_>], position: u64) -> io::Result<()> {
+    /// Pieces per `pwritev` (Linux accepts 1024).
+    const MAX_PIECES: usize = 512;
+    let mut position = position;
+    for mut rest in pieces.chunks_mut(MAX_PIECES) {
+        // Leading empty pieces are dropped, so a write of nothing is never asked for.
+        IoSlice::advance_slices(&mut rest, 0);
+        while !rest.is_empty() {
+            match rustix::io::pwritev(file, rest, position) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    position += written as u64;
+                    IoSlice::advance_slices(&mut rest, written);
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The length of the whole batches at the start of `buf`, whose first batch is known to be
@@ -1267,6 +1322,34 @@ mod tests {
         assert_eq!(parse_file_name("42.log"), None);
         assert_eq!(parse_file_name(".clean_shutdown"), None);
         assert_eq!(parse_file_name("99999999999999999999.log"), None);
+    }
+
+    #[test]
+    fn vectored_writes_put_every_piece_in_order_beyond_the_pieces_per_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pieces");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        // Empty pieces too, and more pieces than one call takes.
+        let pieces: Vec<Vec<u8>> = (0..1500).map(|i| vec![i as u8; i % 7]).collect();
+        let expected = pieces.concat();
+        let mut pieces: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        write_all_at(&file, &mut pieces, 5).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            5 + expected.len() as u64
+        );
+        assert_eq!(read_at(&file, 5, expected.len()).unwrap(), expected);
+        let mut reused = vec![9; 3];
+        read_into(&file, 6, 10, &mut reused).unwrap();
+        assert_eq!(reused, expected[1..11]);
+        let past_end = read_into(&file, 5, expected.len() + 1, &mut reused).unwrap_err();
+        assert_eq!(past_end.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(reused.is_empty());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! Prints one JSON object on a single stdout line (what scripts parse) and a human summary on
 //! stderr. Exits 1 when the run failed or lost records, with the JSON still printed.
 
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use oxbow_e2e::bench::consume::{self, ConsumeOptions};
 use oxbow_e2e::bench::latency::{self, LatencyOptions};
 use oxbow_e2e::bench::produce::{self, ProduceOptions};
 use oxbow_e2e::bench::{Connection, ProducerSettings, TopicSpec};
+use oxbow_e2e::cluster::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 /// Kafka benchmark on librdkafka: producer and consumer throughput, end-to-end latency.
@@ -36,6 +39,9 @@ enum Workload {
     Consume(ConsumeArgs),
     /// End-to-end latency percentiles at a fixed rate.
     Latency(LatencyArgs),
+    /// Starts a local Oxbow cluster (the e2e harness) for replicated runs: prints its bootstrap
+    /// and broker process ids as one JSON line, then keeps it until stdin closes.
+    Cluster(ClusterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -85,12 +91,46 @@ struct LatencyArgs {
     producer: ProducerSettings,
 }
 
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// The oxbow-broker binary to run.
+    #[arg(long)]
+    binary: PathBuf,
+    /// Brokers (node ids 1..=N); up to three of them vote in the metadata quorum.
+    #[arg(long, default_value_t = 3)]
+    brokers: usize,
+    /// A `server.properties` setting for every broker, KEY=VALUE; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{raw}` is not KEY=VALUE"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Workload::Cluster(args) = &cli.workload {
+        return match run_cluster(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("oxbow-bench cluster failed: {err:#}");
+                println!(
+                    "{}",
+                    json!({ "mode": "cluster", "ok": false, "error": format!("{err:#}") })
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (mode, outcome) = match &cli.workload {
         Workload::Produce(args) => ("produce", run_produce(&cli.connection, args)),
         Workload::Consume(args) => ("consume", run_consume(&cli.connection, args)),
         Workload::Latency(args) => ("latency", run_latency(&cli.connection, args)),
+        Workload::Cluster(_) => return ExitCode::FAILURE,
     };
     let header = json!({
         "mode": mode,
@@ -115,6 +155,36 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Runs the cluster until stdin reaches its end (the caller closing it, or exiting); the
+/// brokers are killed when the cluster is dropped, whatever ends this.
+fn run_cluster(args: &ClusterArgs) -> Result<()> {
+    let mut options = ClusterOptions::new(&args.binary)
+        .brokers(args.brokers)
+        .voters(args.brokers.min(3));
+    for (key, value) in &args.settings {
+        options = options.set(key, value);
+    }
+    let cluster = Cluster::start(options)?;
+    let pids: Vec<u32> = cluster
+        .node_ids()
+        .into_iter()
+        .filter_map(|id| cluster.pid(id))
+        .collect();
+    println!(
+        "{}",
+        json!({ "mode": "cluster", "ok": true, "bootstrap": cluster.bootstrap(), "pids": pids })
+    );
+    std::io::stdout().flush()?;
+    eprintln!(
+        "cluster of {} brokers at {}; close stdin to stop it",
+        args.brokers,
+        cluster.bootstrap()
+    );
+    std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
+    drop(cluster);
+    Ok(())
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration> {
