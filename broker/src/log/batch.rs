@@ -604,6 +604,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_compressed_batch_expanding_past_the_decompression_bound_is_refused() {
+        const MIB: usize = 1024 * 1024;
+        for compression in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            let within = encode_batch_with(60, MIB, 0, compression);
+            assert_eq!(decode_all(&within).unwrap(), 60, "{compression:?}");
+            // 65 MiB of one repeated byte shrinks to a few hundred kilobytes.
+            let bomb = encode_batch_with(65, MIB, 0, compression);
+            assert!(bomb.len() < MIB, "{compression:?}: {} bytes", bomb.len());
+            let error = decode_all(&bomb).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("decompresses to more than"),
+                "{compression:?}: {error:#}"
+            );
+        }
+    }
+
+    #[test]
     fn a_record_timestamp_past_the_largest_long_is_an_error_not_a_panic() {
         let fuzzed = include_bytes!("testdata/batch-timestamp-overflow.bin");
         let first = BatchHeader::parse(fuzzed).unwrap();

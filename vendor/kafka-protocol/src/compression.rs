@@ -26,6 +26,29 @@ pub use snappy::Snappy;
 #[cfg(feature = "zstd")]
 pub use zstd::Zstd;
 
+/// The most bytes one compressed record batch may decompress to. The compressed bytes come
+/// from the network: without a bound, a small gzip, lz4 or zstd batch can expand into
+/// gigabytes in memory (a decompression bomb). Producers batch far less than this before
+/// compressing.
+pub const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Copies a decompressing reader into a buffer, refusing output beyond
+/// [`MAX_DECOMPRESSED_BYTES`].
+#[cfg(any(feature = "gzip", feature = "lz4", feature = "zstd"))]
+fn read_bounded(reader: impl std::io::Read, codec: &str) -> anyhow::Result<bytes::Bytes> {
+    use anyhow::Context;
+    use bytes::BufMut;
+
+    let limit = MAX_DECOMPRESSED_BYTES as u64;
+    let mut out = bytes::BytesMut::new().writer();
+    let copied = std::io::copy(&mut reader.take(limit + 1), &mut out)
+        .with_context(|| format!("Failed to decompress {codec}"))?;
+    if copied > limit {
+        anyhow::bail!("{codec} batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes");
+    }
+    Ok(out.into_inner().freeze())
+}
+
 /// A trait for record compression algorithms.
 pub trait Compressor<B: ByteBufMut> {
     /// Target buffer type for compression.
