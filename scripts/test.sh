@@ -9,17 +9,22 @@ step() {
     printf '\n==> %s\n' "$*"
 }
 
-step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat)"
+step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat, openssl)"
 # pip answers "already satisfied" without going to the network when the pins hold.
 python3 -m pip install --quiet --disable-pip-version-check \
     'kafka-python>=2.1' 'confluent-kafka>=2.3' 'pytest>=7.4'
-if ! command -v kcat >/dev/null 2>&1; then
+# kcat drives the broker in the Python tests; openssl makes their TLS certificates.
+missing=()
+for tool in kcat openssl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ "$(id -u)" -ne 0 ]]; then
-        echo "kcat is not installed and this user cannot apt-get install it: install kcat (Debian package 'kcat') and rerun" >&2
+        echo "missing ${missing[*]} and this user cannot apt-get install them: install the Debian packages ${missing[*]} and rerun" >&2
         exit 1
     fi
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 step "cargo fmt --check"
