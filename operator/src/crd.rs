@@ -104,7 +104,8 @@ pub struct KafkaClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Spread brokers over failure domains (zones, racks, nodes).
+    /// Spread brokers over failure domains (zones, racks, nodes), and tell each broker its
+    /// own (`broker.rack`) so replicas of a partition go to different domains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rack: Option<RackSpec>,
 
@@ -213,7 +214,10 @@ impl Default for StorageSpec {
 #[serde(rename_all = "camelCase")]
 pub struct RackSpec {
     /// Node label whose value names a broker's failure domain, for example
-    /// `topology.kubernetes.io/zone`. Brokers are spread evenly over its values.
+    /// `topology.kubernetes.io/zone`. Brokers are spread evenly over its values, and each
+    /// broker's `broker.rack` is the value on its node, read at pod start by an init container
+    /// (a node without the label keeps the pod from starting, with the reason in the init
+    /// container's log).
     #[schemars(length(min = 1))]
     pub topology_key: String,
 }

@@ -2,6 +2,7 @@
 //! Services and topics.
 
 pub mod balance;
+pub mod broker_init;
 pub mod cluster;
 pub mod conditions;
 pub mod context;

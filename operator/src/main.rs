@@ -10,6 +10,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use oxbow_operator::balance::cli::BalanceArgs;
 use oxbow_operator::balance::step::KafkaBalanceAdmin;
+use oxbow_operator::broker_init::BrokerInitArgs;
 use oxbow_operator::cluster::validate::OperatorSettings;
 use oxbow_operator::context::Context;
 use oxbow_operator::http::{self, Health};
@@ -30,6 +31,14 @@ struct Cli {
     /// Broker image of clusters that name none.
     #[arg(long, env = "OXBOW_BROKER_IMAGE", default_value_t = OperatorSettings::default().broker_image)]
     broker_image: String,
+    /// The operator's own image: broker pods run it as their init container
+    /// (`broker-init`).
+    #[arg(long, env = "OXBOW_OPERATOR_IMAGE", default_value_t = OperatorSettings::default().operator_image)]
+    operator_image: String,
+    /// ClusterRole that lets broker pods read their node (for `broker.rack`); the operator
+    /// binds it to the service account of each KafkaCluster with `spec.rack`.
+    #[arg(long, env = "OXBOW_BROKER_CLUSTER_ROLE", default_value_t = OperatorSettings::default().broker_cluster_role)]
+    broker_cluster_role: String,
     /// DNS suffix of the Kubernetes cluster, for brokers' stable names.
     #[arg(long, env = "OXBOW_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
@@ -63,6 +72,9 @@ struct Cli {
 enum Command {
     /// Balance a cluster reachable at a bootstrap address, without Kubernetes.
     Balance(BalanceArgs),
+    /// Init container of broker pods: writes the broker's server.properties with
+    /// `broker.rack` read from its node's label.
+    BrokerInit(BrokerInitArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -118,9 +130,16 @@ async fn wait_for_signal(shutdown: CancellationToken) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format)?;
-    if let Some(Command::Balance(args)) = cli.command {
-        oxbow_operator::balance::cli::run(args).await?;
-        return Ok(());
+    match cli.command {
+        Some(Command::Balance(args)) => {
+            oxbow_operator::balance::cli::run(args).await?;
+            return Ok(());
+        }
+        Some(Command::BrokerInit(args)) => {
+            oxbow_operator::broker_init::run(args).await?;
+            return Ok(());
+        }
+        None => {}
     }
     let identity = cli.identity.clone().unwrap_or_else(hostname);
 
@@ -146,6 +165,8 @@ async fn main() -> anyhow::Result<()> {
     let settings = OperatorSettings {
         broker_image: cli.broker_image.clone(),
         cluster_domain: cli.cluster_domain.clone(),
+        operator_image: cli.operator_image.clone(),
+        broker_cluster_role: cli.broker_cluster_role.clone(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -32,6 +32,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* ClusterRole that lets broker pods read nodes (broker.rack from a node label). */}}
+{{- define "oxbow.brokerClusterRole" -}}
+{{- printf "%s-broker" (include "oxbow.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "oxbow.brokerImage" -}}
 {{- printf "%s:%s" .Values.brokerImage.repository (default .Chart.AppVersion .Values.brokerImage.tag) -}}
 {{- end -}}
@@ -57,6 +62,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# The brokers' own ServiceAccount, for clusters with spec.rack.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch"]
 # Rolling restarts: the operator deletes one outdated broker pod at a time (OnDelete).
 - apiGroups: [""]
   resources: ["pods"]

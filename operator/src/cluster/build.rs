@@ -1,5 +1,6 @@
 //! The objects a KafkaCluster consists of, built from a [`ValidatedCluster`]: ConfigMap,
-//! headless and client Services, StatefulSet and PodDisruptionBudget. Pure functions.
+//! headless and client Services, StatefulSet and PodDisruptionBudget, and with `spec.rack` the
+//! brokers' ServiceAccount and the ClusterRoleBinding that lets it read nodes. Pure functions.
 //!
 //! # How a broker pod finds its configuration
 //!
@@ -8,9 +9,17 @@
 //! `process.roles` and `advertised.listeners` are fixed by the operator, not computed in the
 //! pod. The broker container gets `POD_NAME` and `POD_NAMESPACE` from the downward API and
 //! `OXBOW_CONFIG=/etc/oxbow/$(POD_NAME).properties`, and runs with `--config $(OXBOW_CONFIG)`;
-//! Kubernetes expands both itself: no shell, no init container. The broker reads its file and
-//! nothing else (the arguments also replace the image's defaults, which would override it). The node id equals the pod
-//! ordinal, the suffix of `POD_NAME` after its last `-`, should a broker ever need to derive it.
+//! Kubernetes expands both itself (the images have no shell). The broker reads its file and
+//! nothing else (the arguments also replace the image's defaults, which would override it).
+//! The node id equals the pod ordinal, the suffix of `POD_NAME` after its last `-`, should a
+//! broker ever need to derive it.
+//!
+//! With `spec.rack`, the broker's `broker.rack` is its node's topology label, which the
+//! downward API cannot read. Then an init container runs the operator image
+//! (`oxbow-operator broker-init`, see [`crate::broker_init`]): under the cluster's own
+//! ServiceAccount, with a token mounted in that container only, it reads the Node named by
+//! `spec.nodeName` and writes the ConfigMap's file plus `broker.rack` to an emptyDir, and
+//! `OXBOW_CONFIG` points there instead. Without `spec.rack` there is no init container.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,14 +29,18 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
-    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+    Affinity, Capabilities, ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, Container,
+    ContainerPort, DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, SleepAction, TCPSocketAction, TopologySpreadConstraint, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount,
+    ServiceAccountTokenProjection, ServicePort, ServiceSpec, SleepAction, TCPSocketAction,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -50,9 +63,20 @@ pub const DEFAULT_GRACE_SECONDS: i64 = 120;
 /// Seconds the pod waits before SIGTERM, so Services stop routing to it first.
 pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 
+/// The emptyDir the init container writes the broker's files to (memory-backed).
+pub const RUN_MOUNT: &str = "/var/run/oxbow";
+/// The broker's `server.properties` as the init container writes it.
+pub const RUN_CONFIG: &str = "/var/run/oxbow/server.properties";
+/// Where a Kubernetes client looks for its service account token; mounted in the init
+/// container only.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 const CONTAINER: &str = "broker";
+const INIT_CONTAINER: &str = "broker-init";
 const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
+const RUN_VOLUME: &str = "run";
+const TOKEN_VOLUME: &str = "kube-api-access";
 
 /// Everything a KafkaCluster consists of.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +86,11 @@ pub struct ClusterResources {
     pub bootstrap_service: Service,
     pub stateful_set: StatefulSet,
     pub pdb: PodDisruptionBudget,
+    /// The brokers' own ServiceAccount, when their init container reads their node.
+    pub service_account: Option<ServiceAccount>,
+    /// Lets that ServiceAccount read nodes (cluster scoped, so not owned by the cluster: the
+    /// operator deletes it through a finalizer).
+    pub node_reader_binding: Option<ClusterRoleBinding>,
 }
 
 /// Builds every object of the cluster.
@@ -83,6 +112,44 @@ pub fn build_running(cluster: &ValidatedCluster, brokers: i32) -> ClusterResourc
         bootstrap_service: bootstrap_service(cluster),
         stateful_set,
         pdb: pod_disruption_budget(cluster),
+        service_account: cluster.needs_init().then(|| service_account(cluster)),
+        node_reader_binding: cluster.needs_init().then(|| node_reader_binding(cluster)),
+    }
+}
+
+/// The ServiceAccount broker pods run as when their init container reads their node. No
+/// token is mounted automatically: the pod mounts one into the init container alone.
+pub fn service_account(cluster: &ValidatedCluster) -> ServiceAccount {
+    ServiceAccount {
+        metadata: metadata(cluster, cluster.broker_service_account_name()),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    }
+}
+
+/// Binds the operator's node-reading ClusterRole to the brokers' ServiceAccount. Labelled
+/// with the cluster's namespace and name, since an owner reference cannot cross from a
+/// cluster-scoped object to a namespaced one.
+pub fn node_reader_binding(cluster: &ValidatedCluster) -> ClusterRoleBinding {
+    let mut labels = labels(cluster);
+    labels.insert("oxbow.dev/namespace".to_string(), cluster.namespace.clone());
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(cluster.node_reader_binding_name()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_string(),
+            kind: "ClusterRole".to_string(),
+            name: cluster.broker_cluster_role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_string(),
+            name: cluster.broker_service_account_name(),
+            namespace: Some(cluster.namespace.clone()),
+            ..Subject::default()
+        }]),
     }
 }
 
@@ -407,25 +474,17 @@ fn broker_container(cluster: &ValidatedCluster) -> Container {
             env_from_field("POD_NAMESPACE", "metadata.namespace"),
             EnvVar {
                 name: "OXBOW_CONFIG".to_string(),
-                value: Some(format!("{CONFIG_MOUNT}/$(POD_NAME).properties")),
+                value: Some(if cluster.needs_init() {
+                    RUN_CONFIG.to_string()
+                } else {
+                    format!("{CONFIG_MOUNT}/$(POD_NAME).properties")
+                }),
                 ..EnvVar::default()
             },
         ]),
         ports: Some(ports),
         resources: cluster.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.to_string(),
-                mount_path: DATA_MOUNT.to_string(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: CONFIG_VOLUME.to_string(),
-                mount_path: CONFIG_MOUNT.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(broker_mounts(cluster)),
         // Recovery of a large log after a crash may take minutes: the startup probe allows
         // ten, then liveness and readiness take over.
         startup_probe: Some(tcp_probe("kafka", 5, 120)),
@@ -441,18 +500,161 @@ fn broker_container(cluster: &ValidatedCluster) -> Container {
             }),
             ..Lifecycle::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_string()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(container_security()),
         ..Container::default()
     }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_string(),
+        mount_path: path.to_string(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn broker_mounts(cluster: &ValidatedCluster) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        mount(DATA_VOLUME, DATA_MOUNT, false),
+        mount(CONFIG_VOLUME, CONFIG_MOUNT, true),
+    ];
+    if cluster.needs_init() {
+        mounts.push(mount(RUN_VOLUME, RUN_MOUNT, true));
+    }
+    mounts
+}
+
+/// `oxbow-operator broker-init`: reads the pod's node and writes the broker's
+/// `server.properties` with `broker.rack` to the emptyDir. The only container with an API
+/// token.
+fn init_container(cluster: &ValidatedCluster) -> Container {
+    let mut args = vec![
+        "broker-init".to_string(),
+        "--config-in".to_string(),
+        format!("{CONFIG_MOUNT}/$(POD_NAME).properties"),
+        "--config-out".to_string(),
+        RUN_CONFIG.to_string(),
+    ];
+    if let Some(key) = &cluster.rack_topology_key {
+        args.extend([
+            "--node".to_string(),
+            "$(NODE_NAME)".to_string(),
+            "--rack-label".to_string(),
+            key.clone(),
+        ]);
+    }
+    Container {
+        name: INIT_CONTAINER.to_string(),
+        image: Some(cluster.operator_image.clone()),
+        image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_string()),
+        args: Some(args),
+        env: Some(vec![
+            env_from_field("POD_NAME", "metadata.name"),
+            env_from_field("NODE_NAME", "spec.nodeName"),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("10m".to_string())),
+                ("memory".to_string(), Quantity("32Mi".to_string())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("128Mi".to_string()),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        volume_mounts: Some(vec![
+            mount(CONFIG_VOLUME, CONFIG_MOUNT, true),
+            mount(RUN_VOLUME, RUN_MOUNT, false),
+            mount(TOKEN_VOLUME, SERVICE_ACCOUNT_MOUNT, true),
+        ]),
+        security_context: Some(container_security()),
+        ..Container::default()
+    }
+}
+
+/// What `automountServiceAccountToken` would mount, as a projected volume, so that only the
+/// init container gets it.
+fn token_volume() -> Volume {
+    Volume {
+        name: TOKEN_VOLUME.to_string(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".to_string(),
+                        expiration_seconds: Some(3607),
+                        ..ServiceAccountTokenProjection::default()
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".to_string(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".to_string(),
+                            path: "ca.crt".to_string(),
+                            ..KeyToPath::default()
+                        }]),
+                        ..ConfigMapProjection::default()
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".to_string(),
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.namespace".to_string(),
+                                ..ObjectFieldSelector::default()
+                            }),
+                            ..DownwardAPIVolumeFile::default()
+                        }]),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn pod_volumes(cluster: &ValidatedCluster) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: CONFIG_VOLUME.to_string(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: cluster.config_map_name(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    if cluster.needs_init() {
+        volumes.push(Volume {
+            name: RUN_VOLUME.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".to_string()),
+                size_limit: Some(Quantity("1Mi".to_string())),
+            }),
+            ..Volume::default()
+        });
+        volumes.push(token_volume());
+    }
+    volumes
 }
 
 /// Brokers prefer distinct nodes unless the user gave their own affinity.
@@ -510,7 +712,11 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
+            init_containers: cluster.needs_init().then(|| vec![init_container(cluster)]),
             containers: vec![broker_container(cluster)],
+            service_account_name: cluster
+                .needs_init()
+                .then(|| cluster.broker_service_account_name()),
             affinity: Some(affinity(cluster)),
             topology_spread_constraints: spread,
             tolerations: (!cluster.pod.tolerations.is_empty())
@@ -524,7 +730,8 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
                     .termination_grace_period_seconds
                     .unwrap_or(DEFAULT_GRACE_SECONDS),
             ),
-            // The broker talks to Kafka clients only; it needs no Kubernetes credentials.
+            // The broker talks to Kafka clients only; it needs no Kubernetes credentials. The
+            // init container, when there is one, mounts its token itself.
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             security_context: Some(PodSecurityContext {
@@ -538,14 +745,7 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
                 }),
                 ..PodSecurityContext::default()
             }),
-            volumes: Some(vec![Volume {
-                name: CONFIG_VOLUME.to_string(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: cluster.config_map_name(),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            }]),
+            volumes: Some(pod_volumes(cluster)),
             ..PodSpec::default()
         }),
     }
@@ -1110,6 +1310,180 @@ mod tests {
             selector_string(&valid(MINIMAL_CLUSTER)),
             "app.kubernetes.io/component=broker,app.kubernetes.io/instance=main,app.kubernetes.io/name=oxbow"
         );
+    }
+
+    const ZONE_RACK: &str = "  rack:\n    topologyKey: topology.kubernetes.io/zone";
+
+    fn env_value<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
+        container
+            .env
+            .as_ref()
+            .and_then(|env| env.iter().find(|e| e.name == name))
+    }
+
+    fn field_path(var: Option<&EnvVar>) -> Option<String> {
+        var.and_then(|v| v.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.clone())
+    }
+
+    fn mount_paths(container: &Container) -> Vec<(String, String, bool)> {
+        container
+            .volume_mounts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| (m.name, m.mount_path, m.read_only.unwrap_or(false)))
+            .collect()
+    }
+
+    #[test]
+    fn without_a_rack_key_there_is_no_init_container_account_or_binding() {
+        let c = valid(MINIMAL_CLUSTER);
+        let r = build(&c);
+        assert_eq!(r.service_account, None);
+        assert_eq!(r.node_reader_binding, None);
+        let pod = pod_spec(&r.stateful_set);
+        assert_eq!(pod.init_containers, None);
+        assert_eq!(pod.service_account_name, None);
+        let volumes: Vec<_> = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(volumes, [CONFIG_VOLUME]);
+    }
+
+    #[test]
+    fn a_rack_key_adds_an_init_container_that_writes_broker_rack_from_the_node() {
+        let c = with(ZONE_RACK);
+        let sts = stateful_set(&c);
+        let pod = pod_spec(&sts);
+        let init = pod.init_containers.clone().expect("init containers");
+        assert_eq!(init.len(), 1);
+        let init = &init[0];
+        assert_eq!(init.name, INIT_CONTAINER);
+        assert_eq!(
+            init.image.as_deref(),
+            Some(OperatorSettings::default().operator_image.as_str()),
+            "the operator image runs the init container"
+        );
+        assert_eq!(init.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(
+            init.args.clone().expect("args"),
+            [
+                "broker-init",
+                "--config-in",
+                "/etc/oxbow/$(POD_NAME).properties",
+                "--config-out",
+                RUN_CONFIG,
+                "--node",
+                "$(NODE_NAME)",
+                "--rack-label",
+                "topology.kubernetes.io/zone",
+            ]
+        );
+        assert_eq!(
+            field_path(env_value(init, "NODE_NAME")).as_deref(),
+            Some("spec.nodeName")
+        );
+        assert_eq!(
+            field_path(env_value(init, "POD_NAME")).as_deref(),
+            Some("metadata.name")
+        );
+        assert_eq!(
+            mount_paths(init),
+            [
+                (CONFIG_VOLUME.to_string(), CONFIG_MOUNT.to_string(), true),
+                (RUN_VOLUME.to_string(), RUN_MOUNT.to_string(), false),
+                (
+                    TOKEN_VOLUME.to_string(),
+                    SERVICE_ACCOUNT_MOUNT.to_string(),
+                    true
+                ),
+            ]
+        );
+        let security = init.security_context.clone().expect("security");
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+
+        // The broker reads the file the init container wrote, and has no API token.
+        let broker = container(&sts);
+        assert_eq!(
+            env_value(&broker, "OXBOW_CONFIG").and_then(|e| e.value.as_deref()),
+            Some(RUN_CONFIG)
+        );
+        assert!(RUN_CONFIG.starts_with(RUN_MOUNT));
+        let broker_mounts = mount_paths(&broker);
+        assert!(broker_mounts.contains(&(RUN_VOLUME.to_string(), RUN_MOUNT.to_string(), true)));
+        assert!(broker_mounts
+            .iter()
+            .all(|(name, _, _)| name != TOKEN_VOLUME));
+
+        // The pod runs as the cluster's account, with no token mounted automatically.
+        assert_eq!(pod.service_account_name.as_deref(), Some("main-broker"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let volumes = pod.volumes.expect("volumes");
+        let run = volumes
+            .iter()
+            .find(|v| v.name == RUN_VOLUME)
+            .and_then(|v| v.empty_dir.clone())
+            .expect("emptyDir");
+        assert_eq!(run.medium.as_deref(), Some("Memory"));
+        let token = volumes
+            .iter()
+            .find(|v| v.name == TOKEN_VOLUME)
+            .and_then(|v| v.projected.clone())
+            .and_then(|p| p.sources)
+            .expect("projected token");
+        assert_eq!(
+            token[0]
+                .service_account_token
+                .as_ref()
+                .map(|t| t.path.as_str()),
+            Some("token")
+        );
+        assert_eq!(
+            token[1].config_map.as_ref().map(|c| c.name.as_str()),
+            Some("kube-root-ca.crt")
+        );
+        assert!(token[2].downward_api.is_some(), "the namespace file");
+    }
+
+    #[test]
+    fn a_rack_key_gets_an_account_and_a_binding_to_the_node_reading_role() {
+        let c = with(ZONE_RACK);
+        let r = build(&c);
+        let account = r.service_account.expect("service account");
+        assert_eq!(account.metadata.name.as_deref(), Some("main-broker"));
+        assert_eq!(account.metadata.namespace.as_deref(), Some("streaming"));
+        assert_eq!(account.automount_service_account_token, Some(false));
+        assert_eq!(
+            account.metadata.owner_references.expect("owner")[0].name,
+            "main"
+        );
+        let binding = r.node_reader_binding.expect("binding");
+        assert_eq!(
+            binding.metadata.name.as_deref(),
+            Some("oxbow:streaming:main:broker")
+        );
+        assert_eq!(binding.metadata.namespace, None, "cluster scoped");
+        assert_eq!(
+            binding.metadata.owner_references, None,
+            "no namespaced owner for a cluster-scoped object"
+        );
+        assert_eq!(
+            binding.metadata.labels.expect("labels")["oxbow.dev/namespace"],
+            "streaming"
+        );
+        assert_eq!(binding.role_ref.kind, "ClusterRole");
+        assert_eq!(binding.role_ref.name, "oxbow-broker");
+        let subjects = binding.subjects.expect("subjects");
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(subjects[0].name, "main-broker");
+        assert_eq!(subjects[0].namespace.as_deref(), Some("streaming"));
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! [`roll`], then at most one pod deleted) → status (I/O). An invalid spec
 //! stops the pipeline with a `Degraded` condition and waits for the spec to change; a failed
 //! API call is retried with backoff.
+//!
+//! A cluster with `spec.rack` carries the finalizer [`FINALIZER`]: its brokers' node-reading
+//! ClusterRoleBinding is cluster scoped, which garbage collection cannot tie to a namespaced
+//! owner, so the operator deletes it itself when the cluster goes or `spec.rack` is removed.
 
 pub mod build;
 pub mod roll;
@@ -19,6 +23,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -39,7 +44,11 @@ use build::{build, build_running, selector_string, ClusterResources};
 use roll::{next_restart, preferred_elections, RollStep};
 use scaling::{decide, ScalingInput};
 use status::{add_balance, cluster_status, invalid_status, ObservedBrokers};
-use validate::{validate, ValidatedCluster};
+use validate::{node_reader_binding_name, validate, ValidatedCluster};
+
+/// Finalizer of a KafkaCluster whose brokers may read nodes: removed once the operator has
+/// deleted the ClusterRoleBinding that allows it.
+pub const FINALIZER: &str = "kafkaclusters.oxbow.dev/node-reader";
 
 /// How often a settled cluster is looked at again without any change.
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -90,6 +99,19 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot update the finalizers of KafkaCluster {namespace}/{name}: {source}")]
+    Finalizer {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot delete ClusterRoleBinding {binding}: {source}")]
+    DeleteBinding {
+        binding: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("moving replicas of KafkaCluster {namespace}/{name}: {source}")]
     Kafka {
         namespace: String,
@@ -110,6 +132,8 @@ impl Error {
             Error::ReadStatefulSet { .. } => "read_statefulset",
             Error::Kafka { .. } => "kafka",
             Error::RestartPod { .. } => "restart_pod",
+            Error::Finalizer { .. } => "finalizer",
+            Error::DeleteBinding { .. } => "delete_binding",
         }
     }
 }
@@ -137,6 +161,12 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
         .ok_or(Error::MissingMetadata("namespace"))?;
     let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let previous = cluster.status.as_ref();
+
+    if cluster.metadata.deletion_timestamp.is_some() {
+        // Owned objects go by garbage collection; the binding is the operator's to delete.
+        release_node_reader(&ctx, &clusters, &cluster).await?;
+        return Ok(Action::await_change());
+    }
 
     let (status, action) = match validate(&cluster, &ctx.settings) {
         Err(invalid) => {
@@ -175,6 +205,11 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
             });
             if let Some((_, round)) = &decision.round {
                 perform(&ctx, &cluster, &valid, round).await?;
+            }
+            if valid.needs_init() {
+                add_finalizer(&clusters, &cluster).await?;
+            } else {
+                release_node_reader(&ctx, &clusters, &cluster).await?;
             }
             let resources = build_running(&valid, decision.statefulset_replicas);
             let statefulset = apply(&ctx.client, &namespace, &resources).await?;
@@ -392,6 +427,25 @@ pub async fn apply(
     namespace: &str,
     resources: &ClusterResources,
 ) -> Result<StatefulSet, Error> {
+    if let Some(account) = &resources.service_account {
+        apply_one(client, namespace, account).await?;
+    }
+    if let Some(binding) = &resources.node_reader_binding {
+        let name = binding.metadata.name.clone().unwrap_or_default();
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(binding),
+            )
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "ClusterRoleBinding",
+                namespace: String::new(),
+                name,
+                source,
+            })?;
+    }
     apply_one(client, namespace, &resources.config_map).await?;
     apply_one(client, namespace, &resources.headless_service).await?;
     apply_one(client, namespace, &resources.bootstrap_service).await?;
@@ -424,6 +478,73 @@ where
         name,
         source,
     })
+}
+
+/// Adds [`FINALIZER`] unless the cluster has it.
+async fn add_finalizer(clusters: &Api<KafkaCluster>, cluster: &KafkaCluster) -> Result<(), Error> {
+    let current = cluster.metadata.finalizers.clone().unwrap_or_default();
+    if current.iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut wanted = current;
+    wanted.push(FINALIZER.to_string());
+    patch_finalizers(clusters, cluster, wanted).await
+}
+
+/// Deletes the brokers' node-reading ClusterRoleBinding, then removes [`FINALIZER`]; nothing
+/// when the cluster does not carry it.
+async fn release_node_reader(
+    ctx: &Context,
+    clusters: &Api<KafkaCluster>,
+    cluster: &KafkaCluster,
+) -> Result<(), Error> {
+    let current = cluster.metadata.finalizers.clone().unwrap_or_default();
+    if !current.iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let binding = node_reader_binding_name(
+        cluster.metadata.namespace.as_deref().unwrap_or_default(),
+        &cluster.name_any(),
+    );
+    match Api::<ClusterRoleBinding>::all(ctx.client.clone())
+        .delete(&binding, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(source) => return Err(Error::DeleteBinding { binding, source }),
+    }
+    let wanted = current.into_iter().filter(|f| f != FINALIZER).collect();
+    patch_finalizers(clusters, cluster, wanted).await
+}
+
+/// Sets the finalizer list, on the condition that the resource is still the version read
+/// (a merge patch carrying `resourceVersion` fails with a conflict otherwise, and the
+/// reconciliation is retried), so another controller's concurrent change is never lost.
+async fn patch_finalizers(
+    clusters: &Api<KafkaCluster>,
+    cluster: &KafkaCluster,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": cluster.metadata.resource_version,
+            "finalizers": finalizers,
+        }
+    });
+    clusters
+        .patch(
+            &cluster.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| Error::Finalizer {
+            namespace: cluster.metadata.namespace.clone().unwrap_or_default(),
+            name: cluster.name_any(),
+            source,
+        })?;
+    Ok(())
 }
 
 /// Writes the status with server-side apply: the operator owns `.status` whole.
@@ -530,13 +651,20 @@ pub fn manifests(
         .get_or_insert_with(|| "00000000-0000-4000-8000-000000000000".to_string());
     let valid = validate(&cluster, settings).map_err(|invalid| invalid.to_string())?;
     let r = build(&valid);
-    let documents = [
+    let mut documents = Vec::new();
+    if let Some(account) = &r.service_account {
+        documents.push(serde_yaml::to_string(account));
+    }
+    if let Some(binding) = &r.node_reader_binding {
+        documents.push(serde_yaml::to_string(binding));
+    }
+    documents.extend([
         serde_yaml::to_string(&r.config_map),
         serde_yaml::to_string(&r.headless_service),
         serde_yaml::to_string(&r.bootstrap_service),
         serde_yaml::to_string(&r.pdb),
         serde_yaml::to_string(&r.stateful_set),
-    ];
+    ]);
     let mut out = String::new();
     for document in documents {
         out.push_str("---\n");
@@ -601,6 +729,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use k8s_openapi::api::apps::v1::StatefulSetStatus;
+    use k8s_openapi::api::core::v1::ServiceAccount;
     use kube::api::{Patch, PatchParams, PostParams};
 
     use super::*;
@@ -1101,6 +1230,108 @@ mod tests {
             Some("main-bootstrap.streaming.svc:9092")
         );
         assert_eq!(status.ready_brokers, 0);
+    }
+
+    fn has_finalizer(cluster: &KafkaCluster) -> bool {
+        cluster
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+    }
+
+    #[tokio::test]
+    async fn a_rack_cluster_gets_its_node_reader_binding_and_releases_it_when_rack_goes_or_the_cluster_is_deleted(
+    ) {
+        let ctx = with_cluster(&format!(
+            "{MINIMAL_CLUSTER}\n  rack:\n    topologyKey: topology.kubernetes.io/zone"
+        ))
+        .await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("reconciled");
+        assert!(has_finalizer(&*fetch(&ctx).await), "finalizer added");
+        let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), "streaming");
+        let account = accounts.get("main-broker").await.expect("service account");
+        assert_eq!(
+            account.metadata.owner_references.expect("owner")[0].name,
+            "main"
+        );
+        let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
+        let binding = bindings
+            .get("oxbow:streaming:main:broker")
+            .await
+            .expect("binding");
+        assert_eq!(binding.role_ref.name, ctx.settings.broker_cluster_role);
+        let sts = statefulsets(&ctx).get("main").await.expect("statefulset");
+        let pod = sts.spec.and_then(|s| s.template.spec).expect("pod");
+        assert_eq!(pod.service_account_name.as_deref(), Some("main-broker"));
+
+        // A second pass keeps one finalizer.
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("again");
+        let finalizers = fetch(&ctx).await.metadata.finalizers.clone();
+        assert_eq!(finalizers, Some(vec![FINALIZER.to_string()]));
+
+        // Without spec.rack, the binding goes and so does the finalizer.
+        let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
+        clusters
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"rack": null}})),
+            )
+            .await
+            .expect("rack removed");
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("released");
+        assert!(!has_finalizer(&*fetch(&ctx).await));
+        assert!(bindings
+            .get_opt("oxbow:streaming:main:broker")
+            .await
+            .expect("get")
+            .is_none());
+
+        // Back with a rack; then the cluster is deleted: the binding is deleted first.
+        clusters
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({
+                    "spec": {"rack": {"topologyKey": "topology.kubernetes.io/zone"}}
+                })),
+            )
+            .await
+            .expect("rack again");
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("bound again");
+        assert!(bindings
+            .get_opt("oxbow:streaming:main:broker")
+            .await
+            .expect("get")
+            .is_some());
+        // The in-memory API deletes at once, finalizers or not: hand the reconciler the
+        // resource as the API server shows it after a delete (deletionTimestamp set).
+        let mut deleting = (*fetch(&ctx).await).clone();
+        assert!(has_finalizer(&deleting), "the finalizer holds the deletion");
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        let deleting = Arc::new(deleting);
+        let action = reconcile(deleting, Arc::clone(&ctx))
+            .await
+            .expect("cleaned up");
+        assert_eq!(action, Action::await_change());
+        assert!(bindings
+            .get_opt("oxbow:streaming:main:broker")
+            .await
+            .expect("get")
+            .is_none());
+        let remaining = clusters.get("main").await.expect("still stored");
+        assert!(!has_finalizer(&remaining), "the finalizer is released");
     }
 
     #[tokio::test]

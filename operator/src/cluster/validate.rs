@@ -17,6 +17,11 @@ pub struct OperatorSettings {
     pub broker_image: String,
     /// DNS suffix of the Kubernetes cluster (`cluster.local`).
     pub cluster_domain: String,
+    /// The operator's image, which broker pods run as their init container.
+    pub operator_image: String,
+    /// ClusterRole allowing `get` on nodes, bound to the brokers' service account of clusters
+    /// with `spec.rack` (the chart creates it).
+    pub broker_cluster_role: String,
 }
 
 impl Default for OperatorSettings {
@@ -24,6 +29,8 @@ impl Default for OperatorSettings {
         Self {
             broker_image: format!("oxbow-broker:{}", env!("CARGO_PKG_VERSION")),
             cluster_domain: "cluster.local".to_string(),
+            operator_image: format!("oxbow-operator:{}", env!("CARGO_PKG_VERSION")),
+            broker_cluster_role: "oxbow-broker".to_string(),
         }
     }
 }
@@ -81,6 +88,10 @@ pub struct ValidatedCluster {
     pub user_config: BTreeMap<String, String>,
     pub pod: PodTemplateOverrides,
     pub cluster_domain: String,
+    /// Image of the init container (the operator's).
+    pub operator_image: String,
+    /// ClusterRole the brokers' service account is bound to when they read their node.
+    pub broker_cluster_role: String,
 }
 
 impl ValidatedCluster {
@@ -105,6 +116,23 @@ impl ValidatedCluster {
 
     pub fn pdb_name(&self) -> String {
         self.name.clone()
+    }
+
+    /// The service account of the broker pods, when they need one (`spec.rack`: the init
+    /// container reads the pod's Node).
+    pub fn broker_service_account_name(&self) -> String {
+        format!("{}-broker", self.name)
+    }
+
+    /// The ClusterRoleBinding that lets the brokers' service account read nodes. Cluster
+    /// scoped, so it names the namespace; `:` occurs in neither name, so it is unambiguous.
+    pub fn node_reader_binding_name(&self) -> String {
+        node_reader_binding_name(&self.namespace, &self.name)
+    }
+
+    /// Whether broker pods start with the `broker-init` init container.
+    pub fn needs_init(&self) -> bool {
+        self.rack_topology_key.is_some()
     }
 
     pub fn pod_name(&self, ordinal: i32) -> String {
@@ -138,6 +166,12 @@ impl ValidatedCluster {
         let count = if self.replicas >= 3 { 3 } else { 1 };
         (0..count).collect()
     }
+}
+
+/// Name of the ClusterRoleBinding that lets the brokers of cluster `namespace/name` read
+/// nodes.
+pub fn node_reader_binding_name(namespace: &str, name: &str) -> String {
+    format!("oxbow:{namespace}:{name}:broker")
 }
 
 /// Checks `cluster` and resolves what the builders need. Every problem is reported at once.
@@ -300,6 +334,8 @@ pub fn validate(
         user_config: spec.config.clone(),
         pod,
         cluster_domain: settings.cluster_domain.clone(),
+        operator_image: settings.operator_image.clone(),
+        broker_cluster_role: settings.broker_cluster_role.clone(),
     })
 }
 
@@ -409,6 +445,8 @@ mod tests {
         let settings = OperatorSettings {
             broker_image: "registry.example/oxbow-broker:9.9".to_string(),
             cluster_domain: "corp.local".to_string(),
+            operator_image: "registry.example/oxbow-operator:9.9".to_string(),
+            broker_cluster_role: "corp-oxbow-broker".to_string(),
         };
         let valid = validate(&cluster(MINIMAL_CLUSTER), &settings).expect("valid");
         assert_eq!(valid.name, "main");
@@ -428,6 +466,14 @@ mod tests {
             valid.bootstrap_address(),
             "main-bootstrap.streaming.svc:9092"
         );
+        assert_eq!(valid.operator_image, "registry.example/oxbow-operator:9.9");
+        assert_eq!(valid.broker_cluster_role, "corp-oxbow-broker");
+        assert_eq!(valid.broker_service_account_name(), "main-broker");
+        assert_eq!(
+            valid.node_reader_binding_name(),
+            "oxbow:streaming:main:broker"
+        );
+        assert!(!valid.needs_init(), "no rack, no init container");
     }
 
     #[test]
