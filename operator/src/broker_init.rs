@@ -6,6 +6,10 @@
 //! through the Kubernetes API (the pod's own service account may `get` nodes) and writes the
 //! broker's `server.properties` into an emptyDir: the file from the ConfigMap plus
 //! `broker.rack=<label value>`. The broker then reads that file instead of the ConfigMap's.
+//!
+//! A TLS listener's Secret holds `tls.crt` and `tls.key`, and the broker reads one PEM file
+//! with both (`ssl.keystore.location`): this command joins them, in the same emptyDir.
+//!
 //! Both images are distroless, without a shell: the work is done here, not in a script.
 
 use std::collections::BTreeMap;
@@ -19,7 +23,7 @@ use kube::Api;
 use thiserror::Error;
 
 /// Prepare a broker pod's files: its `server.properties` with `broker.rack` from its node's
-/// topology label.
+/// topology label, and its TLS key store.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerInitArgs {
     /// The broker's `server.properties` as the operator wrote it (the ConfigMap's file).
@@ -34,6 +38,79 @@ pub struct BrokerInitArgs {
     /// The node label whose value is the broker's rack, e.g. `topology.kubernetes.io/zone`.
     #[arg(long, requires = "node")]
     pub rack_label: Option<String>,
+    /// The TLS certificate chain, leaf first (a `kubernetes.io/tls` Secret's `tls.crt`).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "keystore_out"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (`tls.key`).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "keystore_out"])]
+    pub tls_key: Option<PathBuf>,
+    /// Where to write the key store: the chain, then the key, in one PEM file (mode 0600).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub keystore_out: Option<PathBuf>,
+}
+
+/// Why the TLS files cannot make a key store.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum KeystoreError {
+    #[error("{file} holds no PEM certificate (-----BEGIN CERTIFICATE-----); the TLS Secret's tls.crt must be the certificate chain")]
+    NoCertificate { file: String },
+    #[error("{file} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----); the TLS Secret's tls.key must be the unencrypted key")]
+    NoKey { file: String },
+    #[error("{file} holds an encrypted private key; the broker needs it unencrypted")]
+    EncryptedKey { file: String },
+}
+
+/// The key store the broker reads: the certificate chain, then the private key.
+pub fn keystore_pem(
+    cert: &str,
+    cert_file: &str,
+    key: &str,
+    key_file: &str,
+) -> Result<String, KeystoreError> {
+    if !cert.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(KeystoreError::NoCertificate {
+            file: cert_file.to_string(),
+        });
+    }
+    if key.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || key.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(KeystoreError::EncryptedKey {
+            file: key_file.to_string(),
+        });
+    }
+    let has_key = key
+        .lines()
+        .any(|line| line.starts_with("-----BEGIN ") && line.ends_with("PRIVATE KEY-----"));
+    if !has_key {
+        return Err(KeystoreError::NoKey {
+            file: key_file.to_string(),
+        });
+    }
+    let mut pem = cert.trim_end().to_string();
+    pem.push('\n');
+    pem.push_str(key.trim_end());
+    pem.push('\n');
+    Ok(pem)
+}
+
+fn read(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Writes `text` to `path`, readable by its owner only (it holds a private key).
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Why a broker's rack cannot be known.
@@ -135,6 +212,18 @@ pub async fn run(args: BrokerInitArgs) -> anyhow::Result<()> {
             })??;
         tracing::info!(%node, %label, %rack, "broker.rack from the node's label");
         additions.push(("broker.rack", rack));
+    }
+    if let (Some(cert_file), Some(key_file), Some(out)) =
+        (&args.tls_cert, &args.tls_key, &args.keystore_out)
+    {
+        let pem = keystore_pem(
+            &read(cert_file)?,
+            &cert_file.display().to_string(),
+            &read(key_file)?,
+            &key_file.display().to_string(),
+        )?;
+        write_private(out, &pem)?;
+        tracing::info!(file = %out.display(), "wrote the TLS key store");
     }
     let text = with_settings(&properties, &additions);
     std::fs::write(&args.config_out, text)
@@ -242,6 +331,42 @@ mod tests {
             unknown.to_string().contains("cannot read node n9"),
             "{unknown}"
         );
+    }
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----";
+
+    #[test]
+    fn the_keystore_is_the_chain_then_the_key() {
+        let pem = keystore_pem(CERT, "tls.crt", KEY, "tls.key").expect("key store");
+        assert_eq!(pem, format!("{CERT}{KEY}\n"));
+        let ec = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n";
+        assert!(keystore_pem(CERT, "tls.crt", ec, "tls.key").is_ok());
+    }
+
+    #[test]
+    fn files_that_are_not_a_chain_and_a_plain_key_are_refused_by_name() {
+        let swapped =
+            keystore_pem(KEY, "/etc/oxbow-tls/tls.crt", CERT, "tls.key").expect_err("swapped");
+        assert_eq!(
+            swapped,
+            KeystoreError::NoCertificate {
+                file: "/etc/oxbow-tls/tls.crt".to_string()
+            }
+        );
+        assert!(swapped
+            .to_string()
+            .contains("/etc/oxbow-tls/tls.crt holds no PEM certificate"));
+        assert!(matches!(
+            keystore_pem(CERT, "tls.crt", "", "tls.key"),
+            Err(KeystoreError::NoKey { .. })
+        ));
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIF\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert!(matches!(
+            keystore_pem(CERT, "tls.crt", encrypted, "tls.key"),
+            Err(KeystoreError::EncryptedKey { .. })
+        ));
     }
 
     #[test]

@@ -123,6 +123,10 @@ pub struct KafkaClusterSpec {
     /// The brokers' Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSpec,
+
+    /// First credentials and ACL authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySpec>,
 }
 
 fn default_cluster_replicas() -> i32 {
@@ -147,11 +151,14 @@ impl PullPolicy {
     }
 }
 
-/// Broker ports. Both listeners are plaintext.
+/// Broker ports: the internal `PLAINTEXT` and `CONTROLLER` listeners, and any additional
+/// client listeners.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenersSpec {
-    /// Port of the client listener (`PLAINTEXT`), also used between brokers.
+    /// Port of the internal client listener (`PLAINTEXT`), which brokers replicate over and
+    /// the operator uses. It has no TLS or authentication: keep it inside the cluster's
+    /// network and give applications an additional listener.
     #[serde(default = "default_client_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub client_port: i32,
@@ -159,6 +166,184 @@ pub struct ListenersSpec {
     #[serde(default = "default_controller_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub controller_port: i32,
+    /// Client listeners beside the internal one, each on its own port, with TLS and/or SASL
+    /// authentication. Every broker advertises its pod DNS name on each; the Services expose
+    /// them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional: Vec<ListenerSpec>,
+}
+
+/// A client listener.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerSpec {
+    /// Kafka listener name, for example `EXTERNAL`: uppercase letters, digits and single
+    /// '_', at most 15 characters (its lowercase form names the Service port). `PLAINTEXT`,
+    /// `CONTROLLER`, `SSL`, `SASL_SSL`, `SASL_PLAINTEXT`, `KAFKA` and `METRICS` are taken.
+    #[schemars(
+        length(min = 1, max = 15),
+        regex(pattern = r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
+    )]
+    pub name: String,
+    /// Port of the listener.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// TLS on this listener. Every TLS listener of a cluster uses the same secret and client
+    /// authentication (a broker serves one certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+    /// How clients authenticate: `none`, or SASL with `scram-sha-256`, `scram-sha-512` or
+    /// `plain` (checked against the user's SCRAM credential; TLS listeners only). Every SASL
+    /// listener of a cluster uses the same mechanism.
+    #[serde(default)]
+    pub authentication: ListenerAuthentication,
+}
+
+/// The TLS settings of a listener.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTls {
+    /// Secret in the cluster's namespace (type `kubernetes.io/tls`, as cert-manager writes
+    /// it) with `tls.crt` (the certificate chain, leaf first) and `tls.key` (its unencrypted
+    /// private key), and `ca.crt` (CAs of client certificates) when `clientAuth` is not
+    /// `none`. Read when a broker starts: a renewed certificate takes effect at the next
+    /// restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Whether clients present a certificate signed by the secret's `ca.crt`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// `ssl.client.auth`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificate.
+    #[default]
+    None,
+    /// A client may present a certificate; an invalid one is refused.
+    Requested,
+    /// Every client presents a valid certificate.
+    Required,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Requested => "requested",
+            ClientAuth::Required => "required",
+        }
+    }
+}
+
+/// Client authentication on a listener.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ListenerAuthentication {
+    /// No authentication: every client is `User:ANONYMOUS`.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// SASL SCRAM-SHA-256.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// SASL SCRAM-SHA-512.
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+    /// SASL PLAIN: the password travels in the clear, so only on TLS listeners.
+    #[serde(rename = "plain")]
+    Plain,
+}
+
+impl ListenerAuthentication {
+    /// The SASL mechanism's Kafka name, `None` without SASL.
+    pub fn mechanism(self) -> Option<&'static str> {
+        match self {
+            ListenerAuthentication::None => None,
+            ListenerAuthentication::ScramSha256 => Some("SCRAM-SHA-256"),
+            ListenerAuthentication::ScramSha512 => Some("SCRAM-SHA-512"),
+            ListenerAuthentication::Plain => Some("PLAIN"),
+        }
+    }
+}
+
+/// First credentials and authorization.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuritySpec {
+    /// A SCRAM user the brokers create when they start, unless that user already has a
+    /// credential for the mechanism (a password changed later is kept). The password comes
+    /// from a Secret and never enters the ConfigMap. With authorization, this user is a
+    /// super user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminCredentials>,
+    /// ACL authorization: when present, every request is checked against ACLs
+    /// (deny-by-default). `User:ANONYMOUS` (the brokers and the operator on the internal
+    /// PLAINTEXT listener, and every client of a listener without authentication) and the
+    /// admin user are super users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationSpec>,
+}
+
+/// The first SCRAM user.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminCredentials {
+    /// The user's name.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9._@-]+$"))]
+    pub username: String,
+    /// The key of a Secret in the cluster's namespace that holds the password (any
+    /// characters but `"` and line breaks).
+    pub password_secret: SecretKeyReference,
+    /// The SCRAM mechanism of the credential.
+    #[serde(default)]
+    pub mechanism: ScramMechanism,
+}
+
+/// A key of a Secret in the cluster's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyReference {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in the Secret.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_password_key() -> String {
+    "password".to_string()
+}
+
+/// A SCRAM mechanism.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ScramMechanism {
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[default]
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl ScramMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScramMechanism::ScramSha256 => "SCRAM-SHA-256",
+            ScramMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// ACL authorization.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationSpec {
+    /// More principals allowed everything, for example `User:ops`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub super_users: Vec<String>,
 }
 
 fn default_client_port() -> i32 {
@@ -174,6 +359,7 @@ impl Default for ListenersSpec {
         Self {
             client_port: default_client_port(),
             controller_port: default_controller_port(),
+            additional: Vec::new(),
         }
     }
 }

@@ -73,7 +73,8 @@ enum Command {
     /// Balance a cluster reachable at a bootstrap address, without Kubernetes.
     Balance(BalanceArgs),
     /// Init container of broker pods: writes the broker's server.properties with
-    /// `broker.rack` read from its node's label.
+    /// `broker.rack` read from its node's label, and joins a TLS certificate and key into the
+    /// broker's key store.
     BrokerInit(BrokerInitArgs),
 }
 

@@ -34,10 +34,10 @@ use k8s_openapi::api::core::v1::{
     EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount,
-    ServiceAccountTokenProjection, ServicePort, ServiceSpec, SleepAction, TCPSocketAction,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort, ServiceSpec, SleepAction,
+    TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
@@ -45,7 +45,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::validate::ValidatedCluster;
+use super::validate::{port_name, protocol, ValidatedCluster, AUTHORIZER_CLASS};
 
 /// Pod-template annotation holding a hash of everything that must restart the brokers when it
 /// changes (shared configuration, quorum, image): a change rolls the pods one at a time.
@@ -67,6 +67,11 @@ pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 pub const RUN_MOUNT: &str = "/var/run/oxbow";
 /// The broker's `server.properties` as the init container writes it.
 pub const RUN_CONFIG: &str = "/var/run/oxbow/server.properties";
+/// Where the TLS secret of the listeners is mounted (`tls.crt`, `tls.key`, `ca.crt`).
+pub const TLS_MOUNT: &str = "/etc/oxbow-tls";
+/// The key store the init container joins from `tls.crt` and `tls.key`
+/// (`ssl.keystore.location`).
+pub const KEYSTORE: &str = "/var/run/oxbow/keystore.pem";
 /// Where a Kubernetes client looks for its service account token; mounted in the init
 /// container only.
 pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -77,6 +82,7 @@ const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
 const RUN_VOLUME: &str = "run";
 const TOKEN_VOLUME: &str = "kube-api-access";
+const TLS_VOLUME: &str = "tls";
 
 /// Everything a KafkaCluster consists of.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,8 +118,8 @@ pub fn build_running(cluster: &ValidatedCluster, brokers: i32) -> ClusterResourc
         bootstrap_service: bootstrap_service(cluster),
         stateful_set,
         pdb: pod_disruption_budget(cluster),
-        service_account: cluster.needs_init().then(|| service_account(cluster)),
-        node_reader_binding: cluster.needs_init().then(|| node_reader_binding(cluster)),
+        service_account: cluster.reads_node().then(|| service_account(cluster)),
+        node_reader_binding: cluster.reads_node().then(|| node_reader_binding(cluster)),
     }
 }
 
@@ -217,7 +223,15 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
         ),
         (
             "listener.security.protocol.map".to_string(),
-            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_string(),
+            std::iter::once("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_string())
+                .chain(
+                    cluster
+                        .additional_listeners
+                        .iter()
+                        .map(|l| format!("{}:{}", l.name, protocol(l))),
+                )
+                .collect::<Vec<_>>()
+                .join(","),
         ),
         (
             "inter.broker.listener.name".to_string(),
@@ -232,6 +246,31 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
                 .unwrap_or_default(),
         ),
     ];
+    if let Some(tls) = &cluster.tls {
+        settings.push(("ssl.keystore.type".to_string(), "PEM".to_string()));
+        settings.push(("ssl.keystore.location".to_string(), KEYSTORE.to_string()));
+        settings.push((
+            "ssl.client.auth".to_string(),
+            tls.client_auth.as_str().to_string(),
+        ));
+        if cluster.checks_client_certificates() {
+            settings.push(("ssl.truststore.type".to_string(), "PEM".to_string()));
+            settings.push((
+                "ssl.truststore.location".to_string(),
+                format!("{TLS_MOUNT}/ca.crt"),
+            ));
+        }
+    }
+    if let Some(mechanism) = cluster.sasl_mechanism {
+        settings.push(("sasl.enabled.mechanisms".to_string(), mechanism.to_string()));
+    }
+    if let Some(super_users) = cluster.super_users() {
+        settings.push((
+            "authorizer.class.name".to_string(),
+            AUTHORIZER_CLASS.to_string(),
+        ));
+        settings.push(("super.users".to_string(), super_users));
+    }
     // Replication defaults that fit the cluster's size, unless the user chose.
     let replication = cluster.replicas.min(3);
     let defaults = [
@@ -255,29 +294,24 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
 /// Settings particular to broker `ordinal`.
 pub fn broker_properties(cluster: &ValidatedCluster, ordinal: i32) -> Vec<(String, String)> {
     let voter = cluster.voters().contains(&ordinal);
-    let listeners = if voter {
-        format!(
-            "PLAINTEXT://:{},CONTROLLER://:{}",
-            cluster.client_port, cluster.controller_port
-        )
-    } else {
-        format!("PLAINTEXT://:{}", cluster.client_port)
-    };
+    let host = cluster.pod_host(ordinal);
+    let mut listeners = vec![format!("PLAINTEXT://:{}", cluster.client_port)];
+    let mut advertised = vec![format!("PLAINTEXT://{host}:{}", cluster.client_port)];
+    for listener in &cluster.additional_listeners {
+        listeners.push(format!("{}://:{}", listener.name, listener.port));
+        advertised.push(format!("{}://{host}:{}", listener.name, listener.port));
+    }
+    if voter {
+        listeners.push(format!("CONTROLLER://:{}", cluster.controller_port));
+    }
     vec![
         ("node.id".to_string(), ordinal.to_string()),
         (
             "process.roles".to_string(),
             if voter { "broker,controller" } else { "broker" }.to_string(),
         ),
-        ("listeners".to_string(), listeners),
-        (
-            "advertised.listeners".to_string(),
-            format!(
-                "PLAINTEXT://{}:{}",
-                cluster.pod_host(ordinal),
-                cluster.client_port
-            ),
-        ),
+        ("listeners".to_string(), listeners.join(",")),
+        ("advertised.listeners".to_string(), advertised.join(",")),
     ]
 }
 
@@ -356,13 +390,23 @@ fn port(name: &str, port: i32) -> ServicePort {
     }
 }
 
+/// The ports of the client listeners: the internal one (`kafka`), then the additional ones.
+fn client_ports(cluster: &ValidatedCluster) -> Vec<ServicePort> {
+    std::iter::once(port("kafka", cluster.client_port))
+        .chain(
+            cluster
+                .additional_listeners
+                .iter()
+                .map(|l| port(&port_name(l), l.port)),
+        )
+        .collect()
+}
+
 /// The headless Service behind the brokers' DNS names. It lists pods before they are ready,
 /// since brokers must reach each other (quorum, replication) to become ready at all.
 pub fn headless_service(cluster: &ValidatedCluster) -> Service {
-    let mut ports = vec![
-        port("kafka", cluster.client_port),
-        port("controller", cluster.controller_port),
-    ];
+    let mut ports = client_ports(cluster);
+    ports.insert(1, port("controller", cluster.controller_port));
     if let Some(metrics) = cluster.metrics_port {
         ports.push(port("metrics", metrics));
     }
@@ -386,7 +430,7 @@ pub fn bootstrap_service(cluster: &ValidatedCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_string()),
             selector: Some(selector_labels(cluster)),
-            ports: Some(vec![port("kafka", cluster.client_port)]),
+            ports: Some(client_ports(cluster)),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -455,6 +499,14 @@ fn broker_container(cluster: &ValidatedCluster) -> Container {
             ..ContainerPort::default()
         },
     ];
+    for listener in &cluster.additional_listeners {
+        ports.push(ContainerPort {
+            name: Some(port_name(listener)),
+            container_port: listener.port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        });
+    }
     if let Some(metrics) = cluster.metrics_port {
         ports.push(ContainerPort {
             name: Some("metrics".to_string()),
@@ -469,19 +521,7 @@ fn broker_container(cluster: &ValidatedCluster) -> Container {
         image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_string()),
         // Replaces the image's default arguments, which as flags would override the file.
         args: Some(vec!["--config".to_string(), "$(OXBOW_CONFIG)".to_string()]),
-        env: Some(vec![
-            env_from_field("POD_NAME", "metadata.name"),
-            env_from_field("POD_NAMESPACE", "metadata.namespace"),
-            EnvVar {
-                name: "OXBOW_CONFIG".to_string(),
-                value: Some(if cluster.needs_init() {
-                    RUN_CONFIG.to_string()
-                } else {
-                    format!("{CONFIG_MOUNT}/$(POD_NAME).properties")
-                }),
-                ..EnvVar::default()
-            },
-        ]),
+        env: Some(broker_env(cluster)),
         ports: Some(ports),
         resources: cluster.resources.clone(),
         volume_mounts: Some(broker_mounts(cluster)),
@@ -503,6 +543,48 @@ fn broker_container(cluster: &ValidatedCluster) -> Container {
         security_context: Some(container_security()),
         ..Container::default()
     }
+}
+
+fn broker_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
+    let mut env = vec![
+        env_from_field("POD_NAME", "metadata.name"),
+        env_from_field("POD_NAMESPACE", "metadata.namespace"),
+        EnvVar {
+            name: "OXBOW_CONFIG".to_string(),
+            value: Some(if cluster.needs_init() {
+                RUN_CONFIG.to_string()
+            } else {
+                format!("{CONFIG_MOUNT}/$(POD_NAME).properties")
+            }),
+            ..EnvVar::default()
+        },
+    ];
+    if let Some(admin) = &cluster.admin {
+        // The password stays in its Secret: the kubelet puts it in the variable, and expands
+        // `$(OXBOW_ADMIN_PASSWORD)` in the next one (declared after it, as it must be).
+        env.push(EnvVar {
+            name: "OXBOW_ADMIN_PASSWORD".to_string(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: admin.password_secret.name.clone(),
+                    key: admin.password_secret.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+        env.push(EnvVar {
+            name: "OXBOW_ADD_SCRAM".to_string(),
+            value: Some(format!(
+                "{}=[name={},password=\"$(OXBOW_ADMIN_PASSWORD)\"]",
+                admin.mechanism.as_str(),
+                admin.username
+            )),
+            ..EnvVar::default()
+        });
+    }
+    env
 }
 
 fn container_security() -> SecurityContext {
@@ -535,12 +617,16 @@ fn broker_mounts(cluster: &ValidatedCluster) -> Vec<VolumeMount> {
     if cluster.needs_init() {
         mounts.push(mount(RUN_VOLUME, RUN_MOUNT, true));
     }
+    if cluster.checks_client_certificates() {
+        // The trust store (`ca.crt`) is read by the broker itself.
+        mounts.push(mount(TLS_VOLUME, TLS_MOUNT, true));
+    }
     mounts
 }
 
-/// `oxbow-operator broker-init`: reads the pod's node and writes the broker's
-/// `server.properties` with `broker.rack` to the emptyDir. The only container with an API
-/// token.
+/// `oxbow-operator broker-init`: writes the broker's `server.properties` to the emptyDir, with
+/// `broker.rack` read from the pod's node (the only container with an API token), and joins
+/// the TLS secret's certificate chain and key into the one PEM file the broker reads.
 fn init_container(cluster: &ValidatedCluster) -> Container {
     let mut args = vec![
         "broker-init".to_string(),
@@ -556,6 +642,24 @@ fn init_container(cluster: &ValidatedCluster) -> Container {
             "--rack-label".to_string(),
             key.clone(),
         ]);
+    }
+    let mut mounts = vec![
+        mount(CONFIG_VOLUME, CONFIG_MOUNT, true),
+        mount(RUN_VOLUME, RUN_MOUNT, false),
+    ];
+    if cluster.reads_node() {
+        mounts.push(mount(TOKEN_VOLUME, SERVICE_ACCOUNT_MOUNT, true));
+    }
+    if cluster.tls.is_some() {
+        args.extend([
+            "--tls-cert".to_string(),
+            format!("{TLS_MOUNT}/tls.crt"),
+            "--tls-key".to_string(),
+            format!("{TLS_MOUNT}/tls.key"),
+            "--keystore-out".to_string(),
+            KEYSTORE.to_string(),
+        ]);
+        mounts.push(mount(TLS_VOLUME, TLS_MOUNT, true));
     }
     Container {
         name: INIT_CONTAINER.to_string(),
@@ -577,11 +681,7 @@ fn init_container(cluster: &ValidatedCluster) -> Container {
             )])),
             ..ResourceRequirements::default()
         }),
-        volume_mounts: Some(vec![
-            mount(CONFIG_VOLUME, CONFIG_MOUNT, true),
-            mount(RUN_VOLUME, RUN_MOUNT, false),
-            mount(TOKEN_VOLUME, SERVICE_ACCOUNT_MOUNT, true),
-        ]),
+        volume_mounts: Some(mounts),
         security_context: Some(container_security()),
         ..Container::default()
     }
@@ -652,7 +752,20 @@ fn pod_volumes(cluster: &ValidatedCluster) -> Vec<Volume> {
             }),
             ..Volume::default()
         });
+    }
+    if cluster.reads_node() {
         volumes.push(token_volume());
+    }
+    if let Some(tls) = &cluster.tls {
+        volumes.push(Volume {
+            name: TLS_VOLUME.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
     }
     volumes
 }
@@ -715,7 +828,7 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
             init_containers: cluster.needs_init().then(|| vec![init_container(cluster)]),
             containers: vec![broker_container(cluster)],
             service_account_name: cluster
-                .needs_init()
+                .reads_node()
                 .then(|| cluster.broker_service_account_name()),
             affinity: Some(affinity(cluster)),
             topology_spread_constraints: spread,
@@ -1484,6 +1597,232 @@ mod tests {
         assert_eq!(subjects[0].kind, "ServiceAccount");
         assert_eq!(subjects[0].name, "main-broker");
         assert_eq!(subjects[0].namespace.as_deref(), Some("streaming"));
+    }
+
+    /// An internal PLAINTEXT listener for replication and a SASL_SSL one for applications,
+    /// with an admin user and ACLs.
+    const SASL_SSL: &str = "  listeners:\n    additional:\n    - name: EXTERNAL\n      port: 9094\n      tls:\n        secretName: main-tls\n      authentication: scram-sha-512\n  security:\n    admin:\n      username: admin\n      passwordSecret:\n        name: main-admin\n    authorization:\n      superUsers: [\"User:ops\"]";
+
+    #[test]
+    fn additional_listeners_are_listened_on_advertised_and_mapped_to_their_protocol() {
+        let c = with(SASL_SSL);
+        let zero = properties(&server_properties(&c, 0));
+        assert_eq!(
+            zero["listeners"],
+            "PLAINTEXT://:9092,EXTERNAL://:9094,CONTROLLER://:9093"
+        );
+        assert_eq!(
+            zero["advertised.listeners"],
+            "PLAINTEXT://main-0.main-brokers.streaming.svc.cluster.local:9092,\
+             EXTERNAL://main-0.main-brokers.streaming.svc.cluster.local:9094"
+        );
+        assert_eq!(
+            zero["listener.security.protocol.map"],
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,EXTERNAL:SASL_SSL"
+        );
+        assert_eq!(
+            zero["inter.broker.listener.name"], "PLAINTEXT",
+            "replication stays on the internal listener"
+        );
+        assert_eq!(zero["ssl.keystore.type"], "PEM");
+        assert_eq!(zero["ssl.keystore.location"], KEYSTORE);
+        assert_eq!(zero["ssl.client.auth"], "none");
+        assert!(!zero.contains_key("ssl.truststore.location"));
+        assert_eq!(zero["sasl.enabled.mechanisms"], "SCRAM-SHA-512");
+        assert_eq!(zero["authorizer.class.name"], AUTHORIZER_CLASS);
+        assert_eq!(
+            zero["super.users"], "User:ANONYMOUS;User:admin;User:ops",
+            "the brokers and the operator (internal listener), the admin, the listed"
+        );
+        let four = properties(&server_properties(
+            &with(&format!("{SASL_SSL}\n  replicas: 5")),
+            4,
+        ));
+        assert_eq!(four["listeners"], "PLAINTEXT://:9092,EXTERNAL://:9094");
+    }
+
+    #[test]
+    fn the_broker_accepts_the_server_properties_of_a_sasl_ssl_cluster() {
+        for spec in [
+            SASL_SSL.to_string(),
+            "  listeners:\n    additional:\n    - name: MTLS\n      port: 9095\n      tls:\n        secretName: main-tls\n        clientAuth: required\n    - name: SASL_INTERNAL\n      port: 9096\n      authentication: scram-sha-256".to_string(),
+        ] {
+            let c = with(&spec);
+            for (name, text) in config_map(&c).data.expect("data") {
+                oxbow_broker::config::BrokerConfig::from_settings(properties(&text))
+                    .unwrap_or_else(|e| panic!("{name} is refused by the broker: {e}\n{text}"));
+            }
+        }
+    }
+
+    #[test]
+    fn client_certificates_add_the_trust_store_from_the_secret() {
+        let c = with("  listeners:\n    additional:\n    - name: MTLS\n      port: 9095\n      tls:\n        secretName: main-tls\n        clientAuth: required");
+        let zero = properties(&server_properties(&c, 0));
+        assert_eq!(
+            zero["listener.security.protocol.map"].rsplit(',').next(),
+            Some("MTLS:SSL")
+        );
+        assert_eq!(zero["ssl.client.auth"], "required");
+        assert_eq!(zero["ssl.truststore.location"], "/etc/oxbow-tls/ca.crt");
+        assert!(!zero.contains_key("sasl.enabled.mechanisms"));
+        assert!(!zero.contains_key("authorizer.class.name"));
+        let broker = container(&stateful_set(&c));
+        assert!(
+            mount_paths(&broker).contains(&(TLS_VOLUME.to_string(), TLS_MOUNT.to_string(), true)),
+            "the broker reads ca.crt itself"
+        );
+    }
+
+    #[test]
+    fn a_tls_listener_gets_the_secret_and_an_init_container_that_joins_the_key_store() {
+        let c = with(SASL_SSL);
+        let sts = stateful_set(&c);
+        let pod = pod_spec(&sts);
+        let init = pod.init_containers.clone().expect("init")[0].clone();
+        assert_eq!(
+            init.args.clone().expect("args"),
+            [
+                "broker-init",
+                "--config-in",
+                "/etc/oxbow/$(POD_NAME).properties",
+                "--config-out",
+                RUN_CONFIG,
+                "--tls-cert",
+                "/etc/oxbow-tls/tls.crt",
+                "--tls-key",
+                "/etc/oxbow-tls/tls.key",
+                "--keystore-out",
+                KEYSTORE,
+            ]
+        );
+        assert!(
+            KEYSTORE.starts_with(RUN_MOUNT),
+            "in the emptyDir the broker reads"
+        );
+        let init_mounts = mount_paths(&init);
+        assert!(init_mounts.contains(&(TLS_VOLUME.to_string(), TLS_MOUNT.to_string(), true)));
+        assert!(
+            init_mounts.iter().all(|(name, _, _)| name != TOKEN_VOLUME),
+            "no API token without a rack"
+        );
+        assert_eq!(pod.service_account_name, None);
+        let secret = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == TLS_VOLUME)
+            .and_then(|v| v.secret)
+            .expect("secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("main-tls"));
+        assert_eq!(secret.default_mode, Some(0o440));
+        let broker = container(&sts);
+        assert!(
+            mount_paths(&broker)
+                .iter()
+                .all(|(name, _, _)| name != TLS_VOLUME),
+            "without client certificates the broker needs only the key store"
+        );
+        assert_eq!(
+            env_value(&broker, "OXBOW_CONFIG").and_then(|e| e.value.as_deref()),
+            Some(RUN_CONFIG)
+        );
+        let r = build(&c);
+        assert_eq!(r.service_account, None);
+        assert_eq!(r.node_reader_binding, None);
+    }
+
+    #[test]
+    fn the_admin_password_comes_from_its_secret_and_never_reaches_the_config_map() {
+        let c = with(SASL_SSL);
+        let broker = container(&stateful_set(&c));
+        let env = broker.env.clone().expect("env");
+        let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "POD_NAME",
+                "POD_NAMESPACE",
+                "OXBOW_CONFIG",
+                "OXBOW_ADMIN_PASSWORD",
+                "OXBOW_ADD_SCRAM"
+            ],
+            "the password variable comes before the one that expands it"
+        );
+        let secret = env[3]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secretKeyRef");
+        assert_eq!(secret.name, "main-admin");
+        assert_eq!(secret.key, "password");
+        assert_eq!(secret.optional, Some(false));
+        let add_scram = env[4].value.clone().expect("value");
+        assert_eq!(
+            add_scram,
+            "SCRAM-SHA-512=[name=admin,password=\"$(OXBOW_ADMIN_PASSWORD)\"]"
+        );
+        // What the kubelet makes of it is what the broker parses.
+        let expanded = add_scram.replace("$(OXBOW_ADMIN_PASSWORD)", "s3cret, with comma");
+        let credential = oxbow_broker::security::scram::InitialCredential::parse(&expanded)
+            .expect("the broker parses the credential");
+        assert_eq!(credential.user, "admin");
+        for text in config_map(&c).data.expect("data").values() {
+            assert!(!text.contains("PASSWORD") && !text.contains("main-admin"));
+        }
+    }
+
+    #[test]
+    fn services_and_the_container_expose_every_client_listener() {
+        let c = with(SASL_SSL);
+        let names = |ports: Vec<ServicePort>| -> Vec<(String, i32)> {
+            ports
+                .into_iter()
+                .map(|p| (p.name.unwrap_or_default(), p.port))
+                .collect()
+        };
+        let bootstrap = bootstrap_service(&c)
+            .spec
+            .and_then(|s| s.ports)
+            .expect("ports");
+        assert_eq!(
+            names(bootstrap),
+            [("kafka".to_string(), 9092), ("external".to_string(), 9094)]
+        );
+        let headless = headless_service(&c)
+            .spec
+            .and_then(|s| s.ports)
+            .expect("ports");
+        assert_eq!(
+            names(headless),
+            [
+                ("kafka".to_string(), 9092),
+                ("controller".to_string(), 9093),
+                ("external".to_string(), 9094),
+                ("metrics".to_string(), 9404)
+            ]
+        );
+        let ports: Vec<_> = container(&stateful_set(&c))
+            .ports
+            .expect("ports")
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.container_port))
+            .collect();
+        assert!(ports.contains(&("external".to_string(), 9094)), "{ports:?}");
+    }
+
+    #[test]
+    fn a_listener_change_rolls_the_brokers() {
+        let hash = |c: &ValidatedCluster| {
+            template_annotations(&stateful_set(c))[CONFIG_HASH_ANNOTATION].clone()
+        };
+        let plain = hash(&valid(MINIMAL_CLUSTER));
+        let secured = hash(&with(SASL_SSL));
+        assert_ne!(plain, secured);
+        assert_ne!(
+            secured,
+            hash(&with(&SASL_SSL.replace("scram-sha-512", "scram-sha-256")))
+        );
     }
 
     #[test]

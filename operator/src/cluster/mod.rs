@@ -206,7 +206,7 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
             if let Some((_, round)) = &decision.round {
                 perform(&ctx, &cluster, &valid, round).await?;
             }
-            if valid.needs_init() {
+            if valid.reads_node() {
                 add_finalizer(&clusters, &cluster).await?;
             } else {
                 release_node_reader(&ctx, &clusters, &cluster).await?;
@@ -1472,6 +1472,43 @@ mod tests {
             .expect("again");
         let events = event_reasons(&ctx.client, "streaming", "main").await;
         assert_eq!(events.len(), 1, "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn a_listener_spec_the_brokers_cannot_serve_is_degraded_with_the_reason() {
+        let ctx = with_cluster(&format!(
+            "{MINIMAL_CLUSTER}\n  listeners:\n    additional:\n    - name: ONE\n      port: 9094\n      tls:\n        secretName: a-tls\n    - name: TWO\n      port: 9094\n      tls:\n        secretName: b-tls"
+        ))
+        .await;
+        let action = reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("an invalid spec is not a reconcile error");
+        assert_eq!(action, Action::await_change());
+        assert!(statefulsets(&ctx)
+            .get_opt("main")
+            .await
+            .expect("get")
+            .is_none());
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED && c.status == "True")
+            .expect("degraded");
+        assert!(
+            degraded.message.contains(
+                "additional[TWO].port and spec.listeners.additional[ONE].port are both 9094"
+            ),
+            "{}",
+            degraded.message
+        );
+        assert!(
+            degraded
+                .message
+                .contains("every TLS listener names the same secret"),
+            "{}",
+            degraded.message
+        );
     }
 
     #[tokio::test]

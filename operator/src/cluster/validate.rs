@@ -8,7 +8,10 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
-use crate::crd::{KafkaCluster, PodTemplateOverrides, PullPolicy, MAX_CLUSTER_NAME};
+use crate::crd::{
+    AdminCredentials, AuthorizationSpec, ClientAuth, KafkaCluster, ListenerSpec, ListenerTls,
+    PodTemplateOverrides, PullPolicy, MAX_CLUSTER_NAME,
+};
 
 /// Settings the operator was started with that shape every cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +39,9 @@ impl Default for OperatorSettings {
 }
 
 /// Broker settings the operator writes itself; a `spec.config` entry for one is refused.
-pub const OWNED_SETTINGS: [&str; 13] = [
+/// Listeners, TLS, SASL and authorization are set through `spec.listeners` and
+/// `spec.security`.
+pub const OWNED_SETTINGS: [&str; 21] = [
     "node.id",
     "broker.id",
     "process.roles",
@@ -50,7 +55,52 @@ pub const OWNED_SETTINGS: [&str; 13] = [
     "log.dir",
     "metrics.address",
     "broker.rack",
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.client.auth",
+    "sasl.enabled.mechanisms",
+    "authorizer.class.name",
+    "super.users",
 ];
+
+/// Listener names the operator uses itself, that name a security protocol (and would imply
+/// it), or whose port name (`kafka`, `metrics`) is taken.
+pub const RESERVED_LISTENER_NAMES: [&str; 7] = [
+    "PLAINTEXT",
+    "CONTROLLER",
+    "SSL",
+    "SASL_SSL",
+    "SASL_PLAINTEXT",
+    "KAFKA",
+    "METRICS",
+];
+
+/// The class name that turns on the broker's ACL authorizer.
+pub const AUTHORIZER_CLASS: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+
+/// The principal of the brokers and the operator on the internal PLAINTEXT listener.
+pub const INTERNAL_PRINCIPAL: &str = "User:ANONYMOUS";
+
+/// The security protocol of an additional listener.
+pub fn protocol(listener: &ListenerSpec) -> &'static str {
+    match (
+        listener.tls.is_some(),
+        listener.authentication.mechanism().is_some(),
+    ) {
+        (false, false) => "PLAINTEXT",
+        (true, false) => "SSL",
+        (false, true) => "SASL_PLAINTEXT",
+        (true, true) => "SASL_SSL",
+    }
+}
+
+/// The Service and container port name of an additional listener: `EXTERNAL_TLS` →
+/// `external-tls`.
+pub fn port_name(listener: &ListenerSpec) -> String {
+    listener.name.to_ascii_lowercase().replace('_', "-")
+}
 
 /// Everything wrong with a KafkaCluster spec, each problem naming its field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +142,14 @@ pub struct ValidatedCluster {
     pub operator_image: String,
     /// ClusterRole the brokers' service account is bound to when they read their node.
     pub broker_cluster_role: String,
+    /// Client listeners beside the internal PLAINTEXT one.
+    pub additional_listeners: Vec<ListenerSpec>,
+    /// The TLS settings every TLS listener shares.
+    pub tls: Option<ListenerTls>,
+    /// The SASL mechanism every SASL listener offers.
+    pub sasl_mechanism: Option<&'static str>,
+    pub admin: Option<AdminCredentials>,
+    pub authorization: Option<AuthorizationSpec>,
 }
 
 impl ValidatedCluster {
@@ -130,9 +188,38 @@ impl ValidatedCluster {
         node_reader_binding_name(&self.namespace, &self.name)
     }
 
-    /// Whether broker pods start with the `broker-init` init container.
-    pub fn needs_init(&self) -> bool {
+    /// Whether broker pods read their node (`spec.rack`), and so need a ServiceAccount
+    /// allowed to.
+    pub fn reads_node(&self) -> bool {
         self.rack_topology_key.is_some()
+    }
+
+    /// Whether broker pods start with the `broker-init` init container: to read their node's
+    /// rack, or to join the TLS certificate and key into one PEM file.
+    pub fn needs_init(&self) -> bool {
+        self.reads_node() || self.tls.is_some()
+    }
+
+    /// Whether the brokers check client certificates (and need the secret's `ca.crt`).
+    pub fn checks_client_certificates(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_auth != ClientAuth::None)
+    }
+
+    /// `super.users`: the internal principal, the admin user, then the listed ones.
+    pub fn super_users(&self) -> Option<String> {
+        let authorization = self.authorization.as_ref()?;
+        let mut users = vec![INTERNAL_PRINCIPAL.to_string()];
+        if let Some(admin) = &self.admin {
+            users.push(format!("User:{}", admin.username));
+        }
+        for user in &authorization.super_users {
+            if !users.contains(user) {
+                users.push(user.clone());
+            }
+        }
+        Some(users.join(";"))
     }
 
     pub fn pod_name(&self, ordinal: i32) -> String {
@@ -231,6 +318,15 @@ pub fn validate(
     if spec.metrics.enabled {
         ports.push(("spec.metrics.port", spec.metrics.port));
     }
+    let listener_fields: Vec<String> = listeners
+        .additional
+        .iter()
+        .map(|l| format!("spec.listeners.additional[{}].port", l.name))
+        .collect();
+    let mut ports: Vec<(&str, i32)> = ports;
+    for (field, listener) in listener_fields.iter().zip(&listeners.additional) {
+        ports.push((field.as_str(), listener.port));
+    }
     for (field, port) in &ports {
         if !(1..=65535).contains(port) {
             problems.push(format!("{field} is {port}; a port is between 1 and 65535"));
@@ -241,6 +337,13 @@ pub fn validate(
             problems.push(format!("{field} and {other} are both {port}"));
         }
     }
+    let (tls, sasl_mechanism) = check_listeners(&listeners.additional, &mut problems);
+    let security = spec.security.clone().unwrap_or_default();
+    check_security(
+        security.admin.as_ref(),
+        security.authorization.as_ref(),
+        &mut problems,
+    );
 
     match parse_quantity(&spec.storage.size) {
         Ok(bytes) if bytes < MIN_STORAGE_BYTES => problems.push(format!(
@@ -336,7 +439,143 @@ pub fn validate(
         cluster_domain: settings.cluster_domain.clone(),
         operator_image: settings.operator_image.clone(),
         broker_cluster_role: settings.broker_cluster_role.clone(),
+        additional_listeners: listeners.additional.clone(),
+        tls,
+        sasl_mechanism,
+        admin: security.admin,
+        authorization: security.authorization,
     })
+}
+
+/// Checks the additional listeners; returns the TLS settings and the SASL mechanism they
+/// share.
+fn check_listeners(
+    listeners: &[ListenerSpec],
+    problems: &mut Vec<String>,
+) -> (Option<ListenerTls>, Option<&'static str>) {
+    let mut tls: Option<(&str, &ListenerTls)> = None;
+    let mut sasl: Option<(&str, &'static str)> = None;
+    for (i, listener) in listeners.iter().enumerate() {
+        let name = &listener.name;
+        let field = format!("spec.listeners.additional[{name}]");
+        if !is_listener_name(name) {
+            problems.push(format!(
+                "{field}: `{name}` is not a listener name (uppercase letters, digits and single '_', starting with a letter, at most 15 characters)"
+            ));
+        } else if RESERVED_LISTENER_NAMES.contains(&name.as_str()) {
+            problems.push(format!(
+                "{field}: the name {name} is reserved ({} are taken by the operator or name security protocols)",
+                RESERVED_LISTENER_NAMES.join(", ")
+            ));
+        }
+        if listeners[..i].iter().any(|other| other.name == *name) {
+            problems.push(format!("{field}: two listeners are named {name}"));
+        }
+        if let Some(this) = &listener.tls {
+            if !is_dns_subdomain(&this.secret_name) {
+                problems.push(format!(
+                    "{field}.tls.secretName `{}` is not a Secret name",
+                    this.secret_name
+                ));
+            }
+            match tls {
+                None => tls = Some((name, this)),
+                Some((first, shared)) if shared.secret_name != this.secret_name => {
+                    problems.push(format!(
+                        "{field}.tls.secretName is {} but listener {first} uses {}: a broker serves one certificate, so every TLS listener names the same secret",
+                        this.secret_name, shared.secret_name
+                    ));
+                }
+                Some((first, shared)) if shared.client_auth != this.client_auth => {
+                    problems.push(format!(
+                        "{field}.tls.clientAuth is {} but listener {first} has {}: the brokers have one ssl.client.auth for every TLS listener",
+                        this.client_auth.as_str(),
+                        shared.client_auth.as_str()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(mechanism) = listener.authentication.mechanism() {
+            if mechanism == "PLAIN" && listener.tls.is_none() {
+                problems.push(format!(
+                    "{field}: authentication plain sends passwords in the clear; give the listener tls, or use scram-sha-256 or scram-sha-512"
+                ));
+            }
+            match sasl {
+                None => sasl = Some((name, mechanism)),
+                Some((first, shared)) if shared != mechanism => problems.push(format!(
+                    "{field}.authentication is {mechanism} but listener {first} uses {shared}: the brokers offer one set of SASL mechanisms on every SASL listener, so they all use the same"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    (
+        tls.map(|(_, settings)| settings.clone()),
+        sasl.map(|(_, mechanism)| mechanism),
+    )
+}
+
+fn check_security(
+    admin: Option<&AdminCredentials>,
+    authorization: Option<&AuthorizationSpec>,
+    problems: &mut Vec<String>,
+) {
+    if let Some(admin) = admin {
+        let name = &admin.username;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+        {
+            problems.push(format!(
+                "spec.security.admin.username `{name}` holds characters other than letters, digits, '.', '_', '@' and '-'"
+            ));
+        }
+        let secret = &admin.password_secret;
+        if !is_dns_subdomain(&secret.name) {
+            problems.push(format!(
+                "spec.security.admin.passwordSecret.name `{}` is not a Secret name",
+                secret.name
+            ));
+        }
+        if secret.key.is_empty()
+            || !secret
+                .key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        {
+            problems.push(format!(
+                "spec.security.admin.passwordSecret.key `{}` is not a Secret key",
+                secret.key
+            ));
+        }
+    }
+    if let Some(authorization) = authorization {
+        for user in &authorization.super_users {
+            let valid = user.strip_prefix("User:").is_some_and(|name| {
+                !name.is_empty() && !name.chars().any(|c| c == ';' || c.is_control())
+            });
+            if !valid {
+                problems.push(format!(
+                    "spec.security.authorization.superUsers: `{user}` is not a principal like User:alice (no ';')"
+                ));
+            }
+        }
+    }
+}
+
+/// A Kafka listener name the operator accepts: `^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$`, at most 15
+/// characters, so that its lowercase form is a valid port name.
+fn is_listener_name(name: &str) -> bool {
+    name.len() <= 15
+        && name.starts_with(|c: char| c.is_ascii_uppercase())
+        && !name.ends_with('_')
+        && !name.contains("__")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 const MIN_STORAGE_BYTES: f64 = 1024.0 * 1024.0;
@@ -602,6 +841,175 @@ mod tests {
             .problems;
         assert!(problems.iter().any(|p| p.contains("metadata.uid")));
         assert!(problems.iter().any(|p| p.contains("metadata.namespace")));
+    }
+
+    fn listeners(items: &str) -> String {
+        format!("{MINIMAL_CLUSTER}\n  listeners:\n    additional:\n{items}")
+    }
+
+    #[test]
+    fn a_sasl_ssl_listener_resolves_its_protocol_tls_and_mechanism() {
+        let yaml = listeners(
+            "    - name: EXTERNAL\n      port: 9094\n      tls:\n        secretName: main-tls\n      authentication: scram-sha-512\n    - name: APPS_PLAIN\n      port: 9095\n      tls:\n        secretName: main-tls\n",
+        );
+        let valid = validate(&cluster(&yaml), &OperatorSettings::default()).expect("valid");
+        assert_eq!(valid.additional_listeners.len(), 2);
+        assert_eq!(protocol(&valid.additional_listeners[0]), "SASL_SSL");
+        assert_eq!(protocol(&valid.additional_listeners[1]), "SSL");
+        assert_eq!(port_name(&valid.additional_listeners[1]), "apps-plain");
+        assert_eq!(
+            valid.tls.as_ref().map(|t| t.secret_name.as_str()),
+            Some("main-tls")
+        );
+        assert_eq!(valid.sasl_mechanism, Some("SCRAM-SHA-512"));
+        assert!(valid.needs_init(), "the key store is joined at start");
+        assert!(!valid.reads_node());
+        assert_eq!(valid.super_users(), None, "no authorization");
+    }
+
+    #[test]
+    fn listener_names_must_be_unique_valid_and_not_reserved() {
+        let problems = problems(&listeners(
+            "    - name: EXTERNAL\n      port: 9094\n    - name: EXTERNAL\n      port: 9095\n    - name: CONTROLLER\n      port: 9096\n    - name: external\n      port: 9097\n    - name: A_VERY_LONG_NAME_X\n      port: 9098\n",
+        ));
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].contains("two listeners are named EXTERNAL"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("the name CONTROLLER is reserved"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].contains("`external` is not a listener name"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[3].contains("`A_VERY_LONG_NAME_X` is not a listener name"),
+            "{problems:?}"
+        );
+        for reserved in RESERVED_LISTENER_NAMES {
+            let message = one_problem(&listeners(&format!(
+                "    - name: {reserved}\n      port: 9094\n"
+            )));
+            assert!(message.contains("is reserved"), "{reserved}: {message}");
+        }
+    }
+
+    #[test]
+    fn listener_ports_must_not_clash_with_each_other_or_the_internal_ones() {
+        let problems = problems(&listeners(
+            "    - name: ONE\n      port: 9092\n    - name: TWO\n      port: 9404\n    - name: THREE\n      port: 9404\n    - name: FOUR\n      port: 0\n",
+        ));
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("additional[FOUR].port is 0")));
+        assert!(problems.iter().any(
+            |p| p.contains("additional[ONE].port and spec.listeners.clientPort are both 9092")
+        ));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("additional[TWO].port and spec.metrics.port are both 9404")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("additional[THREE].port and spec.metrics.port are both 9404")));
+    }
+
+    #[test]
+    fn tls_listeners_share_one_secret_and_client_auth() {
+        let message = one_problem(&listeners(
+            "    - name: ONE\n      port: 9094\n      tls:\n        secretName: a-tls\n    - name: TWO\n      port: 9095\n      tls:\n        secretName: b-tls\n",
+        ));
+        assert!(message.contains("listener ONE uses a-tls"), "{message}");
+        assert!(message.contains("one certificate"), "{message}");
+        let message = one_problem(&listeners(
+            "    - name: ONE\n      port: 9094\n      tls:\n        secretName: a-tls\n    - name: TWO\n      port: 9095\n      tls:\n        secretName: a-tls\n        clientAuth: required\n",
+        ));
+        assert!(
+            message.contains("clientAuth is required but listener ONE has none"),
+            "{message}"
+        );
+        let message = one_problem(&listeners(
+            "    - name: ONE\n      port: 9094\n      tls:\n        secretName: Bad_Name\n",
+        ));
+        assert!(
+            message.contains("secretName `Bad_Name` is not a Secret name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn sasl_listeners_share_one_mechanism_and_plain_needs_tls() {
+        let message = one_problem(&listeners(
+            "    - name: ONE\n      port: 9094\n      authentication: scram-sha-256\n    - name: TWO\n      port: 9095\n      authentication: scram-sha-512\n",
+        ));
+        assert!(
+            message.contains("authentication is SCRAM-SHA-512 but listener ONE uses SCRAM-SHA-256"),
+            "{message}"
+        );
+        let message = one_problem(&listeners(
+            "    - name: ONE\n      port: 9094\n      authentication: plain\n",
+        ));
+        assert!(
+            message.contains("plain sends passwords in the clear"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn security_settings_are_checked_and_super_users_include_the_internal_principal() {
+        let problems = problems(&format!(
+            "{MINIMAL_CLUSTER}\n  security:\n    admin:\n      username: \"ad,min\"\n      passwordSecret:\n        name: Admin_Secret\n        key: \"pass word\"\n    authorization:\n      superUsers: [\"ops\", \"User:a;User:b\"]\n"
+        ));
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        for expected in [
+            "admin.username `ad,min`",
+            "passwordSecret.name `Admin_Secret`",
+            "passwordSecret.key `pass word`",
+            "`ops` is not a principal",
+            "`User:a;User:b` is not a principal",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+        let valid = validate(
+            &cluster(&format!(
+                "{MINIMAL_CLUSTER}\n  security:\n    admin:\n      username: admin\n      passwordSecret:\n        name: main-admin\n    authorization:\n      superUsers: [\"User:ops\", \"User:admin\"]\n"
+            )),
+            &OperatorSettings::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            valid.super_users().as_deref(),
+            Some("User:ANONYMOUS;User:admin;User:ops")
+        );
+        let admin = valid.admin.expect("admin");
+        assert_eq!(admin.password_secret.key, "password", "the default key");
+        assert_eq!(
+            admin.mechanism.as_str(),
+            "SCRAM-SHA-512",
+            "the default mechanism"
+        );
+    }
+
+    #[test]
+    fn security_settings_in_spec_config_are_refused() {
+        for key in [
+            "ssl.keystore.location",
+            "sasl.enabled.mechanisms",
+            "authorizer.class.name",
+            "super.users",
+        ] {
+            let message = one_problem(&format!("{MINIMAL_CLUSTER}\n  config:\n    {key}: x\n"));
+            assert!(
+                message.contains("is set by the operator"),
+                "{key}: {message}"
+            );
+        }
     }
 
     #[test]
