@@ -304,9 +304,7 @@ pub async fn handle(
         RequestKind::SyncGroup(r) => {
             ResponseKind::SyncGroup(group::sync(broker, context, r, shutdown).await)
         }
-        RequestKind::Heartbeat(r) => {
-            ResponseKind::Heartbeat(group::heartbeat(broker, context, &r))
-        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(broker, context, &r)),
         RequestKind::LeaveGroup(r) => {
             ResponseKind::LeaveGroup(group::leave(broker, context, &r, version))
         }

@@ -52,7 +52,9 @@ pub(super) async fn handle(
     let mut pending: Vec<Pending> = Vec::new();
     for topic in request.topic_data {
         let name: Option<Cow<'_, str>> = if version >= 13 {
-            broker.topic_by_id(topic.topic_id).map(|t| Cow::Owned(t.name))
+            broker
+                .topic_by_id(topic.topic_id)
+                .map(|t| Cow::Owned(t.name))
         } else {
             Some(Cow::Borrowed(topic.name.0.as_str()))
         };
