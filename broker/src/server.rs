@@ -105,6 +105,7 @@ async fn accept(
                 .protocol
                 .uses_sasl()
                 .then(|| Arc::new(parking_lot::Mutex::new(SaslSession::default()))),
+            certificate: None,
         };
         let tls = endpoint.tls.clone();
         let broker = Arc::clone(&broker);
@@ -133,8 +134,22 @@ async fn accept(
                                 }
                             },
                         };
-                        if let Some(stream) = stream {
-                            serve_connection(stream, &connection, &broker, &shutdown).await;
+                        let principal = stream
+                            .as_ref()
+                            .map(|stream| crate::security::tls::peer_principal(stream.get_ref().1));
+                        match (stream, principal) {
+                            (Some(stream), Some(Ok(principal))) => {
+                                tracing::debug!(%principal, "TLS client");
+                                let connection = Connection {
+                                    certificate: Some(principal),
+                                    ..connection
+                                };
+                                serve_connection(stream, &connection, &broker, &shutdown).await;
+                            }
+                            (_, Some(Err(e))) => {
+                                tracing::info!(error = %e, "client certificate refused");
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -154,15 +169,20 @@ struct Connection {
     heartbeat_of: Arc<parking_lot::Mutex<Option<i32>>>,
     /// Set on SASL listeners.
     sasl: Option<Arc<parking_lot::Mutex<SaslSession>>>,
+    /// On TLS listeners, after the handshake: the principal of the client's certificate
+    /// (`User:ANONYMOUS` without one).
+    certificate: Option<Principal>,
 }
 
 impl Connection {
-    /// Who is on the other end: the SASL user once authenticated, else anonymous.
+    /// Who is on the other end: the SASL user once authenticated (on SASL_SSL it wins over the
+    /// certificate, as in Kafka), else the client certificate's subject, else anonymous.
     fn principal(&self) -> Principal {
-        self.sasl
-            .as_ref()
-            .and_then(|sasl| sasl.lock().principal().cloned())
-            .unwrap_or_else(Principal::anonymous)
+        match &self.sasl {
+            Some(sasl) => sasl.lock().principal().cloned(),
+            None => self.certificate.clone(),
+        }
+        .unwrap_or_else(Principal::anonymous)
     }
 
     /// Whether this request may be handled now: before a SASL client has authenticated only

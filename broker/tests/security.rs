@@ -22,9 +22,9 @@ use kafka_protocol::messages::alter_user_scram_credentials_request::{
 };
 use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, ApiVersionsRequest, ApiVersionsResponse,
-    DescribeUserScramCredentialsRequest, MetadataRequest, RequestHeader, ResponseHeader,
-    SaslHandshakeRequest,
+    AlterUserScramCredentialsRequest, ApiVersionsRequest, ApiVersionsResponse, CreateAclsRequest,
+    CreateTopicsRequest, DescribeUserScramCredentialsRequest, MetadataRequest, MetadataResponse,
+    RequestHeader, ResponseHeader, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -186,8 +186,8 @@ impl Drop for SecureBroker {
 // Certificates
 // ---------------------------------------------------------------------------------------------
 
-/// A test CA, a broker certificate for localhost/127.0.0.1 and a client certificate, as PEM
-/// files in `dir`.
+/// A test CA, a broker certificate for localhost/127.0.0.1 and a client certificate (subject
+/// `O=Example, OU=eng, CN=alice`, principal [`ALICE`]), as PEM files in `dir`.
 struct Pki {
     ca: PathBuf,
     broker: PathBuf,
@@ -195,6 +195,9 @@ struct Pki {
     client_key: String,
     ca_pem: String,
 }
+
+/// The principal of the test client certificate, as Kafka's DEFAULT mapping writes it.
+const ALICE: &str = "User:CN=alice,OU=eng,O=Example";
 
 fn make_pki(dir: &Path) -> Result<Pki> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
@@ -213,9 +216,15 @@ fn make_pki(dir: &Path) -> Result<Pki> {
     let broker = broker_params.signed_by(&broker_key, &ca, &ca_key)?;
     let client_key = KeyPair::generate()?;
     let mut client_params = CertificateParams::new(Vec::<String>::new())?;
-    client_params
-        .distinguished_name
-        .push(DnType::CommonName, "client");
+    // Without the default subject (CN=rcgen self signed cert), which would keep CN first.
+    client_params.distinguished_name = rcgen::DistinguishedName::new();
+    for (kind, value) in [
+        (DnType::OrganizationName, "Example"),
+        (DnType::OrganizationalUnitName, "eng"),
+        (DnType::CommonName, "alice"),
+    ] {
+        client_params.distinguished_name.push(kind, value);
+    }
     let client = client_params.signed_by(&client_key, &ca, &ca_key)?;
     let ca_path = dir.join("ca.pem");
     fs::write(&ca_path, ca.pem())?;
@@ -702,6 +711,124 @@ async fn an_ssl_listener_serves_tls_clients_and_requires_their_certificates() ->
         ensure!(
             !matches!(answer, Ok(Some(_))),
             "plain Kafka on the SSL port was answered"
+        );
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// The error code of `topic` in a Metadata answer to a TLS client that names it.
+async fn topic_code_over_tls<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    topic: &str,
+) -> Result<i16> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(topic.to_string())))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let response: Option<MetadataResponse> = exchange(stream, &request, 12).await?;
+    let response = response.context("the broker closed the TLS connection")?;
+    response
+        .topics
+        .first()
+        .map(|t| t.error_code)
+        .context("no topic in a Metadata answer for one named topic")
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_the_principal_acls_are_checked_against() -> Result<()> {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let scratch = tempfile::tempdir()?;
+    let pki = make_pki(scratch.path())?;
+    let keystore = pki.broker.display().to_string();
+    let truststore = pki.ca.display().to_string();
+    // PLAINTEXT clients are User:ANONYMOUS, the super user that creates the topic and the ACL.
+    let broker = SecureBroker::start(
+        &[("PLAINTEXT", "PLAINTEXT"), ("SSL", "SSL")],
+        &[
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", &keystore),
+            ("ssl.truststore.location", &truststore),
+            ("ssl.client.auth", "requested"),
+            (
+                "authorizer.class.name",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            ),
+            ("super.users", "User:ANONYMOUS"),
+        ],
+        &[],
+    )?;
+    let outcome = async {
+        let topic = "alice-only";
+        let mut admin =
+            timeout(ANSWER, Connection::connect(&broker.address("PLAINTEXT"))).await??;
+        let created = timeout(
+            ANSWER,
+            admin.send(
+                &CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(topic)))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)]),
+                7,
+            ),
+        )
+        .await??;
+        let code = created.topics.first().map(|t| t.error_code);
+        ensure!(code == Some(0), "CreateTopics answered {code:?}");
+
+        let address = broker.address("SSL");
+        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let pki = &pki;
+        let connect = |with_cert: bool| {
+            let name = name.clone();
+            let address = address.clone();
+            async move {
+                let tcp = TcpStream::connect(&address).await?;
+                let tls =
+                    timeout(ANSWER, tls_connector(pki, with_cert)?.connect(name, tcp)).await??;
+                anyhow::Ok(tls)
+            }
+        };
+        let mut alice = connect(true).await?;
+        let denied = ResponseError::TopicAuthorizationFailed.code();
+        let code = topic_code_over_tls(&mut alice, topic).await?;
+        ensure!(
+            code == denied,
+            "alice, without an ACL, was answered {code} for {topic}, not {denied}"
+        );
+        // ssl.client.auth=requested: a client without a certificate is User:ANONYMOUS, here
+        // the super user.
+        let mut anonymous = connect(false).await?;
+        let code = topic_code_over_tls(&mut anonymous, topic).await?;
+        ensure!(
+            code == 0,
+            "a client without a certificate was answered {code}"
+        );
+
+        let acl = AclCreation::default()
+            .with_resource_type(2) // TOPIC
+            .with_resource_name(StrBytes::from_static_str(topic))
+            .with_resource_pattern_type(3) // LITERAL
+            .with_principal(StrBytes::from_static_str(ALICE))
+            .with_host(StrBytes::from_static_str("*"))
+            .with_operation(8) // DESCRIBE
+            .with_permission_type(3); // ALLOW
+        let response = timeout(
+            ANSWER,
+            admin.send(&CreateAclsRequest::default().with_creations(vec![acl]), 3),
+        )
+        .await??;
+        let code = response.results.first().map(|r| r.error_code);
+        ensure!(code == Some(0), "CreateAcls answered {code:?}");
+
+        let code = topic_code_over_tls(&mut alice, topic).await?;
+        ensure!(
+            code == 0,
+            "alice, with an ACL for {ALICE}, was answered {code} for {topic}"
         );
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod limits;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
+pub mod x509;
 
 use std::fmt;
 

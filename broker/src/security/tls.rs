@@ -1,5 +1,6 @@
 //! TLS for SSL and SASL_SSL listeners: the rustls server configuration built from Kafka's
-//! `ssl.*` settings (PEM key store and trust store, client authentication).
+//! `ssl.*` settings (PEM key store and trust store, client authentication), and the principal
+//! a client certificate stands for.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,6 +9,9 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+
+use super::x509::{subject_dn, X509Error};
+use super::Principal;
 
 /// `ssl.client.auth`: whether clients must present a certificate signed by the trust store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +123,16 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     Ok(Arc::new(config))
+}
+
+/// The principal of a TLS connection after its handshake, as Kafka's default
+/// `ssl.principal.mapping.rules=DEFAULT`: `User:` and the subject of the client's certificate
+/// in RFC 2253 form (`User:CN=alice,OU=eng,O=Example`), or `User:ANONYMOUS` without one.
+pub fn peer_principal(connection: &rustls::ServerConnection) -> Result<Principal, X509Error> {
+    match connection.peer_certificates().and_then(<[_]>::first) {
+        None => Ok(Principal::anonymous()),
+        Some(certificate) => Ok(Principal::user(subject_dn(certificate)?)),
+    }
 }
 
 #[cfg(test)]
