@@ -6,8 +6,9 @@
 //! specific, usually `CN`, first), joins them with `,` and the attributes of a multi-valued one
 //! with `+`. The types of RFC 2253 (`CN`, `C`, `L`, `ST`, `O`, `OU`, `STREET`, `DC`, `UID`) are
 //! written by name, every other one as its dotted OID with the value as `#` and the hex of its
-//! DER encoding. String values escape `,=+<>#;"\` with a backslash, NUL as `\00`, and leading and
-//! trailing spaces (and carriage returns) with a backslash.
+//! DER encoding. String values (their bytes read as UTF-8, as Java does) escape `,=+<>#;"\`
+//! with a backslash, NUL as `\00`, and leading and trailing spaces (and carriage returns) with
+//! a backslash.
 
 use yasna::models::TaggedDerValue;
 use yasna::tags::{
@@ -116,35 +117,22 @@ fn attribute_rfc2253(attribute: &Attribute) -> String {
     })
 }
 
-/// The text of a value of one of the string types Java writes as text, decoded as Java does.
+/// The text of a value of one of the string types Java writes as text. Java reads the bytes of
+/// every one of them as UTF-8 (a BMPString's UTF-16 too, so its zero bytes become `\00`), and
+/// so does Kafka's principal; this does the same.
 fn string_value(der: &[u8]) -> Option<String> {
     let value: TaggedDerValue = yasna::parse_ber(der, |r| r.read_tagged_der()).ok()?;
-    if value.pcbit() != PCBit::Primitive {
-        return None;
-    }
-    let bytes = value.value();
-    let ascii = || {
-        bytes
-            .iter()
-            .map(|&b| if b < 0x80 { char::from(b) } else { '\u{fffd}' })
-            .collect()
-    };
-    match value.tag() {
-        TAG_UTF8STRING => Some(String::from_utf8_lossy(bytes).into_owned()),
-        TAG_PRINTABLESTRING | TAG_IA5STRING | TAG_GENERALSTRING => Some(ascii()),
-        TAG_TELETEXSTRING => Some(bytes.iter().map(|&b| char::from(b)).collect()),
-        TAG_BMPSTRING => {
-            let units = bytes
-                .chunks(2)
-                .map(|pair| u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]));
-            Some(
-                char::decode_utf16(units)
-                    .map(|c| c.unwrap_or('\u{fffd}'))
-                    .collect(),
-            )
-        }
-        _ => None,
-    }
+    let string = [
+        TAG_UTF8STRING,
+        TAG_PRINTABLESTRING,
+        TAG_IA5STRING,
+        TAG_GENERALSTRING,
+        TAG_TELETEXSTRING,
+        TAG_BMPSTRING,
+    ]
+    .contains(&value.tag());
+    (string && value.pcbit() == PCBit::Primitive)
+        .then(|| String::from_utf8_lossy(value.value()).into_owned())
 }
 
 /// Java's RFC 2253 escaping of a string value.
@@ -267,6 +255,14 @@ mod tests {
             dn(&[&[(CN, yasna::tags::TAG_OCTETSTRING, "ab")]]),
             "CN=#04026162"
         );
+    }
+
+    #[test]
+    fn string_values_are_read_as_utf8_whatever_their_type_as_java_does() {
+        assert_eq!(dn(&[&[(CN, TAG_PRINTABLESTRING, "bob")]]), "CN=bob");
+        assert_eq!(dn(&[&[(CN, TAG_IA5STRING, "bob")]]), "CN=bob");
+        // A BMPString "ab" is the bytes 00 61 00 62.
+        assert_eq!(dn(&[&[(CN, TAG_BMPSTRING, "\0a\0b")]]), r"CN=\00a\00b");
     }
 
     #[test]
