@@ -1344,3 +1344,210 @@ fn a_throttled_follower_copies_at_its_rate_and_catches_up() -> Result<()> {
         Ok(())
     })
 }
+
+/// Bytes of `topic` a broker holds (DescribeLogDirs).
+fn bytes_on(cluster: &Cluster, node: NodeId, topic: &str) -> Result<i64> {
+    let request = DescribeLogDirsRequest::default().with_topics(None);
+    let response = cluster.request(node, &request, 4)?;
+    Ok(response
+        .results
+        .iter()
+        .flat_map(|d| d.topics.iter())
+        .filter(|t| t.name.0.as_str() == topic)
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.partition_size)
+        .sum())
+}
+
+/// IncrementalAlterConfigs of one broker's settings, sent to `to`: the resource's error code
+/// and message.
+fn alter_broker_config(
+    cluster: &Cluster,
+    to: NodeId,
+    broker: &str,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(i16, Option<String>)> {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let config = AlterableConfig::default()
+        .with_name(StrBytes::from_string(key.to_string()))
+        .with_config_operation(if value.is_some() { 0 } else { 1 })
+        .with_value(value.map(|v| StrBytes::from_string(v.to_string())));
+    let request = kafka_protocol::messages::IncrementalAlterConfigsRequest::default()
+        .with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_configs(vec![config])]);
+    let response = cluster.request(to, &request, 1)?;
+    let result = response
+        .responses
+        .first()
+        .context("no result for the broker resource")?;
+    Ok((
+        result.error_code,
+        result.error_message.as_ref().map(|m| m.to_string()),
+    ))
+}
+
+/// One broker setting as that broker describes it: value, source code, read-only.
+fn describe_broker_config(
+    cluster: &Cluster,
+    node: NodeId,
+    key: &str,
+) -> Result<(Option<String>, i8, bool)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let request = kafka_protocol::messages::DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(node.to_string()))
+            .with_configuration_keys(Some(vec![StrBytes::from_string(key.to_string())])),
+    ]);
+    let response = cluster.request(node, &request, 1)?;
+    let result = response.results.first().context("no result")?;
+    ensure!(result.error_code == 0, "DescribeConfigs failed: {result:?}");
+    let config = result.configs.first().context("setting not described")?;
+    Ok((
+        config.value.as_ref().map(|v| v.to_string()),
+        config.config_source,
+        config.read_only,
+    ))
+}
+
+/// `follower.replication.throttled.rate` set at run time on a follower (IncrementalAlterConfigs
+/// on its BROKER resource) slows its copying to about that rate without a restart, and
+/// DescribeConfigs reports it as a dynamic broker setting; deleting it lets the follower
+/// catch up at once. Read-only broker settings are refused naming the key.
+#[test]
+fn a_follower_throttle_set_at_run_time_slows_copying_and_deleting_it_lets_the_follower_catch_up(
+) -> Result<()> {
+    const RATE: &str = "follower.replication.throttled.rate";
+    const RATE_BYTES: i64 = 100_000;
+    let options = options()
+        .brokers(2)
+        .voters(1)
+        .set("replica.fetch.max.bytes", "65536");
+    with_cluster(options, |cluster| {
+        let topic = "throttled-at-run-time";
+        cluster.create_topic_assigned(topic, &[&[1, 2]], &[])?;
+        wait_for_partition(cluster, topic, 0, "both replicas in sync", |p| {
+            p.isr.len() == 2
+        })?;
+
+        let (code, message) = alter_broker_config(cluster, 2, "2", "num.partitions", Some("5"))?;
+        ensure!(
+            code == ResponseError::InvalidRequest.code()
+                && message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("num.partitions")),
+            "a read-only setting was not refused clearly: {code} {message:?}"
+        );
+        let (code, message) = alter_broker_config(cluster, 1, "2", RATE, Some("1000"))?;
+        ensure!(
+            code == ResponseError::InvalidRequest.code(),
+            "broker 1 took a change for broker 2: {code} {message:?}"
+        );
+        let (code, message) = alter_broker_config(cluster, 2, "2", RATE, Some("fast"))?;
+        ensure!(
+            code == ResponseError::InvalidConfig.code(),
+            "a bad rate was taken: {code} {message:?}"
+        );
+        ensure!(
+            describe_broker_config(cluster, 2, RATE)? == (Some("-1".to_string()), 5, false),
+            "before any change the default applies"
+        );
+
+        let (code, message) =
+            alter_broker_config(cluster, 2, "2", RATE, Some(&RATE_BYTES.to_string()))?;
+        ensure!(code == 0, "setting the throttle failed: {code} {message:?}");
+        let described = describe_broker_config(cluster, 2, RATE)?;
+        ensure!(
+            described == (Some(RATE_BYTES.to_string()), 2, false),
+            "not described as a dynamic broker setting: {described:?}"
+        );
+
+        let producer: FutureProducer = cluster
+            .client_config()
+            .set("acks", "1")
+            .set("linger.ms", "5")
+            .create()?;
+        let value = vec![b'x'; 1000];
+        let started = Instant::now();
+        runtime()?.block_on(async {
+            let mut sends = Vec::with_capacity(2000);
+            for _ in 0..2000 {
+                sends.push(
+                    producer.send(
+                        FutureRecord::<(), _>::to(topic)
+                            .payload(&value)
+                            .partition(0),
+                        Duration::from_secs(10),
+                    ),
+                );
+            }
+            for send in sends {
+                send.await.map_err(|(e, _)| e)?;
+            }
+            Ok::<(), KafkaError>(())
+        })?;
+        let leader_bytes = bytes_on(cluster, 1, topic)?;
+        ensure!(
+            leader_bytes >= 2_000_000,
+            "the leader holds only {leader_bytes} bytes"
+        );
+        // Watch the follower for a few seconds: it copies, but no faster than about the rate
+        // (allowing double the rate plus a few fetches of slack on this busy machine).
+        println!("produced {leader_bytes} bytes in {:?}", started.elapsed());
+        let watch_until = Instant::now() + Duration::from_secs(4);
+        let mut samples = Vec::new();
+        while Instant::now() < watch_until {
+            thread::sleep(Duration::from_millis(500));
+            let copied = bytes_on(cluster, 2, topic)?;
+            let elapsed = started.elapsed();
+            samples.push((elapsed, copied));
+            let allowed = 2 * RATE_BYTES * elapsed.as_millis() as i64 / 1000 + 200_000;
+            ensure!(
+                copied <= allowed,
+                "the throttled follower copied {copied} bytes in {elapsed:?} (at most {allowed} \
+                 expected at {RATE_BYTES} B/s); samples {samples:?}"
+            );
+        }
+        ensure!(samples.len() >= 4, "too few samples: {samples:?}");
+        let throttled = bytes_on(cluster, 2, topic)?;
+        ensure!(
+            throttled > 0 && throttled < leader_bytes,
+            "the throttled follower holds {throttled} of {leader_bytes} bytes"
+        );
+        println!("throttled follower: {samples:?}");
+
+        let (code, message) = alter_broker_config(cluster, 2, "2", RATE, None)?;
+        ensure!(
+            code == 0,
+            "deleting the throttle failed: {code} {message:?}"
+        );
+        let described = describe_broker_config(cluster, 2, RATE)?;
+        ensure!(
+            described == (Some("-1".to_string()), 5, false),
+            "the deleted throttle is still described: {described:?}"
+        );
+        let deleted = Instant::now();
+        cluster.wait_until(
+            "the follower catches up once unthrottled",
+            Duration::from_secs(10),
+            |c| {
+                let copied = bytes_on(c, 2, topic)?;
+                ensure!(copied >= leader_bytes, "{copied} of {leader_bytes} bytes");
+                Ok(())
+            },
+        )?;
+        let rest = leader_bytes - throttled;
+        let took = deleted.elapsed();
+        println!("unthrottled: the remaining {rest} bytes copied in {took:?}");
+        ensure!(
+            took < Duration::from_secs_f64(rest as f64 / RATE_BYTES as f64),
+            "the remaining {rest} bytes took {took:?}: no faster than the deleted throttle"
+        );
+        Ok(())
+    })
+}

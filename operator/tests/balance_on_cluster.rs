@@ -1,13 +1,15 @@
 //! The balancer against a real local cluster (the `oxbow-e2e` harness): three voters with
 //! topics of replication factor 2 and 3 under a running producer and consumer, two brokers
 //! added and balanced onto, then two brokers drained, with every acknowledged record read
-//! back. Needs the broker binary: `cargo build -p oxbow-broker`, or `OXBOW_BROKER_BIN`.
+//! back; and a throttled run that sets `follower.replication.throttled.rate` on the brokers
+//! receiving replicas while it moves them and removes it at the end. Tests run one at a time.
+//! Needs the broker binary: `cargo build -p oxbow-broker`, or `OXBOW_BROKER_BIN`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,15 @@ use rdkafka::{Offset, TopicPartitionList};
 const TOPICS: [(&str, i32, i32); 3] = [("orders", 6, 3), ("events", 8, 2), ("audit", 3, 2)];
 /// Generous bound for anything the cluster has to settle.
 const SETTLE: Duration = Duration::from_secs(60);
+
+/// One cluster at a time on this machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn broker_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("OXBOW_BROKER_BIN") {
@@ -545,6 +556,7 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
 
 #[test]
 fn scaling_up_and_draining_a_live_cluster_balances_it_and_loses_nothing() -> Result<()> {
+    let _serial = serial();
     let binary = broker_binary();
     ensure!(
         binary.exists(),
@@ -561,5 +573,128 @@ fn scaling_up_and_draining_a_live_cluster_balances_it_and_loses_nothing() -> Res
     let mut cluster = Cluster::start(options)?;
     let outcome = scenario(&mut cluster);
     eprintln!("scenario finished after {:.1?}", started.elapsed());
+    cluster.explain(outcome)
+}
+
+/// `follower.replication.throttled.rate` as broker `node` describes it: value and source.
+fn throttle_on(cluster: &Cluster, node: NodeId) -> Result<(Option<String>, i8)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::protocol::StrBytes;
+    let request = kafka_protocol::messages::DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(node.to_string()))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+                executor::THROTTLE_SETTING,
+            )])),
+    ]);
+    let response = cluster.request(node, &request, 1)?;
+    let result = response.results.first().context("no result")?;
+    ensure!(result.error_code == 0, "DescribeConfigs failed: {result:?}");
+    let config = result.configs.first().context("setting not described")?;
+    Ok((
+        config.value.as_ref().map(|v| v.to_string()),
+        config.config_source,
+    ))
+}
+
+/// A throttled run sets the rate (a dynamic broker setting, DescribeConfigs source 2) on every
+/// broker receiving a replica before its moves are submitted, and deletes it when done.
+#[test]
+fn a_throttled_run_sets_the_rate_on_receiving_brokers_and_removes_it_at_the_end() -> Result<()> {
+    const RATE: u64 = 500_000;
+    let _serial = serial();
+    let binary = broker_binary();
+    ensure!(
+        binary.exists(),
+        "{} is missing: build it first with `cargo build -p oxbow-broker` (or set OXBOW_BROKER_BIN)",
+        binary.display()
+    );
+    let options = ClusterOptions::new(binary)
+        .brokers(3)
+        .voters(1)
+        .set("broker.session.timeout.ms", "3000")
+        .set("broker.heartbeat.interval.ms", "500");
+    let mut cluster = Cluster::start(options)?;
+    let outcome = (|| -> Result<()> {
+        let cluster = &mut cluster;
+        cluster.wait_for_brokers(3, SETTLE)?;
+        let topic = "throttled-moves";
+        cluster.create_topic_assigned(topic, &[&[1], &[1]], &[])?;
+        let producer = producer(cluster)?;
+        for n in 0..400 {
+            send(&producer, topic, n % 2, &format!("{n:0>1000}"))?;
+        }
+        producer.flush(Duration::from_secs(30))?;
+        for node in [1, 2, 3] {
+            ensure!(
+                throttle_on(cluster, node)? == (Some("-1".to_string()), 5),
+                "broker {node} is throttled before the run"
+            );
+        }
+        let settings = Settings {
+            max_moves: 1,
+            poll_interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(120),
+            throttle: Some(RATE),
+            ..Settings::default()
+        };
+        let goal = Goal::ReplicationFactor {
+            topic: topic.to_string(),
+            replication_factor: 2,
+        };
+        let mut checked = Vec::new();
+        let mut problems = Vec::new();
+        let mut removed = BTreeSet::new();
+        let report = runtime()?
+            .block_on(executor::run(
+                &cluster.bootstrap(),
+                &goal,
+                &settings,
+                false,
+                &mut |event| match event {
+                    executor::Event::Submitted { moves } => {
+                        for m in moves {
+                            for to in m.to.iter().filter(|r| !m.from.contains(r)) {
+                                match throttle_on(cluster, *to) {
+                                    Ok(found) if found == (Some(RATE.to_string()), 2) => {
+                                        checked.push(*to)
+                                    }
+                                    other => problems.push(format!(
+                                        "broker {to} receives {}-{} with throttle {other:?}",
+                                        m.topic, m.partition
+                                    )),
+                                }
+                            }
+                        }
+                    }
+                    executor::Event::Throttled {
+                        brokers,
+                        rate: None,
+                    } => removed.extend(brokers.iter().copied()),
+                    _ => {}
+                },
+            ))
+            .context("the throttled run")?;
+        ensure!(problems.is_empty(), "{problems:?}");
+        ensure!(
+            report.reassignments_submitted == 2 && checked.len() == 2,
+            "expected two moves, each to a throttled broker: {} submitted, checked {checked:?}",
+            report.reassignments_submitted
+        );
+        let receivers: BTreeSet<NodeId> = checked.iter().copied().collect();
+        ensure!(
+            removed == receivers,
+            "throttle removed from {removed:?}, set on {receivers:?}"
+        );
+        for node in [1, 2, 3] {
+            let found = throttle_on(cluster, node)?;
+            ensure!(
+                found == (Some("-1".to_string()), 5),
+                "broker {node} is still throttled after the run: {found:?}"
+            );
+        }
+        Ok(())
+    })();
     cluster.explain(outcome)
 }

@@ -1,4 +1,7 @@
 //! DescribeConfigs: the effective settings of topics and of the broker, with their sources.
+//! AlterConfigs and IncrementalAlterConfigs: topic overrides, and the broker's dynamic
+//! settings (`follower.replication.throttled.rate`) on the BROKER resource named by this
+//! broker's node id; those last until restart. Other broker settings are read-only.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +18,7 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
+use crate::config::dynamic::is_dynamic;
 use crate::config::{ConfigDef, ConfigSource, BROKER_DEFS, TOPIC_DEFS};
 use crate::security::authorizer::{Operation, ResourceType};
 
@@ -199,16 +203,26 @@ fn broker_configs(
         .iter()
         .filter(|def| wanted(def.name))
         .map(|def| {
+            let dynamic = broker.config.dynamic.get(def.name);
             let explicit = broker.config.explicit(def.name).map(str::to_string);
-            let source = if explicit.is_some() {
+            let source = if dynamic.is_some() {
+                ConfigSource::DynamicBroker
+            } else if explicit.is_some() {
                 ConfigSource::StaticBroker
             } else {
                 ConfigSource::Default
             };
-            let value = explicit.clone().or_else(|| broker.config.value(def.name));
-            let mut result = entry(def, value.clone(), source, true, options);
+            let value = dynamic
+                .clone()
+                .or_else(|| explicit.clone())
+                .or_else(|| broker.config.value(def.name));
+            let read_only = !is_dynamic(def.name);
+            let mut result = entry(def, value.clone(), source, read_only, options);
             if options.synonyms {
                 let mut synonyms = Vec::new();
+                if let Some(v) = dynamic {
+                    synonyms.push(synonym(def.name, Some(v), ConfigSource::DynamicBroker));
+                }
                 if let Some(v) = explicit {
                     synonyms.push(synonym(def.name, Some(v), ConfigSource::StaticBroker));
                 }
@@ -355,16 +369,86 @@ fn alter_result(
 
 fn check_resource(resource_type: i8) -> Result<(), Failure> {
     match resource_type {
-        RESOURCE_TOPIC => Ok(()),
-        RESOURCE_BROKER => Err((
-            ResponseError::InvalidRequest,
-            "broker settings are static: change server.properties and restart".to_string(),
-        )),
+        RESOURCE_TOPIC | RESOURCE_BROKER => Ok(()),
         other => Err((
             ResponseError::InvalidRequest,
-            format!("resource type {other} is not supported; use 2 (topic)"),
+            format!("resource type {other} is not supported; use 2 (topic) or 4 (broker)"),
         )),
     }
+}
+
+/// Changes this broker's dynamic settings (`replace` for AlterConfigs). Only the broker named
+/// by its node id takes them; read-only settings are refused with INVALID_REQUEST, unknown
+/// ones and bad values with INVALID_CONFIG, and nothing applies unless every change is valid.
+fn alter_broker(
+    broker: &Broker,
+    name: &str,
+    changes: Vec<(String, Change)>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), Failure> {
+    if name.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest,
+            "cluster-wide broker defaults (an empty broker name) are not supported: name the \
+             broker by its node.id"
+                .to_string(),
+        ));
+    }
+    if name.parse::<i32>().ok() != Some(broker.node_id()) {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!(
+                "broker `{name}` is not this broker ({}): send the change to that broker",
+                broker.node_id()
+            ),
+        ));
+    }
+    let mut values = Vec::with_capacity(changes.len());
+    for (key, change) in changes {
+        let value = match change {
+            Change::Set(value) => Some(value),
+            Change::Delete => None,
+            Change::Append(_) | Change::Subtract(_) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("`{key}` is not a list: only SET and DELETE apply"),
+                ))
+            }
+        };
+        values.push((key, value));
+    }
+    let dynamic = &broker.config.dynamic;
+    let changed = dynamic.changed(&values, replace).map_err(|refused| {
+        let code = if refused.read_only {
+            ResponseError::InvalidRequest
+        } else {
+            ResponseError::InvalidConfig
+        };
+        (code, refused.message)
+    })?;
+    if !validate_only {
+        tracing::info!(broker = name, settings = ?changed, "dynamic broker settings changed");
+        dynamic.apply(changed);
+    }
+    Ok(())
+}
+
+/// Applies the changes to a topic's overrides or to the broker's dynamic settings.
+async fn apply_changes(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    changes: Result<Vec<(String, Change)>, Failure>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), Failure> {
+    let changes = changes?;
+    if resource_type == RESOURCE_BROKER {
+        return alter_broker(broker, name, changes, replace, validate_only);
+    }
+    let overrides = changed_overrides(broker, name, changes, replace);
+    apply_overrides(broker, name, overrides, validate_only).await
 }
 
 pub(super) async fn alter(
@@ -375,7 +459,7 @@ pub(super) async fn alter(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in &request.resources {
         let name = resource.resource_name.as_str();
-        let overrides = authorize(
+        let changes = authorize(
             broker,
             context,
             Operation::AlterConfigs,
@@ -383,8 +467,8 @@ pub(super) async fn alter(
             name,
         )
         .and_then(|()| check_resource(resource.resource_type))
-        .and_then(|()| {
-            let changes = resource
+        .map(|()| {
+            resource
                 .configs
                 .iter()
                 .map(|config| {
@@ -394,10 +478,17 @@ pub(super) async fn alter(
                     };
                     (config.name.to_string(), change)
                 })
-                .collect();
-            changed_overrides(broker, name, changes, true)
+                .collect()
         });
-        let outcome = apply_overrides(broker, name, overrides, request.validate_only).await;
+        let outcome = apply_changes(
+            broker,
+            resource.resource_type,
+            name,
+            changes,
+            true,
+            request.validate_only,
+        )
+        .await;
         let (code, message, resource_type, name) =
             alter_result(resource.resource_type, &resource.resource_name, outcome);
         responses.push(
@@ -419,7 +510,7 @@ pub(super) async fn incremental_alter(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in &request.resources {
         let name = resource.resource_name.as_str();
-        let overrides = authorize(
+        let changes = authorize(
             broker,
             context,
             Operation::AlterConfigs,
@@ -448,9 +539,17 @@ pub(super) async fn incremental_alter(
                 };
                 changes.push((config.name.to_string(), change));
             }
-            changed_overrides(broker, name, changes, false)
+            Ok(changes)
         });
-        let outcome = apply_overrides(broker, name, overrides, request.validate_only).await;
+        let outcome = apply_changes(
+            broker,
+            resource.resource_type,
+            name,
+            changes,
+            false,
+            request.validate_only,
+        )
+        .await;
         let (code, message, resource_type, name) =
             alter_result(resource.resource_type, &resource.resource_name, outcome);
         responses.push(

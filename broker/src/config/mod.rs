@@ -2,6 +2,7 @@
 //! the effective value of every topic setting.
 
 pub mod defs;
+pub mod dynamic;
 mod properties;
 
 use std::collections::BTreeMap;
@@ -124,8 +125,11 @@ pub struct BrokerConfig {
     pub replica_lag_time_max: std::time::Duration,
     pub replica_fetch_wait_max_ms: i32,
     pub replica_fetch_max_bytes: i32,
-    /// `follower.replication.throttled.rate`: bytes per second copied as a follower.
+    /// `follower.replication.throttled.rate` from `server.properties`: bytes per second
+    /// copied as a follower; a dynamic value in `dynamic` takes its place.
     pub follower_throttle: Option<u64>,
+    /// The settings changed at run time (IncrementalAlterConfigs on this broker).
+    pub dynamic: dynamic::DynamicSettings,
     /// How often a broker tells the controller it is alive, and how long the controller
     /// waits before fencing one that went quiet.
     pub broker_heartbeat_interval: std::time::Duration,
@@ -325,6 +329,7 @@ impl BrokerConfig {
             follower_throttle: u64::try_from(int("follower.replication.throttled.rate"))
                 .ok()
                 .filter(|rate| *rate > 0),
+            dynamic: dynamic::DynamicSettings::default(),
             broker_heartbeat_interval: millis(int("broker.heartbeat.interval.ms")),
             broker_session_timeout: millis(int("broker.session.timeout.ms")),
             offsets_topic_replication_factor: int("offsets.topic.replication.factor") as i16,
@@ -693,6 +698,7 @@ fn parse_voters(text: &str) -> Result<std::collections::BTreeMap<i32, String>, C
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     Topic,
+    DynamicBroker,
     StaticBroker,
     Default,
 }
@@ -701,6 +707,7 @@ impl ConfigSource {
     pub fn code(self) -> i8 {
         match self {
             ConfigSource::Topic => 1,
+            ConfigSource::DynamicBroker => 2,
             ConfigSource::StaticBroker => 4,
             ConfigSource::Default => 5,
         }

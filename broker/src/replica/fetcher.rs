@@ -1,11 +1,13 @@
 //! Followers fetch from leaders with the Kafka Fetch API, one task per leader broker carrying
 //! every partition this broker follows there. Before fetching from a new leader (or epoch),
 //! a follower asks OffsetForLeaderEpoch where its last epoch ended on the leader and cuts its
-//! log there, so replicas never diverge.
+//! log there, so replicas never diverge. `follower.replication.throttled.rate` paces the
+//! copying; a change of it at run time (IncrementalAlterConfigs) applies to the running tasks
+//! at once, a pause already begun included.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -16,11 +18,12 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochReque
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::client::Connection;
+use crate::config::dynamic::follower_throttle;
 use crate::controller::Quorum;
 use crate::log::AppendError;
 use crate::replica::Partition;
@@ -61,8 +64,11 @@ struct FetchContext {
     wait_max_ms: i32,
     partition_max_bytes: i32,
     request_timeout: Duration,
-    /// Bytes per second to copy at most (`follower.replication.throttled.rate`).
-    throttle: Option<u64>,
+    /// Bytes per second to copy at most (`follower.replication.throttled.rate` in
+    /// `server.properties`), unless a dynamic value replaces it.
+    static_throttle: Option<u64>,
+    /// The broker's dynamic settings, watched for throttle changes.
+    dynamic: watch::Receiver<BTreeMap<String, String>>,
 }
 
 fn key(partition: &Partition) -> Key {
@@ -91,7 +97,8 @@ impl Fetchers {
                 wait_max_ms: broker.config.replica_fetch_wait_max_ms,
                 partition_max_bytes: broker.config.replica_fetch_max_bytes,
                 request_timeout: broker.config.request_timeout,
-                throttle: broker.config.follower_throttle,
+                static_throttle: broker.config.follower_throttle,
+                dynamic: broker.config.dynamic.subscribe(),
             };
             tokio::spawn(run(
                 context,
@@ -133,6 +140,7 @@ async fn run(
     wake: Arc<Notify>,
 ) {
     let mut connection: Option<Connection> = None;
+    let mut dynamic = context.dynamic.clone();
     loop {
         if context.shutdown.is_cancelled() {
             return;
@@ -176,15 +184,15 @@ async fn run(
                 .map(|(k, f)| (k.clone(), f.clone()))
                 .collect();
             if ready.is_empty() {
-                return Ok::<bool, String>(false);
+                return Ok::<(bool, usize), String>((false, 0));
             }
             fetch(&context, leader, conn, &ready, &followed).await
         };
         let timeout = context.request_timeout
             + Duration::from_millis(u64::try_from(context.wait_max_ms).unwrap_or(0));
         match tokio::time::timeout(timeout, outcome).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => pause(&context).await,
+            Ok(Ok((true, copied))) => throttle(&context, &mut dynamic, copied).await,
+            Ok(Ok((false, _))) => pause(&context).await,
             Ok(Err(e)) => {
                 tracing::debug!(leader, error = %e, "replica fetch failed");
                 connection = None;
@@ -203,6 +211,37 @@ async fn pause(context: &FetchContext) {
     tokio::select! {
         () = tokio::time::sleep(BACKOFF) => {}
         () = context.shutdown.cancelled() => {}
+    }
+}
+
+/// Paces the copying: after `copied` bytes, waits as long as they take at the throttle rate.
+/// A change of the rate meanwhile counts from the start of the wait; deleting it ends the wait.
+async fn throttle(
+    context: &FetchContext,
+    dynamic: &mut watch::Receiver<BTreeMap<String, String>>,
+    copied: usize,
+) {
+    if copied == 0 {
+        return;
+    }
+    let started = Instant::now();
+    loop {
+        let Some(rate) = follower_throttle(&dynamic.borrow_and_update(), context.static_throttle)
+        else {
+            return;
+        };
+        let until = started + Duration::from_secs_f64(copied as f64 / rate as f64);
+        tokio::select! {
+            () = tokio::time::sleep_until(until.into()) => return,
+            () = context.shutdown.cancelled() => return,
+            changed = dynamic.changed() => {
+                if changed.is_err() {
+                    // The settings are gone with the broker: wait out the pause as it was.
+                    tokio::time::sleep_until(until.into()).await;
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -320,14 +359,15 @@ fn follow_log_start(partition: &Partition, leader_start: i64) {
     }
 }
 
-/// One Fetch round. Returns whether any partition made progress or waited at the leader.
+/// One Fetch round. Returns whether any partition made progress or waited at the leader, and
+/// the bytes copied.
 async fn fetch(
     context: &FetchContext,
     leader: i32,
     conn: &mut Connection,
     entries: &[(Key, Followed)],
     followed: &Mutex<HashMap<Key, Followed>>,
-) -> Result<bool, String> {
+) -> Result<(bool, usize), String> {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for ((topic, _), entry) in entries {
         let partition = &entry.partition;
@@ -418,13 +458,5 @@ async fn fetch(
             }
         }
     }
-    if let Some(rate) = context.throttle.filter(|_| copied > 0) {
-        // Pace the copying: the next fetch waits as long as these bytes take at the rate.
-        let pause = Duration::from_secs_f64(copied as f64 / rate as f64);
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = context.shutdown.cancelled() => {}
-        }
-    }
-    Ok(progressed)
+    Ok((progressed, copied))
 }

@@ -12,8 +12,9 @@ use super::executor::{self, Event, Goal, Report, Settings};
 use super::Distribution;
 
 /// Balance replicas and leaders of a cluster, scale it up onto new brokers, or drain brokers
-/// before removing them. No replication throttle: the broker has none yet; `--max-moves`
-/// bounds how many partitions copy at once.
+/// before removing them. `--max-moves` bounds how many partitions copy at once; `--throttle`
+/// caps the bytes per second each broker receiving replicas copies while the run lasts
+/// (`follower.replication.throttled.rate`, removed again when the run ends).
 #[derive(Debug, Clone, Args)]
 pub struct BalanceArgs {
     /// Brokers to reach the cluster through, `host:port[,host:port...]`.
@@ -37,6 +38,10 @@ pub struct BalanceArgs {
     /// Partitions reassigned at once (reassignments already in flight count).
     #[arg(long, default_value_t = 10)]
     pub max_moves: usize,
+    /// Bytes per second each broker receiving replicas may copy while the run lasts; set as
+    /// `follower.replication.throttled.rate` before the moves and removed at the end.
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    pub throttle: Option<u64>,
     /// Milliseconds between two looks at the cluster while moves run.
     #[arg(long, default_value_t = 500)]
     pub poll_ms: u64,
@@ -89,6 +94,7 @@ impl BalanceArgs {
             max_moves: self.max_moves.max(1),
             poll_interval: Duration::from_millis(self.poll_ms.max(10)),
             timeout: Duration::from_secs(self.timeout_secs),
+            throttle: self.throttle,
             ..Settings::default()
         }
     }
@@ -121,6 +127,14 @@ pub async fn run(args: BalanceArgs) -> anyhow::Result<Report> {
                 );
             }
         }
+        Event::Throttled {
+            brokers,
+            rate: Some(rate),
+        } => eprintln!("replication throttle {rate} B/s set on brokers {brokers:?}"),
+        Event::Throttled {
+            brokers,
+            rate: None,
+        } => eprintln!("replication throttle removed from brokers {brokers:?}"),
         Event::Waiting {
             in_flight,
             pending,

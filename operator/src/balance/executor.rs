@@ -11,9 +11,15 @@
 //! plan), then the cluster is planned again, until a plan has no moves; the preferred leaders
 //! are elected last.
 //!
-//! There is no replication throttle: the broker does not implement Kafka's
-//! `leader.replication.throttled.rate` / `follower.replication.throttled.rate` yet. The bound
-//! on concurrent moves (`max_moves`) is what limits the copying load.
+//! The bound on concurrent moves (`max_moves`) limits how many partitions copy at once. With
+//! a `throttle`, every broker about to receive a replica gets the dynamic broker setting
+//! `follower.replication.throttled.rate` (IncrementalAlterConfigs on its BROKER resource, sent
+//! to that broker) before the moves are submitted, and the run deletes it again on every
+//! broker it set it on when it ends, done or failed. A run that is killed leaves the rate in
+//! place until the next throttled run ends, or the broker restarts (the broker keeps dynamic
+//! settings in memory only). Oxbow's brokers throttle the follower side only: there is no
+//! `leader.replication.throttled.rate` nor per-topic list of throttled replicas, so the rate
+//! also paces a receiving broker's ordinary follower traffic while the run lasts.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -22,10 +28,13 @@ use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, ElectLeadersRequest,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, MetadataRequest,
-    TopicName,
+    IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -45,6 +54,12 @@ const LIST_REASSIGNMENTS_V: i16 = 0;
 /// partition's replication factor by mistake.
 const ALTER_REASSIGNMENTS_V: i16 = 1;
 const ELECT_LEADERS_V: i16 = 2;
+const INCREMENTAL_ALTER_CONFIGS_V: i16 = 1;
+/// The broker setting a throttled run sets on the brokers receiving replicas.
+pub const THROTTLE_SETTING: &str = "follower.replication.throttled.rate";
+const RESOURCE_BROKER: i8 = 4;
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
 const PREFERRED_ELECTION: i8 = 0;
 /// Plans made after the first one has been carried out, before giving up: the cluster may
 /// change under a run (a broker fails, someone else reassigns), but not forever.
@@ -124,6 +139,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// How often preferred leaders that could not be elected are retried before giving up.
     pub election_attempts: usize,
+    /// Bytes per second each broker receiving replicas copies at most while the run lasts
+    /// (`follower.replication.throttled.rate`); `None` for no throttle.
+    pub throttle: Option<u64>,
 }
 
 impl Default for Settings {
@@ -134,6 +152,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(30),
             timeout: Duration::from_secs(3600),
             election_attempts: 10,
+            throttle: None,
         }
     }
 }
@@ -238,6 +257,11 @@ pub enum Event<'a> {
     Submitted {
         moves: &'a [Move],
     },
+    /// The replication throttle was set (`Some(rate)`) or removed (`None`) on `brokers`.
+    Throttled {
+        brokers: &'a [i32],
+        rate: Option<u64>,
+    },
     Waiting {
         in_flight: usize,
         pending: usize,
@@ -340,107 +364,150 @@ pub async fn run(
     // The plan's moves not submitted yet, in plan order. The plan is followed to its end
     // (so its moves fit together), then the cluster is planned again.
     let mut queue: VecDeque<Move> = plan.moves.iter().cloned().collect();
-    loop {
-        report.rounds += 1;
-        unconfirmed.retain(|key, (target, since)| {
-            let visible =
-                observed.reassigning.contains_key(key) || observed.current.get(key) == Some(target);
-            !visible && since.elapsed() < Duration::from_secs(10)
-        });
-        let in_flight: BTreeSet<(String, i32)> = observed
-            .reassigning
-            .keys()
-            .chain(unconfirmed.keys())
-            .cloned()
-            .collect();
-        on_event(Event::Waiting {
-            in_flight: in_flight.len(),
-            pending: queue.len(),
-            done: submitted.difference(&in_flight).count(),
-        });
-        if queue.is_empty() && in_flight.is_empty() {
-            // Done with the plan: the cluster may have changed meanwhile, so look again.
-            let fresh = goal.plan(&observed.state)?;
-            if !fresh.moves.is_empty() {
-                replans += 1;
-                if replans > MAX_REPLANS {
-                    return Err(ExecError::NotConverging {
-                        replans: MAX_REPLANS,
-                        moves: fresh.moves.len(),
-                        example: fresh
-                            .moves
-                            .first()
-                            .map(|m| {
-                                format!("{}-{} {:?} -> {:?}", m.topic, m.partition, m.from, m.to)
-                            })
-                            .unwrap_or_default(),
-                    });
-                }
-                queue = fresh.moves.into_iter().collect();
-                continue;
-            }
-            if fresh.elections.is_empty() || elections_left == 0 {
-                break;
-            }
-            elections_left -= 1;
-            on_event(Event::Electing {
-                partitions: &fresh.elections,
+    // Brokers this run set the throttle on: it is removed from them when the run ends.
+    let mut throttled: BTreeSet<i32> = BTreeSet::new();
+    let outcome = async {
+        loop {
+            report.rounds += 1;
+            unconfirmed.retain(|key, (target, since)| {
+                let visible = observed.reassigning.contains_key(key)
+                    || observed.current.get(key) == Some(target);
+                !visible && since.elapsed() < Duration::from_secs(10)
             });
-            report.elections_requested += fresh.elections.len();
-            let failures = admin.elect(&fresh.elections).await?;
-            if !failures.is_empty() {
-                on_event(Event::NotElected {
-                    failures: &failures,
-                });
-            }
-            report.not_elected = failures;
-        } else if started.elapsed() > settings.timeout {
-            return Err(ExecError::TimedOut {
-                elapsed: started.elapsed(),
+            let in_flight: BTreeSet<(String, i32)> = observed
+                .reassigning
+                .keys()
+                .chain(unconfirmed.keys())
+                .cloned()
+                .collect();
+            on_event(Event::Waiting {
                 in_flight: in_flight.len(),
                 pending: queue.len(),
-                examples: in_flight
-                    .iter()
-                    .take(5)
-                    .map(|(t, p)| format!("{t}-{p}"))
-                    .collect(),
+                done: submitted.difference(&in_flight).count(),
             });
-        } else {
-            let targets: BTreeMap<(&str, i32), &Vec<i32>> = observed
-                .state
-                .partitions
-                .iter()
-                .map(|p| ((p.topic.as_str(), p.partition), &p.replicas))
-                .collect();
-            let mut room = max_moves.saturating_sub(in_flight.len());
-            let mut batch = Vec::new();
-            let mut waiting = VecDeque::new();
-            while let Some(m) = queue.pop_front() {
-                let key = (m.topic.clone(), m.partition);
-                if room == 0 || in_flight.contains(&key) {
-                    waiting.push_back(m);
-                } else if targets.get(&(m.topic.as_str(), m.partition)) == Some(&&m.from) {
-                    room -= 1;
-                    batch.push(m);
+            if queue.is_empty() && in_flight.is_empty() {
+                // Done with the plan: the cluster may have changed meanwhile, so look again.
+                let fresh = goal.plan(&observed.state)?;
+                if !fresh.moves.is_empty() {
+                    replans += 1;
+                    if replans > MAX_REPLANS {
+                        return Err(ExecError::NotConverging {
+                            replans: MAX_REPLANS,
+                            moves: fresh.moves.len(),
+                            example: fresh
+                                .moves
+                                .first()
+                                .map(|m| {
+                                    format!(
+                                        "{}-{} {:?} -> {:?}",
+                                        m.topic, m.partition, m.from, m.to
+                                    )
+                                })
+                                .unwrap_or_default(),
+                        });
+                    }
+                    queue = fresh.moves.into_iter().collect();
+                    continue;
                 }
-                // Otherwise the partition changed since the plan was made: the next plan
-                // decides about it.
-            }
-            queue = waiting;
-            if !batch.is_empty() {
-                for m in &batch {
+                if fresh.elections.is_empty() || elections_left == 0 {
+                    break;
+                }
+                elections_left -= 1;
+                on_event(Event::Electing {
+                    partitions: &fresh.elections,
+                });
+                report.elections_requested += fresh.elections.len();
+                let failures = admin.elect(&fresh.elections).await?;
+                if !failures.is_empty() {
+                    on_event(Event::NotElected {
+                        failures: &failures,
+                    });
+                }
+                report.not_elected = failures;
+            } else if started.elapsed() > settings.timeout {
+                return Err(ExecError::TimedOut {
+                    elapsed: started.elapsed(),
+                    in_flight: in_flight.len(),
+                    pending: queue.len(),
+                    examples: in_flight
+                        .iter()
+                        .take(5)
+                        .map(|(t, p)| format!("{t}-{p}"))
+                        .collect(),
+                });
+            } else {
+                let targets: BTreeMap<(&str, i32), &Vec<i32>> = observed
+                    .state
+                    .partitions
+                    .iter()
+                    .map(|p| ((p.topic.as_str(), p.partition), &p.replicas))
+                    .collect();
+                let mut room = max_moves.saturating_sub(in_flight.len());
+                let mut batch = Vec::new();
+                let mut waiting = VecDeque::new();
+                while let Some(m) = queue.pop_front() {
                     let key = (m.topic.clone(), m.partition);
-                    unconfirmed.insert(key.clone(), (m.to.clone(), Instant::now()));
-                    submitted.insert(key);
+                    if room == 0 || in_flight.contains(&key) {
+                        waiting.push_back(m);
+                    } else if targets.get(&(m.topic.as_str(), m.partition)) == Some(&&m.from) {
+                        room -= 1;
+                        batch.push(m);
+                    }
+                    // Otherwise the partition changed since the plan was made: the next plan
+                    // decides about it.
                 }
-                admin.reassign(&batch).await?;
-                report.reassignments_submitted += batch.len();
-                on_event(Event::Submitted { moves: &batch });
+                queue = waiting;
+                if let Some(rate) = settings.throttle {
+                    let receiving: Vec<i32> = batch
+                        .iter()
+                        .flat_map(|m| m.to.iter().filter(|r| !m.from.contains(r)))
+                        .chain(observed.reassigning.values().flat_map(|o| o.adding.iter()))
+                        .copied()
+                        .filter(|id| !throttled.contains(id))
+                        .collect::<BTreeSet<i32>>()
+                        .into_iter()
+                        .collect();
+                    for id in &receiving {
+                        // Recorded first: a failure may come after the broker applied it.
+                        throttled.insert(*id);
+                        admin.set_throttle(*id, Some(rate)).await?;
+                    }
+                    if !receiving.is_empty() {
+                        on_event(Event::Throttled {
+                            brokers: &receiving,
+                            rate: Some(rate),
+                        });
+                    }
+                }
+                if !batch.is_empty() {
+                    for m in &batch {
+                        let key = (m.topic.clone(), m.partition);
+                        unconfirmed.insert(key.clone(), (m.to.clone(), Instant::now()));
+                        submitted.insert(key);
+                    }
+                    admin.reassign(&batch).await?;
+                    report.reassignments_submitted += batch.len();
+                    on_event(Event::Submitted { moves: &batch });
+                }
             }
+            tokio::time::sleep(settings.poll_interval).await;
+            observed = admin.observe().await?;
+            check_offline(goal, &observed.state)?;
         }
-        tokio::time::sleep(settings.poll_interval).await;
-        observed = admin.observe().await?;
-        check_offline(goal, &observed.state)?;
+        Ok::<(), ExecError>(())
+    }
+    .await;
+    let cleared = admin.clear_throttles(&throttled).await;
+    if !cleared.is_empty() {
+        on_event(Event::Throttled {
+            brokers: &cleared,
+            rate: None,
+        });
+    }
+    outcome?;
+    if let Some(left) = throttled.iter().find(|id| !cleared.contains(id)) {
+        // Clearing failed on a broker (the error is in the log): retry once to report why.
+        admin.set_throttle(*left, None).await?;
     }
     let counted: BTreeSet<i32> = report
         .before
@@ -538,6 +605,8 @@ struct Admin {
     addresses: Vec<String>,
     timeout: Duration,
     connection: Option<(String, Connection)>,
+    /// Each broker's address, from the last Metadata.
+    brokers: BTreeMap<i32, String>,
 }
 
 impl Admin {
@@ -551,6 +620,7 @@ impl Admin {
                 .collect(),
             timeout,
             connection: None,
+            brokers: BTreeMap::new(),
         }
     }
 
@@ -688,6 +758,7 @@ impl Admin {
         }
         for broker in &metadata.brokers {
             let address = format!("{}:{}", broker.host, broker.port);
+            self.brokers.insert(broker.node_id.0, address.clone());
             if !self.addresses.contains(&address) {
                 self.addresses.push(address);
             }
@@ -753,6 +824,59 @@ impl Admin {
             partitions,
         };
         Ok(observed)
+    }
+
+    /// Sets (`Some`) or deletes (`None`) `follower.replication.throttled.rate` on broker `id`,
+    /// sending the change to that broker (a broker takes changes of its own settings only).
+    async fn set_throttle(&mut self, id: i32, rate: Option<u64>) -> Result<(), ExecError> {
+        const OPERATION: &str = "IncrementalAlterConfigs";
+        let address = self
+            .brokers
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ExecError::Protocol {
+                operation: OPERATION,
+                detail: format!("broker {id} is not in the cluster's metadata"),
+            })?;
+        let config = AlterableConfig::default()
+            .with_name(StrBytes::from_static_str(THROTTLE_SETTING))
+            .with_config_operation(if rate.is_some() { OP_SET } else { OP_DELETE })
+            .with_value(rate.map(|r| StrBytes::from_string(r.to_string())));
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_BROKER)
+                .with_resource_name(StrBytes::from_string(id.to_string()))
+                .with_configs(vec![config]),
+        ]);
+        let mut broker = Admin::new(&address, self.timeout);
+        let response = broker
+            .call(OPERATION, &request, INCREMENTAL_ALTER_CONFIGS_V, false)
+            .await?;
+        for resource in &response.responses {
+            if resource.error_code != 0 {
+                return Err(refusal(
+                    OPERATION,
+                    Some(format!("broker {id}")),
+                    resource.error_code,
+                    resource.error_message.as_ref(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the throttle on `brokers`; returns those where that worked and logs the others.
+    async fn clear_throttles(&mut self, brokers: &BTreeSet<i32>) -> Vec<i32> {
+        let mut cleared = Vec::new();
+        for id in brokers {
+            match self.set_throttle(*id, None).await {
+                Ok(()) => cleared.push(*id),
+                Err(e) => {
+                    tracing::warn!(broker = id, error = %e, "cannot remove the replication throttle")
+                }
+            }
+        }
+        cleared
     }
 
     fn timeout_ms(&self) -> i32 {

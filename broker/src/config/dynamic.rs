@@ -1,0 +1,191 @@
+//! Broker settings that change while the broker runs: IncrementalAlterConfigs or AlterConfigs
+//! on this broker's BROKER resource sets or deletes them, and the parts of the broker that use
+//! them watch for the change. Only `follower.replication.throttled.rate` is dynamic; the
+//! values last until the broker restarts (Kafka keeps them in the metadata log; Oxbow does not
+//! yet), then `server.properties` applies again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{broker_def, defs, ConfigError};
+
+/// The broker settings that may be changed at run time.
+pub const DYNAMIC_BROKER_SETTINGS: &[&str] = &["follower.replication.throttled.rate"];
+
+/// Whether `key` is a broker setting that changes at run time.
+pub fn is_dynamic(key: &str) -> bool {
+    DYNAMIC_BROKER_SETTINGS.contains(&key)
+}
+
+/// Why a dynamic change was refused: the setting's name and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub key: String,
+    pub message: String,
+    /// The setting exists but only `server.properties` sets it (Kafka's INVALID_REQUEST);
+    /// otherwise the key is unknown or the value invalid (INVALID_CONFIG).
+    pub read_only: bool,
+}
+
+/// The dynamic values set on this broker, by Kafka name, shared by every clone.
+#[derive(Debug, Clone)]
+pub struct DynamicSettings {
+    values: Arc<watch::Sender<BTreeMap<String, String>>>,
+}
+
+impl Default for DynamicSettings {
+    fn default() -> Self {
+        Self {
+            values: Arc::new(watch::channel(BTreeMap::new()).0),
+        }
+    }
+}
+
+impl DynamicSettings {
+    /// The value set at run time for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.values.borrow().get(key).cloned()
+    }
+
+    /// Every dynamic value, and every later change to them.
+    pub fn subscribe(&self) -> watch::Receiver<BTreeMap<String, String>> {
+        self.values.subscribe()
+    }
+
+    /// The values after `changes` (`None` deletes), every key and value checked; nothing is
+    /// applied. With `replace` (AlterConfigs), settings not named are deleted.
+    pub fn changed(
+        &self,
+        changes: &[(String, Option<String>)],
+        replace: bool,
+    ) -> Result<BTreeMap<String, String>, Refused> {
+        let mut values = if replace {
+            BTreeMap::new()
+        } else {
+            self.values.borrow().clone()
+        };
+        for (key, value) in changes {
+            let refuse = |message: String| Refused {
+                key: key.clone(),
+                message,
+                read_only: false,
+            };
+            let def =
+                broker_def(key).ok_or_else(|| refuse(format!("unknown broker setting `{key}`")))?;
+            if !is_dynamic(key) {
+                return Err(Refused {
+                    read_only: true,
+                    ..refuse(format!(
+                    "broker setting `{key}` is read-only: change server.properties and restart \
+                     (dynamic: {})",
+                    DYNAMIC_BROKER_SETTINGS.join(", ")
+                    ))
+                });
+            }
+            match value {
+                Some(value) => {
+                    defs::validate(def, value).map_err(|e: ConfigError| refuse(e.to_string()))?;
+                    values.insert(key.clone(), value.clone());
+                }
+                None => {
+                    values.remove(key);
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// Makes `values` (from [`DynamicSettings::changed`]) the dynamic settings; watchers see
+    /// them at once.
+    pub fn apply(&self, values: BTreeMap<String, String>) {
+        self.values.send_replace(values);
+    }
+}
+
+/// The follower throttle in bytes per second: the dynamic value when one is set, else the
+/// static one; -1 (or 0) means no limit.
+pub fn follower_throttle(
+    dynamic: &BTreeMap<String, String>,
+    static_rate: Option<u64>,
+) -> Option<u64> {
+    match dynamic.get("follower.replication.throttled.rate") {
+        Some(value) => value
+            .parse::<i64>()
+            .ok()
+            .and_then(|rate| u64::try_from(rate).ok())
+            .filter(|rate| *rate > 0),
+        None => static_rate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: &str = "follower.replication.throttled.rate";
+
+    fn set(key: &str, value: &str) -> (String, Option<String>) {
+        (key.to_string(), Some(value.to_string()))
+    }
+
+    #[test]
+    fn the_throttle_is_set_seen_by_watchers_and_deleted_again() {
+        let settings = DynamicSettings::default();
+        let mut watcher = settings.clone().subscribe();
+        assert_eq!(follower_throttle(&watcher.borrow(), Some(7)), Some(7));
+        let values = settings.changed(&[set(RATE, "1000")], false).unwrap();
+        settings.apply(values);
+        assert!(watcher.has_changed().unwrap());
+        assert_eq!(
+            follower_throttle(&watcher.borrow_and_update(), Some(7)),
+            Some(1000)
+        );
+        assert_eq!(settings.get(RATE).as_deref(), Some("1000"));
+        let values = settings
+            .changed(&[(RATE.to_string(), None)], false)
+            .unwrap();
+        settings.apply(values);
+        assert_eq!(settings.get(RATE), None);
+        assert_eq!(
+            follower_throttle(&watcher.borrow_and_update(), Some(7)),
+            Some(7)
+        );
+        assert_eq!(follower_throttle(&watcher.borrow(), None), None);
+        settings.apply(settings.changed(&[set(RATE, "-1")], false).unwrap());
+        assert_eq!(follower_throttle(&watcher.borrow(), Some(7)), None);
+    }
+
+    #[test]
+    fn read_only_unknown_and_invalid_settings_are_refused_naming_the_key() {
+        let settings = DynamicSettings::default();
+        let refused = settings
+            .changed(&[set("num.partitions", "3")], false)
+            .unwrap_err();
+        assert_eq!(refused.key, "num.partitions");
+        assert!(refused.read_only);
+        assert!(refused.message.contains("read-only"), "{}", refused.message);
+        let refused = settings
+            .changed(&[set("no.such.setting", "1")], false)
+            .unwrap_err();
+        assert!(refused.message.contains("unknown"), "{}", refused.message);
+        assert!(!refused.read_only);
+        let refused = settings.changed(&[set(RATE, "fast")], false).unwrap_err();
+        assert_eq!(refused.key, RATE);
+        let refused = settings.changed(&[set(RATE, "-5")], false).unwrap_err();
+        assert_eq!(refused.key, RATE);
+        assert_eq!(settings.get(RATE), None, "a refused change applies nothing");
+    }
+
+    #[test]
+    fn alter_configs_replaces_every_dynamic_value() {
+        let settings = DynamicSettings::default();
+        settings.apply(settings.changed(&[set(RATE, "500")], false).unwrap());
+        assert_eq!(settings.changed(&[], true).unwrap(), BTreeMap::new());
+        assert_eq!(
+            settings.changed(&[], false).unwrap().get(RATE).unwrap(),
+            "500"
+        );
+    }
+}
