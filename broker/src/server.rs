@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, VersionRange};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -28,6 +29,72 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const INITIAL_BUFFER: usize = 8 * 1024;
 /// A read buffer left larger than this after a big request is given back.
 const RETAINED_BUFFER: usize = 1024 * 1024;
+/// Requests up to this size do not draw on `queued.max.request.bytes`: every connection's
+/// read buffer holds that much anyway, and small requests (heartbeats, ApiVersions, Metadata)
+/// never wait behind large ones for memory.
+const UNCOUNTED_REQUEST: usize = INITIAL_BUFFER;
+
+/// How frames are read: the size limits shared by every connection of the broker.
+struct FrameLimits {
+    /// `socket.request.max.bytes`.
+    max: usize,
+    /// `connections.max.idle.ms`.
+    idle: Option<Duration>,
+    /// `queued.max.request.bytes` as a semaphore of bytes, and its size; `None` is unbounded.
+    pool: Option<(Arc<Semaphore>, usize)>,
+}
+
+impl FrameLimits {
+    fn new(broker: &Broker) -> Self {
+        let config = &broker.config;
+        FrameLimits {
+            max: config.socket_request_max_bytes,
+            idle: config.security.idle_timeout,
+            pool: config.queued_max_request_bytes.map(|bytes| {
+                let bytes = bytes.min(Semaphore::MAX_PERMITS);
+                (Arc::new(Semaphore::new(bytes)), bytes)
+            }),
+        }
+    }
+
+    /// Takes `size` bytes of the request pool for a request about to be read, waiting until
+    /// other connections release enough. `None`: the request is not counted.
+    async fn reserve(&self, size: usize) -> Result<Option<OwnedSemaphorePermit>, FrameError> {
+        let Some((pool, bytes)) = &self.pool else {
+            return Ok(None);
+        };
+        if size <= UNCOUNTED_REQUEST {
+            return Ok(None);
+        }
+        if size > *bytes {
+            return Err(FrameError::LargerThanPool { size, pool: *bytes });
+        }
+        let permits =
+            u32::try_from(size).map_err(|_| FrameError::LargerThanPool { size, pool: *bytes })?;
+        match Arc::clone(pool).try_acquire_many_owned(permits) {
+            Ok(permit) => Ok(Some(permit)),
+            Err(TryAcquireError::Closed) => Err(FrameError::PoolClosed),
+            Err(TryAcquireError::NoPermits) => {
+                tracing::debug!(
+                    size,
+                    "queued.max.request.bytes in use: waiting for memory before reading"
+                );
+                Arc::clone(pool)
+                    .acquire_many_owned(permits)
+                    .await
+                    .map(Some)
+                    .map_err(|_| FrameError::PoolClosed)
+            }
+        }
+    }
+}
+
+/// A request read from a connection, with its share of `queued.max.request.bytes`, held until
+/// the request has been answered.
+struct ReadFrame {
+    bytes: Bytes,
+    _memory: Option<OwnedSemaphorePermit>,
+}
 
 /// A bound client listener, ready to accept.
 pub struct Endpoint {
@@ -46,11 +113,13 @@ pub async fn run(endpoints: Vec<Endpoint>, broker: Arc<Broker>, shutdown: Cancel
     let tracker = TaskTracker::new();
     let security = &broker.config.security;
     let limits = ConnectionLimits::new(security.max_connections, security.max_connections_per_ip);
+    let frames = Arc::new(FrameLimits::new(&broker));
     for endpoint in endpoints {
         tracker.spawn(accept(
             endpoint,
             Arc::clone(&broker),
             Arc::clone(&limits),
+            Arc::clone(&frames),
             shutdown.clone(),
             tracker.clone(),
         ));
@@ -65,6 +134,7 @@ async fn accept(
     endpoint: Endpoint,
     broker: Arc<Broker>,
     limits: Arc<ConnectionLimits>,
+    frames: Arc<FrameLimits>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -110,13 +180,16 @@ async fn accept(
         let tls = endpoint.tls.clone();
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
+        let frames = Arc::clone(&frames);
         let span = tracing::debug_span!("connection", %peer, listener = %endpoint.name);
         tracker.spawn(
             async move {
                 let _slot = slot;
                 broker.metrics.connections.inc();
                 match tls {
-                    None => serve_connection(socket, &connection, &broker, &shutdown).await,
+                    None => {
+                        serve_connection(socket, &connection, &broker, &frames, &shutdown).await
+                    }
                     Some(acceptor) => {
                         let handshake =
                             tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket));
@@ -144,7 +217,8 @@ async fn accept(
                                     certificate: Some(principal),
                                     ..connection
                                 };
-                                serve_connection(stream, &connection, &broker, &shutdown).await;
+                                serve_connection(stream, &connection, &broker, &frames, &shutdown)
+                                    .await;
                             }
                             (_, Some(Err(e))) => {
                                 tracing::info!(error = %e, "client certificate refused");
@@ -215,6 +289,10 @@ impl Connection {
 pub enum FrameError {
     #[error("request of {size} bytes is larger than socket.request.max.bytes ({max})")]
     TooLarge { size: usize, max: usize },
+    #[error("request of {size} bytes is larger than queued.max.request.bytes ({pool})")]
+    LargerThanPool { size: usize, pool: usize },
+    #[error("the request memory pool is closed")]
+    PoolClosed,
     #[error("request size {0} is negative")]
     NegativeSize(i32),
     #[error("connection closed in the middle of a request")]
@@ -228,19 +306,29 @@ pub enum FrameError {
 /// Reads one size-prefixed frame. `Ok(None)` is a clean close between requests.
 ///
 /// The buffer grows with the bytes that arrive, never to the size a frame announces: a client
-/// announcing a large request and sending little holds little memory.
+/// announcing a large request and sending little holds little memory. Once the size is known,
+/// the request's bytes are taken from `queued.max.request.bytes` before its body is read: when
+/// the pool is used up the socket is not read until other requests are answered.
 async fn read_frame<R: AsyncRead + Unpin>(
     socket: &mut R,
     buffer: &mut BytesMut,
-    max: usize,
-    idle: Option<Duration>,
-) -> Result<Option<Bytes>, FrameError> {
+    limits: &FrameLimits,
+) -> Result<Option<ReadFrame>, FrameError> {
+    let mut memory = None;
+    let mut reserved = false;
     loop {
         let missing = if buffer.len() >= 4 {
             let size = i32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
             let size = usize::try_from(size).map_err(|_| FrameError::NegativeSize(size))?;
-            if size > max {
-                return Err(FrameError::TooLarge { size, max });
+            if size > limits.max {
+                return Err(FrameError::TooLarge {
+                    size,
+                    max: limits.max,
+                });
+            }
+            if !reserved {
+                memory = limits.reserve(size).await?;
+                reserved = true;
             }
             if buffer.len() >= 4 + size {
                 buffer.advance(4);
@@ -248,7 +336,10 @@ async fn read_frame<R: AsyncRead + Unpin>(
                 if buffer.is_empty() && buffer.capacity() > RETAINED_BUFFER {
                     *buffer = BytesMut::with_capacity(INITIAL_BUFFER);
                 }
-                return Ok(Some(frame));
+                return Ok(Some(ReadFrame {
+                    bytes: frame,
+                    _memory: memory,
+                }));
             }
             4 + size - buffer.len()
         } else {
@@ -262,11 +353,13 @@ async fn read_frame<R: AsyncRead + Unpin>(
                 .max(INITIAL_BUFFER)
                 .min(missing.max(INITIAL_BUFFER)),
         );
-        let read = match idle {
-            Some(idle) => tokio::time::timeout(idle, socket.read_buf(buffer))
+        // Read little beyond this request, so the bytes held stay near those reserved.
+        let mut room = (&mut *buffer).limit(missing.max(INITIAL_BUFFER));
+        let read = match limits.idle {
+            Some(idle) => tokio::time::timeout(idle, socket.read_buf(&mut room))
                 .await
                 .map_err(|_| FrameError::Idle(idle))?,
-            None => socket.read_buf(buffer).await,
+            None => socket.read_buf(&mut room).await,
         };
         if read? == 0 {
             return if buffer.is_empty() {
@@ -289,19 +382,21 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     connection: &Connection,
     broker: &Arc<Broker>,
+    frames: &FrameLimits,
     shutdown: &CancellationToken,
 ) {
     // Requests are read and answered one at a time, so one buffered stream serves both ways.
     let mut stream = BufWriter::with_capacity(64 * 1024, stream);
     let mut buffer = BytesMut::with_capacity(INITIAL_BUFFER);
-    let max = broker.config.socket_request_max_bytes;
-    let idle = broker.config.security.idle_timeout;
     loop {
         let frame = tokio::select! {
             () = shutdown.cancelled() => break,
-            frame = read_frame(&mut stream, &mut buffer, max, idle) => frame,
+            frame = read_frame(&mut stream, &mut buffer, frames) => frame,
         };
-        let frame = match frame {
+        let ReadFrame {
+            bytes: frame,
+            _memory: memory,
+        } = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
@@ -316,6 +411,8 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             handle_frame(broker, connection, frame, shutdown).await
         };
+        // The request has been handled and its response encoded: its memory is free again.
+        drop(memory);
         let response = match response {
             Ok(response) => response,
             Err(reason) => {

@@ -928,6 +928,90 @@ async fn many_connections_announcing_huge_requests_leave_the_broker_responsive_a
     broker.explain(outcome)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_large_requests_on_many_connections_hold_no_more_than_the_request_pool(
+) -> Result<()> {
+    const CONNECTIONS: usize = 24;
+    const REQUEST: usize = 4 * 1024 * 1024;
+    const POOL: usize = 8 * 1024 * 1024;
+    let broker = SecureBroker::start(
+        &[("PLAINTEXT", "PLAINTEXT")],
+        &[
+            ("socket.request.max.bytes", &REQUEST.to_string()),
+            ("queued.max.request.bytes", &POOL.to_string()),
+        ],
+        &[],
+    )?;
+    let outcome = async {
+        let address = broker.address("PLAINTEXT");
+        let mut warm = TcpStream::connect(&address).await?;
+        api_versions_answered(&mut warm).await?;
+        let (rss_before, _) = memory_kib(broker.pid())?;
+
+        // Each connection sends a whole 4 MiB request but its last byte, so a broker reading
+        // them all would hold every one. The bytes are no API (key 0x5a5a): once complete, the
+        // request is refused and the connection closed.
+        let mut frame = BytesMut::with_capacity(4 + REQUEST);
+        frame.put_i32(i32::try_from(REQUEST)?);
+        frame.put_bytes(0x5a, REQUEST);
+        let frame = frame.freeze();
+        let mut senders = Vec::with_capacity(CONNECTIONS);
+        let mut clients = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            let mut stream = TcpStream::connect(&address).await?;
+            let frame = frame.clone();
+            let (go, last_byte) = tokio::sync::oneshot::channel::<()>();
+            senders.push(go);
+            clients.push(tokio::spawn(async move {
+                stream.write_all(&frame[..frame.len() - 1]).await?;
+                last_byte.await?;
+                stream.write_all(&frame[frame.len() - 1..]).await?;
+                anyhow::Ok(closed_within(&mut stream, Duration::from_secs(30)).await)
+            }));
+        }
+        // Let the broker read what it will, and take the highest RSS seen meanwhile.
+        let mut rss_peak = 0;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rss_peak = rss_peak.max(memory_kib(broker.pid())?.0);
+        }
+
+        // Small requests are not counted against the pool: a new client is answered.
+        let mut fresh = TcpStream::connect(&address).await?;
+        api_versions_answered(&mut fresh).await?;
+        let growth = rss_peak.saturating_sub(rss_before);
+        eprintln!(
+            "{CONNECTIONS} complete {REQUEST}-byte requests, pool {POOL}: RSS {rss_before} -> \
+             peak {rss_peak} KiB (+{growth} KiB)"
+        );
+        // Without the pool the broker holds 24 x 4 MiB = 96 MiB; with it about 8 MiB, plus
+        // what the allocator keeps of the buffers' growth.
+        ensure!(
+            growth < 40 * 1024,
+            "RSS grew by {growth} KiB for {CONNECTIONS} requests of {REQUEST} bytes \
+             with queued.max.request.bytes={POOL}"
+        );
+
+        // Completing the requests frees their memory, and the connections that waited for it
+        // are read in turn: every one ends refused and closed.
+        for go in senders {
+            let _ = go.send(());
+        }
+        for client in clients {
+            let closed = timeout(Duration::from_secs(60), client).await???;
+            ensure!(closed, "a complete request's connection was not closed");
+        }
+        api_versions_answered(&mut warm).await?;
+        ensure!(
+            broker.log_text().contains("unknown API key 23130"),
+            "the refused requests were not logged"
+        );
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
 #[tokio::test]
 async fn connections_over_the_per_address_limit_and_idle_ones_are_closed() -> Result<()> {
     let broker = SecureBroker::start(

@@ -476,6 +476,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         "Largest request the broker reads; larger ones close the connection.",
     ),
     def(
+        "queued.max.request.bytes",
+        ConfigType::Long,
+        Some("536870912"),
+        Check::AtLeast(-1),
+        "Bytes of requests all connections may hold at once; a request that does not fit waits, unread. -1 or 0: unbounded.",
+    ),
+    def(
         "offsets.topic.num.partitions",
         ConfigType::Int,
         Some("50"),

@@ -144,6 +144,9 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     pub message_max_bytes: i32,
     pub socket_request_max_bytes: usize,
+    /// `queued.max.request.bytes`: the bytes of requests all connections may hold at once;
+    /// `None` (-1 or 0) is unbounded.
+    pub queued_max_request_bytes: Option<usize>,
     pub metrics_address: Option<String>,
     pub offsets_topic_partitions: i32,
     pub offsets_topic_segment_bytes: i32,
@@ -341,6 +344,9 @@ impl BrokerConfig {
             delete_topic_enable: get("delete.topic.enable") == "true",
             message_max_bytes: int("message.max.bytes") as i32,
             socket_request_max_bytes: int("socket.request.max.bytes") as usize,
+            queued_max_request_bytes: usize::try_from(int("queued.max.request.bytes"))
+                .ok()
+                .filter(|bytes| *bytes > 0),
             metrics_address: (!metrics.is_empty()).then_some(metrics),
             offsets_topic_partitions: int("offsets.topic.num.partitions") as i32,
             offsets_topic_segment_bytes: int("offsets.topic.segment.bytes") as i32,
