@@ -10,9 +10,53 @@ use futures::FutureExt;
 
 use crate::balance::executor::{ExecError, Goal, NotElected, Observed, Ongoing};
 use crate::balance::step::{BalanceAdmin, Progress};
-use crate::balance::{ClusterState, Move, PlanError};
+use crate::balance::{BrokerInfo, ClusterState, Move, PartitionInfo, PlanError};
 use crate::crd::{KafkaCluster, KafkaTopic};
 use crate::topic::admin::{AdminError, ConfigChange, NewTopic, TopicAdmin, TopicDescription};
+
+/// A partition led by its first replica, with every replica in sync.
+pub(crate) fn partition(topic: &str, index: i32, replicas: &[i32]) -> PartitionInfo {
+    PartitionInfo {
+        topic: topic.to_string(),
+        partition: index,
+        replicas: replicas.to_vec(),
+        leader: replicas[0],
+        isr: replicas.to_vec(),
+    }
+}
+
+/// Partitions `0..count` of `topic` with `rf` replicas each, spread round-robin over `hosts`.
+pub(crate) fn round_robin(topic: &str, count: i32, rf: usize, hosts: &[i32]) -> Vec<PartitionInfo> {
+    (0..count)
+        .map(|p| {
+            let first = usize::try_from(p).expect("partition index");
+            let replicas: Vec<i32> = (0..rf).map(|i| hosts[(first + i) % hosts.len()]).collect();
+            partition(topic, p, &replicas)
+        })
+        .collect()
+}
+
+/// A cluster as the balancer observes it: `brokers` registered (without racks), `partitions`
+/// settled, no reassignment in flight.
+pub(crate) fn observed(brokers: &[i32], partitions: Vec<PartitionInfo>) -> Observed {
+    Observed {
+        current: partitions
+            .iter()
+            .map(|p| ((p.topic.clone(), p.partition), p.replicas.clone()))
+            .collect(),
+        state: ClusterState {
+            brokers: brokers
+                .iter()
+                .map(|id| BrokerInfo {
+                    id: *id,
+                    rack: None,
+                })
+                .collect(),
+            partitions,
+        },
+        reassigning: BTreeMap::new(),
+    }
+}
 
 /// Brokers the in-memory Kafka of [`MemoryAdmin`] has.
 pub(crate) const MEMORY_BROKERS: i32 = 3;

@@ -234,37 +234,7 @@ impl Health {
 mod tests {
     use super::*;
     use crate::balance::executor::Ongoing;
-    use crate::balance::{BrokerInfo, PartitionInfo};
-
-    fn partition(topic: &str, index: i32, replicas: &[i32]) -> PartitionInfo {
-        PartitionInfo {
-            topic: topic.to_string(),
-            partition: index,
-            replicas: replicas.to_vec(),
-            leader: replicas[0],
-            isr: replicas.to_vec(),
-        }
-    }
-
-    fn observed(brokers: &[i32], partitions: Vec<PartitionInfo>) -> Observed {
-        Observed {
-            current: partitions
-                .iter()
-                .map(|p| ((p.topic.clone(), p.partition), p.replicas.clone()))
-                .collect(),
-            state: ClusterState {
-                brokers: brokers
-                    .iter()
-                    .map(|id| BrokerInfo {
-                        id: *id,
-                        rack: None,
-                    })
-                    .collect(),
-                partitions,
-            },
-            reassigning: BTreeMap::new(),
-        }
-    }
+    use crate::test_support::{observed, partition};
 
     fn rf(topic: &str, replication_factor: usize) -> Goal {
         Goal::ReplicationFactor {

@@ -126,7 +126,7 @@ pub fn preferred_elections(kafka: &Observed) -> Vec<(String, i32)> {
 mod tests {
     use super::*;
     use crate::balance::executor::Ongoing;
-    use crate::balance::{BrokerInfo, ClusterState, PartitionInfo};
+    use crate::test_support::{observed, round_robin};
 
     fn pods(revisions: &[&str]) -> BTreeMap<i32, PodView> {
         revisions
@@ -146,39 +146,7 @@ mod tests {
     }
 
     fn healthy(brokers: &[i32]) -> Observed {
-        let partitions: Vec<PartitionInfo> = (0..6)
-            .map(|p| {
-                let n = brokers.len();
-                let replicas = vec![
-                    brokers[usize::try_from(p).expect("p") % n],
-                    brokers[(usize::try_from(p).expect("p") + 1) % n],
-                ];
-                PartitionInfo {
-                    topic: "orders".to_string(),
-                    partition: p,
-                    leader: replicas[0],
-                    isr: replicas.clone(),
-                    replicas,
-                }
-            })
-            .collect();
-        Observed {
-            current: partitions
-                .iter()
-                .map(|p| (("orders".to_string(), p.partition), p.replicas.clone()))
-                .collect(),
-            state: ClusterState {
-                brokers: brokers
-                    .iter()
-                    .map(|id| BrokerInfo {
-                        id: *id,
-                        rack: None,
-                    })
-                    .collect(),
-                partitions,
-            },
-            reassigning: BTreeMap::new(),
-        }
+        observed(brokers, round_robin("orders", 6, 2, brokers))
     }
 
     #[test]

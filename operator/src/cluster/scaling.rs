@@ -246,45 +246,13 @@ fn holds_nothing(kafka: &Observed, brokers: &[i32]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::balance::executor::Ongoing;
-    use crate::balance::{BrokerInfo, ClusterState, PartitionInfo};
+    use crate::test_support::{observed, round_robin};
 
     /// `brokers` registered; partitions of RF `rf` spread round-robin over `hosts`.
     fn kafka(brokers: &[i32], hosts: &[i32], partitions: i32, rf: usize) -> Observed {
-        let partitions: Vec<PartitionInfo> = (0..partitions)
-            .map(|p| {
-                let first = usize::try_from(p).unwrap_or(0);
-                let replicas: Vec<i32> =
-                    (0..rf).map(|i| hosts[(first + i) % hosts.len()]).collect();
-                PartitionInfo {
-                    topic: "orders".to_string(),
-                    partition: p,
-                    leader: replicas[0],
-                    isr: replicas.clone(),
-                    replicas,
-                }
-            })
-            .collect();
-        Observed {
-            current: partitions
-                .iter()
-                .map(|p| (("orders".to_string(), p.partition), p.replicas.clone()))
-                .collect(),
-            state: ClusterState {
-                brokers: brokers
-                    .iter()
-                    .map(|id| BrokerInfo {
-                        id: *id,
-                        rack: None,
-                    })
-                    .collect(),
-                partitions,
-            },
-            reassigning: BTreeMap::new(),
-        }
+        observed(brokers, round_robin("orders", partitions, rf, hosts))
     }
 
     fn input<'a>(
