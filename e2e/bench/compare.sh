@@ -45,7 +45,9 @@
 # start by 30 s, its stop by 30 s. Brokers started here are stopped on any exit.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=e2e/bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$(dirname "$SCRIPT")/../.."
 ROOT=$PWD
 
 ROUNDS=${ROUNDS:-3}
@@ -67,10 +69,6 @@ TANSU_SHA256=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
 TANSU_CRATE_VERSION=0.6.0
 TANSU=$ROOT/.tools/tansu/tansu
 
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-}
-
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -86,32 +84,14 @@ while [[ $# -gt 0 ]]; do
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-for n in ROUNDS RECORDS SMALL_RECORDS LATENCY_SECONDS BENCH_TIMEOUT; do
-    [[ ${!n} =~ ^[0-9]+$ && ${!n} -gt 0 ]] || { echo "$n must be a positive integer" >&2; exit 2; }
-done
-
-# The brokers run on their defaults plus the flags below: nothing from the caller's
-# environment may change them.
-while read -r name; do
-    case $name in OXBOW_*|RUST_LOG) unset "$name" ;; esac
-done < <(compgen -e)
-unset CLUSTER_ID LISTENER_URL ADVERTISED_LISTENER_URL STORAGE_ENGINE SCHEMA_REGISTRY \
-    OTEL_EXPORTER_OTLP_ENDPOINT
-
-say() { printf '\n==> %s\n' "$*" >&2; }
+require_positive ROUNDS RECORDS SMALL_RECORDS LATENCY_SECONDS BENCH_TIMEOUT
 
 # ---------------------------------------------------------------------------------------------
-if [[ -n $OXBOW_BIN ]]; then
-    OXBOW=$(realpath "$OXBOW_BIN")
-    [[ -x $OXBOW ]] || { echo "--oxbow-bin $OXBOW_BIN is not an executable" >&2; exit 2; }
-    say "Building oxbow-bench (release); measuring $OXBOW"
-    cargo build --release --bin oxbow-bench
-else
-    say "Building oxbow-broker and oxbow-bench (release)"
-    cargo build --release --bin oxbow-broker --bin oxbow-bench
-    OXBOW=$ROOT/target/release/oxbow-broker
-fi
-BENCH=$ROOT/target/release/oxbow-bench
+build_release measuring
+clear_broker_env
+# tansu's settings from the environment.
+unset CLUSTER_ID LISTENER_URL ADVERTISED_LISTENER_URL STORAGE_ENGINE SCHEMA_REGISTRY \
+    OTEL_EXPORTER_OTLP_ENDPOINT
 
 install_tansu() {
     local tmp
@@ -162,13 +142,7 @@ stop_broker() { # name: SIGTERM, then SIGKILL after 30 s
     local name=$1 pid=${PID[$1]:-}
     [[ -n $pid ]] || return 0
     PID[$name]=
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_process "$pid" 30
 }
 
 cleanup() {
@@ -190,24 +164,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 wait_ready() { # name log: until the port accepts a connection, 30 s at most
-    local name=$1 log=$2
-    for _ in $(seq 300); do
-        if ! kill -0 "${PID[$name]}" 2>/dev/null; then
-            echo "$name exited at start; its log:" >&2 && tail -n 40 "$log" >&2
-            return 1
-        fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/${PORT[$name]}") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "$name did not accept connections within 30 s; its log:" >&2 && tail -n 40 "$log" >&2
-    return 1
+    wait_listening "$1" "${PID[$1]}" "${PORT[$1]}" "$2" 30
 }
 
 start_oxbow() { # dir
@@ -215,13 +173,8 @@ start_oxbow() { # dir
     PORT[oxbow]=$(free_port)
     metrics=$(free_port)
     mkdir -p "$dir/oxbow-data"
-    "$OXBOW" \
-        --listeners "PLAINTEXT://127.0.0.1:${PORT[oxbow]}" \
-        --advertised-listeners "PLAINTEXT://127.0.0.1:${PORT[oxbow]}" \
-        --log-dirs "$dir/oxbow-data" \
-        --node-id 0 \
-        --metrics-address "127.0.0.1:$metrics" \
-        </dev/null >"$dir/oxbow.log" 2>&1 &
+    oxbow_flags "${PORT[oxbow]}" "$metrics" "$dir/oxbow-data"
+    "$OXBOW" "${OXBOW_FLAGS[@]}" </dev/null >"$dir/oxbow.log" 2>&1 &
     PID[oxbow]=$!
     BOOT[oxbow]=127.0.0.1:${PORT[oxbow]}
     wait_ready oxbow "$dir/oxbow.log"

@@ -26,7 +26,9 @@
 #   callgrind_annotate --inclusive=yes DIR/<workload>.callgrind | less
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=e2e/bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$(dirname "$SCRIPT")/../.."
 ROOT=$PWD
 
 RECORDS=200000
@@ -35,10 +37,6 @@ PACED_SECONDS=8
 PACED_RATE=400
 OUT=
 OXBOW_BIN=${OXBOW_BIN:-}
-
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-}
 
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -51,30 +49,13 @@ while [[ $# -gt 0 ]]; do
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-for n in RECORDS SMALL_RECORDS PACED_SECONDS; do
-    [[ ${!n} =~ ^[0-9]+$ && ${!n} -gt 0 ]] || { echo "$n must be a positive integer" >&2; exit 2; }
-done
+require_positive RECORDS SMALL_RECORDS PACED_SECONDS
 for tool in valgrind callgrind_control python3; do
     command -v "$tool" >/dev/null || { echo "$tool is needed (apt install valgrind python3)" >&2; exit 2; }
 done
 
-while read -r name; do
-    case $name in OXBOW_*|RUST_LOG) unset "$name" ;; esac
-done < <(compgen -e)
-
-say() { printf '\n==> %s\n' "$*" >&2; }
-
-if [[ -n $OXBOW_BIN ]]; then
-    OXBOW=$(realpath "$OXBOW_BIN")
-    [[ -x $OXBOW ]] || { echo "--oxbow-bin $OXBOW_BIN is not an executable" >&2; exit 2; }
-    say "Building oxbow-bench (release); profiling $OXBOW"
-    cargo build --release --bin oxbow-bench
-else
-    say "Building oxbow-broker and oxbow-bench (release)"
-    cargo build --release --bin oxbow-broker --bin oxbow-bench
-    OXBOW=$ROOT/target/release/oxbow-broker
-fi
-BENCH=$ROOT/target/release/oxbow-bench
+build_release profiling
+clear_broker_env
 
 OUT=${OUT:-$ROOT/target/bench/profile-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
@@ -85,42 +66,22 @@ PID=
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    if [[ -n $PID ]]; then
-        kill -TERM "$PID" 2>/dev/null || true
-        for _ in $(seq 600); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-    fi
+    [[ -z $PID ]] || stop_process "$PID" 60
     rm -rf "$WORK"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 PORT=$(free_port)
 METRICS=$(free_port)
 
 say "Starting Oxbow under callgrind (instrumentation off)"
+oxbow_flags "$PORT" "$METRICS" "$WORK/data"
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out" \
-    "$OXBOW" \
-    --listeners "PLAINTEXT://127.0.0.1:$PORT" \
-    --advertised-listeners "PLAINTEXT://127.0.0.1:$PORT" \
-    --log-dirs "$WORK/data" \
-    --node-id 0 \
-    --metrics-address "127.0.0.1:$METRICS" \
-    </dev/null >"$WORK/broker.log" 2>&1 &
+    "$OXBOW" "${OXBOW_FLAGS[@]}" </dev/null >"$WORK/broker.log" 2>&1 &
 PID=$!
-for _ in $(seq 1200); do
-    if ! kill -0 "$PID" 2>/dev/null; then
-        echo "the broker exited at start; its log:" >&2 && tail -n 40 "$WORK/broker.log" >&2
-        exit 1
-    fi
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
+wait_listening "the broker" "$PID" "$PORT" "$WORK/broker.log" 120
 
 requests() { # the broker's request counters, as "Produce=N Fetch=N"
     python3 - "$METRICS" <<'EOF'
