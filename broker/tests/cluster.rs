@@ -44,7 +44,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 
 /// A record read back: partition, offset, value.
 type Record = (i32, i64, String);
@@ -160,54 +160,6 @@ fn produce_all(
         bail!("delivery of {} failed: {:?}", failed.value, failed.error);
     }
     Ok(deliveries)
-}
-
-/// Reads every partition of `topic` from the beginning up to its end offset now, and returns
-/// (partition, offset, value) of each record.
-fn read_all(cluster: &Cluster, topic: &str, partitions: i32) -> Result<Vec<Record>> {
-    let consumer: BaseConsumer = cluster
-        .client_config()
-        .set("group.id", format!("read-all-{topic}"))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .context("creating a reader")?;
-    let mut ends = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .with_context(|| format!("high watermark of {topic}-{partition}"))?;
-        ends.insert(partition, high);
-        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut next: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
-    let mut records = Vec::new();
-    let mut last_error = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while next.iter().any(|(p, n)| *n < ends[p]) {
-        ensure!(
-            Instant::now() < deadline,
-            "reading {topic} back stalled at {next:?} of {ends:?}; last error {last_error:?}"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        // Connection errors to brokers that are down are reported here too; the deadline
-        // bounds a reader that makes no progress.
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                last_error = Some(e);
-                continue;
-            }
-        };
-        let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
-        next.insert(message.partition(), message.offset() + 1);
-        records.push((message.partition(), message.offset(), value));
-    }
-    Ok(records)
 }
 
 /// Fails when an acknowledged record is missing from what was read, or was read twice.
@@ -384,7 +336,7 @@ fn acks_all_succeeds_with_one_broker_down_and_fails_with_not_enough_replicas_whe
         cluster.start_nodes(&[2, 3])?;
         cluster.wait_for_full_isr(topic, SETTLE)?;
         send("after-recovery").context("acks=all after recovery")?;
-        let read = read_all(cluster, topic, 1)?;
+        let read = cluster.read_all(topic, 1)?;
         let values: Vec<&str> = read.iter().map(|(_, _, v)| v.as_str()).collect();
         ensure!(
             values == ["with-one-down", "after-recovery"],
@@ -460,7 +412,7 @@ fn a_killed_broker_restarted_catches_up_rejoins_the_isr_and_leads_with_every_ack
                 p.leader == 4 && p.isr == vec![4]
             })?;
         }
-        let read = read_all(cluster, topic, 3)?;
+        let read = cluster.read_all(topic, 3)?;
         check_nothing_lost(&acked, &read)?;
         eprintln!(
             "{} acknowledged records all read back from broker 4",
@@ -695,7 +647,7 @@ fn a_reassignment_moves_a_partition_to_another_broker_while_clients_keep_going()
         );
         let mut acked = filler;
         acked.extend(live.iter().cloned());
-        check_nothing_lost(&acked, &read_all(cluster, topic, 1)?)?;
+        check_nothing_lost(&acked, &cluster.read_all(topic, 1)?)?;
         eprintln!("{} records produced during the move, none lost", live.len());
         Ok(())
     })
@@ -999,7 +951,7 @@ fn a_new_replica_whose_log_starts_inside_a_batch_of_the_leader_catches_up() -> R
             (low, high) == (5, 10),
             "broker 3's log spans [{low}, {high})"
         );
-        let read = read_all(cluster, topic, 1)?;
+        let read = cluster.read_all(topic, 1)?;
         let expected: Vec<Record> = (5..10).map(|n| (0, n, format!("mid-{n}"))).collect();
         ensure!(read == expected, "read {read:?}");
         Ok(())
@@ -1067,7 +1019,7 @@ fn a_controlled_shutdown_of_a_leader_fails_no_idempotent_acks_all_write() -> Res
                 longest_ack_gap(&deliveries, partition, stopped_at)
             );
         }
-        check_nothing_lost(&deliveries, &read_all(cluster, topic, 3)?)?;
+        check_nothing_lost(&deliveries, &cluster.read_all(topic, 3)?)?;
         eprintln!("{} writes, none failed, none lost", deliveries.len());
         Ok(())
     })

@@ -37,10 +37,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message as _;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tempfile::TempDir;
 
 /// A broker's `node.id`.
@@ -890,7 +891,8 @@ impl Cluster {
     }
 }
 
-/// Clients: rdkafka configs reaching the whole cluster, topic creation, delivery recording.
+/// Clients: rdkafka configs reaching the whole cluster, topic creation, reading a topic back,
+/// delivery recording.
 impl Cluster {
     /// A client config with every broker as bootstrap server.
     pub fn client_config(&self) -> ClientConfig {
@@ -938,6 +940,54 @@ impl Cluster {
         self.wait_for_full_isr(name, TOPIC_TIMEOUT)
     }
 
+    /// Every record of `topic`, read from the beginning of each of its `partitions` up to the
+    /// end offset each has now: (partition, offset, value), in the order they arrived. A
+    /// client error (a broker that is down, a leader moving) is retried until a minute has
+    /// passed without the read completing; the last one is in the error then.
+    pub fn read_all(&self, topic: &str, partitions: i32) -> Result<Vec<(i32, i64, String)>> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", format!("read-all-{topic}"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .context("creating a reader")?;
+        let mut ends = BTreeMap::new();
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .with_context(|| format!("high watermark of {topic}-{partition}"))?;
+            ends.insert(partition, high);
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        let mut next: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
+        let mut records = Vec::new();
+        let mut last_error = None;
+        let deadline = Instant::now() + READ_ALL_TIMEOUT;
+        while next.iter().any(|(p, n)| *n < ends[p]) {
+            ensure!(
+                Instant::now() < deadline,
+                "reading {topic} back stalled at {next:?} of {ends:?}; last error {last_error:?}"
+            );
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            next.insert(message.partition(), message.offset() + 1);
+            records.push((message.partition(), message.offset(), value));
+        }
+        Ok(records)
+    }
+
     fn create(&self, topic: NewTopic<'_>) -> Result<()> {
         let name = topic.name.to_string();
         let admin: AdminClient<DefaultClientContext> = self
@@ -965,6 +1015,9 @@ impl Cluster {
 
 /// How long a new topic may take to be created and fully in sync.
 pub const TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`Cluster::read_all`] may go on before the records still missing fail it.
+pub const READ_ALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The outcome of one produced record, as its delivery report told it.
 #[derive(Debug, Clone)]

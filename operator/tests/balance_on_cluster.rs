@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 
 /// Topics, their partition counts and replication factors.
 const TOPICS: [(&str, i32, i32); 3] = [("orders", 6, 3), ("events", 8, 2), ("audit", 3, 2)];
@@ -285,53 +285,12 @@ impl Traffic {
     }
 }
 
-/// Every record of `topic` from the beginning to its end offset now: (partition, offset,
-/// value).
-fn read_all(cluster: &Cluster, topic: &str, partitions: i32) -> Result<Vec<(i32, i64, String)>> {
-    let consumer: BaseConsumer = cluster
-        .client_config()
-        .set("group.id", format!("read-all-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating a reader")?;
-    let mut ends = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .with_context(|| format!("high watermark of {topic}-{partition}"))?;
-        ends.insert(partition, high);
-        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut next: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
-    let mut records = Vec::new();
-    let deadline = Instant::now() + SETTLE;
-    while next.iter().any(|(p, n)| *n < ends[p]) {
-        ensure!(
-            Instant::now() < deadline,
-            "reading {topic} back stalled at {next:?} of {ends:?}"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.context("reading back")?;
-        next.insert(message.partition(), message.offset() + 1);
-        records.push((
-            message.partition(),
-            message.offset(),
-            String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
-        ));
-    }
-    Ok(records)
-}
-
 /// Every acknowledged record is in the topics exactly once (the producer is idempotent), and
 /// the live consumer saw every live one.
 fn check_nothing_lost(cluster: &Cluster, acked: &[Delivery], consumed: &[String]) -> Result<()> {
     let mut stored: HashMap<String, (String, i64)> = HashMap::new();
     for (topic, partitions, _) in TOPICS {
-        for (partition, offset, value) in read_all(cluster, topic, partitions)? {
+        for (partition, offset, value) in cluster.read_all(topic, partitions)? {
             let at = (format!("{topic}-{partition}"), offset);
             if let Some(first) = stored.insert(value.clone(), at.clone()) {
                 // Not a loss, but an idempotent producer must never write a record twice.

@@ -20,10 +20,7 @@ use oxbow_operator::crd::{KafkaCluster, KafkaClusterStatus, KafkaTopic};
 use oxbow_operator::metrics::Metrics;
 use oxbow_operator::topic::admin::KafkaAdmin;
 use oxbow_operator::topic::{reconcile, CHANGING_REPLICATION_FACTOR};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "ledger";
 const PARTITIONS: i32 = 4;
@@ -89,41 +86,12 @@ fn produce(cluster: &Cluster, prefix: &str) -> Result<Vec<String>> {
     Ok(deliveries.into_iter().map(|d| d.value).collect())
 }
 
-/// Every record of the topic, from the beginning to its end offsets now.
-fn read_all(cluster: &Cluster) -> Result<BTreeSet<String>> {
-    let consumer: BaseConsumer = cluster
-        .client_config()
-        .set("group.id", "read-back")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut ends = Vec::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        let (_, high) = consumer.fetch_watermarks(TOPIC, partition, Duration::from_secs(10))?;
-        ends.push(high);
-        assignment.add_partition_offset(TOPIC, partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut next = vec![0i64; ends.len()];
-    let mut values = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while next.iter().zip(&ends).any(|(n, end)| n < end) {
-        ensure!(
-            Instant::now() < deadline,
-            "reading stalled at {next:?} of {ends:?}"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message?;
-        next[usize::try_from(message.partition())?] = message.offset() + 1;
-        values.insert(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
-    }
-    Ok(values)
-}
-
 fn check_kept(cluster: &Cluster, acknowledged: &[String]) -> Result<()> {
-    let stored = read_all(cluster)?;
+    let stored: BTreeSet<String> = cluster
+        .read_all(TOPIC, PARTITIONS)?
+        .into_iter()
+        .map(|(_, _, value)| value)
+        .collect();
     let lost: Vec<&String> = acknowledged
         .iter()
         .filter(|v| !stored.contains(*v))
