@@ -6,6 +6,13 @@ Oxbow/tansu computed within each round (the two brokers ran alternately in it), 
 min / median / max. A round in which either broker's run failed is left out of that figure's
 ratios and counted in the "rounds" column; the failures are listed under the table.
 
+Beside each broker's own CPU and memory, the throughput workloads show the benchmark
+client's CPU (librdkafka and the workload's threads, from oxbow-bench's report): its CPU
+seconds per GB, the share of the run its busiest thread was on a CPU, and how many CPUs the
+broker and the client kept busy together. The client runs on the same machine; when its
+busiest thread is near 100% or the CPUs are all busy, the figure is bound by the client and
+the broker's speed can show only in its own CPU per GB.
+
 When the run has the replicated workloads, a second table compares three Oxbow brokers
 (replication factor 3, acks=all) with the single Oxbow broker of the same round, as the ratio
 three brokers / one broker.
@@ -19,7 +26,7 @@ import sys
 
 BROKERS = ("oxbow", "tansu")
 WORKLOADS = ("produce-batched", "produce-small", "consume", "latency")
-HIGHER, LOWER = "higher", "lower"
+HIGHER, LOWER, NEITHER = "higher", "lower", "-"
 
 
 def throughput(key):
@@ -29,6 +36,30 @@ def throughput(key):
 def cpu_per_gb(run):
     gb = run["bench"].get("bytes", 0) / 1e9
     return run["cpu_s"] / gb if gb > 0 and "cpu_s" in run else None
+
+
+def client_cpu(run):
+    return run["bench"].get("client_cpu") or {}
+
+
+def client_cpu_per_gb(run):
+    gb = run["bench"].get("bytes", 0) / 1e9
+    total = client_cpu(run).get("total_s")
+    return total / gb if gb > 0 and total is not None else None
+
+
+def busiest_client_thread(run):
+    share = client_cpu(run).get("busiest_share")
+    return 100 * share if share is not None else None
+
+
+def cpus_busy(run):
+    """Broker and client CPU seconds per second of the run: on 2 CPUs, near 2 is saturated."""
+    elapsed = run["bench"].get("elapsed_s")
+    total = client_cpu(run).get("total_s")
+    if not elapsed or total is None or "cpu_s" not in run:
+        return None
+    return (run["cpu_s"] + total) / elapsed
 
 
 def peak_rss_mib(run):
@@ -45,6 +76,9 @@ THROUGHPUT_FIGURES = [
     ("MB/s", throughput("mb_per_s"), HIGHER),
     ("broker CPU s/GB", cpu_per_gb, LOWER),
     ("broker peak RSS MiB", peak_rss_mib, LOWER),
+    ("client CPU s/GB", client_cpu_per_gb, NEITHER),
+    ("busiest client thread % of the run", busiest_client_thread, NEITHER),
+    ("CPUs busy (broker + client)", cpus_busy, NEITHER),
 ]
 FIGURES = {
     "produce-batched": THROUGHPUT_FIGURES,

@@ -6,7 +6,7 @@
 //! record of the target has arrived.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use super::cpu::{ClientCpu, Lines, Measured};
 use super::stats::Throughput;
 use super::{wait_for_topic, Connection, Diagnostics};
 
@@ -43,6 +44,8 @@ pub struct ConsumeReport {
     pub poll_errors: u64,
     pub first_error: Option<String>,
     pub client_problems: u64,
+    /// The benchmark process's own CPU time over the run.
+    pub client_cpu: ClientCpu,
 }
 
 pub fn run(connection: &Connection, options: &ConsumeOptions) -> Result<ConsumeReport> {
@@ -62,7 +65,7 @@ pub fn run(connection: &Connection, options: &ConsumeOptions) -> Result<ConsumeR
         None => available_records(&clients[0], &connection.topic, partitions, connection)?,
     };
     let consumed = Arc::new(AtomicU64::new(0));
-    let start_line = Arc::new(Barrier::new(consumers + 1));
+    let lines = Arc::new(Lines::new(consumers));
     let mut workers = Vec::with_capacity(consumers);
     for (index, consumer) in clients.into_iter().enumerate() {
         let mut assignment = TopicPartitionList::new();
@@ -77,7 +80,7 @@ pub fn run(connection: &Connection, options: &ConsumeOptions) -> Result<ConsumeR
             assignment,
             target,
             consumed: Arc::clone(&consumed),
-            start_line: Arc::clone(&start_line),
+            lines: Arc::clone(&lines),
             timeout: connection.timeout(),
         };
         workers.push(
@@ -87,8 +90,7 @@ pub fn run(connection: &Connection, options: &ConsumeOptions) -> Result<ConsumeR
                 .context("spawning a consumer thread")?,
         );
     }
-    start_line.wait();
-    let start = Instant::now();
+    let measured = lines.measure();
     let mut totals = ReaderTotals::default();
     let mut errors = Vec::new();
     for worker in workers {
@@ -98,10 +100,14 @@ pub fn run(connection: &Connection, options: &ConsumeOptions) -> Result<ConsumeR
             Err(_) => errors.push("a consumer thread panicked".to_owned()),
         }
     }
-    let elapsed = start.elapsed();
     if !errors.is_empty() {
         bail!("{}", errors.join("; "));
     }
+    let Measured {
+        start,
+        elapsed,
+        cpu: client_cpu,
+    } = measured?;
     Ok(ConsumeReport {
         throughput: Throughput::new(totals.records, totals.bytes, elapsed),
         partitions,
@@ -112,6 +118,7 @@ pub fn run(connection: &Connection, options: &ConsumeOptions) -> Result<ConsumeR
         poll_errors: totals.poll_errors,
         first_error: totals.first_error,
         client_problems: totals.problems,
+        client_cpu,
     })
 }
 
@@ -171,13 +178,21 @@ struct Reader {
     assignment: TopicPartitionList,
     target: u64,
     consumed: Arc<AtomicU64>,
-    start_line: Arc<Barrier>,
+    lines: Arc<Lines>,
     timeout: Duration,
 }
 
 impl Reader {
+    /// Reads until the target; passes the start and the finish exactly once whatever happens
+    /// (the others wait for it there), and keeps the consumer until the run is measured.
     fn run(self) -> Result<ReaderTotals> {
-        self.start_line.wait();
+        self.lines.start();
+        let read = self.read();
+        self.lines.finish();
+        read
+    }
+
+    fn read(&self) -> Result<ReaderTotals> {
         self.consumer
             .assign(&self.assignment)
             .with_context(|| format!("consumer {}: assign", self.index))?;

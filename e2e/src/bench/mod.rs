@@ -11,6 +11,7 @@
 //! by librdkafka's sticky partitioner), so two brokers see the same requests.
 
 pub mod consume;
+pub mod cpu;
 pub mod latency;
 pub mod produce;
 pub mod stats;

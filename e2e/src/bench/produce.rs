@@ -6,7 +6,7 @@
 //! throughput, not enqueue speed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use serde::Serialize;
 
+use super::cpu::{ClientCpu, Lines, Measured};
 use super::stats::Throughput;
 use super::{
     default_payloads, prepare_topic, sleep_until, wait_for_topic, Connection, Diagnostics,
@@ -51,6 +52,8 @@ pub struct ProduceReport {
     pub first_error: Option<String>,
     /// librdkafka warnings and errors seen by the producers.
     pub client_problems: u64,
+    /// The benchmark process's own CPU time over the run.
+    pub client_cpu: ClientCpu,
 }
 
 /// Counts delivery reports; one per producer, read after the run.
@@ -103,7 +106,7 @@ pub fn run(connection: &Connection, options: &ProduceOptions) -> Result<ProduceR
     let producers = options.producers.max(1);
     let payloads = Arc::new(default_payloads(options.producer.record_size));
     let keys = Arc::new(options.producer.key_pool());
-    let start_line = Arc::new(Barrier::new(producers + 1));
+    let lines = Arc::new(Lines::new(producers));
 
     let mut workers = Vec::with_capacity(producers);
     for index in 0..producers {
@@ -115,7 +118,7 @@ pub fn run(connection: &Connection, options: &ProduceOptions) -> Result<ProduceR
             options: options.clone(),
             payloads: Arc::clone(&payloads),
             keys: Arc::clone(&keys),
-            start_line: Arc::clone(&start_line),
+            lines: Arc::clone(&lines),
         };
         workers.push(
             thread::Builder::new()
@@ -124,9 +127,8 @@ pub fn run(connection: &Connection, options: &ProduceOptions) -> Result<ProduceR
                 .context("spawning a producer thread")?,
         );
     }
-    // Threads that failed before the start line still pass it (see `Worker::run`).
-    start_line.wait();
-    let start = Instant::now();
+    // Threads that failed before the start line still pass it and the finish (see `Worker::run`).
+    let measured = lines.measure();
     let mut totals = WorkerTotals::default();
     let mut errors = Vec::new();
     for worker in workers {
@@ -136,16 +138,21 @@ pub fn run(connection: &Connection, options: &ProduceOptions) -> Result<ProduceR
             Err(_) => errors.push("a producer thread panicked".to_owned()),
         }
     }
-    let elapsed = start.elapsed();
     if !errors.is_empty() {
         bail!("{}", errors.join("; "));
     }
+    let Measured {
+        elapsed,
+        cpu: client_cpu,
+        ..
+    } = measured?;
     Ok(ProduceReport {
         throughput: Throughput::new(totals.delivered, totals.bytes, elapsed),
         partitions,
         failed: totals.failed,
         first_error: totals.first_error,
         client_problems: totals.problems,
+        client_cpu,
     })
 }
 
@@ -178,16 +185,22 @@ struct Worker {
     options: ProduceOptions,
     payloads: Arc<Vec<Vec<u8>>>,
     keys: Arc<Vec<Vec<u8>>>,
-    start_line: Arc<Barrier>,
+    lines: Arc<Lines>,
 }
 
 impl Worker {
     fn run(self) -> Result<WorkerTotals> {
-        // Every thread must reach the start line exactly once, or the others wait forever.
+        // Every thread must pass the start and the finish exactly once, or the others wait
+        // forever; the producer is dropped only after the finish, once its CPU time is read.
         let producer = self.connect();
-        self.start_line.wait();
+        self.lines.start();
+        let sent = match &producer {
+            Ok(producer) => self.send_all(producer),
+            Err(_) => Ok(()),
+        };
+        self.lines.finish();
         let producer = producer?;
-        self.send_all(&producer)?;
+        sent?;
         let context = producer.context();
         Ok(WorkerTotals {
             delivered: context.delivered.load(Ordering::Relaxed),
