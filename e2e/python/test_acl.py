@@ -3,19 +3,14 @@
 One broker serves the module with the authorizer on and `super.users=User:admin`. `alice`
 authenticates with SCRAM too but has no ACL: a topic is denied to her (produce fails with
 TOPIC_AUTHORIZATION_FAILED and Metadata hides it), allowed once admin creates ACLs with
-confluent-kafka's AdminClient, and denied again once they are deleted. Certificates come from
-the SASL tests' helper (a throwaway CA made with openssl). Every wait is bounded.
+confluent-kafka's AdminClient, and denied again once they are deleted. The broker and its
+certificates (a throwaway CA made with openssl) come from secure_broker.py. Every wait is bounded.
 """
 
-import os
-import signal
-import subprocess
-import time
 import uuid
-from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -27,95 +22,38 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from test_security import free_port, listening, make_certificates
+from secure_broker import CLIENT_TIMEOUT, SecureBroker, consume, kcat, serve
 
-REPO = Path(__file__).resolve().parents[2]
-BROKER_BIN = Path(os.environ.get("OXBOW_BROKER_BIN", REPO / "target" / "debug" / "oxbow-broker"))
-HOST = "127.0.0.1"
-START_TIMEOUT = 30.0
-CLIENT_TIMEOUT = 20.0
 MECHANISM = "SCRAM-SHA-512"
 PASSWORDS = {"admin": "admin-secret", "alice": "alice-secret"}
 
 
-class AuthorizingBroker:
+class AuthorizingBroker(SecureBroker):
     """A broker with one SASL_SSL listener, SCRAM users admin and alice, and ACLs enforced."""
 
     def __init__(self, workdir):
-        if not BROKER_BIN.is_file():
-            pytest.fail(f"{BROKER_BIN} not found: run `cargo build -p oxbow-broker` or set OXBOW_BROKER_BIN")
-        self.ca, keystore = make_certificates(workdir)
-        self.port = free_port()
-        properties = workdir / "server.properties"
-        properties.write_text("\n".join([
-            f"listeners=SASL_SSL://{HOST}:{self.port}",
-            f"log.dirs={workdir / 'data'}",
-            "metrics.address=",
-            "ssl.keystore.type=PEM",
-            f"ssl.keystore.location={keystore}",
-            f"sasl.enabled.mechanisms={MECHANISM}",
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "super.users=User:admin",
-            "",
-        ]))
-        scram = [arg for user, password in PASSWORDS.items()
-                 for arg in ("--add-scram", f"{MECHANISM}=[name={user},password={password}]")]
-        self.log_path = workdir / "broker.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OXBOW_")}
-        env["NO_COLOR"] = "1"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [str(BROKER_BIN), "--config", str(properties), *scram],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not listening(self.port):
-            if self.proc.poll() is not None:
-                pytest.fail(f"broker exited with {self.proc.returncode}\n{self.tail()}")
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                self.proc.wait()
-                pytest.fail(f"broker did not listen on {self.port}\n{self.tail()}")
-            time.sleep(0.05)
+        super().__init__(
+            workdir,
+            listeners=("SASL_SSL",),
+            properties=[
+                f"sasl.enabled.mechanisms={MECHANISM}",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users=User:admin",
+            ],
+            args=[arg for user, password in PASSWORDS.items()
+                  for arg in ("--add-scram", f"{MECHANISM}=[name={user},password={password}]")],
+        )
 
     def settings(self, user):
-        return {
-            "bootstrap.servers": f"{HOST}:{self.port}",
-            "security.protocol": "SASL_SSL",
-            "ssl.ca.location": str(self.ca),
-            "sasl.mechanism": MECHANISM,
-            "sasl.username": user,
-            "sasl.password": PASSWORDS[user],
-            "socket.timeout.ms": 10000,
-        }
+        return self.client_settings("SASL_SSL", MECHANISM, user, PASSWORDS[user])
 
     def kcat(self, user, *args, stdin=None):
-        command = ["kcat", "-b", f"{HOST}:{self.port}", "-X", "security.protocol=SASL_SSL",
-                   "-X", f"ssl.ca.location={self.ca}", "-X", f"sasl.mechanisms={MECHANISM}",
-                   "-X", f"sasl.username={user}", "-X", f"sasl.password={PASSWORDS[user]}"]
-        return subprocess.run(command + list(args), input=stdin, capture_output=True, text=True,
-                              timeout=60)
-
-    def tail(self, lines=60):
-        text = self.log_path.read_text(errors="replace")
-        return "--- broker log ---\n" + "\n".join(text.splitlines()[-lines:])
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"broker did not exit within 30 s of SIGTERM\n{self.tail()}")
+        return kcat(self.settings(user), *args, stdin=stdin)
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    run = AuthorizingBroker(tmp_path_factory.mktemp("acl-broker"))
-    yield run
-    code = run.stop()
-    assert code == 0, f"broker exited with {code} on SIGTERM\n{run.tail()}"
+    yield from serve(AuthorizingBroker(tmp_path_factory.mktemp("acl-broker")))
 
 
 def create_topic(broker, topic):
@@ -173,25 +111,6 @@ def visible_topics(broker, user):
     return set(AdminClient(broker.settings(user)).list_topics(timeout=CLIENT_TIMEOUT).topics)
 
 
-def consume(broker, user, topic, group, count):
-    consumer = Consumer({**broker.settings(user), "group.id": group, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    values = []
-    deadline = time.monotonic() + 60
-    try:
-        while len(values) < count and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is None:
-                continue
-            assert message.error() is None, f"{message.error()}\n{broker.tail()}"
-            values.append(message.value().decode())
-        consumer.commit(asynchronous=False)
-    finally:
-        consumer.close()
-    return values
-
-
 def test_an_acl_denies_a_topic_to_a_scram_user_then_allows_it_with_confluent_kafka(broker):
     topic = f"orders-{uuid.uuid4().hex[:8]}"
     group = f"billing-{topic}"
@@ -207,7 +126,8 @@ def test_an_acl_denies_a_topic_to_a_scram_user_then_allows_it_with_confluent_kaf
     assert topic in visible_topics(broker, "alice")
     for value in ("one", "two"):
         assert produce(broker, "alice", topic, value) is None, f"alice may write now\n{broker.tail()}"
-    assert consume(broker, "alice", topic, group, 2) == ["one", "two"]
+    read = consume(broker.settings("alice"), topic, group, 2, commit=True, explain=broker.tail)
+    assert read == ["one", "two"]
 
     deleted = delete_alice_acls(broker)
     assert len(deleted) == 3, deleted
