@@ -23,11 +23,12 @@ use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, DeleteRecordsRequest, DescribeClusterRequest,
-    DescribeLogDirsRequest, ElectLeadersRequest, FindCoordinatorRequest,
+    DescribeLogDirsRequest, ElectLeadersRequest, FetchRequest, FindCoordinatorRequest,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, ProduceRequest,
     TopicName,
 };
@@ -1500,6 +1501,108 @@ fn a_follower_throttle_set_at_run_time_slows_copying_and_deleting_it_lets_the_fo
             took < Duration::from_secs_f64(rest as f64 / RATE_BYTES as f64),
             "the remaining {rest} bytes took {took:?}: no faster than the deleted throttle"
         );
+        Ok(())
+    })
+}
+
+#[test]
+fn a_broker_that_does_not_lead_a_partition_names_its_leader_in_produce_and_fetch_answers(
+) -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let topic = "leaderhint";
+        let created = cluster.create_topic_assigned(topic, &[&[2]], &[])?;
+        let (leader, epoch) = (created[0].leader, created[0].leader_epoch);
+        ensure!(leader == 2, "{created:?}");
+        let address = cluster.address(leader);
+        let endpoint = (address.ip().to_string(), i32::from(address.port()));
+
+        // Produce v10 and later carry the leader and its endpoint (KIP-951); v9 only the error.
+        for version in [9, 10, 11] {
+            let produce = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(topic_name(topic))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(one_batch(&["hint".to_string()])?))])]);
+            let answer = cluster.request(1, &produce, version)?;
+            let partition = answer
+                .responses
+                .first()
+                .and_then(|t| t.partition_responses.first())
+                .context("Produce answered no partition")?;
+            ensure!(
+                partition.error_code == ResponseError::NotLeaderOrFollower.code(),
+                "v{version}: {partition:?}"
+            );
+            let hinted = (
+                partition.current_leader.leader_id.0,
+                partition.current_leader.leader_epoch,
+            );
+            let endpoints: Vec<(i32, String, i32)> = answer
+                .node_endpoints
+                .iter()
+                .map(|n| (n.node_id.0, n.host.to_string(), n.port))
+                .collect();
+            if version >= 10 {
+                ensure!(hinted == (leader, epoch), "v{version}: {partition:?}");
+                ensure!(
+                    endpoints == vec![(leader, endpoint.0.clone(), endpoint.1)],
+                    "v{version}: {endpoints:?}"
+                );
+            } else {
+                ensure!(
+                    hinted == (-1, -1) && endpoints.is_empty(),
+                    "v{version}: {answer:?}"
+                );
+            }
+        }
+
+        // Fetch v12 carries the leader; v16 by topic id also its endpoint.
+        let topic_id = cluster
+            .metadata(3, Some(&[topic]))?
+            .topics
+            .first()
+            .map(|t| t.topic_id)
+            .context("Metadata answered no topic")?;
+        for version in [12, 16] {
+            let fetch = FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(topic_name(topic))
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20)])]);
+            let answer = cluster.request(3, &fetch, version)?;
+            let partition = answer
+                .responses
+                .first()
+                .and_then(|t| t.partitions.first())
+                .context("Fetch answered no partition")?;
+            ensure!(
+                partition.error_code == ResponseError::NotLeaderOrFollower.code()
+                    && (
+                        partition.current_leader.leader_id.0,
+                        partition.current_leader.leader_epoch
+                    ) == (leader, epoch),
+                "v{version}: {partition:?}"
+            );
+            let endpoints: Vec<(i32, String, i32)> = answer
+                .node_endpoints
+                .iter()
+                .map(|n| (n.node_id.0, n.host.to_string(), n.port))
+                .collect();
+            let expected = if version >= 16 {
+                vec![(leader, endpoint.0.clone(), endpoint.1)]
+            } else {
+                Vec::new()
+            };
+            ensure!(endpoints == expected, "v{version}: {endpoints:?}");
+        }
         Ok(())
     })
 }

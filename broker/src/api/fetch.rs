@@ -10,7 +10,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::RequestContext;
+use super::{leader_hint, RequestContext};
 use crate::broker::Broker;
 use crate::log::ReadError;
 use crate::replica::Partition;
@@ -63,14 +63,23 @@ pub(super) async fn handle(
                 }
             }
         }
-        let (response, bytes, errors) = read(broker, &plan, max_bytes, follower);
+        let (mut response, bytes, errors) = read(broker, &plan, max_bytes, follower);
         if bytes >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
+            if errors {
+                leader_hint::fill_fetch(broker, &context.listener, version, &mut response);
+            }
             return response;
         }
         tokio::select! {
             () = notify.notified() => {}
             () = tokio::time::sleep_until(deadline) => {}
-            () = shutdown.cancelled() => return read(broker, &plan, max_bytes, follower).0,
+            () = shutdown.cancelled() => {
+                let (mut response, _, errors) = read(broker, &plan, max_bytes, follower);
+                if errors {
+                    leader_hint::fill_fetch(broker, &context.listener, version, &mut response);
+                }
+                return response;
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ mod cluster;
 mod configs;
 mod fetch;
 mod group;
+mod leader_hint;
 mod list_offsets;
 mod metadata;
 mod offsets;

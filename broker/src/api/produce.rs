@@ -9,7 +9,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use super::{str_bytes, RequestContext};
+use super::{leader_hint, str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::producer::SequenceError;
 use crate::replica::{Partition, ProduceError, ReplicationError};
@@ -195,5 +195,7 @@ pub(super) async fn handle(
     if acks == 0 {
         return None;
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    let mut response = ProduceResponse::default().with_responses(responses);
+    leader_hint::fill_produce(broker, &context.listener, version, &mut response);
+    Some(response)
 }
