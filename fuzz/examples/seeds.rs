@@ -341,11 +341,7 @@ fn segment_seeds(seeds: &mut BTreeMap<String, Vec<u8>>) {
     let last_offset = 9;
     seeds.insert(
         "segment/crash-base-max".to_owned(),
-        segment_input(
-            0x18,
-            &sparse,
-            &shifted(&sparse.log, i64::MAX - last_offset),
-        ),
+        segment_input(0x18, &sparse, &shifted(&sparse.log, i64::MAX - last_offset)),
     );
     seeds.insert(
         "segment/clean-base-1000".to_owned(),
