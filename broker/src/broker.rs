@@ -482,6 +482,26 @@ impl Broker {
         }
     }
 
+    /// Makes `configs` this broker's dynamic settings, through the metadata quorum so they
+    /// outlive a restart; the broker applies them when it reconciles with the new image.
+    pub async fn set_dynamic_configs(
+        &self,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
+        match self
+            .propose(MetadataCommand::SetBrokerConfigs {
+                broker: self.node_id(),
+                configs,
+            })
+            .await?
+        {
+            CommandResult::Rejected { reason } => {
+                Err(ApiError::new(ResponseError::InvalidRequest, reason))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Deletes a topic: the metadata forgets it, and every replica removes its logs.
     pub async fn delete_topic(&self, name: &str) -> Result<TopicImage, ApiError> {
         if !self.config.delete_topic_enable {

@@ -1370,8 +1370,8 @@ fn describe_broker_config(
 
 /// `follower.replication.throttled.rate` set at run time on a follower (IncrementalAlterConfigs
 /// on its BROKER resource) slows its copying to about that rate without a restart, and
-/// DescribeConfigs reports it as a dynamic broker setting; deleting it lets the follower
-/// catch up at once. Read-only broker settings are refused naming the key.
+/// DescribeConfigs reports it as a dynamic broker setting, also after the broker restarts;
+/// deleting it lets the follower catch up at once. Read-only broker settings are refused naming the key.
 #[test]
 fn a_follower_throttle_set_at_run_time_slows_copying_and_deleting_it_lets_the_follower_catch_up(
 ) -> Result<()> {
@@ -1419,6 +1419,19 @@ fn a_follower_throttle_set_at_run_time_slows_copying_and_deleting_it_lets_the_fo
             described == (Some(RATE_BYTES.to_string()), 2, false),
             "not described as a dynamic broker setting: {described:?}"
         );
+        // The setting lives in the metadata quorum: a restarted broker has it again.
+        cluster.restart(2)?;
+        cluster.wait_until("broker 2 has its dynamic setting back", SETTLE, |c| {
+            let described = describe_broker_config(c, 2, RATE)?;
+            ensure!(
+                described == (Some(RATE_BYTES.to_string()), 2, false),
+                "after a restart: {described:?}"
+            );
+            Ok(())
+        })?;
+        wait_for_partition(cluster, topic, 0, "both replicas in sync again", |p| {
+            p.isr.len() == 2
+        })?;
 
         let producer: FutureProducer = cluster
             .client_config()

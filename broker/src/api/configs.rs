@@ -380,7 +380,7 @@ fn check_resource(resource_type: i8) -> Result<(), Failure> {
 /// Changes this broker's dynamic settings (`replace` for AlterConfigs). Only the broker named
 /// by its node id takes them; read-only settings are refused with INVALID_REQUEST, unknown
 /// ones and bad values with INVALID_CONFIG, and nothing applies unless every change is valid.
-fn alter_broker(
+async fn alter_broker(
     broker: &Broker,
     name: &str,
     changes: Vec<(String, Change)>,
@@ -428,8 +428,10 @@ fn alter_broker(
         (code, refused.message)
     })?;
     if !validate_only {
-        tracing::info!(broker = name, settings = ?changed, "dynamic broker settings changed");
-        dynamic.apply(changed);
+        broker
+            .set_dynamic_configs(changed)
+            .await
+            .map_err(|e| (e.code, e.message))?;
     }
     Ok(())
 }
@@ -445,7 +447,7 @@ async fn apply_changes(
 ) -> Result<(), Failure> {
     let changes = changes?;
     if resource_type == RESOURCE_BROKER {
-        return alter_broker(broker, name, changes, replace, validate_only);
+        return alter_broker(broker, name, changes, replace, validate_only).await;
     }
     let overrides = changed_overrides(broker, name, changes, replace);
     apply_overrides(broker, name, overrides, validate_only).await

@@ -1,8 +1,8 @@
 //! Broker settings that change while the broker runs: IncrementalAlterConfigs or AlterConfigs
 //! on this broker's BROKER resource sets or deletes them, and the parts of the broker that use
-//! them watch for the change. Only `follower.replication.throttled.rate` is dynamic; the
-//! values last until the broker restarts (Kafka keeps them in the metadata log; Oxbow does not
-//! yet), then `server.properties` applies again.
+//! them watch for the change. Only `follower.replication.throttled.rate` is dynamic. The values
+//! are kept in the metadata quorum (as Kafka keeps them in its metadata log), so they outlive a
+//! restart; a deleted value gives way to `server.properties` again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -97,10 +97,19 @@ impl DynamicSettings {
         Ok(values)
     }
 
-    /// Makes `values` (from [`DynamicSettings::changed`]) the dynamic settings; watchers see
-    /// them at once.
-    pub fn apply(&self, values: BTreeMap<String, String>) {
-        self.values.send_replace(values);
+    /// Makes the values the metadata image holds for this broker (none: no dynamic setting)
+    /// the dynamic settings; watchers see a change at once, and nothing when they are equal.
+    pub fn follow(&self, values: Option<&BTreeMap<String, String>>) {
+        self.values.send_if_modified(|current| {
+            let wanted = values.cloned().unwrap_or_default();
+            if *current == wanted {
+                false
+            } else {
+                tracing::info!(settings = ?wanted, "dynamic broker settings in effect");
+                *current = wanted;
+                true
+            }
+        });
     }
 }
 
@@ -136,7 +145,7 @@ mod tests {
         let mut watcher = settings.clone().subscribe();
         assert_eq!(follower_throttle(&watcher.borrow(), Some(7)), Some(7));
         let values = settings.changed(&[set(RATE, "1000")], false).unwrap();
-        settings.apply(values);
+        settings.follow(Some(&values));
         assert!(watcher.has_changed().unwrap());
         assert_eq!(
             follower_throttle(&watcher.borrow_and_update(), Some(7)),
@@ -146,15 +155,22 @@ mod tests {
         let values = settings
             .changed(&[(RATE.to_string(), None)], false)
             .unwrap();
-        settings.apply(values);
+        settings.follow(Some(&values));
         assert_eq!(settings.get(RATE), None);
         assert_eq!(
             follower_throttle(&watcher.borrow_and_update(), Some(7)),
             Some(7)
         );
         assert_eq!(follower_throttle(&watcher.borrow(), None), None);
-        settings.apply(settings.changed(&[set(RATE, "-1")], false).unwrap());
+        settings.follow(Some(&settings.changed(&[set(RATE, "-1")], false).unwrap()));
         assert_eq!(follower_throttle(&watcher.borrow(), Some(7)), None);
+        // The image's values replace everything; the same values again wake no watcher.
+        watcher.borrow_and_update();
+        settings.follow(Some(&settings.changed(&[set(RATE, "-1")], false).unwrap()));
+        assert!(!watcher.has_changed().unwrap());
+        settings.follow(None);
+        assert!(watcher.has_changed().unwrap());
+        assert_eq!(settings.get(RATE), None);
     }
 
     #[test]
@@ -181,7 +197,7 @@ mod tests {
     #[test]
     fn alter_configs_replaces_every_dynamic_value() {
         let settings = DynamicSettings::default();
-        settings.apply(settings.changed(&[set(RATE, "500")], false).unwrap());
+        settings.follow(Some(&settings.changed(&[set(RATE, "500")], false).unwrap()));
         assert_eq!(settings.changed(&[], true).unwrap(), BTreeMap::new());
         assert_eq!(
             settings.changed(&[], false).unwrap().get(RATE).unwrap(),

@@ -109,6 +109,11 @@ pub struct MetadataImage {
     /// The ACLs the authorizer enforces (absent from images written before ACLs existed).
     #[serde(default)]
     pub acls: BTreeSet<AclBinding>,
+    /// Dynamic broker settings (IncrementalAlterConfigs on a BROKER resource), by broker id
+    /// and Kafka name; kept here so they outlive a restart, as Kafka keeps them in its
+    /// metadata log.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -179,6 +184,12 @@ pub enum MetadataCommand {
     },
     SetTopicConfigs {
         name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// Replaces a broker's dynamic settings (validated before they are proposed); an empty
+    /// map removes them.
+    SetBrokerConfigs {
+        broker: i32,
         configs: BTreeMap<String, String>,
     },
     /// A partition leader's change of its ISR, valid only against `partition_epoch`.
@@ -352,6 +363,14 @@ impl MetadataImage {
                     return rejected(format!("topic `{name}` does not exist"));
                 };
                 topic.configs = configs.clone();
+                CommandResult::Applied
+            }
+            MetadataCommand::SetBrokerConfigs { broker, configs } => {
+                if configs.is_empty() {
+                    self.broker_configs.remove(broker);
+                } else {
+                    self.broker_configs.insert(*broker, configs.clone());
+                }
                 CommandResult::Applied
             }
             MetadataCommand::AlterIsr {
@@ -867,5 +886,34 @@ mod tests {
             image.apply(&MetadataCommand::AllocateProducerIds { count: 100 }),
             CommandResult::ProducerIds { first: 100 }
         );
+    }
+
+    #[test]
+    fn dynamic_broker_settings_are_kept_per_broker_and_survive_a_snapshot() {
+        let mut image = cluster();
+        let rate: BTreeMap<String, String> = [(
+            "follower.replication.throttled.rate".to_string(),
+            "1000".to_string(),
+        )]
+        .into();
+        image.apply(&MetadataCommand::SetBrokerConfigs {
+            broker: 2,
+            configs: rate.clone(),
+        });
+        assert_eq!(image.broker_configs.get(&2), Some(&rate));
+        assert_eq!(image.broker_configs.get(&1), None);
+        let snapshot = serde_json::to_vec(&image).expect("an image serializes");
+        let restored: MetadataImage = serde_json::from_slice(&snapshot).expect("and reads back");
+        assert_eq!(restored.broker_configs.get(&2), Some(&rate));
+        image.apply(&MetadataCommand::SetBrokerConfigs {
+            broker: 2,
+            configs: BTreeMap::new(),
+        });
+        assert!(image.broker_configs.is_empty());
+        // An image written before dynamic settings existed reads with none.
+        let mut old: serde_json::Value = serde_json::from_slice(&snapshot).expect("json");
+        old.as_object_mut().map(|o| o.remove("broker_configs"));
+        let old: MetadataImage = serde_json::from_value(old).expect("an older image reads");
+        assert!(old.broker_configs.is_empty());
     }
 }

@@ -15,6 +15,10 @@ pub async fn reconcile(broker: &Broker) {
     let _serial = broker.reconciling.lock().await;
     let image = broker.image();
     let node = broker.node_id();
+    broker
+        .config
+        .dynamic
+        .follow(image.broker_configs.get(&node));
 
     // Replicas no longer assigned here (or of a deleted topic, or of an older topic that had
     // the same name) go away with their logs.

@@ -16,8 +16,8 @@
 //! `follower.replication.throttled.rate` (IncrementalAlterConfigs on its BROKER resource, sent
 //! to that broker) before the moves are submitted, and the run deletes it again on every
 //! broker it set it on when it ends, done or failed. A run that is killed leaves the rate in
-//! place until the next throttled run ends, or the broker restarts (the broker keeps dynamic
-//! settings in memory only). Oxbow's brokers throttle the follower side only: there is no
+//! place (brokers keep dynamic settings in the metadata quorum, across restarts) until the
+//! next throttled run ends or someone deletes it. Oxbow's brokers throttle the follower side only: there is no
 //! `leader.replication.throttled.rate` nor per-topic list of throttled replicas, so the rate
 //! also paces a receiving broker's ordinary follower traffic while the run lasts.
 
