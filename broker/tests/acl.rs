@@ -18,9 +18,8 @@ use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DescribeAclsRequest,
-    DescribeAclsResponse, DescribeClusterRequest, MetadataRequest, MetadataResponse, TopicName,
+    DescribeAclsResponse, DescribeClusterRequest, MetadataRequest, TopicName,
 };
-use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
 use oxbow_e2e::cluster::{Cluster, ClusterOptions};
@@ -33,7 +32,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::time::timeout;
+
+mod support;
+use support::{call, connect, metadata, str_bytes, IO_TIMEOUT};
 
 /// The broker under test: this build's, or `OXBOW_BROKER_BIN` (e.g. a release build).
 fn broker_bin() -> String {
@@ -46,7 +47,6 @@ const AUTHORIZER: (&str, &str) = (
     "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
 );
 const ANONYMOUS: &str = "User:ANONYMOUS";
-const IO_TIMEOUT: Duration = Duration::from_secs(15);
 const ACL_VERSION: i16 = 3;
 
 // Kafka's ACL codes.
@@ -92,17 +92,13 @@ fn allow(resource_type: i8, name: &str, operation: i8) -> Acl {
     }
 }
 
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
-
 fn creation(acl: &Acl) -> AclCreation {
     AclCreation::default()
         .with_resource_type(acl.resource_type)
-        .with_resource_name(s(&acl.name))
+        .with_resource_name(str_bytes(&acl.name))
         .with_resource_pattern_type(acl.pattern)
-        .with_principal(s(&acl.principal))
-        .with_host(s(&acl.host))
+        .with_principal(str_bytes(&acl.principal))
+        .with_host(str_bytes(&acl.host))
         .with_operation(acl.operation)
         .with_permission_type(acl.permission)
 }
@@ -115,7 +111,7 @@ fn create_request(acls: &[Acl]) -> CreateAclsRequest {
 fn delete_filter(resource_type: i8, name: Option<&str>, pattern: i8) -> DeleteAclsFilter {
     DeleteAclsFilter::default()
         .with_resource_type_filter(resource_type)
-        .with_resource_name_filter(name.map(s))
+        .with_resource_name_filter(name.map(str_bytes))
         .with_pattern_type_filter(pattern)
         .with_principal_filter(None)
         .with_host_filter(None)
@@ -126,7 +122,7 @@ fn delete_filter(resource_type: i8, name: Option<&str>, pattern: i8) -> DeleteAc
 fn describe_request(resource_type: i8, name: Option<&str>, pattern: i8) -> DescribeAclsRequest {
     DescribeAclsRequest::default()
         .with_resource_type_filter(resource_type)
-        .with_resource_name_filter(name.map(s))
+        .with_resource_name_filter(name.map(str_bytes))
         .with_pattern_type_filter(pattern)
         .with_principal_filter(None)
         .with_host_filter(None)
@@ -182,21 +178,6 @@ fn start(data_dir: &Path, settings: &[(&str, &str)]) -> Result<BrokerProcess> {
         |options, (key, value)| options.arg("--override").arg(format!("{key}={value}")),
     );
     BrokerProcess::start(options)
-}
-
-async fn connect(broker: &BrokerProcess) -> Result<Connection> {
-    let address = broker.bootstrap();
-    timeout(IO_TIMEOUT, Connection::connect(&address))
-        .await
-        .with_context(|| format!("connecting to {address} took over {IO_TIMEOUT:?}"))?
-        .with_context(|| format!("connecting to {address}"))
-}
-
-async fn call<R: Request>(conn: &mut Connection, request: &R, version: i16) -> Result<R::Response> {
-    timeout(IO_TIMEOUT, conn.send(request, version))
-        .await
-        .with_context(|| format!("no answer to API {} within {IO_TIMEOUT:?}", R::KEY))?
-        .with_context(|| format!("API {} v{version}", R::KEY))
 }
 
 /// Creates ACLs and checks every one was created.
@@ -258,25 +239,14 @@ async fn delete_acls(conn: &mut Connection, filter: DeleteAclsFilter) -> Result<
     Ok(acls)
 }
 
-async fn metadata(conn: &mut Connection, topics: Option<&[&str]>) -> Result<MetadataResponse> {
-    let request = MetadataRequest::default()
-        .with_topics(topics.map(|list| {
-            list.iter()
-                .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(s(t)))))
-                .collect()
-        }))
-        .with_allow_auto_topic_creation(false);
-    call(conn, &request, 12).await
-}
-
 /// What Metadata says of `topic`: listed among all topics, and its error code when named.
 async fn visibility(conn: &mut Connection, topic: &str) -> Result<(bool, i16)> {
-    let all = metadata(conn, None).await?;
+    let all = metadata(conn, None, false).await?;
     let listed = all
         .topics
         .iter()
         .any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic));
-    let named = metadata(conn, Some(&[topic])).await?;
+    let named = metadata(conn, Some(&[topic]), false).await?;
     let code = named
         .topics
         .first()
@@ -404,7 +374,7 @@ async fn deny_by_default_refuses_everything_but_the_handshake() -> Result<()> {
             &mut conn,
             &CreateTopicsRequest::default().with_topics(vec![
                 kafka_protocol::messages::create_topics_request::CreatableTopic::default()
-                    .with_name(TopicName(s("nope")))
+                    .with_name(TopicName(str_bytes("nope")))
                     .with_num_partitions(1)
                     .with_replication_factor(1),
             ]),
@@ -487,7 +457,7 @@ async fn an_acl_allows_a_denied_topic_until_it_is_deleted_and_acls_survive_resta
         create_acls(&mut conn, &[allow(TOPIC, auto, DESCRIBE)]).await?;
         let ask = MetadataRequest::default()
             .with_topics(Some(vec![
-                MetadataRequestTopic::default().with_name(Some(TopicName(s(auto))))
+                MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(auto))))
             ]))
             .with_allow_auto_topic_creation(true);
         let code = call(&mut conn, &ask, 12)
@@ -710,7 +680,8 @@ async fn the_acl_apis_answer_every_version_with_kafkas_filters() -> Result<()> {
                 &mut conn,
                 &DeleteAclsRequest::default().with_filters(vec![
                     delete_filter(TOPIC, Some(&prefix), PREFIXED),
-                    delete_filter(ANY, None, ANY).with_principal_filter(Some(s("User:alice"))),
+                    delete_filter(ANY, None, ANY)
+                        .with_principal_filter(Some(str_bytes("User:alice"))),
                     delete_filter(GROUP, Some("*"), LITERAL),
                     delete_filter(TOPIC, Some(&name), 0),
                 ]),

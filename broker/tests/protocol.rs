@@ -39,15 +39,14 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest,
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProducerId, RequestHeader, ResponseHeader,
-    TopicName,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProducerId, ResponseHeader,
 };
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
     JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -57,9 +56,13 @@ use oxbow_e2e::harness::{BrokerOptions, BrokerProcess};
 use tokio::time::timeout;
 use uuid::Uuid;
 
+mod support;
+use support::{
+    call, connect, create_topic_ok, encode_body, expect_code, expect_ok, metadata, raw_frame,
+    topic_name, CREATE_TOPICS_V, IO_TIMEOUT, METADATA_V,
+};
+
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
-/// Longest wait for one response, or for the broker to close a connection it should close.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a refused configuration may keep the binary running.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,8 +71,6 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 const PRODUCE_V: i16 = 9;
 const FETCH_V: i16 = 12;
 const LIST_OFFSETS_V: i16 = 7;
-const METADATA_V: i16 = 12;
-const CREATE_TOPICS_V: i16 = 7;
 const API_VERSIONS_V: i16 = 3;
 const INIT_PRODUCER_ID_V: i16 = 4;
 /// The consumer group the API probes use; it never has members.
@@ -202,8 +203,8 @@ impl Probe {
     async fn prepare(broker: &BrokerProcess) -> Result<Probe> {
         let mut conn = connect(broker).await?;
         let topic = "probe".to_string();
-        create_topic(&mut conn, &topic, 1).await?;
-        create_topic(&mut conn, "probe-grow", 1).await?;
+        create_topic_ok(&mut conn, &topic, 1, &[]).await?;
+        create_topic_ok(&mut conn, "probe-grow", 1, &[]).await?;
         let meta = metadata(&mut conn, Some(&[topic.as_str()]), false).await?;
         let topic_id = meta
             .topics
@@ -323,7 +324,7 @@ impl Probe {
             }
             ApiKey::DeleteTopics => {
                 let name = format!("probe-delete-v{version}");
-                create_topic(conn, &name, 1).await?;
+                create_topic_ok(conn, &name, 1, &[]).await?;
                 let request = if version >= 6 {
                     DeleteTopicsRequest::default().with_topics(vec![
                         DeleteTopicState::default().with_name(Some(topic_name(&name)))
@@ -758,7 +759,7 @@ async fn produce_below_the_version_floor_closes_the_connection_and_writes_nothin
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "floor", 1).await?;
+        create_topic_ok(&mut conn, "floor", 1, &[]).await?;
         // Produce v2 is v3 without the leading nullable transactional id (encoded -1: 2 bytes).
         let v3_body = encode_body(
             &produce_request("floor", 0, batch(&[b"old".to_vec()])?, 1),
@@ -945,7 +946,7 @@ async fn a_batch_with_a_flipped_crc_covered_byte_is_refused_as_corrupt_and_not_s
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "crc", 1).await?;
+        create_topic_ok(&mut conn, "crc", 1, &[]).await?;
         let good = batch(&[b"first".to_vec(), b"second".to_vec()])?;
         let mut bad = BytesMut::from(&good[..]);
         // The last byte belongs to the last record's value, inside the CRC-32C's range.
@@ -974,7 +975,7 @@ async fn produce_to_a_missing_partition_or_topic_is_unknown_and_creates_nothing(
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "present", 2).await?;
+        create_topic_ok(&mut conn, "present", 2, &[]).await?;
         let records = batch(&[b"lost".to_vec()])?;
 
         let missing_partition = produce(&mut conn, "present", 99, records.clone(), 1).await?;
@@ -1016,7 +1017,7 @@ async fn a_batch_larger_than_message_max_bytes_is_refused_as_too_large() -> Resu
     let broker = start(&["--message-max-bytes", "1000"])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "small", 1).await?;
+        create_topic_ok(&mut conn, "small", 1, &[]).await?;
         let refused = produce(&mut conn, "small", 0, batch(&[vec![b'b'; 5000]])?, 1).await?;
         expect_code(
             "Produce of a 5000-byte record over message.max.bytes=1000",
@@ -1043,7 +1044,7 @@ async fn an_idempotent_retry_is_stored_once_and_a_sequence_gap_is_refused() -> R
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "idempotent", 1).await?;
+        create_topic_ok(&mut conn, "idempotent", 1, &[]).await?;
         let init = call(&mut conn, &init_producer_id_request(), INIT_PRODUCER_ID_V).await?;
         expect_ok("InitProducerId", init.error_code)?;
         let (id, epoch) = (init.producer_id.0, init.producer_epoch);
@@ -1098,7 +1099,7 @@ async fn a_produce_with_acks_zero_gets_no_response_but_is_stored() -> Result<()>
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "fire-and-forget", 1).await?;
+        create_topic_ok(&mut conn, "fire-and-forget", 1, &[]).await?;
         let request = produce_request("fire-and-forget", 0, batch(&[b"once".to_vec()])?, 0);
         conn.send_only(&request, PRODUCE_V).await?;
         let correlation_id = conn
@@ -1124,7 +1125,7 @@ async fn pipelined_requests_are_answered_in_order() -> Result<()> {
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "pipeline", 1).await?;
+        create_topic_ok(&mut conn, "pipeline", 1, &[]).await?;
         let meta = MetadataRequest::default()
             .with_topics(Some(vec![metadata_topic("pipeline")]))
             .with_allow_auto_topic_creation(false);
@@ -1185,7 +1186,7 @@ async fn a_waiting_fetch_returns_as_soon_as_records_arrive() -> Result<()> {
     let outcome = async {
         let mut consumer = connect(&broker).await?;
         let mut producer = connect(&broker).await?;
-        create_topic(&mut producer, "wake", 1).await?;
+        create_topic_ok(&mut producer, "wake", 1, &[]).await?;
         let request = fetch_request("wake", 0, 0, 5000, 1);
         let started = Instant::now();
         let fetching = async {
@@ -1224,7 +1225,7 @@ async fn a_fetch_with_nothing_to_return_waits_for_max_wait_ms() -> Result<()> {
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "quiet", 1).await?;
+        create_topic_ok(&mut conn, "quiet", 1, &[]).await?;
         let started = Instant::now();
         let response = call(&mut conn, &fetch_request("quiet", 0, 0, 300, 1), FETCH_V).await?;
         let waited = started.elapsed();
@@ -1255,7 +1256,7 @@ async fn a_fetch_beyond_the_log_end_is_offset_out_of_range() -> Result<()> {
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "short", 1).await?;
+        create_topic_ok(&mut conn, "short", 1, &[]).await?;
         let values: Vec<Vec<u8>> = (0..5).map(|i| format!("r{i}").into_bytes()).collect();
         expect_ok(
             "Produce",
@@ -1286,7 +1287,7 @@ async fn a_fetch_inside_a_batch_returns_the_whole_batch() -> Result<()> {
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "batched", 1).await?;
+        create_topic_ok(&mut conn, "batched", 1, &[]).await?;
         let values: Vec<Vec<u8>> = (0..5).map(|i| format!("r{i}").into_bytes()).collect();
         expect_ok(
             "Produce",
@@ -1323,7 +1324,7 @@ async fn metrics_count_requests_by_api_and_bytes_by_topic() -> Result<()> {
     let broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "metered", 1).await?;
+        create_topic_ok(&mut conn, "metered", 1, &[]).await?;
         let stored = produce(&mut conn, "metered", 0, batch(&[b"counted".to_vec()])?, 1).await?;
         expect_ok("Produce", stored.error_code)?;
         let fetched = call(&mut conn, &fetch_request("metered", 0, 0, 0, 1), FETCH_V).await?;
@@ -1411,7 +1412,7 @@ async fn sigterm_during_a_waiting_fetch_exits_cleanly_and_promptly() -> Result<(
     let mut broker = start(&[])?;
     let outcome = async {
         let mut conn = connect(&broker).await?;
-        create_topic(&mut conn, "parked", 1).await?;
+        create_topic_ok(&mut conn, "parked", 1, &[]).await?;
         conn.send_only(&fetch_request("parked", 0, 0, 30_000, 1), FETCH_V)
             .await?;
         // Let the fetch reach the broker and park.
@@ -1443,24 +1444,6 @@ async fn sigterm_during_a_waiting_fetch_exits_cleanly_and_promptly() -> Result<(
 
 fn start(args: &[&str]) -> Result<BrokerProcess> {
     BrokerProcess::start(BrokerOptions::new(BROKER_BIN).args(args.iter().copied()))
-}
-
-async fn connect(broker: &BrokerProcess) -> Result<Connection> {
-    let address = broker.bootstrap();
-    timeout(IO_TIMEOUT, Connection::connect(&address))
-        .await
-        .with_context(|| format!("connecting to {address} took over {IO_TIMEOUT:?}"))?
-        .with_context(|| format!("connecting to {address}"))
-}
-
-/// Sends a typed request and waits, bounded, for its typed response.
-async fn call<R: Request>(conn: &mut Connection, request: &R, version: i16) -> Result<R::Response> {
-    let api =
-        ApiKey::try_from(R::KEY).map_or_else(|()| format!("API {}", R::KEY), |k| format!("{k:?}"));
-    timeout(IO_TIMEOUT, conn.send(request, version))
-        .await
-        .with_context(|| format!("no answer to {api} v{version} within {IO_TIMEOUT:?}"))?
-        .with_context(|| format!("{api} v{version}"))
 }
 
 /// A fresh connection is accepted and answered: the broker survived what came before.
@@ -1533,55 +1516,6 @@ async fn read_frame(conn: &mut Connection, what: &str) -> Result<Bytes> {
         .with_context(|| format!("the broker closed the connection instead of answering {what}"))
 }
 
-fn expect_ok(what: &str, code: i16) -> Result<()> {
-    ensure!(
-        code == 0,
-        "{what}: expected no error, got {code} ({:?})",
-        ResponseError::try_from_code(code)
-    );
-    Ok(())
-}
-
-fn expect_code(what: &str, code: i16, expected: ResponseError) -> Result<()> {
-    ensure!(
-        code == expected.code(),
-        "{what}: expected {expected:?} ({}), got {code} ({:?})",
-        expected.code(),
-        ResponseError::try_from_code(code)
-    );
-    Ok(())
-}
-
-/// A request body encoded by the codec at `version`, without header or size.
-fn encode_body<R: Encodable>(request: &R, version: i16) -> Result<Bytes> {
-    let mut body = BytesMut::new();
-    request.encode(&mut body, version)?;
-    Ok(body.freeze())
-}
-
-/// A size-prefixed frame with a codec-encoded header claiming any key and version, followed by
-/// `body` as given: for requests the typed client refuses to build.
-fn raw_frame(
-    api_key: i16,
-    version: i16,
-    correlation_id: i32,
-    header_version: i16,
-    body: &[u8],
-) -> Result<Bytes> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("oxbow-protocol-tests")));
-    let mut frame = BytesMut::new();
-    frame.put_i32(0);
-    header.encode(&mut frame, header_version)?;
-    frame.put_slice(body);
-    let size = i32::try_from(frame.len() - 4)?;
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(frame.freeze())
-}
-
 /// Deterministic noise (xorshift64*), so a failing case replays exactly.
 fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -1593,10 +1527,6 @@ fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
             (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
         })
         .collect()
-}
-
-fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
 }
 
 fn api_versions_request() -> ApiVersionsRequest {
@@ -1631,32 +1561,8 @@ fn creatable_topic(name: &str, partitions: i32) -> CreatableTopic {
         .with_replication_factor(1)
 }
 
-async fn create_topic(conn: &mut Connection, name: &str, partitions: i32) -> Result<()> {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(5000)
-        .with_topics(vec![creatable_topic(name, partitions)]);
-    let response = call(conn, &request, CREATE_TOPICS_V).await?;
-    let result = response
-        .topics
-        .first()
-        .context("CreateTopics without a result")?;
-    expect_ok(&format!("CreateTopics {name}"), result.error_code)
-}
-
 fn metadata_topic(name: &str) -> MetadataRequestTopic {
     MetadataRequestTopic::default().with_name(Some(topic_name(name)))
-}
-
-/// Metadata for `topics` (every topic when `None`).
-async fn metadata(
-    conn: &mut Connection,
-    topics: Option<&[&str]>,
-    allow_auto_creation: bool,
-) -> Result<MetadataResponse> {
-    let request = MetadataRequest::default()
-        .with_topics(topics.map(|names| names.iter().map(|n| metadata_topic(n)).collect()))
-        .with_allow_auto_topic_creation(allow_auto_creation);
-    call(conn, &request, METADATA_V).await
 }
 
 fn find_topic<'a>(response: &'a MetadataResponse, name: &str) -> Option<&'a MetadataResponseTopic> {

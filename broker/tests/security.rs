@@ -23,12 +23,11 @@ use kafka_protocol::messages::alter_user_scram_credentials_request::{
 use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, ApiVersionsRequest, ApiVersionsResponse, CreateAclsRequest,
-    CreateTopicsRequest, DescribeUserScramCredentialsRequest, MetadataRequest, MetadataResponse,
-    RequestHeader, ResponseHeader, SaslHandshakeRequest, TopicName,
+    DescribeUserScramCredentialsRequest, MetadataRequest, MetadataResponse, ResponseHeader,
+    SaslHandshakeRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::ResponseError;
-use oxbow_broker::client::Connection;
 use oxbow_e2e::harness;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -37,6 +36,9 @@ use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+
+mod support;
+use support::{connect_to, create_topic_ok, encode_body, raw_frame};
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
 /// Longest wait for one network answer.
@@ -246,28 +248,15 @@ fn make_pki(dir: &Path) -> Result<Pki> {
 // Requests over any stream (TCP or TLS)
 // ---------------------------------------------------------------------------------------------
 
-fn encode<R: Request>(request: &R, version: i16, correlation_id: i32) -> Result<Bytes> {
-    let header = RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("security-test")));
-    let mut frame = BytesMut::new();
-    frame.put_i32(0);
-    header.encode(&mut frame, R::header_version(version))?;
-    request.encode(&mut frame, version)?;
-    let size = i32::try_from(frame.len() - 4)?;
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(frame.freeze())
-}
-
 /// Sends a request and reads its response; `Ok(None)` when the broker closed the connection.
 async fn exchange<R: Request, S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     request: &R,
     version: i16,
 ) -> Result<Option<R::Response>> {
-    stream.write_all(&encode(request, version, 7)?).await?;
+    let body = encode_body(request, version)?;
+    let frame = raw_frame(R::KEY, version, 7, R::header_version(version), &body)?;
+    stream.write_all(&frame).await?;
     let mut size = [0u8; 4];
     match timeout(ANSWER, stream.read_exact(&mut size)).await? {
         Ok(_) => {}
@@ -518,7 +507,7 @@ async fn scram_credentials_are_altered_described_deleted_and_checked_at_login() 
         &[],
     )?;
     let outcome = async {
-        let mut admin = Connection::connect(&broker.address("PLAINTEXT")).await?;
+        let mut admin = connect_to(&broker.address("PLAINTEXT")).await?;
         let sasl = broker.address("SASL_PLAINTEXT");
         ensure!(
             metadata_brokers(&sasl_config(&sasl, "alice", "alice-secret")).is_err(),
@@ -741,7 +730,6 @@ async fn topic_code_over_tls<S: AsyncRead + AsyncWrite + Unpin>(
 #[tokio::test]
 async fn a_client_certificate_is_the_principal_acls_are_checked_against() -> Result<()> {
     use kafka_protocol::messages::create_acls_request::AclCreation;
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
     let scratch = tempfile::tempdir()?;
     let pki = make_pki(scratch.path())?;
     let keystore = pki.broker.display().to_string();
@@ -764,21 +752,8 @@ async fn a_client_certificate_is_the_principal_acls_are_checked_against() -> Res
     )?;
     let outcome = async {
         let topic = "alice-only";
-        let mut admin =
-            timeout(ANSWER, Connection::connect(&broker.address("PLAINTEXT"))).await??;
-        let created = timeout(
-            ANSWER,
-            admin.send(
-                &CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(StrBytes::from_static_str(topic)))
-                    .with_num_partitions(1)
-                    .with_replication_factor(1)]),
-                7,
-            ),
-        )
-        .await??;
-        let code = created.topics.first().map(|t| t.error_code);
-        ensure!(code == Some(0), "CreateTopics answered {code:?}");
+        let mut admin = connect_to(&broker.address("PLAINTEXT")).await?;
+        create_topic_ok(&mut admin, topic, 1, &[]).await?;
 
         let address = broker.address("SSL");
         let name = rustls::pki_types::ServerName::try_from("localhost")?;
@@ -895,7 +870,7 @@ async fn many_connections_announcing_huge_requests_leave_the_broker_responsive_a
             record.is_ok(),
             "produce failed while the partial frames were held: {record:?}"
         );
-        let mut conn = Connection::connect(&address).await?;
+        let mut conn = connect_to(&address).await?;
         let versions = conn.send(&ApiVersionsRequest::default(), 3).await?;
         ensure!(versions.error_code == 0, "{versions:?}");
         let answered_in = started.elapsed();

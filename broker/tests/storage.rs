@@ -19,8 +19,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -32,10 +30,9 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, BrokerId, CreateTopicsRequest, DescribeConfigsRequest, FetchRequest,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest, ProduceRequest, TopicName,
+    AlterConfigsRequest, BrokerId, DescribeConfigsRequest, FetchRequest,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, ProduceRequest,
 };
-use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -51,9 +48,13 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::timeout;
 
+mod support;
+use support::{
+    call, connect, create_topic, create_topic_ok, expect_code, expect_ok, str_bytes, topic_name,
+    IO_TIMEOUT,
+};
+
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
-/// Longest wait for one response.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for background work (retention, cleaning) to reach the state a test expects;
 /// the passes themselves run every 200 ms here.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -68,7 +69,6 @@ const BACKGROUND_INTERVAL_MS: &str = "200";
 const PRODUCE_V: i16 = 9;
 const FETCH_V: i16 = 12;
 const LIST_OFFSETS_V: i16 = 7;
-const CREATE_TOPICS_V: i16 = 7;
 const DESCRIBE_CONFIGS_V: i16 = 4;
 const ALTER_CONFIGS_V: i16 = 2;
 const INCREMENTAL_ALTER_CONFIGS_V: i16 = 1;
@@ -1305,101 +1305,6 @@ fn start(args: &[&str]) -> Result<BrokerProcess> {
         BrokerOptions::new(BROKER_BIN)
             .args(["--override", "auto.create.topics.enable=false"])
             .args(args.iter().copied()),
-    )
-}
-
-async fn connect(broker: &BrokerProcess) -> Result<Connection> {
-    let address = broker.bootstrap();
-    timeout(IO_TIMEOUT, Connection::connect(&address))
-        .await
-        .with_context(|| format!("connecting to {address} took over {IO_TIMEOUT:?}"))?
-        .with_context(|| format!("connecting to {address}"))
-}
-
-/// Sends a typed request and waits, bounded, for its typed response.
-async fn call<R: Request>(conn: &mut Connection, request: &R, version: i16) -> Result<R::Response> {
-    timeout(IO_TIMEOUT, conn.send(request, version))
-        .await
-        .with_context(|| {
-            format!(
-                "no answer to API {} v{version} within {IO_TIMEOUT:?}",
-                R::KEY
-            )
-        })?
-        .with_context(|| format!("API {} v{version}", R::KEY))
-}
-
-fn expect_ok(what: &str, code: i16) -> Result<()> {
-    ensure!(
-        code == 0,
-        "{what}: expected no error, got {code} ({:?})",
-        ResponseError::try_from_code(code)
-    );
-    Ok(())
-}
-
-fn expect_code(what: &str, code: i16, expected: ResponseError) -> Result<()> {
-    ensure!(
-        code == expected.code(),
-        "{what}: expected {expected:?} ({}), got {code} ({:?})",
-        expected.code(),
-        ResponseError::try_from_code(code)
-    );
-    Ok(())
-}
-
-fn str_bytes(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
-
-fn topic_name(name: &str) -> TopicName {
-    TopicName(str_bytes(name))
-}
-
-async fn create_topic(
-    conn: &mut Connection,
-    name: &str,
-    partitions: i32,
-    configs: &[(&str, &str)],
-) -> Result<CreatableTopicResult> {
-    let topic = CreatableTopic::default()
-        .with_name(topic_name(name))
-        .with_num_partitions(partitions)
-        .with_replication_factor(1)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(str_bytes(k))
-                        .with_value(Some(str_bytes(v)))
-                })
-                .collect(),
-        );
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(5000)
-        .with_topics(vec![topic]);
-    let response = call(conn, &request, CREATE_TOPICS_V).await?;
-    response
-        .topics
-        .into_iter()
-        .next()
-        .context("CreateTopics answered no topic")
-}
-
-async fn create_topic_ok(
-    conn: &mut Connection,
-    name: &str,
-    partitions: i32,
-    configs: &[(&str, &str)],
-) -> Result<()> {
-    let result = create_topic(conn, name, partitions, configs).await?;
-    expect_ok(
-        &format!(
-            "CreateTopics {name} with {configs:?} ({:?})",
-            result.error_message
-        ),
-        result.error_code,
     )
 }
 
