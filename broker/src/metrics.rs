@@ -236,3 +236,41 @@ pub async fn serve(
         tracing::error!(?address, error = %e, "metrics endpoint failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every broker series the chart's Grafana dashboard queries is one the broker exports
+    /// (the labelled ones once they have a value).
+    #[test]
+    fn every_broker_series_the_dashboard_queries_is_exported() {
+        let metrics = Metrics::new();
+        metrics.requests.with_label_values(&["Produce"]).inc();
+        metrics.request_errors.with_label_values(&["Produce"]).inc();
+        metrics
+            .request_latency
+            .with_label_values(&["Produce"])
+            .observe(0.001);
+        metrics.bytes_in.with_label_values(&["t"]).inc();
+        metrics.bytes_out.with_label_values(&["t"]).inc();
+        metrics.messages_in.with_label_values(&["t"]).inc();
+        metrics
+            .consumer_lag
+            .with_label_values(&["g", "t", "0"])
+            .set(1);
+        let text = metrics.render();
+        let dashboard = oxbow_e2e::dashboard::dashboard().expect("the chart's dashboard");
+        let queried: Vec<String> = oxbow_e2e::dashboard::queried_metrics(&dashboard, "oxbow_")
+            .into_iter()
+            .filter(|name| !name.starts_with("oxbow_operator_"))
+            .collect();
+        assert!(queried.len() >= 8, "{queried:?}");
+        for name in queried {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "the dashboard queries {name}, which the broker does not export:\n{text}"
+            );
+        }
+    }
+}

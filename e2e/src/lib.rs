@@ -2,4 +2,5 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod dashboard;
 pub mod harness;

@@ -300,6 +300,37 @@ mod tests {
         assert!(!metrics.render().contains("name=\"orders\""));
     }
 
+    /// Every operator series the chart's Grafana dashboard queries is one the operator
+    /// exports once each kind of figure has a value.
+    #[test]
+    fn every_operator_series_the_dashboard_queries_is_exported() {
+        let metrics = Metrics::new();
+        {
+            let _timer = metrics.reconcile(CLUSTER);
+        }
+        metrics.failure(CLUSTER, "kube");
+        metrics.set_ready(TOPIC, "ns", "orders", false);
+        let figures = BalanceFigures {
+            replicas: [(0, 1)].into(),
+            leaders: [(0, 1)].into(),
+            under_replicated: 0,
+            in_flight: 0,
+            pending: 0,
+        };
+        metrics.set_balance("ns", "main", &figures);
+        metrics.submitted("ns", "main", 1);
+        let text = metrics.render();
+        let dashboard = oxbow_e2e::dashboard::dashboard().expect("the chart's dashboard");
+        let queried = oxbow_e2e::dashboard::queried_metrics(&dashboard, "oxbow_operator_");
+        assert!(queried.len() >= 10, "{queried:?}");
+        for name in queried {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "the dashboard queries {name}, which the operator does not export:\n{text}"
+            );
+        }
+    }
+
     #[test]
     fn a_clusters_balance_is_exported_per_broker_with_its_imbalance() {
         let metrics = Metrics::new();
