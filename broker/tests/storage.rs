@@ -1079,8 +1079,11 @@ async fn flush_every_message(broker: &mut BrokerProcess) -> Result<()> {
         .map(|p| {
             let bootstrap = bootstrap.clone();
             tokio::spawn(async move {
+                // Idempotent, so a request retried by the client on a slow machine is not
+                // stored twice: every record must be stored exactly once.
                 let producer: FutureProducer = harness::producer_config(&bootstrap)
                     .set("acks", "all")
+                    .set("enable.idempotence", "true")
                     .create()
                     .context("creating a producer")?;
                 let mut pending = Vec::with_capacity(per_producer);
