@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::client::Connector;
 use crate::config::{self, BrokerConfig, Listener, TopicConfig};
 use crate::controller::image::{
     BrokerRegistration, CommandResult, MetadataCommand, MetadataImage, PartitionState, TopicImage,
@@ -25,6 +26,7 @@ use crate::log::LogConfig;
 use crate::metrics::Metrics;
 use crate::replica::fetcher::Fetchers;
 use crate::replica::Partition;
+use crate::security::SecurityProtocol;
 
 /// A Kafka error code with the message that explains it to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,8 @@ pub enum StartError {
     Quorum(#[from] raft::QuorumError),
     #[error("cannot register with the controller: {0}")]
     Register(String),
+    #[error("invalid TLS settings for the SSL inter-broker listener: {0}")]
+    InterBrokerTls(#[from] crate::security::tls::TlsError),
 }
 
 /// The local replicas, by topic and partition index.
@@ -82,6 +86,8 @@ pub struct Broker {
     /// `__consumer_offsets` partitions whose groups this broker coordinates.
     pub(crate) coordinated: Mutex<BTreeSet<i32>>,
     pub(crate) fetchers: Fetchers,
+    /// How this broker reaches the others' inter-broker listeners (replication, heartbeats).
+    pub(crate) connector: Connector,
     /// Serialises applying the metadata to the local replicas.
     pub(crate) reconciling: tokio::sync::Mutex<()>,
     producer_ids: Mutex<(i64, i64)>,
@@ -107,6 +113,12 @@ impl Broker {
             source,
         })?;
         remove_deleted_dirs(&dir);
+        let connector = match (config.inter_broker_protocol(), &config.security.tls) {
+            (SecurityProtocol::Ssl, Some(settings)) => {
+                Connector::Tls(crate::security::tls::client_config(settings)?)
+            }
+            _ => Connector::Plain,
+        };
         let quorum = if config.voters.is_empty() {
             Quorum::Standalone(Arc::new(StandaloneStore::open(&dir)?))
         } else {
@@ -147,6 +159,7 @@ impl Broker {
             partitions: RwLock::new(HashMap::new()),
             coordinated: Mutex::new(BTreeSet::new()),
             fetchers: Fetchers::default(),
+            connector,
             reconciling: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new((0, 0)),
             shutdown,

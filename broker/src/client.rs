@@ -1,17 +1,28 @@
 //! The crate's own Kafka client: one connection, typed requests through `kafka-protocol`.
-//! Used by tests today, and by replication and the operator later.
+//! Replication and broker heartbeats use it, and so do the tests. A [`Connector`] reaches
+//! other brokers in plain TCP or, on an SSL inter-broker listener, in TLS.
+
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("cannot connect to {address}: {source}")]
     Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("`{address}` has no host name a TLS certificate can be checked against")]
+    ServerName { address: String },
+    #[error("TLS handshake with {address} failed: {source}")]
+    Tls {
         address: String,
         source: std::io::Error,
     },
@@ -33,32 +44,87 @@ pub enum ClientError {
 /// Largest response the client reads.
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 
-/// A single connection to a broker. Requests are answered in order.
-pub struct Connection {
-    address: String,
-    stream: TcpStream,
-    next_correlation: i32,
-    client_id: StrBytes,
+/// A byte stream a connection runs over: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// How connections to other brokers are made: plain TCP, or TLS with the broker's trust
+/// store (and its own certificate, for listeners that ask for one).
+#[derive(Clone)]
+pub enum Connector {
+    Plain,
+    Tls(Arc<rustls::ClientConfig>),
 }
 
-impl Connection {
-    pub async fn connect(address: &str) -> Result<Connection, ClientError> {
-        let stream = TcpStream::connect(address)
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Connector::Plain => "Connector::Plain",
+            Connector::Tls(_) => "Connector::Tls",
+        })
+    }
+}
+
+impl Connector {
+    /// Connects to `address` (`host:port`); with TLS, the certificate presented must be
+    /// valid for `host` (Kafka's `ssl.endpoint.identification.algorithm=https`).
+    pub async fn connect(&self, address: &str) -> Result<Connection, ClientError> {
+        let tcp = TcpStream::connect(address)
             .await
             .map_err(|source| ClientError::Connect {
                 address: address.to_string(),
                 source,
             })?;
-        stream.set_nodelay(true).map_err(|source| ClientError::Io {
+        tcp.set_nodelay(true).map_err(|source| ClientError::Io {
             address: address.to_string(),
             source,
         })?;
+        let stream: Box<dyn Stream> = match self {
+            Connector::Plain => Box::new(tcp),
+            Connector::Tls(config) => {
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address, |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
+                        ClientError::ServerName {
+                            address: address.to_string(),
+                        }
+                    })?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|source| ClientError::Tls {
+                        address: address.to_string(),
+                        source,
+                    })?;
+                Box::new(tls)
+            }
+        };
         Ok(Connection {
             address: address.to_string(),
             stream,
             next_correlation: 1,
             client_id: StrBytes::from_static_str("oxbow"),
         })
+    }
+}
+
+/// A single connection to a broker. Requests are answered in order.
+pub struct Connection {
+    address: String,
+    stream: Box<dyn Stream>,
+    next_correlation: i32,
+    client_id: StrBytes,
+}
+
+impl Connection {
+    /// A plain TCP connection to `address`.
+    pub async fn connect(address: &str) -> Result<Connection, ClientError> {
+        Connector::Plain.connect(address).await
     }
 
     /// Sends `request` at `version` and waits for its response.
@@ -117,13 +183,13 @@ impl Connection {
 
     /// Writes bytes as they are: a frame of the caller's making, valid or not.
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|source| ClientError::Io {
-                address: self.address.clone(),
-                source,
-            })
+        let io = |source| ClientError::Io {
+            address: self.address.clone(),
+            source,
+        };
+        self.stream.write_all(bytes).await.map_err(io)?;
+        // TLS may hold the end of the frame in its buffer until flushed.
+        self.stream.flush().await.map_err(io)
     }
 
     /// Closes the sending half (TCP FIN) and keeps the receiving half open, as a client does

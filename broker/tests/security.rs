@@ -38,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 mod support;
-use support::{connect_to, create_topic_ok, encode_body, raw_frame};
+use support::{connect_to, create_topic_ok, encode_body, make_pki, raw_frame, Pki};
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
 /// Longest wait for one network answer.
@@ -188,61 +188,8 @@ impl Drop for SecureBroker {
 // Certificates
 // ---------------------------------------------------------------------------------------------
 
-/// A test CA, a broker certificate for localhost/127.0.0.1 and a client certificate (subject
-/// `O=Example, OU=eng, CN=alice`, principal [`ALICE`]), as PEM files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    broker: PathBuf,
-    client_cert: String,
-    client_key: String,
-    ca_pem: String,
-}
-
 /// The principal of the test client certificate, as Kafka's DEFAULT mapping writes it.
 const ALICE: &str = "User:CN=alice,OU=eng,O=Example";
-
-fn make_pki(dir: &Path) -> Result<Pki> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "oxbow test CA");
-    let ca = ca_params.self_signed(&ca_key)?;
-    let broker_key = KeyPair::generate()?;
-    let mut broker_params = CertificateParams::new(vec!["localhost".to_string()])?;
-    broker_params
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    let broker = broker_params.signed_by(&broker_key, &ca, &ca_key)?;
-    let client_key = KeyPair::generate()?;
-    let mut client_params = CertificateParams::new(Vec::<String>::new())?;
-    // Without the default subject (CN=rcgen self signed cert), which would keep CN first.
-    client_params.distinguished_name = rcgen::DistinguishedName::new();
-    for (kind, value) in [
-        (DnType::OrganizationName, "Example"),
-        (DnType::OrganizationalUnitName, "eng"),
-        (DnType::CommonName, "alice"),
-    ] {
-        client_params.distinguished_name.push(kind, value);
-    }
-    let client = client_params.signed_by(&client_key, &ca, &ca_key)?;
-    let ca_path = dir.join("ca.pem");
-    fs::write(&ca_path, ca.pem())?;
-    let broker_path = dir.join("broker.pem");
-    fs::write(
-        &broker_path,
-        format!("{}{}", broker.pem(), broker_key.serialize_pem()),
-    )?;
-    Ok(Pki {
-        ca: ca_path,
-        broker: broker_path,
-        client_cert: client.pem(),
-        client_key: client_key.serialize_pem(),
-        ca_pem: ca.pem(),
-    })
-}
 
 // ---------------------------------------------------------------------------------------------
 // Requests over any stream (TCP or TLS)

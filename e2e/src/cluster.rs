@@ -73,6 +73,8 @@ pub struct ClusterOptions {
     node_settings: BTreeMap<NodeId, BTreeMap<String, String>>,
     env: Vec<(String, String)>,
     pod_prefix: Option<String>,
+    /// A separate inter-broker listener: its name and security protocol.
+    inter_broker: Option<(String, String)>,
 }
 
 impl ClusterOptions {
@@ -86,6 +88,7 @@ impl ClusterOptions {
             node_settings: BTreeMap::new(),
             env: Vec::new(),
             pod_prefix: None,
+            inter_broker: None,
         }
     }
 
@@ -127,6 +130,18 @@ impl ClusterOptions {
         self
     }
 
+    /// Brokers replicate and heartbeat over a listener of their own, `name` with `protocol`
+    /// (e.g. `INTERNAL`, `SSL`), on a port of its own; clients and the harness keep the
+    /// PLAINTEXT listener. The protocol's own settings (`ssl.*`) go in with [`Self::set`].
+    pub fn inter_broker_listener(
+        mut self,
+        name: impl Into<String>,
+        protocol: impl Into<String>,
+    ) -> Self {
+        self.inter_broker = Some((name.into(), protocol.into()));
+        self
+    }
+
     /// Brokers named like the pods of a StatefulSet: no `node.id` in their files, and
     /// `POD_NAME=<prefix>-<id>` in their environment, from which they take their ids.
     pub fn pod_names(mut self, prefix: impl Into<String>) -> Self {
@@ -151,6 +166,8 @@ struct Node {
     kafka: SocketAddr,
     controller: SocketAddr,
     metrics: SocketAddr,
+    /// The port of the separate inter-broker listener, when there is one.
+    internal: SocketAddr,
     config_path: PathBuf,
     log_path: PathBuf,
     data_dir: PathBuf,
@@ -207,9 +224,9 @@ impl Cluster {
             .prefix("oxbow-cluster-")
             .tempdir()
             .context("creating the cluster's directory")?;
-        let ports = reserve_ports(options.brokers * 3)?;
+        let ports = reserve_ports(options.brokers * 4)?;
         let mut nodes = Vec::with_capacity(options.brokers);
-        for (index, chunk) in ports.chunks(3).enumerate() {
+        for (index, chunk) in ports.chunks(4).enumerate() {
             let id = NodeId::try_from(index + 1).context("too many brokers")?;
             let home = dir.path().join(format!("broker-{id}"));
             fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
@@ -218,6 +235,7 @@ impl Cluster {
                 kafka: chunk[0],
                 controller: chunk[1],
                 metrics: chunk[2],
+                internal: chunk[3],
                 config_path: home.join("server.properties"),
                 log_path: home.join("broker.log"),
                 data_dir: home.join("data"),
@@ -270,17 +288,39 @@ impl Cluster {
             .to_string(),
         );
         put("controller.quorum.voters", voters);
-        put(
-            "listeners",
-            format!(
-                "PLAINTEXT://{},CONTROLLER://{}",
-                node.kafka, node.controller
-            ),
-        );
-        put(
-            "advertised.listeners",
-            format!("PLAINTEXT://{}", node.kafka),
-        );
+        match &self.options.inter_broker {
+            None => {
+                put(
+                    "listeners",
+                    format!(
+                        "PLAINTEXT://{},CONTROLLER://{}",
+                        node.kafka, node.controller
+                    ),
+                );
+                put(
+                    "advertised.listeners",
+                    format!("PLAINTEXT://{}", node.kafka),
+                );
+            }
+            Some((name, protocol)) => {
+                put(
+                    "listeners",
+                    format!(
+                        "PLAINTEXT://{},{name}://{},CONTROLLER://{}",
+                        node.kafka, node.internal, node.controller
+                    ),
+                );
+                put(
+                    "advertised.listeners",
+                    format!("PLAINTEXT://{},{name}://{}", node.kafka, node.internal),
+                );
+                put(
+                    "listener.security.protocol.map",
+                    format!("PLAINTEXT:PLAINTEXT,{name}:{protocol},CONTROLLER:PLAINTEXT"),
+                );
+                put("inter.broker.listener.name", name.clone());
+            }
+        }
         put("controller.listener.names", "CONTROLLER".to_string());
         put("log.dirs", node.data_dir.display().to_string());
         put("metrics.address", node.metrics.to_string());
@@ -1266,13 +1306,14 @@ mod tests {
             .voters(3)
             .set("min.insync.replicas", "2")
             .set_on(4, "broker.rack", "b");
-        let ports = reserve_ports(12)?;
+        let ports = reserve_ports(16)?;
         let nodes: Vec<Node> = (0..4)
             .map(|i| Node {
                 id: i + 1,
-                kafka: ports[i as usize * 3],
-                controller: ports[i as usize * 3 + 1],
-                metrics: ports[i as usize * 3 + 2],
+                kafka: ports[i as usize * 4],
+                controller: ports[i as usize * 4 + 1],
+                metrics: ports[i as usize * 4 + 2],
+                internal: ports[i as usize * 4 + 3],
                 config_path: PathBuf::new(),
                 log_path: PathBuf::new(),
                 data_dir: PathBuf::from(format!("/tmp/d{i}")),
@@ -1290,7 +1331,7 @@ mod tests {
         let broker_only = cluster.properties(&cluster.nodes[3]);
         let voters = format!(
             "controller.quorum.voters=1@{},2@{},3@{}",
-            ports[1], ports[4], ports[7]
+            ports[1], ports[5], ports[9]
         );
         ensure!(voter.contains(&voters), "{voter}");
         ensure!(broker_only.contains(&voters), "{broker_only}");
@@ -1302,13 +1343,40 @@ mod tests {
         ensure!(
             broker_only.contains(&format!(
                 "listeners=PLAINTEXT://{},CONTROLLER://{}",
-                ports[9], ports[10]
+                ports[12], ports[13]
             )),
+            "{broker_only}"
+        );
+        ensure!(
+            !broker_only.contains("inter.broker.listener.name"),
             "{broker_only}"
         );
         ensure!(broker_only.contains("broker.rack=b"), "{broker_only}");
         ensure!(!voter.contains("broker.rack"), "{voter}");
         ensure!(voter.contains("min.insync.replicas=2"), "{voter}");
+
+        // A separate inter-broker listener gets its own port, protocol and name.
+        let mut cluster = cluster;
+        cluster.options = cluster
+            .options
+            .clone()
+            .inter_broker_listener("INTERNAL", "SSL");
+        let text = cluster.properties(&cluster.nodes[3]);
+        for line in [
+            format!(
+                "listeners=PLAINTEXT://{},INTERNAL://{},CONTROLLER://{}",
+                ports[12], ports[15], ports[13]
+            ),
+            format!(
+                "advertised.listeners=PLAINTEXT://{},INTERNAL://{}",
+                ports[12], ports[15]
+            ),
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SSL,CONTROLLER:PLAINTEXT"
+                .to_string(),
+            "inter.broker.listener.name=INTERNAL".to_string(),
+        ] {
+            ensure!(text.contains(&line), "{line} missing from\n{text}");
+        }
         Ok(())
     }
 }

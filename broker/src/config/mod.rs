@@ -386,6 +386,14 @@ impl BrokerConfig {
 
     /// The broker-level default of a topic setting: the first explicit broker synonym
     /// (converted to the topic's unit), else the topic setting's own default.
+    /// The security protocol of the inter-broker listener.
+    pub fn inter_broker_protocol(&self) -> SecurityProtocol {
+        self.listeners
+            .iter()
+            .find(|l| l.listener.name == self.listener.name)
+            .map_or(SecurityProtocol::Plaintext, |l| l.protocol)
+    }
+
     pub fn topic_default(&self, def: &TopicDef) -> (String, ConfigSource) {
         for (synonym, factor) in def.broker_synonyms {
             if let Some(value) = self.explicit(synonym) {
@@ -564,13 +572,18 @@ fn inter_broker_listener(
             },
         });
     };
-    // Replication and heartbeats use the broker's own client, which speaks plain TCP.
-    if replicated && chosen.protocol != SecurityProtocol::Plaintext {
+    // Replication and heartbeats use the broker's own client: plain TCP or TLS, no SASL.
+    if replicated
+        && !matches!(
+            chosen.protocol,
+            SecurityProtocol::Plaintext | SecurityProtocol::Ssl
+        )
+    {
         return Err(ConfigError::Invalid {
             key: "inter.broker.listener.name".to_string(),
             value: chosen.listener.name.clone(),
             expected: format!(
-                "a PLAINTEXT listener in a cluster with controller.quorum.voters ({} is {}; brokers do not replicate over TLS or SASL yet)",
+                "a PLAINTEXT or SSL listener in a cluster with controller.quorum.voters ({} is {}; brokers do not authenticate to each other with SASL yet)",
                 chosen.listener.name, chosen.protocol
             ),
         });
@@ -955,7 +968,7 @@ mod tests {
                 ("ssl.keystore.location", "k.pem"),
                 ("controller.quorum.voters", "0@127.0.0.1:2"),
             ],
-            "brokers do not replicate over TLS or SASL yet",
+            "brokers do not authenticate to each other with SASL yet",
         );
         refused(
             &[

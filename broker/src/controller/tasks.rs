@@ -120,7 +120,8 @@ async fn beat(broker: &Broker, connection: &mut Option<(i32, Connection)>) -> bo
             return false;
         };
         let address = format!("{}:{}", registration.host, registration.port);
-        if let Ok(Ok(conn)) = tokio::time::timeout(limit, Connection::connect(&address)).await {
+        if let Ok(Ok(conn)) = tokio::time::timeout(limit, broker.connector.connect(&address)).await
+        {
             *connection = Some((controller, conn));
         }
     }

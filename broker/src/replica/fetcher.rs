@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::client::Connection;
+use crate::client::{ClientError, Connection, Connector};
 use crate::config::dynamic::follower_throttle;
 use crate::controller::Quorum;
 use crate::log::AppendError;
@@ -64,6 +64,7 @@ struct FetchContext {
     wait_max_ms: i32,
     partition_max_bytes: i32,
     request_timeout: Duration,
+    connector: Connector,
     /// Bytes per second to copy at most (`follower.replication.throttled.rate` in
     /// `server.properties`), unless a dynamic value replaces it.
     static_throttle: Option<u64>,
@@ -97,6 +98,7 @@ impl Fetchers {
                 wait_max_ms: broker.config.replica_fetch_wait_max_ms,
                 partition_max_bytes: broker.config.replica_fetch_max_bytes,
                 request_timeout: broker.config.request_timeout,
+                connector: broker.connector.clone(),
                 static_throttle: broker.config.follower_throttle,
                 dynamic: broker.config.dynamic.subscribe(),
             };
@@ -249,8 +251,13 @@ async fn connect(context: &FetchContext, leader: i32) -> Option<Connection> {
     let image = context.quorum.image();
     let registration = image.brokers.get(&leader)?;
     let address = format!("{}:{}", registration.host, registration.port);
-    match tokio::time::timeout(context.request_timeout, Connection::connect(&address)).await {
+    match tokio::time::timeout(context.request_timeout, context.connector.connect(&address)).await {
         Ok(Ok(conn)) => Some(conn),
+        // A certificate problem does not go away by retrying: say so where it is seen.
+        Ok(Err(e @ ClientError::Tls { .. })) => {
+            tracing::warn!(leader, address, error = %e, "cannot replicate from the leader");
+            None
+        }
         Ok(Err(e)) => {
             tracing::debug!(leader, address, error = %e, "cannot reach the leader");
             None

@@ -57,6 +57,10 @@ pub enum TlsError {
         "ssl.client.auth={0} needs ssl.truststore.location with the CA of the client certificates"
     )]
     NoTruststore(&'static str),
+    #[error(
+        "an SSL inter-broker listener needs ssl.truststore.location with the CA that signed the brokers' certificates"
+    )]
+    NoInterBrokerTruststore,
     #[error("invalid TLS configuration: {0}")]
     Rustls(String),
 }
@@ -122,6 +126,42 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
     let config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// Builds the configuration the broker's own client uses on an SSL inter-broker listener: it
+/// trusts the CAs of `ssl.truststore.location` (the brokers' certificates must be valid for
+/// the host names they advertise) and presents the keystore's certificate, so a listener with
+/// `ssl.client.auth` admits it as `User:` and its subject.
+pub fn client_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let chain = certificates(&settings.keystore)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(settings.keystore.clone()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&settings.keystore).map_err(|e| TlsError::PrivateKey {
+            path: settings.keystore.clone(),
+            reason: e.to_string(),
+        })?;
+    let path = settings
+        .truststore
+        .as_ref()
+        .ok_or(TlsError::NoInterBrokerTruststore)?;
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(path)? {
+        roots.add(ca).map_err(|e| TlsError::Certificates {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Rustls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .map_err(|e| TlsError::Rustls(e.to_string()))?;
     Ok(Arc::new(config))
 }
 

@@ -5,6 +5,7 @@
 //! Each test binary includes this module (`mod support;`) and uses part of it.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -176,4 +177,57 @@ pub(crate) fn raw_frame(
     let size = i32::try_from(frame.len() - 4)?;
     frame[..4].copy_from_slice(&size.to_be_bytes());
     Ok(frame.freeze())
+}
+
+/// A test CA, a broker certificate for localhost/127.0.0.1 and a client certificate (subject
+/// `O=Example, OU=eng, CN=alice`, principal `User:CN=alice,OU=eng,O=Example`), as PEM files in `dir`.
+pub(crate) struct Pki {
+    pub(crate) ca: PathBuf,
+    pub(crate) broker: PathBuf,
+    pub(crate) client_cert: String,
+    pub(crate) client_key: String,
+    pub(crate) ca_pem: String,
+}
+
+pub(crate) fn make_pki(dir: &Path) -> Result<Pki> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "oxbow test CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let broker_key = KeyPair::generate()?;
+    let mut broker_params = CertificateParams::new(vec!["localhost".to_string()])?;
+    broker_params
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    let broker = broker_params.signed_by(&broker_key, &ca, &ca_key)?;
+    let client_key = KeyPair::generate()?;
+    let mut client_params = CertificateParams::new(Vec::<String>::new())?;
+    // Without the default subject (CN=rcgen self signed cert), which would keep CN first.
+    client_params.distinguished_name = rcgen::DistinguishedName::new();
+    for (kind, value) in [
+        (DnType::OrganizationName, "Example"),
+        (DnType::OrganizationalUnitName, "eng"),
+        (DnType::CommonName, "alice"),
+    ] {
+        client_params.distinguished_name.push(kind, value);
+    }
+    let client = client_params.signed_by(&client_key, &ca, &ca_key)?;
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem())?;
+    let broker_path = dir.join("broker.pem");
+    std::fs::write(
+        &broker_path,
+        format!("{}{}", broker.pem(), broker_key.serialize_pem()),
+    )?;
+    Ok(Pki {
+        ca: ca_path,
+        broker: broker_path,
+        client_cert: client.pem(),
+        client_key: client_key.serialize_pem(),
+        ca_pem: ca.pem(),
+    })
 }
