@@ -33,7 +33,7 @@
 # Settings (flags, or the environment variables in brackets):
 #   --rounds N              [ROUNDS=3]
 #   --records N             records of produce-batched and consume [RECORDS=5000000]
-#   --small-records N       records of produce-small [SMALL_RECORDS=1000000]
+#   --small-records N       records of produce-small [SMALL_RECORDS=2000000]
 #   --latency-seconds S     measured seconds of the latency workload [LATENCY_SECONDS=30]
 #   --results FILE          raw results, JSON lines [RESULTS=target/bench/compare-DATE.jsonl]
 #   --smoke                 1 round, 20000 / 20000 records, 3 s of latency
@@ -52,7 +52,7 @@ ROOT=$PWD
 
 ROUNDS=${ROUNDS:-3}
 RECORDS=${RECORDS:-5000000}
-SMALL_RECORDS=${SMALL_RECORDS:-1000000}
+SMALL_RECORDS=${SMALL_RECORDS:-2000000}
 LATENCY_SECONDS=${LATENCY_SECONDS:-30}
 LATENCY_WARMUP=2
 LATENCY_RATE=1000
