@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -47,9 +47,7 @@ use kafka_protocol::messages::{
     OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::{ClientError, Connection};
 use oxbow_e2e::harness::{BrokerOptions, BrokerProcess};
@@ -58,8 +56,9 @@ use uuid::Uuid;
 
 mod support;
 use support::{
-    call, connect, create_topic_ok, encode_body, expect_code, expect_ok, metadata, raw_frame,
-    topic_name, CREATE_TOPICS_V, IO_TIMEOUT, METADATA_V,
+    call, connect, create_topic_ok, encode_body, expect_code, expect_ok, fetch_request, metadata,
+    now_ms, produce_request, raw_frame, topic_name, BatchBuilder, CREATE_TOPICS_V, IO_TIMEOUT,
+    METADATA_V,
 };
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
@@ -1613,15 +1612,12 @@ async fn ensure_latest(
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// One uncompressed RecordBatch v2 holding `values`, without a producer id.
+/// One uncompressed RecordBatch v2 holding `values`, without a producer id (sequences from -1).
 fn batch(values: &[Vec<u8>]) -> Result<Bytes> {
-    encode_batch(values, -1, -1, -1)
+    BatchBuilder::default()
+        .base_sequence(-1)
+        .timestamp(now_ms())
+        .values(values)
 }
 
 /// One idempotent RecordBatch v2 holding `values`, sequences from `base_sequence`.
@@ -1631,60 +1627,11 @@ fn idempotent_batch(
     epoch: i16,
     base_sequence: i32,
 ) -> Result<Bytes> {
-    encode_batch(values, producer_id, epoch, base_sequence)
-}
-
-fn encode_batch(
-    values: &[Vec<u8>],
-    producer_id: i64,
-    epoch: i16,
-    base_sequence: i32,
-) -> Result<Bytes> {
-    let timestamp = now_ms();
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, value)| {
-            let delta = i32::try_from(i).unwrap_or(i32::MAX);
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id,
-                producer_epoch: epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i64::from(delta),
-                // The encoder keeps records in one batch while offset - sequence stays the same.
-                sequence: base_sequence.wrapping_add(delta),
-                timestamp,
-                key: None,
-                value: Some(Bytes::from(value.clone())),
-                headers: Default::default(),
-            }
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    Ok(buf.freeze())
-}
-
-fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])])
+    BatchBuilder::default()
+        .producer(producer_id, epoch)
+        .base_sequence(base_sequence)
+        .timestamp(now_ms())
+        .values(values)
 }
 
 /// Produces `records` to one partition and returns that partition's answer.
@@ -1707,28 +1654,6 @@ async fn produce(
         .flat_map(|t| t.partition_responses)
         .find(|p| p.index == partition)
         .with_context(|| format!("the Produce response lacks {topic}-{partition}"))
-}
-
-fn fetch_request(
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    max_wait_ms: i32,
-    min_bytes: i32,
-) -> FetchRequest {
-    FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(min_bytes)
-        .with_max_bytes(1 << 20)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic_name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])])
 }
 
 fn fetch_partition(response: &kafka_protocol::messages::FetchResponse) -> Result<&PartitionData> {

@@ -14,28 +14,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource as IncrementalResource, AlterableConfig as IncrementalConfig,
 };
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, BrokerId, DescribeConfigsRequest, FetchRequest,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest, ProduceRequest,
+    AlterConfigsRequest, BrokerId, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    ListOffsetsRequest,
 };
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
 use oxbow_e2e::harness::{self, BrokerOptions, BrokerProcess};
@@ -50,8 +46,8 @@ use tokio::time::timeout;
 
 mod support;
 use support::{
-    call, connect, create_topic, create_topic_ok, expect_code, expect_ok, str_bytes, topic_name,
-    IO_TIMEOUT,
+    call, connect, create_topic, create_topic_ok, expect_code, expect_ok, fetch_request, now_ms,
+    produce_request, str_bytes, topic_name, BatchBuilder, IO_TIMEOUT,
 };
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
@@ -1362,12 +1358,6 @@ async fn wait_for_earliest(
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// `text` padded with dots to `len` bytes, so batch sizes are predictable.
 fn padded(text: &str, len: usize) -> Vec<u8> {
     let mut value = text.as_bytes().to_vec();
@@ -1392,8 +1382,8 @@ async fn produce_ok(
     Ok(result.base_offset)
 }
 
-/// Produces `(key, value)` records as one uncompressed batch with CreateTime `timestamp` to
-/// partition 0 and returns the partition's answer.
+/// Produces `(key, value)` records, an uncompressed batch per record, with CreateTime
+/// `timestamp` to partition 0 and returns the partition's answer.
 async fn produce(
     conn: &mut Connection,
     topic: &str,
@@ -1403,9 +1393,8 @@ async fn produce(
     produce_batches(conn, topic, records, timestamp, false).await
 }
 
-/// Produces `records` to partition 0. kafka-protocol's encoder starts a new batch wherever
-/// offset minus sequence changes, so sequences of -1 give a batch per record, and sequences
-/// that follow the offsets (`one_batch`) give a single batch.
+/// Produces `records` to partition 0 with acks=all, as one batch (`one_batch`) or a batch per
+/// record (see [`BatchBuilder::without_sequences`]).
 async fn produce_batches(
     conn: &mut Connection,
     topic: &str,
@@ -1413,42 +1402,13 @@ async fn produce_batches(
     timestamp: i64,
     one_batch: bool,
 ) -> Result<PartitionProduceResponse> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: if one_batch { i as i32 } else { -1 },
-            timestamp,
-            key: key.map(Bytes::copy_from_slice),
-            value: Some(Bytes::copy_from_slice(value)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch.freeze()))])]);
+    let builder = BatchBuilder::default().timestamp(timestamp);
+    let builder = if one_batch {
+        builder
+    } else {
+        builder.without_sequences()
+    };
+    let request = produce_request(topic, 0, builder.records(records)?, -1);
     let response = call(conn, &request, PRODUCE_V).await?;
     response
         .responses
@@ -1458,29 +1418,18 @@ async fn produce_batches(
         .context("Produce answered no partition")
 }
 
-fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRequest {
-    FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic_name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])])
-}
-
 async fn fetch(
     conn: &mut Connection,
     topic: &str,
     partition: i32,
     offset: i64,
 ) -> Result<PartitionData> {
-    let response = call(conn, &fetch_request(topic, partition, offset), FETCH_V).await?;
+    let response = call(
+        conn,
+        &fetch_request(topic, partition, offset, 0, 1),
+        FETCH_V,
+    )
+    .await?;
     expect_ok("Fetch (top level)", response.error_code)?;
     response
         .responses

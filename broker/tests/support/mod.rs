@@ -6,17 +6,23 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, MetadataRequest, MetadataResponse, RequestHeader, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, FetchRequest, MetadataRequest, MetadataResponse,
+    ProduceRequest, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
 use oxbow_e2e::harness::BrokerProcess;
@@ -148,6 +154,46 @@ pub(crate) async fn create_topic_ok(
     )
 }
 
+/// A Produce request (by topic name) of `records` to one partition, with a 5 s timeout.
+pub(crate) fn produce_request(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+/// A consumer's Fetch request (by topic name) of one partition from `offset`, up to 1 MiB.
+pub(crate) fn fetch_request(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(1 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
 /// A request body encoded by the codec at `version`, without header or size.
 pub(crate) fn encode_body<R: Encodable>(request: &R, version: i16) -> Result<Bytes> {
     let mut body = BytesMut::new();
@@ -177,6 +223,115 @@ pub(crate) fn raw_frame(
     let size = i32::try_from(frame.len() - 4)?;
     frame[..4].copy_from_slice(&size.to_be_bytes());
     Ok(frame.freeze())
+}
+
+/// Milliseconds since the Unix epoch, for record timestamps.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Uncompressed RecordBatch v2 bytes, as a producer sends them in a Produce request.
+///
+/// By default: no producer id or epoch (-1), sequences 0, 1, 2, … and timestamp 0.
+/// kafka-protocol's encoder starts a new batch wherever offset minus sequence changes, so
+/// sequences that follow the offsets give one batch, and [`BatchBuilder::without_sequences`]
+/// (every sequence -1) gives a batch per record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchBuilder {
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: Option<i32>,
+    timestamp: i64,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: Some(0),
+            timestamp: 0,
+        }
+    }
+}
+
+impl BatchBuilder {
+    /// An idempotent producer's id and epoch.
+    pub(crate) fn producer(self, producer_id: i64, producer_epoch: i16) -> Self {
+        Self {
+            producer_id,
+            producer_epoch,
+            ..self
+        }
+    }
+
+    /// The first record's sequence; the others follow it.
+    pub(crate) fn base_sequence(self, base_sequence: i32) -> Self {
+        Self {
+            base_sequence: Some(base_sequence),
+            ..self
+        }
+    }
+
+    /// Every record with sequence -1: the encoder writes a batch per record.
+    pub(crate) fn without_sequences(self) -> Self {
+        Self {
+            base_sequence: None,
+            ..self
+        }
+    }
+
+    /// CreateTime of every record.
+    pub(crate) fn timestamp(self, timestamp: i64) -> Self {
+        Self { timestamp, ..self }
+    }
+
+    /// Records with these values and no key.
+    pub(crate) fn values<V: AsRef<[u8]>>(self, values: &[V]) -> Result<Bytes> {
+        let records: Vec<(Option<&[u8]>, &[u8])> =
+            values.iter().map(|v| (None, v.as_ref())).collect();
+        self.records(&records)
+    }
+
+    /// Records with these `(key, value)` pairs, at offsets 0, 1, 2, …
+    pub(crate) fn records(self, records: &[(Option<&[u8]>, &[u8])]) -> Result<Bytes> {
+        let records: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| {
+                let delta = i32::try_from(i).unwrap_or(i32::MAX);
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id: self.producer_id,
+                    producer_epoch: self.producer_epoch,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i64::from(delta),
+                    sequence: self
+                        .base_sequence
+                        .map_or(-1, |base| base.wrapping_add(delta)),
+                    timestamp: self.timestamp,
+                    key: key.map(Bytes::copy_from_slice),
+                    value: Some(Bytes::copy_from_slice(value)),
+                    headers: Default::default(),
+                }
+            })
+            .collect();
+        let mut batch = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )?;
+        Ok(batch.freeze())
+    }
 }
 
 /// A test CA, a broker certificate for localhost/127.0.0.1 and a client certificate (subject
