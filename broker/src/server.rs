@@ -207,9 +207,16 @@ async fn accept(
                                 }
                             },
                         };
-                        let principal = stream
+                        let default_mapping = crate::security::mapping::PrincipalMapping::default();
+                        let mapping = broker
+                            .config
+                            .security
+                            .tls
                             .as_ref()
-                            .map(|stream| crate::security::tls::peer_principal(stream.get_ref().1));
+                            .map_or(&default_mapping, |tls| &tls.principal_mapping);
+                        let principal = stream.as_ref().map(|stream| {
+                            crate::security::tls::peer_principal(stream.get_ref().1, mapping)
+                        });
                         match (stream, principal) {
                             (Some(stream), Some(Ok(principal))) => {
                                 tracing::debug!(%principal, "TLS client");

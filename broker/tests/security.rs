@@ -676,6 +676,57 @@ async fn topic_code_over_tls<S: AsyncRead + AsyncWrite + Unpin>(
 
 #[tokio::test]
 async fn a_client_certificate_is_the_principal_acls_are_checked_against() -> Result<()> {
+    certificate_principal_meets_acls("DEFAULT", ALICE).await
+}
+
+/// `ssl.principal.mapping.rules` turns the certificate's subject into the principal the ACLs
+/// name (here `alice@eng`, not the whole subject).
+#[tokio::test]
+async fn ssl_principal_mapping_rules_name_the_principal_acls_are_checked_against() -> Result<()> {
+    certificate_principal_meets_acls(
+        "RULE:^CN=([^,]*),OU=([^,]*),O=Nobody$/nobody/, RULE:^CN=([^,]*),OU=([^,]*),O=.*$/$1@$2/L",
+        "User:alice@eng",
+    )
+    .await
+}
+
+/// A client certificate no rule of `ssl.principal.mapping.rules` maps is refused: the
+/// connection closes before any request is answered.
+#[tokio::test]
+async fn a_certificate_no_mapping_rule_applies_to_is_refused() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let pki = make_pki(scratch.path())?;
+    let keystore = pki.broker.display().to_string();
+    let truststore = pki.ca.display().to_string();
+    let broker = SecureBroker::start(
+        &[("SSL", "SSL")],
+        &[
+            ("ssl.keystore.location", &keystore),
+            ("ssl.truststore.location", &truststore),
+            ("ssl.client.auth", "required"),
+            ("ssl.principal.mapping.rules", "RULE:^CN=bob,.*$/bob/"),
+        ],
+        &[],
+    )?;
+    let outcome = async {
+        let tcp = TcpStream::connect(&broker.address("SSL")).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let mut alice = timeout(ANSWER, tls_connector(&pki, true)?.connect(name, tcp)).await??;
+        let answer: Result<Option<ApiVersionsResponse>> =
+            exchange(&mut alice, &ApiVersionsRequest::default(), 3).await;
+        ensure!(
+            !matches!(answer, Ok(Some(_))),
+            "a certificate no rule maps was answered: {answer:?}"
+        );
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// A client certificate's principal (as `rules` map it) is denied a topic until an ACL for
+/// `principal` allows it; a client without a certificate is User:ANONYMOUS.
+async fn certificate_principal_meets_acls(rules: &str, principal: &str) -> Result<()> {
     use kafka_protocol::messages::create_acls_request::AclCreation;
     let scratch = tempfile::tempdir()?;
     let pki = make_pki(scratch.path())?;
@@ -689,6 +740,7 @@ async fn a_client_certificate_is_the_principal_acls_are_checked_against() -> Res
             ("ssl.keystore.location", &keystore),
             ("ssl.truststore.location", &truststore),
             ("ssl.client.auth", "requested"),
+            ("ssl.principal.mapping.rules", rules),
             (
                 "authorizer.class.name",
                 "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -735,7 +787,7 @@ async fn a_client_certificate_is_the_principal_acls_are_checked_against() -> Res
             .with_resource_type(2) // TOPIC
             .with_resource_name(StrBytes::from_static_str(topic))
             .with_resource_pattern_type(3) // LITERAL
-            .with_principal(StrBytes::from_static_str(ALICE))
+            .with_principal(StrBytes::from_string(principal.to_string()))
             .with_host(StrBytes::from_static_str("*"))
             .with_operation(8) // DESCRIBE
             .with_permission_type(3); // ALLOW
@@ -750,7 +802,7 @@ async fn a_client_certificate_is_the_principal_acls_are_checked_against() -> Res
         let code = topic_code_over_tls(&mut alice, topic).await?;
         ensure!(
             code == 0,
-            "alice, with an ACL for {ALICE}, was answered {code} for {topic}"
+            "alice, with an ACL for {principal}, was answered {code} for {topic}"
         );
         Ok(())
     }

@@ -182,6 +182,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         "Whether TLS clients must present a certificate signed by the trust store.",
     ),
     def(
+        "ssl.principal.mapping.rules",
+        ConfigType::String,
+        Some("DEFAULT"),
+        Check::Any,
+        "How a client certificate's subject becomes a User principal: DEFAULT or RULE:pattern/replacement/[LU], comma-separated.",
+    ),
+    def(
         "sasl.enabled.mechanisms",
         ConfigType::List,
         Some("SCRAM-SHA-256,SCRAM-SHA-512"),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::security::mapping::PrincipalMapping;
 use crate::security::sasl::SaslMechanism;
 use crate::security::tls::{ClientAuth, TlsSettings};
 use crate::security::SecurityProtocol;
@@ -620,10 +621,18 @@ impl SecuritySettings {
                 });
             }
             let truststore = get("ssl.truststore.location");
+            let rules = get("ssl.principal.mapping.rules");
+            let principal_mapping =
+                PrincipalMapping::parse(&rules).map_err(|reason| ConfigError::Invalid {
+                    key: "ssl.principal.mapping.rules".to_string(),
+                    value: rules.clone(),
+                    expected: format!("DEFAULT or RULE:pattern/replacement/[LU] rules ({reason})"),
+                })?;
             Some(TlsSettings {
                 keystore: PathBuf::from(keystore),
                 truststore: (!truststore.is_empty()).then(|| PathBuf::from(truststore)),
                 client_auth: ClientAuth::parse(&get("ssl.client.auth")).unwrap_or(ClientAuth::None),
+                principal_mapping,
             })
         } else {
             None

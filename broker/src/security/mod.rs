@@ -3,6 +3,7 @@
 
 pub mod authorizer;
 pub mod limits;
+pub mod mapping;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

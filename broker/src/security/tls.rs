@@ -10,6 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
+use super::mapping::PrincipalMapping;
 use super::x509::{subject_dn, X509Error};
 use super::Principal;
 
@@ -40,6 +41,8 @@ pub struct TlsSettings {
     /// `ssl.truststore.location`: PEM CA certificates that sign client certificates.
     pub truststore: Option<PathBuf>,
     pub client_auth: ClientAuth,
+    /// `ssl.principal.mapping.rules`: how a client certificate's subject names its principal.
+    pub principal_mapping: PrincipalMapping,
 }
 
 /// Why the TLS configuration could not be built.
@@ -165,13 +168,20 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>
     Ok(Arc::new(config))
 }
 
-/// The principal of a TLS connection after its handshake, as Kafka's default
-/// `ssl.principal.mapping.rules=DEFAULT`: `User:` and the subject of the client's certificate
-/// in RFC 2253 form (`User:CN=alice,OU=eng,O=Example`), or `User:ANONYMOUS` without one.
-pub fn peer_principal(connection: &rustls::ServerConnection) -> Result<Principal, X509Error> {
+/// The principal of a TLS connection after its handshake: `User:` and the subject of the
+/// client's certificate in RFC 2253 form (`User:CN=alice,OU=eng,O=Example`) as
+/// `ssl.principal.mapping.rules` maps it, or `User:ANONYMOUS` without a certificate. An error
+/// (an unreadable subject, or no rule for it) refuses the connection.
+pub fn peer_principal(
+    connection: &rustls::ServerConnection,
+    mapping: &PrincipalMapping,
+) -> Result<Principal, String> {
     match connection.peer_certificates().and_then(<[_]>::first) {
         None => Ok(Principal::anonymous()),
-        Some(certificate) => Ok(Principal::user(subject_dn(certificate)?)),
+        Some(certificate) => {
+            let subject = subject_dn(certificate).map_err(|e: X509Error| e.to_string())?;
+            mapping.apply(&subject).map(Principal::user)
+        }
     }
 }
 
@@ -197,6 +207,7 @@ mod tests {
             keystore: keystore(dir.path()),
             truststore: None,
             client_auth: ClientAuth::None,
+            principal_mapping: PrincipalMapping::default(),
         };
         server_config(&settings).unwrap();
     }
@@ -214,6 +225,7 @@ mod tests {
             keystore: only_key,
             truststore: None,
             client_auth: ClientAuth::None,
+            principal_mapping: PrincipalMapping::default(),
         };
         let err = server_config(&settings).unwrap_err();
         assert!(matches!(err, TlsError::NoCertificate(_)), "{err}");
