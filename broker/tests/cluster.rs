@@ -25,16 +25,10 @@ use kafka_protocol::messages::delete_records_request::{
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, DeleteRecordsRequest, DescribeClusterRequest,
     DescribeLogDirsRequest, ElectLeadersRequest, FetchRequest, FindCoordinatorRequest,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, ProduceRequest,
-    TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record as BatchRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
@@ -48,6 +42,8 @@ use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, Thre
 use rdkafka::Offset;
 
 mod support;
+
+use support::{produce_request, str_bytes, topic_name, BatchBuilder};
 
 /// A record read back: partition, offset, value.
 type Record = (i32, i64, String);
@@ -99,10 +95,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("building a runtime")
-}
-
-fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
 }
 
 /// An idempotent `acks=all` producer that records every delivery report.
@@ -836,40 +828,6 @@ fn brokers_without_node_id_take_the_ordinal_of_their_pod_name() -> Result<()> {
     })
 }
 
-/// One batch holding `values`, as a producer without idempotence would send it.
-fn one_batch(values: &[String]) -> Result<bytes::Bytes> {
-    let records: Vec<BatchRecord> = values
-        .iter()
-        .enumerate()
-        .map(|(i, value)| BatchRecord {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::try_from(i).unwrap_or_default(),
-            // Consecutive sequences keep the encoder from starting a batch per record.
-            sequence: i32::try_from(i).unwrap_or_default(),
-            timestamp: 0,
-            key: None,
-            value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut batch = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    Ok(batch.freeze())
-}
-
 #[test]
 fn a_new_replica_whose_log_starts_inside_a_batch_of_the_leader_catches_up() -> Result<()> {
     with_cluster(options(), |cluster| {
@@ -878,14 +836,8 @@ fn a_new_replica_whose_log_starts_inside_a_batch_of_the_leader_catches_up() -> R
         let leader = created[0].leader;
         // One batch of ten records at offsets 0..=9.
         let values: Vec<String> = (0..10).map(|n| format!("mid-{n}")).collect();
-        let produce = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic_name(topic))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(one_batch(&values)?))])]);
+        let produce = produce_request(topic, 0, BatchBuilder::default().values(&values)?, -1)
+            .with_timeout_ms(10_000);
         let produced = cluster.request(leader, &produce, 9)?;
         let answer = produced
             .responses
@@ -1033,7 +985,7 @@ fn find_coordinator(cluster: &mut Cluster, group: &str) -> Result<NodeId> {
     let mut errors = Vec::new();
     for node in cluster.up() {
         let request = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_string(group.to_string()))
+            .with_key(str_bytes(group))
             .with_key_type(0);
         match cluster.request(node, &request, 3) {
             Ok(response) if response.error_code == 0 => return Ok(response.node_id.0),
@@ -1327,13 +1279,13 @@ fn alter_broker_config(
         AlterConfigsResource, AlterableConfig,
     };
     let config = AlterableConfig::default()
-        .with_name(StrBytes::from_string(key.to_string()))
+        .with_name(str_bytes(key))
         .with_config_operation(if value.is_some() { 0 } else { 1 })
-        .with_value(value.map(|v| StrBytes::from_string(v.to_string())));
+        .with_value(value.map(str_bytes));
     let request = kafka_protocol::messages::IncrementalAlterConfigsRequest::default()
         .with_resources(vec![AlterConfigsResource::default()
             .with_resource_type(4)
-            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_resource_name(str_bytes(broker))
             .with_configs(vec![config])]);
     let response = cluster.request(to, &request, 1)?;
     let result = response
@@ -1356,8 +1308,8 @@ fn describe_broker_config(
     let request = kafka_protocol::messages::DescribeConfigsRequest::default().with_resources(vec![
         DescribeConfigsResource::default()
             .with_resource_type(4)
-            .with_resource_name(StrBytes::from_string(node.to_string()))
-            .with_configuration_keys(Some(vec![StrBytes::from_string(key.to_string())])),
+            .with_resource_name(str_bytes(&node.to_string()))
+            .with_configuration_keys(Some(vec![str_bytes(key)])),
     ]);
     let response = cluster.request(node, &request, 1)?;
     let result = response.results.first().context("no result")?;
@@ -1533,14 +1485,8 @@ fn a_broker_that_does_not_lead_a_partition_names_its_leader_in_produce_and_fetch
 
         // Produce v10 and later carry the leader and its endpoint (KIP-951); v9 only the error.
         for version in [9, 10, 11] {
-            let produce = ProduceRequest::default()
-                .with_acks(1)
-                .with_timeout_ms(10_000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(topic_name(topic))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(one_batch(&["hint".to_string()])?))])]);
+            let produce = produce_request(topic, 0, BatchBuilder::default().values(&["hint"])?, 1)
+                .with_timeout_ms(10_000);
             let answer = cluster.request(1, &produce, version)?;
             let partition = answer
                 .responses
