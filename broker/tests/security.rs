@@ -24,7 +24,7 @@ use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, ApiVersionsRequest, ApiVersionsResponse, CreateAclsRequest,
     DescribeUserScramCredentialsRequest, MetadataRequest, MetadataResponse, ResponseHeader,
-    SaslHandshakeRequest, TopicName,
+    SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -421,6 +421,65 @@ async fn requests_before_sasl_authentication_close_the_connection() -> Result<()
         let mut stream = TcpStream::connect(broker.address("PLAINTEXT")).await?;
         let metadata = exchange(&mut stream, &MetadataRequest::default(), 12).await?;
         ensure!(metadata.is_some(), "PLAINTEXT Metadata was refused");
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// A failed SASL authentication is answered only after
+/// `connection.failed.authentication.delay.ms`, so a password guesser waits for every answer;
+/// the right password is still let in.
+#[tokio::test]
+async fn a_failed_authentication_is_answered_after_the_configured_delay() -> Result<()> {
+    const DELAY: Duration = Duration::from_millis(700);
+    let broker = SecureBroker::start(
+        &[("SASL_PLAINTEXT", "SASL_PLAINTEXT")],
+        &[
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            (
+                "connection.failed.authentication.delay.ms",
+                &DELAY.as_millis().to_string(),
+            ),
+        ],
+        &[
+            "--add-scram",
+            "SCRAM-SHA-256=[name=admin,password=admin-secret]",
+        ],
+    )?;
+    let outcome = async {
+        let address = broker.address("SASL_PLAINTEXT");
+        let authenticate = |password: &'static str| {
+            let address = address.clone();
+            async move {
+                let mut stream = TcpStream::connect(&address).await?;
+                let handshake = SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str("PLAIN"));
+                let answer = exchange(&mut stream, &handshake, 1)
+                    .await?
+                    .context("no SaslHandshake answer")?;
+                ensure!(answer.error_code == 0, "{answer:?}");
+                let token = format!("\0admin\0{password}");
+                let request = SaslAuthenticateRequest::default()
+                    .with_auth_bytes(Bytes::from(token.into_bytes()));
+                let started = Instant::now();
+                let answer = exchange(&mut stream, &request, 2)
+                    .await?
+                    .context("no SaslAuthenticate answer")?;
+                anyhow::Ok((answer.error_code, started.elapsed()))
+            }
+        };
+        let (code, took) = authenticate("guess").await?;
+        ensure!(
+            code == ResponseError::SaslAuthenticationFailed.code(),
+            "a wrong password was answered {code}"
+        );
+        ensure!(
+            took >= DELAY,
+            "the failure was answered after {took:?}, before the {DELAY:?} delay"
+        );
+        let (code, _) = authenticate("admin-secret").await?;
+        ensure!(code == 0, "the right password was answered {code}");
         Ok(())
     }
     .await;

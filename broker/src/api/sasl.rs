@@ -118,6 +118,11 @@ pub(crate) async fn step(
         }
         Ok(SaslStep::Failed(reason)) => {
             tracing::warn!(%reason, "SASL authentication failed");
+            // connection.failed.authentication.delay.ms: a guesser waits for every answer.
+            tokio::select! {
+                () = tokio::time::sleep(broker.config.security.failed_authentication_delay) => {}
+                () = broker.shutdown.cancelled() => {}
+            }
             Err(reason)
         }
         Err(e) => {

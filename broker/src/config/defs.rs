@@ -210,6 +210,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         "Connections one address may hold at once; more are closed at accept.",
     ),
     def(
+        "connection.failed.authentication.delay.ms",
+        ConfigType::Int,
+        Some("100"),
+        Check::AtLeast(0),
+        "How long a failed SASL authentication is held before it is answered, to slow password guessing.",
+    ),
+    def(
         "connections.max.idle.ms",
         ConfigType::Long,
         Some("600000"),

@@ -603,6 +603,9 @@ pub struct SecuritySettings {
     pub max_connections_per_ip: usize,
     /// `connections.max.idle.ms`; `None` never closes an idle connection.
     pub idle_timeout: Option<std::time::Duration>,
+    /// `connection.failed.authentication.delay.ms`: a failed SASL authentication is answered
+    /// only after this long.
+    pub failed_authentication_delay: std::time::Duration,
 }
 
 impl SecuritySettings {
@@ -657,6 +660,14 @@ impl SecuritySettings {
             idle_timeout: u64::try_from(idle)
                 .ok()
                 .map(std::time::Duration::from_millis),
+            failed_authentication_delay: std::time::Duration::from_millis(
+                u64::try_from(
+                    get("connection.failed.authentication.delay.ms")
+                        .parse::<i64>()
+                        .unwrap_or(0),
+                )
+                .unwrap_or(0),
+            ),
         })
     }
 }
