@@ -21,7 +21,6 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::offset_commit_request::{
@@ -36,10 +35,10 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProducerId, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProducerId, ResponseHeader,
 };
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
@@ -56,9 +55,9 @@ use uuid::Uuid;
 
 mod support;
 use support::{
-    call, connect, create_topic_ok, encode_body, expect_code, expect_ok, fetch_request, metadata,
-    now_ms, produce_request, raw_frame, topic_name, BatchBuilder, CREATE_TOPICS_V, IO_TIMEOUT,
-    METADATA_V,
+    call, connect, create_topic_ok, encode_body, expect_code, expect_ok, fetch_request,
+    list_offsets_request, metadata, now_ms, produce_request, raw_frame, topic_name, BatchBuilder,
+    CREATE_TOPICS_V, IO_TIMEOUT, METADATA_V,
 };
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
@@ -1569,17 +1568,6 @@ fn find_topic<'a>(response: &'a MetadataResponse, name: &str) -> Option<&'a Meta
         .topics
         .iter()
         .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name))
-}
-
-fn list_offsets_request(topic: &str, partition: i32, timestamp: i64) -> ListOffsetsRequest {
-    ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(partition)
-                .with_current_leader_epoch(-1)
-                .with_timestamp(timestamp)])])
 }
 
 /// Checks the partition's latest offset (ListOffsets, timestamp -1): what was written.

@@ -25,11 +25,9 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource as IncrementalResource, AlterableConfig as IncrementalConfig,
 };
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, BrokerId, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    ListOffsetsRequest,
+    AlterConfigsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
@@ -46,8 +44,8 @@ use tokio::time::timeout;
 
 mod support;
 use support::{
-    call, connect, create_topic, create_topic_ok, expect_code, expect_ok, fetch_request, now_ms,
-    produce_request, str_bytes, topic_name, BatchBuilder, IO_TIMEOUT,
+    call, connect, create_topic, create_topic_ok, expect_code, expect_ok, fetch_request,
+    list_offsets_request, now_ms, produce_request, str_bytes, BatchBuilder, IO_TIMEOUT,
 };
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
@@ -1308,14 +1306,7 @@ fn start(args: &[&str]) -> Result<BrokerProcess> {
 }
 
 async fn list_offset(conn: &mut Connection, topic: &str, partition: i32, at: i64) -> Result<i64> {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(partition)
-                .with_current_leader_epoch(-1)
-                .with_timestamp(at)])]);
+    let request = list_offsets_request(topic, partition, at);
     let response = call(conn, &request, LIST_OFFSETS_V).await?;
     let result = response
         .topics

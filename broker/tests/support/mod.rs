@@ -13,11 +13,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, FetchRequest, MetadataRequest, MetadataResponse,
-    ProduceRequest, RequestHeader, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, ProduceRequest, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, Request, StrBytes};
 use kafka_protocol::records::{
@@ -192,6 +193,22 @@ pub(crate) fn fetch_request(
                 .with_partition(partition)
                 .with_fetch_offset(offset)
                 .with_partition_max_bytes(1 << 20)])])
+}
+
+/// A consumer's ListOffsets request for one partition at `timestamp` (-1 latest, -2 earliest).
+pub(crate) fn list_offsets_request(
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(timestamp)])])
 }
 
 /// A request body encoded by the codec at `version`, without header or size.
