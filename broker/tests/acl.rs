@@ -24,8 +24,6 @@ use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
 use oxbow_e2e::cluster::{Cluster, ClusterOptions};
 use oxbow_e2e::harness::{self, BrokerOptions, BrokerProcess};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -255,22 +253,6 @@ async fn visibility(conn: &mut Connection, topic: &str) -> Result<(bool, i16)> {
     Ok((listed, code))
 }
 
-async fn admin_create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = harness::client_config(bootstrap)
-        .create()
-        .context("creating an admin client")?;
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(IO_TIMEOUT)),
-        )
-        .await?;
-    for result in results {
-        result.map_err(|(name, code)| anyhow::anyhow!("creating {name}: {code:?}"))?;
-    }
-    Ok(())
-}
-
 fn producer(bootstrap: &str) -> Result<FutureProducer> {
     harness::producer_config(bootstrap)
         .set("message.timeout.ms", "10000")
@@ -434,7 +416,7 @@ async fn an_acl_allows_a_denied_topic_until_it_is_deleted_and_acls_survive_resta
     {
         let broker = start(dir.path(), &[AUTHORIZER, ("super.users", ANONYMOUS)])?;
         let outcome = async {
-            admin_create_topic(&broker.bootstrap(), topic, 1).await?;
+            harness::create_topic(&broker.bootstrap(), topic, 1).await?;
             let mut conn = connect(&broker).await?;
             create_acls(&mut conn, &admin_acls).await
         }

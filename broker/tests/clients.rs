@@ -4,27 +4,18 @@
 //! Consumer groups are not implemented yet, so consumers here carry a group id (librdkafka
 //! requires one) but read through manual `assign`, never `subscribe`.
 
-use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use oxbow_e2e::harness::{self, BrokerOptions, BrokerProcess};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use oxbow_e2e::harness::{self, Ack, BrokerOptions, BrokerProcess};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::timeout;
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
-/// Distinct keys; record `seq` has key `key-{seq % KEYS}`.
-const KEYS: usize = 1000;
-/// Records in flight at once: well under librdkafka's default queue of 100 000 messages.
-const IN_FLIGHT: usize = 10_000;
-/// How long one record may take to be acknowledged.
-const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_keyed_records_are_read_back_once_in_order_per_partition() -> Result<()> {
@@ -36,11 +27,11 @@ async fn hundred_thousand_keyed_records_are_read_back_once_in_order_per_partitio
 async fn produce_and_consume_keyed(broker: &BrokerProcess) -> Result<()> {
     let (topic, partitions, count) = ("keyed", 6, 100_000);
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
 
     let producer = harness::future_producer(&bootstrap)?;
     let mut acks = Vec::with_capacity(count);
-    produce_keyed(&producer, topic, 0..count, &mut acks).await?;
+    harness::produce_numbered(&producer, topic, 0..count, |_| None, &mut acks).await?;
     check_keys_stick_to_partitions(&acks)?;
     ensure!(
         acks.iter().any(|ack| ack.0 != acks[0].0),
@@ -78,12 +69,12 @@ enum Stop {
 async fn survive_restart(broker: &mut BrokerProcess, stop: Stop) -> Result<()> {
     let (topic, partitions, before, after) = ("durable", 6, 5_000, 1_000);
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
 
     let mut acks = Vec::with_capacity(before + after);
     {
         let producer = harness::future_producer(&bootstrap)?;
-        produce_keyed(&producer, topic, 0..before, &mut acks).await?;
+        harness::produce_numbered(&producer, topic, 0..before, |_| None, &mut acks).await?;
     }
     match stop {
         Stop::Sigterm => {
@@ -96,7 +87,14 @@ async fn survive_restart(broker: &mut BrokerProcess, stop: Stop) -> Result<()> {
 
     check_topic_metadata(&bootstrap, topic, partitions, broker.node_id())?;
     let producer = harness::future_producer(&bootstrap)?;
-    produce_keyed(&producer, topic, before..before + after, &mut acks).await?;
+    harness::produce_numbered(
+        &producer,
+        topic,
+        before..before + after,
+        |_| None,
+        &mut acks,
+    )
+    .await?;
     check_keys_stick_to_partitions(&acks)?;
 
     let received = consume_all(&bootstrap, topic, partitions, before + after).await?;
@@ -116,7 +114,7 @@ async fn long_poll_wakes_up(broker: &BrokerProcess) -> Result<()> {
     let max_wait = Duration::from_millis(5000);
     let bound = Duration::from_secs(2);
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, 1).await?;
+    harness::create_topic(&bootstrap, topic, 1).await?;
 
     let producer = harness::future_producer(&bootstrap)?;
     let consumer: StreamConsumer = harness::consumer_config(&bootstrap, "oxbow-e2e-long-poll")
@@ -155,75 +153,6 @@ async fn long_poll_wakes_up(broker: &BrokerProcess) -> Result<()> {
 
 fn start_broker() -> Result<BrokerProcess> {
     BrokerProcess::start(BrokerOptions::new(BROKER_BIN))
-}
-
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = harness::client_config(bootstrap)
-        .create()
-        .context("creating an admin client")?;
-    let options = AdminOptions::new()
-        .request_timeout(Some(Duration::from_secs(30)))
-        .operation_timeout(Some(Duration::from_secs(10)));
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics([&new_topic], &options)
-        .await
-        .with_context(|| format!("CreateTopics {topic} with {partitions} partitions"))?;
-    for result in results {
-        result.map_err(|(name, code)| anyhow!("CreateTopics {name}: {code}"))?;
-    }
-    Ok(())
-}
-
-fn key_of(seq: usize) -> String {
-    format!("key-{}", seq % KEYS)
-}
-
-fn value_of(seq: usize) -> String {
-    format!("seq-{seq}")
-}
-
-/// Where the broker acknowledged a record: (partition, offset).
-type Ack = (i32, i64);
-
-/// Produces the records numbered `seqs`, appending where each was acknowledged to `acks`
-/// (so `acks[seq]` belongs to record `seq` when ranges are produced in order).
-async fn produce_keyed(
-    producer: &FutureProducer,
-    topic: &str,
-    seqs: Range<usize>,
-    acks: &mut Vec<Ack>,
-) -> Result<()> {
-    ensure!(
-        acks.len() == seqs.start,
-        "records must be produced in sequence order"
-    );
-    let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::with_capacity(IN_FLIGHT);
-    for seq in seqs {
-        let (key, value) = (key_of(seq), value_of(seq));
-        let delivery = producer
-            .send_result(FutureRecord::to(topic).key(&key).payload(&value))
-            .map_err(|(err, _)| anyhow!("queueing record {seq} for {topic}: {err}"))?;
-        pending.push_back((seq, delivery));
-        if pending.len() >= IN_FLIGHT {
-            if let Some((seq, delivery)) = pending.pop_front() {
-                acks.push(await_ack(topic, seq, delivery).await?);
-            }
-        }
-    }
-    while let Some((seq, delivery)) = pending.pop_front() {
-        acks.push(await_ack(topic, seq, delivery).await?);
-    }
-    Ok(())
-}
-
-async fn await_ack(topic: &str, seq: usize, delivery: DeliveryFuture) -> Result<Ack> {
-    let delivery = timeout(ACK_TIMEOUT, delivery)
-        .await
-        .with_context(|| format!("record {seq} to {topic} not acknowledged in {ACK_TIMEOUT:?}"))?
-        .context("producer dropped the delivery report")?
-        .map_err(|(err, _)| anyhow!("record {seq} to {topic} failed: {err}"))?;
-    Ok((delivery.partition, delivery.offset))
 }
 
 async fn send_one(producer: &FutureProducer, topic: &str, value: &str) -> Result<Ack> {
@@ -336,7 +265,7 @@ async fn receive(consumer: &StreamConsumer, limit: Duration) -> Result<(i32, Str
 fn check_keys_stick_to_partitions(acks: &[Ack]) -> Result<()> {
     let mut home: HashMap<String, i32> = HashMap::new();
     for (seq, &(partition, _)) in acks.iter().enumerate() {
-        let key = key_of(seq);
+        let key = harness::numbered_key(seq);
         let first = *home.entry(key.clone()).or_insert(partition);
         ensure!(
             first == partition,
@@ -360,10 +289,10 @@ fn check_read_back(acks: &[Ack], received: &[Received]) -> Result<()> {
         );
         seen[seq] = true;
         ensure!(
-            record.key == key_of(seq),
+            record.key == harness::numbered_key(seq),
             "record {seq} has key {:?}, produced with {:?}",
             record.key,
-            key_of(seq)
+            harness::numbered_key(seq)
         );
         ensure!(
             (record.partition, record.offset) == acks[seq],

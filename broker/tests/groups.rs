@@ -10,7 +10,7 @@
 //! heartbeating from its own threads, so nothing short of killing the process makes a member
 //! fall silent the way a crashed one does.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::ops::Range;
 use std::process::{Child, Command, Stdio};
@@ -23,16 +23,14 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::protocol::Decodable;
-use oxbow_e2e::harness::{self, BrokerOptions, BrokerProcess};
+use oxbow_e2e::harness::{self, Ack, BrokerOptions, BrokerProcess};
 use parking_lot::Mutex;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::time::timeout;
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
 /// Short enough that a group gathers its first members quickly, long enough that members
@@ -50,12 +48,6 @@ const JOIN_LIMIT: Duration = Duration::from_secs(30);
 const READ_LIMIT: Duration = Duration::from_secs(120);
 /// How long one client request (metadata, committed offsets, watermarks) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one record may take to be acknowledged.
-const ACK_TIMEOUT: Duration = Duration::from_secs(60);
-/// Records in flight at once: well under librdkafka's default queue of 100 000 messages.
-const IN_FLIGHT: usize = 10_000;
-/// Distinct keys; record `seq` has key `key-{seq % KEYS}` and value `seq-{seq}`.
-const KEYS: usize = 1000;
 /// How long a member blocks in one poll, which bounds how fast it notices it must stop.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// A member thread or child process gives up after this long, whatever the test does.
@@ -99,7 +91,7 @@ async fn three_members_split_six_partitions(broker: &BrokerProcess, strategy: &s
     let (topic, partitions) = ("split", 6);
     let group = format!("split-{strategy}");
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
     let all = partition_set(partitions);
 
     let mut members = Vec::new();
@@ -177,7 +169,7 @@ async fn leave_and_death_lose_no_record(broker: &BrokerProcess) -> Result<()> {
     // read but not committed, which the survivor must read again.
     let doomed_commit_every = 97;
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
     let all = partition_set(partitions);
     let inspector = inspector(&bootstrap, group)?;
 
@@ -216,7 +208,7 @@ async fn leave_and_death_lose_no_record(broker: &BrokerProcess) -> Result<()> {
 
     let producer = harness::future_producer(&bootstrap)?;
     let mut acks = Vec::with_capacity(3 * per_phase);
-    produce(&producer, topic, 0..per_phase, |_| None, &mut acks).await?;
+    harness::produce_numbered(&producer, topic, 0..per_phase, |_| None, &mut acks).await?;
     wait_for(
         "the three members read the first records",
         READ_LIMIT,
@@ -238,7 +230,7 @@ async fn leave_and_death_lose_no_record(broker: &BrokerProcess) -> Result<()> {
     check_disjoint(&held)?;
     let handover = left_at.elapsed();
 
-    produce(
+    harness::produce_numbered(
         &producer,
         topic,
         per_phase..2 * per_phase,
@@ -266,7 +258,7 @@ async fn leave_and_death_lose_no_record(broker: &BrokerProcess) -> Result<()> {
     let killed_at = Instant::now();
     doomed.kill()?;
     let committed_at_death = committed_offsets(&inspector, topic, partitions)?;
-    produce(
+    harness::produce_numbered(
         &producer,
         topic,
         2 * per_phase..3 * per_phase,
@@ -351,10 +343,10 @@ async fn offsets_survive_restart(broker: &mut BrokerProcess, stop: Stop) -> Resu
     // Where the first member stops processing, per partition (each holds 100 records).
     let targets = BTreeMap::from([(0, 10), (1, 55), (2, 99)]);
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
     let producer = harness::future_producer(&bootstrap)?;
     let mut acks = Vec::with_capacity(count);
-    produce(
+    harness::produce_numbered(
         &producer,
         topic,
         0..count,
@@ -469,10 +461,10 @@ async fn a_new_group_with_auto_offset_reset_earliest_reads_every_partition_from_
 async fn earliest_reads_from_zero(broker: &BrokerProcess) -> Result<()> {
     let (topic, partitions, count) = ("history", 3, 30);
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
     let producer = harness::future_producer(&bootstrap)?;
     let mut acks = Vec::with_capacity(count);
-    produce(
+    harness::produce_numbered(
         &producer,
         topic,
         0..count,
@@ -526,11 +518,11 @@ async fn a_new_group_with_auto_offset_reset_latest_reads_only_records_produced_a
 async fn latest_reads_only_new_records(broker: &BrokerProcess) -> Result<()> {
     let (topic, partitions, before) = ("news", 3, 30);
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
     let producer = harness::future_producer(&bootstrap)?;
     let mut acks = Vec::new();
     let spread = |seq| Some(partition_of(seq, partitions));
-    produce(&producer, topic, 0..before, spread, &mut acks).await?;
+    harness::produce_numbered(&producer, topic, 0..before, spread, &mut acks).await?;
 
     let mut config = member_config(&bootstrap, "from-latest", "latecomer");
     config.set("auto.offset.reset", "latest");
@@ -575,12 +567,12 @@ async fn latest_reads_only_new_records(broker: &BrokerProcess) -> Result<()> {
             read.iter().map(|r| r.partition).collect::<BTreeSet<i32>>()
         );
         let start = acks.len();
-        produce(&producer, topic, start..start + 3, spread, &mut acks).await?;
+        harness::produce_numbered(&producer, topic, start..start + 3, spread, &mut acks).await?;
         read.extend(poll_for(&consumer, Duration::from_millis(500))?);
     }
     // One more round: now that every partition delivers, these must all arrive.
     let start = acks.len();
-    produce(&producer, topic, start..start + 3, spread, &mut acks).await?;
+    harness::produce_numbered(&producer, topic, start..start + 3, spread, &mut acks).await?;
     let deadline = Instant::now() + READ_LIMIT;
     while !(start..start + 3).all(|seq| read.iter().any(|r| r.seq == seq)) {
         ensure!(
@@ -644,14 +636,14 @@ async fn an_idempotent_librdkafka_producer_writes_ten_thousand_records_exactly_o
 async fn idempotent_producer_writes_once(broker: &BrokerProcess) -> Result<()> {
     let (topic, partitions, count) = ("payments", 6, 10_000);
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
     let producer: FutureProducer = harness::producer_config(&bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()
         .context("creating an idempotent producer")?;
     let mut acks = Vec::with_capacity(count);
-    produce(&producer, topic, 0..count, |_| None, &mut acks).await?;
+    harness::produce_numbered(&producer, topic, 0..count, |_| None, &mut acks).await?;
 
     let consumer = harness::base_consumer(&bootstrap, "payments-audit")?;
     let mut assignment = TopicPartitionList::new();
@@ -723,10 +715,10 @@ async fn lag_follows_commits_and_appends(broker: &BrokerProcess) -> Result<()> {
     // Partition 0 holds `end` records, of which the group commits the first `committed`.
     let (end, committed, more): (i64, i64, i64) = (40, 15, 10);
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, 2).await?;
+    harness::create_topic(&bootstrap, topic, 2).await?;
     let producer = harness::future_producer(&bootstrap)?;
     let mut acks = Vec::new();
-    produce(
+    harness::produce_numbered(
         &producer,
         topic,
         0..usize::try_from(end)?,
@@ -787,7 +779,7 @@ async fn lag_follows_commits_and_appends(broker: &BrokerProcess) -> Result<()> {
     );
 
     let start = acks.len();
-    produce(
+    harness::produce_numbered(
         &producer,
         topic,
         start..start + usize::try_from(more)?,
@@ -842,12 +834,12 @@ async fn a_commit_from_the_revoke_callback_is_accepted_while_the_group_prepares_
 async fn revoke_callback_commits(broker: &BrokerProcess) -> Result<()> {
     let (topic, partitions, group, count) = ("invoices", 2, "invoice-workers", 20);
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
     let all = partition_set(partitions);
     let inspector = inspector(&bootstrap, group)?;
     let producer = harness::future_producer(&bootstrap)?;
     let mut acks = Vec::new();
-    produce(
+    harness::produce_numbered(
         &producer,
         topic,
         0..count,
@@ -922,7 +914,7 @@ async fn death_during_rebalance(broker: &BrokerProcess) -> Result<()> {
     let (topic, partitions, group) = ("shipments", 6, "shipment-workers");
     let max_poll = ("max.poll.interval.ms", "60000");
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, partitions).await?;
+    harness::create_topic(&bootstrap, topic, partitions).await?;
     let all = partition_set(partitions);
 
     let mut config = member_config(&bootstrap, group, "member-b");
@@ -1538,9 +1530,6 @@ fn read_all(members: &[Arc<MemberState>], seqs: Range<usize>) -> std::result::Re
     }
 }
 
-/// Where the broker acknowledged a record: (partition, offset).
-type Ack = (i32, i64);
-
 /// Every record read is where it was acknowledged.
 fn check_read_where_acknowledged(acks: &[Ack], read: &[Consumed]) -> Result<()> {
     for record in read {
@@ -1727,70 +1716,6 @@ fn partition_set(partitions: i32) -> BTreeSet<i32> {
 
 fn partition_of(seq: usize, partitions: i32) -> i32 {
     i32::try_from(seq % usize::try_from(partitions).unwrap_or(1)).unwrap_or(0)
-}
-
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = harness::client_config(bootstrap)
-        .create()
-        .context("creating an admin client")?;
-    let options = AdminOptions::new()
-        .request_timeout(Some(Duration::from_secs(30)))
-        .operation_timeout(Some(REQUEST_TIMEOUT));
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics([&new_topic], &options)
-        .await
-        .with_context(|| format!("CreateTopics {topic} with {partitions} partitions"))?;
-    for result in results {
-        result.map_err(|(name, code)| anyhow!("CreateTopics {name}: {code}"))?;
-    }
-    Ok(())
-}
-
-/// Produces the records numbered `seqs` (keyed, to the partition `partition_of` names or
-/// the partitioner's choice), appending where each was acknowledged to `acks`, so that
-/// `acks[seq]` belongs to record `seq`.
-async fn produce(
-    producer: &FutureProducer,
-    topic: &str,
-    seqs: Range<usize>,
-    partition_of: impl Fn(usize) -> Option<i32>,
-    acks: &mut Vec<Ack>,
-) -> Result<()> {
-    ensure!(
-        acks.len() == seqs.start,
-        "records must be produced in sequence order"
-    );
-    let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
-    for seq in seqs {
-        let (key, value) = (format!("key-{}", seq % KEYS), format!("seq-{seq}"));
-        let mut record = FutureRecord::to(topic).key(&key).payload(&value);
-        if let Some(partition) = partition_of(seq) {
-            record = record.partition(partition);
-        }
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(err, _)| anyhow!("queueing record {seq} for {topic}: {err}"))?;
-        pending.push_back((seq, delivery));
-        if pending.len() >= IN_FLIGHT {
-            if let Some((seq, delivery)) = pending.pop_front() {
-                acks.push(await_ack(topic, seq, delivery).await?);
-            }
-        }
-    }
-    while let Some((seq, delivery)) = pending.pop_front() {
-        acks.push(await_ack(topic, seq, delivery).await?);
-    }
-    Ok(())
-}
-
-async fn await_ack(topic: &str, seq: usize, delivery: DeliveryFuture) -> Result<Ack> {
-    let delivery = timeout(ACK_TIMEOUT, delivery)
-        .await
-        .with_context(|| format!("record {seq} to {topic} not acknowledged in {ACK_TIMEOUT:?}"))?
-        .context("producer dropped the delivery report")?
-        .map_err(|(err, _)| anyhow!("record {seq} to {topic} failed: {err}"))?;
-    Ok((delivery.partition, delivery.offset))
 }
 
 /// The group's committed offset per partition (`None`: nothing committed), by OffsetFetch.

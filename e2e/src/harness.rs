@@ -8,17 +8,21 @@
 //! The API is blocking on purpose (process control is short and bounded); async tests may call
 //! it directly, since the clients they drive run on librdkafka's own threads.
 
+use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tempfile::TempDir;
 
@@ -423,6 +427,116 @@ pub fn base_consumer(bootstrap: &str, group_id: &str) -> Result<BaseConsumer> {
     consumer_config(bootstrap, group_id)
         .create()
         .with_context(|| format!("creating a consumer for {bootstrap}"))
+}
+
+/// The broker binary for tests outside the broker crate, which Cargo gives no path to:
+/// `OXBOW_BROKER_BIN`, or `oxbow-broker` in the profile folder of the running test binary
+/// (target/<profile>/deps/<test> → target/<profile>/oxbow-broker). An error when it is missing.
+pub fn broker_binary() -> Result<PathBuf> {
+    let binary = match std::env::var_os("OXBOW_BROKER_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .context("the test binary's path")?
+            .parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("oxbow-broker"))
+            .context("the test binary lives in target/<profile>/deps")?,
+    };
+    if !binary.exists() {
+        bail!(
+            "{} is missing: build it first with `cargo build -p oxbow-broker` (or set OXBOW_BROKER_BIN)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// Creates `topic` with `partitions` partitions and replication factor 1 through librdkafka's
+/// admin API, and fails unless the broker created it.
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
+        .create()
+        .context("creating an admin client")?;
+    let options = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(30)))
+        .operation_timeout(Some(Duration::from_secs(10)));
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&new_topic], &options)
+        .await
+        .with_context(|| format!("CreateTopics {topic} with {partitions} partitions"))?;
+    for result in results {
+        result.map_err(|(name, code)| anyhow!("CreateTopics {name}: {code}"))?;
+    }
+    Ok(())
+}
+
+/// Where the broker acknowledged a record: (partition, offset).
+pub type Ack = (i32, i64);
+
+/// How many distinct keys numbered records cycle through.
+const NUMBERED_KEYS: usize = 1000;
+/// Numbered records in flight at once: well under librdkafka's default queue of 100 000.
+const NUMBERED_IN_FLIGHT: usize = 10_000;
+/// Bound for one numbered record's acknowledgement.
+const NUMBERED_ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The key of numbered record `seq`: `key-<seq mod 1000>`.
+pub fn numbered_key(seq: usize) -> String {
+    format!("key-{}", seq % NUMBERED_KEYS)
+}
+
+/// The value of numbered record `seq`: `seq-<seq>`.
+pub fn numbered_value(seq: usize) -> String {
+    format!("seq-{seq}")
+}
+
+/// Produces the numbered records `seqs` (keyed, to the partition `partition_of` names or the
+/// partitioner's choice), appending where each was acknowledged to `acks`, so that
+/// `acks[seq]` belongs to record `seq`: ranges must be produced in order.
+pub async fn produce_numbered(
+    producer: &FutureProducer,
+    topic: &str,
+    seqs: Range<usize>,
+    partition_of: impl Fn(usize) -> Option<i32>,
+    acks: &mut Vec<Ack>,
+) -> Result<()> {
+    ensure!(
+        acks.len() == seqs.start,
+        "records must be produced in sequence order"
+    );
+    let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
+    for seq in seqs {
+        let (key, value) = (numbered_key(seq), numbered_value(seq));
+        let mut record = FutureRecord::to(topic).key(&key).payload(&value);
+        if let Some(partition) = partition_of(seq) {
+            record = record.partition(partition);
+        }
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(err, _)| anyhow!("queueing record {seq} for {topic}: {err}"))?;
+        pending.push_back((seq, delivery));
+        if pending.len() >= NUMBERED_IN_FLIGHT {
+            if let Some((seq, delivery)) = pending.pop_front() {
+                acks.push(await_numbered_ack(topic, seq, delivery).await?);
+            }
+        }
+    }
+    while let Some((seq, delivery)) = pending.pop_front() {
+        acks.push(await_numbered_ack(topic, seq, delivery).await?);
+    }
+    Ok(())
+}
+
+async fn await_numbered_ack(topic: &str, seq: usize, delivery: DeliveryFuture) -> Result<Ack> {
+    let delivery = tokio::time::timeout(NUMBERED_ACK_TIMEOUT, delivery)
+        .await
+        .with_context(|| {
+            format!("record {seq} to {topic} not acknowledged in {NUMBERED_ACK_TIMEOUT:?}")
+        })?
+        .context("producer dropped the delivery report")?
+        .map_err(|(err, _)| anyhow!("record {seq} to {topic} failed: {err}"))?;
+    Ok((delivery.partition, delivery.offset))
 }
 
 #[cfg(test)]
