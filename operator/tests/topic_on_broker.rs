@@ -3,7 +3,6 @@
 //! `cargo build -p oxbow-broker`, or `OXBOW_BROKER_BIN`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -11,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kafka_protocol::ResponseError;
 use kube::api::{Patch, PatchParams};
 use kube::Api;
-use oxbow_e2e::harness::{BrokerOptions, BrokerProcess};
+use oxbow_e2e::harness::{self, BrokerOptions, BrokerProcess};
 use oxbow_operator::balance::step::KafkaBalanceAdmin;
 use oxbow_operator::cluster::validate::OperatorSettings;
 use oxbow_operator::conditions::{is_true, READY};
@@ -21,25 +20,8 @@ use oxbow_operator::metrics::Metrics;
 use oxbow_operator::topic::admin::{AdminError, ConfigChange, KafkaAdmin, NewTopic, TopicAdmin};
 use oxbow_operator::topic::{reconcile, FINALIZER};
 
-fn broker_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("OXBOW_BROKER_BIN") {
-        return PathBuf::from(path);
-    }
-    // target/<profile>/deps/<this test> → target/<profile>/oxbow-broker
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("oxbow-broker"))
-        .expect("the test binary lives in target/<profile>/deps")
-}
-
 fn start_broker() -> BrokerProcess {
-    let binary = broker_binary();
-    assert!(
-        binary.exists(),
-        "{} is missing: build it first with `cargo build -p oxbow-broker` (or set OXBOW_BROKER_BIN)",
-        binary.display()
-    );
+    let binary = harness::broker_binary().unwrap_or_else(|err| panic!("{err:#}"));
     BrokerProcess::start(BrokerOptions::new(binary)).expect("the broker starts")
 }
 
