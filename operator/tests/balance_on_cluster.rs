@@ -6,7 +6,6 @@
 //! Needs the broker binary: `cargo build -p oxbow-broker`, or `OXBOW_BROKER_BIN`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use oxbow_e2e::cluster::{Cluster, ClusterOptions, Delivery, NodeId, RecordingContext};
+use oxbow_e2e::harness;
 use oxbow_operator::balance::executor::{self, Goal, Settings};
 use oxbow_operator::balance::PlanError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -35,18 +35,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn broker_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("OXBOW_BROKER_BIN") {
-        return PathBuf::from(path);
-    }
-    // target/<profile>/deps/<this test> → target/<profile>/oxbow-broker
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("oxbow-broker"))
-        .expect("the test binary lives in target/<profile>/deps")
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -516,12 +504,7 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
 #[test]
 fn scaling_up_and_draining_a_live_cluster_balances_it_and_loses_nothing() -> Result<()> {
     let _serial = serial();
-    let binary = broker_binary();
-    ensure!(
-        binary.exists(),
-        "{} is missing: build it first with `cargo build -p oxbow-broker` (or set OXBOW_BROKER_BIN)",
-        binary.display()
-    );
+    let binary = harness::broker_binary()?;
     let options = ClusterOptions::new(binary)
         .brokers(5)
         .voters(3)
@@ -563,12 +546,7 @@ fn throttle_on(cluster: &Cluster, node: NodeId) -> Result<(Option<String>, i8)> 
 fn a_throttled_run_sets_the_rate_on_receiving_brokers_and_removes_it_at_the_end() -> Result<()> {
     const RATE: u64 = 500_000;
     let _serial = serial();
-    let binary = broker_binary();
-    ensure!(
-        binary.exists(),
-        "{} is missing: build it first with `cargo build -p oxbow-broker` (or set OXBOW_BROKER_BIN)",
-        binary.display()
-    );
+    let binary = harness::broker_binary()?;
     let options = ClusterOptions::new(binary)
         .brokers(3)
         .voters(1)

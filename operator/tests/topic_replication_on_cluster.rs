@@ -4,7 +4,6 @@
 //! each change. Needs the broker binary: `cargo build -p oxbow-broker`, or `OXBOW_BROKER_BIN`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use kube::api::{Patch, PatchParams};
 use kube::Api;
 use oxbow_e2e::cluster::{Cluster, ClusterOptions, PartitionView, RecordingContext};
+use oxbow_e2e::harness;
 use oxbow_operator::balance::step::KafkaBalanceAdmin;
 use oxbow_operator::cluster::validate::OperatorSettings;
 use oxbow_operator::conditions::{is_true, reason, READY, RECONCILING};
@@ -27,18 +27,6 @@ const PARTITIONS: i32 = 4;
 const RECORDS: usize = 2000;
 /// Bound of one replication-factor change, reconciliations included.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn broker_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("OXBOW_BROKER_BIN") {
-        return PathBuf::from(path);
-    }
-    // target/<profile>/deps/<this test> → target/<profile>/oxbow-broker
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("oxbow-broker"))
-        .expect("the test binary lives in target/<profile>/deps")
-}
 
 fn topic_yaml() -> String {
     format!(
@@ -262,12 +250,7 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
 #[test]
 fn a_kafkatopic_replication_factor_goes_from_one_to_three_to_two_keeping_every_record() -> Result<()>
 {
-    let binary = broker_binary();
-    ensure!(
-        binary.exists(),
-        "{} is missing: build it first with `cargo build -p oxbow-broker` (or set OXBOW_BROKER_BIN)",
-        binary.display()
-    );
+    let binary = harness::broker_binary()?;
     let options = ClusterOptions::new(binary)
         .brokers(3)
         .voters(3)
