@@ -7,10 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use oxbow_e2e::harness::{client_config, consumer_config, BrokerOptions, BrokerProcess};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use anyhow::{ensure, Context, Result};
+use oxbow_e2e::harness::{self, client_config, consumer_config, BrokerOptions, BrokerProcess};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -42,21 +40,6 @@ impl ProducerContext for Recorder {
             }
         }
     }
-}
-
-fn create_topic(bootstrap: &str) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let results = runtime.block_on(admin.create_topics(
-        &[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-    ))?;
-    for result in results {
-        if let Err((topic, code)) = result {
-            bail!("creating {topic}: {code:?}");
-        }
-    }
-    Ok(())
 }
 
 /// Produces as fast as librdkafka allows until `stop`, recording every acknowledgement.
@@ -143,7 +126,8 @@ fn sigkill_during_heavy_produce_loses_no_acknowledged_record_over_twenty_kills()
             .args(["--override", "auto.create.topics.enable=false"]),
     )?;
     let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap)?;
+    tokio::runtime::Runtime::new()?
+        .block_on(harness::create_topic(&bootstrap, TOPIC, PARTITIONS))?;
     let acked: Acked = Arc::default();
     let mut sent_total = 0u64;
     for round in 0..KILLS {
