@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,6 +43,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tempfile::TempDir;
+
+use crate::harness::broker_log_outputs;
 
 /// A broker's `node.id`.
 pub type NodeId = i32;
@@ -577,22 +579,15 @@ impl Cluster {
         }
         let node = self.node_mut(id);
         node.starts += 1;
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log_path)
-            .with_context(|| format!("opening broker log {}", node.log_path.display()))?;
-        writeln!(
-            log,
-            "=== oxbow-e2e: start #{} of broker {} ({}) ===",
-            node.starts,
-            node.id,
-            binary.display()
-        )
-        .context("writing to the broker log")?;
-        let stderr = log
-            .try_clone()
-            .context("duplicating the broker log handle")?;
+        let (stdout, stderr) = broker_log_outputs(
+            &node.log_path,
+            &format!(
+                "start #{} of broker {} ({})",
+                node.starts,
+                node.id,
+                binary.display()
+            ),
+        )?;
         // openraft's own info lines (every vote, every membership step) drown the broker's.
         let filter = std::env::var("OXBOW_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.to_string());
         let child = Command::new(&binary)
@@ -603,8 +598,8 @@ impl Cluster {
             .env("OXBOW_LOG", filter)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr))
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("spawning {}", binary.display()))?;
         node.child = Some(child);

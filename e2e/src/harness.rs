@@ -283,21 +283,14 @@ impl BrokerProcess {
 
     fn spawn_and_wait(&mut self) -> Result<()> {
         self.starts += 1;
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .with_context(|| format!("opening broker log {}", self.log_path.display()))?;
-        writeln!(
-            log,
-            "=== oxbow-e2e: start #{} of {} ===",
-            self.starts,
-            self.options.binary.display()
-        )
-        .context("writing to the broker log")?;
-        let stderr = log
-            .try_clone()
-            .context("duplicating the broker log handle")?;
+        let (stdout, stderr) = broker_log_outputs(
+            &self.log_path,
+            &format!(
+                "start #{} of {}",
+                self.starts,
+                self.options.binary.display()
+            ),
+        )?;
 
         let listener = format!("PLAINTEXT://{}", self.listener);
         let mut command = Command::new(&self.options.binary);
@@ -317,8 +310,8 @@ impl BrokerProcess {
             .env("NO_COLOR", "1")
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr));
+            .stdout(stdout)
+            .stderr(stderr);
         let child = command
             .spawn()
             .with_context(|| format!("spawning {}", self.options.binary.display()))?;
@@ -366,6 +359,21 @@ impl Drop for BrokerProcess {
         }
         let _ = self.kill();
     }
+}
+
+/// A broker process's stdout and stderr: its log file at `path`, opened for appending after a
+/// line `=== oxbow-e2e: <header> ===`, so the starts of one broker follow each other there.
+pub(crate) fn broker_log_outputs(path: &Path, header: &str) -> Result<(Stdio, Stdio)> {
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening broker log {}", path.display()))?;
+    writeln!(log, "=== oxbow-e2e: {header} ===").context("writing to the broker log")?;
+    let stderr = log
+        .try_clone()
+        .context("duplicating the broker log handle")?;
+    Ok((Stdio::from(log), Stdio::from(stderr)))
 }
 
 /// A loopback address with a port that was free a moment ago (bound to port 0, then released).
