@@ -495,15 +495,18 @@ impl Broker {
         }
     }
 
-    /// Makes `configs` this broker's dynamic settings, through the metadata quorum so they
-    /// outlive a restart; the broker applies them when it reconciles with the new image.
+    /// Makes `configs` the dynamic settings of broker `target` (or, with
+    /// [`crate::controller::image::BROKER_DEFAULTS`], the cluster-wide defaults), through the
+    /// metadata quorum so they outlive a restart; brokers apply them when they reconcile with
+    /// the new image.
     pub async fn set_dynamic_configs(
         &self,
+        target: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<(), ApiError> {
         match self
             .propose(MetadataCommand::SetBrokerConfigs {
-                broker: self.node_id(),
+                broker: target,
                 configs,
             })
             .await?

@@ -1304,22 +1304,36 @@ fn describe_broker_config(
     node: NodeId,
     key: &str,
 ) -> Result<(Option<String>, i8, bool)> {
+    describe_broker_resource(cluster, node, &node.to_string(), key)?
+        .context("setting not described")
+}
+
+/// DescribeConfigs of one setting of the BROKER resource `name` (an id, or "" for the
+/// cluster-wide defaults), sent to `to`: value, source and read-only flag, `None` when the
+/// setting is not listed.
+fn describe_broker_resource(
+    cluster: &Cluster,
+    to: NodeId,
+    name: &str,
+    key: &str,
+) -> Result<Option<(Option<String>, i8, bool)>> {
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     let request = kafka_protocol::messages::DescribeConfigsRequest::default().with_resources(vec![
         DescribeConfigsResource::default()
             .with_resource_type(4)
-            .with_resource_name(str_bytes(&node.to_string()))
+            .with_resource_name(str_bytes(name))
             .with_configuration_keys(Some(vec![str_bytes(key)])),
     ]);
-    let response = cluster.request(node, &request, 1)?;
+    let response = cluster.request(to, &request, 1)?;
     let result = response.results.first().context("no result")?;
     ensure!(result.error_code == 0, "DescribeConfigs failed: {result:?}");
-    let config = result.configs.first().context("setting not described")?;
-    Ok((
-        config.value.as_ref().map(|v| v.to_string()),
-        config.config_source,
-        config.read_only,
-    ))
+    Ok(result.configs.first().map(|config| {
+        (
+            config.value.as_ref().map(|v| v.to_string()),
+            config.config_source,
+            config.read_only,
+        )
+    }))
 }
 
 /// `follower.replication.throttled.rate` set at run time on a follower (IncrementalAlterConfigs
@@ -1600,6 +1614,60 @@ fn brokers_replicate_over_an_ssl_inter_broker_listener_with_mutual_tls() -> Resu
             );
             Ok(())
         })?;
+        Ok(())
+    })
+}
+
+/// A dynamic broker setting on the empty BROKER resource is the cluster-wide default (Kafka's
+/// `--entity-default`): set through any broker, every broker takes it (source
+/// DYNAMIC_DEFAULT_BROKER_CONFIG) unless it has its own value (DYNAMIC_BROKER_CONFIG), and
+/// deleting it brings back server.properties.
+#[test]
+fn a_cluster_wide_dynamic_default_applies_to_every_broker_without_its_own_value() -> Result<()> {
+    const RATE: &str = "follower.replication.throttled.rate";
+    const DYNAMIC: i8 = 2;
+    const DYNAMIC_DEFAULT: i8 = 3;
+    const DEFAULT: i8 = 5;
+    with_cluster(options().brokers(2).voters(1), |cluster| {
+        let (code, message) = alter_broker_config(cluster, 1, "", RATE, Some("123456"))?;
+        ensure!(code == 0, "setting the default failed: {code} {message:?}");
+        let expect = |c: &Cluster, node: NodeId, value: &str, source: i8| {
+            let described = describe_broker_config(c, node, RATE)?;
+            ensure!(
+                described == (Some(value.to_string()), source, false),
+                "broker {node}: {described:?}"
+            );
+            Ok(())
+        };
+        cluster.wait_until("both brokers take the default", SETTLE, |c| {
+            expect(c, 1, "123456", DYNAMIC_DEFAULT)?;
+            expect(c, 2, "123456", DYNAMIC_DEFAULT)
+        })?;
+        let listed = describe_broker_resource(cluster, 2, "", RATE)?;
+        ensure!(
+            listed == Some((Some("123456".to_string()), DYNAMIC_DEFAULT, false)),
+            "the default resource lists {listed:?}"
+        );
+
+        let (code, message) = alter_broker_config(cluster, 2, "2", RATE, Some("654321"))?;
+        ensure!(
+            code == 0,
+            "setting broker 2's own value failed: {code} {message:?}"
+        );
+        expect(cluster, 2, "654321", DYNAMIC)?;
+        expect(cluster, 1, "123456", DYNAMIC_DEFAULT)?;
+
+        let (code, message) = alter_broker_config(cluster, 2, "", RATE, None)?;
+        ensure!(code == 0, "deleting the default failed: {code} {message:?}");
+        cluster.wait_until("the default is gone everywhere", SETTLE, |c| {
+            expect(c, 1, "-1", DEFAULT)?;
+            expect(c, 2, "654321", DYNAMIC)
+        })?;
+        let listed = describe_broker_resource(cluster, 1, "", RATE)?;
+        ensure!(
+            listed.is_none(),
+            "the default resource still lists {listed:?}"
+        );
         Ok(())
     })
 }

@@ -18,8 +18,9 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
-use crate::config::dynamic::is_dynamic;
+use crate::config::dynamic::{self, is_dynamic};
 use crate::config::{ConfigDef, ConfigSource, BROKER_DEFS, TOPIC_DEFS};
+use crate::controller::image::BROKER_DEFAULTS;
 use crate::security::authorizer::{Operation, ResourceType};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -199,14 +200,46 @@ fn broker_configs(
             format!("broker `{name}` is not this broker ({})", broker.node_id()),
         ));
     }
+    let image = broker.image();
+    let defaults = image.broker_configs.get(&BROKER_DEFAULTS);
+    if name.is_empty() {
+        // The cluster-wide defaults, as Kafka describes its default BROKER resource: only the
+        // settings that have one.
+        return Ok(BROKER_DEFS
+            .iter()
+            .filter(|def| wanted(def.name))
+            .filter_map(|def| {
+                let value = defaults.and_then(|d| d.get(def.name))?;
+                let mut result = entry(
+                    def,
+                    Some(value.clone()),
+                    ConfigSource::DynamicDefaultBroker,
+                    false,
+                    options,
+                );
+                if options.synonyms {
+                    result = result.with_synonyms(vec![synonym(
+                        def.name,
+                        Some(value.clone()),
+                        ConfigSource::DynamicDefaultBroker,
+                    )]);
+                }
+                Some(result)
+            })
+            .collect());
+    }
+    let own = image.broker_configs.get(&broker.node_id());
     Ok(BROKER_DEFS
         .iter()
         .filter(|def| wanted(def.name))
         .map(|def| {
-            let dynamic = broker.config.dynamic.get(def.name);
+            let dynamic = own.and_then(|o| o.get(def.name)).cloned();
+            let default = defaults.and_then(|d| d.get(def.name)).cloned();
             let explicit = broker.config.explicit(def.name).map(str::to_string);
             let source = if dynamic.is_some() {
                 ConfigSource::DynamicBroker
+            } else if default.is_some() {
+                ConfigSource::DynamicDefaultBroker
             } else if explicit.is_some() {
                 ConfigSource::StaticBroker
             } else {
@@ -214,6 +247,7 @@ fn broker_configs(
             };
             let value = dynamic
                 .clone()
+                .or_else(|| default.clone())
                 .or_else(|| explicit.clone())
                 .or_else(|| broker.config.value(def.name));
             let read_only = !is_dynamic(def.name);
@@ -222,6 +256,13 @@ fn broker_configs(
                 let mut synonyms = Vec::new();
                 if let Some(v) = dynamic {
                     synonyms.push(synonym(def.name, Some(v), ConfigSource::DynamicBroker));
+                }
+                if let Some(v) = default {
+                    synonyms.push(synonym(
+                        def.name,
+                        Some(v),
+                        ConfigSource::DynamicDefaultBroker,
+                    ));
                 }
                 if let Some(v) = explicit {
                     synonyms.push(synonym(def.name, Some(v), ConfigSource::StaticBroker));
@@ -377,9 +418,10 @@ fn check_resource(resource_type: i8) -> Result<(), Failure> {
     }
 }
 
-/// Changes this broker's dynamic settings (`replace` for AlterConfigs). Only the broker named
-/// by its node id takes them; read-only settings are refused with INVALID_REQUEST, unknown
-/// ones and bad values with INVALID_CONFIG, and nothing applies unless every change is valid.
+/// Changes this broker's dynamic settings, or with an empty name the cluster-wide defaults
+/// (`replace` for AlterConfigs). A broker's own settings are changed only through that broker;
+/// the defaults through any. Read-only settings are refused with INVALID_REQUEST, unknown ones
+/// and bad values with INVALID_CONFIG, and nothing applies unless every change is valid.
 async fn alter_broker(
     broker: &Broker,
     name: &str,
@@ -387,15 +429,12 @@ async fn alter_broker(
     replace: bool,
     validate_only: bool,
 ) -> Result<(), Failure> {
-    if name.is_empty() {
-        return Err((
-            ResponseError::InvalidRequest,
-            "cluster-wide broker defaults (an empty broker name) are not supported: name the \
-             broker by its node.id"
-                .to_string(),
-        ));
-    }
-    if name.parse::<i32>().ok() != Some(broker.node_id()) {
+    let target = if name.is_empty() {
+        BROKER_DEFAULTS
+    } else {
+        broker.node_id()
+    };
+    if !name.is_empty() && name.parse::<i32>().ok() != Some(broker.node_id()) {
         return Err((
             ResponseError::InvalidRequest,
             format!(
@@ -418,18 +457,20 @@ async fn alter_broker(
         };
         values.push((key, value));
     }
-    let dynamic = &broker.config.dynamic;
-    let changed = dynamic.changed(&values, replace).map_err(|refused| {
-        let code = if refused.read_only {
-            ResponseError::InvalidRequest
-        } else {
-            ResponseError::InvalidConfig
-        };
-        (code, refused.message)
-    })?;
+    let image = broker.image();
+    let changed = dynamic::changed(image.broker_configs.get(&target), &values, replace).map_err(
+        |refused| {
+            let code = if refused.read_only {
+                ResponseError::InvalidRequest
+            } else {
+                ResponseError::InvalidConfig
+            };
+            (code, refused.message)
+        },
+    )?;
     if !validate_only {
         broker
-            .set_dynamic_configs(changed)
+            .set_dynamic_configs(target, changed)
             .await
             .map_err(|e| (e.code, e.message))?;
     }

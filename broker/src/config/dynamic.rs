@@ -1,6 +1,7 @@
 //! Broker settings that change while the broker runs: IncrementalAlterConfigs or AlterConfigs
-//! on this broker's BROKER resource sets or deletes them, and the parts of the broker that use
-//! them watch for the change. Only `follower.replication.throttled.rate` is dynamic. The values
+//! on a BROKER resource sets or deletes them, for one broker (named by its id) or as the
+//! cluster-wide default (the empty name, Kafka's `--entity-default`), and the parts of the
+//! broker that use them watch for the change. A broker's own value wins over the default. Only `follower.replication.throttled.rate` is dynamic. The values
 //! are kept in the metadata quorum (as Kafka keeps them in its metadata log), so they outlive a
 //! restart; a deleted value gives way to `server.properties` again.
 
@@ -54,49 +55,6 @@ impl DynamicSettings {
         self.values.subscribe()
     }
 
-    /// The values after `changes` (`None` deletes), every key and value checked; nothing is
-    /// applied. With `replace` (AlterConfigs), settings not named are deleted.
-    pub fn changed(
-        &self,
-        changes: &[(String, Option<String>)],
-        replace: bool,
-    ) -> Result<BTreeMap<String, String>, Refused> {
-        let mut values = if replace {
-            BTreeMap::new()
-        } else {
-            self.values.borrow().clone()
-        };
-        for (key, value) in changes {
-            let refuse = |message: String| Refused {
-                key: key.clone(),
-                message,
-                read_only: false,
-            };
-            let def =
-                broker_def(key).ok_or_else(|| refuse(format!("unknown broker setting `{key}`")))?;
-            if !is_dynamic(key) {
-                return Err(Refused {
-                    read_only: true,
-                    ..refuse(format!(
-                    "broker setting `{key}` is read-only: change server.properties and restart \
-                     (dynamic: {})",
-                    DYNAMIC_BROKER_SETTINGS.join(", ")
-                    ))
-                });
-            }
-            match value {
-                Some(value) => {
-                    defs::validate(def, value).map_err(|e: ConfigError| refuse(e.to_string()))?;
-                    values.insert(key.clone(), value.clone());
-                }
-                None => {
-                    values.remove(key);
-                }
-            }
-        }
-        Ok(values)
-    }
-
     /// Makes the values the metadata image holds for this broker (none: no dynamic setting)
     /// the dynamic settings; watchers see a change at once, and nothing when they are equal.
     pub fn follow(&self, values: Option<&BTreeMap<String, String>>) {
@@ -111,6 +69,63 @@ impl DynamicSettings {
             }
         });
     }
+}
+
+/// The dynamic settings in effect on one broker: the cluster-wide defaults, overridden by the
+/// broker's own values.
+pub fn effective(
+    defaults: Option<&BTreeMap<String, String>>,
+    own: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut values = defaults.cloned().unwrap_or_default();
+    if let Some(own) = own {
+        values.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    values
+}
+
+/// The values of one BROKER resource (a broker's own, or the cluster-wide defaults) after
+/// `changes` (`None` deletes), every key and value checked. With `replace` (AlterConfigs),
+/// settings not named are deleted.
+pub fn changed(
+    current: Option<&BTreeMap<String, String>>,
+    changes: &[(String, Option<String>)],
+    replace: bool,
+) -> Result<BTreeMap<String, String>, Refused> {
+    let mut values = if replace {
+        BTreeMap::new()
+    } else {
+        current.cloned().unwrap_or_default()
+    };
+    for (key, value) in changes {
+        let refuse = |message: String| Refused {
+            key: key.clone(),
+            message,
+            read_only: false,
+        };
+        let def =
+            broker_def(key).ok_or_else(|| refuse(format!("unknown broker setting `{key}`")))?;
+        if !is_dynamic(key) {
+            return Err(Refused {
+                read_only: true,
+                ..refuse(format!(
+                    "broker setting `{key}` is read-only: change server.properties and restart \
+                     (dynamic: {})",
+                    DYNAMIC_BROKER_SETTINGS.join(", ")
+                ))
+            });
+        }
+        match value {
+            Some(value) => {
+                defs::validate(def, value).map_err(|e: ConfigError| refuse(e.to_string()))?;
+                values.insert(key.clone(), value.clone());
+            }
+            None => {
+                values.remove(key);
+            }
+        }
+    }
+    Ok(values)
 }
 
 /// The follower throttle in bytes per second: the dynamic value when one is set, else the
@@ -144,7 +159,7 @@ mod tests {
         let settings = DynamicSettings::default();
         let mut watcher = settings.clone().subscribe();
         assert_eq!(follower_throttle(&watcher.borrow(), Some(7)), Some(7));
-        let values = settings.changed(&[set(RATE, "1000")], false).unwrap();
+        let values = changed(None, &[set(RATE, "1000")], false).unwrap();
         settings.follow(Some(&values));
         assert!(watcher.has_changed().unwrap());
         assert_eq!(
@@ -152,9 +167,7 @@ mod tests {
             Some(1000)
         );
         assert_eq!(settings.get(RATE).as_deref(), Some("1000"));
-        let values = settings
-            .changed(&[(RATE.to_string(), None)], false)
-            .unwrap();
+        let values = changed(Some(&values), &[(RATE.to_string(), None)], false).unwrap();
         settings.follow(Some(&values));
         assert_eq!(settings.get(RATE), None);
         assert_eq!(
@@ -162,11 +175,11 @@ mod tests {
             Some(7)
         );
         assert_eq!(follower_throttle(&watcher.borrow(), None), None);
-        settings.follow(Some(&settings.changed(&[set(RATE, "-1")], false).unwrap()));
+        settings.follow(Some(&changed(None, &[set(RATE, "-1")], false).unwrap()));
         assert_eq!(follower_throttle(&watcher.borrow(), Some(7)), None);
         // The image's values replace everything; the same values again wake no watcher.
         watcher.borrow_and_update();
-        settings.follow(Some(&settings.changed(&[set(RATE, "-1")], false).unwrap()));
+        settings.follow(Some(&changed(None, &[set(RATE, "-1")], false).unwrap()));
         assert!(!watcher.has_changed().unwrap());
         settings.follow(None);
         assert!(watcher.has_changed().unwrap());
@@ -176,32 +189,43 @@ mod tests {
     #[test]
     fn read_only_unknown_and_invalid_settings_are_refused_naming_the_key() {
         let settings = DynamicSettings::default();
-        let refused = settings
-            .changed(&[set("num.partitions", "3")], false)
-            .unwrap_err();
+        let refused = changed(None, &[set("num.partitions", "3")], false).unwrap_err();
         assert_eq!(refused.key, "num.partitions");
         assert!(refused.read_only);
         assert!(refused.message.contains("read-only"), "{}", refused.message);
-        let refused = settings
-            .changed(&[set("no.such.setting", "1")], false)
-            .unwrap_err();
+        let refused = changed(None, &[set("no.such.setting", "1")], false).unwrap_err();
         assert!(refused.message.contains("unknown"), "{}", refused.message);
         assert!(!refused.read_only);
-        let refused = settings.changed(&[set(RATE, "fast")], false).unwrap_err();
+        let refused = changed(None, &[set(RATE, "fast")], false).unwrap_err();
         assert_eq!(refused.key, RATE);
-        let refused = settings.changed(&[set(RATE, "-5")], false).unwrap_err();
+        let refused = changed(None, &[set(RATE, "-5")], false).unwrap_err();
         assert_eq!(refused.key, RATE);
         assert_eq!(settings.get(RATE), None, "a refused change applies nothing");
     }
 
     #[test]
     fn alter_configs_replaces_every_dynamic_value() {
-        let settings = DynamicSettings::default();
-        settings.follow(Some(&settings.changed(&[set(RATE, "500")], false).unwrap()));
-        assert_eq!(settings.changed(&[], true).unwrap(), BTreeMap::new());
+        let current = changed(None, &[set(RATE, "500")], false).unwrap();
+        assert_eq!(changed(Some(&current), &[], true).unwrap(), BTreeMap::new());
         assert_eq!(
-            settings.changed(&[], false).unwrap().get(RATE).unwrap(),
+            changed(Some(&current), &[], false)
+                .unwrap()
+                .get(RATE)
+                .unwrap(),
             "500"
         );
+    }
+
+    #[test]
+    fn a_brokers_own_value_wins_over_the_cluster_default() {
+        let defaults = changed(None, &[set(RATE, "500")], false).unwrap();
+        let own = changed(None, &[set(RATE, "900")], false).unwrap();
+        assert_eq!(effective(Some(&defaults), None).get(RATE).unwrap(), "500");
+        assert_eq!(
+            effective(Some(&defaults), Some(&own)).get(RATE).unwrap(),
+            "900"
+        );
+        assert_eq!(effective(None, Some(&own)).get(RATE).unwrap(), "900");
+        assert!(effective(None, None).is_empty());
     }
 }

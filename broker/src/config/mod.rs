@@ -738,6 +738,8 @@ fn parse_voters(text: &str) -> Result<std::collections::BTreeMap<i32, String>, C
 pub enum ConfigSource {
     Topic,
     DynamicBroker,
+    /// A cluster-wide dynamic value (the BROKER resource with an empty name).
+    DynamicDefaultBroker,
     StaticBroker,
     Default,
 }
@@ -747,6 +749,7 @@ impl ConfigSource {
         match self {
             ConfigSource::Topic => 1,
             ConfigSource::DynamicBroker => 2,
+            ConfigSource::DynamicDefaultBroker => 3,
             ConfigSource::StaticBroker => 4,
             ConfigSource::Default => 5,
         }

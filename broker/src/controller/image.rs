@@ -110,8 +110,8 @@ pub struct MetadataImage {
     #[serde(default)]
     pub acls: BTreeSet<AclBinding>,
     /// Dynamic broker settings (IncrementalAlterConfigs on a BROKER resource), by broker id
-    /// and Kafka name; kept here so they outlive a restart, as Kafka keeps them in its
-    /// metadata log.
+    /// ([`BROKER_DEFAULTS`] for the cluster-wide defaults) and Kafka name; kept here so they
+    /// outlive a restart, as Kafka keeps them in its metadata log.
     #[serde(default)]
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
 }
@@ -149,6 +149,10 @@ impl MetadataImage {
             .is_some_and(|b| !b.fenced && !b.shutting_down)
     }
 }
+
+/// The key of [`MetadataImage::broker_configs`] that holds the cluster-wide dynamic defaults
+/// (Kafka's BROKER resource with an empty name).
+pub const BROKER_DEFAULTS: i32 = -1;
 
 /// A change to the metadata, proposed by the controller and applied by every broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

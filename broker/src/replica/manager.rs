@@ -18,7 +18,12 @@ pub async fn reconcile(broker: &Broker) {
     broker
         .config
         .dynamic
-        .follow(image.broker_configs.get(&node));
+        .follow(Some(&crate::config::dynamic::effective(
+            image
+                .broker_configs
+                .get(&crate::controller::image::BROKER_DEFAULTS),
+            image.broker_configs.get(&node),
+        )));
 
     // Replicas no longer assigned here (or of a deleted topic, or of an older topic that had
     // the same name) go away with their logs.
