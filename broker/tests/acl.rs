@@ -32,7 +32,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 mod support;
-use support::{call, connect, metadata, str_bytes, IO_TIMEOUT};
+use support::{call, connect, metadata, str_bytes, topic_name, IO_TIMEOUT};
 
 /// The broker under test: this build's, or `OXBOW_BROKER_BIN` (e.g. a release build).
 fn broker_bin() -> String {
@@ -540,6 +540,148 @@ async fn an_acl_allows_a_denied_topic_until_it_is_deleted_and_acls_survive_resta
             !listed && code == ResponseError::TopicAuthorizationFailed.code(),
             "after DeleteAcls {topic} is listed {listed}, named {}",
             code_name(code)
+        );
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// The bit field of KIP-430 authorized operations for these operation codes.
+fn operations(codes: &[i8]) -> i32 {
+    codes.iter().fold(0, |bits, code| bits | 1 << code)
+}
+
+/// KIP-430: Metadata, DescribeCluster and DescribeGroups say which operations the principal
+/// may perform on each topic, the cluster and each group when asked (implied operations
+/// included: READ or WRITE grants DESCRIBE), and carry Kafka's "not asked" marker otherwise.
+#[tokio::test]
+async fn authorized_operations_are_reported_when_asked() -> Result<()> {
+    use kafka_protocol::messages::{DescribeGroupsRequest, FindCoordinatorRequest};
+    const OMITTED: i32 = i32::MIN;
+    const DELETE: i8 = 6;
+    const DESCRIBE_CONFIGS: i8 = 10;
+    const ALTER_CONFIGS: i8 = 11;
+    let dir = tempfile::tempdir()?;
+    let topic = "ops";
+    // Bootstrap as a super user: the topic and the ACLs; a super user may do everything.
+    {
+        let broker = start(dir.path(), &[AUTHORIZER, ("super.users", ANONYMOUS)])?;
+        let outcome = async {
+            harness::create_topic(&broker.bootstrap(), topic, 1).await?;
+            let mut conn = connect(&broker).await?;
+            create_acls(
+                &mut conn,
+                &[
+                    allow(TOPIC, topic, READ),
+                    allow(TOPIC, topic, WRITE),
+                    allow(CLUSTER, "kafka-cluster", ALTER),
+                    allow(GROUP, "readers", READ),
+                ],
+            )
+            .await?;
+            let ask = MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
+                ]))
+                .with_include_topic_authorized_operations(true);
+            let answer = call(&mut conn, &ask, 10).await?;
+            let described = answer.topics.first().context("no topic")?;
+            let everything = operations(&[
+                READ,
+                WRITE,
+                CREATE,
+                DESCRIBE,
+                DELETE,
+                ALTER,
+                DESCRIBE_CONFIGS,
+                ALTER_CONFIGS,
+            ]);
+            ensure!(
+                described.topic_authorized_operations == everything,
+                "a super user may do everything to a topic: {described:?}"
+            );
+            Ok(())
+        }
+        .await;
+        broker.explain(outcome)?;
+    }
+    let broker = start(dir.path(), &[AUTHORIZER])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        let ask = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
+            ]))
+            .with_include_topic_authorized_operations(true)
+            .with_include_cluster_authorized_operations(true);
+        let answer = call(&mut conn, &ask, 10).await?;
+        let described = answer.topics.first().context("no topic")?;
+        ensure!(
+            described.error_code == 0
+                && described.topic_authorized_operations == operations(&[READ, WRITE, DESCRIBE]),
+            "topic: {described:?}"
+        );
+        ensure!(
+            answer.cluster_authorized_operations == operations(&[ALTER, DESCRIBE]),
+            "cluster: {}",
+            answer.cluster_authorized_operations
+        );
+        let plain = call(
+            &mut conn,
+            &ask.clone()
+                .with_include_topic_authorized_operations(false)
+                .with_include_cluster_authorized_operations(false),
+            10,
+        )
+        .await?;
+        ensure!(
+            plain.cluster_authorized_operations == OMITTED
+                && plain.topics.first().map(|t| t.topic_authorized_operations) == Some(OMITTED),
+            "not asked, yet answered: {plain:?}"
+        );
+
+        let cluster = call(
+            &mut conn,
+            &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+            0,
+        )
+        .await?;
+        ensure!(
+            cluster.error_code == 0
+                && cluster.cluster_authorized_operations == operations(&[ALTER, DESCRIBE]),
+            "DescribeCluster: {cluster:?}"
+        );
+
+        // The group coordinator (and __consumer_offsets) comes up on the first FindCoordinator.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let found = call(
+                &mut conn,
+                &FindCoordinatorRequest::default().with_key(str_bytes("readers")),
+                3,
+            )
+            .await?;
+            if found.error_code == 0 {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "no coordinator: {found:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let groups = call(
+            &mut conn,
+            &DescribeGroupsRequest::default()
+                .with_groups(vec![kafka_protocol::messages::GroupId(str_bytes(
+                    "readers",
+                ))])
+                .with_include_authorized_operations(true),
+            5,
+        )
+        .await?;
+        let group = groups.groups.first().context("no group")?;
+        ensure!(
+            group.error_code == 0 && group.authorized_operations == operations(&[READ, DESCRIBE]),
+            "DescribeGroups: {group:?}"
         );
         Ok(())
     }

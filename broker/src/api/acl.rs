@@ -21,7 +21,43 @@ use crate::security::authorizer::{
     AclBinding, AclFilter, Operation, ResourceType, WireAcl, CLUSTER_NAME,
 };
 
+/// Kafka's marker for "authorized operations were not requested" (KIP-430).
+pub(crate) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
 impl RequestContext {
+    /// KIP-430: the operations this request's principal may perform on the resource `name`,
+    /// as a bit field (bit `n` for the operation with code `n`), when the request asked for
+    /// them (`requested`); Kafka's "not requested" marker otherwise. Without an authorizer
+    /// every operation of the resource type is allowed.
+    pub(crate) fn authorized_operations(
+        &self,
+        broker: &Broker,
+        requested: bool,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> i32 {
+        if !requested {
+            return AUTHORIZED_OPERATIONS_OMITTED;
+        }
+        let authorizer = &broker.config.authorizer;
+        let image = broker.image();
+        resource_type
+            .operations()
+            .iter()
+            .filter(|operation| {
+                !authorizer.enabled()
+                    || authorizer.authorize(
+                        &image.acls,
+                        &self.principal,
+                        self.peer.ip(),
+                        **operation,
+                        resource_type,
+                        name,
+                    )
+            })
+            .fold(0, |bits, operation| bits | 1 << operation.code())
+    }
+
     /// Whether this request's principal, from its host, may perform `operation` on the
     /// resource `name`. Always true when no authorizer is configured.
     pub(crate) fn allowed(

@@ -4,13 +4,13 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::ResponseError;
 
+use super::acl::AUTHORIZED_OPERATIONS_OMITTED;
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::security::authorizer::{ResourceType, CLUSTER_NAME};
 
 /// Endpoint type 2 asks for controllers; they are reached through the brokers here.
 const ENDPOINT_TYPE_CONTROLLER: i8 = 2;
-/// Kafka's marker for "authorized operations were not requested".
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub(super) fn describe(
     broker: &Broker,
@@ -36,7 +36,12 @@ pub(super) fn describe(
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(&image.cluster_id))
         .with_controller_id(BrokerId(controller))
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        .with_cluster_authorized_operations(context.authorized_operations(
+            broker,
+            request.include_cluster_authorized_operations,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ));
     if request.endpoint_type == ENDPOINT_TYPE_CONTROLLER {
         return response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use tokio_util::sync::CancellationToken;
 
+use super::acl::AUTHORIZED_OPERATIONS_OMITTED;
 use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::group::{JoinRequest, JoinResult, Pending, SyncResult, OFFSETS_TOPIC};
@@ -25,8 +26,6 @@ use crate::security::authorizer::{Operation, ResourceType};
 use kafka_protocol::protocol::StrBytes;
 
 const KEY_TYPE_GROUP: i8 = 0;
-/// Kafka's marker for "authorized operations were not requested".
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
@@ -414,7 +413,12 @@ pub(super) fn describe(
                 .with_protocol_type(str_bytes(&g.protocol_type))
                 .with_protocol_data(str_bytes(&g.protocol))
                 .with_members(members)
-                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+                .with_authorized_operations(context.authorized_operations(
+                    broker,
+                    request.include_authorized_operations,
+                    ResourceType::Group,
+                    id.0.as_str(),
+                ))
         })
         .collect();
     DescribeGroupsResponse::default().with_groups(groups)

@@ -8,20 +8,18 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::acl::AUTHORIZED_OPERATIONS_OMITTED;
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::config::validate_topic_name;
 use crate::controller::image::{MetadataImage, TopicImage, NO_LEADER};
 use crate::group::OFFSETS_TOPIC;
-use crate::security::authorizer::{Operation, ResourceType};
+use crate::security::authorizer::{Operation, ResourceType, CLUSTER_NAME};
 
 /// Whether the principal may see `topic` at all: topics it may not describe are left out.
 fn may_describe(broker: &Broker, context: &super::RequestContext, topic: &str) -> bool {
     context.allowed(broker, Operation::Describe, ResourceType::Topic, topic)
 }
-
-/// Kafka's marker for "authorized operations were not requested".
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub(super) async fn handle(
     broker: &Broker,
@@ -36,7 +34,9 @@ pub(super) async fn handle(
     };
     let auto_create =
         broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
-    let topics = match requested {
+    let include_topic_operations = request.include_topic_authorized_operations;
+    let include_cluster_operations = request.include_cluster_authorized_operations;
+    let mut topics: Vec<MetadataResponseTopic> = match requested {
         None => {
             let image = broker.image();
             image
@@ -57,6 +57,19 @@ pub(super) async fn handle(
             topics
         }
     };
+    // KIP-430: what the client may do with each topic it was told about.
+    if include_topic_operations {
+        for topic in topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &topic.name {
+                topic.topic_authorized_operations = context.authorized_operations(
+                    broker,
+                    true,
+                    ResourceType::Topic,
+                    name.0.as_str(),
+                );
+            }
+        }
+    }
     let image = broker.image();
     // Each broker's address on the listener this client came in on.
     let brokers = image
@@ -81,7 +94,12 @@ pub(super) async fn handle(
         .with_cluster_id(Some(str_bytes(&image.cluster_id)))
         .with_controller_id(BrokerId(controller))
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(context.authorized_operations(
+            broker,
+            include_cluster_operations,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ))
 }
 
 async fn by_name(

@@ -67,6 +67,34 @@ impl ResourceType {
     pub fn from_code(code: i8) -> Option<ResourceType> {
         Self::ALL.into_iter().find(|t| t.code() == code)
     }
+
+    /// The operations that apply to this kind of resource, as Kafka lists them; KIP-430
+    /// answers say which of these a principal may perform.
+    pub fn operations(self) -> &'static [Operation] {
+        match self {
+            ResourceType::Topic => &[
+                Operation::Read,
+                Operation::Write,
+                Operation::Create,
+                Operation::Describe,
+                Operation::Delete,
+                Operation::Alter,
+                Operation::DescribeConfigs,
+                Operation::AlterConfigs,
+            ],
+            ResourceType::Group => &[Operation::Read, Operation::Describe, Operation::Delete],
+            ResourceType::Cluster => &[
+                Operation::Create,
+                Operation::ClusterAction,
+                Operation::DescribeConfigs,
+                Operation::AlterConfigs,
+                Operation::IdempotentWrite,
+                Operation::Alter,
+                Operation::Describe,
+            ],
+            ResourceType::TransactionalId => &[Operation::Describe, Operation::Write],
+        }
+    }
 }
 
 impl fmt::Display for ResourceType {
