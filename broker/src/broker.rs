@@ -26,7 +26,6 @@ use crate::log::LogConfig;
 use crate::metrics::Metrics;
 use crate::replica::fetcher::Fetchers;
 use crate::replica::Partition;
-use crate::security::SecurityProtocol;
 
 /// A Kafka error code with the message that explains it to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,11 +112,15 @@ impl Broker {
             source,
         })?;
         remove_deleted_dirs(&dir);
-        let connector = match (config.inter_broker_protocol(), &config.security.tls) {
-            (SecurityProtocol::Ssl, Some(settings)) => {
-                Connector::Tls(crate::security::tls::client_config(settings)?)
-            }
-            _ => Connector::Plain,
+        let connector = Connector {
+            tls: match (
+                config.inter_broker_protocol().uses_tls(),
+                &config.security.tls,
+            ) {
+                (true, Some(settings)) => Some(crate::security::tls::client_config(settings)?),
+                _ => None,
+            },
+            sasl: config.inter_broker_sasl.clone().map(Arc::new),
         };
         let quorum = if config.voters.is_empty() {
             Quorum::Standalone(Arc::new(StandaloneStore::open(&dir)?))

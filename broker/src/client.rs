@@ -5,12 +5,18 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
+
+use crate::security::sasl::{InterBrokerSasl, SaslMechanism};
+use crate::security::scram::{ScramClient, ScramError};
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -21,6 +27,8 @@ pub enum ClientError {
     },
     #[error("`{address}` has no host name a TLS certificate can be checked against")]
     ServerName { address: String },
+    #[error("SASL login to {address} failed: {reason}")]
+    Sasl { address: String, reason: String },
     #[error("TLS handshake with {address} failed: {source}")]
     Tls {
         address: String,
@@ -49,27 +57,41 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// How connections to other brokers are made: plain TCP, or TLS with the broker's trust
-/// store (and its own certificate, for listeners that ask for one).
-#[derive(Clone)]
-pub enum Connector {
-    Plain,
-    Tls(Arc<rustls::ClientConfig>),
+/// How connections to other brokers are made: plain TCP or TLS with the broker's trust store
+/// (and its own certificate, for listeners that ask for one), then, on a SASL listener, a
+/// SASL login with the broker's own credentials.
+#[derive(Clone, Default)]
+pub struct Connector {
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub sasl: Option<Arc<InterBrokerSasl>>,
 }
 
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Connector::Plain => "Connector::Plain",
-            Connector::Tls(_) => "Connector::Tls",
-        })
+        f.debug_struct("Connector")
+            .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl)
+            .finish()
     }
 }
 
 impl Connector {
-    /// Connects to `address` (`host:port`); with TLS, the certificate presented must be
-    /// valid for `host` (Kafka's `ssl.endpoint.identification.algorithm=https`).
+    /// Plain TCP, no login.
+    pub fn plain() -> Connector {
+        Connector::default()
+    }
+
+    /// Connects to `address` (`host:port`) and logs in. With TLS, the certificate presented
+    /// must be valid for `host` (Kafka's `ssl.endpoint.identification.algorithm=https`).
     pub async fn connect(&self, address: &str) -> Result<Connection, ClientError> {
+        let mut connection = self.open(address).await?;
+        if let Some(sasl) = &self.sasl {
+            connection.login(sasl).await?;
+        }
+        Ok(connection)
+    }
+
+    async fn open(&self, address: &str) -> Result<Connection, ClientError> {
         let tcp = TcpStream::connect(address)
             .await
             .map_err(|source| ClientError::Connect {
@@ -80,9 +102,9 @@ impl Connector {
             address: address.to_string(),
             source,
         })?;
-        let stream: Box<dyn Stream> = match self {
-            Connector::Plain => Box::new(tcp),
-            Connector::Tls(config) => {
+        let stream: Box<dyn Stream> = match &self.tls {
+            None => Box::new(tcp),
+            Some(config) => {
                 let host = address
                     .rsplit_once(':')
                     .map_or(address, |(host, _)| host)
@@ -124,7 +146,62 @@ pub struct Connection {
 impl Connection {
     /// A plain TCP connection to `address`.
     pub async fn connect(address: &str) -> Result<Connection, ClientError> {
-        Connector::Plain.connect(address).await
+        Connector::plain().connect(address).await
+    }
+
+    /// SaslHandshake (v1) and SaslAuthenticate (v2) with `sasl`'s mechanism and credentials;
+    /// for SCRAM the server's final message must prove that it knows the credential too.
+    async fn login(&mut self, sasl: &InterBrokerSasl) -> Result<(), ClientError> {
+        let address = self.address.clone();
+        let failed = |reason: String| ClientError::Sasl {
+            address: address.clone(),
+            reason,
+        };
+        let refused = |code: i16, message: Option<&StrBytes>| {
+            failed(format!(
+                "refused with error {code}{}",
+                message.map(|m| format!(" ({m})")).unwrap_or_default()
+            ))
+        };
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
+        let answer = self.send(&handshake, 1).await?;
+        if answer.error_code != 0 {
+            return Err(refused(answer.error_code, None));
+        }
+        match sasl.mechanism {
+            SaslMechanism::Plain => {
+                let token = format!("\0{}\0{}", sasl.username, sasl.password).into_bytes();
+                let answer = self.sasl_authenticate(token).await?;
+                if answer.error_code != 0 {
+                    return Err(refused(answer.error_code, answer.error_message.as_ref()));
+                }
+            }
+            SaslMechanism::Scram(mechanism) => {
+                let scram = |e: ScramError| failed(e.to_string());
+                let mut client =
+                    ScramClient::new(mechanism, &sasl.username, &sasl.password).map_err(scram)?;
+                let first = self.sasl_authenticate(client.client_first()).await?;
+                if first.error_code != 0 {
+                    return Err(refused(first.error_code, first.error_message.as_ref()));
+                }
+                let last = client.client_final(&first.auth_bytes).map_err(scram)?;
+                let done = self.sasl_authenticate(last).await?;
+                if done.error_code != 0 {
+                    return Err(refused(done.error_code, done.error_message.as_ref()));
+                }
+                client.server_final(&done.auth_bytes).map_err(scram)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sasl_authenticate(
+        &mut self,
+        token: Vec<u8>,
+    ) -> Result<SaslAuthenticateResponse, ClientError> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        self.send(&request, 2).await
     }
 
     /// Sends `request` at `version` and waits for its response.

@@ -189,6 +189,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         "How a client certificate's subject becomes a User principal: DEFAULT or RULE:pattern/replacement/[LU], comma-separated.",
     ),
     def(
+        "sasl.mechanism.inter.broker.protocol",
+        ConfigType::String,
+        None,
+        Check::Any,
+        "The SASL mechanism brokers authenticate with on a SASL inter-broker listener (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512); the listener's listener.name.<listener>.<mechanism>.sasl.jaas.config gives username and password.",
+    ),
+    def(
         "sasl.enabled.mechanisms",
         ConfigType::List,
         Some("SCRAM-SHA-256,SCRAM-SHA-512"),

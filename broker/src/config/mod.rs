@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::security::mapping::PrincipalMapping;
-use crate::security::sasl::SaslMechanism;
+use crate::security::sasl::{
+    is_listener_jaas_key, jaas_credentials, listener_jaas_key, InterBrokerSasl, SaslMechanism,
+};
 use crate::security::tls::{ClientAuth, TlsSettings};
 use crate::security::SecurityProtocol;
 
@@ -161,6 +163,8 @@ pub struct BrokerConfig {
     /// ACL authorization (`authorizer.class.name`, `super.users`,
     /// `allow.everyone.if.no.acl.found`).
     pub authorizer: crate::security::authorizer::Authorizer,
+    /// How this broker authenticates on a SASL inter-broker listener.
+    pub inter_broker_sasl: Option<InterBrokerSasl>,
     /// Every setting given explicitly, by Kafka name, for DescribeConfigs and topic defaults.
     explicit: BTreeMap<String, String>,
 }
@@ -201,6 +205,15 @@ impl BrokerConfig {
         pod_name: Option<&str>,
     ) -> Result<BrokerConfig, ConfigError> {
         for (key, value) in &settings {
+            if is_listener_jaas_key(key) {
+                // The value holds a password: it is checked, never echoed.
+                jaas_credentials(value).map_err(|reason| ConfigError::Invalid {
+                    key: key.clone(),
+                    value: "(hidden)".to_string(),
+                    expected: format!("a JAAS login module with username and password ({reason})"),
+                })?;
+                continue;
+            }
             let def = broker_def(key).ok_or_else(|| ConfigError::Unknown { key: key.clone() })?;
             defs::validate(def, value)?;
         }
@@ -255,13 +268,18 @@ impl BrokerConfig {
             settings
                 .get("inter.broker.listener.name")
                 .map(String::as_str),
-            !voters.is_empty(),
         )?;
         let advertised = advertised_listeners
             .iter()
             .find(|a| a.name == listener.name)
             .cloned();
         let security = SecuritySettings::from_settings(&get, &listeners)?;
+        let inter_broker_sasl = if voters.is_empty() {
+            // A standalone broker has no other broker to log in to.
+            None
+        } else {
+            inter_broker_sasl(&listeners, &listener, &security, &settings)?
+        };
         let roles: Vec<String> = get("process.roles")
             .split(',')
             .map(|r| r.trim().to_string())
@@ -361,14 +379,18 @@ impl BrokerConfig {
             cleaner_enable: get("log.cleaner.enable") == "true",
             cleaner_backoff: millis(int("log.cleaner.backoff.ms")),
             authorizer: crate::security::authorizer::Authorizer::from_settings(&get)?,
-            explicit: match derived_node_id {
-                // Reported by DescribeConfigs as if it were set.
-                Some(id) => {
-                    let mut explicit = settings;
+            inter_broker_sasl,
+            explicit: {
+                // JAAS settings hold passwords: they are not kept for DescribeConfigs.
+                let mut explicit: BTreeMap<String, String> = settings
+                    .into_iter()
+                    .filter(|(key, _)| !is_listener_jaas_key(key))
+                    .collect();
+                if let Some(id) = derived_node_id {
+                    // Reported by DescribeConfigs as if it were set.
                     explicit.insert("node.id".to_string(), id.to_string());
-                    explicit
                 }
-                None => settings,
+                explicit
             },
         })
     }
@@ -543,7 +565,6 @@ fn split_listeners(
 fn inter_broker_listener(
     listeners: &[ClientListener],
     name: Option<&str>,
-    replicated: bool,
 ) -> Result<Listener, ConfigError> {
     let names = || {
         listeners
@@ -573,23 +594,66 @@ fn inter_broker_listener(
             },
         });
     };
-    // Replication and heartbeats use the broker's own client: plain TCP or TLS, no SASL.
-    if replicated
-        && !matches!(
-            chosen.protocol,
-            SecurityProtocol::Plaintext | SecurityProtocol::Ssl
-        )
-    {
-        return Err(ConfigError::Invalid {
-            key: "inter.broker.listener.name".to_string(),
-            value: chosen.listener.name.clone(),
-            expected: format!(
-                "a PLAINTEXT or SSL listener in a cluster with controller.quorum.voters ({} is {}; brokers do not authenticate to each other with SASL yet)",
-                chosen.listener.name, chosen.protocol
-            ),
-        });
-    }
     Ok(chosen.listener.clone())
+}
+
+/// How the broker authenticates on its inter-broker listener when that listener uses SASL:
+/// `sasl.mechanism.inter.broker.protocol`, one of `sasl.enabled.mechanisms`, and the username
+/// and password of the listener's JAAS setting for that mechanism.
+fn inter_broker_sasl(
+    listeners: &[ClientListener],
+    listener: &Listener,
+    security: &SecuritySettings,
+    settings: &BTreeMap<String, String>,
+) -> Result<Option<InterBrokerSasl>, ConfigError> {
+    let uses_sasl = listeners
+        .iter()
+        .any(|l| l.listener.name == listener.name && l.protocol.uses_sasl());
+    if !uses_sasl {
+        return Ok(None);
+    }
+    const KEY: &str = "sasl.mechanism.inter.broker.protocol";
+    let name = settings.get(KEY).cloned().unwrap_or_default();
+    let mechanism = SaslMechanism::from_name(&name)
+        .filter(|m| security.sasl_mechanisms.contains(m))
+        .ok_or_else(|| ConfigError::Invalid {
+            key: KEY.to_string(),
+            value: name.clone(),
+            expected: format!(
+                "one of sasl.enabled.mechanisms ({}) for the SASL inter-broker listener {}",
+                security
+                    .sasl_mechanisms
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                listener.name
+            ),
+        })?;
+    let jaas_key = listener_jaas_key(&listener.name, mechanism);
+    let jaas = settings.get(&jaas_key).ok_or_else(|| ConfigError::Invalid {
+        key: jaas_key.clone(),
+        value: String::new(),
+        expected: format!(
+            "the username and password this broker logs in with on {} ({} required username=\"...\" password=\"...\";)",
+            listener.name,
+            if matches!(mechanism, SaslMechanism::Plain) {
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+            } else {
+                "org.apache.kafka.common.security.scram.ScramLoginModule"
+            }
+        ),
+    })?;
+    let (username, password) = jaas_credentials(jaas).map_err(|reason| ConfigError::Invalid {
+        key: jaas_key.clone(),
+        value: "(hidden)".to_string(),
+        expected: format!("a JAAS login module with username and password ({reason})"),
+    })?;
+    Ok(Some(InterBrokerSasl {
+        mechanism,
+        username,
+        password,
+    }))
 }
 
 /// The settings of TLS, SASL and connection limits, resolved.
@@ -957,6 +1021,46 @@ mod tests {
     }
 
     #[test]
+    fn a_sasl_inter_broker_listener_takes_its_mechanism_and_jaas_credentials() {
+        let config = BrokerConfig::from_settings(settings(&[
+            ("listeners", "PLAINTEXT://:1,INTERNAL://:2,CONTROLLER://:3"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,INTERNAL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+            ("controller.quorum.voters", "0@127.0.0.1:3"),
+            ("node.id", "0"),
+            ("inter.broker.listener.name", "INTERNAL"),
+            ("sasl.mechanism.inter.broker.protocol", "SCRAM-SHA-512"),
+            (
+                "listener.name.internal.scram-sha-512.sasl.jaas.config",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"broker\" password=\"broker-secret\";",
+            ),
+        ]))
+        .expect("valid");
+        let sasl = config
+            .inter_broker_sasl
+            .clone()
+            .expect("SASL between brokers");
+        assert_eq!(
+            (
+                sasl.mechanism.name(),
+                sasl.username.as_str(),
+                sasl.password.as_str()
+            ),
+            ("SCRAM-SHA-512", "broker", "broker-secret")
+        );
+        assert!(
+            !format!("{config:?}").contains("broker-secret"),
+            "the password shows in the configuration's Debug"
+        );
+        assert_eq!(
+            config.explicit("listener.name.internal.scram-sha-512.sasl.jaas.config"),
+            None
+        );
+    }
+
+    #[test]
     fn inconsistent_listener_settings_are_refused_with_the_reason() {
         let refused = |pairs: &[(&str, &str)], expected: &str| {
             let err = BrokerConfig::from_settings(settings(pairs)).expect_err(expected);
@@ -991,7 +1095,22 @@ mod tests {
                 ("ssl.keystore.location", "k.pem"),
                 ("controller.quorum.voters", "0@127.0.0.1:2"),
             ],
-            "brokers do not authenticate to each other with SASL yet",
+            "one of sasl.enabled.mechanisms (SCRAM-SHA-256, SCRAM-SHA-512) for the SASL inter-broker listener",
+        );
+        refused(
+            &[
+                ("listeners", "SASL_PLAINTEXT://:1,CONTROLLER://:2"),
+                ("controller.quorum.voters", "0@127.0.0.1:2"),
+                ("sasl.mechanism.inter.broker.protocol", "SCRAM-SHA-512"),
+            ],
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config",
+        );
+        refused(
+            &[(
+                "listener.name.internal.plain.sasl.jaas.config",
+                "PlainLoginModule required username=\"broker\";",
+            )],
+            "no password",
         );
         refused(
             &[

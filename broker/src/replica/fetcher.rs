@@ -253,8 +253,8 @@ async fn connect(context: &FetchContext, leader: i32) -> Option<Connection> {
     let address = format!("{}:{}", registration.host, registration.port);
     match tokio::time::timeout(context.request_timeout, context.connector.connect(&address)).await {
         Ok(Ok(conn)) => Some(conn),
-        // A certificate problem does not go away by retrying: say so where it is seen.
-        Ok(Err(e @ ClientError::Tls { .. })) => {
+        // A certificate or login problem does not go away by retrying: say so where it is seen.
+        Ok(Err(e @ (ClientError::Tls { .. } | ClientError::Sasl { .. }))) => {
             tracing::warn!(leader, address, error = %e, "cannot replicate from the leader");
             None
         }

@@ -31,6 +31,83 @@ impl SaslMechanism {
     }
 }
 
+/// How this broker authenticates to the others on a SASL inter-broker listener
+/// (`sasl.mechanism.inter.broker.protocol` and the listener's JAAS `username`/`password`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct InterBrokerSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for InterBrokerSasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterBrokerSasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `key` is a listener's JAAS setting, `listener.name.<listener>.<mechanism>.sasl.jaas.config`
+/// (listener and mechanism in lower case, as Kafka writes them).
+pub fn is_listener_jaas_key(key: &str) -> bool {
+    key.strip_prefix("listener.name.")
+        .and_then(|rest| rest.strip_suffix(".sasl.jaas.config"))
+        .and_then(|middle| middle.split_once('.'))
+        .is_some_and(|(listener, mechanism)| {
+            !listener.is_empty()
+                && SaslMechanism::ALL
+                    .iter()
+                    .any(|m| m.name().to_lowercase() == mechanism)
+        })
+}
+
+/// The JAAS key of a listener and mechanism.
+pub fn listener_jaas_key(listener: &str, mechanism: SaslMechanism) -> String {
+    format!(
+        "listener.name.{}.{}.sasl.jaas.config",
+        listener.to_lowercase(),
+        mechanism.name().to_lowercase()
+    )
+}
+
+/// The `username` and `password` options of a JAAS login module configuration, e.g.
+/// `org.apache.kafka.common.security.scram.ScramLoginModule required username="broker"
+/// password="secret";` (values in double quotes, `\"` and `\\` escaped).
+pub fn jaas_credentials(text: &str) -> Result<(String, String), String> {
+    let option = |name: &str| -> Result<String, String> {
+        let mut rest = text;
+        while let Some(at) = rest.find(name) {
+            let before = rest[..at].chars().last();
+            let after = rest[at + name.len()..].trim_start();
+            rest = &rest[at + name.len()..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let Some(value) = after.strip_prefix('=') else {
+                continue;
+            };
+            let value = value.trim_start();
+            let quoted = value
+                .strip_prefix('"')
+                .ok_or_else(|| format!("the {name} option's value is not in double quotes"))?;
+            let mut out = String::new();
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => return Ok(out),
+                    '\\' => out.push(chars.next().ok_or("an unfinished escape")?),
+                    c => out.push(c),
+                }
+            }
+            return Err(format!("the {name} option's value has no closing quote"));
+        }
+        Err(format!("no {name} option"))
+    };
+    Ok((option("username")?, option("password")?))
+}
+
 /// Finds the stored SCRAM credential of a user for a mechanism.
 pub trait CredentialLookup {
     fn credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential>;
@@ -196,6 +273,41 @@ fn plain(token: &[u8], credentials: &dyn CredentialLookup) -> SaslStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jaas_configs_give_username_and_password_and_keys_name_listener_and_mechanism() {
+        let text = r#"org.apache.kafka.common.security.scram.ScramLoginModule required
+            username="broker" password="se\"cret";"#;
+        assert_eq!(
+            jaas_credentials(text),
+            Ok(("broker".to_string(), "se\"cret".to_string()))
+        );
+        assert!(jaas_credentials("x required username=\"a\";")
+            .unwrap_err()
+            .contains("password"));
+        assert!(jaas_credentials("x required username=a password=\"b\";")
+            .unwrap_err()
+            .contains("double quotes"));
+        assert!(is_listener_jaas_key(
+            "listener.name.internal.scram-sha-512.sasl.jaas.config"
+        ));
+        assert!(!is_listener_jaas_key(
+            "listener.name.internal.gssapi.sasl.jaas.config"
+        ));
+        assert!(!is_listener_jaas_key(
+            "listener.name..plain.sasl.jaas.config"
+        ));
+        assert_eq!(
+            listener_jaas_key("INTERNAL", SaslMechanism::Plain),
+            "listener.name.internal.plain.sasl.jaas.config"
+        );
+        let sasl = InterBrokerSasl {
+            mechanism: SaslMechanism::Plain,
+            username: "broker".into(),
+            password: "secret".into(),
+        };
+        assert!(!format!("{sasl:?}").contains("secret"));
+    }
     use std::collections::BTreeMap;
 
     struct Store(BTreeMap<(String, ScramMechanism), ScramCredential>);

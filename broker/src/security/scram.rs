@@ -355,6 +355,111 @@ impl ScramServer {
     }
 }
 
+/// The client side of one SCRAM exchange, for the broker's own connections to other brokers
+/// on a SASL inter-broker listener: client-first, then client-final from the server-first
+/// message, then a check of the server-final message (the server proves it knows the
+/// credential too).
+pub struct ScramClient {
+    mechanism: ScramMechanism,
+    password: String,
+    client_first_bare: String,
+    nonce: String,
+    /// The server signature the server-final message must carry, once client-final is made.
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramClient")
+            .field("mechanism", &self.mechanism)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScramClient {
+    pub fn new(mechanism: ScramMechanism, user: &str, password: &str) -> Result<Self, ScramError> {
+        let nonce = BASE64.encode(random_bytes(24)?);
+        let name = user.replace('=', "=3D").replace(',', "=2C");
+        Ok(ScramClient {
+            mechanism,
+            password: password.to_string(),
+            client_first_bare: format!("n={name},r={nonce}"),
+            nonce,
+            expected_server_signature: None,
+        })
+    }
+
+    /// The client-first message: no channel binding, no authorization identity.
+    pub fn client_first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// The client-final message (with the proof) for the server-first message.
+    pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let text = std::str::from_utf8(server_first)
+            .map_err(|_| ScramError::Malformed("server-first message is not UTF-8".into()))?;
+        let field = |name: &str| {
+            text.split(',')
+                .find_map(|f| f.strip_prefix(name))
+                .ok_or_else(|| ScramError::Malformed(format!("server-first message has no {name}")))
+        };
+        let nonce = field("r=")?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramError::Nonce);
+        }
+        let salt = BASE64
+            .decode(field("s=")?)
+            .map_err(|_| ScramError::Malformed("the salt is not base64".into()))?;
+        let iterations: u32 = field("i=")?
+            .parse()
+            .map_err(|_| ScramError::Malformed("the iteration count is not a number".into()))?;
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(ScramError::Malformed(format!(
+                "{iterations} iterations is outside {MIN_ITERATIONS}..={MAX_ITERATIONS}"
+            )));
+        }
+        let salted = salted_password(self.mechanism, self.password.as_bytes(), &salt, iterations);
+        let client_key = self.mechanism.hmac_sign(&salted, b"Client Key");
+        let stored_key = self.mechanism.hash(&client_key);
+        // "biws" is base64 of the GS2 header "n,,".
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
+        let signature = self
+            .mechanism
+            .hmac_sign(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = self.mechanism.hmac_sign(&salted, b"Server Key");
+        self.expected_server_signature = Some(
+            self.mechanism
+                .hmac_sign(&server_key, auth_message.as_bytes()),
+        );
+        Ok(format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final message: the server's signature, or its error.
+    pub fn server_final(&self, message: &[u8]) -> Result<(), ScramError> {
+        let text = std::str::from_utf8(message)
+            .map_err(|_| ScramError::Malformed("server-final message is not UTF-8".into()))?;
+        if let Some(error) = text.strip_prefix("e=") {
+            return Err(ScramError::Malformed(format!(
+                "the server refused: {error}"
+            )));
+        }
+        let signature = text
+            .strip_prefix("v=")
+            .and_then(|v| BASE64.decode(v).ok())
+            .ok_or_else(|| ScramError::Malformed("server-final message has no v=".into()))?;
+        match &self.expected_server_signature {
+            Some(expected) if bool::from(expected.ct_eq(&signature)) => Ok(()),
+            _ => Err(ScramError::InvalidProof),
+        }
+    }
+}
+
 struct ClientFirst {
     gs2_header: String,
     bare: String,
@@ -581,6 +686,46 @@ mod base64_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_and_the_server_agree_and_a_wrong_password_is_refused() {
+        for mechanism in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+            let credential = ScramCredential::from_password(
+                mechanism,
+                b"broker-secret",
+                new_salt().expect("salt"),
+                MIN_ITERATIONS,
+            );
+            let lookup = |user: &str| (user == "broker,1").then(|| credential.clone());
+            let mut client =
+                ScramClient::new(mechanism, "broker,1", "broker-secret").expect("nonce");
+            let mut server = ScramServer::new(mechanism);
+            let server_first = server
+                .client_first(&client.client_first(), lookup)
+                .expect("server-first");
+            let client_final = client.client_final(&server_first).expect("client-final");
+            let (server_final, user) = server.client_final(&client_final).expect("accepted");
+            assert_eq!(user, "broker,1");
+            client
+                .server_final(&server_final)
+                .expect("the server proves itself");
+            assert!(
+                client.server_final(b"v=AAAA").is_err(),
+                "a forged signature passes"
+            );
+
+            let mut wrong = ScramClient::new(mechanism, "broker,1", "guess").expect("nonce");
+            let mut server = ScramServer::new(mechanism);
+            let server_first = server
+                .client_first(&wrong.client_first(), lookup)
+                .expect("server-first");
+            let client_final = wrong.client_final(&server_first).expect("client-final");
+            assert_eq!(
+                server.client_final(&client_final).map(|_| ()),
+                Err(ScramError::InvalidProof)
+            );
+        }
+    }
 
     /// The SCRAM-SHA-256 exchange of RFC 7677 section 3, with the server nonce the RFC used.
     #[test]
