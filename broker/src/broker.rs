@@ -112,15 +112,20 @@ impl Broker {
             source,
         })?;
         remove_deleted_dirs(&dir);
-        let connector = Connector {
-            tls: match (
-                config.inter_broker_protocol().uses_tls(),
-                &config.security.tls,
-            ) {
-                (true, Some(settings)) => Some(crate::security::tls::client_config(settings)?),
-                _ => None,
-            },
-            sasl: config.inter_broker_sasl.clone().map(Arc::new),
+        // A standalone broker reaches no other broker: only a cluster's needs TLS or SASL.
+        let connector = if config.voters.is_empty() {
+            Connector::plain()
+        } else {
+            Connector {
+                tls: match (
+                    config.inter_broker_protocol().uses_tls(),
+                    &config.security.tls,
+                ) {
+                    (true, Some(settings)) => Some(crate::security::tls::client_config(settings)?),
+                    _ => None,
+                },
+                sasl: config.inter_broker_sasl.clone().map(Arc::new),
+            }
         };
         let quorum = if config.voters.is_empty() {
             Quorum::Standalone(Arc::new(StandaloneStore::open(&dir)?))
