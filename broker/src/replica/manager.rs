@@ -231,7 +231,7 @@ pub fn propose_isr_change(
             }
             Err(e) => {
                 tracing::warn!(partition = ?partition, error = %e, "ISR change not committed");
-                partition.isr_change_failed();
+                partition.isr_change_unknown();
             }
         }
     });

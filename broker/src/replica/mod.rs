@@ -84,6 +84,11 @@ struct Replication {
     followers: HashMap<i32, Progress>,
     /// An ISR change is being committed; don't propose another until it lands.
     isr_change_in_flight: bool,
+    /// The follower an in-flight expansion adds. From the moment the expansion is proposed it
+    /// counts in the ISR for the high watermark (Kafka's "maximal ISR", KIP-497): the
+    /// controller may commit it at any time and elect it leader, so no record it lacks may be
+    /// acknowledged meanwhile.
+    joining: Option<i32>,
     /// The brokers whose replicas may join the ISR: registered, neither fenced nor shutting
     /// down (the controller refuses the others).
     eligible: Vec<i32>,
@@ -176,6 +181,7 @@ impl Partition {
                 isr: Vec::new(),
                 followers: HashMap::new(),
                 isr_change_in_flight: false,
+                joining: None,
                 eligible: Vec::new(),
             }),
             // Unknown until the leader learns its followers' progress: start at the log start.
@@ -356,6 +362,7 @@ impl Partition {
         }
         if replication.partition_epoch != state.partition_epoch {
             replication.isr_change_in_flight = false;
+            replication.joining = None;
         }
         replication.role = role;
         replication.leader_epoch = state.leader_epoch;
@@ -382,6 +389,7 @@ impl Partition {
             let mut replication = self.replication.lock();
             replication.role = Role::Offline;
             replication.followers.clear();
+            replication.joining = None;
         }
         self.wake_fetches();
         self.high_watermark.send_modify(|_| {});
@@ -417,13 +425,15 @@ impl Partition {
     /// Recomputes the high watermark as leader: the smallest log end among the ISR, given
     /// the leader's own end `leader_end`. It never moves back.
     fn advance_high_watermark(&self, leader_end: i64) {
-        let target = {
+        // The high watermark moves under the replication lock, so a follower's ISR join is
+        // judged against the high watermark as it stands (see `record_follower_fetch`).
+        let advanced = {
             let replication = self.replication.lock();
             if replication.role != Role::Leader {
                 return;
             }
             let mut target = leader_end;
-            for member in &replication.isr {
+            for member in replication.isr.iter().chain(replication.joining.iter()) {
                 if *member == self.node {
                     continue;
                 }
@@ -433,16 +443,15 @@ impl Partition {
                     None => return,
                 }
             }
-            target
+            self.high_watermark.send_if_modified(|hw| {
+                if target > *hw {
+                    *hw = target;
+                    true
+                } else {
+                    false
+                }
+            })
         };
-        let advanced = self.high_watermark.send_if_modified(|hw| {
-            if target > *hw {
-                *hw = target;
-                true
-            } else {
-                false
-            }
-        });
         if advanced {
             // Consumers wait for the high watermark, not for the append.
             self.wake_fetches();
@@ -458,12 +467,14 @@ impl Partition {
         now: Instant,
     ) -> Option<IsrChange> {
         let leader_end = self.log_end_offset();
-        let high_watermark = self.high_watermark();
         let change = {
             let mut replication = self.replication.lock();
             if replication.role != Role::Leader || !replication.replicas.contains(&follower) {
                 return None;
             }
+            // Read under the lock the high watermark moves under: the follower joins only
+            // with every record below it.
+            let high_watermark = self.high_watermark();
             let previous = replication.followers.get(&follower).map(|p| p.caught_up_at);
             let caught_up_at = if fetch_offset >= leader_end {
                 now
@@ -483,6 +494,7 @@ impl Partition {
                 && !replication.isr_change_in_flight;
             if joins {
                 replication.isr_change_in_flight = true;
+                replication.joining = Some(follower);
                 let mut isr = replication.isr.clone();
                 isr.push(follower);
                 isr.sort_unstable();
@@ -505,6 +517,17 @@ impl Partition {
         let mut replication = self.replication.lock();
         if replication.role != Role::Leader || replication.isr_change_in_flight {
             return None;
+        }
+        // An expansion whose outcome is unknown stops counting once its follower falls behind
+        // for as long as an ISR member would be dropped.
+        if let Some(joining) = replication.joining {
+            let behind = replication
+                .followers
+                .get(&joining)
+                .is_none_or(|progress| now.duration_since(progress.caught_up_at) > lag);
+            if behind && !replication.isr.contains(&joining) {
+                replication.joining = None;
+            }
         }
         let lagging: Vec<i32> = replication
             .isr
@@ -536,6 +559,15 @@ impl Partition {
 
     /// A proposed ISR change failed to commit: allow another attempt.
     pub fn isr_change_failed(&self) {
+        let mut replication = self.replication.lock();
+        replication.isr_change_in_flight = false;
+        replication.joining = None;
+    }
+
+    /// A proposed ISR change may or may not have been committed (the quorum did not answer):
+    /// allow another attempt, but keep counting a joining follower for the high watermark
+    /// until the metadata shows the outcome or the follower falls behind.
+    pub fn isr_change_unknown(&self) {
         self.replication.lock().isr_change_in_flight = false;
     }
 
@@ -826,4 +858,95 @@ fn restore_producers(log: &PartitionLog) -> Result<ProducerStateTable, LogError>
         }
     }
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::controller::image::PartitionState;
+    use crate::log::batch::tests::encode_batch;
+
+    /// Broker 1 leading a partition of replicas 1, 2, 3 with ISR [1, 2]: one record appended,
+    /// followers 2 and 3 at offset 0.
+    fn leader(dir: &std::path::Path) -> Partition {
+        let broker = BrokerConfig::from_settings(BTreeMap::new()).expect("defaults");
+        let topic = broker.topic_config(&BTreeMap::new());
+        let partition = Partition::open(
+            1,
+            dir,
+            Arc::from("t"),
+            Uuid::nil(),
+            0,
+            &topic,
+            crate::broker::log_config(&topic),
+        )
+        .expect("a partition");
+        let state = PartitionState {
+            isr: vec![1, 2],
+            ..PartitionState::new(vec![1, 2, 3])
+        };
+        partition.apply_metadata(&state, &[1, 2, 3]);
+        partition
+            .append(&encode_batch(1, 10, 0), true)
+            .expect("appended");
+        assert_eq!(partition.log_end_offset(), 1);
+        partition
+    }
+
+    /// A follower whose ISR expansion is proposed counts in the ISR for the high watermark at
+    /// once: the controller may commit the expansion and elect it leader at any time, so a
+    /// record it lacks must not be acknowledged meanwhile (the loss a live reassignment hit).
+    #[test]
+    fn a_joining_follower_holds_the_high_watermark_until_it_has_the_records() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let partition = leader(dir.path());
+        let now = Instant::now();
+        assert_eq!(partition.record_follower_fetch(2, 0, now), None);
+        assert_eq!(partition.high_watermark(), 0);
+        let change = partition
+            .record_follower_fetch(3, 0, now)
+            .expect("follower 3, at the high watermark, joins");
+        assert_eq!(change.isr, vec![1, 2, 3]);
+        // Follower 2 has the record; the ISR alone would acknowledge it now.
+        assert_eq!(partition.record_follower_fetch(2, 1, now), None);
+        assert_eq!(
+            partition.high_watermark(),
+            0,
+            "acknowledged a record the joining follower lacks"
+        );
+        partition.record_follower_fetch(3, 1, now);
+        assert_eq!(partition.high_watermark(), 1);
+    }
+
+    #[test]
+    fn a_refused_expansion_stops_holding_the_high_watermark_and_an_unknown_one_until_it_lags() {
+        let lag = Duration::from_secs(30);
+        for definitive in [true, false] {
+            let dir = tempfile::tempdir().expect("a directory");
+            let partition = leader(dir.path());
+            let now = Instant::now();
+            partition.record_follower_fetch(2, 0, now);
+            assert!(partition.record_follower_fetch(3, 0, now).is_some());
+            if definitive {
+                partition.isr_change_failed();
+            } else {
+                partition.isr_change_unknown();
+                partition.record_follower_fetch(2, 1, now);
+                assert_eq!(
+                    partition.high_watermark(),
+                    0,
+                    "an unknown outcome still holds"
+                );
+                // Both followers fall behind for longer than an ISR member may: 2 is dropped
+                // from the ISR, and 3 stops counting.
+                let shrink = partition.isr_shrink(lag, now + lag * 2);
+                assert_eq!(shrink.map(|c| c.isr), Some(vec![1]));
+            }
+            partition.record_follower_fetch(2, 1, now);
+            assert_eq!(partition.high_watermark(), 1, "definitive: {definitive}");
+        }
+    }
 }
