@@ -913,6 +913,31 @@ fn a_new_replica_whose_log_starts_inside_a_batch_of_the_leader_catches_up() -> R
     })
 }
 
+/// Sends `count` copies of `value` to partition 0 of `topic` at once and waits for every
+/// acknowledgement.
+fn send_to_partition_zero(
+    rt: &tokio::runtime::Runtime,
+    producer: &FutureProducer,
+    topic: &str,
+    value: &[u8],
+    count: usize,
+) -> Result<()> {
+    rt.block_on(async {
+        let mut sends = Vec::with_capacity(count);
+        for _ in 0..count {
+            sends.push(producer.send(
+                FutureRecord::<(), _>::to(topic).payload(value).partition(0),
+                Duration::from_secs(10),
+            ));
+        }
+        for send in sends {
+            send.await.map_err(|(e, _)| e)?;
+        }
+        Ok::<(), KafkaError>(())
+    })?;
+    Ok(())
+}
+
 /// The longest time between consecutive acknowledgements of a partition from `from` on.
 fn longest_ack_gap(deliveries: &[Delivery], partition: i32, from: Instant) -> Duration {
     let mut acks: Vec<Instant> = deliveries
@@ -1175,23 +1200,7 @@ fn a_throttled_follower_copies_at_its_rate_and_catches_up() -> Result<()> {
         let rt = runtime()?;
         let value = vec![b'x'; 1000];
         let started = Instant::now();
-        rt.block_on(async {
-            let mut sends = Vec::with_capacity(1000);
-            for _ in 0..1000 {
-                sends.push(
-                    producer.send(
-                        FutureRecord::<(), _>::to(topic)
-                            .payload(&value)
-                            .partition(0),
-                        Duration::from_secs(10),
-                    ),
-                );
-            }
-            for send in sends {
-                send.await.map_err(|(e, _)| e)?;
-            }
-            Ok::<(), KafkaError>(())
-        })?;
+        send_to_partition_zero(&rt, &producer, topic, &value, 1000)?;
         let (status, body) = cluster.readiness(1)?;
         ensure!(status == 200, "the leader is not ready: {status} {body}");
         let lagging = cluster.wait_until(
@@ -1408,23 +1417,7 @@ fn a_follower_throttle_set_at_run_time_slows_copying_and_deleting_it_lets_the_fo
             .create()?;
         let value = vec![b'x'; 1000];
         let started = Instant::now();
-        runtime()?.block_on(async {
-            let mut sends = Vec::with_capacity(2000);
-            for _ in 0..2000 {
-                sends.push(
-                    producer.send(
-                        FutureRecord::<(), _>::to(topic)
-                            .payload(&value)
-                            .partition(0),
-                        Duration::from_secs(10),
-                    ),
-                );
-            }
-            for send in sends {
-                send.await.map_err(|(e, _)| e)?;
-            }
-            Ok::<(), KafkaError>(())
-        })?;
+        send_to_partition_zero(&runtime()?, &producer, topic, &value, 2000)?;
         let leader_bytes = bytes_on(cluster, 1, topic)?;
         ensure!(
             leader_bytes >= 2_000_000,

@@ -79,9 +79,10 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         .map_err(|e| error(e.to_string()))
 }
 
-/// Builds the server configuration (ring provider, TLS 1.2 and 1.3) from the settings,
-/// reading and checking the PEM files.
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The certificate chain and private key of `ssl.keystore.location`.
+fn keystore(
+    settings: &TlsSettings,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let chain = certificates(&settings.keystore)?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate(settings.keystore.clone()));
@@ -91,6 +92,25 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
             path: settings.keystore.clone(),
             reason: e.to_string(),
         })?;
+    Ok((chain, key))
+}
+
+/// The CA certificates of a trust store file.
+fn trust_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(path)? {
+        roots.add(ca).map_err(|e| TlsError::Certificates {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// Builds the server configuration (ring provider, TLS 1.2 and 1.3) from the settings,
+/// reading and checking the PEM files.
+pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (chain, key) = keystore(settings)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -107,14 +127,8 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
                 .truststore
                 .as_ref()
                 .ok_or(TlsError::NoTruststore(name))?;
-            let mut roots = RootCertStore::empty();
-            for ca in certificates(path)? {
-                roots.add(ca).map_err(|e| TlsError::Certificates {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(trust_roots(path)?), provider);
             let verifier = if auth == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
             } else {
@@ -137,26 +151,12 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
 /// the host names they advertise) and presents the keystore's certificate, so a listener with
 /// `ssl.client.auth` admits it as `User:` and its subject.
 pub fn client_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let chain = certificates(&settings.keystore)?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate(settings.keystore.clone()));
-    }
-    let key =
-        PrivateKeyDer::from_pem_file(&settings.keystore).map_err(|e| TlsError::PrivateKey {
-            path: settings.keystore.clone(),
-            reason: e.to_string(),
-        })?;
+    let (chain, key) = keystore(settings)?;
     let path = settings
         .truststore
         .as_ref()
         .ok_or(TlsError::NoInterBrokerTruststore)?;
-    let mut roots = RootCertStore::empty();
-    for ca in certificates(path)? {
-        roots.add(ca).map_err(|e| TlsError::Certificates {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-    }
+    let roots = trust_roots(path)?;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
