@@ -32,8 +32,10 @@ pub struct BrokerInitArgs {
     /// Where to write the broker's `server.properties`, with the settings found here.
     #[arg(long, value_name = "FILE")]
     pub config_out: PathBuf,
-    /// The node the pod runs on (`spec.nodeName` through the downward API).
-    #[arg(long, env = "NODE_NAME", requires = "rack_label")]
+    /// The node the pod runs on (`spec.nodeName` through the downward API). Given as an
+    /// argument only, never taken from the environment: a pod template that sets `NODE_NAME`
+    /// without a rack (older operators did) must not turn on the rack lookup.
+    #[arg(long, requires = "rack_label")]
     pub node: Option<String>,
     /// The node label whose value is the broker's rack, e.g. `topology.kubernetes.io/zone`.
     #[arg(long, requires = "node")]

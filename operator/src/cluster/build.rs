@@ -635,7 +635,11 @@ fn init_container(cluster: &ValidatedCluster) -> Container {
         "--config-out".to_string(),
         RUN_CONFIG.to_string(),
     ];
+    let mut env = vec![env_from_field("POD_NAME", "metadata.name")];
     if let Some(key) = &cluster.rack_topology_key {
+        // Only a pod that reads its node's rack is told the node's name: the kubelet expands
+        // `$(NODE_NAME)` in the arguments from this variable.
+        env.push(env_from_field("NODE_NAME", "spec.nodeName"));
         args.extend([
             "--node".to_string(),
             "$(NODE_NAME)".to_string(),
@@ -666,10 +670,7 @@ fn init_container(cluster: &ValidatedCluster) -> Container {
         image: Some(cluster.operator_image.clone()),
         image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_string()),
         args: Some(args),
-        env: Some(vec![
-            env_from_field("POD_NAME", "metadata.name"),
-            env_from_field("NODE_NAME", "spec.nodeName"),
-        ]),
+        env: Some(env),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_string(), Quantity("10m".to_string())),
@@ -1562,6 +1563,95 @@ mod tests {
             Some("kube-root-ca.crt")
         );
         assert!(token[2].downward_api.is_some(), "the namespace file");
+    }
+
+    /// What broker-init receives when the kubelet runs `init` in pod `main-0` on node
+    /// `node-a`: the container's env (downward-API fields resolved), `$(VAR)` in its args
+    /// expanded from that env, and clap's environment fallbacks taken from the same env,
+    /// parsed by the `broker-init` subcommand as the binary declares it.
+    fn broker_init_as_run(
+        init: &Container,
+    ) -> Result<crate::broker_init::BrokerInitArgs, clap::Error> {
+        use clap::{Args as _, FromArgMatches as _};
+        let env: BTreeMap<String, String> = init
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|var| {
+                let value = match field_path(Some(&var)).as_deref() {
+                    Some("metadata.name") => "main-0".to_string(),
+                    Some("metadata.namespace") => "streaming".to_string(),
+                    Some("spec.nodeName") => "node-a".to_string(),
+                    Some(other) => panic!("no test value for field {other}"),
+                    None => var.value.clone().unwrap_or_default(),
+                };
+                (var.name, value)
+            })
+            .collect();
+        let mut argv: Vec<String> = init
+            .args
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|arg| {
+                env.iter().fold(arg, |arg, (name, value)| {
+                    arg.replace(&format!("$({name})"), value)
+                })
+            })
+            .collect();
+        let command =
+            crate::broker_init::BrokerInitArgs::augment_args(clap::Command::new("broker-init"));
+        for arg in command.get_arguments() {
+            let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
+                continue;
+            };
+            let flag = format!("--{long}");
+            let given = argv.iter().any(|a| a == &flag);
+            if let Some(value) = var.to_str().and_then(|var| env.get(var)) {
+                if !given {
+                    argv.extend([flag, value.clone()]);
+                }
+            }
+        }
+        let matches = clap::Command::new("oxbow-operator")
+            .subcommand(command)
+            .try_get_matches_from(std::iter::once("oxbow-operator".to_string()).chain(argv))?;
+        let sub = matches
+            .subcommand_matches("broker-init")
+            .expect("the broker-init subcommand");
+        crate::broker_init::BrokerInitArgs::from_arg_matches(sub)
+    }
+
+    #[test]
+    fn broker_init_accepts_its_arguments_and_environment_with_and_without_a_rack() {
+        let tls = pod_spec(&stateful_set(&with(SASL_SSL)))
+            .init_containers
+            .expect("init")[0]
+            .clone();
+        assert_eq!(env_value(&tls, "NODE_NAME"), None, "no rack, no node name");
+        let args = broker_init_as_run(&tls)
+            .unwrap_or_else(|e| panic!("broker-init refuses its TLS pod's command line: {e}"));
+        assert_eq!(args.node, None);
+        assert_eq!(args.rack_label, None);
+        assert_eq!(
+            args.config_in,
+            std::path::PathBuf::from("/etc/oxbow/main-0.properties")
+        );
+        assert_eq!(args.keystore_out, Some(std::path::PathBuf::from(KEYSTORE)));
+
+        let racked = pod_spec(&stateful_set(&with(&format!("{SASL_SSL}\n{ZONE_RACK}"))))
+            .init_containers
+            .expect("init")[0]
+            .clone();
+        let args = broker_init_as_run(&racked)
+            .unwrap_or_else(|e| panic!("broker-init refuses its rack pod's command line: {e}"));
+        assert_eq!(args.node.as_deref(), Some("node-a"));
+        assert_eq!(
+            args.rack_label.as_deref(),
+            Some("topology.kubernetes.io/zone")
+        );
+        assert!(args.tls_cert.is_some());
     }
 
     #[test]
