@@ -853,6 +853,9 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
                 run_as_user: Some(BROKER_UID),
                 run_as_group: Some(BROKER_UID),
                 fs_group: Some(BROKER_UID),
+                // The volume is chowned once, not at every start: a large log would otherwise
+                // delay each restart by a walk over every file.
+                fs_group_change_policy: Some("OnRootMismatch".to_string()),
                 seccomp_profile: Some(SeccompProfile {
                     type_: "RuntimeDefault".to_string(),
                     ..SeccompProfile::default()
@@ -1291,6 +1294,11 @@ mod tests {
         let security = pod.security_context.expect("pod security");
         assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(security.fs_group, Some(BROKER_UID));
+        assert_eq!(
+            security.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch"),
+            "no walk over the whole volume at every start"
+        );
         let container = container(&sts)
             .security_context
             .expect("container security");
