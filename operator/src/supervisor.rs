@@ -18,13 +18,8 @@ pub async fn run_controllers(
     namespaces: &[String],
     shutdown: CancellationToken,
 ) {
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().cloned().map(Some).collect()
-    };
     let mut controllers = Vec::new();
-    for scope in scopes {
+    for scope in scopes(namespaces) {
         tracing::info!(namespace = scope.as_deref().unwrap_or("(all)"), "watching");
         controllers.push(tokio::spawn(cluster::run(
             Arc::clone(&ctx),
@@ -41,6 +36,23 @@ pub async fn run_controllers(
         if let Err(error) = controller.await {
             tracing::error!(%error, "a controller task failed");
         }
+    }
+}
+
+/// The namespaces to watch, `None` for all of them: every namespace when none is named. Empty
+/// items name no namespace (the chart's `OXBOW_WATCH_NAMESPACES: ""` means all, and `a,,b`
+/// means `a` and `b`); surrounding spaces are dropped.
+pub fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    let named: Vec<Option<String>> = namespaces
+        .iter()
+        .map(|namespace| namespace.trim())
+        .filter(|namespace| !namespace.is_empty())
+        .map(|namespace| Some(namespace.to_string()))
+        .collect();
+    if named.is_empty() {
+        vec![None]
+    } else {
+        named
     }
 }
 
@@ -109,4 +121,24 @@ pub async fn lead(
         }
     }
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_empty_namespace_list_or_empty_items_mean_every_namespace() {
+        assert_eq!(scopes(&[]), [None]);
+        assert_eq!(scopes(&names(&[""])), [None], "the chart's empty value");
+        assert_eq!(scopes(&names(&["", " "])), [None]);
+        assert_eq!(
+            scopes(&names(&["team-a", "", " team-b "])),
+            [Some("team-a".to_string()), Some("team-b".to_string())]
+        );
+    }
 }
