@@ -42,7 +42,7 @@ use crate::crd::{KafkaCluster, KafkaClusterStatus};
 use crate::metrics::{BalanceFigures, CLUSTER};
 use build::{build, build_running, selector_string, ClusterResources};
 use roll::{next_restart, preferred_elections, RollStep};
-use scaling::{decide, ScalingInput};
+use scaling::{decide, ScalingDecision, ScalingInput};
 use status::{add_balance, cluster_status, invalid_status, ObservedBrokers};
 use validate::{node_reader_binding_name, validate, ValidatedCluster};
 
@@ -203,6 +203,7 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                 kafka: kafka.as_ref(),
                 max_moves: MAX_MOVES,
             });
+            let valid = kept_size(valid, &decision);
             if let Some((_, round)) = &decision.round {
                 perform(&ctx, &cluster, &valid, round).await?;
             }
@@ -305,6 +306,21 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
     );
     ctx.backoff.succeeded(&backoff_key(&cluster));
     Ok(action)
+}
+
+/// The cluster as its objects are built and its status reported: a refused change of size
+/// keeps the size the StatefulSet has, and with it everything derived from the size (the
+/// quorum voters, the replication defaults, the pod template), as if the spec still asked for
+/// it. Building from the refused size would rewrite `controller.quorum.voters` and make every
+/// pod outdated.
+fn kept_size(cluster: ValidatedCluster, decision: &ScalingDecision) -> ValidatedCluster {
+    match decision.refused {
+        Some(_) => ValidatedCluster {
+            replicas: decision.statefulset_replicas,
+            ..cluster
+        },
+        None => cluster,
+    }
 }
 
 /// The brokers' view of the cluster, or `None` when they cannot be reached (not serving yet,
@@ -1134,6 +1150,40 @@ mod tests {
             .partitions
             .iter()
             .all(|p| p.leader == p.replicas[0]));
+    }
+
+    #[test]
+    fn a_refused_change_of_size_builds_every_object_for_the_size_kept() {
+        use crate::cluster::validate::OperatorSettings;
+        let spec = |replicas: i32| {
+            validate(
+                &cluster(&format!("{MINIMAL_CLUSTER}\n  replicas: {replicas}")),
+                &OperatorSettings::default(),
+            )
+            .expect("valid")
+        };
+        let kafka = crate::test_support::observed(
+            &[0, 1, 2],
+            crate::test_support::round_robin("orders", 3, 1, &[0, 1, 2]),
+        );
+        // 3 → 2 would change the quorum from three voters to one.
+        let decision = decide(ScalingInput {
+            wanted: 2,
+            running: Some(3),
+            operation: None,
+            kafka: Some(&kafka),
+            max_moves: MAX_MOVES,
+        });
+        assert!(decision.refused.is_some(), "{decision:?}");
+        let kept = kept_size(spec(2), &decision);
+        assert_eq!(
+            build_running(&kept, decision.statefulset_replicas),
+            build(&spec(3)),
+            "the refused spec changes no object"
+        );
+        // An accepted change of size builds from the spec.
+        let steady = ScalingDecision::steady(3);
+        assert_eq!(kept_size(spec(4), &steady).replicas, 4);
     }
 
     async fn with_cluster(yaml: &str) -> Arc<Context> {
