@@ -271,17 +271,7 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
         ));
         settings.push(("super.users".to_string(), super_users));
     }
-    // Replication defaults that fit the cluster's size, unless the user chose.
-    let replication = cluster.replicas.min(3);
-    let defaults = [
-        ("default.replication.factor", replication.to_string()),
-        ("min.insync.replicas", (replication - 1).max(1).to_string()),
-    ];
-    for (key, value) in defaults {
-        if !cluster.user_config.contains_key(key) {
-            settings.push((key.to_string(), value));
-        }
-    }
+    settings.extend(replication_defaults(cluster));
     settings.extend(
         cluster
             .user_config
@@ -289,6 +279,22 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
             .map(|(k, v)| (k.clone(), v.clone())),
     );
     settings
+}
+
+/// Replication defaults that fit the cluster's size, except those the user set. They change
+/// with the number of brokers, so they stay out of [`config_hash`]: a change of size writes
+/// them to the files without restarting any broker, and each broker takes them at its next
+/// start.
+pub fn replication_defaults(cluster: &ValidatedCluster) -> Vec<(String, String)> {
+    let replication = cluster.replicas.min(3);
+    [
+        ("default.replication.factor", replication.to_string()),
+        ("min.insync.replicas", (replication - 1).max(1).to_string()),
+    ]
+    .into_iter()
+    .filter(|(key, _)| !cluster.user_config.contains_key(*key))
+    .map(|(key, value)| (key.to_string(), value))
+    .collect()
 }
 
 /// Settings particular to broker `ordinal`.
@@ -365,11 +371,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Hash of what a running broker depends on: the shared settings (quorum included), ports,
-/// and image. Adding brokers adds files to the ConfigMap but does not change this, so a
-/// scale-up does not restart the brokers already running.
+/// and image. Nothing in it depends on the number of brokers (the quorum cannot change with
+/// it, and the [`replication_defaults`] are left out), so a change of size restarts none of
+/// the brokers already running.
 pub fn config_hash(cluster: &ValidatedCluster) -> String {
+    let by_size = replication_defaults(cluster);
     let mut input = String::new();
-    for (key, value) in shared_properties(cluster) {
+    for (key, value) in shared_properties(cluster)
+        .into_iter()
+        .filter(|(key, _)| !by_size.iter().any(|(sized, _)| sized == key))
+    {
         let _ = writeln!(input, "{key}={value}");
     }
     let _ = writeln!(
@@ -1393,6 +1404,25 @@ mod tests {
             "same quorum, same shared config"
         );
         assert_ne!(base, hash(&with("  replicas: 1")), "the quorum changes");
+        assert_ne!(
+            base,
+            hash(&with("  config:\n    min.insync.replicas: \"1\"")),
+            "a replication setting the user chose rolls the brokers"
+        );
+    }
+
+    #[test]
+    fn a_change_of_size_that_keeps_the_quorum_restarts_no_broker() {
+        let hash = |c: &ValidatedCluster| {
+            template_annotations(&stateful_set(c))[CONFIG_HASH_ANNOTATION].clone()
+        };
+        // One voter below three brokers: 1 and 2 brokers share a quorum, as do 3, 4 and 5;
+        // their replication defaults differ (1 and 2 replicas; 3 from three brokers on).
+        assert_eq!(hash(&with("  replicas: 1")), hash(&with("  replicas: 2")));
+        assert_eq!(hash(&with("  replicas: 3")), hash(&with("  replicas: 5")));
+        let two = properties(&server_properties(&with("  replicas: 2"), 0));
+        assert_eq!(two["default.replication.factor"], "2");
+        assert_eq!(two["min.insync.replicas"], "1");
     }
 
     #[test]

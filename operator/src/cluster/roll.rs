@@ -43,6 +43,10 @@ pub enum RollStep {
 /// The next step of a roll. `pods` are by ordinal; `running` is how many the StatefulSet has;
 /// `update_revision` is the StatefulSet's current revision (unknown before its controller has
 /// seen it: nothing to compare with, nothing restarts).
+///
+/// Pods at or above `running` are leaving (the StatefulSet controller removes them after a
+/// scale-down) and are no part of the roll; a pod being deleted is never restarted, only
+/// waited for.
 pub fn next_restart(
     pods: &BTreeMap<i32, PodView>,
     running: i32,
@@ -52,9 +56,13 @@ pub fn next_restart(
     let Some(revision) = update_revision else {
         return RollStep::UpToDate;
     };
+    let pods: BTreeMap<i32, &PodView> = pods
+        .range(..running)
+        .map(|(ordinal, pod)| (*ordinal, pod))
+        .collect();
     let outdated: Vec<i32> = pods
         .iter()
-        .filter(|(_, pod)| pod.revision.as_deref() != Some(revision))
+        .filter(|(_, pod)| !pod.terminating && pod.revision.as_deref() != Some(revision))
         .map(|(ordinal, _)| *ordinal)
         .collect();
     let Some(next) = outdated.iter().copied().max() else {
@@ -203,6 +211,21 @@ mod tests {
         let mut p = pods(&["a", "a", "b"]);
         p.remove(&2);
         waits(next_restart(&p, 3, Some("b"), Some(&k)), "[2]");
+    }
+
+    #[test]
+    fn pods_being_deleted_or_leaving_after_a_scale_down_are_never_restarted() {
+        let k = healthy(&[0]);
+        // Shrunk from 2 to 1: pod 1 is the StatefulSet's to remove, deleted or not yet.
+        let mut p = pods(&["b", "a"]);
+        assert_eq!(next_restart(&p, 1, Some("b"), Some(&k)), RollStep::UpToDate);
+        p.get_mut(&1).expect("pod").terminating = true;
+        assert_eq!(next_restart(&p, 1, Some("b"), Some(&k)), RollStep::UpToDate);
+        // The only outdated pod is already being deleted: nothing to restart, only to wait.
+        let mut p = pods(&["b", "b", "a"]);
+        p.get_mut(&2).expect("pod").terminating = true;
+        let k = healthy(&[0, 1, 2]);
+        assert_eq!(next_restart(&p, 3, Some("b"), Some(&k)), RollStep::UpToDate);
     }
 
     #[test]
