@@ -203,9 +203,20 @@ fn scale_down(input: ScalingInput<'_>, running: i32, from: i32, to: i32) -> Scal
             &Progress::default(),
         );
     };
+    // A leaving broker that never registered (a scale-up undone before its brokers joined)
+    // and holds no replica has nothing to drain: it just goes.
+    let registered = kafka.state.broker_ids();
+    let to_drain: Vec<i32> = leaving
+        .iter()
+        .copied()
+        .filter(|id| registered.contains(id) || !holds_nothing(kafka, &[*id]))
+        .collect();
+    if to_drain.is_empty() {
+        return ScalingDecision::steady(to);
+    }
     let goal = Goal::Rebalance {
         brokers: None,
-        drain: leaving.clone(),
+        drain: to_drain,
     };
     match next_round(&goal, kafka, input.max_moves) {
         Ok(round) if round.progress.done && holds_nothing(kafka, &leaving) => ScalingDecision {
@@ -491,6 +502,39 @@ mod tests {
         assert_eq!(d.statefulset_replicas, 5);
         assert!(d.round.is_none());
         assert!(d.waiting.expect("waiting").contains("not live"));
+    }
+
+    #[test]
+    fn a_scale_up_whose_brokers_never_registered_can_be_undone() {
+        // 3 → 5, brokers 3 and 4 never joined; the spec goes back to 3.
+        let recorded = op(3, 5, ScalingPhase::WaitingForBrokers);
+        let k = kafka(&[0, 1, 2], &[0, 1, 2], 6, 2);
+        let d = decide(input(3, Some(5), Some(&recorded), Some(&k)));
+        assert_eq!(d.refused, None, "{d:?}");
+        assert_eq!(
+            d.statefulset_replicas, 3,
+            "nothing to drain: shrunk at once"
+        );
+        assert_eq!(d.operation, None);
+        assert!(d.round.is_none());
+        // 1 → 2 on a single broker, back to 1.
+        let recorded = op(1, 2, ScalingPhase::WaitingForBrokers);
+        let k = kafka(&[0], &[0], 3, 1);
+        let d = decide(input(1, Some(2), Some(&recorded), Some(&k)));
+        assert_eq!((d.statefulset_replicas, d.refused), (1, None));
+        // Broker 4 never joined but 3 did: only 3 is drained.
+        let recorded = op(3, 5, ScalingPhase::WaitingForBrokers);
+        let k = kafka(&[0, 1, 2, 3], &[0, 1, 2, 3], 8, 2);
+        let d = decide(input(3, Some(5), Some(&recorded), Some(&k)));
+        assert_eq!(d.statefulset_replicas, 5, "3 holds replicas");
+        assert!(
+            matches!(d.round, Some((Goal::Rebalance { ref drain, .. }, _)) if drain == &vec![3]),
+            "{d:?}"
+        );
+        // A broker that is down but still holds replicas is not dropped silently.
+        let k = kafka(&[0, 1, 2], &[0, 1, 2, 3], 8, 2);
+        let d = decide(input(3, Some(4), None, Some(&k)));
+        assert_eq!(d.statefulset_replicas, 4);
     }
 
     #[test]
