@@ -45,7 +45,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::validate::{port_name, protocol, ValidatedCluster, AUTHORIZER_CLASS};
+use super::validate::{parse_quantity, port_name, protocol, ValidatedCluster, AUTHORIZER_CLASS};
 
 /// Pod-template annotation holding a hash of everything that must restart the brokers when it
 /// changes (shared configuration, quorum, image): a change rolls the pods one at a time.
@@ -952,6 +952,81 @@ pub fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
     }
 }
 
+/// The storage request and class of a StatefulSet's first volume claim template.
+fn claim_storage(sts: &StatefulSet) -> Option<(String, Option<String>)> {
+    let claim = sts
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .first()?
+        .spec
+        .as_ref()?;
+    let size = claim
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|requests| requests.get("storage"))
+        .map(|q| q.0.clone())?;
+    Some((size, claim.storage_class_name.clone()))
+}
+
+/// Whether two quantities are the same amount (`10Gi` and `10240Mi` are).
+fn same_quantity(a: &str, b: &str) -> bool {
+    match (parse_quantity(a), parse_quantity(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// A StatefulSet's `volumeClaimTemplates` cannot change once it exists (the API server answers
+/// 422), so when the spec's storage size or class differs from the volumes the brokers were
+/// created with, `stateful_set` keeps the `running` StatefulSet's templates, which lets every
+/// other change still apply, and the refusal is returned, to be reported in the status.
+pub fn keep_volume_claims(
+    stateful_set: &mut StatefulSet,
+    running: Option<&StatefulSet>,
+) -> Option<String> {
+    let running = running?;
+    let (had_size, had_class) = claim_storage(running)?;
+    let (size, class) = claim_storage(stateful_set)?;
+    let mut changes = Vec::new();
+    if !same_quantity(&size, &had_size) {
+        changes.push(format!(
+            "spec.storage.size is {size} but the brokers' volumes were created with {had_size}"
+        ));
+    }
+    if class != had_class {
+        let name = |class: &Option<String>| {
+            class
+                .clone()
+                .unwrap_or_else(|| "the cluster's default".to_string())
+        };
+        changes.push(format!(
+            "spec.storage.storageClassName is {} but the volumes were created with {}",
+            name(&class),
+            name(&had_class)
+        ));
+    }
+    if changes.is_empty() {
+        return None;
+    }
+    let kept = running
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.volume_claim_templates.clone());
+    if let Some(spec) = stateful_set.spec.as_mut() {
+        spec.volume_claim_templates = kept;
+    }
+    Some(format!(
+        "{}: the volumes of a StatefulSet cannot be changed through it, so they are kept as they are (set spec.storage back to size {had_size}{}; every other change is applied)",
+        changes.join("; "),
+        had_class
+            .map(|class| format!(", storageClassName {class}"))
+            .unwrap_or_default()
+    ))
+}
+
 /// At most one broker down for voluntary disruptions (node drains, upgrades).
 pub fn pod_disruption_budget(cluster: &ValidatedCluster) -> PodDisruptionBudget {
     PodDisruptionBudget {
@@ -1233,6 +1308,38 @@ mod tests {
             .expect("retention");
         assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
         assert_eq!(retention.when_scaled.as_deref(), Some("Delete"));
+    }
+
+    #[test]
+    fn a_storage_change_keeps_the_volume_claims_the_brokers_have_and_says_why() {
+        let running = stateful_set(&valid(MINIMAL_CLUSTER));
+        let mut grown = stateful_set(&with("  replicas: 4\n  storage:\n    size: 20Gi"));
+        let why = keep_volume_claims(&mut grown, Some(&running)).expect("refused");
+        assert!(
+            why.contains("spec.storage.size is 20Gi") && why.contains("created with 10Gi"),
+            "{why}"
+        );
+        let claims = |sts: &StatefulSet| sts.spec.clone().and_then(|s| s.volume_claim_templates);
+        assert_eq!(
+            claims(&grown),
+            claims(&running),
+            "the claims stay as they are"
+        );
+        assert_eq!(
+            grown.spec.as_ref().and_then(|s| s.replicas),
+            Some(4),
+            "other changes still apply"
+        );
+        let mut classed = stateful_set(&with("  storage:\n    storageClassName: fast"));
+        let why = keep_volume_claims(&mut classed, Some(&running)).expect("refused");
+        assert!(why.contains("storageClassName is fast"), "{why}");
+
+        // The same size written differently, or no StatefulSet yet: nothing refused.
+        let mut same = stateful_set(&with("  storage:\n    size: 10240Mi"));
+        assert_eq!(keep_volume_claims(&mut same, Some(&running)), None);
+        let mut new = stateful_set(&with("  storage:\n    size: 20Gi"));
+        assert_eq!(keep_volume_claims(&mut new, None), None);
+        assert_ne!(claims(&new), claims(&running));
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::conditions::{self, DEGRADED, READY};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{KafkaCluster, KafkaClusterStatus};
 use crate::metrics::{BalanceFigures, CLUSTER};
-use build::{build, build_running, selector_string, ClusterResources};
+use build::{build, build_running, keep_volume_claims, selector_string, ClusterResources};
 use roll::{next_restart, preferred_elections, RollStep};
 use scaling::{decide, ScalingDecision, ScalingInput};
 use status::{add_balance, cluster_status, invalid_status, ObservedBrokers};
@@ -182,15 +182,17 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
         }
         Ok(valid) => {
             let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-            let running = statefulsets
+            let existing = statefulsets
                 .get_opt(&valid.statefulset_name())
                 .await
                 .map_err(|source| Error::ReadStatefulSet {
                     namespace: namespace.clone(),
                     name: name.clone(),
                     source,
-                })?
-                .and_then(|sts| sts.spec)
+                })?;
+            let running = existing
+                .as_ref()
+                .and_then(|sts| sts.spec.as_ref())
                 .and_then(|spec| spec.replicas);
             let kafka = match running {
                 Some(_) => observe_kafka(&ctx, &valid).await,
@@ -212,7 +214,9 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
             } else {
                 release_node_reader(&ctx, &clusters, &cluster).await?;
             }
-            let resources = build_running(&valid, decision.statefulset_replicas);
+            let mut resources = build_running(&valid, decision.statefulset_replicas);
+            let storage_refused =
+                keep_volume_claims(&mut resources.stateful_set, existing.as_ref());
             let statefulset = apply(&ctx.client, &namespace, &resources).await?;
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
             let pods = pods
@@ -257,6 +261,7 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                 &valid,
                 &observed,
                 &decision,
+                storage_refused.as_deref(),
                 &roll,
                 previous,
                 Timestamp::now(),
@@ -1451,6 +1456,77 @@ mod tests {
             .expect("data");
         assert_eq!(data.len(), 4);
         assert!(data["main-3.properties"].contains("log.retention.hours=24"));
+    }
+
+    #[tokio::test]
+    async fn a_storage_change_is_refused_in_the_status_and_other_changes_still_apply() {
+        let ctx = with_cluster(MINIMAL_CLUSTER).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("first pass");
+        let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
+        clusters
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({
+                    "spec": {"storage": {"size": "20Gi"}, "config": {"log.retention.hours": "24"}}
+                })),
+            )
+            .await
+            .expect("spec change");
+        let changed = fetch(&ctx).await;
+        reconcile(Arc::clone(&changed), Arc::clone(&ctx))
+            .await
+            .expect("a refused storage change is no reconcile error");
+        let sts = statefulsets(&ctx).get("main").await.expect("sts");
+        let spec = sts.spec.expect("spec");
+        let claim = spec.volume_claim_templates.expect("claims")[0]
+            .spec
+            .clone()
+            .expect("claim");
+        assert_eq!(
+            claim.resources.and_then(|r| r.requests).expect("requests")["storage"].0,
+            "10Gi",
+            "the immutable claim templates are applied as they are"
+        );
+        let annotations = spec
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .expect("annotations");
+        let valid = validate(&changed, &ctx.settings).expect("valid");
+        assert_eq!(
+            annotations[build::CONFIG_HASH_ANNOTATION],
+            build::config_hash(&valid),
+            "the config change is applied"
+        );
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert_eq!(status.observed_generation, changed.metadata.generation);
+        assert!(is_true(&status.conditions, DEGRADED));
+        assert_eq!(
+            reason(&status.conditions, DEGRADED),
+            Some("StorageChangeRefused")
+        );
+        assert_eq!(
+            reason(&status.conditions, READY),
+            Some("StorageChangeRefused")
+        );
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .expect("degraded");
+        assert!(
+            degraded.message.contains("spec.storage.size is 20Gi"),
+            "{}",
+            degraded.message
+        );
+        let events = event_reasons(&ctx.client, "streaming", "main").await;
+        assert!(
+            events.contains(&"StorageChangeRefused".to_string()),
+            "{events:?}"
+        );
     }
 
     #[tokio::test]

@@ -88,11 +88,13 @@ impl ObservedBrokers {
     }
 }
 
-/// The status of a valid cluster.
+/// The status of a valid cluster. `storage_refused` says why a storage change of the spec is
+/// not carried out.
 pub fn cluster_status(
     cluster: &ValidatedCluster,
     observed: &ObservedBrokers,
     scaling: &ScalingDecision,
+    storage_refused: Option<&str>,
     roll: &RollStep,
     previous: Option<&KafkaClusterStatus>,
     now: Timestamp,
@@ -137,9 +139,30 @@ pub fn cluster_status(
     } else {
         Wanted::new(RECONCILING, true, "BrokersStarting", progress)
     };
-    let mut degraded = Wanted::new(DEGRADED, false, "SpecValid", "");
+    let refusals: Vec<(&str, &str)> = [
+        scaling
+            .refused
+            .as_deref()
+            .map(|why| ("ScalingRefused", why)),
+        storage_refused.map(|why| ("StorageChangeRefused", why)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let degraded = match refusals.first() {
+        Some((reason, _)) => Wanted::new(
+            DEGRADED,
+            true,
+            *reason,
+            refusals
+                .iter()
+                .map(|(_, why)| *why)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        None => Wanted::new(DEGRADED, false, "SpecValid", ""),
+    };
     let (ready_condition, reconciling) = if let Some(why) = &scaling.refused {
-        degraded = Wanted::new(DEGRADED, true, "ScalingRefused", why.clone());
         (
             Wanted::new(READY, false, "ScalingRefused", why.clone()),
             Wanted::new(RECONCILING, false, "ScalingRefused", ""),
@@ -166,6 +189,13 @@ pub fn cluster_status(
         )
     } else {
         (ready_condition, reconciling)
+    };
+    // The brokers may all serve, but not as the spec says.
+    let ready_condition = match storage_refused {
+        Some(why) if scaling.refused.is_none() => {
+            Wanted::new(READY, false, "StorageChangeRefused", why)
+        }
+        _ => ready_condition,
     };
 
     let previous_conditions = previous
@@ -302,6 +332,7 @@ mod tests {
             &valid(),
             &observed(3, 3, 3, true),
             &steady(),
+            None,
             &RollStep::UpToDate,
             None,
             now(),
@@ -325,6 +356,7 @@ mod tests {
             &valid(),
             &observed(3, 1, 3, true),
             &steady(),
+            None,
             &RollStep::UpToDate,
             None,
             now(),
@@ -345,6 +377,7 @@ mod tests {
             &valid(),
             &observed(3, 3, 1, true),
             &steady(),
+            None,
             &RollStep::UpToDate,
             None,
             now(),
@@ -358,6 +391,7 @@ mod tests {
             &valid(),
             &observed(2, 2, 2, true),
             &steady(),
+            None,
             &RollStep::UpToDate,
             None,
             now(),
@@ -367,6 +401,7 @@ mod tests {
             &valid(),
             &observed(3, 3, 3, false),
             &steady(),
+            None,
             &RollStep::UpToDate,
             None,
             now(),
@@ -384,6 +419,7 @@ mod tests {
             &valid(),
             &observed(5, 5, 5, true),
             &refused,
+            None,
             &RollStep::UpToDate,
             None,
             now(),
@@ -413,6 +449,7 @@ mod tests {
             &valid(),
             &observed(5, 5, 5, true),
             &draining,
+            None,
             &RollStep::UpToDate,
             None,
             now(),
@@ -437,6 +474,7 @@ mod tests {
             &valid(),
             &observed(3, 3, 1, true),
             &steady(),
+            None,
             &waiting,
             None,
             now(),
@@ -451,6 +489,7 @@ mod tests {
             &valid(),
             &observed(3, 3, 1, true),
             &steady(),
+            None,
             &RollStep::Restart(2),
             None,
             now(),
@@ -466,6 +505,7 @@ mod tests {
             &valid(),
             &observed(3, 3, 3, true),
             &steady(),
+            None,
             &RollStep::UpToDate,
             None,
             now(),
@@ -544,6 +584,7 @@ mod tests {
             &valid(),
             &observed(3, 3, 3, true),
             &steady(),
+            None,
             &RollStep::UpToDate,
             None,
             now(),
