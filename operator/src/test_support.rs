@@ -102,6 +102,9 @@ pub(crate) struct MemoryAdmin {
     pub(crate) calls: Mutex<Vec<String>>,
     /// When set, every call fails as if the cluster were unreachable.
     pub(crate) unreachable: Mutex<bool>,
+    /// Brokers registered so far, while not all of them ([`MEMORY_BROKERS`] when `None`): a
+    /// topic with more replicas is refused, as Kafka refuses it.
+    pub(crate) registered: Mutex<Option<i32>>,
     next_id: Mutex<u32>,
 }
 
@@ -161,6 +164,22 @@ impl TopicAdmin for MemoryAdmin {
                     topic: topic.name.clone(),
                     code: kafka_protocol::ResponseError::InvalidConfig,
                     message: Some("unknown topic setting `bogus.setting`".to_string()),
+                });
+            }
+            let registered = self
+                .registered
+                .lock()
+                .expect("lock")
+                .unwrap_or(MEMORY_BROKERS);
+            let replicas = topic.replicas.unwrap_or(1);
+            if replicas > registered {
+                return Err(AdminError::Rejected {
+                    operation: "CreateTopics",
+                    topic: topic.name.clone(),
+                    code: kafka_protocol::ResponseError::InvalidReplicationFactor,
+                    message: Some(format!(
+                        "replication factor {replicas} is larger than the {registered} brokers registered"
+                    )),
                 });
             }
             let mut next = self.next_id.lock().expect("lock");

@@ -129,6 +129,22 @@ impl AdminError {
         }
     }
 
+    /// Whether the refusal is that the cluster has fewer brokers than the replication factor:
+    /// permanent on a cluster that is up, passing on one whose brokers are still registering.
+    pub fn too_few_brokers(&self) -> bool {
+        match self {
+            AdminError::Rejected { code, .. } => *code == ResponseError::InvalidReplicationFactor,
+            AdminError::Reassignment { source, .. } => matches!(
+                source,
+                ExecError::Plan(
+                    PlanError::InvalidReplicationFactor { .. }
+                        | PlanError::ReplicationFactorExceedsBrokers { .. }
+                )
+            ),
+            _ => false,
+        }
+    }
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             AdminError::Unreachable { .. } => "kafka_unreachable",

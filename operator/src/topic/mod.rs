@@ -38,6 +38,8 @@ pub const ADOPT_ANNOTATION: &str = "oxbow.dev/adopt";
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How often a topic waiting for its cluster is looked at again.
 pub const WAIT_FOR_CLUSTER: Duration = Duration::from_secs(30);
+/// How soon a topic refused for want of brokers is tried again while its cluster starts.
+pub const WAIT_FOR_BROKERS: Duration = Duration::from_secs(10);
 /// How often a replication-factor change in progress is looked at again.
 pub const REASSIGNMENT_POLL: Duration = Duration::from_secs(5);
 /// Condition reason while replicas are being reassigned for a replication-factor change.
@@ -126,7 +128,12 @@ enum ClusterState {
     NotFound,
     Deleting,
     NoBootstrap,
-    Bootstrap(String),
+    /// The bootstrap address; while the cluster is not ready, the brokers it is to have (some
+    /// may not have registered yet).
+    Bootstrap {
+        address: String,
+        starting: Option<i32>,
+    },
 }
 
 async fn cluster_state(topic: &KafkaTopic, ctx: &Context) -> Result<ClusterState, Error> {
@@ -144,10 +151,17 @@ async fn cluster_state(topic: &KafkaTopic, ctx: &Context) -> Result<ClusterState
     Ok(match cluster {
         None => ClusterState::NotFound,
         Some(c) if c.metadata.deletion_timestamp.is_some() => ClusterState::Deleting,
-        Some(c) => match c.status.and_then(|s| s.bootstrap) {
-            Some(bootstrap) => ClusterState::Bootstrap(bootstrap),
-            None => ClusterState::NoBootstrap,
-        },
+        Some(c) => {
+            let status = c.status.unwrap_or_default();
+            let ready = conditions::is_true(&status.conditions, READY);
+            match status.bootstrap {
+                Some(address) => ClusterState::Bootstrap {
+                    address,
+                    starting: (!ready).then_some(c.spec.replicas),
+                },
+                None => ClusterState::NoBootstrap,
+            }
+        }
     })
 }
 
@@ -295,7 +309,9 @@ async fn apply(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
             ),
             Action::requeue(WAIT_FOR_CLUSTER),
         ),
-        ClusterState::Bootstrap(bootstrap) => sync(topic, ctx, &bootstrap).await?,
+        ClusterState::Bootstrap { address, starting } => {
+            sync(topic, ctx, &address, starting).await?
+        }
     };
     let was = topic
         .status
@@ -322,11 +338,13 @@ async fn apply(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
     Ok(action)
 }
 
-/// Compares the topic on `bootstrap` with the spec and closes the gap.
+/// Compares the topic on `bootstrap` with the spec and closes the gap. `starting` is the
+/// number of brokers of a cluster that is not ready yet.
 async fn sync(
     topic: &KafkaTopic,
     ctx: &Context,
     bootstrap: &str,
+    starting: Option<i32>,
 ) -> Result<(Outcome, Action), Error> {
     let want = desired(topic);
     let recorded = topic.status.as_ref().and_then(|s| s.topic_id.clone());
@@ -411,6 +429,23 @@ async fn sync(
                 if !reason.is_empty() {
                     publish(ctx, topic, EventType::Normal, reason, note).await;
                 }
+            }
+            Err(e)
+                if e.too_few_brokers()
+                    && starting.is_some_and(|brokers| {
+                        want.replicas.is_none_or(|replicas| replicas <= brokers)
+                    }) =>
+            {
+                // Brokers of a cluster applied with the topic are still registering.
+                let message = format!(
+                    "{e}; KafkaCluster {} is not ready yet, trying again in {}s",
+                    topic.spec.cluster_ref.name,
+                    WAIT_FOR_BROKERS.as_secs()
+                );
+                return Ok((
+                    Outcome::waiting("WaitingForBrokers", message, topic),
+                    Action::requeue(WAIT_FOR_BROKERS),
+                ));
             }
             Err(e) if e.needs_spec_change() => {
                 let message = e.to_string();
@@ -500,7 +535,7 @@ async fn cleanup(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let bootstrap = match cluster_state(topic, ctx).await? {
-        ClusterState::Bootstrap(bootstrap) => bootstrap,
+        ClusterState::Bootstrap { address, .. } => address,
         // The cluster, and its topics with it, is gone or going.
         ClusterState::NotFound | ClusterState::Deleting | ClusterState::NoBootstrap => {
             return Ok(Action::await_change())
@@ -599,9 +634,16 @@ mod tests {
         topics: Vec<KafkaTopic>,
         with_cluster: bool,
     ) -> (Arc<Context>, Arc<MemoryAdmin>) {
+        setup_on(topics, with_cluster.then(serving_cluster)).await
+    }
+
+    async fn setup_on(
+        topics: Vec<KafkaTopic>,
+        cluster: Option<KafkaCluster>,
+    ) -> (Arc<Context>, Arc<MemoryAdmin>) {
         let mut builder = kube_fake_client::ClientBuilder::new();
-        if with_cluster {
-            builder = builder.with_object(serving_cluster());
+        if let Some(cluster) = cluster {
+            builder = builder.with_object(cluster);
         }
         for mut t in topics {
             // The in-memory API refuses a JSON patch `test` of a missing path, which the real
@@ -859,6 +901,70 @@ mod tests {
             "{message}"
         );
         assert_eq!(kafka.topic("orders").expect("topic").replicas, 1);
+    }
+
+    #[tokio::test]
+    async fn a_topic_applied_with_its_cluster_waits_for_the_brokers_to_register() {
+        let (ctx, kafka) = setup(vec![with_spec("  replicas: 3")], true).await;
+        *kafka.registered.lock().expect("lock") = Some(1);
+        let action = settle(&ctx).await;
+        assert_eq!(
+            action,
+            Action::requeue(WAIT_FOR_BROKERS),
+            "tried again soon"
+        );
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert!(!is_true(&s.conditions, READY));
+        assert!(!is_true(&s.conditions, DEGRADED), "{:?}", s.conditions);
+        assert_eq!(reason(&s.conditions, READY), Some("WaitingForBrokers"));
+        let message = s.message.unwrap_or_default();
+        assert!(
+            message.contains("InvalidReplicationFactor") && message.contains("not ready yet"),
+            "{message}"
+        );
+        assert_eq!(kafka.topic("orders"), None);
+
+        *kafka.registered.lock().expect("lock") = None;
+        let action = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect("created");
+        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(kafka.topic("orders").expect("created").replicas, 3);
+        assert!(is_true(
+            &status(&fetch(&ctx).await.expect("topic")).conditions,
+            READY
+        ));
+    }
+
+    #[tokio::test]
+    async fn too_few_brokers_on_a_ready_cluster_or_more_replicas_than_it_will_have_is_rejected() {
+        let mut ready = serving_cluster();
+        if let Some(s) = ready.status.as_mut() {
+            s.conditions = conditions::merge(
+                &[],
+                &[Wanted::new(
+                    READY,
+                    true,
+                    "AllBrokersReady",
+                    "3/3 brokers ready",
+                )],
+                None,
+                Timestamp::now(),
+            );
+        }
+        let (ctx, kafka) = setup_on(vec![with_spec("  replicas: 3")], Some(ready)).await;
+        *kafka.registered.lock().expect("lock") = Some(2);
+        let action = settle(&ctx).await;
+        assert_eq!(action, Action::await_change());
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert_eq!(reason(&s.conditions, DEGRADED), Some("Rejected"));
+
+        // Starting, but asking for more replicas than the cluster will ever have.
+        let (ctx, kafka) = setup(vec![with_spec("  replicas: 4")], true).await;
+        *kafka.registered.lock().expect("lock") = Some(1);
+        assert_eq!(settle(&ctx).await, Action::await_change());
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert_eq!(reason(&s.conditions, DEGRADED), Some("Rejected"));
     }
 
     #[tokio::test]
