@@ -2,11 +2,16 @@
 //! [`TopicAdmin`] that keeps topics in memory (on three brokers), and a [`BalanceAdmin`] over
 //! an in-memory cluster whose reassignments land one look after they are submitted.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::{Deserialize, Serialize};
 
 use crate::balance::executor::{ExecError, Goal, NotElected, Observed, Ongoing};
 use crate::balance::step::{BalanceAdmin, Progress};
@@ -471,10 +476,21 @@ pub(crate) async fn fake_context_with_cluster(
     std::sync::Arc<MemoryCluster>,
 ) {
     use k8s_openapi::api::apps::v1::StatefulSet;
+    use kube_fake_client::interceptor::Funcs;
     let client = builder
         .with_resource::<KafkaCluster>()
         .with_resource::<KafkaTopic>()
         .with_status_subresource::<StatefulSet>()
+        .with_interceptor_funcs(Funcs::new().patch_status(|ctx| {
+            if ctx.patch_type != kube_fake_client::PatchType::ApplyPatch {
+                return Ok(None);
+            }
+            match ctx.patch.get("kind").and_then(|k| k.as_str()) {
+                Some("KafkaCluster") => apply_whole_status::<KafkaCluster>(&ctx),
+                Some("KafkaTopic") => apply_whole_status::<KafkaTopic>(&ctx),
+                _ => Ok(None),
+            }
+        }))
         .build()
         .await
         .expect("fake API");
@@ -489,6 +505,87 @@ pub(crate) async fn fake_context_with_cluster(
         Some("test".to_string()),
     );
     (std::sync::Arc::new(ctx), admin, cluster)
+}
+
+/// A custom resource as the in-memory API stores it: its metadata, and the rest as JSON. The
+/// in-memory API's typed calls need `Default`, which the custom resources do not have.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+struct Stored<K> {
+    metadata: ObjectMeta,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip)]
+    resource: PhantomData<K>,
+}
+
+impl<K> Clone for Stored<K> {
+    fn clone(&self) -> Self {
+        Self {
+            metadata: self.metadata.clone(),
+            rest: self.rest.clone(),
+            resource: PhantomData,
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Default for Stored<K> {
+    fn default() -> Self {
+        let mut rest = serde_json::Map::new();
+        rest.insert("apiVersion".to_string(), K::api_version(&()).into());
+        rest.insert("kind".to_string(), K::kind(&()).into());
+        Self {
+            metadata: ObjectMeta::default(),
+            rest,
+            resource: PhantomData,
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Stored<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Server-side apply of the status by its only manager, as the API server does it: the
+/// applied `.status` replaces the stored one, so a field the manager omits is removed (the
+/// in-memory API merges an apply like a JSON merge patch, which would keep it).
+fn apply_whole_status<K: Resource<DynamicType = ()>>(
+    ctx: &kube_fake_client::interceptor::PatchStatusContext<'_>,
+) -> kube_fake_client::Result<Option<serde_json::Value>> {
+    let mut stored: Stored<K> = ctx.client.get(ctx.namespace, ctx.name)?;
+    match ctx.patch.get("status") {
+        Some(status) => stored.rest.insert("status".to_string(), status.clone()),
+        None => stored.rest.remove("status"),
+    };
+    let updated =
+        ctx.client
+            .update_status(ctx.namespace, &stored, &kube::api::PostParams::default())?;
+    Ok(Some(serde_json::to_value(updated)?))
 }
 
 /// Reasons of the events recorded about objects named `name`.

@@ -568,22 +568,24 @@ async fn patch_finalizers(
     Ok(())
 }
 
+/// The server-side apply patch of `status`. Absent fields are left out, never written as
+/// null: the operator owns `.status` whole, so a field it applied before and omits now (an
+/// operation that ended, figures that cannot be read) is removed by the API server.
+fn status_patch(status: &KafkaClusterStatus) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": KafkaCluster::api_version(&()),
+        "kind": KafkaCluster::kind(&()),
+        "status": status,
+    })
+}
+
 /// Writes the status with server-side apply: the operator owns `.status` whole.
 pub async fn write_status(
     clusters: &Api<KafkaCluster>,
     name: &str,
     status: &KafkaClusterStatus,
 ) -> Result<(), kube::Error> {
-    let mut patch = serde_json::json!({
-        "apiVersion": KafkaCluster::api_version(&()),
-        "kind": KafkaCluster::kind(&()),
-        "status": status,
-    });
-    // An operation that ended is removed explicitly: server-side apply drops a null (as it
-    // drops an omitted field this manager owned), and a merge would otherwise keep it.
-    if status.scaling.is_none() {
-        patch["status"]["scaling"] = serde_json::Value::Null;
-    }
+    let patch = status_patch(status);
     clusters
         .patch_status(
             name,
@@ -1155,6 +1157,45 @@ mod tests {
             .partitions
             .iter()
             .all(|p| p.leader == p.replicas[0]));
+    }
+
+    fn nulls(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Null => found.push(path.to_string()),
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    nulls(item, &format!("{path}[{i}]"), found);
+                }
+            }
+            serde_json::Value::Object(fields) => {
+                for (key, field) in fields {
+                    nulls(field, &format!("{path}.{key}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_status_patch_writes_no_null_field() {
+        let status = KafkaClusterStatus {
+            observed_generation: Some(3),
+            replicas: 3,
+            ready_brokers: 3,
+            bootstrap: Some("main-bootstrap.streaming.svc:9092".to_string()),
+            brokers: vec![crate::crd::BrokerStatus {
+                id: 0,
+                pod: "main-0".to_string(),
+                ready: true,
+                controller: true,
+                replicas: None,
+                leaders: None,
+            }],
+            ..KafkaClusterStatus::default()
+        };
+        let mut found = Vec::new();
+        nulls(&status_patch(&status), "", &mut found);
+        assert!(found.is_empty(), "null fields: {found:?}");
     }
 
     #[test]

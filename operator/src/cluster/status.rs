@@ -100,16 +100,12 @@ pub fn cluster_status(
     now: Timestamp,
 ) -> KafkaClusterStatus {
     let wanted = cluster.replicas;
-    let ready = observed.ready.min(wanted);
+    // Every ready pod counts, those of brokers still draining included.
+    let ready = observed.ready;
     let settled = observed.spec_seen && observed.replicas == wanted && observed.updated >= wanted;
     let all_ready = settled && observed.ready >= wanted;
     let progress = format!("{ready}/{wanted} brokers ready");
 
-    let ready_condition = if all_ready {
-        Wanted::new(READY, true, "AllBrokersReady", progress.clone())
-    } else {
-        Wanted::new(READY, false, "BrokersNotReady", progress.clone())
-    };
     let reconciling = if all_ready {
         Wanted::new(RECONCILING, false, "UpToDate", "")
     } else if !observed.spec_seen {
@@ -137,7 +133,14 @@ pub fn cluster_status(
             ),
         )
     } else {
-        Wanted::new(RECONCILING, true, "BrokersStarting", progress)
+        Wanted::new(RECONCILING, true, "BrokersStarting", progress.clone())
+    };
+    // Not ready says what is missing, which the count of ready brokers alone may not show
+    // (every pod ready, but not yet from the current template).
+    let ready_condition = if all_ready {
+        Wanted::new(READY, true, "AllBrokersReady", progress)
+    } else {
+        Wanted::new(READY, false, "BrokersNotReady", reconciling.message.clone())
     };
     let refusals: Vec<(&str, &str)> = [
         scaling
@@ -387,6 +390,10 @@ mod tests {
             Some("RollingUpdate")
         );
         assert!(!is_true(&rolling.conditions, READY));
+        assert_eq!(
+            rolling.conditions[0].message, "1/3 brokers run the current configuration",
+            "not ready says why, not \"3/3 brokers ready\""
+        );
         let scaling = cluster_status(
             &valid(),
             &observed(2, 2, 2, true),
@@ -407,6 +414,31 @@ mod tests {
             now(),
         );
         assert_eq!(reason(&unseen.conditions, RECONCILING), Some("Applying"));
+        assert!(
+            unseen.conditions[0]
+                .message
+                .contains("not yet seen the latest spec"),
+            "{}",
+            unseen.conditions[0].message
+        );
+    }
+
+    #[test]
+    fn every_ready_broker_is_counted() {
+        let draining = ScalingDecision {
+            waiting: Some("draining brokers [3, 4] before removing them".to_string()),
+            ..ScalingDecision::steady(5)
+        };
+        let status = cluster_status(
+            &valid(),
+            &observed(5, 5, 5, true),
+            &draining,
+            None,
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
+        assert_eq!(status.ready_brokers, 5, "not capped at the 3 wanted");
     }
 
     #[test]
