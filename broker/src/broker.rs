@@ -997,6 +997,16 @@ impl Broker {
         self.metrics
             .active_controller
             .set(i64::from(self.quorum.is_active_controller()));
+        self.metrics.quorum_members.reset();
+        let (voters, learners) = self.quorum.members(self.node_id());
+        for (ids, role) in [(voters, "voter"), (learners, "learner")] {
+            for id in ids {
+                self.metrics
+                    .quorum_members
+                    .with_label_values(&[id.to_string().as_str(), role])
+                    .set(1);
+            }
+        }
     }
 
     /// Flushes and closes every log, marking a clean shutdown.

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub under_min_isr_partitions: IntGauge,
     pub offline_partitions: IntGauge,
     pub active_controller: IntGauge,
+    pub quorum_members: IntGaugeVec,
     pub isr_shrinks: prometheus::IntCounter,
     pub isr_expands: prometheus::IntCounter,
 }
@@ -123,6 +124,14 @@ impl Metrics {
             "oxbow_active_controller",
             "1 on the active controller, else 0.",
         );
+        let quorum_members = IntGaugeVec::new(
+            Opts::new(
+                "oxbow_metadata_quorum_member",
+                "1 for every member of the metadata quorum's membership as this broker knows it, by node id and role (voter or learner).",
+            ),
+            &["node", "role"],
+        )
+        .expect("static metric definition");
         let counter = |name: &str, help: &str| {
             prometheus::IntCounter::new(name, help).expect("static metric definition")
         };
@@ -142,6 +151,7 @@ impl Metrics {
             Box::new(under_min_isr_partitions.clone()),
             Box::new(offline_partitions.clone()),
             Box::new(active_controller.clone()),
+            Box::new(quorum_members.clone()),
             Box::new(isr_shrinks.clone()),
             Box::new(isr_expands.clone()),
             Box::new(requests.clone()),
@@ -172,6 +182,7 @@ impl Metrics {
             under_min_isr_partitions,
             offline_partitions,
             active_controller,
+            quorum_members,
             isr_shrinks,
             isr_expands,
         }

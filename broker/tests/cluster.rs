@@ -26,9 +26,10 @@ use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, DeleteRecordsRequest, DescribeClusterRequest,
-    DescribeLogDirsRequest, ElectLeadersRequest, FetchRequest, FindCoordinatorRequest,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    AlterPartitionReassignmentsRequest, BrokerId, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeLogDirsRequest, ElectLeadersRequest, FetchRequest,
+    FindCoordinatorRequest, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    UnregisterBrokerRequest,
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
@@ -1684,6 +1685,177 @@ fn a_cluster_wide_dynamic_default_applies_to_every_broker_without_its_own_value(
         ensure!(
             listed.is_none(),
             "the default resource still lists {listed:?}"
+        );
+        Ok(())
+    })
+}
+
+/// UnregisterBroker of `node` sent to broker `via`: the error code and message.
+fn unregister(cluster: &Cluster, via: NodeId, node: NodeId) -> Result<(i16, String)> {
+    let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(node));
+    let response = cluster.request(via, &request, 0)?;
+    Ok((
+        response.error_code,
+        response
+            .error_message
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+/// Brokers DescribeCluster v2 lists on `via`, fenced ones included, with their fencing.
+fn registered_brokers(cluster: &Cluster, via: NodeId) -> Result<BTreeMap<i32, bool>> {
+    let request = DescribeClusterRequest::default().with_include_fenced_brokers(true);
+    let response = cluster.request(via, &request, 2)?;
+    ensure!(response.error_code == 0, "DescribeCluster: {response:?}");
+    Ok(response
+        .brokers
+        .iter()
+        .map(|b| (b.broker_id.0, b.is_fenced))
+        .collect())
+}
+
+/// The members of the metadata quorum broker `via` knows, by node id, with their roles.
+fn quorum_members(cluster: &Cluster, via: NodeId) -> Result<BTreeMap<i32, String>> {
+    let metrics = cluster.scrape_metrics(via)?;
+    let mut members = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(labels) = line.strip_prefix("oxbow_metadata_quorum_member{") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|l| l.trim().strip_prefix(&format!("{name}=\"")))
+                .and_then(|v| v.split('"').next())
+                .map(str::to_string)
+        };
+        if let (Some(node), Some(role)) = (label("node"), label("role")) {
+            members.insert(node.parse().context("node label")?, role);
+        }
+    }
+    Ok(members)
+}
+
+/// Warnings and errors in broker `node`'s log about reaching node 4 of the quorum.
+fn complaints_about_node_4(cluster: &Cluster, node: NodeId) -> usize {
+    cluster
+        .log_lines(node, "")
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .filter(|l| l.contains("target=4") || l.contains("target: 4") || l.contains("\"target\":4"))
+        .count()
+}
+
+#[test]
+fn a_stopped_learner_holding_no_replica_is_unregistered_and_leaves_the_quorum() -> Result<()> {
+    let options = options().brokers(4).voters(3);
+    with_cluster(options, |cluster| {
+        cluster.wait_for_brokers(4, SETTLE)?;
+        let members = quorum_members(cluster, 1)?;
+        ensure!(
+            members.get(&4).map(String::as_str) == Some("learner"),
+            "broker 4 is not a learner: {members:?}"
+        );
+        cluster.create_topic_assigned("on-four", &[&[4, 1]], &[])?;
+
+        // A live broker, a voter (even a stopped, fenced one) and an unknown id are refused.
+        let (code, message) = unregister(cluster, 1, 4)?;
+        ensure!(
+            code == ResponseError::InvalidRequest.code() && message.contains("alive"),
+            "a live broker: {code} {message}"
+        );
+        cluster.stop(3)?;
+        cluster.wait_until("broker 3 is fenced", SETTLE, |c| {
+            let brokers = registered_brokers(c, 1)?;
+            ensure!(brokers.get(&3) == Some(&true), "{brokers:?}");
+            Ok(())
+        })?;
+        let (code, message) = unregister(cluster, 1, 3)?;
+        ensure!(
+            code == ResponseError::InvalidRequest.code() && message.contains("voter"),
+            "a voter: {code} {message}"
+        );
+        let (code, _) = unregister(cluster, 1, 42)?;
+        ensure!(
+            code == ResponseError::BrokerIdNotRegistered.code(),
+            "an unknown id: {code}"
+        );
+
+        // Broker 4 stops; it stays registered (fenced) and a learner while it holds a replica.
+        cluster.stop(4)?;
+        cluster.wait_until("broker 4 is fenced", SETTLE, |c| {
+            let brokers = registered_brokers(c, 1)?;
+            ensure!(brokers.get(&4) == Some(&true), "{brokers:?}");
+            Ok(())
+        })?;
+        let (code, message) = unregister(cluster, 2, 4)?;
+        ensure!(
+            code == ResponseError::InvalidRequest.code() && message.contains("on-four-0"),
+            "a broker holding a replica: {code} {message}"
+        );
+        ensure!(quorum_members(cluster, 1)?.contains_key(&4));
+        // Meanwhile the controller keeps trying to reach it, and says so.
+        let controller = cluster.metadata(1, Some(&[]))?.controller_id.0;
+        let before = complaints_about_node_4(cluster, controller);
+        thread::sleep(Duration::from_secs(2));
+        let grown = complaints_about_node_4(cluster, controller) - before;
+        eprintln!("{grown} complaints about node 4 on the controller in 2 s");
+        ensure!(grown > 0, "the controller says nothing about the stopped node 4");
+        cluster.restart(3)?;
+        cluster.wait_for_brokers(3, SETTLE)?;
+
+        let delete = DeleteTopicsRequest::default()
+            .with_topic_names(vec![topic_name("on-four")])
+            .with_timeout_ms(10_000);
+        let deleted = cluster.request(1, &delete, 4)?;
+        ensure!(
+            deleted.responses.iter().all(|r| r.error_code == 0),
+            "{deleted:?}"
+        );
+        let controller = cluster.metadata(1, Some(&[]))?.controller_id.0;
+        let via = cluster
+            .node_ids()
+            .into_iter()
+            .find(|n| *n != controller && *n != 4)
+            .context("a broker that is not the controller")?;
+        let (code, message) = unregister(cluster, via, 4)?;
+        ensure!(
+            code == 0,
+            "unregistering broker 4 through broker {via}: {code} {message}"
+        );
+
+        cluster.wait_until(
+            "no broker lists broker 4 or has it in the quorum",
+            SETTLE,
+            |c| {
+                for node in [1, 2, 3] {
+                    let brokers = registered_brokers(c, node)?;
+                    ensure!(!brokers.contains_key(&4), "broker {node} lists {brokers:?}");
+                    let members = quorum_members(c, node)?;
+                    ensure!(
+                        members.keys().copied().collect::<Vec<_>>() == [1, 2, 3],
+                        "broker {node} knows the members {members:?}"
+                    );
+                }
+                Ok(())
+            },
+        )?;
+        let (code, _) = unregister(cluster, 1, 4)?;
+        ensure!(
+            code == ResponseError::BrokerIdNotRegistered.code(),
+            "unregistered twice: {code}"
+        );
+
+        // The controller stops trying to reach it: its log stops growing with complaints.
+        let before = complaints_about_node_4(cluster, controller);
+        thread::sleep(Duration::from_secs(3));
+        let after = complaints_about_node_4(cluster, controller);
+        eprintln!("complaints about node 4 on the controller: {before} then {after}");
+        ensure!(
+            after == before,
+            "the controller logged {} more warnings about node 4 after it left the quorum",
+            after - before
         );
         Ok(())
     })

@@ -729,6 +729,17 @@ impl Probe {
                 let r = call(conn, &request, version).await?;
                 expect_ok("DescribeUserScramCredentials", r.error_code)?;
             }
+            ApiKey::UnregisterBroker => {
+                let request = kafka_protocol::messages::UnregisterBrokerRequest::default()
+                    .with_broker_id(kafka_protocol::messages::BrokerId(99));
+                let r = call(conn, &request, version).await?;
+                ensure!(
+                    r.error_code == ResponseError::BrokerIdNotRegistered.code(),
+                    "UnregisterBroker of an unknown id: expected BROKER_ID_NOT_REGISTERED, got {} ({:?})",
+                    r.error_code,
+                    r.error_message
+                );
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -1,13 +1,19 @@
-//! DescribeCluster: the live brokers of the cluster and its active controller.
+//! DescribeCluster (the live brokers of the cluster and its active controller) and
+//! UnregisterBroker (a broker that left for good goes from the metadata and the quorum).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
+};
 use kafka_protocol::ResponseError;
 
 use super::acl::AUTHORIZED_OPERATIONS_OMITTED;
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::security::authorizer::{ResourceType, CLUSTER_NAME};
+use crate::controller::unregister::{self, Refusal, UnregisterError};
+use crate::controller::QuorumError;
+use crate::security::authorizer::{Operation, ResourceType, CLUSTER_NAME};
 
 /// Endpoint type 2 asks for controllers; they are reached through the brokers here.
 const ENDPOINT_TYPE_CONTROLLER: i8 = 2;
@@ -17,7 +23,7 @@ pub(super) fn describe(
     context: &super::RequestContext,
     request: &DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    if !context.allowed_on_cluster(broker, crate::security::authorizer::Operation::Describe) {
+    if !context.allowed_on_cluster(broker, Operation::Describe) {
         return DescribeClusterResponse::default()
             .with_endpoint_type(request.endpoint_type)
             .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
@@ -69,4 +75,49 @@ pub(super) fn describe(
         })
         .collect();
     response.with_brokers(brokers)
+}
+
+/// Needs ALTER on the cluster, as in Kafka. Whatever broker receives it, the registration's
+/// removal is committed through the active controller and the membership change is made by
+/// the quorum leader.
+pub(super) async fn unregister(
+    broker: &Broker,
+    context: &super::RequestContext,
+    request: &UnregisterBrokerRequest,
+) -> UnregisterBrokerResponse {
+    let id = request.broker_id.0;
+    let outcome = if context.allowed_on_cluster(broker, Operation::Alter) {
+        unregister::unregister(&broker.quorum, broker.node_id(), id)
+            .await
+            .map_err(|e| (unregister_error_code(&e), e.to_string()))
+    } else {
+        Err((
+            ResponseError::ClusterAuthorizationFailed,
+            format!("{} may not alter the cluster", context.principal),
+        ))
+    };
+    match outcome {
+        Ok(()) => UnregisterBrokerResponse::default(),
+        Err((code, message)) => {
+            tracing::info!(broker = id, error = %message, "UnregisterBroker refused");
+            UnregisterBrokerResponse::default()
+                .with_error_code(code.code())
+                .with_error_message(Some(str_bytes(&message)))
+        }
+    }
+}
+
+fn unregister_error_code(error: &UnregisterError) -> ResponseError {
+    match error {
+        UnregisterError::Refused(Refusal::NotRegistered(_)) => ResponseError::BrokerIdNotRegistered,
+        UnregisterError::Refused(_)
+        | UnregisterError::Rejected { .. }
+        | UnregisterError::Quorum(QuorumError::Raft(
+            crate::controller::raft::QuorumError::Voter { .. },
+        )) => ResponseError::InvalidRequest,
+        UnregisterError::Quorum(QuorumError::Raft(
+            crate::controller::raft::QuorumError::NoLeader { .. },
+        )) => ResponseError::NotController,
+        UnregisterError::Quorum(_) => ResponseError::RequestTimedOut,
+    }
 }

@@ -91,6 +91,7 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::DescribeAcls,
     ApiKey::CreateAcls,
     ApiKey::DeleteAcls,
+    ApiKey::UnregisterBroker,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -152,6 +153,7 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::DescribeAcls => versions::<kafka_protocol::messages::DescribeAclsRequest>(),
         ApiKey::CreateAcls => versions::<kafka_protocol::messages::CreateAclsRequest>(),
         ApiKey::DeleteAcls => versions::<kafka_protocol::messages::DeleteAclsRequest>(),
+        ApiKey::UnregisterBroker => versions::<kafka_protocol::messages::UnregisterBrokerRequest>(),
         _ => return None,
     })
 }
@@ -204,6 +206,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::DescribeAcls => "DescribeAcls",
         ApiKey::CreateAcls => "CreateAcls",
         ApiKey::DeleteAcls => "DeleteAcls",
+        ApiKey::UnregisterBroker => "UnregisterBroker",
         _ => "Unsupported",
     }
 }
@@ -292,6 +295,9 @@ pub async fn handle(
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, context, &r))
+        }
+        RequestKind::UnregisterBroker(r) => {
+            ResponseKind::UnregisterBroker(cluster::unregister(broker, context, &r).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_id::init(broker, context, &r).await)

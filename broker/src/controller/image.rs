@@ -143,6 +143,25 @@ impl MetadataImage {
             .collect()
     }
 
+    /// The partitions (`topic-index`) that list `broker` as a replica, in sync, being added
+    /// or being removed.
+    pub fn partitions_on(&self, broker: i32) -> Vec<String> {
+        self.topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, p)| {
+                        [&p.replicas, &p.isr, &p.adding, &p.removing]
+                            .iter()
+                            .any(|list| list.contains(&broker))
+                    })
+                    .map(move |(index, _)| format!("{}-{index}", t.name))
+            })
+            .collect()
+    }
+
     fn is_live(&self, id: i32) -> bool {
         self.brokers
             .get(&id)
@@ -169,6 +188,12 @@ pub enum MetadataCommand {
     },
     /// A broker is stopping: lead nothing from now on.
     BeginShutdown {
+        broker: i32,
+    },
+    /// A broker left the cluster for good (UnregisterBroker): its registration goes. Refused
+    /// while it is not fenced (alive, as far as the controller knows) or a partition still
+    /// lists it.
+    UnregisterBroker {
         broker: i32,
     },
     CreateTopic {
@@ -318,6 +343,23 @@ impl MetadataImage {
                 // As in Kafka's KRaft mode: it leaves the ISRs too, so acks=all writes do not
                 // wait for it once it has stopped.
                 self.move_leadership_off(*broker, true);
+                CommandResult::Applied
+            }
+            MetadataCommand::UnregisterBroker { broker } => {
+                let Some(registration) = self.brokers.get(broker) else {
+                    return rejected(format!("broker {broker} is not registered"));
+                };
+                if !registration.fenced {
+                    return rejected(format!("broker {broker} is alive (not fenced)"));
+                }
+                let held = self.partitions_on(*broker);
+                if !held.is_empty() {
+                    return rejected(format!(
+                        "broker {broker} still holds replicas of {}",
+                        held.join(", ")
+                    ));
+                }
+                self.brokers.remove(broker);
                 CommandResult::Applied
             }
             MetadataCommand::CreateTopic {
@@ -701,6 +743,34 @@ mod tests {
         assert_eq!(
             image.partition("t", 0).map(|p| p.isr.clone()),
             Some(vec![1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn only_a_fenced_broker_holding_no_replica_is_unregistered() {
+        let mut image = cluster();
+        image.apply(&broker(4));
+        let unregister = |id| MetadataCommand::UnregisterBroker { broker: id };
+        assert!(
+            matches!(image.apply(&unregister(4)), CommandResult::Rejected { reason } if reason.contains("alive")),
+            "an unfenced broker stays"
+        );
+        image.apply(&MetadataCommand::SetFenced {
+            broker: 4,
+            fenced: true,
+        });
+        image.apply(&MetadataCommand::SetFenced {
+            broker: 3,
+            fenced: true,
+        });
+        assert!(
+            matches!(image.apply(&unregister(3)), CommandResult::Rejected { reason } if reason.contains("t-0, t-1")),
+            "a broker listed by partitions stays"
+        );
+        assert_eq!(image.apply(&unregister(4)), CommandResult::Applied);
+        assert!(!image.brokers.contains_key(&4));
+        assert!(
+            matches!(image.apply(&unregister(4)), CommandResult::Rejected { reason } if reason.contains("not registered"))
         );
     }
 

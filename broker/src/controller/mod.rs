@@ -7,8 +7,9 @@ pub mod placement;
 pub mod raft;
 pub mod store;
 pub mod tasks;
+pub mod unregister;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,32 @@ impl Quorum {
                 let known = known.and_then(|id| u64::try_from(id).ok());
                 quorum.leader_other_than(known).await;
             }
+        }
+    }
+
+    /// The voters and the learners of the metadata quorum as this node knows them; a
+    /// standalone broker is its only voter.
+    pub fn members(&self, own_id: i32) -> (BTreeSet<i32>, BTreeSet<i32>) {
+        match self {
+            Quorum::Standalone(_) => (BTreeSet::from([own_id]), BTreeSet::new()),
+            Quorum::Raft(quorum) => {
+                let (voters, learners) = quorum.members();
+                let ids = |set: BTreeSet<raft::NodeId>| {
+                    set.into_iter()
+                        .filter_map(|id| i32::try_from(id).ok())
+                        .collect()
+                };
+                (ids(voters), ids(learners))
+            }
+        }
+    }
+
+    /// Takes learner `id` out of the quorum's membership (see [`raft::RaftQuorum::remove_learner`]);
+    /// a standalone broker has no learners.
+    pub async fn remove_learner(&self, id: i32) -> Result<(), QuorumError> {
+        match (self, raft::NodeId::try_from(id)) {
+            (Quorum::Raft(quorum), Ok(node)) => Ok(quorum.remove_learner(node).await?),
+            _ => Ok(()),
         }
     }
 

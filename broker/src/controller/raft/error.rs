@@ -43,6 +43,12 @@ pub enum QuorumError {
         "metadata leader {leader} failed the command; it may or may not be committed: {message}"
     )]
     Leader { leader: NodeId, message: String },
+    /// Only learners leave the membership this way; a voter's removal changes the quorum.
+    #[error(
+        "node {node_id} is a voter of the metadata quorum: removing it would change the quorum, \
+         which only a change of the configured voters does"
+    )]
+    Voter { node_id: NodeId },
     /// openraft stopped on a storage error; the node must be restarted.
     #[error("the metadata quorum stopped: {0}")]
     Fatal(String),

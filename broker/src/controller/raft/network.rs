@@ -136,7 +136,8 @@ impl Refusals {
             });
     }
 
-    fn reached(&self, peer: NodeId) {
+    /// The peer accepted a connection, or left the membership: no run of refusals.
+    pub(crate) fn forget(&self, peer: NodeId) {
         self.peers.lock().remove(&peer);
     }
 
@@ -208,7 +209,7 @@ impl PeerClient {
     async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
         let result = self.channel.call(request, ttl).await;
         match &result {
-            Ok(_) => self.refusals.reached(self.target),
+            Ok(_) => self.refusals.forget(self.target),
             Err(CallError::Connect(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 self.refusals.refused(self.target);
             }

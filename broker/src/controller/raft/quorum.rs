@@ -1,6 +1,7 @@
 //! [`RaftQuorum`]: a running quorum member, and what the rest of the broker asks of it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use super::network::{self, CallError, NetworkFactory, Refusals};
 use super::server::{self, Handler};
 use super::state_machine::StateMachineStore;
 use super::store::LogStore;
-use super::wire::{ForwardReply, JoinReply, Request, Response};
+use super::wire::{ForwardReply, JoinReply, RemoveReply, Request, Response};
 use super::{NodeId, QuorumError, Raft, RaftConfig, RaftTuning};
 use crate::controller::image::{CommandResult, MetadataCommand, MetadataImage};
 
@@ -89,6 +90,7 @@ impl RaftQuorum {
             raft: raft.clone(),
             voters: voters.clone(),
             propose_timeout: config.tuning.propose_timeout,
+            refusals: Arc::clone(&refusals),
         });
         let quorum = RaftQuorum {
             inner: Arc::new(Inner {
@@ -218,6 +220,19 @@ impl RaftQuorum {
         }
     }
 
+    /// The voters and the learners of the membership this node knows of.
+    pub fn members(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+        let metrics = self.inner.metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners = membership
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| !voters.contains(id))
+            .collect();
+        (voters, learners)
+    }
+
     fn in_membership(&self) -> bool {
         let metrics = self.inner.metrics.borrow();
         metrics
@@ -231,6 +246,74 @@ impl RaftQuorum {
     /// node that does not lead, the command goes to the leader over the controller transport.
     /// While there is no leader it retries, up to `tuning.propose_timeout` in all.
     pub async fn propose(&self, command: MetadataCommand) -> Result<CommandResult, QuorumError> {
+        let request = Request::Forward(command.clone());
+        let command = &command;
+        let local = |deadline, started| async move {
+            Ok(
+                match self.write_locally(command, deadline, started).await? {
+                    Some(result) => LeaderAnswer::Done((result, None)),
+                    None => LeaderAnswer::NotLeader {
+                        leader: None,
+                        addr: None,
+                    },
+                },
+            )
+        };
+        let unpack = |response| match response {
+            Response::Forward(ForwardReply::Applied { result, index }) => {
+                Some(Ok(LeaderAnswer::Done((result, Some(index)))))
+            }
+            Response::Forward(ForwardReply::NotLeader { leader, addr }) => {
+                Some(Ok(LeaderAnswer::NotLeader { leader, addr }))
+            }
+            Response::Forward(ForwardReply::Failed(message)) => {
+                Some(Ok(LeaderAnswer::Failed(message)))
+            }
+            _ => None,
+        };
+        let started = Instant::now();
+        let (result, index) = self.on_leader(&request, local, unpack).await?;
+        if let Some(index) = index {
+            // Applied on the leader: wait until it is applied here too.
+            let deadline = started + self.inner.tuning.propose_timeout;
+            self.wait_applied_locally(index, deadline).await;
+        }
+        Ok(result)
+    }
+
+    /// Takes learner `node_id` out of the membership, on the leader (over the controller
+    /// transport from any other node), so the leader stops replicating to it. Taking out a
+    /// voter is refused: that is a change of the quorum. Retries while there is no leader, up
+    /// to `tuning.propose_timeout` in all.
+    pub async fn remove_learner(&self, node_id: NodeId) -> Result<(), QuorumError> {
+        let answer = |reply| match reply {
+            RemoveReply::Removed => Ok(LeaderAnswer::Done(())),
+            RemoveReply::Voter => Err(QuorumError::Voter { node_id }),
+            RemoveReply::NotLeader { leader, addr } => Ok(LeaderAnswer::NotLeader { leader, addr }),
+            RemoveReply::Failed(message) => Ok(LeaderAnswer::Failed(message)),
+        };
+        let local = |_, _| async { answer(self.inner.handler.remove_learner(node_id).await) };
+        let unpack = |response| match response {
+            Response::RemoveLearner(reply) => Some(answer(reply)),
+            _ => None,
+        };
+        self.on_leader(&Request::RemoveLearner { node_id }, local, unpack)
+            .await
+    }
+
+    /// Runs a request on the leader: `local` when this node leads, else `request` over the
+    /// controller transport to the leader this node knows of, or the one another node named,
+    /// its response read by `unpack` (`None`: not an answer to the request). While there is
+    /// no leader it retries, up to `tuning.propose_timeout` in all.
+    async fn on_leader<T, F>(
+        &self,
+        request: &Request,
+        local: impl Fn(Instant, Instant) -> F,
+        unpack: impl Fn(Response) -> Option<Result<LeaderAnswer<T>, QuorumError>>,
+    ) -> Result<T, QuorumError>
+    where
+        F: Future<Output = Result<LeaderAnswer<T>, QuorumError>>,
+    {
         let inner = &self.inner;
         let started = Instant::now();
         let deadline = started + inner.tuning.propose_timeout;
@@ -245,41 +328,27 @@ impl RaftQuorum {
                 self.leader()
                     .map(|id| (id, self.addr_of(id).unwrap_or_default()))
             });
-            match target {
+            let answer = match target {
                 Some((leader, _)) if leader == inner.node_id => {
-                    if let Some(result) = self.write_locally(&command, deadline, started).await? {
-                        return Ok(result);
-                    }
+                    Some((leader, local(deadline, started).await?))
                 }
                 Some((leader, addr)) if !addr.is_empty() => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    let request = Request::Forward(command.clone());
-                    match network::request(&addr, &request, remaining).await {
-                        Ok(Response::Forward(ForwardReply::Applied { result, index })) => {
-                            self.wait_applied_locally(index, deadline).await;
-                            return Ok(result);
-                        }
-                        Ok(Response::Forward(ForwardReply::NotLeader {
-                            leader: Some(id),
-                            addr: Some(a),
-                        })) if id != leader => {
-                            hint = Some((id, a));
-                        }
-                        Ok(Response::Forward(ForwardReply::NotLeader { .. })) => {}
-                        Ok(Response::Forward(ForwardReply::Failed(message))) => {
-                            return Err(QuorumError::Leader { leader, message });
-                        }
-                        Ok(other) => {
-                            return Err(QuorumError::Leader {
-                                leader,
-                                message: format!(
-                                    "unexpected response to a forwarded command: {other:?}"
-                                ),
-                            })
-                        }
+                    match network::request(&addr, request, remaining).await {
+                        Ok(response) => match unpack(response) {
+                            Some(answer) => Some((leader, answer?)),
+                            None => {
+                                return Err(QuorumError::Leader {
+                                    leader,
+                                    message: "unexpected response from the metadata leader"
+                                        .to_string(),
+                                })
+                            }
+                        },
                         // Not sent: the leader is gone or unreachable; wait for the next one.
                         Err(CallError::Connect(e)) => {
                             tracing::debug!(leader, %addr, error = %e, "metadata leader unreachable");
+                            None
                         }
                         Err(CallError::Timeout) => {
                             return Err(QuorumError::Timeout {
@@ -295,13 +364,27 @@ impl RaftQuorum {
                         }
                         Err(CallError::TooLarge(source)) => {
                             return Err(QuorumError::Io {
-                                context: "the metadata command cannot be sent".into(),
+                                context: "the request to the metadata leader cannot be sent".into(),
                                 source,
                             });
                         }
                     }
                 }
-                _ => {}
+                _ => None,
+            };
+            match answer {
+                Some((_, LeaderAnswer::Done(value))) => return Ok(value),
+                Some((leader, LeaderAnswer::Failed(message))) => {
+                    return Err(QuorumError::Leader { leader, message });
+                }
+                Some((
+                    leader,
+                    LeaderAnswer::NotLeader {
+                        leader: Some(id),
+                        addr: Some(addr),
+                    },
+                )) if id != leader => hint = Some((id, addr)),
+                Some((_, LeaderAnswer::NotLeader { .. })) | None => {}
             }
             let now = Instant::now();
             if now >= deadline {
@@ -473,6 +556,18 @@ impl RaftQuorum {
         }
         tracing::info!(node_id = inner.node_id, "metadata quorum stopped");
     }
+}
+
+/// What the leader (or a node that turned out not to be it) answered.
+enum LeaderAnswer<T> {
+    Done(T),
+    /// This node does not lead; nothing was done. The leader it knows of, if any.
+    NotLeader {
+        leader: Option<NodeId>,
+        addr: Option<String>,
+    },
+    /// The leader took the request but could not say how it ended.
+    Failed(String),
 }
 
 fn fatal(e: &Fatal<NodeId>) -> QuorumError {

@@ -1,7 +1,7 @@
 //! The controller listener: accepts peers' connections and answers their requests — raft RPCs
 //! into openraft, forwarded proposals and joins when this node leads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{Connection, ForwardReply, JoinReply, Request, Response};
+use super::network::Refusals;
+use super::wire::{Connection, ForwardReply, JoinReply, RemoveReply, Request, Response};
 use super::{NodeId, Raft};
 use crate::controller::image::MetadataCommand;
 
@@ -26,6 +27,8 @@ pub(crate) struct Handler {
     pub(crate) voters: Arc<BTreeMap<NodeId, String>>,
     /// How long a forwarded proposal may wait for its commit.
     pub(crate) propose_timeout: Duration,
+    /// The leader forgets a removed learner's refused connections.
+    pub(crate) refusals: Arc<Refusals>,
 }
 
 impl Handler {
@@ -62,6 +65,9 @@ impl Handler {
             ),
             Request::Forward(command) => Response::Forward(self.forward(command).await),
             Request::Join { node_id, addr } => Response::Join(self.join(node_id, addr).await),
+            Request::RemoveLearner { node_id } => {
+                Response::RemoveLearner(self.remove_learner(node_id).await)
+            }
         }
     }
 
@@ -123,6 +129,57 @@ impl Handler {
                 }
             }
             Err(e) => JoinReply::Failed(e.to_string()),
+        }
+    }
+
+    /// On the leader: takes learner `node_id` out of the membership, so the leader stops
+    /// replicating to it. A learner that is still running notices and joins again.
+    pub(crate) async fn remove_learner(&self, node_id: NodeId) -> RemoveReply {
+        let (leader, known, is_voter) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            (
+                metrics.current_leader,
+                membership.get_node(&node_id).is_some(),
+                membership.voter_ids().any(|id| id == node_id),
+            )
+        };
+        if leader != Some(self.node_id) {
+            return RemoveReply::NotLeader {
+                leader,
+                addr: leader.and_then(|id| self.addr_of(id)),
+            };
+        }
+        if is_voter {
+            return RemoveReply::Voter;
+        }
+        if !known {
+            return RemoveReply::Removed;
+        }
+        let change = ChangeMembers::RemoveNodes(BTreeSet::from([node_id]));
+        match tokio::time::timeout(
+            self.propose_timeout,
+            self.raft.change_membership(change, false),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
+                self.refusals.forget(node_id);
+                tracing::info!(node_id, "learner removed from the metadata quorum");
+                RemoveReply::Removed
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => {
+                RemoveReply::NotLeader {
+                    leader: to.leader_id,
+                    addr: to.leader_id.and_then(|id| self.addr_of(id)),
+                }
+            }
+            Ok(Err(e)) => RemoveReply::Failed(e.to_string()),
+            Err(_) => RemoveReply::Failed(format!(
+                "the membership change was not committed within {:?} on leader {}",
+                self.propose_timeout, self.node_id
+            )),
         }
     }
 }

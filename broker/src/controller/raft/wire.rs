@@ -37,6 +37,10 @@ pub(crate) enum Request {
         node_id: NodeId,
         addr: String,
     },
+    /// Take a learner out of the membership (its broker left the cluster for good).
+    RemoveLearner {
+        node_id: NodeId,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,6 +50,7 @@ pub(crate) enum Response {
     Snapshot(Result<SnapshotResponse<NodeId>, Fatal<NodeId>>),
     Forward(ForwardReply),
     Join(JoinReply),
+    RemoveLearner(RemoveReply),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,6 +71,20 @@ pub(crate) enum ForwardReply {
 pub(crate) enum JoinReply {
     /// The node is in the membership with this address.
     Joined,
+    NotLeader {
+        leader: Option<NodeId>,
+        addr: Option<String>,
+    },
+    /// Try again later (e.g. another membership change is in progress).
+    Failed(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RemoveReply {
+    /// The node is not in the membership (any more).
+    Removed,
+    /// The node votes: taking it out is a change of the quorum, not a learner's removal.
+    Voter,
     NotLeader {
         leader: Option<NodeId>,
         addr: Option<String>,
