@@ -428,6 +428,34 @@ impl BalanceAdmin for MemoryCluster {
         .boxed()
     }
 
+    fn registered_brokers<'a>(
+        &'a self,
+        _bootstrap: &'a str,
+    ) -> BoxFuture<'a, Result<std::collections::BTreeSet<i32>, ExecError>> {
+        async move {
+            self.record("registered brokers".to_string())?;
+            Ok(self.state.lock().expect("lock").broker_ids())
+        }
+        .boxed()
+    }
+
+    fn unregister<'a>(
+        &'a self,
+        _bootstrap: &'a str,
+        id: i32,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        async move {
+            self.record(format!("unregister {id}"))?;
+            self.state
+                .lock()
+                .expect("lock")
+                .brokers
+                .retain(|b| b.id != id);
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn elect<'a>(
         &'a self,
         _bootstrap: &'a str,

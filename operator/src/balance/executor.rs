@@ -32,9 +32,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, ElectLeadersRequest,
+    AlterPartitionReassignmentsRequest, BrokerId, DescribeClusterRequest, ElectLeadersRequest,
     IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, MetadataRequest, TopicName,
+    ListPartitionReassignmentsResponse, MetadataRequest, TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -55,6 +55,9 @@ const LIST_REASSIGNMENTS_V: i16 = 0;
 const ALTER_REASSIGNMENTS_V: i16 = 1;
 const ELECT_LEADERS_V: i16 = 2;
 const INCREMENTAL_ALTER_CONFIGS_V: i16 = 1;
+/// v2 lists fenced brokers too (Kafka 4.0 and later).
+const DESCRIBE_CLUSTER_V: i16 = 2;
+const UNREGISTER_BROKER_V: i16 = 0;
 /// The broker setting a throttled run sets on the brokers receiving replicas.
 pub const THROTTLE_SETTING: &str = "follower.replication.throttled.rate";
 const RESOURCE_BROKER: i8 = 4;
@@ -571,6 +574,26 @@ pub async fn elect_preferred(
         .await
 }
 
+/// Every broker registered with the cluster at `bootstrap`, fenced (stopped) ones included.
+pub async fn registered_brokers(
+    bootstrap: &str,
+    request_timeout: Duration,
+) -> Result<BTreeSet<i32>, ExecError> {
+    Admin::new(bootstrap, request_timeout)
+        .registered_brokers()
+        .await
+}
+
+/// Unregisters broker `id` (UnregisterBroker): it leaves the cluster's metadata and quorum.
+/// One that is not registered (any more) counts as done.
+pub async fn unregister_broker(
+    bootstrap: &str,
+    request_timeout: Duration,
+    id: i32,
+) -> Result<(), ExecError> {
+    Admin::new(bootstrap, request_timeout).unregister(id).await
+}
+
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
@@ -824,6 +847,41 @@ impl Admin {
             partitions,
         };
         Ok(observed)
+    }
+
+    async fn registered_brokers(&mut self) -> Result<BTreeSet<i32>, ExecError> {
+        const OPERATION: &str = "DescribeCluster";
+        let request = DescribeClusterRequest::default().with_include_fenced_brokers(true);
+        let response = self
+            .call(OPERATION, &request, DESCRIBE_CLUSTER_V, true)
+            .await?;
+        if response.error_code != 0 {
+            return Err(refusal(
+                OPERATION,
+                None,
+                response.error_code,
+                response.error_message.as_ref(),
+            ));
+        }
+        Ok(response.brokers.iter().map(|b| b.broker_id.0).collect())
+    }
+
+    async fn unregister(&mut self, id: i32) -> Result<(), ExecError> {
+        const OPERATION: &str = "UnregisterBroker";
+        let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+        // Safe to repeat: a second time finds the broker not registered.
+        let response = self
+            .call(OPERATION, &request, UNREGISTER_BROKER_V, true)
+            .await?;
+        match ResponseError::try_from_code(response.error_code) {
+            None | Some(ResponseError::BrokerIdNotRegistered) => Ok(()),
+            Some(_) => Err(refusal(
+                OPERATION,
+                Some(format!("broker {id}")),
+                response.error_code,
+                response.error_message.as_ref(),
+            )),
+        }
     }
 
     /// Sets (`Some`) or deletes (`None`) `follower.replication.throttled.rate` on broker `id`,

@@ -35,6 +35,20 @@ pub trait BalanceAdmin: Send + Sync {
         bootstrap: &'a str,
         partitions: &'a [(String, i32)],
     ) -> BoxFuture<'a, Result<Vec<NotElected>, ExecError>>;
+
+    /// Every registered broker, fenced (stopped) ones included (DescribeCluster).
+    fn registered_brokers<'a>(
+        &'a self,
+        bootstrap: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeSet<i32>, ExecError>>;
+
+    /// Takes a broker that left for good out of the cluster's metadata and quorum
+    /// (UnregisterBroker); one not registered counts as done.
+    fn unregister<'a>(
+        &'a self,
+        bootstrap: &'a str,
+        id: i32,
+    ) -> BoxFuture<'a, Result<(), ExecError>>;
 }
 
 /// [`BalanceAdmin`] over the Kafka protocol, each call bounded by `request_timeout`.
@@ -70,6 +84,21 @@ impl BalanceAdmin for KafkaBalanceAdmin {
         partitions: &'a [(String, i32)],
     ) -> BoxFuture<'a, Result<Vec<NotElected>, ExecError>> {
         executor::elect_preferred(bootstrap, self.request_timeout, partitions).boxed()
+    }
+
+    fn registered_brokers<'a>(
+        &'a self,
+        bootstrap: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeSet<i32>, ExecError>> {
+        executor::registered_brokers(bootstrap, self.request_timeout).boxed()
+    }
+
+    fn unregister<'a>(
+        &'a self,
+        bootstrap: &'a str,
+        id: i32,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        executor::unregister_broker(bootstrap, self.request_timeout, id).boxed()
     }
 }
 

@@ -228,6 +228,15 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                     source,
                 })?;
             let observed = ObservedBrokers::from_objects(&statefulset, &pods.items);
+            let unregistering = unregister_removed(
+                &ctx,
+                &cluster,
+                &valid,
+                &observed,
+                decision.statefulset_replicas,
+                kafka.as_ref(),
+            )
+            .await;
             let roll = if decision.operation.is_some() {
                 // A change of size first; the roll resumes after it.
                 RollStep::UpToDate
@@ -290,6 +299,12 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                 RESYNC
             } else {
                 PROGRESS_CHECK
+            };
+            // A removed broker is unregistered once the controller has fenced it: soon.
+            let next = if unregistering {
+                next.min(PROGRESS_CHECK)
+            } else {
+                next
             };
             (status, Action::requeue(next))
         }
@@ -366,6 +381,55 @@ async fn restart(
     )
     .await;
     Ok(())
+}
+
+/// Unregisters the brokers a scale-down removed (see [`scaling::to_unregister`]), so they
+/// leave the cluster's metadata and quorum. Returns whether one is left registered for now:
+/// the controller refuses a broker until it has noticed that it stopped.
+async fn unregister_removed(
+    ctx: &Context,
+    resource: &KafkaCluster,
+    cluster: &ValidatedCluster,
+    observed: &ObservedBrokers,
+    replicas: i32,
+    kafka: Option<&Observed>,
+) -> bool {
+    let Some(kafka) = kafka else {
+        return false;
+    };
+    let bootstrap = cluster.bootstrap_address();
+    let registered = match ctx.balancer.registered_brokers(&bootstrap).await {
+        Ok(registered) => registered,
+        Err(error) => {
+            tracing::warn!(cluster = %cluster.name, %error, "cannot list the registered brokers");
+            return false;
+        }
+    };
+    let pods = observed.by_ordinal.keys().copied().collect();
+    let mut left = false;
+    for id in scaling::to_unregister(&registered, replicas, &pods, kafka) {
+        match ctx.balancer.unregister(&bootstrap, id).await {
+            Ok(()) => {
+                publish(
+                    ctx,
+                    resource,
+                    EventType::Normal,
+                    "UnregisteredBroker",
+                    format!("broker {id} unregistered: its pod is gone and it holds no replica"),
+                )
+                .await;
+            }
+            Err(error) => {
+                left = true;
+                if matches!(error, ExecError::Refused { .. }) {
+                    tracing::info!(cluster = %cluster.name, broker = id, %error, "removed broker not unregistered yet");
+                } else {
+                    tracing::warn!(cluster = %cluster.name, broker = id, %error, "cannot unregister a removed broker");
+                }
+            }
+        }
+    }
+    left
 }
 
 /// Submits a round's reassignments and elections, and says so in an event.

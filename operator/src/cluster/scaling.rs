@@ -11,6 +11,10 @@
 //!   three on), fixed when the cluster was formed: a change of size that would change the
 //!   quorum is refused.
 //!
+//! - **Removed brokers** stay registered (fenced) and learners of the metadata quorum, whose
+//!   leader keeps trying to reach them, until they are unregistered: once a broker is past the
+//!   StatefulSet's size, its pod gone and no replica on it, the operator unregisters it.
+//!
 //! The operation under way is recorded in the status (`status.scaling`), so an operator that
 //! restarts resumes it; everything else is read from Kubernetes and the cluster each time.
 
@@ -253,6 +257,25 @@ fn holds_nothing(kafka: &Observed, brokers: &[i32]) -> bool {
         .values()
         .chain(kafka.state.partitions.iter().map(|p| &p.replicas))
         .all(|replicas| replicas.iter().all(|r| !brokers.contains(r)))
+}
+
+/// Brokers to unregister now: registered (fenced ones included) but past the `replicas` pods
+/// the StatefulSet keeps, with no pod left (so their process has stopped), no replica, and
+/// never a voter of the metadata quorum. While a scale-up is under way the StatefulSet already
+/// has its new size, so a broker coming back is never among them.
+pub fn to_unregister(
+    registered: &BTreeSet<i32>,
+    replicas: i32,
+    pods: &BTreeSet<i32>,
+    kafka: &Observed,
+) -> Vec<i32> {
+    registered
+        .iter()
+        .copied()
+        .filter(|id| *id >= replicas.max(voters(replicas)))
+        .filter(|id| !pods.contains(id))
+        .filter(|id| holds_nothing(kafka, &[*id]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -535,6 +558,42 @@ mod tests {
         let k = kafka(&[0, 1, 2], &[0, 1, 2, 3], 8, 2);
         let d = decide(input(3, Some(4), None, Some(&k)));
         assert_eq!(d.statefulset_replicas, 4);
+    }
+
+    #[test]
+    fn a_removed_broker_is_unregistered_once_its_pod_is_gone_and_it_holds_nothing() {
+        let ids = |list: &[i32]| list.iter().copied().collect::<BTreeSet<i32>>();
+        let drained = kafka(&[0, 1, 2], &[0, 1, 2], 6, 2);
+        let registered = ids(&[0, 1, 2, 3, 4]);
+        // Shrunk 5 → 3: not while the pods are still there (their brokers may be stopping).
+        assert!(to_unregister(&registered, 3, &ids(&[0, 1, 2, 3, 4]), &drained).is_empty());
+        assert_eq!(
+            to_unregister(&registered, 3, &ids(&[0, 1, 2, 4]), &drained),
+            vec![3]
+        );
+        assert_eq!(
+            to_unregister(&registered, 3, &ids(&[0, 1, 2]), &drained),
+            vec![3, 4]
+        );
+        // A broker still listed by a partition stays.
+        let mut holding = drained.clone();
+        holding
+            .current
+            .insert(("orders".to_string(), 0), vec![0, 4]);
+        assert_eq!(
+            to_unregister(&registered, 3, &ids(&[0, 1, 2]), &holding),
+            vec![3]
+        );
+        // Being drained, or grown again: every broker has its pod in the StatefulSet's size.
+        assert!(to_unregister(&registered, 5, &ids(&[0, 1, 2]), &drained).is_empty());
+        // Never a voter, even with its pod gone.
+        assert!(to_unregister(&ids(&[0]), 0, &BTreeSet::new(), &drained).is_empty());
+        assert_eq!(
+            to_unregister(&ids(&[0, 1]), 1, &ids(&[0]), &kafka(&[0], &[0], 2, 1)),
+            vec![1]
+        );
+        // Nothing registered past the size: nothing to do.
+        assert!(to_unregister(&ids(&[0, 1, 2]), 3, &ids(&[0, 1, 2]), &drained).is_empty());
     }
 
     #[test]
