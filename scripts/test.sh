@@ -9,14 +9,16 @@ step() {
     printf '\n==> %s\n' "$*"
 }
 
-step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat, openssl)"
+step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat, openssl, jq, iproute2)"
 # pip answers "already satisfied" without going to the network when the pins hold.
 python3 -m pip install --quiet --disable-pip-version-check \
     'kafka-python>=2.1' 'confluent-kafka>=2.3' 'pytest>=7.4'
-# kcat drives the broker in the Python tests; openssl makes their TLS certificates.
+# kcat drives the broker in the Python tests; openssl makes their TLS certificates and the
+# Kubernetes test cluster's; jq reads Go module metadata for scripts/k8s-tools.sh; ip (iproute2)
+# gives the test cluster's pods their network namespaces.
 missing=()
-for tool in kcat openssl; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for tool in kcat:kcat openssl:openssl jq:jq ip:iproute2; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ "$(id -u)" -ne 0 ]]; then
@@ -38,7 +40,10 @@ cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 step "cargo build (binaries)"
 cargo build --workspace --bins
 
-step "cargo test"
+step "Kubernetes control plane and helm for the operator tests (scripts/k8s-tools.sh: built once, cached in ~/.cache/oxbow)"
+bash scripts/k8s-tools.sh
+
+step "cargo test (the operator's Kubernetes tests each run a control plane, the node agent and real brokers)"
 cargo test --workspace
 
 step "operator: helm lint/template, manifest and CRD schema validation"

@@ -441,18 +441,31 @@ pub fn base_consumer(bootstrap: &str, group_id: &str) -> Result<BaseConsumer> {
 /// `OXBOW_BROKER_BIN`, or `oxbow-broker` in the profile folder of the running test binary
 /// (target/<profile>/deps/<test> → target/<profile>/oxbow-broker). An error when it is missing.
 pub fn broker_binary() -> Result<PathBuf> {
-    let binary = match std::env::var_os("OXBOW_BROKER_BIN") {
+    workspace_binary("oxbow-broker", "OXBOW_BROKER_BIN")
+}
+
+/// A binary of the workspace: the path in `variable`, or `name` in the running binary's
+/// profile folder (`target/<profile>/`), built by `cargo build --workspace --bins`.
+pub fn workspace_binary(name: &str, variable: &str) -> Result<PathBuf> {
+    let binary = match std::env::var_os(variable) {
         Some(path) => PathBuf::from(path),
-        None => std::env::current_exe()
-            .context("the test binary's path")?
-            .parent()
-            .and_then(Path::parent)
-            .map(|dir| dir.join("oxbow-broker"))
-            .context("the test binary lives in target/<profile>/deps")?,
+        None => {
+            // A binary of the workspace sits in target/<profile>/; a test binary one below.
+            let exe = std::env::current_exe().context("the running binary's path")?;
+            let beside = exe.parent().map(|dir| dir.join(name));
+            match beside.filter(|path| path.exists()) {
+                Some(path) => path,
+                None => exe
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(|dir| dir.join(name))
+                    .context("the test binary lives in target/<profile>/deps")?,
+            }
+        }
     };
     if !binary.exists() {
         bail!(
-            "{} is missing: build it first with `cargo build -p oxbow-broker` (or set OXBOW_BROKER_BIN)",
+            "{} is missing: build it first with `cargo build --workspace --bins` (or set {variable})",
             binary.display()
         );
     }

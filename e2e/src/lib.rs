@@ -4,3 +4,4 @@ pub mod bench;
 pub mod cluster;
 pub mod dashboard;
 pub mod harness;
+pub mod kube;

@@ -1,0 +1,368 @@
+//! A whole test cluster: sandbox, control plane, node agent, and the operator installed with
+//! its Helm chart, for tests (through [`sandboxed`]) and for a person (`oxbow-kube-up`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use kube::Client;
+
+use super::agent::node::NodeSpec;
+use super::control_plane::{self, ControlPlane};
+use super::sandbox::{self, Sandbox};
+use crate::harness::workspace_binary;
+
+/// The namespace the chart is installed in.
+pub const OPERATOR_NAMESPACE: &str = "oxbow-system";
+/// The image names the chart and the operator use by default; the node agent maps them to the
+/// checkout's binaries.
+pub const BROKER_IMAGE: &str = "oxbow-broker";
+pub const OPERATOR_IMAGE: &str = "oxbow-operator";
+
+/// The repository's root.
+pub fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs a test in a sandbox of its own. Outside a sandbox this runs the same test binary again,
+/// filtered to `test` alone, under `unshare` (one such child at a time: each runs a whole
+/// cluster) and fails when it fails; inside, it runs `body`.
+pub fn sandboxed(test: &str, body: impl FnOnce() -> anyhow::Result<()>) {
+    if sandbox::inside() {
+        if let Err(error) = body() {
+            panic!("{test}: {error:#}");
+        }
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let args = vec![
+        test.to_string(),
+        "--exact".to_string(),
+        "--nocapture".to_string(),
+        "--test-threads=1".to_string(),
+    ];
+    let status = sandbox::run_inside(&exe, &args).unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    assert!(status.success(), "{test} failed in its sandbox ({status})");
+}
+
+/// Options of [`KubeEnv::start`].
+#[derive(Debug, Clone)]
+pub struct EnvOptions {
+    pub nodes: Vec<NodeSpec>,
+    /// Helm values (`--set`) for the chart.
+    pub helm_values: Vec<String>,
+}
+
+impl Default for EnvOptions {
+    fn default() -> EnvOptions {
+        EnvOptions {
+            nodes: ["node-a=zone-a", "node-b=zone-b", "node-c=zone-c"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+            helm_values: Vec::new(),
+        }
+    }
+}
+
+/// The cluster of one test.
+pub struct KubeEnv {
+    pub dir: tempfile::TempDir,
+    pub sandbox: Sandbox,
+    pub plane: ControlPlane,
+    agent: Option<Child>,
+    agent_args: Vec<String>,
+    pub client: Client,
+    pub state_dir: PathBuf,
+}
+
+impl std::fmt::Debug for KubeEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeEnv")
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl KubeEnv {
+    /// Sandbox network, control plane, node agent; then the operator with `helm install`,
+    /// waiting until its pod is Ready.
+    pub async fn start(options: EnvOptions) -> anyhow::Result<KubeEnv> {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new().prefix("oxbow-kube-").tempdir()?;
+        let sandbox = sandbox::setup(dir.path())?;
+        let bin = control_plane::bin_dir()?;
+        let plane = ControlPlane::start(&dir.path().join("control-plane"), &bin)?;
+        eprintln!(
+            "control plane ready after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        let kubeconfig = kube::config::Kubeconfig::read_from(&plane.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        let client = Client::try_from(config)?;
+        let state_dir = dir.path().join("node-agent");
+        let mut agent_args = vec![
+            format!("--kubeconfig={}", plane.kubeconfig.display()),
+            format!("--state-dir={}", state_dir.display()),
+            format!("--hosts-file={}", sandbox.hosts_file.display()),
+            format!(
+                "--image={BROKER_IMAGE}={}",
+                workspace_binary("oxbow-broker", "OXBOW_BROKER_BIN")?.display()
+            ),
+            format!(
+                "--image={OPERATOR_IMAGE}={}",
+                workspace_binary("oxbow-operator", "OXBOW_OPERATOR_BIN")?.display()
+            ),
+        ];
+        for node in &options.nodes {
+            agent_args.push(format!("--node={}={}", node.name, node.zone));
+        }
+        let mut env = KubeEnv {
+            dir,
+            sandbox,
+            plane,
+            agent: None,
+            agent_args,
+            client,
+            state_dir,
+        };
+        env.start_agent()?;
+        env.wait("the nodes to be Ready", Duration::from_secs(60), |env| {
+            let out = env.kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+            ])?;
+            Ok(out.split_whitespace().filter(|s| *s == "True").count() == options.nodes.len())
+        })?;
+        env.helm_install(&options.helm_values)?;
+        eprintln!(
+            "operator installed after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(env)
+    }
+
+    /// (Re)starts the node agent.
+    pub fn start_agent(&mut self) -> anyhow::Result<()> {
+        let agent = workspace_binary("oxbow-node-agent", "OXBOW_NODE_AGENT_BIN")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("node-agent.log"))?;
+        let child = Command::new(agent)
+            .args(&self.agent_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the node agent")?;
+        self.agent = Some(child);
+        Ok(())
+    }
+
+    /// `kubectl` with the admin kubeconfig: its stdout, or an error with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self
+            .plane
+            .kubectl()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<String> {
+        use std::io::Write as _;
+        let mut child = self
+            .plane
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl's stdin")?
+            .write_all(yaml.as_bytes())?;
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            bail!(
+                "kubectl apply failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// `helm` (built by `scripts/k8s-tools.sh`) against this cluster.
+    pub fn helm(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(self.plane.bin.join("helm"))
+            .args(args)
+            .env("KUBECONFIG", &self.plane.kubeconfig)
+            .env("HELM_CACHE_HOME", self.dir.path().join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.dir.path().join("helm/config"))
+            .env("HELM_DATA_HOME", self.dir.path().join("helm/data"))
+            .current_dir(repository())
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "helm {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn helm_install(&self, values: &[String]) -> anyhow::Result<()> {
+        let mut args = vec![
+            "install",
+            "oxbow",
+            "charts/oxbow",
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            "logFormat=text",
+        ];
+        for value in values {
+            args.extend(["--set", value]);
+        }
+        self.helm(&args)?;
+        self.wait(
+            "the operator's pod to be Ready",
+            Duration::from_secs(90),
+            |env| {
+                let out = env.kubectl(&[
+                    "-n",
+                    OPERATOR_NAMESPACE,
+                    "get",
+                    "pods",
+                    "-l",
+                    "app.kubernetes.io/instance=oxbow",
+                    "-o",
+                    "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+                ])?;
+                Ok(out.trim() == "True")
+            },
+        )
+    }
+
+    /// Polls `check` every half second until it says yes; an error after `timeout`, with the
+    /// cluster's state and logs printed.
+    pub fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&KubeEnv) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last_error = None;
+        loop {
+            match check(self) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) => last_error = Some(error),
+            }
+            if Instant::now() > deadline {
+                self.dump();
+                let detail = last_error
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default();
+                bail!("timed out after {timeout:?} waiting for {what}{detail}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Prints what a person debugging a failure looks at first: pods, events, and the tails of
+    /// the node agent's, the operator's and each container's logs.
+    pub fn dump(&self) {
+        for args in [
+            vec!["get", "pods", "-A", "-o", "wide"],
+            vec!["get", "kafkaclusters,kafkatopics", "-A"],
+            vec!["get", "events", "-A", "--sort-by=.lastTimestamp"],
+        ] {
+            match self.kubectl(&args) {
+                Ok(out) => eprintln!("--- kubectl {}\n{out}", args.join(" ")),
+                Err(error) => eprintln!("--- kubectl {}: {error:#}", args.join(" ")),
+            }
+        }
+        let mut logs = vec![self.dir.path().join("node-agent.log")];
+        if let Ok(pods) = std::fs::read_dir(self.state_dir.join("pods")) {
+            for pod in pods.flatten() {
+                if let Ok(files) = std::fs::read_dir(pod.path()) {
+                    logs.extend(
+                        files
+                            .flatten()
+                            .map(|f| f.path())
+                            .filter(|p| p.extension().is_some_and(|e| e == "log")),
+                    );
+                }
+            }
+        }
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- {} (last {} lines)", log.display(), tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// Whether the node agent is still running.
+    pub fn agent_running(&mut self) -> bool {
+        self.agent
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the node agent with SIGKILL, leaving its pods' processes running as a crashed
+    /// kubelet would.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+}
+
+impl Drop for KubeEnv {
+    fn drop(&mut self) {
+        self.kill_agent();
+        // Pods' processes are in their own process groups: end every process left in the
+        // sandbox's pod namespaces.
+        if let Ok(namespaces) = std::fs::read_dir("/run/netns") {
+            for namespace in namespaces.flatten() {
+                let name = namespace.file_name().to_string_lossy().into_owned();
+                let _ = Command::new("ip")
+                    .args(["netns", "pids", &name])
+                    .output()
+                    .map(|out| {
+                        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                            let _ = Command::new("kill").args(["-9", pid]).status();
+                        }
+                    });
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The operator on a real Kubernetes control plane, with real brokers in its pods.
+//!
+//! Each test runs in a sandbox of its own (a private network and mount namespace, see
+//! `oxbow_e2e::kube`): etcd, kube-apiserver with RBAC, kube-controller-manager and
+//! kube-scheduler built from the Kubernetes sources by `scripts/k8s-tools.sh`; the node agent
+//! running every pod as processes of the checkout's binaries; the operator installed with
+//! `helm install` and running as the chart's ServiceAccount. Needs root, and
+//! `cargo build --workspace --bins` first.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use oxbow_e2e::kube::env::{repository, sandboxed, EnvOptions, KubeEnv};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// `kubectl get` of one JSONPath.
+fn jsonpath(env: &KubeEnv, namespace: &str, object: &str, path: &str) -> anyhow::Result<String> {
+    env.kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        object,
+        "-o",
+        &format!("jsonpath={path}"),
+    ])
+}
+
+fn wait_cluster_ready(
+    env: &KubeEnv,
+    namespace: &str,
+    name: &str,
+    brokers: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let object = format!("kafkacluster/{name}");
+    env.wait(
+        &format!("{object} Ready with {brokers} brokers"),
+        timeout,
+        |env| {
+            let ready = jsonpath(
+                env,
+                namespace,
+                &object,
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            )?;
+            let brokers_ready = jsonpath(env, namespace, &object, "{.status.readyBrokers}")?;
+            let generation = jsonpath(env, namespace, &object, "{.metadata.generation}")?;
+            let observed = jsonpath(env, namespace, &object, "{.status.observedGeneration}")?;
+            Ok(ready == "True" && brokers_ready == brokers.to_string() && generation == observed)
+        },
+    )
+}
+
+/// An example from `examples/python` with its bootstrap address replaced.
+fn example_source(name: &str, bootstrap: &str) -> anyhow::Result<String> {
+    let path = repository().join("examples/python").join(name);
+    let source =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    if !source.contains("localhost:9092") {
+        bail!("{name} no longer names localhost:9092");
+    }
+    Ok(source.replace("localhost:9092", bootstrap))
+}
+
+fn run_example(name: &str, bootstrap: &str) -> anyhow::Result<String> {
+    let output = Command::new("python3")
+        .args(["-c", &example_source(name, bootstrap)?])
+        .stdin(Stdio::null())
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "{name} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Flow 1: `helm install`, then `kubectl apply -f examples/kafkacluster.yaml` gives three
+/// Ready brokers with the status and printer columns a user reads, and the beginner's Python
+/// examples produce and consume through the bootstrap Service's name.
+#[test]
+fn example_cluster_becomes_ready_and_serves_the_python_examples() {
+    sandboxed(
+        "example_cluster_becomes_ready_and_serves_the_python_examples",
+        || {
+            runtime().block_on(async {
+                let env = KubeEnv::start(EnvOptions::default()).await?;
+                let example =
+                    std::fs::read_to_string(repository().join("examples/kafkacluster.yaml"))?;
+                env.apply(&example)?;
+                wait_cluster_ready(&env, "default", "main", 3, Duration::from_secs(240))?;
+
+                let bootstrap =
+                    jsonpath(&env, "default", "kafkacluster/main", "{.status.bootstrap}")?;
+                assert_eq!(
+                    bootstrap,
+                    "main-kafka-bootstrap.default.svc.cluster.local:9092"
+                );
+                let table = env.kubectl(&["get", "kafkaclusters"])?;
+                let mut lines = table.lines();
+                let header: Vec<&str> = lines
+                    .next()
+                    .context("a header")?
+                    .split_whitespace()
+                    .collect();
+                assert_eq!(
+                    header,
+                    ["NAME", "REPLICAS", "READY", "STATUS", "BOOTSTRAP", "AGE"],
+                    "{table}"
+                );
+                let row: Vec<&str> = lines.next().context("a row")?.split_whitespace().collect();
+                assert_eq!(&row[..3], ["main", "3", "3"], "{table}");
+                assert_eq!(row[4], bootstrap, "{table}");
+                // Each broker's rack is its node's zone, read by the init container under the
+                // cluster's own ServiceAccount.
+                let zones = env.kubectl(&[
+                    "get",
+                    "pods",
+                    "-l",
+                    "app.kubernetes.io/instance=main",
+                    "-o",
+                    "jsonpath={.items[*].spec.nodeName}",
+                ])?;
+                assert_eq!(zones.split_whitespace().count(), 3, "{zones}");
+
+                // hello_consumer starts at the end of the topic: it runs while hello_producer sends.
+                let mut consumer = Command::new("python3")
+                    .args([
+                        "-u",
+                        "-c",
+                        &example_source("hello_consumer.py", &bootstrap)?,
+                    ])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()?;
+                let (lines_tx, lines_rx) = mpsc::channel();
+                let stdout = consumer.stdout.take().context("the consumer's stdout")?;
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                        if lines_tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let deadline = Instant::now() + Duration::from_secs(90);
+                let mut printed = false;
+                while !printed && Instant::now() < deadline {
+                    run_example("hello_producer.py", &bootstrap)?;
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while let Ok(line) =
+                        lines_rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+                    {
+                        if line.contains("Hello world") {
+                            printed = true;
+                            break;
+                        }
+                    }
+                }
+                let _ = consumer.kill();
+                let _ = consumer.wait();
+                assert!(printed, "hello_consumer.py never printed Hello world");
+
+                let delivered = run_example("confluent_producer.py", &bootstrap)?;
+                assert_eq!(delivered.matches("Delivered ").count(), 5, "{delivered}");
+                assert!(!delivered.contains("Delivery failed"), "{delivered}");
+                Ok(())
+            })
+        },
+    );
+}
