@@ -131,6 +131,10 @@ async fn wait_for_signal(shutdown: CancellationToken) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format)?;
+    // The Kubernetes client's TLS runs on ring. Say so, rather than leave rustls to guess: a
+    // build that also links aws-lc (test-only dependencies unify features into the binary)
+    // would otherwise panic at its first request.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Some(Command::Balance(args)) => {
             oxbow_operator::balance::cli::run(args).await?;

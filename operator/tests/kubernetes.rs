@@ -104,10 +104,7 @@ fn example_cluster_becomes_ready_and_serves_the_python_examples() {
 
                 let bootstrap =
                     jsonpath(&env, "default", "kafkacluster/main", "{.status.bootstrap}")?;
-                assert_eq!(
-                    bootstrap,
-                    "main-kafka-bootstrap.default.svc.cluster.local:9092"
-                );
+                assert_eq!(bootstrap, "main-bootstrap.default.svc:9092");
                 let table = env.kubectl(&["get", "kafkaclusters"])?;
                 let mut lines = table.lines();
                 let header: Vec<&str> = lines

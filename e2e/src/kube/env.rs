@@ -94,6 +94,9 @@ impl KubeEnv {
     /// waiting until its pod is Ready.
     pub async fn start(options: EnvOptions) -> anyhow::Result<KubeEnv> {
         let started = Instant::now();
+        // Test builds may link two rustls providers (ring, and aws-lc through test-only
+        // dependencies): the kube client takes ring, as the operator does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::Builder::new().prefix("oxbow-kube-").tempdir()?;
         let sandbox = sandbox::setup(dir.path())?;
         let bin = control_plane::bin_dir()?;
