@@ -129,7 +129,7 @@ async fn http_get(address: Ipv4Addr, port: u16, path: &str) -> Option<u16> {
         "GET {path} HTTP/1.1\r\nHost: {address}:{port}\r\nUser-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.ok()?;
-    let mut head = vec![0u8; 64];
+    let mut head = [0u8; 64];
     let mut filled = 0;
     while filled < 12 {
         let n = stream.read(&mut head[filled..]).await.ok()?;

@@ -40,6 +40,10 @@ impl From<std::io::Error> for VolumeError {
 /// The directory of each volume of a pod, by name.
 pub type VolumeDirs = BTreeMap<String, PathBuf>;
 
+/// A file of a volume: its path inside the volume, contents and mode (the volume's default
+/// when `None`).
+type VolumeFile = (String, Vec<u8>, Option<i32>);
+
 /// Writes (or rewrites) every volume of `pod` under `pod_dir` and returns where each is.
 pub async fn prepare(
     client: &Client,
@@ -93,7 +97,7 @@ async fn write_volume(
         }
         return Ok(());
     }
-    let mut files: Vec<(String, Vec<u8>, Option<i32>)> = Vec::new();
+    let mut files: Vec<VolumeFile> = Vec::new();
     let default_mode;
     if let Some(source) = &volume.config_map {
         default_mode = source.default_mode;
@@ -186,7 +190,7 @@ fn select(
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
     source: &str,
-) -> Result<Vec<(String, Vec<u8>, Option<i32>)>, VolumeError> {
+) -> Result<Vec<VolumeFile>, VolumeError> {
     match items {
         None => Ok(data
             .iter()
@@ -209,7 +213,7 @@ fn downward_files(
     pod: &Pod,
     address: Ipv4Addr,
     items: &[DownwardAPIVolumeFile],
-) -> anyhow::Result<Vec<(String, Vec<u8>, Option<i32>)>> {
+) -> anyhow::Result<Vec<VolumeFile>> {
     items
         .iter()
         .map(|item| {
