@@ -1801,7 +1801,10 @@ fn a_stopped_learner_holding_no_replica_is_unregistered_and_leaves_the_quorum() 
         thread::sleep(Duration::from_secs(2));
         let grown = complaints_about_node_4(cluster, controller) - before;
         eprintln!("{grown} complaints about node 4 on the controller in 2 s");
-        ensure!(grown > 0, "the controller says nothing about the stopped node 4");
+        ensure!(
+            grown > 0,
+            "the controller says nothing about the stopped node 4"
+        );
         cluster.restart(3)?;
         cluster.wait_for_brokers(3, SETTLE)?;
 
