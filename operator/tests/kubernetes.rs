@@ -178,3 +178,91 @@ fn example_cluster_becomes_ready_and_serves_the_python_examples() {
         },
     );
 }
+
+/// Whether `kubectl get` finds nothing of `kinds` with the cluster's instance label.
+fn owned_objects(env: &KubeEnv, kinds: &str) -> anyhow::Result<String> {
+    env.kubectl(&[
+        "-n",
+        "default",
+        "get",
+        kinds,
+        "-l",
+        "app.kubernetes.io/instance=main",
+        "-o",
+        "name",
+    ])
+}
+
+/// Flows 5 and 7: a pod deleted by hand comes back with its data (its claim outlives it), and
+/// deleting the KafkaCluster removes everything it owned through the real garbage collector,
+/// the ClusterRoleBinding (cluster-scoped, so not owned) behind the cluster's finalizer, while
+/// the volumes stay (`deleteClaim: false`).
+#[test]
+fn a_deleted_pod_keeps_its_data_and_deleting_the_cluster_removes_what_it_owned() {
+    sandboxed(
+        "a_deleted_pod_keeps_its_data_and_deleting_the_cluster_removes_what_it_owned",
+        || {
+            runtime().block_on(async {
+                let env = KubeEnv::start(EnvOptions::default()).await?;
+                let example =
+                    std::fs::read_to_string(repository().join("examples/kafkacluster.yaml"))?;
+                env.apply(&example)?;
+                wait_cluster_ready(&env, "default", "main", 3, Duration::from_secs(240))?;
+                let bootstrap =
+                    jsonpath(&env, "default", "kafkacluster/main", "{.status.bootstrap}")?;
+
+                let delivered = run_example("confluent_producer.py", &bootstrap)?;
+                assert_eq!(delivered.matches("Delivered ").count(), 5, "{delivered}");
+                let claim_before = jsonpath(&env, "default", "pvc/data-main-1", "{.spec.volumeName}")?;
+                let uid_before = jsonpath(&env, "default", "pod/main-1", "{.metadata.uid}")?;
+                env.kubectl(&["-n", "default", "delete", "pod", "main-1", "--wait=true"])?;
+                env.wait("main-1 to come back", Duration::from_secs(180), |env| {
+                    let uid = jsonpath(env, "default", "pod/main-1", "{.metadata.uid}").unwrap_or_default();
+                    let ready = jsonpath(env, "default", "pod/main-1", "{.status.conditions[?(@.type==\"Ready\")].status}")
+                        .unwrap_or_default();
+                    Ok(!uid.is_empty() && uid != uid_before && ready == "True")
+                })?;
+                wait_cluster_ready(&env, "default", "main", 3, Duration::from_secs(180))?;
+                assert_eq!(
+                    jsonpath(&env, "default", "pvc/data-main-1", "{.spec.volumeName}")?,
+                    claim_before,
+                    "the new pod has the old pod's volume"
+                );
+                let consumer = format!(
+                    "from confluent_kafka import Consumer, TopicPartition\n\
+                     c = Consumer({{'bootstrap.servers': '{bootstrap}', 'group.id': 'check', 'enable.auto.commit': False}})\n\
+                     md = c.list_topics('topic_1', timeout=30)\n\
+                     c.assign([TopicPartition('topic_1', p, 0) for p in md.topics['topic_1'].partitions])\n\
+                     seen = set()\n\
+                     import time\n\
+                     end = time.time() + 60\n\
+                     while len(seen) < 5 and time.time() < end:\n    \
+                         m = c.poll(1)\n    \
+                         if m is not None and m.error() is None: seen.add(m.value().decode())\n\
+                     print(sorted(seen))\n"
+                );
+                let output = Command::new("python3").args(["-c", &consumer]).output()?;
+                let read = String::from_utf8_lossy(&output.stdout).into_owned();
+                assert!(
+                    read.contains("'message 0', 'message 1', 'message 2', 'message 3', 'message 4'"),
+                    "after the pod came back: {read}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+
+                let binding = env.kubectl(&["get", "clusterrolebindings", "-o", "name"])?;
+                let binding: Vec<&str> = binding.lines().filter(|l| l.contains("main")).collect();
+                assert_eq!(binding.len(), 1, "one ClusterRoleBinding for the rack: {binding:?}");
+                let binding = binding[0].to_string();
+                env.kubectl(&["-n", "default", "delete", "kafkacluster", "main", "--wait=true", "--timeout=120s"])?;
+                env.wait("everything the cluster owned to be gone", Duration::from_secs(120), |env| {
+                    let left = owned_objects(env, "statefulsets,services,configmaps,poddisruptionbudgets,pods")?;
+                    let bindings = env.kubectl(&["get", "clusterrolebindings", "-o", "name"])?;
+                    Ok(left.trim().is_empty() && !bindings.lines().any(|l| l == binding))
+                })?;
+                let claims = env.kubectl(&["-n", "default", "get", "pvc", "-o", "name"])?;
+                assert_eq!(claims.lines().count(), 3, "deleteClaim: false keeps the volumes: {claims}");
+                Ok(())
+            })
+        },
+    );
+}
