@@ -39,6 +39,10 @@ struct Cli {
     /// binds it to the service account of each KafkaCluster with `spec.rack`.
     #[arg(long, env = "OXBOW_BROKER_CLUSTER_ROLE", default_value_t = OperatorSettings::default().broker_cluster_role)]
     broker_cluster_role: String,
+    /// Seconds before a KafkaCluster or KafkaTopic in sync is compared with the brokers again
+    /// (a topic setting changed behind the operator's back is corrected then).
+    #[arg(long, env = "OXBOW_RESYNC_INTERVAL_SECONDS", default_value_t = OperatorSettings::default().resync.as_secs())]
+    resync_interval_seconds: u64,
     /// DNS suffix of the Kubernetes cluster, for brokers' stable names.
     #[arg(long, env = "OXBOW_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
@@ -172,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
         cluster_domain: cli.cluster_domain.clone(),
         operator_image: cli.operator_image.clone(),
         broker_cluster_role: cli.broker_cluster_role.clone(),
+        resync: Duration::from_secs(cli.resync_interval_seconds.max(1)),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

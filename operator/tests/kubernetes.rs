@@ -266,3 +266,185 @@ fn a_deleted_pod_keeps_its_data_and_deleting_the_cluster_removes_what_it_owned()
         },
     );
 }
+
+/// Flow 2: a KafkaTopic applied together with its cluster becomes Ready once the brokers are
+/// up; growing its partitions, a setting changed behind the operator's back (corrected at the
+/// next resync, 5 s here), a replication-factor change, and deletion through the finalizer
+/// with `deletionPolicy: Delete` and `Retain`, each checked on the brokers.
+#[test]
+fn topics_are_created_grown_corrected_re_replicated_and_deleted() {
+    use oxbow_operator::topic::admin::{ConfigChange, KafkaAdmin, TopicAdmin as _};
+    sandboxed(
+        "topics_are_created_grown_corrected_re_replicated_and_deleted",
+        || {
+            runtime().block_on(async {
+                let options = EnvOptions {
+                    helm_values: vec!["resyncIntervalSeconds=5".to_string()],
+                    ..EnvOptions::default()
+                };
+                let env = KubeEnv::start(options).await?;
+                let cluster =
+                    std::fs::read_to_string(repository().join("examples/kafkacluster.yaml"))?;
+                let orders =
+                    std::fs::read_to_string(repository().join("examples/kafkatopic-orders.yaml"))?;
+                env.apply(&format!("{cluster}\n---\n{orders}"))?;
+                let topic_ready = |env: &KubeEnv, name: &str| {
+                    jsonpath(
+                        env,
+                        "default",
+                        &format!("kafkatopic/{name}"),
+                        "{.status.conditions[?(@.type==\"Ready\")].status}",
+                    )
+                    .map(|s| s == "True")
+                };
+                env.wait(
+                    "orders Ready, applied with its cluster",
+                    Duration::from_secs(240),
+                    |env| topic_ready(env, "orders"),
+                )?;
+                let bootstrap =
+                    jsonpath(&env, "default", "kafkacluster/main", "{.status.bootstrap}")?;
+                let admin = KafkaAdmin::default();
+                let described = admin
+                    .describe(&bootstrap, "orders")
+                    .await?
+                    .context("orders exists")?;
+                assert_eq!((described.partitions, described.replicas), (6, 3));
+                assert_eq!(
+                    described.overrides.get("retention.ms").map(String::as_str),
+                    Some("604800000")
+                );
+
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "patch",
+                    "kafkatopic",
+                    "orders",
+                    "--type=merge",
+                    "-p",
+                    r#"{"spec":{"partitions":8}}"#,
+                ])?;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while admin
+                    .describe(&bootstrap, "orders")
+                    .await?
+                    .map(|d| d.partitions)
+                    != Some(8)
+                {
+                    if Instant::now() > deadline {
+                        env.dump();
+                        bail!("orders never grew to 8 partitions");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+
+                admin
+                    .alter_configs(
+                        &bootstrap,
+                        "orders",
+                        &[ConfigChange::Set(
+                            "retention.ms".to_string(),
+                            "1000".to_string(),
+                        )],
+                    )
+                    .await?;
+                let changed = admin
+                    .describe(&bootstrap, "orders")
+                    .await?
+                    .context("orders exists")?;
+                assert_eq!(
+                    changed.overrides.get("retention.ms").map(String::as_str),
+                    Some("1000")
+                );
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let now = admin
+                        .describe(&bootstrap, "orders")
+                        .await?
+                        .context("orders exists")?;
+                    if now.overrides.get("retention.ms").map(String::as_str) == Some("604800000") {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        env.dump();
+                        bail!(
+                            "the changed retention.ms was never corrected: {:?}",
+                            now.overrides
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "patch",
+                    "kafkatopic",
+                    "orders",
+                    "--type=merge",
+                    "-p",
+                    r#"{"spec":{"replicas":2}}"#,
+                ])?;
+                let deadline = Instant::now() + Duration::from_secs(180);
+                loop {
+                    let now = admin
+                        .describe(&bootstrap, "orders")
+                        .await?
+                        .context("orders exists")?;
+                    if (now.replicas, now.min_replicas, now.reassigning) == (2, 2, 0) {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        env.dump();
+                        bail!("orders never got 2 replicas per partition: {now:?}");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                env.wait(
+                    "orders Ready after the change",
+                    Duration::from_secs(60),
+                    |env| topic_ready(env, "orders"),
+                )?;
+
+                let named =
+                    std::fs::read_to_string(repository().join("examples/kafkatopic-named.yaml"))?;
+                env.apply(&format!("{named}  deletionPolicy: Retain\n"))?;
+                env.wait("legacy-events Ready", Duration::from_secs(60), |env| {
+                    topic_ready(env, "legacy-events")
+                })?;
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "delete",
+                    "kafkatopic",
+                    "legacy-events",
+                    "--wait=true",
+                    "--timeout=60s",
+                ])?;
+                assert!(
+                    admin
+                        .describe(&bootstrap, "Legacy_Events.v1")
+                        .await?
+                        .is_some(),
+                    "Retain keeps the topic"
+                );
+
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "delete",
+                    "kafkatopic",
+                    "orders",
+                    "--wait=true",
+                    "--timeout=60s",
+                ])?;
+                assert!(
+                    admin.describe(&bootstrap, "orders").await?.is_none(),
+                    "Delete removes the topic"
+                );
+                Ok(())
+            })
+        },
+    );
+}

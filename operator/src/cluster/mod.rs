@@ -50,8 +50,6 @@ use validate::{node_reader_binding_name, validate, ValidatedCluster};
 /// deleted the ClusterRoleBinding that allows it.
 pub const FINALIZER: &str = "kafkaclusters.oxbow.dev/node-reader";
 
-/// How often a settled cluster is looked at again without any change.
-pub const RESYNC: Duration = Duration::from_secs(300);
 /// How often a cluster that is not ready yet is looked at again.
 pub const PROGRESS_CHECK: Duration = Duration::from_secs(15);
 /// How often a cluster whose replicas are moving is looked at again.
@@ -296,7 +294,7 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
             let next = if decision.operation.is_some() || roll != RollStep::UpToDate {
                 REASSIGNMENT_POLL
             } else if conditions::is_true(&status.conditions, READY) {
-                RESYNC
+                ctx.settings.resync
             } else {
                 PROGRESS_CHECK
             };
@@ -1119,7 +1117,10 @@ mod tests {
             .await
             .expect("steady");
         assert_eq!(pod_names(&ctx).await.len(), 3, "nothing to restart");
-        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(
+            action,
+            Action::requeue(crate::cluster::validate::OperatorSettings::default().resync)
+        );
 
         // A config change: the StatefulSet controller makes a new revision, restarts nothing.
         let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
@@ -1504,7 +1505,10 @@ mod tests {
         let action = reconcile(fetch(&ctx).await, Arc::clone(&ctx))
             .await
             .expect("second pass");
-        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(
+            action,
+            Action::requeue(crate::cluster::validate::OperatorSettings::default().resync)
+        );
         let status = fetch(&ctx).await.status.clone().expect("status");
         assert!(
             is_true(&status.conditions, READY),

@@ -25,6 +25,9 @@ pub struct OperatorSettings {
     /// ClusterRole allowing `get` on nodes, bound to the brokers' service account of clusters
     /// with `spec.rack` (the chart creates it).
     pub broker_cluster_role: String,
+    /// How long a resource that is in sync waits before it is compared with the cluster again,
+    /// so that a change made behind the operator's back is corrected.
+    pub resync: std::time::Duration,
 }
 
 impl Default for OperatorSettings {
@@ -34,6 +37,7 @@ impl Default for OperatorSettings {
             cluster_domain: "cluster.local".to_string(),
             operator_image: format!("oxbow-operator:{}", env!("CARGO_PKG_VERSION")),
             broker_cluster_role: "oxbow-broker".to_string(),
+            resync: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -686,6 +690,7 @@ mod tests {
             cluster_domain: "corp.local".to_string(),
             operator_image: "registry.example/oxbow-operator:9.9".to_string(),
             broker_cluster_role: "corp-oxbow-broker".to_string(),
+            ..OperatorSettings::default()
         };
         let valid = validate(&cluster(MINIMAL_CLUSTER), &settings).expect("valid");
         assert_eq!(valid.name, "main");

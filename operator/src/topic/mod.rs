@@ -34,8 +34,6 @@ use plan::{ownership, plan, DesiredTopic, Ownership, Step};
 pub const FINALIZER: &str = "kafkatopics.oxbow.dev/finalizer";
 /// Annotation (`"true"`) that lets a KafkaTopic take over a topic that already exists.
 pub const ADOPT_ANNOTATION: &str = "oxbow.dev/adopt";
-/// How often a topic is compared with its spec without any change (config drift).
-pub const RESYNC: Duration = Duration::from_secs(300);
 /// How often a topic waiting for its cluster is looked at again.
 pub const WAIT_FOR_CLUSTER: Duration = Duration::from_secs(30);
 /// How soon a topic refused for want of brokers is tried again while its cluster starts.
@@ -365,7 +363,7 @@ async fn sync(
             );
             return Ok((
                 Outcome::blocked("TopicConflict", message, recorded),
-                Action::requeue(RESYNC),
+                Action::requeue(ctx.settings.resync),
             ));
         }
         Ownership::Ours => observed.as_ref().map(|t| t.topic_id.clone()),
@@ -512,7 +510,7 @@ async fn sync(
             message: summary,
         }
     };
-    Ok((outcome, Action::requeue(RESYNC)))
+    Ok((outcome, Action::requeue(ctx.settings.resync)))
 }
 
 /// Deletes the topic when the KafkaTopic goes, unless it is retained or not ours.
@@ -733,7 +731,10 @@ mod tests {
         );
 
         let action = reconcile(current, Arc::clone(&ctx)).await.expect("created");
-        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(
+            action,
+            Action::requeue(crate::cluster::validate::OperatorSettings::default().resync)
+        );
         assert_eq!(
             kafka.calls(),
             ["describe orders", "create orders", "describe orders"]
@@ -855,7 +856,10 @@ mod tests {
         let action = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
             .await
             .expect("second round");
-        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(
+            action,
+            Action::requeue(crate::cluster::validate::OperatorSettings::default().resync)
+        );
         let s = status(&fetch(&ctx).await.expect("topic"));
         assert!(is_true(&s.conditions, READY), "{:?}", s.conditions);
         assert_eq!(s.replicas, Some(3));
@@ -928,7 +932,10 @@ mod tests {
         let action = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
             .await
             .expect("created");
-        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(
+            action,
+            Action::requeue(crate::cluster::validate::OperatorSettings::default().resync)
+        );
         assert_eq!(kafka.topic("orders").expect("created").replicas, 3);
         assert!(is_true(
             &status(&fetch(&ctx).await.expect("topic")).conditions,
