@@ -13,7 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use oxbow_e2e::kube::env::{repository, sandboxed, EnvOptions, KubeEnv};
+use oxbow_e2e::kube::env::{
+    python_example_source, repository, run_python_example, sandboxed, EnvOptions, KubeEnv,
+};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -21,70 +23,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
-}
-
-/// `kubectl get` of one JSONPath.
-fn jsonpath(env: &KubeEnv, namespace: &str, object: &str, path: &str) -> anyhow::Result<String> {
-    env.kubectl(&[
-        "-n",
-        namespace,
-        "get",
-        object,
-        "-o",
-        &format!("jsonpath={path}"),
-    ])
-}
-
-fn wait_cluster_ready(
-    env: &KubeEnv,
-    namespace: &str,
-    name: &str,
-    brokers: usize,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let object = format!("kafkacluster/{name}");
-    env.wait(
-        &format!("{object} Ready with {brokers} brokers"),
-        timeout,
-        |env| {
-            let ready = jsonpath(
-                env,
-                namespace,
-                &object,
-                "{.status.conditions[?(@.type==\"Ready\")].status}",
-            )?;
-            let brokers_ready = jsonpath(env, namespace, &object, "{.status.readyBrokers}")?;
-            let generation = jsonpath(env, namespace, &object, "{.metadata.generation}")?;
-            let observed = jsonpath(env, namespace, &object, "{.status.observedGeneration}")?;
-            Ok(ready == "True" && brokers_ready == brokers.to_string() && generation == observed)
-        },
-    )
-}
-
-/// An example from `examples/python` with its bootstrap address replaced.
-fn example_source(name: &str, bootstrap: &str) -> anyhow::Result<String> {
-    let path = repository().join("examples/python").join(name);
-    let source =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    if !source.contains("localhost:9092") {
-        bail!("{name} no longer names localhost:9092");
-    }
-    Ok(source.replace("localhost:9092", bootstrap))
-}
-
-fn run_example(name: &str, bootstrap: &str) -> anyhow::Result<String> {
-    let output = Command::new("python3")
-        .args(["-c", &example_source(name, bootstrap)?])
-        .stdin(Stdio::null())
-        .output()?;
-    if !output.status.success() {
-        bail!(
-            "{name} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Flow 1: `helm install`, then `kubectl apply -f examples/kafkacluster.yaml` gives three
@@ -100,10 +38,10 @@ fn example_cluster_becomes_ready_and_serves_the_python_examples() {
                 let example =
                     std::fs::read_to_string(repository().join("examples/kafkacluster.yaml"))?;
                 env.apply(&example)?;
-                wait_cluster_ready(&env, "default", "main", 3, Duration::from_secs(240))?;
+                env.wait_cluster_ready("default", "main", 3, Duration::from_secs(240))?;
 
                 let bootstrap =
-                    jsonpath(&env, "default", "kafkacluster/main", "{.status.bootstrap}")?;
+                    env.jsonpath("default", "kafkacluster/main", "{.status.bootstrap}")?;
                 assert_eq!(bootstrap, "main-bootstrap.default.svc:9092");
                 let table = env.kubectl(&["get", "kafkaclusters"])?;
                 let mut lines = table.lines();
@@ -137,7 +75,7 @@ fn example_cluster_becomes_ready_and_serves_the_python_examples() {
                     .args([
                         "-u",
                         "-c",
-                        &example_source("hello_consumer.py", &bootstrap)?,
+                        &python_example_source("hello_consumer.py", &bootstrap)?,
                     ])
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
@@ -155,7 +93,7 @@ fn example_cluster_becomes_ready_and_serves_the_python_examples() {
                 let deadline = Instant::now() + Duration::from_secs(90);
                 let mut printed = false;
                 while !printed && Instant::now() < deadline {
-                    run_example("hello_producer.py", &bootstrap)?;
+                    run_python_example("hello_producer.py", &bootstrap)?;
                     let until = Instant::now() + Duration::from_secs(5);
                     while let Ok(line) =
                         lines_rx.recv_timeout(until.saturating_duration_since(Instant::now()))
@@ -170,7 +108,7 @@ fn example_cluster_becomes_ready_and_serves_the_python_examples() {
                 let _ = consumer.wait();
                 assert!(printed, "hello_consumer.py never printed Hello world");
 
-                let delivered = run_example("confluent_producer.py", &bootstrap)?;
+                let delivered = run_python_example("confluent_producer.py", &bootstrap)?;
                 assert_eq!(delivered.matches("Delivered ").count(), 5, "{delivered}");
                 assert!(!delivered.contains("Delivery failed"), "{delivered}");
                 Ok(())
@@ -207,24 +145,24 @@ fn a_deleted_pod_keeps_its_data_and_deleting_the_cluster_removes_what_it_owned()
                 let example =
                     std::fs::read_to_string(repository().join("examples/kafkacluster.yaml"))?;
                 env.apply(&example)?;
-                wait_cluster_ready(&env, "default", "main", 3, Duration::from_secs(240))?;
+                env.wait_cluster_ready("default", "main", 3, Duration::from_secs(240))?;
                 let bootstrap =
-                    jsonpath(&env, "default", "kafkacluster/main", "{.status.bootstrap}")?;
+                    env.jsonpath("default", "kafkacluster/main", "{.status.bootstrap}")?;
 
-                let delivered = run_example("confluent_producer.py", &bootstrap)?;
+                let delivered = run_python_example("confluent_producer.py", &bootstrap)?;
                 assert_eq!(delivered.matches("Delivered ").count(), 5, "{delivered}");
-                let claim_before = jsonpath(&env, "default", "pvc/data-main-1", "{.spec.volumeName}")?;
-                let uid_before = jsonpath(&env, "default", "pod/main-1", "{.metadata.uid}")?;
+                let claim_before = env.jsonpath("default", "pvc/data-main-1", "{.spec.volumeName}")?;
+                let uid_before = env.jsonpath("default", "pod/main-1", "{.metadata.uid}")?;
                 env.kubectl(&["-n", "default", "delete", "pod", "main-1", "--wait=true"])?;
                 env.wait("main-1 to come back", Duration::from_secs(180), |env| {
-                    let uid = jsonpath(env, "default", "pod/main-1", "{.metadata.uid}").unwrap_or_default();
-                    let ready = jsonpath(env, "default", "pod/main-1", "{.status.conditions[?(@.type==\"Ready\")].status}")
+                    let uid = env.jsonpath("default", "pod/main-1", "{.metadata.uid}").unwrap_or_default();
+                    let ready = env.jsonpath("default", "pod/main-1", "{.status.conditions[?(@.type==\"Ready\")].status}")
                         .unwrap_or_default();
                     Ok(!uid.is_empty() && uid != uid_before && ready == "True")
                 })?;
-                wait_cluster_ready(&env, "default", "main", 3, Duration::from_secs(180))?;
+                env.wait_cluster_ready("default", "main", 3, Duration::from_secs(180))?;
                 assert_eq!(
-                    jsonpath(&env, "default", "pvc/data-main-1", "{.spec.volumeName}")?,
+                    env.jsonpath("default", "pvc/data-main-1", "{.spec.volumeName}")?,
                     claim_before,
                     "the new pod has the old pod's volume"
                 );
@@ -289,8 +227,7 @@ fn topics_are_created_grown_corrected_re_replicated_and_deleted() {
                     std::fs::read_to_string(repository().join("examples/kafkatopic-orders.yaml"))?;
                 env.apply(&format!("{cluster}\n---\n{orders}"))?;
                 let topic_ready = |env: &KubeEnv, name: &str| {
-                    jsonpath(
-                        env,
+                    env.jsonpath(
                         "default",
                         &format!("kafkatopic/{name}"),
                         "{.status.conditions[?(@.type==\"Ready\")].status}",
@@ -303,7 +240,7 @@ fn topics_are_created_grown_corrected_re_replicated_and_deleted() {
                     |env| topic_ready(env, "orders"),
                 )?;
                 let bootstrap =
-                    jsonpath(&env, "default", "kafkacluster/main", "{.status.bootstrap}")?;
+                    env.jsonpath("default", "kafkacluster/main", "{.status.bootstrap}")?;
                 let admin = KafkaAdmin::default();
                 let described = admin
                     .describe(&bootstrap, "orders")

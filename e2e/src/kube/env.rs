@@ -26,11 +26,38 @@ pub fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The Python example `examples/python/<name>` with `localhost:9092` replaced by `bootstrap`.
+pub fn python_example_source(name: &str, bootstrap: &str) -> anyhow::Result<String> {
+    let path = repository().join("examples/python").join(name);
+    let source =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    if !source.contains("localhost:9092") {
+        bail!("{name} no longer names localhost:9092");
+    }
+    Ok(source.replace("localhost:9092", bootstrap))
+}
+
+/// Runs [`python_example_source`]: its stdout, or an error with its output.
+pub fn run_python_example(name: &str, bootstrap: &str) -> anyhow::Result<String> {
+    let output = Command::new("python3")
+        .args(["-c", &python_example_source(name, bootstrap)?])
+        .stdin(Stdio::null())
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "{name} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs a test in a sandbox of its own. Outside a sandbox this runs the same test binary again,
-/// filtered to `test` alone, under `unshare` (one such child at a time: each runs a whole
-/// cluster) and fails when it fails; inside, it runs `body`.
+/// filtered to `test` alone, under `unshare` (one such child at a time on the machine: each
+/// runs a whole cluster) and fails when it fails; inside, it runs `body`.
 pub fn sandboxed(test: &str, body: impl FnOnce() -> anyhow::Result<()>) {
     if sandbox::inside() {
         if let Err(error) = body() {
@@ -39,6 +66,15 @@ pub fn sandboxed(test: &str, body: impl FnOnce() -> anyhow::Result<()>) {
         return;
     }
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Sandboxes name their pods' network namespaces alike: one at a time on the machine, too,
+    // whichever test binary runs them.
+    let lock_path = std::env::temp_dir().join("oxbow-kube.lock");
+    let machine_turn = std::fs::File::create(&lock_path)
+        .and_then(|file| {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+            Ok(file)
+        })
+        .unwrap_or_else(|e| panic!("{test}: locking {}: {e}", lock_path.display()));
     let exe = std::env::current_exe().expect("the test binary's path");
     let args = vec![
         test.to_string(),
@@ -47,6 +83,7 @@ pub fn sandboxed(test: &str, body: impl FnOnce() -> anyhow::Result<()>) {
         "--test-threads=1".to_string(),
     ];
     let status = sandbox::run_inside(&exe, &args).unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    drop(machine_turn);
     assert!(status.success(), "{test} failed in its sandbox ({status})");
 }
 
@@ -265,6 +302,47 @@ impl KubeEnv {
                     "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
                 ])?;
                 Ok(out.trim() == "True")
+            },
+        )
+    }
+
+    /// `kubectl get` of one JSONPath of one object.
+    pub fn jsonpath(&self, namespace: &str, object: &str, path: &str) -> anyhow::Result<String> {
+        self.kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            object,
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    }
+
+    /// Waits until the KafkaCluster `name` is Ready with `brokers` ready brokers and has
+    /// observed its latest generation.
+    pub fn wait_cluster_ready(
+        &self,
+        namespace: &str,
+        name: &str,
+        brokers: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let object = format!("kafkacluster/{name}");
+        self.wait(
+            &format!("{object} Ready with {brokers} brokers"),
+            timeout,
+            |env| {
+                let ready = env.jsonpath(
+                    namespace,
+                    &object,
+                    "{.status.conditions[?(@.type==\"Ready\")].status}",
+                )?;
+                let ready_brokers = env.jsonpath(namespace, &object, "{.status.readyBrokers}")?;
+                let generation = env.jsonpath(namespace, &object, "{.metadata.generation}")?;
+                let observed = env.jsonpath(namespace, &object, "{.status.observedGeneration}")?;
+                Ok(ready == "True"
+                    && ready_brokers == brokers.to_string()
+                    && generation == observed)
             },
         )
     }
