@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 
 use crate::balance::step::BalanceAdmin;
@@ -53,6 +54,46 @@ impl Context {
     }
 }
 
+/// The longest event note the API server takes (`note` of events.k8s.io/v1: 1 KiB); a longer
+/// one would make the event itself fail.
+pub const MAX_EVENT_NOTE: usize = 1024;
+
+/// `note` cut to [`MAX_EVENT_NOTE`] bytes at a character boundary, ending in `…` when cut.
+pub fn event_note(note: &str) -> String {
+    if note.len() <= MAX_EVENT_NOTE {
+        return note.to_string();
+    }
+    let mut end = MAX_EVENT_NOTE - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
+}
+
+impl Context {
+    /// Publishes an event about `regarding`, its note cut to what the API server takes. An
+    /// event that cannot be published is logged, never an error of the reconciliation.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(event_note(note)),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(%error, %reason, "cannot publish an event");
+        }
+    }
+}
+
 /// Exponential retry delays per object: 5 s doubling to 5 min, reset by a success, so a
 /// broken object is retried ever more slowly instead of in a storm.
 #[derive(Debug, Default)]
@@ -86,6 +127,17 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_notes_are_cut_to_what_the_api_server_takes() {
+        assert_eq!(event_note("short"), "short");
+        let exact = "a".repeat(MAX_EVENT_NOTE);
+        assert_eq!(event_note(&exact), exact);
+        let long = "é".repeat(MAX_EVENT_NOTE);
+        let cut = event_note(&long);
+        assert!(cut.len() <= MAX_EVENT_NOTE, "{}", cut.len());
+        assert!(cut.ends_with("é…"), "cut at a character boundary");
+    }
 
     #[test]
     fn retries_back_off_exponentially_up_to_a_cap_and_reset_on_success() {

@@ -1,9 +1,10 @@
-//! The operator's HTTP endpoint: `/metrics` (Prometheus), `/healthz` (the process serves)
+//! The operator's HTTP endpoint: `/metrics` (Prometheus), `/healthz` (the process serves and
+//! no controller has died: a panicked one turns it red, so the liveness probe restarts the pod)
 //! and `/readyz` (it has reached the API server and is leading or standing by).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -14,13 +15,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-/// Readiness, flipped by the supervisor.
+/// Readiness, flipped by the supervisor, and liveness, lost for good when a controller dies.
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    failure: Mutex<Option<String>>,
 }
 
 impl Health {
+    /// Marks the process unhealthy: `/healthz` answers 500 with `why` from now on.
+    pub fn fail(&self, why: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.get_or_insert(why);
+    }
+
+    /// Why the process is unhealthy, if it is.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
@@ -31,6 +47,7 @@ impl Health {
 }
 
 pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    let liveness = Arc::clone(&health);
     Router::new()
         .route(
             "/metrics",
@@ -39,7 +56,18 @@ pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(move || {
+                let failure = liveness.failure();
+                async move {
+                    match failure {
+                        None => (StatusCode::OK, "ok".to_string()).into_response(),
+                        Some(why) => (StatusCode::INTERNAL_SERVER_ERROR, why).into_response(),
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -109,6 +137,13 @@ mod tests {
         assert!(get(address, "/readyz").await.starts_with("HTTP/1.0 200"));
         let text = get(address, "/metrics").await;
         assert!(text.contains("oxbow_operator_resource_ready"), "{text}");
+        health.fail("the KafkaCluster controller panicked: boom".to_string());
+        let unhealthy = get(address, "/healthz").await;
+        assert!(unhealthy.starts_with("HTTP/1.0 500"), "{unhealthy}");
+        assert!(
+            unhealthy.ends_with("the KafkaCluster controller panicked: boom"),
+            "{unhealthy}"
+        );
         shutdown.cancel();
         server.await.expect("server stops");
     }

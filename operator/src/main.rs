@@ -212,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
         .await
     } else {
         health.set_ready(true);
-        supervisor::run_controllers(ctx, &cli.watch_namespaces, shutdown.clone()).await;
+        supervisor::run_controllers(ctx, &cli.watch_namespaces, &health, shutdown.clone()).await;
         Ended::Shutdown
     };
     shutdown.cancel();

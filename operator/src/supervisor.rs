@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt as _;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
@@ -12,30 +14,74 @@ use crate::leader::LeaderElector;
 use crate::{cluster, topic};
 
 /// Runs both controllers over each of `namespaces` (every namespace when empty) until
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. A controller that panics or stops before then turns `health`
+/// red (`/healthz` answers 500, the liveness probe restarts the pod) and stops the others.
 pub async fn run_controllers(
     ctx: Arc<Context>,
     namespaces: &[String],
+    health: &Health,
     shutdown: CancellationToken,
 ) {
-    let mut controllers = Vec::new();
+    let mut controllers = JoinSet::new();
+    let stop = shutdown.child_token();
     for scope in scopes(namespaces) {
-        tracing::info!(namespace = scope.as_deref().unwrap_or("(all)"), "watching");
-        controllers.push(tokio::spawn(cluster::run(
-            Arc::clone(&ctx),
-            scope.clone(),
-            shutdown.clone().cancelled_owned(),
-        )));
-        controllers.push(tokio::spawn(topic::run(
-            Arc::clone(&ctx),
-            scope,
-            shutdown.clone().cancelled_owned(),
-        )));
+        let watched = scope.clone().unwrap_or_else(|| "(all)".to_string());
+        tracing::info!(namespace = %watched, "watching");
+        controllers.spawn(
+            cluster::run(
+                Arc::clone(&ctx),
+                scope.clone(),
+                stop.clone().cancelled_owned(),
+            )
+            .map(move |()| format!("the KafkaCluster controller of namespace {watched}")),
+        );
+        let watched = scope.clone().unwrap_or_else(|| "(all)".to_string());
+        controllers.spawn(
+            topic::run(Arc::clone(&ctx), scope, stop.clone().cancelled_owned())
+                .map(move |()| format!("the KafkaTopic controller of namespace {watched}")),
+        );
     }
-    for controller in controllers {
-        if let Err(error) = controller.await {
-            tracing::error!(%error, "a controller task failed");
+    supervise(controllers, health, &shutdown, &stop).await;
+}
+
+/// Waits for every task of `controllers` (each names itself when it ends). One that ends
+/// before `shutdown`, or panics, marks `health` failed and cancels `stop`, which the others
+/// watch.
+async fn supervise(
+    mut controllers: JoinSet<String>,
+    health: &Health,
+    shutdown: &CancellationToken,
+    stop: &CancellationToken,
+) {
+    while let Some(ended) = controllers.join_next().await {
+        if shutdown.is_cancelled() {
+            if let Err(error) = ended {
+                tracing::error!(%error, "a controller failed while stopping");
+            }
+            continue;
         }
+        let why = match ended {
+            Ok(which) => format!("{which} stopped"),
+            Err(error) if error.is_panic() => {
+                format!(
+                    "a controller panicked: {}",
+                    panic_message(error.into_panic())
+                )
+            }
+            Err(error) => format!("a controller failed: {error}"),
+        };
+        tracing::error!(%why, "the operator is unhealthy: /healthz fails until it is restarted");
+        health.fail(why);
+        stop.cancel();
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_string(), |m| (*m).to_string()),
     }
 }
 
@@ -91,7 +137,8 @@ pub async fn lead(
     let stop = shutdown.child_token();
     let controllers = tokio::spawn({
         let stop = stop.clone();
-        async move { run_controllers(ctx, &namespaces, stop).await }
+        let health = Arc::clone(&health);
+        async move { run_controllers(ctx, &namespaces, &health, stop).await }
     });
     let mut renewed = Instant::now();
     let ended = loop {
@@ -126,6 +173,48 @@ pub async fn lead(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_controller_fails_health_and_stops_the_others() {
+        let health = Health::default();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.child_token();
+        let mut controllers = JoinSet::new();
+        let other = stop.clone();
+        controllers.spawn(async move {
+            other.cancelled().await;
+            "the healthy controller".to_string()
+        });
+        controllers.spawn(async {
+            tokio::task::yield_now().await;
+            panic!("reconciler bug");
+        });
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            supervise(controllers, &health, &shutdown, &stop),
+        )
+        .await
+        .expect("the other controller is stopped");
+        let failure = health.failure().expect("health failed");
+        assert!(failure.contains("panicked: reconciler bug"), "{failure}");
+        assert!(stop.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn controllers_stopped_by_shutdown_leave_health_alone() {
+        let health = Health::default();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.child_token();
+        let mut controllers = JoinSet::new();
+        let token = stop.clone();
+        controllers.spawn(async move {
+            token.cancelled().await;
+            "a controller".to_string()
+        });
+        shutdown.cancel();
+        supervise(controllers, &health, &shutdown, &stop).await;
+        assert_eq!(health.failure(), None);
+    }
 
     fn names(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()

@@ -27,7 +27,7 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -43,7 +43,9 @@ use crate::metrics::{BalanceFigures, CLUSTER};
 use build::{build, build_running, keep_volume_claims, selector_string, ClusterResources};
 use roll::{next_restart, preferred_elections, RollStep};
 use scaling::{decide, ScalingDecision, ScalingInput};
-use status::{add_balance, cluster_status, invalid_status, ObservedBrokers};
+use status::{
+    add_balance, cluster_status, failed_status, invalid_status, mark_unreachable, ObservedBrokers,
+};
 use validate::{node_reader_binding_name, validate, ValidatedCluster};
 
 /// Finalizer of a KafkaCluster whose brokers may read nodes: removed once the operator has
@@ -144,8 +146,64 @@ fn backoff_key(cluster: &KafkaCluster) -> String {
     )
 }
 
-/// Reconciles one KafkaCluster.
+impl Error {
+    /// The condition and event reason of a failed reconciliation.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata(_) => "InvalidObject",
+            Error::Apply { .. } => "ApplyFailed",
+            Error::Status { .. } => "StatusFailed",
+            Error::ListPods { .. } | Error::ReadStatefulSet { .. } => "ReadFailed",
+            Error::RestartPod { .. } => "RestartFailed",
+            Error::Finalizer { .. } | Error::DeleteBinding { .. } => "FinalizerFailed",
+            Error::Kafka { .. } => "KafkaError",
+        }
+    }
+}
+
+/// Reconciles one KafkaCluster; a failure is reported in its status and events
+/// ([`report_failure`]) before the controller retries it.
 pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile_once(Arc::clone(&cluster), Arc::clone(&ctx)).await;
+    if let Err(error) = &result {
+        report_failure(&cluster, &ctx, error).await;
+    }
+    result
+}
+
+/// Makes a failed reconciliation visible: `Ready` false and `Degraded` true with the error in
+/// the status, and a Warning event when the problem is new (not at every retry).
+async fn report_failure(cluster: &KafkaCluster, ctx: &Context, error: &Error) {
+    let (Some(name), Some(namespace)) = (&cluster.metadata.name, &cluster.metadata.namespace)
+    else {
+        return;
+    };
+    let reason = error.reason();
+    let message = error.to_string();
+    let previous = cluster.status.as_ref();
+    let known = previous.is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == DEGRADED && c.status == "True" && c.reason == reason && c.message == message
+        })
+    });
+    if !known {
+        publish(ctx, cluster, EventType::Warning, reason, message.clone()).await;
+    }
+    ctx.metrics.set_ready(CLUSTER, namespace, name, false);
+    let status = failed_status(
+        reason,
+        &message,
+        cluster.metadata.generation,
+        previous,
+        Timestamp::now(),
+    );
+    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Err(status_error) = write_status(&clusters, name, &status).await {
+        tracing::warn!(%namespace, %name, error = %status_error, "cannot report a failed reconciliation in the status");
+    }
+}
+
+async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile(CLUSTER);
     let name = cluster
         .metadata
@@ -192,9 +250,13 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                 .as_ref()
                 .and_then(|sts| sts.spec.as_ref())
                 .and_then(|spec| spec.replicas);
-            let kafka = match running {
-                Some(_) => observe_kafka(&ctx, &valid).await,
-                None => None,
+            let (kafka, unreachable) = match running {
+                Some(_) => match ctx.balancer.observe(&valid.bootstrap_address()).await {
+                    Ok(observed) => (Some(observed), None),
+                    // Decisions that need the brokers' view wait.
+                    Err(error) => (None, Some(error)),
+                },
+                None => (None, None),
             };
             let decision = decide(ScalingInput {
                 wanted: valid.replicas,
@@ -273,6 +335,20 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                 previous,
                 Timestamp::now(),
             );
+            if let Some(error) = &unreachable {
+                if conditions::is_true(&status.conditions, READY) {
+                    tracing::warn!(%namespace, %name, %error, "every broker's pod is ready but the brokers cannot be reached");
+                    mark_unreachable(
+                        &mut status,
+                        &format!(
+                            "every broker's pod is ready but the operator cannot reach the brokers: {error}"
+                        ),
+                        Timestamp::now(),
+                    );
+                } else {
+                    tracing::debug!(%namespace, %name, %error, "the brokers cannot be reached yet");
+                }
+            }
             let health = kafka.as_ref().map(Health::of);
             add_balance(&mut status, health.as_ref());
             if let Some(health) = &health {
@@ -338,18 +414,6 @@ fn kept_size(cluster: ValidatedCluster, decision: &ScalingDecision) -> Validated
             ..cluster
         },
         None => cluster,
-    }
-}
-
-/// The brokers' view of the cluster, or `None` when they cannot be reached (not serving yet,
-/// or down): decisions that need it wait.
-async fn observe_kafka(ctx: &Context, cluster: &ValidatedCluster) -> Option<Observed> {
-    match ctx.balancer.observe(&cluster.bootstrap_address()).await {
-        Ok(observed) => Some(observed),
-        Err(error) => {
-            tracing::debug!(cluster = %cluster.name, %error, "the brokers cannot be reached");
-            None
-        }
     }
 }
 
@@ -483,16 +547,8 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
-        tracing::warn!(%error, %reason, "cannot publish an event");
-    }
+    ctx.publish(&cluster.object_ref(&()), type_, reason, "Reconcile", &note)
+        .await;
 }
 
 /// Logs and counts a failed reconciliation, then retries it with a growing delay.
@@ -678,44 +734,30 @@ async fn publish_transitions(
     let mut events = Vec::new();
     if let Some((reason, problems)) = degraded_of(&current.conditions) {
         if degraded_of(before).map(|(_, m)| m) != Some(problems.clone()) {
-            events.push(Event {
-                type_: EventType::Warning,
-                reason,
-                note: Some(problems),
-                action: "Validate".to_string(),
-                secondary: None,
-            });
+            events.push((EventType::Warning, reason, "Validate", problems));
         }
     }
     let was_ready = conditions::is_true(before, READY);
     let is_ready = conditions::is_true(&current.conditions, READY);
     if is_ready && !was_ready {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: "Ready".to_string(),
-            note: Some(format!("{} brokers ready", current.ready_brokers)),
-            action: "Reconcile".to_string(),
-            secondary: None,
-        });
+        events.push((
+            EventType::Normal,
+            "Ready".to_string(),
+            "Reconcile",
+            format!("{} brokers ready", current.ready_brokers),
+        ));
     } else if was_ready && !is_ready {
         let why = current
             .conditions
             .iter()
             .find(|c| c.type_ == READY)
-            .map(|c| c.message.clone());
-        events.push(Event {
-            type_: EventType::Warning,
-            reason: "NotReady".to_string(),
-            note: why,
-            action: "Reconcile".to_string(),
-            secondary: None,
-        });
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        events.push((EventType::Warning, "NotReady".to_string(), "Reconcile", why));
     }
     let reference = cluster.object_ref(&());
-    for event in events {
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, reason = %event.reason, "cannot publish an event");
-        }
+    for (type_, reason, action, note) in events {
+        ctx.publish(&reference, type_, &reason, action, &note).await;
     }
 }
 
@@ -790,7 +832,11 @@ pub async fn run(
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(error) => tracing::debug!(%error, "KafkaCluster controller"),
+                // error_policy has logged the reconciler's own failures.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                    tracing::debug!(%error, %object, "KafkaCluster reconciliation failed")
+                }
+                Err(error) => tracing::warn!(%error, "KafkaCluster controller"),
             }
         })
         .await;

@@ -297,6 +297,47 @@ pub fn invalid_status(
     }
 }
 
+/// The status after a reconciliation that failed: what the cluster had, with `Ready` false and
+/// `Degraded` true saying why while the operator retries with back-off. The generation is not
+/// marked observed: it has not been carried out.
+pub fn failed_status(
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: Option<&KafkaClusterStatus>,
+    now: Timestamp,
+) -> KafkaClusterStatus {
+    let previous = previous.cloned().unwrap_or_default();
+    KafkaClusterStatus {
+        conditions: conditions::merge(
+            &previous.conditions,
+            &[
+                Wanted::new(READY, false, reason, message),
+                Wanted::new(RECONCILING, true, "Retrying", "retrying with back-off"),
+                Wanted::new(DEGRADED, true, reason, message),
+            ],
+            generation,
+            now,
+        ),
+        ..previous
+    }
+}
+
+/// A cluster whose pods all say ready but whose brokers the operator cannot reach is not
+/// ready: `Ready` turns false with reason `BrokersUnreachable` and `why`.
+pub fn mark_unreachable(status: &mut KafkaClusterStatus, why: &str, now: Timestamp) {
+    if let Some(ready) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == READY && c.status == "True")
+    {
+        ready.status = "False".to_string();
+        ready.reason = "BrokersUnreachable".to_string();
+        ready.message = why.to_string();
+        ready.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +392,75 @@ mod tests {
         );
         assert_eq!(status.brokers.len(), 3);
         assert!(status.brokers.iter().all(|b| b.ready && b.controller));
+    }
+
+    #[test]
+    fn unreachable_brokers_make_a_ready_cluster_not_ready() {
+        let mut status = cluster_status(
+            &valid(),
+            &observed(3, 3, 3, true),
+            &steady(),
+            None,
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
+        let later = Timestamp::from_second(1_700_000_100).expect("time");
+        mark_unreachable(&mut status, "connection refused", later);
+        assert!(!is_true(&status.conditions, READY));
+        assert_eq!(
+            reason(&status.conditions, READY),
+            Some("BrokersUnreachable")
+        );
+        let ready = status.conditions.iter().find(|c| c.type_ == READY);
+        assert_eq!(
+            ready.map(|c| c.message.as_str()),
+            Some("connection refused")
+        );
+        assert_eq!(ready.map(|c| c.last_transition_time.0), Some(later));
+
+        let mut starting = cluster_status(
+            &valid(),
+            &observed(3, 1, 3, true),
+            &steady(),
+            None,
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
+        let before = starting.clone();
+        mark_unreachable(&mut starting, "connection refused", later);
+        assert_eq!(starting, before, "a cluster not ready keeps its own reason");
+    }
+
+    #[test]
+    fn a_failed_reconciliation_is_degraded_and_keeps_what_was_observed() {
+        let ready = cluster_status(
+            &valid(),
+            &observed(3, 3, 3, true),
+            &steady(),
+            None,
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
+        let failed = failed_status(
+            "ApplyFailed",
+            "cannot apply StatefulSet streaming/main: forbidden",
+            Some(5),
+            Some(&ready),
+            now(),
+        );
+        assert!(!is_true(&failed.conditions, READY));
+        assert!(is_true(&failed.conditions, DEGRADED));
+        assert!(is_true(&failed.conditions, RECONCILING));
+        assert_eq!(reason(&failed.conditions, DEGRADED), Some("ApplyFailed"));
+        assert_eq!(
+            failed.observed_generation, ready.observed_generation,
+            "generation 5 was not carried out"
+        );
+        assert_eq!(failed.brokers, ready.brokers);
+        assert_eq!(failed.bootstrap, ready.bootstrap);
     }
 
     #[test]

@@ -129,6 +129,14 @@ impl AdminError {
         }
     }
 
+    /// Whether the brokers could not be reached (or did not answer in time).
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            AdminError::Unreachable { .. } | AdminError::Timeout { .. }
+        )
+    }
+
     /// Whether the refusal is that the cluster has fewer brokers than the replication factor:
     /// permanent on a cluster that is up, passing on one whose brokers are still registering.
     pub fn too_few_brokers(&self) -> bool {

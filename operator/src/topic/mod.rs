@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
@@ -108,9 +108,84 @@ pub async fn reconcile(topic: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Acti
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
-    ctx.backoff.succeeded(&backoff_key(&topic));
-    Ok(action)
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    match action {
+        Ok(action) => {
+            ctx.backoff.succeeded(&backoff_key(&topic));
+            Ok(action)
+        }
+        Err(error) => {
+            report_failure(&topic, &ctx, &error).await;
+            Err(error)
+        }
+    }
+}
+
+impl Error {
+    /// The condition and event reason of a failed reconciliation.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata(_) => "InvalidObject",
+            Error::Kube { .. } => "KubernetesError",
+            Error::Admin { source, .. } if source.unreachable() => "KafkaUnreachable",
+            Error::Admin { .. } => "KafkaError",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) => e.reason(),
+                kube::runtime::finalizer::Error::CleanupFailed(_) => "DeletionFailed",
+                _ => "FinalizerFailed",
+            },
+        }
+    }
+
+    /// What went wrong, for the status and the event: the innermost error of the finalizer.
+    fn explain(&self) -> String {
+        match self {
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) => e.explain(),
+                kube::runtime::finalizer::Error::CleanupFailed(e) => format!(
+                    "the topic could not be deleted and the KafkaTopic waits for it (retrying with back-off): {}",
+                    e.explain()
+                ),
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Makes a failed reconciliation visible: `Ready` false and `Degraded` true with the error in
+/// the status, and a Warning event when the problem is new (not at every retry). Failing to
+/// say so is logged.
+async fn report_failure(topic: &KafkaTopic, ctx: &Context, error: &Error) {
+    let reason = error.reason();
+    let message = error.explain();
+    let previous = topic.status.clone().unwrap_or_default();
+    let new_problem = !conditions::is_true(&previous.conditions, DEGRADED)
+        || conditions::reason(&previous.conditions, DEGRADED) != Some(reason)
+        || previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == DEGRADED && c.message != message);
+    let outcome = Outcome {
+        ready: Wanted::new(READY, false, reason, message.clone()),
+        degraded: Wanted::new(DEGRADED, true, reason, message.clone()),
+        reconciling: Wanted::new(RECONCILING, true, "Retrying", "retrying with back-off"),
+        topic_id: previous.topic_id.clone(),
+        observed: None,
+        message: message.clone(),
+    };
+    if new_problem {
+        publish(ctx, topic, EventType::Warning, reason, message).await;
+    }
+    ctx.metrics.set_ready(
+        TOPIC,
+        &topic.namespace().unwrap_or_default(),
+        &topic.name_any(),
+        false,
+    );
+    if let Err(status_error) = write_status(topic, ctx, &status(topic, outcome)).await {
+        tracing::warn!(error = %status_error, "cannot report a failed reconciliation in the status");
+    }
 }
 
 /// Logs and counts a failed reconciliation, then retries it with a growing delay.
@@ -261,16 +336,8 @@ async fn write_status(
 }
 
 async fn publish(ctx: &Context, topic: &KafkaTopic, type_: EventType, reason: &str, note: String) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &topic.object_ref(&())).await {
-        tracing::warn!(%error, %reason, "cannot publish an event");
-    }
+    ctx.publish(&topic.object_ref(&()), type_, reason, "Reconcile", &note)
+        .await;
 }
 
 fn desired(topic: &KafkaTopic) -> DesiredTopic {
@@ -350,11 +417,22 @@ async fn sync(
         .annotations()
         .get(ADOPT_ANNOTATION)
         .is_some_and(|v| v == "true");
-    let observed = ctx
-        .admin
-        .describe(bootstrap, &want.name)
-        .await
-        .map_err(|e| admin_error(topic, e))?;
+    let observed = match ctx.admin.describe(bootstrap, &want.name).await {
+        Ok(observed) => observed,
+        Err(e) if e.unreachable() && starting.is_some() => {
+            // A cluster that is not ready yet: its brokers may not serve.
+            let message = format!(
+                "KafkaCluster {} is not ready and its brokers cannot be reached yet, trying again in {}s: {e}",
+                topic.spec.cluster_ref.name,
+                WAIT_FOR_BROKERS.as_secs()
+            );
+            return Ok((
+                Outcome::waiting("WaitingForBrokers", message, topic),
+                Action::requeue(WAIT_FOR_BROKERS),
+            ));
+        }
+        Err(e) => return Err(admin_error(topic, e)),
+    };
     let mut topic_id = match ownership(observed.as_ref(), recorded.as_deref(), adopt) {
         Ownership::Foreign { topic_id } => {
             let message = format!(
@@ -596,7 +674,11 @@ pub async fn run(
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(error) => tracing::debug!(%error, "KafkaTopic controller"),
+                // error_policy has logged the reconciler's own failures.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                    tracing::debug!(%error, %object, "KafkaTopic reconciliation failed")
+                }
+                Err(error) => tracing::warn!(%error, "KafkaTopic controller"),
             }
         })
         .await;
@@ -626,6 +708,25 @@ mod tests {
             ..Default::default()
         });
         cluster
+    }
+
+    /// A cluster whose brokers are all up.
+    fn ready_cluster() -> KafkaCluster {
+        let mut ready = serving_cluster();
+        if let Some(s) = ready.status.as_mut() {
+            s.conditions = conditions::merge(
+                &[],
+                &[Wanted::new(
+                    READY,
+                    true,
+                    "AllBrokersReady",
+                    "3/3 brokers ready",
+                )],
+                None,
+                Timestamp::now(),
+            );
+        }
+        ready
     }
 
     async fn setup(
@@ -945,21 +1046,7 @@ mod tests {
 
     #[tokio::test]
     async fn too_few_brokers_on_a_ready_cluster_or_more_replicas_than_it_will_have_is_rejected() {
-        let mut ready = serving_cluster();
-        if let Some(s) = ready.status.as_mut() {
-            s.conditions = conditions::merge(
-                &[],
-                &[Wanted::new(
-                    READY,
-                    true,
-                    "AllBrokersReady",
-                    "3/3 brokers ready",
-                )],
-                None,
-                Timestamp::now(),
-            );
-        }
-        let (ctx, kafka) = setup_on(vec![with_spec("  replicas: 3")], Some(ready)).await;
+        let (ctx, kafka) = setup_on(vec![with_spec("  replicas: 3")], Some(ready_cluster())).await;
         *kafka.registered.lock().expect("lock") = Some(2);
         let action = settle(&ctx).await;
         assert_eq!(action, Action::await_change());
@@ -1022,8 +1109,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_cluster_is_an_error_retried_with_backoff() {
-        let (ctx, kafka) = setup(vec![with_spec("  partitions: 1")], true).await;
+    async fn an_unreachable_cluster_is_reported_and_retried_with_backoff() {
+        let (ctx, kafka) =
+            setup_on(vec![with_spec("  partitions: 1")], Some(ready_cluster())).await;
         *kafka.unreachable.lock().expect("lock") = true;
         reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
             .await
@@ -1037,6 +1125,55 @@ mod tests {
             error_policy(current, &error, Arc::clone(&ctx)),
             Action::requeue(Duration::from_secs(5))
         );
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert!(!is_true(&s.conditions, READY));
+        assert!(is_true(&s.conditions, DEGRADED));
+        assert_eq!(reason(&s.conditions, DEGRADED), Some("KafkaUnreachable"));
+        let message = s.message.unwrap_or_default();
+        assert!(message.contains(BOOTSTRAP), "{message}");
+
+        // Retries say nothing new: one event for the problem, not one per attempt.
+        let error = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect_err("still unreachable");
+        assert_eq!(error.reason(), "KafkaUnreachable");
+        let reasons = event_reasons(&ctx.client, "streaming", "orders").await;
+        assert_eq!(
+            reasons.iter().filter(|r| *r == "KafkaUnreachable").count(),
+            1,
+            "{reasons:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_brokers_of_a_starting_cluster_are_waited_for() {
+        let (ctx, kafka) = setup(vec![with_spec("  partitions: 1")], true).await;
+        *kafka.unreachable.lock().expect("lock") = true;
+        assert_eq!(settle(&ctx).await, Action::requeue(WAIT_FOR_BROKERS));
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert_eq!(reason(&s.conditions, READY), Some("WaitingForBrokers"));
+        assert!(!is_true(&s.conditions, DEGRADED));
+    }
+
+    #[tokio::test]
+    async fn a_deletion_the_brokers_cannot_carry_out_says_why_it_waits() {
+        let (ctx, kafka) = setup(vec![deleting("", Some("ours"))], true).await;
+        kafka.insert("orders", existing("ours", 1));
+        *kafka.unreachable.lock().expect("lock") = true;
+        let error = reconcile(fetch(&ctx).await.expect("topic"), Arc::clone(&ctx))
+            .await
+            .expect_err("cannot delete");
+        assert_eq!(error.reason(), "DeletionFailed");
+        let s = status(&fetch(&ctx).await.expect("still there"));
+        assert_eq!(reason(&s.conditions, DEGRADED), Some("DeletionFailed"));
+        let message = s.message.unwrap_or_default();
+        assert!(
+            message.contains("the KafkaTopic waits for it") && message.contains(BOOTSTRAP),
+            "{message}"
+        );
+        assert!(event_reasons(&ctx.client, "streaming", "orders")
+            .await
+            .contains(&"DeletionFailed".to_string()));
     }
 
     #[tokio::test]
