@@ -385,3 +385,190 @@ fn topics_are_created_grown_corrected_re_replicated_and_deleted() {
         },
     );
 }
+
+/// A one-broker KafkaCluster named `name` with `extra` appended to its spec.
+fn small_cluster(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: oxbow.dev/v1alpha1\nkind: KafkaCluster\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  storage:\n    size: 1Gi\n{extra}"
+    )
+}
+
+/// The `Degraded` condition of KafkaCluster `name`: (status, reason, message).
+fn degraded(env: &KubeEnv, kind: &str, name: &str) -> anyhow::Result<(String, String, String)> {
+    let path = |field: &str| format!("{{.status.conditions[?(@.type==\"Degraded\")].{field}}}");
+    let object = format!("{kind}/{name}");
+    Ok((
+        env.jsonpath("default", &object, &path("status"))?,
+        env.jsonpath("default", &object, &path("reason"))?,
+        env.jsonpath("default", &object, &path("message"))?,
+    ))
+}
+
+/// The events about `name` in `default`: (type, reason, note).
+fn events_about(env: &KubeEnv, name: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+    let list: serde_json::Value = serde_json::from_str(&env.kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "events.events.k8s.io",
+        "-o",
+        "json",
+    ])?)?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["name"] == name)
+        .map(|e| {
+            let text = |field: &str| e[field].as_str().unwrap_or_default().to_string();
+            (text("type"), text("reason"), text("note"))
+        })
+        .collect())
+}
+
+/// The operator's count of failed reconciliations with error kind `error`, from its /metrics.
+fn operator_failures(env: &KubeEnv, error: &str) -> anyhow::Result<f64> {
+    use std::io::{Read as _, Write as _};
+    let ip = env.jsonpath(
+        oxbow_e2e::kube::env::OPERATOR_NAMESPACE,
+        "pods",
+        "{.items[0].status.podIP}",
+    )?;
+    let mut stream = std::net::TcpStream::connect((ip.as_str(), 8080))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body
+        .lines()
+        .filter(|l| {
+            l.starts_with("oxbow_operator_reconcile_failures_total")
+                && l.contains(&format!("error=\"{error}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// Flow 8: a spec the schema refuses is refused by kubectl with the schema's message; one the
+/// operator refuses, an object the API server refuses (422) and a permission the operator
+/// lacks (403) each reach the resource's status and one Warning event with a clear message,
+/// are retried with back-off rather than in a storm, and a restored permission lets the
+/// cluster come up. Every event note fits the API server's 1 KiB.
+#[test]
+fn invalid_specs_and_api_errors_reach_status_and_events() {
+    sandboxed(
+        "invalid_specs_and_api_errors_reach_status_and_events",
+        || {
+            runtime().block_on(async {
+                let env = KubeEnv::start(EnvOptions::default()).await?;
+
+                let refused = env
+                    .apply(&small_cluster("empty", "").replace("replicas: 1", "replicas: 0"))
+                    .expect_err("the schema refuses zero brokers");
+                assert!(
+                    refused.to_string().contains("a cluster has at least one broker"),
+                    "{refused:#}"
+                );
+
+                env.apply(&small_cluster("owned", "  config:\n    process.roles: broker\n"))?;
+                env.wait("owned to be refused", Duration::from_secs(60), |env| {
+                    Ok(degraded(env, "kafkacluster", "owned")?.1 == "InvalidSpec")
+                })?;
+                let (_, _, message) = degraded(&env, "kafkacluster", "owned")?;
+                assert!(
+                    message.contains("spec.config.process.roles is set by the operator"),
+                    "{message}"
+                );
+                assert!(
+                    env.kubectl(&["-n", "default", "get", "statefulsets", "-o", "name"])?
+                        .trim()
+                        .is_empty(),
+                    "nothing is built from an invalid spec"
+                );
+
+                // Kubernetes refuses the StatefulSet (422): a toleration with operator Exists
+                // may not name a value, which the CRD's schema cannot tell.
+                env.apply(&small_cluster(
+                    "tolerant",
+                    "  podTemplate:\n    tolerations:\n      - key: dedicated\n        operator: Exists\n        value: kafka\n",
+                ))?;
+                env.wait("tolerant's 422 in its status", Duration::from_secs(60), |env| {
+                    Ok(degraded(env, "kafkacluster", "tolerant")?.1 == "ApplyFailed")
+                })?;
+                let (_, _, message) = degraded(&env, "kafkacluster", "tolerant")?;
+                assert!(
+                    message.contains("StatefulSet default/tolerant")
+                        && message.contains("tolerations")
+                        && message.contains("422"),
+                    "{message}"
+                );
+
+                // Take the permission to write PodDisruptionBudgets away (403).
+                let role: serde_json::Value =
+                    serde_json::from_str(&env.kubectl(&["get", "clusterrole", "oxbow", "-o", "json"])?)?;
+                let rule = role["rules"]
+                    .as_array()
+                    .context("rules")?
+                    .iter()
+                    .position(|r| r["resources"][0] == "poddisruptionbudgets")
+                    .context("a rule for PodDisruptionBudgets")?;
+                let verbs = role["rules"][rule]["verbs"].clone();
+                let set_verbs = |verbs: &serde_json::Value| {
+                    env.kubectl(&[
+                        "patch",
+                        "clusterrole",
+                        "oxbow",
+                        "--type=json",
+                        "-p",
+                        &serde_json::json!([{"op": "replace", "path": format!("/rules/{rule}/verbs"), "value": verbs}])
+                            .to_string(),
+                    ])
+                };
+                set_verbs(&serde_json::json!(["get", "list", "watch"]))?;
+                env.apply(&small_cluster("guarded", ""))?;
+                env.wait("guarded's 403 in its status", Duration::from_secs(60), |env| {
+                    Ok(degraded(env, "kafkacluster", "guarded")?.1 == "ApplyFailed")
+                })?;
+                let (_, _, message) = degraded(&env, "kafkacluster", "guarded")?;
+                assert!(
+                    message.contains("PodDisruptionBudget default/guarded")
+                        && message.contains("forbidden"),
+                    "{message}"
+                );
+                assert_eq!(
+                    env.jsonpath("default", "kafkacluster/guarded", "{.status.conditions[?(@.type==\"Ready\")].status}")?,
+                    "False"
+                );
+
+                // Back-off, not a storm: two failing clusters over 30 s.
+                let before = operator_failures(&env, "apply")?;
+                std::thread::sleep(Duration::from_secs(30));
+                let retries = operator_failures(&env, "apply")? - before;
+                assert!(
+                    (1.0..=12.0).contains(&retries),
+                    "{retries} failed reconciliations of two clusters in 30 s"
+                );
+                for name in ["owned", "tolerant", "guarded"] {
+                    let warnings: Vec<_> = events_about(&env, name)?
+                        .into_iter()
+                        .filter(|(type_, _, _)| type_ == "Warning")
+                        .collect();
+                    assert_eq!(warnings.len(), 1, "one Warning about {name}: {warnings:?}");
+                }
+
+                set_verbs(&verbs)?;
+                env.wait_cluster_ready("default", "guarded", 1, Duration::from_secs(240))?;
+                assert_eq!(degraded(&env, "kafkacluster", "guarded")?.0, "False");
+
+                let all = events_about(&env, "owned")?
+                    .into_iter()
+                    .chain(events_about(&env, "tolerant")?)
+                    .chain(events_about(&env, "guarded")?);
+                for (_, reason, note) in all {
+                    assert!(note.len() <= 1024, "{reason}: {} bytes", note.len());
+                }
+                Ok(())
+            })
+        },
+    );
+}
