@@ -572,3 +572,171 @@ fn invalid_specs_and_api_errors_reach_status_and_events() {
         },
     );
 }
+
+/// A KafkaTopic `name` of cluster `cluster` with one partition and one replica.
+fn small_topic(name: &str, cluster: &str) -> String {
+    format!(
+        "apiVersion: oxbow.dev/v1alpha1\nkind: KafkaTopic\nmetadata:\n  name: {name}\nspec:\n  clusterRef:\n    name: {cluster}\n  partitions: 1\n  replicas: 1\n"
+    )
+}
+
+/// Every container log the node agent keeps, concatenated.
+fn container_logs(env: &KubeEnv) -> String {
+    let mut text = String::new();
+    let mut dirs = vec![env.state_dir.join("pods")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "log") {
+                text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    text
+}
+
+/// Bug 7: brokers whose pods are ready but which the operator cannot reach (its pod's routes
+/// to Services dropped) make the cluster not Ready with the reason, logged at warn; a topic
+/// deletion that cannot be carried out says so in the topic's status and a Warning event, a
+/// topic applied meanwhile waits visibly; with the route back the deletion completes and the
+/// new topic is created.
+#[test]
+fn unreachable_brokers_are_visible_in_status_events_and_logs() {
+    use oxbow_operator::topic::admin::{KafkaAdmin, TopicAdmin as _};
+    sandboxed(
+        "unreachable_brokers_are_visible_in_status_events_and_logs",
+        || {
+            runtime().block_on(async {
+                let options = EnvOptions {
+                    helm_values: vec!["resyncIntervalSeconds=5".to_string()],
+                    ..EnvOptions::default()
+                };
+                let env = KubeEnv::start(options).await?;
+                env.apply(&format!(
+                    "{}\n---\n{}",
+                    small_cluster("solo", ""),
+                    small_topic("events", "solo")
+                ))?;
+                env.wait_cluster_ready("default", "solo", 1, Duration::from_secs(180))?;
+                let topic_condition = |env: &KubeEnv, name: &str, type_: &str, field: &str| {
+                    env.jsonpath(
+                        "default",
+                        &format!("kafkatopic/{name}"),
+                        &format!("{{.status.conditions[?(@.type==\"{type_}\")].{field}}}"),
+                    )
+                };
+                env.wait("events Ready", Duration::from_secs(60), |env| {
+                    Ok(topic_condition(env, "events", "Ready", "status")? == "True")
+                })?;
+                let bootstrap =
+                    env.jsonpath("default", "kafkacluster/solo", "{.status.bootstrap}")?;
+
+                let operator = env.jsonpath(
+                    oxbow_e2e::kube::env::OPERATOR_NAMESPACE,
+                    "pods",
+                    "{.items[0].metadata.uid}",
+                )?;
+                let route = |action: &str| -> anyhow::Result<()> {
+                    let status = Command::new("ip")
+                        .args(["netns", "exec", &format!("pod-{operator}")])
+                        .args(["ip", "route", action, "blackhole", "10.96.0.0/16"])
+                        .status()?;
+                    anyhow::ensure!(status.success(), "ip route {action} in the operator's pod");
+                    Ok(())
+                };
+                route("add")?;
+
+                env.wait(
+                    "solo not Ready: unreachable",
+                    Duration::from_secs(90),
+                    |env| {
+                        let reason = env.jsonpath(
+                            "default",
+                            "kafkacluster/solo",
+                            "{.status.conditions[?(@.type==\"Ready\")].reason}",
+                        )?;
+                        Ok(reason == "BrokersUnreachable")
+                    },
+                )?;
+                let message = env.jsonpath(
+                    "default",
+                    "kafkacluster/solo",
+                    "{.status.conditions[?(@.type==\"Ready\")].message}",
+                )?;
+                assert!(message.contains("cannot reach the brokers"), "{message}");
+                assert!(
+                    events_about(&env, "solo")?
+                        .iter()
+                        .any(|(type_, reason, note)| type_ == "Warning"
+                            && reason == "NotReady"
+                            && note.contains("cannot reach")),
+                    "a NotReady event says why"
+                );
+                let logs = container_logs(&env);
+                assert!(
+                    logs.lines().any(|l| l.contains("WARN")
+                        && l.contains(
+                            "every broker's pod is ready but the brokers cannot be reached"
+                        )),
+                    "logged at warn"
+                );
+
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "delete",
+                    "kafkatopic",
+                    "events",
+                    "--wait=false",
+                ])?;
+                env.wait(
+                    "the stuck deletion in events' status",
+                    Duration::from_secs(90),
+                    |env| {
+                        Ok(topic_condition(env, "events", "Degraded", "reason")?
+                            == "DeletionFailed")
+                    },
+                )?;
+                let message = topic_condition(&env, "events", "Degraded", "message")?;
+                assert!(message.contains("the KafkaTopic waits for it"), "{message}");
+                assert!(
+                    events_about(&env, "events")?
+                        .iter()
+                        .any(|(type_, reason, _)| type_ == "Warning" && reason == "DeletionFailed"),
+                    "a DeletionFailed event"
+                );
+
+                env.apply(&small_topic("late", "solo"))?;
+                env.wait("late waiting, visibly", Duration::from_secs(90), |env| {
+                    Ok(topic_condition(env, "late", "Reconciling", "reason")?
+                        == "WaitingForBrokers")
+                })?;
+                let message = topic_condition(&env, "late", "Reconciling", "message")?;
+                assert!(message.contains("cannot be reached"), "{message}");
+
+                route("del")?;
+                env.wait_cluster_ready("default", "solo", 1, Duration::from_secs(120))?;
+                env.wait(
+                    "late Ready and events gone",
+                    Duration::from_secs(180),
+                    |env| {
+                        let gone = env
+                            .kubectl(&["-n", "default", "get", "kafkatopics", "-o", "name"])?
+                            .lines()
+                            .all(|l| l != "kafkatopic.oxbow.dev/events");
+                        Ok(gone && topic_condition(env, "late", "Ready", "status")? == "True")
+                    },
+                )?;
+                let admin = KafkaAdmin::default();
+                assert!(
+                    admin.describe(&bootstrap, "events").await?.is_none(),
+                    "the topic was deleted"
+                );
+                assert!(admin.describe(&bootstrap, "late").await?.is_some());
+                Ok(())
+            })
+        },
+    );
+}
