@@ -40,7 +40,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message as _;
-use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tempfile::TempDir;
 
@@ -975,52 +977,9 @@ impl Cluster {
         self.wait_for_full_isr(name, TOPIC_TIMEOUT)
     }
 
-    /// Every record of `topic`, read from the beginning of each of its `partitions` up to the
-    /// end offset each has now: (partition, offset, value), in the order they arrived. A
-    /// client error (a broker that is down, a leader moving) is retried until a minute has
-    /// passed without the read completing; the last one is in the error then.
+    /// Every record of `topic` ([`read_all`] with this cluster's client settings).
     pub fn read_all(&self, topic: &str, partitions: i32) -> Result<Vec<(i32, i64, String)>> {
-        let consumer: BaseConsumer = self
-            .client_config()
-            .set("group.id", format!("read-all-{topic}"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .context("creating a reader")?;
-        let mut ends = BTreeMap::new();
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                .with_context(|| format!("high watermark of {topic}-{partition}"))?;
-            ends.insert(partition, high);
-            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-        }
-        consumer.assign(&assignment)?;
-        let mut next: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
-        let mut records = Vec::new();
-        let mut last_error = None;
-        let deadline = Instant::now() + READ_ALL_TIMEOUT;
-        while next.iter().any(|(p, n)| *n < ends[p]) {
-            ensure!(
-                Instant::now() < deadline,
-                "reading {topic} back stalled at {next:?} of {ends:?}; last error {last_error:?}"
-            );
-            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let message = match message {
-                Ok(message) => message,
-                Err(e) => {
-                    last_error = Some(e);
-                    continue;
-                }
-            };
-            let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
-            next.insert(message.partition(), message.offset() + 1);
-            records.push((message.partition(), message.offset(), value));
-        }
-        Ok(records)
+        read_all(self.client_config(), topic, partitions)
     }
 
     fn create(&self, topic: NewTopic<'_>) -> Result<()> {
@@ -1265,6 +1224,96 @@ fn send_request<R: Request>(address: SocketAddr, request: &R, version: i16) -> R
         body.remaining()
     );
     Ok(response)
+}
+
+/// Sends `values` to `topic` (round robin over `partitions`) with acks from every in-sync
+/// replica and waits for every delivery report: the values acknowledged, or an error naming
+/// the first that failed. `config` reaches the cluster.
+pub fn produce_acknowledged(
+    mut config: ClientConfig,
+    topic: &str,
+    partitions: i32,
+    values: &[String],
+) -> Result<Vec<String>> {
+    let producer: ThreadedProducer<RecordingContext> = config
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create_with_context(RecordingContext::default())
+        .context("creating a producer")?;
+    for (n, value) in values.iter().enumerate() {
+        let partition = i32::try_from(n)? % partitions.max(1);
+        producer
+            .send(
+                BaseRecord::<(), _, _>::with_opaque_to(topic, Box::new(Instant::now()))
+                    .payload(value)
+                    .partition(partition),
+            )
+            .map_err(|(e, _)| anyhow!("sending {value}: {e}"))?;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let deliveries = producer.context().log.snapshot();
+    ensure!(
+        deliveries.len() == values.len(),
+        "{} of {} deliveries reported",
+        deliveries.len(),
+        values.len()
+    );
+    if let Some(failed) = deliveries.iter().find(|d| d.error.is_some()) {
+        bail!("delivery of {} failed: {:?}", failed.value, failed.error);
+    }
+    Ok(deliveries.into_iter().map(|d| d.value).collect())
+}
+
+/// Every record of `topic`, read from the beginning of each of its `partitions` up to the
+/// end offset each has now: (partition, offset, value), in the order they arrived. A
+/// client error (a broker that is down, a leader moving) is retried until a minute has
+/// passed without the read completing; the last one is in the error then. `config` reaches
+/// the cluster.
+pub fn read_all(
+    mut config: ClientConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<(i32, i64, String)>> {
+    let consumer: BaseConsumer = config
+        .set("group.id", format!("read-all-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .context("creating a reader")?;
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .with_context(|| format!("high watermark of {topic}-{partition}"))?;
+        ends.insert(partition, high);
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut next: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
+    let mut records = Vec::new();
+    let mut last_error = None;
+    let deadline = Instant::now() + READ_ALL_TIMEOUT;
+    while next.iter().any(|(p, n)| *n < ends[p]) {
+        ensure!(
+            Instant::now() < deadline,
+            "reading {topic} back stalled at {next:?} of {ends:?}; last error {last_error:?}"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+        next.insert(message.partition(), message.offset() + 1);
+        records.push((message.partition(), message.offset(), value));
+    }
+    Ok(records)
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use oxbow_e2e::cluster::{produce_acknowledged, read_all};
+use oxbow_e2e::harness;
 use oxbow_e2e::kube::env::{
     python_example_source, repository, run_python_example, sandboxed, EnvOptions, KubeEnv,
 };
@@ -207,8 +209,9 @@ fn a_deleted_pod_keeps_its_data_and_deleting_the_cluster_removes_what_it_owned()
 
 /// Flow 2: a KafkaTopic applied together with its cluster becomes Ready once the brokers are
 /// up; growing its partitions, a setting changed behind the operator's back (corrected at the
-/// next resync, 5 s here), a replication-factor change, and deletion through the finalizer
-/// with `deletionPolicy: Delete` and `Retain`, each checked on the brokers.
+/// next resync, 5 s here), replication factor 3 → 2 → 3 keeping every acknowledged record,
+/// and deletion through the finalizer with `deletionPolicy: Delete` and `Retain`, each checked
+/// on the brokers.
 #[test]
 fn topics_are_created_grown_corrected_re_replicated_and_deleted() {
     use oxbow_operator::topic::admin::{ConfigChange, KafkaAdmin, TopicAdmin as _};
@@ -313,36 +316,53 @@ fn topics_are_created_grown_corrected_re_replicated_and_deleted() {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
 
-                env.kubectl(&[
-                    "-n",
-                    "default",
-                    "patch",
-                    "kafkatopic",
-                    "orders",
-                    "--type=merge",
-                    "-p",
-                    r#"{"spec":{"replicas":2}}"#,
-                ])?;
-                let deadline = Instant::now() + Duration::from_secs(180);
-                loop {
-                    let now = admin
-                        .describe(&bootstrap, "orders")
-                        .await?
-                        .context("orders exists")?;
-                    if (now.replicas, now.min_replicas, now.reassigning) == (2, 2, 0) {
-                        break;
+                let values: Vec<String> = (0..1000).map(|n| format!("order-{n}")).collect();
+                let acknowledged =
+                    produce_acknowledged(harness::client_config(&bootstrap), "orders", 8, &values)?;
+                for replicas in [2, 3] {
+                    env.kubectl(&[
+                        "-n",
+                        "default",
+                        "patch",
+                        "kafkatopic",
+                        "orders",
+                        "--type=merge",
+                        "-p",
+                        &format!(r#"{{"spec":{{"replicas":{replicas}}}}}"#),
+                    ])?;
+                    let deadline = Instant::now() + Duration::from_secs(180);
+                    loop {
+                        let now = admin
+                            .describe(&bootstrap, "orders")
+                            .await?
+                            .context("orders exists")?;
+                        if (now.replicas, now.min_replicas, now.reassigning)
+                            == (replicas, replicas, 0)
+                        {
+                            break;
+                        }
+                        if Instant::now() > deadline {
+                            env.dump();
+                            bail!("orders never got {replicas} replicas per partition: {now:?}");
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    if Instant::now() > deadline {
-                        env.dump();
-                        bail!("orders never got 2 replicas per partition: {now:?}");
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    env.wait(
+                        &format!("orders Ready with {replicas} replicas"),
+                        Duration::from_secs(60),
+                        |env| topic_ready(env, "orders"),
+                    )?;
+                    let stored: std::collections::BTreeSet<String> =
+                        read_all(harness::client_config(&bootstrap), "orders", 8)?
+                            .into_iter()
+                            .map(|(_, _, value)| value)
+                            .collect();
+                    let lost = acknowledged.iter().filter(|v| !stored.contains(*v)).count();
+                    assert_eq!(
+                        lost, 0,
+                        "acknowledged records lost going to {replicas} replicas"
+                    );
                 }
-                env.wait(
-                    "orders Ready after the change",
-                    Duration::from_secs(60),
-                    |env| topic_ready(env, "orders"),
-                )?;
 
                 let named =
                     std::fs::read_to_string(repository().join("examples/kafkatopic-named.yaml"))?;
