@@ -413,6 +413,13 @@ pub fn validate(
             ));
         }
     }
+    for (key, value) in &pod.labels {
+        if !is_label_value(value) {
+            problems.push(format!(
+                "spec.podTemplate.labels.{key} is `{value}`: a label value has at most 63 letters, digits, '-', '_' or '.', and starts and ends with a letter or digit"
+            ));
+        }
+    }
 
     if !problems.is_empty() {
         return Err(InvalidCluster { problems });
@@ -666,10 +673,30 @@ fn is_label_key(key: &str) -> bool {
     name_ok && prefix.is_none_or(is_dns_subdomain)
 }
 
+/// A label value: empty, or at most 63 alphanumerics, '-', '_' or '.', alphanumeric at both
+/// ends.
+fn is_label_value(value: &str) -> bool {
+    value.is_empty() || (value.len() <= 63 && is_label_key(value) && !value.contains('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::{cluster, MINIMAL_CLUSTER};
+
+    #[test]
+    fn pod_label_values_the_api_server_would_refuse_are_refused() {
+        let problem = one_problem(&format!(
+            "{MINIMAL_CLUSTER}\n  podTemplate:\n    labels:\n      team: \"data platform\"\n      tier: \"\"\n      owner: a.b_c-1\n"
+        ));
+        assert!(
+            problem.contains("spec.podTemplate.labels.team is `data platform`"),
+            "{problem}"
+        );
+        assert!(is_label_value(""));
+        assert!(!is_label_value("a/b"));
+        assert!(!is_label_value(&"a".repeat(64)));
+    }
 
     fn problems(yaml: &str) -> Vec<String> {
         validate(&cluster(yaml), &OperatorSettings::default())
