@@ -470,8 +470,8 @@ fn operator_failures(env: &KubeEnv, error: &str) -> anyhow::Result<f64> {
 }
 
 /// Flow 8: a spec the schema refuses is refused by kubectl with the schema's message; one the
-/// operator refuses, an object the API server refuses (422) and a permission the operator
-/// lacks (403) each reach the resource's status and one Warning event with a clear message,
+/// operator refuses, an object the API server refuses (422), an object of the same name that
+/// someone else made (a conflict) and a permission the operator lacks (403) each reach the resource's status and one Warning event with a clear message,
 /// are retried with back-off rather than in a storm, and a restored permission lets the
 /// cluster come up. Every event note fits the API server's 1 KiB.
 #[test]
@@ -523,6 +523,30 @@ fn invalid_specs_and_api_errors_reach_status_and_events() {
                     "{message}"
                 );
 
+                // A ConfigMap of the same name made by someone else is not taken over.
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "create",
+                    "configmap",
+                    "taken-config",
+                    "--from-literal=owner=someone-else",
+                ])?;
+                env.apply(&small_cluster("taken", ""))?;
+                env.wait("taken's conflict in its status", Duration::from_secs(60), |env| {
+                    Ok(degraded(env, "kafkacluster", "taken")?.1 == "ResourceConflict")
+                })?;
+                let (_, _, message) = degraded(&env, "kafkacluster", "taken")?;
+                assert!(
+                    message.contains("ConfigMap default/taken-config already exists"),
+                    "{message}"
+                );
+                assert_eq!(
+                    env.jsonpath("default", "configmap/taken-config", "{.data}")?,
+                    r#"{"owner":"someone-else"}"#,
+                    "left as it was"
+                );
+
                 // Take the permission to write PodDisruptionBudgets away (403).
                 let role: serde_json::Value =
                     serde_json::from_str(&env.kubectl(&["get", "clusterrole", "oxbow", "-o", "json"])?)?;
@@ -568,7 +592,7 @@ fn invalid_specs_and_api_errors_reach_status_and_events() {
                     (1.0..=12.0).contains(&retries),
                     "{retries} failed reconciliations of two clusters in 30 s"
                 );
-                for name in ["owned", "tolerant", "guarded"] {
+                for name in ["owned", "tolerant", "taken", "guarded"] {
                     let warnings: Vec<_> = events_about(&env, name)?
                         .into_iter()
                         .filter(|(type_, _, _)| type_ == "Warning")
@@ -583,6 +607,7 @@ fn invalid_specs_and_api_errors_reach_status_and_events() {
                 let all = events_about(&env, "owned")?
                     .into_iter()
                     .chain(events_about(&env, "tolerant")?)
+                    .chain(events_about(&env, "taken")?)
                     .chain(events_about(&env, "guarded")?);
                 for (_, reason, note) in all {
                     assert!(note.len() <= 1024, "{reason}: {} bytes", note.len());

@@ -24,6 +24,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -112,6 +113,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("{kind} {namespace}/{name} already exists and {owner}: the operator does not take it over; delete or rename it")]
+    NotOwned {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        owner: String,
+    },
     #[error("moving replicas of KafkaCluster {namespace}/{name}: {source}")]
     Kafka {
         namespace: String,
@@ -127,6 +135,7 @@ impl Error {
         match self {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Apply { .. } => "apply",
+            Error::NotOwned { .. } => "not_owned",
             Error::ListPods { .. } => "list_pods",
             Error::Status { .. } => "status",
             Error::ReadStatefulSet { .. } => "read_statefulset",
@@ -152,6 +161,7 @@ impl Error {
         match self {
             Error::MissingMetadata(_) => "InvalidObject",
             Error::Apply { .. } => "ApplyFailed",
+            Error::NotOwned { .. } => "ResourceConflict",
             Error::Status { .. } => "StatusFailed",
             Error::ListPods { .. } | Error::ReadStatefulSet { .. } => "ReadFailed",
             Error::RestartPod { .. } => "RestartFailed",
@@ -600,23 +610,68 @@ where
         + Serialize
         + DeserializeOwned,
 {
+    let kind = match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "object",
+    };
     let name = object.meta().name.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let failed = |source| Error::Apply {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.clone(),
+        source,
+    };
+    if let Some(existing) = api.get_opt(&name).await.map_err(failed)? {
+        if let Some(owner) = foreign_owner(existing.meta(), object.meta()) {
+            return Err(Error::NotOwned {
+                kind,
+                namespace: namespace.to_string(),
+                name,
+                owner,
+            });
+        }
+    }
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(object),
     )
     .await
-    .map_err(|source| Error::Apply {
-        kind: match K::kind(&()) {
-            std::borrow::Cow::Borrowed(kind) => kind,
-            std::borrow::Cow::Owned(_) => "object",
-        },
-        namespace: namespace.to_string(),
-        name,
-        source,
-    })
+    .map_err(failed)
+}
+
+/// Who holds an object the operator is about to apply, when it is not this cluster: another
+/// controller, or nobody with an object the operator did not make (its labels differ). An
+/// orphan the operator made (the cluster deleted with `--cascade=orphan` and applied again)
+/// is taken back.
+fn foreign_owner(existing: &ObjectMeta, wanted: &ObjectMeta) -> Option<String> {
+    let controller = |meta: &ObjectMeta| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .cloned()
+    };
+    let ours = controller(wanted)?;
+    match controller(existing) {
+        Some(theirs) if theirs.uid == ours.uid => None,
+        Some(theirs) => Some(format!(
+            "it is controlled by {} {}",
+            theirs.kind, theirs.name
+        )),
+        None => {
+            let label = |meta: &ObjectMeta, key: &str| {
+                meta.labels.as_ref().and_then(|l| l.get(key)).cloned()
+            };
+            let made_by_us = ["app.kubernetes.io/managed-by", "app.kubernetes.io/instance"]
+                .iter()
+                .all(|key| {
+                    label(existing, key).is_some() && label(existing, key) == label(wanted, key)
+                });
+            (!made_by_us).then(|| "it was not made by the operator for this cluster".to_string())
+        }
+    }
 }
 
 /// Adds [`FINALIZER`] unless the cluster has it.
@@ -931,6 +986,58 @@ mod tests {
             .and_then(|s| s.replicas)
     }
 
+    #[test]
+    fn objects_of_another_owner_are_not_taken_over_and_orphans_of_this_cluster_are() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let reference = |kind: &str, name: &str, uid: &str| OwnerReference {
+            api_version: "v1".to_string(),
+            kind: kind.to_string(),
+            name: name.to_string(),
+            uid: uid.to_string(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        };
+        let labels = |instance: &str| {
+            Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "oxbow-operator".to_string(),
+                ),
+                (
+                    "app.kubernetes.io/instance".to_string(),
+                    instance.to_string(),
+                ),
+            ]))
+        };
+        let wanted = ObjectMeta {
+            owner_references: Some(vec![reference("KafkaCluster", "main", "uid-1")]),
+            labels: labels("main"),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(foreign_owner(&wanted.clone(), &wanted), None);
+        let orphan = ObjectMeta {
+            labels: labels("main"),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(foreign_owner(&orphan, &wanted), None, "adopted");
+        let someone_elses = ObjectMeta {
+            owner_references: Some(vec![reference("Deployment", "web", "uid-2")]),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(
+            foreign_owner(&someone_elses, &wanted).as_deref(),
+            Some("it is controlled by Deployment web")
+        );
+        let made_by_hand = ObjectMeta::default();
+        assert!(foreign_owner(&made_by_hand, &wanted).is_some());
+        let of_another_cluster = ObjectMeta {
+            labels: labels("other"),
+            ..ObjectMeta::default()
+        };
+        assert!(foreign_owner(&of_another_cluster, &wanted).is_some());
+        let unowned_object = ObjectMeta::default();
+        assert_eq!(foreign_owner(&made_by_hand, &unowned_object), None);
+    }
     #[tokio::test]
     async fn a_scale_up_grows_waits_for_the_new_brokers_rebalances_and_then_is_ready() {
         let (ctx, kafka) = with_cluster_and_kafka(MINIMAL_CLUSTER).await;
