@@ -18,7 +18,9 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-cargo +nightly fuzz build
+# The instrumented build lives outside the checkout so a fresh clone reuses it.
+target_dir="${OXBOW_FUZZ_TARGET_DIR:-$HOME/.cache/oxbow/fuzz-target}"
+cargo +nightly fuzz build --target-dir "$target_dir"
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
@@ -29,7 +31,7 @@ for target in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$target"
     # A single allocation over 512 MiB counts as a crash: no input may make the broker
     # reserve memory out of proportion to its size.
-    cargo +nightly fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+    cargo +nightly fuzz run --target-dir "$target_dir" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=512 \
         -print_final_stats=1
 done

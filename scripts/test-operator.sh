@@ -4,8 +4,8 @@
 # Kubernetes schemas, and the custom resources in examples/ validate against the CRDs.
 #
 # Installs what it needs when missing: helm (scripts/k8s-tools.sh builds it from its Go module)
-# and kubernetes-validate, jsonschema and PyYAML (pip). Needs target/debug/crdgen:
-# scripts/test.sh builds it with the workspace.
+# and kubernetes-validate, jsonschema and PyYAML (pip). Needs crdgen in $CARGO_TARGET_DIR (or
+# target/)/debug: scripts/test.sh builds it with the workspace.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,7 +25,7 @@ k8s_tools="$(bash scripts/k8s-tools.sh | tail -n 1)"
 export PATH="$k8s_tools:$PATH"
 helm version --short
 
-CRDGEN="${CRDGEN:-target/debug/crdgen}"
+CRDGEN="${CRDGEN:-${CARGO_TARGET_DIR:-target}/debug/crdgen}"
 if [[ ! -x "$CRDGEN" ]]; then
     echo "$CRDGEN is missing: run 'cargo build -p oxbow-operator --bins' first" >&2
     exit 1

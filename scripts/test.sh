@@ -9,6 +9,10 @@ step() {
     printf '\n==> %s\n' "$*"
 }
 
+# Cargo's output lives outside the checkout, so a fresh clone reuses what an earlier run built
+# (only a fresh machine compiles everything); a CARGO_TARGET_DIR of the caller wins.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oxbow/target}"
+
 step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat, openssl, jq, iproute2)"
 # pip answers "already satisfied" without going to the network when the pins hold.
 python3 -m pip install --quiet --disable-pip-version-check \
@@ -49,8 +53,8 @@ cargo test --workspace
 step "operator: helm lint/template, manifest and CRD schema validation"
 bash scripts/test-operator.sh
 
-step "pytest: Python examples against target/debug/oxbow-broker"
-export OXBOW_BROKER_BIN="${OXBOW_BROKER_BIN:-$PWD/target/debug/oxbow-broker}"
+step "pytest: Python examples against the oxbow-broker just built"
+export OXBOW_BROKER_BIN="${OXBOW_BROKER_BIN:-$CARGO_TARGET_DIR/debug/oxbow-broker}"
 # The examples hard-code localhost:9092. Where we may, run them in a private network
 # namespace, so a broker a developer left running on 9092 does not get in the way.
 if unshare --net true 2>/dev/null && command -v ip >/dev/null 2>&1; then
@@ -61,6 +65,6 @@ else
 fi
 
 step "fuzz: every cargo-fuzz target for ${OXBOW_FUZZ_SECONDS:-30} s (nightly; installs cargo-fuzz if missing)"
-# Its own crate and target directory (fuzz/), so the instrumented nightly build leaves the
-# workspace's alone. Any crash, panic, timeout or oversized allocation fails the command.
-bash fuzz/run.sh "${OXBOW_FUZZ_SECONDS:-30}"
+# Its own crate and target directory (~/.cache/oxbow/fuzz-target), so the instrumented nightly
+# build leaves the workspace's alone. Any crash, panic, timeout or oversized allocation fails the command.
+env -u CARGO_TARGET_DIR bash fuzz/run.sh "${OXBOW_FUZZ_SECONDS:-30}"
