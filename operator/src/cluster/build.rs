@@ -307,9 +307,10 @@ pub fn broker_properties(cluster: &ValidatedCluster, ordinal: i32) -> Vec<(Strin
         listeners.push(format!("{}://:{}", listener.name, listener.port));
         advertised.push(format!("{}://{host}:{}", listener.name, listener.port));
     }
-    if voter {
-        listeners.push(format!("CONTROLLER://:{}", cluster.controller_port));
-    }
+    // Every broker listens for quorum traffic: voters vote, and the others are learners that
+    // the leader replicates the metadata log to (a broker without a controller address cannot
+    // join the quorum, and exits).
+    listeners.push(format!("CONTROLLER://:{}", cluster.controller_port));
     vec![
         ("node.id".to_string(), ordinal.to_string()),
         (
@@ -1128,8 +1129,13 @@ mod tests {
         let c = with("  replicas: 5\n  config:\n    log.retention.hours: \"24\"");
         for (name, text) in config_map(&c).data.expect("data") {
             let settings = properties(&text);
-            oxbow_broker::config::BrokerConfig::from_settings(settings)
+            let config = oxbow_broker::config::BrokerConfig::from_settings(settings)
                 .unwrap_or_else(|e| panic!("{name} is refused by the broker: {e}"));
+            // Voter or learner, a broker joins the metadata quorum on its controller listener.
+            assert!(
+                config.controller_listener.is_some(),
+                "{name} has no controller listener"
+            );
         }
     }
 
@@ -1173,11 +1179,15 @@ mod tests {
     }
 
     #[test]
-    fn brokers_beyond_the_quorum_have_the_broker_role_only() {
+    fn brokers_beyond_the_quorum_have_the_broker_role_only_and_learn_on_the_controller_port() {
         let c = with("  replicas: 5");
         let four = properties(&server_properties(&c, 4));
         assert_eq!(four["process.roles"], "broker");
-        assert_eq!(four["listeners"], "PLAINTEXT://:9092");
+        assert_eq!(four["listeners"], "PLAINTEXT://:9092,CONTROLLER://:9093");
+        assert_eq!(
+            four["advertised.listeners"],
+            "PLAINTEXT://main-4.main-brokers.streaming.svc.cluster.local:9092"
+        );
         assert_eq!(four["controller.quorum.voters"].matches('@').count(), 3);
     }
 
@@ -1873,7 +1883,10 @@ mod tests {
             &with(&format!("{SASL_SSL}\n  replicas: 5")),
             4,
         ));
-        assert_eq!(four["listeners"], "PLAINTEXT://:9092,EXTERNAL://:9094");
+        assert_eq!(
+            four["listeners"],
+            "PLAINTEXT://:9092,EXTERNAL://:9094,CONTROLLER://:9093"
+        );
     }
 
     #[test]
