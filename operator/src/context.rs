@@ -20,7 +20,7 @@ pub const FIELD_MANAGER: &str = "oxbow-operator";
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    recorders: Recorders,
     pub metrics: Arc<Metrics>,
     pub settings: OperatorSettings,
     pub admin: Arc<dyn TopicAdmin>,
@@ -43,7 +43,11 @@ impl Context {
             instance,
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorders: Recorders {
+                client: client.clone(),
+                reporter,
+                by_note: Mutex::default(),
+            },
             client,
             metrics,
             settings,
@@ -51,6 +55,34 @@ impl Context {
             balancer,
             backoff: Backoff::default(),
         }
+    }
+}
+
+/// Event recorders by note. kube's `Recorder` folds every event with the same type, reason,
+/// action and object into one series that keeps the first note (client-go's key includes the
+/// note): "broker 4 unregistered" would show as a second "broker 3 unregistered", and a roll's
+/// "restarting main-1" as a repeat of "restarting main-2". A recorder per distinct note keeps
+/// different notes apart, while repeats of one note still count up one series.
+struct Recorders {
+    client: Client,
+    reporter: Reporter,
+    by_note: Mutex<HashMap<String, Recorder>>,
+}
+
+impl Recorders {
+    /// Distinct notes remembered at once; past it the memory starts over, and a repeat of a
+    /// forgotten note starts a new event instead of counting up the old one.
+    const CAPACITY: usize = 256;
+
+    fn for_note(&self, note: &str) -> Recorder {
+        let mut by_note = self.by_note.lock().unwrap_or_else(|e| e.into_inner());
+        if by_note.len() >= Self::CAPACITY && !by_note.contains_key(note) {
+            by_note.clear();
+        }
+        by_note
+            .entry(note.to_string())
+            .or_insert_with(|| Recorder::new(self.client.clone(), self.reporter.clone()))
+            .clone()
     }
 }
 
@@ -88,7 +120,8 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, regarding).await {
+        let recorder = self.recorders.for_note(&event_note(note));
+        if let Err(error) = recorder.publish(&event, regarding).await {
             tracing::warn!(%error, %reason, "cannot publish an event");
         }
     }
@@ -137,6 +170,52 @@ mod tests {
         let cut = event_note(&long);
         assert!(cut.len() <= MAX_EVENT_NOTE, "{}", cut.len());
         assert!(cut.ends_with("é…"), "cut at a character boundary");
+    }
+
+    #[tokio::test]
+    async fn events_with_one_reason_and_different_notes_stay_apart_and_repeats_count_up() {
+        use k8s_openapi::api::events::v1::Event as K8sEvent;
+        let (ctx, _) =
+            crate::test_support::fake_context(kube_fake_client::ClientBuilder::new()).await;
+        let regarding = ObjectReference {
+            api_version: Some("oxbow.dev/v1alpha1".to_string()),
+            kind: Some("KafkaCluster".to_string()),
+            namespace: Some("streaming".to_string()),
+            name: Some("main".to_string()),
+            uid: Some("00000000-0000-4000-8000-000000000000".to_string()),
+            ..ObjectReference::default()
+        };
+        for note in [
+            "broker 3 unregistered",
+            "broker 4 unregistered",
+            "broker 4 unregistered",
+        ] {
+            ctx.publish(
+                &regarding,
+                EventType::Normal,
+                "UnregisteredBroker",
+                "Reconcile",
+                note,
+            )
+            .await;
+        }
+        let events: kube::Api<K8sEvent> = kube::Api::namespaced(ctx.client.clone(), "streaming");
+        let mut seen: Vec<(String, i32)> = events
+            .list(&kube::api::ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .map(|e| (e.note.unwrap_or_default(), e.series.map_or(1, |s| s.count)))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("broker 3 unregistered".to_string(), 1),
+                ("broker 4 unregistered".to_string(), 2)
+            ]
+        );
     }
 
     #[test]
