@@ -40,6 +40,10 @@ pub const WAIT_FOR_CLUSTER: Duration = Duration::from_secs(30);
 pub const WAIT_FOR_BROKERS: Duration = Duration::from_secs(10);
 /// How often a replication-factor change in progress is looked at again.
 pub const REASSIGNMENT_POLL: Duration = Duration::from_secs(5);
+/// Condition reason written just before the topic is created: a topic found later without a
+/// recorded id is then known to be this KafkaTopic's own (the operator may have stopped
+/// between creating it and recording its id).
+pub const CREATING: &str = "Creating";
 /// Condition reason while replicas are being reassigned for a replication-factor change.
 pub const CHANGING_REPLICATION_FACTOR: &str = "ChangingReplicationFactor";
 
@@ -433,7 +437,15 @@ async fn sync(
         }
         Err(e) => return Err(admin_error(topic, e)),
     };
-    let mut topic_id = match ownership(observed.as_ref(), recorded.as_deref(), adopt) {
+    // The controller's cache may not hold the status this operator wrote a moment ago (the
+    // creation's id): before calling a topic foreign, read the KafkaTopic from the API server.
+    let (recorded, creating) = match &observed {
+        Some(found) if recorded.as_deref() != Some(found.topic_id.as_str()) => {
+            latest_claim(topic, ctx).await?
+        }
+        _ => (recorded, false),
+    };
+    let mut topic_id = match ownership(observed.as_ref(), recorded.as_deref(), adopt || creating) {
         Ownership::Foreign { topic_id } => {
             let message = format!(
                 "topic `{}` (id {topic_id}) exists and was not created by this KafkaTopic; it is left alone (annotate with {ADOPT_ANNOTATION}=\"true\" to manage it)",
@@ -458,10 +470,19 @@ async fn sync(
     let mut reassigning = None;
     for step in &plan.steps {
         let result = match step {
-            Step::Create(new) => ctx.admin.create(bootstrap, new).await.map(|id| {
-                topic_id = Some(id);
-                ("Created", format!("created topic `{}`", new.name))
-            }),
+            Step::Create(new) => {
+                let message = format!("creating topic `{}`", new.name);
+                write_status(
+                    topic,
+                    ctx,
+                    &status(topic, Outcome::waiting(CREATING, message, topic)),
+                )
+                .await?;
+                ctx.admin.create(bootstrap, new).await.map(|id| {
+                    topic_id = Some(id);
+                    ("Created", format!("created topic `{}`", new.name))
+                })
+            }
             Step::CreatePartitions(count) => ctx
                 .admin
                 .create_partitions(bootstrap, &want.name, *count)
@@ -591,6 +612,29 @@ async fn sync(
     Ok((outcome, Action::requeue(ctx.settings.resync)))
 }
 
+/// The KafkaTopic's claim as the API server has it now: the topic id its status records, and
+/// whether it was creating its topic when last written.
+async fn latest_claim(topic: &KafkaTopic, ctx: &Context) -> Result<(Option<String>, bool), Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let topics: Api<KafkaTopic> = Api::namespaced(ctx.client.clone(), &namespace);
+    let latest = topics
+        .get_status(&topic.name_any())
+        .await
+        .map_err(|source| Error::Kube {
+            action: "reading the KafkaTopic",
+            namespace,
+            name: topic.name_any(),
+            source,
+        })?;
+    let status = latest
+        .status
+        .filter(|_| latest.metadata.uid == topic.metadata.uid)
+        .unwrap_or_default();
+    let creating = conditions::is_true(&status.conditions, RECONCILING)
+        && conditions::reason(&status.conditions, RECONCILING) == Some(CREATING);
+    Ok((status.topic_id, creating))
+}
+
 /// Deletes the topic when the KafkaTopic goes, unless it is retained or not ours.
 async fn cleanup(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
     let name = topic.topic_name();
@@ -623,8 +667,14 @@ async fn cleanup(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
         .describe(&bootstrap, &name)
         .await
         .map_err(|e| admin_error(topic, e))?;
-    match observed {
-        Some(found) if recorded.as_deref() == Some(found.topic_id.as_str()) => {
+    let (recorded, creating) = match &observed {
+        Some(found) if recorded.as_deref() != Some(found.topic_id.as_str()) => {
+            latest_claim(topic, ctx).await?
+        }
+        _ => (recorded, false),
+    };
+    match ownership(observed.as_ref(), recorded.as_deref(), creating) {
+        Ownership::Ours => {
             ctx.admin
                 .delete(&bootstrap, &name)
                 .await
@@ -638,10 +688,10 @@ async fn cleanup(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
             )
             .await;
         }
-        Some(_) => {
+        Ownership::Foreign { .. } => {
             tracing::info!(topic = %name, "not deleting a topic this KafkaTopic does not own")
         }
-        None => {}
+        Ownership::Absent => {}
     }
     Ok(Action::await_change())
 }
@@ -1083,6 +1133,59 @@ mod tests {
         assert_eq!(reason(&s.conditions, READY), Some("TopicConflict"));
         assert_eq!(s.topic_id, None);
         assert!(kafka.calls().iter().all(|c| c.starts_with("describe")));
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_from_a_cache_without_the_recorded_id_still_owns_the_topic() {
+        let (ctx, kafka) = setup(vec![with_spec("  partitions: 2")], true).await;
+        settle(&ctx).await;
+        let current = fetch(&ctx).await.expect("topic");
+        let id = status(&current).topic_id.expect("recorded");
+        // The controller's cache still has the object as it was before the status write.
+        let mut stale = (*current).clone();
+        stale.status = None;
+        reconcile(Arc::new(stale), Arc::clone(&ctx))
+            .await
+            .expect("reconciled");
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert!(is_true(&s.conditions, READY), "{:?}", s.conditions);
+        assert_eq!(s.topic_id, Some(id));
+        let creates = kafka
+            .calls()
+            .iter()
+            .filter(|c| *c == "create orders")
+            .count();
+        assert_eq!(creates, 1);
+        assert!(event_reasons(&ctx.client, "streaming", "orders")
+            .await
+            .iter()
+            .all(|r| r != "TopicConflict"));
+    }
+
+    #[tokio::test]
+    async fn a_topic_created_just_before_the_operator_stopped_is_recorded_not_refused() {
+        let (ctx, kafka) = setup(vec![with_spec("  partitions: 2")], true).await;
+        let first = fetch(&ctx).await.expect("topic");
+        reconcile(first, Arc::clone(&ctx)).await.expect("finalizer");
+        // The operator wrote that it was creating the topic, created it and stopped before
+        // recording its id.
+        let current = fetch(&ctx).await.expect("topic");
+        let message = "creating topic `orders`".to_string();
+        write_status(
+            &current,
+            &ctx,
+            &super::status(&current, Outcome::waiting(CREATING, message, &current)),
+        )
+        .await
+        .expect("status");
+        kafka.insert("orders", existing("created-then-stopped", 2));
+        let current = fetch(&ctx).await.expect("topic");
+        reconcile(current, Arc::clone(&ctx))
+            .await
+            .expect("reconciled");
+        let s = status(&fetch(&ctx).await.expect("topic"));
+        assert!(is_true(&s.conditions, READY), "{:?}", s.conditions);
+        assert_eq!(s.topic_id.as_deref(), Some("created-then-stopped"));
     }
 
     #[tokio::test]

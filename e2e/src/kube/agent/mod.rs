@@ -76,7 +76,7 @@ pub struct Shared {
 }
 
 /// Runs the agent until the process ends.
-pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+pub async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig)?;
     let client_config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
@@ -86,6 +86,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let client = Client::try_from(client_config)?;
     std::fs::create_dir_all(config.state_dir.join("volumes"))?;
     allow_traversal(&config.state_dir)?;
+    pull_images(&mut config)?;
     storage::install_class(&client)
         .await
         .context("installing the StorageClass")?;
@@ -153,6 +154,37 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
 /// The state directory is read by pods running as other users: it and its parents must let
 /// them through.
+/// Puts each image's program in the agent's own image store, as a kubelet pulls an image
+/// before it starts a container: the programs come from a build directory the pods' users
+/// may not be able to reach (a home directory is often private), the store is open to all.
+fn pull_images(config: &mut AgentConfig) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let store = config.state_dir.join("images");
+    for (repository, program) in &mut config.images {
+        let dir = store.join(repository.as_str());
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let name = program.file_name().with_context(|| {
+            format!("image {repository:?}: {} names no file", program.display())
+        })?;
+        let pulled = dir.join(name);
+        if pulled.exists() {
+            std::fs::remove_file(&pulled)?;
+        }
+        if std::fs::hard_link(&*program, &pulled).is_err() {
+            std::fs::copy(&*program, &pulled).with_context(|| {
+                format!("pulling image {repository:?} from {}", program.display())
+            })?;
+        }
+        let mode = std::fs::metadata(&pulled)?.permissions().mode();
+        if mode & 0o005 != 0o005 {
+            std::fs::set_permissions(&pulled, std::fs::Permissions::from_mode(mode | 0o005))?;
+        }
+        *program = pulled;
+    }
+    Ok(())
+}
+
 fn allow_traversal(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let mut current = Some(dir);
