@@ -2,8 +2,8 @@
 // into words, re-keyed by word (a repartition topic) and counted in a persistent store (a
 // changelog topic); each new count goes to the output topic as "word" -> "count". Run with
 // Kafka's jars on the classpath (source-file mode): java -cp 'jars/*' WordCount.java
-// BOOTSTRAP APPLICATION_ID INPUT OUTPUT STATE_DIR. It prints "RUNNING" once the instance
-// runs, and closes cleanly on SIGTERM.
+// BOOTSTRAP APPLICATION_ID INPUT OUTPUT STATE_DIR. It prints "WORDCOUNT RUNNING" once the instance
+// runs, and "WORDCOUNT CLOSED" once it has closed cleanly on SIGTERM.
 
 import java.time.Duration;
 import java.util.Arrays;
@@ -51,7 +51,7 @@ public class WordCount {
         CountDownLatch done = new CountDownLatch(1);
         streams.setStateListener((now, before) -> {
             if (now == KafkaStreams.State.RUNNING) {
-                System.out.println("RUNNING");
+                System.out.println("WORDCOUNT RUNNING");
                 System.out.flush();
             }
             if (now == KafkaStreams.State.ERROR || now == KafkaStreams.State.NOT_RUNNING) {
@@ -59,7 +59,9 @@ public class WordCount {
             }
         });
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            streams.close(Duration.ofSeconds(20));
+            boolean closed = streams.close(Duration.ofSeconds(20));
+            System.out.println(closed ? "WORDCOUNT CLOSED" : "WORDCOUNT CLOSE TIMED OUT");
+            System.out.flush();
             done.countDown();
         }));
         streams.start();

@@ -267,6 +267,14 @@ impl JavaProcess {
         }
     }
 
+    /// Whether the log has a line containing `text` now.
+    pub fn logged(&self, text: &str) -> bool {
+        fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.contains(text))
+    }
+
     /// SIGTERM, and a wait of up to `timeout` for the program to exit (killed after that).
     pub fn stop(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("not running")?;
@@ -342,8 +350,12 @@ impl KafkaBroker {
         ];
         settings.extend(extra.iter().map(|s| s.to_string()));
         fs::write(&properties, settings.join("\n") + "\n")?;
-        let cluster_id = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(uuid::Uuid::new_v4().as_bytes());
+        // As Kafka's own ids: never one that starts with '-', which reads as an option.
+        let cluster_id = std::iter::repeat_with(|| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+        })
+        .find(|id| !id.starts_with('-'))
+        .context("a cluster id")?;
         let properties_arg = properties.to_string_lossy();
         run_tool(
             "kafka-storage",

@@ -128,7 +128,7 @@ fn streams_word_count_restores_its_counts_after_a_restart(
             ],
             &dir.join(log),
         )?;
-        app.wait_for_log("RUNNING", START)?;
+        app.wait_for_log("WORDCOUNT RUNNING", START)?;
         Ok(app)
     };
 
@@ -145,8 +145,13 @@ fn streams_word_count_restores_its_counts_after_a_restart(
         .map(|(w, c)| (w.to_string(), c))
         .into();
     ensure!(first == want, "{first:?}");
+    // A JVM ended by SIGTERM exits with 143 after its shutdown hooks ran.
     let status = app.stop(STOP)?;
-    ensure!(status.success(), "the word count closed with {status}");
+    ensure!(
+        app.logged("WORDCOUNT CLOSED"),
+        "the word count did not close cleanly ({status})\n{}",
+        app.log_tail(40)
+    );
 
     let topics = server.tool("kafka-topics", &["--list"])?;
     for internal in [
