@@ -954,6 +954,77 @@ mod tests {
     }
 
     #[test]
+    fn a_zstd_log_with_log_append_time_stores_zstd_batches_with_the_append_time() {
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            log_append_time: true,
+            compression: TopicCompression::Zstd(3),
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        log.append(&encode_batch(3, 10, 5), 0).unwrap();
+        let gzip = encode_batch_with(2, 10, 9, Compression::Gzip);
+        let info = log.append(&gzip, 0).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (3, 4));
+        let read = log.read(0, 1 << 20).unwrap();
+        let headers = batches(&read.records);
+        assert_eq!(headers.len(), 2);
+        for header in &headers {
+            assert_eq!(header.compression(), Some(Compression::Zstd));
+            assert_ne!(header.attributes & batch::LOG_APPEND_TIME_ATTRIBUTE, 0);
+        }
+        assert_eq!(
+            (headers[1].base_offset, headers[1].last_offset_delta),
+            (3, 1)
+        );
+        let mut stored = read.records.clone();
+        let values: Vec<_> = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut stored)
+            .unwrap()
+            .into_iter()
+            .flat_map(|set| set.records)
+            .map(|r| (r.offset, r.key, r.value))
+            .collect();
+        let mut sent = Bytes::from(encode_batch(3, 10, 5));
+        let mut expected: Vec<_> = kafka_protocol::records::RecordBatchDecoder::decode(&mut sent)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| (r.offset, r.key, r.value))
+            .collect();
+        let mut sent = Bytes::from(gzip);
+        expected.extend(
+            kafka_protocol::records::RecordBatchDecoder::decode(&mut sent)
+                .unwrap()
+                .records
+                .into_iter()
+                .map(|r| (r.offset + 3, r.key, r.value)),
+        );
+        assert_eq!(values, expected);
+    }
+
+    #[test]
+    fn a_batch_that_decompresses_past_the_size_limit_is_refused_and_nothing_written() {
+        let dir = TempDir::new().unwrap();
+        let gzip = encode_batch_with(100, 500, 0, Compression::Gzip);
+        let config = LogConfig {
+            max_batch_bytes: gzip.len() * 2,
+            compression: TopicCompression::Uncompressed,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        let error = log.append(&gzip, 0).unwrap_err();
+        assert!(
+            matches!(error, AppendError::BatchTooLarge { max, .. } if max == gzip.len() * 2),
+            "{error}"
+        );
+        assert_eq!(
+            error.response_error(),
+            kafka_protocol::ResponseError::MessageTooLarge
+        );
+        assert_eq!(log.log_end_offset(), 0);
+    }
+
+    #[test]
     fn appended_batches_read_back_with_assigned_offsets_epoch_and_a_valid_crc() {
         let dir = TempDir::new().unwrap();
         let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
