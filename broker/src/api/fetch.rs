@@ -147,19 +147,7 @@ fn resolve(
                     };
                     let found = match &name {
                         Some(_) if !authorized => Err(ResponseError::TopicAuthorizationFailed),
-                        Some(name) => {
-                            leader_for(broker, name, p.partition, p.current_leader_epoch).and_then(
-                                |partition| {
-                                    // As Kafka: fetch versions before 10 predate zstd, so a
-                                    // topic that stores zstd cannot serve them.
-                                    if version < 10 && partition.compression().is_zstd() {
-                                        Err(ResponseError::UnsupportedCompressionType)
-                                    } else {
-                                        Ok(partition)
-                                    }
-                                },
-                            )
-                        }
+                        Some(name) => leader_for(broker, name, p.partition, p.current_leader_epoch),
                         None => Err(missing),
                     };
                     (point, found)

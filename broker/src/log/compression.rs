@@ -72,12 +72,6 @@ impl TopicCompression {
             TopicCompression::Zstd(level) => (Compression::Zstd, Some(level)),
         }
     }
-
-    /// Whether stored batches are zstd whatever the producer sends: Kafka then refuses
-    /// fetches older than v10, which predate zstd.
-    pub fn is_zstd(self) -> bool {
-        matches!(self, TopicCompression::Zstd(_))
-    }
 }
 
 /// The validated batches of a produce request (`batches`, found in `records`) in the

@@ -664,11 +664,6 @@ impl Partition {
         }
     }
 
-    /// The codec produced batches are stored in (`compression.type`).
-    pub fn compression(&self) -> crate::log::TopicCompression {
-        self.state.read().log.config().compression
-    }
-
     /// Whether the log stamps batches with their append time (`LogAppendTime`).
     pub fn log_append_time(&self) -> bool {
         self.state.read().log.config().log_append_time
