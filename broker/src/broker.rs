@@ -1043,6 +1043,7 @@ pub fn log_config(topic: &TopicConfig) -> LogConfig {
         },
         flush_ms: topic.flush_ms,
         log_append_time: topic.log_append_time,
+        compression: topic.compression,
     }
 }
 

@@ -36,6 +36,8 @@ pub enum Check {
     Any,
     AtLeast(i64),
     Between(i64, i64),
+    /// Between the first two, or exactly the third (Kafka's `compression.gzip.level`: 1..9 or -1).
+    BetweenOr(i64, i64, i64),
     OneOf(&'static [&'static str]),
     ListOf(&'static [&'static str]),
     Fraction,
@@ -469,6 +471,27 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         "Compression of stored batches.",
     ),
     def(
+        "compression.gzip.level",
+        ConfigType::Int,
+        Some("-1"),
+        Check::BetweenOr(1, 9, -1),
+        "The compression level to use if compression.type is set to gzip: 1 to 9, or -1 for zlib's default (6).",
+    ),
+    def(
+        "compression.lz4.level",
+        ConfigType::Int,
+        Some("9"),
+        Check::Between(1, 17),
+        "The compression level to use if compression.type is set to lz4.",
+    ),
+    def(
+        "compression.zstd.level",
+        ConfigType::Int,
+        Some("3"),
+        Check::Between(-131072, 22),
+        "The compression level to use if compression.type is set to zstd.",
+    ),
+    def(
         "min.insync.replicas",
         ConfigType::Int,
         Some("1"),
@@ -596,6 +619,36 @@ pub const TOPIC_DEFS: &[TopicDef] = &[
             "Compression of stored batches.",
         ),
         broker_synonyms: &[("compression.type", 1)],
+    },
+    TopicDef {
+        def: def(
+            "compression.gzip.level",
+            ConfigType::Int,
+            Some("-1"),
+            Check::BetweenOr(1, 9, -1),
+            "The compression level to use if compression.type is set to gzip: 1 to 9, or -1 for zlib's default (6).",
+        ),
+        broker_synonyms: &[("compression.gzip.level", 1)],
+    },
+    TopicDef {
+        def: def(
+            "compression.lz4.level",
+            ConfigType::Int,
+            Some("9"),
+            Check::Between(1, 17),
+            "The compression level to use if compression.type is set to lz4.",
+        ),
+        broker_synonyms: &[("compression.lz4.level", 1)],
+    },
+    TopicDef {
+        def: def(
+            "compression.zstd.level",
+            ConfigType::Int,
+            Some("3"),
+            Check::Between(-131072, 22),
+            "The compression level to use if compression.type is set to zstd.",
+        ),
+        broker_synonyms: &[("compression.zstd.level", 1)],
     },
     TopicDef {
         def: def(
@@ -800,6 +853,9 @@ pub fn validate(def: &ConfigDef, value: &str) -> Result<(), ConfigError> {
         (Check::Between(min, max), Some(n)) if n < min || n > max => {
             Err(invalid(format!("between {min} and {max}")))
         }
+        (Check::BetweenOr(min, max, also), Some(n)) if n != also && (n < min || n > max) => {
+            Err(invalid(format!("between {min} and {max}, or {also}")))
+        }
         (Check::OneOf(allowed), _) if !allowed.contains(&value) => {
             Err(invalid(format!("one of {}", allowed.join(", "))))
         }
@@ -852,5 +908,22 @@ mod tests {
         assert!(err.to_string().contains("delete, compact"), "{err}");
         let ratio = &topic_def("min.cleanable.dirty.ratio").expect("known").def;
         assert!(validate(ratio, "1.5").is_err());
+        let gzip = &topic_def("compression.gzip.level").expect("known").def;
+        for good in ["-1", "1", "9"] {
+            assert!(validate(gzip, good).is_ok(), "{good}");
+        }
+        for bad in ["0", "10", "-2"] {
+            let err = validate(gzip, bad).expect_err(bad);
+            assert!(err.to_string().contains("between 1 and 9, or -1"), "{err}");
+        }
+        let zstd = &topic_def("compression.zstd.level").expect("known").def;
+        assert!(validate(zstd, "-131072").is_ok());
+        assert!(validate(zstd, "22").is_ok());
+        assert!(validate(zstd, "23").is_err());
+        assert!(validate(zstd, "-131073").is_err());
+        let lz4 = &topic_def("compression.lz4.level").expect("known").def;
+        assert!(validate(lz4, "0").is_err());
+        assert!(validate(lz4, "17").is_ok());
+        assert!(validate(lz4, "18").is_err());
     }
 }

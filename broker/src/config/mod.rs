@@ -441,6 +441,7 @@ impl BrokerConfig {
             }
         };
         let long = |name: &str| value(name).parse::<i64>().unwrap_or(i64::MAX);
+        let level = |name: &str, default: i32| value(name).parse::<i32>().unwrap_or(default);
         TopicConfig {
             segment_bytes: long("segment.bytes").max(14) as u64,
             segment_ms: u64::try_from(long("segment.ms")).ok(),
@@ -459,6 +460,15 @@ impl BrokerConfig {
             retention_ms: long("retention.ms"),
             retention_bytes: long("retention.bytes"),
             log_append_time: value("message.timestamp.type") == "LogAppendTime",
+            // Every value was validated when it was set; a name that still does not parse
+            // keeps what the producer sent.
+            compression: crate::log::TopicCompression::from_config(
+                &value("compression.type"),
+                level("compression.gzip.level", -1),
+                level("compression.lz4.level", 9),
+                level("compression.zstd.level", 3),
+            )
+            .unwrap_or_default(),
             cleanup_delete: value("cleanup.policy")
                 .split(',')
                 .any(|p| p.trim() == "delete"),
@@ -842,6 +852,8 @@ pub struct TopicConfig {
     pub flush_ms: Option<u64>,
     /// `message.timestamp.type=LogAppendTime`.
     pub log_append_time: bool,
+    /// `compression.type` with the level of its codec.
+    pub compression: crate::log::TopicCompression,
     /// `min.insync.replicas`: the ISR size an `acks=all` write needs.
     pub min_insync_replicas: usize,
     pub unclean_leader_election: bool,
