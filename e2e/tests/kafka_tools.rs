@@ -1,7 +1,7 @@
 //! Apache Kafka 4.1's own CLI tools against Oxbow, and the same checks against a real Kafka
 //! broker: each test runs once per flavor, so a check that holds on Kafka and fails on Oxbow
 //! is an Oxbow bug, and one that fails on both is a wrong test. What a tool prints is checked,
-//! not only its exit code. The README lists where the two differ and why.
+//! not only its exit code. docs/compatibility.md lists where the two differ and why.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -67,10 +67,10 @@ fn fields(line: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn describe_topic(
-    server: &Server,
-    topic: &str,
-) -> Result<(BTreeMap<String, String>, Vec<BTreeMap<String, String>>)> {
+/// A `kafka-topics --describe` answer: the topic's line, then one per partition.
+type Described = (BTreeMap<String, String>, Vec<BTreeMap<String, String>>);
+
+fn describe_topic(server: &Server, topic: &str) -> Result<Described> {
     let out = server.tool("kafka-topics", &["--describe", "--topic", topic])?;
     let mut lines = out.lines().into_iter();
     let head = fields(lines.next().context("describe printed nothing")?);
