@@ -557,8 +557,10 @@ impl Broker {
         }
     }
 
-    /// Elects a partition's preferred leader, or (not `preferred`) any in-sync leader when it
-    /// has none, or an out-of-sync one when the topic allows unclean elections.
+    /// Elects a partition's preferred leader, or (not `preferred`: ElectLeaders' unclean
+    /// election) a leader for a partition that has none: an in-sync replica when one is live,
+    /// otherwise any live replica, whatever the topic's `unclean.leader.election.enable`
+    /// says, as Kafka's controller does for an election an operator asked for by name.
     pub async fn elect_leader(
         &self,
         topic: &str,
@@ -584,20 +586,19 @@ impl Broker {
                 format!("{topic}-{partition} has a leader"),
             ));
         }
-        let unclean = !preferred
-            && image
-                .topics
-                .get(topic)
-                .is_some_and(|t| self.topic_config(t).unclean_leader_election);
         match self
             .propose(MetadataCommand::ElectLeader {
                 topic: topic.to_string(),
                 partition,
                 preferred,
-                unclean,
+                unclean: !preferred,
             })
             .await?
         {
+            CommandResult::Rejected { reason } if preferred => Err(ApiError::new(
+                ResponseError::PreferredLeaderNotAvailable,
+                reason,
+            )),
             CommandResult::Rejected { reason } => Err(ApiError::new(
                 ResponseError::EligibleLeadersNotAvailable,
                 reason,
