@@ -740,6 +740,25 @@ impl Probe {
                     r.error_message
                 );
             }
+            ApiKey::DescribeQuorum => {
+                use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+                let request = kafka_protocol::messages::DescribeQuorumRequest::default()
+                    .with_topics(vec![TopicData::default()
+                        .with_topic_name(topic_name("__cluster_metadata"))
+                        .with_partitions(vec![PartitionData::default()])]);
+                let r = call(conn, &request, version).await?;
+                expect_ok("DescribeQuorum", r.error_code)?;
+                let p = r
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .context("no partition in the DescribeQuorum response")?;
+                expect_ok("DescribeQuorum partition", p.error_code)?;
+                ensure!(
+                    p.current_voters.len() == 1 && p.leader_id == p.current_voters[0].replica_id,
+                    "a standalone broker is the only voter and leads: {p:?}"
+                );
+            }
             _ => return Ok(false),
         }
         Ok(true)

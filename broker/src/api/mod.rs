@@ -13,6 +13,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod quorum;
 mod reassignment;
 mod replication;
 pub(crate) mod response;
@@ -92,6 +93,7 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::CreateAcls,
     ApiKey::DeleteAcls,
     ApiKey::UnregisterBroker,
+    ApiKey::DescribeQuorum,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -154,6 +156,7 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::CreateAcls => versions::<kafka_protocol::messages::CreateAclsRequest>(),
         ApiKey::DeleteAcls => versions::<kafka_protocol::messages::DeleteAclsRequest>(),
         ApiKey::UnregisterBroker => versions::<kafka_protocol::messages::UnregisterBrokerRequest>(),
+        ApiKey::DescribeQuorum => versions::<kafka_protocol::messages::DescribeQuorumRequest>(),
         _ => return None,
     })
 }
@@ -207,6 +210,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::CreateAcls => "CreateAcls",
         ApiKey::DeleteAcls => "DeleteAcls",
         ApiKey::UnregisterBroker => "UnregisterBroker",
+        ApiKey::DescribeQuorum => "DescribeQuorum",
         _ => "Unsupported",
     }
 }
@@ -295,6 +299,9 @@ pub async fn handle(
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, context, &r))
+        }
+        RequestKind::DescribeQuorum(r) => {
+            ResponseKind::DescribeQuorum(quorum::describe(broker, context, &r, version).await)
         }
         RequestKind::UnregisterBroker(r) => {
             ResponseKind::UnregisterBroker(cluster::unregister(broker, context, &r).await)
