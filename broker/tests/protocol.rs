@@ -765,6 +765,38 @@ impl Probe {
     }
 }
 
+/// DescribeLogDirs v4 reports the size of the log directory's filesystem and the space left
+/// on it, as Kafka does from Java's FileStore (`kafka-log-dirs.sh` prints both).
+#[tokio::test]
+async fn describe_log_dirs_reports_the_total_and_usable_bytes_of_the_filesystem() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        let request = kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None);
+        let response = call(&mut conn, &request, 4).await?;
+        let dir = response.results.first().context("no log directory")?;
+        expect_ok("DescribeLogDirs", dir.error_code)?;
+        let stat = rustix::fs::statvfs(broker.data_dir())?;
+        let total = i64::try_from(stat.f_blocks * stat.f_frsize)?;
+        let usable = i64::try_from(stat.f_bavail * stat.f_frsize)?;
+        ensure!(
+            dir.total_bytes == total,
+            "total bytes {}, the filesystem has {total}",
+            dir.total_bytes
+        );
+        // Other writers share the disk: allow what they may write in between.
+        ensure!(
+            dir.usable_bytes > 0 && (dir.usable_bytes - usable).abs() < 1 << 30,
+            "usable bytes {}, the filesystem has {usable} available",
+            dir.usable_bytes
+        );
+        ensure!(dir.usable_bytes <= dir.total_bytes, "{dir:?}");
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Requests the broker cannot answer: the connection is closed, the broker lives on
 // ---------------------------------------------------------------------------------------------
