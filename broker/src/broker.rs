@@ -607,6 +607,35 @@ impl Broker {
         }
     }
 
+    /// Sets feature levels (UpdateFeatures), all or none; with `validate_only`, only says
+    /// whether they would be set. Refusals are INVALID_UPDATE_VERSION with Kafka's reason.
+    pub async fn update_features(
+        &self,
+        updates: Vec<crate::controller::features::FeatureUpdate>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let refused = |reason| ApiError::new(ResponseError::InvalidUpdateVersion, reason);
+        if validate_only {
+            return crate::controller::features::apply(
+                &self.image().features,
+                &updates,
+                self.node_id(),
+            )
+            .map(|_| ())
+            .map_err(refused);
+        }
+        match self
+            .propose(MetadataCommand::UpdateFeatures {
+                broker: self.node_id(),
+                updates,
+            })
+            .await?
+        {
+            CommandResult::Rejected { reason } => Err(refused(reason)),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts moving a partition to `target` replicas (or cancels a move when `None`).
     pub async fn reassign(
         &self,

@@ -26,11 +26,12 @@ use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+use kafka_protocol::messages::update_features_request::FeatureUpdateKey;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeLogDirsRequest, DescribeQuorumRequest, ElectLeadersRequest,
-    FetchRequest, FindCoordinatorRequest, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, UnregisterBrokerRequest,
+    AlterPartitionReassignmentsRequest, ApiVersionsRequest, BrokerId, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
+    ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, UnregisterBrokerRequest, UpdateFeaturesRequest,
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
@@ -2102,6 +2103,42 @@ fn describe_quorum_reports_the_leader_voters_and_observers_from_any_broker() -> 
                 "voter {voter:?} at {now}"
             );
         }
+        Ok(())
+    })
+}
+
+/// Finalized feature levels live in the replicated metadata: an UpdateFeatures sent to any
+/// broker is reported by every broker's ApiVersions, and by a broker that restarted.
+#[test]
+fn a_feature_level_set_through_one_broker_is_reported_by_every_broker() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let update = UpdateFeaturesRequest::default()
+            .with_timeout_ms(10_000)
+            .with_feature_updates(vec![FeatureUpdateKey::default()
+                .with_feature(str_bytes("metadata.version"))
+                .with_max_version_level(25)
+                .with_upgrade_type(2)]);
+        let answer = cluster.request(3, &update, 1)?;
+        ensure!(answer.error_code == 0, "{answer:?}");
+        let metadata_version = |cluster: &Cluster, node: NodeId| -> Result<i16> {
+            let versions = cluster.request(node, &ApiVersionsRequest::default(), 3)?;
+            versions
+                .finalized_features
+                .iter()
+                .find(|f| f.name.as_str() == "metadata.version")
+                .map(|f| f.max_version_level)
+                .with_context(|| format!("broker {node} finalizes no metadata.version"))
+        };
+        cluster.wait_until("every broker reports 4.0-IV3", SETTLE, |cluster| {
+            for node in cluster.up() {
+                let level = metadata_version(cluster, node)?;
+                ensure!(level == 25, "broker {node} reports {level}");
+            }
+            Ok(())
+        })?;
+        cluster.restart(1)?;
+        let level = metadata_version(cluster, 1)?;
+        ensure!(level == 25, "broker 1 reports {level} after a restart");
         Ok(())
     })
 }

@@ -5,6 +5,7 @@ mod admin;
 mod api_versions;
 mod cluster;
 mod configs;
+mod features;
 mod fetch;
 mod group;
 mod leader_hint;
@@ -94,6 +95,7 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::DeleteAcls,
     ApiKey::UnregisterBroker,
     ApiKey::DescribeQuorum,
+    ApiKey::UpdateFeatures,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -157,6 +159,7 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::DeleteAcls => versions::<kafka_protocol::messages::DeleteAclsRequest>(),
         ApiKey::UnregisterBroker => versions::<kafka_protocol::messages::UnregisterBrokerRequest>(),
         ApiKey::DescribeQuorum => versions::<kafka_protocol::messages::DescribeQuorumRequest>(),
+        ApiKey::UpdateFeatures => versions::<kafka_protocol::messages::UpdateFeaturesRequest>(),
         _ => return None,
     })
 }
@@ -211,6 +214,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::DeleteAcls => "DeleteAcls",
         ApiKey::UnregisterBroker => "UnregisterBroker",
         ApiKey::DescribeQuorum => "DescribeQuorum",
+        ApiKey::UpdateFeatures => "UpdateFeatures",
         _ => "Unsupported",
     }
 }
@@ -271,7 +275,7 @@ pub async fn handle(
         Err(reason) => return Outcome::Close(reason),
     };
     let response = match request {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(broker, &r)),
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(broker, context, r, version).await)
         }
@@ -299,6 +303,9 @@ pub async fn handle(
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, context, &r))
+        }
+        RequestKind::UpdateFeatures(r) => {
+            ResponseKind::UpdateFeatures(features::update(broker, context, r, version).await)
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(quorum::describe(broker, context, &r, version).await)

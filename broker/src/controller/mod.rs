@@ -2,6 +2,7 @@
 //! or the replicated quorum), and the active controller's liveness tracking that fences
 //! brokers which stop heartbeating.
 
+pub mod features;
 pub mod image;
 pub mod placement;
 pub mod raft;
@@ -108,6 +109,15 @@ impl Quorum {
                         .unwrap_or_default(),
                 })
             }
+        }
+    }
+
+    /// The offset of the last metadata record applied here, -1 before any: Kafka's
+    /// finalized-features epoch, which grows with every change of the metadata.
+    pub fn applied_offset(&self) -> i64 {
+        match self {
+            Quorum::Standalone(store) => store.changes() - 1,
+            Quorum::Raft(quorum) => quorum.applied_offset(),
         }
     }
 

@@ -346,7 +346,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let request = Request::Snapshot {
             vote,
             meta: snapshot.meta,
-            image: *snapshot.snapshot,
+            image: snapshot.snapshot,
         };
         let ttl = option.hard_ttl();
         let result = tokio::select! {

@@ -492,6 +492,17 @@ impl RaftQuorum {
         self.inner.metrics.borrow().current_leader
     }
 
+    /// The raft log index of the last entry applied to this node's image, -1 before any.
+    pub fn applied_offset(&self) -> i64 {
+        self.inner
+            .metrics
+            .borrow()
+            .last_applied
+            .map_or(-1, |applied| {
+                i64::try_from(applied.index).unwrap_or(i64::MAX)
+            })
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.inner.node_id)
     }

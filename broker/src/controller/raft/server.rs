@@ -63,7 +63,7 @@ impl Handler {
                         vote,
                         Snapshot {
                             meta,
-                            snapshot: Box::new(image),
+                            snapshot: image,
                         },
                     )
                     .await,

@@ -29,7 +29,7 @@ pub(crate) enum Request {
     Snapshot {
         vote: Vote,
         meta: SnapshotMeta,
-        image: MetadataImage,
+        image: Box<MetadataImage>,
     },
     /// A command proposed on another node, to be written by this one if it leads.
     Forward(MetadataCommand),
