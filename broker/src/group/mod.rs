@@ -1066,7 +1066,10 @@ mod tests {
     #[test]
     fn a_deleted_group_stays_gone_once_its_tombstones_are_applied() {
         let c = coordinator(0);
-        c.apply_offsets(vec![offset_record("g", Some(5)), offset_record("h", Some(1))]);
+        c.apply_offsets(vec![
+            offset_record("g", Some(5)),
+            offset_record("h", Some(1)),
+        ]);
         let keys = c.delete_group("g").expect("an empty group is deleted");
         assert_eq!(keys, vec![("t".to_string(), 0)]);
         c.apply_offsets(vec![offset_record("g", None)]);
