@@ -557,8 +557,10 @@ impl Broker {
         }
     }
 
-    /// Elects a partition's preferred leader, or (not `preferred`) any in-sync leader when it
-    /// has none, or an out-of-sync one when the topic allows unclean elections.
+    /// Elects a partition's preferred leader, or (not `preferred`: ElectLeaders' unclean
+    /// election) a leader for a partition that has none: an in-sync replica when one is live,
+    /// otherwise any live replica, whatever the topic's `unclean.leader.election.enable`
+    /// says, as Kafka's controller does for an election an operator asked for by name.
     pub async fn elect_leader(
         &self,
         topic: &str,
@@ -584,24 +586,52 @@ impl Broker {
                 format!("{topic}-{partition} has a leader"),
             ));
         }
-        let unclean = !preferred
-            && image
-                .topics
-                .get(topic)
-                .is_some_and(|t| self.topic_config(t).unclean_leader_election);
         match self
             .propose(MetadataCommand::ElectLeader {
                 topic: topic.to_string(),
                 partition,
                 preferred,
-                unclean,
+                unclean: !preferred,
             })
             .await?
         {
+            CommandResult::Rejected { reason } if preferred => Err(ApiError::new(
+                ResponseError::PreferredLeaderNotAvailable,
+                reason,
+            )),
             CommandResult::Rejected { reason } => Err(ApiError::new(
                 ResponseError::EligibleLeadersNotAvailable,
                 reason,
             )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets feature levels (UpdateFeatures), all or none; with `validate_only`, only says
+    /// whether they would be set. Refusals are INVALID_UPDATE_VERSION with Kafka's reason.
+    pub async fn update_features(
+        &self,
+        updates: Vec<crate::controller::features::FeatureUpdate>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let refused = |reason| ApiError::new(ResponseError::InvalidUpdateVersion, reason);
+        if validate_only {
+            return crate::controller::features::apply(
+                &self.image().features,
+                &updates,
+                self.node_id(),
+            )
+            .map(|_| ())
+            .map_err(refused);
+        }
+        match self
+            .propose(MetadataCommand::UpdateFeatures {
+                broker: self.node_id(),
+                updates,
+            })
+            .await?
+        {
+            CommandResult::Rejected { reason } => Err(refused(reason)),
             _ => Ok(()),
         }
     }

@@ -382,3 +382,75 @@ fn check_topic_metadata(bootstrap: &str, topic: &str, partitions: i32, node: i32
     }
     Ok(())
 }
+
+/// librdkafka's test 0054 (`offsets_for_times`): records with distinct timestamps produced in
+/// one batch are each found by their own timestamp, not at the batch's first offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_for_times_finds_each_record_of_a_multi_record_batch() -> Result<()> {
+    let broker = start_broker()?;
+    let outcome = offsets_for_times_inside_a_batch(&broker).await;
+    broker.explain(outcome)
+}
+
+async fn offsets_for_times_inside_a_batch(broker: &BrokerProcess) -> Result<()> {
+    let topic = "times";
+    let bootstrap = broker.bootstrap();
+    harness::create_topic(&bootstrap, topic, 1).await?;
+    // A long linger and queueing every record before awaiting any puts them in one batch.
+    let producer: FutureProducer = harness::producer_config(&bootstrap)
+        .set("linger.ms", "500")
+        .create()
+        .context("creating a producer")?;
+    let base = 1_700_000_000_000_i64;
+    let mut pending = Vec::new();
+    for i in 0..5_i64 {
+        let value = format!("at-{i}");
+        let record = FutureRecord::<(), _>::to(topic)
+            .payload(&value)
+            .partition(0)
+            .timestamp(base + 10 * i);
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(err, _)| anyhow!("queueing {value}: {err}"))?,
+        );
+    }
+    let mut offsets = Vec::new();
+    for delivery in pending {
+        let delivery = timeout(Duration::from_secs(10), delivery)
+            .await
+            .context("no delivery report")?
+            .context("delivery report dropped")?
+            .map_err(|(err, _)| anyhow!("delivery failed: {err}"))?;
+        offsets.push(delivery.offset);
+    }
+    ensure!(offsets == [0, 1, 2, 3, 4], "offsets {offsets:?}");
+
+    let consumer = harness::base_consumer(&bootstrap, "times-reader")?;
+    for (timestamp, expected) in [
+        (base - 1, Offset::Offset(0)),
+        (base, Offset::Offset(0)),
+        (base + 1, Offset::Offset(1)),
+        (base + 25, Offset::Offset(3)),
+        (base + 40, Offset::Offset(4)),
+        (base + 41, Offset::End),
+    ] {
+        let mut wanted = TopicPartitionList::new();
+        wanted
+            .add_partition_offset(topic, 0, Offset::Offset(timestamp))
+            .context("building the query")?;
+        let found = consumer
+            .offsets_for_times(wanted, Duration::from_secs(10))
+            .with_context(|| format!("offsets_for_times({timestamp})"))?;
+        let offset = found
+            .find_partition(topic, 0)
+            .context("no answer for the partition")?
+            .offset();
+        ensure!(
+            offset == expected,
+            "timestamp base+{}: {offset:?}, expected {expected:?}",
+            timestamp - base
+        );
+    }
+    Ok(())
+}

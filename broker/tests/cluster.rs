@@ -22,14 +22,16 @@ use kafka_protocol::messages::alter_partition_reassignments_request::{
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
+use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+use kafka_protocol::messages::update_features_request::FeatureUpdateKey;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeLogDirsRequest, ElectLeadersRequest, FetchRequest,
-    FindCoordinatorRequest, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
-    UnregisterBrokerRequest,
+    AlterPartitionReassignmentsRequest, ApiVersionsRequest, BrokerId, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
+    ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, UnregisterBrokerRequest, UpdateFeaturesRequest,
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
@@ -44,7 +46,7 @@ use rdkafka::Offset;
 
 mod support;
 
-use support::{produce_request, str_bytes, topic_name, BatchBuilder};
+use support::{now_ms, produce_request, str_bytes, topic_name, BatchBuilder};
 
 /// A record read back: partition, offset, value.
 type Record = (i32, i64, String);
@@ -1950,6 +1952,283 @@ fn a_stopped_learner_holding_no_replica_is_unregistered_and_leaves_the_quorum() 
             "the controller logged {} more warnings about node 4 after it left the quorum",
             after - before
         );
+        Ok(())
+    })
+}
+
+/// ListOffsets v4+ answers with the leader epoch of the record it found, as Kafka does: a
+/// Java consumer compares it with OffsetForLeaderEpoch after a leader change, and a wrong
+/// one (it was always 0) makes it detect a truncation that never happened.
+#[test]
+fn list_offsets_reports_the_leader_epoch_of_each_record_found_after_a_leader_change() -> Result<()>
+{
+    with_cluster(options(), |cluster| {
+        let topic = "epochs";
+        cluster.create_topic_assigned(topic, &[&[2, 3, 1]], &[])?;
+        let first = wait_for_partition(cluster, topic, 0, "every replica in sync", |p| {
+            p.isr.len() == 3
+        })?;
+        produce_at(cluster, first.leader, topic, 1_000, &["a", "b", "c"])?;
+        cluster.kill(first.leader)?;
+        let second = wait_for_partition(cluster, topic, 0, "a new leader", |p| {
+            p.leader != first.leader && p.leader != -1
+        })?;
+        ensure!(
+            second.leader_epoch > first.leader_epoch,
+            "{first:?} then {second:?}"
+        );
+        produce_at(cluster, second.leader, topic, 2_000, &["d", "e", "f"])?;
+
+        let (old, new) = (first.leader_epoch, second.leader_epoch);
+        for (timestamp, offset, epoch) in [
+            (-2, 0, old),  // earliest: the first record's epoch
+            (-1, 6, new),  // latest: the partition's current epoch
+            (500, 0, old), // by timestamp: the epoch of the record found
+            (1_500, 3, new),
+            (-3, 3, new), // max timestamp: its first record
+        ] {
+            for version in [4, 7] {
+                let answer = cluster.request(
+                    second.leader,
+                    &support::list_offsets_request(topic, 0, timestamp),
+                    version,
+                )?;
+                let partition = answer
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .context("ListOffsets answered no partition")?;
+                ensure!(
+                    partition.error_code == 0
+                        && partition.offset == offset
+                        && partition.leader_epoch == epoch,
+                    "v{version} timestamp {timestamp}: expected offset {offset} in epoch {epoch}, \
+                     got {partition:?}"
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Produces one batch of `values` with CreateTime `timestamp` to `leader`, acks=all.
+fn produce_at(
+    cluster: &Cluster,
+    leader: NodeId,
+    topic: &str,
+    timestamp: i64,
+    values: &[&str],
+) -> Result<()> {
+    let records = BatchBuilder::default()
+        .timestamp(timestamp)
+        .values(values)?;
+    let produce = produce_request(topic, 0, records, -1).with_timeout_ms(10_000);
+    let answer = cluster.request(leader, &produce, 9)?;
+    let partition = answer
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .context("Produce answered no partition")?;
+    ensure!(partition.error_code == 0, "{partition:?}");
+    Ok(())
+}
+
+/// An operator's unclean ElectLeaders (election type 1) elects an out-of-sync replica even
+/// where the topic disallows unclean elections, as Kafka's controller does: the controller
+/// alone never would (see the test above), the operator asked for it by name.
+#[test]
+fn an_unclean_elect_leaders_request_elects_an_out_of_sync_replica_whatever_the_topic_says(
+) -> Result<()> {
+    with_cluster(options().voters(1), |cluster| {
+        let topic = "forced";
+        cluster.create_topic_assigned(topic, &[&[2, 3]], &[])?;
+        wait_for_partition(cluster, topic, 0, "both replicas in sync", |p| {
+            p.isr.len() == 2
+        })?;
+        cluster.kill(3)?;
+        wait_for_partition(cluster, topic, 0, "broker 3 out of the ISR", |p| {
+            p.isr == vec![2]
+        })?;
+        cluster.kill(2)?;
+        wait_for_partition(cluster, topic, 0, "no leader", |p| p.leader == -1)?;
+        cluster.restart(3)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let offline = cluster.partitions(topic)?;
+        ensure!(
+            offline.first().is_some_and(|p| p.leader == -1),
+            "the controller elected an out-of-sync leader on its own: {offline:?}"
+        );
+
+        let elect = |election_type: i8| {
+            ElectLeadersRequest::default()
+                .with_election_type(election_type)
+                .with_timeout_ms(10_000)
+                .with_topic_partitions(Some(vec![TopicPartitions::default()
+                    .with_topic(topic_name(topic))
+                    .with_partitions(vec![0])]))
+        };
+        let preferred = cluster.request(1, &elect(0), 2)?;
+        let refused = preferred
+            .replica_election_results
+            .first()
+            .and_then(|r| r.partition_result.first())
+            .context("ElectLeaders answered no partition")?;
+        ensure!(
+            refused.error_code == ResponseError::PreferredLeaderNotAvailable.code(),
+            "a preferred election with the preferred replica down: {refused:?}"
+        );
+        let unclean = cluster.request(1, &elect(1), 2)?;
+        let result = unclean
+            .replica_election_results
+            .first()
+            .and_then(|r| r.partition_result.first())
+            .context("ElectLeaders answered no partition")?;
+        ensure!(
+            unclean.error_code == 0 && result.error_code == 0,
+            "unclean election refused: {unclean:?}"
+        );
+        let elected = wait_for_partition(cluster, topic, 0, "broker 3 leads", |p| p.leader == 3)?;
+        ensure!(
+            elected.isr == vec![3],
+            "the unclean leader is the whole ISR: {elected:?}"
+        );
+        Ok(())
+    })
+}
+
+/// DescribeQuorum, asked of any broker, answers as Kafka's controller does: the leader and
+/// its epoch, the high watermark, the voters and the observers (brokers that do not vote)
+/// with their log end offsets and when they last fetched and were caught up; v2 adds the
+/// voters' controller endpoints. A stopped observer's last fetch stops moving.
+#[test]
+fn describe_quorum_reports_the_leader_voters_and_observers_from_any_broker() -> Result<()> {
+    with_cluster(options().brokers(4).voters(3), |cluster| {
+        cluster.create_topic("quorum", 1, 3, &[])?;
+        let describe = |cluster: &Cluster, node: NodeId| -> Result<_> {
+            let request = DescribeQuorumRequest::default().with_topics(vec![
+                kafka_protocol::messages::describe_quorum_request::TopicData::default()
+                    .with_topic_name(topic_name("__cluster_metadata"))
+                    .with_partitions(vec![
+                        kafka_protocol::messages::describe_quorum_request::PartitionData::default(),
+                    ]),
+            ]);
+            let response = cluster.request(node, &request, 2)?;
+            let partition = response
+                .topics
+                .first()
+                .and_then(|t| t.partitions.first())
+                .cloned()
+                .context("DescribeQuorum answered no partition")?;
+            ensure!(
+                response.error_code == 0 && partition.error_code == 0,
+                "broker {node}: {response:?}"
+            );
+            Ok((response, partition))
+        };
+        let controller = cluster.metadata(4, Some(&[]))?.controller_id.0;
+        let now = now_ms();
+        let (response, status) = describe(cluster, 4)?;
+        let ids =
+            |replicas: &[ReplicaState]| replicas.iter().map(|r| r.replica_id.0).collect::<Vec<_>>();
+        ensure!(
+            status.leader_id.0 == controller,
+            "leader {status:?}, controller {controller}"
+        );
+        ensure!(status.leader_epoch >= 1, "{status:?}");
+        ensure!(
+            ids(&status.current_voters) == [1, 2, 3],
+            "voters {status:?}"
+        );
+        ensure!(ids(&status.observers) == [4], "observers {status:?}");
+        ensure!(status.high_watermark > 0, "{status:?}");
+        for replica in status.current_voters.iter().chain(&status.observers) {
+            ensure!(
+                replica.log_end_offset > 0 && replica.log_end_offset <= status.high_watermark + 10,
+                "log end offset of {replica:?}, high watermark {}",
+                status.high_watermark
+            );
+            for at in [
+                replica.last_fetch_timestamp,
+                replica.last_caught_up_timestamp,
+            ] {
+                ensure!(
+                    (now - 10_000..now + 10_000).contains(&at),
+                    "timestamps of {replica:?}"
+                );
+            }
+        }
+        let mut endpoints: Vec<(i32, u16)> = response
+            .nodes
+            .iter()
+            .flat_map(|n| n.listeners.iter().map(move |l| (n.node_id.0, l.port)))
+            .collect();
+        endpoints.sort_unstable();
+        ensure!(
+            endpoints.iter().map(|e| e.0).collect::<Vec<_>>() == [1, 2, 3]
+                && endpoints.iter().all(|e| e.1 > 0),
+            "voter endpoints {:?}",
+            response.nodes
+        );
+        // The same answer from the leader itself and from a voter that follows.
+        for node in [1, 2, 3] {
+            let (_, seen) = describe(cluster, node)?;
+            ensure!(
+                seen.leader_id == status.leader_id && ids(&seen.observers) == [4],
+                "broker {node} answered {seen:?}"
+            );
+        }
+
+        cluster.kill(4)?;
+        std::thread::sleep(Duration::from_secs(3));
+        let (_, later) = describe(cluster, 1)?;
+        let now = now_ms();
+        let observer = later.observers.first().context("the observer is gone")?;
+        ensure!(
+            now - observer.last_fetch_timestamp >= 2_500,
+            "a stopped observer still fetches: {observer:?} at {now}"
+        );
+        for voter in &later.current_voters {
+            ensure!(
+                now - voter.last_fetch_timestamp < 2_000,
+                "voter {voter:?} at {now}"
+            );
+        }
+        Ok(())
+    })
+}
+
+/// Finalized feature levels live in the replicated metadata: an UpdateFeatures sent to any
+/// broker is reported by every broker's ApiVersions, and by a broker that restarted.
+#[test]
+fn a_feature_level_set_through_one_broker_is_reported_by_every_broker() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let update = UpdateFeaturesRequest::default()
+            .with_timeout_ms(10_000)
+            .with_feature_updates(vec![FeatureUpdateKey::default()
+                .with_feature(str_bytes("metadata.version"))
+                .with_max_version_level(25)
+                .with_upgrade_type(2)]);
+        let answer = cluster.request(3, &update, 1)?;
+        ensure!(answer.error_code == 0, "{answer:?}");
+        let metadata_version = |cluster: &Cluster, node: NodeId| -> Result<i16> {
+            let versions = cluster.request(node, &ApiVersionsRequest::default(), 3)?;
+            versions
+                .finalized_features
+                .iter()
+                .find(|f| f.name.as_str() == "metadata.version")
+                .map(|f| f.max_version_level)
+                .with_context(|| format!("broker {node} finalizes no metadata.version"))
+        };
+        cluster.wait_until("every broker reports 4.0-IV3", SETTLE, |cluster| {
+            for node in cluster.up() {
+                let level = metadata_version(cluster, node)?;
+                ensure!(level == 25, "broker {node} reports {level}");
+            }
+            Ok(())
+        })?;
+        cluster.restart(1)?;
+        let level = metadata_version(cluster, 1)?;
+        ensure!(level == 25, "broker 1 reports {level} after a restart");
         Ok(())
     })
 }

@@ -740,10 +740,244 @@ impl Probe {
                     r.error_message
                 );
             }
+            ApiKey::UpdateFeatures => {
+                // The current level: a no-op at v0, a dry run from v1.
+                let request = update_features(&[("metadata.version", 27, 1)], version > 0, version);
+                let r = call(conn, &request, version).await?;
+                expect_ok("UpdateFeatures", r.error_code)?;
+            }
+            ApiKey::DescribeQuorum => {
+                use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+                let request = kafka_protocol::messages::DescribeQuorumRequest::default()
+                    .with_topics(vec![TopicData::default()
+                        .with_topic_name(topic_name("__cluster_metadata"))
+                        .with_partitions(vec![PartitionData::default()])]);
+                let r = call(conn, &request, version).await?;
+                expect_ok("DescribeQuorum", r.error_code)?;
+                let p = r
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .context("no partition in the DescribeQuorum response")?;
+                expect_ok("DescribeQuorum partition", p.error_code)?;
+                ensure!(
+                    p.current_voters.len() == 1 && p.leader_id == p.current_voters[0].replica_id,
+                    "a standalone broker is the only voter and leads: {p:?}"
+                );
+            }
             _ => return Ok(false),
         }
         Ok(true)
     }
+}
+
+/// An UpdateFeatures request of `(feature, level, upgrade type)` updates.
+/// At `version` 0 the upgrade type travels as `allow_downgrade`.
+fn update_features(
+    updates: &[(&str, i16, i8)],
+    validate_only: bool,
+    version: i16,
+) -> kafka_protocol::messages::UpdateFeaturesRequest {
+    use kafka_protocol::messages::update_features_request::FeatureUpdateKey;
+    kafka_protocol::messages::UpdateFeaturesRequest::default()
+        .with_timeout_ms(10_000)
+        .with_validate_only(validate_only)
+        .with_feature_updates(
+            updates
+                .iter()
+                .map(|(name, level, upgrade)| {
+                    let key = FeatureUpdateKey::default()
+                        .with_feature(StrBytes::from_string((*name).to_string()))
+                        .with_max_version_level(*level);
+                    if version == 0 {
+                        key.with_allow_downgrade(*upgrade != 1)
+                    } else {
+                        key.with_upgrade_type(*upgrade)
+                    }
+                })
+                .collect(),
+        )
+}
+
+/// `(name, min, max)` of the supported features and `(name, level)` of the finalized ones.
+type Features = (Vec<(String, i16, i16)>, Vec<(String, i16)>, i64);
+
+async fn features(conn: &mut Connection) -> Result<Features> {
+    let r = call(conn, &api_versions_request(), 3).await?;
+    expect_ok("ApiVersions", r.error_code)?;
+    let supported = r
+        .supported_features
+        .iter()
+        .map(|f| (f.name.to_string(), f.min_version, f.max_version))
+        .collect();
+    let finalized = r
+        .finalized_features
+        .iter()
+        .map(|f| {
+            ensure!(f.min_version_level == f.max_version_level, "{f:?}");
+            Ok((f.name.to_string(), f.max_version_level))
+        })
+        .collect::<Result<_>>()?;
+    Ok((supported, finalized, r.finalized_features_epoch))
+}
+
+/// ApiVersions v3 reports the supported and finalized features as Kafka 4.1 does, and
+/// UpdateFeatures changes the finalized levels with Kafka's validation: a downgrade needs a
+/// downgrade type and is refused across a metadata.version that changed the metadata, a
+/// level the broker does not support is refused, a dry run changes nothing, and what was
+/// set survives a restart.
+#[tokio::test]
+async fn update_features_validates_like_kafka_and_the_levels_survive_a_restart() -> Result<()> {
+    let mut broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        let (supported, finalized, epoch) = features(&mut conn).await?;
+        let names: Vec<&str> = supported.iter().map(|f| f.0.as_str()).collect();
+        for name in [
+            "metadata.version",
+            "kraft.version",
+            "group.version",
+            "transaction.version",
+            "eligible.leader.replicas.version",
+            "share.version",
+        ] {
+            ensure!(names.contains(&name), "{name} is not among {supported:?}");
+        }
+        ensure!(
+            supported.contains(&("metadata.version".to_string(), 7, 27)),
+            "{supported:?}"
+        );
+        ensure!(
+            finalized == [("metadata.version".to_string(), 27)],
+            "a new cluster finalizes metadata.version 4.1-IV1 only: {finalized:?}"
+        );
+        ensure!(epoch >= 0, "finalized features epoch {epoch}");
+
+        let refused =
+            |what: &str, r: &kafka_protocol::messages::UpdateFeaturesResponse, says: &str| {
+                ensure!(
+                    r.error_code == ResponseError::InvalidUpdateVersion.code()
+                        && r.error_message.as_ref().is_some_and(|m| m.contains(says)),
+                    "{what}: expected INVALID_UPDATE_VERSION saying {says:?}, got {r:?}"
+                );
+                Ok(())
+            };
+        let r = call(
+            &mut conn,
+            &update_features(&[("metadata.version", 24, 1)], false, 1),
+            1,
+        )
+        .await?;
+        refused(
+            "a downgrade typed as an upgrade",
+            &r,
+            "without setting the upgrade type",
+        )?;
+        let r = call(
+            &mut conn,
+            &update_features(&[("metadata.version", 21, 2)], false, 1),
+            1,
+        )
+        .await?;
+        refused("a downgrade below 4.0-IV1", &r, "might delete metadata")?;
+        let r = call(
+            &mut conn,
+            &update_features(&[("group.version", 1, 1)], false, 1),
+            1,
+        )
+        .await?;
+        refused("an unsupported level", &r, "does not support this feature")?;
+        let r = call(
+            &mut conn,
+            &update_features(&[("metadata.version", 24, 2)], true, 1),
+            1,
+        )
+        .await?;
+        expect_ok("dry-run downgrade", r.error_code)?;
+        ensure!(
+            features(&mut conn).await?.1 == finalized,
+            "a dry run changed the levels"
+        );
+
+        let r = call(
+            &mut conn,
+            &update_features(&[("metadata.version", 24, 2)], false, 2),
+            2,
+        )
+        .await?;
+        expect_ok("safe downgrade to 4.0-IV2", r.error_code)?;
+        let (_, lowered, later) = features(&mut conn).await?;
+        ensure!(
+            lowered == [("metadata.version".to_string(), 24)],
+            "{lowered:?}"
+        );
+        ensure!(
+            later > epoch,
+            "the epoch did not grow: {epoch} then {later}"
+        );
+        Ok(())
+    }
+    .await;
+    let outcome = match outcome {
+        Ok(()) => {
+            async {
+                broker.restart()?;
+                let mut conn = connect(&broker).await?;
+                let (_, finalized, _) = features(&mut conn).await?;
+                ensure!(
+                    finalized == [("metadata.version".to_string(), 24)],
+                    "after a restart: {finalized:?}"
+                );
+                let r = call(
+                    &mut conn,
+                    &update_features(&[("metadata.version", 27, 1)], false, 0),
+                    0,
+                )
+                .await?;
+                expect_ok("upgrade back at v0", r.error_code)?;
+                ensure!(
+                    r.results.len() == 1 && r.results[0].error_code == 0,
+                    "v0 answers each feature: {r:?}"
+                );
+                Ok(())
+            }
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    broker.explain(outcome)
+}
+
+/// DescribeLogDirs v4 reports the size of the log directory's filesystem and the space left
+/// on it, as Kafka does from Java's FileStore (`kafka-log-dirs.sh` prints both).
+#[tokio::test]
+async fn describe_log_dirs_reports_the_total_and_usable_bytes_of_the_filesystem() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        let request = kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None);
+        let response = call(&mut conn, &request, 4).await?;
+        let dir = response.results.first().context("no log directory")?;
+        expect_ok("DescribeLogDirs", dir.error_code)?;
+        let stat = rustix::fs::statvfs(broker.data_dir())?;
+        let total = i64::try_from(stat.f_blocks * stat.f_frsize)?;
+        let usable = i64::try_from(stat.f_bavail * stat.f_frsize)?;
+        ensure!(
+            dir.total_bytes == total,
+            "total bytes {}, the filesystem has {total}",
+            dir.total_bytes
+        );
+        // Other writers share the disk: allow what they may write in between.
+        ensure!(
+            dir.usable_bytes > 0 && (dir.usable_bytes - usable).abs() < 1 << 30,
+            "usable bytes {}, the filesystem has {usable} available",
+            dir.usable_bytes
+        );
+        ensure!(dir.usable_bytes <= dir.total_bytes, "{dir:?}");
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,8 +1,14 @@
 //! ApiVersions: which APIs and versions the broker answers.
 
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::controller::features;
 
 fn api_list() -> Vec<ApiVersion> {
     super::supported_apis()
@@ -15,10 +21,34 @@ fn api_list() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub(super) fn handle(_request: &ApiVersionsRequest, _version: i16) -> ApiVersionsResponse {
+/// The supported APIs, and (v3+, where the codec writes them) the features this broker
+/// supports and the levels the cluster finalized, with the metadata offset they are as of,
+/// as Kafka's `ApiVersionsResponse` carries them (`kafka-features.sh describe` reads these).
+pub(super) fn handle(broker: &Broker, _request: &ApiVersionsRequest) -> ApiVersionsResponse {
+    let image = broker.image();
+    let supported = features::FEATURES
+        .iter()
+        .map(|f| {
+            SupportedFeatureKey::default()
+                .with_name(str_bytes(f.name))
+                .with_min_version(f.min)
+                .with_max_version(f.max)
+        })
+        .collect();
+    let finalized = features::finalized(&image.features)
+        .into_iter()
+        .map(|(name, level)| {
+            FinalizedFeatureKey::default()
+                .with_name(str_bytes(name))
+                .with_min_version_level(level)
+                .with_max_version_level(level)
+        })
+        .collect();
     ApiVersionsResponse::default()
         .with_api_keys(api_list())
-        .with_finalized_features_epoch(-1)
+        .with_supported_features(supported)
+        .with_finalized_features_epoch(broker.quorum.applied_offset())
+        .with_finalized_features(finalized)
 }
 
 /// The v0 answer to an ApiVersions request newer than the broker knows.
@@ -35,12 +65,11 @@ mod tests {
 
     #[test]
     fn the_advertised_list_is_exactly_the_supported_apis() {
-        let response = handle(&ApiVersionsRequest::default(), 3);
-        let keys: Vec<i16> = response.api_keys.iter().map(|a| a.api_key).collect();
+        let keys: Vec<i16> = api_list().iter().map(|a| a.api_key).collect();
         assert!(keys.contains(&(ApiKey::Produce as i16)));
         assert!(keys.contains(&(ApiKey::Fetch as i16)));
         assert!(!keys.contains(&(ApiKey::AddPartitionsToTxn as i16)));
-        for api in &response.api_keys {
+        for api in &api_list() {
             let key = ApiKey::try_from(api.api_key).expect("known key");
             assert!(super::super::supported_versions(key).is_some());
         }

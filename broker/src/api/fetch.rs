@@ -99,7 +99,7 @@ struct FetchPoint {
 }
 
 /// The leader's replica, after checking the fetcher's idea of the leader epoch.
-fn leader_for(
+pub(super) fn leader_for(
     broker: &Broker,
     name: &str,
     index: i32,

@@ -6,8 +6,11 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use super::fetch::leader_for;
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::log::{ReadError, TimestampOffset};
+use crate::replica::Partition;
 use crate::security::authorizer::{Operation, ResourceType};
 
 const LATEST: i64 = -1;
@@ -16,12 +19,17 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
+/// `replica_id` of a consumer's request; followers send their broker id, and debugging
+/// tools -2.
+const CONSUMER_REPLICA_ID: i32 = -1;
+
 pub(super) fn handle(
     broker: &Broker,
     context: &RequestContext,
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let from_consumer = request.replica_id.0 == CONSUMER_REPLICA_ID;
     let topics = request
         .topics
         .into_iter()
@@ -32,36 +40,32 @@ pub(super) fn handle(
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let mut result = ListOffsetsPartitionResponse::default()
+                    let result = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
                     if !authorized {
                         return result.with_error_code(ResponseError::TopicAuthorizationFailed.code());
                     }
-                    let partition = match broker.leader_partition(&name, p.partition_index) {
+                    let partition = match leader_for(broker, &name, p.partition_index, p.current_leader_epoch) {
                         Ok(partition) => partition,
                         Err(code) => return result.with_error_code(code.code()),
                     };
-                    if version >= 4 {
-                        result = result.with_leader_epoch(0);
-                    }
-                    let found = match p.timestamp {
-                        LATEST => Ok(Some((partition.high_watermark(), -1))),
-                        EARLIEST | EARLIEST_LOCAL => Ok(Some((partition.log_start_offset(), -1))),
-                        MAX_TIMESTAMP => Ok(partition.max_timestamp().map(|(ts, offset)| (offset, ts))),
-                        // No tiered storage: nothing is in the remote tier.
-                        LATEST_TIERED => Ok(None),
-                        timestamp if timestamp >= 0 => partition.offset_for_timestamp(timestamp),
-                        other => {
-                            tracing::debug!(timestamp = other, "unknown ListOffsets timestamp");
-                            return result.with_error_code(ResponseError::InvalidRequest.code());
+                    match lookup(&partition, p.timestamp, from_consumer) {
+                        Ok(Some(found)) => {
+                            let result = result.with_offset(found.offset).with_timestamp(found.timestamp);
+                            // Absent from the answer (-1) when the record's batch has no epoch.
+                            match found.leader_epoch {
+                                Some(epoch) if version >= 4 => result.with_leader_epoch(epoch),
+                                _ => result,
+                            }
                         }
-                    };
-                    match found {
-                        Ok(Some((offset, timestamp))) => result.with_offset(offset).with_timestamp(timestamp),
                         Ok(None) => result,
-                        Err(e) => {
+                        Err(Lookup::UnknownTimestamp) => {
+                            tracing::debug!(timestamp = p.timestamp, "unknown ListOffsets timestamp");
+                            result.with_error_code(ResponseError::InvalidRequest.code())
+                        }
+                        Err(Lookup::Read(e)) => {
                             tracing::error!(partition = ?partition, error = %e, "offset lookup failed");
                             result.with_error_code(ResponseError::KafkaStorageError.code())
                         }
@@ -74,4 +78,52 @@ pub(super) fn handle(
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+enum Lookup {
+    UnknownTimestamp,
+    Read(ReadError),
+}
+
+/// The offset, timestamp and leader epoch ListOffsets answers for `timestamp`, as Kafka's
+/// `Partition.fetchOffsetForTimestamp` and `UnifiedLog.fetchOffsetByTimestamp` do: the latest
+/// offset a consumer may read (the high watermark; the log end for followers and tools)
+/// with the partition's current leader epoch, the log start with the epoch of its first
+/// record, or the record found by timestamp with its batch's epoch. A record found at or past
+/// what a consumer may read is not reported.
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    from_consumer: bool,
+) -> Result<Option<TimestampOffset>, Lookup> {
+    let last_fetchable = if from_consumer {
+        partition.high_watermark()
+    } else {
+        partition.log_end_offset()
+    };
+    let found = match timestamp {
+        LATEST => {
+            let (_, leader_epoch) = partition.role();
+            return Ok(Some(TimestampOffset {
+                timestamp: -1,
+                offset: last_fetchable,
+                leader_epoch: Some(leader_epoch),
+            }));
+        }
+        EARLIEST | EARLIEST_LOCAL => {
+            return Ok(Some(TimestampOffset {
+                timestamp: -1,
+                offset: partition.log_start_offset(),
+                leader_epoch: partition.earliest_epoch(),
+            }));
+        }
+        MAX_TIMESTAMP => partition.max_timestamp_record(),
+        // No tiered storage: nothing is in the remote tier.
+        LATEST_TIERED => Ok(None),
+        timestamp if timestamp >= 0 => partition.offset_for_timestamp(timestamp),
+        _ => return Err(Lookup::UnknownTimestamp),
+    };
+    Ok(found
+        .map_err(Lookup::Read)?
+        .filter(|found| found.offset < last_fetchable))
 }

@@ -5,6 +5,7 @@ mod admin;
 mod api_versions;
 mod cluster;
 mod configs;
+mod features;
 mod fetch;
 mod group;
 mod leader_hint;
@@ -13,6 +14,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod quorum;
 mod reassignment;
 mod replication;
 pub(crate) mod response;
@@ -92,6 +94,8 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::CreateAcls,
     ApiKey::DeleteAcls,
     ApiKey::UnregisterBroker,
+    ApiKey::DescribeQuorum,
+    ApiKey::UpdateFeatures,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -154,6 +158,8 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::CreateAcls => versions::<kafka_protocol::messages::CreateAclsRequest>(),
         ApiKey::DeleteAcls => versions::<kafka_protocol::messages::DeleteAclsRequest>(),
         ApiKey::UnregisterBroker => versions::<kafka_protocol::messages::UnregisterBrokerRequest>(),
+        ApiKey::DescribeQuorum => versions::<kafka_protocol::messages::DescribeQuorumRequest>(),
+        ApiKey::UpdateFeatures => versions::<kafka_protocol::messages::UpdateFeaturesRequest>(),
         _ => return None,
     })
 }
@@ -207,6 +213,8 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::CreateAcls => "CreateAcls",
         ApiKey::DeleteAcls => "DeleteAcls",
         ApiKey::UnregisterBroker => "UnregisterBroker",
+        ApiKey::DescribeQuorum => "DescribeQuorum",
+        ApiKey::UpdateFeatures => "UpdateFeatures",
         _ => "Unsupported",
     }
 }
@@ -267,7 +275,7 @@ pub async fn handle(
         Err(reason) => return Outcome::Close(reason),
     };
     let response = match request {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(broker, &r)),
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(broker, context, r, version).await)
         }
@@ -295,6 +303,12 @@ pub async fn handle(
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, context, &r))
+        }
+        RequestKind::UpdateFeatures(r) => {
+            ResponseKind::UpdateFeatures(features::update(broker, context, r, version).await)
+        }
+        RequestKind::DescribeQuorum(r) => {
+            ResponseKind::DescribeQuorum(quorum::describe(broker, context, &r, version).await)
         }
         RequestKind::UnregisterBroker(r) => {
             ResponseKind::UnregisterBroker(cluster::unregister(broker, context, &r).await)

@@ -142,9 +142,24 @@ pub(super) fn describe_log_dirs(
         .log_dir
         .canonicalize()
         .unwrap_or_else(|_| broker.config.log_dir.clone());
+    let (total_bytes, usable_bytes) = filesystem_space(&dir).unwrap_or_else(|e| {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot measure the log directory's filesystem");
+        (-1, -1)
+    });
     DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
         .with_log_dir(str_bytes(&dir.display().to_string()))
         .with_topics(topics)
-        .with_total_bytes(-1)
-        .with_usable_bytes(-1)])
+        .with_total_bytes(total_bytes)
+        .with_usable_bytes(usable_bytes)])
+}
+
+/// Size and space left to an unprivileged writer of the filesystem holding `dir`, in bytes,
+/// as Java's `FileStore.getTotalSpace` and `getUsableSpace` report them to Kafka's
+/// DescribeLogDirs (blocks and blocks available to non-root users, times the fragment size).
+fn filesystem_space(dir: &std::path::Path) -> std::io::Result<(i64, i64)> {
+    let stat = rustix::fs::statvfs(dir)?;
+    let bytes = |blocks: u64| {
+        i64::try_from(u128::from(blocks) * u128::from(stat.f_frsize)).unwrap_or(i64::MAX)
+    };
+    Ok((bytes(stat.f_blocks), bytes(stat.f_bavail)))
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::features::FeatureUpdate;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 
 use crate::security::authorizer::AclBinding;
@@ -114,6 +115,10 @@ pub struct MetadataImage {
     /// outlive a restart, as Kafka keeps them in its metadata log.
     #[serde(default)]
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// Feature levels set by UpdateFeatures (see `features`: one never set is at its
+    /// default), kept here as Kafka keeps them in its metadata log.
+    #[serde(default)]
+    pub features: BTreeMap<String, i16>,
 }
 
 impl MetadataImage {
@@ -270,6 +275,12 @@ pub enum MetadataCommand {
     DeleteAcls {
         acls: Vec<AclBinding>,
     },
+    /// Sets feature levels (UpdateFeatures), all or none, as `features::apply` allows;
+    /// `broker` proposed it and is named when a level is not supported.
+    UpdateFeatures {
+        broker: i32,
+        updates: Vec<FeatureUpdate>,
+    },
 }
 
 /// What applying a command produced.
@@ -296,6 +307,15 @@ impl MetadataImage {
     /// Applies a committed command. Invalid commands change nothing and say why.
     pub fn apply(&mut self, command: &MetadataCommand) -> CommandResult {
         match command {
+            MetadataCommand::UpdateFeatures { broker, updates } => {
+                match super::features::apply(&self.features, updates, *broker) {
+                    Ok(features) => {
+                        self.features = features;
+                        CommandResult::Applied
+                    }
+                    Err(reason) => rejected(reason),
+                }
+            }
             MetadataCommand::InitCluster { cluster_id } => {
                 if self.cluster_id.is_empty() {
                     self.cluster_id = cluster_id.clone();

@@ -2,6 +2,7 @@
 //! or the replicated quorum), and the active controller's liveness tracking that fences
 //! brokers which stop heartbeating.
 
+pub mod features;
 pub mod image;
 pub mod placement;
 pub mod raft;
@@ -28,6 +29,10 @@ pub enum QuorumError {
     #[error(transparent)]
     Raft(#[from] raft::QuorumError),
 }
+
+/// The leader epoch a standalone broker reports: it leads from the start and never holds an
+/// election, like a Kafka controller formatted `--standalone` after its first one.
+const STANDALONE_EPOCH: i32 = 1;
 
 /// Where the metadata lives: alone on this broker, or replicated by the quorum.
 #[derive(Clone)]
@@ -71,6 +76,48 @@ impl Quorum {
         match self {
             Quorum::Standalone(_) => true,
             Quorum::Raft(quorum) => quorum.is_leader(),
+        }
+    }
+
+    /// The quorum's state as Kafka's DescribeQuorum reports it. A standalone broker is the
+    /// only voter and always the leader, of the one epoch its metadata ever has; its log
+    /// ends after the last command that changed the image, and is all committed.
+    /// `controller` is the standalone broker's controller listener, if it has one.
+    pub async fn describe(
+        &self,
+        own_id: i32,
+        controller: Option<(String, u16)>,
+    ) -> Result<raft::QuorumStatus, QuorumError> {
+        match self {
+            Quorum::Raft(quorum) => Ok(quorum.describe().await?),
+            Quorum::Standalone(store) => {
+                let end = store.changes();
+                let now = crate::controller::raft::now_ms();
+                Ok(raft::QuorumStatus {
+                    leader_id: own_id,
+                    leader_epoch: STANDALONE_EPOCH,
+                    high_watermark: end,
+                    voters: vec![raft::ReplicaStatus {
+                        node_id: own_id,
+                        log_end_offset: end,
+                        last_fetch_timestamp: now,
+                        last_caught_up_timestamp: now,
+                    }],
+                    observers: Vec::new(),
+                    voter_endpoints: controller
+                        .map(|(host, port)| vec![(own_id, host, port)])
+                        .unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    /// The offset of the last metadata record applied here, -1 before any: Kafka's
+    /// finalized-features epoch, which grows with every change of the metadata.
+    pub fn applied_offset(&self) -> i64 {
+        match self {
+            Quorum::Standalone(store) => store.changes() - 1,
+            Quorum::Raft(quorum) => quorum.applied_offset(),
         }
     }
 

@@ -33,22 +33,37 @@ pub enum MetadataError {
 /// command counts as done.
 pub struct StandaloneStore {
     path: PathBuf,
-    image: Mutex<MetadataImage>,
+    image: Mutex<Stored>,
     published: watch::Sender<Arc<MetadataImage>>,
+}
+
+/// The file's contents: the image, and how many commands changed it (the length of the
+/// metadata log this store stands for, which DescribeQuorum reports). Files written before
+/// the count was kept hold the bare image; they read as a count of 0.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Stored {
+    image: MetadataImage,
+    changes: i64,
+}
+
+impl Stored {
+    fn parse(bytes: &[u8]) -> Result<Stored, serde_json::Error> {
+        serde_json::from_slice::<Stored>(bytes).or_else(|_| {
+            serde_json::from_slice::<MetadataImage>(bytes).map(|image| Stored { image, changes: 0 })
+        })
+    }
 }
 
 impl StandaloneStore {
     /// Loads the image from `dir`, or starts an empty one.
     pub fn open(dir: &Path) -> Result<StandaloneStore, MetadataError> {
         let path = dir.join(METADATA_FILE);
-        let image = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<MetadataImage>(&bytes).map_err(|source| {
-                MetadataError::Corrupt {
-                    path: path.clone(),
-                    source,
-                }
+        let stored = match std::fs::read(&path) {
+            Ok(bytes) => Stored::parse(&bytes).map_err(|source| MetadataError::Corrupt {
+                path: path.clone(),
+                source,
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataImage::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
             Err(source) => {
                 return Err(MetadataError::Io {
                     action: "read",
@@ -57,12 +72,18 @@ impl StandaloneStore {
                 })
             }
         };
-        let (published, _) = watch::channel(Arc::new(image.clone()));
+        let (published, _) = watch::channel(Arc::new(stored.image.clone()));
         Ok(StandaloneStore {
             path,
-            image: Mutex::new(image),
+            image: Mutex::new(stored),
             published,
         })
+    }
+
+    /// How many commands have changed the image: the offset after the last record of the
+    /// metadata log this store stands for.
+    pub fn changes(&self) -> i64 {
+        self.image.lock().changes
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
@@ -76,15 +97,16 @@ impl StandaloneStore {
     /// Applies a command, persists the image, then publishes it. A command that cannot be
     /// persisted is undone.
     pub fn propose(&self, command: &MetadataCommand) -> Result<CommandResult, MetadataError> {
-        let mut image = self.image.lock();
-        let before = image.clone();
-        let result = image.apply(command);
-        if *image != before {
-            if let Err(e) = persist(&self.path, &image) {
-                *image = before;
+        let mut stored = self.image.lock();
+        let before = stored.clone();
+        let result = stored.image.apply(command);
+        if stored.image != before.image {
+            stored.changes += 1;
+            if let Err(e) = persist(&self.path, &stored) {
+                *stored = before;
                 return Err(e);
             }
-            self.published.send_replace(Arc::new(image.clone()));
+            self.published.send_replace(Arc::new(stored.image.clone()));
         }
         Ok(result)
     }
@@ -92,7 +114,7 @@ impl StandaloneStore {
 
 /// Writes the image to a temporary file, fsyncs it and renames it over the old one, so a
 /// crash leaves either the old or the new image, never a torn one.
-fn persist(path: &Path, image: &MetadataImage) -> Result<(), MetadataError> {
+fn persist(path: &Path, stored: &Stored) -> Result<(), MetadataError> {
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| MetadataError::Io {
@@ -101,7 +123,7 @@ fn persist(path: &Path, image: &MetadataImage) -> Result<(), MetadataError> {
             source,
         }
     };
-    let bytes = serde_json::to_vec_pretty(image).map_err(|source| MetadataError::Corrupt {
+    let bytes = serde_json::to_vec_pretty(stored).map_err(|source| MetadataError::Corrupt {
         path: path.to_path_buf(),
         source,
     })?;
@@ -143,6 +165,21 @@ mod tests {
         let reopened = StandaloneStore::open(dir.path()).expect("reopen");
         assert_eq!(reopened.image(), store.image());
         assert_eq!(reopened.image().cluster_id, "c");
+        assert_eq!(reopened.changes(), 2);
+    }
+
+    #[test]
+    fn a_file_holding_the_bare_image_still_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = MetadataImage {
+            cluster_id: "old".into(),
+            ..MetadataImage::default()
+        };
+        let bytes = serde_json::to_vec(&image).expect("encode");
+        std::fs::write(dir.path().join(METADATA_FILE), bytes).expect("write");
+        let store = StandaloneStore::open(dir.path()).expect("open");
+        assert_eq!(store.image().cluster_id, "old");
+        assert_eq!(store.changes(), 0);
     }
 
     #[test]

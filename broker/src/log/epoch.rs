@@ -229,6 +229,17 @@ impl PartitionLog {
         self.epochs.latest().map(|e| e.epoch)
     }
 
+    /// The epoch of the log's first record (ListOffsets `EARLIEST`): the earliest cached
+    /// epoch when it starts at or before the log start offset, as Kafka checks; `None` when
+    /// the cache does not reach back that far.
+    pub fn earliest_epoch(&self) -> Option<i32> {
+        self.epochs
+            .entries()
+            .first()
+            .filter(|e| e.start_offset <= self.log_start_offset())
+            .map(|e| e.epoch)
+    }
+
     /// Kafka's OffsetForLeaderEpoch: the largest cached epoch at or below `epoch`, and the
     /// offset where that epoch ended: the start offset of the next higher epoch, or the log
     /// end offset when it is the latest epoch. `None` (UNDEFINED_EPOCH) when `epoch` is

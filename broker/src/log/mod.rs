@@ -134,6 +134,15 @@ pub struct AppendInfo {
     pub bytes: usize,
 }
 
+/// A record found by its timestamp (ListOffsets): its offset, its timestamp, and the leader
+/// epoch of its batch when the batch has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub timestamp: i64,
+    pub offset: i64,
+    pub leader_epoch: Option<i32>,
+}
+
 /// What a read returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
@@ -651,28 +660,49 @@ impl PartitionLog {
         self.active.end_offset()
     }
 
-    /// The earliest batch whose max timestamp is at least `timestamp`, as its base offset
-    /// (raised to the log start) and its max timestamp; `None` when no batch is that recent.
+    /// The first record at or after the log start whose timestamp is at least `timestamp`,
+    /// even inside a batch: the first batch whose max timestamp reaches `timestamp` is
+    /// decoded and its records looked at, as Kafka's `UnifiedLog.fetchOffsetByTimestamp`
+    /// does. `None` when no record is that recent.
     ///
     /// # Errors
     ///
     /// [`ReadError::Corrupt`] or [`ReadError::Io`] when a segment cannot be read.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<TimestampOffset>, ReadError> {
         let log_start = self.log_start_offset();
-        let found = |(offset, ts): (i64, i64)| Some((offset.max(log_start), ts));
         for segment in &self.segments {
-            if segment.max_timestamp().0 >= timestamp {
-                if let Some(hit) = segment.find_timestamp(timestamp)? {
-                    return Ok(found(hit));
+            if segment.max_timestamp().0 >= timestamp && segment.end_offset() > log_start {
+                if let Some(hit) = segment.find_timestamp(timestamp, log_start)? {
+                    return Ok(Some(hit));
                 }
             }
         }
         if self.active.max_timestamp().0 >= timestamp {
-            if let Some(hit) = self.active.find_timestamp(timestamp)? {
-                return Ok(found(hit));
-            }
+            return self.active.find_timestamp(timestamp, log_start);
         }
         Ok(None)
+    }
+
+    /// The first record holding the largest timestamp of the log, with its batch's leader
+    /// epoch (ListOffsets `MAX_TIMESTAMP`): the earliest segment with that timestamp, and in
+    /// it the first record that has it, as Kafka's `RecordBatch.offsetOfMaxTimestamp` finds.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Corrupt`] or [`ReadError::Io`] when a segment cannot be read.
+    pub fn max_timestamp_record(&self) -> Result<Option<TimestampOffset>, ReadError> {
+        let Some((max, _)) = self.max_timestamp() else {
+            return Ok(None);
+        };
+        for segment in &self.segments {
+            if segment.max_timestamp().0 == max {
+                return segment.find_timestamp(max, i64::MIN);
+            }
+        }
+        self.active.find_timestamp(max, i64::MIN)
     }
 
     /// `(timestamp, offset)` of the largest timestamp in the log, the offset being the base
@@ -1492,27 +1522,65 @@ mod tests {
         assert_eq!(log.log_end_offset(), 24);
     }
 
+    fn hit(offset: i64, timestamp: i64, epoch: i32) -> Option<TimestampOffset> {
+        Some(TimestampOffset {
+            timestamp,
+            offset,
+            leader_epoch: Some(epoch),
+        })
+    }
+
     #[test]
-    fn offset_for_timestamp_finds_the_earliest_batch_at_or_after_it() {
+    fn offset_for_timestamp_finds_the_earliest_record_at_or_after_it_inside_its_batch() {
         let dir = TempDir::new().unwrap();
         let one = encode_batch(3, 50, 0).len() as u64;
         let mut log = PartitionLog::open(dir.path(), small(4 * one)).unwrap();
         // Batch i has offsets 3i..3i+2 and timestamps t..t+2; batch 6 is late.
         for t in [1000, 1010, 1020, 1030, 1040, 1050, 500, 1060, 1070, 1080] {
-            log.append(&encode_batch(3, 50, t), 0).unwrap();
+            log.append(&encode_batch(3, 50, t), 2).unwrap();
         }
         assert_eq!(log.segment_count(), 3);
 
-        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1_002)));
-        assert_eq!(log.offset_for_timestamp(1_002).unwrap(), Some((0, 1_002)));
-        assert_eq!(log.offset_for_timestamp(1_003).unwrap(), Some((3, 1_012)));
-        assert_eq!(log.offset_for_timestamp(1_041).unwrap(), Some((12, 1_042)));
-        assert_eq!(log.offset_for_timestamp(1_052).unwrap(), Some((15, 1_052)));
-        assert_eq!(log.offset_for_timestamp(1_053).unwrap(), Some((21, 1_062)));
-        assert_eq!(log.offset_for_timestamp(1_072).unwrap(), Some((24, 1_072)));
-        assert_eq!(log.offset_for_timestamp(1_073).unwrap(), Some((27, 1_082)));
-        assert_eq!(log.offset_for_timestamp(1_083).unwrap(), None);
+        let found = |ts| log.offset_for_timestamp(ts).unwrap();
+        assert_eq!(found(0), hit(0, 1_000, 2));
+        assert_eq!(found(1_002), hit(2, 1_002, 2));
+        assert_eq!(found(1_003), hit(3, 1_010, 2));
+        assert_eq!(found(1_041), hit(13, 1_041, 2));
+        assert_eq!(found(1_052), hit(17, 1_052, 2));
+        assert_eq!(found(1_053), hit(21, 1_060, 2));
+        assert_eq!(found(1_072), hit(26, 1_072, 2));
+        assert_eq!(found(1_073), hit(27, 1_080, 2));
+        assert_eq!(found(1_083), None);
         assert_eq!(log.max_timestamp(), Some((1_082, 27)));
+        assert_eq!(log.max_timestamp_record().unwrap(), hit(29, 1_082, 2));
+    }
+
+    #[test]
+    fn offset_for_timestamp_skips_records_before_the_log_start() {
+        let dir = TempDir::new().unwrap();
+        let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+        log.append(&encode_batch(5, 50, 1_000), 0).unwrap();
+        log.append(&encode_batch(5, 50, 2_000), 1).unwrap();
+        log.delete_records_before(3).unwrap();
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), hit(3, 1_003, 0));
+        log.delete_records_before(5).unwrap();
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), hit(5, 2_000, 1));
+        assert_eq!(log.earliest_epoch(), Some(1));
+    }
+
+    #[test]
+    fn a_log_append_time_batch_is_found_by_its_append_time_at_its_first_record() {
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            log_append_time: true,
+            ..small(1 << 20)
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        log.append(&encode_batch(4, 50, 10), 3).unwrap();
+        let stamped = log.max_timestamp().unwrap().0;
+        assert!(stamped > 10);
+        assert_eq!(log.offset_for_timestamp(12).unwrap(), hit(0, stamped, 3));
+        assert_eq!(log.max_timestamp_record().unwrap(), hit(0, stamped, 3));
     }
 
     #[test]
@@ -1527,7 +1595,8 @@ mod tests {
         log.close().unwrap();
         let log = PartitionLog::open(dir.path(), small(2 * one)).unwrap();
         assert_eq!(log.max_timestamp(), Some((900, 1)));
-        assert_eq!(log.offset_for_timestamp(100).unwrap(), Some((1, 900)));
+        assert_eq!(log.max_timestamp_record().unwrap(), hit(1, 900, 0));
+        assert_eq!(log.offset_for_timestamp(100).unwrap(), hit(1, 900, 0));
     }
 
     #[test]

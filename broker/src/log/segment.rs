@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
 
 use super::batch::{
     self, BatchHeader, CountRule, ProducedBatch, HEADER_SIZE, LOG_OVERHEAD, MIN_BATCH_LENGTH,
@@ -25,6 +26,7 @@ use super::index::{
     self, IndexBuilder, IndexFiles, NewEntries, OffsetEntry, SegmentIndex, TimeEntry, NO_TIMESTAMP,
     OFFSET_ENTRY_SIZE, TIME_ENTRY_SIZE,
 };
+use super::TimestampOffset;
 
 pub(crate) const LOG_EXTENSION: &str = "log";
 pub(crate) const INDEX_EXTENSION: &str = "index";
@@ -380,22 +382,79 @@ impl Segment {
         Ok(Some(Bytes::from(buf)))
     }
 
-    /// The first batch whose max timestamp is at least `timestamp`, as
-    /// `(base offset, max timestamp)`.
-    pub(crate) fn find_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
-        self.find_timestamp_with(self.index()?, timestamp)
+    /// The first record at or after `from` whose timestamp is at least `timestamp`; see
+    /// [`super::PartitionLog::offset_for_timestamp`].
+    pub(crate) fn find_timestamp(
+        &self,
+        timestamp: i64,
+        from: i64,
+    ) -> Result<Option<TimestampOffset>, ReadError> {
+        self.find_timestamp_with(self.index()?, timestamp, from)
     }
 
+    /// Starts at the time index's last entry before `timestamp` and walks batch headers to
+    /// the first batch whose max timestamp reaches it, then looks at that batch's records,
+    /// as Kafka's `FileRecords.searchForTimestamp` does. A batch whose records all lie before
+    /// `from` (or that has none left after compaction) passes the search on to the next.
     fn find_timestamp_with(
         &self,
         index: &SegmentIndex,
         timestamp: i64,
-    ) -> Result<Option<(i64, i64)>, ReadError> {
-        let start = index
+        from: i64,
+    ) -> Result<Option<TimestampOffset>, ReadError> {
+        let mut start = index
             .time_floor(timestamp)
-            .map_or(0, |e| index.position_for(e.relative_offset));
-        let found = self.find(u64::from(start), |h| h.max_timestamp >= timestamp)?;
-        Ok(found.map(|(_, h)| (h.base_offset, h.max_timestamp)))
+            .map_or(0, |e| u64::from(index.position_for(e.relative_offset)));
+        while let Some((position, header)) = self.find(start, |h| {
+            h.max_timestamp >= timestamp && h.last_offset() >= from
+        })? {
+            if let Some(hit) = self.record_at_or_after(position, &header, timestamp, from)? {
+                return Ok(Some(hit));
+            }
+            start = position + header.size() as u64;
+        }
+        Ok(None)
+    }
+
+    /// The first record of the batch at `position` that is at or after offset `from` with a
+    /// timestamp of at least `timestamp`. The records of a `LogAppendTime` batch all carry
+    /// the batch's max timestamp, as Kafka's record iterator reports them.
+    fn record_at_or_after(
+        &self,
+        position: u64,
+        header: &BatchHeader,
+        timestamp: i64,
+        from: i64,
+    ) -> Result<Option<TimestampOffset>, ReadError> {
+        let bytes =
+            read_at(&self.log, position, header.size()).at("read segment", &self.paths.log)?;
+        let set = RecordBatchDecoder::decode(&mut Bytes::from(bytes)).map_err(|e| {
+            ReadError::Corrupt {
+                path: self.paths.log.clone(),
+                position,
+                reason: format!("cannot decode the batch's records: {e:#}"),
+            }
+        })?;
+        let log_append_time = header.timestamp_type() == TimestampType::LogAppend;
+        let leader_epoch =
+            (header.partition_leader_epoch >= 0).then_some(header.partition_leader_epoch);
+        Ok(set
+            .records
+            .iter()
+            .map(|record| {
+                let record_timestamp = if log_append_time {
+                    header.max_timestamp
+                } else {
+                    record.timestamp
+                };
+                (record.offset, record_timestamp)
+            })
+            .find(|&(offset, record_timestamp)| record_timestamp >= timestamp && offset >= from)
+            .map(|(offset, timestamp)| TimestampOffset {
+                timestamp,
+                offset,
+                leader_epoch,
+            }))
     }
 
     /// Scans batch headers from `start` for the first batch matching `wanted`.
@@ -736,8 +795,13 @@ impl ActiveSegment {
         self.segment.read_with(&self.index, offset, max_bytes)
     }
 
-    pub(crate) fn find_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
-        self.segment.find_timestamp_with(&self.index, timestamp)
+    pub(crate) fn find_timestamp(
+        &self,
+        timestamp: i64,
+        from: i64,
+    ) -> Result<Option<TimestampOffset>, ReadError> {
+        self.segment
+            .find_timestamp_with(&self.index, timestamp, from)
     }
 
     /// Makes the log and both indexes durable, the log first so that a durable index never

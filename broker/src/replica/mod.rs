@@ -16,7 +16,7 @@ use crate::controller::image::{PartitionState, NO_LEADER};
 use crate::log::batch::BatchHeader;
 use crate::log::{
     AppendError, AppendInfo, CompactionOutcome, CompactionSettings, LogConfig, LogError,
-    PartitionLog, ReadError, ReadResult, RetentionOutcome,
+    PartitionLog, ReadError, ReadResult, RetentionOutcome, TimestampOffset,
 };
 use crate::producer::{ProducerStateTable, SequenceError, Verdict};
 
@@ -640,12 +640,22 @@ impl Partition {
         *self.high_watermark.borrow()
     }
 
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
+    /// The first record at or after the log start with a timestamp of at least `timestamp`.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<TimestampOffset>, ReadError> {
         self.state.read().log.offset_for_timestamp(timestamp)
     }
 
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.state.read().log.max_timestamp()
+    /// The first record with the log's largest timestamp.
+    pub fn max_timestamp_record(&self) -> Result<Option<TimestampOffset>, ReadError> {
+        self.state.read().log.max_timestamp_record()
+    }
+
+    /// The leader epoch of the first record, when the epoch cache knows it.
+    pub fn earliest_epoch(&self) -> Option<i32> {
+        self.state.read().log.earliest_epoch()
     }
 
     pub fn size_bytes(&self) -> u64 {

@@ -21,6 +21,7 @@
 mod config;
 mod error;
 mod network;
+mod progress;
 mod quorum;
 mod server;
 mod state_machine;
@@ -33,6 +34,7 @@ mod tests;
 pub use config::{RaftConfig, RaftTuning};
 pub use error::QuorumError;
 pub use network::Refused;
+pub use progress::{now_ms, QuorumStatus, ReplicaStatus};
 pub use quorum::RaftQuorum;
 
 use crate::controller::image::{CommandResult, MetadataCommand, MetadataImage};

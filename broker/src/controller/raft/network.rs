@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
+use super::progress::Progress;
 use super::wire::{encode, Connection, Request, Response};
 use super::{NodeId, TypeConfig, Vote};
 
@@ -153,6 +154,7 @@ pub(crate) struct NetworkFactory {
     local: NodeId,
     voters: Arc<BTreeMap<NodeId, String>>,
     refusals: Arc<Refusals>,
+    progress: Arc<Progress>,
 }
 
 impl NetworkFactory {
@@ -160,11 +162,13 @@ impl NetworkFactory {
         local: NodeId,
         voters: Arc<BTreeMap<NodeId, String>>,
         refusals: Arc<Refusals>,
+        progress: Arc<Progress>,
     ) -> NetworkFactory {
         NetworkFactory {
             local,
             voters,
             refusals,
+            progress,
         }
     }
 }
@@ -183,6 +187,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             channel: Channel::new(addr),
             refusals: Arc::clone(&self.refusals),
+            progress: Arc::clone(&self.progress),
         }
     }
 }
@@ -193,6 +198,8 @@ pub(crate) struct PeerClient {
     target: NodeId,
     channel: Channel,
     refusals: Arc<Refusals>,
+    /// Where answered AppendEntries are noted, for DescribeQuorum.
+    progress: Arc<Progress>,
 }
 
 impl PeerClient {
@@ -281,23 +288,39 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len() as u64;
-        self.rpc(
-            RPCTypes::AppendEntries,
-            Request::AppendEntries(rpc),
-            &option,
-            |r| match r {
-                Response::AppendEntries(result) => Some(result),
-                _ => None,
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            // Too big for one frame: openraft resends fewer entries at a time.
-            RpcFailure::TooLarge(_) if entries > 1 => {
-                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2))
+        let sent_up_to = rpc
+            .entries
+            .last()
+            .map(|e| e.log_id.index)
+            .or(rpc.prev_log_id.map(|id| id.index));
+        let result = self
+            .rpc(
+                RPCTypes::AppendEntries,
+                Request::AppendEntries(rpc),
+                &option,
+                |r| match r {
+                    Response::AppendEntries(result) => Some(result),
+                    _ => None,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                // Too big for one frame: openraft resends fewer entries at a time.
+                RpcFailure::TooLarge(_) if entries > 1 => {
+                    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2))
+                }
+                e => e.into_rpc_error(),
+            });
+        match &result {
+            Ok(AppendEntriesResponse::Success) => {
+                self.progress.acknowledged(self.target, sent_up_to)
             }
-            e => e.into_rpc_error(),
-        })
+            Ok(AppendEntriesResponse::PartialSuccess(matching)) => self
+                .progress
+                .acknowledged(self.target, matching.map(|id| id.index)),
+            _ => {}
+        }
+        result
     }
 
     async fn vote(
@@ -323,7 +346,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let request = Request::Snapshot {
             vote,
             meta: snapshot.meta,
-            image: *snapshot.snapshot,
+            image: snapshot.snapshot,
         };
         let ttl = option.hard_ttl();
         let result = tokio::select! {

@@ -16,10 +16,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::network::{self, CallError, NetworkFactory, Refusals};
+use super::progress::{Progress, QuorumStatus};
 use super::server::{self, Handler};
 use super::state_machine::StateMachineStore;
 use super::store::LogStore;
-use super::wire::{ForwardReply, JoinReply, RemoveReply, Request, Response};
+use super::wire::{DescribeReply, ForwardReply, JoinReply, RemoveReply, Request, Response};
 use super::{NodeId, QuorumError, Raft, RaftConfig, RaftTuning};
 use crate::controller::image::{CommandResult, MetadataCommand, MetadataImage};
 
@@ -79,7 +80,13 @@ impl RaftQuorum {
 
         let voters = Arc::new(config.voters.clone());
         let refusals = Arc::new(Refusals::default());
-        let network = NetworkFactory::new(config.node_id, voters.clone(), Arc::clone(&refusals));
+        let progress = Arc::new(Progress::default());
+        let network = NetworkFactory::new(
+            config.node_id,
+            voters.clone(),
+            Arc::clone(&refusals),
+            Arc::clone(&progress),
+        );
         let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
             .await
             .map_err(|e| QuorumError::Fatal(e.to_string()))?;
@@ -91,6 +98,7 @@ impl RaftQuorum {
             voters: voters.clone(),
             propose_timeout: config.tuning.propose_timeout,
             refusals: Arc::clone(&refusals),
+            progress: Arc::clone(&progress),
         });
         let quorum = RaftQuorum {
             inner: Arc::new(Inner {
@@ -108,7 +116,10 @@ impl RaftQuorum {
                 tasks: Mutex::new(Vec::new()),
             }),
         };
-        let mut tasks = vec![tokio::spawn(server::serve(listener, handler, stop.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(server::serve(listener, handler, stop.clone())),
+            tokio::spawn(track_leader_log(raft.metrics(), progress, stop.clone())),
+        ];
 
         if !config.is_voter() {
             let joiner = quorum.clone();
@@ -279,6 +290,24 @@ impl RaftQuorum {
             self.wait_applied_locally(index, deadline).await;
         }
         Ok(result)
+    }
+
+    /// The quorum's state (Kafka's DescribeQuorum), from the leader: this node when it leads,
+    /// else asked over the controller transport. Retries while there is no leader, up to
+    /// `tuning.propose_timeout` in all.
+    pub async fn describe(&self) -> Result<QuorumStatus, QuorumError> {
+        let answer = |reply| match reply {
+            DescribeReply::Status(status) => LeaderAnswer::Done(status),
+            DescribeReply::NotLeader { leader, addr } => LeaderAnswer::NotLeader { leader, addr },
+            DescribeReply::Failed(message) => LeaderAnswer::Failed(message),
+        };
+        let local = |_, _| async { Ok(answer(self.inner.handler.describe().await)) };
+        let unpack = |response| match response {
+            Response::DescribeQuorum(reply) => Some(Ok(answer(reply))),
+            _ => None,
+        };
+        self.on_leader(&Request::DescribeQuorum, local, unpack)
+            .await
     }
 
     /// Takes learner `node_id` out of the membership, on the leader (over the controller
@@ -463,6 +492,17 @@ impl RaftQuorum {
         self.inner.metrics.borrow().current_leader
     }
 
+    /// The raft log index of the last entry applied to this node's image, -1 before any.
+    pub fn applied_offset(&self) -> i64 {
+        self.inner
+            .metrics
+            .borrow()
+            .last_applied
+            .map_or(-1, |applied| {
+                i64::try_from(applied.index).unwrap_or(i64::MAX)
+            })
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.inner.node_id)
     }
@@ -555,6 +595,30 @@ impl RaftQuorum {
             let _ = task.await;
         }
         tracing::info!(node_id = inner.node_id, "metadata quorum stopped");
+    }
+}
+
+/// Keeps [`Progress`] told of this node's last log index, and clears it when a new term
+/// begins, so a leader reports only answers to its own AppendEntries.
+async fn track_leader_log(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+) {
+    let mut term = None;
+    loop {
+        {
+            let metrics = metrics.borrow_and_update();
+            if term != Some(metrics.current_term) {
+                term = Some(metrics.current_term);
+                progress.reset();
+            }
+            progress.set_leader_last_index(metrics.last_log_index);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
     }
 }
 

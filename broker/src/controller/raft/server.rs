@@ -13,7 +13,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::network::Refusals;
-use super::wire::{Connection, ForwardReply, JoinReply, RemoveReply, Request, Response};
+use super::progress::{self, Progress, QuorumStatus, ReplicaStatus};
+use super::wire::{
+    Connection, DescribeReply, ForwardReply, JoinReply, RemoveReply, Request, Response,
+};
 use super::{NodeId, Raft};
 use crate::controller::image::MetadataCommand;
 
@@ -29,6 +32,8 @@ pub(crate) struct Handler {
     pub(crate) propose_timeout: Duration,
     /// The leader forgets a removed learner's refused connections.
     pub(crate) refusals: Arc<Refusals>,
+    /// The members' answers to this node's AppendEntries, while it leads.
+    pub(crate) progress: Arc<Progress>,
 }
 
 impl Handler {
@@ -58,7 +63,7 @@ impl Handler {
                         vote,
                         Snapshot {
                             meta,
-                            snapshot: Box::new(image),
+                            snapshot: image,
                         },
                     )
                     .await,
@@ -68,7 +73,77 @@ impl Handler {
             Request::RemoveLearner { node_id } => {
                 Response::RemoveLearner(self.remove_learner(node_id).await)
             }
+            Request::DescribeQuorum => Response::DescribeQuorum(self.describe().await),
         }
+    }
+
+    /// On the leader: the quorum as Kafka's DescribeQuorum reports it. Each field comes from
+    /// openraft's state where it has one: the epoch is the raft term, the high watermark the
+    /// committed index, a member's log end its matched index (the leader's own: its last
+    /// index); the timestamps from [`Progress`]. The leader itself fetched and caught up
+    /// just now, as Kafka reports its leader.
+    pub(crate) async fn describe(&self) -> DescribeReply {
+        let committed = match self.raft.with_raft_state(|state| state.committed).await {
+            Ok(committed) => committed,
+            Err(e) => return DescribeReply::Failed(e.to_string()),
+        };
+        let metrics = self.raft.metrics().borrow().clone();
+        let (Some(leader), Some(replication)) = (metrics.current_leader, &metrics.replication)
+        else {
+            return DescribeReply::NotLeader {
+                leader: metrics.current_leader,
+                addr: metrics.current_leader.and_then(|id| self.addr_of(id)),
+            };
+        };
+        if leader != self.node_id {
+            return DescribeReply::NotLeader {
+                leader: Some(leader),
+                addr: self.addr_of(leader),
+            };
+        }
+        let now = progress::now_ms();
+        let replica = |id: NodeId| {
+            if id == self.node_id {
+                return ReplicaStatus {
+                    node_id: progress::to_i32(id),
+                    log_end_offset: progress::offset_after(metrics.last_log_index),
+                    last_fetch_timestamp: now,
+                    last_caught_up_timestamp: now,
+                };
+            }
+            let (last_fetch_timestamp, last_caught_up_timestamp) = self.progress.times(id);
+            ReplicaStatus {
+                node_id: progress::to_i32(id),
+                log_end_offset: replication.get(&id).map_or(-1, |matched| {
+                    progress::offset_after(matched.map(|m| m.index))
+                }),
+                last_fetch_timestamp,
+                last_caught_up_timestamp,
+            }
+        };
+        let membership = metrics.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let voter_endpoints = voter_ids
+            .iter()
+            .filter_map(|id| {
+                let addr = self.addr_of(*id)?;
+                let (host, port) = addr.rsplit_once(':')?;
+                Some((progress::to_i32(*id), host.to_string(), port.parse().ok()?))
+            })
+            .collect();
+        DescribeReply::Status(QuorumStatus {
+            leader_id: progress::to_i32(leader),
+            leader_epoch: i32::try_from(metrics.current_term).unwrap_or(i32::MAX),
+            high_watermark: progress::offset_after(committed.map(|c| c.index)),
+            voters: voter_ids.iter().map(|id| replica(*id)).collect(),
+            observers: membership
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| !voter_ids.contains(id))
+                .map(replica)
+                .collect(),
+            voter_endpoints,
+        })
     }
 
     async fn forward(&self, command: MetadataCommand) -> ForwardReply {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::progress::QuorumStatus;
 use super::{NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::controller::image::{CommandResult, MetadataCommand, MetadataImage};
 
@@ -28,7 +29,7 @@ pub(crate) enum Request {
     Snapshot {
         vote: Vote,
         meta: SnapshotMeta,
-        image: MetadataImage,
+        image: Box<MetadataImage>,
     },
     /// A command proposed on another node, to be written by this one if it leads.
     Forward(MetadataCommand),
@@ -41,6 +42,8 @@ pub(crate) enum Request {
     RemoveLearner {
         node_id: NodeId,
     },
+    /// The quorum's state as the leader knows it (Kafka's DescribeQuorum).
+    DescribeQuorum,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +54,17 @@ pub(crate) enum Response {
     Forward(ForwardReply),
     Join(JoinReply),
     RemoveLearner(RemoveReply),
+    DescribeQuorum(DescribeReply),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum DescribeReply {
+    Status(QuorumStatus),
+    NotLeader {
+        leader: Option<NodeId>,
+        addr: Option<String>,
+    },
+    Failed(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
