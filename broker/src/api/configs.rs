@@ -24,6 +24,16 @@ use crate::config::{ConfigDef, ConfigSource, BROKER_DEFS, TOPIC_DEFS};
 use crate::controller::image::BROKER_DEFAULTS;
 use crate::security::authorizer::{Operation, ResourceType};
 
+/// Broker settings Kafka describes only when they have a value: its dynamic-only quota
+/// settings and the authorizer's own. (`follower.replication.throttled.rate`, which Oxbow
+/// also takes from `server.properties`, is always described, with its default of -1.)
+const DESCRIBED_WHEN_SET: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+    "super.users",
+    "allow.everyone.if.no.acl.found",
+];
+
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
@@ -177,12 +187,16 @@ fn topic_configs(
                         ));
                     }
                 }
+                // As Kafka: the first broker synonym's default, when it has one of its own.
                 if let Some((first, _)) = def.broker_synonyms.first() {
-                    let default = crate::config::broker_def(first).and_then(|d| d.default);
-                    let value = default
-                        .map(str::to_string)
-                        .or_else(|| def.def.default.map(str::to_string));
-                    synonyms.push(synonym(first, value, ConfigSource::Default));
+                    if let Some(default) = crate::config::broker_def(first).and_then(|d| d.default)
+                    {
+                        synonyms.push(synonym(
+                            first,
+                            Some(default.to_string()),
+                            ConfigSource::Default,
+                        ));
+                    }
                 }
                 result = result.with_synonyms(synonyms);
             }
@@ -235,10 +249,17 @@ fn broker_configs(
     Ok(BROKER_DEFS
         .iter()
         .filter(|def| wanted(def.name))
-        .map(|def| {
+        .filter_map(|def| {
             let dynamic = own.and_then(|o| o.get(def.name)).cloned();
             let default = defaults.and_then(|d| d.get(def.name)).cloned();
             let explicit = broker.config.explicit(def.name).map(str::to_string);
+            if DESCRIBED_WHEN_SET.contains(&def.name)
+                && dynamic.is_none()
+                && default.is_none()
+                && explicit.is_none()
+            {
+                return None;
+            }
             let source = if dynamic.is_some() {
                 ConfigSource::DynamicBroker
             } else if default.is_some() {
@@ -279,7 +300,7 @@ fn broker_configs(
                 }
                 result = result.with_synonyms(synonyms);
             }
-            result
+            Some(result)
         })
         .collect())
 }

@@ -210,9 +210,9 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     def(
         "broker.id",
         ConfigType::Int,
-        None,
-        Check::AtLeast(0),
-        "Older name of node.id.",
+        Some("-1"),
+        Check::AtLeast(-1),
+        "Older name of node.id; -1 leaves it to node.id.",
     ),
     def(
         "listeners",

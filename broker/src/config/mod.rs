@@ -267,7 +267,8 @@ impl BrokerConfig {
         let explicit_node_id = settings
             .get("node.id")
             .or_else(|| settings.get("broker.id"))
-            .and_then(|v| v.parse::<i32>().ok());
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|id| *id >= 0);
         let controller_names: Vec<String> = get("controller.listener.names")
             .split(',')
             .map(|n| n.trim().to_string())
@@ -440,6 +441,8 @@ impl BrokerConfig {
                     // Reported by DescribeConfigs as if it were set.
                     explicit.insert("node.id".to_string(), id.to_string());
                 }
+                // Kafka reports its older name with the same value.
+                explicit.insert("broker.id".to_string(), node_id.to_string());
                 explicit
             },
         })
