@@ -1307,6 +1307,59 @@ mod tests {
     }
 
     #[test]
+    fn quorum_bootstrap_servers_make_a_standalone_first_controller_or_a_joining_broker() {
+        let controller = BrokerConfig::from_settings(settings(&[
+            ("node.id", "1"),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+            ("controller.quorum.bootstrap.servers", "localhost:9093"),
+        ]))
+        .expect("Kafka's shipped combined node");
+        assert_eq!(
+            controller.voters,
+            BTreeMap::from([(1, "localhost:9093".to_string())])
+        );
+        let broker = BrokerConfig::from_settings(settings(&[
+            ("node.id", "2"),
+            ("process.roles", "broker"),
+            ("listeners", "PLAINTEXT://:9094"),
+            ("controller.quorum.bootstrap.servers", "localhost:9093"),
+        ]))
+        .expect("a broker-only node needs no controller listener");
+        assert!(broker.in_cluster() && broker.voters.is_empty());
+        assert_eq!(broker.quorum_bootstrap, ["localhost:9093"]);
+        for servers in ["a:9093,b:9093", "localhost:9999"] {
+            let err = BrokerConfig::from_settings(settings(&[
+                ("node.id", "1"),
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                ("controller.quorum.bootstrap.servers", servers),
+            ]))
+            .expect_err("not this controller alone");
+            assert!(
+                err.to_string().contains("standalone first controller"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_of_a_file_names_the_file_the_line_and_the_key() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("server.properties");
+        std::fs::write(&path, "num.partitions=2\n\nnum.io.threads=0\n").expect("written");
+        let err = BrokerConfig::load(Some(&path), BTreeMap::new()).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("{}:3: ", path.display()))
+                && text.contains("`num.io.threads`"),
+            "{text}"
+        );
+        // A flag that overrides the file's value is not the file's error.
+        let err = BrokerConfig::load(Some(&path), settings(&[("num.io.threads", "0")]))
+            .expect_err("invalid");
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+    }
+
+    #[test]
     fn pod_ordinals() {
         assert_eq!(pod_ordinal("main-0"), Some(0));
         assert_eq!(pod_ordinal("my-kafka-17"), Some(17));
