@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, build, Rust tests, then the Python example tests.
-# Installs the Python packages and kcat the tests need when they are missing.
+# Installs the Python packages and kcat the tests need when they are missing; builds or fetches
+# the Kubernetes control plane, helm and Apache Kafka's jars into ~/.cache/oxbow once.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,9 +20,10 @@ python3 -m pip install --quiet --disable-pip-version-check \
     'kafka-python>=2.1' 'confluent-kafka>=2.3' 'pytest>=7.4'
 # kcat drives the broker in the Python tests; openssl makes their TLS certificates and the
 # Kubernetes test cluster's; jq reads Go module metadata for scripts/k8s-tools.sh; ip (iproute2)
-# gives the test cluster's pods their network namespaces.
+# gives the test cluster's pods their network namespaces; java and mvn run Apache Kafka's tools,
+# Streams and Connect in the side-by-side tests.
 missing=()
-for tool in kcat:kcat openssl:openssl jq:jq ip:iproute2; do
+for tool in kcat:kcat openssl:openssl jq:jq ip:iproute2 java:openjdk-17-jdk-headless mvn:maven; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
@@ -47,8 +49,11 @@ cargo build --workspace --bins
 step "Kubernetes control plane and helm for the operator tests (scripts/k8s-tools.sh: built once, cached in ~/.cache/oxbow)"
 bash scripts/k8s-tools.sh
 
+step "Apache Kafka's jars for the side-by-side tests (scripts/kafka-tools.sh: fetched once with mvn, cached in ~/.cache/oxbow)"
+bash scripts/kafka-tools.sh
+
 step "cargo test (the operator's Kubernetes tests each run a control plane, the node agent and real brokers)"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 step "operator: helm lint/template, manifest and CRD schema validation"
 bash scripts/test-operator.sh

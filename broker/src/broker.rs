@@ -1057,6 +1057,7 @@ pub fn log_config(topic: &TopicConfig) -> LogConfig {
         log_append_time: topic.log_append_time,
         timestamp_before_max_ms: topic.timestamp_before_max_ms,
         timestamp_after_max_ms: topic.timestamp_after_max_ms,
+        compression: topic.compression,
     }
 }
 

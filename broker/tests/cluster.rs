@@ -1,8 +1,8 @@
 //! The replicated cluster with real broker processes on 127.0.0.1: it forms, spreads leaders,
 //! honours min.insync.replicas, brings a restarted broker back into the ISR, moves a partition
 //! by reassignment, restores preferred leaders, shuts down without failing writes, keeps
-//! committed group offsets when the coordinator dies, and copies a log whose start lies
-//! inside a batch.
+//! committed group offsets when the coordinator dies, copies a log whose start lies
+//! inside a batch, and replicates batches the leader re-compressed.
 //!
 //! Tests run one at a time (a lock below): each starts three or four debug-build brokers, and
 //! two clusters side by side on two cores would turn timing into noise. Failure detection is
@@ -122,7 +122,23 @@ fn produce_all(
     prefix: &str,
     count: usize,
 ) -> Result<Vec<Delivery>> {
-    let producer = recording_producer(cluster, "60000")?;
+    send_all(
+        &recording_producer(cluster, "60000")?,
+        topic,
+        partitions,
+        prefix,
+        count,
+    )
+}
+
+/// [`produce_all`] with a producer of the test's own.
+fn send_all(
+    producer: &ThreadedProducer<RecordingContext>,
+    topic: &str,
+    partitions: i32,
+    prefix: &str,
+    count: usize,
+) -> Result<Vec<Delivery>> {
     for n in 0..count {
         let value = format!("{prefix}-{n}");
         let partition = i32::try_from(n).unwrap_or(0) % partitions;
@@ -416,6 +432,80 @@ fn a_killed_broker_restarted_catches_up_rejoins_the_isr_and_leads_with_every_ack
         );
         Ok(())
     })
+}
+
+#[test]
+fn followers_store_the_leaders_recompressed_batches_and_serve_them_after_a_failover() -> Result<()>
+{
+    with_cluster(options(), |cluster| {
+        let topic = "recompressed";
+        cluster.create_topic_assigned(
+            topic,
+            &[&[1, 2, 3]],
+            &[("compression.type", "gzip"), ("min.insync.replicas", "2")],
+        )?;
+        let producer = cluster
+            .client_config()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .set("compression.codec", "lz4")
+            .create_with_context(RecordingContext::default())
+            .context("creating an lz4 producer")?;
+        let acked = send_all(&producer, topic, 1, "recompressed", 2000)?;
+        cluster.wait_for_full_isr(topic, SETTLE)?;
+        // Leader 1 turned the producer's lz4 batches into gzip; the followers hold its bytes.
+        cluster.wait_until(
+            "every replica holds the leader's gzip batches",
+            SETTLE,
+            |c| {
+                let mut segments = BTreeMap::new();
+                for node in [1, 2, 3] {
+                    let path = c
+                        .data_dir(node)
+                        .join(format!("{topic}-0"))
+                        .join("00000000000000000000.log");
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    segments.insert(node, bytes);
+                }
+                let leader = segments.get(&1).context("no segment on broker 1")?;
+                let codecs = batch_codecs(leader)?;
+                ensure!(
+                    !codecs.is_empty() && codecs.iter().all(|codec| *codec == 1),
+                    "broker 1 stores batches with codecs {codecs:?}, not gzip (1)"
+                );
+                for (node, bytes) in &segments {
+                    ensure!(
+                        bytes == leader,
+                        "broker {node} holds {} bytes that differ from the leader's {}",
+                        bytes.len(),
+                        leader.len()
+                    );
+                }
+                Ok(())
+            },
+        )?;
+        cluster.kill(1)?;
+        wait_for_partition(cluster, topic, 0, "a follower leads", |p| {
+            p.leader == 2 || p.leader == 3
+        })?;
+        let read = cluster.read_all(topic, 1)?;
+        check_nothing_lost(&acked, &read)?;
+        Ok(())
+    })
+}
+
+/// The codec bits (attributes bits 0-2) of each batch of a segment file.
+fn batch_codecs(segment: &[u8]) -> Result<Vec<i16>> {
+    let mut codecs = Vec::new();
+    let mut at = 0;
+    while at + 23 <= segment.len() {
+        let length = i32::from_be_bytes(segment[at + 8..at + 12].try_into()?);
+        codecs.push(i16::from_be_bytes(segment[at + 21..at + 23].try_into()?) & 7);
+        at += 12 + usize::try_from(length)?;
+    }
+    Ok(codecs)
 }
 
 /// Live produce and consume during a fault or an admin operation.

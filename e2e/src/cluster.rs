@@ -882,49 +882,18 @@ impl Cluster {
         }
     }
 
-    /// GETs the Prometheus text of one broker (plain HTTP/1.0).
     /// GET `/ready` on a broker's metrics port: its HTTP status and body.
     pub fn readiness(&self, node: NodeId) -> Result<(u16, String)> {
-        let address = self.node(node).metrics;
-        let mut stream = TcpStream::connect_timeout(&address, REQUEST_TIMEOUT)
-            .with_context(|| format!("connecting to broker {node}'s metrics at {address}"))?;
-        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-        write!(
-            stream,
-            "GET /ready HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .context("readiness response has no header/body separator")?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse::<u16>().ok())
-            .context("readiness response has no status code")?;
-        Ok((status, body.trim().to_string()))
+        let address = self.node(node).metrics.to_string();
+        let response = crate::http::request(&address, "GET", "/ready", None)
+            .with_context(|| format!("broker {node}'s readiness"))?;
+        Ok((response.status, response.body.trim().to_string()))
     }
 
+    /// GETs the Prometheus text of one broker.
     pub fn scrape_metrics(&self, node: NodeId) -> Result<String> {
-        let address = self.node(node).metrics;
-        let mut stream = TcpStream::connect_timeout(&address, REQUEST_TIMEOUT)
-            .with_context(|| format!("connecting to broker {node}'s metrics at {address}"))?;
-        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-        write!(
-            stream,
-            "GET /metrics HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .context("metrics response has no header/body separator")?;
-        ensure!(
-            head.lines().next().unwrap_or_default().contains(" 200"),
-            "GET /metrics of broker {node}: {head}"
-        );
-        Ok(body.to_string())
+        let address = self.node(node).metrics.to_string();
+        crate::http::get(&address, "/metrics").with_context(|| format!("broker {node}'s metrics"))
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -254,31 +254,9 @@ impl BrokerProcess {
         outcome.map_err(|err| anyhow!("{err:#}\n\n{}", self.log_tail(LOG_TAIL_LINES)))
     }
 
-    /// GETs the Prometheus text from the metrics endpoint (plain HTTP/1.0, no client library).
+    /// GETs the Prometheus text from the metrics endpoint.
     pub fn scrape_metrics(&self) -> Result<String> {
-        let mut stream = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(5))
-            .with_context(|| format!("connecting to metrics at {}", self.metrics))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .context("setting a read timeout")?;
-        write!(
-            stream,
-            "GET /metrics HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.metrics
-        )
-        .context("sending the metrics request")?;
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .context("reading the metrics response")?;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .context("metrics response has no header/body separator")?;
-        let status = head.lines().next().unwrap_or_default();
-        if !status.contains(" 200") {
-            bail!("GET {} answered {status:?}", self.metrics_url());
-        }
-        Ok(body.to_owned())
+        crate::http::get(&self.metrics.to_string(), "/metrics")
     }
 
     fn spawn_and_wait(&mut self) -> Result<()> {

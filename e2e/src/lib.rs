@@ -4,4 +4,6 @@ pub mod bench;
 pub mod cluster;
 pub mod dashboard;
 pub mod harness;
+pub mod http;
+pub mod kafka;
 pub mod kube;

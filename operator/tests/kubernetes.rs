@@ -448,17 +448,12 @@ fn events_about(env: &KubeEnv, name: &str) -> anyhow::Result<Vec<(String, String
 
 /// The operator's count of failed reconciliations with error kind `error`, from its /metrics.
 fn operator_failures(env: &KubeEnv, error: &str) -> anyhow::Result<f64> {
-    use std::io::{Read as _, Write as _};
     let ip = env.jsonpath(
         oxbow_e2e::kube::env::OPERATOR_NAMESPACE,
         "pods",
         "{.items[0].status.podIP}",
     )?;
-    let mut stream = std::net::TcpStream::connect((ip.as_str(), 8080))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
+    let body = oxbow_e2e::http::get(&format!("{ip}:8080"), "/metrics")?;
     Ok(body
         .lines()
         .filter(|l| {

@@ -433,18 +433,7 @@ fn kill_operator(env: &KubeEnv) -> anyhow::Result<()> {
 /// `(node, role)`.
 fn quorum_members(ordinal: i32) -> anyhow::Result<BTreeSet<(i32, String)>> {
     let host = format!("main-{ordinal}.main-brokers.default.svc.cluster.local:9404");
-    let address = host
-        .to_socket_addrs()?
-        .next()
-        .with_context(|| format!("resolving {host}"))?;
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    let response = oxbow_e2e::http::get(&host, "/metrics")?;
     let label = |line: &str, name: &str| {
         line.split_once(&format!("{name}=\""))
             .and_then(|(_, rest)| rest.split_once('"'))

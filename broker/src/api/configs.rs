@@ -178,25 +178,37 @@ fn topic_configs(
                 if let Some(v) = override_value {
                     synonyms.push(synonym(def.def.name, Some(v), ConfigSource::Topic));
                 }
+                // Kafka's order: each source in turn (static, then default) over the broker
+                // names in order, then everything before the first name's own entry dropped
+                // (so `retention.ms`, whose default lives on `log.retention.hours`, lists no
+                // default, as on Kafka).
+                let mut broker_side = Vec::new();
                 for (broker_key, _) in def.broker_synonyms {
                     if let Some(v) = broker.config.explicit(broker_key) {
-                        synonyms.push(synonym(
+                        broker_side.push(synonym(
                             broker_key,
                             Some(v.to_string()),
                             ConfigSource::StaticBroker,
                         ));
                     }
                 }
-                // As Kafka: the first broker synonym's default, when it has one of its own.
-                if let Some((first, _)) = def.broker_synonyms.first() {
-                    if let Some(default) = crate::config::broker_def(first).and_then(|d| d.default)
+                for (broker_key, _) in def.broker_synonyms {
+                    if let Some(default) =
+                        crate::config::broker_def(broker_key).and_then(|d| d.default)
                     {
-                        synonyms.push(synonym(
-                            first,
+                        broker_side.push(synonym(
+                            broker_key,
                             Some(default.to_string()),
                             ConfigSource::Default,
                         ));
                     }
+                }
+                if let Some((first, _)) = def.broker_synonyms.first() {
+                    let own = broker_side
+                        .iter()
+                        .position(|s| s.name.as_str() == *first)
+                        .unwrap_or(broker_side.len());
+                    synonyms.extend(broker_side.drain(own..));
                 }
                 result = result.with_synonyms(synonyms);
             }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::acl::AUTHORIZED_OPERATIONS_OMITTED;
 use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
-use crate::group::{JoinRequest, JoinResult, Pending, SyncResult, OFFSETS_TOPIC};
+use crate::group::{GroupState, JoinRequest, JoinResult, Pending, SyncResult, OFFSETS_TOPIC};
 use crate::security::authorizer::{Operation, ResourceType};
 use kafka_protocol::protocol::StrBytes;
 
@@ -382,6 +382,7 @@ pub(super) fn describe(
     broker: &Broker,
     context: &RequestContext,
     request: &DescribeGroupsRequest,
+    version: i16,
 ) -> DescribeGroupsResponse {
     let groups = request
         .groups
@@ -394,6 +395,15 @@ pub(super) fn describe(
                     .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
             }
             let g = broker.groups.describe(id.0.as_str());
+            // From v6 (KIP-1043) a group that does not exist is an error, not a Dead group.
+            if version >= 6 && g.state == GroupState::Dead {
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_group_state(str_bytes(g.state.name()))
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(str_bytes(&format!("Group {} not found.", id.0))))
+                    .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            }
             let members = g
                 .members
                 .into_iter()

@@ -317,7 +317,7 @@ pub async fn handle(
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list(broker, context, &r)),
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(group::describe(broker, context, &r))
+            ResponseKind::DescribeGroups(group::describe(broker, context, &r, version))
         }
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(group::delete(broker, context, &r).await)

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
 use super::{leader_hint, str_bytes, RequestContext};
 use crate::broker::Broker;
+use crate::log::BatchHeader;
 use crate::producer::SequenceError;
 use crate::replica::{Partition, ProduceError, ReplicationError};
 use crate::security::authorizer::{Operation, ResourceType};
@@ -37,6 +39,19 @@ fn produce_error_code(error: &ProduceError) -> ResponseError {
         ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         ProduceError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
     }
+}
+
+/// Whether any batch of a produce request's records is zstd-compressed (Produce before v7
+/// predates zstd, and Kafka refuses it there).
+fn has_zstd_batch(records: &[u8]) -> bool {
+    let mut rest = records;
+    while let Some(header) = BatchHeader::parse(rest) {
+        if header.compression() == Some(Compression::Zstd) {
+            return true;
+        }
+        rest = rest.get(header.size()..).unwrap_or_default();
+    }
+    false
 }
 
 pub(super) async fn handle(
@@ -109,6 +124,14 @@ pub(super) async fn handle(
                         "the request carries no records".to_string(),
                     );
                 };
+                if version < 7 && has_zstd_batch(records) {
+                    break 'outcome failed(
+                        ResponseError::UnsupportedCompressionType,
+                        format!(
+                            "Produce v{version} may not carry zstd batches; zstd needs v7 or later"
+                        ),
+                    );
+                }
                 match partition.append(records, acks == -1) {
                     Ok(info) => {
                         broker

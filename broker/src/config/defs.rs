@@ -42,7 +42,7 @@ pub enum Check {
     Any,
     AtLeast(i64),
     Between(i64, i64),
-    /// Between the first two, or exactly the third (`compression.gzip.level`: 1-9 or -1).
+    /// Between the first two, or exactly the third (Kafka's `compression.gzip.level`: 1..9 or -1).
     BetweenOr(i64, i64, i64),
     OneOf(&'static [&'static str]),
     ListOf(&'static [&'static str]),
@@ -191,8 +191,6 @@ const INDEX_GROWS: &str =
 const NO_PREALLOCATE: &str = "segment files are not preallocated.";
 const NO_JITTER: &str = "segments roll exactly at segment.ms.";
 const DELETE_AT_ONCE: &str = "segments past retention are deleted at once.";
-const NO_RECOMPRESSION: &str =
-    "Oxbow does not re-compress batches yet; they are stored as the producer sent them.";
 const BIND_ORDER: &str = "Oxbow binds every listener once its logs are loaded.";
 const NO_REAUTH: &str = "Oxbow does not ask clients to re-authenticate (KIP-368).";
 const FOLLOWER_SIDE_THROTTLE: &str =
@@ -612,6 +610,30 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     )
     .dynamic(),
     def(
+        "compression.gzip.level",
+        ConfigType::Int,
+        Some("-1"),
+        Check::BetweenOr(1, 9, -1),
+        "The compression level to use if compression.type is set to gzip: 1 to 9, or -1 for zlib's default (6).",
+    )
+    .dynamic(),
+    def(
+        "compression.lz4.level",
+        ConfigType::Int,
+        Some("9"),
+        Check::Between(1, 17),
+        "The compression level to use if compression.type is set to lz4.",
+    )
+    .dynamic(),
+    def(
+        "compression.zstd.level",
+        ConfigType::Int,
+        Some("3"),
+        Check::Between(-131072, 22),
+        "The compression level to use if compression.type is set to zstd.",
+    )
+    .dynamic(),
+    def(
         "min.insync.replicas",
         ConfigType::Int,
         Some("1"),
@@ -759,9 +781,6 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("auto.leader.rebalance.enable", ConfigType::Boolean, Some("true"), Check::Any, OPERATOR_BALANCES),
     kafka("background.threads", ConfigType::Int, Some("10"), Check::AtLeast(1), ONE_RUNTIME).dynamic(),
     kafka("client.quota.callback.class", ConfigType::Class, None, Check::Any, NO_QUOTAS),
-    kafka("compression.gzip.level", ConfigType::Int, Some("-1"), Check::BetweenOr(1, 9, -1), NO_RECOMPRESSION).dynamic(),
-    kafka("compression.lz4.level", ConfigType::Int, Some("9"), Check::Between(1, 17), NO_RECOMPRESSION).dynamic(),
-    kafka("compression.zstd.level", ConfigType::Int, Some("3"), Check::Between(-131072, 22), NO_RECOMPRESSION).dynamic(),
     kafka("connections.max.reauth.ms", ConfigType::Long, Some("0"), Check::Any, NO_REAUTH),
     kafka("controlled.shutdown.enable", ConfigType::Boolean, Some("true"), Check::Any, ALWAYS_CONTROLLED),
     kafka("controller.quorum.append.linger.ms", ConfigType::Int, Some("25"), Check::AtLeast(0), QUORUM_OWN),
@@ -1032,6 +1051,36 @@ pub const TOPIC_DEFS: &[TopicDef] = &[
     },
     TopicDef {
         def: def(
+            "compression.gzip.level",
+            ConfigType::Int,
+            Some("-1"),
+            Check::BetweenOr(1, 9, -1),
+            "The compression level to use if compression.type is set to gzip: 1 to 9, or -1 for zlib's default (6).",
+        ),
+        broker_synonyms: &[("compression.gzip.level", 1)],
+    },
+    TopicDef {
+        def: def(
+            "compression.lz4.level",
+            ConfigType::Int,
+            Some("9"),
+            Check::Between(1, 17),
+            "The compression level to use if compression.type is set to lz4.",
+        ),
+        broker_synonyms: &[("compression.lz4.level", 1)],
+    },
+    TopicDef {
+        def: def(
+            "compression.zstd.level",
+            ConfigType::Int,
+            Some("3"),
+            Check::Between(-131072, 22),
+            "The compression level to use if compression.type is set to zstd.",
+        ),
+        broker_synonyms: &[("compression.zstd.level", 1)],
+    },
+    TopicDef {
+        def: def(
             "delete.retention.ms",
             ConfigType::Long,
             Some("86400000"),
@@ -1176,36 +1225,6 @@ pub const TOPIC_DEFS: &[TopicDef] = &[
             "Allow an out-of-sync leader.",
         ),
         broker_synonyms: &[("unclean.leader.election.enable", 1)],
-    },
-    TopicDef {
-        def: kafka(
-            "compression.gzip.level",
-            ConfigType::Int,
-            Some("-1"),
-            Check::BetweenOr(1, 9, -1),
-            NO_RECOMPRESSION,
-        ),
-        broker_synonyms: &[("compression.gzip.level", 1)],
-    },
-    TopicDef {
-        def: kafka(
-            "compression.lz4.level",
-            ConfigType::Int,
-            Some("9"),
-            Check::Between(1, 17),
-            NO_RECOMPRESSION,
-        ),
-        broker_synonyms: &[("compression.lz4.level", 1)],
-    },
-    TopicDef {
-        def: kafka(
-            "compression.zstd.level",
-            ConfigType::Int,
-            Some("3"),
-            Check::Between(-131072, 22),
-            NO_RECOMPRESSION,
-        ),
-        broker_synonyms: &[("compression.zstd.level", 1)],
     },
     TopicDef {
         def: kafka(
@@ -1485,6 +1504,23 @@ mod tests {
         assert!(err.to_string().contains("delete, compact"), "{err}");
         let ratio = &topic_def("min.cleanable.dirty.ratio").expect("known").def;
         assert!(validate(ratio, "1.5").is_err());
+        let gzip = &topic_def("compression.gzip.level").expect("known").def;
+        for good in ["-1", "1", "9"] {
+            assert!(validate(gzip, good).is_ok(), "{good}");
+        }
+        for bad in ["0", "10", "-2"] {
+            let err = validate(gzip, bad).expect_err(bad);
+            assert!(err.to_string().contains("between 1 and 9, or -1"), "{err}");
+        }
+        let zstd = &topic_def("compression.zstd.level").expect("known").def;
+        assert!(validate(zstd, "-131072").is_ok());
+        assert!(validate(zstd, "22").is_ok());
+        assert!(validate(zstd, "23").is_err());
+        assert!(validate(zstd, "-131073").is_err());
+        let lz4 = &topic_def("compression.lz4.level").expect("known").def;
+        assert!(validate(lz4, "0").is_err());
+        assert!(validate(lz4, "17").is_ok());
+        assert!(validate(lz4, "18").is_err());
     }
 
     #[test]

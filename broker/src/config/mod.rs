@@ -511,6 +511,7 @@ impl BrokerConfig {
             }
         };
         let long = |name: &str| value(name).parse::<i64>().unwrap_or(i64::MAX);
+        let level = |name: &str, default: i32| value(name).parse::<i32>().unwrap_or(default);
         TopicConfig {
             segment_bytes: long("segment.bytes").max(14) as u64,
             segment_ms: u64::try_from(long("segment.ms")).ok(),
@@ -531,6 +532,15 @@ impl BrokerConfig {
             log_append_time: value("message.timestamp.type") == "LogAppendTime",
             timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+            // Every value was validated when it was set; a name that still does not parse
+            // keeps what the producer sent.
+            compression: crate::log::TopicCompression::from_config(
+                &value("compression.type"),
+                level("compression.gzip.level", -1),
+                level("compression.lz4.level", 9),
+                level("compression.zstd.level", 3),
+            )
+            .unwrap_or_default(),
             cleanup_delete: value("cleanup.policy")
                 .split(',')
                 .any(|p| p.trim() == "delete"),
@@ -967,6 +977,8 @@ pub struct TopicConfig {
     /// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`.
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
+    /// `compression.type` with the level of its codec.
+    pub compression: crate::log::TopicCompression,
     /// `min.insync.replicas`: the ISR size an `acks=all` write needs.
     pub min_insync_replicas: usize,
     pub unclean_leader_election: bool,

@@ -890,18 +890,27 @@ impl GroupCoordinator {
     }
 
     /// Makes appended offset changes visible.
+    /// A tombstone never brings back a group: the tombstones of a deleted group are written
+    /// after it is gone, and a group left with neither offsets nor members is dropped.
     pub fn apply_offsets(&self, records: Vec<offsets::OffsetRecord>) {
         let mut groups = self.groups.lock();
         for record in records {
-            let group = groups.entry(record.group).or_insert_with(Group::new);
             match record.value {
                 Some(value) => {
-                    group
+                    groups
+                        .entry(record.group)
+                        .or_insert_with(Group::new)
                         .offsets
                         .insert((record.topic, record.partition), value);
                 }
                 None => {
+                    let Some(group) = groups.get_mut(&record.group) else {
+                        continue;
+                    };
                     group.offsets.remove(&(record.topic, record.partition));
+                    if group.offsets.is_empty() && group.members.is_empty() {
+                        groups.remove(&record.group);
+                    }
                 }
             }
         }
@@ -1038,6 +1047,37 @@ mod tests {
             Pending::Ready(v) => v,
             Pending::Wait(mut rx) => rx.try_recv().expect("answered"),
         }
+    }
+
+    fn offset_record(group: &str, offset: Option<i64>) -> offsets::OffsetRecord {
+        offsets::OffsetRecord {
+            group: group.into(),
+            topic: "t".into(),
+            partition: 0,
+            value: offset.map(|offset| offsets::CommittedOffset {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_deleted_group_stays_gone_once_its_tombstones_are_applied() {
+        let c = coordinator(0);
+        c.apply_offsets(vec![
+            offset_record("g", Some(5)),
+            offset_record("h", Some(1)),
+        ]);
+        let keys = c.delete_group("g").expect("an empty group is deleted");
+        assert_eq!(keys, vec![("t".to_string(), 0)]);
+        c.apply_offsets(vec![offset_record("g", None)]);
+        let listed: Vec<String> = c.list().into_iter().map(|g| g.group_id).collect();
+        assert_eq!(listed, vec!["h".to_string()]);
+        // Deleting a group's last offset (OffsetDelete) leaves nothing to list either.
+        c.apply_offsets(vec![offset_record("h", None)]);
+        assert!(c.list().is_empty());
     }
 
     #[test]

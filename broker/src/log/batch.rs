@@ -1,7 +1,8 @@
 //! Kafka `RecordBatch` v2 framing: header parsing, validation of produced batches, and the
 //! two header fields the broker patches before writing a batch to the log.
 //!
-//! A batch is stored in the `.log` exactly as it travels on the wire. All integers are
+//! A batch is stored in the `.log` exactly as it travels on the wire, unless the topic's
+//! `compression.type` re-compresses its records (see `compression`). All integers are
 //! big-endian; the 61-byte header is:
 //!
 //! | bytes  | field                | type | notes                                        |
@@ -50,7 +51,8 @@ const MAX_TIMESTAMP_AT: usize = 35;
 /// The CRC covers everything from `attributes` on.
 const CRC_COVERS_FROM: usize = 21;
 
-const COMPRESSION_MASK: i16 = 0x07;
+/// The attribute bits that name the codec.
+pub(crate) const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
@@ -381,6 +383,11 @@ pub(crate) fn restamp_header(
 
 /// The attribute bits that say the timestamps are the broker's append time.
 pub(crate) const LOG_APPEND_TIME_ATTRIBUTE: i16 = TIMESTAMP_TYPE_BIT;
+
+/// Writes `batchLength` (not covered by the CRC) into a batch whose records changed size.
+pub(crate) fn set_length(batch: &mut [u8], length: i32) {
+    batch[LENGTH_AT..LEADER_EPOCH_AT].copy_from_slice(&length.to_be_bytes());
+}
 
 /// Writes the broker-assigned fields into a batch. Neither is covered by the CRC.
 pub(crate) fn assign(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {

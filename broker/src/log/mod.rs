@@ -25,8 +25,9 @@
 //! be torn. Opening without the clean-shutdown marker therefore verifies the newest segment
 //! batch by batch and cuts it at the first bad one.
 //!
-//! Replication: a leader appends with [`PartitionLog::append`], which assigns offsets and
-//! stamps its epoch; a follower writes the leader's batches as they are with
+//! Replication: a leader appends with [`PartitionLog::append`], which assigns offsets,
+//! stamps its epoch and re-compresses batches into the topic's codec (`compression`); a
+//! follower writes the leader's batches as they are, so in the leader's codec, with
 //! [`PartitionLog::append_replicated`], answers and asks OffsetForLeaderEpoch from the
 //! epoch cache, and cuts a divergent tail with [`PartitionLog::truncate_to`]. Consumers read
 //! below the high watermark with [`PartitionLog::read_up_to`].
@@ -41,6 +42,7 @@
 pub mod batch;
 mod checkpoint;
 mod cleaner;
+mod compression;
 mod epoch;
 mod error;
 mod index;
@@ -60,6 +62,7 @@ pub use self::batch::BatchHeader;
 use self::batch::{CountRule, ProduceFault, ProducedBatch, HEADER_SIZE};
 use self::checkpoint::{CLEANER_OFFSET_FILE, LOG_START_OFFSET_FILE};
 pub use self::cleaner::{CleanedSegments, CompactionOutcome, CompactionPlan, CompactionSettings};
+pub use self::compression::TopicCompression;
 use self::epoch::{EpochEntry, LeaderEpochCache};
 use self::error::IoResultExt;
 pub use self::error::{AppendError, IoError, LogError, ReadError};
@@ -102,6 +105,9 @@ pub struct LogConfig {
     /// outside is refused. `i64::MAX` does not check.
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
+    /// `compression.type` and its level: the codec produced batches are stored in (see
+    /// `compression`).
+    pub compression: TopicCompression,
 }
 
 impl Default for LogConfig {
@@ -116,6 +122,7 @@ impl Default for LogConfig {
             log_append_time: false,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
+            compression: TopicCompression::Producer,
         }
     }
 }
@@ -348,6 +355,19 @@ impl PartitionLog {
     pub fn append(&mut self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
         let mut batches =
             batch::split_produced(records, self.config.max_batch_bytes).map_err(refused)?;
+        // Batches in another codec than the topic's are re-compressed; the result is checked
+        // again, since its size changed (Kafka also holds re-compressed batches to
+        // `max.message.bytes`).
+        let recompressed = compression::to_topic_codec(records, &batches, self.config.compression)
+            .map_err(AppendError::Corrupt)?;
+        let records = match &recompressed {
+            Some(stored) => {
+                batches =
+                    batch::split_produced(stored, self.config.max_batch_bytes).map_err(refused)?;
+                stored.as_slice()
+            }
+            None => records,
+        };
         // The request's bytes are written as they are; only each batch's header changes, so
         // the new headers are written from their own buffers around the records (no copy of
         // the records).
@@ -804,6 +824,28 @@ impl PartitionLog {
 }
 
 /// Why a batch was refused, as the append error.
+/// The batches of a produce request in the codec `compression` stores (see `compression`):
+/// `None` when every batch already is in it. A leader calls this before it takes its log's
+/// lock, so that compressing does not hold up reads of the partition;
+/// [`PartitionLog::append`] converts whatever still is in another codec (the setting may
+/// have changed in between).
+///
+/// # Errors
+///
+/// As [`PartitionLog::append`] for a malformed or oversized batch, and
+/// [`AppendError::Corrupt`] for records that do not decompress or do not match their header.
+pub fn to_topic_codec(
+    records: &[u8],
+    max_batch_bytes: usize,
+    compression: TopicCompression,
+) -> Result<Option<Vec<u8>>, AppendError> {
+    if compression == TopicCompression::Producer {
+        return Ok(None);
+    }
+    let batches = batch::split_produced(records, max_batch_bytes).map_err(refused)?;
+    compression::to_topic_codec(records, &batches, compression).map_err(AppendError::Corrupt)
+}
+
 fn refused(fault: ProduceFault) -> AppendError {
     match fault {
         ProduceFault::Invalid(reason) => AppendError::Corrupt(reason),
@@ -945,6 +987,77 @@ mod tests {
             header.max_timestamp
         );
         assert_eq!(header.base_offset, 0);
+    }
+
+    #[test]
+    fn a_zstd_log_with_log_append_time_stores_zstd_batches_with_the_append_time() {
+        let dir = TempDir::new().unwrap();
+        let config = LogConfig {
+            log_append_time: true,
+            compression: TopicCompression::Zstd(3),
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        log.append(&encode_batch(3, 10, 5), 0).unwrap();
+        let gzip = encode_batch_with(2, 10, 9, Compression::Gzip);
+        let info = log.append(&gzip, 0).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (3, 4));
+        let read = log.read(0, 1 << 20).unwrap();
+        let headers = batches(&read.records);
+        assert_eq!(headers.len(), 2);
+        for header in &headers {
+            assert_eq!(header.compression(), Some(Compression::Zstd));
+            assert_ne!(header.attributes & batch::LOG_APPEND_TIME_ATTRIBUTE, 0);
+        }
+        assert_eq!(
+            (headers[1].base_offset, headers[1].last_offset_delta),
+            (3, 1)
+        );
+        let mut stored = read.records.clone();
+        let values: Vec<_> = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut stored)
+            .unwrap()
+            .into_iter()
+            .flat_map(|set| set.records)
+            .map(|r| (r.offset, r.key, r.value))
+            .collect();
+        let mut sent = Bytes::from(encode_batch(3, 10, 5));
+        let mut expected: Vec<_> = kafka_protocol::records::RecordBatchDecoder::decode(&mut sent)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| (r.offset, r.key, r.value))
+            .collect();
+        let mut sent = Bytes::from(gzip);
+        expected.extend(
+            kafka_protocol::records::RecordBatchDecoder::decode(&mut sent)
+                .unwrap()
+                .records
+                .into_iter()
+                .map(|r| (r.offset + 3, r.key, r.value)),
+        );
+        assert_eq!(values, expected);
+    }
+
+    #[test]
+    fn a_batch_that_decompresses_past_the_size_limit_is_refused_and_nothing_written() {
+        let dir = TempDir::new().unwrap();
+        let gzip = encode_batch_with(100, 500, 0, Compression::Gzip);
+        let config = LogConfig {
+            max_batch_bytes: gzip.len() * 2,
+            compression: TopicCompression::Uncompressed,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        let error = log.append(&gzip, 0).unwrap_err();
+        assert!(
+            matches!(error, AppendError::BatchTooLarge { max, .. } if max == gzip.len() * 2),
+            "{error}"
+        );
+        assert_eq!(
+            error.response_error(),
+            kafka_protocol::ResponseError::MessageTooLarge
+        );
+        assert_eq!(log.log_end_offset(), 0);
     }
 
     #[test]

@@ -225,6 +225,14 @@ impl Partition {
         if self.compacted.load(Ordering::Relaxed) {
             require_keys(records)?;
         }
+        let (compression, max_batch_bytes) = {
+            let state = self.state.read();
+            let config = state.log.config();
+            (config.compression, config.max_batch_bytes)
+        };
+        // Outside the write lock: re-compressing costs far more than the append.
+        let converted = crate::log::to_topic_codec(records, max_batch_bytes, compression)?;
+        let records = converted.as_deref().unwrap_or(records);
         let mut state = self.state.write();
         // Kafka refuses a batch no segment could hold (a request carries one per partition).
         let segment_bytes = state.log.config().segment_bytes;

@@ -25,13 +25,25 @@ impl<B: ByteBufMut> Compressor<B> for Gzip {
         let mut tmp = BytesMut::new();
         let res = f(&mut tmp)?;
 
-        // Compress directly into the target buffer
-        let mut e = GzEncoder::new(buf.writer(), Compression::default());
-        e.write_all(&tmp).context("Failed to compress gzip")?;
-        e.finish().context("Failed to compress gzip")?;
-
+        compress_level(&tmp, DEFAULT_LEVEL, buf)?;
         Ok(res)
     }
+}
+
+/// Kafka's `compression.gzip.level` default: zlib's own default (6).
+pub(super) const DEFAULT_LEVEL: i32 = -1;
+
+/// Compresses `input` into `buf` at a zlib `level` (1..=9, or -1 for zlib's default).
+pub(super) fn compress_level<B: ByteBufMut>(input: &[u8], level: i32, buf: &mut B) -> Result<()> {
+    let level = match level {
+        DEFAULT_LEVEL => Compression::default(),
+        1..=9 => Compression::new(level.unsigned_abs()),
+        _ => anyhow::bail!("gzip level {level} is neither -1 nor between 1 and 9"),
+    };
+    let mut e = GzEncoder::new(buf.writer(), level);
+    e.write_all(input).context("Failed to compress gzip")?;
+    e.finish().context("Failed to compress gzip")?;
+    Ok(())
 }
 
 impl<B: ByteBuf> Decompressor<B> for Gzip {

@@ -11,7 +11,7 @@ use super::{Compressor, Decompressor};
 /// for more information.
 pub struct Lz4;
 
-const COMPRESSION_LEVEL: u32 = 4;
+pub(super) const COMPRESSION_LEVEL: u32 = 4;
 
 impl<B: ByteBufMut> Compressor<B> for Lz4 {
     type BufMut = BytesMut;
@@ -22,18 +22,22 @@ impl<B: ByteBufMut> Compressor<B> for Lz4 {
         // Write uncompressed bytes into a temporary buffer
         let mut tmp = BytesMut::new();
         let res = f(&mut tmp)?;
-
-        let mut encoder = EncoderBuilder::new()
-            .level(COMPRESSION_LEVEL)
-            .block_mode(BlockMode::Independent)
-            .build(buf.writer())
-            .context("Failed to compress lz4")?;
-
-        io::copy(&mut tmp.reader(), &mut encoder).context("Failed to compress lz4")?;
-        encoder.finish().1.context("Failed to compress lz4")?;
-
+        compress_level(&tmp, COMPRESSION_LEVEL, buf)?;
         Ok(res)
     }
+}
+
+/// Compresses `input` into `buf` as one LZ4 frame at `level` (Kafka accepts 1..=17; the
+/// library caps high levels at its own maximum).
+pub(super) fn compress_level<B: ByteBufMut>(input: &[u8], level: u32, buf: &mut B) -> Result<()> {
+    let mut encoder = EncoderBuilder::new()
+        .level(level)
+        .block_mode(BlockMode::Independent)
+        .build(buf.writer())
+        .context("Failed to compress lz4")?;
+    io::copy(&mut io::Cursor::new(input), &mut encoder).context("Failed to compress lz4")?;
+    encoder.finish().1.context("Failed to compress lz4")?;
+    Ok(())
 }
 
 impl<B: ByteBuf> Decompressor<B> for Lz4 {

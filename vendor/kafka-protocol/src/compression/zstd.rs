@@ -8,7 +8,7 @@ use super::{Compressor, Decompressor};
 /// for more information.
 pub struct Zstd;
 
-const COMPRESSION_LEVEL: i32 = 3;
+pub(super) const COMPRESSION_LEVEL: i32 = 3;
 
 impl<B: ByteBufMut> Compressor<B> for Zstd {
     type BufMut = BytesMut;
@@ -20,11 +20,16 @@ impl<B: ByteBufMut> Compressor<B> for Zstd {
         let mut tmp = BytesMut::new();
         let res = f(&mut tmp)?;
 
-        // Compress directly into the target buffer
-        zstd::stream::copy_encode(tmp.reader(), buf.writer(), COMPRESSION_LEVEL)
-            .context("Failed to compress zstd")?;
+        compress_level(&tmp, COMPRESSION_LEVEL, buf)?;
         Ok(res)
     }
+}
+
+/// Compresses `input` into `buf` as one zstd frame at `level` (negative levels are the
+/// fast modes).
+pub(super) fn compress_level<B: ByteBufMut>(input: &[u8], level: i32, buf: &mut B) -> Result<()> {
+    zstd::stream::copy_encode(input, buf.writer(), level).context("Failed to compress zstd")?;
+    Ok(())
 }
 
 impl<B: ByteBuf> Decompressor<B> for Zstd {

@@ -1,0 +1,302 @@
+//! Kafka Streams and Kafka Connect, Apache Kafka 4.1's own, on Oxbow and on a real Kafka
+//! broker side by side: a word count with a repartition and a changelog topic that restores its
+//! counts after a restart, and a distributed Connect cluster moving a file through a topic
+//! while a second worker joins.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _, Result};
+use oxbow_e2e::harness::free_local_addr;
+use oxbow_e2e::http;
+use oxbow_e2e::kafka::{Flavor, JavaProcess, Server};
+
+const START: Duration = Duration::from_secs(120);
+const STOP: Duration = Duration::from_secs(30);
+
+macro_rules! side_by_side {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn oxbow() -> Result<()> {
+                run(Flavor::Oxbow, super::$name)
+            }
+
+            #[test]
+            fn kafka() -> Result<()> {
+                run(Flavor::Kafka, super::$name)
+            }
+        }
+    };
+}
+
+fn run(flavor: Flavor, check: fn(&Server, &Path) -> Result<()>) -> Result<()> {
+    let server = Server::start(flavor, &[])?;
+    let dir = tempfile::tempdir()?;
+    check(&server, dir.path()).map_err(|e| {
+        anyhow::anyhow!(
+            "{flavor:?}: {e:#}\n--- broker log ---\n{}",
+            server.log_tail(40)
+        )
+    })
+}
+
+fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(error.context(format!("{what}: not within {timeout:?}")))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+fn word_count_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("java/WordCount.java")
+}
+
+/// The latest count of each word on the output topic, read from the beginning.
+fn counts(server: &Server, records: usize) -> Result<BTreeMap<String, u64>> {
+    let out = server.tool(
+        "kafka-console-consumer",
+        &[
+            "--topic",
+            "counts",
+            "--from-beginning",
+            "--max-messages",
+            &records.to_string(),
+            "--timeout-ms",
+            "60000",
+            "--property",
+            "print.key=true",
+            "--property",
+            "key.separator==",
+        ],
+    )?;
+    let mut latest = BTreeMap::new();
+    for line in out.lines() {
+        let (word, count) = line
+            .split_once('=')
+            .with_context(|| format!("not word=count: {line:?}"))?;
+        latest.insert(word.to_string(), count.parse()?);
+    }
+    Ok(latest)
+}
+
+fn streams_word_count_restores_its_counts_after_a_restart(
+    server: &Server,
+    dir: &Path,
+) -> Result<()> {
+    for topic in ["text", "counts"] {
+        server.tool(
+            "kafka-topics",
+            &[
+                "--create",
+                "--topic",
+                topic,
+                "--partitions",
+                "2",
+                "--replication-factor",
+                "1",
+            ],
+        )?;
+    }
+    let source = word_count_source();
+    let source = source.to_string_lossy();
+    let bootstrap = server.bootstrap();
+    let start = |state: &str, log: &str| -> Result<JavaProcess> {
+        let state = dir.join(state);
+        let mut app = JavaProcess::start(
+            "the word count",
+            &source,
+            &[
+                &bootstrap,
+                "wordcount",
+                "text",
+                "counts",
+                &state.to_string_lossy(),
+            ],
+            &dir.join(log),
+        )?;
+        app.wait_for_log("WORDCOUNT RUNNING", START)?;
+        Ok(app)
+    };
+
+    let mut app = start("state-1", "wordcount-1.log")?;
+    server
+        .run(
+            "kafka-console-producer",
+            &["--topic", "text"],
+            Some("Hello world\nhello Streams\n"),
+        )?
+        .ok()?;
+    let first = counts(server, 4).map_err(|e| anyhow::anyhow!("{e:#}\n{}", app.log_tail(40)))?;
+    let want: BTreeMap<String, u64> = [("hello", 2), ("streams", 1), ("world", 1)]
+        .map(|(w, c)| (w.to_string(), c))
+        .into();
+    ensure!(first == want, "{first:?}");
+    // A JVM ended by SIGTERM exits with 143 after its shutdown hooks ran.
+    let status = app.stop(STOP)?;
+    ensure!(
+        app.logged("WORDCOUNT CLOSED"),
+        "the word count did not close cleanly ({status})\n{}",
+        app.log_tail(40)
+    );
+
+    let topics = server.tool("kafka-topics", &["--list"])?;
+    for internal in [
+        "wordcount-by-word-repartition",
+        "wordcount-counts-changelog",
+    ] {
+        ensure!(topics.lines().contains(&internal), "{internal}: {topics}");
+    }
+
+    server
+        .run(
+            "kafka-console-producer",
+            &["--topic", "text"],
+            Some("hello again\n"),
+        )?
+        .ok()?;
+    // A fresh state directory: the counts can only come back from the changelog topic.
+    let app = start("state-2", "wordcount-2.log")?;
+    let second = counts(server, 6).map_err(|e| anyhow::anyhow!("{e:#}\n{}", app.log_tail(40)))?;
+    ensure!(second.get("hello") == Some(&3), "{second:?}");
+    ensure!(second.get("again") == Some(&1), "{second:?}");
+    ensure!(second.get("world") == Some(&1), "{second:?}");
+    Ok(())
+}
+side_by_side!(streams_word_count_restores_its_counts_after_a_restart);
+
+/// A distributed Connect worker's settings, its REST API on `rest`.
+fn worker_properties(bootstrap: &str, rest: &str) -> String {
+    [
+        format!("bootstrap.servers={bootstrap}"),
+        "group.id=oxbow-connect".to_string(),
+        "key.converter=org.apache.kafka.connect.storage.StringConverter".to_string(),
+        "value.converter=org.apache.kafka.connect.storage.StringConverter".to_string(),
+        "config.storage.topic=connect-configs".to_string(),
+        "offset.storage.topic=connect-offsets".to_string(),
+        "status.storage.topic=connect-status".to_string(),
+        "config.storage.replication.factor=1".to_string(),
+        "offset.storage.replication.factor=1".to_string(),
+        "status.storage.replication.factor=1".to_string(),
+        "offset.flush.interval.ms=500".to_string(),
+        format!("listeners=http://{rest}"),
+        "plugin.discovery=service_load".to_string(),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+fn start_worker(server: &Server, dir: &Path, name: &str) -> Result<(JavaProcess, String)> {
+    let rest = free_local_addr()?.to_string();
+    let properties = dir.join(format!("{name}.properties"));
+    std::fs::write(&properties, worker_properties(&server.bootstrap(), &rest))?;
+    let mut worker = JavaProcess::start(
+        name,
+        oxbow_e2e::kafka::main_class("connect-distributed")?,
+        &[&properties.to_string_lossy()],
+        &dir.join(format!("{name}.log")),
+    )?;
+    worker.wait_for_log("Herder started", START)?;
+    eventually("the REST API", START, || http::get(&rest, "/connectors"))?;
+    Ok((worker, rest))
+}
+
+fn file_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn connect_moves_a_file_through_a_topic_and_a_second_worker_joins(
+    server: &Server,
+    dir: &Path,
+) -> Result<()> {
+    let input = dir.join("in.txt");
+    let output = dir.join("out.txt");
+    std::fs::write(&input, "first\nsecond\n")?;
+    let (_one, rest) = start_worker(server, dir, "worker-1")?;
+
+    let source = serde_json::json!({
+        "name": "file-source",
+        "config": {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSourceConnector",
+            "tasks.max": "1",
+            "file": input.to_string_lossy(),
+            "topic": "connect-lines",
+        }
+    });
+    let sink = serde_json::json!({
+        "name": "file-sink",
+        "config": {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "tasks.max": "1",
+            "file": output.to_string_lossy(),
+            "topics": "connect-lines",
+        }
+    });
+    for connector in [&source, &sink] {
+        let created = http::request(&rest, "POST", "/connectors", Some(&connector.to_string()))?;
+        ensure!(created.status == 201, "{created:?}");
+    }
+    eventually("the two lines in the sink file", START, || {
+        let lines = file_lines(&output);
+        ensure!(lines == ["first", "second"], "{lines:?}");
+        Ok(())
+    })?;
+
+    let (_two, rest_two) = start_worker(server, dir, "worker-2")?;
+    let connectors: serde_json::Value =
+        serde_json::from_str(&eventually("worker-2 sees the connectors", START, || {
+            let listed = http::get(&rest_two, "/connectors")?;
+            ensure!(
+                listed.contains("file-source") && listed.contains("file-sink"),
+                "{listed}"
+            );
+            Ok(listed)
+        })?)?;
+    ensure!(
+        connectors.as_array().map(Vec::len) == Some(2),
+        "{connectors}"
+    );
+    // The work is spread over both workers once the second has joined the group.
+    eventually("work on both workers", START, || {
+        let mut workers = std::collections::BTreeSet::new();
+        for name in ["file-source", "file-sink"] {
+            let status: serde_json::Value =
+                serde_json::from_str(&http::get(&rest, &format!("/connectors/{name}/status"))?)?;
+            ensure!(status["connector"]["state"] == "RUNNING", "{status}");
+            workers.insert(status["connector"]["worker_id"].to_string());
+            for task in status["tasks"].as_array().context("tasks")? {
+                ensure!(task["state"] == "RUNNING", "{status}");
+                workers.insert(task["worker_id"].to_string());
+            }
+        }
+        ensure!(workers.len() == 2, "{workers:?}");
+        Ok(())
+    })?;
+
+    let mut more = std::fs::OpenOptions::new().append(true).open(&input)?;
+    std::io::Write::write_all(&mut more, b"third\nfourth\n")?;
+    eventually("the new lines in the sink file", START, || {
+        let lines = file_lines(&output);
+        ensure!(lines == ["first", "second", "third", "fourth"], "{lines:?}");
+        Ok(())
+    })?;
+    Ok(())
+}
+side_by_side!(connect_moves_a_file_through_a_topic_and_a_second_worker_joins);

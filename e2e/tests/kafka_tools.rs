@@ -1,0 +1,1097 @@
+//! Apache Kafka 4.1's own CLI tools against Oxbow, and the same checks against a real Kafka
+//! broker: each test runs once per flavor, so a check that holds on Kafka and fails on Oxbow
+//! is an Oxbow bug, and one that fails on both is a wrong test. What a tool prints is checked,
+//! not only its exit code. The README lists where the two differ and why.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _, Result};
+use oxbow_e2e::kafka::{Flavor, Server, ToolOutput};
+
+/// Runs `check` on a fresh Oxbow broker and on a fresh Kafka broker, in two tests.
+macro_rules! side_by_side {
+    ($name:ident, $extra:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn oxbow() -> Result<()> {
+                run(Flavor::Oxbow, $extra, super::$name)
+            }
+
+            #[test]
+            fn kafka() -> Result<()> {
+                run(Flavor::Kafka, $extra, super::$name)
+            }
+        }
+    };
+}
+
+fn run(flavor: Flavor, extra: &[&str], check: fn(&Server) -> Result<()>) -> Result<()> {
+    let server = Server::start(flavor, extra)?;
+    check(&server).map_err(|e| {
+        anyhow::anyhow!(
+            "{flavor:?}: {e:#}\n--- broker log ---\n{}",
+            server.log_tail(40)
+        )
+    })
+}
+
+/// Repeats `attempt` until it succeeds or `timeout` passes (metadata spreads asynchronously).
+fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(error.context(format!("{what}: not within {timeout:?}")))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// `Key: value` pairs of a tab-separated `kafka-topics --describe` line.
+fn fields(line: &str) -> BTreeMap<String, String> {
+    line.split('\t')
+        .filter_map(|part| {
+            part.split_once(": ")
+                .or_else(|| part.strip_suffix(':').map(|k| (k, "")))
+        })
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn describe_topic(
+    server: &Server,
+    topic: &str,
+) -> Result<(BTreeMap<String, String>, Vec<BTreeMap<String, String>>)> {
+    let out = server.tool("kafka-topics", &["--describe", "--topic", topic])?;
+    let mut lines = out.lines().into_iter();
+    let head = fields(lines.next().context("describe printed nothing")?);
+    let partitions = lines.map(fields).collect();
+    Ok((head, partitions))
+}
+
+/// `topic:partition:offset` lines of kafka-get-offsets, as a map.
+fn offsets(out: &ToolOutput) -> Result<BTreeMap<String, i64>> {
+    out.lines()
+        .iter()
+        .map(|line| {
+            let (partition, offset) = line
+                .rsplit_once(':')
+                .with_context(|| format!("not topic:partition:offset: {line:?}"))?;
+            Ok((partition.to_string(), offset.parse()?))
+        })
+        .collect()
+}
+
+fn topics_from_create_to_delete(server: &Server) -> Result<()> {
+    let created = server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "orders",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "1",
+            "--config",
+            "retention.ms=3600000",
+        ],
+    )?;
+    ensure!(
+        created.stdout.contains("Created topic orders."),
+        "{created}"
+    );
+
+    let again = server.run(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "orders",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "1",
+        ],
+        None,
+    )?;
+    ensure!(!again.success, "creating it twice must fail: {again}");
+    ensure!(
+        again.stderr.contains("already exists") || again.stdout.contains("already exists"),
+        "{again}"
+    );
+
+    let bad = server.run(
+        "kafka-topics",
+        &["--create", "--topic", "bad name", "--partitions", "1"],
+        None,
+    )?;
+    ensure!(!bad.success, "an invalid topic name must be refused: {bad}");
+
+    let listed = server.tool("kafka-topics", &["--list"])?;
+    ensure!(listed.lines().contains(&"orders"), "{listed}");
+
+    let (head, partitions) = describe_topic(server, "orders")?;
+    ensure!(
+        head.get("Topic").map(String::as_str) == Some("orders"),
+        "{head:?}"
+    );
+    ensure!(
+        head.get("PartitionCount").map(String::as_str) == Some("3"),
+        "{head:?}"
+    );
+    ensure!(
+        head.get("ReplicationFactor").map(String::as_str) == Some("1"),
+        "{head:?}"
+    );
+    ensure!(
+        head.get("Configs")
+            .is_some_and(|c| c.contains("retention.ms=3600000")),
+        "{head:?}"
+    );
+    ensure!(
+        head.get("TopicId").is_some_and(|id| id.len() == 22),
+        "{head:?}"
+    );
+    ensure!(partitions.len() == 3, "{partitions:?}");
+    let node = server.node_id().to_string();
+    for (i, p) in partitions.iter().enumerate() {
+        ensure!(p.get("Partition") == Some(&i.to_string()), "{p:?}");
+        ensure!(p.get("Leader") == Some(&node), "{p:?}");
+        ensure!(p.get("Replicas") == Some(&node), "{p:?}");
+        ensure!(p.get("Isr") == Some(&node), "{p:?}");
+    }
+
+    server.tool(
+        "kafka-topics",
+        &["--alter", "--topic", "orders", "--partitions", "5"],
+    )?;
+    let (head, _) = describe_topic(server, "orders")?;
+    ensure!(
+        head.get("PartitionCount").map(String::as_str) == Some("5"),
+        "{head:?}"
+    );
+    let fewer = server.run(
+        "kafka-topics",
+        &["--alter", "--topic", "orders", "--partitions", "2"],
+        None,
+    )?;
+    ensure!(!fewer.success, "fewer partitions must be refused: {fewer}");
+
+    server.tool("kafka-topics", &["--delete", "--topic", "orders"])?;
+    eventually("orders gone from the list", Duration::from_secs(30), || {
+        let listed = server.tool("kafka-topics", &["--list"])?;
+        ensure!(!listed.lines().contains(&"orders"), "{listed}");
+        Ok(())
+    })
+}
+side_by_side!(topics_from_create_to_delete, &[]);
+
+fn console_producer_consumer_offsets_and_delete_records(server: &Server) -> Result<()> {
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "lines",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    let input = "k1:first\nk2:second\nk3:third\nk4:fourth\n";
+    let produced = server.run(
+        "kafka-console-producer",
+        &[
+            "--topic",
+            "lines",
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=:",
+        ],
+        Some(input),
+    )?;
+    ensure!(produced.success, "{produced}");
+
+    let consumed = server.tool(
+        "kafka-console-consumer",
+        &[
+            "--topic",
+            "lines",
+            "--from-beginning",
+            "--max-messages",
+            "4",
+            "--timeout-ms",
+            "30000",
+            "--property",
+            "print.key=true",
+            "--property",
+            "key.separator=:",
+        ],
+    )?;
+    ensure!(
+        consumed.lines() == vec!["k1:first", "k2:second", "k3:third", "k4:fourth"],
+        "{consumed}"
+    );
+    ensure!(
+        consumed.stderr.contains("Processed a total of 4 messages"),
+        "{consumed}"
+    );
+
+    let from_offset = server.tool(
+        "kafka-console-consumer",
+        &[
+            "--topic",
+            "lines",
+            "--partition",
+            "0",
+            "--offset",
+            "2",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "30000",
+        ],
+    )?;
+    ensure!(
+        from_offset.lines() == vec!["third", "fourth"],
+        "{from_offset}"
+    );
+
+    let latest = offsets(&server.tool("kafka-get-offsets", &["--topic", "lines"])?)?;
+    ensure!(latest.get("lines:0") == Some(&4), "{latest:?}");
+
+    let dir = tempfile::tempdir()?;
+    let plan = dir.path().join("delete.json");
+    std::fs::write(
+        &plan,
+        r#"{"version":1,"partitions":[{"topic":"lines","partition":0,"offset":3}]}"#,
+    )?;
+    let deleted = server.tool(
+        "kafka-delete-records",
+        &["--offset-json-file", &plan.to_string_lossy()],
+    )?;
+    ensure!(
+        deleted
+            .stdout
+            .contains("partition: lines-0\tlow_watermark: 3"),
+        "{deleted}"
+    );
+
+    let earliest =
+        offsets(&server.tool("kafka-get-offsets", &["--topic", "lines", "--time", "-2"])?)?;
+    ensure!(earliest.get("lines:0") == Some(&3), "{earliest:?}");
+    let rest = server.tool(
+        "kafka-console-consumer",
+        &[
+            "--topic",
+            "lines",
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "30000",
+        ],
+    )?;
+    ensure!(rest.lines() == vec!["fourth"], "{rest}");
+    Ok(())
+}
+side_by_side!(console_producer_consumer_offsets_and_delete_records, &[]);
+
+/// One `kafka-consumer-groups --describe` row: column name → value.
+fn group_rows(out: &ToolOutput) -> Result<Vec<BTreeMap<String, String>>> {
+    let lines = out.lines();
+    let header_at = lines
+        .iter()
+        .position(|l| l.starts_with("GROUP"))
+        .with_context(|| format!("no header: {out}"))?;
+    let header: Vec<&str> = lines[header_at].split_whitespace().collect();
+    Ok(lines[header_at + 1..]
+        .iter()
+        .map(|line| {
+            header
+                .iter()
+                .zip(line.split_whitespace())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect())
+}
+
+fn consumer_groups_lag_reset_and_delete(server: &Server) -> Result<()> {
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "events",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    let input: String = (0..10).map(|i| format!("event-{i}\n")).collect();
+    server
+        .run(
+            "kafka-console-producer",
+            &["--topic", "events"],
+            Some(&input),
+        )?
+        .ok()?;
+    let consumed = server.tool(
+        "kafka-console-consumer",
+        &[
+            "--topic",
+            "events",
+            "--group",
+            "readers",
+            "--from-beginning",
+            "--max-messages",
+            "10",
+            "--timeout-ms",
+            "30000",
+        ],
+    )?;
+    ensure!(consumed.lines().len() == 10, "{consumed}");
+    server
+        .run(
+            "kafka-console-producer",
+            &["--topic", "events"],
+            Some("late-1\nlate-2\nlate-3\n"),
+        )?
+        .ok()?;
+
+    let listed = server.tool("kafka-consumer-groups", &["--list"])?;
+    ensure!(listed.lines().contains(&"readers"), "{listed}");
+
+    let described = server.tool(
+        "kafka-consumer-groups",
+        &["--describe", "--group", "readers"],
+    )?;
+    let rows = group_rows(&described)?;
+    ensure!(rows.len() == 2, "{described}");
+    let lag: i64 = rows
+        .iter()
+        .map(|r| {
+            r.get("LAG")
+                .and_then(|l| l.parse::<i64>().ok())
+                .unwrap_or(-1)
+        })
+        .sum();
+    ensure!(lag == 3, "total lag 3 expected: {described}");
+    let committed: i64 = rows
+        .iter()
+        .map(|r| {
+            r.get("CURRENT-OFFSET")
+                .and_then(|l| l.parse::<i64>().ok())
+                .unwrap_or(-1)
+        })
+        .sum();
+    ensure!(committed == 10, "{described}");
+
+    let state = server.tool(
+        "kafka-consumer-groups",
+        &["--describe", "--group", "readers", "--state"],
+    )?;
+    ensure!(state.stdout.contains("Empty"), "{state}");
+
+    let planned = server.tool(
+        "kafka-consumer-groups",
+        &[
+            "--reset-offsets",
+            "--group",
+            "readers",
+            "--topic",
+            "events",
+            "--to-earliest",
+            "--dry-run",
+        ],
+    )?;
+    let rows = group_rows(&planned)?;
+    ensure!(
+        rows.iter()
+            .all(|r| r.get("NEW-OFFSET").map(String::as_str) == Some("0")),
+        "{planned}"
+    );
+    let unchanged = group_rows(&server.tool(
+        "kafka-consumer-groups",
+        &["--describe", "--group", "readers"],
+    )?)?;
+    ensure!(
+        unchanged
+            .iter()
+            .map(|r| r["CURRENT-OFFSET"].parse::<i64>().unwrap_or(-1))
+            .sum::<i64>()
+            == 10,
+        "a dry run changes nothing"
+    );
+
+    // The console producer's sticky partitioner may have put every record in one partition:
+    // move back the partition that has at least two.
+    let busy = unchanged
+        .iter()
+        .find(|r| r["LOG-END-OFFSET"].parse::<i64>().unwrap_or(0) >= 2)
+        .with_context(|| format!("no partition with two records: {unchanged:?}"))?["PARTITION"]
+        .clone();
+    server.tool(
+        "kafka-consumer-groups",
+        &[
+            "--reset-offsets",
+            "--group",
+            "readers",
+            "--topic",
+            &format!("events:{busy}"),
+            "--to-offset",
+            "1",
+            "--execute",
+        ],
+    )?;
+    let after = group_rows(&server.tool(
+        "kafka-consumer-groups",
+        &["--describe", "--group", "readers"],
+    )?)?;
+    let moved = after
+        .iter()
+        .find(|r| r.get("PARTITION") == Some(&busy))
+        .context("the partition moved back")?;
+    ensure!(
+        moved.get("CURRENT-OFFSET").map(String::as_str) == Some("1"),
+        "{after:?}"
+    );
+
+    let deleted = server.tool("kafka-consumer-groups", &["--delete", "--group", "readers"])?;
+    ensure!(
+        deleted
+            .stdout
+            .contains("Deletion of requested consumer groups ('readers') was successful."),
+        "{deleted}"
+    );
+    let listed = server.tool("kafka-consumer-groups", &["--list"])?;
+    ensure!(!listed.lines().contains(&"readers"), "{listed}");
+    let missing = server.run(
+        "kafka-consumer-groups",
+        &["--describe", "--group", "readers"],
+        None,
+    )?;
+    ensure!(
+        missing.stdout.contains("Group readers not found."),
+        "{missing}"
+    );
+    Ok(())
+}
+side_by_side!(consumer_groups_lag_reset_and_delete, &[]);
+
+fn configs_of_brokers_topics_users_and_clients(server: &Server) -> Result<()> {
+    let node = server.node_id().to_string();
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "tuned",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+
+    server.tool(
+        "kafka-configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            "tuned",
+            "--add-config",
+            "retention.ms=86400000,cleanup.policy=compact",
+        ],
+    )?;
+    let topic = server.tool(
+        "kafka-configs",
+        &[
+            "--describe",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            "tuned",
+        ],
+    )?;
+    ensure!(
+        topic
+            .stdout
+            .contains("Dynamic configs for topic tuned are:"),
+        "{topic}"
+    );
+    ensure!(topic.stdout.contains("retention.ms=86400000 sensitive=false synonyms={DYNAMIC_TOPIC_CONFIG:retention.ms=86400000}"), "{topic}");
+    ensure!(topic.stdout.contains("cleanup.policy=compact"), "{topic}");
+    server.tool(
+        "kafka-configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            "tuned",
+            "--delete-config",
+            "cleanup.policy",
+        ],
+    )?;
+    let topic = server.tool(
+        "kafka-configs",
+        &[
+            "--describe",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            "tuned",
+        ],
+    )?;
+    ensure!(!topic.stdout.contains("cleanup.policy"), "{topic}");
+    let unknown = server.run(
+        "kafka-configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            "tuned",
+            "--add-config",
+            "no.such.setting=1",
+        ],
+        None,
+    )?;
+    ensure!(
+        !unknown.success,
+        "an unknown topic setting must be refused: {unknown}"
+    );
+
+    server.tool(
+        "kafka-configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "brokers",
+            "--entity-name",
+            &node,
+            "--add-config",
+            "log.cleaner.threads=2",
+        ],
+    )?;
+    let broker = server.tool(
+        "kafka-configs",
+        &[
+            "--describe",
+            "--entity-type",
+            "brokers",
+            "--entity-name",
+            &node,
+        ],
+    )?;
+    ensure!(
+        broker
+            .stdout
+            .contains(&format!("Dynamic configs for broker {node} are:")),
+        "{broker}"
+    );
+    ensure!(broker.stdout.contains("log.cleaner.threads=2 sensitive=false synonyms={DYNAMIC_BROKER_CONFIG:log.cleaner.threads=2"), "{broker}");
+    let all = server.tool(
+        "kafka-configs",
+        &[
+            "--describe",
+            "--entity-type",
+            "brokers",
+            "--entity-name",
+            &node,
+            "--all",
+        ],
+    )?;
+    ensure!(all.stdout.contains("All configs for broker"), "{all}");
+    ensure!(all.stdout.contains("log.retention.hours=168"), "{all}");
+
+    server.tool(
+        "kafka-configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "brokers",
+            "--entity-default",
+            "--add-config",
+            "log.cleaner.threads=3",
+        ],
+    )?;
+    let defaults = server.tool(
+        "kafka-configs",
+        &["--describe", "--entity-type", "brokers", "--entity-default"],
+    )?;
+    ensure!(
+        defaults
+            .stdout
+            .contains("Default configs for brokers in the cluster are:"),
+        "{defaults}"
+    );
+    ensure!(
+        defaults.stdout.contains("log.cleaner.threads=3"),
+        "{defaults}"
+    );
+
+    server.tool(
+        "kafka-configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            "alice",
+            "--add-config",
+            "producer_byte_rate=1048576",
+        ],
+    )?;
+    // Quotas and SCRAM credentials go through different APIs: one alteration each.
+    let both = server.run(
+        "kafka-configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            "alice",
+            "--add-config",
+            "consumer_byte_rate=1024,SCRAM-SHA-256=[password=x]",
+        ],
+        None,
+    )?;
+    ensure!(!both.success, "{both}");
+    server.tool(
+        "kafka-configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            "alice",
+            "--add-config",
+            "SCRAM-SHA-256=[iterations=8192,password=alice-secret]",
+        ],
+    )?;
+    let user = server.tool(
+        "kafka-configs",
+        &[
+            "--describe",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            "alice",
+        ],
+    )?;
+    ensure!(
+        user.stdout
+            .contains("Quota configs for user-principal 'alice' are producer_byte_rate=1048576.0"),
+        "{user}"
+    );
+    ensure!(
+        user.stdout.contains(
+            "SCRAM credential configs for user-principal 'alice' are SCRAM-SHA-256=iterations=8192"
+        ),
+        "{user}"
+    );
+
+    server.tool(
+        "kafka-configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            "reporting",
+            "--add-config",
+            "consumer_byte_rate=2048",
+        ],
+    )?;
+    let client = server.tool(
+        "kafka-configs",
+        &[
+            "--describe",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            "reporting",
+        ],
+    )?;
+    ensure!(
+        client
+            .stdout
+            .contains("Quota configs for client-id 'reporting' are consumer_byte_rate=2048.0"),
+        "{client}"
+    );
+    Ok(())
+}
+side_by_side!(configs_of_brokers_topics_users_and_clients, &[]);
+
+const AUTHORIZER: &[&str] = &[
+    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "allow.everyone.if.no.acl.found=true",
+    "super.users=User:ANONYMOUS",
+];
+
+fn acls_added_listed_and_removed(server: &Server) -> Result<()> {
+    let added = server.tool(
+        "kafka-acls",
+        &[
+            "--add",
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            "Read",
+            "--operation",
+            "Describe",
+            "--topic",
+            "payments",
+            "--group",
+            "billing",
+        ],
+    )?;
+    ensure!(added.stdout.contains("Adding ACLs for resource `ResourcePattern(resourceType=TOPIC, name=payments, patternType=LITERAL)`"), "{added}");
+    server.tool(
+        "kafka-acls",
+        &[
+            "--add",
+            "--deny-principal",
+            "User:mallory",
+            "--operation",
+            "All",
+            "--topic",
+            "pay",
+            "--resource-pattern-type",
+            "prefixed",
+        ],
+    )?;
+    let listed = eventually("the ACLs listed", Duration::from_secs(15), || {
+        let listed = server.tool("kafka-acls", &["--list", "--topic", "payments"])?;
+        ensure!(
+            listed
+                .stdout
+                .contains("(principal=User:alice, host=*, operation=READ, permissionType=ALLOW)"),
+            "{listed}"
+        );
+        Ok(listed)
+    })?;
+    ensure!(
+        listed
+            .stdout
+            .contains("(principal=User:alice, host=*, operation=DESCRIBE, permissionType=ALLOW)"),
+        "{listed}"
+    );
+    let prefixed = server.tool(
+        "kafka-acls",
+        &[
+            "--list",
+            "--topic",
+            "pay",
+            "--resource-pattern-type",
+            "prefixed",
+        ],
+    )?;
+    ensure!(
+        prefixed
+            .stdout
+            .contains("(principal=User:mallory, host=*, operation=ALL, permissionType=DENY)"),
+        "{prefixed}"
+    );
+    let by_principal = server.tool("kafka-acls", &["--list", "--principal", "User:alice"])?;
+    ensure!(
+        by_principal.stdout.contains("name=billing"),
+        "{by_principal}"
+    );
+
+    server.tool(
+        "kafka-acls",
+        &[
+            "--remove",
+            "--force",
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            "Read",
+            "--operation",
+            "Describe",
+            "--topic",
+            "payments",
+            "--group",
+            "billing",
+        ],
+    )?;
+    eventually("the ACLs removed", Duration::from_secs(15), || {
+        let listed = server.tool("kafka-acls", &["--list", "--principal", "User:alice"])?;
+        ensure!(!listed.stdout.contains("(principal=User:alice"), "{listed}");
+        Ok(())
+    })
+}
+side_by_side!(acls_added_listed_and_removed, AUTHORIZER);
+
+fn perf_tests_produce_and_consume(server: &Server) -> Result<()> {
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "perf",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    let produced = oxbow_e2e::kafka::tool(
+        "kafka-producer-perf-test",
+        &[
+            "--topic",
+            "perf",
+            "--num-records",
+            "20000",
+            "--record-size",
+            "100",
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &format!("bootstrap.servers={}", server.bootstrap()),
+            "acks=all",
+        ],
+    )?;
+    // The summary: "20000 records sent, 12345.6 records/sec (1.18 MB/sec), ... ms avg latency, ..."
+    let summary = produced
+        .lines()
+        .into_iter()
+        .rev()
+        .find(|l| l.starts_with("20000 records sent"))
+        .with_context(|| format!("no summary: {produced}"))?
+        .to_string();
+    ensure!(summary.contains("records/sec"), "{summary}");
+    let latest = offsets(&server.tool("kafka-get-offsets", &["--topic", "perf"])?)?;
+    ensure!(latest.values().sum::<i64>() == 20000, "{latest:?}");
+
+    let consumed = server.tool(
+        "kafka-consumer-perf-test",
+        &[
+            "--topic",
+            "perf",
+            "--messages",
+            "20000",
+            "--timeout",
+            "60000",
+        ],
+    )?;
+    // A header of column names, then one row of figures.
+    let lines = consumed.lines();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("start.time"))
+        .with_context(|| format!("no header: {consumed}"))?;
+    let names: Vec<&str> = lines[header].split(',').map(str::trim).collect();
+    let row: Vec<&str> = lines
+        .get(header + 1)
+        .with_context(|| format!("no figures: {consumed}"))?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let column = names
+        .iter()
+        .position(|n| *n == "data.consumed.in.nMsg")
+        .with_context(|| format!("no message count: {consumed}"))?;
+    ensure!(row.get(column) == Some(&"20000"), "{consumed}");
+    Ok(())
+}
+side_by_side!(perf_tests_produce_and_consume, &[]);
+
+fn broker_api_versions_lists_every_api(server: &Server) -> Result<()> {
+    let out = server.tool("kafka-broker-api-versions", &[])?;
+    for api in [
+        "Produce(0)",
+        "Fetch(1)",
+        "ListOffsets(2)",
+        "Metadata(3)",
+        "OffsetCommit(8)",
+        "FindCoordinator(10)",
+        "JoinGroup(11)",
+        "ApiVersions(18)",
+        "CreateTopics(19)",
+        "DescribeConfigs(32)",
+        "IncrementalAlterConfigs(44)",
+    ] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(api))
+            .with_context(|| format!("{api} missing: {out}"))?;
+        ensure!(line.contains("usable:"), "{api} is not usable: {line}");
+    }
+    Ok(())
+}
+side_by_side!(broker_api_versions_lists_every_api, &[]);
+
+fn reassignment_leader_election_and_log_dirs(server: &Server) -> Result<()> {
+    let node = server.node_id().to_string();
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "moved",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    server
+        .run(
+            "kafka-console-producer",
+            &["--topic", "moved"],
+            Some("a\nb\nc\n"),
+        )?
+        .ok()?;
+    let dir = tempfile::tempdir()?;
+    let topics = dir.path().join("topics.json");
+    std::fs::write(&topics, r#"{"version":1,"topics":[{"topic":"moved"}]}"#)?;
+    let generated = server.tool(
+        "kafka-reassign-partitions",
+        &[
+            "--generate",
+            "--topics-to-move-json-file",
+            &topics.to_string_lossy(),
+            "--broker-list",
+            &node,
+        ],
+    )?;
+    let text = &generated.stdout;
+    let current = text
+        .find("Current partition replica assignment")
+        .with_context(|| format!("{generated}"))?;
+    let proposed = text
+        .find("Proposed partition reassignment configuration")
+        .with_context(|| format!("{generated}"))?;
+    ensure!(current < proposed, "{generated}");
+    let plan_json = text[proposed..]
+        .lines()
+        .find(|l| l.trim_start().starts_with('{'))
+        .with_context(|| format!("no proposed plan: {generated}"))?;
+    let plan: serde_json::Value = serde_json::from_str(plan_json)?;
+    let partitions = plan["partitions"].as_array().context("partitions")?;
+    ensure!(partitions.len() == 2, "{plan}");
+    ensure!(
+        partitions
+            .iter()
+            .all(|p| p["replicas"] == serde_json::json!([server.node_id()])),
+        "{plan}"
+    );
+    let plan_file = dir.path().join("plan.json");
+    std::fs::write(&plan_file, plan_json)?;
+    let executed = server.tool(
+        "kafka-reassign-partitions",
+        &[
+            "--execute",
+            "--reassignment-json-file",
+            &plan_file.to_string_lossy(),
+        ],
+    )?;
+    ensure!(
+        executed
+            .stdout
+            .contains("Successfully started partition reassignment"),
+        "{executed}"
+    );
+    eventually("the reassignment verified", Duration::from_secs(30), || {
+        let verified = server.tool(
+            "kafka-reassign-partitions",
+            &[
+                "--verify",
+                "--reassignment-json-file",
+                &plan_file.to_string_lossy(),
+            ],
+        )?;
+        ensure!(
+            verified
+                .stdout
+                .contains("Reassignment of partition moved-0 is completed"),
+            "{verified}"
+        );
+        ensure!(
+            verified
+                .stdout
+                .contains("Reassignment of partition moved-1 is completed"),
+            "{verified}"
+        );
+        Ok(())
+    })?;
+
+    // Every preferred leader already leads: nothing to elect, nothing to report.
+    let elected = server.tool(
+        "kafka-leader-election",
+        &["--election-type", "preferred", "--all-topic-partitions"],
+    )?;
+    ensure!(elected.lines().is_empty(), "{elected}");
+    let one = server.run(
+        "kafka-leader-election",
+        &[
+            "--election-type",
+            "preferred",
+            "--topic",
+            "moved",
+            "--partition",
+            "0",
+        ],
+        None,
+    )?;
+    ensure!(
+        one.stdout
+            .contains("Valid replica already elected for partitions moved-0"),
+        "{one}"
+    );
+
+    let dirs = server.tool("kafka-log-dirs", &["--describe", "--topic-list", "moved"])?;
+    ensure!(
+        dirs.stdout.contains(&format!(
+            "Received log directory information from brokers {node}"
+        )),
+        "{dirs}"
+    );
+    let json = dirs
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("no JSON: {dirs}"))?;
+    let report: serde_json::Value = serde_json::from_str(json)?;
+    let broker = &report["brokers"][0];
+    ensure!(
+        broker["broker"] == serde_json::json!(server.node_id()),
+        "{report}"
+    );
+    let log_dir = &broker["logDirs"][0];
+    ensure!(log_dir["error"].is_null(), "{report}");
+    let partitions = log_dir["partitions"].as_array().context("partitions")?;
+    let names: Vec<&str> = partitions
+        .iter()
+        .filter_map(|p| p["partition"].as_str())
+        .collect();
+    ensure!(
+        names.contains(&"moved-0") && names.contains(&"moved-1") && names.len() == 2,
+        "{report}"
+    );
+    let size: i64 = partitions.iter().filter_map(|p| p["size"].as_i64()).sum();
+    ensure!(size > 0, "three records take room: {report}");
+    Ok(())
+}
+side_by_side!(reassignment_leader_election_and_log_dirs, &[]);
