@@ -113,7 +113,7 @@ impl Broker {
         })?;
         remove_deleted_dirs(&dir);
         // A standalone broker reaches no other broker: only a cluster's needs TLS or SASL.
-        let connector = if config.voters.is_empty() {
+        let connector = if !config.in_cluster() {
             Connector::plain()
         } else {
             Connector {
@@ -127,19 +127,30 @@ impl Broker {
                 sasl: config.inter_broker_sasl.clone().map(Arc::new),
             }
         };
-        let quorum = if config.voters.is_empty() {
+        let quorum = if !config.in_cluster() {
             Quorum::Standalone(Arc::new(StandaloneStore::open(&dir)?))
         } else {
+            // A broker without a controller listener of its own (Kafka's broker-only node)
+            // takes quorum traffic on an ephemeral port beside its inter-broker listener.
             let controller = config.controller_listener.clone();
-            let listen = controller
-                .as_ref()
-                .map_or_else(|| "127.0.0.1:0".to_string(), Listener::bind_address);
+            let listen = match &controller {
+                Some(l) => l.bind_address(),
+                None => Listener {
+                    port: 0,
+                    ..config.listener.clone()
+                }
+                .bind_address(),
+            };
             let advertised_controller = match &controller {
                 Some(l) if !l.host.is_empty() && l.host != "0.0.0.0" => {
                     format!("{}:{}", l.host, l.port)
                 }
                 Some(l) => format!("{}:{}", advertised.host, l.port),
-                None => String::new(),
+                None => Listener {
+                    port: 0,
+                    ..advertised.clone()
+                }
+                .bind_address(),
             };
             let raft_config = raft::RaftConfig {
                 node_id: u64::try_from(config.node_id).unwrap_or_default(),
@@ -149,6 +160,7 @@ impl Broker {
                     .map(|(id, address)| (u64::try_from(*id).unwrap_or_default(), address.clone()))
                     .collect(),
                 advertised: advertised_controller,
+                bootstrap: config.quorum_bootstrap.clone(),
                 listen,
                 dir: dir.join("__cluster_metadata"),
                 ..raft::RaftConfig::default()
@@ -1073,6 +1085,8 @@ pub fn log_config(topic: &TopicConfig) -> LogConfig {
         },
         flush_ms: topic.flush_ms,
         log_append_time: topic.log_append_time,
+        timestamp_before_max_ms: topic.timestamp_before_max_ms,
+        timestamp_after_max_ms: topic.timestamp_after_max_ms,
         compression: topic.compression,
     }
 }

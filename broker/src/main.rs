@@ -193,6 +193,17 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     let config = BrokerConfig::load(cli.config.as_deref(), cli.settings()?)
         .context("invalid configuration")?;
+    let without_effect = config.without_effect();
+    if !without_effect.is_empty() {
+        tracing::warn!(
+            settings = %without_effect
+                .iter()
+                .map(|(key, reason)| format!("{key}: {reason}"))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "settings accepted as in Kafka that have no effect in Oxbow"
+        );
+    }
     let initial_credentials = cli
         .add_scram
         .iter()
@@ -212,6 +223,21 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot watch SIGTERM")?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot watch SIGINT")?;
+
+    // The metrics endpoint is bound first: a port taken by another broker on this host stops
+    // the start before anything else happens.
+    let metrics = match config.metrics_address.clone() {
+        Some(address) => {
+            let listener = TcpListener::bind(&address).await.with_context(|| {
+                format!(
+                    "cannot serve metrics on {address} (metrics.address): give each broker on \
+                     this host its own metrics.address, or set it empty to turn the endpoint off"
+                )
+            })?;
+            Some((address, listener))
+        }
+        None => None,
+    };
 
     // Bind after the logs are loaded, so a connection that succeeds means a broker ready to
     // serve; only an ephemeral port (0) has to be bound first to know what to advertise.
@@ -234,7 +260,6 @@ async fn main() -> anyhow::Result<()> {
         advertised.push(advertised_listener(&config, listener, port));
         early.push(bound);
     }
-    let metrics_address = config.metrics_address.clone();
     let shutdown = CancellationToken::new();
     let listeners = config.listeners.clone();
     let broker = Broker::start(config, advertised, shutdown.clone())
@@ -264,10 +289,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    if let Some(address) = metrics_address {
-        let metrics_listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("cannot serve metrics on {address}"))?;
+    if let Some((address, metrics_listener)) = metrics {
         tracing::info!(address = %address, "metrics at /metrics");
         let refreshed = std::sync::Arc::clone(&broker);
         let checked = std::sync::Arc::clone(&broker);

@@ -1,7 +1,8 @@
-//! DescribeConfigs: the effective settings of topics and of the broker, with their sources.
+//! DescribeConfigs: the effective settings of topics and of the broker, with their sources,
+//! types and read-only flags as Kafka reports them (secrets hidden).
 //! AlterConfigs and IncrementalAlterConfigs: topic overrides, and the broker's dynamic
-//! settings (`follower.replication.throttled.rate`) on the BROKER resource named by this
-//! broker's node id; those last until restart. Other broker settings are read-only.
+//! settings (see `config::dynamic`) on the BROKER resource named by this broker's node id or
+//! on the cluster-wide default. Settings Kafka does not change at run time are read-only.
 
 use std::collections::BTreeMap;
 
@@ -18,10 +19,20 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
-use crate::config::dynamic::{self, is_dynamic};
+use crate::config::dynamic;
 use crate::config::{ConfigDef, ConfigSource, BROKER_DEFS, TOPIC_DEFS};
 use crate::controller::image::BROKER_DEFAULTS;
 use crate::security::authorizer::{Operation, ResourceType};
+
+/// Broker settings Kafka describes only when they have a value: its dynamic-only quota
+/// settings and the authorizer's own. (`follower.replication.throttled.rate`, which Oxbow
+/// also takes from `server.properties`, is always described, with its default of -1.)
+const DESCRIBED_WHEN_SET: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+    "super.users",
+    "allow.everyone.if.no.acl.found",
+];
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -124,15 +135,17 @@ fn entry(
     read_only: bool,
     options: &Options,
 ) -> DescribeConfigsResourceResult {
+    let value = if def.is_sensitive() { None } else { value };
     let mut entry = DescribeConfigsResourceResult::default()
         .with_name(str_bytes(def.name))
         .with_value(value.as_deref().map(str_bytes))
         .with_read_only(read_only)
+        .with_is_sensitive(def.is_sensitive())
         .with_config_source(source.code());
     if options.version >= 3 {
         entry = entry.with_config_type(def.ty.code());
         if options.documentation {
-            entry = entry.with_documentation(Some(str_bytes(def.doc)));
+            entry = entry.with_documentation(Some(str_bytes(&def.documentation())));
         }
     }
     entry
@@ -248,10 +261,17 @@ fn broker_configs(
     Ok(BROKER_DEFS
         .iter()
         .filter(|def| wanted(def.name))
-        .map(|def| {
+        .filter_map(|def| {
             let dynamic = own.and_then(|o| o.get(def.name)).cloned();
             let default = defaults.and_then(|d| d.get(def.name)).cloned();
             let explicit = broker.config.explicit(def.name).map(str::to_string);
+            if DESCRIBED_WHEN_SET.contains(&def.name)
+                && dynamic.is_none()
+                && default.is_none()
+                && explicit.is_none()
+            {
+                return None;
+            }
             let source = if dynamic.is_some() {
                 ConfigSource::DynamicBroker
             } else if default.is_some() {
@@ -266,7 +286,7 @@ fn broker_configs(
                 .or_else(|| default.clone())
                 .or_else(|| explicit.clone())
                 .or_else(|| broker.config.value(def.name));
-            let read_only = !is_dynamic(def.name);
+            let read_only = !def.dynamic;
             let mut result = entry(def, value.clone(), source, read_only, options);
             if options.synonyms {
                 let mut synonyms = Vec::new();
@@ -292,12 +312,14 @@ fn broker_configs(
                 }
                 result = result.with_synonyms(synonyms);
             }
-            result
+            Some(result)
         })
         .collect())
 }
 
 fn synonym(name: &str, value: Option<String>, source: ConfigSource) -> DescribeConfigsSynonym {
+    let secret = crate::config::broker_def(name).is_some_and(ConfigDef::is_sensitive);
+    let value = if secret { None } else { value };
     DescribeConfigsSynonym::default()
         .with_name(str_bytes(name))
         .with_value(value.as_deref().map(str_bytes))

@@ -1,9 +1,12 @@
 //! Broker settings that change while the broker runs: IncrementalAlterConfigs or AlterConfigs
 //! on a BROKER resource sets or deletes them, for one broker (named by its id) or as the
 //! cluster-wide default (the empty name, Kafka's `--entity-default`), and the parts of the
-//! broker that use them watch for the change. A broker's own value wins over the default. Only `follower.replication.throttled.rate` is dynamic. The values
-//! are kept in the metadata quorum (as Kafka keeps them in its metadata log), so they outlive a
-//! restart; a deleted value gives way to `server.properties` again.
+//! broker that use them watch for the change. A broker's own value wins over the default.
+//! Every setting Kafka changes at run time is accepted: `follower.replication.throttled.rate`
+//! takes effect at once, those with no effect in Oxbow are kept and reported, and those Oxbow
+//! reads only at start are refused, naming the setting. The values are kept in the metadata
+//! quorum (as Kafka keeps them in its metadata log), so they outlive a restart; a deleted value
+//! gives way to `server.properties` again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,12 +15,15 @@ use tokio::sync::watch;
 
 use super::{broker_def, defs, ConfigError};
 
-/// The broker settings that may be changed at run time.
+/// The broker settings whose change at run time takes effect.
 pub const DYNAMIC_BROKER_SETTINGS: &[&str] = &["follower.replication.throttled.rate"];
 
-/// Whether `key` is a broker setting that changes at run time.
+/// Whether a run-time change of `key` is accepted: Kafka changes it at run time, and Oxbow
+/// either applies it at once or gives it no effect at all.
 pub fn is_dynamic(key: &str) -> bool {
-    DYNAMIC_BROKER_SETTINGS.contains(&key)
+    broker_def(key).is_some_and(|def| {
+        def.dynamic && (DYNAMIC_BROKER_SETTINGS.contains(&key) || def.no_effect.is_some())
+    })
 }
 
 /// Why a dynamic change was refused: the setting's name and the reason.
@@ -105,12 +111,20 @@ pub fn changed(
         };
         let def =
             broker_def(key).ok_or_else(|| refuse(format!("unknown broker setting `{key}`")))?;
+        if !def.dynamic {
+            return Err(Refused {
+                read_only: true,
+                ..refuse(format!(
+                    "broker setting `{key}` is read-only: change server.properties and restart"
+                ))
+            });
+        }
         if !is_dynamic(key) {
             return Err(Refused {
                 read_only: true,
                 ..refuse(format!(
-                    "broker setting `{key}` is read-only: change server.properties and restart \
-                     (dynamic: {})",
+                    "Oxbow reads broker setting `{key}` only at start: change server.properties \
+                     and restart (applied at run time: {})",
                     DYNAMIC_BROKER_SETTINGS.join(", ")
                 ))
             });
@@ -193,6 +207,20 @@ mod tests {
         assert_eq!(refused.key, "num.partitions");
         assert!(refused.read_only);
         assert!(refused.message.contains("read-only"), "{}", refused.message);
+        let refused = changed(None, &[set("message.max.bytes", "2000000")], false).unwrap_err();
+        assert!(refused.read_only);
+        assert!(
+            refused.message.contains("only at start"),
+            "{}",
+            refused.message
+        );
+        let kerberos = changed(
+            None,
+            &[set("sasl.kerberos.min.time.before.relogin", "58000")],
+            false,
+        )
+        .expect("a dynamic Kafka setting with no effect here is accepted");
+        assert_eq!(kerberos["sasl.kerberos.min.time.before.relogin"], "58000");
         let refused = changed(None, &[set("no.such.setting", "1")], false).unwrap_err();
         assert!(refused.message.contains("unknown"), "{}", refused.message);
         assert!(!refused.read_only);

@@ -43,6 +43,26 @@ pub enum ConfigError {
     },
     #[error("`{key}` is not set, and {reason}")]
     Missing { key: String, reason: String },
+    /// A setting of a configuration file was refused: the file, the line, and why.
+    #[error("{}:{line}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        line: usize,
+        source: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    /// The setting the error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Unknown { key }
+            | ConfigError::Invalid { key, .. }
+            | ConfigError::Missing { key, .. } => Some(key),
+            ConfigError::InFile { source, .. } => source.key(),
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+        }
+    }
 }
 
 /// One listener: a name (`PLAINTEXT`) and the host and port it binds or advertises.
@@ -120,8 +140,12 @@ pub struct BrokerConfig {
     /// The listener for metadata quorum traffic (a name in `controller.listener.names`).
     pub controller_listener: Option<Listener>,
     /// `controller.quorum.voters`: node id to `host:port`; empty means a standalone broker
-    /// that keeps its metadata alone.
+    /// that keeps its metadata alone, or a broker that joins through `quorum_bootstrap`. A
+    /// standalone first controller of `controller.quorum.bootstrap.servers` is its only voter.
     pub voters: std::collections::BTreeMap<i32, String>,
+    /// `controller.quorum.bootstrap.servers`: `host:port` of controllers to join the quorum
+    /// through when the voters are not listed.
+    pub quorum_bootstrap: Vec<String>,
     /// `broker.rack`, for rack-aware replica placement.
     pub rack: Option<String>,
     /// `replica.lag.time.max.ms`: a follower behind for longer leaves the ISR.
@@ -176,7 +200,7 @@ impl BrokerConfig {
         file: Option<&Path>,
         overrides: BTreeMap<String, String>,
     ) -> Result<BrokerConfig, ConfigError> {
-        let mut settings = match file {
+        let mut file_settings = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
@@ -184,10 +208,25 @@ impl BrokerConfig {
                 })?;
                 properties::parse(&text, &path.display().to_string())?
             }
-            None => BTreeMap::new(),
+            None => properties::Properties::default(),
         };
+        // A flag or variable wins over the file: an error about it is not the file's.
+        for key in overrides.keys() {
+            file_settings.lines.remove(key);
+        }
+        let lines = file_settings.lines;
+        let mut settings = file_settings.values;
         settings.extend(overrides);
-        BrokerConfig::from_settings_in_pod(settings, pod_name_from_env().as_deref())
+        BrokerConfig::from_settings_in_pod(settings, pod_name_from_env().as_deref()).map_err(
+            |error| match (file, error.key().and_then(|key| lines.get(key))) {
+                (Some(path), Some(line)) => ConfigError::InFile {
+                    path: path.to_path_buf(),
+                    line: *line,
+                    source: Box::new(error),
+                },
+                _ => error,
+            },
+        )
     }
 
     /// Validates settings given by Kafka name and resolves them, with no pod name to derive
@@ -228,7 +267,8 @@ impl BrokerConfig {
         let explicit_node_id = settings
             .get("node.id")
             .or_else(|| settings.get("broker.id"))
-            .and_then(|v| v.parse::<i32>().ok());
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|id| *id >= 0);
         let controller_names: Vec<String> = get("controller.listener.names")
             .split(',')
             .map(|n| n.trim().to_string())
@@ -262,7 +302,10 @@ impl BrokerConfig {
             }
             None => Vec::new(),
         };
-        let voters = parse_voters(&get("controller.quorum.voters"))?;
+        let mut voters = parse_voters(&get("controller.quorum.voters"))?;
+        let quorum_bootstrap =
+            parse_bootstrap_servers(&get("controller.quorum.bootstrap.servers"))?;
+        let in_cluster = !voters.is_empty() || !quorum_bootstrap.is_empty();
         let listener = inter_broker_listener(
             &listeners,
             settings
@@ -274,7 +317,7 @@ impl BrokerConfig {
             .find(|a| a.name == listener.name)
             .cloned();
         let security = SecuritySettings::from_settings(&get, &listeners)?;
-        let inter_broker_sasl = if voters.is_empty() {
+        let inter_broker_sasl = if !in_cluster {
             // A standalone broker has no other broker to log in to.
             None
         } else {
@@ -296,11 +339,18 @@ impl BrokerConfig {
             ));
         }
         let derived_node_id = match explicit_node_id {
-            None if !voters.is_empty() => Some(node_id_from_pod_name(pod_name)?),
+            None if in_cluster => Some(node_id_from_pod_name(pod_name)?),
             _ => None,
         };
         let node_id = explicit_node_id.or(derived_node_id).unwrap_or(0);
         let is_voter = roles.iter().any(|r| r == "controller");
+        if voters.is_empty() && is_voter && !quorum_bootstrap.is_empty() {
+            voters = standalone_first_controller(
+                node_id,
+                &quorum_bootstrap,
+                controller_listener.as_ref(),
+            )?;
+        }
         if !voters.is_empty() {
             if is_voter != voters.contains_key(&node_id) {
                 return Err(invalid_roles(&format!(
@@ -344,6 +394,7 @@ impl BrokerConfig {
             security,
             controller_listener,
             voters,
+            quorum_bootstrap,
             rack,
             replica_lag_time_max: millis(int("replica.lag.time.max.ms")),
             replica_fetch_wait_max_ms: int("replica.fetch.wait.max.ms") as i32,
@@ -390,9 +441,28 @@ impl BrokerConfig {
                     // Reported by DescribeConfigs as if it were set.
                     explicit.insert("node.id".to_string(), id.to_string());
                 }
+                // Kafka reports its older name with the same value.
+                explicit.insert("broker.id".to_string(), node_id.to_string());
                 explicit
             },
         })
+    }
+
+    /// Whether this broker is part of a cluster's metadata quorum (a voter or a broker that
+    /// joins one), rather than a standalone broker keeping its metadata alone.
+    pub fn in_cluster(&self) -> bool {
+        !self.voters.is_empty() || !self.quorum_bootstrap.is_empty()
+    }
+
+    /// The settings given explicitly that have no effect in Oxbow, each with the reason.
+    pub fn without_effect(&self) -> Vec<(&str, &'static str)> {
+        self.explicit
+            .keys()
+            .filter_map(|key| {
+                let reason = broker_def(key)?.no_effect?;
+                Some((key.as_str(), reason))
+            })
+            .collect()
     }
 
     /// The value of a broker setting given explicitly, if any.
@@ -460,6 +530,8 @@ impl BrokerConfig {
             retention_ms: long("retention.ms"),
             retention_bytes: long("retention.bytes"),
             log_append_time: value("message.timestamp.type") == "LogAppendTime",
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
             // Every value was validated when it was set; a name that still does not parse
             // keeps what the producer sent.
             compression: crate::log::TopicCompression::from_config(
@@ -787,6 +859,56 @@ fn node_id_from_pod_name(pod_name: Option<&str>) -> Result<i32, ConfigError> {
     }
 }
 
+/// Parses `controller.quorum.bootstrap.servers`: `host:port,host:port,...`.
+fn parse_bootstrap_servers(text: &str) -> Result<Vec<String>, ConfigError> {
+    let mut servers = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let valid = part
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(ConfigError::Invalid {
+                key: "controller.quorum.bootstrap.servers".to_string(),
+                value: text.to_string(),
+                expected: "a comma-separated list of host:port".to_string(),
+            });
+        }
+        servers.push(part.to_string());
+    }
+    Ok(servers)
+}
+
+/// The voters of a controller given `controller.quorum.bootstrap.servers` instead of
+/// `controller.quorum.voters`: it is the standalone first controller of its quorum (what
+/// `kafka-storage format --standalone` makes of Kafka's own `server.properties`), so the one
+/// bootstrap server is its own controller listener and it is the only voter.
+fn standalone_first_controller(
+    node_id: i32,
+    bootstrap: &[String],
+    controller: Option<&Listener>,
+) -> Result<std::collections::BTreeMap<i32, String>, ConfigError> {
+    let port_matches = |address: &str| {
+        controller.is_some_and(|listener| {
+            address
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port.parse::<u16>().ok() == Some(listener.port))
+        })
+    };
+    match bootstrap {
+        [own] if port_matches(own) => {
+            Ok(std::collections::BTreeMap::from([(node_id, own.clone())]))
+        }
+        _ => Err(ConfigError::Invalid {
+            key: "controller.quorum.bootstrap.servers".to_string(),
+            value: bootstrap.join(","),
+            expected: "on a controller, its own controller listener alone (a standalone first \
+                       controller); a quorum of several controllers is given by \
+                       controller.quorum.voters"
+                .to_string(),
+        }),
+    }
+}
+
 /// Parses `controller.quorum.voters`: `1@host:9093,2@host:9093,...`.
 fn parse_voters(text: &str) -> Result<std::collections::BTreeMap<i32, String>, ConfigError> {
     let mut voters = std::collections::BTreeMap::new();
@@ -852,6 +974,9 @@ pub struct TopicConfig {
     pub flush_ms: Option<u64>,
     /// `message.timestamp.type=LogAppendTime`.
     pub log_append_time: bool,
+    /// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
     /// `compression.type` with the level of its codec.
     pub compression: crate::log::TopicCompression,
     /// `min.insync.replicas`: the ISR size an `acks=all` write needs.
@@ -1191,6 +1316,59 @@ mod tests {
         let config =
             BrokerConfig::from_settings_in_pod(BTreeMap::new(), Some("web-3")).expect("standalone");
         assert_eq!(config.node_id, 0);
+    }
+
+    #[test]
+    fn quorum_bootstrap_servers_make_a_standalone_first_controller_or_a_joining_broker() {
+        let controller = BrokerConfig::from_settings(settings(&[
+            ("node.id", "1"),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+            ("controller.quorum.bootstrap.servers", "localhost:9093"),
+        ]))
+        .expect("Kafka's shipped combined node");
+        assert_eq!(
+            controller.voters,
+            BTreeMap::from([(1, "localhost:9093".to_string())])
+        );
+        let broker = BrokerConfig::from_settings(settings(&[
+            ("node.id", "2"),
+            ("process.roles", "broker"),
+            ("listeners", "PLAINTEXT://:9094"),
+            ("controller.quorum.bootstrap.servers", "localhost:9093"),
+        ]))
+        .expect("a broker-only node needs no controller listener");
+        assert!(broker.in_cluster() && broker.voters.is_empty());
+        assert_eq!(broker.quorum_bootstrap, ["localhost:9093"]);
+        for servers in ["a:9093,b:9093", "localhost:9999"] {
+            let err = BrokerConfig::from_settings(settings(&[
+                ("node.id", "1"),
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                ("controller.quorum.bootstrap.servers", servers),
+            ]))
+            .expect_err("not this controller alone");
+            assert!(
+                err.to_string().contains("standalone first controller"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_of_a_file_names_the_file_the_line_and_the_key() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("server.properties");
+        std::fs::write(&path, "num.partitions=2\n\nnum.io.threads=0\n").expect("written");
+        let err = BrokerConfig::load(Some(&path), BTreeMap::new()).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("{}:3: ", path.display()))
+                && text.contains("`num.io.threads`"),
+            "{text}"
+        );
+        // A flag that overrides the file's value is not the file's error.
+        let err = BrokerConfig::load(Some(&path), settings(&[("num.io.threads", "0")]))
+            .expect_err("invalid");
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
     }
 
     #[test]

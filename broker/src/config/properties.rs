@@ -4,11 +4,18 @@ use std::collections::BTreeMap;
 
 use super::ConfigError;
 
+/// The settings of one file, and the line each was set on.
+#[derive(Debug, Default)]
+pub(crate) struct Properties {
+    pub(crate) values: BTreeMap<String, String>,
+    pub(crate) lines: BTreeMap<String, usize>,
+}
+
 /// Parses `key=value` (or `key: value`, or `key value`) lines. `#` and `!` start comment
 /// lines, a trailing backslash continues a value on the next line, and a key given twice is
 /// an error because it almost always hides a mistake.
-pub(crate) fn parse(text: &str, origin: &str) -> Result<BTreeMap<String, String>, ConfigError> {
-    let mut out = BTreeMap::new();
+pub(crate) fn parse(text: &str, origin: &str) -> Result<Properties, ConfigError> {
+    let mut out = Properties::default();
     let mut lines = text.lines().enumerate();
     while let Some((index, raw)) = lines.next() {
         let line_no = index + 1;
@@ -40,7 +47,8 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<BTreeMap<String, String>
             });
         }
         let value = value.trim().to_string();
-        if out.insert(key.to_string(), value).is_some() {
+        out.lines.insert(key.to_string(), line_no);
+        if out.values.insert(key.to_string(), value).is_some() {
             return Err(ConfigError::Syntax {
                 origin: origin.to_string(),
                 line: line_no,
@@ -59,10 +67,12 @@ mod tests {
     fn comments_separators_and_continuations_are_understood() {
         let text = "# comment\n! also\nlisteners=PLAINTEXT://a:1\nlog.dirs : /x\nnum.partitions 3\nlong=a,\\\n  b\n";
         let parsed = parse(text, "t").expect("parses");
-        assert_eq!(parsed["listeners"], "PLAINTEXT://a:1");
-        assert_eq!(parsed["log.dirs"], "/x");
-        assert_eq!(parsed["num.partitions"], "3");
-        assert_eq!(parsed["long"], "a,b");
+        assert_eq!(parsed.values["listeners"], "PLAINTEXT://a:1");
+        assert_eq!(parsed.values["log.dirs"], "/x");
+        assert_eq!(parsed.values["num.partitions"], "3");
+        assert_eq!(parsed.values["long"], "a,b");
+        assert_eq!(parsed.lines["num.partitions"], 5);
+        assert_eq!(parsed.lines["long"], 6);
     }
 
     #[test]

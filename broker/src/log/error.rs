@@ -116,6 +116,10 @@ pub enum AppendError {
     /// A batch is larger than `max_batch_bytes` (message.max.bytes).
     #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
+    /// A batch's CreateTime lies outside what `message.timestamp.before.max.ms` and
+    /// `message.timestamp.after.max.ms` allow around the append time.
+    #[error("timestamp {timestamp} is out of range: it must be within [{low}, {high}]")]
+    InvalidTimestamp { timestamp: i64, low: i64, high: i64 },
     /// [`append_replicated`](super::PartitionLog::append_replicated) was given a batch that
     /// starts below `expected`: the log end offset for the first batch, the offset after the
     /// previous batch for the others. The follower fetched from the wrong offset, or its log
@@ -142,6 +146,7 @@ impl AppendError {
             // What Kafka answers Produce v3+ requests that carry v0/v1 message sets.
             AppendError::UnsupportedMagic(_) => ResponseError::InvalidRecord,
             AppendError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+            AppendError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
             // A follower-side failure that no client request causes.
             AppendError::OffsetMismatch { .. } => ResponseError::UnknownServerError,
             // A producer that reached a stale leader refreshes its metadata on this.

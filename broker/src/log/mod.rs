@@ -100,6 +100,11 @@ pub struct LogConfig {
     /// `message.timestamp.type=LogAppendTime`: the broker stamps each batch with the time it
     /// appends it, and clients read that instead of the producer's timestamps.
     pub log_append_time: bool,
+    /// How far before and after the append time a batch's CreateTime timestamps may lie, in
+    /// ms (`message.timestamp.before.max.ms`, `message.timestamp.after.max.ms`); a batch
+    /// outside is refused. `i64::MAX` does not check.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
     /// `compression.type` and its level: the codec produced batches are stored in (see
     /// `compression`).
     pub compression: TopicCompression,
@@ -115,9 +120,36 @@ impl Default for LogConfig {
             flush_messages: u64::MAX,
             flush_ms: None,
             log_append_time: false,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
             compression: TopicCompression::Producer,
         }
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Refuses a batch whose CreateTime timestamps (its first and its largest) lie further from
+/// `now` than the log's `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`
+/// allow, as Kafka does; a batch without timestamps (-1) passes.
+fn check_timestamps(header: &BatchHeader, now: i64, config: &LogConfig) -> Result<(), AppendError> {
+    let low = now.saturating_sub(config.timestamp_before_max_ms);
+    let high = now.saturating_add(config.timestamp_after_max_ms);
+    for timestamp in [header.base_timestamp, header.max_timestamp] {
+        if timestamp >= 0 && (timestamp < low || timestamp > high) {
+            return Err(AppendError::InvalidTimestamp {
+                timestamp,
+                low,
+                high,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What an append wrote.
@@ -350,6 +382,12 @@ impl PartitionLog {
         // the records).
         let mut headers = Vec::with_capacity(batches.len());
         let mut next_offset = self.log_end_offset();
+        if !self.config.log_append_time {
+            let now = unix_millis();
+            for produced in &batches {
+                check_timestamps(&produced.header, now, &self.config)?;
+            }
+        }
         for produced in &mut batches {
             let header = &mut produced.header;
             header.base_offset = next_offset;
@@ -359,9 +397,7 @@ impl PartitionLog {
             bytes.copy_from_slice(&records[produced.start..body.start]);
             batch::assign(&mut bytes, next_offset, leader_epoch);
             if self.config.log_append_time {
-                let now = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let now = unix_millis();
                 header.attributes |= batch::LOG_APPEND_TIME_ATTRIBUTE;
                 header.max_timestamp = now;
                 batch::restamp_header(

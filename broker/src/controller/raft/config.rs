@@ -16,7 +16,12 @@ pub struct RaftConfig {
     pub voters: BTreeMap<NodeId, String>,
     /// This node's controller address as others reach it ("host:port"); required of a
     /// non-voter, which joins with it. A voter's is its entry in `voters` when this is empty.
+    /// Port 0 stands for the port `listen` was bound to (a broker without a controller
+    /// listener of its own listens on an ephemeral port).
     pub advertised: String,
+    /// Controller addresses ("host:port") a non-voter joins through when `voters` is empty:
+    /// `controller.quorum.bootstrap.servers`.
+    pub bootstrap: Vec<String>,
     /// Where to bind the controller listener ("host:port"; port 0 picks one, reported by
     /// [`RaftQuorum::local_addr`](super::RaftQuorum::local_addr)).
     pub listen: String,
@@ -31,6 +36,7 @@ impl Default for RaftConfig {
             node_id: 0,
             voters: BTreeMap::new(),
             advertised: String::new(),
+            bootstrap: Vec::new(),
             listen: "127.0.0.1:0".to_string(),
             dir: PathBuf::new(),
             tuning: RaftTuning::default(),
@@ -51,6 +57,7 @@ impl RaftConfig {
             node_id,
             voters,
             advertised: advertised.into(),
+            bootstrap: Vec::new(),
             listen: listen.into(),
             dir: dir.into(),
             tuning: RaftTuning::default(),
@@ -61,18 +68,31 @@ impl RaftConfig {
         self.voters.contains_key(&self.node_id)
     }
 
-    /// The address this node joins with and others reach it at.
-    pub(crate) fn advertised(&self) -> String {
+    /// The address this node joins with and others reach it at, once its controller listener
+    /// is bound to `bound_port`.
+    pub(crate) fn advertised(&self, bound_port: u16) -> String {
         match self.voters.get(&self.node_id) {
             Some(addr) if self.advertised.is_empty() => addr.clone(),
-            _ => self.advertised.clone(),
+            _ => match self.advertised.strip_suffix(":0") {
+                Some(host) => format!("{host}:{bound_port}"),
+                None => self.advertised.clone(),
+            },
+        }
+    }
+
+    /// The controllers a non-voter asks to join: the voters, else the bootstrap servers.
+    pub(crate) fn join_addresses(&self) -> Vec<String> {
+        if self.voters.is_empty() {
+            self.bootstrap.clone()
+        } else {
+            self.voters.values().cloned().collect()
         }
     }
 
     pub(crate) fn validate(&self) -> Result<(), QuorumError> {
         let invalid = |reason: String| Err(QuorumError::Config(reason));
-        if self.voters.is_empty() {
-            return invalid("no voters are configured".into());
+        if self.voters.is_empty() && (self.bootstrap.is_empty() || self.is_voter()) {
+            return invalid("neither voters nor bootstrap servers are configured".into());
         }
         if let Some((id, _)) = self.voters.iter().find(|(_, addr)| addr.is_empty()) {
             return invalid(format!("voter {id} has no address"));

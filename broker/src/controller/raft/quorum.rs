@@ -34,6 +34,8 @@ struct Inner {
     node_id: NodeId,
     advertised: String,
     voters: Arc<BTreeMap<NodeId, String>>,
+    /// The controllers a learner asks to join.
+    join: Vec<String>,
     tuning: RaftTuning,
     local_addr: SocketAddr,
     raft: Raft,
@@ -49,7 +51,8 @@ struct Inner {
 impl RaftQuorum {
     /// Opens the node's state in `config.dir`, binds the controller listener and starts raft.
     /// A voter with an empty log bootstraps the cluster with the configured voters; any other
-    /// node joins as a learner, asking the voters until one that leads adds it.
+    /// node joins as a learner, asking the voters (or the bootstrap servers) until one that
+    /// leads adds it.
     pub async fn start(
         config: RaftConfig,
         shutdown: CancellationToken,
@@ -103,7 +106,8 @@ impl RaftQuorum {
         let quorum = RaftQuorum {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
-                advertised: config.advertised(),
+                advertised: config.advertised(local_addr.port()),
+                join: config.join_addresses(),
                 voters: voters.clone(),
                 tuning: config.tuning.clone(),
                 local_addr,
@@ -178,11 +182,10 @@ impl RaftQuorum {
             node_id: inner.node_id,
             addr: inner.advertised.clone(),
         };
-        let voters: Vec<(NodeId, String)> = inner
-            .voters
-            .iter()
-            .map(|(id, a)| (*id, a.clone()))
-            .collect();
+        let voters = &inner.join;
+        if voters.is_empty() {
+            return;
+        }
         let mut next_voter = 0usize;
         let mut hint: Option<String> = None;
         let mut backoff = Duration::from_millis(50);
@@ -197,7 +200,7 @@ impl RaftQuorum {
                 continue;
             }
             let addr = hint.take().unwrap_or_else(|| {
-                let (_, addr) = &voters[next_voter % voters.len()];
+                let addr = &voters[next_voter % voters.len()];
                 next_voter += 1;
                 addr.clone()
             });
