@@ -22,7 +22,7 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
-use oxbow_e2e::harness::{self, BrokerOptions, BrokerProcess};
+use oxbow_e2e::harness::{self, BrokerProcess};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureRecord;
@@ -31,7 +31,7 @@ use rdkafka::{Offset, TopicPartitionList};
 mod support;
 use support::{
     call, connect, create_topic, create_topic_ok, expect_code, expect_ok, fetch_request,
-    produce_request, str_bytes,
+    produce_request, start_without_auto_create as start, str_bytes,
 };
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
@@ -338,14 +338,6 @@ async fn produce_versions_older_than_zstd_may_not_carry_it_and_old_fetches_read_
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn start(args: &[&str]) -> Result<BrokerProcess> {
-    BrokerProcess::start(
-        BrokerOptions::new(BROKER_BIN)
-            .args(["--override", "auto.create.topics.enable=false"])
-            .args(args.iter().copied()),
-    )
-}
 
 /// One batch of `count` records compressed with `compression`, as a producer sends it: keys
 /// and values that name `tag`, values long and repetitive enough for levels to matter, and a

@@ -32,7 +32,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
-use oxbow_e2e::harness::{self, BrokerOptions, BrokerProcess};
+use oxbow_e2e::harness::{self, BrokerProcess};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -45,10 +45,10 @@ use tokio::time::timeout;
 mod support;
 use support::{
     call, connect, create_topic, create_topic_ok, expect_code, expect_ok, fetch_request,
-    list_offsets_request, now_ms, produce_request, str_bytes, BatchBuilder, IO_TIMEOUT,
+    list_offsets_request, now_ms, produce_request, start_without_auto_create as start, str_bytes,
+    BatchBuilder, IO_TIMEOUT,
 };
 
-const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
 /// Longest wait for background work (retention, cleaning) to reach the state a test expects;
 /// the passes themselves run every 200 ms here.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -1296,14 +1296,6 @@ async fn a_batch_larger_than_segment_bytes_is_refused_as_record_list_too_large()
 // ---------------------------------------------------------------------------------------------
 // Helpers: broker, raw requests
 // ---------------------------------------------------------------------------------------------
-
-fn start(args: &[&str]) -> Result<BrokerProcess> {
-    BrokerProcess::start(
-        BrokerOptions::new(BROKER_BIN)
-            .args(["--override", "auto.create.topics.enable=false"])
-            .args(args.iter().copied()),
-    )
-}
 
 async fn list_offset(conn: &mut Connection, topic: &str, partition: i32, at: i64) -> Result<i64> {
     let request = list_offsets_request(topic, partition, at);

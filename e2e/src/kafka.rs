@@ -473,3 +473,57 @@ impl Server {
         run_tool(tool, &all, stdin)
     }
 }
+
+/// Runs `check` on a fresh broker of `flavor` with `extra` settings; a failure names the
+/// flavor and quotes the broker's log.
+pub fn run_on(flavor: Flavor, extra: &[&str], check: fn(&Server) -> Result<()>) -> Result<()> {
+    let server = Server::start(flavor, extra)?;
+    check(&server).map_err(|e| {
+        anyhow::anyhow!(
+            "{flavor:?}: {e:#}\n--- broker log ---\n{}",
+            server.log_tail(40)
+        )
+    })
+}
+
+/// Declares module `$name` with two tests, `oxbow` and `kafka`, each running the function
+/// `$name(&Server) -> Result<()>` of the enclosing module on a fresh broker of that flavor,
+/// with the optional `key=value` settings `$extra`.
+#[macro_export]
+macro_rules! side_by_side {
+    ($name:ident) => {
+        $crate::side_by_side!($name, &[]);
+    };
+    ($name:ident, $extra:expr) => {
+        mod $name {
+            #[test]
+            fn oxbow() -> anyhow::Result<()> {
+                $crate::kafka::run_on($crate::kafka::Flavor::Oxbow, $extra, super::$name)
+            }
+
+            #[test]
+            fn kafka() -> anyhow::Result<()> {
+                $crate::kafka::run_on($crate::kafka::Flavor::Kafka, $extra, super::$name)
+            }
+        }
+    };
+}
+
+/// Repeats `attempt` every half second until it succeeds or `timeout` passes (metadata,
+/// group state and connectors settle asynchronously); the last error says what was awaited.
+pub fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(error.context(format!("{what}: not within {timeout:?}")))
+            }
+            Err(_) => thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}

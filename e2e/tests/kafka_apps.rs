@@ -5,61 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use oxbow_e2e::harness::free_local_addr;
 use oxbow_e2e::http;
-use oxbow_e2e::kafka::{Flavor, JavaProcess, Server};
+use oxbow_e2e::kafka::{eventually, JavaProcess, Server};
+use oxbow_e2e::side_by_side;
 
 const START: Duration = Duration::from_secs(120);
 const STOP: Duration = Duration::from_secs(30);
-
-macro_rules! side_by_side {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn oxbow() -> Result<()> {
-                run(Flavor::Oxbow, super::$name)
-            }
-
-            #[test]
-            fn kafka() -> Result<()> {
-                run(Flavor::Kafka, super::$name)
-            }
-        }
-    };
-}
-
-fn run(flavor: Flavor, check: fn(&Server, &Path) -> Result<()>) -> Result<()> {
-    let server = Server::start(flavor, &[])?;
-    let dir = tempfile::tempdir()?;
-    check(&server, dir.path()).map_err(|e| {
-        anyhow::anyhow!(
-            "{flavor:?}: {e:#}\n--- broker log ---\n{}",
-            server.log_tail(40)
-        )
-    })
-}
-
-fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut attempt: impl FnMut() -> Result<T>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match attempt() {
-            Ok(value) => return Ok(value),
-            Err(error) if Instant::now() >= deadline => {
-                return Err(error.context(format!("{what}: not within {timeout:?}")))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-}
 
 fn word_count_source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("java/WordCount.java")
@@ -93,10 +48,9 @@ fn counts(server: &Server, records: usize) -> Result<BTreeMap<String, u64>> {
     Ok(latest)
 }
 
-fn streams_word_count_restores_its_counts_after_a_restart(
-    server: &Server,
-    dir: &Path,
-) -> Result<()> {
+fn streams_word_count_restores_its_counts_after_a_restart(server: &Server) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
     for topic in ["text", "counts"] {
         server.tool(
             "kafka-topics",
@@ -222,10 +176,9 @@ fn file_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn connect_moves_a_file_through_a_topic_and_a_second_worker_joins(
-    server: &Server,
-    dir: &Path,
-) -> Result<()> {
+fn connect_moves_a_file_through_a_topic_and_a_second_worker_joins(server: &Server) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
     let input = dir.join("in.txt");
     let output = dir.join("out.txt");
     std::fs::write(&input, "first\nsecond\n")?;

@@ -10,37 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{ensure, Context as _, Result};
 use oxbow_e2e::cluster::{Cluster, ClusterOptions};
 use oxbow_e2e::harness::{self, broker_binary};
-use oxbow_e2e::kafka::{self, Flavor, Server};
+use oxbow_e2e::kafka::{self, Server};
+use oxbow_e2e::side_by_side;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-/// Runs `check` on a fresh Oxbow broker and on a fresh Kafka broker, in two tests.
-macro_rules! side_by_side {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn oxbow() -> Result<()> {
-                run(Flavor::Oxbow, super::$name)
-            }
-
-            #[test]
-            fn kafka() -> Result<()> {
-                run(Flavor::Kafka, super::$name)
-            }
-        }
-    };
-}
-
-fn run(flavor: Flavor, check: fn(&Server) -> Result<()>) -> Result<()> {
-    let server = Server::start(flavor, &[])?;
-    check(&server).map_err(|e| {
-        anyhow::anyhow!(
-            "{flavor:?}: {e:#}\n--- broker log ---\n{}",
-            server.log_tail(40)
-        )
-    })
-}
 
 /// `Key: value` pairs of lines like kafka-metadata-quorum's `--status` output.
 fn status_fields(text: &str) -> BTreeMap<String, String> {

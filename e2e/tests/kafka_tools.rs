@@ -4,57 +4,11 @@
 //! not only its exit code. docs/compatibility.md lists where the two differ and why.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use oxbow_e2e::kafka::{Flavor, Server, ToolOutput};
-
-/// Runs `check` on a fresh Oxbow broker and on a fresh Kafka broker, in two tests.
-macro_rules! side_by_side {
-    ($name:ident, $extra:expr) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn oxbow() -> Result<()> {
-                run(Flavor::Oxbow, $extra, super::$name)
-            }
-
-            #[test]
-            fn kafka() -> Result<()> {
-                run(Flavor::Kafka, $extra, super::$name)
-            }
-        }
-    };
-}
-
-fn run(flavor: Flavor, extra: &[&str], check: fn(&Server) -> Result<()>) -> Result<()> {
-    let server = Server::start(flavor, extra)?;
-    check(&server).map_err(|e| {
-        anyhow::anyhow!(
-            "{flavor:?}: {e:#}\n--- broker log ---\n{}",
-            server.log_tail(40)
-        )
-    })
-}
-
-/// Repeats `attempt` until it succeeds or `timeout` passes (metadata spreads asynchronously).
-fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut attempt: impl FnMut() -> Result<T>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match attempt() {
-            Ok(value) => return Ok(value),
-            Err(error) if Instant::now() >= deadline => {
-                return Err(error.context(format!("{what}: not within {timeout:?}")))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-}
+use oxbow_e2e::kafka::{eventually, Server, ToolOutput};
+use oxbow_e2e::side_by_side;
 
 /// `Key: value` pairs of a tab-separated `kafka-topics --describe` line.
 fn fields(line: &str) -> BTreeMap<String, String> {
@@ -194,7 +148,7 @@ fn topics_from_create_to_delete(server: &Server) -> Result<()> {
         Ok(())
     })
 }
-side_by_side!(topics_from_create_to_delete, &[]);
+side_by_side!(topics_from_create_to_delete);
 
 fn console_producer_consumer_offsets_and_delete_records(server: &Server) -> Result<()> {
     server.tool(
@@ -307,7 +261,7 @@ fn console_producer_consumer_offsets_and_delete_records(server: &Server) -> Resu
     ensure!(rest.lines() == vec!["fourth"], "{rest}");
     Ok(())
 }
-side_by_side!(console_producer_consumer_offsets_and_delete_records, &[]);
+side_by_side!(console_producer_consumer_offsets_and_delete_records);
 
 /// One `kafka-consumer-groups --describe` row: column name → value.
 fn group_rows(out: &ToolOutput) -> Result<Vec<BTreeMap<String, String>>> {
@@ -491,7 +445,7 @@ fn consumer_groups_lag_reset_and_delete(server: &Server) -> Result<()> {
     );
     Ok(())
 }
-side_by_side!(consumer_groups_lag_reset_and_delete, &[]);
+side_by_side!(consumer_groups_lag_reset_and_delete);
 
 fn configs_of_brokers_topics_users_and_clients(server: &Server) -> Result<()> {
     let node = server.node_id().to_string();
@@ -739,7 +693,7 @@ fn configs_of_brokers_topics_users_and_clients(server: &Server) -> Result<()> {
     );
     Ok(())
 }
-side_by_side!(configs_of_brokers_topics_users_and_clients, &[]);
+side_by_side!(configs_of_brokers_topics_users_and_clients);
 
 const AUTHORIZER: &[&str] = &[
     "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -840,7 +794,7 @@ fn acls_added_listed_and_removed(server: &Server) -> Result<()> {
         Ok(())
     })
 }
-side_by_side!(acls_added_listed_and_removed, AUTHORIZER);
+side_by_side!(acls_added_listed_and_removed, super::AUTHORIZER);
 
 fn perf_tests_produce_and_consume(server: &Server) -> Result<()> {
     server.tool(
@@ -914,7 +868,7 @@ fn perf_tests_produce_and_consume(server: &Server) -> Result<()> {
     ensure!(row.get(column) == Some(&"20000"), "{consumed}");
     Ok(())
 }
-side_by_side!(perf_tests_produce_and_consume, &[]);
+side_by_side!(perf_tests_produce_and_consume);
 
 fn broker_api_versions_lists_every_api(server: &Server) -> Result<()> {
     let out = server.tool("kafka-broker-api-versions", &[])?;
@@ -940,7 +894,7 @@ fn broker_api_versions_lists_every_api(server: &Server) -> Result<()> {
     }
     Ok(())
 }
-side_by_side!(broker_api_versions_lists_every_api, &[]);
+side_by_side!(broker_api_versions_lists_every_api);
 
 fn reassignment_leader_election_and_log_dirs(server: &Server) -> Result<()> {
     let node = server.node_id().to_string();
@@ -1094,4 +1048,4 @@ fn reassignment_leader_election_and_log_dirs(server: &Server) -> Result<()> {
     ensure!(size > 0, "three records take room: {report}");
     Ok(())
 }
-side_by_side!(reassignment_leader_election_and_log_dirs, &[]);
+side_by_side!(reassignment_leader_election_and_log_dirs);

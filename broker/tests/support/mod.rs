@@ -26,8 +26,18 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
-use oxbow_e2e::harness::BrokerProcess;
+use oxbow_e2e::harness::{BrokerOptions, BrokerProcess};
 use tokio::time::timeout;
+
+/// A broker of this checkout that creates topics only when asked
+/// (`auto.create.topics.enable=false`), with `args` after that.
+pub(crate) fn start_without_auto_create(args: &[&str]) -> Result<BrokerProcess> {
+    BrokerProcess::start(
+        BrokerOptions::new(env!("CARGO_BIN_EXE_oxbow-broker"))
+            .args(["--override", "auto.create.topics.enable=false"])
+            .args(args.iter().copied()),
+    )
+}
 
 /// Bound for connecting and for one request's answer.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(15);
