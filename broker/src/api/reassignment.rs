@@ -39,6 +39,9 @@ pub(super) async fn elect_leaders(
     let denied = (!context.allowed_on_cluster(broker, Operation::Alter))
         .then(|| cluster_denied(context, Operation::Alter));
     let preferred = version == 0 || request.election_type == ELECTION_PREFERRED;
+    // Asked for every partition (null), Kafka's controller answers only for the partitions
+    // where an election was tried and was needed; ELECTION_NOT_NEEDED is left out.
+    let every_partition = request.topic_partitions.is_none();
     let targets: Vec<(String, Vec<i32>)> = match request.topic_partitions {
         Some(list) => list
             .into_iter()
@@ -58,6 +61,11 @@ pub(super) async fn elect_leaders(
                 Some(e) => Err(e.clone()),
                 None => broker.elect_leader(&topic, partition, preferred).await,
             };
+            if every_partition
+                && matches!(&outcome, Err(e) if e.code == ResponseError::ElectionNotNeeded)
+            {
+                continue;
+            }
             let result = PartitionResult::default().with_partition_id(partition);
             outcomes.push(match outcome {
                 Ok(()) => result,
@@ -65,6 +73,9 @@ pub(super) async fn elect_leaders(
                     .with_error_code(e.code.code())
                     .with_error_message(Some(str_bytes(&e.message))),
             });
+        }
+        if every_partition && outcomes.is_empty() {
+            continue;
         }
         results.push(
             ReplicaElectionResult::default()

@@ -77,6 +77,9 @@ pub struct Shared {
 
 /// Runs the agent until the process ends.
 pub async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
+    // The Kubernetes client's TLS runs on ring; a build of the workspace's binaries may link
+    // aws-lc as well (features unify across the workspace), and rustls then refuses to guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig)?;
     let client_config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
