@@ -592,7 +592,14 @@ fn invalid_specs_and_api_errors_reach_status_and_events() {
                         .into_iter()
                         .filter(|(type_, _, _)| type_ == "Warning")
                         .collect();
-                    assert_eq!(warnings.len(), 1, "one Warning about {name}: {warnings:?}");
+                    // One Warning per problem, never one per retry: its own problem, and for
+                    // a cluster that retried after the PodDisruptionBudget permission was taken
+                    // away, that one too.
+                    let distinct: std::collections::BTreeSet<_> = warnings.iter().collect();
+                    assert!(
+                        (1..=2).contains(&warnings.len()) && distinct.len() == warnings.len(),
+                        "one Warning per problem about {name}: {warnings:?}"
+                    );
                 }
 
                 set_verbs(&verbs)?;
