@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +54,8 @@ pub(super) async fn handle(
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    // isolation.level=read_committed (v4+): only records below the last stable offset.
+    let read_committed = version >= 4 && request.isolation_level == 1;
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
     let notify = Arc::new(Notify::new());
     loop {
@@ -63,7 +67,7 @@ pub(super) async fn handle(
                 }
             }
         }
-        let (mut response, bytes, errors) = read(broker, &plan, max_bytes, follower);
+        let (mut response, bytes, errors) = read(broker, &plan, max_bytes, follower, read_committed);
         if bytes >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
             if errors {
                 leader_hint::fill_fetch(broker, &context.listener, version, &mut response);
@@ -74,7 +78,7 @@ pub(super) async fn handle(
             () = notify.notified() => {}
             () = tokio::time::sleep_until(deadline) => {}
             () = shutdown.cancelled() => {
-                let (mut response, _, errors) = read(broker, &plan, max_bytes, follower);
+                let (mut response, _, errors) = read(broker, &plan, max_bytes, follower, read_committed);
                 if errors {
                     leader_hint::fill_fetch(broker, &context.listener, version, &mut response);
                 }
@@ -170,6 +174,7 @@ fn read(
     plan: &[TopicPlan],
     max_bytes: usize,
     follower: Option<i32>,
+    read_committed: bool,
 ) -> (FetchResponse, usize, bool) {
     let now = std::time::Instant::now();
     let mut total = 0usize;
@@ -203,9 +208,10 @@ fn read(
             let log_start = partition.log_start_offset();
             let data = data
                 .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark)
+                .with_last_stable_offset(partition.last_stable_offset())
                 .with_log_start_offset(log_start);
             let limit = point.max_bytes.min(max_bytes.saturating_sub(total));
+            let mut aborted = None;
             let records = if limit == 0 && total > 0 {
                 Ok(Bytes::new())
             } else {
@@ -222,6 +228,20 @@ fn read(
                             log_end: end,
                         })
                     }
+                    None if read_committed => partition
+                        .read_stable(point.offset, limit.max(1))
+                        .map(|(r, txns)| {
+                            aborted = Some(
+                                txns.into_iter()
+                                    .map(|t| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(t.producer_id))
+                                            .with_first_offset(t.first_offset)
+                                    })
+                                    .collect(),
+                            );
+                            r.records
+                        }),
                     None => partition
                         .read_committed(point.offset, limit.max(1))
                         .map(|r| r.records),
@@ -244,7 +264,10 @@ fn read(
                                 .inc_by(records.len() as u64);
                         }
                     }
-                    partitions.push(data.with_records(Some(records)));
+                    partitions.push(
+                        data.with_records(Some(records))
+                            .with_aborted_transactions(aborted),
+                    );
                 }
                 Err(ReadError::OffsetOutOfRange { .. }) => {
                     errors = true;

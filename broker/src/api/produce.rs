@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 use super::{leader_hint, str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::log::BatchHeader;
-use crate::producer::SequenceError;
+use crate::producer::{MarkerError, SequenceError};
 use crate::replica::{Partition, ProduceError, ReplicationError};
 use crate::security::authorizer::{Operation, ResourceType};
 
@@ -25,7 +25,7 @@ struct Pending {
     end: i64,
 }
 
-fn produce_error_code(error: &ProduceError) -> ResponseError {
+pub(super) fn produce_error_code(error: &ProduceError) -> ResponseError {
     match error {
         ProduceError::Append(e) => e.response_error(),
         ProduceError::Sequence(SequenceError::OutOfOrder { .. }) => {
@@ -38,6 +38,12 @@ fn produce_error_code(error: &ProduceError) -> ResponseError {
         ProduceError::NotLeader => ResponseError::NotLeaderOrFollower,
         ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         ProduceError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
+        ProduceError::Marker(MarkerError::InvalidEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        ProduceError::Marker(MarkerError::CoordinatorFenced { .. }) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
     }
 }
 
