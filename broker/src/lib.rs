@@ -13,3 +13,4 @@ pub mod producer;
 pub mod replica;
 pub mod security;
 pub mod server;
+pub mod txn;

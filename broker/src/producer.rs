@@ -538,7 +538,12 @@ mod tests {
         assert_eq!(table.check(&header(1, 0, 0, 1)), Ok(Verdict::Append));
     }
 
-    fn transactional(producer_id: i64, epoch: i16, base_sequence: i32, records: i32) -> BatchHeader {
+    fn transactional(
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+        records: i32,
+    ) -> BatchHeader {
         let mut h = header(producer_id, epoch, base_sequence, records);
         h.attributes |= 1 << 4;
         h
@@ -562,7 +567,11 @@ mod tests {
         assert_eq!(table.first_unstable_offset(14), Some(10));
         assert!(table.in_transaction(1, 0) && !table.in_transaction(1, 1));
         table.end_transaction(1, 0, COMMIT, 14);
-        assert_eq!(table.first_unstable_offset(14), Some(10), "marker not replicated");
+        assert_eq!(
+            table.first_unstable_offset(14),
+            Some(10),
+            "marker not replicated"
+        );
         assert_eq!(table.first_unstable_offset(15), Some(12));
         table.end_transaction(2, 0, ABORT, 15);
         table.prune_completed(16);

@@ -67,7 +67,8 @@ pub(super) async fn handle(
                 }
             }
         }
-        let (mut response, bytes, errors) = read(broker, &plan, max_bytes, follower, read_committed);
+        let (mut response, bytes, errors) =
+            read(broker, &plan, max_bytes, follower, read_committed);
         if bytes >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
             if errors {
                 leader_hint::fill_fetch(broker, &context.listener, version, &mut response);

@@ -25,7 +25,7 @@ struct Pending {
     end: i64,
 }
 
-pub(super) fn produce_error_code(error: &ProduceError) -> ResponseError {
+pub fn produce_error_code(error: &ProduceError) -> ResponseError {
     match error {
         ProduceError::Append(e) => e.response_error(),
         ProduceError::Sequence(SequenceError::OutOfOrder { .. }) => {

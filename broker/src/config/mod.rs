@@ -178,6 +178,7 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     pub offsets_topic_segment_bytes: i32,
     pub group: crate::group::GroupConfig,
+    pub txn: crate::txn::TxnConfig,
     /// How often retention runs (`log.retention.check.interval.ms`).
     pub retention_check_interval: std::time::Duration,
     /// Whether compaction runs, and its pause between passes (`log.cleaner.enable`,
@@ -420,6 +421,21 @@ impl BrokerConfig {
             metrics_address: (!metrics.is_empty()).then_some(metrics),
             offsets_topic_partitions: int("offsets.topic.num.partitions") as i32,
             offsets_topic_segment_bytes: int("offsets.topic.segment.bytes") as i32,
+            txn: crate::txn::TxnConfig {
+                partitions: int("transaction.state.log.num.partitions") as i32,
+                replication_factor: int("transaction.state.log.replication.factor") as i16,
+                min_isr: int("transaction.state.log.min.isr") as i32,
+                segment_bytes: int("transaction.state.log.segment.bytes") as i32,
+                max_timeout_ms: int("transaction.max.timeout.ms") as i32,
+                abort_interval: millis(int(
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                )),
+                expire_interval: millis(int(
+                    "transaction.remove.expired.transaction.cleanup.interval.ms",
+                )),
+                id_expiration_ms: int("transactional.id.expiration.ms"),
+                verify_partitions: get("transaction.partition.verification.enable") == "true",
+            },
             group: crate::group::GroupConfig {
                 initial_rebalance_delay: millis(int("group.initial.rebalance.delay.ms")),
                 min_session_timeout: millis(int("group.min.session.timeout.ms")),

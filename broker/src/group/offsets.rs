@@ -121,21 +121,40 @@ fn decode(key: &Bytes, value: Option<&Bytes>) -> Option<OffsetRecord> {
 
 /// Encodes changes as one uncompressed RecordBatch v2, ready to append.
 pub fn encode_batch(records: &[OffsetRecord], timestamp: i64) -> anyhow::Result<Bytes> {
+    encode(records, timestamp, None)
+}
+
+/// Encodes offsets a transactional producer commits (TxnOffsetCommit) as one transactional
+/// batch of `producer`'s id and epoch: they take effect with the transaction's commit marker.
+pub fn encode_transactional_batch(
+    records: &[OffsetRecord],
+    timestamp: i64,
+    producer: (i64, i16),
+) -> anyhow::Result<Bytes> {
+    encode(records, timestamp, Some(producer))
+}
+
+fn encode(
+    records: &[OffsetRecord],
+    timestamp: i64,
+    producer: Option<(i64, i16)>,
+) -> anyhow::Result<Bytes> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder starts a new batch wherever offset minus sequence changes: keep it
-            // constant so a commit is one batch.
-            sequence: i as i32,
+            // constant so a commit is one batch. A transactional batch has no sequence.
+            sequence: if producer.is_some() { -1 } else { i as i32 },
             timestamp,
             key: Some(encode_key(&r.group, &r.topic, r.partition)),
             value: r.value.as_ref().map(encode_value),
@@ -154,17 +173,44 @@ pub fn encode_batch(records: &[OffsetRecord], timestamp: i64) -> anyhow::Result<
     Ok(buf.freeze())
 }
 
-/// Decodes every offset record in a run of record batches read from the log.
-pub fn decode_batches(mut bytes: Bytes) -> anyhow::Result<Vec<OffsetRecord>> {
+/// What a `__consumer_offsets` partition holds, in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetEvent {
+    /// An offset change; `producer` is set for one a transaction committed (or not yet).
+    Offset {
+        record: OffsetRecord,
+        producer: Option<i64>,
+    },
+    /// A transaction marker: the producer's offsets take effect, or are dropped.
+    Marker { producer_id: i64, commit: bool },
+}
+
+/// Decodes every offset change and transaction marker in a run of record batches read from
+/// the log.
+pub fn decode_batches(mut bytes: Bytes) -> anyhow::Result<Vec<OffsetEvent>> {
     let mut out = Vec::new();
     for set in RecordBatchDecoder::decode_all(&mut bytes)? {
         for record in set.records {
             if record.control {
+                let mut key = record.key.clone().unwrap_or_default();
+                if key.remaining() >= 4 {
+                    let _version = key.get_i16();
+                    let kind = key.get_i16();
+                    if kind == 0 || kind == 1 {
+                        out.push(OffsetEvent::Marker {
+                            producer_id: record.producer_id,
+                            commit: kind == 1,
+                        });
+                    }
+                }
                 continue;
             }
             if let Some(key) = &record.key {
                 if let Some(decoded) = decode(key, record.value.as_ref()) {
-                    out.push(decoded);
+                    out.push(OffsetEvent::Offset {
+                        record: decoded,
+                        producer: record.transactional.then_some(record.producer_id),
+                    });
                 }
             }
         }
@@ -207,7 +253,18 @@ mod tests {
             },
         ];
         let batch = encode_batch(&records, 1000).expect("encodes");
-        assert_eq!(decode_batches(batch).expect("decodes"), records);
+        let decoded: Vec<OffsetRecord> = decode_batches(batch)
+            .expect("decodes")
+            .into_iter()
+            .filter_map(|e| match e {
+                OffsetEvent::Offset {
+                    record,
+                    producer: None,
+                } => Some(record),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(decoded, records);
     }
 
     #[test]

@@ -14,11 +14,11 @@ use uuid::Uuid;
 use crate::config::TopicConfig;
 use crate::controller::image::{PartitionState, NO_LEADER};
 use crate::log::batch::BatchHeader;
+use crate::log::control::{marker_batch, Marker};
 use crate::log::{
     AppendError, AppendInfo, CompactionOutcome, CompactionSettings, LogConfig, LogError,
     PartitionLog, ReadError, ReadResult, RetentionOutcome, TimestampOffset,
 };
-use crate::log::control::{marker_batch, Marker};
 use crate::producer::{
     AbortedTxn, MarkerError, ProducerStateTable, ProducerSummary, SequenceError, Verdict,
 };
@@ -215,6 +215,21 @@ impl Partition {
     /// Appends the batches of a Produce request and wakes every fetch waiting on this
     /// partition. A retried idempotent batch is answered with where it already is.
     pub fn append(&self, records: &[u8], acks_all: bool) -> Result<AppendInfo, ProduceError> {
+        self.append_as(records, acks_all, false)
+    }
+
+    /// Appends a coordinator's own batch (transactional offsets of TxnOffsetCommit): it
+    /// carries the producer's id and epoch but no sequence, so no sequence is checked.
+    pub fn append_from_coordinator(&self, records: &[u8]) -> Result<AppendInfo, ProduceError> {
+        self.append_as(records, true, true)
+    }
+
+    fn append_as(
+        &self,
+        records: &[u8],
+        acks_all: bool,
+        from_coordinator: bool,
+    ) -> Result<AppendInfo, ProduceError> {
         let idempotent = idempotent_batch(records)?;
         let (epoch, isr) = {
             let replication = self.replication.lock();
@@ -251,7 +266,7 @@ impl Partition {
             }
             rest = rest.get(header.size()..).unwrap_or_default();
         }
-        if let Some(header) = &idempotent {
+        if let Some(header) = idempotent.as_ref().filter(|_| !from_coordinator) {
             if let Verdict::Duplicate(batch) = state.producers.check(header)? {
                 tracing::debug!(partition = ?self, producer_id = header.producer_id, first_seq = batch.first_seq, "duplicate batch acknowledged");
                 return Ok(AppendInfo {
@@ -293,8 +308,13 @@ impl Partition {
             }
             replication.leader_epoch
         };
-        let batch = marker_batch(producer_id, producer_epoch, marker, crate::log::unix_millis())
-            .map_err(ProduceError::InvalidRecord)?;
+        let batch = marker_batch(
+            producer_id,
+            producer_epoch,
+            marker,
+            crate::log::unix_millis(),
+        )
+        .map_err(ProduceError::InvalidRecord)?;
         let mut state = self.state.write();
         state
             .producers
@@ -712,7 +732,10 @@ impl Partition {
     /// Whether the producer has an open transaction here at `epoch` (it was verified, or
     /// wrote, since the transaction began).
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
-        self.state.read().producers.in_transaction(producer_id, epoch)
+        self.state
+            .read()
+            .producers
+            .in_transaction(producer_id, epoch)
     }
 
     /// The producers writing to this partition, for DescribeProducers.
