@@ -24,8 +24,9 @@ fn transactional_producer(bootstrap: &str, id: &str, timeout_ms: u32) -> Result<
     let producer: BaseProducer = harness::client_config(bootstrap)
         .set("transactional.id", id)
         .set("transaction.timeout.ms", timeout_ms.to_string())
-        // librdkafka wants its socket timeout within the transaction timeout.
+        // librdkafka wants its socket and message timeouts within the transaction timeout.
         .set("socket.timeout.ms", timeout_ms.min(30_000).to_string())
+        .set("message.timeout.ms", timeout_ms.min(30_000).to_string())
         .set("linger.ms", "5")
         .create()
         .context("creating a transactional producer")?;

@@ -172,17 +172,31 @@ fn check_partitions(
         .collect()
 }
 
+/// A transactional producer as a request names it.
+#[derive(Debug, Clone, Copy)]
+struct Producer<'a> {
+    id: &'a str,
+    producer_id: i64,
+    epoch: i16,
+}
+
+/// Per topic, each partition's offset to stage or the error to answer.
+type TxnCommitPlan = Vec<(String, Vec<(i32, Result<OffsetRecord, ResponseError>)>)>;
+
 /// One transaction's AddPartitionsToTxn: per partition, its error code.
 async fn add_partitions(
     broker: &Broker,
     context: &RequestContext,
-    id: &str,
-    producer_id: i64,
-    epoch: i16,
+    producer: Producer<'_>,
     verify_only: bool,
     partitions: Vec<(String, i32)>,
     version: i16,
 ) -> Vec<((String, i32), i16)> {
+    let Producer {
+        id,
+        producer_id,
+        epoch,
+    } = producer;
     let all = |code: ResponseError| {
         partitions
             .iter()
@@ -258,17 +272,13 @@ pub(super) async fn add_partitions_to_txn(
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
             .collect();
-        let results = add_partitions(
-            broker,
-            context,
-            &txn_id(&request.v3_and_below_transactional_id),
-            request.v3_and_below_producer_id.0,
-            request.v3_and_below_producer_epoch,
-            false,
-            partitions,
-            version,
-        )
-        .await;
+        let id = txn_id(&request.v3_and_below_transactional_id);
+        let producer = Producer {
+            id: &id,
+            producer_id: request.v3_and_below_producer_id.0,
+            epoch: request.v3_and_below_producer_epoch,
+        };
+        let results = add_partitions(broker, context, producer, false, partitions, version).await;
         return AddPartitionsToTxnResponse::default()
             .with_results_by_topic_v3_and_below(topic_results(results));
     }
@@ -279,12 +289,16 @@ pub(super) async fn add_partitions_to_txn(
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
             .collect();
+        let id = txn_id(&txn.transactional_id);
+        let producer = Producer {
+            id: &id,
+            producer_id: txn.producer_id.0,
+            epoch: txn.producer_epoch,
+        };
         let outcome = add_partitions(
             broker,
             context,
-            &txn_id(&txn.transactional_id),
-            txn.producer_id.0,
-            txn.producer_epoch,
+            producer,
             txn.verify_only,
             partitions,
             version,
@@ -399,7 +413,7 @@ pub(super) async fn txn_offset_commit(
     })();
     let image = broker.image();
     let timestamp = now_ms();
-    let mut plan: Vec<(String, Vec<(i32, Result<OffsetRecord, ResponseError>)>)> = Vec::new();
+    let mut plan: TxnCommitPlan = Vec::new();
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let allowed = context.allowed(broker, Operation::Read, ResourceType::Topic, &name);

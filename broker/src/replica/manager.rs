@@ -193,7 +193,7 @@ fn coordinate_transactions(broker: &Broker, image: &crate::controller::image::Me
             if loaded.is_some() {
                 broker.txns.unload(index, count);
             }
-            match read_all(&partition, |bytes| crate::txn::log::decode_batches(bytes)) {
+            match read_all(&partition, crate::txn::log::decode_batches) {
                 Ok(records) => {
                     let count = records.len();
                     let unfinished = broker.txns.load(index, state.leader_epoch, records);

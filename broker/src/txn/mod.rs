@@ -712,15 +712,15 @@ mod tests {
         };
         assert_eq!((next.state, next.start_ms), (TxnState::Ongoing, 50));
         assert_eq!(
-            decide_add(Some(&next), 7, 1, &[b.clone()], 60),
+            decide_add(Some(&next), 7, 1, std::slice::from_ref(&b), 60),
             Add::AlreadyIn
         );
         assert_eq!(
-            decide_add(Some(&next), 7, 0, &[b.clone()], 60),
+            decide_add(Some(&next), 7, 0, std::slice::from_ref(&b), 60),
             Add::Refuse(ResponseError::ProducerFenced)
         );
         assert_eq!(
-            decide_add(Some(&next), 8, 1, &[b.clone()], 60),
+            decide_add(Some(&next), 8, 1, std::slice::from_ref(&b), 60),
             Add::Refuse(ResponseError::InvalidProducerIdMapping)
         );
         assert_eq!(verify(Some(&next), 7, 1, &b), Ok(()));
