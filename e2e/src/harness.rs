@@ -616,3 +616,17 @@ while True:
         Ok(())
     }
 }
+
+/// The value of one sample of a Prometheus text (`/metrics`), by its full series name with
+/// labels.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
