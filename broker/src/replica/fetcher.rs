@@ -75,6 +75,60 @@ impl Session {
     fn is_incremental(&self) -> bool {
         self.id != NO_SESSION && self.epoch != INITIAL_EPOCH
     }
+
+    /// What the next fetch of `wanted` sends: every partition in a full fetch; in an
+    /// incremental one only those whose parameters the leader does not hold, and the
+    /// partitions this replica no longer fetches there, to forget.
+    fn next_request(
+        &self,
+        wanted: &[(Key, FetchPartition)],
+    ) -> (Vec<(Key, FetchPartition)>, Vec<Key>) {
+        if !self.is_incremental() {
+            return (wanted.to_vec(), Vec::new());
+        }
+        let changed = wanted
+            .iter()
+            .filter(|(key, p)| self.sent.get(key) != Some(p))
+            .cloned()
+            .collect();
+        let gone = self
+            .sent
+            .keys()
+            .filter(|key| !wanted.iter().any(|(k, _)| k == *key))
+            .cloned()
+            .collect();
+        (changed, gone)
+    }
+
+    /// The leader answered a fetch of `wanted` (as `next_request` sent it) without a session
+    /// error, in session `session_id`.
+    fn answered(&mut self, session_id: i32, wanted: Vec<(Key, FetchPartition)>) {
+        if !self.is_incremental() {
+            self.id = session_id;
+            self.epoch = next_epoch(INITIAL_EPOCH);
+            self.sent = if session_id == NO_SESSION {
+                HashMap::new()
+            } else {
+                wanted.into_iter().collect()
+            };
+        } else if session_id == self.id {
+            self.epoch = next_epoch(self.epoch);
+            self.sent = wanted.into_iter().collect();
+        } else {
+            // The leader ended the session (every partition was forgotten): start anew.
+            self.id = NO_SESSION;
+            self.restart();
+        }
+    }
+
+    /// The leader refused the session: the next fetch is a full one, which closes the session
+    /// unless the leader does not know it.
+    fn refused(&mut self, error: ResponseError) {
+        if error == ResponseError::FetchSessionIdNotFound {
+            self.id = NO_SESSION;
+        }
+        self.restart();
+    }
 }
 
 /// The fetch tasks of this broker, by leader.
@@ -438,12 +492,7 @@ async fn fetch(
         })
         .collect();
     let incremental = session.is_incremental();
-    // An incremental fetch names only what the leader does not hold yet, and forgets what
-    // this replica no longer fetches there.
-    let changed = wanted
-        .iter()
-        .filter(|(key, p)| !incremental || session.sent.get(key) != Some(p))
-        .map(|(key, p)| (key.clone(), p.clone()));
+    let (changed, gone) = session.next_request(&wanted);
     let topics = by_topic(changed)
         .into_iter()
         .map(|(topic, partitions)| {
@@ -452,16 +501,6 @@ async fn fetch(
                 .with_partitions(partitions)
         })
         .collect();
-    let gone: Vec<Key> = if incremental {
-        session
-            .sent
-            .keys()
-            .filter(|key| !wanted.iter().any(|(k, _)| k == *key))
-            .cloned()
-            .collect()
-    } else {
-        Vec::new()
-    };
     let forgotten = by_topic(gone.iter().map(|key| (key.clone(), key.1)))
         .into_iter()
         .map(|(topic, partitions)| {
@@ -491,8 +530,7 @@ async fn fetch(
             | ResponseError::FetchSessionTopicIdError),
         ) => {
             tracing::debug!(leader, session = session.id, error = ?error, "fetch session lost; the next fetch is a full one");
-            session.id = NO_SESSION;
-            session.restart();
+            session.refused(error);
             return Ok((false, 0));
         }
         Some(error) => {
@@ -500,24 +538,7 @@ async fn fetch(
             return Err(format!("fetch refused: {error:?}"));
         }
     }
-    if !incremental {
-        session.id = response.session_id;
-        session.epoch = next_epoch(INITIAL_EPOCH);
-        session.sent.clear();
-        if session.id != NO_SESSION {
-            session.sent.extend(wanted);
-        }
-    } else if response.session_id == session.id {
-        session.epoch = next_epoch(session.epoch);
-        for key in &gone {
-            session.sent.remove(key);
-        }
-        session.sent.extend(wanted);
-    } else {
-        // The leader ended the session (it forgot every partition): start a new one.
-        session.id = NO_SESSION;
-        session.restart();
-    }
+    session.answered(response.session_id, wanted);
     // An incremental answer without partitions has waited at the leader for news.
     let waited = incremental && response.responses.is_empty();
     let mut progressed = false;
@@ -574,4 +595,72 @@ async fn fetch(
         }
     }
     Ok((progressed || waited, copied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(offsets: &[(i32, i64)]) -> Vec<(Key, FetchPartition)> {
+        offsets
+            .iter()
+            .map(|(index, offset)| {
+                let key: Key = (Arc::from("t"), *index);
+                let partition = FetchPartition::default()
+                    .with_partition(*index)
+                    .with_fetch_offset(*offset);
+                (key, partition)
+            })
+            .collect()
+    }
+
+    fn indexes(partitions: &[(Key, FetchPartition)]) -> Vec<i32> {
+        partitions.iter().map(|((_, index), _)| *index).collect()
+    }
+
+    #[test]
+    fn after_a_full_fetch_only_changed_partitions_are_sent_and_dropped_ones_forgotten() {
+        let mut session = Session::default();
+        let first = wanted(&[(0, 10), (1, 20), (2, 30)]);
+        let (sent, gone) = session.next_request(&first);
+        assert_eq!((indexes(&sent), gone.len()), (vec![0, 1, 2], 0));
+        assert_eq!((session.id, session.epoch), (NO_SESSION, INITIAL_EPOCH));
+        session.answered(77, first);
+        assert_eq!((session.id, session.epoch), (77, 1));
+
+        // Partition 1 advanced, partition 2 is no longer fetched from this leader.
+        let second = wanted(&[(0, 10), (1, 25)]);
+        let (sent, gone) = session.next_request(&second);
+        assert_eq!(indexes(&sent), vec![1]);
+        assert_eq!(gone, vec![(Arc::from("t"), 2)]);
+        session.answered(77, second.clone());
+        assert_eq!(session.epoch, 2);
+        let (sent, gone) = session.next_request(&second);
+        assert!(sent.is_empty() && gone.is_empty(), "nothing changed");
+    }
+
+    #[test]
+    fn session_errors_and_a_leader_without_room_lead_to_full_fetches() {
+        let mut session = Session::default();
+        session.answered(NO_SESSION, wanted(&[(0, 1)]));
+        assert!(!session.is_incremental(), "the leader kept no session");
+
+        session.answered(5, wanted(&[(0, 1)]));
+        session.refused(ResponseError::InvalidFetchSessionEpoch);
+        assert_eq!(
+            (session.id, session.epoch),
+            (5, INITIAL_EPOCH),
+            "the next full fetch closes session 5 on the leader"
+        );
+        let (sent, _) = session.next_request(&wanted(&[(0, 1), (1, 0)]));
+        assert_eq!(indexes(&sent), vec![0, 1]);
+
+        session.answered(6, wanted(&[(0, 1)]));
+        session.refused(ResponseError::FetchSessionIdNotFound);
+        assert_eq!((session.id, session.epoch), (NO_SESSION, INITIAL_EPOCH));
+
+        session.answered(7, wanted(&[(0, 1)]));
+        session.answered(NO_SESSION, Vec::new());
+        assert!(!session.is_incremental(), "the leader ended the session");
+    }
 }
