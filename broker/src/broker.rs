@@ -20,6 +20,7 @@ use crate::controller::image::{
 };
 use crate::controller::store::StandaloneStore;
 use crate::controller::{placement, raft, Liveness, Quorum, QuorumError};
+use crate::fetch_session::FetchSessionCache;
 use crate::group::offsets::{self, OffsetRecord};
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::log::LogConfig;
@@ -86,6 +87,8 @@ pub struct Broker {
     /// `__consumer_offsets` partitions whose groups this broker coordinates.
     pub(crate) coordinated: Mutex<BTreeSet<i32>>,
     pub(crate) fetchers: Fetchers,
+    /// The incremental fetch sessions of the consumers and followers fetching here.
+    pub(crate) fetch_sessions: FetchSessionCache,
     /// How this broker reaches the others' inter-broker listeners (replication, heartbeats).
     pub(crate) connector: Connector,
     /// Serialises applying the metadata to the local replicas.
@@ -170,19 +173,23 @@ impl Broker {
             };
             Quorum::Raft(raft::RaftQuorum::start(raft_config, shutdown.clone()).await?)
         };
+        let metrics = Metrics::new();
+        let fetch_sessions =
+            FetchSessionCache::new(config.fetch_session_slots, metrics.fetch_sessions.clone());
         let broker = Arc::new(Broker {
             groups: GroupCoordinator::new(config.group.clone()),
             txns: TransactionCoordinator::new(config.txn.clone()),
             config,
             advertised,
             endpoints,
-            metrics: Metrics::new(),
+            metrics,
             quorum,
             liveness: Liveness::default(),
             incarnation: Uuid::new_v4(),
             partitions: RwLock::new(HashMap::new()),
             coordinated: Mutex::new(BTreeSet::new()),
             fetchers: Fetchers::default(),
+            fetch_sessions,
             connector,
             reconciling: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new((0, 0)),

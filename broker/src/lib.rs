@@ -6,6 +6,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod fetch_session;
 pub mod group;
 pub mod log;
 pub mod metrics;

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub quorum_members: IntGaugeVec,
     pub isr_shrinks: prometheus::IntCounter,
     pub isr_expands: prometheus::IntCounter,
+    pub fetch_sessions: crate::fetch_session::SessionMetrics,
 }
 
 impl Default for Metrics {
@@ -143,6 +144,20 @@ impl Metrics {
             "oxbow_isr_expands_total",
             "ISR expansions proposed by partitions led here.",
         );
+        let fetch_sessions = crate::fetch_session::SessionMetrics {
+            sessions: gauge(
+                "oxbow_fetch_sessions",
+                "Incremental fetch sessions cached (Kafka's NumIncrementalFetchSessions).",
+            ),
+            partitions: gauge(
+                "oxbow_fetch_session_partitions",
+                "Partitions in the cached fetch sessions (Kafka's NumIncrementalFetchPartitionsCached).",
+            ),
+            evictions: counter(
+                "oxbow_fetch_session_evictions_total",
+                "Fetch sessions evicted to make room for another.",
+            ),
+        };
         for collector in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(leader_count.clone()),
@@ -154,6 +169,9 @@ impl Metrics {
             Box::new(quorum_members.clone()),
             Box::new(isr_shrinks.clone()),
             Box::new(isr_expands.clone()),
+            Box::new(fetch_sessions.sessions.clone()),
+            Box::new(fetch_sessions.partitions.clone()),
+            Box::new(fetch_sessions.evictions.clone()),
             Box::new(requests.clone()),
             Box::new(request_errors.clone()),
             Box::new(request_latency.clone()),
@@ -185,6 +203,7 @@ impl Metrics {
             quorum_members,
             isr_shrinks,
             isr_expands,
+            fetch_sessions,
         }
     }
 

@@ -2,7 +2,8 @@
 //! honours min.insync.replicas, brings a restarted broker back into the ISR, moves a partition
 //! by reassignment, restores preferred leaders, shuts down without failing writes, keeps
 //! committed group offsets when the coordinator dies, copies a log whose start lies
-//! inside a batch, and replicates batches the leader re-compressed.
+//! inside a batch, replicates batches the leader re-compressed, and replicates in incremental
+//! fetch sessions whose every replica serves every record after leader changes.
 //!
 //! Tests run one at a time (a lock below): each starts three or four debug-build brokers, and
 //! two clusters side by side on two cores would turn timing into noise. Failure detection is
@@ -38,6 +39,7 @@ use oxbow_broker::client::Connection;
 use oxbow_e2e::cluster::{
     Cluster, ClusterOptions, Delivery, NodeId, NodeState, PartitionView, RecordingContext,
 };
+use oxbow_e2e::harness::sample;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -360,6 +362,42 @@ fn acks_all_succeeds_with_one_broker_down_and_fails_with_not_enough_replicas_whe
     })
 }
 
+/// Waits until the replicas of `topic`'s `partitions` on `nodes` hold the same bytes:
+/// DescribeLogDirs sizes agree on every broker.
+fn wait_for_equal_replicas(
+    cluster: &mut Cluster,
+    topic: &str,
+    partitions: usize,
+    nodes: &[NodeId],
+) -> Result<()> {
+    cluster.wait_until("every replica has the same size", SETTLE, |c| {
+        let mut sizes: BTreeMap<i32, BTreeMap<NodeId, i64>> = BTreeMap::new();
+        for node in nodes {
+            let all = DescribeLogDirsRequest::default().with_topics(None);
+            let response = c.request(*node, &all, 1)?;
+            for dir in &response.results {
+                for t in dir.topics.iter().filter(|t| t.name.0.as_str() == topic) {
+                    for p in &t.partitions {
+                        sizes
+                            .entry(p.partition_index)
+                            .or_default()
+                            .insert(*node, p.partition_size);
+                    }
+                }
+            }
+        }
+        ensure!(sizes.len() == partitions, "sizes {sizes:?}");
+        for (partition, by_node) in &sizes {
+            let distinct: BTreeSet<i64> = by_node.values().copied().collect();
+            ensure!(
+                by_node.len() == nodes.len() && distinct.len() == 1,
+                "partition {partition} sizes by broker {by_node:?}"
+            );
+        }
+        Ok(())
+    })
+}
+
 #[test]
 fn a_killed_broker_restarted_catches_up_rejoins_the_isr_and_leads_with_every_acknowledged_record(
 ) -> Result<()> {
@@ -391,33 +429,7 @@ fn a_killed_broker_restarted_catches_up_rejoins_the_isr_and_leads_with_every_ack
             restarted.elapsed()
         );
 
-        // The replicas hold the same bytes: DescribeLogDirs sizes agree on every broker.
-        cluster.wait_until("every replica has the same size", SETTLE, |c| {
-            let mut sizes: BTreeMap<i32, BTreeMap<NodeId, i64>> = BTreeMap::new();
-            for node in [2, 3, 4] {
-                let all = DescribeLogDirsRequest::default().with_topics(None);
-                let response = c.request(node, &all, 1)?;
-                for dir in &response.results {
-                    for t in dir.topics.iter().filter(|t| t.name.0.as_str() == topic) {
-                        for p in &t.partitions {
-                            sizes
-                                .entry(p.partition_index)
-                                .or_default()
-                                .insert(node, p.partition_size);
-                        }
-                    }
-                }
-            }
-            ensure!(sizes.len() == 3, "sizes {sizes:?}");
-            for (partition, by_node) in &sizes {
-                let distinct: BTreeSet<i64> = by_node.values().copied().collect();
-                ensure!(
-                    by_node.len() == 3 && distinct.len() == 1,
-                    "partition {partition} sizes by broker {by_node:?}"
-                );
-            }
-            Ok(())
-        })?;
+        wait_for_equal_replicas(cluster, topic, 3, &[2, 3, 4])?;
 
         cluster.kill(2)?;
         cluster.kill(3)?;
@@ -2229,6 +2241,61 @@ fn a_feature_level_set_through_one_broker_is_reported_by_every_broker() -> Resul
         cluster.restart(1)?;
         let level = metadata_version(cluster, 1)?;
         ensure!(level == 25, "broker 1 reports {level} after a restart");
+        Ok(())
+    })
+}
+
+#[test]
+fn followers_fetch_in_sessions_and_every_replica_serves_every_record_after_leader_changes(
+) -> Result<()> {
+    // Broker 1 is the only voter and holds no replica, so any two of the others can be down.
+    with_cluster(options().brokers(4).voters(1), |cluster| {
+        let topic = "in-sessions";
+        let rotations: [&[NodeId]; 3] = [&[2, 3, 4], &[3, 4, 2], &[4, 2, 3]];
+        let assignment: Vec<&[NodeId]> = (0..12).map(|p| rotations[p % 3]).collect();
+        cluster.create_topic_assigned(topic, &assignment, &[("min.insync.replicas", "2")])?;
+        let mut acked = produce_all(cluster, topic, 12, "first", 2400)?;
+        // Each leader keeps one session for each of its two followers, of the 4 partitions it
+        // leads.
+        cluster.wait_until("every leader keeps its followers' sessions", SETTLE, |c| {
+            for node in [2, 3, 4] {
+                let text = c.scrape_metrics(node)?;
+                let sessions = sample(&text, "oxbow_fetch_sessions");
+                let partitions = sample(&text, "oxbow_fetch_session_partitions");
+                ensure!(
+                    sessions == Some(2.0) && partitions == Some(8.0),
+                    "broker {node}: {sessions:?} sessions of {partitions:?} partitions"
+                );
+            }
+            Ok(())
+        })?;
+
+        cluster.kill(4)?;
+        acked.extend(produce_all(cluster, topic, 12, "without-4", 2400)?);
+        cluster.restart(4)?;
+        cluster.wait_for_full_isr(topic, SETTLE)?;
+        acked.extend(produce_all(cluster, topic, 12, "back", 2400)?);
+        wait_for_equal_replicas(cluster, topic, 12, &[2, 3, 4])?;
+
+        // Each replica in turn leads every partition alone and serves every record.
+        for reader in [4, 2, 3] {
+            let others: Vec<NodeId> = [2, 3, 4].into_iter().filter(|n| *n != reader).collect();
+            for node in &others {
+                cluster.kill(*node)?;
+            }
+            for partition in 0..12 {
+                wait_for_partition(cluster, topic, partition, "the reader leads", |p| {
+                    p.leader == reader
+                })?;
+            }
+            let read = cluster.read_all(topic, 12)?;
+            check_nothing_lost(&acked, &read)?;
+            eprintln!("{} records read back from broker {reader}", read.len());
+            for node in &others {
+                cluster.restart(*node)?;
+            }
+            cluster.wait_for_full_isr(topic, SETTLE)?;
+        }
         Ok(())
     })
 }

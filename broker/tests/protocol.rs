@@ -49,7 +49,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::{ClientError, Connection};
-use oxbow_e2e::harness::{BrokerOptions, BrokerProcess};
+use oxbow_e2e::harness::{sample, BrokerOptions, BrokerProcess};
 use tokio::time::timeout;
 use uuid::Uuid;
 
@@ -1896,19 +1896,6 @@ fn fetch_partition(response: &kafka_protocol::messages::FetchResponse) -> Result
         .first()
         .and_then(|t| t.partitions.first())
         .context("the Fetch response has no partition")
-}
-
-/// The value of one sample of the Prometheus text, by its full series name with labels.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
 }
 
 /// Runs the binary outside the harness with `args`, expecting it to exit by itself; returns

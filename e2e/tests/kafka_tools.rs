@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use oxbow_e2e::kafka::{eventually, Server, ToolOutput};
+use oxbow_e2e::harness::sample;
+use oxbow_e2e::kafka::{eventually, main_class, JavaProcess, Server, ToolOutput};
 use oxbow_e2e::side_by_side;
 
 /// `Key: value` pairs of a tab-separated `kafka-topics --describe` line.
@@ -811,6 +812,83 @@ fn perf_tests_produce_and_consume(server: &Server) -> Result<()> {
     Ok(())
 }
 side_by_side!(perf_tests_produce_and_consume);
+
+/// Keyed lines `k<n>:<prefix>-<n>` for `n` in `range`, spread over the partitions by key.
+fn keyed_lines(prefix: &str, range: std::ops::Range<usize>) -> String {
+    range.map(|n| format!("k{n}:{prefix}-{n}\n")).collect()
+}
+
+fn produce_keyed(server: &Server, topic: &str, input: &str) -> Result<()> {
+    server
+        .run(
+            "kafka-console-producer",
+            &[
+                "--topic",
+                topic,
+                "--property",
+                "parse.key=true",
+                "--property",
+                "key.separator=:",
+            ],
+            Some(input),
+        )?
+        .ok()?;
+    Ok(())
+}
+
+/// The Java consumer of a topic of many partitions fetches in an incremental session
+/// (KIP-227): records produced while it polls arrive, and on Oxbow the broker's gauges show
+/// one session holding every partition.
+fn a_consumer_of_many_partitions_fetches_in_a_session(server: &Server) -> Result<()> {
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "wide",
+            "--partitions",
+            "24",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    produce_keyed(server, "wide", &keyed_lines("before", 0..240))?;
+    let scratch = tempfile::tempdir()?;
+    let bootstrap = server.bootstrap();
+    let mut consumer = JavaProcess::start(
+        "kafka-console-consumer",
+        main_class("kafka-console-consumer")?,
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "wide",
+            "--group",
+            "wide-readers",
+            "--from-beginning",
+        ],
+        &scratch.path().join("consumer.log"),
+    )?;
+    for n in 0..240 {
+        consumer.wait_for_log(&format!("before-{n}\n"), Duration::from_secs(60))?;
+    }
+    // While it polls in its session, new records reach a few partitions only.
+    produce_keyed(server, "wide", &keyed_lines("during", 0..5))?;
+    for n in 0..5 {
+        consumer.wait_for_log(&format!("during-{n}\n"), Duration::from_secs(30))?;
+    }
+    if let Server::Oxbow(broker) = server {
+        let text = broker.scrape_metrics()?;
+        ensure!(
+            sample(&text, "oxbow_fetch_sessions") == Some(1.0)
+                && sample(&text, "oxbow_fetch_session_partitions") == Some(24.0),
+            "expected one fetch session of 24 partitions:\n{text}"
+        );
+    }
+    consumer.stop(Duration::from_secs(30))?;
+    Ok(())
+}
+side_by_side!(a_consumer_of_many_partitions_fetches_in_a_session);
 
 fn broker_api_versions_lists_every_api(server: &Server) -> Result<()> {
     let out = server.tool("kafka-broker-api-versions", &[])?;

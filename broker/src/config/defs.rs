@@ -185,7 +185,6 @@ const OPERATOR_BALANCES: &str =
     "leaders are balanced by the operator (or its one-shot balance command) through ElectLeaders, not by a broker timer.";
 const ALWAYS_CONTROLLED: &str = "Oxbow always moves leadership away before it stops on SIGTERM.";
 const NOT_ENFORCED: &str = "Oxbow does not enforce this limit.";
-const NO_FETCH_SESSIONS: &str = "Oxbow has no incremental fetch sessions (KIP-227) yet.";
 const OFFSETS_KEPT: &str = "committed offsets do not expire in Oxbow.";
 const CLEANER_OWN: &str = "the log cleaner sizes its own buffers and does not throttle its I/O.";
 const MAX_COMPACTION_LAG: &str =
@@ -398,6 +397,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         Some("1048576"),
         Check::AtLeast(1),
         "Bytes per partition a follower asks for in one fetch.",
+    ),
+    def(
+        "max.incremental.fetch.session.cache.slots",
+        ConfigType::Int,
+        Some("1000"),
+        Check::AtLeast(0),
+        "Incremental fetch sessions (KIP-227) this broker keeps for consumers and followers at most.",
     ),
     def(
         "broker.heartbeat.interval.ms",
@@ -874,7 +880,6 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("log.segment.delete.delay.ms", ConfigType::Long, Some("60000"), Check::AtLeast(0), DELETE_AT_ONCE).dynamic(),
     kafka("max.connection.creation.rate", ConfigType::Int, Some("2147483647"), Check::AtLeast(0), NO_QUOTAS).dynamic(),
     kafka("max.connections.per.ip.overrides", ConfigType::String, Some(""), Check::Any, NOT_ENFORCED).dynamic(),
-    kafka("max.incremental.fetch.session.cache.slots", ConfigType::Int, Some("1000"), Check::AtLeast(0), NO_FETCH_SESSIONS),
     kafka("max.request.partition.size.limit", ConfigType::Int, Some("2000"), Check::AtLeast(1), NOT_ENFORCED),
     kafka("metadata.log.dir", ConfigType::String, None, Check::Any, QUORUM_OWN),
     kafka("metadata.log.max.record.bytes.between.snapshots", ConfigType::Long, Some("20971520"), Check::AtLeast(1), QUORUM_OWN),

@@ -152,6 +152,8 @@ pub struct BrokerConfig {
     pub replica_lag_time_max: std::time::Duration,
     pub replica_fetch_wait_max_ms: i32,
     pub replica_fetch_max_bytes: i32,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept at most.
+    pub fetch_session_slots: usize,
     /// `follower.replication.throttled.rate` from `server.properties`: bytes per second
     /// copied as a follower; a dynamic value in `dynamic` takes its place.
     pub follower_throttle: Option<u64>,
@@ -400,6 +402,8 @@ impl BrokerConfig {
             replica_lag_time_max: millis(int("replica.lag.time.max.ms")),
             replica_fetch_wait_max_ms: int("replica.fetch.wait.max.ms") as i32,
             replica_fetch_max_bytes: int("replica.fetch.max.bytes") as i32,
+            fetch_session_slots: usize::try_from(int("max.incremental.fetch.session.cache.slots"))
+                .unwrap_or(0),
             follower_throttle: u64::try_from(int("follower.replication.throttled.rate"))
                 .ok()
                 .filter(|rate| *rate > 0),
