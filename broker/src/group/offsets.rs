@@ -153,8 +153,9 @@ fn encode(
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder starts a new batch wherever offset minus sequence changes: keep it
-            // constant so a commit is one batch. A transactional batch has no sequence.
-            sequence: if producer.is_some() { -1 } else { i as i32 },
+            // constant so a commit is one batch (the coordinator's transactional batch is not
+            // checked against the producer's sequences).
+            sequence: i as i32,
             timestamp,
             key: Some(encode_key(&r.group, &r.topic, r.partition)),
             value: r.value.as_ref().map(encode_value),
@@ -265,6 +266,37 @@ mod tests {
             })
             .collect();
         assert_eq!(decoded, records);
+    }
+
+    #[test]
+    fn transactional_offsets_of_several_partitions_are_one_batch_of_the_producer() {
+        let records: Vec<OffsetRecord> = (0..3)
+            .map(|partition| OffsetRecord {
+                group: "g".into(),
+                topic: "orders".into(),
+                partition,
+                value: Some(CommittedOffset {
+                    offset: 7,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_timestamp: 1,
+                }),
+            })
+            .collect();
+        let batch = encode_transactional_batch(&records, 1, (9, 2)).expect("encodes");
+        let header = crate::log::BatchHeader::parse(&batch).expect("a header");
+        assert_eq!(header.size(), batch.len(), "one batch");
+        assert!(header.is_transactional());
+        assert_eq!((header.producer_id, header.producer_epoch), (9, 2));
+        let events = decode_batches(batch).expect("decodes");
+        assert!(events.iter().all(|e| matches!(
+            e,
+            OffsetEvent::Offset {
+                producer: Some(9),
+                ..
+            }
+        )));
+        assert_eq!(events.len(), 3);
     }
 
     #[test]
