@@ -266,10 +266,16 @@ side_by_side!(console_producer_consumer_offsets_and_delete_records);
 
 /// One `kafka-consumer-groups --describe` row: column name → value.
 fn group_rows(out: &ToolOutput) -> Result<Vec<BTreeMap<String, String>>> {
+    table_rows(out, "GROUP")
+}
+
+/// The rows of a table a tool printed under a header line starting with `first_column`:
+/// column name → value, values split at whitespace.
+fn table_rows(out: &ToolOutput, first_column: &str) -> Result<Vec<BTreeMap<String, String>>> {
     let lines = out.lines();
     let header_at = lines
         .iter()
-        .position(|l| l.starts_with("GROUP"))
+        .position(|l| l.starts_with(first_column))
         .with_context(|| format!("no header: {out}"))?;
     let header: Vec<&str> = lines[header_at].split_whitespace().collect();
     Ok(lines[header_at + 1..]
@@ -1069,3 +1075,129 @@ fn reassignment_leader_election_and_log_dirs(server: &Server) -> Result<()> {
     Ok(())
 }
 side_by_side!(reassignment_leader_election_and_log_dirs);
+
+/// `kafka-transactions` lists, describes and shows the producers of transactions that
+/// `kafka-producer-perf-test` wrote with a transactional id, and `read_committed` consumers see
+/// every committed record while the markers take offsets of their own.
+fn transactions_listed_described_and_their_producers_shown(server: &Server) -> Result<()> {
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "txns",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    let produced = oxbow_e2e::kafka::tool(
+        "kafka-producer-perf-test",
+        &[
+            "--topic",
+            "txns",
+            "--num-records",
+            "2000",
+            "--record-size",
+            "50",
+            "--throughput",
+            "-1",
+            "--transactional-id",
+            "perf-txn",
+            "--transaction-duration-ms",
+            "50",
+            "--producer-props",
+            &format!("bootstrap.servers={}", server.bootstrap()),
+        ],
+    )?;
+    ensure!(
+        produced
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("2000 records sent")),
+        "{produced}"
+    );
+
+    let listed = table_rows(
+        &server.tool("kafka-transactions", &["list"])?,
+        "TransactionalId",
+    )?;
+    let row = listed
+        .iter()
+        .find(|r| r.get("TransactionalId").map(String::as_str) == Some("perf-txn"))
+        .with_context(|| format!("perf-txn not listed: {listed:?}"))?;
+    ensure!(
+        row.get("TransactionState").map(String::as_str) == Some("CompleteCommit"),
+        "{row:?}"
+    );
+    ensure!(
+        row.get("Coordinator").map(String::as_str) == Some(server.node_id().to_string().as_str()),
+        "{row:?}"
+    );
+    let producer_id = row.get("ProducerId").cloned().context("no ProducerId")?;
+
+    let described = table_rows(
+        &server.tool(
+            "kafka-transactions",
+            &["describe", "--transactional-id", "perf-txn"],
+        )?,
+        "CoordinatorId",
+    )?;
+    let description = described.first().context("no description")?;
+    ensure!(
+        description.get("ProducerId") == Some(&producer_id),
+        "{description:?}"
+    );
+    ensure!(
+        description.get("TransactionState").map(String::as_str) == Some("CompleteCommit"),
+        "{description:?}"
+    );
+
+    let producers = table_rows(
+        &server.tool(
+            "kafka-transactions",
+            &["describe-producers", "--topic", "txns", "--partition", "0"],
+        )?,
+        "ProducerId",
+    )?;
+    let producer = producers
+        .iter()
+        .find(|p| p.get("ProducerId") == Some(&producer_id))
+        .with_context(|| format!("producer {producer_id} not shown: {producers:?}"))?;
+    ensure!(
+        producer
+            .get("CurrentTransactionStartOffset")
+            .map(String::as_str)
+            == Some("None"),
+        "no transaction is open: {producer:?}"
+    );
+
+    let committed = server.tool(
+        "kafka-console-consumer",
+        &[
+            "--topic",
+            "txns",
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            "--max-messages",
+            "2000",
+            "--timeout-ms",
+            "30000",
+        ],
+    )?;
+    ensure!(
+        committed.lines().len() >= 2000,
+        "{} records read",
+        committed.lines().len()
+    );
+    let latest = offsets(&server.tool("kafka-get-offsets", &["--topic", "txns"])?)?;
+    let end = latest.values().sum::<i64>();
+    ensure!(
+        end > 2000,
+        "the markers take offsets too: the log ends at {end}"
+    );
+    Ok(())
+}
+side_by_side!(transactions_listed_described_and_their_producers_shown);
