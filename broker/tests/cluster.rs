@@ -2,8 +2,9 @@
 //! honours min.insync.replicas, brings a restarted broker back into the ISR, moves a partition
 //! by reassignment, restores preferred leaders, shuts down without failing writes, keeps
 //! committed group offsets when the coordinator dies, copies a log whose start lies
-//! inside a batch, replicates batches the leader re-compressed, and replicates in incremental
-//! fetch sessions whose every replica serves every record after leader changes.
+//! inside a batch, replicates batches the leader re-compressed, replicates in incremental
+//! fetch sessions whose every replica serves every record after leader changes, and ends
+//! transactions all or nothing across brokers when their coordinator dies.
 //!
 //! Tests run one at a time (a lock below): each starts three or four debug-build brokers, and
 //! two clusters side by side on two cores would turn timing into noise. Failure detection is
@@ -2296,6 +2297,144 @@ fn followers_fetch_in_sessions_and_every_replica_serves_every_record_after_leade
             }
             cluster.wait_for_full_isr(topic, SETTLE)?;
         }
+        Ok(())
+    })
+}
+
+/// The transaction coordinator of a transactional id, asked of every running broker.
+fn find_transaction_coordinator(cluster: &mut Cluster, id: &str) -> Result<NodeId> {
+    let mut errors = Vec::new();
+    for node in cluster.up() {
+        let request = FindCoordinatorRequest::default()
+            .with_key(str_bytes(id))
+            .with_key_type(1);
+        match cluster.request(node, &request, 3) {
+            Ok(response) if response.error_code == 0 => return Ok(response.node_id.0),
+            Ok(response) => errors.push(format!(
+                "broker {node}: {:?}",
+                ResponseError::try_from_code(response.error_code)
+            )),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    bail!("no transaction coordinator for {id}: {errors:?}")
+}
+
+/// Sends `values` round-robin over `partitions` in the producer's open transaction.
+fn send_in_transaction(
+    producer: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    partitions: i32,
+    values: &[String],
+) -> Result<()> {
+    for (i, value) in values.iter().enumerate() {
+        let partition = i32::try_from(i).unwrap_or(0) % partitions;
+        let mut record = BaseRecord::<(), _>::to(topic)
+            .partition(partition)
+            .payload(value.as_str());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = r;
+                }
+                Err((e, _)) => bail!("send failed: {e}"),
+            }
+        }
+    }
+    producer.flush(SETTLE).context("flush")?;
+    Ok(())
+}
+
+/// A transaction's markers reach partition leaders on other brokers (WriteTxnMarkers), and
+/// when the coordinator dies with a transaction open, its successor loads the state from
+/// `__transaction_state` and the transaction ends all or nothing: a `read_committed`
+/// consumer sees every record of each committed transaction and none of an aborted one.
+#[test]
+fn transactions_span_brokers_and_end_all_or_nothing_when_their_coordinator_dies() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let topic = "txn-orders";
+        let partitions = 6;
+        cluster.create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")])?;
+        let id = "cluster-txn";
+        let producer: rdkafka::producer::BaseProducer = cluster
+            .client_config()
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", "5")
+            .create()
+            .context("creating a transactional producer")?;
+        producer.init_transactions(SETTLE)?;
+        let values = |prefix: &str, count: usize| -> Vec<String> {
+            (0..count).map(|i| format!("{prefix}-{i}")).collect()
+        };
+        producer.begin_transaction()?;
+        send_in_transaction(&producer, topic, partitions, &values("first", 600))?;
+        producer.commit_transaction(SETTLE)?;
+
+        producer.begin_transaction()?;
+        send_in_transaction(&producer, topic, partitions, &values("open", 300))?;
+        let coordinator = find_transaction_coordinator(cluster, id)?;
+        cluster.kill(coordinator)?;
+        let successor = cluster.wait_until("another broker coordinates the id", SETTLE, |c| {
+            let node = find_transaction_coordinator(c, id)?;
+            ensure!(node != coordinator, "still {node}");
+            ensure!(c.up().contains(&node), "{node} is not running");
+            Ok(node)
+        })?;
+        eprintln!("transaction coordinator moved from broker {coordinator} to {successor}");
+        let open_committed = match producer.commit_transaction(SETTLE) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("the open transaction did not commit: {e}");
+                if e.rdkafka_error_code() != Some(RDKafkaErrorCode::Fenced) {
+                    producer.abort_transaction(SETTLE)?;
+                }
+                false
+            }
+        };
+        producer.begin_transaction()?;
+        send_in_transaction(&producer, topic, partitions, &values("after", 300))?;
+        producer.commit_transaction(SETTLE)?;
+
+        let expected = 900 + if open_committed { 300 } else { 0 };
+        let consumer: BaseConsumer = cluster
+            .client_config()
+            .set("group.id", "txn-reader")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut total = 0;
+        let deadline = Instant::now() + SETTLE;
+        while total < expected && Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                let value = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                let prefix = value.split('-').next().unwrap_or_default().to_string();
+                *seen.entry(prefix).or_default() += 1;
+                total += 1;
+            }
+        }
+        // Nothing more may follow: a partial transaction would show up as extra records.
+        let quiet = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < quiet {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                let value = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                let prefix = value.split('-').next().unwrap_or_default().to_string();
+                *seen.entry(prefix).or_default() += 1;
+            }
+        }
+        let mut want = BTreeMap::from([("first".to_string(), 600), ("after".to_string(), 300)]);
+        if open_committed {
+            want.insert("open".to_string(), 300);
+        }
+        ensure!(
+            seen == want,
+            "read_committed read {seen:?}, expected {want:?} (the open transaction committed: {open_committed})"
+        );
         Ok(())
     })
 }
