@@ -13,6 +13,17 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+mod support;
+
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
+    ProducerId, TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use support::{call, connect, create_topic_ok, produce_request, topic_name, BatchBuilder};
+
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -371,5 +382,126 @@ async fn a_timed_out_transaction_is_aborted_and_transactions_survive_a_restart()
         }
         Err(e) => Err(e),
     };
+    broker.explain(outcome)
+}
+
+/// The error code of the one partition a Produce request wrote to.
+async fn produce_code(
+    conn: &mut oxbow_broker::client::Connection,
+    id: &str,
+    records: bytes::Bytes,
+) -> Result<i16> {
+    let request = produce_request("wire", 0, records, -1)
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.to_string()))));
+    let response = call(conn, &request, 9).await?;
+    response
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .map(|p| p.error_code)
+        .context("no partition in the Produce answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_leader_refuses_transactional_batches_outside_the_transaction_and_client_markers(
+) -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic_ok(&mut conn, "wire", 1, &[]).await?;
+        let id = "wire-txn";
+        let find = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str(id))
+            .with_key_type(1);
+        let found = call(&mut conn, &find, 3).await?;
+        ensure!(
+            found.error_code == 0,
+            "FindCoordinator: {}",
+            found.error_code
+        );
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(id))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let deadline = Instant::now() + WAIT;
+        let initialized = loop {
+            let r = call(&mut conn, &init, 4).await?;
+            if r.error_code == ResponseError::CoordinatorLoadInProgress.code()
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            ensure!(r.error_code == 0, "InitProducerId: {}", r.error_code);
+            break r;
+        };
+        let (pid, epoch) = (initialized.producer_id.0, initialized.producer_epoch);
+        let batch = |sequence: i32| {
+            BatchBuilder::default()
+                .producer(pid, epoch)
+                .base_sequence(sequence)
+                .transactional()
+                .values(&["v"])
+        };
+
+        let refused = produce_code(&mut conn, id, batch(0)?).await?;
+        ensure!(
+            refused == ResponseError::InvalidTxnState.code(),
+            "a partition not added to the transaction: {refused}"
+        );
+        let add = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str(id)))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(topic_name("wire"))
+                .with_partitions(vec![0])]);
+        let added = call(&mut conn, &add, 3).await?;
+        let codes: Vec<i16> = added
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| {
+                t.results_by_partition
+                    .iter()
+                    .map(|p| p.partition_error_code)
+            })
+            .collect();
+        ensure!(codes == [0], "AddPartitionsToTxn: {codes:?}");
+        let accepted = produce_code(&mut conn, id, batch(0)?).await?;
+        ensure!(accepted == 0, "a partition in the transaction: {accepted}");
+
+        let marker = oxbow_broker::log::control::marker_batch(
+            pid,
+            epoch,
+            oxbow_broker::log::control::Marker {
+                commit: true,
+                coordinator_epoch: 0,
+            },
+            0,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let forged = produce_code(&mut conn, id, marker).await?;
+        ensure!(
+            forged == ResponseError::InvalidRecord.code(),
+            "a client's control batch: {forged}"
+        );
+
+        let end = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(id)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(false);
+        let ended = call(&mut conn, &end, 3).await?;
+        ensure!(ended.error_code == 0, "EndTxn: {}", ended.error_code);
+        // A late batch of the aborted transaction may not open a new one nobody would end.
+        let late = produce_code(&mut conn, id, batch(1)?).await?;
+        ensure!(
+            late == ResponseError::InvalidTxnState.code(),
+            "a late batch after the abort: {late}"
+        );
+        Ok(())
+    }
+    .await;
     broker.explain(outcome)
 }

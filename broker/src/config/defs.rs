@@ -152,8 +152,6 @@ const TXN_RETRIES_OWN: &str =
     "a partition leader asks the transaction coordinator once per producer and transaction, and the producer retries.";
 const PRODUCERS_KEPT: &str = "idle producer ids are kept with their partition's producer state.";
 const TXN_LOAD_OWN: &str = "the coordinator reads __transaction_state in batches of its own size.";
-const NO_TXN_VERIFICATION: &str =
-    "partition leaders do not yet check a producer's first transactional batch with the coordinator (KIP-890).";
 const NO_TWO_PHASE_COMMIT: &str =
     "Oxbow has no two-phase commit with external coordinators (KIP-939).";
 const NO_SHARE_GROUPS: &str = "Oxbow has no share groups (KIP-932) yet.";
@@ -1027,7 +1025,7 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("telemetry.max.bytes", ConfigType::Int, Some("1048576"), Check::AtLeast(1), PROMETHEUS),
     def("transaction.abort.timed.out.transaction.cleanup.interval.ms", ConfigType::Int, Some("10000"), Check::AtLeast(1), "How often the transaction coordinator aborts transactions past their timeout (fencing their producers)."),
     def("transaction.max.timeout.ms", ConfigType::Int, Some("900000"), Check::AtLeast(1), "The longest transaction.timeout.ms a producer may ask for; a longer one is refused with INVALID_TRANSACTION_TIMEOUT."),
-    kafka("transaction.partition.verification.enable", ConfigType::Boolean, Some("true"), Check::Any, NO_TXN_VERIFICATION).dynamic(),
+    def("transaction.partition.verification.enable", ConfigType::Boolean, Some("true"), Check::Any, "Before a partition leader appends a producer's first transactional batch of a transaction, it asks the transaction coordinator whether the partition is in it (KIP-890); the value of server.properties applies.").dynamic(),
     def("transaction.remove.expired.transaction.cleanup.interval.ms", ConfigType::Int, Some("3600000"), Check::AtLeast(1), "How often the transaction coordinator forgets transactional ids idle for transactional.id.expiration.ms."),
     kafka("transaction.state.log.load.buffer.size", ConfigType::Int, Some("5242880"), Check::AtLeast(1), TXN_LOAD_OWN),
     def("transaction.state.log.min.isr", ConfigType::Int, Some("2"), Check::AtLeast(1), "min.insync.replicas of __transaction_state (at most its replication factor)."),

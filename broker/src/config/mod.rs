@@ -438,6 +438,7 @@ impl BrokerConfig {
                     "transaction.remove.expired.transaction.cleanup.interval.ms",
                 )),
                 id_expiration_ms: int("transactional.id.expiration.ms"),
+                verify_partitions: get("transaction.partition.verification.enable") == "true",
             },
             group: crate::group::GroupConfig {
                 initial_rebalance_delay: millis(int("group.initial.rebalance.delay.ms")),

@@ -7,10 +7,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
-use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +29,8 @@ use crate::replica::ProduceError;
 
 /// WriteTxnMarkers version used between brokers.
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+/// AddPartitionsToTxn version of a partition leader's verify-only request (KIP-890).
+const ADD_PARTITIONS_TO_TXN_VERIFY_VERSION: i16 = 4;
 /// Pause between attempts to reach a partition leader that did not take a marker.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -318,6 +325,77 @@ async fn write_remote(
         return partitions.to_vec();
     }
     failed
+}
+
+/// Asks the coordinator of `transactional_id` whether `partition` is in the producer's
+/// ongoing transaction (KIP-890): directly when it is this broker, else with a verify-only
+/// AddPartitionsToTxn.
+pub async fn verify_partition(
+    broker: &Broker,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partition: &(String, i32),
+) -> Result<(), ResponseError> {
+    let index = broker
+        .transaction_partition_of(transactional_id)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let image = broker.image();
+    let coordinator = image
+        .partition(TRANSACTION_TOPIC, index)
+        .map(|p| p.leader)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    if coordinator == broker.config.node_id {
+        broker.check_transaction_coordinator(transactional_id)?;
+        return super::verify(
+            broker.txns.get(transactional_id).as_ref(),
+            producer_id,
+            epoch,
+            partition,
+        );
+    }
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(
+                transactional_id.to_string(),
+            )))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_string(partition.0.clone())))
+                .with_partitions(vec![partition.1])]),
+    ]);
+    let answer = async {
+        let mut connection = broker.connect_broker(coordinator).await.ok()?;
+        connection
+            .send(&request, ADD_PARTITIONS_TO_TXN_VERIFY_VERSION)
+            .await
+            .ok()
+    };
+    let response = tokio::time::timeout(broker.config.request_timeout, answer)
+        .await
+        .ok()
+        .flatten()
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    if response.error_code != 0 {
+        return Err(ResponseError::try_from_code(response.error_code)
+            .unwrap_or(ResponseError::UnknownServerError));
+    }
+    let code = response
+        .results_by_transaction
+        .iter()
+        .flat_map(|t| t.topic_results.iter())
+        .flat_map(|t| t.results_by_partition.iter())
+        .map(|p| p.partition_error_code)
+        .next()
+        .ok_or(ResponseError::UnknownServerError)?;
+    match code {
+        0 => Ok(()),
+        code => {
+            Err(ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError))
+        }
+    }
 }
 
 /// Aborts timed-out transactions and forgets expired ids, until `shutdown`.

@@ -42,6 +42,9 @@ pub struct TxnConfig {
     pub expire_interval: Duration,
     /// `transactional.id.expiration.ms`: an id idle this long is forgotten.
     pub id_expiration_ms: i64,
+    /// `transaction.partition.verification.enable` (KIP-890): a partition leader asks the
+    /// coordinator before it appends a producer's first transactional batch of a transaction.
+    pub verify_partitions: bool,
 }
 
 /// The states of a transaction, with Kafka's ids and names.
@@ -759,6 +762,7 @@ mod tests {
             abort_interval: Duration::from_secs(10),
             expire_interval: Duration::from_secs(3600),
             id_expiration_ms: 1000,
+            verify_partitions: true,
         });
         coordinator.begin_write("t", None).unwrap();
         assert_eq!(
