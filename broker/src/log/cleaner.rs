@@ -71,6 +71,7 @@
 //! record of its key exists, or a tombstone whose older records are in segments cleaned in
 //! the same pass before it.
 
+use crate::producer::AbortedTxn;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -137,6 +138,30 @@ pub struct CompactionPlan {
     segment_bytes: u64,
     index_interval_bytes: u32,
     dirty_ratio: f64,
+    /// Aborted transactions' offset ranges, by producer id.
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
+}
+
+/// What the cleaner must know of a log's transactions.
+#[derive(Debug, Clone, Default)]
+pub struct Transactions {
+    /// The last stable offset: nothing at or past it is cleaned. `None`: no bound.
+    pub stable_end: Option<i64>,
+    /// Aborted transactions of the log.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+impl Transactions {
+    fn aborted_by_producer(&self) -> HashMap<i64, Vec<(i64, i64)>> {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for txn in &self.aborted {
+            by_producer
+                .entry(txn.producer_id)
+                .or_default()
+                .push((txn.first_offset, txn.last_offset));
+        }
+        by_producer
+    }
 }
 
 /// One segment to clean.
@@ -227,8 +252,31 @@ impl PartitionLog {
         now_ms: i64,
         settings: &CompactionSettings,
     ) -> Result<Option<CompactionPlan>, LogError> {
+        self.compaction_plan_with(now_ms, settings, Transactions::default())
+    }
+
+    /// [`Self::compaction_plan`] for a log with transactions: only segments below
+    /// `transactions.stable_end` are cleaned (an undecided transaction's records must not
+    /// replace a committed value yet), and the records of aborted transactions are removed
+    /// and never count as a key's latest value, as Kafka's cleaner does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::compaction_plan`].
+    pub fn compaction_plan_with(
+        &self,
+        now_ms: i64,
+        settings: &CompactionSettings,
+        transactions: Transactions,
+    ) -> Result<Option<CompactionPlan>, LogError> {
         let mut cleanable = 0;
         for segment in &self.segments {
+            if transactions
+                .stable_end
+                .is_some_and(|end| segment.end_offset() > end)
+            {
+                break;
+            }
             if settings.min_compaction_lag_ms > 0
                 && largest_timestamp(segment)?
                     > now_ms.saturating_sub(settings.min_compaction_lag_ms)
@@ -286,6 +334,7 @@ impl PartitionLog {
             segment_bytes: self.config.segment_bytes,
             index_interval_bytes: self.config.index_interval_bytes,
             dirty_ratio,
+            aborted: transactions.aborted_by_producer(),
         }))
     }
 
@@ -443,6 +492,17 @@ impl CompactionPlan {
         self.sources.last().map_or(0, |s| s.end_offset)
     }
 
+    /// Whether a batch belongs to an aborted transaction.
+    fn is_aborted(&self, header: &BatchHeader) -> bool {
+        header.is_transactional()
+            && !header.is_control()
+            && self.aborted.get(&header.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|(first, last)| (*first..=*last).contains(&header.base_offset))
+            })
+    }
+
     /// Writes the cleaned segments as `.cleaned` files (step 1 of the swap protocol). Needs
     /// no lock: the segments it reads are immutable and it reads them through its own
     /// handles.
@@ -480,7 +540,10 @@ impl CompactionPlan {
             }
             while let Some(batch) = batches.next_batch()? {
                 note_producer(&mut map, &batch.header);
-                if batch.header.is_control() || batch.header.records_count == 0 {
+                if batch.header.is_control()
+                    || batch.header.records_count == 0
+                    || self.is_aborted(&batch.header)
+                {
                     continue;
                 }
                 for record in decode(batch.bytes, &source.path, batch.position)? {
@@ -556,6 +619,18 @@ impl CompactionPlan {
     ) -> Result<(Filtered<'a>, Option<i64>), LogError> {
         if header.is_control() {
             return Ok((Filtered::Whole(bytes), None));
+        }
+        if self.is_aborted(header) {
+            // An aborted transaction's records go; a producer's last batch stays as an empty
+            // one, for its sequence.
+            let last_of_producer =
+                map.last_batch_of_producer.get(&header.producer_id) == Some(&header.base_offset);
+            let filtered = if last_of_producer {
+                Filtered::Empty(batch::empty_batch(header))
+            } else {
+                Filtered::Dropped
+            };
+            return Ok((filtered, None));
         }
         let records = if header.records_count == 0 {
             Vec::new()
@@ -1003,12 +1078,23 @@ mod tests {
         compression: Compression,
         producer: Option<Producer>,
     ) -> Vec<u8> {
+        encode_as(puts, timestamp, compression, producer, false)
+    }
+
+    /// [`encode`], as a transactional producer's batch when `transactional`.
+    fn encode_as(
+        puts: &[Put],
+        timestamp: i64,
+        compression: Compression,
+        producer: Option<Producer>,
+        transactional: bool,
+    ) -> Vec<u8> {
         let (producer_id, producer_epoch, first_sequence) = producer.unwrap_or((-1, -1, -1));
         let records: Vec<Record> = puts
             .iter()
             .enumerate()
             .map(|(i, p)| Record {
-                transactional: false,
+                transactional,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
@@ -1153,6 +1239,91 @@ mod tests {
             (8, s("e"), s("1")),
             (9, s("f"), s("1")),
         ]
+    }
+
+    /// Offsets 0..3: a=committed, then producer 7's transactional a=aborted, its abort
+    /// marker, and b=1; a segment per batch.
+    fn aborted_overwrite(dir: &Path) -> PartitionLog {
+        let mut log = PartitionLog::open(dir, config(1)).unwrap();
+        append_each(&mut log, &[put("a", "committed")]);
+        let aborted = encode_as(
+            &[put("a", "aborted")],
+            1_010,
+            Compression::None,
+            Some((7, 0, 0)),
+            true,
+        );
+        log.append(&aborted, 0).unwrap();
+        let marker = crate::log::control::marker_batch(
+            7,
+            0,
+            crate::log::control::Marker {
+                commit: false,
+                coordinator_epoch: 0,
+            },
+            1_020,
+        )
+        .unwrap();
+        log.append(&marker, 0).unwrap();
+        append_each(&mut log, &[put("b", "1")]);
+        log
+    }
+
+    fn data_records(log: &PartitionLog) -> Vec<(i64, Option<String>, Option<String>)> {
+        let control: Vec<i64> = all_batches(log)
+            .iter()
+            .filter(|(h, _)| h.is_control())
+            .map(|(h, _)| h.base_offset)
+            .collect();
+        keys_and_values(&all_records(log))
+            .into_iter()
+            .filter(|(offset, _, _)| !control.contains(offset))
+            .collect()
+    }
+
+    #[test]
+    fn aborted_records_are_removed_and_never_replace_a_committed_value() {
+        let dir = TempDir::new().unwrap();
+        let mut log = aborted_overwrite(dir.path());
+        let transactions = Transactions {
+            stable_end: Some(log.log_end_offset()),
+            aborted: vec![AbortedTxn {
+                producer_id: 7,
+                first_offset: 1,
+                last_offset: 2,
+            }],
+        };
+        let plan = log
+            .compaction_plan_with(10_000, &eager(1), transactions)
+            .unwrap()
+            .unwrap();
+        let cleaned = plan.run().unwrap();
+        log.install_cleaned(cleaned).unwrap();
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            data_records(&log),
+            vec![(0, s("a"), s("committed")), (3, s("b"), s("1"))]
+        );
+        assert!(
+            all_batches(&log).iter().any(|(h, _)| h.is_control()),
+            "the marker stays"
+        );
+    }
+
+    #[test]
+    fn nothing_at_or_past_the_last_stable_offset_is_cleaned() {
+        let dir = TempDir::new().unwrap();
+        let log = aborted_overwrite(dir.path());
+        // The transaction at offset 1 undecided: only the segment below it may be cleaned,
+        // and a lone segment with one record has nothing to gain.
+        let transactions = Transactions {
+            stable_end: Some(1),
+            aborted: Vec::new(),
+        };
+        let plan = log
+            .compaction_plan_with(10_000, &eager(1), transactions)
+            .unwrap();
+        assert!(plan.is_none_or(|p| p.end_offset() <= 1));
     }
 
     #[test]

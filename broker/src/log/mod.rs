@@ -62,7 +62,9 @@ use bytes::Bytes;
 pub use self::batch::BatchHeader;
 use self::batch::{CountRule, ProduceFault, ProducedBatch, HEADER_SIZE};
 use self::checkpoint::{CLEANER_OFFSET_FILE, LOG_START_OFFSET_FILE};
-pub use self::cleaner::{CleanedSegments, CompactionOutcome, CompactionPlan, CompactionSettings};
+pub use self::cleaner::{
+    CleanedSegments, CompactionOutcome, CompactionPlan, CompactionSettings, Transactions,
+};
 pub use self::compression::TopicCompression;
 use self::epoch::{EpochEntry, LeaderEpochCache};
 use self::error::IoResultExt;

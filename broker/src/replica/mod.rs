@@ -870,7 +870,22 @@ impl Partition {
         let Some(_cleaning) = self.cleaning.try_lock() else {
             return Ok(None);
         };
-        let Some(plan) = self.state.read().log.compaction_plan(now_ms, settings)? else {
+        let planned = {
+            let state = self.state.read();
+            let high_watermark = self.high_watermark();
+            let stable_end = state
+                .producers
+                .first_unstable_offset(high_watermark)
+                .map_or(high_watermark, |first| first.min(high_watermark));
+            let transactions = crate::log::Transactions {
+                stable_end: Some(stable_end),
+                aborted: state.producers.aborted_between(i64::MIN, i64::MAX),
+            };
+            state
+                .log
+                .compaction_plan_with(now_ms, settings, transactions)?
+        };
+        let Some(plan) = planned else {
             return Ok(None);
         };
         let cleaned = plan.run()?;
