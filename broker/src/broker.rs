@@ -90,6 +90,8 @@ pub struct Broker {
     /// Serialises applying the metadata to the local replicas.
     pub(crate) reconciling: tokio::sync::Mutex<()>,
     producer_ids: Mutex<(i64, i64)>,
+    /// The rates clients are measured at against their quotas.
+    pub quotas: crate::quota::manager::QuotaManager,
     pub shutdown: CancellationToken,
 }
 
@@ -167,6 +169,10 @@ impl Broker {
             };
             Quorum::Raft(raft::RaftQuorum::start(raft_config, shutdown.clone()).await?)
         };
+        let quotas = crate::quota::manager::QuotaManager::new(
+            config.quota_window_num,
+            config.quota_window_size,
+        );
         let broker = Arc::new(Broker {
             groups: GroupCoordinator::new(config.group.clone()),
             config,
@@ -182,6 +188,7 @@ impl Broker {
             connector,
             reconciling: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new((0, 0)),
+            quotas,
             shutdown,
         });
         broker.register().await?;

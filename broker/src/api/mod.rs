@@ -3,6 +3,7 @@
 mod acl;
 mod admin;
 mod api_versions;
+mod client_quotas;
 mod cluster;
 mod configs;
 mod features;
@@ -20,8 +21,10 @@ mod replication;
 pub(crate) mod response;
 pub(crate) mod sasl;
 mod scram;
+mod throttle;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
@@ -41,13 +44,15 @@ use crate::broker::Broker;
 /// What the connection does with a request once handled.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Send this response, encoded at `version`.
+    /// Send this response, encoded at `version`, then read nothing from the connection for
+    /// `throttle` (a client over its quota).
     Respond {
         response: Box<ResponseKind>,
         version: i16,
+        throttle: Duration,
     },
-    /// Send nothing (Produce with acks=0).
-    NoResponse,
+    /// Send nothing (Produce with acks=0), and read nothing for `throttle`.
+    NoResponse { throttle: Duration },
     /// Close the connection, as Kafka does for requests it cannot parse.
     Close(String),
 }
@@ -96,6 +101,8 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::UnregisterBroker,
     ApiKey::DescribeQuorum,
     ApiKey::UpdateFeatures,
+    ApiKey::DescribeClientQuotas,
+    ApiKey::AlterClientQuotas,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -160,6 +167,12 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::UnregisterBroker => versions::<kafka_protocol::messages::UnregisterBrokerRequest>(),
         ApiKey::DescribeQuorum => versions::<kafka_protocol::messages::DescribeQuorumRequest>(),
         ApiKey::UpdateFeatures => versions::<kafka_protocol::messages::UpdateFeaturesRequest>(),
+        ApiKey::DescribeClientQuotas => {
+            versions::<kafka_protocol::messages::DescribeClientQuotasRequest>()
+        }
+        ApiKey::AlterClientQuotas => {
+            versions::<kafka_protocol::messages::AlterClientQuotasRequest>()
+        }
         _ => return None,
     })
 }
@@ -215,6 +228,8 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::UnregisterBroker => "UnregisterBroker",
         ApiKey::DescribeQuorum => "DescribeQuorum",
         ApiKey::UpdateFeatures => "UpdateFeatures",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
         _ => "Unsupported",
     }
 }
@@ -227,6 +242,7 @@ pub fn unsupported_version(key: ApiKey, version: i16) -> Outcome {
         return Outcome::Respond {
             response: Box::new(ResponseKind::ApiVersions(api_versions::unsupported())),
             version: 0,
+            throttle: Duration::ZERO,
         };
     }
     match supported_versions(key) {
@@ -261,7 +277,7 @@ pub fn decode(key: ApiKey, version: i16, mut body: Bytes) -> Result<RequestKind,
         .map_err(|e| format!("malformed {key:?} v{version} request: {e}"))
 }
 
-/// Decodes the request body and runs its handler.
+/// Decodes the request body, runs its handler, and throttles a client over its quotas.
 pub async fn handle(
     broker: &Arc<Broker>,
     context: &RequestContext,
@@ -270,10 +286,25 @@ pub async fn handle(
     body: Bytes,
     shutdown: &CancellationToken,
 ) -> Outcome {
-    let request = match decode(key, version, body) {
+    let size = body.len();
+    let mut request = match decode(key, version, body) {
         Ok(request) => request,
         Err(reason) => return Outcome::Close(reason),
     };
+    let metered = throttle::prepare(broker, context, &mut request, version, size);
+    let (outcome, busy) =
+        throttle::busy(dispatch(broker, context, request, version, shutdown)).await;
+    throttle::finish(broker, context, metered, outcome, busy)
+}
+
+/// Runs the handler of a decoded request.
+async fn dispatch(
+    broker: &Arc<Broker>,
+    context: &RequestContext,
+    request: RequestKind,
+    version: i16,
+    shutdown: &CancellationToken,
+) -> Outcome {
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(broker, &r)),
         RequestKind::Metadata(r) => {
@@ -281,7 +312,11 @@ pub async fn handle(
         }
         RequestKind::Produce(r) => match produce::handle(broker, context, r, version).await {
             Some(response) => ResponseKind::Produce(response),
-            None => return Outcome::NoResponse,
+            None => {
+                return Outcome::NoResponse {
+                    throttle: Duration::ZERO,
+                }
+            }
         },
         RequestKind::Fetch(r) => {
             ResponseKind::Fetch(fetch::handle(broker, context, r, version, shutdown).await)
@@ -394,6 +429,12 @@ pub async fn handle(
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
             configs::incremental_alter(broker, context, r).await,
         ),
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(client_quotas::describe(broker, context, &r))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(client_quotas::alter(broker, context, r).await)
+        }
         other => {
             return Outcome::Close(format!(
                 "no handler for {:?}",
@@ -404,6 +445,7 @@ pub async fn handle(
     Outcome::Respond {
         response: Box::new(response),
         version,
+        throttle: Duration::ZERO,
     }
 }
 
