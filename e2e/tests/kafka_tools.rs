@@ -984,6 +984,104 @@ fn perf_tests_produce_and_consume(server: &Server) -> Result<()> {
 }
 side_by_side!(perf_tests_produce_and_consume);
 
+/// Short quota windows, so a test sees throttling within seconds: the rate is measured over
+/// at least two 1 s windows.
+const SHORT_QUOTA_WINDOWS: &[&str] = &["quota.window.num=3", "quota.window.size.seconds=1"];
+
+/// A producer over its client id's `producer_byte_rate` is slowed to about that rate and sees
+/// the broker's throttle time in its metrics.
+fn a_producer_over_its_byte_rate_is_throttled(server: &Server) -> Result<()> {
+    const RATE: f64 = 200_000.0;
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "metered",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    let client = [
+        "--entity-type",
+        "clients",
+        "--entity-name",
+        "metered-producer",
+    ];
+    server.tool(
+        "kafka-configs",
+        &[
+            &client[..],
+            &[
+                "--alter",
+                "--add-config",
+                &format!("producer_byte_rate={RATE}"),
+            ],
+        ]
+        .concat(),
+    )?;
+    eventually("the quota in place", Duration::from_secs(15), || {
+        let described = server.tool("kafka-configs", &[&client[..], &["--describe"]].concat())?;
+        ensure!(
+            described.stdout.contains("producer_byte_rate=200000.0"),
+            "{described}"
+        );
+        Ok(())
+    })?;
+    let produced = oxbow_e2e::kafka::tool(
+        "kafka-producer-perf-test",
+        &[
+            "--topic",
+            "metered",
+            "--num-records",
+            "2000",
+            "--record-size",
+            "1000",
+            "--throughput",
+            "-1",
+            "--print-metrics",
+            "--producer-props",
+            &format!("bootstrap.servers={}", server.bootstrap()),
+            "client.id=metered-producer",
+            "acks=1",
+        ],
+    )?;
+    // "2000 records sent, 230.1 records/sec (0.22 MB/sec), ..."
+    let summary = produced
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("2000 records sent"))
+        .with_context(|| format!("no summary: {produced}"))?;
+    let mb_per_sec: f64 = summary
+        .split('(')
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no rate in {summary:?}"))?;
+    // 2 MB at 200 kB/s, the first two windows' worth at once: about 0.22 MiB/s.
+    let quota_mib = RATE / (1024.0 * 1024.0);
+    ensure!(
+        mb_per_sec <= quota_mib * 1.6 && mb_per_sec >= quota_mib * 0.3,
+        "{mb_per_sec} MB/sec against a quota of {quota_mib:.2} MiB/s: {summary}"
+    );
+    let throttle_max: f64 = produced
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("producer-metrics:produce-throttle-time-max:"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no throttle time metric: {produced}"))?;
+    ensure!(throttle_max > 0.0, "never throttled: {summary}");
+    eprintln!("{summary}; largest throttle {throttle_max} ms");
+    Ok(())
+}
+side_by_side!(
+    a_producer_over_its_byte_rate_is_throttled,
+    super::SHORT_QUOTA_WINDOWS
+);
+
 fn broker_api_versions_lists_every_api(server: &Server) -> Result<()> {
     let out = server.tool("kafka-broker-api-versions", &[])?;
     for api in [
