@@ -233,17 +233,21 @@ fn check_entry(
     Ok(changes)
 }
 
+/// One entity of an AlterClientQuotas request: as the client named it, as parsed, and what
+/// became of it.
+struct EntryOutcome {
+    wire: Vec<(String, Option<String>)>,
+    entity: QuotaEntity,
+    outcome: Result<(), ApiError>,
+}
+
 pub(super) async fn alter(
     broker: &Broker,
     context: &RequestContext,
     request: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
     // Entities in the order they first appear, each with its outcome.
-    let mut results: Vec<(
-        Vec<(String, Option<String>)>,
-        QuotaEntity,
-        Result<(), ApiError>,
-    )> = Vec::new();
+    let mut results: Vec<EntryOutcome> = Vec::new();
     let mut changes = Vec::new();
     let authorized = context.allowed_on_cluster(broker, Operation::AlterConfigs);
     let image = broker.image();
@@ -280,7 +284,7 @@ pub(super) async fn alter(
             ))
         } else if results
             .iter()
-            .any(|(w, e, _)| *w == wire || (parsed.is_ok() && *e == key))
+            .any(|r| r.wire == wire || (parsed.is_ok() && r.entity == key))
         {
             Err(ApiError::new(
                 ResponseError::InvalidRequest,
@@ -301,9 +305,13 @@ pub(super) async fn alter(
                 Err(e) => Err(e),
             }
         };
-        match results.iter_mut().find(|(w, _, _)| *w == wire) {
-            Some(existing) => existing.2 = outcome,
-            None => results.push((wire, key, outcome)),
+        match results.iter_mut().find(|r| r.wire == wire) {
+            Some(existing) => existing.outcome = outcome,
+            None => results.push(EntryOutcome {
+                wire,
+                entity: key,
+                outcome,
+            }),
         }
     }
     if !request.validate_only && !changes.is_empty() {
@@ -319,16 +327,22 @@ pub(super) async fn alter(
             Err(e) => Some(ApiError::new(ResponseError::RequestTimedOut, e.to_string())),
         };
         if let Some(refused) = refused {
-            for (_, _, outcome) in &mut results {
-                if outcome.is_ok() {
-                    *outcome = Err(ApiError::new(refused.code, refused.message.clone()));
+            for result in &mut results {
+                if result.outcome.is_ok() {
+                    result.outcome = Err(ApiError::new(refused.code, refused.message.clone()));
                 }
             }
         }
     }
     let entries = results
         .into_iter()
-        .map(|(wire, entity, outcome)| {
+        .map(|result| {
+            let EntryOutcome {
+                wire,
+                entity,
+                outcome,
+            } = result;
+
             match &outcome {
                 Ok(()) if !request.validate_only => {
                     tracing::info!(entity = %entity, "client quotas altered");
