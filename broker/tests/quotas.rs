@@ -2,7 +2,8 @@
 //! Kafka's controller does, DescribeClientQuotas matches filters strictly or not, quotas
 //! survive a restart and reach every broker of a cluster, and a client over its byte rate gets
 //! `throttle_time_ms` in its response and a connection that stays silent that long, with the
-//! most specific quota governing it.
+//! most specific quota governing it; without DESCRIBE_CONFIGS / ALTER_CONFIGS on the cluster
+//! both APIs are refused.
 
 use std::time::{Duration, Instant};
 
@@ -483,6 +484,38 @@ async fn a_producer_over_its_byte_rate_is_throttled_and_muted_and_the_most_speci
             "no produce throttle in the metrics"
         );
         Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+#[tokio::test]
+async fn without_describe_configs_or_alter_configs_on_the_cluster_quotas_are_refused() -> Result<()>
+{
+    // The authorizer on, no ACLs and no super users: the anonymous client may do nothing.
+    let broker = start_without_auto_create(&[
+        "--override",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    ])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        let described = describe(&mut conn, vec![], false).await?;
+        expect_code(
+            "DescribeClientQuotas",
+            described.error_code,
+            ResponseError::ClusterAuthorizationFailed,
+        )?;
+        let (code, _) = alter_one(
+            &mut conn,
+            &[("user", Some("alice"))],
+            vec![set("producer_byte_rate", 1024.0)],
+        )
+        .await?;
+        expect_code(
+            "AlterClientQuotas",
+            code,
+            ResponseError::ClusterAuthorizationFailed,
+        )
     }
     .await;
     broker.explain(outcome)
