@@ -20,12 +20,14 @@ use crate::controller::image::{
 };
 use crate::controller::store::StandaloneStore;
 use crate::controller::{placement, raft, Liveness, Quorum, QuorumError};
+use crate::fetch_session::FetchSessionCache;
 use crate::group::offsets::{self, OffsetRecord};
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::log::LogConfig;
 use crate::metrics::Metrics;
 use crate::replica::fetcher::Fetchers;
 use crate::replica::Partition;
+use crate::txn::{TransactionCoordinator, TRANSACTION_TOPIC};
 
 /// A Kafka error code with the message that explains it to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub struct Broker {
     /// `__consumer_offsets` partitions whose groups this broker coordinates.
     pub(crate) coordinated: Mutex<BTreeSet<i32>>,
     pub(crate) fetchers: Fetchers,
+    /// The incremental fetch sessions of the consumers and followers fetching here.
+    pub(crate) fetch_sessions: FetchSessionCache,
     /// How this broker reaches the others' inter-broker listeners (replication, heartbeats).
     pub(crate) connector: Connector,
     /// Serialises applying the metadata to the local replicas.
@@ -92,6 +96,8 @@ pub struct Broker {
     producer_ids: Mutex<(i64, i64)>,
     /// The rates clients are measured at against their quotas.
     pub quotas: crate::quota::manager::QuotaManager,
+    /// The transaction coordinator of the `__transaction_state` partitions led here.
+    pub txns: TransactionCoordinator,
     pub shutdown: CancellationToken,
 }
 
@@ -173,18 +179,23 @@ impl Broker {
             config.quota_window_num,
             config.quota_window_size,
         );
+        let metrics = Metrics::new();
+        let fetch_sessions =
+            FetchSessionCache::new(config.fetch_session_slots, metrics.fetch_sessions.clone());
         let broker = Arc::new(Broker {
             groups: GroupCoordinator::new(config.group.clone()),
+            txns: TransactionCoordinator::new(config.txn.clone()),
             config,
             advertised,
             endpoints,
-            metrics: Metrics::new(),
+            metrics,
             quorum,
             liveness: Liveness::default(),
             incarnation: Uuid::new_v4(),
             partitions: RwLock::new(HashMap::new()),
             coordinated: Mutex::new(BTreeSet::new()),
             fetchers: Fetchers::default(),
+            fetch_sessions,
             connector,
             reconciling: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new((0, 0)),
@@ -765,40 +776,163 @@ impl Broker {
 
     /// Creates `__consumer_offsets` the first time a group needs it.
     pub async fn ensure_offsets_topic(&self) -> Result<(), ApiError> {
-        if self.topic(OFFSETS_TOPIC).is_some() {
+        self.ensure_internal_topic(
+            OFFSETS_TOPIC,
+            self.config.offsets_topic_partitions,
+            self.config.offsets_topic_replication_factor,
+            "offsets.topic.replication.factor",
+            BTreeMap::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                (
+                    "segment.bytes".to_string(),
+                    self.config.offsets_topic_segment_bytes.to_string(),
+                ),
+            ]),
+        )
+        .await
+    }
+
+    /// Creates `__transaction_state` the first time a transactional producer needs it.
+    pub async fn ensure_transaction_topic(&self) -> Result<(), ApiError> {
+        let txn = &self.txns.config;
+        self.ensure_internal_topic(
+            TRANSACTION_TOPIC,
+            txn.partitions,
+            txn.replication_factor,
+            "transaction.state.log.replication.factor",
+            BTreeMap::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("segment.bytes".to_string(), txn.segment_bytes.to_string()),
+                ("min.insync.replicas".to_string(), txn.min_isr.to_string()),
+                ("compression.type".to_string(), "uncompressed".to_string()),
+            ]),
+        )
+        .await
+    }
+
+    /// Creates an internal topic with as many replicas as `wanted` asks, fewer (with a
+    /// warning) when fewer brokers are alive, as Kafka does for a first cluster.
+    async fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        wanted: i16,
+        setting: &str,
+        mut configs: BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
+        if self.topic(name).is_some() {
             return Ok(());
         }
         let live = self.image().live_brokers().count();
-        let wanted = self.config.offsets_topic_replication_factor;
         let replication_factor = wanted.min(i16::try_from(live).unwrap_or(i16::MAX)).max(1);
         if replication_factor < wanted {
             tracing::warn!(
                 wanted,
                 live,
-                "creating {OFFSETS_TOPIC} with fewer replicas than offsets.topic.replication.factor"
+                "creating {name} with fewer replicas than {setting}"
             );
         }
-        let configs = BTreeMap::from([
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            (
-                "segment.bytes".to_string(),
-                self.config.offsets_topic_segment_bytes.to_string(),
-            ),
-        ]);
+        if let Some(min_isr) = configs.get_mut("min.insync.replicas") {
+            let capped = min_isr.parse::<i16>().unwrap_or(1).min(replication_factor);
+            *min_isr = capped.to_string();
+        }
         match self
-            .create_topic(
-                OFFSETS_TOPIC,
-                self.config.offsets_topic_partitions,
-                replication_factor,
-                configs,
-                None,
-                false,
-            )
+            .create_topic(name, partitions, replication_factor, configs, None, false)
             .await
         {
             Err(e) if e.code != ResponseError::TopicAlreadyExists => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// The `__transaction_state` partition of a transactional id, when the topic exists.
+    pub fn transaction_partition_of(&self, transactional_id: &str) -> Option<i32> {
+        let count = self.image().topics.get(TRANSACTION_TOPIC)?.partitions.len() as i32;
+        Some(self.txns.partition_for(transactional_id, count))
+    }
+
+    /// Ok when this broker coordinates the transactional id: it leads the id's
+    /// `__transaction_state` partition and has loaded it.
+    pub fn check_transaction_coordinator(
+        &self,
+        transactional_id: &str,
+    ) -> Result<(), ResponseError> {
+        let partition = self
+            .transaction_partition_of(transactional_id)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        if self.txns.is_loaded(partition) {
+            Ok(())
+        } else if self.leader_partition(TRANSACTION_TOPIC, partition).is_ok() {
+            Err(ResponseError::CoordinatorLoadInProgress)
+        } else {
+            Err(ResponseError::NotCoordinator)
+        }
+    }
+
+    /// Appends a coordinator's batch to an internal topic partition this broker leads and
+    /// waits until it is durable and on every in-sync replica.
+    pub async fn append_internal(
+        &self,
+        topic: &str,
+        index: i32,
+        batch: &[u8],
+    ) -> Result<(), ApiError> {
+        let partition = self.leader_partition(topic, index).map_err(|_| {
+            ApiError::new(
+                ResponseError::NotCoordinator,
+                format!("this broker no longer leads {topic}-{index}"),
+            )
+        })?;
+        let info = partition.append(batch, true).map_err(|e| {
+            tracing::error!(topic, partition = index, error = %e, "coordinator state could not be stored");
+            ApiError::new(ResponseError::CoordinatorNotAvailable, e.to_string())
+        })?;
+        self.make_durable(&partition, info.last_offset + 1).await
+    }
+
+    /// Waits until a leader's partition has everything below `end` fsynced (when it syncs
+    /// every write) and on every in-sync replica.
+    pub async fn make_durable(&self, partition: &Arc<Partition>, end: i64) -> Result<(), ApiError> {
+        if partition.syncs_every_write() {
+            partition
+                .sync_through(end)
+                .await
+                .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        }
+        partition
+            .wait_replicated(end, self.config.request_timeout)
+            .await
+            .map_err(|e| {
+                let code = match e {
+                    crate::replica::ReplicationError::NotLeader => {
+                        ResponseError::NotLeaderOrFollower
+                    }
+                    crate::replica::ReplicationError::NotEnoughReplicasAfterAppend => {
+                        ResponseError::NotEnoughReplicasAfterAppend
+                    }
+                    crate::replica::ReplicationError::Timeout => ResponseError::RequestTimedOut,
+                };
+                ApiError::new(code, e.to_string())
+            })
+    }
+
+    /// A connection to another broker's inter-broker listener.
+    pub async fn connect_broker(&self, node: i32) -> Result<crate::client::Connection, String> {
+        let image = self.image();
+        let registration = image
+            .brokers
+            .get(&node)
+            .ok_or_else(|| format!("broker {node} is not registered"))?;
+        let address = format!("{}:{}", registration.host, registration.port);
+        self.connector
+            .connect(&address)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether the broker is stopping.
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
     /// Appends offset changes of `group` to its `__consumer_offsets` partition, waits until
@@ -814,28 +948,19 @@ impl Broker {
                 "no offsets topic yet",
             )
         })?;
-        let partition = self.leader_partition(OFFSETS_TOPIC, index).map_err(|_| {
-            ApiError::new(
-                ResponseError::NotCoordinator,
-                "this broker no longer coordinates the group",
-            )
-        })?;
         let batch = offsets::encode_batch(&records, now_ms())
             .map_err(|e| ApiError::new(ResponseError::UnknownServerError, e.to_string()))?;
-        let info = partition.append(&batch, true).map_err(|e| {
-            tracing::error!(group, error = %e, "offsets could not be stored");
-            ApiError::new(ResponseError::CoordinatorNotAvailable, e.to_string())
-        })?;
-        if partition.syncs_every_write() {
-            partition
-                .sync_through(info.last_offset + 1)
-                .await
-                .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        }
-        partition
-            .wait_replicated(info.last_offset + 1, self.config.request_timeout)
+        self.append_internal(OFFSETS_TOPIC, index, &batch)
             .await
-            .map_err(|e| ApiError::new(ResponseError::RequestTimedOut, e.to_string()))?;
+            .map_err(|e| match e.code {
+                ResponseError::NotCoordinator
+                | ResponseError::CoordinatorNotAvailable
+                | ResponseError::KafkaStorageError => e,
+                ResponseError::NotLeaderOrFollower => {
+                    ApiError::new(ResponseError::NotCoordinator, e.message)
+                }
+                _ => ApiError::new(ResponseError::RequestTimedOut, e.message),
+            })?;
         self.groups.apply_offsets(records);
         Ok(())
     }

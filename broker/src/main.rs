@@ -324,6 +324,10 @@ async fn main() -> anyhow::Result<()> {
         std::sync::Arc::clone(&broker),
         shutdown.clone(),
     ));
+    tokio::spawn(oxbow_broker::txn::markers::run_timers(
+        std::sync::Arc::clone(&broker),
+        shutdown.clone(),
+    ));
     tracing::info!(
         advertised = %broker
             .endpoints

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub isr_shrinks: prometheus::IntCounter,
     pub isr_expands: prometheus::IntCounter,
     pub quota_throttle_time: HistogramVec,
+    pub fetch_sessions: crate::fetch_session::SessionMetrics,
 }
 
 impl Default for Metrics {
@@ -153,6 +154,20 @@ impl Metrics {
             &["quota"],
         )
         .expect("static metric definition");
+        let fetch_sessions = crate::fetch_session::SessionMetrics {
+            sessions: gauge(
+                "oxbow_fetch_sessions",
+                "Incremental fetch sessions cached (Kafka's NumIncrementalFetchSessions).",
+            ),
+            partitions: gauge(
+                "oxbow_fetch_session_partitions",
+                "Partitions in the cached fetch sessions (Kafka's NumIncrementalFetchPartitionsCached).",
+            ),
+            evictions: counter(
+                "oxbow_fetch_session_evictions_total",
+                "Fetch sessions evicted to make room for another.",
+            ),
+        };
         for collector in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(quota_throttle_time.clone()),
@@ -165,6 +180,9 @@ impl Metrics {
             Box::new(quorum_members.clone()),
             Box::new(isr_shrinks.clone()),
             Box::new(isr_expands.clone()),
+            Box::new(fetch_sessions.sessions.clone()),
+            Box::new(fetch_sessions.partitions.clone()),
+            Box::new(fetch_sessions.evictions.clone()),
             Box::new(requests.clone()),
             Box::new(request_errors.clone()),
             Box::new(request_latency.clone()),
@@ -197,6 +215,7 @@ impl Metrics {
             isr_shrinks,
             isr_expands,
             quota_throttle_time,
+            fetch_sessions,
         }
     }
 

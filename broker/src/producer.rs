@@ -1,6 +1,9 @@
-//! Idempotent producer state of one partition: for each producer id, its epoch and the last
-//! five batches appended, so a retried batch is acknowledged without a second copy and a
-//! sequence gap or a fenced epoch is refused. Snapshotted beside the log, rebuilt from it.
+//! Producer state of one partition: for each producer id, its epoch and the last five batches
+//! appended, so a retried batch is acknowledged without a second copy and a sequence gap or a
+//! fenced epoch is refused; and the partition's transactions (KIP-98): the first offset of
+//! each producer's open transaction, the transactions whose marker is not yet below the high
+//! watermark (together they bound the last stable offset), and the aborted transactions a
+//! `read_committed` fetch must be told of. Snapshotted beside the log, rebuilt from it.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -9,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::log::batch::BatchHeader;
+use crate::log::control::{parse_marker, Marker};
 
 /// Batches remembered per producer: the most a producer has in flight
 /// (`max.in.flight.requests.per.connection` <= 5 with idempotence).
@@ -30,6 +34,64 @@ pub struct BatchMeta {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
+    /// The offset of the first batch of the producer's open transaction here.
+    #[serde(default)]
+    txn_first_offset: Option<i64>,
+    /// The epoch of the coordinator that wrote the producer's last marker here.
+    #[serde(default)]
+    coordinator_epoch: i32,
+}
+
+impl ProducerEntry {
+    fn new(epoch: i16) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            txn_first_offset: None,
+            coordinator_epoch: 0,
+        }
+    }
+}
+
+/// A transaction aborted in this partition: its data spans `first_offset..last_offset`, the
+/// last being its marker. A `read_committed` consumer drops the producer's records in that
+/// range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// A transaction whose marker is in the log but maybe not yet below the high watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct CompletedTxn {
+    first_offset: i64,
+    marker_offset: i64,
+}
+
+/// A producer's open transaction in this partition, for DescribeProducers and
+/// DescribeTransactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub coordinator_epoch: i32,
+    pub txn_first_offset: Option<i64>,
+}
+
+/// Why a transaction marker is refused.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum MarkerError {
+    #[error("marker for producer {producer_id} has epoch {got}, older than its epoch {current}")]
+    InvalidEpoch {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
+    #[error("marker from coordinator epoch {got}, older than {current}")]
+    CoordinatorFenced { current: i32, got: i32 },
 }
 
 /// What to do with an idempotent batch.
@@ -75,6 +137,12 @@ fn next_sequence(seq: i32) -> i32 {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// Aborted transactions by marker offset, oldest first.
+    #[serde(default)]
+    aborted: Vec<AbortedTxn>,
+    /// Transactions ended by a marker that may not be below the high watermark yet.
+    #[serde(default)]
+    completed: Vec<CompletedTxn>,
 }
 
 impl ProducerStateTable {
@@ -132,13 +200,13 @@ impl ProducerStateTable {
         let entry = self
             .producers
             .entry(header.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: header.producer_epoch,
-                batches: VecDeque::new(),
-            });
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch));
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
+        }
+        if header.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(base_offset);
         }
         entry.batches.push_back(BatchMeta {
             first_seq: header.base_sequence,
@@ -149,6 +217,143 @@ impl ProducerStateTable {
         while entry.batches.len() > CACHED_BATCHES {
             entry.batches.pop_front();
         }
+    }
+
+    /// Applies a batch read from the log (a follower's copy, or recovery): a producer's batch
+    /// is recorded, a transaction marker ends the producer's transaction.
+    pub fn replay(&mut self, header: &BatchHeader, batch: &[u8]) {
+        if header.producer_id < 0 {
+            return;
+        }
+        if header.is_control() {
+            if let Some(marker) = parse_marker(header, batch) {
+                self.end_transaction(
+                    header.producer_id,
+                    header.producer_epoch,
+                    marker,
+                    header.base_offset,
+                );
+            }
+        } else {
+            self.record(header, header.base_offset);
+        }
+    }
+
+    /// Whether the producer has an open transaction here at `epoch`.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.txn_first_offset.is_some())
+    }
+
+    /// Checks a marker the coordinator wants written: its producer epoch and its own epoch
+    /// may not be older than what this partition saw.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), MarkerError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < entry.epoch {
+            return Err(MarkerError::InvalidEpoch {
+                producer_id,
+                current: entry.epoch,
+                got: epoch,
+            });
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(MarkerError::CoordinatorFenced {
+                current: entry.coordinator_epoch,
+                got: coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends the producer's open transaction with the marker written at `marker_offset`. A
+    /// marker with a newer epoch (the coordinator fenced the producer) restarts its
+    /// sequences.
+    pub fn end_transaction(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        marker: Marker,
+        marker_offset: i64,
+    ) {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry::new(epoch));
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
+        if let Some(first_offset) = entry.txn_first_offset.take() {
+            self.completed.push(CompletedTxn {
+                first_offset,
+                marker_offset,
+            });
+            if !marker.commit {
+                self.aborted.push(AbortedTxn {
+                    producer_id,
+                    first_offset,
+                    last_offset: marker_offset,
+                });
+            }
+        }
+    }
+
+    /// The first offset a `read_committed` consumer may not read yet: the start of the
+    /// oldest transaction that is open, or whose marker is not below `high_watermark`.
+    pub fn first_unstable_offset(&self, high_watermark: i64) -> Option<i64> {
+        let open = self.producers.values().filter_map(|e| e.txn_first_offset);
+        let unreplicated = self
+            .completed
+            .iter()
+            .filter(|t| t.marker_offset >= high_watermark)
+            .map(|t| t.first_offset);
+        open.chain(unreplicated).min()
+    }
+
+    /// Forgets completed transactions whose marker is below `high_watermark`.
+    pub fn prune_completed(&mut self, high_watermark: i64) {
+        self.completed.retain(|t| t.marker_offset >= high_watermark);
+    }
+
+    /// The aborted transactions a fetch of `from..to` must report: those whose range
+    /// overlaps it.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|t| t.last_offset >= from && t.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions that end before the log start.
+    pub fn forget_before(&mut self, log_start_offset: i64) {
+        self.aborted.retain(|t| t.last_offset >= log_start_offset);
+    }
+
+    /// Every producer with its state, for DescribeProducers.
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        let mut out: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ProducerSummary {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                coordinator_epoch: e.coordinator_epoch,
+                txn_first_offset: e.txn_first_offset,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -331,6 +536,77 @@ mod tests {
         assert_eq!(table.check(&near_end), Ok(Verdict::Append));
         table.record(&near_end, 1);
         assert_eq!(table.check(&header(1, 0, 0, 1)), Ok(Verdict::Append));
+    }
+
+    fn transactional(
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+        records: i32,
+    ) -> BatchHeader {
+        let mut h = header(producer_id, epoch, base_sequence, records);
+        h.attributes |= 1 << 4;
+        h
+    }
+
+    const COMMIT: Marker = Marker {
+        commit: true,
+        coordinator_epoch: 0,
+    };
+    const ABORT: Marker = Marker {
+        commit: false,
+        coordinator_epoch: 0,
+    };
+
+    #[test]
+    fn open_transactions_hold_the_last_stable_offset_until_their_marker_is_replicated() {
+        let mut table = ProducerStateTable::default();
+        table.record(&transactional(1, 0, 0, 2), 10);
+        table.record(&transactional(2, 0, 0, 1), 12);
+        table.record(&transactional(1, 0, 2, 1), 13);
+        assert_eq!(table.first_unstable_offset(14), Some(10));
+        assert!(table.in_transaction(1, 0) && !table.in_transaction(1, 1));
+        table.end_transaction(1, 0, COMMIT, 14);
+        assert_eq!(
+            table.first_unstable_offset(14),
+            Some(10),
+            "marker not replicated"
+        );
+        assert_eq!(table.first_unstable_offset(15), Some(12));
+        table.end_transaction(2, 0, ABORT, 15);
+        table.prune_completed(16);
+        assert_eq!(table.first_unstable_offset(16), None);
+        assert_eq!(
+            table.aborted_between(0, 100),
+            vec![AbortedTxn {
+                producer_id: 2,
+                first_offset: 12,
+                last_offset: 15
+            }]
+        );
+        assert!(table.aborted_between(16, 100).is_empty());
+        assert!(table.aborted_between(0, 12).is_empty());
+        table.forget_before(16);
+        assert!(table.aborted_between(0, 100).is_empty());
+    }
+
+    #[test]
+    fn markers_from_older_epochs_are_refused_and_a_newer_epoch_restarts_sequences() {
+        let mut table = ProducerStateTable::default();
+        table.record(&transactional(1, 3, 0, 1), 0);
+        let fenced = Marker {
+            commit: false,
+            coordinator_epoch: 5,
+        };
+        assert!(table.check_marker(1, 2, 5).is_err());
+        assert_eq!(table.check_marker(1, 4, 5), Ok(()));
+        table.end_transaction(1, 4, fenced, 1);
+        assert!(matches!(
+            table.check_marker(1, 4, 4),
+            Err(MarkerError::CoordinatorFenced { .. })
+        ));
+        assert_eq!(table.check(&transactional(1, 4, 0, 1)), Ok(Verdict::Append));
+        assert!(table.check(&transactional(1, 3, 1, 1)).is_err());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! honours min.insync.replicas, brings a restarted broker back into the ISR, moves a partition
 //! by reassignment, restores preferred leaders, shuts down without failing writes, keeps
 //! committed group offsets when the coordinator dies, copies a log whose start lies
-//! inside a batch, and replicates batches the leader re-compressed.
+//! inside a batch, replicates batches the leader re-compressed, replicates in incremental
+//! fetch sessions whose every replica serves every record after leader changes, and ends
+//! transactions all or nothing across brokers when their coordinator dies.
 //!
 //! Tests run one at a time (a lock below): each starts three or four debug-build brokers, and
 //! two clusters side by side on two cores would turn timing into noise. Failure detection is
@@ -38,6 +40,7 @@ use oxbow_broker::client::Connection;
 use oxbow_e2e::cluster::{
     Cluster, ClusterOptions, Delivery, NodeId, NodeState, PartitionView, RecordingContext,
 };
+use oxbow_e2e::harness::sample;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -360,6 +363,42 @@ fn acks_all_succeeds_with_one_broker_down_and_fails_with_not_enough_replicas_whe
     })
 }
 
+/// Waits until the replicas of `topic`'s `partitions` on `nodes` hold the same bytes:
+/// DescribeLogDirs sizes agree on every broker.
+fn wait_for_equal_replicas(
+    cluster: &mut Cluster,
+    topic: &str,
+    partitions: usize,
+    nodes: &[NodeId],
+) -> Result<()> {
+    cluster.wait_until("every replica has the same size", SETTLE, |c| {
+        let mut sizes: BTreeMap<i32, BTreeMap<NodeId, i64>> = BTreeMap::new();
+        for node in nodes {
+            let all = DescribeLogDirsRequest::default().with_topics(None);
+            let response = c.request(*node, &all, 1)?;
+            for dir in &response.results {
+                for t in dir.topics.iter().filter(|t| t.name.0.as_str() == topic) {
+                    for p in &t.partitions {
+                        sizes
+                            .entry(p.partition_index)
+                            .or_default()
+                            .insert(*node, p.partition_size);
+                    }
+                }
+            }
+        }
+        ensure!(sizes.len() == partitions, "sizes {sizes:?}");
+        for (partition, by_node) in &sizes {
+            let distinct: BTreeSet<i64> = by_node.values().copied().collect();
+            ensure!(
+                by_node.len() == nodes.len() && distinct.len() == 1,
+                "partition {partition} sizes by broker {by_node:?}"
+            );
+        }
+        Ok(())
+    })
+}
+
 #[test]
 fn a_killed_broker_restarted_catches_up_rejoins_the_isr_and_leads_with_every_acknowledged_record(
 ) -> Result<()> {
@@ -391,33 +430,7 @@ fn a_killed_broker_restarted_catches_up_rejoins_the_isr_and_leads_with_every_ack
             restarted.elapsed()
         );
 
-        // The replicas hold the same bytes: DescribeLogDirs sizes agree on every broker.
-        cluster.wait_until("every replica has the same size", SETTLE, |c| {
-            let mut sizes: BTreeMap<i32, BTreeMap<NodeId, i64>> = BTreeMap::new();
-            for node in [2, 3, 4] {
-                let all = DescribeLogDirsRequest::default().with_topics(None);
-                let response = c.request(node, &all, 1)?;
-                for dir in &response.results {
-                    for t in dir.topics.iter().filter(|t| t.name.0.as_str() == topic) {
-                        for p in &t.partitions {
-                            sizes
-                                .entry(p.partition_index)
-                                .or_default()
-                                .insert(node, p.partition_size);
-                        }
-                    }
-                }
-            }
-            ensure!(sizes.len() == 3, "sizes {sizes:?}");
-            for (partition, by_node) in &sizes {
-                let distinct: BTreeSet<i64> = by_node.values().copied().collect();
-                ensure!(
-                    by_node.len() == 3 && distinct.len() == 1,
-                    "partition {partition} sizes by broker {by_node:?}"
-                );
-            }
-            Ok(())
-        })?;
+        wait_for_equal_replicas(cluster, topic, 3, &[2, 3, 4])?;
 
         cluster.kill(2)?;
         cluster.kill(3)?;
@@ -2229,6 +2242,199 @@ fn a_feature_level_set_through_one_broker_is_reported_by_every_broker() -> Resul
         cluster.restart(1)?;
         let level = metadata_version(cluster, 1)?;
         ensure!(level == 25, "broker 1 reports {level} after a restart");
+        Ok(())
+    })
+}
+
+#[test]
+fn followers_fetch_in_sessions_and_every_replica_serves_every_record_after_leader_changes(
+) -> Result<()> {
+    // Broker 1 is the only voter and holds no replica, so any two of the others can be down.
+    with_cluster(options().brokers(4).voters(1), |cluster| {
+        let topic = "in-sessions";
+        let rotations: [&[NodeId]; 3] = [&[2, 3, 4], &[3, 4, 2], &[4, 2, 3]];
+        let assignment: Vec<&[NodeId]> = (0..12).map(|p| rotations[p % 3]).collect();
+        cluster.create_topic_assigned(topic, &assignment, &[("min.insync.replicas", "2")])?;
+        let mut acked = produce_all(cluster, topic, 12, "first", 2400)?;
+        // Each leader keeps one session for each of its two followers, of the 4 partitions it
+        // leads.
+        cluster.wait_until("every leader keeps its followers' sessions", SETTLE, |c| {
+            for node in [2, 3, 4] {
+                let text = c.scrape_metrics(node)?;
+                let sessions = sample(&text, "oxbow_fetch_sessions");
+                let partitions = sample(&text, "oxbow_fetch_session_partitions");
+                ensure!(
+                    sessions == Some(2.0) && partitions == Some(8.0),
+                    "broker {node}: {sessions:?} sessions of {partitions:?} partitions"
+                );
+            }
+            Ok(())
+        })?;
+
+        cluster.kill(4)?;
+        acked.extend(produce_all(cluster, topic, 12, "without-4", 2400)?);
+        cluster.restart(4)?;
+        cluster.wait_for_full_isr(topic, SETTLE)?;
+        acked.extend(produce_all(cluster, topic, 12, "back", 2400)?);
+        wait_for_equal_replicas(cluster, topic, 12, &[2, 3, 4])?;
+
+        // Each replica in turn leads every partition alone and serves every record.
+        for reader in [4, 2, 3] {
+            let others: Vec<NodeId> = [2, 3, 4].into_iter().filter(|n| *n != reader).collect();
+            for node in &others {
+                cluster.kill(*node)?;
+            }
+            for partition in 0..12 {
+                wait_for_partition(cluster, topic, partition, "the reader leads", |p| {
+                    p.leader == reader
+                })?;
+            }
+            let read = cluster.read_all(topic, 12)?;
+            check_nothing_lost(&acked, &read)?;
+            eprintln!("{} records read back from broker {reader}", read.len());
+            for node in &others {
+                cluster.restart(*node)?;
+            }
+            cluster.wait_for_full_isr(topic, SETTLE)?;
+        }
+        Ok(())
+    })
+}
+
+/// The transaction coordinator of a transactional id, asked of every running broker.
+fn find_transaction_coordinator(cluster: &mut Cluster, id: &str) -> Result<NodeId> {
+    let mut errors = Vec::new();
+    for node in cluster.up() {
+        let request = FindCoordinatorRequest::default()
+            .with_key(str_bytes(id))
+            .with_key_type(1);
+        match cluster.request(node, &request, 3) {
+            Ok(response) if response.error_code == 0 => return Ok(response.node_id.0),
+            Ok(response) => errors.push(format!(
+                "broker {node}: {:?}",
+                ResponseError::try_from_code(response.error_code)
+            )),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    bail!("no transaction coordinator for {id}: {errors:?}")
+}
+
+/// Sends `values` round-robin over `partitions` in the producer's open transaction.
+fn send_in_transaction(
+    producer: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    partitions: i32,
+    values: &[String],
+) -> Result<()> {
+    for (i, value) in values.iter().enumerate() {
+        let partition = i32::try_from(i).unwrap_or(0) % partitions;
+        let mut record = BaseRecord::<(), _>::to(topic)
+            .partition(partition)
+            .payload(value.as_str());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = r;
+                }
+                Err((e, _)) => bail!("send failed: {e}"),
+            }
+        }
+    }
+    producer.flush(SETTLE).context("flush")?;
+    Ok(())
+}
+
+/// A transaction's markers reach partition leaders on other brokers (WriteTxnMarkers), and
+/// when the coordinator dies with a transaction open, its successor loads the state from
+/// `__transaction_state` and the transaction ends all or nothing: a `read_committed`
+/// consumer sees every record of each committed transaction and none of an aborted one.
+#[test]
+fn transactions_span_brokers_and_end_all_or_nothing_when_their_coordinator_dies() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let topic = "txn-orders";
+        let partitions = 6;
+        cluster.create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")])?;
+        let id = "cluster-txn";
+        let producer: rdkafka::producer::BaseProducer = cluster
+            .client_config()
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", "5")
+            .create()
+            .context("creating a transactional producer")?;
+        producer.init_transactions(SETTLE)?;
+        let values = |prefix: &str, count: usize| -> Vec<String> {
+            (0..count).map(|i| format!("{prefix}-{i}")).collect()
+        };
+        producer.begin_transaction()?;
+        send_in_transaction(&producer, topic, partitions, &values("first", 600))?;
+        producer.commit_transaction(SETTLE)?;
+
+        producer.begin_transaction()?;
+        send_in_transaction(&producer, topic, partitions, &values("open", 300))?;
+        let coordinator = find_transaction_coordinator(cluster, id)?;
+        cluster.kill(coordinator)?;
+        let successor = cluster.wait_until("another broker coordinates the id", SETTLE, |c| {
+            let node = find_transaction_coordinator(c, id)?;
+            ensure!(node != coordinator, "still {node}");
+            ensure!(c.up().contains(&node), "{node} is not running");
+            Ok(node)
+        })?;
+        eprintln!("transaction coordinator moved from broker {coordinator} to {successor}");
+        let open_committed = match producer.commit_transaction(SETTLE) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("the open transaction did not commit: {e}");
+                if e.rdkafka_error_code() != Some(RDKafkaErrorCode::Fenced) {
+                    producer.abort_transaction(SETTLE)?;
+                }
+                false
+            }
+        };
+        producer.begin_transaction()?;
+        send_in_transaction(&producer, topic, partitions, &values("after", 300))?;
+        producer.commit_transaction(SETTLE)?;
+
+        let expected = 900 + if open_committed { 300 } else { 0 };
+        let consumer: BaseConsumer = cluster
+            .client_config()
+            .set("group.id", "txn-reader")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut total = 0;
+        let deadline = Instant::now() + SETTLE;
+        while total < expected && Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                let value = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                let prefix = value.split('-').next().unwrap_or_default().to_string();
+                *seen.entry(prefix).or_default() += 1;
+                total += 1;
+            }
+        }
+        // Nothing more may follow: a partial transaction would show up as extra records.
+        let quiet = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < quiet {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                let value = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                let prefix = value.split('-').next().unwrap_or_default().to_string();
+                *seen.entry(prefix).or_default() += 1;
+            }
+        }
+        let mut want = BTreeMap::from([("first".to_string(), 600), ("after".to_string(), 300)]);
+        if open_committed {
+            want.insert("open".to_string(), 300);
+        }
+        ensure!(
+            seen == want,
+            "read_committed read {seen:?}, expected {want:?} (the open transaction committed: {open_committed})"
+        );
         Ok(())
     })
 }

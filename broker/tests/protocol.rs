@@ -49,7 +49,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::{ClientError, Connection};
-use oxbow_e2e::harness::{BrokerOptions, BrokerProcess};
+use oxbow_e2e::harness::{sample, BrokerOptions, BrokerProcess};
 use tokio::time::timeout;
 use uuid::Uuid;
 
@@ -73,6 +73,7 @@ const API_VERSIONS_V: i16 = 3;
 const INIT_PRODUCER_ID_V: i16 = 4;
 /// The consumer group the API probes use; it never has members.
 const PROBE_GROUP: &str = "probe-group";
+const PROBE_TXN: &str = "probe-txn";
 
 // ---------------------------------------------------------------------------------------------
 // ApiVersions and the advertised version ranges
@@ -195,6 +196,8 @@ async fn every_advertised_api_answers_at_every_version_it_advertises() -> Result
 struct Probe {
     topic: String,
     topic_id: Uuid,
+    /// The producer id and epoch of the transactional id `PROBE_TXN`.
+    txn_producer: (i64, i16),
 }
 
 impl Probe {
@@ -216,7 +219,38 @@ impl Probe {
             .with_key(StrBytes::from_static_str(PROBE_GROUP));
         let found = call(&mut conn, &find, 3).await?;
         expect_ok("FindCoordinator", found.error_code)?;
-        Ok(Probe { topic, topic_id })
+        // The transaction APIs need a transactional id with a producer id: its coordinator
+        // first (which creates __transaction_state), then InitProducerId.
+        let find = kafka_protocol::messages::FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str(PROBE_TXN))
+            .with_key_type(1);
+        let found = call(&mut conn, &find, 3).await?;
+        expect_ok("FindCoordinator of a transactional id", found.error_code)?;
+        let init = kafka_protocol::messages::InitProducerIdRequest::default()
+            .with_transactional_id(Some(kafka_protocol::messages::TransactionalId(
+                StrBytes::from_static_str(PROBE_TXN),
+            )))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+            .with_producer_epoch(-1);
+        let started = std::time::Instant::now();
+        let initialized = loop {
+            let r = call(&mut conn, &init, 4).await?;
+            // The coordinator loads its partitions as their leadership arrives.
+            if r.error_code == ResponseError::CoordinatorLoadInProgress.code()
+                && started.elapsed() < IO_TIMEOUT
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+            expect_ok("InitProducerId of a transactional id", r.error_code)?;
+            break r;
+        };
+        Ok(Probe {
+            topic,
+            topic_id,
+            txn_producer: (initialized.producer_id.0, initialized.producer_epoch),
+        })
     }
 
     /// Sends one minimal request of `api` at `version` and checks the answer decodes and
@@ -785,6 +819,173 @@ impl Probe {
                 ensure!(
                     p.current_voters.len() == 1 && p.leader_id == p.current_voters[0].replica_id,
                     "a standalone broker is the only voter and leads: {p:?}"
+                );
+            }
+            ApiKey::AddPartitionsToTxn => {
+                use kafka_protocol::messages::add_partitions_to_txn_request::{
+                    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+                };
+                let id =
+                    kafka_protocol::messages::TransactionalId(StrBytes::from_static_str(PROBE_TXN));
+                let producer_id = kafka_protocol::messages::ProducerId(self.txn_producer.0);
+                let topics = vec![AddPartitionsToTxnTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(vec![0])];
+                let request = if version <= 3 {
+                    kafka_protocol::messages::AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(id)
+                        .with_v3_and_below_producer_id(producer_id)
+                        .with_v3_and_below_producer_epoch(self.txn_producer.1)
+                        .with_v3_and_below_topics(topics)
+                } else {
+                    kafka_protocol::messages::AddPartitionsToTxnRequest::default()
+                        .with_transactions(vec![AddPartitionsToTxnTransaction::default()
+                            .with_transactional_id(id)
+                            .with_producer_id(producer_id)
+                            .with_producer_epoch(self.txn_producer.1)
+                            .with_topics(topics)])
+                };
+                let r = call(conn, &request, version).await?;
+                let results = if version <= 3 {
+                    r.results_by_topic_v3_and_below
+                } else {
+                    expect_ok("AddPartitionsToTxn", r.error_code)?;
+                    r.results_by_transaction
+                        .into_iter()
+                        .flat_map(|t| t.topic_results)
+                        .collect()
+                };
+                let codes: Vec<i16> = results
+                    .iter()
+                    .flat_map(|t| {
+                        t.results_by_partition
+                            .iter()
+                            .map(|p| p.partition_error_code)
+                    })
+                    .collect();
+                ensure!(codes == [0], "AddPartitionsToTxn answered {codes:?}");
+            }
+            ApiKey::AddOffsetsToTxn => {
+                let request = kafka_protocol::messages::AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(kafka_protocol::messages::TransactionalId(
+                        StrBytes::from_static_str(PROBE_TXN),
+                    ))
+                    .with_producer_id(kafka_protocol::messages::ProducerId(self.txn_producer.0))
+                    .with_producer_epoch(self.txn_producer.1)
+                    .with_group_id(kafka_protocol::messages::GroupId(
+                        StrBytes::from_static_str(PROBE_GROUP),
+                    ));
+                let r = call(conn, &request, version).await?;
+                expect_ok("AddOffsetsToTxn", r.error_code)?;
+            }
+            ApiKey::TxnOffsetCommit => {
+                use kafka_protocol::messages::txn_offset_commit_request::{
+                    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+                };
+                let request = kafka_protocol::messages::TxnOffsetCommitRequest::default()
+                    .with_transactional_id(kafka_protocol::messages::TransactionalId(
+                        StrBytes::from_static_str(PROBE_TXN),
+                    ))
+                    .with_group_id(kafka_protocol::messages::GroupId(
+                        StrBytes::from_static_str(PROBE_GROUP),
+                    ))
+                    .with_producer_id(kafka_protocol::messages::ProducerId(self.txn_producer.0))
+                    .with_producer_epoch(self.txn_producer.1)
+                    .with_generation_id(-1)
+                    .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(0)])]);
+                let r = call(conn, &request, version).await?;
+                let codes: Vec<i16> = r
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                    .collect();
+                ensure!(codes == [0], "TxnOffsetCommit answered {codes:?}");
+            }
+            ApiKey::EndTxn => {
+                let request = kafka_protocol::messages::EndTxnRequest::default()
+                    .with_transactional_id(kafka_protocol::messages::TransactionalId(
+                        StrBytes::from_static_str(PROBE_TXN),
+                    ))
+                    .with_producer_id(kafka_protocol::messages::ProducerId(self.txn_producer.0))
+                    .with_producer_epoch(self.txn_producer.1)
+                    .with_committed(true);
+                let r = call(conn, &request, version).await?;
+                // The first commit prepares; later ones find it completing or completed.
+                ensure!(
+                    [0, ResponseError::ConcurrentTransactions.code()].contains(&r.error_code),
+                    "EndTxn answered {}",
+                    r.error_code
+                );
+            }
+            ApiKey::WriteTxnMarkers => {
+                use kafka_protocol::messages::write_txn_markers_request::{
+                    WritableTxnMarker, WritableTxnMarkerTopic,
+                };
+                let request = kafka_protocol::messages::WriteTxnMarkersRequest::default()
+                    .with_markers(vec![WritableTxnMarker::default()
+                        .with_producer_id(kafka_protocol::messages::ProducerId(1))
+                        .with_transaction_result(false)
+                        .with_topics(vec![WritableTxnMarkerTopic::default()
+                            .with_name(topic_name("no-such-topic"))
+                            .with_partition_indexes(vec![0])])]);
+                let r = call(conn, &request, version).await?;
+                let codes: Vec<i16> = r
+                    .markers
+                    .iter()
+                    .flat_map(|m| m.topics.iter())
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                    .collect();
+                ensure!(
+                    codes == [ResponseError::UnknownTopicOrPartition.code()],
+                    "WriteTxnMarkers to a missing topic answered {codes:?}"
+                );
+            }
+            ApiKey::DescribeProducers => {
+                use kafka_protocol::messages::describe_producers_request::TopicRequest;
+                let request = kafka_protocol::messages::DescribeProducersRequest::default()
+                    .with_topics(vec![TopicRequest::default()
+                        .with_name(topic_name(topic))
+                        .with_partition_indexes(vec![0])]);
+                let r = call(conn, &request, version).await?;
+                let codes: Vec<i16> = r
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                    .collect();
+                ensure!(codes == [0], "DescribeProducers answered {codes:?}");
+            }
+            ApiKey::DescribeTransactions => {
+                let request = kafka_protocol::messages::DescribeTransactionsRequest::default()
+                    .with_transactional_ids(vec![kafka_protocol::messages::TransactionalId(
+                        StrBytes::from_static_str(PROBE_TXN),
+                    )]);
+                let r = call(conn, &request, version).await?;
+                let state = r
+                    .transaction_states
+                    .first()
+                    .context("no transaction state")?;
+                expect_ok("DescribeTransactions", state.error_code)?;
+                ensure!(
+                    state.producer_id.0 == self.txn_producer.0,
+                    "DescribeTransactions names producer {:?}",
+                    state.producer_id
+                );
+            }
+            ApiKey::ListTransactions => {
+                let request = kafka_protocol::messages::ListTransactionsRequest::default()
+                    .with_duration_filter(-1);
+                let r = call(conn, &request, version).await?;
+                expect_ok("ListTransactions", r.error_code)?;
+                ensure!(
+                    r.transaction_states
+                        .iter()
+                        .any(|t| t.transactional_id.0.as_str() == PROBE_TXN),
+                    "ListTransactions lacks {PROBE_TXN}: {:?}",
+                    r.transaction_states
                 );
             }
             _ => return Ok(false),
@@ -1918,19 +2119,6 @@ fn fetch_partition(response: &kafka_protocol::messages::FetchResponse) -> Result
         .first()
         .and_then(|t| t.partitions.first())
         .context("the Fetch response has no partition")
-}
-
-/// The value of one sample of the Prometheus text, by its full series name with labels.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
 }
 
 /// Runs the binary outside the harness with `args`, expecting it to exit by itself; returns

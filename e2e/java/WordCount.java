@@ -22,8 +22,8 @@ import org.apache.kafka.streams.kstream.Produced;
 
 public class WordCount {
     public static void main(String[] args) throws Exception {
-        if (args.length != 5) {
-            System.err.println("usage: WordCount BOOTSTRAP APPLICATION_ID INPUT OUTPUT STATE_DIR");
+        if (args.length != 5 && args.length != 6) {
+            System.err.println("usage: WordCount BOOTSTRAP APPLICATION_ID INPUT OUTPUT STATE_DIR [PROCESSING_GUARANTEE]");
             System.exit(2);
         }
         Properties props = new Properties();
@@ -33,6 +33,9 @@ public class WordCount {
         props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
         props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
         props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
+        if (args.length == 6) {
+            props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, args[5]);
+        }
         // A closed member sends no LeaveGroup: a short session lets a restarted one in soon.
         props.put(StreamsConfig.consumerPrefix("session.timeout.ms"), 6000);
         props.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");

@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
+KAFKA_SERVER_PROPERTIES = REPO / "broker" / "tests" / "fixtures" / "kafka-4.1-server.properties"
 BROKER_BIN = Path(os.environ.get("OXBOW_BROKER_BIN", REPO / "target" / "debug" / "oxbow-broker"))
 HOST, PORT = "localhost", 9092
 BOOTSTRAP = f"{HOST}:{PORT}"
@@ -101,16 +102,31 @@ class BrokerRun:
         return tail(self.log_path)
 
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory):
-    """One broker on localhost:9092 for the session, with its defaults and a fresh data dir."""
+def kafka_server_properties(data_dir):
+    """Apache Kafka 4.1's shipped config/server.properties with only its data directory changed."""
+    lines = [
+        f"log.dirs={data_dir}" if line.startswith("log.dirs=") else line
+        for line in KAFKA_SERVER_PROPERTIES.read_text().splitlines()
+    ]
+    assert any(line.startswith("log.dirs=") for line in lines), KAFKA_SERVER_PROPERTIES
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session", params=["defaults", "kafka-server-properties"])
+def broker(request, tmp_path_factory):
+    """One broker on localhost:9092 per configuration, with a fresh data dir: the broker's own
+    defaults, then Apache Kafka's shipped server.properties (clients on localhost:9092, the
+    controller on localhost:9093, as Kafka's quick start runs it). Every example runs on both."""
     if accepts_connections("127.0.0.1", PORT):
         pytest.fail(f"port {PORT} is busy: stop whatever listens there (another broker?) and rerun")
-    workdir = tmp_path_factory.mktemp("broker")
-    run = BrokerRun(
-        ["--log-dirs", str(workdir / "data"), "--metrics-address", f"127.0.0.1:{free_port()}"],
-        workdir,
-    )
+    workdir = tmp_path_factory.mktemp(request.param)
+    args = ["--log-dirs", str(workdir / "data")]
+    if request.param == "kafka-server-properties":
+        config = workdir / "server.properties"
+        config.write_text(kafka_server_properties(workdir / "data"))
+        args = ["--config", str(config)]
+    run = BrokerRun([*args, "--metrics-address", f"127.0.0.1:{free_port()}"], workdir)
+    run.node_id = 1 if request.param == "kafka-server-properties" else 0
     run.wait_ready(HOST, PORT)
     yield run
     code = run.stop()
@@ -217,7 +233,7 @@ def test_kcat_lists_broker_and_topics(broker):
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    assert "broker 0 at" in out, out
+    assert f"broker {broker.node_id} at localhost:{PORT}" in out, out
     assert 'topic "test"' in out, out
 
 

@@ -538,6 +538,20 @@ async fn await_numbered_ack(topic: &str, seq: usize, delivery: DeliveryFuture) -
     Ok((delivery.partition, delivery.offset))
 }
 
+/// The value of one sample of a Prometheus text (`/metrics`), by its full series name with
+/// labels.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     //! The harness driven against a stand-in broker (a small Python script that listens where

@@ -20,13 +20,16 @@ fn word_count_source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("java/WordCount.java")
 }
 
-/// The latest count of each word on the output topic, read from the beginning.
-fn counts(server: &Server, records: usize) -> Result<BTreeMap<String, u64>> {
+/// The latest count of each word on the output topic, read from the beginning with
+/// `isolation` (`read_uncommitted` or `read_committed`).
+fn counts(server: &Server, records: usize, isolation: &str) -> Result<BTreeMap<String, u64>> {
     let out = server.tool(
         "kafka-console-consumer",
         &[
             "--topic",
             "counts",
+            "--isolation-level",
+            isolation,
             "--from-beginning",
             "--max-messages",
             &records.to_string(),
@@ -49,6 +52,23 @@ fn counts(server: &Server, records: usize) -> Result<BTreeMap<String, u64>> {
 }
 
 fn streams_word_count_restores_its_counts_after_a_restart(server: &Server) -> Result<()> {
+    word_count(server, "at_least_once", "read_uncommitted")
+}
+side_by_side!(streams_word_count_restores_its_counts_after_a_restart);
+
+/// The same word count with Kafka Streams' exactly-once processing (`exactly_once_v2`:
+/// a transactional producer per thread, offsets committed in its transactions), read with
+/// `read_committed`.
+fn streams_word_count_exactly_once_restores_its_counts_after_a_restart(
+    server: &Server,
+) -> Result<()> {
+    word_count(server, "exactly_once_v2", "read_committed")
+}
+side_by_side!(streams_word_count_exactly_once_restores_its_counts_after_a_restart);
+
+/// Runs the word count with `guarantee`, stops it, and starts it again on a fresh state
+/// directory: the counts come back from the changelog topic.
+fn word_count(server: &Server, guarantee: &str, isolation: &str) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
     for topic in ["text", "counts"] {
@@ -79,6 +99,7 @@ fn streams_word_count_restores_its_counts_after_a_restart(server: &Server) -> Re
                 "text",
                 "counts",
                 &state.to_string_lossy(),
+                guarantee,
             ],
             &dir.join(log),
         )?;
@@ -94,11 +115,12 @@ fn streams_word_count_restores_its_counts_after_a_restart(server: &Server) -> Re
             Some("Hello world\nhello Streams\n"),
         )?
         .ok()?;
-    let first = counts(server, 4).map_err(|e| anyhow::anyhow!("{e:#}\n{}", app.log_tail(40)))?;
+    let first =
+        counts(server, 4, isolation).map_err(|e| anyhow::anyhow!("{e:#}\n{}", app.log_tail(40)))?;
     let want: BTreeMap<String, u64> = [("hello", 2), ("streams", 1), ("world", 1)]
         .map(|(w, c)| (w.to_string(), c))
         .into();
-    ensure!(first == want, "{first:?}");
+    ensure!(first == want, "{first:?}\n{}", app.log_tail(400));
     // A JVM ended by SIGTERM exits with 143 after its shutdown hooks ran.
     let status = app.stop(STOP)?;
     ensure!(
@@ -124,13 +146,13 @@ fn streams_word_count_restores_its_counts_after_a_restart(server: &Server) -> Re
         .ok()?;
     // A fresh state directory: the counts can only come back from the changelog topic.
     let app = start("state-2", "wordcount-2.log")?;
-    let second = counts(server, 6).map_err(|e| anyhow::anyhow!("{e:#}\n{}", app.log_tail(40)))?;
+    let second =
+        counts(server, 6, isolation).map_err(|e| anyhow::anyhow!("{e:#}\n{}", app.log_tail(40)))?;
     ensure!(second.get("hello") == Some(&3), "{second:?}");
     ensure!(second.get("again") == Some(&1), "{second:?}");
     ensure!(second.get("world") == Some(&1), "{second:?}");
     Ok(())
 }
-side_by_side!(streams_word_count_restores_its_counts_after_a_restart);
 
 /// A distributed Connect worker's settings, its REST API on `rest`.
 fn worker_properties(bootstrap: &str, rest: &str) -> String {

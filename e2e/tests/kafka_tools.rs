@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use oxbow_e2e::kafka::{eventually, Server, ToolOutput};
+use oxbow_e2e::harness::sample;
+use oxbow_e2e::kafka::{eventually, main_class, JavaProcess, Server, ToolOutput};
 use oxbow_e2e::side_by_side;
 
 /// `Key: value` pairs of a tab-separated `kafka-topics --describe` line.
@@ -265,10 +266,16 @@ side_by_side!(console_producer_consumer_offsets_and_delete_records);
 
 /// One `kafka-consumer-groups --describe` row: column name → value.
 fn group_rows(out: &ToolOutput) -> Result<Vec<BTreeMap<String, String>>> {
+    table_rows(out, "GROUP")
+}
+
+/// The rows of a table a tool printed under a header line starting with `first_column`:
+/// column name → value, values split at whitespace.
+fn table_rows(out: &ToolOutput, first_column: &str) -> Result<Vec<BTreeMap<String, String>>> {
     let lines = out.lines();
     let header_at = lines
         .iter()
-        .position(|l| l.starts_with("GROUP"))
+        .position(|l| l.starts_with(first_column))
         .with_context(|| format!("no header: {out}"))?;
     let header: Vec<&str> = lines[header_at].split_whitespace().collect();
     Ok(lines[header_at + 1..]
@@ -1082,6 +1089,83 @@ side_by_side!(
     super::SHORT_QUOTA_WINDOWS
 );
 
+/// Keyed lines `k<n>:<prefix>-<n>` for `n` in `range`, spread over the partitions by key.
+fn keyed_lines(prefix: &str, range: std::ops::Range<usize>) -> String {
+    range.map(|n| format!("k{n}:{prefix}-{n}\n")).collect()
+}
+
+fn produce_keyed(server: &Server, topic: &str, input: &str) -> Result<()> {
+    server
+        .run(
+            "kafka-console-producer",
+            &[
+                "--topic",
+                topic,
+                "--property",
+                "parse.key=true",
+                "--property",
+                "key.separator=:",
+            ],
+            Some(input),
+        )?
+        .ok()?;
+    Ok(())
+}
+
+/// The Java consumer of a topic of many partitions fetches in an incremental session
+/// (KIP-227): records produced while it polls arrive, and on Oxbow the broker's gauges show
+/// one session holding every partition.
+fn a_consumer_of_many_partitions_fetches_in_a_session(server: &Server) -> Result<()> {
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "wide",
+            "--partitions",
+            "24",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    produce_keyed(server, "wide", &keyed_lines("before", 0..240))?;
+    let scratch = tempfile::tempdir()?;
+    let bootstrap = server.bootstrap();
+    let mut consumer = JavaProcess::start(
+        "kafka-console-consumer",
+        main_class("kafka-console-consumer")?,
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "wide",
+            "--group",
+            "wide-readers",
+            "--from-beginning",
+        ],
+        &scratch.path().join("consumer.log"),
+    )?;
+    for n in 0..240 {
+        consumer.wait_for_log(&format!("before-{n}\n"), Duration::from_secs(60))?;
+    }
+    // While it polls in its session, new records reach a few partitions only.
+    produce_keyed(server, "wide", &keyed_lines("during", 0..5))?;
+    for n in 0..5 {
+        consumer.wait_for_log(&format!("during-{n}\n"), Duration::from_secs(30))?;
+    }
+    if let Server::Oxbow(broker) = server {
+        let text = broker.scrape_metrics()?;
+        ensure!(
+            sample(&text, "oxbow_fetch_sessions") == Some(1.0)
+                && sample(&text, "oxbow_fetch_session_partitions") == Some(24.0),
+            "expected one fetch session of 24 partitions:\n{text}"
+        );
+    }
+    consumer.stop(Duration::from_secs(30))?;
+    Ok(())
+}
+side_by_side!(a_consumer_of_many_partitions_fetches_in_a_session);
+
 fn broker_api_versions_lists_every_api(server: &Server) -> Result<()> {
     let out = server.tool("kafka-broker-api-versions", &[])?;
     for api in [
@@ -1261,3 +1345,129 @@ fn reassignment_leader_election_and_log_dirs(server: &Server) -> Result<()> {
     Ok(())
 }
 side_by_side!(reassignment_leader_election_and_log_dirs);
+
+/// `kafka-transactions` lists, describes and shows the producers of transactions that
+/// `kafka-producer-perf-test` wrote with a transactional id, and `read_committed` consumers see
+/// every committed record while the markers take offsets of their own.
+fn transactions_listed_described_and_their_producers_shown(server: &Server) -> Result<()> {
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "txns",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    let produced = oxbow_e2e::kafka::tool(
+        "kafka-producer-perf-test",
+        &[
+            "--topic",
+            "txns",
+            "--num-records",
+            "2000",
+            "--record-size",
+            "50",
+            "--throughput",
+            "-1",
+            "--transactional-id",
+            "perf-txn",
+            "--transaction-duration-ms",
+            "50",
+            "--producer-props",
+            &format!("bootstrap.servers={}", server.bootstrap()),
+        ],
+    )?;
+    ensure!(
+        produced
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("2000 records sent")),
+        "{produced}"
+    );
+
+    let listed = table_rows(
+        &server.tool("kafka-transactions", &["list"])?,
+        "TransactionalId",
+    )?;
+    let row = listed
+        .iter()
+        .find(|r| r.get("TransactionalId").map(String::as_str) == Some("perf-txn"))
+        .with_context(|| format!("perf-txn not listed: {listed:?}"))?;
+    ensure!(
+        row.get("TransactionState").map(String::as_str) == Some("CompleteCommit"),
+        "{row:?}"
+    );
+    ensure!(
+        row.get("Coordinator").map(String::as_str) == Some(server.node_id().to_string().as_str()),
+        "{row:?}"
+    );
+    let producer_id = row.get("ProducerId").cloned().context("no ProducerId")?;
+
+    let described = table_rows(
+        &server.tool(
+            "kafka-transactions",
+            &["describe", "--transactional-id", "perf-txn"],
+        )?,
+        "CoordinatorId",
+    )?;
+    let description = described.first().context("no description")?;
+    ensure!(
+        description.get("ProducerId") == Some(&producer_id),
+        "{description:?}"
+    );
+    ensure!(
+        description.get("TransactionState").map(String::as_str) == Some("CompleteCommit"),
+        "{description:?}"
+    );
+
+    let producers = table_rows(
+        &server.tool(
+            "kafka-transactions",
+            &["describe-producers", "--topic", "txns", "--partition", "0"],
+        )?,
+        "ProducerId",
+    )?;
+    let producer = producers
+        .iter()
+        .find(|p| p.get("ProducerId") == Some(&producer_id))
+        .with_context(|| format!("producer {producer_id} not shown: {producers:?}"))?;
+    ensure!(
+        producer
+            .get("CurrentTransactionStartOffset")
+            .map(String::as_str)
+            == Some("None"),
+        "no transaction is open: {producer:?}"
+    );
+
+    let committed = server.tool(
+        "kafka-console-consumer",
+        &[
+            "--topic",
+            "txns",
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            "--max-messages",
+            "2000",
+            "--timeout-ms",
+            "30000",
+        ],
+    )?;
+    ensure!(
+        committed.lines().len() >= 2000,
+        "{} records read",
+        committed.lines().len()
+    );
+    let latest = offsets(&server.tool("kafka-get-offsets", &["--topic", "txns"])?)?;
+    let end = latest.values().sum::<i64>();
+    ensure!(
+        end > 2000,
+        "the markers take offsets too: the log ends at {end}"
+    );
+    Ok(())
+}
+side_by_side!(transactions_listed_described_and_their_producers_shown);

@@ -68,7 +68,8 @@ mod tests {
         let keys: Vec<i16> = api_list().iter().map(|a| a.api_key).collect();
         assert!(keys.contains(&(ApiKey::Produce as i16)));
         assert!(keys.contains(&(ApiKey::Fetch as i16)));
-        assert!(!keys.contains(&(ApiKey::AddPartitionsToTxn as i16)));
+        assert!(keys.contains(&(ApiKey::AddPartitionsToTxn as i16)));
+        assert!(!keys.contains(&(ApiKey::ConsumerGroupHeartbeat as i16)));
         for api in &api_list() {
             let key = ApiKey::try_from(api.api_key).expect("known key");
             assert!(super::super::supported_versions(key).is_some());

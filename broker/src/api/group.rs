@@ -23,9 +23,12 @@ use super::{str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::group::{GroupState, JoinRequest, JoinResult, Pending, SyncResult, OFFSETS_TOPIC};
 use crate::security::authorizer::{Operation, ResourceType};
+use crate::txn::TRANSACTION_TOPIC;
 use kafka_protocol::protocol::StrBytes;
 
 const KEY_TYPE_GROUP: i8 = 0;
+/// FindCoordinator's key type for a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
@@ -45,6 +48,28 @@ fn check_group(
     }
 }
 
+/// Where a coordinator is: the leader of `partition` of the internal topic `topic`.
+fn leader_of(
+    broker: &Broker,
+    listener: &str,
+    topic: &str,
+    partition: Option<i32>,
+) -> Result<(i32, String, i32), ResponseError> {
+    let partition = partition.ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let image = broker.image();
+    let leader = image
+        .partition(topic, partition)
+        .map(|p| p.leader)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let (host, port) = image
+        .brokers
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .and_then(|b| b.endpoint(listener))
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((leader, host.to_string(), i32::from(port)))
+}
+
 /// Where the coordinator of `group` is: the leader of its `__consumer_offsets` partition.
 async fn locate(
     broker: &Broker,
@@ -55,21 +80,31 @@ async fn locate(
         tracing::warn!(error = %e.message, "{OFFSETS_TOPIC} is not available");
         return Err(ResponseError::CoordinatorNotAvailable);
     }
-    let partition = broker
-        .offsets_partition_of(group)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let image = broker.image();
-    let leader = image
-        .partition(OFFSETS_TOPIC, partition)
-        .map(|p| p.leader)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let (host, port) = image
-        .brokers
-        .get(&leader)
-        .filter(|b| !b.fenced)
-        .and_then(|b| b.endpoint(listener))
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    Ok((leader, host.to_string(), i32::from(port)))
+    leader_of(
+        broker,
+        listener,
+        OFFSETS_TOPIC,
+        broker.offsets_partition_of(group),
+    )
+}
+
+/// Where the coordinator of a transactional id is: the leader of its `__transaction_state`
+/// partition.
+async fn locate_transaction(
+    broker: &Broker,
+    listener: &str,
+    transactional_id: &str,
+) -> Result<(i32, String, i32), ResponseError> {
+    if let Err(e) = broker.ensure_transaction_topic().await {
+        tracing::warn!(error = %e.message, "{TRANSACTION_TOPIC} is not available");
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    leader_of(
+        broker,
+        listener,
+        TRANSACTION_TOPIC,
+        broker.transaction_partition_of(transactional_id),
+    )
 }
 
 pub(super) async fn find_coordinator(
@@ -85,10 +120,31 @@ pub(super) async fn find_coordinator(
     };
     let mut found = Vec::with_capacity(keys.len());
     for key in keys {
-        let outcome = if request.key_type != KEY_TYPE_GROUP {
+        let outcome = if request.key_type == KEY_TYPE_TRANSACTION {
+            if !context.allowed(
+                broker,
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                &key,
+            ) {
+                Err((
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    "the principal may not describe this transactional id",
+                ))
+            } else {
+                locate_transaction(broker, &context.listener, key.as_str())
+                    .await
+                    .map_err(|e| {
+                        (
+                            e,
+                            "the transactional id's state partition has no leader yet",
+                        )
+                    })
+            }
+        } else if request.key_type != KEY_TYPE_GROUP {
             Err((
                 ResponseError::InvalidRequest,
-                "only group coordinators exist; transactions are not supported",
+                "the key type is neither a group (0) nor a transactional id (1)",
             ))
         } else if !context.allowed(broker, Operation::Describe, ResourceType::Group, &key) {
             Err((

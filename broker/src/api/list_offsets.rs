@@ -29,7 +29,11 @@ pub(super) fn handle(
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
-    let from_consumer = request.replica_id.0 == CONSUMER_REPLICA_ID;
+    let reader = match (request.replica_id.0, request.isolation_level) {
+        (CONSUMER_REPLICA_ID, 1) if version >= 2 => Reader::ReadCommitted,
+        (CONSUMER_REPLICA_ID, _) => Reader::Consumer,
+        _ => Reader::Replica,
+    };
     let topics = request
         .topics
         .into_iter()
@@ -51,7 +55,7 @@ pub(super) fn handle(
                         Ok(partition) => partition,
                         Err(code) => return result.with_error_code(code.code()),
                     };
-                    match lookup(&partition, p.timestamp, from_consumer) {
+                    match lookup(&partition, p.timestamp, reader) {
                         Ok(Some(found)) => {
                             let result = result.with_offset(found.offset).with_timestamp(found.timestamp);
                             // Absent from the answer (-1) when the record's batch has no epoch.
@@ -80,6 +84,16 @@ pub(super) fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
+/// Who asks, which bounds the latest offset: a follower or a debugging tool may read to the
+/// log end, a consumer to the high watermark, a `read_committed` consumer to the last stable
+/// offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Replica,
+    Consumer,
+    ReadCommitted,
+}
+
 enum Lookup {
     UnknownTimestamp,
     Read(ReadError),
@@ -94,12 +108,12 @@ enum Lookup {
 fn lookup(
     partition: &Partition,
     timestamp: i64,
-    from_consumer: bool,
+    reader: Reader,
 ) -> Result<Option<TimestampOffset>, Lookup> {
-    let last_fetchable = if from_consumer {
-        partition.high_watermark()
-    } else {
-        partition.log_end_offset()
+    let last_fetchable = match reader {
+        Reader::Replica => partition.log_end_offset(),
+        Reader::Consumer => partition.high_watermark(),
+        Reader::ReadCommitted => partition.last_stable_offset(),
     };
     let found = match timestamp {
         LATEST => {

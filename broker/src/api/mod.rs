@@ -14,6 +14,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+pub use produce::produce_error_code;
 mod producer_id;
 mod quorum;
 mod reassignment;
@@ -22,6 +23,7 @@ pub(crate) mod response;
 pub(crate) mod sasl;
 mod scram;
 mod throttle;
+mod txn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +105,14 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::UpdateFeatures,
     ApiKey::DescribeClientQuotas,
     ApiKey::AlterClientQuotas,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::WriteTxnMarkers,
+    ApiKey::TxnOffsetCommit,
+    ApiKey::DescribeProducers,
+    ApiKey::DescribeTransactions,
+    ApiKey::ListTransactions,
 ];
 
 /// The versions both the request and the response schema of `R` define.
@@ -173,6 +183,20 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::AlterClientQuotas => {
             versions::<kafka_protocol::messages::AlterClientQuotasRequest>()
         }
+        ApiKey::AddPartitionsToTxn => {
+            versions::<kafka_protocol::messages::AddPartitionsToTxnRequest>()
+        }
+        ApiKey::AddOffsetsToTxn => versions::<kafka_protocol::messages::AddOffsetsToTxnRequest>(),
+        ApiKey::EndTxn => versions::<kafka_protocol::messages::EndTxnRequest>(),
+        ApiKey::WriteTxnMarkers => versions::<kafka_protocol::messages::WriteTxnMarkersRequest>(),
+        ApiKey::TxnOffsetCommit => versions::<kafka_protocol::messages::TxnOffsetCommitRequest>(),
+        ApiKey::DescribeProducers => {
+            versions::<kafka_protocol::messages::DescribeProducersRequest>()
+        }
+        ApiKey::DescribeTransactions => {
+            versions::<kafka_protocol::messages::DescribeTransactionsRequest>()
+        }
+        ApiKey::ListTransactions => versions::<kafka_protocol::messages::ListTransactionsRequest>(),
         _ => return None,
     })
 }
@@ -230,6 +254,14 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::UpdateFeatures => "UpdateFeatures",
         ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
         ApiKey::AlterClientQuotas => "AlterClientQuotas",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::EndTxn => "EndTxn",
+        ApiKey::WriteTxnMarkers => "WriteTxnMarkers",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+        ApiKey::DescribeProducers => "DescribeProducers",
+        ApiKey::DescribeTransactions => "DescribeTransactions",
+        ApiKey::ListTransactions => "ListTransactions",
         _ => "Unsupported",
     }
 }
@@ -348,8 +380,35 @@ async fn dispatch(
         RequestKind::UnregisterBroker(r) => {
             ResponseKind::UnregisterBroker(cluster::unregister(broker, context, &r).await)
         }
-        RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_id::init(broker, context, &r).await)
+        RequestKind::InitProducerId(r) => match r.transactional_id.as_ref() {
+            Some(id) => ResponseKind::InitProducerId(
+                txn::init(broker, context, &r, &id.0.to_string(), version).await,
+            ),
+            None => ResponseKind::InitProducerId(producer_id::init(broker, context).await),
+        },
+        RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
+            txn::add_partitions_to_txn(broker, context, r, version).await,
+        ),
+        RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(
+            txn::add_offsets_to_txn(broker, context, &r, version).await,
+        ),
+        RequestKind::EndTxn(r) => {
+            ResponseKind::EndTxn(txn::end_txn(broker, context, &r, version).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(broker, context, r, version).await)
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(txn::write_txn_markers(broker, context, r).await)
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe_transactions(broker, context, &r))
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(txn::list_transactions(broker, context, &r, version))
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(txn::describe_producers(broker, context, &r))
         }
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
             group::find_coordinator(broker, context, &r, version).await,

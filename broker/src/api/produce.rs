@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 use super::{leader_hint, str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::log::BatchHeader;
-use crate::producer::SequenceError;
+use crate::producer::{MarkerError, SequenceError};
 use crate::replica::{Partition, ProduceError, ReplicationError};
 use crate::security::authorizer::{Operation, ResourceType};
 
@@ -25,7 +25,7 @@ struct Pending {
     end: i64,
 }
 
-fn produce_error_code(error: &ProduceError) -> ResponseError {
+pub fn produce_error_code(error: &ProduceError) -> ResponseError {
     match error {
         ProduceError::Append(e) => e.response_error(),
         ProduceError::Sequence(SequenceError::OutOfOrder { .. }) => {
@@ -38,6 +38,12 @@ fn produce_error_code(error: &ProduceError) -> ResponseError {
         ProduceError::NotLeader => ResponseError::NotLeaderOrFollower,
         ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         ProduceError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
+        ProduceError::Marker(MarkerError::InvalidEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        ProduceError::Marker(MarkerError::CoordinatorFenced { .. }) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
     }
 }
 
@@ -52,6 +58,67 @@ fn has_zstd_batch(records: &[u8]) -> bool {
         rest = rest.get(header.size()..).unwrap_or_default();
     }
     false
+}
+
+/// KIP-890 verification: before a producer's first transactional batch of a transaction
+/// lands in a partition, the partition's leader asks the transaction coordinator whether the
+/// partition is in that transaction, so a late batch of an ended transaction cannot open a
+/// transaction nobody will close. Coordinator trouble is answered NOT_ENOUGH_REPLICAS, which
+/// every client retries, as Kafka does.
+async fn verify_transaction(
+    broker: &Broker,
+    transactional_id: Option<&kafka_protocol::messages::TransactionalId>,
+    partition: &Partition,
+    records: &[u8],
+) -> Result<(), (ResponseError, String)> {
+    let Some(header) = BatchHeader::parse(records).filter(|h| h.is_transactional()) else {
+        return Ok(());
+    };
+    if !broker.txns.config.verify_partitions
+        || partition.in_transaction(header.producer_id, header.producer_epoch)
+    {
+        return Ok(());
+    }
+    let Some(id) = transactional_id else {
+        return Err((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "a transactional batch needs the request's transactional id".to_string(),
+        ));
+    };
+    let id = id.0.as_str();
+    let tp = (partition.topic.to_string(), partition.index);
+    let outcome = crate::txn::markers::verify_partition(
+        broker,
+        id,
+        header.producer_id,
+        header.producer_epoch,
+        &tp,
+    )
+    .await;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(
+            code @ (ResponseError::InvalidTxnState
+            | ResponseError::InvalidProducerIdMapping
+            | ResponseError::ProducerFenced
+            | ResponseError::InvalidProducerEpoch
+            | ResponseError::TransactionalIdAuthorizationFailed),
+        ) => {
+            let code = if code == ResponseError::ProducerFenced {
+                ResponseError::InvalidProducerEpoch
+            } else {
+                code
+            };
+            Err((
+                code,
+                format!("{}-{} is not in the producer's transaction", tp.0, tp.1),
+            ))
+        }
+        Err(code) => Err((
+            ResponseError::NotEnoughReplicas,
+            format!("the transaction coordinator could not verify the partition: {code:?}"),
+        )),
+    }
 }
 
 pub(super) async fn handle(
@@ -131,6 +198,16 @@ pub(super) async fn handle(
                             "Produce v{version} may not carry zstd batches; zstd needs v7 or later"
                         ),
                     );
+                }
+                if let Err((code, message)) = verify_transaction(
+                    broker,
+                    request.transactional_id.as_ref(),
+                    &partition,
+                    records,
+                )
+                .await
+                {
+                    break 'outcome failed(code, message);
                 }
                 match partition.append(records, acks == -1) {
                     Ok(info) => {

@@ -18,7 +18,8 @@ use crate::quota::QuotaKey;
 /// What a request is measured against.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Metered {
-    /// The cluster's own traffic: follower fetches, heartbeats, SASL before a principal exists.
+    /// The cluster's own traffic: follower fetches, heartbeats, transaction markers, SASL
+    /// before a principal exists.
     Exempt,
     /// A produce request of this many bytes.
     Produce(usize),
@@ -67,7 +68,8 @@ pub(super) fn prepare(
         RequestKind::BrokerHeartbeat(_)
         | RequestKind::SaslHandshake(_)
         | RequestKind::SaslAuthenticate(_)
-        | RequestKind::DescribeQuorum(_) => Metered::Exempt,
+        | RequestKind::DescribeQuorum(_)
+        | RequestKind::WriteTxnMarkers(_) => Metered::Exempt,
         _ => Metered::Other,
     }
 }
@@ -195,8 +197,8 @@ fn observe(broker: &Broker, metered: &Metered, bytes_ms: i64, request_ms: i64) -
     i32::try_from(throttle).unwrap_or(i32::MAX)
 }
 
-/// Sets `throttle_time_ms` of any response that has one (the SASL and quorum responses the
-/// exempt requests get have none).
+/// Sets `throttle_time_ms` of any response that has one (the SASL, quorum and transaction
+/// marker responses the exempt requests get have none).
 fn set_throttle_time(response: &mut ResponseKind, ms: i32) {
     macro_rules! throttled {
         ($($kind:ident),* $(,)?) => {
@@ -246,5 +248,12 @@ fn set_throttle_time(response: &mut ResponseKind, ms: i32) {
         UpdateFeatures,
         DescribeClientQuotas,
         AlterClientQuotas,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
+        DescribeProducers,
+        DescribeTransactions,
+        ListTransactions,
     );
 }

@@ -148,7 +148,12 @@ const ONE_RUNTIME: &str =
 const OS_BUFFERS: &str = "socket buffers and the listen backlog are left to the operating system.";
 const BYTES_BOUND: &str =
     "requests waiting to be read are bounded in bytes (queued.max.request.bytes), not counted.";
-const NO_TRANSACTIONS: &str = "Oxbow has no transaction coordinator yet.";
+const TXN_RETRIES_OWN: &str =
+    "a partition leader asks the transaction coordinator once per producer and transaction, and the producer retries.";
+const PRODUCERS_KEPT: &str = "idle producer ids are kept with their partition's producer state.";
+const TXN_LOAD_OWN: &str = "the coordinator reads __transaction_state in batches of its own size.";
+const NO_TWO_PHASE_COMMIT: &str =
+    "Oxbow has no two-phase commit with external coordinators (KIP-939).";
 const NO_SHARE_GROUPS: &str = "Oxbow has no share groups (KIP-932) yet.";
 const CLASSIC_GROUPS: &str =
     "Oxbow's groups speak the classic protocol only; consumer (KIP-848) and streams (KIP-1071) groups do not exist yet.";
@@ -178,7 +183,6 @@ const OPERATOR_BALANCES: &str =
     "leaders are balanced by the operator (or its one-shot balance command) through ElectLeaders, not by a broker timer.";
 const ALWAYS_CONTROLLED: &str = "Oxbow always moves leadership away before it stops on SIGTERM.";
 const NOT_ENFORCED: &str = "Oxbow does not enforce this limit.";
-const NO_FETCH_SESSIONS: &str = "Oxbow has no incremental fetch sessions (KIP-227) yet.";
 const OFFSETS_KEPT: &str = "committed offsets do not expire in Oxbow.";
 const CLEANER_OWN: &str = "the log cleaner sizes its own buffers and does not throttle its I/O.";
 const MAX_COMPACTION_LAG: &str =
@@ -405,6 +409,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         Some("1048576"),
         Check::AtLeast(1),
         "Bytes per partition a follower asks for in one fetch.",
+    ),
+    def(
+        "max.incremental.fetch.session.cache.slots",
+        ConfigType::Int,
+        Some("1000"),
+        Check::AtLeast(0),
+        "Incremental fetch sessions (KIP-227) this broker keeps for consumers and followers at most.",
     ),
     def(
         "broker.heartbeat.interval.ms",
@@ -787,8 +798,8 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         ONE_LOG_DIR,
     )
     .dynamic(),
-    kafka("add.partitions.to.txn.retry.backoff.max.ms", ConfigType::Int, Some("100"), Check::AtLeast(0), NO_TRANSACTIONS),
-    kafka("add.partitions.to.txn.retry.backoff.ms", ConfigType::Int, Some("20"), Check::AtLeast(1), NO_TRANSACTIONS),
+    kafka("add.partitions.to.txn.retry.backoff.max.ms", ConfigType::Int, Some("100"), Check::AtLeast(0), TXN_RETRIES_OWN),
+    kafka("add.partitions.to.txn.retry.backoff.ms", ConfigType::Int, Some("20"), Check::AtLeast(1), TXN_RETRIES_OWN),
     kafka("alter.config.policy.class.name", ConfigType::Class, None, Check::Any, JAVA_PLUGIN),
     kafka("alter.log.dirs.replication.quota.window.num", ConfigType::Int, Some("11"), Check::AtLeast(1), ONE_LOG_DIR),
     kafka("alter.log.dirs.replication.quota.window.size.seconds", ConfigType::Int, Some("1"), Check::AtLeast(1), ONE_LOG_DIR),
@@ -881,7 +892,6 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("log.segment.delete.delay.ms", ConfigType::Long, Some("60000"), Check::AtLeast(0), DELETE_AT_ONCE).dynamic(),
     kafka("max.connection.creation.rate", ConfigType::Int, Some("2147483647"), Check::AtLeast(0), NO_QUOTAS).dynamic(),
     kafka("max.connections.per.ip.overrides", ConfigType::String, Some(""), Check::Any, NOT_ENFORCED).dynamic(),
-    kafka("max.incremental.fetch.session.cache.slots", ConfigType::Int, Some("1000"), Check::AtLeast(0), NO_FETCH_SESSIONS),
     kafka("max.request.partition.size.limit", ConfigType::Int, Some("2000"), Check::AtLeast(1), NOT_ENFORCED),
     kafka("metadata.log.dir", ConfigType::String, None, Check::Any, QUORUM_OWN),
     kafka("metadata.log.max.record.bytes.between.snapshots", ConfigType::Long, Some("20971520"), Check::AtLeast(1), QUORUM_OWN),
@@ -906,7 +916,7 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("offsets.retention.minutes", ConfigType::Int, Some("10080"), Check::AtLeast(1), OFFSETS_KEPT),
     kafka("offsets.topic.compression.codec", ConfigType::Int, Some("0"), Check::Any, NOT_ENFORCED),
     kafka("principal.builder.class", ConfigType::Class, Some("org.apache.kafka.common.security.authenticator.DefaultKafkaPrincipalBuilder"), Check::Any, JAVA_PLUGIN).dynamic(),
-    kafka("producer.id.expiration.ms", ConfigType::Int, Some("86400000"), Check::AtLeast(1), NO_TRANSACTIONS).dynamic(),
+    kafka("producer.id.expiration.ms", ConfigType::Int, Some("86400000"), Check::AtLeast(1), PRODUCERS_KEPT).dynamic(),
     kafka("producer.purgatory.purge.interval.requests", ConfigType::Int, Some("1000"), Check::Any, JAVA_INTERNAL),
     kafka("queued.max.requests", ConfigType::Int, Some("500"), Check::AtLeast(1), BYTES_BOUND),
     kafka("remote.fetch.max.wait.ms", ConfigType::Int, Some("500"), Check::AtLeast(1), NO_TIERED).dynamic(),
@@ -1025,17 +1035,17 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("ssl.truststore.certificates", ConfigType::Password, None, Check::Any, PEM_ONLY).dynamic(),
     kafka("ssl.truststore.password", ConfigType::Password, None, Check::Any, PEM_ONLY).dynamic(),
     kafka("telemetry.max.bytes", ConfigType::Int, Some("1048576"), Check::AtLeast(1), PROMETHEUS),
-    kafka("transaction.abort.timed.out.transaction.cleanup.interval.ms", ConfigType::Int, Some("10000"), Check::AtLeast(1), NO_TRANSACTIONS),
-    kafka("transaction.max.timeout.ms", ConfigType::Int, Some("900000"), Check::AtLeast(1), NO_TRANSACTIONS),
-    kafka("transaction.partition.verification.enable", ConfigType::Boolean, Some("true"), Check::Any, NO_TRANSACTIONS).dynamic(),
-    kafka("transaction.remove.expired.transaction.cleanup.interval.ms", ConfigType::Int, Some("3600000"), Check::AtLeast(1), NO_TRANSACTIONS),
-    kafka("transaction.state.log.load.buffer.size", ConfigType::Int, Some("5242880"), Check::AtLeast(1), NO_TRANSACTIONS),
-    kafka("transaction.state.log.min.isr", ConfigType::Int, Some("2"), Check::AtLeast(1), NO_TRANSACTIONS),
-    kafka("transaction.state.log.num.partitions", ConfigType::Int, Some("50"), Check::AtLeast(1), NO_TRANSACTIONS),
-    kafka("transaction.state.log.replication.factor", ConfigType::Short, Some("3"), Check::AtLeast(1), NO_TRANSACTIONS),
-    kafka("transaction.state.log.segment.bytes", ConfigType::Int, Some("104857600"), Check::AtLeast(1), NO_TRANSACTIONS),
-    kafka("transaction.two.phase.commit.enable", ConfigType::Boolean, Some("false"), Check::Any, NO_TRANSACTIONS),
-    kafka("transactional.id.expiration.ms", ConfigType::Int, Some("604800000"), Check::AtLeast(1), NO_TRANSACTIONS),
+    def("transaction.abort.timed.out.transaction.cleanup.interval.ms", ConfigType::Int, Some("10000"), Check::AtLeast(1), "How often the transaction coordinator aborts transactions past their timeout (fencing their producers)."),
+    def("transaction.max.timeout.ms", ConfigType::Int, Some("900000"), Check::AtLeast(1), "The longest transaction.timeout.ms a producer may ask for; a longer one is refused with INVALID_TRANSACTION_TIMEOUT."),
+    def("transaction.partition.verification.enable", ConfigType::Boolean, Some("true"), Check::Any, "Before a partition leader appends a producer's first transactional batch of a transaction, it asks the transaction coordinator whether the partition is in it (KIP-890); the value of server.properties applies.").dynamic(),
+    def("transaction.remove.expired.transaction.cleanup.interval.ms", ConfigType::Int, Some("3600000"), Check::AtLeast(1), "How often the transaction coordinator forgets transactional ids idle for transactional.id.expiration.ms."),
+    kafka("transaction.state.log.load.buffer.size", ConfigType::Int, Some("5242880"), Check::AtLeast(1), TXN_LOAD_OWN),
+    def("transaction.state.log.min.isr", ConfigType::Int, Some("2"), Check::AtLeast(1), "min.insync.replicas of __transaction_state (at most its replication factor)."),
+    def("transaction.state.log.num.partitions", ConfigType::Int, Some("50"), Check::AtLeast(1), "Partitions of __transaction_state, created on the first transactional producer's FindCoordinator."),
+    def("transaction.state.log.replication.factor", ConfigType::Short, Some("3"), Check::AtLeast(1), "Replicas of __transaction_state; fewer when fewer brokers are alive at its creation (with a warning)."),
+    def("transaction.state.log.segment.bytes", ConfigType::Int, Some("104857600"), Check::AtLeast(1), "segment.bytes of __transaction_state."),
+    kafka("transaction.two.phase.commit.enable", ConfigType::Boolean, Some("false"), Check::Any, NO_TWO_PHASE_COMMIT),
+    def("transactional.id.expiration.ms", ConfigType::Int, Some("604800000"), Check::AtLeast(1), "A transactional id with no transaction for this long is forgotten by its coordinator."),
 
 ];
 

@@ -156,6 +156,8 @@ pub struct BrokerConfig {
     pub quota_window_size: std::time::Duration,
     pub replica_fetch_wait_max_ms: i32,
     pub replica_fetch_max_bytes: i32,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept at most.
+    pub fetch_session_slots: usize,
     /// `follower.replication.throttled.rate` from `server.properties`: bytes per second
     /// copied as a follower; a dynamic value in `dynamic` takes its place.
     pub follower_throttle: Option<u64>,
@@ -182,6 +184,7 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     pub offsets_topic_segment_bytes: i32,
     pub group: crate::group::GroupConfig,
+    pub txn: crate::txn::TxnConfig,
     /// How often retention runs (`log.retention.check.interval.ms`).
     pub retention_check_interval: std::time::Duration,
     /// Whether compaction runs, and its pause between passes (`log.cleaner.enable`,
@@ -407,6 +410,8 @@ impl BrokerConfig {
             ),
             replica_fetch_wait_max_ms: int("replica.fetch.wait.max.ms") as i32,
             replica_fetch_max_bytes: int("replica.fetch.max.bytes") as i32,
+            fetch_session_slots: usize::try_from(int("max.incremental.fetch.session.cache.slots"))
+                .unwrap_or(0),
             follower_throttle: u64::try_from(int("follower.replication.throttled.rate"))
                 .ok()
                 .filter(|rate| *rate > 0),
@@ -428,6 +433,21 @@ impl BrokerConfig {
             metrics_address: (!metrics.is_empty()).then_some(metrics),
             offsets_topic_partitions: int("offsets.topic.num.partitions") as i32,
             offsets_topic_segment_bytes: int("offsets.topic.segment.bytes") as i32,
+            txn: crate::txn::TxnConfig {
+                partitions: int("transaction.state.log.num.partitions") as i32,
+                replication_factor: int("transaction.state.log.replication.factor") as i16,
+                min_isr: int("transaction.state.log.min.isr") as i32,
+                segment_bytes: int("transaction.state.log.segment.bytes") as i32,
+                max_timeout_ms: int("transaction.max.timeout.ms") as i32,
+                abort_interval: millis(int(
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                )),
+                expire_interval: millis(int(
+                    "transaction.remove.expired.transaction.cleanup.interval.ms",
+                )),
+                id_expiration_ms: int("transactional.id.expiration.ms"),
+                verify_partitions: get("transaction.partition.verification.enable") == "true",
+            },
             group: crate::group::GroupConfig {
                 initial_rebalance_delay: millis(int("group.initial.rebalance.delay.ms")),
                 min_session_timeout: millis(int("group.min.session.timeout.ms")),

@@ -435,6 +435,9 @@ pub struct MemberSummary {
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: Mutex<HashMap<String, Group>>,
+    /// Offsets committed in open transactions (TxnOffsetCommit), by producer id: they take
+    /// effect when the transaction's commit marker reaches their offsets partition.
+    pending_txn: Mutex<HashMap<i64, Vec<offsets::OffsetRecord>>>,
 }
 
 impl GroupCoordinator {
@@ -442,13 +445,16 @@ impl GroupCoordinator {
         GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
+            pending_txn: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Applies committed offsets loaded from `__consumer_offsets` at start.
-    pub fn load(&self, records: impl IntoIterator<Item = offsets::OffsetRecord>) {
+    /// Applies what a `__consumer_offsets` partition holds, oldest first, when this broker
+    /// takes over its groups: offset changes, and transactional ones as their markers say.
+    pub fn load(&self, events: impl IntoIterator<Item = offsets::OffsetEvent>) {
         let mut groups = self.groups.lock();
-        for record in records {
+        let mut pending: HashMap<i64, Vec<offsets::OffsetRecord>> = HashMap::new();
+        let apply = |groups: &mut HashMap<String, Group>, record: offsets::OffsetRecord| {
             let group = groups.entry(record.group).or_insert_with(Group::new);
             let key = (record.topic, record.partition);
             match record.value {
@@ -459,13 +465,89 @@ impl GroupCoordinator {
                     group.offsets.remove(&key);
                 }
             }
+        };
+        for event in events {
+            match event {
+                offsets::OffsetEvent::Offset {
+                    record,
+                    producer: None,
+                } => apply(&mut groups, record),
+                offsets::OffsetEvent::Offset {
+                    record,
+                    producer: Some(producer_id),
+                } => pending.entry(producer_id).or_default().push(record),
+                offsets::OffsetEvent::Marker {
+                    producer_id,
+                    commit,
+                } => {
+                    let records = pending.remove(&producer_id).unwrap_or_default();
+                    if commit {
+                        for record in records {
+                            apply(&mut groups, record);
+                        }
+                    }
+                }
+            }
         }
         groups.retain(|_, g| !g.offsets.is_empty() || !g.members.is_empty());
+        drop(groups);
+        let mut staged = self.pending_txn.lock();
+        for (producer_id, records) in pending {
+            staged.entry(producer_id).or_default().extend(records);
+        }
+    }
+
+    /// Stages offsets a transactional producer committed, until its transaction ends.
+    pub fn stage_transactional(&self, producer_id: i64, records: Vec<offsets::OffsetRecord>) {
+        self.pending_txn
+            .lock()
+            .entry(producer_id)
+            .or_default()
+            .extend(records);
+    }
+
+    /// Ends a producer's transaction for the groups `selects` picks (those of the offsets
+    /// partition the marker was written to): on commit their staged offsets take effect.
+    pub fn complete_transaction(
+        &self,
+        producer_id: i64,
+        selects: impl Fn(&str) -> bool,
+        commit: bool,
+    ) {
+        let settled = {
+            let mut staged = self.pending_txn.lock();
+            let Some(records) = staged.remove(&producer_id) else {
+                return;
+            };
+            let (settled, kept): (Vec<_>, Vec<_>) =
+                records.into_iter().partition(|r| selects(&r.group));
+            if !kept.is_empty() {
+                staged.insert(producer_id, kept);
+            }
+            settled
+        };
+        if commit {
+            self.apply_offsets(settled);
+        }
+    }
+
+    /// Whether an open transaction holds an offset of `group` for the partition (OffsetFetch
+    /// with `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .lock()
+            .values()
+            .flatten()
+            .any(|r| r.group == group && r.topic == topic && r.partition == partition)
     }
 
     /// Drops the groups `hands_off` selects, when another broker takes over their
     /// coordination; members waiting in JoinGroup or SyncGroup are told NOT_COORDINATOR.
     pub fn unload(&self, hands_off: impl Fn(&str) -> bool) {
+        self.pending_txn.lock().retain(|_, records| {
+            records.retain(|r| !hands_off(&r.group));
+            !records.is_empty()
+        });
         let mut groups = self.groups.lock();
         let leaving: Vec<String> = groups.keys().filter(|g| hands_off(g)).cloned().collect();
         for id in leaving {

@@ -121,20 +121,40 @@ fn decode(key: &Bytes, value: Option<&Bytes>) -> Option<OffsetRecord> {
 
 /// Encodes changes as one uncompressed RecordBatch v2, ready to append.
 pub fn encode_batch(records: &[OffsetRecord], timestamp: i64) -> anyhow::Result<Bytes> {
+    encode(records, timestamp, None)
+}
+
+/// Encodes offsets a transactional producer commits (TxnOffsetCommit) as one transactional
+/// batch of `producer`'s id and epoch: they take effect with the transaction's commit marker.
+pub fn encode_transactional_batch(
+    records: &[OffsetRecord],
+    timestamp: i64,
+    producer: (i64, i16),
+) -> anyhow::Result<Bytes> {
+    encode(records, timestamp, Some(producer))
+}
+
+fn encode(
+    records: &[OffsetRecord],
+    timestamp: i64,
+    producer: Option<(i64, i16)>,
+) -> anyhow::Result<Bytes> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder starts a new batch wherever offset minus sequence changes: keep it
-            // constant so a commit is one batch.
+            // constant so a commit is one batch (the coordinator's transactional batch is not
+            // checked against the producer's sequences).
             sequence: i as i32,
             timestamp,
             key: Some(encode_key(&r.group, &r.topic, r.partition)),
@@ -154,17 +174,44 @@ pub fn encode_batch(records: &[OffsetRecord], timestamp: i64) -> anyhow::Result<
     Ok(buf.freeze())
 }
 
-/// Decodes every offset record in a run of record batches read from the log.
-pub fn decode_batches(mut bytes: Bytes) -> anyhow::Result<Vec<OffsetRecord>> {
+/// What a `__consumer_offsets` partition holds, in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetEvent {
+    /// An offset change; `producer` is set for one a transaction committed (or not yet).
+    Offset {
+        record: OffsetRecord,
+        producer: Option<i64>,
+    },
+    /// A transaction marker: the producer's offsets take effect, or are dropped.
+    Marker { producer_id: i64, commit: bool },
+}
+
+/// Decodes every offset change and transaction marker in a run of record batches read from
+/// the log.
+pub fn decode_batches(mut bytes: Bytes) -> anyhow::Result<Vec<OffsetEvent>> {
     let mut out = Vec::new();
     for set in RecordBatchDecoder::decode_all(&mut bytes)? {
         for record in set.records {
             if record.control {
+                let mut key = record.key.clone().unwrap_or_default();
+                if key.remaining() >= 4 {
+                    let _version = key.get_i16();
+                    let kind = key.get_i16();
+                    if kind == 0 || kind == 1 {
+                        out.push(OffsetEvent::Marker {
+                            producer_id: record.producer_id,
+                            commit: kind == 1,
+                        });
+                    }
+                }
                 continue;
             }
             if let Some(key) = &record.key {
                 if let Some(decoded) = decode(key, record.value.as_ref()) {
-                    out.push(decoded);
+                    out.push(OffsetEvent::Offset {
+                        record: decoded,
+                        producer: record.transactional.then_some(record.producer_id),
+                    });
                 }
             }
         }
@@ -207,7 +254,49 @@ mod tests {
             },
         ];
         let batch = encode_batch(&records, 1000).expect("encodes");
-        assert_eq!(decode_batches(batch).expect("decodes"), records);
+        let decoded: Vec<OffsetRecord> = decode_batches(batch)
+            .expect("decodes")
+            .into_iter()
+            .filter_map(|e| match e {
+                OffsetEvent::Offset {
+                    record,
+                    producer: None,
+                } => Some(record),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(decoded, records);
+    }
+
+    #[test]
+    fn transactional_offsets_of_several_partitions_are_one_batch_of_the_producer() {
+        let records: Vec<OffsetRecord> = (0..3)
+            .map(|partition| OffsetRecord {
+                group: "g".into(),
+                topic: "orders".into(),
+                partition,
+                value: Some(CommittedOffset {
+                    offset: 7,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_timestamp: 1,
+                }),
+            })
+            .collect();
+        let batch = encode_transactional_batch(&records, 1, (9, 2)).expect("encodes");
+        let header = crate::log::BatchHeader::parse(&batch).expect("a header");
+        assert_eq!(header.size(), batch.len(), "one batch");
+        assert!(header.is_transactional());
+        assert_eq!((header.producer_id, header.producer_epoch), (9, 2));
+        let events = decode_batches(batch).expect("decodes");
+        assert!(events.iter().all(|e| matches!(
+            e,
+            OffsetEvent::Offset {
+                producer: Some(9),
+                ..
+            }
+        )));
+        assert_eq!(events.len(), 3);
     }
 
     #[test]

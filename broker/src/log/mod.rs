@@ -43,6 +43,7 @@ pub mod batch;
 mod checkpoint;
 mod cleaner;
 mod compression;
+pub mod control;
 mod epoch;
 mod error;
 mod index;
@@ -128,7 +129,7 @@ impl Default for LogConfig {
 }
 
 /// Milliseconds since the Unix epoch.
-fn unix_millis() -> i64 {
+pub(crate) fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -3,14 +3,17 @@
 //! a follower asks OffsetForLeaderEpoch where its last epoch ended on the leader and cuts its
 //! log there, so replicas never diverge. `follower.replication.throttled.rate` paces the
 //! copying; a change of it at run time (IncrementalAlterConfigs) applies to the running tasks
-//! at once, a pause already begun included.
+//! at once, a pause already begun included. Each task keeps an incremental fetch session
+//! (KIP-227) with its leader: after the first full fetch, a fetch names only the partitions
+//! whose position changed, and the leader answers only the partitions with news; a session
+//! error or a lost connection starts over with a full fetch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -25,6 +28,7 @@ use crate::broker::Broker;
 use crate::client::{ClientError, Connection, Connector};
 use crate::config::dynamic::follower_throttle;
 use crate::controller::Quorum;
+use crate::fetch_session::{next_epoch, INITIAL_EPOCH, NO_SESSION};
 use crate::log::AppendError;
 use crate::replica::Partition;
 
@@ -47,6 +51,84 @@ struct Followed {
 struct LeaderFetcher {
     followed: Arc<Mutex<HashMap<Key, Followed>>>,
     wake: Arc<Notify>,
+}
+
+/// This follower's fetch session with one leader, as Kafka's `FetchSessionHandler` keeps it.
+#[derive(Default)]
+struct Session {
+    /// The leader's id for the session; 0 for none.
+    id: i32,
+    /// The epoch of the next fetch: 0 (INITIAL_EPOCH) asks for a full fetch and a new
+    /// session, closing the one of `id`.
+    epoch: i32,
+    /// What the leader holds for each partition of the session: what was last sent.
+    sent: HashMap<Key, FetchPartition>,
+}
+
+impl Session {
+    /// The next fetch is a full one, which closes this session on the leader.
+    fn restart(&mut self) {
+        self.epoch = INITIAL_EPOCH;
+        self.sent.clear();
+    }
+
+    fn is_incremental(&self) -> bool {
+        self.id != NO_SESSION && self.epoch != INITIAL_EPOCH
+    }
+
+    /// What the next fetch of `wanted` sends: every partition in a full fetch; in an
+    /// incremental one only those whose parameters the leader does not hold, and the
+    /// partitions this replica no longer fetches there, to forget.
+    fn next_request(
+        &self,
+        wanted: &[(Key, FetchPartition)],
+    ) -> (Vec<(Key, FetchPartition)>, Vec<Key>) {
+        if !self.is_incremental() {
+            return (wanted.to_vec(), Vec::new());
+        }
+        let changed = wanted
+            .iter()
+            .filter(|(key, p)| self.sent.get(key) != Some(p))
+            .cloned()
+            .collect();
+        let gone = self
+            .sent
+            .keys()
+            .filter(|key| !wanted.iter().any(|(k, _)| k == *key))
+            .cloned()
+            .collect();
+        (changed, gone)
+    }
+
+    /// The leader answered a fetch of `wanted` (as `next_request` sent it) without a session
+    /// error, in session `session_id`.
+    fn answered(&mut self, session_id: i32, wanted: Vec<(Key, FetchPartition)>) {
+        if !self.is_incremental() {
+            self.id = session_id;
+            self.epoch = next_epoch(INITIAL_EPOCH);
+            self.sent = if session_id == NO_SESSION {
+                HashMap::new()
+            } else {
+                wanted.into_iter().collect()
+            };
+        } else if session_id == self.id {
+            self.epoch = next_epoch(self.epoch);
+            self.sent = wanted.into_iter().collect();
+        } else {
+            // The leader ended the session (every partition was forgotten): start anew.
+            self.id = NO_SESSION;
+            self.restart();
+        }
+    }
+
+    /// The leader refused the session: the next fetch is a full one, which closes the session
+    /// unless the leader does not know it.
+    fn refused(&mut self, error: ResponseError) {
+        if error == ResponseError::FetchSessionIdNotFound {
+            self.id = NO_SESSION;
+        }
+        self.restart();
+    }
 }
 
 /// The fetch tasks of this broker, by leader.
@@ -142,6 +224,7 @@ async fn run(
     wake: Arc<Notify>,
 ) {
     let mut connection: Option<Connection> = None;
+    let mut session = Session::default();
     let mut dynamic = context.dynamic.clone();
     loop {
         if context.shutdown.is_cancelled() {
@@ -188,7 +271,7 @@ async fn run(
             if ready.is_empty() {
                 return Ok::<(bool, usize), String>((false, 0));
             }
-            fetch(&context, leader, conn, &ready, &followed).await
+            fetch(&context, leader, conn, &mut session, &ready, &followed).await
         };
         let timeout = context.request_timeout
             + Duration::from_millis(u64::try_from(context.wait_max_ms).unwrap_or(0));
@@ -198,11 +281,13 @@ async fn run(
             Ok(Err(e)) => {
                 tracing::debug!(leader, error = %e, "replica fetch failed");
                 connection = None;
+                session.restart();
                 pause(&context).await;
             }
             Err(_) => {
                 tracing::debug!(leader, "replica fetch timed out");
                 connection = None;
+                session.restart();
                 pause(&context).await;
             }
         }
@@ -366,52 +451,96 @@ fn follow_log_start(partition: &Partition, leader_start: i64) {
     }
 }
 
-/// One Fetch round. Returns whether any partition made progress or waited at the leader, and
-/// the bytes copied.
+/// The request's topics from (key, partition) pairs, a topic's partitions together.
+fn by_topic<T>(partitions: impl IntoIterator<Item = (Key, T)>) -> Vec<(Arc<str>, Vec<T>)> {
+    let mut topics: Vec<(Arc<str>, Vec<T>)> = Vec::new();
+    for ((topic, _), item) in partitions {
+        match topics.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, items)) => items.push(item),
+            None => topics.push((topic, vec![item])),
+        }
+    }
+    topics
+}
+
+fn topic_name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+/// One Fetch round, in the session with the leader. Returns whether any partition made
+/// progress or waited at the leader, and the bytes copied.
 async fn fetch(
     context: &FetchContext,
     leader: i32,
     conn: &mut Connection,
+    session: &mut Session,
     entries: &[(Key, Followed)],
     followed: &Mutex<HashMap<Key, Followed>>,
 ) -> Result<(bool, usize), String> {
-    let mut topics: Vec<FetchTopic> = Vec::new();
-    for ((topic, _), entry) in entries {
-        let partition = &entry.partition;
-        let request_partition = FetchPartition::default()
-            .with_partition(partition.index)
-            .with_current_leader_epoch(entry.epoch)
-            .with_fetch_offset(partition.log_end_offset())
-            .with_last_fetched_epoch(partition.latest_epoch().unwrap_or(-1))
-            .with_log_start_offset(partition.log_start_offset())
-            .with_partition_max_bytes(context.partition_max_bytes);
-        match topics.iter_mut().find(|t| t.topic.0.as_str() == &**topic) {
-            Some(t) => t.partitions.push(request_partition),
-            None => topics.push(
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                    .with_partitions(vec![request_partition]),
-            ),
-        }
-    }
+    let wanted: Vec<(Key, FetchPartition)> = entries
+        .iter()
+        .map(|(key, entry)| {
+            let partition = &entry.partition;
+            let request_partition = FetchPartition::default()
+                .with_partition(partition.index)
+                .with_current_leader_epoch(entry.epoch)
+                .with_fetch_offset(partition.log_end_offset())
+                .with_last_fetched_epoch(partition.latest_epoch().unwrap_or(-1))
+                .with_log_start_offset(partition.log_start_offset())
+                .with_partition_max_bytes(context.partition_max_bytes);
+            (key.clone(), request_partition)
+        })
+        .collect();
+    let incremental = session.is_incremental();
+    let (changed, gone) = session.next_request(&wanted);
+    let topics = by_topic(changed)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            FetchTopic::default()
+                .with_topic(topic_name(&topic))
+                .with_partitions(partitions)
+        })
+        .collect();
+    let forgotten = by_topic(gone.iter().map(|key| (key.clone(), key.1)))
+        .into_iter()
+        .map(|(topic, partitions)| {
+            ForgottenTopic::default()
+                .with_topic(topic_name(&topic))
+                .with_partitions(partitions)
+        })
+        .collect();
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(context.node))
         .with_max_wait_ms(context.wait_max_ms)
         .with_min_bytes(1)
         .with_max_bytes(i32::MAX)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(topics);
+        .with_session_id(session.id)
+        .with_session_epoch(session.epoch)
+        .with_topics(topics)
+        .with_forgotten_topics_data(forgotten);
     let response = conn
         .send(&request, FETCH_VERSION)
         .await
         .map_err(|e| e.to_string())?;
-    if response.error_code != 0 {
-        return Err(format!(
-            "fetch refused: {:?}",
-            ResponseError::try_from_code(response.error_code)
-        ));
+    match ResponseError::try_from_code(response.error_code) {
+        None => {}
+        Some(
+            error @ (ResponseError::FetchSessionIdNotFound
+            | ResponseError::InvalidFetchSessionEpoch
+            | ResponseError::FetchSessionTopicIdError),
+        ) => {
+            tracing::debug!(leader, session = session.id, error = ?error, "fetch session lost; the next fetch is a full one");
+            session.refused(error);
+            return Ok((false, 0));
+        }
+        Some(error) => {
+            session.restart();
+            return Err(format!("fetch refused: {error:?}"));
+        }
     }
+    session.answered(response.session_id, wanted);
+    // An incremental answer without partitions has waited at the leader for news.
+    let waited = incremental && response.responses.is_empty();
     let mut progressed = false;
     let mut copied = 0usize;
     for topic in response.responses {
@@ -465,5 +594,73 @@ async fn fetch(
             }
         }
     }
-    Ok((progressed, copied))
+    Ok((progressed || waited, copied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(offsets: &[(i32, i64)]) -> Vec<(Key, FetchPartition)> {
+        offsets
+            .iter()
+            .map(|(index, offset)| {
+                let key: Key = (Arc::from("t"), *index);
+                let partition = FetchPartition::default()
+                    .with_partition(*index)
+                    .with_fetch_offset(*offset);
+                (key, partition)
+            })
+            .collect()
+    }
+
+    fn indexes(partitions: &[(Key, FetchPartition)]) -> Vec<i32> {
+        partitions.iter().map(|((_, index), _)| *index).collect()
+    }
+
+    #[test]
+    fn after_a_full_fetch_only_changed_partitions_are_sent_and_dropped_ones_forgotten() {
+        let mut session = Session::default();
+        let first = wanted(&[(0, 10), (1, 20), (2, 30)]);
+        let (sent, gone) = session.next_request(&first);
+        assert_eq!((indexes(&sent), gone.len()), (vec![0, 1, 2], 0));
+        assert_eq!((session.id, session.epoch), (NO_SESSION, INITIAL_EPOCH));
+        session.answered(77, first);
+        assert_eq!((session.id, session.epoch), (77, 1));
+
+        // Partition 1 advanced, partition 2 is no longer fetched from this leader.
+        let second = wanted(&[(0, 10), (1, 25)]);
+        let (sent, gone) = session.next_request(&second);
+        assert_eq!(indexes(&sent), vec![1]);
+        assert_eq!(gone, vec![(Arc::from("t"), 2)]);
+        session.answered(77, second.clone());
+        assert_eq!(session.epoch, 2);
+        let (sent, gone) = session.next_request(&second);
+        assert!(sent.is_empty() && gone.is_empty(), "nothing changed");
+    }
+
+    #[test]
+    fn session_errors_and_a_leader_without_room_lead_to_full_fetches() {
+        let mut session = Session::default();
+        session.answered(NO_SESSION, wanted(&[(0, 1)]));
+        assert!(!session.is_incremental(), "the leader kept no session");
+
+        session.answered(5, wanted(&[(0, 1)]));
+        session.refused(ResponseError::InvalidFetchSessionEpoch);
+        assert_eq!(
+            (session.id, session.epoch),
+            (5, INITIAL_EPOCH),
+            "the next full fetch closes session 5 on the leader"
+        );
+        let (sent, _) = session.next_request(&wanted(&[(0, 1), (1, 0)]));
+        assert_eq!(indexes(&sent), vec![0, 1]);
+
+        session.answered(6, wanted(&[(0, 1)]));
+        session.refused(ResponseError::FetchSessionIdNotFound);
+        assert_eq!((session.id, session.epoch), (NO_SESSION, INITIAL_EPOCH));
+
+        session.answered(7, wanted(&[(0, 1)]));
+        session.answered(NO_SESSION, Vec::new());
+        assert!(!session.is_incremental(), "the leader ended the session");
+    }
 }

@@ -9,6 +9,7 @@ use crate::broker::{log_config, Broker};
 use crate::group::offsets;
 use crate::group::OFFSETS_TOPIC;
 use crate::replica::{Partition, RoleChange};
+use crate::txn::TRANSACTION_TOPIC;
 
 /// Brings the local replicas in line with the latest metadata. Idempotent; serialised.
 pub async fn reconcile(broker: &Broker) {
@@ -131,6 +132,8 @@ pub async fn reconcile(broker: &Broker) {
         }
     }
 
+    coordinate_transactions(broker, &image);
+
     // Group coordination follows the leadership of the __consumer_offsets partitions.
     if let Some(topic) = image.topics.get(OFFSETS_TOPIC) {
         let count = topic.partitions.len() as i32;
@@ -170,13 +173,70 @@ pub async fn reconcile(broker: &Broker) {
     }
 }
 
+/// The transaction coordinator follows the leadership of the `__transaction_state`
+/// partitions: a new leader loads the partition's transactional ids (and finishes the
+/// transactions that were being completed), a former one hands them off.
+fn coordinate_transactions(broker: &Broker, image: &crate::controller::image::MetadataImage) {
+    let node = broker.config.node_id;
+    let Some(topic) = image.topics.get(TRANSACTION_TOPIC) else {
+        return;
+    };
+    let count = topic.partitions.len() as i32;
+    for (index, state) in topic.partitions.iter().enumerate() {
+        let index = index as i32;
+        let leads = state.leader == node;
+        let loaded = broker.txns.coordinator_epoch(index);
+        if leads && loaded != Some(state.leader_epoch) {
+            let Some(partition) = broker.partition(TRANSACTION_TOPIC, index) else {
+                continue;
+            };
+            if loaded.is_some() {
+                broker.txns.unload(index, count);
+            }
+            match read_all(&partition, crate::txn::log::decode_batches) {
+                Ok(records) => {
+                    let count = records.len();
+                    let unfinished = broker.txns.load(index, state.leader_epoch, records);
+                    tracing::info!(
+                        partition = index,
+                        records = count,
+                        completing = unfinished.len(),
+                        "coordinating the transactions of this transaction state partition"
+                    );
+                    broker.txns.resume(unfinished);
+                }
+                Err(e) => {
+                    tracing::error!(partition = index, error = %e, "cannot load transaction state")
+                }
+            }
+        } else if !leads && loaded.is_some() {
+            broker.txns.unload(index, count);
+            tracing::info!(
+                partition = index,
+                "handed off the transactions of this transaction state partition"
+            );
+        }
+    }
+}
+
 /// Reconciles right after this broker committed a metadata change.
 pub async fn reconcile_now(broker: &Broker) {
     reconcile(broker).await;
 }
 
-/// Every offset record in a `__consumer_offsets` partition, oldest first.
-fn load_offsets(partition: &Partition) -> Result<Vec<offsets::OffsetRecord>, String> {
+/// Every offset change and transaction marker in a `__consumer_offsets` partition, oldest
+/// first.
+fn load_offsets(partition: &Partition) -> Result<Vec<offsets::OffsetEvent>, String> {
+    read_all(partition, |bytes| {
+        offsets::decode_batches(bytes).map_err(|e| e.to_string())
+    })
+}
+
+/// Decodes a whole partition, batch run by batch run, oldest first.
+fn read_all<T>(
+    partition: &Partition,
+    decode: impl Fn(bytes::Bytes) -> Result<Vec<T>, String>,
+) -> Result<Vec<T>, String> {
     let mut records = Vec::new();
     let mut offset = partition.log_start_offset();
     let end = partition.log_end_offset();
@@ -191,7 +251,7 @@ fn load_offsets(partition: &Partition) -> Result<Vec<offsets::OffsetRecord>, Str
             last = header.last_offset();
             rest = rest.get(header.size()..).unwrap_or_default();
         }
-        records.extend(offsets::decode_batches(read.records).map_err(|e| e.to_string())?);
+        records.extend(decode(read.records)?);
         offset = last + 1;
     }
     Ok(records)

@@ -14,11 +14,14 @@ use uuid::Uuid;
 use crate::config::TopicConfig;
 use crate::controller::image::{PartitionState, NO_LEADER};
 use crate::log::batch::BatchHeader;
+use crate::log::control::{marker_batch, Marker};
 use crate::log::{
     AppendError, AppendInfo, CompactionOutcome, CompactionSettings, LogConfig, LogError,
     PartitionLog, ReadError, ReadResult, RetentionOutcome, TimestampOffset,
 };
-use crate::producer::{ProducerStateTable, SequenceError, Verdict};
+use crate::producer::{
+    AbortedTxn, MarkerError, ProducerStateTable, ProducerSummary, SequenceError, Verdict,
+};
 
 pub mod fetcher;
 pub mod manager;
@@ -38,6 +41,8 @@ pub enum ProduceError {
     NotEnoughReplicas { isr: usize, min: usize },
     #[error("a record batch of {size} bytes is larger than a segment ({segment_bytes} bytes)")]
     RecordListTooLarge { size: usize, segment_bytes: u64 },
+    #[error(transparent)]
+    Marker(#[from] MarkerError),
 }
 
 /// Why an `acks=all` write was not acknowledged after it was appended.
@@ -210,6 +215,21 @@ impl Partition {
     /// Appends the batches of a Produce request and wakes every fetch waiting on this
     /// partition. A retried idempotent batch is answered with where it already is.
     pub fn append(&self, records: &[u8], acks_all: bool) -> Result<AppendInfo, ProduceError> {
+        self.append_as(records, acks_all, false)
+    }
+
+    /// Appends a coordinator's own batch (transactional offsets of TxnOffsetCommit): it
+    /// carries the producer's id and epoch but no sequence, so no sequence is checked.
+    pub fn append_from_coordinator(&self, records: &[u8]) -> Result<AppendInfo, ProduceError> {
+        self.append_as(records, true, true)
+    }
+
+    fn append_as(
+        &self,
+        records: &[u8],
+        acks_all: bool,
+        from_coordinator: bool,
+    ) -> Result<AppendInfo, ProduceError> {
         let idempotent = idempotent_batch(records)?;
         let (epoch, isr) = {
             let replication = self.replication.lock();
@@ -246,7 +266,7 @@ impl Partition {
             }
             rest = rest.get(header.size()..).unwrap_or_default();
         }
-        if let Some(header) = &idempotent {
+        if let Some(header) = idempotent.as_ref().filter(|_| !from_coordinator) {
             if let Verdict::Duplicate(batch) = state.producers.check(header)? {
                 tracing::debug!(partition = ?self, producer_id = header.producer_id, first_seq = batch.first_seq, "duplicate batch acknowledged");
                 return Ok(AppendInfo {
@@ -264,18 +284,65 @@ impl Partition {
         if let Some(header) = &idempotent {
             state.producers.record(header, info.base_offset);
         }
+        self.after_append(&mut state, segments_before);
         let end = state.log.log_end_offset();
+        drop(state);
+        self.advance_high_watermark(end);
+        self.wake_fetches();
+        Ok(info)
+    }
+
+    /// Writes a transaction marker for `producer_id` (WriteTxnMarkers, as leader): ends its
+    /// open transaction here, and for an abort records the aborted range for
+    /// `read_committed` fetches.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+    ) -> Result<AppendInfo, ProduceError> {
+        let epoch = {
+            let replication = self.replication.lock();
+            if replication.role != Role::Leader {
+                return Err(ProduceError::NotLeader);
+            }
+            replication.leader_epoch
+        };
+        let batch = marker_batch(
+            producer_id,
+            producer_epoch,
+            marker,
+            crate::log::unix_millis(),
+        )
+        .map_err(ProduceError::InvalidRecord)?;
+        let mut state = self.state.write();
+        state
+            .producers
+            .check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
+        let segments_before = state.log.segment_count();
+        let info = state.log.append(&batch, epoch)?;
+        state
+            .producers
+            .end_transaction(producer_id, producer_epoch, marker, info.base_offset);
+        self.after_append(&mut state, segments_before);
+        let end = state.log.log_end_offset();
+        drop(state);
+        self.advance_high_watermark(end);
+        self.wake_fetches();
+        Ok(info)
+    }
+
+    /// Producer-state upkeep after an append: forget transactions settled below the high
+    /// watermark, and snapshot the state when a segment rolled (a snapshot per segment bounds
+    /// the log scanned to rebuild the state after a crash).
+    fn after_append(&self, state: &mut State, segments_before: usize) {
+        state.producers.prune_completed(self.high_watermark());
         if state.log.segment_count() != segments_before && !state.producers.is_empty() {
-            // A snapshot per segment bounds the log scanned to rebuild the state after a crash.
             let end = state.log.log_end_offset();
             if let Err(e) = state.producers.write_snapshot(state.log.dir(), end) {
                 tracing::warn!(partition = ?self, error = %e, "could not snapshot producer state");
             }
         }
-        drop(state);
-        self.advance_high_watermark(end);
-        self.wake_fetches();
-        Ok(info)
     }
 
     fn wake_fetches(&self) {
@@ -288,14 +355,15 @@ impl Partition {
     /// Appends batches fetched from the leader, offsets and epochs as they are.
     pub fn append_replicated(&self, records: &[u8]) -> Result<AppendInfo, AppendError> {
         let mut state = self.state.write();
+        let segments_before = state.log.segment_count();
         let info = state.log.append_replicated(records)?;
         let mut rest = records;
         while let Some(header) = BatchHeader::parse(rest) {
-            if header.producer_id >= 0 && !header.is_control() {
-                state.producers.record(&header, header.base_offset);
-            }
+            let batch = rest.get(..header.size()).unwrap_or_default();
+            state.producers.replay(&header, batch);
             rest = rest.get(header.size()..).unwrap_or_default();
         }
+        self.after_append(&mut state, segments_before);
         Ok(info)
     }
 
@@ -623,6 +691,58 @@ impl Partition {
             .read_up_to(offset, max_bytes, high_watermark)
     }
 
+    /// Reads for a `read_committed` consumer: only what is below the last stable offset, with
+    /// the aborted transactions whose records the read may hold.
+    pub fn read_stable(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(ReadResult, Vec<AbortedTxn>), ReadError> {
+        let high_watermark = self.high_watermark();
+        let state = self.state.read();
+        let stable = state
+            .producers
+            .first_unstable_offset(high_watermark)
+            .map_or(high_watermark, |first| first.min(high_watermark));
+        let read = state.log.read_up_to(offset, max_bytes, stable)?;
+        let mut end = offset;
+        let mut rest = &read.records[..];
+        while let Some(header) = BatchHeader::parse(rest) {
+            end = header.last_offset() + 1;
+            rest = rest.get(header.size()..).unwrap_or_default();
+        }
+        let aborted = if end > offset {
+            state.producers.aborted_between(offset, end)
+        } else {
+            Vec::new()
+        };
+        Ok((read, aborted))
+    }
+
+    /// The last stable offset: below it every transaction is decided and replicated.
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        self.state
+            .read()
+            .producers
+            .first_unstable_offset(high_watermark)
+            .map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// Whether the producer has an open transaction here at `epoch` (it was verified, or
+    /// wrote, since the transaction began).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.state
+            .read()
+            .producers
+            .in_transaction(producer_id, epoch)
+    }
+
+    /// The producers writing to this partition, for DescribeProducers.
+    pub fn producers(&self) -> Vec<ProducerSummary> {
+        self.state.read().producers.summaries()
+    }
+
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ReadError> {
         self.state.read().log.read(offset, max_bytes)
     }
@@ -723,14 +843,21 @@ impl Partition {
         retention_ms: i64,
         retention_bytes: i64,
     ) -> Result<RetentionOutcome, LogError> {
-        self.state
-            .write()
+        let mut state = self.state.write();
+        let outcome = state
             .log
-            .apply_retention(now_ms, retention_ms, retention_bytes)
+            .apply_retention(now_ms, retention_ms, retention_bytes)?;
+        let start = state.log.log_start_offset();
+        state.producers.forget_before(start);
+        Ok(outcome)
     }
 
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
-        self.state.write().log.delete_records_before(offset)
+        let mut state = self.state.write();
+        let start = state.log.delete_records_before(offset)?;
+        let log_start = state.log.log_start_offset();
+        state.producers.forget_before(log_start);
+        Ok(start)
     }
 
     /// Compacts the log: plans under the read lock, cleans with no lock held, and swaps the
@@ -823,9 +950,15 @@ fn idempotent_batch(records: &[u8]) -> Result<Option<BatchHeader>, ProduceError>
     let Some(header) = BatchHeader::parse(records) else {
         return Ok(None);
     };
-    if header.is_transactional() {
+    if header.is_control() {
         return Err(ProduceError::InvalidRecord(
-            "transactional batches are not supported".to_string(),
+            "control batches are written by the transaction coordinator, not by producers"
+                .to_string(),
+        ));
+    }
+    if header.is_transactional() && header.producer_id < 0 {
+        return Err(ProduceError::InvalidRecord(
+            "a transactional batch needs a producer id".to_string(),
         ));
     }
     if header.producer_id < 0 {
@@ -868,8 +1001,8 @@ fn restore_producers(log: &PartitionLog) -> Result<ProducerStateTable, LogError>
         }
         let mut rest = &read.records[..];
         while let Some(header) = BatchHeader::parse(rest) {
-            if header.producer_id >= 0 && header.last_offset() >= offset {
-                table.record(&header, header.base_offset);
+            if header.last_offset() >= offset {
+                table.replay(&header, rest.get(..header.size()).unwrap_or_default());
             }
             offset = header.last_offset() + 1;
             rest = rest.get(header.size()..).unwrap_or_default();

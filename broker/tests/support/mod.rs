@@ -271,6 +271,7 @@ pub(crate) struct BatchBuilder {
     producer_epoch: i16,
     base_sequence: Option<i32>,
     timestamp: i64,
+    transactional: bool,
 }
 
 impl Default for BatchBuilder {
@@ -280,6 +281,7 @@ impl Default for BatchBuilder {
             producer_epoch: -1,
             base_sequence: Some(0),
             timestamp: 0,
+            transactional: false,
         }
     }
 }
@@ -315,6 +317,14 @@ impl BatchBuilder {
         Self { timestamp, ..self }
     }
 
+    /// A transactional producer's batch (the producer's id and epoch set with `producer`).
+    pub(crate) fn transactional(self) -> Self {
+        Self {
+            transactional: true,
+            ..self
+        }
+    }
+
     /// Records with these values and no key.
     pub(crate) fn values<V: AsRef<[u8]>>(self, values: &[V]) -> Result<Bytes> {
         let records: Vec<(Option<&[u8]>, &[u8])> =
@@ -330,7 +340,7 @@ impl BatchBuilder {
             .map(|(i, (key, value))| {
                 let delta = i32::try_from(i).unwrap_or(i32::MAX);
                 Record {
-                    transactional: false,
+                    transactional: self.transactional,
                     control: false,
                     delete_horizon: false,
                     partition_leader_epoch: -1,
