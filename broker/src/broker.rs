@@ -94,6 +94,8 @@ pub struct Broker {
     /// Serialises applying the metadata to the local replicas.
     pub(crate) reconciling: tokio::sync::Mutex<()>,
     producer_ids: Mutex<(i64, i64)>,
+    /// The rates clients are measured at against their quotas.
+    pub quotas: crate::quota::manager::QuotaManager,
     /// The transaction coordinator of the `__transaction_state` partitions led here.
     pub txns: TransactionCoordinator,
     pub shutdown: CancellationToken,
@@ -173,6 +175,10 @@ impl Broker {
             };
             Quorum::Raft(raft::RaftQuorum::start(raft_config, shutdown.clone()).await?)
         };
+        let quotas = crate::quota::manager::QuotaManager::new(
+            config.quota_window_num,
+            config.quota_window_size,
+        );
         let metrics = Metrics::new();
         let fetch_sessions =
             FetchSessionCache::new(config.fetch_session_slots, metrics.fetch_sessions.clone());
@@ -193,6 +199,7 @@ impl Broker {
             connector,
             reconciling: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new((0, 0)),
+            quotas,
             shutdown,
         });
         broker.register().await?;

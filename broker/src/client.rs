@@ -149,6 +149,13 @@ impl Connection {
         Connector::plain().connect(address).await
     }
 
+    /// Sends the client id `client_id` from now on (`oxbow` by default): quotas, logs and
+    /// metrics know a client by it.
+    pub fn with_client_id(mut self, client_id: &str) -> Connection {
+        self.client_id = StrBytes::from_string(client_id.to_string());
+        self
+    }
+
     /// SaslHandshake (v1) and SaslAuthenticate (v2) with `sasl`'s mechanism and credentials;
     /// for SCRAM the server's final message must prove that it knows the credential too.
     async fn login(&mut self, sasl: &InterBrokerSasl) -> Result<(), ClientError> {

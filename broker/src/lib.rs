@@ -11,6 +11,7 @@ pub mod group;
 pub mod log;
 pub mod metrics;
 pub mod producer;
+pub mod quota;
 pub mod replica;
 pub mod security;
 pub mod server;

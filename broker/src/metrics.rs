@@ -31,6 +31,7 @@ pub struct Metrics {
     pub quorum_members: IntGaugeVec,
     pub isr_shrinks: prometheus::IntCounter,
     pub isr_expands: prometheus::IntCounter,
+    pub quota_throttle_time: HistogramVec,
     pub fetch_sessions: crate::fetch_session::SessionMetrics,
 }
 
@@ -144,6 +145,15 @@ impl Metrics {
             "oxbow_isr_expands_total",
             "ISR expansions proposed by partitions led here.",
         );
+        let quota_throttle_time = HistogramVec::new(
+            HistogramOpts::new(
+                "oxbow_quota_throttle_time_seconds",
+                "Throttle times given to clients over their quotas, by quota (produce, fetch, request).",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["quota"],
+        )
+        .expect("static metric definition");
         let fetch_sessions = crate::fetch_session::SessionMetrics {
             sessions: gauge(
                 "oxbow_fetch_sessions",
@@ -160,6 +170,7 @@ impl Metrics {
         };
         for collector in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(quota_throttle_time.clone()),
             Box::new(leader_count.clone()),
             Box::new(replica_count.clone()),
             Box::new(under_replicated_partitions.clone()),
@@ -203,6 +214,7 @@ impl Metrics {
             quorum_members,
             isr_shrinks,
             isr_expands,
+            quota_throttle_time,
             fetch_sessions,
         }
     }

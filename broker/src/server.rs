@@ -414,19 +414,20 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         let response = if connection.expects_raw_token() {
             raw_sasl_token(broker, connection, frame)
                 .await
-                .map(|reply| reply.map(ResponseFrame::from))
+                .map(|reply| (reply.map(ResponseFrame::from), Duration::ZERO))
         } else {
             handle_frame(broker, connection, frame, shutdown).await
         };
         // The request has been handled and its response encoded: its memory is free again.
         drop(memory);
-        let response = match response {
+        let (response, throttle) = match response {
             Ok(response) => response,
             Err(reason) => {
                 tracing::warn!(%reason, "closing connection after a request that cannot be answered");
                 break;
             }
         };
+        let throttled_until = Instant::now() + throttle;
         if let Some(response) = response {
             if let Err(e) = response.write_to(&mut stream).await {
                 tracing::debug!(error = %e, "client went away");
@@ -437,11 +438,20 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             tracing::info!("closing connection after failed authentication");
             break;
         }
-        // Flush once the pipelined requests already received have all been answered.
-        if !has_complete_frame(&buffer) {
+        // Flush once the pipelined requests already received have all been answered, and
+        // before a throttled client's silence, so it has its response and throttle time.
+        if !has_complete_frame(&buffer) || !throttle.is_zero() {
             if let Err(e) = stream.flush().await {
                 tracing::debug!(error = %e, "client went away");
                 break;
+            }
+        }
+        // A client over its quota: the connection is muted, nothing is read or answered until
+        // its throttle time has passed (KIP-219).
+        if !throttle.is_zero() {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(throttled_until.into()) => {}
             }
         }
     }
@@ -529,13 +539,14 @@ pub fn parse_frame(frame: Bytes) -> Result<RequestFrame, FrameRefused> {
 }
 
 /// Decodes a request, runs its handler, and encodes the response frame (`None`: no response,
-/// as for a Produce with acks=0). An error means the connection must be closed.
+/// as for a Produce with acks=0), with how long the connection is then muted for a client
+/// over its quota. An error means the connection must be closed.
 async fn handle_frame(
     broker: &Arc<Broker>,
     connection: &Connection,
     frame: Bytes,
     shutdown: &CancellationToken,
-) -> Result<Option<ResponseFrame>, String> {
+) -> Result<(Option<ResponseFrame>, Duration), String> {
     let started = Instant::now();
     let RequestFrame {
         api_key,
@@ -595,10 +606,13 @@ async fn handle_frame(
         .with_label_values(&[api_label])
         .inc();
     let result = match outcome {
-        Outcome::Respond { response, version } => {
-            api::response::encode(header.correlation_id, api_key, version, *response).map(Some)
-        }
-        Outcome::NoResponse => Ok(None),
+        Outcome::Respond {
+            response,
+            version,
+            throttle,
+        } => api::response::encode(header.correlation_id, api_key, version, *response)
+            .map(|frame| (Some(frame), throttle)),
+        Outcome::NoResponse { throttle } => Ok((None, throttle)),
         Outcome::Close(reason) => {
             broker
                 .metrics

@@ -774,6 +774,28 @@ impl Probe {
                     r.error_message
                 );
             }
+            ApiKey::AlterClientQuotas => {
+                use kafka_protocol::messages::alter_client_quotas_request::{
+                    EntityData, EntryData, OpData,
+                };
+                let request = kafka_protocol::messages::AlterClientQuotasRequest::default()
+                    .with_entries(vec![EntryData::default()
+                        .with_entity(vec![EntityData::default()
+                            .with_entity_type(StrBytes::from_static_str("client-id"))
+                            .with_entity_name(Some(StrBytes::from_static_str("probe")))])
+                        .with_ops(vec![OpData::default()
+                            .with_key(StrBytes::from_static_str("producer_byte_rate"))
+                            .with_value(1e9)])]);
+                let r = call(conn, &request, version).await?;
+                let entry = r.entries.first().context("no AlterClientQuotas result")?;
+                expect_ok("AlterClientQuotas", entry.error_code)?;
+            }
+            ApiKey::DescribeClientQuotas => {
+                let request = kafka_protocol::messages::DescribeClientQuotasRequest::default();
+                let r = call(conn, &request, version).await?;
+                expect_ok("DescribeClientQuotas", r.error_code)?;
+                ensure!(r.entries.is_some(), "no entries in {r:?}");
+            }
             ApiKey::UpdateFeatures => {
                 // The current level: a no-op at v0, a dry run from v1.
                 let request = update_features(&[("metadata.version", 27, 1)], version > 0, version);

@@ -609,10 +609,8 @@ fn configs_of_brokers_topics_and_users(server: &Server) -> Result<()> {
         "{defaults}"
     );
 
-    // SCRAM credentials of a user (AlterUserScramCredentials). Client quotas (users' and
-    // clients' byte rates: DescribeClientQuotas and AlterClientQuotas) are not in Oxbow yet, and
-    // `kafka-configs --describe --entity-type users` asks for them, so only the alteration is
-    // checked here; docs/compatibility.md says so.
+    // SCRAM credentials of a user (AlterUserScramCredentials); `quotas_of_users_clients_and_ips`
+    // describes them beside the user's quotas.
     server.tool(
         "kafka-configs",
         &[
@@ -643,6 +641,180 @@ fn configs_of_brokers_topics_and_users(server: &Server) -> Result<()> {
     Ok(())
 }
 side_by_side!(configs_of_brokers_topics_and_users);
+
+/// `kafka-configs` on client quotas (AlterClientQuotas, DescribeClientQuotas): users with and
+/// without client ids, clients, IPs and their defaults, a user's quotas beside its SCRAM
+/// credentials, a value the broker refuses, and a quota deleted.
+fn quotas_of_users_clients_and_ips(server: &Server) -> Result<()> {
+    let configs = |args: &[&str]| server.tool("kafka-configs", args);
+    let describe = |what: &str, args: &[&str], expected: &[&str]| {
+        eventually(what, Duration::from_secs(15), || {
+            let mut all = vec!["--describe"];
+            all.extend_from_slice(args);
+            let described = configs(&all)?;
+            for line in expected {
+                ensure!(
+                    described.lines().contains(line),
+                    "{what}: no {line:?} in {described}"
+                );
+            }
+            Ok(described)
+        })
+    };
+    let alice = ["--entity-type", "users", "--entity-name", "alice"];
+    let altered = configs(
+        &[
+            &alice[..],
+            &[
+                "--alter",
+                "--add-config",
+                "producer_byte_rate=1048576,consumer_byte_rate=2097152",
+            ],
+        ]
+        .concat(),
+    )?;
+    ensure!(
+        altered.lines() == ["Completed updating config for user alice."],
+        "{altered}"
+    );
+    configs(
+        &[
+            &alice[..],
+            &[
+                "--alter",
+                "--add-config",
+                "SCRAM-SHA-256=[iterations=8192,password=alice-secret]",
+            ],
+        ]
+        .concat(),
+    )?;
+    let described = describe(
+        "alice's quotas and credentials",
+        &alice,
+        &["SCRAM credential configs for user-principal 'alice' are SCRAM-SHA-256=iterations=8192"],
+    )?;
+    let quotas = described
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("Quota configs for user-principal 'alice' are "))
+        .unwrap_or_default();
+    ensure!(
+        quotas.contains("producer_byte_rate=1048576.0")
+            && quotas.contains("consumer_byte_rate=2097152.0"),
+        "{described}"
+    );
+
+    let alice_app = [
+        &alice[..],
+        &["--entity-type", "clients", "--entity-name", "app"],
+    ]
+    .concat();
+    let altered = configs(
+        &[
+            &alice_app[..],
+            &["--alter", "--add-config", "request_percentage=25"],
+        ]
+        .concat(),
+    )?;
+    ensure!(
+        altered.lines() == ["Completed updating config for user alice."],
+        "{altered}"
+    );
+    let described = describe(
+        "alice's quotas with client app",
+        &alice_app,
+        &["Quota configs for user-principal 'alice', client-id 'app' are request_percentage=25.0"],
+    )?;
+    ensure!(described.lines().len() == 1, "{described}");
+
+    for (entity, config, done, expected) in [
+        (
+            ["--entity-type", "clients", "--entity-default"],
+            "producer_byte_rate=1000",
+            "Completed updating default config for clients in the cluster.",
+            "Quota configs for the default client-id are producer_byte_rate=1000.0",
+        ),
+        (
+            ["--entity-type", "users", "--entity-default"],
+            "consumer_byte_rate=5000",
+            "Completed updating default config for users in the cluster.",
+            "Quota configs for the default user-principal are consumer_byte_rate=5000.0",
+        ),
+        (
+            ["--entity-type", "ips", "--entity-default"],
+            "connection_creation_rate=20",
+            "Completed updating default config for ips in the cluster.",
+            "Quota configs for the default ip are connection_creation_rate=20.0",
+        ),
+    ] {
+        let altered = configs(&[&entity[..], &["--alter", "--add-config", config]].concat())?;
+        ensure!(altered.lines() == [done], "{altered}");
+        describe(done, &entity, &[expected])?;
+    }
+    let ip = ["--entity-type", "ips", "--entity-name", "10.1.2.3"];
+    let altered = configs(
+        &[
+            &ip[..],
+            &["--alter", "--add-config", "connection_creation_rate=10"],
+        ]
+        .concat(),
+    )?;
+    ensure!(
+        altered.lines() == ["Completed updating config for ip 10.1.2.3."],
+        "{altered}"
+    );
+    describe(
+        "the IP's quota",
+        &ip,
+        &["Quota configs for ip '10.1.2.3' are connection_creation_rate=10.0"],
+    )?;
+
+    // Every client-id entity alone: the default one only (alice's is with a user).
+    let clients = describe(
+        "every client",
+        &["--entity-type", "clients"],
+        &["Quota configs for the default client-id are producer_byte_rate=1000.0"],
+    )?;
+    ensure!(clients.lines().len() == 1, "{clients}");
+
+    // The broker refuses a fraction for a byte rate, with Kafka's message.
+    let refused = server.run(
+        "kafka-configs",
+        &[
+            &alice[..],
+            &["--alter", "--add-config", "producer_byte_rate=1.5"],
+        ]
+        .concat(),
+        None,
+    )?;
+    ensure!(
+        !refused.success
+            && refused
+                .to_string()
+                .contains("producer_byte_rate cannot be a fractional value."),
+        "{refused}"
+    );
+
+    configs(
+        &[
+            &alice[..],
+            &["--alter", "--delete-config", "producer_byte_rate"],
+        ]
+        .concat(),
+    )?;
+    let users = describe(
+        "every user after a deletion",
+        &["--entity-type", "users"],
+        &[
+            "Quota configs for user-principal 'alice' are consumer_byte_rate=2097152.0",
+            "Quota configs for the default user-principal are consumer_byte_rate=5000.0",
+            "SCRAM credential configs for user-principal 'alice' are SCRAM-SHA-256=iterations=8192",
+        ],
+    )?;
+    ensure!(users.lines().len() == 3, "{users}");
+    Ok(())
+}
+side_by_side!(quotas_of_users_clients_and_ips);
 
 const AUTHORIZER: &[&str] = &[
     "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -818,6 +990,104 @@ fn perf_tests_produce_and_consume(server: &Server) -> Result<()> {
     Ok(())
 }
 side_by_side!(perf_tests_produce_and_consume);
+
+/// Short quota windows, so a test sees throttling within seconds: the rate is measured over
+/// at least two 1 s windows.
+const SHORT_QUOTA_WINDOWS: &[&str] = &["quota.window.num=3", "quota.window.size.seconds=1"];
+
+/// A producer over its client id's `producer_byte_rate` is slowed to about that rate and sees
+/// the broker's throttle time in its metrics.
+fn a_producer_over_its_byte_rate_is_throttled(server: &Server) -> Result<()> {
+    const RATE: f64 = 200_000.0;
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "metered",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    let client = [
+        "--entity-type",
+        "clients",
+        "--entity-name",
+        "metered-producer",
+    ];
+    server.tool(
+        "kafka-configs",
+        &[
+            &client[..],
+            &[
+                "--alter",
+                "--add-config",
+                &format!("producer_byte_rate={RATE}"),
+            ],
+        ]
+        .concat(),
+    )?;
+    eventually("the quota in place", Duration::from_secs(15), || {
+        let described = server.tool("kafka-configs", &[&client[..], &["--describe"]].concat())?;
+        ensure!(
+            described.stdout.contains("producer_byte_rate=200000.0"),
+            "{described}"
+        );
+        Ok(())
+    })?;
+    let produced = oxbow_e2e::kafka::tool(
+        "kafka-producer-perf-test",
+        &[
+            "--topic",
+            "metered",
+            "--num-records",
+            "2000",
+            "--record-size",
+            "1000",
+            "--throughput",
+            "-1",
+            "--print-metrics",
+            "--producer-props",
+            &format!("bootstrap.servers={}", server.bootstrap()),
+            "client.id=metered-producer",
+            "acks=1",
+        ],
+    )?;
+    // "2000 records sent, 230.1 records/sec (0.22 MB/sec), ..."
+    let summary = produced
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("2000 records sent"))
+        .with_context(|| format!("no summary: {produced}"))?;
+    let mb_per_sec: f64 = summary
+        .split('(')
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no rate in {summary:?}"))?;
+    // 2 MB at 200 kB/s (0.19 MiB/s): both Oxbow and Kafka report about 0.18 MB/sec.
+    let quota_mib = RATE / (1024.0 * 1024.0);
+    ensure!(
+        mb_per_sec <= quota_mib * 1.6 && mb_per_sec >= quota_mib * 0.3,
+        "{mb_per_sec} MB/sec against a quota of {quota_mib:.2} MiB/s: {summary}"
+    );
+    let throttle_max: f64 = produced
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("producer-metrics:produce-throttle-time-max:"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no throttle time metric: {produced}"))?;
+    ensure!(throttle_max > 0.0, "never throttled: {summary}");
+    eprintln!("{summary}; largest throttle {throttle_max} ms");
+    Ok(())
+}
+side_by_side!(
+    a_producer_over_its_byte_rate_is_throttled,
+    super::SHORT_QUOTA_WINDOWS
+);
 
 /// Keyed lines `k<n>:<prefix>-<n>` for `n` in `range`, spread over the partitions by key.
 fn keyed_lines(prefix: &str, range: std::ops::Range<usize>) -> String {

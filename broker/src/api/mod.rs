@@ -3,6 +3,7 @@
 mod acl;
 mod admin;
 mod api_versions;
+mod client_quotas;
 mod cluster;
 mod configs;
 mod features;
@@ -21,9 +22,11 @@ mod replication;
 pub(crate) mod response;
 pub(crate) mod sasl;
 mod scram;
+mod throttle;
 mod txn;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
@@ -43,13 +46,15 @@ use crate::broker::Broker;
 /// What the connection does with a request once handled.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Send this response, encoded at `version`.
+    /// Send this response, encoded at `version`, then read nothing from the connection for
+    /// `throttle` (a client over its quota).
     Respond {
         response: Box<ResponseKind>,
         version: i16,
+        throttle: Duration,
     },
-    /// Send nothing (Produce with acks=0).
-    NoResponse,
+    /// Send nothing (Produce with acks=0), and read nothing for `throttle`.
+    NoResponse { throttle: Duration },
     /// Close the connection, as Kafka does for requests it cannot parse.
     Close(String),
 }
@@ -98,6 +103,8 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::UnregisterBroker,
     ApiKey::DescribeQuorum,
     ApiKey::UpdateFeatures,
+    ApiKey::DescribeClientQuotas,
+    ApiKey::AlterClientQuotas,
     ApiKey::AddPartitionsToTxn,
     ApiKey::AddOffsetsToTxn,
     ApiKey::EndTxn,
@@ -170,6 +177,12 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::UnregisterBroker => versions::<kafka_protocol::messages::UnregisterBrokerRequest>(),
         ApiKey::DescribeQuorum => versions::<kafka_protocol::messages::DescribeQuorumRequest>(),
         ApiKey::UpdateFeatures => versions::<kafka_protocol::messages::UpdateFeaturesRequest>(),
+        ApiKey::DescribeClientQuotas => {
+            versions::<kafka_protocol::messages::DescribeClientQuotasRequest>()
+        }
+        ApiKey::AlterClientQuotas => {
+            versions::<kafka_protocol::messages::AlterClientQuotasRequest>()
+        }
         ApiKey::AddPartitionsToTxn => {
             versions::<kafka_protocol::messages::AddPartitionsToTxnRequest>()
         }
@@ -239,6 +252,8 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::UnregisterBroker => "UnregisterBroker",
         ApiKey::DescribeQuorum => "DescribeQuorum",
         ApiKey::UpdateFeatures => "UpdateFeatures",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
         ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
         ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
         ApiKey::EndTxn => "EndTxn",
@@ -259,6 +274,7 @@ pub fn unsupported_version(key: ApiKey, version: i16) -> Outcome {
         return Outcome::Respond {
             response: Box::new(ResponseKind::ApiVersions(api_versions::unsupported())),
             version: 0,
+            throttle: Duration::ZERO,
         };
     }
     match supported_versions(key) {
@@ -293,7 +309,7 @@ pub fn decode(key: ApiKey, version: i16, mut body: Bytes) -> Result<RequestKind,
         .map_err(|e| format!("malformed {key:?} v{version} request: {e}"))
 }
 
-/// Decodes the request body and runs its handler.
+/// Decodes the request body, runs its handler, and throttles a client over its quotas.
 pub async fn handle(
     broker: &Arc<Broker>,
     context: &RequestContext,
@@ -302,10 +318,25 @@ pub async fn handle(
     body: Bytes,
     shutdown: &CancellationToken,
 ) -> Outcome {
-    let request = match decode(key, version, body) {
+    let size = body.len();
+    let mut request = match decode(key, version, body) {
         Ok(request) => request,
         Err(reason) => return Outcome::Close(reason),
     };
+    let metered = throttle::prepare(broker, context, &mut request, version, size);
+    let (outcome, busy) =
+        throttle::busy(dispatch(broker, context, request, version, shutdown)).await;
+    throttle::finish(broker, context, metered, outcome, busy)
+}
+
+/// Runs the handler of a decoded request.
+async fn dispatch(
+    broker: &Arc<Broker>,
+    context: &RequestContext,
+    request: RequestKind,
+    version: i16,
+    shutdown: &CancellationToken,
+) -> Outcome {
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(broker, &r)),
         RequestKind::Metadata(r) => {
@@ -313,7 +344,11 @@ pub async fn handle(
         }
         RequestKind::Produce(r) => match produce::handle(broker, context, r, version).await {
             Some(response) => ResponseKind::Produce(response),
-            None => return Outcome::NoResponse,
+            None => {
+                return Outcome::NoResponse {
+                    throttle: Duration::ZERO,
+                }
+            }
         },
         RequestKind::Fetch(r) => {
             ResponseKind::Fetch(fetch::handle(broker, context, r, version, shutdown).await)
@@ -453,6 +488,12 @@ pub async fn handle(
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
             configs::incremental_alter(broker, context, r).await,
         ),
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(client_quotas::describe(broker, context, &r))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(client_quotas::alter(broker, context, r).await)
+        }
         other => {
             return Outcome::Close(format!(
                 "no handler for {:?}",
@@ -463,6 +504,7 @@ pub async fn handle(
     Outcome::Respond {
         response: Box::new(response),
         version,
+        throttle: Duration::ZERO,
     }
 }
 

@@ -158,7 +158,7 @@ const NO_SHARE_GROUPS: &str = "Oxbow has no share groups (KIP-932) yet.";
 const CLASSIC_GROUPS: &str =
     "Oxbow's groups speak the classic protocol only; consumer (KIP-848) and streams (KIP-1071) groups do not exist yet.";
 const NO_TIERED: &str = "Oxbow has no tiered storage: every segment stays on the local disk.";
-const NO_QUOTAS: &str = "Oxbow has no client or controller quotas yet.";
+const NO_QUOTAS: &str = "Oxbow enforces client byte-rate and request-time quotas (measured over quota.window.num windows of quota.window.size.seconds); controller-mutation and connection-creation quotas are kept but not enforced, and replication is throttled by follower.replication.throttled.rate alone.";
 const NO_GSSAPI: &str = "Oxbow offers PLAIN and SCRAM; there is no Kerberos (GSSAPI).";
 const NO_OAUTH: &str = "Oxbow offers PLAIN and SCRAM; there is no OAUTHBEARER.";
 const NO_LOGIN_MODULES: &str =
@@ -366,6 +366,20 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         None,
         Check::Any,
         "The rack (or zone) of this broker, for replica placement.",
+    ),
+    def(
+        "quota.window.num",
+        ConfigType::Int,
+        Some("11"),
+        Check::AtLeast(1),
+        "The number of samples to retain in memory for client quotas.",
+    ),
+    def(
+        "quota.window.size.seconds",
+        ConfigType::Int,
+        Some("1"),
+        Check::AtLeast(1),
+        "The time span of each sample for client quotas.",
     ),
     def(
         "replica.lag.time.max.ms",
@@ -791,7 +805,7 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("alter.log.dirs.replication.quota.window.size.seconds", ConfigType::Int, Some("1"), Check::AtLeast(1), ONE_LOG_DIR),
     kafka("auto.leader.rebalance.enable", ConfigType::Boolean, Some("true"), Check::Any, OPERATOR_BALANCES),
     kafka("background.threads", ConfigType::Int, Some("10"), Check::AtLeast(1), ONE_RUNTIME).dynamic(),
-    kafka("client.quota.callback.class", ConfigType::Class, None, Check::Any, NO_QUOTAS),
+    kafka("client.quota.callback.class", ConfigType::Class, None, Check::Any, JAVA_PLUGIN),
     kafka("connections.max.reauth.ms", ConfigType::Long, Some("0"), Check::Any, NO_REAUTH),
     kafka("controlled.shutdown.enable", ConfigType::Boolean, Some("true"), Check::Any, ALWAYS_CONTROLLED),
     kafka("controller.quorum.append.linger.ms", ConfigType::Int, Some("25"), Check::AtLeast(0), QUORUM_OWN),
@@ -905,8 +919,6 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("producer.id.expiration.ms", ConfigType::Int, Some("86400000"), Check::AtLeast(1), PRODUCERS_KEPT).dynamic(),
     kafka("producer.purgatory.purge.interval.requests", ConfigType::Int, Some("1000"), Check::Any, JAVA_INTERNAL),
     kafka("queued.max.requests", ConfigType::Int, Some("500"), Check::AtLeast(1), BYTES_BOUND),
-    kafka("quota.window.num", ConfigType::Int, Some("11"), Check::AtLeast(1), NO_QUOTAS),
-    kafka("quota.window.size.seconds", ConfigType::Int, Some("1"), Check::AtLeast(1), NO_QUOTAS),
     kafka("remote.fetch.max.wait.ms", ConfigType::Int, Some("500"), Check::AtLeast(1), NO_TIERED).dynamic(),
     kafka("remote.list.offsets.request.timeout.ms", ConfigType::Long, Some("30000"), Check::AtLeast(1), NO_TIERED).dynamic(),
     kafka("remote.log.index.file.cache.total.size.bytes", ConfigType::Long, Some("1073741824"), Check::AtLeast(1), NO_TIERED).dynamic(),

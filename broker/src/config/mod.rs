@@ -150,6 +150,10 @@ pub struct BrokerConfig {
     pub rack: Option<String>,
     /// `replica.lag.time.max.ms`: a follower behind for longer leaves the ISR.
     pub replica_lag_time_max: std::time::Duration,
+    /// `quota.window.num` and `quota.window.size.seconds`: the sampled windows client quotas
+    /// are measured over.
+    pub quota_window_num: u32,
+    pub quota_window_size: std::time::Duration,
     pub replica_fetch_wait_max_ms: i32,
     pub replica_fetch_max_bytes: i32,
     /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept at most.
@@ -400,6 +404,10 @@ impl BrokerConfig {
             quorum_bootstrap,
             rack,
             replica_lag_time_max: millis(int("replica.lag.time.max.ms")),
+            quota_window_num: u32::try_from(int("quota.window.num")).unwrap_or(11),
+            quota_window_size: std::time::Duration::from_secs(
+                u64::try_from(int("quota.window.size.seconds")).unwrap_or(1),
+            ),
             replica_fetch_wait_max_ms: int("replica.fetch.wait.max.ms") as i32,
             replica_fetch_max_bytes: int("replica.fetch.max.bytes") as i32,
             fetch_session_slots: usize::try_from(int("max.incremental.fetch.session.cache.slots"))

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::features::FeatureUpdate;
+use crate::quota::{ClientQuotas, QuotaChange};
 use crate::security::scram::{ScramCredential, ScramMechanism};
 
 use crate::security::authorizer::AclBinding;
@@ -119,6 +120,10 @@ pub struct MetadataImage {
     /// default), kept here as Kafka keeps them in its metadata log.
     #[serde(default)]
     pub features: BTreeMap<String, i16>,
+    /// Client quotas (AlterClientQuotas) by entity and key, as Kafka keeps them in its
+    /// metadata log.
+    #[serde(default)]
+    pub client_quotas: ClientQuotas,
 }
 
 impl MetadataImage {
@@ -280,6 +285,10 @@ pub enum MetadataCommand {
     UpdateFeatures {
         broker: i32,
         updates: Vec<FeatureUpdate>,
+    },
+    /// Sets and removes client quotas (validated before they are proposed), all together.
+    AlterClientQuotas {
+        changes: Vec<QuotaChange>,
     },
 }
 
@@ -611,6 +620,10 @@ impl MetadataImage {
                 for acl in acls {
                     self.acls.remove(acl);
                 }
+                CommandResult::Applied
+            }
+            MetadataCommand::AlterClientQuotas { changes } => {
+                self.client_quotas.apply(changes);
                 CommandResult::Applied
             }
         }

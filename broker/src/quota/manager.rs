@@ -1,0 +1,206 @@
+//! Enforcement on one broker: a sampled rate per quota kind and group of clients (the group
+//! the governing quota names, so clients under one user quota share it), and the throttle
+//! time a record earns, as Kafka's `ClientQuotaManager` computes it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::rate::{Rate, Windows};
+use super::{ClientQuotas, QuotaKey};
+
+/// Rates nobody recorded into for this long are dropped (Kafka expires quota sensors after an
+/// hour of inactivity).
+const IDLE_EXPIRY_MS: i64 = 3_600_000;
+/// How many records pass between sweeps for idle rates.
+const SWEEP_EVERY: u64 = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SensorKey {
+    key: QuotaKey,
+    user: String,
+    client_id: String,
+}
+
+#[derive(Debug, Default)]
+struct Sensors {
+    rates: HashMap<SensorKey, Rate>,
+    records: u64,
+}
+
+/// The quota rates of the clients of one broker.
+#[derive(Debug)]
+pub struct QuotaManager {
+    windows: Windows,
+    epoch: Instant,
+    sensors: Mutex<Sensors>,
+}
+
+/// Who a request is measured for: the principal's name and the request's client id.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub user: &'a str,
+    pub client_id: &'a str,
+}
+
+impl QuotaManager {
+    /// `samples` windows of `window` each (`quota.window.num`, `quota.window.size.seconds`).
+    pub fn new(samples: u32, window: Duration) -> QuotaManager {
+        QuotaManager {
+            windows: Windows {
+                samples: samples.max(1),
+                window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1),
+            },
+            epoch: Instant::now(),
+            sensors: Mutex::new(Sensors::default()),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Records `value` against the quota of `key` that governs `client` and returns how long
+    /// the client must now be throttled, in milliseconds (0 within its quota, or without one).
+    pub fn record(
+        &self,
+        quotas: &ClientQuotas,
+        key: QuotaKey,
+        client: Client<'_>,
+        value: f64,
+    ) -> i64 {
+        let Some(governing) = quotas.resolve(key, client.user, client.client_id) else {
+            return 0;
+        };
+        let now = self.now_ms();
+        let sensor = SensorKey {
+            key,
+            user: governing.group.0,
+            client_id: governing.group.1,
+        };
+        let mut sensors = self.sensors.lock();
+        sensors.records += 1;
+        if sensors.records % SWEEP_EVERY == 0 {
+            sensors
+                .rates
+                .retain(|_, rate| rate.last_record().is_some_and(|t| now - t < IDLE_EXPIRY_MS));
+        }
+        let rate = sensors.rates.entry(sensor).or_default();
+        rate.record(self.windows, value, now);
+        let observed = rate.measure(self.windows, now);
+        let throttle = Windows::throttle_ms(
+            observed,
+            governing.bound,
+            rate.window_size(self.windows, now),
+        );
+        match key {
+            // Kafka caps a request-time throttle at one window.
+            QuotaKey::RequestPercentage => throttle.min(self.windows.window_ms),
+            _ => throttle,
+        }
+    }
+
+    /// Takes back `value` recorded for `client` (a throttled fetch sends no records).
+    pub fn unrecord(&self, quotas: &ClientQuotas, key: QuotaKey, client: Client<'_>, value: f64) {
+        let Some(governing) = quotas.resolve(key, client.user, client.client_id) else {
+            return;
+        };
+        let now = self.now_ms();
+        let sensor = SensorKey {
+            key,
+            user: governing.group.0,
+            client_id: governing.group.1,
+        };
+        if let Some(rate) = self.sensors.lock().rates.get_mut(&sensor) {
+            rate.record(self.windows, -value, now);
+        }
+    }
+
+    /// The most that can be recorded at once without being throttled for certain: a fetch
+    /// asks for no more than this (`None` without a quota).
+    pub fn max_in_window(
+        &self,
+        quotas: &ClientQuotas,
+        key: QuotaKey,
+        client: Client<'_>,
+    ) -> Option<f64> {
+        quotas.resolve(key, client.user, client.client_id).map(|g| {
+            g.bound
+                * f64::from(self.windows.samples.saturating_sub(1))
+                * self.windows.window_ms as f64
+                / 1000.0
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::{EntityType, QuotaChange, QuotaEntity, QuotaValue};
+
+    fn quotas(entity: QuotaEntity, key: &str, value: f64) -> ClientQuotas {
+        let mut quotas = ClientQuotas::default();
+        quotas.apply(&[QuotaChange {
+            entity,
+            key: key.into(),
+            value: Some(QuotaValue(value)),
+        }]);
+        quotas
+    }
+
+    #[test]
+    fn clients_of_one_user_share_its_quota() {
+        let manager = QuotaManager::new(11, Duration::from_secs(1));
+        let quotas = quotas(
+            QuotaEntity::of(&[(EntityType::User, Some("alice"))]),
+            "producer_byte_rate",
+            1000.0,
+        );
+        let a = Client {
+            user: "alice",
+            client_id: "a",
+        };
+        let b = Client {
+            user: "alice",
+            client_id: "b",
+        };
+        assert_eq!(
+            manager.record(&quotas, QuotaKey::ProducerByteRate, a, 10_000.0),
+            0
+        );
+        let throttle = manager.record(&quotas, QuotaKey::ProducerByteRate, b, 10_000.0);
+        assert!((9_000..=10_100).contains(&throttle), "{throttle}");
+        let bob = Client {
+            user: "bob",
+            client_id: "a",
+        };
+        assert_eq!(
+            manager.record(&quotas, QuotaKey::ProducerByteRate, bob, 1e9),
+            0,
+            "no quota governs bob"
+        );
+        assert_eq!(
+            manager.max_in_window(&quotas, QuotaKey::ProducerByteRate, a),
+            Some(10_000.0)
+        );
+    }
+
+    #[test]
+    fn a_request_time_throttle_lasts_at_most_one_window() {
+        let manager = QuotaManager::new(11, Duration::from_secs(1));
+        let quotas = quotas(
+            QuotaEntity::of(&[(EntityType::ClientId, None)]),
+            "request_percentage",
+            1.0,
+        );
+        let client = Client {
+            user: "ANONYMOUS",
+            client_id: "busy",
+        };
+        assert_eq!(
+            manager.record(&quotas, QuotaKey::RequestPercentage, client, 500.0),
+            1000
+        );
+    }
+}
