@@ -115,17 +115,35 @@ impl std::fmt::Display for ToolOutput {
     }
 }
 
-/// A `java` command with Kafka's jars on the classpath and the JVM flags of a short-lived tool.
-fn java(jars: &Path, log_config: &str, main: &str) -> Command {
+/// The JVM flags of short-lived tools and of the programs tests run: a small heap and a JIT
+/// that starts fast.
+const TOOL_JVM: &[&str] = &[
+    "-Xms64m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.awt.headless=true",
+];
+
+/// The JVM flags `kafka-server-start.sh` gives a broker (its 1 GB heap and Kafka's
+/// `KAFKA_JVM_PERFORMANCE_OPTS`): a broker measured in a benchmark runs with these.
+pub const SERVER_JVM: &[&str] = &[
+    "-Xmx1G",
+    "-Xms1G",
+    "-server",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15",
+    "-Djava.awt.headless=true",
+];
+
+/// A `java` command with Kafka's jars on the classpath and `flags`.
+fn java(jars: &Path, flags: &[&str], log_config: &str, main: &str) -> Command {
     let mut command = Command::new("java");
     command
-        .args([
-            "-Xms64m",
-            "-Xmx512m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-Djava.awt.headless=true",
-        ])
+        .args(flags)
         .arg(format!(
             "-Dlog4j2.configurationFile={}",
             jars.join(log_config).display()
@@ -141,7 +159,12 @@ fn java(jars: &Path, log_config: &str, main: &str) -> Command {
 /// [`TOOL_TIMEOUT`]; a tool that fails is a [`ToolOutput`] with `success` false.
 pub fn run_tool(tool: &str, args: &[&str], stdin: Option<&str>) -> Result<ToolOutput> {
     let jars = jars()?;
-    let mut command = java(&jars, "log4j2-tools.properties", main_class(tool)?);
+    let mut command = java(
+        &jars,
+        TOOL_JVM,
+        "log4j2-tools.properties",
+        main_class(tool)?,
+    );
     command
         .args(args)
         .stdin(if stdin.is_some() {
@@ -223,10 +246,21 @@ impl JavaProcess {
     /// Starts `main` (a class, or a `.java` source file run in source-file mode) with `args`,
     /// logging to `log_path`.
     pub fn start(name: &str, main: &str, args: &[&str], log_path: &Path) -> Result<JavaProcess> {
+        JavaProcess::start_with_jvm(name, TOOL_JVM, main, args, log_path)
+    }
+
+    /// As [`JavaProcess::start`], with the JVM flags `jvm` (e.g. [`SERVER_JVM`]).
+    pub fn start_with_jvm(
+        name: &str,
+        jvm: &[&str],
+        main: &str,
+        args: &[&str],
+        log_path: &Path,
+    ) -> Result<JavaProcess> {
         let jars = jars()?;
         let log = fs::File::create(log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let child = java(&jars, "log4j2-server.properties", main)
+        let child = java(&jars, jvm, "log4j2-server.properties", main)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -293,6 +327,11 @@ impl JavaProcess {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -324,8 +363,15 @@ pub struct KafkaBroker {
 
 impl KafkaBroker {
     /// Formats and starts a broker with Kafka's defaults plus `extra` settings
-    /// (`key=value` lines), and waits until it serves.
+    /// (`key=value` lines), and waits until it serves. Its JVM has a tool's small heap and
+    /// quick JIT, which is enough for tests.
     pub fn start(extra: &[&str]) -> Result<KafkaBroker> {
+        KafkaBroker::start_with_jvm(extra, TOOL_JVM)
+    }
+
+    /// As [`KafkaBroker::start`], with the JVM flags `jvm` ([`SERVER_JVM`] for a broker as
+    /// `kafka-server-start.sh` runs it).
+    pub fn start_with_jvm(extra: &[&str], jvm: &[&str]) -> Result<KafkaBroker> {
         let dir = tempfile::Builder::new().prefix("kafka-broker-").tempdir()?;
         let listener = free_local_addr()?;
         let controller = free_local_addr()?;
@@ -371,8 +417,9 @@ impl KafkaBroker {
         )?
         .ok()
         .context("formatting the Kafka broker's storage")?;
-        let mut process = JavaProcess::start(
+        let mut process = JavaProcess::start_with_jvm(
             "the Kafka broker",
+            jvm,
             main_class("kafka-server-start")?,
             &[&properties_arg],
             &dir.path().join("kafka.log"),
@@ -387,6 +434,11 @@ impl KafkaBroker {
 
     pub fn bootstrap(&self) -> String {
         self.listener.to_string()
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// The last `lines` lines of the broker's log.
