@@ -139,7 +139,9 @@ fn java(jars: &Path, log_config: &str, main: &str) -> Command {
 /// A Java program of the tests' own, `e2e/java/<file>`: run in source-file mode (compiled when
 /// the JVM starts) with Kafka's jars on the classpath, by [`run_java`] or [`JavaProcess::start`].
 pub fn java_source(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("java").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("java")
+        .join(file)
 }
 
 /// Runs Kafka's `tool` (its script name, `kafka-topics`) with `args`, feeding `stdin`, and
@@ -323,11 +325,19 @@ impl JavaProcess {
             }
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
-                    bail!("{} exited with {status} before {what}\n{}", self.name, self.log_tail(60));
+                    bail!(
+                        "{} exited with {status} before {what}\n{}",
+                        self.name,
+                        self.log_tail(60)
+                    );
                 }
             }
             if Instant::now() >= deadline {
-                bail!("{}: not {what} within {timeout:?}\n{}", self.name, self.log_tail(60));
+                bail!(
+                    "{}: not {what} within {timeout:?}\n{}",
+                    self.name,
+                    self.log_tail(60)
+                );
             }
             thread::sleep(Duration::from_millis(100));
         }

@@ -120,7 +120,13 @@ pub fn run(server: &Server, mode: &str, args: &[&str]) -> Result<Vec<String>> {
 
 /// Starts `mode` of the program against `server` in the background, logging to
 /// `dir/name.log`; see [`JavaProcess::lines`] for what it printed.
-pub fn start(server: &Server, dir: &Path, name: &str, mode: &str, args: &[&str]) -> Result<JavaProcess> {
+pub fn start(
+    server: &Server,
+    dir: &Path,
+    name: &str,
+    mode: &str,
+    args: &[&str],
+) -> Result<JavaProcess> {
     let bootstrap = server.bootstrap();
     let mut all = vec![mode, bootstrap.as_str()];
     all.extend_from_slice(args);
@@ -139,7 +145,12 @@ pub fn produce(
     let lines = run(
         server,
         "produce",
-        &[topic, transactional_id, pattern, &per_transaction.to_string()],
+        &[
+            topic,
+            transactional_id,
+            pattern,
+            &per_transaction.to_string(),
+        ],
     )?;
     let mut produced = Produced::default();
     for line in &lines {
@@ -158,11 +169,7 @@ pub fn produce(
 
 /// Reads `topic` from the beginning to the end offsets `isolation` gives.
 pub fn consume(server: &Server, topic: &str, isolation: Isolation) -> Result<Consumed> {
-    let lines = run(
-        server,
-        "consume",
-        &[topic, isolation.as_str(), "until-end"],
-    )?;
+    let lines = run(server, "consume", &[topic, isolation.as_str(), "until-end"])?;
     if lines.last().map(String::as_str) != Some("DONE") {
         bail!("the consumer did not finish: {lines:?}");
     }

@@ -121,8 +121,7 @@ fn word_count(server: &Server, guarantee: &str, isolation: &str) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
     create_word_count_topics(server)?;
-    let start =
-        |state: &str, log: &str| start_word_count(server, dir, state, log, guarantee, None);
+    let start = |state: &str, log: &str| start_word_count(server, dir, state, log, guarantee, None);
 
     let mut app = start("state-1", "wordcount-1.log")?;
     server

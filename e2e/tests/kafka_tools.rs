@@ -1552,9 +1552,11 @@ fn transactions_aborted_by_start_offset_and_hanging_ones_sought(server: &Server)
         "open",
         &["stranded", "crashed", "3", "600000"],
     )?;
-    crashed.wait_until("holding a transaction open", Duration::from_secs(60), |lines| {
-        lines.iter().any(|l| l == "HANGING")
-    })?;
+    crashed.wait_until(
+        "holding a transaction open",
+        Duration::from_secs(60),
+        |lines| lines.iter().any(|l| l == "HANGING"),
+    )?;
     let start = crashed
         .lines("OPEN 0 ")
         .first()
@@ -1634,7 +1636,10 @@ fn transactions_aborted_by_start_offset_and_hanging_ones_sought(server: &Server)
     committed.extend(late.committed.iter().cloned());
     ensure!(released.values() == committed, "{released:?}");
     let everything = transactions::consume(server, "stranded", Isolation::ReadUncommitted)?;
-    ensure!(released.ends == everything.ends, "{released:?} {everything:?}");
+    ensure!(
+        released.ends == everything.ends,
+        "{released:?} {everything:?}"
+    );
     ensure!(
         everything
             .values()

@@ -94,10 +94,13 @@ fn read_committed_skips_aborted_records_read_uncommitted_sees_them(server: &Serv
     );
     // Within a partition, an aborted record sits between committed ones.
     let interleaved = by_partition(&uncommitted.records).values().any(|records| {
-        records.windows(3).any(|w| {
-            produced.committed.contains(&w[0].value)
-                && produced.aborted.contains(&w[1].value)
-                && produced.aborted.iter().all(|a| a != &w[2].value)
+        let committed_at: Vec<usize> = (0..records.len())
+            .filter(|&i| produced.committed.contains(&records[i].value))
+            .collect();
+        (0..records.len()).any(|i| {
+            produced.aborted.contains(&records[i].value)
+                && committed_at.first().is_some_and(|&c| c < i)
+                && committed_at.last().is_some_and(|&c| c > i)
         })
     });
     ensure!(
@@ -135,7 +138,13 @@ fn a_second_producer_with_the_transactional_id_fences_the_first(server: &Server)
         scratch.path(),
         "zombie",
         "open",
-        &["fencing", "shared-id", "3", "60000", &trigger.to_string_lossy()],
+        &[
+            "fencing",
+            "shared-id",
+            "3",
+            "60000",
+            &trigger.to_string_lossy(),
+        ],
     )?;
     zombie.wait_until("holding a transaction open", START, |lines| {
         lines.iter().any(|l| l == "HANGING")
@@ -311,8 +320,9 @@ fn an_open_transaction_holds_the_lso_until_its_timeout_aborts_it(server: &Server
             "reading past the aborted transaction",
             TIMEOUT + Duration::from_secs(20),
             |lines| {
-                Consumed::parse(lines)
-                    .is_ok_and(|c| c.records.len() >= before.committed.len() + after.committed.len())
+                Consumed::parse(lines).is_ok_and(|c| {
+                    c.records.len() >= before.committed.len() + after.committed.len()
+                })
             },
         )
         .map_err(|e| anyhow::anyhow!("{e:#}\n{}", stuck.log_tail(20)))?;
@@ -321,11 +331,9 @@ fn an_open_transaction_holds_the_lso_until_its_timeout_aborts_it(server: &Server
         "the transaction ended before its timeout"
     );
     let everything = transactions::consume(server, "held", Isolation::ReadUncommitted)?;
-    reader.wait_until(
-        "at the high watermark",
-        Duration::from_secs(10),
-        |lines| Consumed::parse(lines).is_ok_and(|c| c.ends == everything.ends),
-    )?;
+    reader.wait_until("at the high watermark", Duration::from_secs(10), |lines| {
+        Consumed::parse(lines).is_ok_and(|c| c.ends == everything.ends)
+    })?;
     let released = Consumed::parse(&reader.lines(""))?;
     let mut committed = before.committed.clone();
     committed.extend(after.committed.iter().cloned());
