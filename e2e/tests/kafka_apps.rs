@@ -1,7 +1,8 @@
 //! Kafka Streams and Kafka Connect, Apache Kafka 4.1's own, on Oxbow and on a real Kafka
 //! broker side by side: a word count with a repartition and a changelog topic that restores its
-//! counts after a restart, and a distributed Connect cluster moving a file through a topic
-//! while a second worker joins.
+//! counts after a restart, the same with exactly-once processing, also after being killed inside
+//! a transaction, and a distributed Connect cluster moving a file through a topic while a second
+//! worker joins.
 
 use std::collections::BTreeMap;
 use std::path::Path;
