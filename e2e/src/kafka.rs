@@ -154,17 +154,26 @@ fn java(jars: &Path, flags: &[&str], log_config: &str, main: &str) -> Command {
     command
 }
 
+/// A Java program of the tests' own, `e2e/java/<file>`: run in source-file mode (compiled when
+/// the JVM starts) with Kafka's jars on the classpath, by [`run_java`] or [`JavaProcess::start`].
+pub fn java_source(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("java")
+        .join(file)
+}
+
 /// Runs Kafka's `tool` (its script name, `kafka-topics`) with `args`, feeding `stdin`, and
 /// returns what it printed. An error only when the tool cannot run or outlives
 /// [`TOOL_TIMEOUT`]; a tool that fails is a [`ToolOutput`] with `success` false.
 pub fn run_tool(tool: &str, args: &[&str], stdin: Option<&str>) -> Result<ToolOutput> {
+    run_java(main_class(tool)?, tool, args, stdin)
+}
+
+/// Runs `main` (a class, or a `.java` source file from [`java_source`]) to its end as
+/// [`run_tool`] runs a tool, `shown` naming it in messages.
+pub fn run_java(main: &str, shown: &str, args: &[&str], stdin: Option<&str>) -> Result<ToolOutput> {
     let jars = jars()?;
-    let mut command = java(
-        &jars,
-        TOOL_JVM,
-        "log4j2-tools.properties",
-        main_class(tool)?,
-    );
+    let mut command = java(&jars, TOOL_JVM, "log4j2-tools.properties", main);
     command
         .args(args)
         .stdin(if stdin.is_some() {
@@ -174,7 +183,7 @@ pub fn run_tool(tool: &str, args: &[&str], stdin: Option<&str>) -> Result<ToolOu
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let shown = format!("{tool} {}", args.join(" "));
+    let shown = format!("{shown} {}", args.join(" "));
     let mut child = command
         .spawn()
         .with_context(|| format!("starting `{shown}` (is java installed?)"))?;
@@ -277,28 +286,9 @@ impl JavaProcess {
     /// Waits until the log has a line containing `text`; an error if the program exits first
     /// or `timeout` passes.
     pub fn wait_for_log(&mut self, text: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if fs::read_to_string(&self.log_path)
-                .unwrap_or_default()
-                .contains(text)
-            {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("{} exited with {status}\n{}", self.name, self.log_tail(60));
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not log {text:?} within {timeout:?}\n{}",
-                    self.name,
-                    self.log_tail(60)
-                );
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
+        self.wait_until(&format!("logging {text:?}"), timeout, |lines| {
+            lines.iter().any(|line| line.contains(text))
+        })
     }
 
     /// Whether the log has a line containing `text` now.
@@ -330,6 +320,61 @@ impl JavaProcess {
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash: no shutdown hook runs. Waits for the process to be gone.
+    pub fn kill(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        child
+            .kill()
+            .with_context(|| format!("killing {}", self.name))?;
+        child
+            .wait()
+            .with_context(|| format!("waiting for {} to die", self.name))
+    }
+
+    /// The log's lines that start with `prefix`, that prefix taken off: the lines a program of
+    /// the tests prints for them, among the client's own logging.
+    pub fn lines(&self, prefix: &str) -> Vec<String> {
+        fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until `ready` holds of the program's output lines (see [`JavaProcess::lines`]
+    /// with an empty prefix); an error if the program exits first or `timeout` passes.
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&[String]) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready(&self.lines("")) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "{} exited with {status} before {what}\n{}",
+                        self.name,
+                        self.log_tail(60)
+                    );
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: not {what} within {timeout:?}\n{}",
+                    self.name,
+                    self.log_tail(60)
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The last `lines` lines of the log.
