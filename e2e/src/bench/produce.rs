@@ -332,8 +332,22 @@ impl Worker {
         Ok(committed)
     }
 
-    /// Commits the open transaction: librdkafka flushes its records first.
+    /// Commits the open transaction once every record of it is acknowledged. The wait is
+    /// done here in short polls: rust-rdkafka's commit flushes first with polls that can sit
+    /// out a 100 ms poll interval after the last delivery report, which would bound every
+    /// broker to about ten commits a second.
     fn commit(&self, producer: &BaseProducer<Deliveries>) -> Result<()> {
+        let deadline = Instant::now() + self.connection.timeout();
+        while producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                bail!(
+                    "producer {}: records of the transaction unacknowledged after {:?}",
+                    self.index,
+                    self.connection.timeout()
+                );
+            }
+            producer.poll(Duration::from_millis(1));
+        }
         producer
             .commit_transaction(self.connection.timeout())
             .map_err(|err| anyhow!("producer {}: commit: {err}", self.index))
