@@ -7,3 +7,4 @@ pub mod harness;
 pub mod http;
 pub mod kafka;
 pub mod kube;
+pub mod librdkafka;
