@@ -4,7 +4,7 @@
 //!   transactions, offsets in transactions, the LSO and read_committed) and 0098 (a
 //!   read_committed consumer over transactions written by Kafka's Java producer and by
 //!   librdkafka) on a three-broker Oxbow cluster, as they create their topics with three
-//!   replicas;
+//!   replicas, and on three Apache Kafka 4.1 brokers;
 //! - 0129 (a fetch of aborted records only is no error) on a single broker, Oxbow and Apache
 //!   Kafka 4.1 side by side.
 //!
@@ -17,6 +17,7 @@ use anyhow::{ensure, Context as _, Result};
 use oxbow_e2e::cluster::{Cluster, ClusterOptions};
 use oxbow_e2e::harness::broker_binary;
 use oxbow_e2e::kafka::{eventually, Server};
+use oxbow_e2e::kafka_cluster::KafkaCluster;
 use oxbow_e2e::librdkafka;
 use oxbow_e2e::side_by_side;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -40,7 +41,7 @@ const SUBTESTS_0103: &[&str] = &[
 fn passed<'a>(subtests: &'a [String], name: &str) -> Vec<&'a String> {
     subtests
         .iter()
-        .filter(|l| l.trim_start_matches("[ ").starts_with(name))
+        .filter(|l| l.contains(&format!("[ {name}:")))
         .collect()
 }
 
@@ -51,6 +52,14 @@ fn transactions_0103_and_consumer_txn_0098_pass_on_a_three_broker_oxbow_cluster(
     let mut cluster = Cluster::start(options)?;
     let outcome = transactions_0103_and_0098(&cluster.bootstrap());
     cluster.explain(outcome)
+}
+
+/// The same runs on three Apache Kafka 4.1.1 brokers: the tests' own reference.
+#[test]
+fn transactions_0103_and_consumer_txn_0098_pass_on_a_three_broker_kafka_cluster() -> Result<()> {
+    let cluster = KafkaCluster::start(3, &[])?;
+    transactions_0103_and_0098(&cluster.bootstrap())
+        .map_err(|e| anyhow::anyhow!("Kafka: {e:#}\n{}", cluster.log_tails(40)))
 }
 
 fn transactions_0103_and_0098(bootstrap: &str) -> Result<()> {
