@@ -149,14 +149,14 @@ pub fn run(bootstrap: &str, tests: &str, conf: &[&str], timeout: Duration) -> Re
             let _ = child.wait();
             bail!(
                 "librdkafka's TESTS={tests} did not finish within {timeout:?}:\n{}",
-                tail(&read_text(&out_path), 80)
+                tail(&read_text(&out_path)?, 80)
             );
         }
         thread::sleep(Duration::from_millis(200));
     };
     Ok(RunOutput {
         status,
-        text: read_text(&out_path),
+        text: read_text(&out_path)?,
         elapsed: started.elapsed(),
     })
 }
@@ -168,8 +168,8 @@ fn tail(text: &str, count: usize) -> String {
 }
 
 /// The runner's output without its terminal colour codes.
-fn read_text(path: &Path) -> String {
-    let raw = fs::read(path).unwrap_or_default();
+fn read_text(path: &Path) -> Result<String> {
+    let raw = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let text = String::from_utf8_lossy(&raw);
     let mut clean = String::with_capacity(text.len());
     let mut chars = text.chars();
@@ -184,13 +184,15 @@ fn read_text(path: &Path) -> String {
                         }
                     }
                 }
-                Some(_) | None => {
+                // ESC ( B: back to the default character set.
+                Some('(') => {
                     chars.next();
                 }
+                Some(_) | None => {}
             }
         } else {
             clean.push(c);
         }
     }
-    clean
+    Ok(clean)
 }

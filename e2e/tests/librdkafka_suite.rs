@@ -11,6 +11,7 @@
 //! Each run is bounded by a timeout; a run passes when the runner exits 0 and prints its test
 //! PASSED, with no test or sub-test skipped.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
@@ -45,8 +46,12 @@ fn passed<'a>(subtests: &'a [String], name: &str) -> Vec<&'a String> {
         .collect()
 }
 
+/// The two cluster tests take turns: each runs three brokers and up to two clients.
+static CLUSTERS: Mutex<()> = Mutex::new(());
+
 #[test]
 fn transactions_0103_and_consumer_txn_0098_pass_on_a_three_broker_oxbow_cluster() -> Result<()> {
+    let _turn = CLUSTERS.lock().unwrap_or_else(PoisonError::into_inner);
     let options =
         ClusterOptions::new(broker_binary()?).set("group.initial.rebalance.delay.ms", "0");
     let mut cluster = Cluster::start(options)?;
@@ -57,6 +62,7 @@ fn transactions_0103_and_consumer_txn_0098_pass_on_a_three_broker_oxbow_cluster(
 /// The same runs on three Apache Kafka 4.1.1 brokers: the tests' own reference.
 #[test]
 fn transactions_0103_and_consumer_txn_0098_pass_on_a_three_broker_kafka_cluster() -> Result<()> {
+    let _turn = CLUSTERS.lock().unwrap_or_else(PoisonError::into_inner);
     let cluster = KafkaCluster::start(3, &[])?;
     transactions_0103_and_0098(&cluster.bootstrap())
         .map_err(|e| anyhow::anyhow!("Kafka: {e:#}\n{}", cluster.log_tails(40)))
