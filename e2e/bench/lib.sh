@@ -23,8 +23,10 @@ require_positive() { # NAME...: each variable holds a positive integer, or the s
 }
 
 # build_release VERB: builds oxbow-bench, and oxbow-broker unless OXBOW_BIN names one, in
-# release; sets OXBOW and BENCH to the binaries. VERB says what is done with the broker.
+# release (into CARGO_TARGET_DIR when set); sets OXBOW and BENCH to the binaries. VERB says
+# what is done with the broker.
 build_release() {
+    local target=${CARGO_TARGET_DIR:-$PWD/target}
     if [[ -n $OXBOW_BIN ]]; then
         OXBOW=$(realpath "$OXBOW_BIN")
         [[ -x $OXBOW ]] || { echo "--oxbow-bin $OXBOW_BIN is not an executable" >&2; exit 2; }
@@ -33,10 +35,10 @@ build_release() {
     else
         say "Building oxbow-broker and oxbow-bench (release)"
         cargo build --release --bin oxbow-broker --bin oxbow-bench
-        OXBOW=$PWD/target/release/oxbow-broker
+        OXBOW=$target/release/oxbow-broker
     fi
     # shellcheck disable=SC2034 # read by the sourcing script
-    BENCH=$PWD/target/release/oxbow-bench
+    BENCH=$target/release/oxbow-bench
 }
 
 # The brokers run on their defaults plus the flags given: nothing from the caller's environment

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Turns compare.sh's raw results (JSON lines) into the Oxbow/tansu table, in Markdown.
+"""Turns compare.sh's raw results (JSON lines) into the table of Oxbow against Apache Kafka and
+tansu, in Markdown.
 
-Each figure is shown per broker as median (min-max) across rounds, and as the ratio
-Oxbow/tansu computed within each round (the two brokers ran alternately in it), summarised as
-min / median / max. A round in which either broker's run failed is left out of that figure's
-ratios and counted in the "rounds" column; the failures are listed under the table.
+Each figure is shown per broker as median (min-max) across rounds, and as the ratios
+Oxbow/Kafka and Oxbow/tansu computed within each round (the brokers ran alternately in it),
+each summarised as median (min-max). A round in which either broker's run failed is left out
+of that ratio and counted in the "rounds" column (Kafka's count, then tansu's); the failures
+are listed under the table.
 
 Beside each broker's own CPU and memory, the throughput workloads show the benchmark
 client's CPU (librdkafka and the workload's threads, from oxbow-bench's report): its CPU
@@ -24,8 +26,16 @@ import json
 import statistics
 import sys
 
-BROKERS = ("oxbow", "tansu")
-WORKLOADS = ("produce-batched", "produce-small", "consume", "latency")
+BROKERS = ("oxbow", "kafka", "tansu")
+PEERS = ("kafka", "tansu")
+WORKLOADS = (
+    "produce-batched",
+    "produce-acks-all",
+    "produce-small",
+    "produce-txn",
+    "consume",
+    "latency",
+)
 HIGHER, LOWER, NEITHER = "higher", "lower", "-"
 
 
@@ -82,7 +92,9 @@ THROUGHPUT_FIGURES = [
 ]
 FIGURES = {
     "produce-batched": THROUGHPUT_FIGURES,
+    "produce-acks-all": THROUGHPUT_FIGURES,
     "produce-small": THROUGHPUT_FIGURES,
+    "produce-txn": THROUGHPUT_FIGURES,
     "consume": THROUGHPUT_FIGURES,
     "latency": [
         ("end-to-end p50 ms", latency("end_to_end", "p50_ms"), LOWER),
@@ -112,6 +124,16 @@ def ratio(value):
     return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
 
 
+def ratio_spread(ratios):
+    if not ratios:
+        return "-"
+    if len(ratios) == 1:
+        return f"**{ratio(ratios[0])}**"
+    return (
+        f"**{ratio(statistics.median(ratios))}** ({ratio(min(ratios))}-{ratio(max(ratios))})"
+    )
+
+
 def spread(values):
     if not values:
         return "-"
@@ -122,12 +144,12 @@ def spread(values):
 
 # (figure, workload on the cluster, workload on the single broker, extract, better)
 REPLICATED_FIGURES = [
-    ("produce acks=all records/s", "replicated-produce", "single-acks-all",
+    ("produce acks=all records/s", "replicated-produce", "produce-acks-all",
      throughput("records_per_s"), HIGHER),
     ("consume records/s", "replicated-consume", "consume", throughput("records_per_s"), HIGHER),
-    ("produce broker CPU s/GB", "replicated-produce", "single-acks-all", cpu_per_gb, LOWER),
+    ("produce broker CPU s/GB", "replicated-produce", "produce-acks-all", cpu_per_gb, LOWER),
     ("consume broker CPU s/GB", "replicated-consume", "consume", cpu_per_gb, LOWER),
-    ("produce broker peak RSS MiB", "replicated-produce", "single-acks-all", peak_rss_mib, LOWER),
+    ("produce broker peak RSS MiB", "replicated-produce", "produce-acks-all", peak_rss_mib, LOWER),
 ]
 
 
@@ -190,17 +212,20 @@ def main(path):
     rounds = sorted({key[0] for key in runs})
 
     print(
-        f"Oxbow ({meta.get('oxbow_commit', '?')}) against {meta.get('tansu', 'tansu')} in "
-        f"memory; {len(rounds)} round(s); {meta.get('records', '?')} records for "
-        f"produce-batched and consume, {meta.get('small_records', '?')} for produce-small, "
+        f"Oxbow ({meta.get('oxbow_commit', '?')}) against Apache Kafka "
+        f"{meta.get('kafka', '?')} (KRaft, one JVM with kafka-server-start.sh's flags) and "
+        f"{meta.get('tansu', 'tansu')} in memory; {len(rounds)} round(s); "
+        f"{meta.get('records', '?')} records for produce-batched, produce-acks-all and "
+        f"consume, {meta.get('small_records', '?')} for produce-small, "
+        f"{meta.get('txn_records', '?')} for produce-txn (a commit every 100), "
         f"{meta.get('latency_seconds', '?')} s of latency at 1000 records/s; "
         f"{meta.get('record_size', '?')}-byte records; {meta.get('cpus', '?')} CPUs, load "
         f"average at start {meta.get('loadavg_at_start', '?')}."
     )
     print()
     print(
-        "| workload | figure | Oxbow median (min-max) | tansu median (min-max) "
-        "| Oxbow/tansu min | median | max | better | rounds |"
+        "| workload | figure | Oxbow median (min-max) | Kafka median (min-max) "
+        "| tansu median (min-max) | Oxbow/Kafka | Oxbow/tansu | better | rounds |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     failures = []
@@ -215,7 +240,7 @@ def main(path):
     for workload in WORKLOADS:
         for name, extract, better in FIGURES[workload]:
             per_broker = {broker: [] for broker in BROKERS}
-            ratios = []
+            ratios = {peer: [] for peer in PEERS}
             for round_ in rounds:
                 values = {}
                 for broker in BROKERS:
@@ -225,17 +250,16 @@ def main(path):
                         if value is not None:
                             values[broker] = value
                             per_broker[broker].append(value)
-                if len(values) == 2 and values["tansu"] > 0:
-                    ratios.append(values["oxbow"] / values["tansu"])
-            ratio_cells = (
-                [ratio(min(ratios)), f"**{ratio(statistics.median(ratios))}**", ratio(max(ratios))]
-                if ratios
-                else ["-", "-", "-"]
-            )
+                for peer in PEERS:
+                    if "oxbow" in values and values.get(peer, 0) > 0:
+                        ratios[peer].append(values["oxbow"] / values[peer])
+            counts = ", ".join(str(len(ratios[peer])) for peer in PEERS)
             print(
-                f"| {workload} | {name} | {spread(per_broker['oxbow'])} "
-                f"| {spread(per_broker['tansu'])} | {' | '.join(ratio_cells)} "
-                f"| {better} | {len(ratios)}/{len(rounds)} |"
+                f"| {workload} | {name} | "
+                + " | ".join(spread(per_broker[broker]) for broker in BROKERS)
+                + " | "
+                + " | ".join(ratio_spread(ratios[peer]) for peer in PEERS)
+                + f" | {better} | {counts} of {len(rounds)} |"
             )
     replicated_table(runs, rounds)
     if failures:

@@ -2,7 +2,8 @@
 // into words, re-keyed by word (a repartition topic) and counted in a persistent store (a
 // changelog topic); each new count goes to the output topic as "word" -> "count". Run with
 // Kafka's jars on the classpath (source-file mode): java -cp 'jars/*' WordCount.java
-// BOOTSTRAP APPLICATION_ID INPUT OUTPUT STATE_DIR. It prints "WORDCOUNT RUNNING" once the instance
+// BOOTSTRAP APPLICATION_ID INPUT OUTPUT STATE_DIR [PROCESSING_GUARANTEE [COMMIT_INTERVAL_MS]]
+// (the commit interval is 200 ms unless given). It prints "WORDCOUNT RUNNING" once the instance
 // runs, and "WORDCOUNT CLOSED" once it has closed cleanly on SIGTERM.
 
 import java.time.Duration;
@@ -22,18 +23,18 @@ import org.apache.kafka.streams.kstream.Produced;
 
 public class WordCount {
     public static void main(String[] args) throws Exception {
-        if (args.length != 5 && args.length != 6) {
-            System.err.println("usage: WordCount BOOTSTRAP APPLICATION_ID INPUT OUTPUT STATE_DIR [PROCESSING_GUARANTEE]");
+        if (args.length < 5 || args.length > 7) {
+            System.err.println("usage: WordCount BOOTSTRAP APPLICATION_ID INPUT OUTPUT STATE_DIR [PROCESSING_GUARANTEE [COMMIT_INTERVAL_MS]]");
             System.exit(2);
         }
         Properties props = new Properties();
         props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, args[0]);
         props.put(StreamsConfig.APPLICATION_ID_CONFIG, args[1]);
         props.put(StreamsConfig.STATE_DIR_CONFIG, args[4]);
-        props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
+        props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, args.length == 7 ? Integer.parseInt(args[6]) : 200);
         props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
         props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
-        if (args.length == 6) {
+        if (args.length >= 6) {
             props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, args[5]);
         }
         // A closed member sends no LeaveGroup: a short session lets a restarted one in soon.

@@ -115,17 +115,35 @@ impl std::fmt::Display for ToolOutput {
     }
 }
 
-/// A `java` command with Kafka's jars on the classpath and the JVM flags of a short-lived tool.
-fn java(jars: &Path, log_config: &str, main: &str) -> Command {
+/// The JVM flags of short-lived tools and of the programs tests run: a small heap and a JIT
+/// that starts fast.
+const TOOL_JVM: &[&str] = &[
+    "-Xms64m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.awt.headless=true",
+];
+
+/// The JVM flags `kafka-server-start.sh` gives a broker (its 1 GB heap and Kafka's
+/// `KAFKA_JVM_PERFORMANCE_OPTS`): a broker measured in a benchmark runs with these.
+pub const SERVER_JVM: &[&str] = &[
+    "-Xmx1G",
+    "-Xms1G",
+    "-server",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15",
+    "-Djava.awt.headless=true",
+];
+
+/// A `java` command with Kafka's jars on the classpath and `flags`.
+fn java(jars: &Path, flags: &[&str], log_config: &str, main: &str) -> Command {
     let mut command = Command::new("java");
     command
-        .args([
-            "-Xms64m",
-            "-Xmx512m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-Djava.awt.headless=true",
-        ])
+        .args(flags)
         .arg(format!(
             "-Dlog4j2.configurationFile={}",
             jars.join(log_config).display()
@@ -136,12 +154,26 @@ fn java(jars: &Path, log_config: &str, main: &str) -> Command {
     command
 }
 
+/// A Java program of the tests' own, `e2e/java/<file>`: run in source-file mode (compiled when
+/// the JVM starts) with Kafka's jars on the classpath, by [`run_java`] or [`JavaProcess::start`].
+pub fn java_source(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("java")
+        .join(file)
+}
+
 /// Runs Kafka's `tool` (its script name, `kafka-topics`) with `args`, feeding `stdin`, and
 /// returns what it printed. An error only when the tool cannot run or outlives
 /// [`TOOL_TIMEOUT`]; a tool that fails is a [`ToolOutput`] with `success` false.
 pub fn run_tool(tool: &str, args: &[&str], stdin: Option<&str>) -> Result<ToolOutput> {
+    run_java(main_class(tool)?, tool, args, stdin)
+}
+
+/// Runs `main` (a class, or a `.java` source file from [`java_source`]) to its end as
+/// [`run_tool`] runs a tool, `shown` naming it in messages.
+pub fn run_java(main: &str, shown: &str, args: &[&str], stdin: Option<&str>) -> Result<ToolOutput> {
     let jars = jars()?;
-    let mut command = java(&jars, "log4j2-tools.properties", main_class(tool)?);
+    let mut command = java(&jars, TOOL_JVM, "log4j2-tools.properties", main);
     command
         .args(args)
         .stdin(if stdin.is_some() {
@@ -151,7 +183,7 @@ pub fn run_tool(tool: &str, args: &[&str], stdin: Option<&str>) -> Result<ToolOu
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let shown = format!("{tool} {}", args.join(" "));
+    let shown = format!("{shown} {}", args.join(" "));
     let mut child = command
         .spawn()
         .with_context(|| format!("starting `{shown}` (is java installed?)"))?;
@@ -223,10 +255,21 @@ impl JavaProcess {
     /// Starts `main` (a class, or a `.java` source file run in source-file mode) with `args`,
     /// logging to `log_path`.
     pub fn start(name: &str, main: &str, args: &[&str], log_path: &Path) -> Result<JavaProcess> {
+        JavaProcess::start_with_jvm(name, TOOL_JVM, main, args, log_path)
+    }
+
+    /// As [`JavaProcess::start`], with the JVM flags `jvm` (e.g. [`SERVER_JVM`]).
+    pub fn start_with_jvm(
+        name: &str,
+        jvm: &[&str],
+        main: &str,
+        args: &[&str],
+        log_path: &Path,
+    ) -> Result<JavaProcess> {
         let jars = jars()?;
         let log = fs::File::create(log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let child = java(&jars, "log4j2-server.properties", main)
+        let child = java(&jars, jvm, "log4j2-server.properties", main)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -243,28 +286,9 @@ impl JavaProcess {
     /// Waits until the log has a line containing `text`; an error if the program exits first
     /// or `timeout` passes.
     pub fn wait_for_log(&mut self, text: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if fs::read_to_string(&self.log_path)
-                .unwrap_or_default()
-                .contains(text)
-            {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("{} exited with {status}\n{}", self.name, self.log_tail(60));
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not log {text:?} within {timeout:?}\n{}",
-                    self.name,
-                    self.log_tail(60)
-                );
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
+        self.wait_until(&format!("logging {text:?}"), timeout, |lines| {
+            lines.iter().any(|line| line.contains(text))
+        })
     }
 
     /// Whether the log has a line containing `text` now.
@@ -290,6 +314,66 @@ impl JavaProcess {
                 self.name,
                 self.log_tail(60)
             ),
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash: no shutdown hook runs. Waits for the process to be gone.
+    pub fn kill(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        child
+            .kill()
+            .with_context(|| format!("killing {}", self.name))?;
+        child
+            .wait()
+            .with_context(|| format!("waiting for {} to die", self.name))
+    }
+
+    /// The log's lines that start with `prefix`, that prefix taken off: the lines a program of
+    /// the tests prints for them, among the client's own logging.
+    pub fn lines(&self, prefix: &str) -> Vec<String> {
+        fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until `ready` holds of the program's output lines (see [`JavaProcess::lines`]
+    /// with an empty prefix); an error if the program exits first or `timeout` passes.
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&[String]) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready(&self.lines("")) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "{} exited with {status} before {what}\n{}",
+                        self.name,
+                        self.log_tail(60)
+                    );
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: not {what} within {timeout:?}\n{}",
+                    self.name,
+                    self.log_tail(60)
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -324,8 +408,15 @@ pub struct KafkaBroker {
 
 impl KafkaBroker {
     /// Formats and starts a broker with Kafka's defaults plus `extra` settings
-    /// (`key=value` lines), and waits until it serves.
+    /// (`key=value` lines), and waits until it serves. Its JVM has a tool's small heap and
+    /// quick JIT, which is enough for tests.
     pub fn start(extra: &[&str]) -> Result<KafkaBroker> {
+        KafkaBroker::start_with_jvm(extra, TOOL_JVM)
+    }
+
+    /// As [`KafkaBroker::start`], with the JVM flags `jvm` ([`SERVER_JVM`] for a broker as
+    /// `kafka-server-start.sh` runs it).
+    pub fn start_with_jvm(extra: &[&str], jvm: &[&str]) -> Result<KafkaBroker> {
         let dir = tempfile::Builder::new().prefix("kafka-broker-").tempdir()?;
         let listener = free_local_addr()?;
         let controller = free_local_addr()?;
@@ -371,8 +462,9 @@ impl KafkaBroker {
         )?
         .ok()
         .context("formatting the Kafka broker's storage")?;
-        let mut process = JavaProcess::start(
+        let mut process = JavaProcess::start_with_jvm(
             "the Kafka broker",
+            jvm,
             main_class("kafka-server-start")?,
             &[&properties_arg],
             &dir.path().join("kafka.log"),
@@ -387,6 +479,11 @@ impl KafkaBroker {
 
     pub fn bootstrap(&self) -> String {
         self.listener.to_string()
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// The last `lines` lines of the broker's log.

@@ -9,3 +9,4 @@ pub mod kafka;
 pub mod kafka_cluster;
 pub mod kube;
 pub mod librdkafka;
+pub mod transactions;

@@ -1,24 +1,22 @@
 //! Kafka Streams and Kafka Connect, Apache Kafka 4.1's own, on Oxbow and on a real Kafka
 //! broker side by side: a word count with a repartition and a changelog topic that restores its
-//! counts after a restart, and a distributed Connect cluster moving a file through a topic
-//! while a second worker joins.
+//! counts after a restart, the same with exactly-once processing, also after being killed inside
+//! a transaction, and a distributed Connect cluster moving a file through a topic while a second
+//! worker joins; and a confluent-kafka (Python) transactional application.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use oxbow_e2e::harness::free_local_addr;
 use oxbow_e2e::http;
-use oxbow_e2e::kafka::{eventually, JavaProcess, Server};
+use oxbow_e2e::kafka::{eventually, java_source, JavaProcess, Server};
 use oxbow_e2e::side_by_side;
+use oxbow_e2e::transactions::{self, Isolation};
 
 const START: Duration = Duration::from_secs(120);
 const STOP: Duration = Duration::from_secs(30);
-
-fn word_count_source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("java/WordCount.java")
-}
 
 /// The latest count of each word on the output topic, read from the beginning with
 /// `isolation` (`read_uncommitted` or `read_committed`).
@@ -66,11 +64,8 @@ fn streams_word_count_exactly_once_restores_its_counts_after_a_restart(
 }
 side_by_side!(streams_word_count_exactly_once_restores_its_counts_after_a_restart);
 
-/// Runs the word count with `guarantee`, stops it, and starts it again on a fresh state
-/// directory: the counts come back from the changelog topic.
-fn word_count(server: &Server, guarantee: &str, isolation: &str) -> Result<()> {
-    let scratch = tempfile::tempdir()?;
-    let dir = scratch.path();
+/// The word count's input and output topics, two partitions each.
+fn create_word_count_topics(server: &Server) -> Result<()> {
     for topic in ["text", "counts"] {
         server.tool(
             "kafka-topics",
@@ -85,27 +80,49 @@ fn word_count(server: &Server, guarantee: &str, isolation: &str) -> Result<()> {
             ],
         )?;
     }
-    let source = word_count_source();
-    let source = source.to_string_lossy();
+    Ok(())
+}
+
+/// Starts the word count with `guarantee` (and `commit_interval`, else 200 ms) and its state
+/// in `dir/state`, logging to `dir/log`, and waits until it runs.
+fn start_word_count(
+    server: &Server,
+    dir: &Path,
+    state: &str,
+    log: &str,
+    guarantee: &str,
+    commit_interval: Option<Duration>,
+) -> Result<JavaProcess> {
+    let source = java_source("WordCount.java");
     let bootstrap = server.bootstrap();
-    let start = |state: &str, log: &str| -> Result<JavaProcess> {
-        let state = dir.join(state);
-        let mut app = JavaProcess::start(
-            "the word count",
-            &source,
-            &[
-                &bootstrap,
-                "wordcount",
-                "text",
-                "counts",
-                &state.to_string_lossy(),
-                guarantee,
-            ],
-            &dir.join(log),
-        )?;
-        app.wait_for_log("WORDCOUNT RUNNING", START)?;
-        Ok(app)
-    };
+    let state = dir.join(state).to_string_lossy().into_owned();
+    let interval = commit_interval.map(|i| i.as_millis().to_string());
+    let mut args = vec![
+        bootstrap.as_str(),
+        "wordcount",
+        "text",
+        "counts",
+        &state,
+        guarantee,
+    ];
+    args.extend(interval.as_deref());
+    let mut app = JavaProcess::start(
+        "the word count",
+        &source.to_string_lossy(),
+        &args,
+        &dir.join(log),
+    )?;
+    app.wait_for_log("WORDCOUNT RUNNING", START)?;
+    Ok(app)
+}
+
+/// Runs the word count with `guarantee`, stops it, and starts it again on a fresh state
+/// directory: the counts come back from the changelog topic.
+fn word_count(server: &Server, guarantee: &str, isolation: &str) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
+    create_word_count_topics(server)?;
+    let start = |state: &str, log: &str| start_word_count(server, dir, state, log, guarantee, None);
 
     let mut app = start("state-1", "wordcount-1.log")?;
     server
@@ -153,6 +170,101 @@ fn word_count(server: &Server, guarantee: &str, isolation: &str) -> Result<()> {
     ensure!(second.get("world") == Some(&1), "{second:?}");
     Ok(())
 }
+
+/// The word count with `exactly_once_v2` is SIGKILLed while one of its transactions is open
+/// with output in the log (a read_uncommitted reader of the output is ahead of a
+/// read_committed one for a second; the commit interval is 5 s), and restarted on the same
+/// state directory: the committed output holds one count update per committed input word,
+/// and the latest count of each word is exact. The input itself comes in transactions, every
+/// fourth aborted: those words are never counted.
+fn streams_word_count_exactly_once_killed_mid_transaction_counts_exactly(
+    server: &Server,
+) -> Result<()> {
+    const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
+    create_word_count_topics(server)?;
+    let start = |log: &str| {
+        start_word_count(
+            server,
+            dir,
+            "state",
+            log,
+            "exactly_once_v2",
+            Some(COMMIT_INTERVAL),
+        )
+    };
+    let mut app = start("wordcount-1.log")?;
+    let pattern = "ccca".repeat(10);
+    let input = transactions::produce(server, "text", "lines", &pattern, 5)?;
+    // Each line "lines-T-R" is three words: "lines", T and R.
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for line in &input.committed {
+        for word in line.split('-') {
+            *want.entry(word.to_string()).or_default() += 1;
+        }
+    }
+    let words: u64 = want.values().sum();
+
+    let watch = |name: &str, isolation: Isolation| {
+        transactions::start(
+            server,
+            dir,
+            name,
+            "consume",
+            &["counts", isolation.as_str(), "follow"],
+        )
+    };
+    let uncommitted = watch("uncommitted", Isolation::ReadUncommitted)?;
+    let committed = watch("committed", Isolation::ReadCommitted)?;
+    let seen = |reader: &JavaProcess| reader.lines("RECORD ").len();
+    let deadline = Instant::now() + START;
+    let mut ahead_since = None;
+    loop {
+        ensure!(
+            Instant::now() < deadline,
+            "no transaction of the word count seen open for a second\n{}",
+            app.log_tail(40)
+        );
+        let open = seen(&uncommitted) > seen(&committed);
+        match (open, ahead_since) {
+            (false, _) => ahead_since = None,
+            (true, None) => ahead_since = Some(Instant::now()),
+            (true, Some(since)) if since.elapsed() >= Duration::from_secs(1) => break,
+            (true, Some(_)) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    app.kill()?;
+    drop(app);
+
+    let app = start("wordcount-2.log")?;
+    let output = eventually("every committed word counted", START, || {
+        let output = transactions::consume(server, "counts", Isolation::ReadCommitted)?;
+        let mut latest = BTreeMap::new();
+        for record in &output.records {
+            latest.insert(record.key.clone(), record.value.parse::<u64>()?);
+        }
+        ensure!(
+            latest == want,
+            "read_committed latest counts {latest:?}, want {want:?}"
+        );
+        Ok(output)
+    })
+    .map_err(|e| anyhow::anyhow!("{e:#}\n{}", app.log_tail(40)))?;
+    ensure!(
+        output.records.len() as u64 == words,
+        "{} committed count updates for {words} committed input words",
+        output.records.len()
+    );
+    let all = transactions::consume(server, "counts", Isolation::ReadUncommitted)?;
+    ensure!(
+        all.records.len() > output.records.len(),
+        "no aborted output in the log: the kill did not land inside a transaction"
+    );
+    Ok(())
+}
+side_by_side!(streams_word_count_exactly_once_killed_mid_transaction_counts_exactly);
 
 /// A distributed Connect worker's settings, its REST API on `rest`.
 fn worker_properties(bootstrap: &str, rest: &str) -> String {
@@ -275,3 +387,28 @@ fn connect_moves_a_file_through_a_topic_and_a_second_worker_joins(server: &Serve
     Ok(())
 }
 side_by_side!(connect_moves_a_file_through_a_topic_and_a_second_worker_joins);
+
+/// confluent-kafka's transactions (e2e/python/transactions_app.py): commit, abort, what each
+/// isolation level reads, and offsets sent with send_offsets_to_transaction committed with
+/// their transaction and dropped with an aborted one.
+fn confluent_kafka_transactions(server: &Server) -> Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/transactions_app.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(server.bootstrap())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running python3 (scripts/test.sh installs confluent-kafka)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "{} {}\n{stdout}\n{stderr}",
+        script.display(),
+        output.status
+    );
+    let passed = stdout.lines().filter(|l| l.starts_with("PASS ")).count();
+    ensure!(passed == 2, "{passed} checks passed:\n{stdout}\n{stderr}");
+    Ok(())
+}
+side_by_side!(confluent_kafka_transactions);

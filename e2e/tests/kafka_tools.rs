@@ -1471,3 +1471,184 @@ fn transactions_listed_described_and_their_producers_shown(server: &Server) -> R
     Ok(())
 }
 side_by_side!(transactions_listed_described_and_their_producers_shown);
+
+/// The columns `kafka-transactions find-hanging` prints.
+const HANGING_COLUMNS: [&str; 8] = [
+    "Topic",
+    "Partition",
+    "ProducerId",
+    "ProducerEpoch",
+    "CoordinatorEpoch",
+    "StartOffset",
+    "LastTimestamp",
+    "Duration(min)",
+];
+
+/// `kafka-transactions find-hanging --broker-id` over every partition of the broker, counting
+/// every open transaction as old enough (`--max-transaction-timeout 0`): its table's rows.
+fn hanging(server: &Server) -> Result<Vec<BTreeMap<String, String>>> {
+    let out = server.tool(
+        "kafka-transactions",
+        &[
+            "find-hanging",
+            "--broker-id",
+            &server.node_id().to_string(),
+            "--max-transaction-timeout",
+            "0",
+        ],
+    )?;
+    let header: Vec<&str> = out
+        .lines()
+        .first()
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    ensure!(header == HANGING_COLUMNS, "{out}");
+    table_rows(&out, "Topic")
+}
+
+/// The start offsets of the transactions `kafka-transactions describe-producers` shows open on
+/// partition 0 of `topic`.
+fn open_transaction_starts(server: &Server, topic: &str) -> Result<Vec<String>> {
+    let producers = table_rows(
+        &server.tool(
+            "kafka-transactions",
+            &["describe-producers", "--topic", topic, "--partition", "0"],
+        )?,
+        "ProducerId",
+    )?;
+    Ok(producers
+        .iter()
+        .filter_map(|p| p.get("CurrentTransactionStartOffset"))
+        .filter(|start| start.as_str() != "None")
+        .cloned()
+        .collect())
+}
+
+/// A producer killed with its transaction open (and a long `transaction.timeout.ms`) leaves
+/// it open: `kafka-transactions describe` shows it Ongoing on its partition, `find-hanging`
+/// does not count it as hanging (its coordinator still knows the partition),
+/// `describe-producers` shows where it starts, and `abort --start-offset` ends it, so a
+/// `read_committed` consumer reads past it to what was committed after.
+fn transactions_aborted_by_start_offset_and_hanging_ones_sought(server: &Server) -> Result<()> {
+    use oxbow_e2e::transactions::{self, Isolation};
+    server.tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "stranded",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+    )?;
+    let early = transactions::produce(server, "stranded", "early", "c", 2)?;
+    let scratch = tempfile::tempdir()?;
+    let mut crashed = transactions::start(
+        server,
+        scratch.path(),
+        "crashed",
+        "open",
+        &["stranded", "crashed", "3", "600000"],
+    )?;
+    crashed.wait_until(
+        "holding a transaction open",
+        Duration::from_secs(60),
+        |lines| lines.iter().any(|l| l == "HANGING"),
+    )?;
+    let start = crashed
+        .lines("OPEN 0 ")
+        .first()
+        .cloned()
+        .with_context(|| crashed.log_tail(40))?;
+    crashed.kill()?;
+    let late = transactions::produce(server, "stranded", "late", "c", 2)?;
+
+    let described = table_rows(
+        &server.tool(
+            "kafka-transactions",
+            &["describe", "--transactional-id", "crashed"],
+        )?,
+        "CoordinatorId",
+    )?;
+    let description = described.first().context("no description")?;
+    ensure!(
+        description.get("TransactionState").map(String::as_str) == Some("Ongoing")
+            && description.get("TopicPartitions").map(String::as_str) == Some("stranded-0"),
+        "{description:?}"
+    );
+    ensure!(
+        open_transaction_starts(server, "stranded")? == [start.clone()],
+        "describe-producers does not show the transaction open at {start}"
+    );
+    let found = hanging(server)?;
+    ensure!(found.is_empty(), "{found:?}");
+    let held = transactions::consume(server, "stranded", Isolation::ReadCommitted)?;
+    ensure!(held.values() == early.committed, "{held:?}");
+    ensure!(
+        held.ends.get(&0).map(i64::to_string) == Some(start.clone()),
+        "{held:?}"
+    );
+
+    let missing = server.run(
+        "kafka-transactions",
+        &[
+            "abort",
+            "--topic",
+            "stranded",
+            "--partition",
+            "0",
+            "--start-offset",
+            "1",
+        ],
+        None,
+    )?;
+    ensure!(
+        !missing.success
+            && missing.stderr.contains(
+                "Could not find any open transactions starting at offset 1 on partition stranded-0"
+            ),
+        "{missing}"
+    );
+    let aborted = server.tool(
+        "kafka-transactions",
+        &[
+            "abort",
+            "--topic",
+            "stranded",
+            "--partition",
+            "0",
+            "--start-offset",
+            &start,
+        ],
+    )?;
+    ensure!(aborted.lines().is_empty(), "{aborted}");
+    ensure!(
+        open_transaction_starts(server, "stranded")?.is_empty(),
+        "still open after the abort"
+    );
+    let found = hanging(server)?;
+    ensure!(found.is_empty(), "{found:?}");
+
+    let released = transactions::consume(server, "stranded", Isolation::ReadCommitted)?;
+    let mut committed = early.committed.clone();
+    committed.extend(late.committed.iter().cloned());
+    ensure!(released.values() == committed, "{released:?}");
+    let everything = transactions::consume(server, "stranded", Isolation::ReadUncommitted)?;
+    ensure!(
+        released.ends == everything.ends,
+        "{released:?} {everything:?}"
+    );
+    ensure!(
+        everything
+            .values()
+            .iter()
+            .filter(|v| v.starts_with("crashed-open-"))
+            .count()
+            == 3,
+        "{everything:?}"
+    );
+    Ok(())
+}
+side_by_side!(transactions_aborted_by_start_offset_and_hanging_ones_sought);

@@ -4,6 +4,10 @@
 //! the topic's metadata first, then start together; the clock runs from that start until the
 //! last producer has every record acknowledged (`flush`), so the figure is acknowledged
 //! throughput, not enqueue speed.
+//!
+//! With `transaction_records`, each producer is transactional (its own `transactional.id`) and
+//! commits a transaction every that many records; the clock then runs until the last commit
+//! returns, so the figure is committed throughput.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,8 @@ pub struct ProduceOptions {
     /// Records per second in total; `None` sends as fast as the client goes.
     pub rate: Option<f64>,
     pub producers: usize,
+    /// Records per transaction; `None` produces without transactions.
+    pub transaction_records: Option<u64>,
     pub topic: TopicSpec,
     pub producer: ProducerSettings,
 }
@@ -49,6 +55,8 @@ pub struct ProduceReport {
     pub partitions: i32,
     /// Records the broker refused or that timed out.
     pub failed: u64,
+    /// Transactions committed (0 without transactions).
+    pub transactions: u64,
     pub first_error: Option<String>,
     /// librdkafka warnings and errors seen by the producers.
     pub client_problems: u64,
@@ -102,6 +110,9 @@ pub fn run(connection: &Connection, options: &ProduceOptions) -> Result<ProduceR
     if options.records.is_none() && options.duration.is_none() {
         bail!("give --records or --duration");
     }
+    if options.transaction_records == Some(0) {
+        bail!("--transaction-records must be positive");
+    }
     let partitions = prepare_topic(connection, &options.topic)?;
     let producers = options.producers.max(1);
     let payloads = Arc::new(default_payloads(options.producer.record_size));
@@ -150,6 +161,7 @@ pub fn run(connection: &Connection, options: &ProduceOptions) -> Result<ProduceR
         throughput: Throughput::new(totals.delivered, totals.bytes, elapsed),
         partitions,
         failed: totals.failed,
+        transactions: totals.transactions,
         first_error: totals.first_error,
         client_problems: totals.problems,
         client_cpu,
@@ -161,6 +173,7 @@ struct WorkerTotals {
     delivered: u64,
     bytes: u64,
     failed: u64,
+    transactions: u64,
     problems: u64,
     first_error: Option<String>,
 }
@@ -170,6 +183,7 @@ impl WorkerTotals {
         self.delivered += other.delivered;
         self.bytes += other.bytes;
         self.failed += other.failed;
+        self.transactions += other.transactions;
         self.problems += other.problems;
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
@@ -196,16 +210,17 @@ impl Worker {
         self.lines.start();
         let sent = match &producer {
             Ok(producer) => self.send_all(producer),
-            Err(_) => Ok(()),
+            Err(_) => Ok(0),
         };
         self.lines.finish();
         let producer = producer?;
-        sent?;
+        let transactions = sent?;
         let context = producer.context();
         Ok(WorkerTotals {
             delivered: context.delivered.load(Ordering::Relaxed),
             bytes: context.bytes.load(Ordering::Relaxed),
             failed: context.failed.load(Ordering::Relaxed),
+            transactions,
             problems: context.diagnostics.problems(),
             first_error: context.first_error.lock().ok().and_then(|e| e.clone()),
         })
@@ -222,10 +237,14 @@ impl Worker {
             failed: AtomicU64::new(0),
             first_error: Mutex::new(None),
         };
-        let producer: BaseProducer<Deliveries> = self
-            .options
-            .producer
-            .client_config(&self.connection)
+        let mut config = self.options.producer.client_config(&self.connection);
+        if self.options.transaction_records.is_some() {
+            config.set(
+                "transactional.id",
+                format!("oxbow-bench-{}-{}", self.connection.topic, self.index),
+            );
+        }
+        let producer: BaseProducer<Deliveries> = config
             .create_with_context(context)
             .context("creating a producer")?;
         wait_for_topic(
@@ -234,10 +253,17 @@ impl Worker {
             Some(self.partitions),
             self.connection.timeout(),
         )?;
+        if self.options.transaction_records.is_some() {
+            producer
+                .init_transactions(self.connection.timeout())
+                .map_err(|err| anyhow!("producer {}: init_transactions: {err}", self.index))?;
+        }
         Ok(producer)
     }
 
-    fn send_all(&self, producer: &BaseProducer<Deliveries>) -> Result<()> {
+    /// Sends this producer's share and waits for every acknowledgement (or the last commit);
+    /// returns the transactions committed.
+    fn send_all(&self, producer: &BaseProducer<Deliveries>) -> Result<u64> {
         let start = Instant::now();
         let stride = self.producers as u64;
         let quota = self.options.records.map(|total| {
@@ -251,6 +277,9 @@ impl Worker {
             .filter(|r| *r > 0.0)
             .map(|rate| Duration::from_secs_f64(stride as f64 / rate));
         let topic = self.connection.topic.as_str();
+        let per_transaction = self.options.transaction_records;
+        let mut committed: u64 = 0;
+        let mut open = false;
 
         let mut sent: u64 = 0;
         loop {
@@ -269,6 +298,19 @@ impl Worker {
                     break;
                 }
             }
+            if let Some(size) = per_transaction {
+                if open && sent % size == 0 {
+                    self.commit(producer)?;
+                    committed += 1;
+                    open = false;
+                }
+                if !open {
+                    producer
+                        .begin_transaction()
+                        .map_err(|err| anyhow!("producer {}: begin: {err}", self.index))?;
+                    open = true;
+                }
+            }
             let global = sent * stride + self.index as u64;
             let payload = &self.payloads[(global % self.payloads.len() as u64) as usize];
             let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
@@ -280,10 +322,21 @@ impl Worker {
             self.send_one(producer, record)?;
             sent += 1;
         }
+        if open {
+            self.commit(producer)?;
+            committed += 1;
+        }
         producer
             .flush(self.connection.timeout())
             .map_err(|err| anyhow!("flushing producer {}: {err}", self.index))?;
-        Ok(())
+        Ok(committed)
+    }
+
+    /// Commits the open transaction: librdkafka flushes its records first.
+    fn commit(&self, producer: &BaseProducer<Deliveries>) -> Result<()> {
+        producer
+            .commit_transaction(self.connection.timeout())
+            .map_err(|err| anyhow!("producer {}: commit: {err}", self.index))
     }
 
     /// Enqueues one record, waiting for deliveries while librdkafka's queue is full; fails when

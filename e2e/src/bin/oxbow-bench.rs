@@ -16,6 +16,7 @@ use oxbow_e2e::bench::latency::{self, LatencyOptions};
 use oxbow_e2e::bench::produce::{self, ProduceOptions};
 use oxbow_e2e::bench::{Connection, ProducerSettings, TopicSpec};
 use oxbow_e2e::cluster::{Cluster, ClusterOptions};
+use oxbow_e2e::kafka::{KafkaBroker, SERVER_JVM};
 use serde_json::{json, Value};
 
 /// Kafka benchmark on librdkafka: producer and consumer throughput, end-to-end latency.
@@ -42,6 +43,10 @@ enum Workload {
     /// Starts a local Oxbow cluster (the e2e harness) for replicated runs: prints its bootstrap
     /// and broker process ids as one JSON line, then keeps it until stdin closes.
     Cluster(ClusterArgs),
+    /// Starts an Apache Kafka broker (KRaft, broker and controller in one JVM, with the JVM
+    /// flags of kafka-server-start.sh) from the jars scripts/kafka-tools.sh fetches: prints its
+    /// bootstrap and process id as one JSON line, then keeps it until stdin closes.
+    Kafka(KafkaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +63,9 @@ struct ProduceArgs {
     /// Producer clients, each on its own thread.
     #[arg(long, default_value_t = 1)]
     producers: usize,
+    /// Transactional producers committing a transaction every this many records.
+    #[arg(long)]
+    transaction_records: Option<u64>,
     #[command(flatten)]
     topic: TopicSpec,
     #[command(flatten)]
@@ -104,6 +112,13 @@ struct ClusterArgs {
     settings: Vec<(String, String)>,
 }
 
+#[derive(Debug, Args)]
+struct KafkaArgs {
+    /// A `server.properties` setting, KEY=VALUE; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
 fn parse_setting(raw: &str) -> Result<(String, String), String> {
     raw.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -113,14 +128,19 @@ fn parse_setting(raw: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Workload::Cluster(args) = &cli.workload {
-        return match run_cluster(args) {
+    let held = match &cli.workload {
+        Workload::Cluster(args) => Some(("cluster", run_cluster(args))),
+        Workload::Kafka(args) => Some(("kafka", run_kafka(args))),
+        _ => None,
+    };
+    if let Some((mode, outcome)) = held {
+        return match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("oxbow-bench cluster failed: {err:#}");
+                eprintln!("oxbow-bench {mode} failed: {err:#}");
                 println!(
                     "{}",
-                    json!({ "mode": "cluster", "ok": false, "error": format!("{err:#}") })
+                    json!({ "mode": mode, "ok": false, "error": format!("{err:#}") })
                 );
                 ExitCode::FAILURE
             }
@@ -130,7 +150,7 @@ fn main() -> ExitCode {
         Workload::Produce(args) => ("produce", run_produce(&cli.connection, args)),
         Workload::Consume(args) => ("consume", run_consume(&cli.connection, args)),
         Workload::Latency(args) => ("latency", run_latency(&cli.connection, args)),
-        Workload::Cluster(_) => return ExitCode::FAILURE,
+        Workload::Cluster(_) | Workload::Kafka(_) => return ExitCode::FAILURE,
     };
     let header = json!({
         "mode": mode,
@@ -172,18 +192,40 @@ fn run_cluster(args: &ClusterArgs) -> Result<()> {
         .into_iter()
         .filter_map(|id| cluster.pid(id))
         .collect();
+    hold(
+        "cluster",
+        &format!("cluster of {} brokers", args.brokers),
+        &cluster.bootstrap(),
+        &pids,
+    )?;
+    drop(cluster);
+    Ok(())
+}
+
+/// Runs a Kafka broker until stdin reaches its end; it is killed when dropped.
+fn run_kafka(args: &KafkaArgs) -> Result<()> {
+    let settings: Vec<String> = args
+        .settings
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let broker = KafkaBroker::start_with_jvm(&settings, SERVER_JVM)?;
+    let pids: Vec<u32> = broker.pid().into_iter().collect();
+    hold("kafka", "Apache Kafka broker", &broker.bootstrap(), &pids)?;
+    drop(broker);
+    Ok(())
+}
+
+/// Prints what was started as one JSON line, then waits for stdin to reach its end.
+fn hold(mode: &str, what: &str, bootstrap: &str, pids: &[u32]) -> Result<()> {
     println!(
         "{}",
-        json!({ "mode": "cluster", "ok": true, "bootstrap": cluster.bootstrap(), "pids": pids })
+        json!({ "mode": mode, "ok": true, "bootstrap": bootstrap, "pids": pids })
     );
     std::io::stdout().flush()?;
-    eprintln!(
-        "cluster of {} brokers at {}; close stdin to stop it",
-        args.brokers,
-        cluster.bootstrap()
-    );
+    eprintln!("{what} at {bootstrap}; close stdin to stop it");
     std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
-    drop(cluster);
     Ok(())
 }
 
@@ -203,6 +245,7 @@ fn run_produce(connection: &Connection, args: &ProduceArgs) -> Result<(bool, Val
             .transpose()?,
         rate: args.rate,
         producers: args.producers,
+        transaction_records: args.transaction_records,
         topic: args.topic.clone(),
         producer: args.producer.clone(),
     };
@@ -221,6 +264,9 @@ fn run_produce(connection: &Connection, args: &ProduceArgs) -> Result<(bool, Val
         t.mb_per_s,
         report.failed
     );
+    if report.transactions > 0 {
+        eprintln!("  {} transactions committed", report.transactions);
+    }
     if let Some(err) = &report.first_error {
         eprintln!("  first error: {err}");
     }
@@ -230,6 +276,7 @@ fn run_produce(connection: &Connection, args: &ProduceArgs) -> Result<(bool, Val
         "producer": args.producer,
         "producers": args.producers,
         "rate": args.rate,
+        "transaction_records": args.transaction_records,
     });
     Ok((ok, value))
 }
