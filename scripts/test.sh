@@ -52,6 +52,9 @@ bash scripts/k8s-tools.sh
 step "Apache Kafka's jars for the side-by-side tests (scripts/kafka-tools.sh: fetched once with mvn, cached in ~/.cache/oxbow)"
 bash scripts/kafka-tools.sh
 
+step "librdkafka's own test runner for its transaction tests (scripts/librdkafka-tests.sh: built once, cached in ~/.cache/oxbow)"
+bash scripts/librdkafka-tests.sh
+
 step "cargo test (the operator's Kubernetes tests each run a control plane, the node agent and real brokers)"
 cargo test --workspace --no-fail-fast
 

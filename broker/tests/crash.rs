@@ -122,7 +122,7 @@ fn read_everything(bootstrap: &str) -> Result<BTreeMap<(i32, i64), Vec<u8>>> {
 fn sigkill_during_heavy_produce_loses_no_acknowledged_record_over_twenty_kills() -> Result<()> {
     let mut broker = BrokerProcess::start(
         BrokerOptions::new(env!("CARGO_BIN_EXE_oxbow-broker"))
-            .args(["--log-segment-bytes", "262144"])
+            .args(["--log-segment-bytes", "1048576"])
             .args(["--override", "auto.create.topics.enable=false"]),
     )?;
     let bootstrap = broker.bootstrap();

@@ -105,7 +105,10 @@ async fn retention_by_time(broker: &BrokerProcess) -> Result<()> {
         &mut conn,
         topic,
         1,
-        &[("segment.bytes", "1024"), ("retention.ms", "600000")],
+        &[
+            ("internal.segment.bytes", "1024"),
+            ("retention.ms", "600000"),
+        ],
     )
     .await?;
     let day_ago = now_ms() - 86_400_000;
@@ -209,7 +212,7 @@ async fn retention_by_size(broker: &BrokerProcess) -> Result<()> {
         topic,
         1,
         &[
-            ("segment.bytes", &segment_bytes.to_string()),
+            ("internal.segment.bytes", &segment_bytes.to_string()),
             ("retention.bytes", &retention_bytes.to_string()),
         ],
     )
@@ -286,7 +289,7 @@ async fn delete_records(broker: &mut BrokerProcess) -> Result<()> {
     let bootstrap = broker.bootstrap();
     let mut conn = connect(broker).await?;
     // Batches of ten records, one segment each.
-    create_topic_ok(&mut conn, topic, 1, &[("segment.bytes", "1024")]).await?;
+    create_topic_ok(&mut conn, topic, 1, &[("internal.segment.bytes", "1024")]).await?;
     let mut produced = Vec::new();
     for b in 0..10 {
         let values: Vec<Vec<u8>> = (0..10)
@@ -433,7 +436,7 @@ async fn compaction(broker: &BrokerProcess) -> Result<()> {
         1,
         &[
             ("cleanup.policy", "compact"),
-            ("segment.bytes", "2048"),
+            ("internal.segment.bytes", "2048"),
             ("min.cleanable.dirty.ratio", "0.01"),
             ("delete.retention.ms", "100"),
         ],
@@ -654,6 +657,8 @@ async fn configs(broker: &mut BrokerProcess) -> Result<()> {
         ("cleanup.policy", "shred"),
         ("retention.dayz", "3"),
         ("segment.bytes", "10"),
+        ("segment.bytes", "1048575"),
+        ("internal.segment.bytes", "abc"),
         ("min.cleanable.dirty.ratio", "1.5"),
     ] {
         let result = create_topic(&mut conn, "refused", 1, &[(key, value)]).await?;
@@ -696,6 +701,26 @@ async fn configs(broker: &mut BrokerProcess) -> Result<()> {
     expect_entry(&initial, "retention.ms", "7200000", SOURCE_STATIC_BROKER)?;
     expect_entry(&initial, "cleanup.policy", "delete", SOURCE_DEFAULT)?;
     expect_entry(&initial, "segment.bytes", "1048576", SOURCE_TOPIC)?;
+    // Kafka's test-only internal.segment.bytes is listed only where a topic sets it, and has
+    // no minimum there.
+    ensure!(
+        !initial.contains_key("internal.segment.bytes")
+            && !returned.contains_key("internal.segment.bytes"),
+        "internal.segment.bytes listed for a topic that does not set it"
+    );
+    let small = create_topic(
+        &mut conn,
+        "small",
+        1,
+        &[("internal.segment.bytes", "20000")],
+    )
+    .await?;
+    expect_ok(
+        "CreateTopics with internal.segment.bytes=20000",
+        small.error_code,
+    )?;
+    let small = describe(&mut conn, RESOURCE_TOPIC, "small", false, None).await?;
+    expect_entry(&small, "internal.segment.bytes", "20000", SOURCE_TOPIC)?;
     let broker_configs = describe(&mut conn, RESOURCE_BROKER, "0", false, None).await?;
     expect_entry(
         &broker_configs,
@@ -709,7 +734,7 @@ async fn configs(broker: &mut BrokerProcess) -> Result<()> {
         ("retention.ms=abc", vec![("retention.ms", "abc")]),
         (
             "a valid segment.bytes with cleanup.policy=shred",
-            vec![("segment.bytes", "2048"), ("cleanup.policy", "shred")],
+            vec![("segment.bytes", "2097152"), ("cleanup.policy", "shred")],
         ),
         ("retention.dayz=1", vec![("retention.dayz", "1")]),
     ] {
@@ -1269,15 +1294,15 @@ async fn a_batch_larger_than_segment_bytes_is_refused_as_record_list_too_large()
     let outcome = async {
         let topic = "small-segments";
         let mut conn = connect(&broker).await?;
-        create_topic_ok(&mut conn, topic, 1, &[("segment.bytes", "1024")]).await?;
-        // ~1.6 KB in one batch, under max.message.bytes but over segment.bytes: Kafka's
+        create_topic_ok(&mut conn, topic, 1, &[("internal.segment.bytes", "1024")]).await?;
+        // ~1.6 KB in one batch, under max.message.bytes but over the segment size: Kafka's
         // UnifiedLog.append refuses it ("exceeds the maximum configured segment size").
         let values: Vec<Vec<u8>> = (0..5).map(|i| padded(&format!("big-{i}"), 300)).collect();
         let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, &v[..])).collect();
         let result = produce_batches(&mut conn, topic, &records, now_ms(), true).await?;
         expect_code(
             &format!(
-                "Produce of a 1.6 KB batch to a topic with segment.bytes=1024 ({:?})",
+                "Produce of a 1.6 KB batch to a topic with internal.segment.bytes=1024 ({:?})",
                 result.error_message
             ),
             result.error_code,

@@ -6,5 +6,7 @@ pub mod dashboard;
 pub mod harness;
 pub mod http;
 pub mod kafka;
+pub mod kafka_cluster;
 pub mod kube;
+pub mod librdkafka;
 pub mod transactions;

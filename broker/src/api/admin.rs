@@ -172,6 +172,7 @@ fn effective_configs(
 ) -> Vec<CreatableTopicConfigs> {
     TOPIC_DEFS
         .iter()
+        .filter(|def| !def.def.internal || overrides.contains_key(def.def.name))
         .map(|def| {
             let (value, source) = match overrides.get(def.def.name) {
                 Some(v) => (v.clone(), crate::config::ConfigSource::Topic),

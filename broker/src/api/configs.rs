@@ -166,6 +166,8 @@ fn topic_configs(
     Ok(TOPIC_DEFS
         .iter()
         .filter(|def| wanted(def.def.name))
+        // Kafka lists an internal setting only where the topic sets it.
+        .filter(|def| !def.def.internal || topic.configs.contains_key(def.def.name))
         .map(|def| {
             let override_value = topic.configs.get(def.def.name).cloned();
             let (value, source) = match &override_value {

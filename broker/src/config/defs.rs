@@ -66,6 +66,9 @@ pub struct ConfigDef {
     /// Why the setting has no effect in Oxbow, when it has none: it is accepted, validated
     /// and reported as in Kafka, and the broker says so once at start.
     pub no_effect: Option<&'static str>,
+    /// One of Kafka's internal (test-only) settings: accepted and used, but DescribeConfigs
+    /// and CreateTopics list it only where it is set, as Kafka does.
+    pub internal: bool,
 }
 
 impl ConfigDef {
@@ -73,6 +76,14 @@ impl ConfigDef {
     const fn dynamic(self) -> ConfigDef {
         ConfigDef {
             dynamic: true,
+            ..self
+        }
+    }
+
+    /// One of Kafka's internal settings.
+    const fn internal(self) -> ConfigDef {
+        ConfigDef {
+            internal: true,
             ..self
         }
     }
@@ -114,6 +125,7 @@ const fn def(
         doc,
         dynamic: false,
         no_effect: None,
+        internal: false,
     }
 }
 
@@ -133,10 +145,14 @@ const fn kafka(
         doc: "",
         dynamic: false,
         no_effect: Some(no_effect),
+        internal: false,
     }
 }
 
 const MAX_LONG: &str = "9223372036854775807";
+/// Kafka 4's smallest `segment.bytes` and `log.segment.bytes` (KIP-1030): 1 MiB. Tests that want
+/// smaller segments set the topic's `internal.segment.bytes`, as Kafka's own tests do.
+pub const MIN_SEGMENT_BYTES: i64 = 1 << 20;
 const COMPRESSION: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
 const CLEANUP: &[&str] = &["delete", "compact"];
 const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
@@ -491,7 +507,7 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         "log.segment.bytes",
         ConfigType::Int,
         Some("1073741824"),
-        Check::AtLeast(14),
+        Check::AtLeast(MIN_SEGMENT_BYTES),
         "Size at which a segment is rolled.",
     )
     .dynamic(),
@@ -1223,10 +1239,21 @@ pub const TOPIC_DEFS: &[TopicDef] = &[
             "segment.bytes",
             ConfigType::Int,
             Some("1073741824"),
-            Check::AtLeast(14),
+            Check::AtLeast(MIN_SEGMENT_BYTES),
             "Segment size.",
         ),
         broker_synonyms: &[("log.segment.bytes", 1)],
+    },
+    TopicDef {
+        def: def(
+            "internal.segment.bytes",
+            ConfigType::Int,
+            None,
+            Check::Any,
+            "Segment size for tests, with no minimum; takes precedence over segment.bytes.",
+        )
+        .internal(),
+        broker_synonyms: &[],
     },
     TopicDef {
         def: def(
@@ -1519,7 +1546,19 @@ mod tests {
         let seg = &topic_def("segment.bytes").expect("known").def;
         assert!(validate(seg, "abc").is_err());
         assert!(validate(seg, "10").is_err());
+        let err = validate(seg, "1048575").expect_err("under 1 MiB");
+        assert!(err.to_string().contains("1048576"), "{err}");
         assert!(validate(seg, "1048576").is_ok());
+        let log_seg = broker_def("log.segment.bytes").expect("known");
+        assert!(validate(log_seg, "1048575").is_err());
+        assert!(validate(log_seg, "1048576").is_ok());
+        let internal = &topic_def("internal.segment.bytes").expect("known").def;
+        assert!(internal.internal);
+        for good in ["20000", "1", "-5"] {
+            assert!(validate(internal, good).is_ok(), "{good}");
+        }
+        assert!(validate(internal, "abc").is_err());
+        assert!(validate(internal, "2147483648").is_err());
         let policy = &topic_def("cleanup.policy").expect("known").def;
         assert!(validate(policy, "compact,delete").is_ok());
         let err = validate(policy, "shred").expect_err("invalid");

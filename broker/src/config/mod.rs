@@ -541,7 +541,12 @@ impl BrokerConfig {
         let long = |name: &str| value(name).parse::<i64>().unwrap_or(i64::MAX);
         let level = |name: &str, default: i32| value(name).parse::<i32>().unwrap_or(default);
         TopicConfig {
-            segment_bytes: long("segment.bytes").max(14) as u64,
+            // Kafka's test-only internal.segment.bytes, when set, wins over segment.bytes.
+            segment_bytes: overrides
+                .get("internal.segment.bytes")
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or_else(|| long("segment.bytes"))
+                .max(1) as u64,
             segment_ms: u64::try_from(long("segment.ms")).ok(),
             index_interval_bytes: long("index.interval.bytes").clamp(4, i64::from(i32::MAX)) as u32,
             max_message_bytes: long("max.message.bytes").max(0) as usize,
@@ -1102,11 +1107,17 @@ mod tests {
 
     #[test]
     fn topic_overrides_win_over_broker_defaults() {
-        let config =
-            BrokerConfig::from_settings(settings(&[("log.segment.bytes", "2048")])).expect("valid");
-        assert_eq!(config.topic_config(&BTreeMap::new()).segment_bytes, 2048);
-        let overrides = settings(&[("segment.bytes", "4096")]);
-        assert_eq!(config.topic_config(&overrides).segment_bytes, 4096);
+        let config = BrokerConfig::from_settings(settings(&[("log.segment.bytes", "2097152")]))
+            .expect("valid");
+        assert_eq!(config.topic_config(&BTreeMap::new()).segment_bytes, 2097152);
+        let overrides = settings(&[("segment.bytes", "4194304")]);
+        assert_eq!(config.topic_config(&overrides).segment_bytes, 4194304);
+        let internal = settings(&[
+            ("segment.bytes", "4194304"),
+            ("internal.segment.bytes", "20000"),
+        ]);
+        assert_eq!(config.topic_config(&internal).segment_bytes, 20000);
+        assert!(BrokerConfig::from_settings(settings(&[("log.segment.bytes", "2048")])).is_err());
     }
 
     #[test]
