@@ -47,7 +47,7 @@ use oxbow_e2e::cluster::{Cluster, ClusterOptions, Delivery, NodeId, RecordingCon
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 mod support;
@@ -1082,10 +1082,17 @@ fn parse_txn_value(value: &str) -> Option<(usize, u64, usize, bool)> {
         .then_some((producer, txn, record, commit))
 }
 
-/// Whether librdkafka calls the error retriable, abortable (abort, then go on) or fatal.
+/// A transactional producer whose delivery reports a thread of its own serves: aborting
+/// purges the records still in flight and waits for their reports.
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+/// Whether an error of a transactional call may be retried, and whether it asks for an
+/// abort; neither is fatal. Commit flushes first: records not delivered within the call's
+/// timeout may be delivered on a retry.
 fn txn_error_kind(error: &KafkaError) -> (bool, bool) {
     match error {
         KafkaError::Transaction(e) => (e.is_retriable(), e.txn_requires_abort()),
+        KafkaError::Flush(_) => (true, false),
         _ => (false, false),
     }
 }
@@ -1151,6 +1158,10 @@ fn transactions_commit_or_abort_all_or_nothing_and_a_pipeline_copies_exactly_onc
     cluster.explain(outcome)
 }
 
+/// An acknowledged commit of the pipeline: its instance, when, and the input offsets it
+/// copied per partition (first, last).
+type PipelineCommit = (usize, Instant, BTreeMap<i32, (i64, i64)>);
+
 /// What the pipeline did: input values of its acknowledged commits, and counters.
 #[derive(Debug, Default)]
 struct PipelineState {
@@ -1160,6 +1171,11 @@ struct PipelineState {
     failed: usize,
     restarts: usize,
     errors: BTreeMap<String, usize>,
+    /// Each acknowledged commit: the instance, when, and the input offsets it copied per
+    /// partition (first, last), to explain a duplicate.
+    commits: Vec<PipelineCommit>,
+    /// Each restart: when, and why.
+    restart_log: Vec<(Instant, String)>,
 }
 
 fn run_transactional(
@@ -1331,6 +1347,35 @@ fn run_transactional(
         settings.drain,
         sample(&missing)
     );
+    if !pipeline_check.duplicated.is_empty() {
+        for (at, why) in &state.restart_log {
+            eprintln!(
+                "pipeline restart at {:.1?}: {why}",
+                at.duration_since(started)
+            );
+        }
+        let input_at: HashMap<&str, (i32, i64)> = input
+            .iter()
+            .map(|(p, o, v)| (v.as_str(), (*p, *o)))
+            .collect();
+        for duplicate in pipeline_check.duplicated.iter().take(3) {
+            let value = duplicate.split(' ').next().unwrap_or_default();
+            let Some((partition, offset)) = input_at.get(value) else {
+                continue;
+            };
+            for (instance, at, ranges) in &state.commits {
+                if ranges
+                    .get(partition)
+                    .is_some_and(|(first, last)| (*first..=*last).contains(offset))
+                {
+                    eprintln!(
+                        "{value} (input {partition}/{offset}) copied by instance {instance} in a commit acknowledged at {:.1?} of input {ranges:?}",
+                        at.duration_since(started)
+                    );
+                }
+            }
+        }
+    }
     ensure!(
         pipeline_check.duplicated.is_empty(),
         "the pipeline's output holds inputs more than once: {:?}",
@@ -1463,11 +1508,11 @@ fn txn_nemesis(
 
 /// A transactional producer ready to begin: created and given its producer id, retried
 /// while the coordinator is away, within [`TXN_INIT_BUDGET`].
-fn init_txn_producer(config: &ClientConfig, id: &str) -> Result<BaseProducer> {
+fn init_txn_producer(config: &ClientConfig, id: &str) -> Result<TxnProducer> {
     let deadline = Instant::now() + TXN_INIT_BUDGET;
     let mut last = String::new();
     while Instant::now() < deadline {
-        let producer: BaseProducer = config
+        let producer: TxnProducer = config
             .clone()
             .set("transactional.id", id)
             .set("transaction.timeout.ms", "10000")
@@ -1510,7 +1555,7 @@ fn init_txn_producer(config: &ClientConfig, id: &str) -> Result<BaseProducer> {
 
 /// Sends `value` to `topic`/`partition`, waiting while the local queue is full, at most
 /// [`TXN_CALL`].
-fn send_bounded(producer: &BaseProducer, topic: &str, partition: i32, value: &str) -> Result<()> {
+fn send_bounded(producer: &TxnProducer, topic: &str, partition: i32, value: &str) -> Result<()> {
     let deadline = Instant::now() + TXN_CALL;
     let mut record = BaseRecord::<(), _>::to(topic)
         .partition(partition)
@@ -1521,7 +1566,7 @@ fn send_bounded(producer: &BaseProducer, topic: &str, partition: i32, value: &st
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
                 if Instant::now() < deadline =>
             {
-                producer.poll(Duration::from_millis(10));
+                thread::sleep(Duration::from_millis(10));
                 record = r;
             }
             Err((e, _)) => bail!("sending {value}: {e}"),
@@ -1531,7 +1576,7 @@ fn send_bounded(producer: &BaseProducer, topic: &str, partition: i32, value: &st
 
 /// Commits (retrying a retriable failure a few times) or aborts the open transaction;
 /// returns how it ended and the error seen on the way, if any.
-fn end_txn(producer: &BaseProducer, commit: bool) -> (TxnOutcome, Option<String>) {
+fn end_txn(producer: &TxnProducer, commit: bool) -> (TxnOutcome, Option<String>) {
     let mut error = None;
     if commit {
         for _ in 0..3 {
@@ -1598,6 +1643,13 @@ fn run_txn_producer(
                         break;
                     }
                 }
+                // A transaction aborted on purpose first has its records written, so the
+                // log holds aborted data for read_committed to skip.
+                if sent.is_ok() && !commit {
+                    sent = producer
+                        .flush(TXN_CALL)
+                        .map_err(|e| anyhow!("flushing before the abort: {e}"));
+                }
                 match sent {
                     Ok(()) => end_txn(&producer, commit),
                     Err(e) => {
@@ -1629,7 +1681,7 @@ fn run_txn_producer(
 
 /// One instance of the pipeline: its producer (the pipeline's transactional id) and its
 /// read_committed group consumer.
-fn start_pipeline_instance(config: &ClientConfig) -> Result<(BaseProducer, BaseConsumer)> {
+fn start_pipeline_instance(config: &ClientConfig) -> Result<(TxnProducer, BaseConsumer)> {
     // The producer first: its InitProducerId completes (or aborts) what an earlier instance
     // left open, so the consumer reads committed offsets that include it.
     let producer = init_txn_producer(config, PIPELINE_ID)?;
@@ -1683,14 +1735,27 @@ fn run_pipeline(
         }
         match copy_in_transaction(producer, consumer, &batch) {
             Ok(()) => {
+                let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+                for (partition, offset, _) in &batch {
+                    let range = ranges.entry(*partition).or_insert((*offset, *offset));
+                    range.0 = range.0.min(*offset);
+                    range.1 = range.1.max(*offset);
+                }
                 let mut state = state
                     .lock()
                     .map_err(|_| anyhow!("pipeline state poisoned"))?;
                 state.committed += 1;
+                let instance = state.restarts;
+                state.commits.push((instance, Instant::now(), ranges));
                 state.copied.extend(batch.into_iter().map(|(_, _, v)| v));
             }
             Err(e) => {
                 record_failure(format!("{e:#}"))?;
+                state
+                    .lock()
+                    .map_err(|_| anyhow!("pipeline state poisoned"))?
+                    .restart_log
+                    .push((Instant::now(), format!("{e:#}")));
                 let _ = producer.abort_transaction(TXN_CALL);
                 let (producer, consumer) = instance;
                 drop_in_background(consumer);
@@ -1711,7 +1776,7 @@ fn run_pipeline(
 
 /// Copies `batch` and commits its offsets in one transaction.
 fn copy_in_transaction(
-    producer: &BaseProducer,
+    producer: &TxnProducer,
     consumer: &BaseConsumer,
     batch: &[(i32, i64, String)],
 ) -> Result<()> {
