@@ -609,6 +609,26 @@ async fn a_fenced_producers_transactional_offsets_are_refused_and_never_committe
         let mut conn = connect(&broker).await?;
         create_topic_ok(&mut conn, "zombie-in", 1, &[]).await?;
         let names = ("zombie-txn", "zombie-group", "zombie-in");
+        // FindCoordinator creates the internal topics, as a client's first one does.
+        for (key, key_type) in [(names.0, 1), (names.1, 0)] {
+            let find = FindCoordinatorRequest::default()
+                .with_key(StrBytes::from_static_str(key))
+                .with_key_type(key_type);
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let found = call(&mut conn, &find, 3).await?;
+                if transient(found.error_code) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                ensure!(
+                    found.error_code == 0,
+                    "FindCoordinator {key}: {}",
+                    found.error_code
+                );
+                break;
+            }
+        }
         let (producer_id, old_epoch) = init_producer_id(&mut conn, names.0).await?;
         let code = commit_offset_in_txn(&mut conn, names, (producer_id, old_epoch), 5).await?;
         ensure!(code == 0, "the first instance's TxnOffsetCommit: {code}");
