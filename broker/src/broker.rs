@@ -1133,12 +1133,16 @@ impl Broker {
                     .set(lag);
             }
         }
+        self.metrics
+            .transactions_open
+            .set(i64::try_from(self.txns.open_count()).unwrap_or(i64::MAX));
+        self.metrics.last_stable_offset_lag.reset();
         let image = self.image();
         let (mut leaders, mut replicas, mut under_replicated, mut under_min_isr, mut offline) =
             (0, 0, 0, 0, 0);
         for topic in image.topics.values() {
             let min_isr = self.topic_config(topic).min_insync_replicas;
-            for state in &topic.partitions {
+            for (index, state) in (0..).zip(&topic.partitions) {
                 if state.leader == crate::controller::image::NO_LEADER {
                     offline += 1;
                 }
@@ -1147,6 +1151,12 @@ impl Broker {
                 }
                 if state.leader == self.node_id() {
                     leaders += 1;
+                    if let Some(p) = self.partition(&topic.name, index) {
+                        self.metrics
+                            .last_stable_offset_lag
+                            .with_label_values(&[topic.name.as_str(), &index.to_string()])
+                            .set((p.high_watermark() - p.last_stable_offset()).max(0));
+                    }
                     if state.isr.len() < state.replicas.len() {
                         under_replicated += 1;
                     }

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub isr_expands: prometheus::IntCounter,
     pub quota_throttle_time: HistogramVec,
     pub fetch_sessions: crate::fetch_session::SessionMetrics,
+    pub transactions_open: IntGauge,
+    pub transactions_ended: IntCounterVec,
+    pub transactions_timed_out: prometheus::IntCounter,
+    pub last_stable_offset_lag: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -168,8 +172,36 @@ impl Metrics {
                 "Fetch sessions evicted to make room for another.",
             ),
         };
+        let transactions_open = gauge(
+            "oxbow_transactions_open",
+            "Transactions this broker coordinates that are ongoing or being completed.",
+        );
+        let transactions_ended = IntCounterVec::new(
+            Opts::new(
+                "oxbow_transactions_ended_total",
+                "Transactions this broker's coordinator completed, by outcome (committed, aborted).",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let transactions_timed_out = counter(
+            "oxbow_transactions_timed_out_total",
+            "Transactions aborted by the coordinator because they outlived transaction.timeout.ms.",
+        );
+        let last_stable_offset_lag = IntGaugeVec::new(
+            Opts::new(
+                "oxbow_last_stable_offset_lag",
+                "High watermark minus last stable offset of each partition led here: records an open transaction holds back from read_committed consumers (Kafka's LastStableOffsetLag).",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(transactions_open.clone()),
+            Box::new(transactions_ended.clone()),
+            Box::new(transactions_timed_out.clone()),
+            Box::new(last_stable_offset_lag.clone()),
             Box::new(quota_throttle_time.clone()),
             Box::new(leader_count.clone()),
             Box::new(replica_count.clone()),
@@ -216,6 +248,10 @@ impl Metrics {
             isr_expands,
             quota_throttle_time,
             fetch_sessions,
+            transactions_open,
+            transactions_ended,
+            transactions_timed_out,
+            last_stable_offset_lag,
         }
     }
 

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use oxbow_e2e::harness::{self, BrokerOptions, BrokerProcess};
+use oxbow_e2e::harness::{self, sample, BrokerOptions, BrokerProcess};
+use oxbow_e2e::kafka::eventually;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -200,12 +201,34 @@ async fn an_open_transaction_holds_read_committed_consumers_until_it_commits() -
             early.is_empty(),
             "read_committed saw {early:?} before the commit"
         );
+        let lag = "oxbow_last_stable_offset_lag{partition=\"0\",topic=\"open\"}";
+        let open = broker.scrape_metrics()?;
+        ensure!(
+            sample(&open, "oxbow_transactions_open") == Some(1.0)
+                && sample(&open, lag) == Some(10.0),
+            "while the transaction is open /metrics says:\n{open}"
+        );
         producer.commit_transaction(WAIT)?;
         let late = read_all(&reader, "open", 1, 10, Duration::from_secs(10))?;
         ensure!(
             late == named("pending", 10),
             "after the commit read_committed got {late:?}"
         );
+        // The coordinator counts a transaction once its markers are written and its
+        // completion is logged, a moment after the client's commit returns.
+        eventually("the commit in /metrics", Duration::from_secs(10), || {
+            let ended = broker.scrape_metrics()?;
+            ensure!(
+                sample(&ended, "oxbow_transactions_open") == Some(0.0)
+                    && sample(
+                        &ended,
+                        "oxbow_transactions_ended_total{outcome=\"committed\"}"
+                    ) == Some(1.0)
+                    && sample(&ended, lag) == Some(0.0),
+                "after the commit /metrics says:\n{ended}"
+            );
+            Ok(())
+        })?;
         Ok(())
     }
     .await;
@@ -299,6 +322,26 @@ async fn offsets_sent_in_a_transaction_are_committed_with_it_and_dropped_on_abor
         let mut offsets = TopicPartitionList::new();
         offsets.add_partition_offset("input", 0, Offset::Offset(3))?;
         producer.send_offsets_to_transaction(&offsets, &metadata, WAIT)?;
+        // While that offset is pending, a read_committed member asks for stable offsets
+        // (OffsetFetch require_stable): the coordinator answers UNSTABLE_OFFSET_COMMIT and
+        // librdkafka retries until its timeout. A read_uncommitted client of the group gets
+        // the last committed offset at once.
+        let pending = input.committed(Duration::from_secs(3));
+        ensure!(
+            pending.is_err(),
+            "a read_committed member read {pending:?} while the transaction was open"
+        );
+        let peek: BaseConsumer = harness::consumer_config(&bootstrap, group)
+            .set("isolation.level", "read_uncommitted")
+            .create()?;
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition("input", 0);
+        let seen = peek.committed_offsets(wanted, WAIT)?;
+        let at = seen.find_partition("input", 0).map(|p| p.offset());
+        ensure!(
+            at == Some(Offset::Offset(10)),
+            "read_uncommitted saw {at:?} while the transaction was open"
+        );
         producer.abort_transaction(WAIT)?;
         let committed = input.committed(WAIT)?;
         let at = committed.find_partition("input", 0).map(|p| p.offset());
@@ -357,6 +400,20 @@ async fn a_timed_out_transaction_is_aborted_and_transactions_survive_a_restart()
             values == [named("kept", 5), named("after", 5)].concat(),
             "before the restart read_committed got {values:?}"
         );
+        eventually("the timeout in /metrics", Duration::from_secs(10), || {
+            let text = broker.scrape_metrics()?;
+            ensure!(
+                sample(&text, "oxbow_transactions_timed_out_total") == Some(1.0)
+                    && sample(&text, "oxbow_transactions_ended_total{outcome=\"aborted\"}")
+                        == Some(2.0)
+                    && sample(
+                        &text,
+                        "oxbow_transactions_ended_total{outcome=\"committed\"}"
+                    ) == Some(2.0),
+                "after one timeout, one abort and two commits /metrics says:\n{text}"
+            );
+            Ok(())
+        })?;
         Ok::<(), anyhow::Error>(())
     }
     .await;

@@ -1,7 +1,7 @@
 //! Kafka Streams and Kafka Connect, Apache Kafka 4.1's own, on Oxbow and on a real Kafka
 //! broker side by side: a word count with a repartition and a changelog topic that restores its
 //! counts after a restart, and a distributed Connect cluster moving a file through a topic
-//! while a second worker joins.
+//! while a second worker joins; and a confluent-kafka (Python) transactional application.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -275,3 +275,28 @@ fn connect_moves_a_file_through_a_topic_and_a_second_worker_joins(server: &Serve
     Ok(())
 }
 side_by_side!(connect_moves_a_file_through_a_topic_and_a_second_worker_joins);
+
+/// confluent-kafka's transactions (e2e/python/transactions_app.py): commit, abort, what each
+/// isolation level reads, and offsets sent with send_offsets_to_transaction committed with
+/// their transaction and dropped with an aborted one.
+fn confluent_kafka_transactions(server: &Server) -> Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/transactions_app.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(server.bootstrap())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running python3 (scripts/test.sh installs confluent-kafka)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "{} {}\n{stdout}\n{stderr}",
+        script.display(),
+        output.status
+    );
+    let passed = stdout.lines().filter(|l| l.starts_with("PASS ")).count();
+    ensure!(passed == 2, "{passed} checks passed:\n{stdout}\n{stderr}");
+    Ok(())
+}
+side_by_side!(confluent_kafka_transactions);

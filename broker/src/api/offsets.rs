@@ -26,17 +26,11 @@ use crate::security::authorizer::{Operation, ResourceType};
 
 /// Per topic, each partition's record to write or the error to answer.
 type CommitPlan = Vec<(String, Vec<(i32, Result<OffsetRecord, ResponseError>)>)>;
-/// Per topic, whether the principal may see it and each partition's committed offset, if any.
-type Committed = Vec<(String, bool, Vec<(i32, Option<CommittedOffset>)>)>;
-
-/// The error code of a partition the principal may (not) see.
-fn topic_error(authorized: bool) -> i16 {
-    if authorized {
-        0
-    } else {
-        ResponseError::TopicAuthorizationFailed.code()
-    }
-}
+/// Per topic, each partition's committed offset (if any) or the error to answer for it.
+type Committed = Vec<(
+    String,
+    Vec<(i32, Result<Option<CommittedOffset>, ResponseError>)>,
+)>;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -153,16 +147,26 @@ pub(super) async fn commit(
 }
 
 /// The committed offsets of `group` for the requested partitions, or all it has (`None`)
-/// on the topics the principal may describe.
+/// on the topics the principal may describe. With `require_stable`, a partition whose offset
+/// an open transaction is about to change answers UNSTABLE_OFFSET_COMMIT (the client retries
+/// until the transaction ends), as Kafka does for read_committed consumers.
 fn lookup(
     broker: &Broker,
     context: &RequestContext,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Committed {
     let committed = broker.groups.committed(group);
     let may_describe =
         |topic: &str| context.allowed(broker, Operation::Describe, ResourceType::Topic, topic);
+    let settled = |topic: &str, partition: i32, offset: Option<CommittedOffset>| {
+        if require_stable && broker.groups.has_pending_offset(group, topic, partition) {
+            Err(ResponseError::UnstableOffsetCommit)
+        } else {
+            Ok(offset)
+        }
+    };
     match wanted {
         Some(topics) => topics
             .into_iter()
@@ -171,35 +175,37 @@ fn lookup(
                 let found = partitions
                     .into_iter()
                     .map(|p| {
-                        let offset = committed.get(&(topic.clone(), p)).filter(|_| authorized);
-                        (p, offset.cloned())
+                        let answer = if authorized {
+                            settled(&topic, p, committed.get(&(topic.clone(), p)).cloned())
+                        } else {
+                            Err(ResponseError::TopicAuthorizationFailed)
+                        };
+                        (p, answer)
                     })
                     .collect();
-                (topic, authorized, found)
+                (topic, found)
             })
             .collect(),
         None => {
-            let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
-                BTreeMap::new();
+            let mut by_topic: BTreeMap<String, Vec<_>> = BTreeMap::new();
             for ((topic, partition), offset) in committed {
-                by_topic
-                    .entry(topic)
-                    .or_default()
-                    .push((partition, Some(offset)));
+                let answer = settled(&topic, partition, Some(offset));
+                by_topic.entry(topic).or_default().push((partition, answer));
             }
             by_topic
                 .into_iter()
                 .filter(|(topic, _)| may_describe(topic))
-                .map(|(topic, partitions)| (topic, true, partitions))
                 .collect()
         }
     }
 }
 
-fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, String) {
-    match offset {
-        Some(o) => (o.offset, o.leader_epoch, o.metadata.clone()),
-        None => (-1, -1, String::new()),
+/// A partition's error code, committed offset, leader epoch and metadata.
+fn fields(answer: &Result<Option<CommittedOffset>, ResponseError>) -> (i16, i64, i32, String) {
+    match answer {
+        Ok(Some(o)) => (0, o.offset, o.leader_epoch, o.metadata.clone()),
+        Ok(None) => (0, -1, -1, String::new()),
+        Err(e) => (e.code(), -1, -1, String::new()),
     }
 }
 
@@ -232,18 +238,19 @@ pub(super) fn fetch(
                         .with_group_id(g.group_id)
                         .with_error_code(code.code());
                 }
-                let topics = lookup(broker, context, g.group_id.0.as_str(), wanted)
+                let group = g.group_id.0.as_str();
+                let topics = lookup(broker, context, group, wanted, request.require_stable)
                     .into_iter()
-                    .map(|(topic, authorized, partitions)| {
+                    .map(|(topic, partitions)| {
                         OffsetFetchResponseTopics::default()
                             .with_name(topic_name(&topic))
                             .with_partitions(
                                 partitions
                                     .iter()
-                                    .map(|(index, offset)| {
-                                        let (committed, epoch, metadata) = fields(offset);
+                                    .map(|(index, answer)| {
+                                        let (error, committed, epoch, metadata) = fields(answer);
                                         OffsetFetchResponsePartitions::default()
-                                            .with_error_code(topic_error(authorized))
+                                            .with_error_code(error)
                                             .with_partition_index(*index)
                                             .with_committed_offset(committed)
                                             .with_committed_leader_epoch(epoch)
@@ -293,18 +300,19 @@ pub(super) fn fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let topics = lookup(broker, context, request.group_id.0.as_str(), wanted)
+    let group = request.group_id.0.as_str();
+    let topics = lookup(broker, context, group, wanted, request.require_stable)
         .into_iter()
-        .map(|(topic, authorized, partitions)| {
+        .map(|(topic, partitions)| {
             OffsetFetchResponseTopic::default()
                 .with_name(topic_name(&topic))
                 .with_partitions(
                     partitions
                         .iter()
-                        .map(|(index, offset)| {
-                            let (committed, epoch, metadata) = fields(offset);
+                        .map(|(index, answer)| {
+                            let (error, committed, epoch, metadata) = fields(answer);
                             let partition = OffsetFetchResponsePartition::default()
-                                .with_error_code(topic_error(authorized))
+                                .with_error_code(error)
                                 .with_partition_index(*index)
                                 .with_committed_offset(committed)
                                 .with_metadata(Some(str_bytes(&metadata)));

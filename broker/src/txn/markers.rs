@@ -125,6 +125,16 @@ pub fn complete_in_background(broker: &Arc<Broker>, transactional_id: String) {
             match transition(&broker, Some(&meta), completed(&meta, now_ms())).await {
                 Ok(()) => {
                     tracing::debug!(transactional_id, state = ?meta.state, "transaction completed");
+                    let outcome = if meta.state == TxnState::PrepareCommit {
+                        "committed"
+                    } else {
+                        "aborted"
+                    };
+                    broker
+                        .metrics
+                        .transactions_ended
+                        .with_label_values(&[outcome])
+                        .inc();
                     return;
                 }
                 Err(e) if e.code == ResponseError::ConcurrentTransactions => {
@@ -420,6 +430,7 @@ pub async fn run_timers(broker: Arc<Broker>, shutdown: CancellationToken) {
                     match transition(&broker, Some(&current), next).await {
                         Ok(()) => {
                             tracing::info!(transactional_id = id, "aborting a transaction past its timeout; its producer is fenced");
+                            broker.metrics.transactions_timed_out.inc();
                             complete_in_background(&broker, id);
                         }
                         Err(e) => tracing::debug!(transactional_id = id, error = %e.message, "timed-out transaction not aborted yet"),

@@ -611,6 +611,20 @@ impl TransactionCoordinator {
         self.txns.lock().remove(transactional_id);
     }
 
+    /// Transactions coordinated here that are ongoing or prepared but not yet complete.
+    pub fn open_count(&self) -> usize {
+        self.txns
+            .lock()
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+                )
+            })
+            .count()
+    }
+
     /// Every transaction, optionally filtered, for ListTransactions.
     pub fn list(&self, now: i64) -> Vec<TxnListing> {
         let mut out: Vec<TxnListing> = self
