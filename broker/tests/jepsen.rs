@@ -1,5 +1,5 @@
-//! A fault test in the style of Jepsen's Kafka workload, against three real brokers with the
-//! default timing settings.
+//! Fault tests in the style of Jepsen's Kafka workload, against three real brokers: an
+//! idempotent workload with the default timing settings, and a transactional one.
 //!
 //! Idempotent `acks=all` producers write unique values (`p<producer>-<seq>`, each producer
 //! round-robin over the partitions) to an RF=3, `min.insync.replicas=2` topic, while a consumer
@@ -33,6 +33,24 @@
 //! (12: the paused broker is fenced and comes back as a stale leader),
 //! `OXBOW_JEPSEN_MAX_KILL_STALL_SECS` (5, the target: the bound of the median
 //! unavailability after a leader's SIGKILL).
+//!
+//! The second test runs a transactional workload against three brokers with a 3 s broker
+//! session: transactional producers write transactions of `t<producer>-<txn>-<i>-<c|a>`
+//! values round-robin over the partitions, committing them (`c`) or aborting every third on
+//! purpose (`a`, written before the abort); an exactly-once pipeline reads the topic with
+//! read_committed in a consumer group and copies each record to an output topic, its
+//! offsets sent in the same transaction, restarting (same transactional id, same group)
+//! after any error. The nemesis kills, pauses, cuts off (a SIGSTOP past the broker session)
+//! and stops the transaction coordinators of the ids, the pipeline's group coordinator and
+//! partition leaders. After the healing, read_committed may show no record of an aborted
+//! transaction, every acknowledged commit whole, no transaction in part (an unacknowledged
+//! one is all or nothing), and the output every committed input exactly once. The two tests
+//! never run at once (a lock). Its settings: `OXBOW_JEPSEN_TXN_ROUNDS` (7, one of each fault
+//! of the schedule), `OXBOW_JEPSEN_SEED`, `OXBOW_JEPSEN_TXN_PRODUCERS` (2),
+//! `OXBOW_JEPSEN_TXN_PARTITIONS` (3), `OXBOW_JEPSEN_TXN_RECORDS` (6 per transaction),
+//! `OXBOW_JEPSEN_TXN_ABORT_EVERY` (3), `OXBOW_JEPSEN_TXN_DOWN_SECS` (5),
+//! `OXBOW_JEPSEN_TXN_PAUSE_SECS` (2), `OXBOW_JEPSEN_TXN_LONG_PAUSE_SECS` (6) and
+//! `OXBOW_JEPSEN_TXN_DRAIN_SECS` (120: how long the pipeline may take to catch up).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
