@@ -763,13 +763,16 @@ impl Broker {
     }
 
     /// Ok when this broker coordinates `group`: it leads the group's offsets partition and
-    /// has loaded it.
+    /// has loaded it. A leader still loading answers COORDINATOR_LOAD_IN_PROGRESS (the client
+    /// retries here), as Kafka does.
     pub fn check_coordinator(&self, group: &str) -> Result<(), ResponseError> {
         let partition = self
             .offsets_partition_of(group)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
         if self.coordinated.lock().contains_key(&partition) {
             Ok(())
+        } else if self.leader_partition(OFFSETS_TOPIC, partition).is_ok() {
+            Err(ResponseError::CoordinatorLoadInProgress)
         } else {
             Err(ResponseError::NotCoordinator)
         }
