@@ -1194,6 +1194,18 @@ struct PipelineState {
     commits: Vec<PipelineCommit>,
     /// Each restart: when, and why.
     restart_log: Vec<(Instant, String)>,
+    /// Batches dropped because a rebalance rewound the consumer while they were gathered.
+    rewinds: usize,
+    /// What the pipeline is doing, since when: a stuck pipeline says where.
+    step: Option<(&'static str, Instant)>,
+}
+
+fn set_step(state: &Mutex<PipelineState>, step: &'static str) -> Result<()> {
+    state
+        .lock()
+        .map_err(|_| anyhow!("pipeline state poisoned"))?
+        .step = Some((step, Instant::now()));
+    Ok(())
 }
 
 fn run_transactional(
@@ -1301,11 +1313,23 @@ fn run_transactional(
         thread::sleep(Duration::from_millis(500));
     };
     stop_pipeline.store(true, Ordering::Relaxed);
+    let step = pipeline_state
+        .lock()
+        .map_err(|_| anyhow!("pipeline state poisoned"))?
+        .step;
     join_by(
         pipeline,
         Instant::now() + Duration::from_secs(60),
         "the pipeline",
-    )?;
+    )
+    .with_context(|| {
+        format!(
+            "the pipeline was {} for {:.1?} when told to stop; {} committed inputs were not copied",
+            step.map_or("starting", |(what, _)| what),
+            step.map(|(_, since)| since.elapsed()).unwrap_or_default(),
+            missing.len()
+        )
+    })?;
     let drained_after = started.elapsed();
     log("reading the pipeline's output with read_committed".to_string());
     let output = read_topic(cluster, TXN_OUTPUT, settings.partitions, true)?;
@@ -1740,9 +1764,25 @@ fn run_pipeline(
     while !stop.load(Ordering::Relaxed) {
         let (producer, consumer) = &instance;
         let mut batch: Vec<(i32, i64, String)> = Vec::new();
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
         let gather_until = Instant::now() + Duration::from_millis(300);
+        set_step(state, "polling")?;
         while batch.len() < 50 && Instant::now() < gather_until {
             if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                // A rebalance in the middle of the batch rewinds the consumer to the committed
+                // offsets: what was gathered since would be copied twice in one transaction.
+                if last
+                    .get(&message.partition())
+                    .is_some_and(|at| message.offset() <= *at)
+                {
+                    batch.clear();
+                    last.clear();
+                    state
+                        .lock()
+                        .map_err(|_| anyhow!("pipeline state poisoned"))?
+                        .rewinds += 1;
+                }
+                last.insert(message.partition(), message.offset());
                 let value =
                     String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
                 batch.push((message.partition(), message.offset(), value));
@@ -1751,7 +1791,7 @@ fn run_pipeline(
         if batch.is_empty() {
             continue;
         }
-        match copy_in_transaction(producer, consumer, &batch) {
+        match copy_in_transaction(producer, consumer, &batch, &|step| set_step(state, step)) {
             Ok(()) => {
                 let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
                 for (partition, offset, _) in &batch {
@@ -1774,10 +1814,12 @@ fn run_pipeline(
                     .map_err(|_| anyhow!("pipeline state poisoned"))?
                     .restart_log
                     .push((Instant::now(), format!("{e:#}")));
+                set_step(state, "aborting")?;
                 let _ = producer.abort_transaction(TXN_CALL);
                 let (producer, consumer) = instance;
                 drop_in_background(consumer);
                 drop_in_background(producer);
+                set_step(state, "starting a new instance")?;
                 instance = start_pipeline_instance(&config)?;
                 state
                     .lock()
@@ -1797,8 +1839,11 @@ fn copy_in_transaction(
     producer: &TxnProducer,
     consumer: &BaseConsumer,
     batch: &[(i32, i64, String)],
+    step: &dyn Fn(&'static str) -> Result<()>,
 ) -> Result<()> {
+    step("beginning a transaction")?;
     producer.begin_transaction().context("begin")?;
+    step("sending the copies")?;
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     for (partition, offset, value) in batch {
         send_bounded(producer, TXN_OUTPUT, *partition, &format!("o|{value}"))?;
@@ -1812,9 +1857,11 @@ fn copy_in_transaction(
     let metadata = consumer
         .group_metadata()
         .context("the consumer has no group metadata")?;
+    step("sending the offsets")?;
     producer
         .send_offsets_to_transaction(&offsets, &metadata, TXN_CALL)
         .context("send offsets")?;
+    step("committing")?;
     producer.commit_transaction(TXN_CALL).context("commit")?;
     Ok(())
 }
@@ -2081,6 +2128,7 @@ fn txn_summary(
         ("pipeline transactions committed", state.committed),
         ("pipeline transactions failed", state.failed),
         ("pipeline instances replaced", state.restarts),
+        ("pipeline batches dropped after a rewind", state.rewinds),
         ("pipeline output records", pipeline.read),
         ("inputs copied twice", pipeline.duplicated.len()),
         ("committed inputs not copied", pipeline.missing.len()),
