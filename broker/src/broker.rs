@@ -2,7 +2,7 @@
 //! replicas and the group coordinator, and the operations that change topics through the
 //! metadata (create, grow, configure, delete).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +84,9 @@ pub struct Broker {
     /// Changes at every start, so the cluster tells a restart from a retry.
     pub incarnation: Uuid,
     pub(crate) partitions: RwLock<HostedPartitions>,
-    /// `__consumer_offsets` partitions whose groups this broker coordinates.
-    pub(crate) coordinated: Mutex<BTreeSet<i32>>,
+    /// `__consumer_offsets` partitions whose groups this broker coordinates, with the leader
+    /// epoch at which it loaded them.
+    pub(crate) coordinated: Mutex<BTreeMap<i32, i32>>,
     pub(crate) fetchers: Fetchers,
     /// The incremental fetch sessions of the consumers and followers fetching here.
     pub(crate) fetch_sessions: FetchSessionCache,
@@ -193,7 +194,7 @@ impl Broker {
             liveness: Liveness::default(),
             incarnation: Uuid::new_v4(),
             partitions: RwLock::new(HashMap::new()),
-            coordinated: Mutex::new(BTreeSet::new()),
+            coordinated: Mutex::new(BTreeMap::new()),
             fetchers: Fetchers::default(),
             fetch_sessions,
             connector,
@@ -762,13 +763,16 @@ impl Broker {
     }
 
     /// Ok when this broker coordinates `group`: it leads the group's offsets partition and
-    /// has loaded it.
+    /// has loaded it. A leader still loading answers COORDINATOR_LOAD_IN_PROGRESS (the client
+    /// retries here), as Kafka does.
     pub fn check_coordinator(&self, group: &str) -> Result<(), ResponseError> {
         let partition = self
             .offsets_partition_of(group)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        if self.coordinated.lock().contains(&partition) {
+        if self.coordinated.lock().contains_key(&partition) {
             Ok(())
+        } else if self.leader_partition(OFFSETS_TOPIC, partition).is_ok() {
+            Err(ResponseError::CoordinatorLoadInProgress)
         } else {
             Err(ResponseError::NotCoordinator)
         }

@@ -195,6 +195,22 @@ impl ProducerStateTable {
         }
     }
 
+    /// Checks the producer epoch of a batch the coordinator writes for a producer (the
+    /// transactional offsets of TxnOffsetCommit carry no sequence): a zombie whose epoch is
+    /// older than one this partition has seen is fenced, as its data batches would be.
+    pub fn check_epoch(&self, header: &BatchHeader) -> Result<(), SequenceError> {
+        match self.producers.get(&header.producer_id) {
+            Some(entry) if header.producer_epoch < entry.epoch => {
+                Err(SequenceError::InvalidEpoch {
+                    producer_id: header.producer_id,
+                    current: entry.epoch,
+                    got: header.producer_epoch,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Remembers a batch appended at `base_offset`.
     pub fn record(&mut self, header: &BatchHeader, base_offset: i64) {
         let entry = self
@@ -501,6 +517,28 @@ mod tests {
         ));
         assert_eq!(table.check(&header(7, 3, 0, 1)), Ok(Verdict::Append));
         assert!(table.check(&header(7, 3, 1, 1)).is_err());
+    }
+
+    #[test]
+    fn a_coordinator_batch_with_an_older_epoch_is_fenced_whatever_its_sequence() {
+        let mut table = ProducerStateTable::default();
+        assert_eq!(table.check_epoch(&transactional(7, 1, -1, 1)), Ok(()));
+        table.record(&transactional(7, 2, -1, 1), 0);
+        assert_eq!(
+            table.check_epoch(&transactional(7, 1, -1, 1)),
+            Err(SequenceError::InvalidEpoch {
+                producer_id: 7,
+                current: 2,
+                got: 1
+            })
+        );
+        assert_eq!(table.check_epoch(&transactional(7, 2, -1, 1)), Ok(()));
+        assert_eq!(table.check_epoch(&transactional(7, 3, -1, 1)), Ok(()));
+        table.end_transaction(7, 4, ABORT, 1);
+        assert!(
+            table.check_epoch(&transactional(7, 3, -1, 1)).is_err(),
+            "a marker written for a bumped epoch fences the older one"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use kafka_protocol::messages::update_features_request::FeatureUpdateKey;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, ApiVersionsRequest, BrokerId, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
-    ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, ListPartitionReassignmentsRequest,
+    ElectLeadersRequest, FetchRequest, ListPartitionReassignmentsRequest,
     ListPartitionReassignmentsResponse, UnregisterBrokerRequest, UpdateFeaturesRequest,
 };
 use kafka_protocol::ResponseError;
@@ -49,7 +49,10 @@ use rdkafka::Offset;
 
 mod support;
 
-use support::{now_ms, produce_request, str_bytes, topic_name, BatchBuilder};
+use support::{
+    find_coordinator, now_ms, produce_request, str_bytes, topic_name, BatchBuilder, GROUP_KEY,
+    TRANSACTION_KEY,
+};
 
 /// A record read back: partition, offset, value.
 type Record = (i32, i64, String);
@@ -1111,25 +1114,6 @@ fn a_controlled_shutdown_of_a_leader_fails_no_idempotent_acks_all_write() -> Res
     })
 }
 
-/// The broker that coordinates `group`, asked of any running broker.
-fn find_coordinator(cluster: &mut Cluster, group: &str) -> Result<NodeId> {
-    let mut errors = Vec::new();
-    for node in cluster.up() {
-        let request = FindCoordinatorRequest::default()
-            .with_key(str_bytes(group))
-            .with_key_type(0);
-        match cluster.request(node, &request, 3) {
-            Ok(response) if response.error_code == 0 => return Ok(response.node_id.0),
-            Ok(response) => errors.push(format!(
-                "broker {node}: {:?}",
-                ResponseError::try_from_code(response.error_code)
-            )),
-            Err(e) => errors.push(format!("{e:#}")),
-        }
-    }
-    bail!("no coordinator for {group}: {errors:?}")
-}
-
 #[test]
 fn committed_offsets_survive_the_death_of_the_group_coordinator() -> Result<()> {
     with_cluster(options(), |cluster| {
@@ -1178,11 +1162,11 @@ fn committed_offsets_survive_the_death_of_the_group_coordinator() -> Result<()> 
         );
         drop(first);
 
-        let coordinator = find_coordinator(cluster, group)?;
+        let coordinator = find_coordinator(cluster, group, GROUP_KEY)?;
         cluster.kill(coordinator)?;
         let successor =
             cluster.wait_until("another broker coordinates the group", SETTLE, |c| {
-                let node = find_coordinator(c, group)?;
+                let node = find_coordinator(c, group, GROUP_KEY)?;
                 ensure!(node != coordinator, "still {node}");
                 ensure!(c.up().contains(&node), "{node} is not running");
                 Ok(node)
@@ -2301,25 +2285,6 @@ fn followers_fetch_in_sessions_and_every_replica_serves_every_record_after_leade
     })
 }
 
-/// The transaction coordinator of a transactional id, asked of every running broker.
-fn find_transaction_coordinator(cluster: &mut Cluster, id: &str) -> Result<NodeId> {
-    let mut errors = Vec::new();
-    for node in cluster.up() {
-        let request = FindCoordinatorRequest::default()
-            .with_key(str_bytes(id))
-            .with_key_type(1);
-        match cluster.request(node, &request, 3) {
-            Ok(response) if response.error_code == 0 => return Ok(response.node_id.0),
-            Ok(response) => errors.push(format!(
-                "broker {node}: {:?}",
-                ResponseError::try_from_code(response.error_code)
-            )),
-            Err(e) => errors.push(format!("{e:#}")),
-        }
-    }
-    bail!("no transaction coordinator for {id}: {errors:?}")
-}
-
 /// Sends `values` round-robin over `partitions` in the producer's open transaction.
 fn send_in_transaction(
     producer: &rdkafka::producer::BaseProducer,
@@ -2375,10 +2340,10 @@ fn transactions_span_brokers_and_end_all_or_nothing_when_their_coordinator_dies(
 
         producer.begin_transaction()?;
         send_in_transaction(&producer, topic, partitions, &values("open", 300))?;
-        let coordinator = find_transaction_coordinator(cluster, id)?;
+        let coordinator = find_coordinator(cluster, id, TRANSACTION_KEY)?;
         cluster.kill(coordinator)?;
         let successor = cluster.wait_until("another broker coordinates the id", SETTLE, |c| {
-            let node = find_transaction_coordinator(c, id)?;
+            let node = find_coordinator(c, id, TRANSACTION_KEY)?;
             ensure!(node != coordinator, "still {node}");
             ensure!(c.up().contains(&node), "{node} is not running");
             Ok(node)

@@ -1,5 +1,5 @@
-//! A fault test in the style of Jepsen's Kafka workload, against three real brokers with the
-//! default timing settings.
+//! Fault tests in the style of Jepsen's Kafka workload, against three real brokers: an
+//! idempotent workload with the default timing settings, and a transactional one.
 //!
 //! Idempotent `acks=all` producers write unique values (`p<producer>-<seq>`, each producer
 //! round-robin over the partitions) to an RF=3, `min.insync.replicas=2` topic, while a consumer
@@ -33,8 +33,26 @@
 //! (12: the paused broker is fenced and comes back as a stale leader),
 //! `OXBOW_JEPSEN_MAX_KILL_STALL_SECS` (5, the target: the bound of the median
 //! unavailability after a leader's SIGKILL).
+//!
+//! The second test runs a transactional workload against three brokers with a 3 s broker
+//! session: transactional producers write transactions of `t<producer>-<txn>-<i>-<c|a>`
+//! values round-robin over the partitions, committing them (`c`) or aborting every third on
+//! purpose (`a`, written before the abort); an exactly-once pipeline reads the topic with
+//! read_committed in a consumer group and copies each record to an output topic, its
+//! offsets sent in the same transaction, restarting (same transactional id, same group)
+//! after any error. The nemesis kills, pauses, cuts off (a SIGSTOP past the broker session)
+//! and stops the transaction coordinators of the ids, the pipeline's group coordinator and
+//! partition leaders. After the healing, read_committed may show no record of an aborted
+//! transaction, every acknowledged commit whole, no transaction in part (an unacknowledged
+//! one is all or nothing), and the output every committed input exactly once. The two tests
+//! never run at once (a lock). Its settings: `OXBOW_JEPSEN_TXN_ROUNDS` (7, one of each fault
+//! of the schedule), `OXBOW_JEPSEN_SEED`, `OXBOW_JEPSEN_TXN_PRODUCERS` (2),
+//! `OXBOW_JEPSEN_TXN_PARTITIONS` (3), `OXBOW_JEPSEN_TXN_RECORDS` (6 per transaction),
+//! `OXBOW_JEPSEN_TXN_ABORT_EVERY` (3), `OXBOW_JEPSEN_TXN_DOWN_SECS` (5),
+//! `OXBOW_JEPSEN_TXN_PAUSE_SECS` (2), `OXBOW_JEPSEN_TXN_LONG_PAUSE_SECS` (6) and
+//! `OXBOW_JEPSEN_TXN_DRAIN_SECS` (120: how long the pipeline may take to catch up).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,13 +60,17 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use oxbow_e2e::cluster::{Cluster, ClusterOptions, Delivery, NodeId, RecordingContext};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+mod support;
+
+use support::{find_coordinator, GROUP_KEY, TRANSACTION_KEY};
 
 /// The broker under test: this build's, or `OXBOW_BROKER_BIN` (e.g. a release build).
 fn broker_bin() -> String {
@@ -195,6 +217,7 @@ type CommittedSnapshot = (Instant, BTreeMap<i32, i64>);
 
 #[test]
 fn idempotent_acks_all_writes_survive_kills_pauses_and_restarts_of_leaders() -> Result<()> {
+    let _serial = serial();
     let settings = Settings::from_env();
     eprintln!("jepsen settings: {settings:?}");
     let started = Instant::now();
@@ -897,5 +920,1248 @@ fn summary(
     );
     let partitions_hit: BTreeSet<i32> = rows.iter().flat_map(|r| r.record.led.clone()).collect();
     let _ = writeln!(out, "Partitions whose leader was hit: {partitions_hit:?}.");
+    out
+}
+
+// The transactional workload.
+
+const TXN_TOPIC: &str = "jepsen-txn";
+const TXN_OUTPUT: &str = "jepsen-txn-out";
+const PIPELINE_ID: &str = "jepsen-txn-pipeline";
+const PIPELINE_GROUP: &str = "jepsen-txn-pipeline";
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+const TRANSACTION_TOPIC: &str = "__transaction_state";
+/// Bound of one transactional call of a client (init, send offsets, commit, abort).
+const TXN_CALL: Duration = Duration::from_secs(15);
+/// How long a client may keep failing to get a producer id before the test gives up.
+const TXN_INIT_BUDGET: Duration = Duration::from_secs(90);
+
+/// The transactional run's knobs, from the environment.
+#[derive(Debug, Clone)]
+struct TxnSettings {
+    rounds: usize,
+    seed: u64,
+    producers: usize,
+    partitions: i32,
+    /// Records per transaction of the transactional producers.
+    records: usize,
+    /// Every `abort_every`-th transaction of a producer is aborted on purpose.
+    abort_every: u64,
+    down: Duration,
+    pause: Duration,
+    long_pause: Duration,
+    /// How long the pipeline may take to copy every committed input after the healing.
+    drain: Duration,
+}
+
+impl TxnSettings {
+    fn from_env() -> TxnSettings {
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let secs = |name: &str, default: u64| Duration::from_secs(env_or(name, default));
+        TxnSettings {
+            rounds: env_or("OXBOW_JEPSEN_TXN_ROUNDS", TXN_SCHEDULE.len()),
+            seed: env_or("OXBOW_JEPSEN_SEED", clock),
+            producers: env_or("OXBOW_JEPSEN_TXN_PRODUCERS", 2),
+            partitions: env_or("OXBOW_JEPSEN_TXN_PARTITIONS", 3),
+            records: env_or("OXBOW_JEPSEN_TXN_RECORDS", 6),
+            abort_every: env_or("OXBOW_JEPSEN_TXN_ABORT_EVERY", 3).max(1),
+            down: secs("OXBOW_JEPSEN_TXN_DOWN_SECS", 5),
+            pause: secs("OXBOW_JEPSEN_TXN_PAUSE_SECS", 2),
+            long_pause: secs("OXBOW_JEPSEN_TXN_LONG_PAUSE_SECS", 6),
+            drain: secs("OXBOW_JEPSEN_TXN_DRAIN_SECS", 120),
+        }
+    }
+}
+
+/// What a transactional round does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnAction {
+    /// SIGKILL, down for `down`, restarted.
+    Kill,
+    /// SIGKILL and restarted at once.
+    KillRestart,
+    /// SIGSTOP for less than the broker session.
+    Pause,
+    /// SIGSTOP past the broker session: the broker is cut off from the cluster, fenced, and
+    /// comes back believing it still leads and coordinates.
+    LongPause,
+    /// SIGTERM (controlled shutdown), down for `down`, restarted.
+    Terminate,
+}
+
+/// Which broker a transactional round hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnTarget {
+    /// The transaction coordinator of one of the transactional ids (producers' or the
+    /// pipeline's).
+    TxnCoordinator,
+    /// The transaction coordinator of the pipeline's transactional id.
+    PipelineTxnCoordinator,
+    /// The group coordinator of the pipeline's consumer group.
+    GroupCoordinator,
+    /// The leader of a partition of the transactional topic (the pipeline's input).
+    InputLeader,
+    /// The leader of a partition of the pipeline's output.
+    OutputLeader,
+}
+
+const TXN_SCHEDULE: [(TxnAction, TxnTarget); 7] = [
+    (TxnAction::Kill, TxnTarget::TxnCoordinator),
+    (TxnAction::Pause, TxnTarget::InputLeader),
+    (TxnAction::Terminate, TxnTarget::GroupCoordinator),
+    (TxnAction::KillRestart, TxnTarget::PipelineTxnCoordinator),
+    (TxnAction::LongPause, TxnTarget::TxnCoordinator),
+    (TxnAction::Kill, TxnTarget::OutputLeader),
+    (TxnAction::LongPause, TxnTarget::GroupCoordinator),
+];
+
+impl TxnAction {
+    fn name(self) -> &'static str {
+        match self {
+            TxnAction::Kill => "SIGKILL",
+            TxnAction::KillRestart => "SIGKILL+restart",
+            TxnAction::Pause => "SIGSTOP",
+            TxnAction::LongPause => "long SIGSTOP (cut off)",
+            TxnAction::Terminate => "SIGTERM",
+        }
+    }
+}
+
+impl TxnTarget {
+    fn name(self) -> &'static str {
+        match self {
+            TxnTarget::TxnCoordinator => "transaction coordinator",
+            TxnTarget::PipelineTxnCoordinator => "pipeline's transaction coordinator",
+            TxnTarget::GroupCoordinator => "pipeline's group coordinator",
+            TxnTarget::InputLeader => "input partition leader",
+            TxnTarget::OutputLeader => "output partition leader",
+        }
+    }
+}
+
+/// One transactional fault as it happened.
+#[derive(Debug, Clone)]
+struct TxnFaultRecord {
+    round: usize,
+    action: TxnAction,
+    target: TxnTarget,
+    node: NodeId,
+    /// What the broker was to the workload when it was hit.
+    roles: String,
+    healed_after: Duration,
+}
+
+/// How a transaction ended, as its producer was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnOutcome {
+    /// commit_transaction succeeded.
+    Committed,
+    /// abort_transaction succeeded.
+    Aborted,
+    /// Neither was acknowledged (fenced, timed out, the producer replaced): either may have
+    /// happened, but all or nothing.
+    Uncertain,
+}
+
+/// One transaction of a transactional producer.
+#[derive(Debug, Clone)]
+struct TxnLog {
+    producer: usize,
+    txn: u64,
+    intent_commit: bool,
+    records: usize,
+    outcome: TxnOutcome,
+    error: Option<String>,
+}
+
+/// The value of record `i` of transaction `txn` of `producer`: `t<producer>-<txn>-<i>-<c|a>`,
+/// `c` when the producer means to commit it, `a` when it means to abort it.
+fn txn_value(producer: usize, txn: u64, i: usize, commit: bool) -> String {
+    format!("t{producer}-{txn}-{i}-{}", if commit { 'c' } else { 'a' })
+}
+
+/// (producer, txn, record, intent to commit) of a value written by [`txn_value`].
+fn parse_txn_value(value: &str) -> Option<(usize, u64, usize, bool)> {
+    let mut parts = value.strip_prefix('t')?.split('-');
+    let producer = parts.next()?.parse().ok()?;
+    let txn = parts.next()?.parse().ok()?;
+    let record = parts.next()?.parse().ok()?;
+    let commit = match parts.next()? {
+        "c" => true,
+        "a" => false,
+        _ => return None,
+    };
+    parts
+        .next()
+        .is_none()
+        .then_some((producer, txn, record, commit))
+}
+
+/// A transactional producer whose delivery reports a thread of its own serves: aborting
+/// purges the records still in flight and waits for their reports.
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+/// Whether an error of a transactional call may be retried, and whether it asks for an
+/// abort; neither is fatal. Commit flushes first: records not delivered within the call's
+/// timeout may be delivered on a retry.
+fn txn_error_kind(error: &KafkaError) -> (bool, bool) {
+    match error {
+        KafkaError::Transaction(e) => (e.is_retriable(), e.txn_requires_abort()),
+        KafkaError::Flush(_) => (true, false),
+        _ => (false, false),
+    }
+}
+
+/// One test with three brokers at a time: two clusters on two shared cores would turn the
+/// faults' timing into noise.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Waits for a worker thread, at most until `deadline`: a thread stuck in a client call
+/// fails the test instead of hanging it.
+fn join_by<T>(handle: thread::JoinHandle<Result<T>>, deadline: Instant, what: &str) -> Result<T> {
+    while !handle.is_finished() {
+        ensure!(
+            Instant::now() < deadline,
+            "{what} did not finish in time (stuck in a client call)"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    handle
+        .join()
+        .map_err(|_| anyhow!("{what} panicked"))?
+        .with_context(|| what.to_string())
+}
+
+/// Drops a client on a thread of its own: closing a consumer or producer whose brokers are
+/// away may take a while, and the worker goes on meanwhile.
+fn drop_in_background<T: Send + 'static>(client: T) {
+    thread::spawn(move || drop(client));
+}
+
+/// The brokers' timings: a shorter broker session (faults resolve in seconds), coordinators
+/// spread over every broker with few internal partitions, timed-out transactions aborted
+/// within a second of their timeout, and no initial rebalance delay.
+fn txn_cluster_options() -> ClusterOptions {
+    ClusterOptions::new(broker_bin())
+        .set("broker.session.timeout.ms", "3000")
+        .set("broker.heartbeat.interval.ms", "500")
+        .set("offsets.topic.num.partitions", "6")
+        .set("transaction.state.log.num.partitions", "6")
+        .set(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            "1000",
+        )
+        .set("group.initial.rebalance.delay.ms", "0")
+}
+
+#[test]
+fn transactions_commit_or_abort_all_or_nothing_and_a_pipeline_copies_exactly_once_under_faults(
+) -> Result<()> {
+    let _serial = serial();
+    let settings = TxnSettings::from_env();
+    eprintln!("jepsen transactional settings: {settings:?}");
+    let started = Instant::now();
+    let mut cluster = Cluster::start(txn_cluster_options())?;
+    let outcome = run_transactional(&mut cluster, &settings, started);
+    eprintln!("jepsen transactional run took {:.1?}", started.elapsed());
+    cluster.explain(outcome)
+}
+
+/// An acknowledged commit of the pipeline: its instance, when, and the input offsets it
+/// copied per partition (first, last).
+type PipelineCommit = (usize, Instant, BTreeMap<i32, (i64, i64)>);
+
+/// What the pipeline did: input values of its acknowledged commits, and counters.
+#[derive(Debug, Default)]
+struct PipelineState {
+    /// Input values copied by transactions whose commit was acknowledged.
+    copied: HashSet<String>,
+    committed: usize,
+    failed: usize,
+    restarts: usize,
+    errors: BTreeMap<String, usize>,
+    /// Each acknowledged commit: the instance, when, and the input offsets it copied per
+    /// partition (first, last), to explain a duplicate.
+    commits: Vec<PipelineCommit>,
+    /// Each restart: when, and why.
+    restart_log: Vec<(Instant, String)>,
+    /// Batches dropped because a rebalance rewound the consumer while they were gathered.
+    rewinds: usize,
+    /// What the pipeline is doing, since when: a stuck pipeline says where.
+    step: Option<(&'static str, Instant)>,
+}
+
+fn set_step(state: &Mutex<PipelineState>, step: &'static str) -> Result<()> {
+    state
+        .lock()
+        .map_err(|_| anyhow!("pipeline state poisoned"))?
+        .step = Some((step, Instant::now()));
+    Ok(())
+}
+
+fn run_transactional(
+    cluster: &mut Cluster,
+    settings: &TxnSettings,
+    started: Instant,
+) -> Result<()> {
+    let log = |what: String| eprintln!("[{:>6.1?}] {what}", started.elapsed());
+    for topic in [TXN_TOPIC, TXN_OUTPUT] {
+        cluster.create_topic(
+            topic,
+            settings.partitions,
+            3,
+            &[("min.insync.replicas", "2")],
+        )?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_pipeline = Arc::new(AtomicBool::new(false));
+    let pipeline_state = Arc::new(Mutex::new(PipelineState::default()));
+    let producers: Vec<_> = (0..settings.producers)
+        .map(|p| {
+            let config = cluster.client_config();
+            let settings = settings.clone();
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || run_txn_producer(config, p, &settings, &stop))
+        })
+        .collect();
+    let pipeline = {
+        let config = cluster.client_config();
+        let state = Arc::clone(&pipeline_state);
+        let stop = Arc::clone(&stop_pipeline);
+        thread::spawn(move || run_pipeline(config, &state, &stop))
+    };
+    // The nemesis starts once the pipeline has committed: the internal topics exist then.
+    let warm_up = Instant::now() + Duration::from_secs(90);
+    while pipeline_state
+        .lock()
+        .map_err(|_| anyhow!("pipeline state poisoned"))?
+        .committed
+        == 0
+    {
+        ensure!(
+            Instant::now() < warm_up,
+            "the pipeline committed no transaction within 90 s"
+        );
+        ensure!(
+            !pipeline.is_finished(),
+            "the pipeline stopped before its first commit"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    log("pipeline committing; the nemesis starts".to_string());
+
+    let ids: Vec<String> = (0..settings.producers)
+        .map(|p| format!("jepsen-txn-p{p}"))
+        .chain([PIPELINE_ID.to_string()])
+        .collect();
+    let mut rng = Rng::new(settings.seed);
+    let mut faults = Vec::new();
+    for round in 0..settings.rounds {
+        let (action, target) = TXN_SCHEDULE[round % TXN_SCHEDULE.len()];
+        faults.push(txn_nemesis(
+            cluster, settings, &mut rng, &ids, round, action, target, &log,
+        )?);
+    }
+
+    log("healing; the producers stop".to_string());
+    cluster.heal()?;
+    wait_for_txn_cluster(cluster)?;
+    stop.store(true, Ordering::Relaxed);
+    let producers_deadline = Instant::now() + Duration::from_secs(120);
+    let mut txns: Vec<TxnLog> = Vec::new();
+    let mut producer_restarts = 0;
+    for (p, handle) in producers.into_iter().enumerate() {
+        let (log, restarts) = join_by(handle, producers_deadline, &format!("producer {p}"))?;
+        txns.extend(log);
+        producer_restarts += restarts;
+    }
+
+    log("reading the input with read_committed".to_string());
+    let input = read_topic(cluster, TXN_TOPIC, settings.partitions, true)?;
+    let input_uncommitted = read_topic(cluster, TXN_TOPIC, settings.partitions, false)?;
+    let mut txn_check = TxnCheck::new(&txns, &input);
+
+    log(format!(
+        "waiting for the pipeline to copy the {} committed inputs",
+        input.len()
+    ));
+    let drain_deadline = Instant::now() + settings.drain;
+    let missing: Vec<String> = loop {
+        let missing: Vec<String> = {
+            let state = pipeline_state
+                .lock()
+                .map_err(|_| anyhow!("pipeline state poisoned"))?;
+            input
+                .iter()
+                .map(|(_, _, v)| v)
+                .filter(|v| !state.copied.contains(*v))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() || Instant::now() >= drain_deadline || pipeline.is_finished() {
+            break missing;
+        }
+        thread::sleep(Duration::from_millis(500));
+    };
+    stop_pipeline.store(true, Ordering::Relaxed);
+    let step = pipeline_state
+        .lock()
+        .map_err(|_| anyhow!("pipeline state poisoned"))?
+        .step;
+    join_by(
+        pipeline,
+        Instant::now() + Duration::from_secs(60),
+        "the pipeline",
+    )
+    .with_context(|| {
+        format!(
+            "the pipeline was {} for {:.1?} when told to stop; {} committed inputs were not copied",
+            step.map_or("starting", |(what, _)| what),
+            step.map(|(_, since)| since.elapsed()).unwrap_or_default(),
+            missing.len()
+        )
+    })?;
+    let drained_after = started.elapsed();
+    log("reading the pipeline's output with read_committed".to_string());
+    let output = read_topic(cluster, TXN_OUTPUT, settings.partitions, true)?;
+    let pipeline_check = PipelineCheck::new(&input, &output);
+    txn_check.uncommitted_read = input_uncommitted.len();
+
+    let state = pipeline_state
+        .lock()
+        .map_err(|_| anyhow!("pipeline state poisoned"))?;
+    println!(
+        "{}",
+        txn_summary(
+            settings,
+            &txn_check,
+            &pipeline_check,
+            &state,
+            &faults,
+            producer_restarts,
+            drained_after
+        )
+    );
+    ensure!(
+        txn_check.aborted_read.is_empty(),
+        "read_committed read records of aborted transactions: {:?}",
+        sample(&txn_check.aborted_read)
+    );
+    ensure!(
+        txn_check.lost_commit.is_empty(),
+        "acknowledged commits missing records: {:?}",
+        sample(&txn_check.lost_commit)
+    );
+    ensure!(
+        txn_check.partial.is_empty(),
+        "transactions partly visible: {:?}",
+        sample(&txn_check.partial)
+    );
+    ensure!(
+        txn_check.duplicated.is_empty(),
+        "records read twice from the input: {:?}",
+        sample(&txn_check.duplicated)
+    );
+    ensure!(
+        txn_check.unknown.is_empty(),
+        "records no producer wrote: {:?}",
+        sample(&txn_check.unknown)
+    );
+    ensure!(
+        txn_check.committed > 0 && txn_check.aborted > 0,
+        "the workload needs acknowledged commits and aborts (committed {}, aborted {})",
+        txn_check.committed,
+        txn_check.aborted
+    );
+    ensure!(
+        missing.is_empty(),
+        "the pipeline had not copied {} committed inputs {:.0?} after the healing (e.g. {:?})",
+        missing.len(),
+        settings.drain,
+        sample(&missing)
+    );
+    if !pipeline_check.duplicated.is_empty() {
+        for (at, why) in &state.restart_log {
+            eprintln!(
+                "pipeline restart at {:.1?}: {why}",
+                at.duration_since(started)
+            );
+        }
+        let input_at: HashMap<&str, (i32, i64)> = input
+            .iter()
+            .map(|(p, o, v)| (v.as_str(), (*p, *o)))
+            .collect();
+        for duplicate in pipeline_check.duplicated.iter().take(3) {
+            let value = duplicate.split(' ').next().unwrap_or_default();
+            let Some((partition, offset)) = input_at.get(value) else {
+                continue;
+            };
+            for (instance, at, ranges) in &state.commits {
+                if ranges
+                    .get(partition)
+                    .is_some_and(|(first, last)| (*first..=*last).contains(offset))
+                {
+                    eprintln!(
+                        "{value} (input {partition}/{offset}) copied by instance {instance} in a commit acknowledged at {:.1?} of input {ranges:?}",
+                        at.duration_since(started)
+                    );
+                }
+            }
+        }
+    }
+    ensure!(
+        pipeline_check.duplicated.is_empty(),
+        "the pipeline's output holds inputs more than once: {:?}",
+        sample(&pipeline_check.duplicated)
+    );
+    ensure!(
+        pipeline_check.missing.is_empty(),
+        "the pipeline's output lacks committed inputs: {:?}",
+        sample(&pipeline_check.missing)
+    );
+    ensure!(
+        pipeline_check.foreign.is_empty(),
+        "the pipeline's output holds values not among the committed inputs: {:?}",
+        sample(&pipeline_check.foreign)
+    );
+    Ok(())
+}
+
+/// Waits until every partition of the workload's topics, internal ones included, has a
+/// running leader and a full ISR.
+fn wait_for_txn_cluster(cluster: &mut Cluster) -> Result<()> {
+    for topic in [TXN_TOPIC, TXN_OUTPUT, TRANSACTION_TOPIC, OFFSETS_TOPIC] {
+        cluster.wait_for_full_isr(topic, HEAL_TIMEOUT)?;
+    }
+    Ok(())
+}
+
+/// Runs one transactional fault and heals it.
+#[allow(clippy::too_many_arguments)]
+fn txn_nemesis(
+    cluster: &mut Cluster,
+    settings: &TxnSettings,
+    rng: &mut Rng,
+    ids: &[String],
+    round: usize,
+    action: TxnAction,
+    target: TxnTarget,
+    log: &impl Fn(String),
+) -> Result<TxnFaultRecord> {
+    wait_for_txn_cluster(cluster)?;
+    let leader_of = |cluster: &mut Cluster, topic: &str, rng: &mut Rng| -> Result<NodeId> {
+        let partitions = cluster.partitions(topic)?;
+        let chosen = partitions
+            .get(rng.below(partitions.len()))
+            .with_context(|| format!("{topic} has no partitions"))?;
+        Ok(chosen.leader)
+    };
+    let node = match target {
+        TxnTarget::TxnCoordinator => {
+            let id = &ids[rng.below(ids.len())];
+            find_coordinator(cluster, id, TRANSACTION_KEY)?
+        }
+        TxnTarget::PipelineTxnCoordinator => {
+            find_coordinator(cluster, PIPELINE_ID, TRANSACTION_KEY)?
+        }
+        TxnTarget::GroupCoordinator => find_coordinator(cluster, PIPELINE_GROUP, GROUP_KEY)?,
+        TxnTarget::InputLeader => leader_of(cluster, TXN_TOPIC, rng)?,
+        TxnTarget::OutputLeader => leader_of(cluster, TXN_OUTPUT, rng)?,
+    };
+    let mut roles = Vec::new();
+    for id in ids {
+        if find_coordinator(cluster, id, TRANSACTION_KEY)? == node {
+            roles.push(format!("txn coordinator of {id}"));
+        }
+    }
+    if find_coordinator(cluster, PIPELINE_GROUP, GROUP_KEY)? == node {
+        roles.push("group coordinator".to_string());
+    }
+    for topic in [TXN_TOPIC, TXN_OUTPUT] {
+        let led: Vec<i32> = cluster
+            .partitions(topic)?
+            .iter()
+            .filter(|p| p.leader == node)
+            .map(|p| p.partition)
+            .collect();
+        if !led.is_empty() {
+            roles.push(format!("leads {topic} {led:?}"));
+        }
+    }
+    let roles = roles.join("; ");
+    log(format!(
+        "round {round}: {} on broker {node}, the {} ({roles})",
+        action.name(),
+        target.name()
+    ));
+    let start = Instant::now();
+    match action {
+        TxnAction::Kill => {
+            cluster.kill(node)?;
+            thread::sleep(settings.down);
+            cluster.restart(node)?;
+        }
+        TxnAction::KillRestart => {
+            cluster.kill(node)?;
+            thread::sleep(Duration::from_secs(1));
+            cluster.restart(node)?;
+        }
+        TxnAction::Pause | TxnAction::LongPause => {
+            cluster.pause(node)?;
+            thread::sleep(if action == TxnAction::Pause {
+                settings.pause
+            } else {
+                settings.long_pause
+            });
+            cluster.resume(node)?;
+        }
+        TxnAction::Terminate => {
+            let status = cluster.stop(node)?;
+            ensure!(
+                status.success(),
+                "broker {node} exited with {status} on SIGTERM"
+            );
+            thread::sleep(settings.down);
+            cluster.restart(node)?;
+        }
+    }
+    wait_for_txn_cluster(cluster)?;
+    let healed_after = start.elapsed();
+    log(format!("round {round}: healed after {healed_after:.1?}"));
+    thread::sleep(QUIET);
+    Ok(TxnFaultRecord {
+        round,
+        action,
+        target,
+        node,
+        roles,
+        healed_after,
+    })
+}
+
+/// A transactional producer ready to begin: created and given its producer id, retried
+/// while the coordinator is away, within [`TXN_INIT_BUDGET`].
+fn init_txn_producer(config: &ClientConfig, id: &str) -> Result<TxnProducer> {
+    let deadline = Instant::now() + TXN_INIT_BUDGET;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let producer: TxnProducer = config
+            .clone()
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", "10000")
+            .set("linger.ms", "5")
+            .create()
+            .with_context(|| format!("creating the transactional producer {id}"))?;
+        match producer.init_transactions(TXN_CALL) {
+            Ok(()) => return Ok(producer),
+            Err(e) => {
+                last = e.to_string();
+                let (retriable, _) = txn_error_kind(&e);
+                if !retriable {
+                    // A fatal error (e.g. fenced by a zombie's late answer): a new instance.
+                    drop_in_background(producer);
+                    thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                // Retriable: the same instance may try again.
+                let retry_until = Instant::now() + TXN_CALL;
+                let mut ready = false;
+                while Instant::now() < retry_until.min(deadline) {
+                    thread::sleep(Duration::from_millis(500));
+                    match producer.init_transactions(TXN_CALL) {
+                        Ok(()) => {
+                            ready = true;
+                            break;
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                if ready {
+                    return Ok(producer);
+                }
+                drop_in_background(producer);
+            }
+        }
+    }
+    bail!("{id} got no producer id within {TXN_INIT_BUDGET:?}: {last}")
+}
+
+/// Sends `value` to `topic`/`partition`, waiting while the local queue is full, at most
+/// [`TXN_CALL`].
+fn send_bounded(producer: &TxnProducer, topic: &str, partition: i32, value: &str) -> Result<()> {
+    let deadline = Instant::now() + TXN_CALL;
+    let mut record = BaseRecord::<(), _>::to(topic)
+        .partition(partition)
+        .payload(value);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                if Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(10));
+                record = r;
+            }
+            Err((e, _)) => bail!("sending {value}: {e}"),
+        }
+    }
+}
+
+/// Commits (retrying a retriable failure a few times) or aborts the open transaction;
+/// returns how it ended and the error seen on the way, if any.
+fn end_txn(producer: &TxnProducer, commit: bool) -> (TxnOutcome, Option<String>) {
+    let mut error = None;
+    if commit {
+        for _ in 0..3 {
+            match producer.commit_transaction(TXN_CALL) {
+                Ok(()) => return (TxnOutcome::Committed, error),
+                Err(e) => {
+                    error = Some(format!("commit: {e}"));
+                    let (retriable, abortable) = txn_error_kind(&e);
+                    if abortable {
+                        break;
+                    }
+                    if !retriable {
+                        return (TxnOutcome::Uncertain, error);
+                    }
+                }
+            }
+        }
+    }
+    for _ in 0..3 {
+        match producer.abort_transaction(TXN_CALL) {
+            Ok(()) => return (TxnOutcome::Aborted, error),
+            Err(e) => {
+                error = Some(format!("abort: {e}"));
+                let (retriable, _) = txn_error_kind(&e);
+                if !retriable {
+                    break;
+                }
+            }
+        }
+    }
+    (TxnOutcome::Uncertain, error)
+}
+
+/// A transactional producer: transactions of `records` values round-robin over the
+/// partitions, every `abort_every`-th aborted on purpose, the others committed. An
+/// uncertain end gets a new producer instance with the same transactional id, which fences
+/// the old one. Returns every transaction and how many instances replaced one.
+fn run_txn_producer(
+    config: ClientConfig,
+    index: usize,
+    settings: &TxnSettings,
+    stop: &AtomicBool,
+) -> Result<(Vec<TxnLog>, usize)> {
+    let id = format!("jepsen-txn-p{index}");
+    let mut producer = init_txn_producer(&config, &id)?;
+    let mut txns = Vec::new();
+    let mut restarts = 0;
+    let mut txn: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let commit = (txn + 1) % settings.abort_every != 0;
+        let (outcome, error) = match producer.begin_transaction() {
+            Err(e) => (TxnOutcome::Uncertain, Some(format!("begin: {e}"))),
+            Ok(()) => {
+                let mut sent = Ok(());
+                for i in 0..settings.records {
+                    let partition = i32::try_from(i)? % settings.partitions;
+                    sent = send_bounded(
+                        &producer,
+                        TXN_TOPIC,
+                        partition,
+                        &txn_value(index, txn, i, commit),
+                    );
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+                // A transaction aborted on purpose first has its records written, so the
+                // log holds aborted data for read_committed to skip.
+                if sent.is_ok() && !commit {
+                    sent = producer
+                        .flush(TXN_CALL)
+                        .map_err(|e| anyhow!("flushing before the abort: {e}"));
+                }
+                match sent {
+                    Ok(()) => end_txn(&producer, commit),
+                    Err(e) => {
+                        let (outcome, _) = end_txn(&producer, false);
+                        (outcome, Some(format!("{e:#}")))
+                    }
+                }
+            }
+        };
+        txns.push(TxnLog {
+            producer: index,
+            txn,
+            intent_commit: commit,
+            records: settings.records,
+            outcome,
+            error,
+        });
+        txn += 1;
+        if outcome == TxnOutcome::Uncertain {
+            drop_in_background(producer);
+            producer = init_txn_producer(&config, &id)?;
+            restarts += 1;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    drop_in_background(producer);
+    Ok((txns, restarts))
+}
+
+/// One instance of the pipeline: its producer (the pipeline's transactional id) and its
+/// read_committed group consumer.
+fn start_pipeline_instance(config: &ClientConfig) -> Result<(TxnProducer, BaseConsumer)> {
+    // The producer first: its InitProducerId completes (or aborts) what an earlier instance
+    // left open, so the consumer reads committed offsets that include it.
+    let producer = init_txn_producer(config, PIPELINE_ID)?;
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", PIPELINE_GROUP)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "20000")
+        .create()
+        .context("creating the pipeline's consumer")?;
+    consumer.subscribe(&[TXN_TOPIC])?;
+    Ok((producer, consumer))
+}
+
+/// The exactly-once consume-transform-produce loop: reads the transactional topic with
+/// read_committed, writes `o|<input>` to the same partition of the output topic and the
+/// consumed offsets in the same transaction. Any failure aborts and restarts the instance
+/// (same transactional id, same group), which resumes from the committed offsets.
+fn run_pipeline(
+    config: ClientConfig,
+    state: &Mutex<PipelineState>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let record_failure = |error: String| -> Result<()> {
+        let mut state = state
+            .lock()
+            .map_err(|_| anyhow!("pipeline state poisoned"))?;
+        state.failed += 1;
+        let kind: String = error.chars().take(120).collect();
+        *state.errors.entry(kind).or_default() += 1;
+        Ok(())
+    };
+    let mut instance = start_pipeline_instance(&config)?;
+    while !stop.load(Ordering::Relaxed) {
+        let (producer, consumer) = &instance;
+        let mut batch: Vec<(i32, i64, String)> = Vec::new();
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        let gather_until = Instant::now() + Duration::from_millis(300);
+        set_step(state, "polling")?;
+        while batch.len() < 50 && Instant::now() < gather_until {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                // A rebalance in the middle of the batch rewinds the consumer to the committed
+                // offsets: what was gathered since would be copied twice in one transaction.
+                if last
+                    .get(&message.partition())
+                    .is_some_and(|at| message.offset() <= *at)
+                {
+                    batch.clear();
+                    last.clear();
+                    state
+                        .lock()
+                        .map_err(|_| anyhow!("pipeline state poisoned"))?
+                        .rewinds += 1;
+                }
+                last.insert(message.partition(), message.offset());
+                let value =
+                    String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+                batch.push((message.partition(), message.offset(), value));
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match copy_in_transaction(producer, consumer, &batch, &|step| set_step(state, step)) {
+            Ok(()) => {
+                let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+                for (partition, offset, _) in &batch {
+                    let range = ranges.entry(*partition).or_insert((*offset, *offset));
+                    range.0 = range.0.min(*offset);
+                    range.1 = range.1.max(*offset);
+                }
+                let mut state = state
+                    .lock()
+                    .map_err(|_| anyhow!("pipeline state poisoned"))?;
+                state.committed += 1;
+                let instance = state.restarts;
+                state.commits.push((instance, Instant::now(), ranges));
+                state.copied.extend(batch.into_iter().map(|(_, _, v)| v));
+            }
+            Err(e) => {
+                record_failure(format!("{e:#}"))?;
+                state
+                    .lock()
+                    .map_err(|_| anyhow!("pipeline state poisoned"))?
+                    .restart_log
+                    .push((Instant::now(), format!("{e:#}")));
+                set_step(state, "aborting")?;
+                let _ = producer.abort_transaction(TXN_CALL);
+                let (producer, consumer) = instance;
+                drop_in_background(consumer);
+                drop_in_background(producer);
+                set_step(state, "starting a new instance")?;
+                instance = start_pipeline_instance(&config)?;
+                state
+                    .lock()
+                    .map_err(|_| anyhow!("pipeline state poisoned"))?
+                    .restarts += 1;
+            }
+        }
+    }
+    let (producer, consumer) = instance;
+    drop_in_background(consumer);
+    drop_in_background(producer);
+    Ok(())
+}
+
+/// Copies `batch` and commits its offsets in one transaction.
+fn copy_in_transaction(
+    producer: &TxnProducer,
+    consumer: &BaseConsumer,
+    batch: &[(i32, i64, String)],
+    step: &dyn Fn(&'static str) -> Result<()>,
+) -> Result<()> {
+    step("beginning a transaction")?;
+    producer.begin_transaction().context("begin")?;
+    step("sending the copies")?;
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for (partition, offset, value) in batch {
+        send_bounded(producer, TXN_OUTPUT, *partition, &format!("o|{value}"))?;
+        let entry = next.entry(*partition).or_insert(0);
+        *entry = (*entry).max(offset + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (partition, offset) in &next {
+        offsets.add_partition_offset(TXN_TOPIC, *partition, Offset::Offset(*offset))?;
+    }
+    let metadata = consumer
+        .group_metadata()
+        .context("the consumer has no group metadata")?;
+    step("sending the offsets")?;
+    producer
+        .send_offsets_to_transaction(&offsets, &metadata, TXN_CALL)
+        .context("send offsets")?;
+    step("committing")?;
+    producer.commit_transaction(TXN_CALL).context("commit")?;
+    Ok(())
+}
+
+/// Every record of `topic` from the beginning, with read_committed or read_uncommitted, in
+/// offset order per partition: read until the consumer's position (which passes control
+/// records and aborted data) reaches the high watermark of every partition.
+fn read_topic(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    committed: bool,
+) -> Result<Vec<Record>> {
+    let consumer: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", "jepsen-txn-checker")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "isolation.level",
+            if committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .set("check.crcs", "true")
+        .create()?;
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .with_context(|| format!("high watermark of {topic}-{partition}"))?;
+        ends.insert(partition, high);
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut records = Vec::new();
+    let mut last_error = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let positions: BTreeMap<i32, i64> = consumer
+            .position()?
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                (e.partition(), offset)
+            })
+            .collect();
+        if ends
+            .iter()
+            .all(|(p, end)| *end == 0 || positions.get(p).is_some_and(|at| at >= end))
+        {
+            return Ok(records);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "reading {topic} stalled at {positions:?} of {ends:?}; last error {last_error:?}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let value =
+                    String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+                records.push((message.partition(), message.offset(), value));
+            }
+            Some(Err(e)) => last_error = Some(e),
+            None => {}
+        }
+    }
+}
+
+/// The checker's findings on the transactional producers' topic.
+#[derive(Debug, Default)]
+struct TxnCheck {
+    txns: usize,
+    committed: usize,
+    aborted: usize,
+    /// Aborts acknowledged for transactions meant to commit (the commit failed first).
+    aborted_after_failed_commit: usize,
+    uncertain: usize,
+    /// Uncertain transactions read whole (they did commit).
+    uncertain_visible: usize,
+    read: usize,
+    /// Records read_uncommitted sees (aborted and committed).
+    uncommitted_read: usize,
+    /// Records of a transaction meant to abort, or whose abort was acknowledged.
+    aborted_read: Vec<String>,
+    /// Acknowledged commits not read whole.
+    lost_commit: Vec<String>,
+    /// Transactions read in part.
+    partial: Vec<String>,
+    duplicated: Vec<String>,
+    unknown: Vec<String>,
+    /// Errors the producers saw, by kind, with their count.
+    errors: BTreeMap<String, usize>,
+}
+
+impl TxnCheck {
+    fn new(txns: &[TxnLog], read: &[Record]) -> TxnCheck {
+        let mut check = TxnCheck {
+            txns: txns.len(),
+            read: read.len(),
+            ..TxnCheck::default()
+        };
+        let mut seen: BTreeMap<(usize, u64), BTreeSet<usize>> = BTreeMap::new();
+        let mut values: HashSet<&str> = HashSet::new();
+        let logged: HashMap<(usize, u64), &TxnLog> =
+            txns.iter().map(|t| ((t.producer, t.txn), t)).collect();
+        for (partition, offset, value) in read {
+            if !values.insert(value) {
+                check
+                    .duplicated
+                    .push(format!("{value} (again at {partition}/{offset})"));
+            }
+            match parse_txn_value(value) {
+                None => check.unknown.push(value.clone()),
+                Some((producer, txn, record, commit)) => {
+                    let aborted = logged
+                        .get(&(producer, txn))
+                        .is_some_and(|t| t.outcome == TxnOutcome::Aborted);
+                    if !commit || aborted {
+                        check
+                            .aborted_read
+                            .push(format!("{value} at {partition}/{offset}"));
+                    }
+                    seen.entry((producer, txn)).or_default().insert(record);
+                }
+            }
+        }
+        for txn in txns {
+            let found = seen.get(&(txn.producer, txn.txn)).map_or(0, |s| s.len());
+            match txn.outcome {
+                TxnOutcome::Committed => {
+                    check.committed += 1;
+                    if found != txn.records {
+                        check.lost_commit.push(format!(
+                            "t{}-{}: {found} of {} records",
+                            txn.producer, txn.txn, txn.records
+                        ));
+                    }
+                }
+                TxnOutcome::Aborted => {
+                    check.aborted += 1;
+                    if txn.intent_commit {
+                        check.aborted_after_failed_commit += 1;
+                    }
+                }
+                TxnOutcome::Uncertain => {
+                    check.uncertain += 1;
+                    if found == txn.records {
+                        check.uncertain_visible += 1;
+                    }
+                }
+            }
+            if found != 0 && found != txn.records {
+                check.partial.push(format!(
+                    "t{}-{} ({:?}): {found} of {} records",
+                    txn.producer, txn.txn, txn.outcome, txn.records
+                ));
+            }
+            if let Some(error) = &txn.error {
+                let kind: String = error.chars().take(120).collect();
+                *check.errors.entry(kind).or_default() += 1;
+            }
+        }
+        for (producer, txn) in seen.keys() {
+            if !logged.contains_key(&(*producer, *txn)) {
+                check
+                    .unknown
+                    .push(format!("t{producer}-{txn} (never begun)"));
+            }
+        }
+        check
+    }
+}
+
+/// The checker's findings on the pipeline's output.
+#[derive(Debug, Default)]
+struct PipelineCheck {
+    read: usize,
+    /// Inputs copied more than once.
+    duplicated: Vec<String>,
+    /// Committed inputs not in the output.
+    missing: Vec<String>,
+    /// Output records that are no committed input's copy.
+    foreign: Vec<String>,
+}
+
+impl PipelineCheck {
+    fn new(input: &[Record], output: &[Record]) -> PipelineCheck {
+        let mut check = PipelineCheck {
+            read: output.len(),
+            ..PipelineCheck::default()
+        };
+        let inputs: HashMap<&str, i32> = input.iter().map(|(p, _, v)| (v.as_str(), *p)).collect();
+        let mut copies: HashMap<&str, usize> = HashMap::new();
+        for (partition, offset, value) in output {
+            let original = value.strip_prefix("o|").unwrap_or(value);
+            match inputs.get(original) {
+                Some(from) if from == partition => {
+                    let count = copies.entry(original).or_default();
+                    *count += 1;
+                    if *count == 2 {
+                        check
+                            .duplicated
+                            .push(format!("{original} (again at {partition}/{offset})"));
+                    }
+                }
+                _ => check
+                    .foreign
+                    .push(format!("{value} at {partition}/{offset}")),
+            }
+        }
+        check.missing = input
+            .iter()
+            .filter(|(_, _, v)| !copies.contains_key(v.as_str()))
+            .map(|(p, o, v)| format!("{v} (input {p}/{o})"))
+            .collect();
+        check
+    }
+}
+
+fn txn_summary(
+    settings: &TxnSettings,
+    txn: &TxnCheck,
+    pipeline: &PipelineCheck,
+    state: &PipelineState,
+    faults: &[TxnFaultRecord],
+    producer_restarts: usize,
+    duration: Duration,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## Jepsen-style transactional run: {} rounds, seed {}, {} producers x {} records per transaction (every {}th aborted), {} partitions, RF=3, min.insync.replicas=2, {:.0?}\n",
+        settings.rounds, settings.seed, settings.producers, settings.records, settings.abort_every, settings.partitions, duration
+    );
+    let _ = writeln!(out, "| checker | count |\n| --- | --- |");
+    for (name, value) in [
+        ("transactions", txn.txns),
+        ("commits acknowledged", txn.committed),
+        ("aborts acknowledged", txn.aborted),
+        (
+            "of which after a failed commit",
+            txn.aborted_after_failed_commit,
+        ),
+        ("uncertain (neither acknowledged)", txn.uncertain),
+        ("uncertain and visible whole", txn.uncertain_visible),
+        ("producer instances replaced", producer_restarts),
+        ("records read (read_committed)", txn.read),
+        (
+            "records in the log (read_uncommitted)",
+            txn.uncommitted_read,
+        ),
+        ("aborted records read", txn.aborted_read.len()),
+        ("acknowledged commits not read whole", txn.lost_commit.len()),
+        ("transactions partly visible", txn.partial.len()),
+        ("records read twice", txn.duplicated.len()),
+        ("pipeline transactions committed", state.committed),
+        ("pipeline transactions failed", state.failed),
+        ("pipeline instances replaced", state.restarts),
+        ("pipeline batches dropped after a rewind", state.rewinds),
+        ("pipeline output records", pipeline.read),
+        ("inputs copied twice", pipeline.duplicated.len()),
+        ("committed inputs not copied", pipeline.missing.len()),
+        (
+            "output records of no committed input",
+            pipeline.foreign.len(),
+        ),
+    ] {
+        let _ = writeln!(out, "| {name} | {value} |");
+    }
+    let _ = writeln!(
+        out,
+        "\n| round | fault | broker | its roles | healed after |\n| --- | --- | --- | --- | --- |"
+    );
+    for f in faults {
+        let _ = writeln!(
+            out,
+            "| {} | {} of the {} | {} | {} | {:.1}s |",
+            f.round,
+            f.action.name(),
+            f.target.name(),
+            f.node,
+            f.roles,
+            f.healed_after.as_secs_f64()
+        );
+    }
+    let _ = writeln!(out, "\nErrors the transactional producers saw:");
+    for (error, count) in &txn.errors {
+        let _ = writeln!(out, "- {count} x {error}");
+    }
+    let _ = writeln!(out, "\nErrors the pipeline saw:");
+    for (error, count) in &state.errors {
+        let _ = writeln!(out, "- {count} x {error}");
+    }
     out
 }

@@ -17,9 +17,14 @@ use rdkafka::{Offset, TopicPartitionList};
 mod support;
 
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
-    ProducerId, TransactionalId,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest,
+    GroupId, InitProducerIdRequest, OffsetFetchRequest, ProducerId, TransactionalId,
+    TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -556,6 +561,198 @@ async fn a_partition_leader_refuses_transactional_batches_outside_the_transactio
         ensure!(
             late == ResponseError::InvalidTxnState.code(),
             "a late batch after the abort: {late}"
+        );
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// Whether a coordinator's answer asks to try again (the coordinator is loading or moving, a
+/// transaction is still completing).
+fn transient(code: i16) -> bool {
+    [
+        ResponseError::CoordinatorLoadInProgress,
+        ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotCoordinator,
+        ResponseError::ConcurrentTransactions,
+    ]
+    .iter()
+    .any(|e| e.code() == code)
+}
+
+/// InitProducerId for `id` as a new instance would send it: (producer id, epoch).
+async fn init_producer_id(
+    conn: &mut oxbow_broker::client::Connection,
+    id: &str,
+) -> Result<(i64, i16)> {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.to_string()))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = call(conn, &request, 4).await?;
+        if transient(r.error_code) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        ensure!(r.error_code == 0, "InitProducerId: {}", r.error_code);
+        return Ok((r.producer_id.0, r.producer_epoch));
+    }
+}
+
+/// AddOffsetsToTxn of `group`, then TxnOffsetCommit of `offset` for partition 0 of `topic`:
+/// the TxnOffsetCommit's error code.
+async fn commit_offset_in_txn(
+    conn: &mut oxbow_broker::client::Connection,
+    (id, group, topic): (&str, &str, &str),
+    (producer_id, epoch): (i64, i16),
+    offset: i64,
+) -> Result<i16> {
+    let transactional_id = TransactionalId(StrBytes::from_string(id.to_string()));
+    let group_id = GroupId(StrBytes::from_string(group.to_string()));
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(transactional_id.clone())
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_group_id(group_id.clone());
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(transactional_id)
+        .with_group_id(group_id)
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(-1)])]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let added = call(conn, &add, 3).await?.error_code;
+        if transient(added) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        if added != 0 {
+            return Ok(added);
+        }
+        let r = call(conn, &commit, 3).await?;
+        let code = r
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| p.error_code)
+            .context("no partition in the TxnOffsetCommit answer")?;
+        if transient(code) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        return Ok(code);
+    }
+}
+
+/// A producer instance fenced by a newer one with the same transactional id cannot slip its
+/// offsets into the group: the offsets partition saw the coordinator's abort marker with the
+/// bumped epoch, so the zombie's TxnOffsetCommit (no sequence, the old epoch) is refused
+/// instead of being staged and committed with the new instance's transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producers_transactional_offsets_are_refused_and_never_committed() -> Result<()> {
+    let broker = start(&[])?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        create_topic_ok(&mut conn, "zombie-in", 1, &[]).await?;
+        let names = ("zombie-txn", "zombie-group", "zombie-in");
+        // FindCoordinator creates the internal topics, as a client's first one does.
+        for (key, key_type) in [(names.0, 1), (names.1, 0)] {
+            let find = FindCoordinatorRequest::default()
+                .with_key(StrBytes::from_static_str(key))
+                .with_key_type(key_type);
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let found = call(&mut conn, &find, 3).await?;
+                if transient(found.error_code) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                ensure!(
+                    found.error_code == 0,
+                    "FindCoordinator {key}: {}",
+                    found.error_code
+                );
+                break;
+            }
+        }
+        let (producer_id, old_epoch) = init_producer_id(&mut conn, names.0).await?;
+        let code = commit_offset_in_txn(&mut conn, names, (producer_id, old_epoch), 5).await?;
+        ensure!(code == 0, "the first instance's TxnOffsetCommit: {code}");
+
+        // A new instance: the coordinator aborts the open transaction with a bumped epoch.
+        let (same_id, new_epoch) = init_producer_id(&mut conn, names.0).await?;
+        ensure!(
+            same_id == producer_id && new_epoch > old_epoch,
+            "the new instance got {same_id}/{new_epoch}, the old one had {producer_id}/{old_epoch}"
+        );
+        let code = commit_offset_in_txn(&mut conn, names, (producer_id, new_epoch), 7).await?;
+        ensure!(code == 0, "the new instance's TxnOffsetCommit: {code}");
+        let zombie = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(names.0)))
+            .with_group_id(GroupId(StrBytes::from_static_str(names.1)))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(old_epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(topic_name(names.2))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(9)
+                    .with_committed_leader_epoch(-1)])]);
+        let answer = call(&mut conn, &zombie, 3).await?;
+        let code = answer
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| p.error_code)
+            .context("no partition in the zombie's TxnOffsetCommit answer")?;
+        ensure!(
+            code == ResponseError::InvalidProducerEpoch.code()
+                || code == ResponseError::ProducerFenced.code(),
+            "the zombie's TxnOffsetCommit with epoch {old_epoch} (current {new_epoch}): {code}"
+        );
+
+        let end = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(names.0)))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(new_epoch)
+            .with_committed(true);
+        let ended = call(&mut conn, &end, 3).await?;
+        ensure!(ended.error_code == 0, "EndTxn: {}", ended.error_code);
+        let fetch = OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(names.1)))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(topic_name(names.2))
+                .with_partition_indexes(vec![0])]));
+        let deadline = Instant::now() + WAIT;
+        let committed = loop {
+            let r = call(&mut conn, &fetch, 6).await?;
+            let offset = r
+                .topics
+                .first()
+                .and_then(|t| t.partitions.first())
+                .map(|p| p.committed_offset);
+            // The markers complete in the background: wait until the offset moved.
+            if offset == Some(-1) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            break offset;
+        };
+        ensure!(
+            committed == Some(7),
+            "the group's offset after the new instance's commit is {committed:?}, expected 7"
         );
         Ok(())
     }

@@ -139,17 +139,26 @@ pub async fn reconcile(broker: &Broker) {
         let count = topic.partitions.len() as i32;
         for (index, state) in topic.partitions.iter().enumerate() {
             let index = index as i32;
-            let leads = state.leader == node;
-            let coordinates = broker.coordinated.lock().contains(&index);
-            if leads && !coordinates {
-                if let Some(partition) = broker.partition(OFFSETS_TOPIC, index) {
+            let loaded = broker.coordinated.lock().get(&index).copied();
+            let of_partition = |group: &str| offsets::partition_for(group, count) == index;
+            match coordination(loaded, state.leader == node, state.leader_epoch) {
+                Coordination::Keep => {}
+                Coordination::Load => {
+                    let Some(partition) = broker.partition(OFFSETS_TOPIC, index) else {
+                        continue;
+                    };
+                    // What this broker still holds of these groups is stale: a former
+                    // term's, or created by a request that raced with the last hand-off.
+                    broker.groups.unload(of_partition);
+                    broker.coordinated.lock().remove(&index);
                     match load_offsets(&partition) {
                         Ok(records) => {
                             let loaded = records.len();
                             broker.groups.load(records);
-                            broker.coordinated.lock().insert(index);
+                            broker.coordinated.lock().insert(index, state.leader_epoch);
                             tracing::info!(
                                 partition = index,
+                                epoch = state.leader_epoch,
                                 records = loaded,
                                 "coordinating the groups of this offsets partition"
                             );
@@ -159,17 +168,42 @@ pub async fn reconcile(broker: &Broker) {
                         }
                     }
                 }
-            } else if !leads && coordinates {
-                broker
-                    .groups
-                    .unload(|group| offsets::partition_for(group, count) == index);
-                broker.coordinated.lock().remove(&index);
-                tracing::info!(
-                    partition = index,
-                    "handed off the groups of this offsets partition"
-                );
+                Coordination::Unload => {
+                    broker.groups.unload(of_partition);
+                    broker.coordinated.lock().remove(&index);
+                    tracing::info!(
+                        partition = index,
+                        "handed off the groups of this offsets partition"
+                    );
+                }
             }
         }
+    }
+}
+
+/// What a broker does with the coordinator state of an internal partition (groups of a
+/// `__consumer_offsets` partition, transactional ids of a `__transaction_state` one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coordination {
+    Keep,
+    /// (Re)load it from the log, dropping what is held: this broker leads at an epoch it
+    /// has not loaded at.
+    Load,
+    /// Drop it: another broker leads.
+    Unload,
+}
+
+/// Decides from the leader epoch the state was loaded at (`None`: not loaded), whether this
+/// broker leads, and the partition's leader epoch. A broker that lost the leadership and
+/// won it back between two metadata images it applied (paused, or slow to catch up with the
+/// metadata log) sees only a newer epoch: the state it holds misses what the leader in
+/// between wrote, so it reloads.
+fn coordination(loaded: Option<i32>, leads: bool, leader_epoch: i32) -> Coordination {
+    match (loaded, leads) {
+        (Some(epoch), true) if epoch == leader_epoch => Coordination::Keep,
+        (_, true) => Coordination::Load,
+        (Some(_), false) => Coordination::Unload,
+        (None, false) => Coordination::Keep,
     }
 }
 
@@ -184,9 +218,9 @@ fn coordinate_transactions(broker: &Broker, image: &crate::controller::image::Me
     let count = topic.partitions.len() as i32;
     for (index, state) in topic.partitions.iter().enumerate() {
         let index = index as i32;
-        let leads = state.leader == node;
         let loaded = broker.txns.coordinator_epoch(index);
-        if leads && loaded != Some(state.leader_epoch) {
+        let decision = coordination(loaded, state.leader == node, state.leader_epoch);
+        if decision == Coordination::Load {
             let Some(partition) = broker.partition(TRANSACTION_TOPIC, index) else {
                 continue;
             };
@@ -209,7 +243,7 @@ fn coordinate_transactions(broker: &Broker, image: &crate::controller::image::Me
                     tracing::error!(partition = index, error = %e, "cannot load transaction state")
                 }
             }
-        } else if !leads && loaded.is_some() {
+        } else if decision == Coordination::Unload {
             broker.txns.unload(index, count);
             tracing::info!(
                 partition = index,
@@ -295,4 +329,27 @@ pub fn propose_isr_change(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_leader_loads_and_a_former_one_unloads() {
+        assert_eq!(coordination(None, true, 3), Coordination::Load);
+        assert_eq!(coordination(Some(3), false, 4), Coordination::Unload);
+        assert_eq!(coordination(None, false, 4), Coordination::Keep);
+    }
+
+    #[test]
+    fn a_leader_keeps_what_it_loaded_at_the_same_epoch() {
+        assert_eq!(coordination(Some(3), true, 3), Coordination::Keep);
+    }
+
+    #[test]
+    fn a_leader_that_lost_and_won_back_the_partition_unseen_reloads() {
+        // Loaded at epoch 3; another broker led at 4 and wrote; this one leads again at 5.
+        assert_eq!(coordination(Some(3), true, 5), Coordination::Load);
+    }
 }

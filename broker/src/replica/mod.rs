@@ -219,7 +219,8 @@ impl Partition {
     }
 
     /// Appends a coordinator's own batch (transactional offsets of TxnOffsetCommit): it
-    /// carries the producer's id and epoch but no sequence, so no sequence is checked.
+    /// carries the producer's id and epoch but no sequence, so only the epoch is checked (a
+    /// fenced producer's offsets are refused).
     pub fn append_from_coordinator(&self, records: &[u8]) -> Result<AppendInfo, ProduceError> {
         self.append_as(records, true, true)
     }
@@ -265,6 +266,9 @@ impl Partition {
                 });
             }
             rest = rest.get(header.size()..).unwrap_or_default();
+        }
+        if let Some(header) = idempotent.as_ref().filter(|_| from_coordinator) {
+            state.producers.check_epoch(header)?;
         }
         if let Some(header) = idempotent.as_ref().filter(|_| !from_coordinator) {
             if let Verdict::Duplicate(batch) = state.producers.check(header)? {

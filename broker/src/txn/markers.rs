@@ -122,27 +122,41 @@ pub fn complete_in_background(broker: &Arc<Broker>, transactional_id: String) {
             if !write_markers(&broker, &meta, coordinator_epoch).await {
                 return;
             }
-            match transition(&broker, Some(&meta), completed(&meta, now_ms())).await {
-                Ok(()) => {
-                    tracing::debug!(transactional_id, state = ?meta.state, "transaction completed");
-                    let outcome = if meta.state == TxnState::PrepareCommit {
-                        "committed"
-                    } else {
-                        "aborted"
-                    };
-                    broker
-                        .metrics
-                        .transactions_ended
-                        .with_label_values(&[outcome])
-                        .inc();
-                    return;
-                }
-                Err(e) if e.code == ResponseError::ConcurrentTransactions => {
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                }
-                Err(e) => {
-                    tracing::warn!(transactional_id, error = %e.message, "could not store a completed transaction; the next coordinator completes it");
-                    return;
+            // The markers are written: storing the complete state is retried for as long as
+            // this broker coordinates the id at the same epoch (an ISR below
+            // min.insync.replicas for a moment must not leave the transaction prepared
+            // forever, its producer refused with CONCURRENT_TRANSACTIONS).
+            loop {
+                match transition(&broker, Some(&meta), completed(&meta, now_ms())).await {
+                    Ok(()) => {
+                        tracing::debug!(transactional_id, state = ?meta.state, "transaction completed");
+                        let outcome = if meta.state == TxnState::PrepareCommit {
+                            "committed"
+                        } else {
+                            "aborted"
+                        };
+                        broker
+                            .metrics
+                            .transactions_ended
+                            .with_label_values(&[outcome])
+                            .inc();
+                        return;
+                    }
+                    Err(e) if e.code == ResponseError::ConcurrentTransactions => {
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                        break;
+                    }
+                    Err(e)
+                        if broker.txns.coordinator_epoch(index) == Some(coordinator_epoch)
+                            && !broker.shutdown_requested() =>
+                    {
+                        tracing::debug!(transactional_id, error = %e.message, "could not store a completed transaction yet; retrying");
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(transactional_id, error = %e.message, "could not store a completed transaction; the next coordinator completes it");
+                        return;
+                    }
                 }
             }
         }

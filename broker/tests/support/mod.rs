@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -17,8 +17,9 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, ProduceRequest, RequestHeader, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest,
+    ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Encodable, Request, StrBytes};
 use kafka_protocol::records::{
@@ -26,6 +27,7 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
+use oxbow_e2e::cluster::{Cluster, NodeId};
 use oxbow_e2e::harness::{BrokerOptions, BrokerProcess};
 use tokio::time::timeout;
 
@@ -250,6 +252,31 @@ pub(crate) fn raw_frame(
     let size = i32::try_from(frame.len() - 4)?;
     frame[..4].copy_from_slice(&size.to_be_bytes());
     Ok(frame.freeze())
+}
+
+/// FindCoordinator's key type of a consumer group.
+pub(crate) const GROUP_KEY: i8 = 0;
+/// FindCoordinator's key type of a transactional id.
+pub(crate) const TRANSACTION_KEY: i8 = 1;
+
+/// The broker coordinating `key` (a group with [`GROUP_KEY`], a transactional id with
+/// [`TRANSACTION_KEY`]), asked of each running broker until one answers.
+pub(crate) fn find_coordinator(cluster: &mut Cluster, key: &str, key_type: i8) -> Result<NodeId> {
+    let mut errors = Vec::new();
+    for node in cluster.up() {
+        let request = FindCoordinatorRequest::default()
+            .with_key(str_bytes(key))
+            .with_key_type(key_type);
+        match cluster.request(node, &request, 3) {
+            Ok(response) if response.error_code == 0 => return Ok(response.node_id.0),
+            Ok(response) => errors.push(format!(
+                "broker {node}: {:?}",
+                ResponseError::try_from_code(response.error_code)
+            )),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    bail!("no coordinator (key type {key_type}) for {key}: {errors:?}")
 }
 
 /// Milliseconds since the Unix epoch, for record timestamps.
