@@ -283,11 +283,13 @@ impl JavaProcess {
         })
     }
 
-    /// Waits until the log has a line containing `text`; an error if the program exits first
+    /// Waits until the log contains `text`; an error if the program exits first
     /// or `timeout` passes.
     pub fn wait_for_log(&mut self, text: &str, timeout: Duration) -> Result<()> {
-        self.wait_until(&format!("logging {text:?}"), timeout, |lines| {
-            lines.iter().any(|line| line.contains(text))
+        // The whole log, not line by line: `text` may span lines or end with a newline.
+        let path = self.log_path.clone();
+        self.wait_until(&format!("logging {text:?}"), timeout, |_| {
+            fs::read_to_string(&path).unwrap_or_default().contains(text)
         })
     }
 
