@@ -508,6 +508,23 @@ fn followers_store_the_leaders_recompressed_batches_and_serve_them_after_a_failo
         wait_for_partition(cluster, topic, 0, "a follower leads", |p| {
             p.leader == 2 || p.leader == 3
         })?;
+        // A new leader may still know an older high watermark than its predecessor's last
+        // (the followers learn it from their next fetch), and advances it once the dead broker
+        // leaves the ISR: every acknowledged record must become visible within SETTLE.
+        let acknowledged = i64::try_from(acked.iter().filter(|d| d.error.is_none()).count())?;
+        cluster.wait_until(
+            "the new leader's high watermark covers every acknowledged record",
+            SETTLE,
+            |c| {
+                let reader: BaseConsumer = c.client_config().create()?;
+                let (_, high) = reader.fetch_watermarks(topic, 0, Duration::from_secs(5))?;
+                ensure!(
+                    high >= acknowledged,
+                    "high watermark {high} of {acknowledged} acknowledged"
+                );
+                Ok(())
+            },
+        )?;
         let read = cluster.read_all(topic, 1)?;
         check_nothing_lost(&acked, &read)?;
         Ok(())
