@@ -529,6 +529,23 @@ impl Server {
         })
     }
 
+    /// Creates `topic` with `partitions` partitions and one replica through `kafka-topics`.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        self.tool(
+            "kafka-topics",
+            &[
+                "--create",
+                "--topic",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+                "--replication-factor",
+                "1",
+            ],
+        )?;
+        Ok(())
+    }
+
     pub fn flavor(&self) -> Flavor {
         match self {
             Server::Oxbow(_) => Flavor::Oxbow,

@@ -67,18 +67,7 @@ side_by_side!(streams_word_count_exactly_once_restores_its_counts_after_a_restar
 /// The word count's input and output topics, two partitions each.
 fn create_word_count_topics(server: &Server) -> Result<()> {
     for topic in ["text", "counts"] {
-        server.tool(
-            "kafka-topics",
-            &[
-                "--create",
-                "--topic",
-                topic,
-                "--partitions",
-                "2",
-                "--replication-factor",
-                "1",
-            ],
-        )?;
+        server.create_topic(topic, 2)?;
     }
     Ok(())
 }

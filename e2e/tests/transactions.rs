@@ -18,22 +18,6 @@ const START: Duration = Duration::from_secs(60);
 /// The coordinator's scan for transactions past their timeout, for both brokers.
 const TIMEOUT_SCAN: &[&str] = &["transaction.abort.timed.out.transaction.cleanup.interval.ms=500"];
 
-fn create_topic(server: &Server, topic: &str, partitions: u32) -> Result<()> {
-    server.tool(
-        "kafka-topics",
-        &[
-            "--create",
-            "--topic",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-            "--replication-factor",
-            "1",
-        ],
-    )?;
-    Ok(())
-}
-
 fn sorted(mut values: Vec<String>) -> Vec<String> {
     values.sort();
     values
@@ -67,7 +51,7 @@ fn committed_records(lines: &[String]) -> Result<usize> {
 /// the aborted records between committed ones; with no transaction open both end at the same
 /// offsets.
 fn read_committed_skips_aborted_records_read_uncommitted_sees_them(server: &Server) -> Result<()> {
-    create_topic(server, "mixed", 2)?;
+    server.create_topic("mixed", 2)?;
     let produced = transactions::produce(server, "mixed", "mixer", "cacaacc", 4)?;
 
     let committed = transactions::consume(server, "mixed", Isolation::ReadCommitted)?;
@@ -130,7 +114,7 @@ side_by_side!(read_committed_skips_aborted_records_read_uncommitted_sees_them);
 /// committed, and nothing of the first one's transaction is ever read with `read_committed`
 /// although its records are in the log.
 fn a_second_producer_with_the_transactional_id_fences_the_first(server: &Server) -> Result<()> {
-    create_topic(server, "fencing", 1)?;
+    server.create_topic("fencing", 1)?;
     let scratch = tempfile::tempdir()?;
     let trigger = scratch.path().join("commit-now");
     let mut zombie = transactions::start(
@@ -193,8 +177,8 @@ side_by_side!(a_second_producer_with_the_transactional_id_fences_the_first);
 fn a_copy_loop_killed_inside_a_transaction_outputs_every_input_exactly_once(
     server: &Server,
 ) -> Result<()> {
-    create_topic(server, "copy-in", 2)?;
-    create_topic(server, "copy-out", 2)?;
+    server.create_topic("copy-in", 2)?;
+    server.create_topic("copy-out", 2)?;
     let input = transactions::produce(server, "copy-in", "feeder", "ccaccacc", 5)?;
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
@@ -259,7 +243,7 @@ side_by_side!(a_copy_loop_killed_inside_a_transaction_outputs_every_input_exactl
 /// it, and the consumer reads on to the end: the records committed after it, never its own.
 fn an_open_transaction_holds_the_lso_until_its_timeout_aborts_it(server: &Server) -> Result<()> {
     const TIMEOUT: Duration = Duration::from_secs(12);
-    create_topic(server, "held", 1)?;
+    server.create_topic("held", 1)?;
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
     let before = transactions::produce(server, "held", "before", "c", 3)?;
