@@ -158,8 +158,12 @@ fn segment_bytes_is_at_least_one_mebibyte_and_internal_segment_bytes_is_not(
     create("tiny-segments", "internal.segment.bytes", "20000")?
         .map_err(|code| anyhow::anyhow!("internal.segment.bytes=20000: {code:?}"))?;
 
-    // A broker may learn of a topic a moment after CreateTopics answers.
-    let describe = |topic: &str| -> Result<Vec<(String, Option<String>)>> {
+    // A broker may learn of a topic, and of its configs, a moment after CreateTopics
+    // answers: until then Kafka describes it with no entries at all, so wait until the
+    // description holds what the check is about.
+    let describe = |topic: &str,
+                    check: &dyn Fn(&[(String, Option<String>)]) -> bool|
+     -> Result<Vec<(String, Option<String>)>> {
         eventually(
             &format!("{topic} described"),
             Duration::from_secs(30),
@@ -171,28 +175,26 @@ fn segment_bytes_is_at_least_one_mebibyte_and_internal_segment_bytes_is_not(
                     .next()
                     .context("no DescribeConfigs result")?
                     .map_err(|code| anyhow::anyhow!("DescribeConfigs {topic}: {code:?}"))?;
-                Ok(config
+                let entries: Vec<_> = config
                     .entries
                     .into_iter()
                     .map(|e| (e.name, e.value))
-                    .collect())
+                    .collect();
+                ensure!(check(&entries), "{topic}: {entries:?}");
+                Ok(entries)
             },
         )
     };
-    let tiny = describe("tiny-segments")?;
-    ensure!(
-        tiny.contains(&(
+    describe("tiny-segments", &|entries| {
+        entries.contains(&(
             "internal.segment.bytes".to_string(),
-            Some("20000".to_string())
-        )),
-        "tiny-segments: {tiny:?}"
-    );
-    let plain = describe("one-mebibyte")?;
-    ensure!(
-        plain.iter().any(|(k, _)| k == "segment.bytes")
-            && !plain.iter().any(|(k, _)| k == "internal.segment.bytes"),
-        "one-mebibyte: {plain:?}"
-    );
+            Some("20000".to_string()),
+        ))
+    })?;
+    describe("one-mebibyte", &|entries| {
+        entries.iter().any(|(k, _)| k == "segment.bytes")
+            && !entries.iter().any(|(k, _)| k == "internal.segment.bytes")
+    })?;
     Ok(())
 }
 side_by_side!(segment_bytes_is_at_least_one_mebibyte_and_internal_segment_bytes_is_not);
