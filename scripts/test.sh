@@ -14,16 +14,17 @@ step() {
 # (only a fresh machine compiles everything); a CARGO_TARGET_DIR of the caller wins.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oxbow/target}"
 
-step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat, openssl, jq, iproute2)"
+step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat, openssl, jq, iproute2, iptables, Java, Maven)"
 # pip answers "already satisfied" without going to the network when the pins hold.
 python3 -m pip install --quiet --disable-pip-version-check \
     'kafka-python>=2.1' 'confluent-kafka>=2.3' 'pytest>=7.4'
 # kcat drives the broker in the Python tests; openssl makes their TLS certificates and the
 # Kubernetes test cluster's; jq reads Go module metadata for scripts/k8s-tools.sh; ip (iproute2)
-# gives the test cluster's pods their network namespaces; java and mvn run Apache Kafka's tools,
+# gives the test cluster's pods their network namespaces; iptables cuts the network between
+# brokers in the partition fault test; java and mvn run Apache Kafka's tools,
 # Streams and Connect in the side-by-side tests.
 missing=()
-for tool in kcat:kcat openssl:openssl jq:jq ip:iproute2 java:openjdk-17-jdk-headless mvn:maven; do
+for tool in kcat:kcat openssl:openssl jq:jq ip:iproute2 iptables:iptables java:openjdk-17-jdk-headless mvn:maven; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then

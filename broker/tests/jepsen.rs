@@ -1,5 +1,6 @@
 //! Fault tests in the style of Jepsen's Kafka workload, against three real brokers: an
-//! idempotent workload with the default timing settings, and a transactional one.
+//! idempotent workload with the default timing settings, the same workload under network
+//! partitions, and a transactional one.
 //!
 //! Idempotent `acks=all` producers write unique values (`p<producer>-<seq>`, each producer
 //! round-robin over the partitions) to an RF=3, `min.insync.replicas=2` topic, while a consumer
@@ -10,7 +11,8 @@
 //! checker reports acknowledged, lost (acknowledged but not read), duplicated (read twice),
 //! reordered (a producer's values out of order within a partition), acknowledged at another
 //! offset than read, and unacknowledged-but-present records; every record the group read must
-//! be in the final log at that offset, and committed group offsets must never go backwards.
+//! be in the final log at that offset, committed group offsets must never go backwards, and
+//! once the followers have caught up every replica of a partition holds the same bytes.
 //! For each fault it reports how long producing to the partitions was
 //! unavailable: the longest gap between acknowledgements, from the fault to the next one.
 //!
@@ -34,7 +36,16 @@
 //! `OXBOW_JEPSEN_MAX_KILL_STALL_SECS` (5, the target: the bound of the median
 //! unavailability after a leader's SIGKILL).
 //!
-//! The second test runs a transactional workload against three brokers with a 3 s broker
+//! The second test runs the same workload with each broker in a network namespace of its own
+//! (inside a sandbox: the test runs itself again under `unshare`), the nemesis dropping
+//! packets between brokers with iptables while the clients still reach every one: a leader
+//! isolated from its followers, the active controller isolated, a bridge (the leader cut from
+//! one broker, the third seeing both), a one-way cut (what the leader sends is lost), every
+//! broker isolated, a leader's links flapping, with a kill, a pause and a long pause between
+//! them. Its settings: `OXBOW_JEPSEN_PARTITION_ROUNDS` (9, one of each), `OXBOW_JEPSEN_CUT_SECS`
+//! (12, longer than the session), `OXBOW_JEPSEN_CUT_ALL_SECS` (8), and the ones above.
+//!
+//! The third test runs a transactional workload against three brokers with a 3 s broker
 //! session: transactional producers write transactions of `t<producer>-<txn>-<i>-<c|a>`
 //! values round-robin over the partitions, committing them (`c`) or aborting every third on
 //! purpose (`a`, written before the abort); an exactly-once pipeline reads the topic with
@@ -64,6 +75,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use oxbow_e2e::cluster::{Cluster, ClusterOptions, Delivery, NodeId, RecordingContext};
+use oxbow_e2e::sandbox::sandboxed;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -109,6 +121,8 @@ struct Settings {
     pause: Duration,
     long_pause: Duration,
     max_kill_stall: Duration,
+    cut: Duration,
+    cut_all: Duration,
 }
 
 impl Settings {
@@ -129,6 +143,8 @@ impl Settings {
             pause: secs("OXBOW_JEPSEN_PAUSE_SECS", 3),
             long_pause: secs("OXBOW_JEPSEN_LONG_PAUSE_SECS", 12),
             max_kill_stall: secs("OXBOW_JEPSEN_MAX_KILL_STALL_SECS", 5),
+            cut: secs("OXBOW_JEPSEN_CUT_SECS", 12),
+            cut_all: secs("OXBOW_JEPSEN_CUT_ALL_SECS", 8),
         }
     }
 }
@@ -170,6 +186,19 @@ enum Fault {
     /// SIGKILL a partition leader and another broker: the metadata quorum loses its majority
     /// and nothing can be elected until both are back (started together).
     KillTwo,
+    /// Cut a partition leader off from the other brokers, both ways, past the session
+    /// timeout; clients still reach it, so it goes on taking writes it cannot replicate.
+    IsolateLeader,
+    /// Cut the active controller off from the other brokers, past the session timeout.
+    IsolateController,
+    /// Cut a partition leader and one other broker from each other; the third sees both.
+    BridgeLeader,
+    /// Drop what a partition leader sends to the other brokers; what they send still arrives.
+    OneWayLeader,
+    /// Cut every broker off from every other: no quorum, no replication.
+    CutAll,
+    /// Isolate a partition leader for a second, heal for a second, six times over.
+    FlapLeader,
 }
 
 const SCHEDULE: [Fault; 7] = [
@@ -182,6 +211,19 @@ const SCHEDULE: [Fault; 7] = [
     Fault::KillTwo,
 ];
 
+/// The partition run: every network fault, with kills and pauses between them.
+const PARTITION_SCHEDULE: [Fault; 9] = [
+    Fault::IsolateLeader,
+    Fault::KillLeader,
+    Fault::BridgeLeader,
+    Fault::PauseLeader,
+    Fault::IsolateController,
+    Fault::OneWayLeader,
+    Fault::LongPauseLeader,
+    Fault::CutAll,
+    Fault::FlapLeader,
+];
+
 impl Fault {
     fn name(self) -> &'static str {
         match self {
@@ -192,6 +234,12 @@ impl Fault {
             Fault::LongPauseLeader => "long SIGSTOP leader",
             Fault::KillAny => "SIGKILL any broker",
             Fault::KillTwo => "SIGKILL leader + another",
+            Fault::IsolateLeader => "leader isolated",
+            Fault::IsolateController => "controller isolated",
+            Fault::BridgeLeader => "bridge (leader cut from one)",
+            Fault::OneWayLeader => "leader's packets dropped",
+            Fault::CutAll => "every broker isolated",
+            Fault::FlapLeader => "leader's links flapping",
         }
     }
 }
@@ -202,7 +250,7 @@ struct FaultRecord {
     round: usize,
     fault: Fault,
     node: NodeId,
-    /// The second broker of [`Fault::KillTwo`].
+    /// The second broker of [`Fault::KillTwo`] and [`Fault::BridgeLeader`].
     also: Option<NodeId>,
     /// Partitions `node` led when the fault began.
     led: Vec<i32>,
@@ -224,12 +272,39 @@ fn idempotent_acks_all_writes_survive_kills_pauses_and_restarts_of_leaders() -> 
     eprintln!("jepsen settings: {settings:?}");
     let started = Instant::now();
     let mut cluster = Cluster::start(ClusterOptions::new(broker_bin()))?;
-    let outcome = run(&mut cluster, &settings, started);
+    let outcome = run(&mut cluster, &settings, &SCHEDULE, started);
     eprintln!("jepsen run took {:.1?}", started.elapsed());
     cluster.explain(outcome)
 }
 
-fn run(cluster: &mut Cluster, settings: &Settings, started: Instant) -> Result<()> {
+/// The same workload and checker with the brokers in network namespaces of their own (in a
+/// sandbox: the test runs itself again under `unshare`), the nemesis cutting the network
+/// between them ([`PARTITION_SCHEDULE`]) between kills and pauses.
+#[test]
+fn acks_all_writes_survive_network_partitions_mixed_with_kills_and_pauses() {
+    let _serial = serial();
+    sandboxed(
+        "acks_all_writes_survive_network_partitions_mixed_with_kills_and_pauses",
+        || {
+            let mut settings = Settings::from_env();
+            settings.rounds = env_or("OXBOW_JEPSEN_PARTITION_ROUNDS", PARTITION_SCHEDULE.len());
+            eprintln!("jepsen settings: {settings:?}");
+            let started = Instant::now();
+            let mut cluster =
+                Cluster::start(ClusterOptions::new(broker_bin()).network_namespaces())?;
+            let outcome = run(&mut cluster, &settings, &PARTITION_SCHEDULE, started);
+            eprintln!("jepsen run took {:.1?}", started.elapsed());
+            cluster.explain(outcome)
+        },
+    );
+}
+
+fn run(
+    cluster: &mut Cluster,
+    settings: &Settings,
+    schedule: &[Fault],
+    started: Instant,
+) -> Result<()> {
     cluster.create_topic(
         TOPIC,
         settings.partitions,
@@ -252,7 +327,7 @@ fn run(cluster: &mut Cluster, settings: &Settings, started: Instant) -> Result<(
     let mut rng = Rng::new(settings.seed);
     let mut faults: Vec<FaultRecord> = Vec::new();
     for round in 0..settings.rounds {
-        let fault = SCHEDULE[round % SCHEDULE.len()];
+        let fault = schedule[round % schedule.len()];
         let record = nemesis(cluster, settings, &mut rng, round, fault, &log)?;
         if let Some(previous) = faults.last_mut() {
             previous.window_end = record.start;
@@ -284,6 +359,7 @@ fn run(cluster: &mut Cluster, settings: &Settings, started: Instant) -> Result<(
 
     log("reading every partition from the beginning".to_string());
     let read = read_everything(cluster, settings.partitions)?;
+    let diverged = replicas_diverged(cluster, settings.partitions)?;
     let mut check = Check::new(sent, &deliveries, &read);
     check.check_group_reads(&group_read, &read);
     let committed = committed
@@ -317,6 +393,7 @@ fn run(cluster: &mut Cluster, settings: &Settings, started: Instant) -> Result<(
             &committed,
             &backwards,
             commit_errors,
+            diverged.len(),
             kill_median,
             run_end - started
         )
@@ -347,6 +424,10 @@ fn run(cluster: &mut Cluster, settings: &Settings, started: Instant) -> Result<(
         "committed offsets went backwards: {backwards:?}"
     );
     ensure!(
+        diverged.is_empty(),
+        "replicas differ after the healing: {diverged:?}"
+    );
+    ensure!(
         terminate_failures == 0,
         "{terminate_failures} writes failed around controlled shutdowns"
     );
@@ -359,6 +440,42 @@ fn run(cluster: &mut Cluster, settings: &Settings, started: Instant) -> Result<(
     }
     ensure!(check.acknowledged > 0, "nothing was acknowledged");
     Ok(())
+}
+
+/// Partitions whose replicas differ byte for byte after the healing, once the followers have
+/// had [`HEAL_TIMEOUT`] to catch up (the producers have stopped).
+fn replicas_diverged(cluster: &Cluster, partitions: i32) -> Result<Vec<String>> {
+    let deadline = Instant::now() + HEAL_TIMEOUT;
+    loop {
+        let mut diverged = Vec::new();
+        for partition in 0..partitions {
+            let mut logs = Vec::new();
+            for node in cluster.node_ids() {
+                logs.push((node, cluster.log_bytes(node, TOPIC, partition)?));
+            }
+            let Some(((first_node, first), rest)) = logs.split_first() else {
+                continue;
+            };
+            for (node, bytes) in rest {
+                if bytes != first {
+                    let from = first
+                        .iter()
+                        .zip(bytes.iter())
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(first.len().min(bytes.len()));
+                    diverged.push(format!(
+                        "{TOPIC}-{partition}: broker {node} ({} bytes) and broker {first_node} ({} bytes) differ from byte {from}",
+                        bytes.len(),
+                        first.len()
+                    ));
+                }
+            }
+        }
+        if diverged.is_empty() || Instant::now() >= deadline {
+            return Ok(diverged);
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Runs one fault and heals it; returns what happened (its window ends at the next fault).
@@ -375,6 +492,7 @@ fn nemesis(
     let controller = cluster.metadata(asked, Some(&[]))?.controller_id.0;
     let node = match fault {
         Fault::KillAny => cluster.node_ids()[rng.below(3)],
+        Fault::IsolateController => controller,
         _ => partitions[rng.below(partitions.len())].leader,
     };
     let led: Vec<i32> = partitions
@@ -382,7 +500,7 @@ fn nemesis(
         .filter(|p| p.leader == node)
         .map(|p| p.partition)
         .collect();
-    let also = (fault == Fault::KillTwo).then(|| {
+    let also = matches!(fault, Fault::KillTwo | Fault::BridgeLeader).then(|| {
         let others: Vec<NodeId> = cluster
             .node_ids()
             .into_iter()
@@ -440,6 +558,38 @@ fn nemesis(
             ));
             thread::sleep(settings.terminate_down);
             cluster.restart(node)?;
+        }
+        Fault::IsolateLeader | Fault::IsolateController => {
+            cluster.isolate(node)?;
+            thread::sleep(settings.cut);
+            cluster.heal_network()?;
+        }
+        Fault::BridgeLeader => {
+            cluster.cut_between(node, also.context("a second broker")?)?;
+            thread::sleep(settings.cut);
+            cluster.heal_network()?;
+        }
+        Fault::OneWayLeader => {
+            for other in cluster.node_ids().into_iter().filter(|n| *n != node) {
+                cluster.cut(node, other)?;
+            }
+            thread::sleep(settings.cut);
+            cluster.heal_network()?;
+        }
+        Fault::CutAll => {
+            for node in cluster.node_ids() {
+                cluster.isolate(node)?;
+            }
+            thread::sleep(settings.cut_all);
+            cluster.heal_network()?;
+        }
+        Fault::FlapLeader => {
+            for _ in 0..6 {
+                cluster.isolate(node)?;
+                thread::sleep(Duration::from_secs(1));
+                cluster.heal_network()?;
+                thread::sleep(Duration::from_secs(1));
+            }
         }
     }
     cluster.wait_for_full_isr(TOPIC, HEAL_TIMEOUT)?;
@@ -823,6 +973,7 @@ fn summary(
     committed: &[CommittedSnapshot],
     backwards: &[String],
     commit_errors: usize,
+    diverged: usize,
     kill_median: Option<Duration>,
     duration: Duration,
 ) -> String {
@@ -861,6 +1012,7 @@ fn summary(
         ("committed-offset observations", committed.len()),
         ("committed offsets going backwards", backwards.len()),
         ("failed group commits", commit_errors),
+        ("replicas differing byte for byte after healing", diverged),
     ] {
         let _ = writeln!(out, "| {name} | {value} |");
     }

@@ -13,6 +13,10 @@
 //! Ports come from below the kernel's ephemeral range, so that while a broker is down no client
 //! connection can take its port as a local address and keep it from coming back.
 //!
+//! With [`ClusterOptions::network_namespaces`] (inside a [`crate::sandbox`]) each broker runs
+//! in a network namespace of its own at its own address instead, and the test can cut the
+//! network between brokers while its clients reach them all.
+//!
 //! Like [`crate::harness`], the API is blocking: process control and the metadata polls are
 //! short and bounded, and the rdkafka clients tests drive run on librdkafka's own threads.
 
@@ -47,6 +51,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tempfile::TempDir;
 
 use crate::harness::broker_log_outputs;
+use crate::netns::BrokerNetwork;
 
 /// A broker's `node.id`.
 pub type NodeId = i32;
@@ -79,6 +84,8 @@ pub struct ClusterOptions {
     pod_prefix: Option<String>,
     /// A separate inter-broker listener: its name and security protocol.
     inter_broker: Option<(String, String)>,
+    /// Each broker in a network namespace of its own (see [`crate::netns`]).
+    network_namespaces: bool,
 }
 
 impl ClusterOptions {
@@ -93,6 +100,7 @@ impl ClusterOptions {
             env: Vec::new(),
             pod_prefix: None,
             inter_broker: None,
+            network_namespaces: false,
         }
     }
 
@@ -143,6 +151,14 @@ impl ClusterOptions {
         protocol: impl Into<String>,
     ) -> Self {
         self.inter_broker = Some((name.into(), protocol.into()));
+        self
+    }
+
+    /// Each broker in a network namespace of its own on a bridge, so the test can cut the
+    /// network between brokers ([`Cluster::cut`], [`Cluster::isolate`]) while its clients
+    /// still reach every one. Only inside a [`crate::sandbox`].
+    pub fn network_namespaces(mut self) -> Self {
+        self.network_namespaces = true;
         self
     }
 
@@ -209,6 +225,7 @@ impl PartitionView {
 pub struct Cluster {
     options: ClusterOptions,
     nodes: Vec<Node>,
+    network: Option<BrokerNetwork>,
     // Last field: removed after the processes are gone (fields drop in declaration order).
     dir: Option<TempDir>,
 }
@@ -228,7 +245,27 @@ impl Cluster {
             .prefix("oxbow-cluster-")
             .tempdir()
             .context("creating the cluster's directory")?;
-        let ports = reserve_ports(options.brokers * 4)?;
+        let ids: Vec<NodeId> = (1..=options.brokers)
+            .map(NodeId::try_from)
+            .collect::<Result<_, _>>()
+            .context("too many brokers")?;
+        let network = if options.network_namespaces {
+            Some(BrokerNetwork::create(&ids)?)
+        } else {
+            None
+        };
+        let ports = match &network {
+            // Each broker has its own addresses: the usual ports on its own address.
+            Some(network) => ids
+                .iter()
+                .map(|id| {
+                    let address = network.address(*id)?;
+                    Ok([9092, 9093, 9404, 9094].map(|port| SocketAddr::from((address, port))))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .concat(),
+            None => reserve_ports(options.brokers * 4)?,
+        };
         let mut nodes = Vec::with_capacity(options.brokers);
         for (index, chunk) in ports.chunks(4).enumerate() {
             let id = NodeId::try_from(index + 1).context("too many brokers")?;
@@ -251,6 +288,7 @@ impl Cluster {
         let mut cluster = Cluster {
             options,
             nodes,
+            network,
             dir: Some(dir),
         };
         for node in &cluster.nodes {
@@ -557,8 +595,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts every broker that is down and resumes every paused one.
+    /// Removes every network cut, starts every broker that is down and resumes every paused
+    /// one.
     pub fn heal(&mut self) -> Result<()> {
+        self.heal_network()?;
         let mut down = Vec::new();
         for id in self.node_ids() {
             match self.state(id) {
@@ -571,6 +611,43 @@ impl Cluster {
             return Ok(());
         }
         self.start_nodes(&down)
+    }
+
+    /// Drops every packet broker `from` sends to broker `to` (see [`BrokerNetwork::cut`]).
+    pub fn cut(&mut self, from: NodeId, to: NodeId) -> Result<()> {
+        self.network_mut()?.cut(from, to)
+    }
+
+    /// Cuts two brokers from each other, both ways.
+    pub fn cut_between(&mut self, a: NodeId, b: NodeId) -> Result<()> {
+        self.network_mut()?.cut_between(a, b)
+    }
+
+    /// Cuts a broker from every other broker, both ways; clients still reach it.
+    pub fn isolate(&mut self, node: NodeId) -> Result<()> {
+        self.network_mut()?.isolate(node)
+    }
+
+    /// Removes every network cut (nothing to do without network namespaces).
+    pub fn heal_network(&mut self) -> Result<()> {
+        match self.network.as_mut() {
+            Some(network) => network.heal(),
+            None => Ok(()),
+        }
+    }
+
+    /// The network cuts in force, as (from, to) pairs.
+    pub fn cuts(&self) -> Vec<(NodeId, NodeId)> {
+        self.network
+            .as_ref()
+            .map(BrokerNetwork::cuts)
+            .unwrap_or_default()
+    }
+
+    fn network_mut(&mut self) -> Result<&mut BrokerNetwork> {
+        self.network.as_mut().context(
+            "this cluster's brokers share the host's network: start it with ClusterOptions::network_namespaces to cut it",
+        )
     }
 
     fn spawn(&mut self, id: NodeId) -> Result<()> {
@@ -592,7 +669,12 @@ impl Cluster {
         )?;
         // openraft's own info lines (every vote, every membership step) drown the broker's.
         let filter = std::env::var("OXBOW_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.to_string());
-        let child = Command::new(&binary)
+        let mut command = match &self.network {
+            Some(network) => network.command(id, &binary)?,
+            None => Command::new(&binary),
+        };
+        let node = self.node_mut(id);
+        let child = command
             .arg("--config")
             .arg(&node.config_path)
             // Plain log lines, readable in a file and in a failing test's output.
@@ -844,6 +926,29 @@ impl Cluster {
             .map(|n| self.log_tail(n.id, lines))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Every segment of one partition on one broker, concatenated oldest first: replicas that
+    /// hold the same records hold the same bytes, wherever their segments roll.
+    pub fn log_bytes(&self, node: NodeId, topic: &str, partition: i32) -> Result<Vec<u8>> {
+        let dir = self.data_dir(node).join(format!("{topic}-{partition}"));
+        let mut segments: Vec<PathBuf> = fs::read_dir(&dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("listing {}", dir.display()))?
+            .into_iter()
+            .filter(|path| path.extension().is_some_and(|e| e == "log"))
+            .collect();
+        // Zero-padded base offsets: the names sort as the offsets do.
+        segments.sort();
+        let mut bytes = Vec::new();
+        for segment in segments {
+            bytes.extend(
+                fs::read(&segment).with_context(|| format!("reading {}", segment.display()))?,
+            );
+        }
+        Ok(bytes)
     }
 
     /// Lines of one broker's log that contain `needle` (all of its starts).
@@ -1338,6 +1443,7 @@ mod tests {
         let cluster = Cluster {
             options,
             nodes,
+            network: None,
             dir: None,
         };
         let voter = cluster.properties(&cluster.nodes[0]);

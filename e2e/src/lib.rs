@@ -9,4 +9,6 @@ pub mod kafka;
 pub mod kafka_cluster;
 pub mod kube;
 pub mod librdkafka;
+pub mod netns;
+pub mod sandbox;
 pub mod transactions;

@@ -121,6 +121,9 @@ fn fetch_aborted_msgs_0129(server: &Server) -> Result<()> {
 }
 side_by_side!(fetch_aborted_msgs_0129);
 
+/// A described config: its name and value.
+type Entry = (String, Option<String>);
+
 /// Kafka 4's segment sizes (KIP-1030): `segment.bytes` is at least 1 MiB, and the test-only
 /// `internal.segment.bytes` has no minimum, takes precedence, and is described only when set.
 fn segment_bytes_is_at_least_one_mebibyte_and_internal_segment_bytes_is_not(
@@ -161,9 +164,7 @@ fn segment_bytes_is_at_least_one_mebibyte_and_internal_segment_bytes_is_not(
     // A broker may learn of a topic, and of its configs, a moment after CreateTopics
     // answers: until then Kafka describes it with no entries at all, so wait until the
     // description holds what the check is about.
-    let describe = |topic: &str,
-                    check: &dyn Fn(&[(String, Option<String>)]) -> bool|
-     -> Result<Vec<(String, Option<String>)>> {
+    let describe = |topic: &str, check: &dyn Fn(&[Entry]) -> bool| -> Result<Vec<Entry>> {
         eventually(
             &format!("{topic} described"),
             Duration::from_secs(30),

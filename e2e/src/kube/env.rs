@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -13,6 +12,7 @@ use super::agent::node::NodeSpec;
 use super::control_plane::{self, ControlPlane};
 use super::sandbox::{self, Sandbox};
 use crate::harness::workspace_binary;
+pub use crate::sandbox::sandboxed;
 
 /// The namespace the chart is installed in.
 pub const OPERATOR_NAMESPACE: &str = "oxbow-system";
@@ -51,40 +51,6 @@ pub fn run_python_example(name: &str, bootstrap: &str) -> anyhow::Result<String>
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Runs a test in a sandbox of its own. Outside a sandbox this runs the same test binary again,
-/// filtered to `test` alone, under `unshare` (one such child at a time on the machine: each
-/// runs a whole cluster) and fails when it fails; inside, it runs `body`.
-pub fn sandboxed(test: &str, body: impl FnOnce() -> anyhow::Result<()>) {
-    if sandbox::inside() {
-        if let Err(error) = body() {
-            panic!("{test}: {error:#}");
-        }
-        return;
-    }
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // Sandboxes name their pods' network namespaces alike: one at a time on the machine, too,
-    // whichever test binary runs them.
-    let lock_path = std::env::temp_dir().join("oxbow-kube.lock");
-    let machine_turn = std::fs::File::create(&lock_path)
-        .and_then(|file| {
-            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-            Ok(file)
-        })
-        .unwrap_or_else(|e| panic!("{test}: locking {}: {e}", lock_path.display()));
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let args = vec![
-        test.to_string(),
-        "--exact".to_string(),
-        "--nocapture".to_string(),
-        "--test-threads=1".to_string(),
-    ];
-    let status = sandbox::run_inside(&exe, &args).unwrap_or_else(|e| panic!("{test}: {e:#}"));
-    drop(machine_turn);
-    assert!(status.success(), "{test} failed in its sandbox ({status})");
 }
 
 /// Options of [`KubeEnv::start`].

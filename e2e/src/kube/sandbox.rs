@@ -1,7 +1,7 @@
 //! The private network and mount namespace the test cluster lives in.
 //!
 //! A process enters it by running itself again under `unshare --net --mount` (see
-//! [`run_inside`]); the child then calls [`setup`], which brings up loopback, the pods' bridge
+//! [`crate::sandbox`]); the child then calls [`setup`], which brings up loopback, the pods' bridge
 //! ([`BRIDGE`], [`GATEWAY`] in [`POD_CIDR`]), makes every address of [`SERVICE_CIDR`] local so
 //! Service proxies can bind cluster IPs, mounts a tmpfs on `/run/netns` for the pods' network
 //! namespaces, and bind-mounts a hosts file of its own over `/etc/hosts`. All of that vanishes
@@ -9,12 +9,12 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
-/// Set in the environment of a process that runs inside the sandbox.
-pub const SANDBOX_ENV: &str = "OXBOW_KUBE_SANDBOX";
+use crate::sandbox;
+pub use crate::sandbox::{available, inside, run, run_inside, SANDBOX_ENV};
+
 /// The bridge pods' network namespaces are attached to.
 pub const BRIDGE: &str = "oxbow0";
 /// The sandbox's own address on the bridge: the pods' gateway, where the API server listens.
@@ -27,43 +27,6 @@ pub const POD_CIDR: &str = "10.233.0.0/16";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// The cluster's DNS suffix.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
-
-/// Whether this process runs inside a sandbox.
-pub fn inside() -> bool {
-    std::env::var_os(SANDBOX_ENV).is_some()
-}
-
-/// Whether this machine can make a sandbox: root, `unshare`, `ip` and `mount`.
-pub fn available() -> anyhow::Result<()> {
-    if !rustix::process::geteuid().is_root() {
-        bail!("the Kubernetes sandbox needs root (network namespaces, bind mounts)");
-    }
-    for tool in ["unshare", "nsenter", "ip", "mount"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !found {
-            bail!("the Kubernetes sandbox needs `{tool}` (util-linux, iproute2)");
-        }
-    }
-    Ok(())
-}
-
-/// Runs `program args` in a new sandbox and waits for it: the child finds [`SANDBOX_ENV`] set
-/// and calls [`setup`] itself.
-pub fn run_inside(program: &Path, args: &[String]) -> anyhow::Result<std::process::ExitStatus> {
-    available()?;
-    Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private", "--"])
-        .arg(program)
-        .args(args)
-        .env(SANDBOX_ENV, "1")
-        .status()
-        .context("starting unshare")
-}
 
 /// The sandbox as set up by [`setup`].
 #[derive(Debug, Clone)]
@@ -78,49 +41,16 @@ pub const HOSTS_HEADER: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localho
 /// Sets up the network and the hosts file of the sandbox this process runs in. `dir` holds the
 /// hosts file; it must outlive the sandbox's processes.
 pub fn setup(dir: &Path) -> anyhow::Result<Sandbox> {
-    if !inside() {
-        bail!("not inside a sandbox: run through sandbox::run_inside");
-    }
+    sandbox::prepare()?;
     let gateway = format!("{GATEWAY}/{POD_PREFIX}");
-    run("ip", &["link", "set", "lo", "up"])?;
     run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
     run("ip", &["addr", "add", &gateway, "dev", BRIDGE])?;
     run("ip", &["link", "set", BRIDGE, "up"])?;
     // Every cluster IP is a local address, so a proxy can listen on any of them.
     run("ip", &["route", "add", "local", SERVICE_CIDR, "dev", "lo"])?;
-    std::fs::create_dir_all("/run/netns").context("creating /run/netns")?;
-    run(
-        "mount",
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "mode=0755",
-            "oxbow-netns",
-            "/run/netns",
-        ],
-    )?;
     let hosts_file = dir.join("hosts");
     std::fs::write(&hosts_file, HOSTS_HEADER).context("writing the sandbox's hosts file")?;
     rustix::mount::mount_bind(&hosts_file, "/etc/hosts")
         .context("bind-mounting the sandbox's hosts file on /etc/hosts")?;
     Ok(Sandbox { hosts_file })
-}
-
-/// Runs a command to completion; an error carries its stderr.
-pub fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !output.status.success() {
-        bail!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
 }

@@ -1,0 +1,170 @@
+//! Brokers in network namespaces of their own, so a test can cut the network between them.
+//!
+//! Inside a [`crate::sandbox`], every broker gets a network namespace (`broker-<id>`) whose
+//! `eth0` is one end of a veth pair, the other end on the bridge [`BRIDGE`]. The sandbox itself
+//! holds the bridge's address [`GATEWAY`], so the test's clients reach every broker directly,
+//! whatever is cut between the brokers. A cut drops packets silently (iptables `DROP` in the
+//! sending broker's `OUTPUT` chain), as a failed switch or a partitioned network does: open
+//! connections hang until their timeouts, new ones never complete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use anyhow::{ensure, Context as _, Result};
+
+use crate::cluster::NodeId;
+use crate::sandbox;
+
+/// The bridge the brokers' namespaces hang on.
+pub const BRIDGE: &str = "oxbrokers0";
+/// The sandbox's address on the bridge, the address the test's clients connect from.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 234, 0, 1);
+/// Prefix length of the brokers' network.
+const PREFIX: u8 = 24;
+
+/// The brokers' network: one namespace per broker, and the cuts in force.
+#[derive(Debug)]
+pub struct BrokerNetwork {
+    members: BTreeMap<NodeId, Ipv4Addr>,
+    /// (from, to): packets from `from` to `to` are dropped.
+    cuts: BTreeSet<(NodeId, NodeId)>,
+}
+
+impl BrokerNetwork {
+    /// Makes the bridge and a namespace for each broker. Only inside a sandbox (so everything
+    /// goes when the test ends), and one per sandbox.
+    pub fn create(ids: &[NodeId]) -> Result<BrokerNetwork> {
+        ensure!(
+            sandbox::inside(),
+            "brokers in network namespaces need a sandbox: run the test through sandbox::sandboxed"
+        );
+        for tool in ["ip", "iptables"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            ensure!(
+                found,
+                "brokers in network namespaces need `{tool}` (iproute2, iptables)"
+            );
+        }
+        sandbox::prepare()?;
+        let gateway = format!("{GATEWAY}/{PREFIX}");
+        sandbox::run("ip", &["link", "add", BRIDGE, "type", "bridge"])
+            .context("one broker network per sandbox")?;
+        sandbox::run("ip", &["addr", "add", &gateway, "dev", BRIDGE])?;
+        sandbox::run("ip", &["link", "set", BRIDGE, "up"])?;
+        let mut members = BTreeMap::new();
+        for id in ids {
+            let host = u8::try_from(*id)
+                .ok()
+                .and_then(|id| id.checked_add(10))
+                .filter(|host| *host < 255)
+                .with_context(|| format!("no address for broker {id}"))?;
+            let [a, b, c, _] = GATEWAY.octets();
+            let address = Ipv4Addr::new(a, b, c, host);
+            let namespace = namespace(*id);
+            let host_end = format!("oxveth{id}");
+            let cidr = format!("{address}/{PREFIX}");
+            sandbox::run("ip", &["netns", "add", &namespace])?;
+            let steps: [&[&str]; 5] = [
+                &[
+                    "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns",
+                    &namespace,
+                ],
+                &["link", "set", &host_end, "master", BRIDGE, "up"],
+                &["-n", &namespace, "link", "set", "lo", "up"],
+                &["-n", &namespace, "addr", "add", &cidr, "dev", "eth0"],
+                &["-n", &namespace, "link", "set", "eth0", "up"],
+            ];
+            for step in steps {
+                sandbox::run("ip", step)
+                    .with_context(|| format!("setting up broker {id}'s network"))?;
+            }
+            members.insert(*id, address);
+        }
+        Ok(BrokerNetwork {
+            members,
+            cuts: BTreeSet::new(),
+        })
+    }
+
+    /// The broker's address on the bridge.
+    pub fn address(&self, id: NodeId) -> Result<Ipv4Addr> {
+        self.members
+            .get(&id)
+            .copied()
+            .with_context(|| format!("no broker {id} in the network"))
+    }
+
+    /// A command that runs `program` in the broker's namespace.
+    pub fn command(&self, id: NodeId, program: &std::path::Path) -> Result<Command> {
+        self.address(id)?;
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &namespace(id)]).arg(program);
+        Ok(command)
+    }
+
+    /// Drops every packet `from` sends to `to` (one way: `to`'s packets still arrive, but a
+    /// connection either opens needs both ways, so none completes).
+    pub fn cut(&mut self, from: NodeId, to: NodeId) -> Result<()> {
+        ensure!(from != to, "a broker cannot be cut from itself");
+        if self.cuts.contains(&(from, to)) {
+            return Ok(());
+        }
+        let destination = self.address(to)?.to_string();
+        iptables(from, &["-A", "OUTPUT", "-d", &destination, "-j", "DROP"])?;
+        self.cuts.insert((from, to));
+        Ok(())
+    }
+
+    /// Cuts `a` and `b` from each other, both ways.
+    pub fn cut_between(&mut self, a: NodeId, b: NodeId) -> Result<()> {
+        self.cut(a, b)?;
+        self.cut(b, a)
+    }
+
+    /// Cuts `node` from every other broker, both ways; clients still reach it.
+    pub fn isolate(&mut self, node: NodeId) -> Result<()> {
+        let others: Vec<NodeId> = self.ids().into_iter().filter(|id| *id != node).collect();
+        for other in others {
+            self.cut_between(node, other)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every cut.
+    pub fn heal(&mut self) -> Result<()> {
+        let cut_off: BTreeSet<NodeId> = self.cuts.iter().map(|(from, _)| *from).collect();
+        for id in cut_off {
+            iptables(id, &["-F", "OUTPUT"])?;
+        }
+        self.cuts.clear();
+        Ok(())
+    }
+
+    /// The cuts in force, as (from, to) pairs.
+    pub fn cuts(&self) -> Vec<(NodeId, NodeId)> {
+        self.cuts.iter().copied().collect()
+    }
+
+    fn ids(&self) -> Vec<NodeId> {
+        self.members.keys().copied().collect()
+    }
+}
+
+fn namespace(id: NodeId) -> String {
+    format!("broker-{id}")
+}
+
+/// Runs iptables in a broker's namespace (`-w`: waits for the xtables lock).
+fn iptables(id: NodeId, args: &[&str]) -> Result<()> {
+    let namespace = namespace(id);
+    let mut all = vec!["netns", "exec", &namespace, "iptables", "-w"];
+    all.extend_from_slice(args);
+    sandbox::run("ip", &all).with_context(|| format!("changing broker {id}'s firewall"))?;
+    Ok(())
+}
