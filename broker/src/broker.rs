@@ -946,15 +946,35 @@ impl Broker {
         group: &str,
         records: Vec<OffsetRecord>,
     ) -> Result<(), ApiError> {
+        let batch = offsets::encode_batch(&records, now_ms())
+            .map_err(|e| ApiError::new(ResponseError::UnknownServerError, e.to_string()))?;
+        self.append_to_group_partition(group, &batch).await?;
+        self.groups.apply_offsets(records);
+        Ok(())
+    }
+
+    /// Stores a group's membership after a rebalance (or, for `None`, its removal) in its
+    /// `__consumer_offsets` partition and waits until every in-sync replica has it.
+    pub async fn write_group_metadata(
+        &self,
+        group: &str,
+        metadata: Option<&offsets::GroupMetadata>,
+    ) -> Result<(), ApiError> {
+        let batch = offsets::encode_group_batch(group, metadata, now_ms())
+            .map_err(|e| ApiError::new(ResponseError::UnknownServerError, e.to_string()))?;
+        self.append_to_group_partition(group, &batch).await
+    }
+
+    /// Appends a batch to the `__consumer_offsets` partition of `group` and waits until every
+    /// in-sync replica has it; errors are the ones a group coordinator answers.
+    async fn append_to_group_partition(&self, group: &str, batch: &[u8]) -> Result<(), ApiError> {
         let index = self.offsets_partition_of(group).ok_or_else(|| {
             ApiError::new(
                 ResponseError::CoordinatorNotAvailable,
                 "no offsets topic yet",
             )
         })?;
-        let batch = offsets::encode_batch(&records, now_ms())
-            .map_err(|e| ApiError::new(ResponseError::UnknownServerError, e.to_string()))?;
-        self.append_internal(OFFSETS_TOPIC, index, &batch)
+        self.append_internal(OFFSETS_TOPIC, index, batch)
             .await
             .map_err(|e| match e.code {
                 ResponseError::NotCoordinator
@@ -964,15 +984,16 @@ impl Broker {
                     ApiError::new(ResponseError::NotCoordinator, e.message)
                 }
                 _ => ApiError::new(ResponseError::RequestTimedOut, e.message),
-            })?;
-        self.groups.apply_offsets(records);
-        Ok(())
+            })
     }
 
-    /// Deletes an empty group and its committed offsets.
+    /// Deletes an empty group: its stored membership and its committed offsets.
     pub async fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
         self.check_coordinator(group)?;
         let keys = self.groups.delete_group(group)?;
+        self.write_group_metadata(group, None)
+            .await
+            .map_err(|e| e.code)?;
         if keys.is_empty() {
             return Ok(());
         }

@@ -27,13 +27,16 @@ use kafka_protocol::messages::delete_records_request::{
 use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::update_features_request::FeatureUpdateKey;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, ApiVersionsRequest, BrokerId, DeleteRecordsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
-    ElectLeadersRequest, FetchRequest, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, UnregisterBrokerRequest, UpdateFeaturesRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
+    DescribeQuorumRequest, ElectLeadersRequest, FetchRequest, GroupId, HeartbeatRequest,
+    JoinGroupRequest, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    SyncGroupRequest, UnregisterBrokerRequest, UpdateFeaturesRequest,
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
@@ -50,8 +53,8 @@ use rdkafka::Offset;
 mod support;
 
 use support::{
-    find_coordinator, now_ms, produce_request, str_bytes, topic_name, BatchBuilder, GROUP_KEY,
-    TRANSACTION_KEY,
+    expect_code, expect_ok, find_coordinator, now_ms, produce_request, str_bytes, topic_name,
+    BatchBuilder, GROUP_KEY, TRANSACTION_KEY,
 };
 
 /// A record read back: partition, offset, value.
@@ -1231,6 +1234,100 @@ fn committed_offsets_survive_the_death_of_the_group_coordinator() -> Result<()> 
             fetched == committed,
             "the new coordinator returns {fetched:?}, committed {committed:?}"
         );
+        Ok(())
+    })
+}
+
+/// A group's membership survives the death of its coordinator, as in Kafka: the broker that
+/// takes the group over loads the membership the last rebalance stored, so the members go on
+/// heartbeating (and committing) in their generation instead of being told they are unknown
+/// and rejoining.
+#[test]
+fn a_group_keeps_its_members_and_generation_when_its_coordinator_dies() -> Result<()> {
+    with_cluster(options(), |cluster| {
+        let group = "kept";
+        let coordinator = cluster.wait_until("the group has a coordinator", SETTLE, |c| {
+            find_coordinator(c, group, GROUP_KEY)
+        })?;
+        let join = |member: &str| {
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(str_bytes(group)))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_member_id(str_bytes(member))
+                .with_protocol_type(str_bytes("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(str_bytes("range"))
+                    .with_metadata(bytes::Bytes::from_static(b"subscription"))])
+        };
+        let first = cluster.request(coordinator, &join(""), 5)?;
+        expect_code(
+            "the first JoinGroup",
+            first.error_code,
+            ResponseError::MemberIdRequired,
+        )?;
+        let member = first.member_id.to_string();
+        let joined = cluster.request(coordinator, &join(&member), 5)?;
+        expect_ok("JoinGroup with the member id", joined.error_code)?;
+        ensure!(joined.leader.as_str() == member, "{member} does not lead");
+        let assignment = bytes::Bytes::from_static(b"partitions of kept");
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(str_bytes(group)))
+            .with_generation_id(joined.generation_id)
+            .with_member_id(str_bytes(&member))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(str_bytes(&member))
+                .with_assignment(assignment.clone())]);
+        let synced = cluster.request(coordinator, &sync, 3)?;
+        expect_ok("SyncGroup of the leader", synced.error_code)?;
+
+        cluster.kill(coordinator)?;
+        let heartbeat = HeartbeatRequest::default()
+            .with_group_id(GroupId(str_bytes(group)))
+            .with_generation_id(joined.generation_id)
+            .with_member_id(str_bytes(&member));
+        let successor = cluster.wait_until(
+            "another broker coordinates the group and knows the member",
+            SETTLE,
+            |c| {
+                let node = find_coordinator(c, group, GROUP_KEY)?;
+                ensure!(node != coordinator, "still {node}");
+                let answer = c.request(node, &heartbeat, 3)?;
+                // UNKNOWN_MEMBER_ID is what a coordinator that lost the membership says: fail
+                // at once rather than wait for it to change.
+                if answer.error_code == ResponseError::UnknownMemberId.code() {
+                    bail!(
+                        "broker {node} took the group over without its member: UNKNOWN_MEMBER_ID"
+                    );
+                }
+                expect_ok(&format!("Heartbeat to broker {node}"), answer.error_code)?;
+                Ok(node)
+            },
+        )?;
+        let described = cluster.request(
+            successor,
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(str_bytes(group))]),
+            5,
+        )?;
+        let described = described
+            .groups
+            .first()
+            .context("DescribeGroups answered no group")?;
+        ensure!(
+            described.group_state.as_str() == "Stable"
+                && described.members.len() == 1
+                && described.members[0].member_id.as_str() == member
+                && described.members[0].member_assignment == assignment,
+            "broker {successor} describes {described:?}"
+        );
+        let again = cluster.request(successor, &sync, 3)?;
+        expect_ok("SyncGroup after the move", again.error_code)?;
+        ensure!(
+            again.assignment == assignment,
+            "the assignment after the move is {:?}",
+            again.assignment
+        );
+        eprintln!("the group moved from broker {coordinator} to {successor} with its member");
         Ok(())
     })
 }

@@ -74,12 +74,12 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use oxbow_e2e::cluster::{Cluster, ClusterOptions, Delivery, NodeId, RecordingContext};
+use oxbow_e2e::cluster::{ClientLog, Cluster, ClusterOptions, Delivery, NodeId, RecordingContext};
 use oxbow_e2e::sandbox::sandboxed;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 mod support;
@@ -1139,9 +1139,12 @@ enum TxnAction {
     KillRestart,
     /// SIGSTOP for less than the broker session.
     Pause,
-    /// SIGSTOP past the broker session: the broker is cut off from the cluster, fenced, and
-    /// comes back believing it still leads and coordinates.
+    /// SIGSTOP past the broker session: the broker is fenced, and comes back believing it
+    /// still leads and coordinates.
     LongPause,
+    /// Cut off from the other brokers past the broker session (clients still reach it): it
+    /// is fenced while it goes on answering clients as a leader and coordinator.
+    Isolate,
     /// SIGTERM (controlled shutdown), down for `down`, restarted.
     Terminate,
 }
@@ -1162,13 +1165,16 @@ enum TxnTarget {
     OutputLeader,
 }
 
-const TXN_SCHEDULE: [(TxnAction, TxnTarget); 7] = [
+const TXN_SCHEDULE: [(TxnAction, TxnTarget); 10] = [
     (TxnAction::Kill, TxnTarget::TxnCoordinator),
+    (TxnAction::Isolate, TxnTarget::PipelineTxnCoordinator),
     (TxnAction::Pause, TxnTarget::InputLeader),
     (TxnAction::Terminate, TxnTarget::GroupCoordinator),
+    (TxnAction::Isolate, TxnTarget::InputLeader),
     (TxnAction::KillRestart, TxnTarget::PipelineTxnCoordinator),
     (TxnAction::LongPause, TxnTarget::TxnCoordinator),
     (TxnAction::Kill, TxnTarget::OutputLeader),
+    (TxnAction::Isolate, TxnTarget::GroupCoordinator),
     (TxnAction::LongPause, TxnTarget::GroupCoordinator),
 ];
 
@@ -1178,7 +1184,8 @@ impl TxnAction {
             TxnAction::Kill => "SIGKILL",
             TxnAction::KillRestart => "SIGKILL+restart",
             TxnAction::Pause => "SIGSTOP",
-            TxnAction::LongPause => "long SIGSTOP (cut off)",
+            TxnAction::LongPause => "long SIGSTOP",
+            TxnAction::Isolate => "cut off from the other brokers",
             TxnAction::Terminate => "SIGTERM",
         }
     }
@@ -1256,7 +1263,7 @@ fn parse_txn_value(value: &str) -> Option<(usize, u64, usize, bool)> {
 
 /// A transactional producer whose delivery reports a thread of its own serves: aborting
 /// purges the records still in flight and waits for their reports.
-type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+type TxnProducer = ThreadedProducer<ClientLog>;
 
 /// Whether an error of a transactional call may be retried, and whether it asks for an
 /// abort; neither is fatal. Commit flushes first: records not delivered within the call's
@@ -1322,16 +1329,20 @@ fn txn_cluster_options() -> ClusterOptions {
             the full test command) the pipeline's send_offsets_to_transaction (15 s timeout) has \
             not returned after minutes, following the coordinator's timeout abort of its \
             transaction; run it with `cargo test -p oxbow-broker --test jepsen -- --ignored`"]
-fn transactions_commit_or_abort_all_or_nothing_and_a_pipeline_copies_exactly_once_under_faults(
-) -> Result<()> {
+fn transactions_commit_or_abort_all_or_nothing_and_a_pipeline_copies_exactly_once_under_faults() {
     let _serial = serial();
-    let settings = TxnSettings::from_env();
-    eprintln!("jepsen transactional settings: {settings:?}");
-    let started = Instant::now();
-    let mut cluster = Cluster::start(txn_cluster_options())?;
-    let outcome = run_transactional(&mut cluster, &settings, started);
-    eprintln!("jepsen transactional run took {:.1?}", started.elapsed());
-    cluster.explain(outcome)
+    sandboxed(
+        "transactions_commit_or_abort_all_or_nothing_and_a_pipeline_copies_exactly_once_under_faults",
+        || {
+            let settings = TxnSettings::from_env();
+            eprintln!("jepsen transactional settings: {settings:?}");
+            let started = Instant::now();
+            let mut cluster = Cluster::start(txn_cluster_options().network_namespaces())?;
+            let outcome = run_transactional(&mut cluster, &settings, started);
+            eprintln!("jepsen transactional run took {:.1?}", started.elapsed());
+            cluster.explain(outcome)
+        },
+    );
 }
 
 /// An acknowledged commit of the pipeline: its instance, when, and the input offsets it
@@ -1391,11 +1402,13 @@ fn run_transactional(
             thread::spawn(move || run_txn_producer(config, p, &settings, &stop))
         })
         .collect();
+    let pipeline_log = ClientLog::new(started, 20_000);
     let pipeline = {
         let config = cluster.client_config();
         let state = Arc::clone(&pipeline_state);
         let stop = Arc::clone(&stop_pipeline);
-        thread::spawn(move || run_pipeline(config, &state, &stop))
+        let log = pipeline_log.clone();
+        thread::spawn(move || run_pipeline(config, &state, &stop, &log))
     };
     // The nemesis starts once the pipeline has committed: the internal topics exist then.
     let warm_up = Instant::now() + Duration::from_secs(90);
@@ -1482,10 +1495,11 @@ fn run_transactional(
     )
     .with_context(|| {
         format!(
-            "the pipeline was {} for {:.1?} when told to stop; {} committed inputs were not copied",
+            "the pipeline was {} for {:.1?} when told to stop; {} committed inputs were not copied; the last lines its producer logged:\n{}",
             step.map_or("starting", |(what, _)| what),
             step.map(|(_, since)| since.elapsed()).unwrap_or_default(),
-            missing.len()
+            missing.len(),
+            pipeline_log.tail(400).join("\n")
         )
     })?;
     let drained_after = started.elapsed();
@@ -1682,6 +1696,11 @@ fn txn_nemesis(
             });
             cluster.resume(node)?;
         }
+        TxnAction::Isolate => {
+            cluster.isolate(node)?;
+            thread::sleep(settings.long_pause);
+            cluster.heal_network()?;
+        }
         TxnAction::Terminate => {
             let status = cluster.stop(node)?;
             ensure!(
@@ -1708,7 +1727,7 @@ fn txn_nemesis(
 
 /// A transactional producer ready to begin: created and given its producer id, retried
 /// while the coordinator is away, within [`TXN_INIT_BUDGET`].
-fn init_txn_producer(config: &ClientConfig, id: &str) -> Result<TxnProducer> {
+fn init_txn_producer(config: &ClientConfig, id: &str, log: &ClientLog) -> Result<TxnProducer> {
     let deadline = Instant::now() + TXN_INIT_BUDGET;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -1717,7 +1736,7 @@ fn init_txn_producer(config: &ClientConfig, id: &str) -> Result<TxnProducer> {
             .set("transactional.id", id)
             .set("transaction.timeout.ms", "10000")
             .set("linger.ms", "5")
-            .create()
+            .create_with_context(log.clone())
             .with_context(|| format!("creating the transactional producer {id}"))?;
         match producer.init_transactions(TXN_CALL) {
             Ok(()) => return Ok(producer),
@@ -1821,7 +1840,8 @@ fn run_txn_producer(
     stop: &AtomicBool,
 ) -> Result<(Vec<TxnLog>, usize)> {
     let id = format!("jepsen-txn-p{index}");
-    let mut producer = init_txn_producer(&config, &id)?;
+    let client_log = ClientLog::new(Instant::now(), 100);
+    let mut producer = init_txn_producer(&config, &id, &client_log)?;
     let mut txns = Vec::new();
     let mut restarts = 0;
     let mut txn: u64 = 0;
@@ -1870,7 +1890,7 @@ fn run_txn_producer(
         txn += 1;
         if outcome == TxnOutcome::Uncertain {
             drop_in_background(producer);
-            producer = init_txn_producer(&config, &id)?;
+            producer = init_txn_producer(&config, &id, &client_log)?;
             restarts += 1;
         }
         thread::sleep(Duration::from_millis(20));
@@ -1881,10 +1901,18 @@ fn run_txn_producer(
 
 /// One instance of the pipeline: its producer (the pipeline's transactional id) and its
 /// read_committed group consumer.
-fn start_pipeline_instance(config: &ClientConfig) -> Result<(TxnProducer, BaseConsumer)> {
+fn start_pipeline_instance(
+    config: &ClientConfig,
+    log: &ClientLog,
+) -> Result<(TxnProducer, BaseConsumer)> {
     // The producer first: its InitProducerId completes (or aborts) what an earlier instance
-    // left open, so the consumer reads committed offsets that include it.
-    let producer = init_txn_producer(config, PIPELINE_ID)?;
+    // left open, so the consumer reads committed offsets that include it. Its transactional
+    // and protocol debug lines go to the log, to show where a stuck call waits.
+    let mut producer_config = config.clone();
+    producer_config
+        .set("debug", "eos,protocol,broker")
+        .set("log_level", "7");
+    let producer = init_txn_producer(&producer_config, PIPELINE_ID, log)?;
     let consumer: BaseConsumer = config
         .clone()
         .set("group.id", PIPELINE_GROUP)
@@ -1908,6 +1936,7 @@ fn run_pipeline(
     config: ClientConfig,
     state: &Mutex<PipelineState>,
     stop: &AtomicBool,
+    log: &ClientLog,
 ) -> Result<()> {
     let record_failure = |error: String| -> Result<()> {
         let mut state = state
@@ -1918,7 +1947,7 @@ fn run_pipeline(
         *state.errors.entry(kind).or_default() += 1;
         Ok(())
     };
-    let mut instance = start_pipeline_instance(&config)?;
+    let mut instance = start_pipeline_instance(&config, log)?;
     while !stop.load(Ordering::Relaxed) {
         let (producer, consumer) = &instance;
         let mut batch: Vec<(i32, i64, String)> = Vec::new();
@@ -1978,7 +2007,7 @@ fn run_pipeline(
                 drop_in_background(consumer);
                 drop_in_background(producer);
                 set_step(state, "starting a new instance")?;
-                instance = start_pipeline_instance(&config)?;
+                instance = start_pipeline_instance(&config, log)?;
                 state
                     .lock()
                     .map_err(|_| anyhow!("pipeline state poisoned"))?

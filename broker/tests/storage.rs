@@ -33,6 +33,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
 use oxbow_e2e::harness::{self, BrokerProcess};
+use oxbow_e2e::sandbox::{self, sandboxed};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -1706,4 +1707,173 @@ async fn consume_all(bootstrap: &str, topic: &str, partitions: i32) -> Result<Ve
         );
     }
     Ok(read)
+}
+
+/// A log directory that fills up: produce is refused with KAFKA_STORAGE_ERROR (nothing is
+/// acknowledged that was not stored), the broker stays up and keeps serving reads of what it
+/// has, no segment is left with a torn batch, and writes succeed again once there is space,
+/// with every acknowledged record still at its offset, also after a restart. The log
+/// directory is a size-limited tmpfs mounted in the test's own sandbox.
+#[test]
+fn a_full_log_directory_refuses_writes_with_a_storage_error_and_recovers_when_space_returns() {
+    sandboxed(
+        "a_full_log_directory_refuses_writes_with_a_storage_error_and_recovers_when_space_returns",
+        || {
+            let scratch = tempfile::tempdir().context("a directory for the small filesystem")?;
+            let data = scratch.path().join("data");
+            std::fs::create_dir_all(&data)?;
+            let mount = |options: &str| {
+                sandbox::run(
+                    "mount",
+                    &[
+                        "-t",
+                        "tmpfs",
+                        "-o",
+                        options,
+                        "oxbow-small",
+                        &data.display().to_string(),
+                    ],
+                )
+            };
+            mount("size=12m")?;
+            let outcome = tokio::runtime::Runtime::new()?.block_on(disk_full(&data));
+            let _ = sandbox::run("umount", &[&data.display().to_string()]);
+            outcome
+        },
+    );
+}
+
+async fn disk_full(data: &Path) -> Result<()> {
+    let mut broker = BrokerProcess::start(
+        harness::BrokerOptions::new(env!("CARGO_BIN_EXE_oxbow-broker"))
+            .data_dir(data)
+            .args(["--override", "auto.create.topics.enable=false"]),
+    )?;
+    let outcome = fill_and_recover(&mut broker, data).await;
+    broker.explain(outcome)
+}
+
+async fn fill_and_recover(broker: &mut BrokerProcess, data: &Path) -> Result<()> {
+    const TOPIC: &str = "filling";
+    let mut conn = connect(broker).await?;
+    create_topic_ok(&mut conn, TOPIC, 1, &[("segment.bytes", "1048576")]).await?;
+    // 64 records of 1 KiB a request: a 12 MiB filesystem fills within a few hundred.
+    let mut acknowledged: Vec<Vec<u8>> = Vec::new();
+    let mut refused = None;
+    for request in 0..1000 {
+        let values: Vec<Vec<u8>> = (0..64)
+            .map(|i| padded(&format!("r{request}-{i}"), 1024))
+            .collect();
+        let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, &v[..])).collect();
+        let result = produce_batches(&mut conn, TOPIC, &records, now_ms(), true).await?;
+        if result.error_code != 0 {
+            refused = Some((request, result.error_code, result.error_message));
+            break;
+        }
+        ensure!(
+            result.base_offset == i64::try_from(acknowledged.len())?,
+            "request {request} acknowledged at {} after {} records",
+            result.base_offset,
+            acknowledged.len()
+        );
+        acknowledged.extend(values);
+    }
+    let (at, code, message) = refused.context("1000 requests of 64 KiB fit in 12 MiB")?;
+    eprintln!(
+        "the 12 MiB log directory refused request {at} after {} records were acknowledged: {code} {message:?}",
+        acknowledged.len()
+    );
+    expect_code(
+        &format!("Produce to a full disk (request {at}: {message:?})"),
+        code,
+        ResponseError::KafkaStorageError,
+    )?;
+    // Still full: refused again, and nothing acknowledged goes missing meanwhile.
+    let more: Vec<Vec<u8>> = (0..64)
+        .map(|i| padded(&format!("full-{i}"), 1024))
+        .collect();
+    let records: Vec<(Option<&[u8]>, &[u8])> = more.iter().map(|v| (None, &v[..])).collect();
+    let again = produce_batches(&mut conn, TOPIC, &records, now_ms(), true).await?;
+    expect_code(
+        "Produce to a disk still full",
+        again.error_code,
+        ResponseError::KafkaStorageError,
+    )?;
+    ensure!(broker.is_running(), "the broker exited on a full disk");
+    check_values(
+        &read_values(&mut conn, TOPIC, 0, 0).await?,
+        &acknowledged,
+        0,
+    )
+    .context("reading back what was acknowledged before the disk filled")?;
+
+    // Space returns: the same filesystem, grown.
+    sandbox::run(
+        "mount",
+        &["-o", "remount,size=64m", &data.display().to_string()],
+    )?;
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    let mut last = None;
+    let mut recovered = false;
+    while Instant::now() < deadline {
+        let values: Vec<Vec<u8>> = (0..64)
+            .map(|i| padded(&format!("after-{}-{i}", acknowledged.len()), 1024))
+            .collect();
+        let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, &v[..])).collect();
+        let result = produce_batches(&mut conn, TOPIC, &records, now_ms(), true).await?;
+        if result.error_code == 0 {
+            ensure!(
+                result.base_offset == i64::try_from(acknowledged.len())?,
+                "acknowledged at {} after {} records",
+                result.base_offset,
+                acknowledged.len()
+            );
+            acknowledged.extend(values);
+            recovered = true;
+            break;
+        }
+        last = Some((result.error_code, result.error_message));
+        tokio::time::sleep(POLL).await;
+    }
+    ensure!(
+        recovered,
+        "writes still refused {CONVERGE_TIMEOUT:?} after space returned: {last:?}"
+    );
+    eprintln!(
+        "writes accepted again {:.1?} after the filesystem grew",
+        CONVERGE_TIMEOUT.saturating_sub(deadline.saturating_duration_since(Instant::now()))
+    );
+    for round in 0..10 {
+        let values: Vec<Vec<u8>> = (0..64)
+            .map(|i| padded(&format!("later-{round}-{i}"), 1024))
+            .collect();
+        let base = produce_ok(&mut conn, TOPIC, &values, now_ms()).await?;
+        ensure!(
+            base == i64::try_from(acknowledged.len())?,
+            "acknowledged at {base}"
+        );
+        acknowledged.extend(values);
+    }
+    check_values(
+        &read_values(&mut conn, TOPIC, 0, 0).await?,
+        &acknowledged,
+        0,
+    )
+    .context("reading back after space returned")?;
+
+    // Recovery from the files finds every batch whole.
+    let status = broker.stop()?;
+    ensure!(
+        status.success(),
+        "the broker exited with {status} on SIGTERM"
+    );
+    broker.restart()?;
+    let mut conn = connect(broker).await?;
+    check_values(
+        &read_values(&mut conn, TOPIC, 0, 0).await?,
+        &acknowledged,
+        0,
+    )
+    .context("reading back after a restart")?;
+    Ok(())
 }

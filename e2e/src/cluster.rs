@@ -20,7 +20,7 @@
 //! Like [`crate::harness`], the API is blocking: process control and the metadata polls are
 //! short and bounded, and the rdkafka clients tests drive run on librdkafka's own threads.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
@@ -41,6 +41,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message as _;
@@ -1168,6 +1169,61 @@ impl ProducerContext for RecordingContext {
             reported,
         });
     }
+}
+
+/// A producer context that keeps the last lines librdkafka logged (its debug lines too, with
+/// the client's `debug` set), so a test can show what a client was doing when it got stuck.
+/// Clones share the lines: one log can follow the successive instances of a client.
+#[derive(Debug, Clone)]
+pub struct ClientLog {
+    lines: Arc<Mutex<VecDeque<String>>>,
+    since: Instant,
+    capacity: usize,
+}
+
+impl ClientLog {
+    /// Keeps the last `capacity` lines, each stamped with the time since `since`.
+    pub fn new(since: Instant, capacity: usize) -> ClientLog {
+        ClientLog {
+            lines: Arc::new(Mutex::new(VecDeque::new())),
+            since,
+            capacity,
+        }
+    }
+
+    /// The last `count` lines, oldest first.
+    pub fn tail(&self, count: usize) -> Vec<String> {
+        self.lines
+            .lock()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .skip(lines.len().saturating_sub(count))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl ClientContext for ClientLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if let Ok(mut lines) = self.lines.lock() {
+            if lines.len() >= self.capacity {
+                lines.pop_front();
+            }
+            lines.push_back(format!(
+                "[{:>6.1?}] {level:?} {fac}: {message}",
+                self.since.elapsed()
+            ));
+        }
+    }
+}
+
+impl ProducerContext for ClientLog {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
 impl Drop for Cluster {

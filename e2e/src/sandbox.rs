@@ -39,17 +39,26 @@ pub fn available() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `program args` in a new sandbox and waits for it: the child finds [`SANDBOX_ENV`] set.
-pub fn run_inside(program: &Path, args: &[String]) -> anyhow::Result<std::process::ExitStatus> {
+/// Runs `program args` in a new sandbox and waits for it: the child finds [`SANDBOX_ENV`] set,
+/// and `env` in its environment.
+pub fn run_inside(
+    program: &Path,
+    args: &[String],
+    env: &[(&str, &Path)],
+) -> anyhow::Result<std::process::ExitStatus> {
     available()?;
     Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(program)
         .args(args)
         .env(SANDBOX_ENV, "1")
+        .envs(env.iter().copied())
         .status()
         .context("starting unshare")
 }
+
+/// Where a sandboxed test's child notes that it ran the test's body (see [`sandboxed`]).
+const RAN_ENV: &str = "OXBOW_SANDBOX_RAN";
 
 /// Brings up the sandbox's loopback and mounts a tmpfs of its own on `/run/netns`, where
 /// `ip netns` keeps the network namespaces made inside it.
@@ -75,12 +84,21 @@ pub fn prepare() -> anyhow::Result<()> {
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs a test in a sandbox of its own. Outside a sandbox this runs the same test binary again,
-/// filtered to `test` alone, under `unshare` (one such child at a time on the machine: each
-/// runs a whole cluster) and fails when it fails; inside, it runs `body`.
+/// filtered to `test` alone (ignored or not: the parent was asked to run it), under `unshare`
+/// (one such child at a time on the machine: each runs a whole cluster), and fails when it
+/// fails or did not run `body` (a `test` that names no test); inside, it runs `body`.
 pub fn sandboxed(test: &str, body: impl FnOnce() -> anyhow::Result<()>) {
     if inside() {
+        // A new network namespace starts with its loopback down.
+        if let Err(error) = run("ip", &["link", "set", "lo", "up"]) {
+            panic!("{test}: {error:#}");
+        }
         if let Err(error) = body() {
             panic!("{test}: {error:#}");
+        }
+        if let Some(path) = std::env::var_os(RAN_ENV) {
+            std::fs::write(&path, test)
+                .unwrap_or_else(|e| panic!("{test}: noting that it ran: {e}"));
         }
         return;
     }
@@ -98,12 +116,21 @@ pub fn sandboxed(test: &str, body: impl FnOnce() -> anyhow::Result<()>) {
     let args = vec![
         test.to_string(),
         "--exact".to_string(),
+        "--include-ignored".to_string(),
         "--nocapture".to_string(),
         "--test-threads=1".to_string(),
     ];
-    let status = run_inside(&exe, &args).unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let ran = tempfile::NamedTempFile::new()
+        .unwrap_or_else(|e| panic!("{test}: a file for the sandbox's report: {e}"));
+    let status = run_inside(&exe, &args, &[(RAN_ENV, ran.path())])
+        .unwrap_or_else(|e| panic!("{test}: {e:#}"));
     drop(machine_turn);
     assert!(status.success(), "{test} failed in its sandbox ({status})");
+    let noted = std::fs::read_to_string(ran.path()).unwrap_or_default();
+    assert!(
+        noted == test,
+        "the sandbox ran no test named {test}: sandboxed() must be given the test function's name"
+    );
 }
 
 /// Runs a command to completion; an error carries its stderr.

@@ -322,6 +322,19 @@ pub(super) async fn sync(
             },
         },
     };
+    if result.error.is_none() {
+        let group = request.group_id.0.as_str();
+        let member = request.member_id.as_str();
+        if let Some(metadata) = broker
+            .groups
+            .stable_metadata(group, member, request.generation_id)
+        {
+            if let Err(e) = broker.write_group_metadata(group, Some(&metadata)).await {
+                tracing::warn!(group, error = %e.message, "the group's new membership could not be stored");
+                return SyncGroupResponse::default().with_error_code(e.code.code());
+            }
+        }
+    }
     SyncGroupResponse::default()
         .with_error_code(code(result.error))
         .with_protocol_type(result.protocol_type.as_deref().map(str_bytes))

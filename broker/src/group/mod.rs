@@ -340,6 +340,79 @@ impl Group {
         );
     }
 
+    /// Takes the membership a stored [`offsets::GroupMetadata`] describes (stable in its
+    /// generation, every session starting now), or none for a removed group. Its committed
+    /// offsets stay as they are.
+    fn restore(&mut self, metadata: Option<offsets::GroupMetadata>, now: Instant) {
+        let offsets = std::mem::take(&mut self.offsets);
+        *self = Group::new();
+        self.offsets = offsets;
+        let Some(metadata) = metadata else {
+            return;
+        };
+        let ms = |value: i32| Duration::from_millis(u64::try_from(value).unwrap_or(0));
+        let protocol = metadata.protocol.clone().unwrap_or_default();
+        for stored in metadata.members {
+            if let Some(instance) = &stored.group_instance_id {
+                self.static_members
+                    .insert(instance.clone(), stored.member_id.clone());
+            }
+            self.members.insert(
+                stored.member_id.clone(),
+                Member {
+                    id: stored.member_id,
+                    instance_id: stored.group_instance_id,
+                    client_id: stored.client_id,
+                    client_host: stored.client_host,
+                    session_timeout: ms(stored.session_timeout_ms),
+                    rebalance_timeout: ms(stored.rebalance_timeout_ms),
+                    protocols: vec![(protocol.clone(), stored.subscription)],
+                    assignment: stored.assignment,
+                    last_heartbeat: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                },
+            );
+        }
+        self.generation = metadata.generation;
+        self.protocol_type =
+            Some(metadata.protocol_type).filter(|t| !t.is_empty() || !self.members.is_empty());
+        self.protocol = metadata.protocol;
+        self.leader = metadata.leader;
+        self.state = if self.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+    }
+
+    /// The membership to store once a rebalance has completed.
+    fn metadata(&self) -> offsets::GroupMetadata {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let ms = |value: Duration| i32::try_from(value.as_millis()).unwrap_or(i32::MAX);
+        offsets::GroupMetadata {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            current_state_timestamp: crate::broker::now_ms(),
+            members: self
+                .members
+                .values()
+                .map(|m| offsets::MemberMetadata {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: ms(m.rebalance_timeout),
+                    session_timeout_ms: ms(m.session_timeout),
+                    subscription: m.metadata(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
     fn remove_member(&mut self, id: &str) {
         if let Some(member) = self.members.shift_remove(id) {
             if let Some(instance) = &member.instance_id {
@@ -487,6 +560,10 @@ impl GroupCoordinator {
                         }
                     }
                 }
+                offsets::OffsetEvent::Group { group, metadata } => groups
+                    .entry(group)
+                    .or_insert_with(Group::new)
+                    .restore(metadata, Instant::now()),
             }
         }
         groups.retain(|_, g| !g.offsets.is_empty() || !g.members.is_empty());
@@ -812,6 +889,23 @@ impl GroupCoordinator {
                 Pending::Ready(SyncResult::error(ResponseError::UnknownMemberId))
             }
         }
+    }
+
+    /// The membership to store when `member_id` led the rebalance that made the group stable
+    /// in `generation`: the leader's SyncGroup writes it to the group's offsets partition, so
+    /// that a broker taking the group over knows its members.
+    pub fn stable_metadata(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Option<offsets::GroupMetadata> {
+        let groups = self.groups.lock();
+        let group = groups.get(group_id)?;
+        (group.state == GroupState::Stable
+            && group.generation == generation
+            && group.leader.as_deref() == Some(member_id))
+        .then(|| group.metadata())
     }
 
     pub fn heartbeat(
@@ -1221,6 +1315,40 @@ mod tests {
         assert_eq!(c.describe("g").state, GroupState::Empty);
         assert_eq!(
             c.heartbeat("g", 1, &a, None),
+            Some(ResponseError::UnknownMemberId)
+        );
+    }
+
+    #[test]
+    fn a_coordinator_that_loads_the_stored_membership_knows_the_members_and_their_assignments() {
+        let c = coordinator(0);
+        let a = ready(c.join(join_request("", None))).member_id;
+        ready(c.join(join_request(&a, None)));
+        ready(c.sync(
+            "g",
+            1,
+            &a,
+            None,
+            (None, None),
+            vec![(a.clone(), Bytes::from_static(b"all"))],
+        ));
+        assert_eq!(c.stable_metadata("g", "someone-else", 1), None);
+        assert_eq!(c.stable_metadata("g", &a, 0), None);
+        let stored = c
+            .stable_metadata("g", &a, 1)
+            .expect("the leader's completed rebalance is stored");
+        let batch = offsets::encode_group_batch("g", Some(&stored), 1).expect("encodes");
+        let taken_over = coordinator(0);
+        taken_over.load(offsets::decode_batches(batch).expect("decodes"));
+        assert_eq!(taken_over.describe("g").state, GroupState::Stable);
+        assert_eq!(taken_over.heartbeat("g", 1, &a, None), None);
+        assert_eq!(taken_over.check_commit("g", 1, &a, None), Ok(()));
+        let synced = ready(taken_over.sync("g", 1, &a, None, (None, None), vec![]));
+        assert_eq!(synced.assignment, Bytes::from_static(b"all"));
+        let removal = offsets::encode_group_batch("g", None, 2).expect("encodes");
+        taken_over.load(offsets::decode_batches(removal).expect("decodes"));
+        assert_eq!(
+            taken_over.heartbeat("g", 1, &a, None),
             Some(ResponseError::UnknownMemberId)
         );
     }

@@ -4,8 +4,16 @@
 //! Key (OffsetCommitKey v1): `i16 version=1, string group, string topic, i32 partition`.
 //! Value (OffsetCommitValue v3): `i16 version=3, i64 offset, i32 leader_epoch,
 //! string metadata, i64 commit_timestamp`. A null value deletes the offset.
-//! Strings are an `i16` length and UTF-8 bytes. Keys of version 2 are group metadata, which
-//! this broker does not write and skips when loading.
+//! Strings are an `i16` length and UTF-8 bytes (nullable ones -1 for null), bytes an `i32`
+//! length.
+//!
+//! Group metadata, written when a rebalance completes so that a broker taking over the group
+//! knows its members: key (GroupMetadataKey v2) `i16 version=2, string group`; value
+//! (GroupMetadataValue v3) `i16 version=3, string protocol_type, i32 generation,
+//! nullable string protocol, nullable string leader, i64 current_state_timestamp`, then an
+//! `i32` count of members, each `string member_id, nullable string group_instance_id,
+//! string client_id, string client_host, i32 rebalance_timeout, i32 session_timeout,
+//! bytes subscription, bytes assignment`. A null value removes the group.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use indexmap::IndexMap;
@@ -33,6 +41,33 @@ pub struct OffsetRecord {
 
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
+const GROUP_KEY_VERSION: i16 = 2;
+const GROUP_VALUE_VERSION: i16 = 3;
+
+/// A group's membership as of its last completed rebalance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMetadata {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub current_state_timestamp: i64,
+    pub members: Vec<MemberMetadata>,
+}
+
+/// One member of a [`GroupMetadata`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberMetadata {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// The member's metadata for the group's protocol.
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
 
 fn put_string(buf: &mut BytesMut, s: &str) {
     let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
@@ -52,6 +87,171 @@ fn get_string(buf: &mut Bytes) -> Option<String> {
     String::from_utf8(buf.split_to(len).to_vec()).ok()
 }
 
+fn put_nullable_string(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(buf, s),
+        None => buf.put_i16(-1),
+    }
+}
+
+fn get_nullable_string(buf: &mut Bytes) -> Option<Option<String>> {
+    if buf.remaining() < 2 {
+        return None;
+    }
+    if buf.chunk()[..2] == [0xff, 0xff] {
+        buf.advance(2);
+        return Some(None);
+    }
+    get_string(buf).map(Some)
+}
+
+fn put_bytes(buf: &mut BytesMut, bytes: &[u8]) {
+    let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+    buf.put_i32(len);
+    buf.put_slice(&bytes[..usize::try_from(len).unwrap_or(0)]);
+}
+
+fn get_bytes(buf: &mut Bytes) -> Option<Bytes> {
+    if buf.remaining() < 4 {
+        return None;
+    }
+    let len = buf.get_i32();
+    if len < 0 {
+        return Some(Bytes::new());
+    }
+    let len = usize::try_from(len).ok()?;
+    if buf.remaining() < len {
+        return None;
+    }
+    Some(buf.split_to(len))
+}
+
+fn get_i32(buf: &mut Bytes) -> Option<i32> {
+    (buf.remaining() >= 4).then(|| buf.get_i32())
+}
+
+fn encode_group_key(group: &str) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(GROUP_KEY_VERSION);
+    put_string(&mut buf, group);
+    buf.freeze()
+}
+
+fn encode_group_value(value: &GroupMetadata) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(GROUP_VALUE_VERSION);
+    put_string(&mut buf, &value.protocol_type);
+    buf.put_i32(value.generation);
+    put_nullable_string(&mut buf, value.protocol.as_deref());
+    put_nullable_string(&mut buf, value.leader.as_deref());
+    buf.put_i64(value.current_state_timestamp);
+    buf.put_i32(i32::try_from(value.members.len()).unwrap_or(i32::MAX));
+    for member in &value.members {
+        put_string(&mut buf, &member.member_id);
+        put_nullable_string(&mut buf, member.group_instance_id.as_deref());
+        put_string(&mut buf, &member.client_id);
+        put_string(&mut buf, &member.client_host);
+        buf.put_i32(member.rebalance_timeout_ms);
+        buf.put_i32(member.session_timeout_ms);
+        put_bytes(&mut buf, &member.subscription);
+        put_bytes(&mut buf, &member.assignment);
+    }
+    buf.freeze()
+}
+
+/// Decodes a group metadata value of versions 0 to 3 (the non-flexible ones).
+fn decode_group_value(bytes: &Bytes) -> Option<GroupMetadata> {
+    let mut v = bytes.clone();
+    if v.remaining() < 2 {
+        return None;
+    }
+    let version = v.get_i16();
+    if !(0..=3).contains(&version) {
+        return None;
+    }
+    let protocol_type = get_string(&mut v)?;
+    let generation = get_i32(&mut v)?;
+    let protocol = get_nullable_string(&mut v)?;
+    let leader = get_nullable_string(&mut v)?;
+    let current_state_timestamp = if version >= 2 {
+        (v.remaining() >= 8).then(|| v.get_i64())?
+    } else {
+        -1
+    };
+    let count = get_i32(&mut v)?;
+    let mut members = Vec::new();
+    for _ in 0..count.max(0) {
+        let member_id = get_string(&mut v)?;
+        let group_instance_id = if version >= 3 {
+            get_nullable_string(&mut v)?
+        } else {
+            None
+        };
+        let client_id = get_string(&mut v)?;
+        let client_host = get_string(&mut v)?;
+        let rebalance_timeout_ms = if version >= 1 { get_i32(&mut v)? } else { -1 };
+        let session_timeout_ms = get_i32(&mut v)?;
+        let rebalance_timeout_ms = if rebalance_timeout_ms < 0 {
+            session_timeout_ms
+        } else {
+            rebalance_timeout_ms
+        };
+        let subscription = get_bytes(&mut v)?;
+        let assignment = get_bytes(&mut v)?;
+        members.push(MemberMetadata {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription,
+            assignment,
+        });
+    }
+    Some(GroupMetadata {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        current_state_timestamp,
+        members,
+    })
+}
+
+/// Encodes a group's metadata (or, for `None`, its removal) as one RecordBatch v2.
+pub fn encode_group_batch(
+    group: &str,
+    value: Option<&GroupMetadata>,
+    timestamp: i64,
+) -> anyhow::Result<Bytes> {
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(encode_group_key(group)),
+        value: value.map(encode_group_value),
+        headers: IndexMap::new(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(buf.freeze())
+}
+
 fn encode_key(group: &str, topic: &str, partition: i32) -> Bytes {
     let mut buf = BytesMut::new();
     buf.put_i16(KEY_VERSION);
@@ -69,6 +269,15 @@ fn encode_value(value: &CommittedOffset) -> Bytes {
     put_string(&mut buf, &value.metadata);
     buf.put_i64(value.commit_timestamp);
     buf.freeze()
+}
+
+/// The group of a group metadata key; `None` for keys of other kinds.
+fn decode_group_key(key: &Bytes) -> Option<String> {
+    let mut key = key.clone();
+    if key.remaining() < 2 || key.get_i16() != GROUP_KEY_VERSION {
+        return None;
+    }
+    get_string(&mut key)
 }
 
 /// Decodes an offset record; `None` for keys of other kinds or malformed bytes.
@@ -184,6 +393,11 @@ pub enum OffsetEvent {
     },
     /// A transaction marker: the producer's offsets take effect, or are dropped.
     Marker { producer_id: i64, commit: bool },
+    /// A group's membership after a rebalance, or `None` when the group was removed.
+    Group {
+        group: String,
+        metadata: Option<GroupMetadata>,
+    },
 }
 
 /// Decodes every offset change and transaction marker in a run of record batches read from
@@ -207,7 +421,13 @@ pub fn decode_batches(mut bytes: Bytes) -> anyhow::Result<Vec<OffsetEvent>> {
                 continue;
             }
             if let Some(key) = &record.key {
-                if let Some(decoded) = decode(key, record.value.as_ref()) {
+                if let Some(group) = decode_group_key(key) {
+                    let metadata = record.value.as_ref().and_then(decode_group_value);
+                    // A value this broker cannot read is skipped, not taken for a removal.
+                    if record.value.is_none() || metadata.is_some() {
+                        out.push(OffsetEvent::Group { group, metadata });
+                    }
+                } else if let Some(decoded) = decode(key, record.value.as_ref()) {
                     out.push(OffsetEvent::Offset {
                         record: decoded,
                         producer: record.transactional.then_some(record.producer_id),
@@ -297,6 +517,56 @@ mod tests {
             }
         )));
         assert_eq!(events.len(), 3);
+    }
+
+    #[test]
+    fn group_metadata_round_trips_and_a_removal_is_a_null_value() {
+        let metadata = GroupMetadata {
+            protocol_type: "consumer".into(),
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("m-1".into()),
+            current_state_timestamp: 1234,
+            members: vec![
+                MemberMetadata {
+                    member_id: "m-1".into(),
+                    group_instance_id: None,
+                    client_id: "c".into(),
+                    client_host: "/10.0.0.1".into(),
+                    rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 45_000,
+                    subscription: Bytes::from_static(b"sub"),
+                    assignment: Bytes::from_static(b"assigned"),
+                },
+                MemberMetadata {
+                    member_id: "m-2".into(),
+                    group_instance_id: Some("static-2".into()),
+                    client_id: "c2".into(),
+                    client_host: "/10.0.0.2".into(),
+                    rebalance_timeout_ms: 1000,
+                    session_timeout_ms: 500,
+                    subscription: Bytes::new(),
+                    assignment: Bytes::new(),
+                },
+            ],
+        };
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&encode_group_batch("g", Some(&metadata), 1).expect("encodes"));
+        bytes.extend_from_slice(&encode_group_batch("g", None, 2).expect("encodes"));
+        let events = decode_batches(bytes.freeze()).expect("decodes");
+        assert_eq!(
+            events,
+            vec![
+                OffsetEvent::Group {
+                    group: "g".into(),
+                    metadata: Some(metadata),
+                },
+                OffsetEvent::Group {
+                    group: "g".into(),
+                    metadata: None,
+                },
+            ]
+        );
     }
 
     #[test]

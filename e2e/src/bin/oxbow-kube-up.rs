@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     if !sandbox::inside() {
         let exe = std::env::current_exe()?;
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let status = sandbox::run_inside(&exe, &args)?;
+        let status = sandbox::run_inside(&exe, &args, &[])?;
         std::process::exit(status.code().unwrap_or(1));
     }
     let runtime = tokio::runtime::Runtime::new()?;
