@@ -619,6 +619,11 @@ impl Cluster {
         self.network_mut()?.cut(from, to)
     }
 
+    /// Drops each packet broker `from` sends to broker `to` with probability `loss`.
+    pub fn degrade(&mut self, from: NodeId, to: NodeId, loss: f64) -> Result<()> {
+        self.network_mut()?.degrade(from, to, loss)
+    }
+
     /// Cuts two brokers from each other, both ways.
     pub fn cut_between(&mut self, a: NodeId, b: NodeId) -> Result<()> {
         self.network_mut()?.cut_between(a, b)
@@ -629,7 +634,7 @@ impl Cluster {
         self.network_mut()?.isolate(node)
     }
 
-    /// Removes every network cut (nothing to do without network namespaces).
+    /// Removes every network cut and lossy link (nothing to do without network namespaces).
     pub fn heal_network(&mut self) -> Result<()> {
         match self.network.as_mut() {
             Some(network) => network.heal(),

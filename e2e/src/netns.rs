@@ -29,6 +29,8 @@ pub struct BrokerNetwork {
     members: BTreeMap<NodeId, Ipv4Addr>,
     /// (from, to): packets from `from` to `to` are dropped.
     cuts: BTreeSet<(NodeId, NodeId)>,
+    /// (from, to): some of the packets from `from` to `to` are dropped.
+    degraded: BTreeSet<(NodeId, NodeId)>,
 }
 
 impl BrokerNetwork {
@@ -89,6 +91,7 @@ impl BrokerNetwork {
         Ok(BrokerNetwork {
             members,
             cuts: BTreeSet::new(),
+            degraded: BTreeSet::new(),
         })
     }
 
@@ -121,6 +124,37 @@ impl BrokerNetwork {
         Ok(())
     }
 
+    /// Drops each packet `from` sends to `to` with probability `loss` (0 to 1): a lossy link,
+    /// over which TCP still gets through, retransmitting.
+    pub fn degrade(&mut self, from: NodeId, to: NodeId, loss: f64) -> Result<()> {
+        ensure!(from != to, "a broker has no link to itself");
+        ensure!(
+            (0.0..=1.0).contains(&loss),
+            "a loss of {loss} is not a probability"
+        );
+        let destination = self.address(to)?.to_string();
+        let probability = format!("{loss:.4}");
+        iptables(
+            from,
+            &[
+                "-A",
+                "OUTPUT",
+                "-d",
+                &destination,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &probability,
+                "-j",
+                "DROP",
+            ],
+        )?;
+        self.degraded.insert((from, to));
+        Ok(())
+    }
+
     /// Cuts `a` and `b` from each other, both ways.
     pub fn cut_between(&mut self, a: NodeId, b: NodeId) -> Result<()> {
         self.cut(a, b)?;
@@ -136,13 +170,19 @@ impl BrokerNetwork {
         Ok(())
     }
 
-    /// Removes every cut.
+    /// Removes every cut and every lossy link.
     pub fn heal(&mut self) -> Result<()> {
-        let cut_off: BTreeSet<NodeId> = self.cuts.iter().map(|(from, _)| *from).collect();
-        for id in cut_off {
+        let senders: BTreeSet<NodeId> = self
+            .cuts
+            .iter()
+            .chain(&self.degraded)
+            .map(|(from, _)| *from)
+            .collect();
+        for id in senders {
             iptables(id, &["-F", "OUTPUT"])?;
         }
         self.cuts.clear();
+        self.degraded.clear();
         Ok(())
     }
 
