@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{ensure, Context as _, Result};
 
@@ -42,14 +42,8 @@ impl BrokerNetwork {
             "brokers in network namespaces need a sandbox: run the test through sandbox::sandboxed"
         );
         for tool in ["ip", "iptables"] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
             ensure!(
-                found,
+                sandbox::has_command(tool),
                 "brokers in network namespaces need `{tool}` (iproute2, iptables)"
             );
         }
@@ -72,20 +66,8 @@ impl BrokerNetwork {
             let host_end = format!("oxveth{id}");
             let cidr = format!("{address}/{PREFIX}");
             sandbox::run("ip", &["netns", "add", &namespace])?;
-            let steps: [&[&str]; 5] = [
-                &[
-                    "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns",
-                    &namespace,
-                ],
-                &["link", "set", &host_end, "master", BRIDGE, "up"],
-                &["-n", &namespace, "link", "set", "lo", "up"],
-                &["-n", &namespace, "addr", "add", &cidr, "dev", "eth0"],
-                &["-n", &namespace, "link", "set", "eth0", "up"],
-            ];
-            for step in steps {
-                sandbox::run("ip", step)
-                    .with_context(|| format!("setting up broker {id}'s network"))?;
-            }
+            sandbox::attach(&namespace, &host_end, BRIDGE, &cidr)
+                .with_context(|| format!("setting up broker {id}'s network"))?;
             members.insert(*id, address);
         }
         Ok(BrokerNetwork {

@@ -26,15 +26,37 @@ pub fn available() -> anyhow::Result<()> {
         bail!("a sandbox needs root (network namespaces, bind mounts)");
     }
     for tool in ["unshare", "nsenter", "ip", "mount"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !found {
+        if !has_command(tool) {
             bail!("a sandbox needs `{tool}` (util-linux, iproute2)");
         }
+    }
+    Ok(())
+}
+
+/// Whether `tool` is a command on the PATH.
+pub fn has_command(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Gives the network namespace `namespace` an `eth0` with address `cidr`, the other end of
+/// its veth pair (`host_end`) on `bridge`, and brings up its loopback.
+pub fn attach(namespace: &str, host_end: &str, bridge: &str, cidr: &str) -> anyhow::Result<()> {
+    let steps: [&[&str]; 5] = [
+        &[
+            "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace,
+        ],
+        &["link", "set", host_end, "master", bridge, "up"],
+        &["-n", namespace, "link", "set", "lo", "up"],
+        &["-n", namespace, "addr", "add", cidr, "dev", "eth0"],
+        &["-n", namespace, "link", "set", "eth0", "up"],
+    ];
+    for step in steps {
+        run("ip", step)?;
     }
     Ok(())
 }

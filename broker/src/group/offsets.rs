@@ -17,6 +17,10 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use indexmap::IndexMap;
+
+use crate::log::fields::{
+    get_bytes, get_i32, get_nullable_string, get_string, put_bytes, put_nullable_string, put_string,
+};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -67,67 +71,6 @@ pub struct MemberMetadata {
     /// The member's metadata for the group's protocol.
     pub subscription: Bytes,
     pub assignment: Bytes,
-}
-
-fn put_string(buf: &mut BytesMut, s: &str) {
-    let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
-    buf.put_i16(len);
-    buf.put_slice(&s.as_bytes()[..len as usize]);
-}
-
-fn get_string(buf: &mut Bytes) -> Option<String> {
-    if buf.remaining() < 2 {
-        return None;
-    }
-    let len = buf.get_i16();
-    let len = usize::try_from(len).ok()?;
-    if buf.remaining() < len {
-        return None;
-    }
-    String::from_utf8(buf.split_to(len).to_vec()).ok()
-}
-
-fn put_nullable_string(buf: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => put_string(buf, s),
-        None => buf.put_i16(-1),
-    }
-}
-
-fn get_nullable_string(buf: &mut Bytes) -> Option<Option<String>> {
-    if buf.remaining() < 2 {
-        return None;
-    }
-    if buf.chunk()[..2] == [0xff, 0xff] {
-        buf.advance(2);
-        return Some(None);
-    }
-    get_string(buf).map(Some)
-}
-
-fn put_bytes(buf: &mut BytesMut, bytes: &[u8]) {
-    let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
-    buf.put_i32(len);
-    buf.put_slice(&bytes[..usize::try_from(len).unwrap_or(0)]);
-}
-
-fn get_bytes(buf: &mut Bytes) -> Option<Bytes> {
-    if buf.remaining() < 4 {
-        return None;
-    }
-    let len = buf.get_i32();
-    if len < 0 {
-        return Some(Bytes::new());
-    }
-    let len = usize::try_from(len).ok()?;
-    if buf.remaining() < len {
-        return None;
-    }
-    Some(buf.split_to(len))
-}
-
-fn get_i32(buf: &mut Bytes) -> Option<i32> {
-    (buf.remaining() >= 4).then(|| buf.get_i32())
 }
 
 fn encode_group_key(group: &str) -> Bytes {

@@ -46,6 +46,7 @@ mod compression;
 pub mod control;
 mod epoch;
 mod error;
+pub(crate) mod fields;
 mod index;
 mod retention;
 mod segment;

@@ -15,6 +15,7 @@ use kafka_protocol::records::{
 };
 
 use super::TxnState;
+use crate::log::fields::{get_string, put_string};
 
 /// One transactional id's stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,23 +38,6 @@ pub struct TxnRecord {
 
 const KEY_VERSION: i16 = 0;
 const VALUE_VERSION: i16 = 0;
-
-fn put_string(buf: &mut BytesMut, s: &str) {
-    let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
-    buf.put_i16(len);
-    buf.put_slice(&s.as_bytes()[..len as usize]);
-}
-
-fn get_string(buf: &mut Bytes) -> Option<String> {
-    if buf.remaining() < 2 {
-        return None;
-    }
-    let len = usize::try_from(buf.get_i16()).ok()?;
-    if buf.remaining() < len {
-        return None;
-    }
-    String::from_utf8(buf.split_to(len).to_vec()).ok()
-}
 
 fn get_count(buf: &mut Bytes) -> Option<Option<usize>> {
     if buf.remaining() < 4 {

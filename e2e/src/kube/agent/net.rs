@@ -85,23 +85,17 @@ impl PodNetwork {
         run("ip", &["netns", "add", &namespace])?;
         let cidr = format!("{address}/{POD_PREFIX}");
         let gateway = GATEWAY.to_string();
-        let steps: [&[&str]; 7] = [
-            &[
-                "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns",
-                &namespace,
-            ],
-            &["link", "set", &host_end, "master", BRIDGE, "up"],
-            &["-n", &namespace, "link", "set", "lo", "up"],
-            &["-n", &namespace, "addr", "add", &cidr, "dev", "eth0"],
-            &["-n", &namespace, "link", "set", "eth0", "up"],
-            &["-n", &namespace, "route", "add", "default", "via", &gateway],
-            &["-n", &namespace, "link", "show", "eth0"],
-        ];
-        for step in steps {
-            if let Err(error) = run("ip", step) {
-                let _ = run("ip", &["netns", "del", &namespace]);
-                return Err(error).context("setting up the pod's network");
-            }
+        let attached =
+            crate::sandbox::attach(&namespace, &host_end, BRIDGE, &cidr).and_then(|()| {
+                run(
+                    "ip",
+                    &["-n", &namespace, "route", "add", "default", "via", &gateway],
+                )?;
+                run("ip", &["-n", &namespace, "link", "show", "eth0"])
+            });
+        if let Err(error) = attached {
+            let _ = run("ip", &["netns", "del", &namespace]);
+            return Err(error).context("setting up the pod's network");
         }
         Ok(PodNetwork { namespace, address })
     }
