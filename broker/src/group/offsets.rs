@@ -168,31 +168,11 @@ pub fn encode_group_batch(
     value: Option<&GroupMetadata>,
     timestamp: i64,
 ) -> anyhow::Result<Bytes> {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
+    encode(
+        &[(encode_group_key(group), value.map(encode_group_value))],
         timestamp,
-        key: Some(encode_group_key(group)),
-        value: value.map(encode_group_value),
-        headers: IndexMap::new(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &[record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    Ok(buf.freeze())
+        None,
+    )
 }
 
 fn encode_key(group: &str, topic: &str, partition: i32) -> Bytes {
@@ -273,7 +253,7 @@ fn decode(key: &Bytes, value: Option<&Bytes>) -> Option<OffsetRecord> {
 
 /// Encodes changes as one uncompressed RecordBatch v2, ready to append.
 pub fn encode_batch(records: &[OffsetRecord], timestamp: i64) -> anyhow::Result<Bytes> {
-    encode(records, timestamp, None)
+    encode(&offset_pairs(records), timestamp, None)
 }
 
 /// Encodes offsets a transactional producer commits (TxnOffsetCommit) as one transactional
@@ -283,11 +263,24 @@ pub fn encode_transactional_batch(
     timestamp: i64,
     producer: (i64, i16),
 ) -> anyhow::Result<Bytes> {
-    encode(records, timestamp, Some(producer))
+    encode(&offset_pairs(records), timestamp, Some(producer))
 }
 
+fn offset_pairs(records: &[OffsetRecord]) -> Vec<(Bytes, Option<Bytes>)> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                encode_key(&r.group, &r.topic, r.partition),
+                r.value.as_ref().map(encode_value),
+            )
+        })
+        .collect()
+}
+
+/// (key, value) pairs as one uncompressed RecordBatch v2, of `producer` when set.
 fn encode(
-    records: &[OffsetRecord],
+    records: &[(Bytes, Option<Bytes>)],
     timestamp: i64,
     producer: Option<(i64, i16)>,
 ) -> anyhow::Result<Bytes> {
@@ -295,7 +288,7 @@ fn encode(
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| Record {
+        .map(|(i, (key, value))| Record {
             transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
@@ -309,8 +302,8 @@ fn encode(
             // checked against the producer's sequences).
             sequence: i as i32,
             timestamp,
-            key: Some(encode_key(&r.group, &r.topic, r.partition)),
-            value: r.value.as_ref().map(encode_value),
+            key: Some(key.clone()),
+            value: value.clone(),
             headers: IndexMap::new(),
         })
         .collect();
