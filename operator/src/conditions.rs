@@ -1,7 +1,8 @@
-//! Status conditions (`Ready`, `Reconciling`, `Degraded`) shared by both resources: building
-//! them, and keeping `lastTransitionTime` when a condition's status did not change.
+//! Status conditions (`Ready`, `Reconciling`, `Degraded`, `ReconciliationPaused`) shared by
+//! every resource: building them, keeping `lastTransitionTime` when a condition's status did
+//! not change, and the pause annotation.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 pub const READY: &str = "Ready";
@@ -70,6 +71,47 @@ pub fn merge(
         .collect()
 }
 
+/// Condition type, `True` while the resource's reconciliation is paused.
+pub const PAUSED: &str = "ReconciliationPaused";
+/// Annotation that pauses the reconciliation of a resource while it is `"true"`: spec changes
+/// wait, nothing is corrected, and the status keeps what it said with [`PAUSED`] added.
+/// Deleting the resource still cleans up.
+pub const PAUSE_ANNOTATION: &str = "oxbow.dev/pause-reconciliation";
+
+/// Whether the object's reconciliation is paused.
+pub fn is_paused(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSE_ANNOTATION))
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+}
+
+/// `previous` with [`PAUSED`] true: the other conditions as they were (they describe the last
+/// generation reconciled), the pause stamped `now` unless it was already there.
+pub fn with_paused(
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let mut conditions: Vec<Condition> = previous
+        .iter()
+        .filter(|c| c.type_ != PAUSED)
+        .cloned()
+        .collect();
+    conditions.extend(merge(
+        previous,
+        &[Wanted::new(
+            PAUSED,
+            true,
+            "Paused",
+            format!("annotation {PAUSE_ANNOTATION} is true: changes wait until it is removed"),
+        )],
+        generation,
+        now,
+    ));
+    conditions
+}
+
 /// Whether condition `type_` is `True` in `conditions`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
@@ -122,5 +164,33 @@ mod tests {
         assert!(!is_true(&second, DEGRADED));
         assert_eq!(reason(&second, READY), Some("AllBrokersReady"));
         assert_eq!(reason(&second, RECONCILING), None);
+    }
+
+    #[test]
+    fn a_pause_keeps_the_other_conditions_and_its_first_time() {
+        let ready = merge(
+            &[],
+            &[Wanted::new(READY, true, "Ready", "")],
+            Some(1),
+            at(100),
+        );
+        let paused = with_paused(&ready, Some(2), at(200));
+        assert_eq!(paused.len(), 2);
+        assert_eq!(
+            paused[0], ready[0],
+            "Ready as the last reconciliation left it"
+        );
+        assert!(is_true(&paused, PAUSED));
+        assert_eq!(paused[1].last_transition_time, Time(at(200)));
+        let again = with_paused(&paused, Some(3), at(300));
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[1].last_transition_time, Time(at(200)));
+
+        let mut meta = ObjectMeta::default();
+        assert!(!is_paused(&meta));
+        meta.annotations = Some([(PAUSE_ANNOTATION.to_string(), "true".to_string())].into());
+        assert!(is_paused(&meta));
+        meta.annotations = Some([(PAUSE_ANNOTATION.to_string(), "false".to_string())].into());
+        assert!(!is_paused(&meta));
     }
 }

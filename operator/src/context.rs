@@ -1,5 +1,5 @@
 //! What every reconciliation shares: the Kubernetes client, the event recorder, metrics,
-//! operator settings, the Kafka admin clients (topics, balancing), and per-object retry
+//! operator settings, the Kafka admin clients (topics, balancing, users), and per-object retry
 //! backoff.
 
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ use crate::balance::step::BalanceAdmin;
 use crate::cluster::validate::OperatorSettings;
 use crate::metrics::Metrics;
 use crate::topic::admin::TopicAdmin;
+use crate::user::Users;
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "oxbow-operator";
@@ -27,6 +28,8 @@ pub struct Context {
     /// Reads cluster state and moves replicas: scaling, rolling restarts, metrics.
     pub balancer: Arc<dyn BalanceAdmin>,
     pub backoff: Backoff,
+    /// The KafkaUser controller's admin client and the credentials it has set.
+    pub users: Users,
 }
 
 impl Context {
@@ -54,6 +57,7 @@ impl Context {
             admin,
             balancer,
             backoff: Backoff::default(),
+            users: Users::default(),
         }
     }
 }

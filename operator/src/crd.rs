@@ -1,4 +1,4 @@
-//! The custom resources: `KafkaCluster` and `KafkaTopic` (group `oxbow.dev`, version
+//! The custom resources: `KafkaCluster`, `KafkaTopic` and `KafkaUser` (group `oxbow.dev`, version
 //! `v1alpha1`).
 //!
 //! Field doc comments become the schema descriptions `kubectl explain` shows, so they are
@@ -714,6 +714,271 @@ impl KafkaTopic {
     }
 }
 
+/// A user of a KafkaCluster: its SCRAM credential, its ACLs and its quotas. The operator keeps
+/// the cluster's user in line with this resource, writes the user's password (generated unless
+/// the spec names a Secret holding it) to a Secret named after the resource, and removes the
+/// credential, the ACLs and the quotas when the resource is deleted.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "oxbow.dev",
+    version = "v1alpha1",
+    kind = "KafkaUser",
+    namespaced,
+    status = "KafkaUserStatus",
+    shortname = "ku",
+    category = "oxbow",
+    doc = "A user of a KafkaCluster in the same namespace: its SCRAM credential, ACLs and quotas. The resource's name is the user's name.",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".spec.clusterRef.name",
+        description = "The KafkaCluster the user belongs to"
+    ),
+    printcolumn(
+        name = "Authentication",
+        type_ = "string",
+        json_path = ".spec.authentication.type",
+        description = "How the user authenticates"
+    ),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".status.secret",
+        description = "The Secret holding the user's credentials"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the user matches its spec"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 128")
+        .message("a KafkaUser's name is the user's name, which has at most 128 characters")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaUserSpec {
+    /// The KafkaCluster (in this namespace) the user belongs to.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.clusterRef is immutable"))]
+    pub cluster_ref: ClusterReference,
+
+    /// How the user authenticates. Without it the user has no credential: its ACLs and
+    /// quotas still apply to `User:<name>` however that principal is established.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<UserAuthentication>,
+
+    /// What the user may do. Without it the user has no ACLs of its own (with the cluster's
+    /// ACL authorization, it may then do nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<UserAuthorization>,
+
+    /// The user's quotas, enforced by every broker. An omitted quota is not set for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<UserQuotas>,
+}
+
+/// A SCRAM credential.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAuthentication {
+    /// The SCRAM mechanism: `scram-sha-512` or `scram-sha-256`. The user has a credential
+    /// for this mechanism only.
+    #[serde(rename = "type")]
+    pub type_: UserAuthenticationType,
+    /// Where the password comes from. Without it the operator generates one (32 letters
+    /// and digits) and keeps it in the user's Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<PasswordSource>,
+}
+
+/// A SCRAM mechanism, by the name Strimzi's KafkaUser uses.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserAuthenticationType {
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
+impl UserAuthenticationType {
+    /// The mechanism's Kafka name.
+    pub fn mechanism(self) -> &'static str {
+        match self {
+            UserAuthenticationType::ScramSha512 => "SCRAM-SHA-512",
+            UserAuthenticationType::ScramSha256 => "SCRAM-SHA-256",
+        }
+    }
+}
+
+/// A password kept in a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordSource {
+    pub value_from: PasswordValueFrom,
+}
+
+/// The Secret key holding a password.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordValueFrom {
+    /// A key of a Secret in the user's namespace. A change of the password there is applied
+    /// at the next reconciliation of the user (at most five minutes later).
+    pub secret_key_ref: SecretKeyReference,
+}
+
+/// ACL authorization of a user.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAuthorization {
+    /// `simple`: ACLs kept by the brokers (Kafka's `StandardAuthorizer`).
+    #[serde(rename = "type", default)]
+    pub type_: AuthorizationType,
+    /// The user's ACLs: these are all of them, an ACL of `User:<name>` added outside this
+    /// resource is removed.
+    #[serde(default)]
+    pub acls: Vec<AclRule>,
+}
+
+/// The kind of authorization.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizationType {
+    #[default]
+    Simple,
+}
+
+/// One ACL rule: the operations allowed (or denied) on a resource.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AclRule {
+    pub resource: AclResource,
+    /// The operations the rule allows or denies.
+    #[schemars(length(min = 1))]
+    pub operations: Vec<AclOperation>,
+    /// Whether the rule allows or denies. A deny wins over any allow.
+    #[serde(rename = "type", default)]
+    pub type_: AclRuleType,
+    /// The client address the rule applies to: `*` (every host) or an IP address.
+    #[serde(default = "default_acl_host")]
+    pub host: String,
+}
+
+fn default_acl_host() -> String {
+    "*".to_string()
+}
+
+/// The resource an ACL rule protects.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.type == 'cluster' || has(self.name)")
+        .message("a topic, group or transactionalId resource needs a name ('*' for all)"),
+    validation = Rule::new("self.type != 'cluster' || (!has(self.name) && (!has(self.patternType) || self.patternType == 'literal'))")
+        .message("the cluster resource has no name and no prefix pattern")
+)]
+pub struct AclResource {
+    #[serde(rename = "type")]
+    pub type_: AclResourceType,
+    /// The resource's name, a prefix of names (`patternType: prefix`), or `*` for every
+    /// resource of the type. The cluster resource has no name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub name: Option<String>,
+    /// How `name` matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern_type: Option<AclPatternType>,
+}
+
+/// The kinds of resource an ACL protects.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AclResourceType {
+    #[serde(rename = "topic")]
+    Topic,
+    #[serde(rename = "group")]
+    Group,
+    #[serde(rename = "cluster")]
+    Cluster,
+    #[serde(rename = "transactionalId")]
+    TransactionalId,
+}
+
+/// How an ACL's resource name matches.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AclPatternType {
+    /// The resource of exactly that name (every resource for `*`).
+    #[default]
+    Literal,
+    /// Every resource whose name starts with the name.
+    Prefix,
+}
+
+/// An operation on a resource, by Kafka's name.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AclOperation {
+    All,
+    Read,
+    Write,
+    Create,
+    Delete,
+    Alter,
+    Describe,
+    ClusterAction,
+    DescribeConfigs,
+    AlterConfigs,
+    IdempotentWrite,
+}
+
+/// Whether an ACL rule allows or denies.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AclRuleType {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// A user's quotas (Kafka's `producer_byte_rate`, `consumer_byte_rate`, `request_percentage`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UserQuotas {
+    /// Bytes per second the user may produce, per broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub producer_byte_rate: Option<i64>,
+    /// Bytes per second the user may fetch, per broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub consumer_byte_rate: Option<i64>,
+    /// Percentage of one request handler thread's time the user may take, per broker
+    /// (200 is two threads' worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub request_percentage: Option<i64>,
+}
+
+/// What the operator last saw of a KafkaUser.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaUserStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The user's name in Kafka (its principal is `User:<username>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The Secret with the user's `password` and `sasl.jaas.config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// What the operator is doing or what stops it, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -767,8 +1032,8 @@ mod tests {
     }
 
     #[test]
-    fn both_resources_have_status_and_printer_columns() {
-        for crd in [KafkaCluster::crd(), KafkaTopic::crd()] {
+    fn every_resource_has_status_and_printer_columns() {
+        for crd in [KafkaCluster::crd(), KafkaTopic::crd(), KafkaUser::crd()] {
             let version = &crd.spec.versions[0];
             assert_eq!(crd.spec.group, GROUP);
             assert_eq!(version.name, "v1alpha1");

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod supervisor;
 pub mod topic;
+pub mod user;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -15,6 +15,8 @@ use prometheus::{
 pub const CLUSTER: &str = "kafkacluster";
 /// Label value naming the KafkaTopic controller.
 pub const TOPIC: &str = "kafkatopic";
+/// Label value naming the KafkaUser controller.
+pub const USER: &str = "kafkauser";
 
 /// The operator's metrics, registered once in their own registry.
 #[derive(Clone)]

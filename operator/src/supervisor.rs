@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::http::Health;
 use crate::leader::LeaderElector;
-use crate::{cluster, topic};
+use crate::{cluster, topic, user};
 
-/// Runs both controllers over each of `namespaces` (every namespace when empty) until
+/// Runs the controllers over each of `namespaces` (every namespace when empty) until
 /// `shutdown` is cancelled. A controller that panics or stops before then turns `health`
 /// red (`/healthz` answers 500, the liveness probe restarts the pod) and stops the others.
 pub async fn run_controllers(
@@ -37,8 +37,17 @@ pub async fn run_controllers(
         );
         let watched = scope.clone().unwrap_or_else(|| "(all)".to_string());
         controllers.spawn(
-            topic::run(Arc::clone(&ctx), scope, stop.clone().cancelled_owned())
-                .map(move |()| format!("the KafkaTopic controller of namespace {watched}")),
+            topic::run(
+                Arc::clone(&ctx),
+                scope.clone(),
+                stop.clone().cancelled_owned(),
+            )
+            .map(move |()| format!("the KafkaTopic controller of namespace {watched}")),
+        );
+        let watched = scope.clone().unwrap_or_else(|| "(all)".to_string());
+        controllers.spawn(
+            user::run(Arc::clone(&ctx), scope, stop.clone().cancelled_owned())
+                .map(move |()| format!("the KafkaUser controller of namespace {watched}")),
         );
     }
     supervise(controllers, health, &shutdown, &stop).await;

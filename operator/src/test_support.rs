@@ -166,7 +166,7 @@ impl TopicAdmin for MemoryAdmin {
             if topic.config.contains_key("bogus.setting") {
                 return Err(AdminError::Rejected {
                     operation: "CreateTopics",
-                    topic: topic.name.clone(),
+                    subject: format!("topic `{}`", topic.name),
                     code: kafka_protocol::ResponseError::InvalidConfig,
                     message: Some("unknown topic setting `bogus.setting`".to_string()),
                 });
@@ -180,7 +180,7 @@ impl TopicAdmin for MemoryAdmin {
             if replicas > registered {
                 return Err(AdminError::Rejected {
                     operation: "CreateTopics",
-                    topic: topic.name.clone(),
+                    subject: format!("topic `{}`", topic.name),
                     code: kafka_protocol::ResponseError::InvalidReplicationFactor,
                     message: Some(format!(
                         "replication factor {replicas} is larger than the {registered} brokers registered"

@@ -155,7 +155,9 @@ impl ScramCredential {
     }
 }
 
-fn salted_password(
+/// PBKDF2 of `password` with the mechanism's HMAC: what AlterUserScramCredentials carries, so
+/// the password itself never travels.
+pub fn salted_password(
     mechanism: ScramMechanism,
     password: &[u8],
     salt: &[u8],

@@ -44,15 +44,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/* What the operator does in a watched namespace. */}}
 {{- define "oxbow.rules" -}}
 - apiGroups: ["oxbow.dev"]
-  resources: ["kafkaclusters", "kafkatopics"]
+  resources: ["kafkaclusters", "kafkatopics", "kafkausers"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["oxbow.dev"]
-  resources: ["kafkaclusters/status", "kafkatopics/status"]
+  resources: ["kafkaclusters/status", "kafkatopics/status", "kafkausers/status"]
   verbs: ["get", "patch"]
-# Owner references with blockOwnerDeletion on the objects a KafkaCluster owns.
+# Owner references with blockOwnerDeletion on the objects a KafkaCluster or KafkaUser owns.
 - apiGroups: ["oxbow.dev"]
-  resources: ["kafkaclusters/finalizers"]
+  resources: ["kafkaclusters/finalizers", "kafkausers/finalizers"]
   verbs: ["update"]
+# KafkaUser: the Secret with each user's password (written, and deleted when the user stops
+# authenticating), and the Secret a spec names to take the password from. Only in the watched
+# namespaces when watchNamespaces is set.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]

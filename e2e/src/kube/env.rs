@@ -345,7 +345,7 @@ impl KubeEnv {
     pub fn dump(&self) {
         for args in [
             vec!["get", "pods", "-A", "-o", "wide"],
-            vec!["get", "kafkaclusters,kafkatopics", "-A"],
+            vec!["get", "kafkaclusters,kafkatopics,kafkausers", "-A"],
             vec!["get", "events", "-A", "--sort-by=.lastTimestamp"],
         ] {
             match self.kubectl(&args) {

@@ -234,6 +234,36 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
         return Ok(Action::await_change());
     }
 
+    if conditions::is_paused(&cluster.metadata) {
+        let mut status = previous.cloned().unwrap_or_default();
+        status.conditions = conditions::with_paused(
+            &status.conditions,
+            cluster.metadata.generation,
+            Timestamp::now(),
+        );
+        if previous != Some(&status) {
+            publish(
+                &ctx,
+                &cluster,
+                EventType::Normal,
+                "ReconciliationPaused",
+                format!(
+                    "{} is true: the cluster's objects are left as they are",
+                    conditions::PAUSE_ANNOTATION
+                ),
+            )
+            .await;
+            write_status(&clusters, &name, &status)
+                .await
+                .map_err(|source| Error::Status {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+        return Ok(Action::await_change());
+    }
+
     let (status, action) = match validate(&cluster, &ctx.settings) {
         Err(invalid) => {
             tracing::warn!(%namespace, %name, problems = %invalid, "invalid KafkaCluster spec");

@@ -82,18 +82,19 @@ pub enum AdminError {
     },
     /// The broker refused the request for a reason a retry will not change (a bad setting,
     /// too many replicas, ...): the spec must change.
-    #[error("{operation} of topic `{topic}` refused: {code:?}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("{operation} of {subject} refused: {code:?}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Rejected {
         operation: &'static str,
-        topic: String,
+        /// What the request was about, for example ``topic `orders` ``.
+        subject: String,
         code: ResponseError,
         message: Option<String>,
     },
     /// The broker failed in a way that may pass (not the controller, busy, ...).
-    #[error("{operation} of topic `{topic}` failed: {code:?}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("{operation} of {subject} failed: {code:?}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Retriable {
         operation: &'static str,
-        topic: String,
+        subject: String,
         code: ResponseError,
         message: Option<String>,
     },
@@ -247,7 +248,7 @@ impl Default for KafkaAdmin {
 }
 
 /// A connection to the first of `bootstrap`'s comma-separated addresses that accepts one.
-async fn connect_any(bootstrap: &str) -> Result<Connection, ClientError> {
+pub(crate) async fn connect_any(bootstrap: &str) -> Result<Connection, ClientError> {
     let mut last = None;
     for address in bootstrap
         .split(',')
@@ -285,12 +286,27 @@ fn is_permanent(code: ResponseError) -> bool {
             | ResponseError::TopicDeletionDisabled
             | ResponseError::InvalidRequest
             | ResponseError::UnsupportedVersion
+            | ResponseError::UnsupportedSaslMechanism
+            | ResponseError::DuplicateResource
+            | ResponseError::ResourceNotFound
+            | ResponseError::SecurityDisabled
     )
 }
 
 fn check(
     operation: &'static str,
     topic: &str,
+    code: i16,
+    message: Option<&StrBytes>,
+) -> Result<(), AdminError> {
+    check_code(operation, || format!("topic `{topic}`"), code, message)
+}
+
+/// `Ok` for error code 0, else the error: [`AdminError::Rejected`] when a retry will not cure
+/// it, [`AdminError::Retriable`] otherwise. `subject` names what the request was about.
+pub(crate) fn check_code(
+    operation: &'static str,
+    subject: impl FnOnce() -> String,
     code: i16,
     message: Option<&StrBytes>,
 ) -> Result<(), AdminError> {
@@ -304,18 +320,18 @@ fn check(
             detail: format!("unknown error code {code}"),
         });
     };
-    let topic = topic.to_string();
+    let subject = subject();
     if is_permanent(error) {
         Err(AdminError::Rejected {
             operation,
-            topic,
+            subject,
             code: error,
             message,
         })
     } else {
         Err(AdminError::Retriable {
             operation,
-            topic,
+            subject,
             code: error,
             message,
         })
@@ -324,7 +340,7 @@ fn check(
 
 impl KafkaAdmin {
     /// Connects, sends one request and reads its response, all within the timeout.
-    async fn call<R: Request>(
+    pub(crate) async fn call<R: Request>(
         &self,
         operation: &'static str,
         bootstrap: &str,

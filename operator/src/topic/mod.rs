@@ -200,8 +200,8 @@ pub fn error_policy(topic: Arc<KafkaTopic>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(delay)
 }
 
-/// Where the topic's cluster takes admin requests, if it can yet.
-enum ClusterState {
+/// Where a KafkaCluster takes admin requests, if it can yet.
+pub(crate) enum ClusterState {
     NotFound,
     Deleting,
     NoBootstrap,
@@ -213,19 +213,14 @@ enum ClusterState {
     },
 }
 
-async fn cluster_state(topic: &KafkaTopic, ctx: &Context) -> Result<ClusterState, Error> {
-    let namespace = topic.namespace().unwrap_or_default();
-    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &namespace);
-    let cluster = clusters
-        .get_opt(&topic.spec.cluster_ref.name)
-        .await
-        .map_err(|source| Error::Kube {
-            action: "reading the KafkaCluster",
-            namespace,
-            name: topic.name_any(),
-            source,
-        })?;
-    Ok(match cluster {
+/// The state of the KafkaCluster `name` in `namespace`, for the resources that refer to it.
+pub(crate) async fn state_of_cluster(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<ClusterState, kube::Error> {
+    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(match clusters.get_opt(name).await? {
         None => ClusterState::NotFound,
         Some(c) if c.metadata.deletion_timestamp.is_some() => ClusterState::Deleting,
         Some(c) => {
@@ -240,6 +235,18 @@ async fn cluster_state(topic: &KafkaTopic, ctx: &Context) -> Result<ClusterState
             }
         }
     })
+}
+
+async fn cluster_state(topic: &KafkaTopic, ctx: &Context) -> Result<ClusterState, Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    state_of_cluster(ctx, &namespace, &topic.spec.cluster_ref.name)
+        .await
+        .map_err(|source| Error::Kube {
+            action: "reading the KafkaCluster",
+            namespace,
+            name: topic.name_any(),
+            source,
+        })
 }
 
 fn admin_error(topic: &KafkaTopic, source: AdminError) -> Error {
@@ -355,6 +362,21 @@ fn desired(topic: &KafkaTopic) -> DesiredTopic {
 
 /// Makes the topic match the spec.
 async fn apply(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
+    if conditions::is_paused(&topic.metadata) {
+        let previous = topic.status.clone().unwrap_or_default();
+        let status = KafkaTopicStatus {
+            conditions: conditions::with_paused(
+                &previous.conditions,
+                topic.metadata.generation,
+                Timestamp::now(),
+            ),
+            ..previous.clone()
+        };
+        if status != previous {
+            write_status(topic, ctx, &status).await?;
+        }
+        return Ok(Action::await_change());
+    }
     let (outcome, action) = match cluster_state(topic, ctx).await? {
         ClusterState::NotFound => (
             Outcome::waiting(

@@ -1,0 +1,566 @@
+//! KafkaUser on a real Kubernetes control plane, with a real broker in its pod: users
+//! authenticate with the password the operator generated (or took from a Secret), are held
+//! to their ACLs and their produce quota, drift is undone, a changed password takes effect,
+//! deleting the resource removes the user from the cluster, and a paused user or cluster is
+//! left alone until unpaused. The example (`examples/kafkauser.yaml`) is applied too.
+//!
+//! Runs in a sandbox of its own, as `operator/tests/kubernetes.rs` describes. Needs root, and
+//! `cargo build --workspace --bins` first.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _};
+use oxbow_e2e::kube::env::{repository, sandboxed, EnvOptions, KubeEnv};
+use serde_json::{json, Value};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A confluent-kafka client run as `python3 -c CLIENT <action> <config as JSON> <args..>`. It
+/// prints one JSON object: what the action found, and every error librdkafka reported on the
+/// way (`errors`).
+/// - `describe <timeout>`: lists topics (`ok` says whether the cluster answered);
+/// - `produce <topic> <count> <bytes>`: creates the topic (one partition) unless it exists,
+///   produces `count` records of `bytes` bytes with acks=all and reports how many were
+///   delivered, the delivery errors and the seconds the whole produce took;
+/// - `consume <topic> <group> <count>`: reads with the group until `count` records or 60 s;
+/// - `acls <principal>`: the number of ACLs of the principal;
+/// - `drop-acls <principal>`: deletes every ACL of the principal.
+const CLIENT: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermissionType,
+    AdminClient, NewTopic, ResourcePatternType, ResourceType)
+
+action, config = sys.argv[1], json.loads(sys.argv[2])
+errors = []
+config['error_cb'] = lambda e: errors.append(str(e))
+
+def finish(result):
+    result['errors'] = errors
+    print(json.dumps(result))
+    sys.exit(0)
+
+def principal_filter(principal):
+    return AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,
+                            AclOperation.ANY, AclPermissionType.ANY)
+
+admin = AdminClient(config)
+if action == 'describe':
+    try:
+        md = admin.list_topics(timeout=float(sys.argv[3]))
+    except KafkaException as e:
+        admin.poll(1)
+        finish({'ok': False, 'error': str(e)})
+    finish({'ok': True, 'topics': sorted(md.topics)})
+if action == 'acls':
+    finish({'acls': len(admin.describe_acls(principal_filter(sys.argv[3])).result())})
+if action == 'drop-acls':
+    deleted = admin.delete_acls([principal_filter(sys.argv[3])])
+    finish({'deleted': sum(len(f.result()) for f in deleted.values())})
+if action == 'produce':
+    topic, count, size = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)], request_timeout=30)[topic].result()
+    except KafkaException as e:
+        errors.append('create: %s' % e)
+    delivered, failed = [], []
+    def report(err, msg):
+        (failed.append(str(err)) if err else delivered.append(1))
+    # One record per request, so a throttle shows between records.
+    producer = Producer(dict(config, acks='all', **{'linger.ms': 0, 'batch.num.messages': 1,
+                                                    'message.timeout.ms': 60000}))
+    start = time.time()
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, value=b'x' * size, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    left = producer.flush(90)
+    finish({'delivered': len(delivered), 'failed': failed[:3], 'unflushed': left,
+            'seconds': time.time() - start})
+topic, group, count = sys.argv[3], sys.argv[4], int(sys.argv[5])
+consumer = Consumer(dict(config, **{'group.id': group, 'auto.offset.reset': 'earliest'}))
+consumer.subscribe([topic])
+seen, failures = 0, []
+end = time.time() + 60
+while seen < count and time.time() < end:
+    msg = consumer.poll(1)
+    if msg is None:
+        continue
+    if msg.error():
+        failures.append(str(msg.error()))
+        if len(failures) > 5 or 'authorization' in failures[-1].lower():
+            break
+        continue
+    seen += 1
+consumer.close()
+finish({'consumed': seen, 'failed': failures[:3]})
+"#;
+
+fn client(action: &str, config: &Value, args: &[&str]) -> anyhow::Result<Value> {
+    let output = Command::new("python3")
+        .args(["-c", CLIENT, action, &config.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut result: Value = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("the client's {action} printed no result: {stdout}{stderr}"))?;
+    result["log"] = stderr.into_owned().into();
+    Ok(result)
+}
+
+/// The authenticated listener, the broker's internal one (`User:ANONYMOUS`, a super user).
+const APPS: &str = "users-bootstrap.default.svc:9094";
+const INTERNAL: &str = "users-bootstrap.default.svc:9092";
+
+fn scram(user: &str, password: &str) -> Value {
+    json!({
+        "bootstrap.servers": APPS,
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": user,
+        "sasl.password": password,
+    })
+}
+
+fn internal() -> Value {
+    json!({ "bootstrap.servers": INTERNAL })
+}
+
+const CLUSTER: &str = "apiVersion: oxbow.dev/v1alpha1
+kind: KafkaCluster
+metadata:
+  name: users
+spec:
+  replicas: 1
+  storage:
+    size: 1Gi
+  listeners:
+    additional:
+      - name: APPS
+        port: 9094
+        authentication: scram-sha-512
+  security:
+    authorization:
+      superUsers: []
+  config:
+    # Quota rates over two windows of one second: a burst allowance of about one second of
+    # the quota, so the produce below is throttled soon.
+    quota.window.num: \"2\"
+    quota.window.size.seconds: \"1\"
+";
+
+/// 50 KiB/s: the producer's 400 KiB below are eight seconds' worth of it.
+const QUOTA: u64 = 51_200;
+/// `quota.window.num` of the cluster.
+const QUOTA_WINDOWS: f64 = 2.0;
+
+fn users() -> String {
+    format!(
+        "apiVersion: oxbow.dev/v1alpha1
+kind: KafkaUser
+metadata:
+  name: orders-app
+spec:
+  clusterRef:
+    name: users
+  authentication:
+    type: scram-sha-512
+  authorization:
+    type: simple
+    acls:
+      - resource: {{type: topic, name: orders, patternType: prefix}}
+        operations: [Create, Describe, Write]
+      - resource: {{type: topic, name: payments}}
+        operations: [All]
+        type: deny
+      - resource: {{type: topic, name: '*'}}
+        operations: [Describe]
+  quotas:
+    producerByteRate: {QUOTA}
+---
+apiVersion: oxbow.dev/v1alpha1
+kind: KafkaUser
+metadata:
+  name: auditor
+spec:
+  clusterRef:
+    name: users
+  authentication:
+    type: scram-sha-512
+    password:
+      valueFrom:
+        secretKeyRef:
+          name: auditor-password
+          key: password
+  authorization:
+    acls:
+      - resource: {{type: topic, name: orders, patternType: prefix}}
+        operations: [Read, Describe]
+      - resource: {{type: group, name: audit}}
+        operations: [Read]
+"
+    )
+}
+
+fn secret_value(env: &KubeEnv, secret: &str, key: &str) -> anyhow::Result<String> {
+    env.kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "secret",
+        secret,
+        "-o",
+        &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+    ])
+}
+
+fn wait_user_ready(env: &KubeEnv, name: &str) -> anyhow::Result<()> {
+    let object = format!("kafkauser/{name}");
+    env.wait(&format!("{object} Ready"), Duration::from_secs(90), |env| {
+        let ready = env.jsonpath(
+            "default",
+            &object,
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        )?;
+        let generation = env.jsonpath("default", &object, "{.metadata.generation}")?;
+        let observed = env.jsonpath("default", &object, "{.status.observedGeneration}")?;
+        Ok(ready == "True" && generation == observed)
+    })
+}
+
+/// Waits until condition `type_` of `object` has `status`.
+fn wait_condition(env: &KubeEnv, object: &str, type_: &str, status: &str) -> anyhow::Result<()> {
+    env.wait(
+        &format!("{object} {type_}={status}"),
+        Duration::from_secs(60),
+        |env| {
+            Ok(env.jsonpath(
+                "default",
+                object,
+                &format!("{{.status.conditions[?(@.type==\"{type_}\")].status}}"),
+            )? == status)
+        },
+    )
+}
+
+/// Whether a `describe` outcome was refused for its credentials.
+fn authentication_failed(outcome: &Value) -> bool {
+    outcome["ok"] == false
+        && outcome["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .chain(outcome["log"].as_str().unwrap_or_default().lines())
+            .any(|line| line.contains("Authentication failed"))
+}
+
+#[test]
+fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_resource_and_pauses_hold_changes(
+) {
+    sandboxed(
+        "kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_resource_and_pauses_hold_changes",
+        || {
+            runtime().block_on(async {
+                let env = KubeEnv::start(EnvOptions::default()).await?;
+
+                // A manifest the API server refuses, with the reason.
+                let nameless = "apiVersion: oxbow.dev/v1alpha1\nkind: KafkaUser\nmetadata:\n  name: broken\nspec:\n  clusterRef:\n    name: users\n  authorization:\n    acls:\n      - resource: {type: group}\n        operations: [Read]\n";
+                let refused = env.apply(nameless).expect_err("a group ACL without a name");
+                ensure!(
+                    refused.to_string().contains("needs a name"),
+                    "the API server's reason: {refused:#}"
+                );
+
+                // The example, whose cluster does not exist here: accepted, and waiting for it.
+                env.apply(&std::fs::read_to_string(
+                    repository().join("examples/kafkauser.yaml"),
+                )?)?;
+                env.wait(
+                    "the example's users waiting for their cluster",
+                    Duration::from_secs(60),
+                    |env| {
+                        let reasons = env.kubectl(&[
+                            "-n",
+                            "default",
+                            "get",
+                            "kafkauser",
+                            "orders-app",
+                            "auditor",
+                            "-o",
+                            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].reason}",
+                        ])?;
+                        Ok(reasons == "ClusterNotFound ClusterNotFound")
+                    },
+                )?;
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "delete",
+                    "kafkauser",
+                    "orders-app",
+                    "auditor",
+                    "--wait=true",
+                ])?;
+
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "create",
+                    "secret",
+                    "generic",
+                    "auditor-password",
+                    "--from-literal=password=first-password",
+                ])?;
+                env.apply(&format!("{CLUSTER}---\n{}", users()))?;
+                env.wait_cluster_ready("default", "users", 1, Duration::from_secs(240))?;
+                wait_user_ready(&env, "orders-app")?;
+                wait_user_ready(&env, "auditor")?;
+
+                let columns = env.kubectl(&["-n", "default", "get", "kafkausers"])?;
+                for heading in ["CLUSTER", "AUTHENTICATION", "SECRET", "READY"] {
+                    ensure!(columns.contains(heading), "printer columns: {columns}");
+                }
+                let password = secret_value(&env, "orders-app", "password")?;
+                ensure!(
+                    password.len() == 32 && password.chars().all(|c| c.is_ascii_alphanumeric()),
+                    "a generated password: {password:?}"
+                );
+                let jaas = secret_value(&env, "orders-app", "sasl.jaas.config")?;
+                ensure!(
+                    jaas.contains("ScramLoginModule required username=\"orders-app\"")
+                        && jaas.contains(&password),
+                    "{jaas}"
+                );
+                ensure!(
+                    secret_value(&env, "auditor", "password")? == "first-password",
+                    "the auditor's Secret holds the password its spec names"
+                );
+
+                // Unthrottled, through the internal listener: the same records take a moment.
+                let baseline = client("produce", &internal(), &["baseline", "40", "10240"])?;
+                ensure!(baseline["delivered"] == 40, "baseline: {baseline}");
+                // Throttled to 50 KiB/s: past the burst the rate's windows allow, 400 KiB take
+                // about six seconds.
+                let produced = client(
+                    "produce",
+                    &scram("orders-app", &password),
+                    &["orders-eu", "40", "10240"],
+                )?;
+                ensure!(produced["delivered"] == 40, "orders-app produces: {produced}");
+                let seconds = produced["seconds"].as_f64().context("seconds")?;
+                let bytes = 40.0 * 10240.0;
+                let quota = QUOTA as f64;
+                // The rate over the produce and the windows before it, as the broker measures.
+                let rate = bytes / (seconds + QUOTA_WINDOWS);
+                let unthrottled = baseline["seconds"].as_f64().context("seconds")?;
+                eprintln!(
+                    "orders-app: 400 KiB in {seconds:.2} s ({:.0} KiB/s over the windows, quota {} KiB/s); unthrottled: {unthrottled:.2} s",
+                    rate / 1024.0,
+                    QUOTA / 1024,
+                );
+                ensure!(
+                    seconds >= 0.6 * (bytes / quota - QUOTA_WINDOWS)
+                        && rate <= 1.5 * quota
+                        && unthrottled < seconds / 2.0,
+                    "the quota throttles the producer to its rate: {produced}, unthrottled {baseline}"
+                );
+
+                let denied = client(
+                    "produce",
+                    &scram("orders-app", &password),
+                    &["payments", "1", "100"],
+                )?;
+                ensure!(denied["delivered"] == 0, "payments is denied: {denied}");
+                let reasons = format!("{} {}", denied["failed"], denied["errors"]).to_lowercase();
+                ensure!(
+                    reasons.contains("authorization"),
+                    "denied for authorization: {denied}"
+                );
+
+                let read = client(
+                    "consume",
+                    &scram("auditor", "first-password"),
+                    &["orders-eu", "audit", "40"],
+                )?;
+                ensure!(read["consumed"] == 40, "the auditor reads: {read}");
+                let no_group = client(
+                    "consume",
+                    &scram("auditor", "first-password"),
+                    &["orders-eu", "elsewhere", "1"],
+                )?;
+                ensure!(
+                    no_group["consumed"] == 0
+                        && no_group["failed"]
+                            .to_string()
+                            .to_lowercase()
+                            .contains("authorization"),
+                    "the auditor has no ACL for group `elsewhere`: {no_group}"
+                );
+
+                let wrong = client("describe", &scram("orders-app", "not-the-password"), &["10"])?;
+                ensure!(authentication_failed(&wrong), "a wrong password: {wrong}");
+
+                // Drift: ACLs removed behind the operator's back come back at its next look.
+                let dropped = client("drop-acls", &internal(), &["User:orders-app"])?;
+                ensure!(dropped["deleted"] == 5, "orders-app's ACLs: {dropped}");
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "annotate",
+                    "kafkauser",
+                    "orders-app",
+                    "example.com/touched=1",
+                ])?;
+                env.wait("orders-app's ACLs restored", Duration::from_secs(60), |_| {
+                    Ok(client("acls", &internal(), &["User:orders-app"])?["acls"] == 5)
+                })?;
+
+                // Paused, the user is left as it is; unpaused, it is corrected again.
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "annotate",
+                    "kafkauser",
+                    "orders-app",
+                    "oxbow.dev/pause-reconciliation=true",
+                ])?;
+                wait_condition(&env, "kafkauser/orders-app", "ReconciliationPaused", "True")?;
+                let dropped = client("drop-acls", &internal(), &["User:orders-app"])?;
+                ensure!(dropped["deleted"] == 5, "orders-app's ACLs: {dropped}");
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "annotate",
+                    "--overwrite",
+                    "kafkauser",
+                    "orders-app",
+                    "example.com/touched=2",
+                ])?;
+                std::thread::sleep(Duration::from_secs(5));
+                let acls = client("acls", &internal(), &["User:orders-app"])?;
+                ensure!(acls["acls"] == 0, "a paused user is not corrected: {acls}");
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "annotate",
+                    "kafkauser",
+                    "orders-app",
+                    "oxbow.dev/pause-reconciliation-",
+                ])?;
+                env.wait("orders-app's ACLs restored after the pause", Duration::from_secs(60), |_| {
+                    Ok(client("acls", &internal(), &["User:orders-app"])?["acls"] == 5)
+                })?;
+                ensure!(
+                    env.jsonpath(
+                        "default",
+                        "kafkauser/orders-app",
+                        "{.status.conditions[?(@.type==\"ReconciliationPaused\")].status}"
+                    )?
+                    .is_empty(),
+                    "the pause condition goes with the annotation"
+                );
+
+                // A new password in the Secret the spec names takes effect.
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "create",
+                    "secret",
+                    "generic",
+                    "auditor-password",
+                    "--from-literal=password=second-password",
+                    "--dry-run=client",
+                    "-o",
+                    "yaml",
+                ])
+                .and_then(|yaml| env.apply(&yaml))?;
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "annotate",
+                    "kafkauser",
+                    "auditor",
+                    "example.com/touched=1",
+                ])?;
+                env.wait("the auditor's new password", Duration::from_secs(60), |_| {
+                    Ok(client("describe", &scram("auditor", "second-password"), &["10"])?["ok"]
+                        == true)
+                })?;
+                let old = client("describe", &scram("auditor", "first-password"), &["10"])?;
+                ensure!(authentication_failed(&old), "the old password: {old}");
+
+                // Deleting the resource removes the user, its ACLs and its Secret.
+                env.kubectl(&["-n", "default", "delete", "kafkauser", "orders-app", "--wait=true"])?;
+                let acls = client("acls", &internal(), &["User:orders-app"])?;
+                ensure!(acls["acls"] == 0, "ACLs left: {acls}");
+                env.wait("the Secret orders-app deleted", Duration::from_secs(60), |env| {
+                    Ok(env
+                        .kubectl(&["-n", "default", "get", "secrets", "-o", "name"])?
+                        .lines()
+                        .all(|line| line != "secret/orders-app"))
+                })?;
+                let gone = client("describe", &scram("orders-app", &password), &["10"])?;
+                ensure!(authentication_failed(&gone), "a deleted user: {gone}");
+
+                // A paused cluster ignores a spec change until it is unpaused.
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "annotate",
+                    "kafkacluster",
+                    "users",
+                    "oxbow.dev/pause-reconciliation=true",
+                ])?;
+                wait_condition(&env, "kafkacluster/users", "ReconciliationPaused", "True")?;
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "patch",
+                    "kafkacluster",
+                    "users",
+                    "--type=merge",
+                    "-p",
+                    r#"{"spec":{"config":{"log.retention.hours":"100"}}}"#,
+                ])?;
+                std::thread::sleep(Duration::from_secs(5));
+                let config = env.jsonpath("default", "configmap/users-config", "{.data}")?;
+                ensure!(
+                    !config.contains("log.retention.hours=100"),
+                    "a paused cluster's ConfigMap is left as it was: {config}"
+                );
+                let generation = env.jsonpath("default", "kafkacluster/users", "{.metadata.generation}")?;
+                let observed =
+                    env.jsonpath("default", "kafkacluster/users", "{.status.observedGeneration}")?;
+                ensure!(generation != observed, "the change is not observed while paused");
+                env.kubectl(&[
+                    "-n",
+                    "default",
+                    "annotate",
+                    "kafkacluster",
+                    "users",
+                    "oxbow.dev/pause-reconciliation-",
+                ])?;
+                env.wait("the change applied after the pause", Duration::from_secs(60), |env| {
+                    Ok(env
+                        .jsonpath("default", "configmap/users-config", "{.data}")?
+                        .contains("log.retention.hours=100"))
+                })?;
+                Ok(())
+            })
+        },
+    );
+}
