@@ -1,8 +1,8 @@
 //! KafkaUser on a real Kubernetes control plane, with a real broker in its pod: users
 //! authenticate with the password the operator generated (or took from a Secret), are held
 //! to their ACLs and their produce quota, drift is undone, a changed password takes effect,
-//! deleting the resource removes the user from the cluster, and a paused user or cluster is
-//! left alone until unpaused. The example (`examples/kafkauser.yaml`) is applied too.
+//! deleting the resource removes the user from the cluster, a paused user or cluster is left
+//! alone until unpaused, and a manual rolling update restarts a pod, then the cluster. The example (`examples/kafkauser.yaml`) is applied too.
 //!
 //! Runs in a sandbox of its own, as `operator/tests/kubernetes.rs` describes. Needs root, and
 //! `cargo build --workspace --bins` first.
@@ -559,6 +559,66 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                         .jsonpath("default", "configmap/users-config", "{.data}")?
                         .contains("log.retention.hours=100"))
                 })?;
+
+                // Manual rolling updates: of one pod, then of the whole cluster, each once.
+                let rolled = |env: &KubeEnv| -> anyhow::Result<bool> {
+                    let revision =
+                        env.jsonpath("default", "statefulset/users", "{.status.updateRevision}")?;
+                    let pod = env.jsonpath(
+                        "default",
+                        "pod/users-0",
+                        "{.metadata.labels.controller-revision-hash} {.status.conditions[?(@.type==\"Ready\")].status}",
+                    )?;
+                    Ok(pod == format!("{revision} True"))
+                };
+                env.wait("the configuration change rolled out", Duration::from_secs(180), |env| {
+                    rolled(env)
+                })?;
+                for (kind, what) in [("pod/users-0", "one pod"), ("kafkacluster/users", "the cluster")] {
+                    let before = env.jsonpath("default", "pod/users-0", "{.metadata.uid}")?;
+                    env.kubectl(&[
+                        "-n",
+                        "default",
+                        "annotate",
+                        kind,
+                        "oxbow.dev/manual-rolling-update=true",
+                    ])?;
+                    env.wait(
+                        &format!("a manual rolling update of {what}"),
+                        Duration::from_secs(180),
+                        |env| {
+                            let uid = env.jsonpath("default", "pod/users-0", "{.metadata.uid}")?;
+                            Ok(!uid.is_empty() && uid != before && rolled(env)?)
+                        },
+                    )?;
+                    let left = env.jsonpath(
+                        "default",
+                        kind,
+                        "{.metadata.annotations.oxbow\\.dev/manual-rolling-update}",
+                    );
+                    ensure!(
+                        left.as_deref().map(str::is_empty).unwrap_or(true),
+                        "the request is gone from {kind}: {left:?}"
+                    );
+                }
+                let events = env.kubectl(&[
+                    "-n",
+                    "default",
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "involvedObject.name=users",
+                    "-o",
+                    "jsonpath={range .items[*]}{.reason}: {.note}{.message}{\"\\n\"}{end}",
+                ])?;
+                let manual = events
+                    .lines()
+                    .filter(|line| {
+                        line.starts_with("RestartingBroker")
+                            && line.contains("as oxbow.dev/manual-rolling-update asked")
+                    })
+                    .count();
+                ensure!(manual >= 1, "events of the manual restarts: {events}");
                 Ok(())
             })
         },

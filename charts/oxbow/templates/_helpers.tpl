@@ -44,10 +44,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/* What the operator does in a watched namespace. */}}
 {{- define "oxbow.rules" -}}
 - apiGroups: ["oxbow.dev"]
-  resources: ["kafkaclusters", "kafkatopics", "kafkausers"]
+  resources: ["kafkaclusters", "kafkatopics", "kafkausers", "kafkarebalances"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["oxbow.dev"]
-  resources: ["kafkaclusters/status", "kafkatopics/status", "kafkausers/status"]
+  resources: ["kafkaclusters/status", "kafkatopics/status", "kafkausers/status", "kafkarebalances/status"]
   verbs: ["get", "patch"]
 # Owner references with blockOwnerDeletion on the objects a KafkaCluster or KafkaUser owns.
 - apiGroups: ["oxbow.dev"]
@@ -72,10 +72,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "create", "patch"]
-# Rolling restarts: the operator deletes one outdated broker pod at a time (OnDelete).
+# Rolling restarts: the operator deletes one outdated broker pod at a time (OnDelete), watches
+# broker pods for oxbow.dev/manual-rolling-update and puts that annotation on each pod when
+# the KafkaCluster carries it.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -29,6 +29,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -42,7 +43,7 @@ use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{KafkaCluster, KafkaClusterStatus};
 use crate::metrics::{BalanceFigures, CLUSTER};
 use build::{build, build_running, keep_volume_claims, selector_string, ClusterResources};
-use roll::{next_restart, preferred_elections, RollStep};
+use roll::{next_restart, preferred_elections, RollStep, MANUAL_ROLL_ANNOTATION};
 use scaling::{decide, ScalingDecision, ScalingInput};
 use status::{
     add_balance, cluster_status, failed_status, invalid_status, mark_unreachable, ObservedBrokers,
@@ -100,6 +101,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot hand the manual rolling update of KafkaCluster {namespace}/{name} to its pods: {source}")]
+    ManualRoll {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot update the finalizers of KafkaCluster {namespace}/{name}: {source}")]
     Finalizer {
         namespace: String,
@@ -141,6 +149,7 @@ impl Error {
             Error::ReadStatefulSet { .. } => "read_statefulset",
             Error::Kafka { .. } => "kafka",
             Error::RestartPod { .. } => "restart_pod",
+            Error::ManualRoll { .. } => "manual_roll",
             Error::Finalizer { .. } => "finalizer",
             Error::DeleteBinding { .. } => "delete_binding",
         }
@@ -164,7 +173,7 @@ impl Error {
             Error::NotOwned { .. } => "ResourceConflict",
             Error::Status { .. } => "StatusFailed",
             Error::ListPods { .. } | Error::ReadStatefulSet { .. } => "ReadFailed",
-            Error::RestartPod { .. } => "RestartFailed",
+            Error::RestartPod { .. } | Error::ManualRoll { .. } => "RestartFailed",
             Error::Finalizer { .. } | Error::DeleteBinding { .. } => "FinalizerFailed",
             Error::Kafka { .. } => "KafkaError",
         }
@@ -327,7 +336,10 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                     name: name.clone(),
                     source,
                 })?;
-            let observed = ObservedBrokers::from_objects(&statefulset, &pods.items);
+            let mut observed = ObservedBrokers::from_objects(&statefulset, &pods.items);
+            if restart_requested(&cluster.metadata) {
+                request_restarts(&ctx, &cluster, &valid, &mut observed).await?;
+            }
             let unregistering = unregister_removed(
                 &ctx,
                 &cluster,
@@ -349,7 +361,13 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 )
             };
             match &roll {
-                RollStep::Restart(ordinal) => restart(&ctx, &cluster, &valid, *ordinal).await?,
+                RollStep::Restart(ordinal) => {
+                    let asked = observed
+                        .by_ordinal
+                        .get(ordinal)
+                        .is_some_and(|pod| pod.restart_requested);
+                    restart(&ctx, &cluster, &valid, *ordinal, asked).await?
+                }
                 RollStep::UpToDate if observed.ready >= decision.statefulset_replicas => {
                     // After a roll (or a broker's own restart), leaders go back to the
                     // preferred replicas, as Kafka's automatic leader rebalance would.
@@ -459,11 +477,79 @@ fn kept_size(cluster: ValidatedCluster, decision: &ScalingDecision) -> Validated
 
 /// Deletes broker `ordinal`'s pod so the StatefulSet recreates it from the current template.
 /// Its preStop hook and SIGTERM's controlled shutdown move its leadership away first.
+fn restart_requested(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(MANUAL_ROLL_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// A manual rolling update of the whole cluster: the annotation moves from the KafkaCluster to
+/// each broker pod (where it stays until the pod is restarted, across operator restarts), and
+/// the roll restarts them one at a time.
+async fn request_restarts(
+    ctx: &Context,
+    resource: &KafkaCluster,
+    cluster: &ValidatedCluster,
+    observed: &mut ObservedBrokers,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &cluster.namespace);
+    let annotate = serde_json::json!({
+        "metadata": { "annotations": { MANUAL_ROLL_ANNOTATION: "true" } }
+    });
+    for (ordinal, pod) in observed.by_ordinal.iter_mut() {
+        if pod.terminating || pod.restart_requested {
+            continue;
+        }
+        pods.patch(
+            &cluster.pod_name(*ordinal),
+            &PatchParams::default(),
+            &Patch::Merge(&annotate),
+        )
+        .await
+        .map_err(|source| Error::ManualRoll {
+            namespace: cluster.namespace.clone(),
+            name: cluster.name.clone(),
+            source,
+        })?;
+        pod.restart_requested = true;
+    }
+    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace);
+    let remove = serde_json::json!({
+        "metadata": { "annotations": { MANUAL_ROLL_ANNOTATION: null } }
+    });
+    clusters
+        .patch(
+            &cluster.name,
+            &PatchParams::default(),
+            &Patch::Merge(&remove),
+        )
+        .await
+        .map_err(|source| Error::ManualRoll {
+            namespace: cluster.namespace.clone(),
+            name: cluster.name.clone(),
+            source,
+        })?;
+    publish(
+        ctx,
+        resource,
+        EventType::Normal,
+        "ManualRollingUpdate",
+        format!(
+            "{} brokers to restart one at a time, as {MANUAL_ROLL_ANNOTATION} asked",
+            observed.by_ordinal.len()
+        ),
+    )
+    .await;
+    Ok(())
+}
+
 async fn restart(
     ctx: &Context,
     resource: &KafkaCluster,
     cluster: &ValidatedCluster,
     ordinal: i32,
+    asked: bool,
 ) -> Result<(), Error> {
     let pod = cluster.pod_name(ordinal);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &cluster.namespace);
@@ -479,7 +565,11 @@ async fn restart(
         resource,
         EventType::Normal,
         "RestartingBroker",
-        format!("restarting {pod} (broker {ordinal}) for the current configuration"),
+        if asked {
+            format!("restarting {pod} (broker {ordinal}) as {MANUAL_ROLL_ANNOTATION} asked")
+        } else {
+            format!("restarting {pod} (broker {ordinal}) for the current configuration")
+        },
     )
     .await;
     Ok(())
@@ -895,7 +985,19 @@ pub async fn run(
     let client = ctx.client.clone();
     let clusters: Api<KafkaCluster> = scoped(&client, namespace.as_deref());
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=oxbow-operator");
+    let brokers = watcher::Config::default()
+        .labels("app.kubernetes.io/name=oxbow,app.kubernetes.io/component=broker");
     Controller::new(clusters, watcher::Config::default())
+        // A broker pod annotated for a restart wakes its cluster.
+        .watches(
+            scoped::<Pod>(&client, namespace.as_deref()),
+            brokers,
+            |pod| {
+                let cluster = pod.labels().get("app.kubernetes.io/instance").cloned()?;
+                restart_requested(&pod.metadata)
+                    .then(|| ObjectRef::new(&cluster).within(&pod.namespace().unwrap_or_default()))
+            },
+        )
         .owns(
             scoped::<StatefulSet>(&client, namespace.as_deref()),
             owned.clone(),

@@ -27,7 +27,13 @@ pub struct PodView {
     pub ready: bool,
     /// Whether the pod is being deleted.
     pub terminating: bool,
+    /// Whether a restart of the pod was asked for ([`MANUAL_ROLL_ANNOTATION`]).
+    pub restart_requested: bool,
 }
+
+/// Annotation (`"true"`) on a broker pod that restarts it, or on a KafkaCluster that restarts
+/// every broker, one at a time under the roll's safety checks, with no change of the spec.
+pub const MANUAL_ROLL_ANNOTATION: &str = "oxbow.dev/manual-rolling-update";
 
 /// What the roll does now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +68,9 @@ pub fn next_restart(
         .collect();
     let outdated: Vec<i32> = pods
         .iter()
-        .filter(|(_, pod)| !pod.terminating && pod.revision.as_deref() != Some(revision))
+        .filter(|(_, pod)| {
+            !pod.terminating && (pod.restart_requested || pod.revision.as_deref() != Some(revision))
+        })
         .map(|(ordinal, _)| *ordinal)
         .collect();
     let Some(next) = outdated.iter().copied().max() else {
@@ -147,6 +155,7 @@ mod tests {
                         revision: Some(r.to_string()),
                         ready: true,
                         terminating: false,
+                        restart_requested: false,
                     },
                 )
             })
@@ -186,6 +195,26 @@ mod tests {
             next_restart(&pods(&["a", "b", "b"]), 3, Some("b"), Some(&k)),
             RollStep::Restart(0),
             "the voters last"
+        );
+    }
+
+    #[test]
+    fn a_pod_annotated_for_a_restart_is_restarted_like_an_outdated_one() {
+        let k = healthy(&[0, 1, 2]);
+        let mut asked = pods(&["b", "b", "b"]);
+        if let Some(pod) = asked.get_mut(&1) {
+            pod.restart_requested = true;
+        }
+        assert_eq!(
+            next_restart(&asked, 3, Some("b"), Some(&k)),
+            RollStep::Restart(1)
+        );
+        if let Some(pod) = asked.get_mut(&2) {
+            pod.ready = false;
+        }
+        waits(
+            next_restart(&asked, 3, Some("b"), Some(&k)),
+            "waiting for broker 2 to be ready",
         );
     }
 

@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
-use super::roll::{PodView, RollStep};
+use super::roll::{PodView, RollStep, MANUAL_ROLL_ANNOTATION};
 use super::scaling::ScalingDecision;
 use super::validate::{InvalidCluster, ValidatedCluster};
 use crate::balance::step::Health;
@@ -70,6 +70,12 @@ impl ObservedBrokers {
                                 .and_then(|l| l.get("controller-revision-hash").cloned()),
                             ready,
                             terminating: pod.metadata.deletion_timestamp.is_some(),
+                            restart_requested: pod
+                                .metadata
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(MANUAL_ROLL_ANNOTATION))
+                                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
                         },
                     );
                 }
@@ -710,7 +716,8 @@ mod tests {
             PodView {
                 revision: Some("main-7d9".to_string()),
                 ready: true,
-                terminating: false
+                terminating: false,
+                restart_requested: false,
             }
         );
         assert!(observed.by_ordinal[&1].terminating);
