@@ -38,7 +38,7 @@ for file in crds/*.yaml; do
     cmp -s "$file" "charts/oxbow/crds/$(basename "$file")" \
         || { echo "charts/oxbow/crds/$(basename "$file") differs from $file: run 'cargo run -p oxbow-operator --bin crdgen'" >&2; exit 1; }
 done
-expected="$(for file in crds/kafkacluster.yaml crds/kafkatopic.yaml crds/kafkauser.yaml; do printf -- '---\n'; cat "$file"; done)"
+expected="$(for file in crds/kafkacluster.yaml crds/kafkatopic.yaml crds/kafkauser.yaml crds/kafkarebalance.yaml; do printf -- '---\n'; cat "$file"; done)"
 if [[ "$(cat "$generated/crds.yaml")" != "$expected" ]]; then
     echo "crds/ is stale: run 'cargo run -p oxbow-operator --bin crdgen'" >&2
     exit 1

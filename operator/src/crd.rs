@@ -1,4 +1,4 @@
-//! The custom resources: `KafkaCluster`, `KafkaTopic` and `KafkaUser` (group `oxbow.dev`, version
+//! The custom resources: `KafkaCluster`, `KafkaTopic`, `KafkaUser` and `KafkaRebalance` (group `oxbow.dev`, version
 //! `v1alpha1`).
 //!
 //! Field doc comments become the schema descriptions `kubectl explain` shows, so they are
@@ -979,6 +979,124 @@ pub struct KafkaUserStatus {
     pub message: Option<String>,
 }
 
+/// A rebalance of a KafkaCluster's replicas and leaders: the operator computes a proposal into
+/// the status, and carries it out only once the resource is annotated
+/// `oxbow.dev/rebalance=approve`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "oxbow.dev",
+    version = "v1alpha1",
+    kind = "KafkaRebalance",
+    namespaced,
+    status = "KafkaRebalanceStatus",
+    shortname = "kr",
+    category = "oxbow",
+    doc = "A rebalance of a KafkaCluster in the same namespace: a proposal first, carried out after approval (annotation oxbow.dev/rebalance=approve; stop and refresh too).",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".spec.clusterRef.name",
+        description = "The KafkaCluster to rebalance"
+    ),
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.mode",
+        description = "What the rebalance balances"
+    ),
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "ProposalReady, Rebalancing, Ready, Stopped or NotReady"
+    ),
+    printcolumn(
+        name = "Moves",
+        type_ = "integer",
+        json_path = ".status.proposal.partitionMoves",
+        description = "Partitions the proposal reassigns"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.spec.mode == 'full' || (has(self.spec.brokers) && size(self.spec.brokers) > 0)")
+        .message("add-brokers and remove-brokers name the brokers in spec.brokers")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaRebalanceSpec {
+    /// The KafkaCluster (in this namespace) to rebalance.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.clusterRef is immutable"))]
+    pub cluster_ref: ClusterReference,
+    /// `full`: replicas and preferred leaders spread evenly over every broker.
+    /// `add-brokers`: the same, after new brokers (named in `brokers`) joined, which then take
+    /// their share. `remove-brokers`: every replica moved off the brokers named in `brokers`,
+    /// the rest balanced over the others.
+    #[serde(default)]
+    pub mode: RebalanceMode,
+    /// The brokers (node ids) `add-brokers` and `remove-brokers` are about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<i32>,
+}
+
+/// What a rebalance balances.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RebalanceMode {
+    #[default]
+    #[serde(rename = "full")]
+    Full,
+    #[serde(rename = "add-brokers")]
+    AddBrokers,
+    #[serde(rename = "remove-brokers")]
+    RemoveBrokers,
+}
+
+/// What the operator last saw of a KafkaRebalance.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaRebalanceStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `ProposalReady` (waiting for approval), `Rebalancing`, `Ready` (done, or nothing to
+    /// do), `Stopped` or `NotReady` (no proposal can be made; see `message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// `Ready`, `Reconciling` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// What the rebalance does, as proposed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<RebalanceProposal>,
+    /// Progress of an approved rebalance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// What the operator is doing or what stops it, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A rebalance proposal: the moves, and the balance before and after.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceProposal {
+    /// Partitions whose replica list changes.
+    pub partition_moves: i32,
+    /// Replicas copied to a broker that did not have them.
+    pub replica_moves: i32,
+    /// Preferred-leader elections after the moves.
+    pub leader_elections: i32,
+    /// Replicas per broker now.
+    pub replicas_before: BTreeMap<String, i32>,
+    /// Replicas per broker once the proposal is carried out.
+    pub replicas_after: BTreeMap<String, i32>,
+    /// Preferred leaders per broker now.
+    pub leaders_before: BTreeMap<String, i32>,
+    /// Preferred leaders per broker afterwards.
+    pub leaders_after: BTreeMap<String, i32>,
+    /// The first moves, `topic-partition: [from] -> [to]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1033,7 +1151,12 @@ mod tests {
 
     #[test]
     fn every_resource_has_status_and_printer_columns() {
-        for crd in [KafkaCluster::crd(), KafkaTopic::crd(), KafkaUser::crd()] {
+        for crd in [
+            KafkaCluster::crd(),
+            KafkaTopic::crd(),
+            KafkaUser::crd(),
+            KafkaRebalance::crd(),
+        ] {
             let version = &crd.spec.versions[0];
             assert_eq!(crd.spec.group, GROUP);
             assert_eq!(version.name, "v1alpha1");

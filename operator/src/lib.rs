@@ -11,6 +11,7 @@ pub mod crdgen;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod rebalance;
 pub mod supervisor;
 pub mod topic;
 pub mod user;

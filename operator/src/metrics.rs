@@ -17,6 +17,8 @@ pub const CLUSTER: &str = "kafkacluster";
 pub const TOPIC: &str = "kafkatopic";
 /// Label value naming the KafkaUser controller.
 pub const USER: &str = "kafkauser";
+/// Label value naming the KafkaRebalance controller.
+pub const REBALANCE: &str = "kafkarebalance";
 
 /// The operator's metrics, registered once in their own registry.
 #[derive(Clone)]

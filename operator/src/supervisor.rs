@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::http::Health;
 use crate::leader::LeaderElector;
-use crate::{cluster, topic, user};
+use crate::{cluster, rebalance, topic, user};
 
 /// Runs the controllers over each of `namespaces` (every namespace when empty) until
 /// `shutdown` is cancelled. A controller that panics or stops before then turns `health`
@@ -43,6 +43,15 @@ pub async fn run_controllers(
                 stop.clone().cancelled_owned(),
             )
             .map(move |()| format!("the KafkaTopic controller of namespace {watched}")),
+        );
+        let watched = scope.clone().unwrap_or_else(|| "(all)".to_string());
+        controllers.spawn(
+            rebalance::run(
+                Arc::clone(&ctx),
+                scope.clone(),
+                stop.clone().cancelled_owned(),
+            )
+            .map(move |()| format!("the KafkaRebalance controller of namespace {watched}")),
         );
         let watched = scope.clone().unwrap_or_else(|| "(all)".to_string());
         controllers.spawn(

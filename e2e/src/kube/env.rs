@@ -345,7 +345,11 @@ impl KubeEnv {
     pub fn dump(&self) {
         for args in [
             vec!["get", "pods", "-A", "-o", "wide"],
-            vec!["get", "kafkaclusters,kafkatopics,kafkausers", "-A"],
+            vec![
+                "get",
+                "kafkaclusters,kafkatopics,kafkausers,kafkarebalances",
+                "-A",
+            ],
             vec!["get", "events", "-A", "--sort-by=.lastTimestamp"],
         ] {
             match self.kubectl(&args) {
