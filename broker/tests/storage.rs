@@ -2,7 +2,8 @@
 //! log compaction end to end, topic configuration (validation, sources, persistence across
 //! SIGTERM and SIGKILL), the flush policies (`flush.messages=1` with concurrent producers,
 //! `flush.ms`), and what Kafka refuses because of a topic's storage settings (keyless records
-//! on compacted topics, DeleteRecords without the delete policy, batches over `segment.bytes`).
+//! on compacted topics, DeleteRecords without the delete policy, batches over `segment.bytes`),
+//! a full log directory, and a torn write at the end of a segment (power loss).
 //!
 //! Background work (retention, the cleaner) runs on the broker's own schedule, shortened here
 //! with `log.retention.check.interval.ms` and `log.cleaner.backoff.ms`. Tests never sleep to
@@ -1219,6 +1220,132 @@ async fn check_read_back(
         extra.first()
     );
     Ok(())
+}
+
+/// Power loss at the end of a segment: a write the broker had not acknowledged reached the disk
+/// only in part. After a SIGKILL the active segment of a `flush.messages=1` partition (every
+/// acknowledged record on disk) is given a torn tail, as a power cut leaves one: first the
+/// front half of a real batch, then, after another restart, a batch header that claims more
+/// bytes than follow. Each time the broker cuts the torn tail on recovery (the segment is back
+/// to its last whole batch), every acknowledged record reads back at its offset, and the next
+/// record is stored right after the last good one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_batch_at_the_end_of_a_segment_is_cut_on_recovery_and_nothing_acknowledged_is_lost(
+) -> Result<()> {
+    let mut broker = start(&[])?;
+    let outcome = torn_tail(&mut broker).await;
+    broker.explain(outcome)
+}
+
+/// Produces `count` records to partition 0 of `topic` with acks=all, each acknowledged before
+/// the next is sent, into `acked`.
+async fn produce_acked(
+    bootstrap: &str,
+    topic: &str,
+    from: usize,
+    count: usize,
+    acked: &mut BTreeMap<(i32, i64), Vec<u8>>,
+) -> Result<()> {
+    let producer: FutureProducer = harness::producer_config(bootstrap)
+        .set("acks", "all")
+        .create()
+        .context("creating a producer")?;
+    for i in from..from + count {
+        let value = padded(&format!("torn-record-{i}"), 100);
+        let delivery = producer
+            .send_result(
+                FutureRecord::to(topic)
+                    .key("k")
+                    .payload(&value)
+                    .partition(0),
+            )
+            .map_err(|(e, _)| anyhow!("queueing record {i}: {e}"))?;
+        let position = await_delivery(&format!("record {i}"), delivery).await?;
+        ensure!(
+            acked.insert(position, value).is_none(),
+            "two records acknowledged at {position:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A torn write: the bytes a power cut leaves after a segment (given whole) whose last batch
+/// starts at the offset given.
+type TornTail = fn(&[u8], usize) -> Vec<u8>;
+
+/// Where each batch of a segment file starts: a batch is its base offset (8 bytes), its length
+/// (4 bytes) and that many bytes.
+fn batch_starts(segment: &[u8]) -> Result<Vec<usize>> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at < segment.len() {
+        let length = segment
+            .get(at + 8..at + 12)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(i32::from_be_bytes)
+            .context("a batch header past the end of the segment")?;
+        starts.push(at);
+        at += 12 + usize::try_from(length)?;
+    }
+    ensure!(at == segment.len(), "the segment ends inside a batch");
+    Ok(starts)
+}
+
+async fn torn_tail(broker: &mut BrokerProcess) -> Result<()> {
+    let topic = "torn";
+    let bootstrap = broker.bootstrap();
+    let mut conn = connect(broker).await?;
+    create_topic_ok(&mut conn, topic, 1, &[("flush.messages", "1")]).await?;
+    drop(conn);
+    let mut acked = BTreeMap::new();
+    produce_acked(&bootstrap, topic, 0, 50, &mut acked).await?;
+    let segment = broker
+        .data_dir()
+        .join(format!("{topic}-0"))
+        .join("00000000000000000000.log");
+
+    let tails: [(&str, TornTail); 2] = [
+        ("the front half of the last batch", |whole, last| {
+            let batch = &whole[last..];
+            batch[..batch.len() / 2].to_vec()
+        }),
+        ("a header claiming a megabyte", |whole, _| {
+            let next = i64::try_from(whole.len()).unwrap_or(i64::MAX);
+            let mut tail = next.to_be_bytes().to_vec();
+            tail.extend(1_048_576_i32.to_be_bytes());
+            tail.extend([0xAB; 40]);
+            tail
+        }),
+    ];
+    for (round, (what, torn)) in tails.into_iter().enumerate() {
+        broker.kill()?;
+        let whole = std::fs::read(&segment).with_context(|| format!("reading {segment:?}"))?;
+        let starts = batch_starts(&whole)?;
+        let last = *starts.last().context("a segment without batches")?;
+        let tail = torn(&whole, last);
+        let mut damaged = whole.clone();
+        damaged.extend(&tail);
+        std::fs::write(&segment, &damaged)?;
+        broker.restart()?;
+
+        let after = std::fs::read(&segment)?;
+        ensure!(
+            after == whole,
+            "{what}: the segment holds {} bytes after recovery, {} before the torn write of {}",
+            after.len(),
+            whole.len(),
+            tail.len()
+        );
+        check_read_back(&bootstrap, topic, 1, &acked, &format!("after {what}")).await?;
+        let next = acked.len();
+        produce_acked(&bootstrap, topic, next, 1, &mut acked).await?;
+        let (position, _) = acked.iter().next_back().context("an acknowledged record")?;
+        ensure!(
+            *position == (0, i64::try_from(next)?),
+            "round {round} ({what}): the next record went to {position:?}, not right after the last good one"
+        );
+    }
+    check_read_back(&bootstrap, topic, 1, &acked, "at the end").await
 }
 
 // ---------------------------------------------------------------------------------------------

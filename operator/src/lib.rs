@@ -6,6 +6,7 @@ pub mod broker_init;
 pub mod cluster;
 pub mod conditions;
 pub mod context;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod http;

@@ -10,21 +10,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
 use thiserror::Error;
 
 use crate::balance::executor::{ExecError, Goal, Observed};
 use crate::balance::step::{self, Health};
 use crate::balance::Plan;
-use crate::cluster::{scoped, MAX_MOVES, REASSIGNMENT_POLL};
+use crate::cluster::{MAX_MOVES, REASSIGNMENT_POLL};
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
-use crate::context::{Context, FIELD_MANAGER};
+use crate::context::Context;
+use crate::controller::{apply_status, backoff_key, retry, run_per_cluster};
 use crate::crd::{
     KafkaCluster, KafkaRebalance, KafkaRebalanceSpec, KafkaRebalanceStatus, RebalanceMode,
     RebalanceProposal,
@@ -185,14 +184,6 @@ impl Error {
     }
 }
 
-fn backoff_key(rebalance: &KafkaRebalance) -> String {
-    format!(
-        "KafkaRebalance/{}/{}",
-        rebalance.namespace().unwrap_or_default(),
-        rebalance.name_any()
-    )
-}
-
 /// The status parts a reconciliation decides.
 struct Outcome {
     state: &'static str,
@@ -243,26 +234,14 @@ async fn write_status(
     ctx: &Context,
     status: &KafkaRebalanceStatus,
 ) -> Result<(), Error> {
-    let namespace = rebalance.namespace().unwrap_or_default();
-    let api: Api<KafkaRebalance> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({
-        "apiVersion": KafkaRebalance::api_version(&()),
-        "kind": KafkaRebalance::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &rebalance.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Kube {
-        action: "writing the status",
-        namespace,
-        name: rebalance.name_any(),
-        source,
-    })?;
-    Ok(())
+    apply_status(&ctx.client, rebalance, status)
+        .await
+        .map_err(|source| Error::Kube {
+            action: "writing the status",
+            namespace: rebalance.namespace().unwrap_or_default(),
+            name: rebalance.name_any(),
+            source,
+        })
 }
 
 async fn remove_annotation(rebalance: &KafkaRebalance, ctx: &Context) -> Result<(), Error> {
@@ -311,7 +290,7 @@ pub async fn reconcile(rebalance: Arc<KafkaRebalance>, ctx: Arc<Context>) -> Res
         .ok_or(Error::MissingMetadata("namespace"))?;
     match reconcile_once(&rebalance, &ctx, &namespace).await {
         Ok(action) => {
-            ctx.backoff.succeeded(&backoff_key(&rebalance));
+            ctx.backoff.succeeded(&backoff_key(rebalance.as_ref()));
             Ok(action)
         }
         Err(error) => {
@@ -548,33 +527,37 @@ fn previous_state(previous: &KafkaRebalanceStatus) -> Option<&'static str> {
 
 /// Logs and counts a failed reconciliation, then retries it with a growing delay.
 pub fn error_policy(rebalance: Arc<KafkaRebalance>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(REBALANCE, error.metric_label());
-    let delay = ctx.backoff.failed(&backoff_key(&rebalance));
-    tracing::warn!(error = %error, retry_in = ?delay, "KafkaRebalance reconciliation failed");
-    Action::requeue(delay)
+    retry(
+        &ctx,
+        rebalance.as_ref(),
+        REBALANCE,
+        error.metric_label(),
+        error,
+    )
+}
+
+/// The KafkaCluster a KafkaRebalance names.
+fn cluster_of(rebalance: &KafkaRebalance) -> &str {
+    &rebalance.spec.cluster_ref.name
 }
 
 /// Runs the KafkaRebalance controller over `namespace` (all namespaces when `None`) until
-/// `shutdown` completes.
+/// `shutdown` completes. A KafkaCluster change (becoming ready, or done scaling) wakes its
+/// rebalances.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<KafkaRebalance> = scoped(&ctx.client, namespace.as_deref());
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::debug!(%error, %object, "KafkaRebalance reconciliation failed")
-                }
-                Err(error) => tracing::warn!(%error, "KafkaRebalance controller"),
-            }
-        })
-        .await;
+    run_per_cluster(
+        ctx,
+        namespace,
+        shutdown,
+        cluster_of,
+        reconcile,
+        error_policy,
+    )
+    .await;
 }
 
 #[cfg(test)]

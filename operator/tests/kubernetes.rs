@@ -16,16 +16,8 @@ use anyhow::{bail, Context as _};
 use oxbow_e2e::cluster::{produce_acknowledged, read_all};
 use oxbow_e2e::harness;
 use oxbow_e2e::kube::env::{
-    python_example_source, repository, run_python_example, sandboxed, EnvOptions, KubeEnv,
+    python_example_source, repository, run_python_example, runtime, sandboxed, EnvOptions, KubeEnv,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 /// Flow 1: `helm install`, then `kubectl apply -f examples/kafkacluster.yaml` gives three
 /// Ready brokers with the status and printer columns a user reads, and the beginner's Python
@@ -448,13 +440,8 @@ fn events_about(env: &KubeEnv, name: &str) -> anyhow::Result<Vec<(String, String
 
 /// The operator's count of failed reconciliations with error kind `error`, from its /metrics.
 fn operator_failures(env: &KubeEnv, error: &str) -> anyhow::Result<f64> {
-    let ip = env.jsonpath(
-        oxbow_e2e::kube::env::OPERATOR_NAMESPACE,
-        "pods",
-        "{.items[0].status.podIP}",
-    )?;
-    let body = oxbow_e2e::http::get(&format!("{ip}:8080"), "/metrics")?;
-    Ok(body
+    Ok(env
+        .operator_metrics()?
         .lines()
         .filter(|l| {
             l.starts_with("oxbow_operator_reconcile_failures_total")

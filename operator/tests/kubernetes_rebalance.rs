@@ -6,26 +6,17 @@
 //! Runs in a sandbox of its own, as `operator/tests/kubernetes.rs` describes. Needs root, and
 //! `cargo build --workspace --bins` first.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use oxbow_e2e::kube::env::{repository, sandboxed, EnvOptions, KubeEnv};
+use oxbow_e2e::kube::env::{python_json, repository, runtime, sandboxed, EnvOptions, KubeEnv};
 use serde_json::{json, Value};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 /// A confluent-kafka client run as `python3 -c CLIENT <action> <bootstrap> <args..>`; it prints
 /// one JSON object.
 /// - `create <topic>`: six partitions of two replicas, all on brokers 0 and 1, and 600
 ///   records produced with acks=all (`delivered`);
-/// - `replicas <topic>`: each partition's replicas;
+/// - `replicas <topic>`: each partition's replicas (`partitions`);
 /// - `count <topic>`: the records read back from the beginning.
 const CLIENT: &str = r#"
 import json, sys, time
@@ -47,7 +38,8 @@ if action == 'create':
     print(json.dumps({'delivered': delivered.count(True)}))
 elif action == 'replicas':
     md = admin.list_topics(topic, timeout=30).topics[topic]
-    print(json.dumps({str(p): sorted(md.partitions[p].replicas) for p in md.partitions}))
+    print(json.dumps({'partitions': {str(p): sorted(md.partitions[p].replicas)
+                                     for p in md.partitions}}))
 else:
     consumer = Consumer(dict(config, **{'group.id': 'count', 'enable.auto.commit': False}))
     partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
@@ -65,17 +57,7 @@ else:
 const BOOTSTRAP: &str = "balanced-bootstrap.default.svc:9092";
 
 fn client(action: &str, topic: &str) -> anyhow::Result<Value> {
-    let output = Command::new("python3")
-        .args(["-c", CLIENT, action, BOOTSTRAP, topic])
-        .stdin(Stdio::null())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).with_context(|| {
-        format!(
-            "the client's {action} printed no result: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    python_json(CLIENT, &[action, BOOTSTRAP, topic])
 }
 
 const CLUSTER: &str = "apiVersion: oxbow.dev/v1alpha1
@@ -111,7 +93,11 @@ fn wait_state(env: &KubeEnv, name: &str, wanted: &str, timeout: Duration) -> any
 /// Replicas per broker over the topic's partitions.
 fn per_broker(replicas: &Value) -> anyhow::Result<[usize; 3]> {
     let mut counts = [0; 3];
-    for list in replicas.as_object().context("partitions")?.values() {
+    for list in replicas["partitions"]
+        .as_object()
+        .with_context(|| format!("partitions: {replicas}"))?
+        .values()
+    {
         for broker in list.as_array().context("replicas")? {
             let id = usize::try_from(broker.as_i64().context("a broker id")?)?;
             *counts.get_mut(id).context("a broker of three")? += 1;
@@ -178,17 +164,19 @@ fn a_rebalance_proposal_waits_for_approval_then_moves_replicas_onto_every_broker
                 let waiting = per_broker(&client("replicas", "skewed")?)?;
                 ensure!(waiting == before, "moved before approval: {waiting:?}");
 
-                env.kubectl(&[
-                    "-n",
+                env.annotate(
                     "default",
-                    "annotate",
-                    "kafkarebalance",
-                    "full",
+                    "kafkarebalance/full",
                     "oxbow.dev/rebalance=approve",
-                ])?;
+                )?;
                 wait_state(&env, "full", "Ready", Duration::from_secs(180))?;
                 let after = per_broker(&client("replicas", "skewed")?)?;
                 ensure!(after == [4, 4, 4], "balanced: {after:?}");
+                ensure!(
+                    env.ready_gauge("kafkarebalance", "full")? == Some(1.0)
+                        && env.ready_gauge("kafkarebalance", "unknown")? == Some(0.0),
+                    "the operator's readiness gauges of the rebalances"
+                );
                 let annotation = env.jsonpath(
                     "default",
                     "kafkarebalance/full",

@@ -18,7 +18,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::Api;
 use oxbow_e2e::harness::{base_consumer, future_producer, numbered_key, numbered_value};
-use oxbow_e2e::kube::env::{repository, sandboxed, EnvOptions, KubeEnv, OPERATOR_NAMESPACE};
+use oxbow_e2e::kube::env::{
+    repository, runtime, sandboxed, EnvOptions, KubeEnv, OPERATOR_NAMESPACE,
+};
 use oxbow_operator::balance::executor::{self, Observed};
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::Message as _;
@@ -43,14 +45,6 @@ spec:
 ";
 /// How long a Kafka request of the test may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 /// The example cluster and the example `orders` topic, applied together; returns once both
 /// are Ready.

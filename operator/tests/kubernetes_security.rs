@@ -7,28 +7,22 @@
 //! root, and `cargo build --workspace --bins` first.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use oxbow_e2e::harness::{
     client_config, consumer_config, future_producer, numbered_value, produce_numbered,
 };
-use oxbow_e2e::kube::env::{repository, sandboxed, EnvOptions, KubeEnv, OPERATOR_NAMESPACE};
+use oxbow_e2e::kube::env::{
+    python_json, repository, runtime, sandboxed, EnvOptions, KubeEnv, OPERATOR_NAMESPACE,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 /// A confluent-kafka (current librdkafka, with TLS and SASL) client run as
 /// `python3 -c CLIENT <action> <config as JSON> <args..>`. It prints one JSON object: `ok`, what
@@ -88,17 +82,8 @@ finish({'ok': True, 'delivered': delivered.count(True), 'unflushed': left,
 "#;
 
 fn python_client(action: &str, config: &Value, args: &[&str]) -> anyhow::Result<Value> {
-    let output = Command::new("python3")
-        .args(["-c", CLIENT, action, &config.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let mut result: Value = serde_json::from_str(stdout.trim())
-        .with_context(|| format!("the client's {action} printed no result: {stdout}{stderr}"))?;
-    result["log"] = stderr.into_owned().into();
-    Ok(result)
+    let config = config.to_string();
+    python_json(CLIENT, &[&[action, config.as_str()], args].concat())
 }
 
 /// A CA and one broker certificate for the pod and bootstrap names of `clusters` in the

@@ -7,20 +7,11 @@
 //! Runs in a sandbox of its own, as `operator/tests/kubernetes.rs` describes. Needs root, and
 //! `cargo build --workspace --bins` first.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use oxbow_e2e::kube::env::{repository, sandboxed, EnvOptions, KubeEnv};
+use oxbow_e2e::kube::env::{python_json, repository, runtime, sandboxed, EnvOptions, KubeEnv};
 use serde_json::{json, Value};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 /// A confluent-kafka client run as `python3 -c CLIENT <action> <config as JSON> <args..>`. It
 /// prints one JSON object: what the action found, and every error librdkafka reported on the
@@ -108,17 +99,8 @@ finish({'consumed': seen, 'failed': failures[:3]})
 "#;
 
 fn client(action: &str, config: &Value, args: &[&str]) -> anyhow::Result<Value> {
-    let output = Command::new("python3")
-        .args(["-c", CLIENT, action, &config.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let mut result: Value = serde_json::from_str(stdout.trim())
-        .with_context(|| format!("the client's {action} printed no result: {stdout}{stderr}"))?;
-    result["log"] = stderr.into_owned().into();
-    Ok(result)
+    let config = config.to_string();
+    python_json(CLIENT, &[&[action, config.as_str()], args].concat())
 }
 
 /// The authenticated listener, the broker's internal one (`User:ANONYMOUS`, a super user).
@@ -241,21 +223,6 @@ fn wait_user_ready(env: &KubeEnv, name: &str) -> anyhow::Result<()> {
     })
 }
 
-/// Waits until condition `type_` of `object` has `status`.
-fn wait_condition(env: &KubeEnv, object: &str, type_: &str, status: &str) -> anyhow::Result<()> {
-    env.wait(
-        &format!("{object} {type_}={status}"),
-        Duration::from_secs(60),
-        |env| {
-            Ok(env.jsonpath(
-                "default",
-                object,
-                &format!("{{.status.conditions[?(@.type==\"{type_}\")].status}}"),
-            )? == status)
-        },
-    )
-}
-
 /// Whether a `describe` outcome was refused for its credentials.
 fn authentication_failed(outcome: &Value) -> bool {
     outcome["ok"] == false
@@ -330,6 +297,12 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                 wait_user_ready(&env, "orders-app")?;
                 wait_user_ready(&env, "auditor")?;
 
+                for user in ["orders-app", "auditor"] {
+                    ensure!(
+                        env.ready_gauge("kafkauser", user)? == Some(1.0),
+                        "the operator's readiness gauge of {user}"
+                    );
+                }
                 let columns = env.kubectl(&["-n", "default", "get", "kafkausers"])?;
                 for heading in ["CLUSTER", "AUTHENTICATION", "SECRET", "READY"] {
                     ensure!(columns.contains(heading), "printer columns: {columns}");
@@ -417,50 +390,27 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                 // Drift: ACLs removed behind the operator's back come back at its next look.
                 let dropped = client("drop-acls", &internal(), &["User:orders-app"])?;
                 ensure!(dropped["deleted"] == 5, "orders-app's ACLs: {dropped}");
-                env.kubectl(&[
-                    "-n",
-                    "default",
-                    "annotate",
-                    "kafkauser",
-                    "orders-app",
-                    "example.com/touched=1",
-                ])?;
+                env.annotate("default", "kafkauser/orders-app", "example.com/touched=1")?;
                 env.wait("orders-app's ACLs restored", Duration::from_secs(60), |_| {
                     Ok(client("acls", &internal(), &["User:orders-app"])?["acls"] == 5)
                 })?;
 
                 // Paused, the user is left as it is; unpaused, it is corrected again.
-                env.kubectl(&[
-                    "-n",
+                env.annotate("default", "kafkauser/orders-app", "oxbow.dev/pause-reconciliation=true")?;
+                env.wait_condition(
                     "default",
-                    "annotate",
-                    "kafkauser",
-                    "orders-app",
-                    "oxbow.dev/pause-reconciliation=true",
-                ])?;
-                wait_condition(&env, "kafkauser/orders-app", "ReconciliationPaused", "True")?;
+                    "kafkauser/orders-app",
+                    "ReconciliationPaused",
+                    "True",
+                    Duration::from_secs(60),
+                )?;
                 let dropped = client("drop-acls", &internal(), &["User:orders-app"])?;
                 ensure!(dropped["deleted"] == 5, "orders-app's ACLs: {dropped}");
-                env.kubectl(&[
-                    "-n",
-                    "default",
-                    "annotate",
-                    "--overwrite",
-                    "kafkauser",
-                    "orders-app",
-                    "example.com/touched=2",
-                ])?;
+                env.annotate("default", "kafkauser/orders-app", "example.com/touched=2")?;
                 std::thread::sleep(Duration::from_secs(5));
                 let acls = client("acls", &internal(), &["User:orders-app"])?;
                 ensure!(acls["acls"] == 0, "a paused user is not corrected: {acls}");
-                env.kubectl(&[
-                    "-n",
-                    "default",
-                    "annotate",
-                    "kafkauser",
-                    "orders-app",
-                    "oxbow.dev/pause-reconciliation-",
-                ])?;
+                env.annotate("default", "kafkauser/orders-app", "oxbow.dev/pause-reconciliation-")?;
                 env.wait("orders-app's ACLs restored after the pause", Duration::from_secs(60), |_| {
                     Ok(client("acls", &internal(), &["User:orders-app"])?["acls"] == 5)
                 })?;
@@ -488,14 +438,7 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                     "yaml",
                 ])
                 .and_then(|yaml| env.apply(&yaml))?;
-                env.kubectl(&[
-                    "-n",
-                    "default",
-                    "annotate",
-                    "kafkauser",
-                    "auditor",
-                    "example.com/touched=1",
-                ])?;
+                env.annotate("default", "kafkauser/auditor", "example.com/touched=1")?;
                 env.wait("the auditor's new password", Duration::from_secs(60), |_| {
                     Ok(client("describe", &scram("auditor", "second-password"), &["10"])?["ok"]
                         == true)
@@ -517,15 +460,14 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                 ensure!(authentication_failed(&gone), "a deleted user: {gone}");
 
                 // A paused cluster ignores a spec change until it is unpaused.
-                env.kubectl(&[
-                    "-n",
+                env.annotate("default", "kafkacluster/users", "oxbow.dev/pause-reconciliation=true")?;
+                env.wait_condition(
                     "default",
-                    "annotate",
-                    "kafkacluster",
-                    "users",
-                    "oxbow.dev/pause-reconciliation=true",
-                ])?;
-                wait_condition(&env, "kafkacluster/users", "ReconciliationPaused", "True")?;
+                    "kafkacluster/users",
+                    "ReconciliationPaused",
+                    "True",
+                    Duration::from_secs(60),
+                )?;
                 env.kubectl(&[
                     "-n",
                     "default",
@@ -546,14 +488,7 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                 let observed =
                     env.jsonpath("default", "kafkacluster/users", "{.status.observedGeneration}")?;
                 ensure!(generation != observed, "the change is not observed while paused");
-                env.kubectl(&[
-                    "-n",
-                    "default",
-                    "annotate",
-                    "kafkacluster",
-                    "users",
-                    "oxbow.dev/pause-reconciliation-",
-                ])?;
+                env.annotate("default", "kafkacluster/users", "oxbow.dev/pause-reconciliation-")?;
                 env.wait("the change applied after the pause", Duration::from_secs(60), |env| {
                     Ok(env
                         .jsonpath("default", "configmap/users-config", "{.data}")?
@@ -576,13 +511,7 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                 })?;
                 for (kind, what) in [("pod/users-0", "one pod"), ("kafkacluster/users", "the cluster")] {
                     let before = env.jsonpath("default", "pod/users-0", "{.metadata.uid}")?;
-                    env.kubectl(&[
-                        "-n",
-                        "default",
-                        "annotate",
-                        kind,
-                        "oxbow.dev/manual-rolling-update=true",
-                    ])?;
+                    env.annotate("default", kind, "oxbow.dev/manual-rolling-update=true")?;
                     env.wait(
                         &format!("a manual rolling update of {what}"),
                         Duration::from_secs(180),

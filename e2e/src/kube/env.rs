@@ -53,6 +53,37 @@ pub fn run_python_example(name: &str, bootstrap: &str) -> anyhow::Result<String>
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The runtime the operator tests run their environment in: two workers, as the machine has
+/// two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Runs `python3 -c script args..`, a client that prints one JSON object on stdout, and
+/// returns that object with the client's stderr (librdkafka's log) added as `log`.
+pub fn python_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut result: serde_json::Value = serde_json::from_str(stdout.trim()).with_context(|| {
+        format!(
+            "the client ({}) printed no result: {stdout}{stderr}",
+            args.first().copied().unwrap_or_default()
+        )
+    })?;
+    result["log"] = stderr.into_owned().into();
+    Ok(result)
+}
+
 /// Options of [`KubeEnv::start`].
 #[derive(Debug, Clone)]
 pub struct EnvOptions {
@@ -282,6 +313,53 @@ impl KubeEnv {
             "-o",
             &format!("jsonpath={path}"),
         ])
+    }
+
+    /// `kubectl annotate --overwrite` of one object (`kind/name`) in `namespace`;
+    /// `key-` removes the annotation.
+    pub fn annotate(&self, namespace: &str, object: &str, annotation: &str) -> anyhow::Result<()> {
+        self.kubectl(&[
+            "-n",
+            namespace,
+            "annotate",
+            "--overwrite",
+            object,
+            annotation,
+        ])?;
+        Ok(())
+    }
+
+    /// The operator's Prometheus metrics, as its pod serves them.
+    pub fn operator_metrics(&self) -> anyhow::Result<String> {
+        let ip = self.jsonpath(OPERATOR_NAMESPACE, "pods", "{.items[0].status.podIP}")?;
+        crate::http::get(&format!("{ip}:8080"), "/metrics")
+    }
+
+    /// The operator's readiness gauge of one resource (`controller` is `kafkauser`, ...):
+    /// `None` while it has no series.
+    pub fn ready_gauge(&self, controller: &str, name: &str) -> anyhow::Result<Option<f64>> {
+        let series = format!(
+            "oxbow_operator_resource_ready{{controller=\"{controller}\",name=\"{name}\",namespace=\"default\"}} "
+        );
+        Ok(self
+            .operator_metrics()?
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.trim().parse::<f64>().ok()))
+    }
+
+    /// Waits until condition `type_` of `object` (`kind/name`) in `namespace` has `status`.
+    pub fn wait_condition(
+        &self,
+        namespace: &str,
+        object: &str,
+        type_: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let path = format!("{{.status.conditions[?(@.type==\"{type_}\")].status}}");
+        self.wait(&format!("{object} {type_}={status}"), timeout, |env| {
+            Ok(env.jsonpath(namespace, object, &path)? == status)
+        })
     }
 
     /// Waits until the KafkaCluster `name` is Ready with `brokers` ready brokers and has

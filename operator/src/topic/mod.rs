@@ -11,20 +11,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
 use thiserror::Error;
 
-use crate::cluster::scoped;
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
-use crate::context::{Context, FIELD_MANAGER};
+use crate::context::Context;
+use crate::controller::{
+    apply_status, backoff_key, finalizer_label, finalizer_reason, retry, run_per_cluster,
+};
 use crate::crd::{DeletionPolicy, KafkaCluster, KafkaTopic, KafkaTopicStatus};
 use crate::metrics::TOPIC;
 use admin::{AdminError, TopicDescription};
@@ -77,23 +75,9 @@ impl Error {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Kube { .. } => "kube",
             Error::Admin { source, .. } => source.metric_label(),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
-                kube::runtime::finalizer::Error::AddFinalizer(_)
-                | kube::runtime::finalizer::Error::RemoveFinalizer(_) => "finalizer",
-                _ => "finalizer_other",
-            },
+            Error::Finalizer(inner) => finalizer_label(inner, Error::metric_label),
         }
     }
-}
-
-fn backoff_key(topic: &KafkaTopic) -> String {
-    format!(
-        "KafkaTopic/{}/{}",
-        topic.namespace().unwrap_or_default(),
-        topic.name_any()
-    )
 }
 
 /// Reconciles one KafkaTopic: its finalizer first, then the topic.
@@ -115,7 +99,7 @@ pub async fn reconcile(topic: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Acti
     .map_err(|e| Error::Finalizer(Box::new(e)));
     match action {
         Ok(action) => {
-            ctx.backoff.succeeded(&backoff_key(&topic));
+            ctx.backoff.succeeded(&backoff_key(topic.as_ref()));
             Ok(action)
         }
         Err(error) => {
@@ -133,11 +117,7 @@ impl Error {
             Error::Kube { .. } => "KubernetesError",
             Error::Admin { source, .. } if source.unreachable() => "KafkaUnreachable",
             Error::Admin { .. } => "KafkaError",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) => e.reason(),
-                kube::runtime::finalizer::Error::CleanupFailed(_) => "DeletionFailed",
-                _ => "FinalizerFailed",
-            },
+            Error::Finalizer(inner) => finalizer_reason(inner, Error::reason),
         }
     }
 
@@ -194,10 +174,7 @@ async fn report_failure(topic: &KafkaTopic, ctx: &Context, error: &Error) {
 
 /// Logs and counts a failed reconciliation, then retries it with a growing delay.
 pub fn error_policy(topic: Arc<KafkaTopic>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(TOPIC, error.metric_label());
-    let delay = ctx.backoff.failed(&backoff_key(&topic));
-    tracing::warn!(error = %error, retry_in = ?delay, "KafkaTopic reconciliation failed");
-    Action::requeue(delay)
+    retry(&ctx, topic.as_ref(), TOPIC, error.metric_label(), error)
 }
 
 /// Where a KafkaCluster takes admin requests, if it can yet.
@@ -323,27 +300,14 @@ async fn write_status(
     ctx: &Context,
     status: &KafkaTopicStatus,
 ) -> Result<(), Error> {
-    let namespace = topic.namespace().unwrap_or_default();
-    let topics: Api<KafkaTopic> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({
-        "apiVersion": KafkaTopic::api_version(&()),
-        "kind": KafkaTopic::kind(&()),
-        "status": status,
-    });
-    topics
-        .patch_status(
-            &topic.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+    apply_status(&ctx.client, topic, status)
         .await
         .map_err(|source| Error::Kube {
             action: "writing the status",
-            namespace,
+            namespace: topic.namespace().unwrap_or_default(),
             name: topic.name_any(),
             source,
-        })?;
-    Ok(())
+        })
 }
 
 async fn publish(ctx: &Context, topic: &KafkaTopic, type_: EventType, reason: &str, note: String) {
@@ -718,6 +682,11 @@ async fn cleanup(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// The KafkaCluster a KafkaTopic names.
+fn cluster_of(topic: &KafkaTopic) -> &str {
+    &topic.spec.cluster_ref.name
+}
+
 /// Runs the KafkaTopic controller over `namespace` (all namespaces when `None`) until
 /// `shutdown` completes. A KafkaCluster change (becoming ready, say) wakes its topics.
 pub async fn run(
@@ -725,35 +694,15 @@ pub async fn run(
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let topics: Api<KafkaTopic> = scoped(&client, namespace.as_deref());
-    let clusters: Api<KafkaCluster> = scoped(&client, namespace.as_deref());
-    let controller = Controller::new(topics, watcher::Config::default());
-    let store = controller.store();
-    controller
-        .watches(clusters, watcher::Config::default(), move |cluster| {
-            let name = cluster.name_any();
-            let namespace = cluster.namespace();
-            store
-                .state()
-                .into_iter()
-                .filter(|t| t.spec.cluster_ref.name == name && t.namespace() == namespace)
-                .map(|t| ObjectRef::from_obj(&*t))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                // error_policy has logged the reconciler's own failures.
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::debug!(%error, %object, "KafkaTopic reconciliation failed")
-                }
-                Err(error) => tracing::warn!(%error, "KafkaTopic controller"),
-            }
-        })
-        .await;
+    run_per_cluster(
+        ctx,
+        namespace,
+        shutdown,
+        cluster_of,
+        reconcile,
+        error_policy,
+    )
+    .await;
 }
 
 #[cfg(test)]

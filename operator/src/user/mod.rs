@@ -12,7 +12,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::ByteString;
@@ -20,16 +19,16 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
 use oxbow_broker::security::scram::{random_bytes, ScramCredential, ScramMechanism};
 use thiserror::Error;
 
-use crate::cluster::scoped;
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{KafkaCluster, KafkaUser, KafkaUserStatus, UserAuthentication};
+use crate::controller::{
+    apply_status, backoff_key, finalizer_label, finalizer_reason, retry, run_per_cluster,
+};
+use crate::crd::{KafkaUser, KafkaUserStatus, UserAuthentication};
 use crate::metrics::USER;
 use crate::topic::admin::{AdminError, KafkaAdmin};
 use crate::topic::{state_of_cluster, ClusterState};
@@ -114,13 +113,7 @@ impl Error {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Kube { .. } => "kube",
             Error::Admin { source, .. } => source.metric_label(),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
-                kube::runtime::finalizer::Error::AddFinalizer(_)
-                | kube::runtime::finalizer::Error::RemoveFinalizer(_) => "finalizer",
-                _ => "finalizer_other",
-            },
+            Error::Finalizer(inner) => finalizer_label(inner, Error::metric_label),
         }
     }
 
@@ -131,11 +124,7 @@ impl Error {
             Error::Kube { .. } => "KubernetesError",
             Error::Admin { source, .. } if source.unreachable() => "KafkaUnreachable",
             Error::Admin { .. } => "KafkaError",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) => e.reason(),
-                kube::runtime::finalizer::Error::CleanupFailed(_) => "DeletionFailed",
-                _ => "FinalizerFailed",
-            },
+            Error::Finalizer(inner) => finalizer_reason(inner, Error::reason),
         }
     }
 
@@ -153,14 +142,6 @@ impl Error {
             other => other.to_string(),
         }
     }
-}
-
-fn backoff_key(user: &KafkaUser) -> String {
-    format!(
-        "KafkaUser/{}/{}",
-        user.namespace().unwrap_or_default(),
-        user.name_any()
-    )
 }
 
 fn kube_error<'a>(
@@ -202,7 +183,7 @@ pub async fn reconcile(user: Arc<KafkaUser>, ctx: Arc<Context>) -> Result<Action
     .map_err(|e| Error::Finalizer(Box::new(e)));
     match action {
         Ok(action) => {
-            ctx.backoff.succeeded(&backoff_key(&user));
+            ctx.backoff.succeeded(&backoff_key(user.as_ref()));
             Ok(action)
         }
         Err(error) => {
@@ -214,10 +195,7 @@ pub async fn reconcile(user: Arc<KafkaUser>, ctx: Arc<Context>) -> Result<Action
 
 /// Logs and counts a failed reconciliation, then retries it with a growing delay.
 pub fn error_policy(user: Arc<KafkaUser>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(USER, error.metric_label());
-    let delay = ctx.backoff.failed(&backoff_key(&user));
-    tracing::warn!(error = %error, retry_in = ?delay, "KafkaUser reconciliation failed");
-    Action::requeue(delay)
+    retry(&ctx, user.as_ref(), USER, error.metric_label(), error)
 }
 
 /// The status parts a reconciliation decides.
@@ -283,22 +261,9 @@ async fn write_status(
     ctx: &Context,
     status: &KafkaUserStatus,
 ) -> Result<(), Error> {
-    let namespace = user.namespace().unwrap_or_default();
-    let users: Api<KafkaUser> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({
-        "apiVersion": KafkaUser::api_version(&()),
-        "kind": KafkaUser::kind(&()),
-        "status": status,
-    });
-    users
-        .patch_status(
-            &user.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+    apply_status(&ctx.client, user, status)
         .await
-        .map_err(kube_error(user, "writing the status"))?;
-    Ok(())
+        .map_err(kube_error(user, "writing the status"))
 }
 
 async fn publish(ctx: &Context, user: &KafkaUser, type_: EventType, reason: &str, note: String) {
@@ -730,6 +695,11 @@ async fn cleanup(user: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// The KafkaCluster a KafkaUser names.
+fn cluster_of(user: &KafkaUser) -> &str {
+    &user.spec.cluster_ref.name
+}
+
 /// Runs the KafkaUser controller over `namespace` (all namespaces when `None`) until
 /// `shutdown` completes. A KafkaCluster change (becoming ready, say) wakes its users.
 pub async fn run(
@@ -737,34 +707,15 @@ pub async fn run(
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let users: Api<KafkaUser> = scoped(&client, namespace.as_deref());
-    let clusters: Api<KafkaCluster> = scoped(&client, namespace.as_deref());
-    let controller = Controller::new(users, watcher::Config::default());
-    let store = controller.store();
-    controller
-        .watches(clusters, watcher::Config::default(), move |cluster| {
-            let name = cluster.name_any();
-            let namespace = cluster.namespace();
-            store
-                .state()
-                .into_iter()
-                .filter(|u| u.spec.cluster_ref.name == name && u.namespace() == namespace)
-                .map(|u| ObjectRef::from_obj(&*u))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::debug!(%error, %object, "KafkaUser reconciliation failed")
-                }
-                Err(error) => tracing::warn!(%error, "KafkaUser controller"),
-            }
-        })
-        .await;
+    run_per_cluster(
+        ctx,
+        namespace,
+        shutdown,
+        cluster_of,
+        reconcile,
+        error_policy,
+    )
+    .await;
 }
 
 #[cfg(test)]
