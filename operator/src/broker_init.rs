@@ -49,6 +49,33 @@ pub struct BrokerInitArgs {
     /// Where to write the key store: the chain, then the key, in one PEM file (mode 0600).
     #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
     pub keystore_out: Option<PathBuf>,
+    /// The address of the pod's node (`status.hostIP` through the downward API): put in place
+    /// of [`NODE_ADDRESS`] in what `nodeport` listeners advertise.
+    #[arg(long, value_name = "ADDRESS")]
+    pub node_address: Option<String>,
+}
+
+/// The token the operator writes in `advertised.listeners` where a broker's node address
+/// goes; the init container replaces it.
+pub const NODE_ADDRESS: &str = "%NODE_ADDRESS%";
+
+/// `properties` with the node's address in place of [`NODE_ADDRESS`]: an IP address, or a
+/// host name of letters, digits, '-' and '.'.
+pub fn with_node_address(properties: &str, address: &str) -> anyhow::Result<String> {
+    let plausible = !address.is_empty()
+        && address
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    if !plausible {
+        anyhow::bail!("`{address}` is not a node address (status.hostIP)");
+    }
+    // An IPv6 address is written in brackets in a listener.
+    let address = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    };
+    Ok(properties.replace(NODE_ADDRESS, &address))
 }
 
 /// Why the TLS files cannot make a key store.
@@ -227,6 +254,13 @@ pub async fn run(args: BrokerInitArgs) -> anyhow::Result<()> {
         write_private(out, &pem)?;
         tracing::info!(file = %out.display(), "wrote the TLS key store");
     }
+    let properties = match &args.node_address {
+        Some(address) => {
+            tracing::info!(%address, "advertising the node's address on the nodeport listeners");
+            with_node_address(&properties, address)?
+        }
+        None => properties,
+    };
     let text = with_settings(&properties, &additions);
     std::fs::write(&args.config_out, text)
         .with_context(|| format!("cannot write {}", args.config_out.display()))?;
@@ -382,6 +416,20 @@ mod tests {
              broker.rack=zone-b\n"
         );
         assert_eq!(with_settings(file, &[]), file, "nothing to add, same file");
+    }
+
+    #[test]
+    fn the_node_address_takes_the_place_of_its_token() {
+        let file = format!("advertised.listeners=PLAINTEXT://main-0.main-brokers:9092,EXTERNAL://{NODE_ADDRESS}:31234\n");
+        assert_eq!(
+            with_node_address(&file, "10.0.0.5").expect("an address"),
+            "advertised.listeners=PLAINTEXT://main-0.main-brokers:9092,EXTERNAL://10.0.0.5:31234\n"
+        );
+        assert!(with_node_address(&file, "fd00::5")
+            .expect("an IPv6 address")
+            .contains("EXTERNAL://[fd00::5]:31234"));
+        assert!(with_node_address(&file, "").is_err());
+        assert!(with_node_address(&file, "10.0.0.5,EVIL://x:1").is_err());
     }
 
     #[test]

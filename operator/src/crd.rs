@@ -197,6 +197,22 @@ pub struct ListenerSpec {
     /// listener of a cluster uses the same mechanism.
     #[serde(default)]
     pub authentication: ListenerAuthentication,
+    /// How clients reach the listener: `internal` (inside the Kubernetes cluster, by the
+    /// brokers' pod DNS names) or `nodeport` (from outside: a NodePort Service per broker,
+    /// `<cluster>-<listener>-<n>`, and one to bootstrap from, `<cluster>-<listener>-bootstrap`;
+    /// each broker advertises its node's address and its own node port on this listener).
+    #[serde(rename = "type", default)]
+    pub type_: ListenerType,
+}
+
+/// How clients reach a listener.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ListenerType {
+    #[default]
+    #[serde(rename = "internal")]
+    Internal,
+    #[serde(rename = "nodeport")]
+    NodePort,
 }
 
 /// The TLS settings of a listener.
@@ -485,6 +501,9 @@ pub struct KafkaClusterStatus {
     /// `host:port` clients bootstrap from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<String>,
+    /// Where clients outside the cluster bootstrap from, per listener of type `nodeport`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerStatus>,
     /// One entry per broker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerStatus>,
@@ -495,6 +514,21 @@ pub struct KafkaClusterStatus {
     /// it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingStatus>,
+}
+
+/// Where clients of one listener bootstrap from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    /// The listener's name.
+    pub name: String,
+    /// `node address:node port` of the listener's bootstrap Service, on the node of a ready
+    /// broker (every node forwards its node ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<String>,
+    /// The bootstrap Service's node port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_node_port: Option<i32>,
 }
 
 /// A change of the number of brokers in progress.

@@ -2,7 +2,8 @@
 //! authenticate with the password the operator generated (or took from a Secret), are held
 //! to their ACLs and their produce quota, drift is undone, a changed password takes effect,
 //! deleting the resource removes the user from the cluster, a paused user or cluster is left
-//! alone until unpaused, and a manual rolling update restarts a pod, then the cluster. The example (`examples/kafkauser.yaml`) is applied too.
+//! alone until unpaused, and a manual rolling update restarts a pod, then the cluster. A
+//! `nodeport` listener is reached through its Services' node ports. The example (`examples/kafkauser.yaml`) is applied too.
 //!
 //! Runs in a sandbox of its own, as `operator/tests/kubernetes.rs` describes. Needs root, and
 //! `cargo build --workspace --bins` first.
@@ -16,7 +17,8 @@ use serde_json::{json, Value};
 /// A confluent-kafka client run as `python3 -c CLIENT <action> <config as JSON> <args..>`. It
 /// prints one JSON object: what the action found, and every error librdkafka reported on the
 /// way (`errors`).
-/// - `describe <timeout>`: lists topics (`ok` says whether the cluster answered);
+/// - `describe <timeout>`: lists topics and the brokers' advertised `host:port` (`ok` says
+///   whether the cluster answered);
 /// - `produce <topic> <count> <bytes>`: creates the topic (one partition) unless it exists,
 ///   produces `count` records of `bytes` bytes with acks=all and reports how many were
 ///   delivered, the delivery errors and the seconds the whole produce took;
@@ -49,7 +51,8 @@ if action == 'describe':
     except KafkaException as e:
         admin.poll(1)
         finish({'ok': False, 'error': str(e)})
-    finish({'ok': True, 'topics': sorted(md.topics)})
+    finish({'ok': True, 'topics': sorted(md.topics),
+            'hosts': sorted('%s:%d' % (b.host, b.port) for b in md.brokers.values())})
 if action == 'acls':
     finish({'acls': len(admin.describe_acls(principal_filter(sys.argv[3])).result())})
 if action == 'drop-acls':
@@ -108,8 +111,12 @@ const APPS: &str = "users-bootstrap.default.svc:9094";
 const INTERNAL: &str = "users-bootstrap.default.svc:9092";
 
 fn scram(user: &str, password: &str) -> Value {
+    scram_at(APPS, user, password)
+}
+
+fn scram_at(bootstrap: &str, user: &str, password: &str) -> Value {
     json!({
-        "bootstrap.servers": APPS,
+        "bootstrap.servers": bootstrap,
         "security.protocol": "SASL_PLAINTEXT",
         "sasl.mechanisms": "SCRAM-SHA-512",
         "sasl.username": user,
@@ -133,6 +140,10 @@ spec:
     additional:
       - name: APPS
         port: 9094
+        authentication: scram-sha-512
+      - name: OUTSIDE
+        port: 9095
+        type: nodeport
         authentication: scram-sha-512
   security:
     authorization:
@@ -322,6 +333,34 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                     secret_value(&env, "auditor", "password")? == "first-password",
                     "the auditor's Secret holds the password its spec names"
                 );
+
+                // The nodeport listener, reached through its Services' node ports on the node's
+                // address: the broker advertises its own node port there.
+                let external = env.jsonpath(
+                    "default",
+                    "kafkacluster/users",
+                    "{.status.listeners[?(@.name==\"OUTSIDE\")].bootstrap}",
+                )?;
+                let bootstrap_port =
+                    env.jsonpath("default", "service/users-outside-bootstrap", "{.spec.ports[0].nodePort}")?;
+                let broker_port =
+                    env.jsonpath("default", "service/users-outside-0", "{.spec.ports[0].nodePort}")?;
+                let node = oxbow_e2e::kube::sandbox::GATEWAY;
+                ensure!(
+                    external == format!("{node}:{bootstrap_port}"),
+                    "the status's external bootstrap: {external} (node port {bootstrap_port})"
+                );
+                let outside = client("describe", &scram_at(&external, "orders-app", &password), &["30"])?;
+                ensure!(
+                    outside["ok"] == true && outside["hosts"] == json!([format!("{node}:{broker_port}")]),
+                    "the broker advertises its node port on OUTSIDE: {outside}"
+                );
+                let sent = client(
+                    "produce",
+                    &scram_at(&external, "orders-app", &password),
+                    &["orders-outside", "5", "100"],
+                )?;
+                ensure!(sent["delivered"] == 5, "produced from outside: {sent}");
 
                 // Unthrottled, through the internal listener: the same records take a moment.
                 let baseline = client("produce", &internal(), &["baseline", "40", "10240"])?;

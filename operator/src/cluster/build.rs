@@ -46,6 +46,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::validate::{parse_quantity, port_name, protocol, ValidatedCluster, AUTHORIZER_CLASS};
+use crate::broker_init::NODE_ADDRESS;
+use crate::crd::ListenerType;
 
 /// Pod-template annotation holding a hash of everything that must restart the brokers when it
 /// changes (shared configuration, quorum, image): a change rolls the pods one at a time.
@@ -97,6 +99,8 @@ pub struct ClusterResources {
     /// Lets that ServiceAccount read nodes (cluster scoped, so not owned by the cluster: the
     /// operator deletes it through a finalizer).
     pub node_reader_binding: Option<ClusterRoleBinding>,
+    /// The NodePort Services of `nodeport` listeners (see [`node_port_services`]).
+    pub node_port_services: Vec<Service>,
 }
 
 /// Builds every object of the cluster.
@@ -120,6 +124,7 @@ pub fn build_running(cluster: &ValidatedCluster, brokers: i32) -> ClusterResourc
         pdb: pod_disruption_budget(cluster),
         service_account: cluster.reads_node().then(|| service_account(cluster)),
         node_reader_binding: cluster.reads_node().then(|| node_reader_binding(cluster)),
+        node_port_services: node_port_services(cluster, brokers.max(cluster.replicas)),
     }
 }
 
@@ -305,7 +310,14 @@ pub fn broker_properties(cluster: &ValidatedCluster, ordinal: i32) -> Vec<(Strin
     let mut advertised = vec![format!("PLAINTEXT://{host}:{}", cluster.client_port)];
     for listener in &cluster.additional_listeners {
         listeners.push(format!("{}://:{}", listener.name, listener.port));
-        advertised.push(format!("{}://{host}:{}", listener.name, listener.port));
+        let node_port = cluster.node_ports.get(&(listener.name.clone(), ordinal));
+        advertised.push(match (listener.type_, node_port) {
+            // The init container puts the node's address in place of the token.
+            (ListenerType::NodePort, Some(node_port)) => {
+                format!("{}://{NODE_ADDRESS}:{node_port}", listener.name)
+            }
+            _ => format!("{}://{host}:{}", listener.name, listener.port),
+        });
     }
     // Every broker listens for quorum traffic: voters vote, and the others are learners that
     // the leader replicates the metadata log to (a broker without a controller address cannot
@@ -447,6 +459,48 @@ pub fn bootstrap_service(cluster: &ValidatedCluster) -> Service {
         }),
         ..Service::default()
     }
+}
+
+/// The NodePort Services of every `nodeport` listener: one to bootstrap from (ready brokers
+/// only) and one per broker of `brokers`, each with the node port the API server assigns.
+pub fn node_port_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Service> {
+    let mut services = Vec::new();
+    for listener in cluster.node_port_listeners() {
+        let ports = vec![port(&port_name(listener), listener.port)];
+        services.push(Service {
+            metadata: metadata(cluster, cluster.node_port_service_name(listener, None)),
+            spec: Some(ServiceSpec {
+                type_: Some("NodePort".to_string()),
+                selector: Some(selector_labels(cluster)),
+                ports: Some(ports.clone()),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        });
+        for ordinal in 0..brokers {
+            let mut selector = selector_labels(cluster);
+            selector.insert(
+                "statefulset.kubernetes.io/pod-name".to_string(),
+                cluster.pod_name(ordinal),
+            );
+            services.push(Service {
+                metadata: metadata(
+                    cluster,
+                    cluster.node_port_service_name(listener, Some(ordinal)),
+                ),
+                spec: Some(ServiceSpec {
+                    type_: Some("NodePort".to_string()),
+                    selector: Some(selector),
+                    // The broker is in the cluster's metadata before its pod is ready.
+                    publish_not_ready_addresses: Some(true),
+                    ports: Some(ports.clone()),
+                    ..ServiceSpec::default()
+                }),
+                ..Service::default()
+            });
+        }
+    }
+    services
 }
 
 fn env_from_field(name: &str, path: &str) -> EnvVar {
@@ -658,6 +712,11 @@ fn init_container(cluster: &ValidatedCluster) -> Container {
             "--rack-label".to_string(),
             key.clone(),
         ]);
+    }
+    if cluster.node_port_listeners().next().is_some() {
+        // What `nodeport` listeners advertise: the address of the pod's node.
+        env.push(env_from_field("HOST_IP", "status.hostIP"));
+        args.extend(["--node-address".to_string(), "$(HOST_IP)".to_string()]);
     }
     let mut mounts = vec![
         mount(CONFIG_VOLUME, CONFIG_MOUNT, true),
@@ -1847,6 +1906,73 @@ mod tests {
     /// An internal PLAINTEXT listener for replication and a SASL_SSL one for applications,
     /// with an admin user and ACLs.
     const SASL_SSL: &str = "  listeners:\n    additional:\n    - name: EXTERNAL\n      port: 9094\n      tls:\n        secretName: main-tls\n      authentication: scram-sha-512\n  security:\n    admin:\n      username: admin\n      passwordSecret:\n        name: main-admin\n    authorization:\n      superUsers: [\"User:ops\"]";
+
+    #[test]
+    fn a_nodeport_listener_gets_a_service_per_broker_and_advertises_the_node_and_its_port() {
+        let mut c = with(
+            "  listeners:\n    additional:\n    - name: OUTSIDE\n      port: 9095\n      type: nodeport\n",
+        );
+        let services = node_port_services(&c, 3);
+        let names: Vec<String> = services
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "main-outside-bootstrap",
+                "main-outside-0",
+                "main-outside-1",
+                "main-outside-2"
+            ]
+        );
+        for service in &services {
+            let spec = service.spec.as_ref().expect("spec");
+            assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+            let ports = spec.ports.as_ref().expect("ports");
+            assert_eq!(
+                (ports.len(), ports[0].port, ports[0].node_port),
+                (1, 9095, None)
+            );
+        }
+        let broker_one = services[2].spec.as_ref().and_then(|s| s.selector.clone());
+        assert_eq!(
+            broker_one
+                .as_ref()
+                .and_then(|s| s.get("statefulset.kubernetes.io/pod-name"))
+                .map(String::as_str),
+            Some("main-1")
+        );
+
+        // Before the node ports are known, the pod's own name; once they are, the node's
+        // address (put in by the init container) and the broker's node port.
+        let before = properties(&server_properties(&c, 1));
+        assert!(before["advertised.listeners"]
+            .ends_with("OUTSIDE://main-1.main-brokers.streaming.svc.cluster.local:9095"));
+        c.node_ports.insert(("OUTSIDE".to_string(), 1), 31001);
+        let after = properties(&server_properties(&c, 1));
+        assert!(
+            after["advertised.listeners"].ends_with(&format!("OUTSIDE://{NODE_ADDRESS}:31001")),
+            "{}",
+            after["advertised.listeners"]
+        );
+        let init = pod_spec(&stateful_set(&c))
+            .init_containers
+            .and_then(|c| c.into_iter().next())
+            .expect("an init container puts the node's address in");
+        let args = init.args.unwrap_or_default();
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--node-address", "$(HOST_IP)"]),
+            "{args:?}"
+        );
+        assert!(init
+            .env
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.name == "HOST_IP"));
+        assert!(build(&c).node_port_services.len() == 4);
+    }
 
     #[test]
     fn additional_listeners_are_listened_on_advertised_and_mapped_to_their_protocol() {

@@ -15,6 +15,7 @@ pub mod scaling;
 pub mod status;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,9 +41,11 @@ use crate::balance::executor::{ExecError, Observed};
 use crate::balance::step::{Health, Round};
 use crate::conditions::{self, DEGRADED, READY};
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{KafkaCluster, KafkaClusterStatus};
+use crate::crd::{KafkaCluster, KafkaClusterStatus, ListenerStatus};
 use crate::metrics::{BalanceFigures, CLUSTER};
-use build::{build, build_running, keep_volume_claims, selector_string, ClusterResources};
+use build::{
+    build, build_running, keep_volume_claims, node_port_services, selector_string, ClusterResources,
+};
 use roll::{next_restart, preferred_elections, RollStep, MANUAL_ROLL_ANNOTATION};
 use scaling::{decide, ScalingDecision, ScalingInput};
 use status::{
@@ -314,7 +317,7 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 kafka: kafka.as_ref(),
                 max_moves: MAX_MOVES,
             });
-            let valid = kept_size(valid, &decision);
+            let mut valid = kept_size(valid, &decision);
             if let Some((_, round)) = &decision.round {
                 perform(&ctx, &cluster, &valid, round).await?;
             }
@@ -323,6 +326,21 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
             } else {
                 release_node_reader(&ctx, &clusters, &cluster).await?;
             }
+            // The node ports the API server assigned go into what the brokers advertise, so
+            // the NodePort Services come first.
+            let bootstrap_node_ports = if valid.node_port_listeners().next().is_some() {
+                let (by_broker, bootstraps) = apply_node_port_services(
+                    &ctx.client,
+                    &namespace,
+                    &valid,
+                    decision.statefulset_replicas.max(valid.replicas),
+                )
+                .await?;
+                valid.node_ports = by_broker;
+                bootstraps
+            } else {
+                BTreeMap::new()
+            };
             let mut resources = build_running(&valid, decision.statefulset_replicas);
             let storage_refused =
                 keep_volume_claims(&mut resources.stateful_set, existing.as_ref());
@@ -407,6 +425,7 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                     tracing::debug!(%namespace, %name, %error, "the brokers cannot be reached yet");
                 }
             }
+            status.listeners = listener_statuses(&valid, &bootstrap_node_ports, &pods.items);
             let health = kafka.as_ref().map(Health::of);
             add_balance(&mut status, health.as_ref());
             if let Some(health) = &health {
@@ -722,6 +741,75 @@ pub async fn apply(
     apply_one(client, namespace, &resources.stateful_set).await
 }
 
+/// Applies the NodePort Services of the cluster's `nodeport` listeners for `brokers` brokers;
+/// returns the node port of each broker's, by (listener, ordinal), and of each bootstrap, by
+/// listener.
+async fn apply_node_port_services(
+    client: &Client,
+    namespace: &str,
+    cluster: &ValidatedCluster,
+    brokers: i32,
+) -> Result<(BTreeMap<(String, i32), i32>, BTreeMap<String, i32>), Error> {
+    let mut by_broker = BTreeMap::new();
+    let mut bootstraps = BTreeMap::new();
+    for service in node_port_services(cluster, brokers) {
+        let applied = apply_one(client, namespace, &service).await?;
+        let name = applied.metadata.name.clone().unwrap_or_default();
+        let Some(node_port) = applied
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.first())
+            .and_then(|p| p.node_port)
+        else {
+            continue;
+        };
+        for listener in cluster.node_port_listeners() {
+            if name == cluster.node_port_service_name(listener, None) {
+                bootstraps.insert(listener.name.clone(), node_port);
+            }
+            for ordinal in 0..brokers {
+                if name == cluster.node_port_service_name(listener, Some(ordinal)) {
+                    by_broker.insert((listener.name.clone(), ordinal), node_port);
+                }
+            }
+        }
+    }
+    Ok((by_broker, bootstraps))
+}
+
+/// Where clients of each `nodeport` listener bootstrap from: the node of a ready broker pod,
+/// at the bootstrap Service's node port.
+fn listener_statuses(
+    cluster: &ValidatedCluster,
+    bootstrap_node_ports: &BTreeMap<String, i32>,
+    pods: &[Pod],
+) -> Vec<ListenerStatus> {
+    let node = pods
+        .iter()
+        .filter(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .find_map(|pod| pod.status.as_ref()?.host_ip.clone());
+    cluster
+        .node_port_listeners()
+        .map(|listener| {
+            let node_port = bootstrap_node_ports.get(&listener.name).copied();
+            ListenerStatus {
+                name: listener.name.clone(),
+                bootstrap: node
+                    .as_ref()
+                    .zip(node_port)
+                    .map(|(node, port)| format!("{node}:{port}")),
+                bootstrap_node_port: node_port,
+            }
+        })
+        .collect()
+}
+
 async fn apply_one<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -967,6 +1055,7 @@ pub fn manifests(
         serde_yaml::to_string(&r.pdb),
         serde_yaml::to_string(&r.stateful_set),
     ]);
+    documents.extend(r.node_port_services.iter().map(serde_yaml::to_string));
     let mut out = String::new();
     for document in documents {
         out.push_str("---\n");

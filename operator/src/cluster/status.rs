@@ -234,6 +234,8 @@ pub fn cluster_status(
         replicas: observed.replicas,
         ready_brokers: ready,
         bootstrap: Some(cluster.bootstrap_address()),
+        // The reconciler adds them once it knows the node ports.
+        listeners: Vec::new(),
         brokers,
         scaling: scaling.operation.clone(),
         balance: None,

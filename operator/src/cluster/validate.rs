@@ -10,7 +10,7 @@ use kube::Resource;
 
 use crate::crd::{
     AdminCredentials, AuthorizationSpec, ClientAuth, KafkaCluster, ListenerSpec, ListenerTls,
-    PodTemplateOverrides, PullPolicy, MAX_CLUSTER_NAME,
+    ListenerType, PodTemplateOverrides, PullPolicy, MAX_CLUSTER_NAME,
 };
 
 /// Settings the operator was started with that shape every cluster.
@@ -87,6 +87,9 @@ pub const AUTHORIZER_CLASS: &str = "org.apache.kafka.metadata.authorizer.Standar
 /// The principal of the brokers and the operator on the internal PLAINTEXT listener.
 pub const INTERNAL_PRINCIPAL: &str = "User:ANONYMOUS";
 
+/// Longest Service name (a DNS label).
+const MAX_SERVICE_NAME: usize = 63;
+
 /// The security protocol of an additional listener.
 pub fn protocol(listener: &ListenerSpec) -> &'static str {
     match (
@@ -154,9 +157,29 @@ pub struct ValidatedCluster {
     pub sasl_mechanism: Option<&'static str>,
     pub admin: Option<AdminCredentials>,
     pub authorization: Option<AuthorizationSpec>,
+    /// The node port of each broker on each `nodeport` listener, `(listener, ordinal)`:
+    /// assigned by the API server to the broker's Service, so known only once the Services
+    /// exist (the reconciler fills this in before it builds the brokers' configuration).
+    pub node_ports: BTreeMap<(String, i32), i32>,
 }
 
 impl ValidatedCluster {
+    /// The additional listeners of type `nodeport`.
+    pub fn node_port_listeners(&self) -> impl Iterator<Item = &ListenerSpec> {
+        self.additional_listeners
+            .iter()
+            .filter(|l| l.type_ == ListenerType::NodePort)
+    }
+
+    /// The NodePort Service of `listener` for broker `ordinal`, or its bootstrap Service
+    /// (`None`).
+    pub fn node_port_service_name(&self, listener: &ListenerSpec, ordinal: Option<i32>) -> String {
+        match ordinal {
+            Some(ordinal) => format!("{}-{}-{ordinal}", self.name, port_name(listener)),
+            None => format!("{}-{}-bootstrap", self.name, port_name(listener)),
+        }
+    }
+
     /// The StatefulSet, and the prefix of every pod name.
     pub fn statefulset_name(&self) -> String {
         self.name.clone()
@@ -199,9 +222,10 @@ impl ValidatedCluster {
     }
 
     /// Whether broker pods start with the `broker-init` init container: to read their node's
-    /// rack, or to join the TLS certificate and key into one PEM file.
+    /// rack, to join the TLS certificate and key into one PEM file, or to put their node's
+    /// address into what a `nodeport` listener advertises.
     pub fn needs_init(&self) -> bool {
-        self.reads_node() || self.tls.is_some()
+        self.reads_node() || self.tls.is_some() || self.node_port_listeners().next().is_some()
     }
 
     /// Whether the brokers check client certificates (and need the secret's `ca.crt`).
@@ -342,6 +366,23 @@ pub fn validate(
         }
     }
     let (tls, sasl_mechanism) = check_listeners(&listeners.additional, &mut problems);
+    for listener in &listeners.additional {
+        if listener.type_ != ListenerType::NodePort {
+            continue;
+        }
+        // The longest of the listener's Service names: the bootstrap's, or the last broker's.
+        let longest = format!("{name}-{}-bootstrap", port_name(listener))
+            .len()
+            .max(format!("{name}-{}-{}", port_name(listener), spec.replicas - 1).len());
+        if longest > MAX_SERVICE_NAME {
+            problems.push(format!(
+                "spec.listeners.additional[{}]: its NodePort Services are named <cluster>-{}-bootstrap and <cluster>-{}-<broker>, which take {longest} characters here; a Service name has at most {MAX_SERVICE_NAME}: shorten the cluster's or the listener's name",
+                listener.name,
+                port_name(listener),
+                port_name(listener)
+            ));
+        }
+    }
     let security = spec.security.clone().unwrap_or_default();
     check_security(
         security.admin.as_ref(),
@@ -455,6 +496,7 @@ pub fn validate(
         sasl_mechanism,
         admin: security.admin,
         authorization: security.authorization,
+        node_ports: BTreeMap::new(),
     })
 }
 
@@ -708,6 +750,24 @@ mod tests {
         let problems = problems(yaml);
         assert_eq!(problems.len(), 1, "{problems:?}");
         problems.into_iter().next().unwrap_or_default()
+    }
+
+    #[test]
+    fn nodeport_service_names_too_long_for_a_dns_label_are_refused() {
+        let long = "a".repeat(48);
+        let yaml = MINIMAL_CLUSTER.replace("name: main", &format!("name: {long}"));
+        let problem = one_problem(&format!(
+            "{yaml}\n  listeners:\n    additional:\n    - name: OUTSIDE\n      port: 9095\n      type: nodeport\n"
+        ));
+        assert!(
+            problem.contains("shorten the cluster's or the listener's name"),
+            "{problem}"
+        );
+        assert!(problem.contains("take 66 characters"), "{problem}");
+        let fits = cluster(&format!(
+            "{MINIMAL_CLUSTER}\n  listeners:\n    additional:\n    - name: OUTSIDE\n      port: 9095\n      type: nodeport\n"
+        ));
+        assert!(validate(&fits, &OperatorSettings::default()).is_ok());
     }
 
     #[test]

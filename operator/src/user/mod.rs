@@ -242,6 +242,7 @@ impl Outcome {
 fn status(user: &KafkaUser, outcome: Outcome) -> KafkaUserStatus {
     let previous = user.status.clone().unwrap_or_default();
     let generation = user.metadata.generation;
+    let in_sync = outcome.ready.status;
     KafkaUserStatus {
         observed_generation: generation,
         conditions: conditions::merge(
@@ -251,7 +252,13 @@ fn status(user: &KafkaUser, outcome: Outcome) -> KafkaUserStatus {
             Timestamp::now(),
         ),
         username: Some(user.name_any()),
-        secret: outcome.secret.or(previous.secret),
+        // A user in sync has the Secret it has now (none without authentication); one that
+        // waits or is blocked keeps the one it had.
+        secret: if in_sync {
+            outcome.secret
+        } else {
+            outcome.secret.or(previous.secret)
+        },
         message: Some(outcome.message),
     }
 }

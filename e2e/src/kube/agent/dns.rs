@@ -2,7 +2,8 @@
 //! mounts over `/etc/hosts` gets a line for each pod with a hostname and subdomain
 //! (`main-0.main-brokers.ns.svc.cluster.local`), each Service with a cluster IP, and each
 //! headless Service's ready pods. Each cluster IP and port has a TCP proxy to the Service's
-//! ready endpoints (from its EndpointSlices), round robin, as kube-proxy's userspace mode did.
+//! ready endpoints (from its EndpointSlices), round robin, as kube-proxy's userspace mode did;
+//! so has each node port of a NodePort Service, on the nodes' address (the gateway's).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -21,7 +22,7 @@ use kube::{Api, Client, ResourceExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::kube::sandbox::{CLUSTER_DOMAIN, HOSTS_HEADER};
+use crate::kube::sandbox::{CLUSTER_DOMAIN, GATEWAY, HOSTS_HEADER};
 
 /// Keeps the hosts file and the Service proxies in step with the cluster until cancelled.
 pub async fn run(client: Client, hosts_file: PathBuf) {
@@ -129,14 +130,17 @@ fn service_ports(services: &Store<Service>) -> BTreeMap<(IpAddr, u16), Target> {
             let Ok(number) = u16::try_from(port.port) else {
                 continue;
             };
-            wanted.insert(
-                (ip, number),
-                (
-                    service.namespace().unwrap_or_default(),
-                    service.name_any(),
-                    port.name.clone().unwrap_or_default(),
-                ),
+            let target = (
+                service.namespace().unwrap_or_default(),
+                service.name_any(),
+                port.name.clone().unwrap_or_default(),
             );
+            // Every node forwards a NodePort Service's node port; the nodes all have the
+            // gateway's address here.
+            if let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
+                wanted.insert((IpAddr::V4(GATEWAY), node_port), target.clone());
+            }
+            wanted.insert((ip, number), target);
         }
     }
     wanted
