@@ -78,12 +78,17 @@ pub const PAUSED: &str = "ReconciliationPaused";
 /// Deleting the resource still cleans up.
 pub const PAUSE_ANNOTATION: &str = "oxbow.dev/pause-reconciliation";
 
-/// Whether the object's reconciliation is paused.
-pub fn is_paused(meta: &ObjectMeta) -> bool {
+/// Whether the object carries annotation `key` with the value `"true"` (any case).
+pub fn annotation_is_true(meta: &ObjectMeta, key: &str) -> bool {
     meta.annotations
         .as_ref()
-        .and_then(|a| a.get(PAUSE_ANNOTATION))
+        .and_then(|a| a.get(key))
         .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Whether the object's reconciliation is paused.
+pub fn is_paused(meta: &ObjectMeta) -> bool {
+    annotation_is_true(meta, PAUSE_ANNOTATION)
 }
 
 /// `previous` with [`PAUSED`] true: the other conditions as they were (they describe the last

@@ -48,6 +48,18 @@ where
     Ok(())
 }
 
+/// Removes annotation `key` from the object `name` of `api` (a merge patch; an annotation that
+/// is not there is no error).
+pub async fn remove_annotation<K>(api: &Api<K>, name: &str, key: &str) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let patch = serde_json::json!({ "metadata": { "annotations": { key: null } } });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
 /// The key of `object` in the retry back-off: `Kind/namespace/name`.
 pub fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
     format!(

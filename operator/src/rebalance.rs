@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -23,7 +22,7 @@ use crate::balance::Plan;
 use crate::cluster::{MAX_MOVES, REASSIGNMENT_POLL};
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
 use crate::context::Context;
-use crate::controller::{apply_status, backoff_key, retry, run_per_cluster};
+use crate::controller::{self, apply_status, backoff_key, retry, run_per_cluster};
 use crate::crd::{
     KafkaCluster, KafkaRebalance, KafkaRebalanceSpec, KafkaRebalanceStatus, RebalanceMode,
     RebalanceProposal,
@@ -247,19 +246,14 @@ async fn write_status(
 async fn remove_annotation(rebalance: &KafkaRebalance, ctx: &Context) -> Result<(), Error> {
     let namespace = rebalance.namespace().unwrap_or_default();
     let api: Api<KafkaRebalance> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({ "metadata": { "annotations": { ANNOTATION: null } } });
-    api.patch(
-        &rebalance.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(|source| Error::Kube {
-        action: "removing the rebalance annotation",
-        namespace,
-        name: rebalance.name_any(),
-        source,
-    })?;
+    controller::remove_annotation(&api, &rebalance.name_any(), ANNOTATION)
+        .await
+        .map_err(|source| Error::Kube {
+            action: "removing the rebalance annotation",
+            namespace,
+            name: rebalance.name_any(),
+            source,
+        })?;
     Ok(())
 }
 

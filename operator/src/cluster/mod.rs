@@ -497,10 +497,7 @@ fn kept_size(cluster: ValidatedCluster, decision: &ScalingDecision) -> Validated
 /// Deletes broker `ordinal`'s pod so the StatefulSet recreates it from the current template.
 /// Its preStop hook and SIGTERM's controlled shutdown move its leadership away first.
 fn restart_requested(meta: &ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(MANUAL_ROLL_ANNOTATION))
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    conditions::annotation_is_true(meta, MANUAL_ROLL_ANNOTATION)
 }
 
 /// A manual rolling update of the whole cluster: the annotation moves from the KafkaCluster to
@@ -534,15 +531,7 @@ async fn request_restarts(
         pod.restart_requested = true;
     }
     let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace);
-    let remove = serde_json::json!({
-        "metadata": { "annotations": { MANUAL_ROLL_ANNOTATION: null } }
-    });
-    clusters
-        .patch(
-            &cluster.name,
-            &PatchParams::default(),
-            &Patch::Merge(&remove),
-        )
+    crate::controller::remove_annotation(&clusters, &cluster.name, MANUAL_ROLL_ANNOTATION)
         .await
         .map_err(|source| Error::ManualRoll {
             namespace: cluster.namespace.clone(),

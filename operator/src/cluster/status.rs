@@ -70,12 +70,10 @@ impl ObservedBrokers {
                                 .and_then(|l| l.get("controller-revision-hash").cloned()),
                             ready,
                             terminating: pod.metadata.deletion_timestamp.is_some(),
-                            restart_requested: pod
-                                .metadata
-                                .annotations
-                                .as_ref()
-                                .and_then(|a| a.get(MANUAL_ROLL_ANNOTATION))
-                                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+                            restart_requested: conditions::annotation_is_true(
+                                &pod.metadata,
+                                MANUAL_ROLL_ANNOTATION,
+                            ),
                         },
                     );
                 }
