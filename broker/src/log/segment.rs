@@ -286,7 +286,13 @@ impl Segment {
         self.log
             .read_exact_at(&mut header, position)
             .at("read segment", &self.paths.log)?;
-        let expected = self.base_offset + i64::from(entry.relative_offset);
+        // An index from a damaged file can name an offset past the largest one.
+        let Some(expected) = self
+            .base_offset
+            .checked_add(i64::from(entry.relative_offset))
+        else {
+            return Ok(false);
+        };
         Ok(BatchHeader::parse(&header).is_some_and(|h| h.base_offset == expected))
     }
 
@@ -1439,5 +1445,31 @@ mod tests {
         let active = ActiveSegment::open(dir.path(), base, false, 4096).unwrap();
         assert_eq!(active.end_offset(), i64::MAX - 2);
         assert_eq!(active.size(), 339);
+    }
+
+    /// Found by the `segment` fuzz target: after a clean shutdown, a segment based just
+    /// below the largest offset whose offset index names a relative offset past it. Checking
+    /// that entry against the log overflowed; the index is now distrusted and the segment
+    /// recovered from its batches.
+    #[test]
+    fn an_index_entry_past_the_largest_offset_sends_the_segment_to_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = i64::MAX - 1_000;
+        let mut first = batch::tests::encode_batch(3, 10, 0);
+        // The base offset is outside the batch's CRC.
+        first[..8].copy_from_slice(&base.to_be_bytes());
+        fs::write(dir.path().join(file_name(base, LOG_EXTENSION)), &first).unwrap();
+        let entry = OffsetEntry {
+            relative_offset: u32::MAX,
+            position: 0,
+        };
+        let mut offsets = Vec::new();
+        offsets.extend_from_slice(&entry.relative_offset.to_be_bytes());
+        offsets.extend_from_slice(&entry.position.to_be_bytes());
+        fs::write(dir.path().join(file_name(base, INDEX_EXTENSION)), offsets).unwrap();
+        fs::write(dir.path().join(file_name(base, TIME_INDEX_EXTENSION)), []).unwrap();
+        let active = ActiveSegment::open(dir.path(), base, true, 4096).unwrap();
+        assert_eq!(active.end_offset(), base + 3);
+        assert_eq!(active.size(), first.len() as u64);
     }
 }
