@@ -198,9 +198,12 @@ pub struct ListenerSpec {
     #[serde(default)]
     pub authentication: ListenerAuthentication,
     /// How clients reach the listener: `internal` (inside the Kubernetes cluster, by the
-    /// brokers' pod DNS names) or `nodeport` (from outside: a NodePort Service per broker,
+    /// brokers' pod DNS names), `nodeport` (from outside: a NodePort Service per broker,
     /// `<cluster>-<listener>-<n>`, and one to bootstrap from, `<cluster>-<listener>-bootstrap`;
-    /// each broker advertises its node's address and its own node port on this listener).
+    /// each broker advertises its node's address and its own node port on this listener) or
+    /// `loadbalancer` (from outside: Services of type LoadBalancer with the same names; each
+    /// broker advertises its own Service's load balancer address and the listener's port, and
+    /// the brokers are configured only once every one of those Services has its address).
     #[serde(rename = "type", default)]
     pub type_: ListenerType,
 }
@@ -213,6 +216,8 @@ pub enum ListenerType {
     Internal,
     #[serde(rename = "nodeport")]
     NodePort,
+    #[serde(rename = "loadbalancer")]
+    LoadBalancer,
 }
 
 /// The TLS settings of a listener.
@@ -501,7 +506,8 @@ pub struct KafkaClusterStatus {
     /// `host:port` clients bootstrap from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<String>,
-    /// Where clients outside the cluster bootstrap from, per listener of type `nodeport`.
+    /// Where clients outside the cluster bootstrap from, per listener of type `nodeport` or
+    /// `loadbalancer`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerStatus>,
     /// One entry per broker.
@@ -522,11 +528,12 @@ pub struct KafkaClusterStatus {
 pub struct ListenerStatus {
     /// The listener's name.
     pub name: String,
-    /// `node address:node port` of the listener's bootstrap Service, on the node of a ready
-    /// broker (every node forwards its node ports).
+    /// `host:port` to bootstrap from: for `nodeport`, a ready broker's node address and the
+    /// bootstrap Service's node port (every node forwards its node ports); for
+    /// `loadbalancer`, the bootstrap Service's load balancer address and the listener's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<String>,
-    /// The bootstrap Service's node port.
+    /// The bootstrap Service's node port (`nodeport` listeners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_node_port: Option<i32>,
 }

@@ -125,14 +125,15 @@ fn owned_objects(env: &KubeEnv, kinds: &str) -> anyhow::Result<String> {
     ])
 }
 
-/// Flows 5 and 7: a pod deleted by hand comes back with its data (its claim outlives it), and
-/// deleting the KafkaCluster removes everything it owned through the real garbage collector,
+/// Flows 5 and 7: a pod deleted by hand comes back with its data (its claim outlives it), the
+/// volumes grow when spec.storage.size does (refused while their StorageClass does not allow
+/// expansion) without a broker restart or a lost record, and deleting the KafkaCluster removes everything it owned through the real garbage collector,
 /// the ClusterRoleBinding (cluster-scoped, so not owned) behind the cluster's finalizer, while
 /// the volumes stay (`deleteClaim: false`).
 #[test]
-fn a_deleted_pod_keeps_its_data_and_deleting_the_cluster_removes_what_it_owned() {
+fn a_deleted_pod_keeps_its_data_volumes_grow_and_deleting_the_cluster_removes_what_it_owned() {
     sandboxed(
-        "a_deleted_pod_keeps_its_data_and_deleting_the_cluster_removes_what_it_owned",
+        "a_deleted_pod_keeps_its_data_volumes_grow_and_deleting_the_cluster_removes_what_it_owned",
         || {
             runtime().block_on(async {
                 let env = KubeEnv::start(EnvOptions::default()).await?;
@@ -173,13 +174,56 @@ fn a_deleted_pod_keeps_its_data_and_deleting_the_cluster_removes_what_it_owned()
                          if m is not None and m.error() is None: seen.add(m.value().decode())\n\
                      print(sorted(seen))\n"
                 );
-                let output = Command::new("python3").args(["-c", &consumer]).output()?;
-                let read = String::from_utf8_lossy(&output.stdout).into_owned();
+                let read_back = |when: &str| -> anyhow::Result<()> {
+                    let output = Command::new("python3").args(["-c", &consumer]).output()?;
+                    let read = String::from_utf8_lossy(&output.stdout).into_owned();
+                    assert!(
+                        read.contains("'message 0', 'message 1', 'message 2', 'message 3', 'message 4'"),
+                        "{when}: {read}{}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                    Ok(())
+                };
+                read_back("after the pod came back")?;
+
+                // Volume growth: refused while the class does not allow expansion, then the
+                // claims grow in place, no broker restarts and nothing is lost.
+                let pods_before = env.kubectl(&["-n", "default", "get", "pods", "-l", "app.kubernetes.io/instance=main", "-o", "jsonpath={.items[*].metadata.uid}"])?;
+                let sts_before = env.jsonpath("default", "statefulset/main", "{.metadata.uid}")?;
+                let expansion = |allowed: bool| {
+                    env.kubectl(&["patch", "storageclass", "oxbow-local", "--type=merge", "-p", &format!("{{\"allowVolumeExpansion\":{allowed}}}")])
+                };
+                expansion(false)?;
+                env.kubectl(&["-n", "default", "patch", "kafkacluster", "main", "--type=merge", "-p", "{\"spec\":{\"storage\":{\"size\":\"20Gi\"}}}"])?;
+                env.wait("the growth refused", Duration::from_secs(60), |env| {
+                    let message = env.jsonpath("default", "kafkacluster/main", "{.status.conditions[?(@.type==\"Degraded\")].message}")?;
+                    Ok(message.contains("StorageClass oxbow-local of claim data-main-0 does not allow volume expansion"))
+                })?;
+                assert_eq!(env.jsonpath("default", "pvc/data-main-0", "{.spec.resources.requests.storage}")?, "10Gi");
+                expansion(true)?;
+                env.wait("every claim grown to 20Gi", Duration::from_secs(90), |env| {
+                    let grown = (0..3).try_fold(true, |all, n| {
+                        let claim = format!("pvc/data-main-{n}");
+                        Ok::<_, anyhow::Error>(all && env.jsonpath("default", &claim, "{.status.capacity.storage}")? == "20Gi")
+                    })?;
+                    let template = env.jsonpath("default", "statefulset/main", "{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}")?;
+                    Ok(grown && template == "20Gi")
+                })?;
+                env.wait_cluster_ready("default", "main", 3, Duration::from_secs(120))?;
+                let sts_after = env.jsonpath("default", "statefulset/main", "{.metadata.uid}")?;
+                assert_ne!(sts_after, sts_before, "the StatefulSet was made again");
+                let pods_after = env.kubectl(&["-n", "default", "get", "pods", "-l", "app.kubernetes.io/instance=main", "-o", "jsonpath={.items[*].metadata.uid}"])?;
+                assert_eq!(pods_after, pods_before, "growing the volumes restarted a broker");
+                env.wait("the pods adopted by the new StatefulSet", Duration::from_secs(60), |env| {
+                    let owners = env.kubectl(&["-n", "default", "get", "pods", "-l", "app.kubernetes.io/instance=main", "-o", "jsonpath={.items[*].metadata.ownerReferences[0].uid}"])?;
+                    Ok(owners.split_whitespace().count() == 3 && owners.split_whitespace().all(|o| o == sts_after))
+                })?;
+                let events = events_about(&env, "main")?;
                 assert!(
-                    read.contains("'message 0', 'message 1', 'message 2', 'message 3', 'message 4'"),
-                    "after the pod came back: {read}{}",
-                    String::from_utf8_lossy(&output.stderr)
+                    events.iter().any(|(_, reason, note)| reason == "VolumesGrowing" && note.contains("from 10Gi to 20Gi")),
+                    "{events:?}"
                 );
+                read_back("after the volumes grew")?;
 
                 let binding = env.kubectl(&["get", "clusterrolebindings", "-o", "name"])?;
                 let binding: Vec<&str> = binding.lines().filter(|l| l.contains("main")).collect();

@@ -3,7 +3,9 @@
 //! to their ACLs and their produce quota, drift is undone, a changed password takes effect,
 //! deleting the resource removes the user from the cluster, a paused user or cluster is left
 //! alone until unpaused, and a manual rolling update restarts a pod, then the cluster. A
-//! `nodeport` listener is reached through its Services' node ports. The example (`examples/kafkauser.yaml`) is applied too.
+//! `nodeport` listener is reached through its Services' node ports, a `loadbalancer` one
+//! through its Services' load balancer addresses. The example (`examples/kafkauser.yaml`) is
+//! applied too.
 //!
 //! Runs in a sandbox of its own, as `operator/tests/kubernetes.rs` describes. Needs root, and
 //! `cargo build --workspace --bins` first.
@@ -144,6 +146,10 @@ spec:
       - name: OUTSIDE
         port: 9095
         type: nodeport
+        authentication: scram-sha-512
+      - name: CLOUD
+        port: 9096
+        type: loadbalancer
         authentication: scram-sha-512
   security:
     authorization:
@@ -361,6 +367,34 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                     &["orders-outside", "5", "100"],
                 )?;
                 ensure!(sent["delivered"] == 5, "produced from outside: {sent}");
+
+                // The loadbalancer listener, reached through the addresses the load balancer
+                // controller gave its Services: the broker advertises its own Service's.
+                let cloud = env.jsonpath(
+                    "default",
+                    "kafkacluster/users",
+                    "{.status.listeners[?(@.name==\"CLOUD\")].bootstrap}",
+                )?;
+                let load_balancer = |service: &str| {
+                    env.jsonpath("default", service, "{.status.loadBalancer.ingress[0].ip}")
+                };
+                let bootstrap_address = load_balancer("service/users-cloud-bootstrap")?;
+                let broker_address = load_balancer("service/users-cloud-0")?;
+                ensure!(
+                    cloud == format!("{bootstrap_address}:9096") && bootstrap_address != broker_address,
+                    "the status's load balancer bootstrap: {cloud} (bootstrap {bootstrap_address}, broker {broker_address})"
+                );
+                let described = client("describe", &scram_at(&cloud, "orders-app", &password), &["30"])?;
+                ensure!(
+                    described["ok"] == true && described["hosts"] == json!([format!("{broker_address}:9096")]),
+                    "the broker advertises its load balancer on CLOUD: {described}"
+                );
+                let sent = client(
+                    "produce",
+                    &scram_at(&cloud, "orders-app", &password),
+                    &["orders-outside", "5", "100"],
+                )?;
+                ensure!(sent["delivered"] == 5, "produced through the load balancer: {sent}");
 
                 // Unthrottled, through the internal listener: the same records take a moment.
                 let baseline = client("produce", &internal(), &["baseline", "40", "10240"])?;

@@ -2,8 +2,9 @@
 //!
 //! A process enters it by running itself again under `unshare --net --mount` (see
 //! [`crate::sandbox`]); the child then calls [`setup`], which brings up loopback, the pods' bridge
-//! ([`BRIDGE`], [`GATEWAY`] in [`POD_CIDR`]), makes every address of [`SERVICE_CIDR`] local so
-//! Service proxies can bind cluster IPs, mounts a tmpfs on `/run/netns` for the pods' network
+//! ([`BRIDGE`], [`GATEWAY`] in [`POD_CIDR`]), makes every address of [`SERVICE_CIDR`] and
+//! [`LOAD_BALANCER_CIDR`] local so Service proxies can bind cluster IPs and load balancer
+//! addresses, mounts a tmpfs on `/run/netns` for the pods' network
 //! namespaces, and bind-mounts a hosts file of its own over `/etc/hosts`. All of that vanishes
 //! with the namespace: the machine's own network and files are untouched.
 
@@ -25,6 +26,9 @@ pub const POD_PREFIX: u8 = 16;
 pub const POD_CIDR: &str = "10.233.0.0/16";
 /// Cluster IPs of Services (the API server's `--service-cluster-ip-range`).
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// Addresses of LoadBalancer Services, handed out by the node agent's load balancer
+/// controller.
+pub const LOAD_BALANCER_CIDR: &str = "10.98.0.0/24";
 /// The cluster's DNS suffix.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
@@ -48,6 +52,10 @@ pub fn setup(dir: &Path) -> anyhow::Result<Sandbox> {
     run("ip", &["link", "set", BRIDGE, "up"])?;
     // Every cluster IP is a local address, so a proxy can listen on any of them.
     run("ip", &["route", "add", "local", SERVICE_CIDR, "dev", "lo"])?;
+    run(
+        "ip",
+        &["route", "add", "local", LOAD_BALANCER_CIDR, "dev", "lo"],
+    )?;
     let hosts_file = dir.join("hosts");
     std::fs::write(&hosts_file, HOSTS_HEADER).context("writing the sandbox's hosts file")?;
     rustix::mount::mount_bind(&hosts_file, "/etc/hosts")

@@ -46,7 +46,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::validate::{parse_quantity, port_name, protocol, ValidatedCluster, AUTHORIZER_CLASS};
-use crate::broker_init::NODE_ADDRESS;
 use crate::crd::ListenerType;
 
 /// Pod-template annotation holding a hash of everything that must restart the brokers when it
@@ -99,8 +98,8 @@ pub struct ClusterResources {
     /// Lets that ServiceAccount read nodes (cluster scoped, so not owned by the cluster: the
     /// operator deletes it through a finalizer).
     pub node_reader_binding: Option<ClusterRoleBinding>,
-    /// The NodePort Services of `nodeport` listeners (see [`node_port_services`]).
-    pub node_port_services: Vec<Service>,
+    /// The Services of `nodeport` and `loadbalancer` listeners (see [`external_services`]).
+    pub external_services: Vec<Service>,
 }
 
 /// Builds every object of the cluster.
@@ -124,7 +123,7 @@ pub fn build_running(cluster: &ValidatedCluster, brokers: i32) -> ClusterResourc
         pdb: pod_disruption_budget(cluster),
         service_account: cluster.reads_node().then(|| service_account(cluster)),
         node_reader_binding: cluster.reads_node().then(|| node_reader_binding(cluster)),
-        node_port_services: node_port_services(cluster, brokers.max(cluster.replicas)),
+        external_services: external_services(cluster, brokers.max(cluster.replicas)),
     }
 }
 
@@ -310,13 +309,14 @@ pub fn broker_properties(cluster: &ValidatedCluster, ordinal: i32) -> Vec<(Strin
     let mut advertised = vec![format!("PLAINTEXT://{host}:{}", cluster.client_port)];
     for listener in &cluster.additional_listeners {
         listeners.push(format!("{}://:{}", listener.name, listener.port));
-        let node_port = cluster.node_ports.get(&(listener.name.clone(), ordinal));
-        advertised.push(match (listener.type_, node_port) {
-            // The init container puts the node's address in place of the token.
-            (ListenerType::NodePort, Some(node_port)) => {
-                format!("{}://{NODE_ADDRESS}:{node_port}", listener.name)
-            }
-            _ => format!("{}://{host}:{}", listener.name, listener.port),
+        // For a `nodeport` listener the init container puts the node's address in place of
+        // the token.
+        let external = cluster
+            .external_addresses
+            .get(&(listener.name.clone(), ordinal));
+        advertised.push(match external {
+            Some(address) => format!("{}://{address}", listener.name),
+            None => format!("{}://{host}:{}", listener.name, listener.port),
         });
     }
     // Every broker listens for quorum traffic: voters vote, and the others are learners that
@@ -461,16 +461,22 @@ pub fn bootstrap_service(cluster: &ValidatedCluster) -> Service {
     }
 }
 
-/// The NodePort Services of every `nodeport` listener: one to bootstrap from (ready brokers
-/// only) and one per broker of `brokers`, each with the node port the API server assigns.
-pub fn node_port_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Service> {
+/// The Services of every `nodeport` and `loadbalancer` listener: one to bootstrap from (ready
+/// brokers only) and one per broker of `brokers`, of type NodePort (each gets the node port
+/// the API server assigns) or LoadBalancer (each gets the address its load balancer
+/// controller assigns).
+pub fn external_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Service> {
     let mut services = Vec::new();
-    for listener in cluster.node_port_listeners() {
+    for listener in cluster.external_listeners() {
         let ports = vec![port(&port_name(listener), listener.port)];
+        let type_ = match listener.type_ {
+            ListenerType::LoadBalancer => "LoadBalancer",
+            ListenerType::NodePort | ListenerType::Internal => "NodePort",
+        };
         services.push(Service {
-            metadata: metadata(cluster, cluster.node_port_service_name(listener, None)),
+            metadata: metadata(cluster, cluster.external_service_name(listener, None)),
             spec: Some(ServiceSpec {
-                type_: Some("NodePort".to_string()),
+                type_: Some(type_.to_string()),
                 selector: Some(selector_labels(cluster)),
                 ports: Some(ports.clone()),
                 ..ServiceSpec::default()
@@ -486,10 +492,10 @@ pub fn node_port_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Servi
             services.push(Service {
                 metadata: metadata(
                     cluster,
-                    cluster.node_port_service_name(listener, Some(ordinal)),
+                    cluster.external_service_name(listener, Some(ordinal)),
                 ),
                 spec: Some(ServiceSpec {
-                    type_: Some("NodePort".to_string()),
+                    type_: Some(type_.to_string()),
                     selector: Some(selector),
                     // The broker is in the cluster's metadata before its pod is ready.
                     publish_not_ready_addresses: Some(true),
@@ -1031,60 +1037,73 @@ fn claim_storage(sts: &StatefulSet) -> Option<(String, Option<String>)> {
     Some((size, claim.storage_class_name.clone()))
 }
 
-/// Whether two quantities are the same amount (`10Gi` and `10240Mi` are).
-fn same_quantity(a: &str, b: &str) -> bool {
-    match (parse_quantity(a), parse_quantity(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
+/// What the spec's storage asks of the volumes the running brokers have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageChange {
+    /// The volumes are as the spec says, or there are none yet.
+    Unchanged,
+    /// Larger volumes of the same class: the claims grow in place, if their StorageClass
+    /// allows it, and the StatefulSet is made again with the larger templates.
+    Grow { from: String, to: String },
+    /// What volumes cannot do (shrink, change class), with why.
+    Refused(String),
 }
 
-/// A StatefulSet's `volumeClaimTemplates` cannot change once it exists (the API server answers
-/// 422), so when the spec's storage size or class differs from the volumes the brokers were
-/// created with, `stateful_set` keeps the `running` StatefulSet's templates, which lets every
-/// other change still apply, and the refusal is returned, to be reported in the status.
-pub fn keep_volume_claims(
-    stateful_set: &mut StatefulSet,
-    running: Option<&StatefulSet>,
-) -> Option<String> {
-    let running = running?;
-    let (had_size, had_class) = claim_storage(running)?;
-    let (size, class) = claim_storage(stateful_set)?;
-    let mut changes = Vec::new();
-    if !same_quantity(&size, &had_size) {
-        changes.push(format!(
-            "spec.storage.size is {size} but the brokers' volumes were created with {had_size}"
-        ));
-    }
+/// Compares the volume claims `stateful_set` asks for with those of the `running` one.
+pub fn storage_change(stateful_set: &StatefulSet, running: Option<&StatefulSet>) -> StorageChange {
+    let Some((had_size, had_class)) = running.and_then(claim_storage) else {
+        return StorageChange::Unchanged;
+    };
+    let Some((size, class)) = claim_storage(stateful_set) else {
+        return StorageChange::Unchanged;
+    };
+    let back = format!(
+        "set spec.storage back to size {had_size}{}",
+        had_class
+            .as_ref()
+            .map(|class| format!(", storageClassName {class}"))
+            .unwrap_or_default()
+    );
     if class != had_class {
         let name = |class: &Option<String>| {
             class
                 .clone()
                 .unwrap_or_else(|| "the cluster's default".to_string())
         };
-        changes.push(format!(
-            "spec.storage.storageClassName is {} but the volumes were created with {}",
+        return StorageChange::Refused(format!(
+            "spec.storage.storageClassName is {} but the volumes were created with {}: a volume cannot change class, so they are kept as they are ({back}; every other change is applied)",
             name(&class),
             name(&had_class)
         ));
     }
-    if changes.is_empty() {
-        return None;
+    match (parse_quantity(&size), parse_quantity(&had_size)) {
+        (Ok(wanted), Ok(had)) if wanted > had => StorageChange::Grow {
+            from: had_size,
+            to: size,
+        },
+        (Ok(wanted), Ok(had)) if wanted == had => StorageChange::Unchanged,
+        _ if size == had_size => StorageChange::Unchanged,
+        _ => StorageChange::Refused(format!(
+            "spec.storage.size is {size} but the brokers' volumes have {had_size}: a volume cannot shrink, so they are kept as they are ({back}; every other change is applied)"
+        )),
     }
+}
+
+/// A StatefulSet's `volumeClaimTemplates` cannot change once it exists (the API server answers
+/// 422): for a refused storage change, `stateful_set` keeps the `running` StatefulSet's
+/// templates, which lets every other change still apply.
+pub fn keep_volume_claims(stateful_set: &mut StatefulSet, running: Option<&StatefulSet>) {
     let kept = running
-        .spec
-        .as_ref()
+        .and_then(|running| running.spec.as_ref())
         .and_then(|spec| spec.volume_claim_templates.clone());
-    if let Some(spec) = stateful_set.spec.as_mut() {
-        spec.volume_claim_templates = kept;
+    if let (Some(spec), Some(kept)) = (stateful_set.spec.as_mut(), kept) {
+        spec.volume_claim_templates = Some(kept);
     }
-    Some(format!(
-        "{}: the volumes of a StatefulSet cannot be changed through it, so they are kept as they are (set spec.storage back to size {had_size}{}; every other change is applied)",
-        changes.join("; "),
-        had_class
-            .map(|class| format!(", storageClassName {class}"))
-            .unwrap_or_default()
-    ))
+}
+
+/// The claim of broker `ordinal`'s data volume, as the StatefulSet controller names it.
+pub fn data_claim_name(cluster: &ValidatedCluster, ordinal: i32) -> String {
+    format!("{DATA_VOLUME}-{}", cluster.pod_name(ordinal))
 }
 
 /// At most one broker down for voluntary disruptions (node drains, upgrades).
@@ -1106,6 +1125,7 @@ pub fn pod_disruption_budget(cluster: &ValidatedCluster) -> PodDisruptionBudget 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker_init::NODE_ADDRESS;
     use crate::cluster::validate::{validate, OperatorSettings};
     use crate::test_support::{cluster, MINIMAL_CLUSTER};
 
@@ -1380,35 +1400,53 @@ mod tests {
     }
 
     #[test]
-    fn a_storage_change_keeps_the_volume_claims_the_brokers_have_and_says_why() {
+    fn larger_volumes_grow_and_smaller_or_reclassed_ones_are_refused() {
         let running = stateful_set(&valid(MINIMAL_CLUSTER));
-        let mut grown = stateful_set(&with("  replicas: 4\n  storage:\n    size: 20Gi"));
-        let why = keep_volume_claims(&mut grown, Some(&running)).expect("refused");
+        let grown = stateful_set(&with("  replicas: 4\n  storage:\n    size: 20Gi"));
+        assert_eq!(
+            storage_change(&grown, Some(&running)),
+            StorageChange::Grow {
+                from: "10Gi".to_string(),
+                to: "20Gi".to_string()
+            }
+        );
+        let mut shrunk = stateful_set(&with("  replicas: 4\n  storage:\n    size: 5Gi"));
+        let StorageChange::Refused(why) = storage_change(&shrunk, Some(&running)) else {
+            panic!("a smaller volume is refused");
+        };
         assert!(
-            why.contains("spec.storage.size is 20Gi") && why.contains("created with 10Gi"),
+            why.contains("spec.storage.size is 5Gi") && why.contains("have 10Gi"),
             "{why}"
         );
+        keep_volume_claims(&mut shrunk, Some(&running));
         let claims = |sts: &StatefulSet| sts.spec.clone().and_then(|s| s.volume_claim_templates);
         assert_eq!(
-            claims(&grown),
+            claims(&shrunk),
             claims(&running),
             "the claims stay as they are"
         );
         assert_eq!(
-            grown.spec.as_ref().and_then(|s| s.replicas),
+            shrunk.spec.as_ref().and_then(|s| s.replicas),
             Some(4),
             "other changes still apply"
         );
-        let mut classed = stateful_set(&with("  storage:\n    storageClassName: fast"));
-        let why = keep_volume_claims(&mut classed, Some(&running)).expect("refused");
+        let classed = stateful_set(&with(
+            "  storage:\n    size: 20Gi\n    storageClassName: fast",
+        ));
+        let StorageChange::Refused(why) = storage_change(&classed, Some(&running)) else {
+            panic!("another class is refused, even with more room");
+        };
         assert!(why.contains("storageClassName is fast"), "{why}");
 
-        // The same size written differently, or no StatefulSet yet: nothing refused.
-        let mut same = stateful_set(&with("  storage:\n    size: 10240Mi"));
-        assert_eq!(keep_volume_claims(&mut same, Some(&running)), None);
-        let mut new = stateful_set(&with("  storage:\n    size: 20Gi"));
-        assert_eq!(keep_volume_claims(&mut new, None), None);
-        assert_ne!(claims(&new), claims(&running));
+        // The same size written differently, or no StatefulSet yet: nothing to do.
+        let same = stateful_set(&with("  storage:\n    size: 10240Mi"));
+        assert_eq!(
+            storage_change(&same, Some(&running)),
+            StorageChange::Unchanged
+        );
+        let new = stateful_set(&with("  storage:\n    size: 20Gi"));
+        assert_eq!(storage_change(&new, None), StorageChange::Unchanged);
+        assert_eq!(data_claim_name(&valid(MINIMAL_CLUSTER), 2), "data-main-2");
     }
 
     #[test]
@@ -1912,7 +1950,7 @@ mod tests {
         let mut c = with(
             "  listeners:\n    additional:\n    - name: OUTSIDE\n      port: 9095\n      type: nodeport\n",
         );
-        let services = node_port_services(&c, 3);
+        let services = external_services(&c, 3);
         let names: Vec<String> = services
             .iter()
             .filter_map(|s| s.metadata.name.clone())
@@ -1949,7 +1987,8 @@ mod tests {
         let before = properties(&server_properties(&c, 1));
         assert!(before["advertised.listeners"]
             .ends_with("OUTSIDE://main-1.main-brokers.streaming.svc.cluster.local:9095"));
-        c.node_ports.insert(("OUTSIDE".to_string(), 1), 31001);
+        c.external_addresses
+            .insert(("OUTSIDE".to_string(), 1), format!("{NODE_ADDRESS}:31001"));
         let after = properties(&server_properties(&c, 1));
         assert!(
             after["advertised.listeners"].ends_with(&format!("OUTSIDE://{NODE_ADDRESS}:31001")),
@@ -1971,7 +2010,38 @@ mod tests {
             .unwrap_or_default()
             .iter()
             .any(|e| e.name == "HOST_IP"));
-        assert!(build(&c).node_port_services.len() == 4);
+        assert!(build(&c).external_services.len() == 4);
+    }
+
+    #[test]
+    fn a_loadbalancer_listener_gets_a_load_balancer_per_broker_and_advertises_its_address() {
+        let mut c = with(
+            "  listeners:\n    additional:\n    - name: CLOUD\n      port: 9096\n      type: loadbalancer\n",
+        );
+        let services = external_services(&c, 2);
+        let names: Vec<String> = services
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["main-cloud-bootstrap", "main-cloud-0", "main-cloud-1"]
+        );
+        for service in &services {
+            let spec = service.spec.as_ref().expect("spec");
+            assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+            assert_eq!(spec.ports.as_ref().map(|p| p[0].port), Some(9096));
+        }
+        c.external_addresses
+            .insert(("CLOUD".to_string(), 1), "203.0.113.7:9096".to_string());
+        let one = properties(&server_properties(&c, 1));
+        assert!(
+            one["advertised.listeners"].ends_with("CLOUD://203.0.113.7:9096"),
+            "{}",
+            one["advertised.listeners"]
+        );
+        // No node address to read: a load balancer's address is known to the operator.
+        assert!(pod_spec(&stateful_set(&c)).init_containers.is_none());
     }
 
     #[test]

@@ -22,12 +22,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -39,17 +40,20 @@ use thiserror::Error;
 
 use crate::balance::executor::{ExecError, Observed};
 use crate::balance::step::{Health, Round};
+use crate::broker_init::NODE_ADDRESS;
 use crate::conditions::{self, DEGRADED, READY};
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{KafkaCluster, KafkaClusterStatus, ListenerStatus};
+use crate::crd::{KafkaCluster, KafkaClusterStatus, ListenerStatus, ListenerType};
 use crate::metrics::{BalanceFigures, CLUSTER};
 use build::{
-    build, build_running, keep_volume_claims, node_port_services, selector_string, ClusterResources,
+    build, build_running, data_claim_name, external_services, keep_volume_claims, selector_string,
+    storage_change, ClusterResources, StorageChange,
 };
 use roll::{next_restart, preferred_elections, RollStep, MANUAL_ROLL_ANNOTATION};
 use scaling::{decide, ScalingDecision, ScalingInput};
 use status::{
-    add_balance, cluster_status, failed_status, invalid_status, mark_unreachable, ObservedBrokers,
+    add_balance, cluster_status, failed_status, invalid_status, mark_unreachable,
+    waiting_for_load_balancers, ObservedBrokers,
 };
 use validate::{node_reader_binding_name, validate, ValidatedCluster};
 
@@ -118,6 +122,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot grow the volumes of KafkaCluster {namespace}/{name}: {source}")]
+    GrowVolumes {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot delete ClusterRoleBinding {binding}: {source}")]
     DeleteBinding {
         binding: String,
@@ -155,6 +166,7 @@ impl Error {
             Error::ManualRoll { .. } => "manual_roll",
             Error::Finalizer { .. } => "finalizer",
             Error::DeleteBinding { .. } => "delete_binding",
+            Error::GrowVolumes { .. } => "grow_volumes",
         }
     }
 }
@@ -173,6 +185,7 @@ impl Error {
         match self {
             Error::MissingMetadata(_) => "InvalidObject",
             Error::Apply { .. } => "ApplyFailed",
+            Error::GrowVolumes { .. } => "VolumeGrowthFailed",
             Error::NotOwned { .. } => "ResourceConflict",
             Error::Status { .. } => "StatusFailed",
             Error::ListPods { .. } | Error::ReadStatefulSet { .. } => "ReadFailed",
@@ -326,24 +339,44 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
             } else {
                 release_node_reader(&ctx, &clusters, &cluster).await?;
             }
-            // The node ports the API server assigned go into what the brokers advertise, so
-            // the NodePort Services come first.
-            let bootstrap_node_ports = if valid.node_port_listeners().next().is_some() {
-                let (by_broker, bootstraps) = apply_node_port_services(
-                    &ctx.client,
-                    &namespace,
-                    &valid,
-                    decision.statefulset_replicas.max(valid.replicas),
-                )
-                .await?;
-                valid.node_ports = by_broker;
-                bootstraps
-            } else {
-                BTreeMap::new()
-            };
+            // The node ports the API server assigned and the load balancers' addresses go
+            // into what the brokers advertise, so the external listeners' Services come first.
+            let external = apply_external_services(
+                &ctx.client,
+                &namespace,
+                &valid,
+                decision.statefulset_replicas.max(valid.replicas),
+            )
+            .await?;
+            if !external.pending.is_empty() {
+                // Brokers configured now would advertise the wrong address, and restart
+                // once it is known.
+                let status =
+                    waiting_for_load_balancers(&external.pending, previous, Timestamp::now());
+                write_status(&clusters, &name, &status)
+                    .await
+                    .map_err(|source| Error::Status {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        source,
+                    })?;
+                return Ok(Action::requeue(PROGRESS_CHECK));
+            }
+            valid.external_addresses = external.by_broker.clone();
             let mut resources = build_running(&valid, decision.statefulset_replicas);
-            let storage_refused =
+            let storage_refused = match storage_change(&resources.stateful_set, existing.as_ref()) {
+                StorageChange::Unchanged => None,
+                StorageChange::Refused(why) => Some(why),
+                StorageChange::Grow { from, to } => match &existing {
+                    Some(running) => {
+                        grow_volumes(&ctx, &cluster, &valid, running, &from, &to).await?
+                    }
+                    None => None,
+                },
+            };
+            if storage_refused.is_some() {
                 keep_volume_claims(&mut resources.stateful_set, existing.as_ref());
+            }
             let statefulset = apply(&ctx.client, &namespace, &resources).await?;
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
             let pods = pods
@@ -425,7 +458,7 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                     tracing::debug!(%namespace, %name, %error, "the brokers cannot be reached yet");
                 }
             }
-            status.listeners = listener_statuses(&valid, &bootstrap_node_ports, &pods.items);
+            status.listeners = listener_statuses(&valid, &external.bootstraps, &pods.items);
             let health = kafka.as_ref().map(Health::of);
             add_balance(&mut status, health.as_ref());
             if let Some(health) = &health {
@@ -730,48 +763,207 @@ pub async fn apply(
     apply_one(client, namespace, &resources.stateful_set).await
 }
 
-/// Applies the NodePort Services of the cluster's `nodeport` listeners for `brokers` brokers;
-/// returns the node port of each broker's, by (listener, ordinal), and of each bootstrap, by
-/// listener.
-async fn apply_node_port_services(
+/// Grows the claims of the `running` brokers from `from` to `to` when their StorageClass
+/// allows it, then deletes the StatefulSet, leaving its pods running, for [`apply`] to make
+/// again with the larger claim templates (which cannot change in place); the new StatefulSet
+/// adopts the pods, so no broker restarts. Returns why not when a claim's class does not
+/// allow it.
+async fn grow_volumes(
+    ctx: &Context,
+    cluster: &KafkaCluster,
+    valid: &ValidatedCluster,
+    running: &StatefulSet,
+    from: &str,
+    to: &str,
+) -> Result<Option<String>, Error> {
+    let failed = |source| Error::GrowVolumes {
+        namespace: valid.namespace.clone(),
+        name: valid.name.clone(),
+        source,
+    };
+    let brokers = running.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &valid.namespace);
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let mut found = Vec::new();
+    for ordinal in 0..brokers {
+        let name = data_claim_name(valid, ordinal);
+        if let Some(claim) = claims.get_opt(&name).await.map_err(failed)? {
+            found.push((name, claim));
+        }
+    }
+    let back = format!("set spec.storage.size back to {from}");
+    for (name, claim) in &found {
+        let Some(class) = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone())
+        else {
+            return Ok(Some(format!(
+                "spec.storage.size is {to} but claim {name} has no StorageClass, so it cannot grow ({back})"
+            )));
+        };
+        let expandable = classes
+            .get_opt(&class)
+            .await
+            .map_err(failed)?
+            .and_then(|c| c.allow_volume_expansion)
+            .unwrap_or(false);
+        if !expandable {
+            return Ok(Some(format!(
+                "spec.storage.size is {to} but StorageClass {class} of claim {name} does not allow volume expansion (allowVolumeExpansion), so the volumes stay at {from} ({back}, or allow expansion)"
+            )));
+        }
+    }
+    for (name, _) in &found {
+        let grow = serde_json::json!({"spec": {"resources": {"requests": {"storage": to}}}});
+        claims
+            .patch(name, &PatchParams::default(), &Patch::Merge(&grow))
+            .await
+            .map_err(failed)?;
+    }
+    publish(
+        ctx,
+        cluster,
+        EventType::Normal,
+        "VolumesGrowing",
+        format!(
+            "growing the volumes of {} brokers from {from} to {to}",
+            found.len()
+        ),
+    )
+    .await;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &valid.namespace);
+    let orphan = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..DeleteParams::default()
+    };
+    match statefulsets
+        .delete(&valid.statefulset_name(), &orphan)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(source) => return Err(failed(source)),
+    }
+    // The garbage collector takes the pods' owner references off before the StatefulSet
+    // goes; one made again before that would be deleted with it. Should it take longer, the
+    // next reconciliation (woken by the deletion) makes it.
+    for _ in 0..50 {
+        if statefulsets
+            .get_opt(&valid.statefulset_name())
+            .await
+            .map_err(failed)?
+            .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(None)
+}
+
+/// What the Services of the external listeners tell the brokers' configuration and the
+/// status, once applied.
+#[derive(Debug, Default)]
+struct ExternalServices {
+    /// What each broker advertises, by (listener, ordinal): see
+    /// [`ValidatedCluster::external_addresses`].
+    by_broker: BTreeMap<(String, i32), String>,
+    /// Each listener's bootstrap Service.
+    bootstraps: BTreeMap<String, Bootstrap>,
+    /// The LoadBalancer Services that have no address yet.
+    pending: Vec<String>,
+}
+
+/// Where an external listener's bootstrap Service is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bootstrap {
+    /// On every node, at this node port.
+    NodePort(i32),
+    /// At its load balancer's `host:port`.
+    LoadBalancer(String),
+}
+
+/// Applies the Services of the cluster's `nodeport` and `loadbalancer` listeners for
+/// `brokers` brokers, and reads back the node ports and load balancer addresses assigned.
+async fn apply_external_services(
     client: &Client,
     namespace: &str,
     cluster: &ValidatedCluster,
     brokers: i32,
-) -> Result<(BTreeMap<(String, i32), i32>, BTreeMap<String, i32>), Error> {
-    let mut by_broker = BTreeMap::new();
-    let mut bootstraps = BTreeMap::new();
-    for service in node_port_services(cluster, brokers) {
+) -> Result<ExternalServices, Error> {
+    let mut found = ExternalServices::default();
+    for service in external_services(cluster, brokers) {
         let applied = apply_one(client, namespace, &service).await?;
         let name = applied.metadata.name.clone().unwrap_or_default();
-        let Some(node_port) = applied
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.as_ref())
-            .and_then(|ports| ports.first())
-            .and_then(|p| p.node_port)
-        else {
-            continue;
-        };
-        for listener in cluster.node_port_listeners() {
-            if name == cluster.node_port_service_name(listener, None) {
-                bootstraps.insert(listener.name.clone(), node_port);
+        for listener in cluster.external_listeners() {
+            let bootstrap = cluster.external_service_name(listener, None) == name;
+            let ordinal = (0..brokers)
+                .find(|ordinal| cluster.external_service_name(listener, Some(*ordinal)) == name);
+            if !bootstrap && ordinal.is_none() {
+                continue;
             }
-            for ordinal in 0..brokers {
-                if name == cluster.node_port_service_name(listener, Some(ordinal)) {
-                    by_broker.insert((listener.name.clone(), ordinal), node_port);
+            let reached = match listener.type_ {
+                ListenerType::LoadBalancer => match load_balancer_address(&applied) {
+                    Some(host) => Bootstrap::LoadBalancer(format!("{host}:{}", listener.port)),
+                    None => {
+                        found.pending.push(name.clone());
+                        continue;
+                    }
+                },
+                ListenerType::NodePort | ListenerType::Internal => {
+                    let Some(node_port) = applied
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.ports.as_ref())
+                        .and_then(|ports| ports.first())
+                        .and_then(|p| p.node_port)
+                    else {
+                        continue;
+                    };
+                    Bootstrap::NodePort(node_port)
                 }
+            };
+            if let Some(ordinal) = ordinal {
+                let address = match &reached {
+                    Bootstrap::NodePort(port) => format!("{NODE_ADDRESS}:{port}"),
+                    Bootstrap::LoadBalancer(address) => address.clone(),
+                };
+                found
+                    .by_broker
+                    .insert((listener.name.clone(), ordinal), address);
+            } else {
+                found.bootstraps.insert(listener.name.clone(), reached);
             }
         }
     }
-    Ok((by_broker, bootstraps))
+    Ok(found)
 }
 
-/// Where clients of each `nodeport` listener bootstrap from: the node of a ready broker pod,
-/// at the bootstrap Service's node port.
+/// The first address a load balancer controller wrote into a Service's status: its IP, or
+/// its host name when it gives only that.
+fn load_balancer_address(service: &Service) -> Option<String> {
+    let ingress = service
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?;
+    ingress
+        .ip
+        .clone()
+        .filter(|ip| !ip.is_empty())
+        .or_else(|| ingress.hostname.clone().filter(|h| !h.is_empty()))
+}
+
+/// Where clients of each external listener bootstrap from: for `nodeport`, the node of a
+/// ready broker pod at the bootstrap Service's node port; for `loadbalancer`, the bootstrap
+/// Service's load balancer.
 fn listener_statuses(
     cluster: &ValidatedCluster,
-    bootstrap_node_ports: &BTreeMap<String, i32>,
+    bootstraps: &BTreeMap<String, Bootstrap>,
     pods: &[Pod],
 ) -> Vec<ListenerStatus> {
     let node = pods
@@ -784,16 +976,20 @@ fn listener_statuses(
         })
         .find_map(|pod| pod.status.as_ref()?.host_ip.clone());
     cluster
-        .node_port_listeners()
+        .external_listeners()
         .map(|listener| {
-            let node_port = bootstrap_node_ports.get(&listener.name).copied();
+            let (bootstrap, bootstrap_node_port) = match bootstraps.get(&listener.name) {
+                Some(Bootstrap::NodePort(port)) => (
+                    node.as_ref().map(|node| format!("{node}:{port}")),
+                    Some(*port),
+                ),
+                Some(Bootstrap::LoadBalancer(address)) => (Some(address.clone()), None),
+                None => (None, None),
+            };
             ListenerStatus {
                 name: listener.name.clone(),
-                bootstrap: node
-                    .as_ref()
-                    .zip(node_port)
-                    .map(|(node, port)| format!("{node}:{port}")),
-                bootstrap_node_port: node_port,
+                bootstrap,
+                bootstrap_node_port,
             }
         })
         .collect()
@@ -1044,7 +1240,7 @@ pub fn manifests(
         serde_yaml::to_string(&r.pdb),
         serde_yaml::to_string(&r.stateful_set),
     ]);
-    documents.extend(r.node_port_services.iter().map(serde_yaml::to_string));
+    documents.extend(r.external_services.iter().map(serde_yaml::to_string));
     let mut out = String::new();
     for document in documents {
         out.push_str("---\n");
@@ -1942,7 +2138,7 @@ mod tests {
                 "main",
                 &PatchParams::default(),
                 &Patch::Merge(serde_json::json!({
-                    "spec": {"storage": {"size": "20Gi"}, "config": {"log.retention.hours": "24"}}
+                    "spec": {"storage": {"size": "5Gi"}, "config": {"log.retention.hours": "24"}}
                 })),
             )
             .await
@@ -1990,7 +2186,7 @@ mod tests {
             .find(|c| c.type_ == DEGRADED)
             .expect("degraded");
         assert!(
-            degraded.message.contains("spec.storage.size is 20Gi"),
+            degraded.message.contains("spec.storage.size is 5Gi"),
             "{}",
             degraded.message
         );
@@ -1998,6 +2194,137 @@ mod tests {
         assert!(
             events.contains(&"StorageChangeRefused".to_string()),
             "{events:?}"
+        );
+    }
+
+    /// The claims of the brokers `main-0` to `main-2`, of StorageClass `class`.
+    fn claims_of(class: &str) -> Vec<PersistentVolumeClaim> {
+        (0..3)
+            .map(|ordinal| {
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": format!("data-main-{ordinal}"), "namespace": "streaming"},
+                    "spec": {
+                        "storageClassName": class,
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "10Gi"}}
+                    }
+                }))
+                .expect("claim")
+            })
+            .collect()
+    }
+
+    fn storage_class(name: &str, expandable: bool) -> StorageClass {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": name},
+            "provisioner": "example.com/disks",
+            "allowVolumeExpansion": expandable
+        }))
+        .expect("class")
+    }
+
+    async fn grow_to_20_gi(builder: kube_fake_client::ClientBuilder) -> Arc<Context> {
+        let ctx = fake_context(builder).await.0;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("first pass");
+        let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
+        clusters
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"storage": {"size": "20Gi"}}})),
+            )
+            .await
+            .expect("spec change");
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("second pass");
+        ctx
+    }
+
+    fn claim_size(claim: &PersistentVolumeClaim) -> String {
+        claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .map(|r| r["storage"].0.clone())
+            .unwrap_or_default()
+    }
+
+    fn template_size(sts: &StatefulSet) -> String {
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.volume_claim_templates.as_ref())
+            .and_then(|t| t.first())
+            .map(claim_size)
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn larger_volumes_grow_the_claims_and_make_the_statefulset_again() {
+        let mut builder = kube_fake_client::ClientBuilder::new()
+            .with_object(cluster(MINIMAL_CLUSTER))
+            .with_object(storage_class("disks", true));
+        for claim in claims_of("disks") {
+            builder = builder.with_object(claim);
+        }
+        let ctx = grow_to_20_gi(builder).await;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), "streaming");
+        for ordinal in 0..3 {
+            let claim = claims
+                .get(&format!("data-main-{ordinal}"))
+                .await
+                .expect("claim");
+            assert_eq!(claim_size(&claim), "20Gi", "data-main-{ordinal}");
+        }
+        let sts = statefulsets(&ctx).get("main").await.expect("sts");
+        assert_eq!(
+            template_size(&sts),
+            "20Gi",
+            "made again with the larger template"
+        );
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert!(!is_true(&status.conditions, DEGRADED));
+        let events = event_reasons(&ctx.client, "streaming", "main").await;
+        assert!(events.contains(&"VolumesGrowing".to_string()), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn volumes_of_a_class_that_cannot_expand_are_refused_and_left_alone() {
+        let mut builder = kube_fake_client::ClientBuilder::new()
+            .with_object(cluster(MINIMAL_CLUSTER))
+            .with_object(storage_class("fixed", false));
+        for claim in claims_of("fixed") {
+            builder = builder.with_object(claim);
+        }
+        let ctx = grow_to_20_gi(builder).await;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), "streaming");
+        let claim = claims.get("data-main-0").await.expect("claim");
+        assert_eq!(claim_size(&claim), "10Gi");
+        let sts = statefulsets(&ctx).get("main").await.expect("sts");
+        assert_eq!(template_size(&sts), "10Gi");
+        let status = fetch(&ctx).await.status.clone().expect("status");
+        assert_eq!(
+            reason(&status.conditions, DEGRADED),
+            Some("StorageChangeRefused")
+        );
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .expect("degraded");
+        assert!(
+            degraded.message.contains(
+                "StorageClass fixed of claim data-main-0 does not allow volume expansion"
+            ),
+            "{}",
+            degraded.message
         );
     }
 

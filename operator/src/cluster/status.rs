@@ -303,6 +303,34 @@ pub fn invalid_status(
     }
 }
 
+/// The status while the load balancers of `services` have no address yet: the brokers are
+/// not configured before they know what to advertise. The generation is not marked observed.
+pub fn waiting_for_load_balancers(
+    services: &[String],
+    previous: Option<&KafkaClusterStatus>,
+    now: Timestamp,
+) -> KafkaClusterStatus {
+    let previous = previous.cloned().unwrap_or_default();
+    let message = format!(
+        "waiting for the load balancer addresses of Services {}",
+        services.join(", ")
+    );
+    let generation = previous.observed_generation;
+    KafkaClusterStatus {
+        conditions: conditions::merge(
+            &previous.conditions,
+            &[
+                Wanted::new(READY, false, "WaitingForLoadBalancer", message.clone()),
+                Wanted::new(RECONCILING, true, "WaitingForLoadBalancer", message),
+                Wanted::new(DEGRADED, false, "SpecValid", ""),
+            ],
+            generation,
+            now,
+        ),
+        ..previous
+    }
+}
+
 /// The status after a reconciliation that failed: what the cluster had, with `Ready` false and
 /// `Degraded` true saying why while the operator retries with back-off. The generation is not
 /// marked observed: it has not been carried out.
@@ -437,6 +465,38 @@ mod tests {
         let before = starting.clone();
         mark_unreachable(&mut starting, "connection refused", later);
         assert_eq!(starting, before, "a cluster not ready keeps its own reason");
+    }
+
+    #[test]
+    fn waiting_for_load_balancers_names_them_and_keeps_what_was_observed() {
+        let ready = cluster_status(
+            &valid(),
+            &observed(3, 3, 3, true),
+            &steady(),
+            None,
+            &RollStep::UpToDate,
+            None,
+            now(),
+        );
+        let services = [
+            "main-cloud-bootstrap".to_string(),
+            "main-cloud-2".to_string(),
+        ];
+        let waiting = waiting_for_load_balancers(&services, Some(&ready), now());
+        assert!(!is_true(&waiting.conditions, READY));
+        assert!(is_true(&waiting.conditions, RECONCILING));
+        assert!(!is_true(&waiting.conditions, DEGRADED));
+        assert_eq!(
+            reason(&waiting.conditions, READY),
+            Some("WaitingForLoadBalancer")
+        );
+        let message = &waiting.conditions[0].message;
+        assert!(
+            message.contains("main-cloud-bootstrap, main-cloud-2"),
+            "{message}"
+        );
+        assert_eq!(waiting.observed_generation, ready.observed_generation);
+        assert_eq!(waiting.brokers, ready.brokers);
     }
 
     #[test]

@@ -157,10 +157,14 @@ pub struct ValidatedCluster {
     pub sasl_mechanism: Option<&'static str>,
     pub admin: Option<AdminCredentials>,
     pub authorization: Option<AuthorizationSpec>,
-    /// The node port of each broker on each `nodeport` listener, `(listener, ordinal)`:
-    /// assigned by the API server to the broker's Service, so known only once the Services
-    /// exist (the reconciler fills this in before it builds the brokers' configuration).
-    pub node_ports: BTreeMap<(String, i32), i32>,
+    /// The `host:port` each broker advertises on each `nodeport` or `loadbalancer` listener,
+    /// by `(listener, ordinal)`: its node's address (the [`NODE_ADDRESS`] token) and the node
+    /// port the API server gave its Service, or its Service's load balancer address and the
+    /// listener's port. Known only once the Services exist: the reconciler fills this in
+    /// before it builds the brokers' configuration.
+    ///
+    /// [`NODE_ADDRESS`]: crate::broker_init::NODE_ADDRESS
+    pub external_addresses: BTreeMap<(String, i32), String>,
 }
 
 impl ValidatedCluster {
@@ -171,9 +175,17 @@ impl ValidatedCluster {
             .filter(|l| l.type_ == ListenerType::NodePort)
     }
 
-    /// The NodePort Service of `listener` for broker `ordinal`, or its bootstrap Service
+    /// The additional listeners reached from outside the Kubernetes cluster, through Services
+    /// of their own: `nodeport` and `loadbalancer`.
+    pub fn external_listeners(&self) -> impl Iterator<Item = &ListenerSpec> {
+        self.additional_listeners
+            .iter()
+            .filter(|l| l.type_ != ListenerType::Internal)
+    }
+
+    /// The Service of external `listener` for broker `ordinal`, or its bootstrap Service
     /// (`None`).
-    pub fn node_port_service_name(&self, listener: &ListenerSpec, ordinal: Option<i32>) -> String {
+    pub fn external_service_name(&self, listener: &ListenerSpec, ordinal: Option<i32>) -> String {
         match ordinal {
             Some(ordinal) => format!("{}-{}-{ordinal}", self.name, port_name(listener)),
             None => format!("{}-{}-bootstrap", self.name, port_name(listener)),
@@ -367,7 +379,7 @@ pub fn validate(
     }
     let (tls, sasl_mechanism) = check_listeners(&listeners.additional, &mut problems);
     for listener in &listeners.additional {
-        if listener.type_ != ListenerType::NodePort {
+        if listener.type_ == ListenerType::Internal {
             continue;
         }
         // The longest of the listener's Service names: the bootstrap's, or the last broker's.
@@ -376,7 +388,7 @@ pub fn validate(
             .max(format!("{name}-{}-{}", port_name(listener), spec.replicas - 1).len());
         if longest > MAX_SERVICE_NAME {
             problems.push(format!(
-                "spec.listeners.additional[{}]: its NodePort Services are named <cluster>-{}-bootstrap and <cluster>-{}-<broker>, which take {longest} characters here; a Service name has at most {MAX_SERVICE_NAME}: shorten the cluster's or the listener's name",
+                "spec.listeners.additional[{}]: its Services are named <cluster>-{}-bootstrap and <cluster>-{}-<broker>, which take {longest} characters here; a Service name has at most {MAX_SERVICE_NAME}: shorten the cluster's or the listener's name",
                 listener.name,
                 port_name(listener),
                 port_name(listener)
@@ -496,7 +508,7 @@ pub fn validate(
         sasl_mechanism,
         admin: security.admin,
         authorization: security.authorization,
-        node_ports: BTreeMap::new(),
+        external_addresses: BTreeMap::new(),
     })
 }
 

@@ -3,7 +3,8 @@
 //! (`main-0.main-brokers.ns.svc.cluster.local`), each Service with a cluster IP, and each
 //! headless Service's ready pods. Each cluster IP and port has a TCP proxy to the Service's
 //! ready endpoints (from its EndpointSlices), round robin, as kube-proxy's userspace mode did;
-//! so has each node port of a NodePort Service, on the nodes' address (the gateway's).
+//! so has each node port of a NodePort Service, on the nodes' address (the gateway's), and each
+//! port of a LoadBalancer Service on its load balancer's address.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -139,6 +140,10 @@ fn service_ports(services: &Store<Service>) -> BTreeMap<(IpAddr, u16), Target> {
             // gateway's address here.
             if let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
                 wanted.insert((IpAddr::V4(GATEWAY), node_port), target.clone());
+            }
+            // A load balancer's address forwards the Service's ports.
+            for address in super::loadbalancer::addresses(&service) {
+                wanted.insert((address, number), target.clone());
             }
             wanted.insert((ip, number), target);
         }

@@ -3,12 +3,13 @@
 //! a binary built from the checkout), each pod in its own network namespace with its volumes
 //! mounted where the pod spec says; runs probes and writes pod status back; restarts crashed
 //! containers; stops deleted pods with SIGTERM and their grace period. Beside that it provisions
-//! the default StorageClass's volumes and keeps cluster names and Service addresses working
-//! (see [`dns`]). It must run inside the sandbox ([`crate::kube::sandbox`]).
+//! the default StorageClass's volumes, gives LoadBalancer Services their addresses (see
+//! [`loadbalancer`]) and keeps cluster names and Service addresses working (see [`dns`]). It must run inside the sandbox ([`crate::kube::sandbox`]).
 
 pub mod dns;
 pub mod downward;
 pub mod exec;
+pub mod loadbalancer;
 pub mod net;
 pub mod node;
 pub mod pod;
@@ -104,6 +105,7 @@ pub async fn run(mut config: AgentConfig) -> anyhow::Result<()> {
         config.state_dir.join("volumes"),
     ));
     tokio::spawn(dns::run(client.clone(), config.hosts_file.clone()));
+    tokio::spawn(loadbalancer::run(client.clone()));
     let shared = Arc::new(Shared {
         client: client.clone(),
         config,
