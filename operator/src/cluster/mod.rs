@@ -129,6 +129,20 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot list the Services of KafkaCluster {namespace}/{name}: {source}")]
+    ListServices {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot delete Service {namespace}/{name}: {source}")]
+    DeleteService {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot delete ClusterRoleBinding {binding}: {source}")]
     DeleteBinding {
         binding: String,
@@ -167,6 +181,8 @@ impl Error {
             Error::Finalizer { .. } => "finalizer",
             Error::DeleteBinding { .. } => "delete_binding",
             Error::GrowVolumes { .. } => "grow_volumes",
+            Error::DeleteService { .. } => "delete_service",
+            Error::ListServices { .. } => "list_services",
         }
     }
 }
@@ -186,9 +202,12 @@ impl Error {
             Error::MissingMetadata(_) => "InvalidObject",
             Error::Apply { .. } => "ApplyFailed",
             Error::GrowVolumes { .. } => "VolumeGrowthFailed",
+            Error::DeleteService { .. } => "DeleteFailed",
             Error::NotOwned { .. } => "ResourceConflict",
             Error::Status { .. } => "StatusFailed",
-            Error::ListPods { .. } | Error::ReadStatefulSet { .. } => "ReadFailed",
+            Error::ListPods { .. } | Error::ReadStatefulSet { .. } | Error::ListServices { .. } => {
+                "ReadFailed"
+            }
             Error::RestartPod { .. } | Error::ManualRoll { .. } => "RestartFailed",
             Error::Finalizer { .. } | Error::DeleteBinding { .. } => "FinalizerFailed",
             Error::Kafka { .. } => "KafkaError",
@@ -886,14 +905,58 @@ enum Bootstrap {
 
 /// Applies the Services of the cluster's `nodeport` and `loadbalancer` listeners for
 /// `brokers` brokers, and reads back the node ports and load balancer addresses assigned.
+/// Deletes the cluster's Services nothing needs any more: those of removed brokers and of
+/// listeners no longer external, so their node ports and load balancers are given back.
 async fn apply_external_services(
     client: &Client,
     namespace: &str,
     cluster: &ValidatedCluster,
     brokers: i32,
 ) -> Result<ExternalServices, Error> {
+    let wanted = external_services(cluster, brokers);
+    let mut keep: Vec<String> = wanted
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    keep.extend([
+        cluster.headless_service_name(),
+        cluster.bootstrap_service_name(),
+    ]);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let delete_failed = |name: &str| {
+        let name = name.to_string();
+        move |source| Error::DeleteService {
+            namespace: namespace.to_string(),
+            name,
+            source,
+        }
+    };
+    let owned = services
+        .list(&ListParams::default().labels(&selector_string(cluster)))
+        .await
+        .map_err(|source| Error::ListServices {
+            namespace: namespace.to_string(),
+            name: cluster.name.clone(),
+            source,
+        })?;
+    for service in owned.items {
+        let name = service.name_any();
+        let ours = service
+            .owner_references()
+            .iter()
+            .any(|owner| owner.uid == cluster.owner.uid);
+        if ours && !keep.contains(&name) {
+            match services.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(%namespace, service = %name, "deleted a Service no broker or listener needs")
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => return Err(delete_failed(&name)(source)),
+            }
+        }
+    }
     let mut found = ExternalServices::default();
-    for service in external_services(cluster, brokers) {
+    for service in wanted {
         let applied = apply_one(client, namespace, &service).await?;
         let name = applied.metadata.name.clone().unwrap_or_default();
         for listener in cluster.external_listeners() {
@@ -2326,6 +2389,56 @@ mod tests {
             "{}",
             degraded.message
         );
+    }
+
+    #[tokio::test]
+    async fn the_services_of_a_listener_no_longer_external_are_deleted() {
+        let ctx = with_cluster(&format!(
+            "{MINIMAL_CLUSTER}\n  listeners:\n    additional:\n    - name: OUTSIDE\n      port: 9095\n      type: nodeport\n"
+        ))
+        .await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("first pass");
+        let services: Api<Service> = Api::namespaced(ctx.client.clone(), "streaming");
+        let names = || async {
+            let mut names: Vec<String> = services
+                .list(&ListParams::default())
+                .await
+                .expect("services")
+                .items
+                .iter()
+                .map(|s| s.name_any())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names().await,
+            [
+                "main-bootstrap",
+                "main-brokers",
+                "main-outside-0",
+                "main-outside-1",
+                "main-outside-2",
+                "main-outside-bootstrap"
+            ]
+        );
+        let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), "streaming");
+        clusters
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({
+                    "spec": {"listeners": {"additional": [{"name": "OUTSIDE", "port": 9095}]}}
+                })),
+            )
+            .await
+            .expect("spec change");
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("second pass");
+        assert_eq!(names().await, ["main-bootstrap", "main-brokers"]);
     }
 
     #[tokio::test]
