@@ -2290,7 +2290,14 @@ mod tests {
         .expect("class")
     }
 
-    async fn grow_to_20_gi(builder: kube_fake_client::ClientBuilder) -> Arc<Context> {
+    /// A cluster whose brokers' claims are of StorageClass `class`, asked for 20Gi volumes.
+    async fn grow_to_20_gi(class: &str, expandable: bool) -> Arc<Context> {
+        let mut builder = kube_fake_client::ClientBuilder::new()
+            .with_object(cluster(MINIMAL_CLUSTER))
+            .with_object(storage_class(class, expandable));
+        for claim in claims_of(class) {
+            builder = builder.with_object(claim);
+        }
         let ctx = fake_context(builder).await.0;
         reconcile(fetch(&ctx).await, Arc::clone(&ctx))
             .await
@@ -2331,13 +2338,7 @@ mod tests {
 
     #[tokio::test]
     async fn larger_volumes_grow_the_claims_and_make_the_statefulset_again() {
-        let mut builder = kube_fake_client::ClientBuilder::new()
-            .with_object(cluster(MINIMAL_CLUSTER))
-            .with_object(storage_class("disks", true));
-        for claim in claims_of("disks") {
-            builder = builder.with_object(claim);
-        }
-        let ctx = grow_to_20_gi(builder).await;
+        let ctx = grow_to_20_gi("disks", true).await;
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), "streaming");
         for ordinal in 0..3 {
             let claim = claims
@@ -2360,13 +2361,7 @@ mod tests {
 
     #[tokio::test]
     async fn volumes_of_a_class_that_cannot_expand_are_refused_and_left_alone() {
-        let mut builder = kube_fake_client::ClientBuilder::new()
-            .with_object(cluster(MINIMAL_CLUSTER))
-            .with_object(storage_class("fixed", false));
-        for claim in claims_of("fixed") {
-            builder = builder.with_object(claim);
-        }
-        let ctx = grow_to_20_gi(builder).await;
+        let ctx = grow_to_20_gi("fixed", false).await;
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), "streaming");
         let claim = claims.get("data-main-0").await.expect("claim");
         assert_eq!(claim_size(&claim), "10Gi");

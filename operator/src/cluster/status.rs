@@ -404,9 +404,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_cluster_with_every_broker_ready_is_ready() {
-        let status = cluster_status(
+    /// Three brokers, all ready and up to date.
+    fn ready_status() -> KafkaClusterStatus {
+        cluster_status(
             &valid(),
             &observed(3, 3, 3, true),
             &steady(),
@@ -414,7 +414,12 @@ mod tests {
             &RollStep::UpToDate,
             None,
             now(),
-        );
+        )
+    }
+
+    #[test]
+    fn a_cluster_with_every_broker_ready_is_ready() {
+        let status = ready_status();
         assert!(is_true(&status.conditions, READY));
         assert!(!is_true(&status.conditions, RECONCILING));
         assert!(!is_true(&status.conditions, DEGRADED));
@@ -430,15 +435,7 @@ mod tests {
 
     #[test]
     fn unreachable_brokers_make_a_ready_cluster_not_ready() {
-        let mut status = cluster_status(
-            &valid(),
-            &observed(3, 3, 3, true),
-            &steady(),
-            None,
-            &RollStep::UpToDate,
-            None,
-            now(),
-        );
+        let mut status = ready_status();
         let later = Timestamp::from_second(1_700_000_100).expect("time");
         mark_unreachable(&mut status, "connection refused", later);
         assert!(!is_true(&status.conditions, READY));
@@ -469,15 +466,7 @@ mod tests {
 
     #[test]
     fn waiting_for_load_balancers_names_them_and_keeps_what_was_observed() {
-        let ready = cluster_status(
-            &valid(),
-            &observed(3, 3, 3, true),
-            &steady(),
-            None,
-            &RollStep::UpToDate,
-            None,
-            now(),
-        );
+        let ready = ready_status();
         let services = [
             "main-cloud-bootstrap".to_string(),
             "main-cloud-2".to_string(),
@@ -501,15 +490,7 @@ mod tests {
 
     #[test]
     fn a_failed_reconciliation_is_degraded_and_keeps_what_was_observed() {
-        let ready = cluster_status(
-            &valid(),
-            &observed(3, 3, 3, true),
-            &steady(),
-            None,
-            &RollStep::UpToDate,
-            None,
-            now(),
-        );
+        let ready = ready_status();
         let failed = failed_status(
             "ApplyFailed",
             "cannot apply StatefulSet streaming/main: forbidden",
@@ -709,15 +690,7 @@ mod tests {
 
     #[test]
     fn the_brokers_report_adds_replicas_leaders_and_imbalance() {
-        let mut status = cluster_status(
-            &valid(),
-            &observed(3, 3, 3, true),
-            &steady(),
-            None,
-            &RollStep::UpToDate,
-            None,
-            now(),
-        );
+        let mut status = ready_status();
         let health = Health {
             brokers: [0, 1].into(),
             under_replicated: 1,
@@ -789,15 +762,7 @@ mod tests {
 
     #[test]
     fn an_invalid_spec_is_degraded_and_keeps_what_was_observed() {
-        let previous = cluster_status(
-            &valid(),
-            &observed(3, 3, 3, true),
-            &steady(),
-            None,
-            &RollStep::UpToDate,
-            None,
-            now(),
-        );
+        let previous = ready_status();
         let invalid = InvalidCluster {
             problems: vec!["spec.replicas is 0".to_string()],
         };
