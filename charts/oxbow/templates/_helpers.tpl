@@ -64,10 +64,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Volume growth: the brokers' claims get the larger size.
+# Volume growth: the brokers' claims get the larger size; a claim whose filesystem grows
+# offline gets its broker restarted.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "patch"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]

@@ -410,6 +410,10 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
             if restart_requested(&cluster.metadata) {
                 request_restarts(&ctx, &cluster, &valid, &mut observed).await?;
             }
+            if existing.is_some() {
+                restart_for_filesystem_resize(&ctx, &cluster, &valid, &pods.items, &mut observed)
+                    .await?;
+            }
             let unregistering = unregister_removed(
                 &ctx,
                 &cluster,
@@ -561,25 +565,11 @@ async fn request_restarts(
     cluster: &ValidatedCluster,
     observed: &mut ObservedBrokers,
 ) -> Result<(), Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &cluster.namespace);
-    let annotate = serde_json::json!({
-        "metadata": { "annotations": { MANUAL_ROLL_ANNOTATION: "true" } }
-    });
     for (ordinal, pod) in observed.by_ordinal.iter_mut() {
         if pod.terminating || pod.restart_requested {
             continue;
         }
-        pods.patch(
-            &cluster.pod_name(*ordinal),
-            &PatchParams::default(),
-            &Patch::Merge(&annotate),
-        )
-        .await
-        .map_err(|source| Error::ManualRoll {
-            namespace: cluster.namespace.clone(),
-            name: cluster.name.clone(),
-            source,
-        })?;
+        request_restart(ctx, cluster, *ordinal).await?;
         pod.restart_requested = true;
     }
     let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace);
@@ -602,6 +592,108 @@ async fn request_restarts(
     )
     .await;
     Ok(())
+}
+
+/// Puts the restart annotation on broker `ordinal`'s pod: the roll restarts it, one broker at
+/// a time with its safety checks.
+async fn request_restart(
+    ctx: &Context,
+    cluster: &ValidatedCluster,
+    ordinal: i32,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &cluster.namespace);
+    let annotate = serde_json::json!({
+        "metadata": { "annotations": { MANUAL_ROLL_ANNOTATION: "true" } }
+    });
+    pods.patch(
+        &cluster.pod_name(ordinal),
+        &PatchParams::default(),
+        &Patch::Merge(&annotate),
+    )
+    .await
+    .map_err(|source| Error::ManualRoll {
+        namespace: cluster.namespace.clone(),
+        name: cluster.name.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// A class that grows volumes offline leaves a grown claim `FileSystemResizePending` until the
+/// volume is next mounted: the broker using it is restarted, through the roll. Only a pod that
+/// started before the claim became pending is: a newer one has mounted the volume since, and
+/// the kubelet grows the filesystem then.
+async fn restart_for_filesystem_resize(
+    ctx: &Context,
+    resource: &KafkaCluster,
+    cluster: &ValidatedCluster,
+    pods: &[Pod],
+    observed: &mut ObservedBrokers,
+) -> Result<(), Error> {
+    let claims: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace);
+    let listed = claims
+        .list(&ListParams::default().labels(&selector_string(cluster)))
+        .await
+        .map_err(|source| Error::GrowVolumes {
+            namespace: cluster.namespace.clone(),
+            name: cluster.name.clone(),
+            source,
+        })?;
+    let mut restarting = Vec::new();
+    for (ordinal, pod) in observed.by_ordinal.iter_mut() {
+        if pod.terminating || pod.restart_requested {
+            continue;
+        }
+        let claim_name = data_claim_name(cluster, *ordinal);
+        let Some(pending_since) = listed
+            .items
+            .iter()
+            .filter(|claim| claim.name_any() == claim_name)
+            .find_map(filesystem_resize_pending_since)
+        else {
+            continue;
+        };
+        let started = pods
+            .iter()
+            .find(|p| p.name_any() == cluster.pod_name(*ordinal))
+            .and_then(|p| p.status.as_ref()?.start_time.clone());
+        if started.is_some_and(|started| started.0 >= pending_since) {
+            continue;
+        }
+        request_restart(ctx, cluster, *ordinal).await?;
+        pod.restart_requested = true;
+        restarting.push(*ordinal);
+    }
+    if !restarting.is_empty() {
+        publish(
+            ctx,
+            resource,
+            EventType::Normal,
+            "FileSystemResizePending",
+            format!(
+                "restarting brokers {restarting:?} one at a time: their volumes grew, and their filesystems grow when the volumes are next mounted"
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// When `claim` became `FileSystemResizePending`, if it is.
+fn filesystem_resize_pending_since(claim: &PersistentVolumeClaim) -> Option<Timestamp> {
+    claim
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "FileSystemResizePending" && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+        })
 }
 
 async fn restart(
@@ -2267,7 +2359,15 @@ mod tests {
                 serde_json::from_value(serde_json::json!({
                     "apiVersion": "v1",
                     "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": format!("data-main-{ordinal}"), "namespace": "streaming"},
+                    "metadata": {
+                        "name": format!("data-main-{ordinal}"),
+                        "namespace": "streaming",
+                        "labels": {
+                            "app.kubernetes.io/name": "oxbow",
+                            "app.kubernetes.io/instance": "main",
+                            "app.kubernetes.io/component": "broker",
+                        },
+                    },
                     "spec": {
                         "storageClassName": class,
                         "accessModes": ["ReadWriteOnce"],
@@ -2357,6 +2457,60 @@ mod tests {
         assert!(!is_true(&status.conditions, DEGRADED));
         let events = event_reasons(&ctx.client, "streaming", "main").await;
         assert!(events.contains(&"VolumesGrowing".to_string()), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_filesystem_grows_offline_restarts_its_broker() {
+        let (ctx, kafka) = with_cluster_and_kafka(MINIMAL_CLUSTER).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("created");
+        for ordinal in 0..3 {
+            pod_at(&ctx, ordinal, "rev-1").await;
+        }
+        statefulset_reports(&ctx, 3, 3, "rev-1").await;
+        kafka.set_state(kafka_state(&[0, 1, 2], &[0, 1, 2], 6, 2));
+        // Brokers 1 and 2 have claims waiting for a mount to grow their filesystems; broker
+        // 2's pod started after that, so its filesystem has grown.
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), "streaming");
+        for claim in claims_of("disks") {
+            claims
+                .create(&PostParams::default(), &claim)
+                .await
+                .expect("claim");
+        }
+        let pending = serde_json::json!({"status": {"conditions": [{
+            "type": "FileSystemResizePending",
+            "status": "True",
+            "lastTransitionTime": "2030-01-01T00:00:00Z"
+        }]}});
+        for claim in ["data-main-1", "data-main-2"] {
+            claims
+                .patch_status(claim, &PatchParams::default(), &Patch::Merge(&pending))
+                .await
+                .expect("claim status");
+        }
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), "streaming");
+        pods.patch_status(
+            "main-2",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"startTime": "2030-01-01T00:05:00Z"}})),
+        )
+        .await
+        .expect("pod status");
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("restart");
+        assert_eq!(
+            pod_names(&ctx).await,
+            ["main-0", "main-2"],
+            "broker 1 restarts, the others stay"
+        );
+        let events = event_reasons(&ctx.client, "streaming", "main").await;
+        assert!(
+            events.contains(&"FileSystemResizePending".to_string()),
+            "{events:?}"
+        );
     }
 
     #[tokio::test]
