@@ -225,6 +225,32 @@ fn a_deleted_pod_keeps_its_data_volumes_grow_and_deleting_the_cluster_removes_wh
                 );
                 read_back("after the volumes grew")?;
 
+                // A class that grows filesystems only at the next mount: the claims wait
+                // (FileSystemResizePending), and each broker is restarted once, through the roll.
+                let restarts = |events: &[(String, String, String)]| {
+                    events.iter().filter(|(_, reason, _)| reason == "RestartingBroker").count()
+                };
+                let restarts_before = restarts(&events);
+                env.kubectl(&["annotate", "storageclass", "oxbow-local", "oxbow.dev/offline-expansion=true"])?;
+                env.kubectl(&["-n", "default", "patch", "kafkacluster", "main", "--type=merge", "-p", "{\"spec\":{\"storage\":{\"size\":\"30Gi\"}}}"])?;
+                env.wait("every filesystem grown to 30Gi at its broker's restart", Duration::from_secs(300), |env| {
+                    (0..3).try_fold(true, |all, n| {
+                        let claim = format!("pvc/data-main-{n}");
+                        let capacity = env.jsonpath("default", &claim, "{.status.capacity.storage}")?;
+                        let conditions = env.jsonpath("default", &claim, "{.status.conditions[*].type}")?;
+                        Ok(all && capacity == "30Gi" && conditions.is_empty())
+                    })
+                })?;
+                env.wait_cluster_ready("default", "main", 3, Duration::from_secs(180))?;
+                let pods_restarted = env.kubectl(&["-n", "default", "get", "pods", "-l", "app.kubernetes.io/instance=main", "-o", "jsonpath={.items[*].metadata.uid}"])?;
+                let kept: Vec<&str> = pods_restarted.split_whitespace().filter(|uid| pods_after.contains(*uid)).collect();
+                assert!(kept.is_empty(), "pods not restarted for their filesystems: {kept:?}");
+                let events = events_about(&env, "main")?;
+                assert!(events.iter().any(|(_, reason, _)| reason == "FileSystemResizePending"), "{events:?}");
+                assert_eq!(restarts(&events) - restarts_before, 3, "one restart per broker: {events:?}");
+                env.kubectl(&["annotate", "storageclass", "oxbow-local", "oxbow.dev/offline-expansion-"])?;
+                read_back("after the filesystems grew")?;
+
                 let binding = env.kubectl(&["get", "clusterrolebindings", "-o", "name"])?;
                 let binding: Vec<&str> = binding.lines().filter(|l| l.contains("main")).collect();
                 assert_eq!(binding.len(), 1, "one ClusterRoleBinding for the rack: {binding:?}");

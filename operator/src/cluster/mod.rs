@@ -621,8 +621,8 @@ async fn request_restart(
 
 /// A class that grows volumes offline leaves a grown claim `FileSystemResizePending` until the
 /// volume is next mounted: the broker using it is restarted, through the roll. Only a pod that
-/// started before the claim became pending is: a newer one has mounted the volume since, and
-/// the kubelet grows the filesystem then.
+/// started before the claim became pending is: a newer one mounts (or has mounted) the volume
+/// since, and the kubelet grows the filesystem then.
 async fn restart_for_filesystem_resize(
     ctx: &Context,
     resource: &KafkaCluster,
@@ -658,7 +658,8 @@ async fn restart_for_filesystem_resize(
             .iter()
             .find(|p| p.name_any() == cluster.pod_name(*ordinal))
             .and_then(|p| p.status.as_ref()?.start_time.clone());
-        if started.is_some_and(|started| started.0 >= pending_since) {
+        // A pod not started yet mounts the volume when it starts.
+        if started.is_none_or(|started| started.0 >= pending_since) {
             continue;
         }
         request_restart(ctx, cluster, *ordinal).await?;
@@ -2491,13 +2492,18 @@ mod tests {
                 .expect("claim status");
         }
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), "streaming");
-        pods.patch_status(
-            "main-2",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": {"startTime": "2030-01-01T00:05:00Z"}})),
-        )
-        .await
-        .expect("pod status");
+        for (pod, started) in [
+            ("main-1", "2029-12-31T00:00:00Z"),
+            ("main-2", "2030-01-01T00:05:00Z"),
+        ] {
+            pods.patch_status(
+                pod,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": {"startTime": started}})),
+            )
+            .await
+            .expect("pod status");
+        }
         reconcile(fetch(&ctx).await, Arc::clone(&ctx))
             .await
             .expect("restart");

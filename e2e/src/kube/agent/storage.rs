@@ -2,7 +2,10 @@
 //! class gets a PersistentVolume of its own, a directory under the agent's state directory
 //! that outlives the pods using it; a released volume with the Delete policy is removed with
 //! its directory; a claim that asks for more is grown (the class allows expansion), as an
-//! external provisioner and resizer would do.
+//! external provisioner and resizer would do. With the class annotated [`OFFLINE_EXPANSION`]
+//! the resizer grows the volume but leaves the filesystem to the next mount, as the CSI
+//! drivers that expand offline do: the claim is `FileSystemResizePending` until a pod using it
+//! starts ([`finish_filesystem_resize`], called when the agent mounts the claim).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +22,9 @@ use serde_json::json;
 pub const STORAGE_CLASS: &str = "oxbow-local";
 /// The provisioner name in the class and on the volumes it makes.
 pub const PROVISIONER: &str = "oxbow.dev/node-agent";
+
+/// Annotation of the StorageClass that makes growth offline: `"true"`.
+pub const OFFLINE_EXPANSION: &str = "oxbow.dev/offline-expansion";
 
 /// Creates the default StorageClass (Immediate binding, expandable).
 pub async fn install_class(client: &Client) -> anyhow::Result<()> {
@@ -161,9 +167,11 @@ async fn claim_changed(
                 .and_then(|s| s.capacity.as_ref())
                 .and_then(|c| c.get("storage").cloned())
                 .map(|q| q.0);
+            // A claim waiting for its filesystem to grow waits for a mount, not for this.
             if capacity
                 .as_deref()
                 .is_some_and(|c| bytes(c) < bytes(&requested))
+                && !filesystem_resize_pending(claim)
             {
                 let grow = json!({"spec": {"capacity": {"storage": requested}}});
                 volumes
@@ -171,7 +179,16 @@ async fn claim_changed(
                     .await?;
                 let claims: Api<PersistentVolumeClaim> =
                     Api::namespaced(client.clone(), &namespace);
-                let status = json!({"status": {"capacity": {"storage": requested}}});
+                let status = if offline(client).await? {
+                    json!({"status": {"conditions": [{
+                        "type": "FileSystemResizePending",
+                        "status": "True",
+                        "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+                        "message": "waiting for a pod to mount the volume",
+                    }]}})
+                } else {
+                    json!({"status": {"capacity": {"storage": requested}}})
+                };
                 claims
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                     .await?;
@@ -179,6 +196,55 @@ async fn claim_changed(
             }
         }
     }
+    Ok(())
+}
+
+fn filesystem_resize_pending(claim: &PersistentVolumeClaim) -> bool {
+    claim
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "FileSystemResizePending"))
+}
+
+/// Whether the class grows filesystems offline (annotated [`OFFLINE_EXPANSION`]).
+async fn offline(client: &Client) -> kube::Result<bool> {
+    let class = Api::<StorageClass>::all(client.clone())
+        .get_opt(STORAGE_CLASS)
+        .await?;
+    Ok(class
+        .and_then(|c| c.metadata.annotations)
+        .is_some_and(|a| a.get(OFFLINE_EXPANSION).is_some_and(|v| v == "true")))
+}
+
+/// What the kubelet does when it mounts a claim left `FileSystemResizePending`: the
+/// filesystem takes the volume's size, and the claim says so.
+pub async fn finish_filesystem_resize(
+    client: &Client,
+    claim: &PersistentVolumeClaim,
+    volume: &PersistentVolume,
+) -> kube::Result<()> {
+    let pending = filesystem_resize_pending(claim);
+    let size = volume
+        .spec
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"));
+    let (true, Some(size)) = (pending, size) else {
+        return Ok(());
+    };
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(
+        client.clone(),
+        &claim.metadata.namespace.clone().unwrap_or_default(),
+    );
+    let status = json!({"status": {"capacity": {"storage": size}, "conditions": []}});
+    claims
+        .patch_status(
+            &claim.metadata.name.clone().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
     Ok(())
 }
 

@@ -357,6 +357,9 @@ async fn claim_path(client: &Client, namespace: &str, claim: &str) -> Result<Pat
         .await
         .context("reading a PersistentVolume")?
         .ok_or_else(|| VolumeError::Waiting(format!("persistentvolume {volume:?} not found")))?;
+    super::storage::finish_filesystem_resize(client, &pvc, &pv)
+        .await
+        .context("growing the filesystem of a PersistentVolumeClaim")?;
     let spec = pv.spec.unwrap_or_default();
     let path = spec
         .host_path
