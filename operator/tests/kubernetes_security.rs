@@ -417,7 +417,7 @@ fn status_condition(env: &KubeEnv, kind: &str, field: &str) -> anyhow::Result<St
 /// is restarted by the node agent in the same pod (same UID, restartCount up, exit code 137)
 /// with its data: the records produced with acks=all before, to a partition only that broker
 /// holds and to one every broker replicates, are all read back, and the broker rejoins every
-/// ISR. Then a storage size change is refused in the status (Degraded and Ready False with
+/// ISR. Then a smaller storage size is refused in the status (Degraded and Ready False with
 /// reason StorageChangeRefused, a Warning event, the generation observed, the claim template
 /// unchanged, no 422 from the API server), a later scale to four brokers is still applied, and
 /// taking the size change back makes the cluster Ready again.
@@ -516,12 +516,12 @@ fn a_killed_broker_keeps_its_data_and_a_storage_change_is_refused_while_scaling_
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
 
-                // Bug 3: the size change is refused, in the status, once.
+                // Bug 3: a smaller size (volumes cannot shrink) is refused, in the status, once.
                 let patch = |spec: &str| {
                     env.kubectl(&["-n", "default", "patch", "kafkacluster", "main", "--type=merge", "-p", spec])
                 };
                 let log_before = operator_log(&env).len();
-                patch(r#"{"spec":{"storage":{"size":"20Gi"}}}"#)?;
+                patch(r#"{"spec":{"storage":{"size":"5Gi"}}}"#)?;
                 let generation = env.jsonpath("default", "kafkacluster/main", "{.metadata.generation}")?;
                 env.wait("the storage change refused in the status", Duration::from_secs(60), |env| {
                     let observed = env.jsonpath("default", "kafkacluster/main", "{.status.observedGeneration}")?;
@@ -532,7 +532,7 @@ fn a_killed_broker_keeps_its_data_and_a_storage_change_is_refused_while_scaling_
                 assert_eq!(status_condition(&env, "Ready", "status")?, "False");
                 assert_eq!(status_condition(&env, "Ready", "reason")?, "StorageChangeRefused");
                 let message = status_condition(&env, "Degraded", "message")?;
-                assert!(message.contains("spec.storage.size is 20Gi"), "{message}");
+                assert!(message.contains("spec.storage.size is 5Gi"), "{message}");
                 assert_eq!(
                     env.jsonpath("default", "statefulset/main", "{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}")?,
                     "10Gi",
