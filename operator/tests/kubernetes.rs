@@ -238,7 +238,7 @@ fn a_deleted_pod_keeps_its_data_volumes_grow_and_deleting_the_cluster_removes_wh
                         let claim = format!("pvc/data-main-{n}");
                         let capacity = env.jsonpath("default", &claim, "{.status.capacity.storage}")?;
                         let conditions = env.jsonpath("default", &claim, "{.status.conditions[*].type}")?;
-                        Ok(all && capacity == "30Gi" && conditions.is_empty())
+                        Ok(all && capacity == "30Gi" && !conditions.contains("FileSystemResizePending"))
                     })
                 })?;
                 env.wait_cluster_ready("default", "main", 3, Duration::from_secs(180))?;

@@ -180,12 +180,14 @@ async fn claim_changed(
                 let claims: Api<PersistentVolumeClaim> =
                     Api::namespaced(client.clone(), &namespace);
                 let status = if offline(client).await? {
-                    json!({"status": {"conditions": [{
+                    let mut conditions = other_conditions(claim);
+                    conditions.push(json!({
                         "type": "FileSystemResizePending",
                         "status": "True",
                         "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
                         "message": "waiting for a pod to mount the volume",
-                    }]}})
+                    }));
+                    json!({"status": {"conditions": conditions}})
                 } else {
                     json!({"status": {"capacity": {"storage": requested}}})
                 };
@@ -205,6 +207,20 @@ fn filesystem_resize_pending(claim: &PersistentVolumeClaim) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "FileSystemResizePending"))
+}
+
+/// The claim's conditions other than `FileSystemResizePending` (the API server's own, such as
+/// `Unused`), for a merge patch that replaces the list.
+fn other_conditions(claim: &PersistentVolumeClaim) -> Vec<serde_json::Value> {
+    claim
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.type_ != "FileSystemResizePending")
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect()
 }
 
 /// Whether the class grows filesystems offline (annotated [`OFFLINE_EXPANSION`]).
@@ -237,7 +253,8 @@ pub async fn finish_filesystem_resize(
         client.clone(),
         &claim.metadata.namespace.clone().unwrap_or_default(),
     );
-    let status = json!({"status": {"capacity": {"storage": size}, "conditions": []}});
+    let conditions = other_conditions(claim);
+    let status = json!({"status": {"capacity": {"storage": size}, "conditions": conditions}});
     claims
         .patch_status(
             &claim.metadata.name.clone().unwrap_or_default(),
