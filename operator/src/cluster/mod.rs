@@ -1765,6 +1765,21 @@ mod tests {
     }
 
     /// A ready broker pod created from StatefulSet revision `revision`.
+    /// The minimal cluster created, its three pods on revision `rev-1` and ready, every
+    /// partition fully replicated.
+    async fn three_brokers_on_rev_1() -> (Arc<Context>, Arc<MemoryCluster>) {
+        let (ctx, kafka) = with_cluster_and_kafka(MINIMAL_CLUSTER).await;
+        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
+            .await
+            .expect("created");
+        for ordinal in 0..3 {
+            pod_at(&ctx, ordinal, "rev-1").await;
+        }
+        statefulset_reports(&ctx, 3, 3, "rev-1").await;
+        kafka.set_state(kafka_state(&[0, 1, 2], &[0, 1, 2], 6, 2));
+        (ctx, kafka)
+    }
+
     async fn pod_at(ctx: &Context, ordinal: i32, revision: &str) {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), "streaming");
         let pod: Pod = serde_json::from_value(serde_json::json!({
@@ -1819,15 +1834,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_config_change_restarts_one_broker_at_a_time_waiting_for_full_replication() {
-        let (ctx, kafka) = with_cluster_and_kafka(MINIMAL_CLUSTER).await;
-        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
-            .await
-            .expect("created");
-        for ordinal in 0..3 {
-            pod_at(&ctx, ordinal, "rev-1").await;
-        }
-        statefulset_reports(&ctx, 3, 3, "rev-1").await;
-        kafka.set_state(kafka_state(&[0, 1, 2], &[0, 1, 2], 6, 2));
+        let (ctx, kafka) = three_brokers_on_rev_1().await;
         let action = reconcile(fetch(&ctx).await, Arc::clone(&ctx))
             .await
             .expect("steady");
@@ -2462,15 +2469,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_whose_filesystem_grows_offline_restarts_its_broker() {
-        let (ctx, kafka) = with_cluster_and_kafka(MINIMAL_CLUSTER).await;
-        reconcile(fetch(&ctx).await, Arc::clone(&ctx))
-            .await
-            .expect("created");
-        for ordinal in 0..3 {
-            pod_at(&ctx, ordinal, "rev-1").await;
-        }
-        statefulset_reports(&ctx, 3, 3, "rev-1").await;
-        kafka.set_state(kafka_state(&[0, 1, 2], &[0, 1, 2], 6, 2));
+        let (ctx, _kafka) = three_brokers_on_rev_1().await;
         // Brokers 1 and 2 have claims waiting for a mount to grow their filesystems; broker
         // 2's pod started after that, so its filesystem has grown.
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), "streaming");
