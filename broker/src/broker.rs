@@ -126,11 +126,10 @@ impl Broker {
             Connector::plain()
         } else {
             Connector {
-                tls: match (
-                    config.inter_broker_protocol().uses_tls(),
-                    &config.security.tls,
-                ) {
-                    (true, Some(settings)) => Some(crate::security::tls::client_config(settings)?),
+                tls: match config.security.tls.get(&config.listener.name) {
+                    Some(settings) if config.inter_broker_protocol().uses_tls() => {
+                        Some(crate::security::tls::client_config(settings)?)
+                    }
                     _ => None,
                 },
                 sasl: config.inter_broker_sasl.clone().map(Arc::new),

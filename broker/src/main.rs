@@ -210,12 +210,12 @@ async fn main() -> anyhow::Result<()> {
         .filter(|text| !text.trim().is_empty())
         .map(|text| InitialCredential::parse(text).map_err(|e| anyhow::anyhow!("--add-scram: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let tls = match &config.security.tls {
-        Some(settings) => Some(tokio_rustls::TlsAcceptor::from(
-            tls::server_config(settings).context("invalid TLS settings")?,
-        )),
-        None => None,
-    };
+    let mut acceptors = std::collections::BTreeMap::new();
+    for (listener, settings) in &config.security.tls {
+        let config = tls::server_config(settings)
+            .with_context(|| format!("invalid TLS settings of the {listener} listener"))?;
+        acceptors.insert(listener.clone(), tokio_rustls::TlsAcceptor::from(config));
+    }
 
     // Signal handlers first: a SIGTERM that arrives while the logs load must still mean a
     // clean shutdown, not the default of dying on the spot.
@@ -285,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
             listener,
             name: client.listener.name.as_str().into(),
             protocol: client.protocol,
-            tls: client.protocol.uses_tls().then(|| tls.clone()).flatten(),
+            tls: acceptors.get(&client.listener.name).cloned(),
         });
     }
 

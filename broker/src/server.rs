@@ -212,7 +212,7 @@ async fn accept(
                             .config
                             .security
                             .tls
-                            .as_ref()
+                            .get(&*connection.listener)
                             .map_or(&default_mapping, |tls| &tls.principal_mapping);
                         let principal = stream.as_ref().map(|stream| {
                             crate::security::tls::peer_principal(stream.get_ref().1, mapping)

@@ -260,7 +260,11 @@ impl BrokerConfig {
                 })?;
                 continue;
             }
-            let def = broker_def(key).ok_or_else(|| ConfigError::Unknown { key: key.clone() })?;
+            let def = match listener_ssl_key(key) {
+                Some((_, ssl_key)) => broker_def(ssl_key),
+                None => broker_def(key),
+            }
+            .ok_or_else(|| ConfigError::Unknown { key: key.clone() })?;
             defs::validate(def, value)?;
         }
         let get = |key: &str| -> String {
@@ -323,7 +327,13 @@ impl BrokerConfig {
             .iter()
             .find(|a| a.name == listener.name)
             .cloned();
-        let security = SecuritySettings::from_settings(&get, &listeners)?;
+        let listener_get = |listener: &str, key: &str| -> String {
+            settings
+                .get(&format!("listener.name.{}.{key}", listener.to_lowercase()))
+                .cloned()
+                .unwrap_or_else(|| get(key))
+        };
+        let security = SecuritySettings::from_settings(&get, &listener_get, &listeners)?;
         let inter_broker_sasl = if !in_cluster {
             // A standalone broker has no other broker to log in to.
             None
@@ -771,11 +781,53 @@ fn inter_broker_sasl(
     }))
 }
 
+/// A listener-prefixed TLS setting, `listener.name.<listener>.ssl.<...>`, split into the
+/// listener's (lowercase) name and the `ssl.*` key it overrides for that listener.
+fn listener_ssl_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("listener.name.")?;
+    let (listener, ssl_key) = rest.split_once('.')?;
+    (!listener.is_empty() && ssl_key.starts_with("ssl.")).then_some((listener, ssl_key))
+}
+
+/// The TLS settings of listener `name`, each from `listener.name.<name>.ssl.*` or else the
+/// broker's `ssl.*` (`get` resolves that order).
+fn listener_tls(
+    name: &str,
+    get: &dyn Fn(&str, &str) -> String,
+) -> Result<TlsSettings, ConfigError> {
+    let prefixed = |key: &str| format!("listener.name.{}.{key}", name.to_lowercase());
+    let keystore = get(name, "ssl.keystore.location");
+    if keystore.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: prefixed("ssl.keystore.location"),
+            value: String::new(),
+            expected: format!(
+                "a PEM file with the certificate chain and private key for the {name} listener (or ssl.keystore.location for every TLS listener)"
+            ),
+        });
+    }
+    let truststore = get(name, "ssl.truststore.location");
+    let rules = get(name, "ssl.principal.mapping.rules");
+    let principal_mapping =
+        PrincipalMapping::parse(&rules).map_err(|reason| ConfigError::Invalid {
+            key: "ssl.principal.mapping.rules".to_string(),
+            value: rules.clone(),
+            expected: format!("DEFAULT or RULE:pattern/replacement/[LU] rules ({reason})"),
+        })?;
+    Ok(TlsSettings {
+        keystore: PathBuf::from(keystore),
+        truststore: (!truststore.is_empty()).then(|| PathBuf::from(truststore)),
+        client_auth: ClientAuth::parse(&get(name, "ssl.client.auth")).unwrap_or(ClientAuth::None),
+        principal_mapping,
+    })
+}
+
 /// The settings of TLS, SASL and connection limits, resolved.
 #[derive(Debug, Clone)]
 pub struct SecuritySettings {
-    /// Set when a listener uses SSL or SASL_SSL.
-    pub tls: Option<TlsSettings>,
+    /// The TLS settings of each SSL and SASL_SSL listener, by listener name: its
+    /// `listener.name.<name>.ssl.*` settings, else the broker's `ssl.*` ones.
+    pub tls: BTreeMap<String, TlsSettings>,
     /// `sasl.enabled.mechanisms`.
     pub sasl_mechanisms: Vec<SaslMechanism>,
     pub max_connections: usize,
@@ -790,35 +842,15 @@ pub struct SecuritySettings {
 impl SecuritySettings {
     fn from_settings(
         get: &dyn Fn(&str) -> String,
+        listener_get: &dyn Fn(&str, &str) -> String,
         listeners: &[ClientListener],
     ) -> Result<SecuritySettings, ConfigError> {
         let count = |key: &str| usize::try_from(get(key).parse::<i64>().unwrap_or(0)).unwrap_or(0);
-        let tls = if listeners.iter().any(|l| l.protocol.uses_tls()) {
-            let keystore = get("ssl.keystore.location");
-            if keystore.is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: "ssl.keystore.location".to_string(),
-                    value: String::new(),
-                    expected: "a PEM file with the certificate chain and private key, for the SSL and SASL_SSL listeners".to_string(),
-                });
-            }
-            let truststore = get("ssl.truststore.location");
-            let rules = get("ssl.principal.mapping.rules");
-            let principal_mapping =
-                PrincipalMapping::parse(&rules).map_err(|reason| ConfigError::Invalid {
-                    key: "ssl.principal.mapping.rules".to_string(),
-                    value: rules.clone(),
-                    expected: format!("DEFAULT or RULE:pattern/replacement/[LU] rules ({reason})"),
-                })?;
-            Some(TlsSettings {
-                keystore: PathBuf::from(keystore),
-                truststore: (!truststore.is_empty()).then(|| PathBuf::from(truststore)),
-                client_auth: ClientAuth::parse(&get("ssl.client.auth")).unwrap_or(ClientAuth::None),
-                principal_mapping,
-            })
-        } else {
-            None
-        };
+        let mut tls = BTreeMap::new();
+        for client in listeners.iter().filter(|l| l.protocol.uses_tls()) {
+            let name = client.listener.name.as_str();
+            tls.insert(name.to_string(), listener_tls(name, listener_get)?);
+        }
         let sasl_mechanisms: Vec<SaslMechanism> = get("sasl.enabled.mechanisms")
             .split(',')
             .filter_map(|m| SaslMechanism::from_name(m.trim()))
@@ -1130,6 +1162,72 @@ mod tests {
     }
 
     #[test]
+    fn each_tls_listener_takes_its_listener_prefixed_ssl_settings_over_the_brokers() {
+        let config = BrokerConfig::from_settings(settings(&[
+            ("listeners", "REPLICATION://:9091,EXTERNAL://:9094"),
+            (
+                "listener.security.protocol.map",
+                "REPLICATION:SSL,EXTERNAL:SSL,CONTROLLER:PLAINTEXT",
+            ),
+            ("inter.broker.listener.name", "REPLICATION"),
+            ("ssl.keystore.location", "/etc/oxbow/user-facing.pem"),
+            (
+                "listener.name.replication.ssl.keystore.location",
+                "/etc/oxbow/cluster-ca-signed.pem",
+            ),
+            (
+                "listener.name.replication.ssl.truststore.location",
+                "/etc/oxbow/cluster-ca.crt",
+            ),
+            ("listener.name.replication.ssl.client.auth", "required"),
+        ]))
+        .expect("valid");
+        let replication = &config.security.tls["REPLICATION"];
+        assert_eq!(
+            replication.keystore,
+            PathBuf::from("/etc/oxbow/cluster-ca-signed.pem")
+        );
+        assert_eq!(
+            replication.truststore.as_deref(),
+            Some(Path::new("/etc/oxbow/cluster-ca.crt"))
+        );
+        assert_eq!(replication.client_auth, ClientAuth::Required);
+        let external = &config.security.tls["EXTERNAL"];
+        assert_eq!(
+            external.keystore,
+            PathBuf::from("/etc/oxbow/user-facing.pem")
+        );
+        assert_eq!(external.truststore, None);
+        assert_eq!(external.client_auth, ClientAuth::None);
+
+        let bad_value = BrokerConfig::from_settings(settings(&[
+            ("listeners", "SSL://:9094"),
+            ("ssl.keystore.location", "/etc/oxbow/broker.pem"),
+            ("listener.name.ssl.ssl.client.auth", "sometimes"),
+        ]));
+        assert!(bad_value.is_err(), "{bad_value:?}");
+        let unknown = BrokerConfig::from_settings(settings(&[(
+            "listener.name.ssl.ssl.no.such.setting",
+            "x",
+        )]));
+        assert!(
+            matches!(unknown, Err(ConfigError::Unknown { .. })),
+            "{unknown:?}"
+        );
+        let missing = BrokerConfig::from_settings(settings(&[
+            ("listeners", "PLAINTEXT://:9092,SSL://:9094"),
+            ("listener.name.plaintext.ssl.keystore.location", "/x.pem"),
+        ]))
+        .expect_err("the SSL listener has no key store");
+        assert!(
+            missing
+                .to_string()
+                .contains("listener.name.ssl.ssl.keystore.location"),
+            "{missing}"
+        );
+    }
+
+    #[test]
     fn named_listeners_take_their_protocol_from_the_map() {
         let config = BrokerConfig::from_settings(settings(&[
             (
@@ -1165,6 +1263,7 @@ mod tests {
         let tls = config
             .security
             .tls
+            .get("EXTERNAL")
             .expect("a TLS listener needs TLS settings");
         assert_eq!(tls.keystore, PathBuf::from("/etc/oxbow/broker.pem"));
         assert_eq!(
