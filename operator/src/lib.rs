@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod broker_init;
+pub mod certs;
 pub mod cluster;
 pub mod conditions;
 pub mod context;
