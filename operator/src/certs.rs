@@ -10,8 +10,8 @@
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -152,12 +152,11 @@ impl Authority {
     /// CA's Secrets.
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Authority, CertError> {
         let cert_pem = first_certificate(cert_pem, "the CA certificate")?;
-        let params = CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| {
-            CertError::Parse {
+        let params =
+            CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| CertError::Parse {
                 what: "the CA certificate",
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let key = KeyPair::from_pem(key_pem).map_err(|e| CertError::Parse {
             what: "the CA key",
             reason: e.to_string(),
@@ -372,7 +371,10 @@ mod tests {
         ));
         let ca = Authority::generate("c", 10, now()).expect("CA");
         assert!(matches!(
-            Authority::load(ca.cert_pem(), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            Authority::load(
+                ca.cert_pem(),
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+            ),
             Err(CertError::Parse { .. })
         ));
         assert!(facts("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
