@@ -127,6 +127,55 @@ pub struct KafkaClusterSpec {
     /// First credentials and ACL authorization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecuritySpec>,
+
+    /// The cluster CA, which signs the brokers' certificates: Secrets `<cluster>-cluster-ca-cert`
+    /// (`ca.crt`, what clients trust) and `<cluster>-cluster-ca` (`ca.key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ca: Option<CertificateAuthority>,
+
+    /// The clients CA, which signs the certificates of TLS KafkaUsers: Secrets
+    /// `<cluster>-clients-ca-cert` and `<cluster>-clients-ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients_ca: Option<CertificateAuthority>,
+}
+
+/// A certificate authority of the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.renewalDays < self.validityDays").message("renewalDays must be less than validityDays"))]
+pub struct CertificateAuthority {
+    /// Whether the operator generates the CA and renews its certificate. With `false` the
+    /// user creates both Secrets (`ca.crt` with the CA certificate first, `ca.key` with its
+    /// unencrypted key) and renews them; the operator only signs with it.
+    #[serde(default = "default_true")]
+    pub generate_certificate_authority: bool,
+    /// Days a generated CA certificate, and each certificate the CA signs, is valid.
+    #[serde(default = "default_validity_days")]
+    #[schemars(range(min = 2, max = 36500))]
+    pub validity_days: u32,
+    /// Days before expiry a certificate is renewed. A renewed CA keeps its name and key, so
+    /// clients that hold the old CA certificate still trust the brokers.
+    #[serde(default = "default_renewal_days")]
+    #[schemars(range(min = 1, max = 36499))]
+    pub renewal_days: u32,
+}
+
+impl Default for CertificateAuthority {
+    fn default() -> Self {
+        Self {
+            generate_certificate_authority: true,
+            validity_days: default_validity_days(),
+            renewal_days: default_renewal_days(),
+        }
+    }
+}
+
+fn default_validity_days() -> u32 {
+    365
+}
+
+fn default_renewal_days() -> u32 {
+    30
 }
 
 fn default_cluster_replicas() -> i32 {
@@ -228,10 +277,14 @@ pub struct ListenerTls {
     /// it) with `tls.crt` (the certificate chain, leaf first) and `tls.key` (its unencrypted
     /// private key), and `ca.crt` (CAs of client certificates) when `clientAuth` is not
     /// `none`. Read when a broker starts: a renewed certificate takes effect at the next
-    /// restart.
+    /// restart. Without it each broker serves a certificate of the cluster CA for every name
+    /// clients reach it by, and client certificates are those of the clients CA (TLS
+    /// KafkaUsers); the operator renews them and restarts the brokers one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub secret_name: String,
-    /// Whether clients present a certificate signed by the secret's `ca.crt`.
+    pub secret_name: Option<String>,
+    /// Whether clients present a certificate signed by the secret's `ca.crt` (by the clients
+    /// CA without a secret).
     #[serde(default)]
     pub client_auth: ClientAuth,
 }
@@ -819,35 +872,42 @@ pub struct KafkaUserSpec {
     pub quotas: Option<UserQuotas>,
 }
 
-/// A SCRAM credential.
+/// A SCRAM credential or a client certificate.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type != 'tls' || !has(self.password)").message("a tls user has a certificate, not a password"))]
 pub struct UserAuthentication {
-    /// The SCRAM mechanism: `scram-sha-512` or `scram-sha-256`. The user has a credential
-    /// for this mechanism only.
+    /// `scram-sha-512` or `scram-sha-256` (the user has a credential for this mechanism
+    /// only), or `tls` (a client certificate of the clients CA).
     #[serde(rename = "type")]
     pub type_: UserAuthenticationType,
-    /// Where the password comes from. Without it the operator generates one (32 letters
-    /// and digits) and keeps it in the user's Secret.
+    /// Where the SCRAM password comes from. Without it the operator generates one (32
+    /// letters and digits) and keeps it in the user's Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<PasswordSource>,
 }
 
-/// A SCRAM mechanism, by the name Strimzi's KafkaUser uses.
+/// How a user authenticates, by the name Strimzi's KafkaUser uses: a SCRAM mechanism, or
+/// `tls`, a client certificate of the cluster's clients CA (`CN=<user>`, so the user's
+/// principal is `User:CN=<user>`), kept with its key in the user's Secret (`user.crt`,
+/// `user.key`, and `ca.crt`, the cluster CA the brokers' certificates verify against).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserAuthenticationType {
     #[serde(rename = "scram-sha-512")]
     ScramSha512,
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    #[serde(rename = "tls")]
+    Tls,
 }
 
 impl UserAuthenticationType {
-    /// The mechanism's Kafka name.
-    pub fn mechanism(self) -> &'static str {
+    /// The SCRAM mechanism's Kafka name; `None` for `tls`.
+    pub fn mechanism(self) -> Option<&'static str> {
         match self {
-            UserAuthenticationType::ScramSha512 => "SCRAM-SHA-512",
-            UserAuthenticationType::ScramSha256 => "SCRAM-SHA-256",
+            UserAuthenticationType::ScramSha512 => Some("SCRAM-SHA-512"),
+            UserAuthenticationType::ScramSha256 => Some("SCRAM-SHA-256"),
+            UserAuthenticationType::Tls => None,
         }
     }
 }

@@ -84,6 +84,13 @@ const CONFIG_VOLUME: &str = "config";
 const RUN_VOLUME: &str = "run";
 const TOKEN_VOLUME: &str = "kube-api-access";
 const TLS_VOLUME: &str = "tls";
+const CERTS_VOLUME: &str = "certs";
+/// Where Secret `<cluster>-broker-certs` is mounted: each broker's key store (`<pod>.pem`, a
+/// certificate of the cluster CA and its key), `cluster-ca.crt` and `clients-ca.crt`.
+pub const CERTS_MOUNT: &str = "/etc/oxbow-certs";
+/// Pod template annotation with the generation of the brokers' certificates: a renewal
+/// changes it, and so rolls the brokers onto the new certificates.
+pub const CERTIFICATES_ANNOTATION: &str = "oxbow.dev/certificates-generation";
 
 /// Everything a KafkaCluster consists of.
 #[derive(Debug, Clone, PartialEq)]
@@ -252,7 +259,9 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
     ];
     if let Some(tls) = &cluster.tls {
         settings.push(("ssl.keystore.type".to_string(), "PEM".to_string()));
-        settings.push(("ssl.keystore.location".to_string(), KEYSTORE.to_string()));
+        if tls.secret_name.is_some() {
+            settings.push(("ssl.keystore.location".to_string(), KEYSTORE.to_string()));
+        }
         settings.push((
             "ssl.client.auth".to_string(),
             tls.client_auth.as_str().to_string(),
@@ -261,7 +270,11 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
             settings.push(("ssl.truststore.type".to_string(), "PEM".to_string()));
             settings.push((
                 "ssl.truststore.location".to_string(),
-                format!("{TLS_MOUNT}/ca.crt"),
+                if tls.secret_name.is_some() {
+                    format!("{TLS_MOUNT}/ca.crt")
+                } else {
+                    format!("{CERTS_MOUNT}/clients-ca.crt")
+                },
             ));
         }
     }
@@ -323,7 +336,13 @@ pub fn broker_properties(cluster: &ValidatedCluster, ordinal: i32) -> Vec<(Strin
     // the leader replicates the metadata log to (a broker without a controller address cannot
     // join the quorum, and exits).
     listeners.push(format!("CONTROLLER://:{}", cluster.controller_port));
-    vec![
+    let keystore = cluster.serves_cluster_ca_certificates().then(|| {
+        (
+            "ssl.keystore.location".to_string(),
+            format!("{CERTS_MOUNT}/{}.pem", cluster.pod_name(ordinal)),
+        )
+    });
+    let mut properties = vec![
         ("node.id".to_string(), ordinal.to_string()),
         (
             "process.roles".to_string(),
@@ -331,7 +350,9 @@ pub fn broker_properties(cluster: &ValidatedCluster, ordinal: i32) -> Vec<(Strin
         ),
         ("listeners".to_string(), listeners.join(",")),
         ("advertised.listeners".to_string(), advertised.join(",")),
-    ]
+    ];
+    properties.extend(keystore);
+    properties
 }
 
 /// Broker `ordinal`'s complete `server.properties`.
@@ -689,9 +710,16 @@ fn broker_mounts(cluster: &ValidatedCluster) -> Vec<VolumeMount> {
     if cluster.needs_init() {
         mounts.push(mount(RUN_VOLUME, RUN_MOUNT, true));
     }
-    if cluster.checks_client_certificates() {
+    let own_secret = cluster
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.secret_name.is_some());
+    if own_secret && cluster.checks_client_certificates() {
         // The trust store (`ca.crt`) is read by the broker itself.
         mounts.push(mount(TLS_VOLUME, TLS_MOUNT, true));
+    }
+    if cluster.serves_cluster_ca_certificates() {
+        mounts.push(mount(CERTS_VOLUME, CERTS_MOUNT, true));
     }
     mounts
 }
@@ -731,7 +759,11 @@ fn init_container(cluster: &ValidatedCluster) -> Container {
     if cluster.reads_node() {
         mounts.push(mount(TOKEN_VOLUME, SERVICE_ACCOUNT_MOUNT, true));
     }
-    if cluster.tls.is_some() {
+    if cluster
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.secret_name.is_some())
+    {
         args.extend([
             "--tls-cert".to_string(),
             format!("{TLS_MOUNT}/tls.crt"),
@@ -834,11 +866,22 @@ fn pod_volumes(cluster: &ValidatedCluster) -> Vec<Volume> {
     if cluster.reads_node() {
         volumes.push(token_volume());
     }
-    if let Some(tls) = &cluster.tls {
+    if let Some(secret) = cluster.tls.as_ref().and_then(|tls| tls.secret_name.clone()) {
         volumes.push(Volume {
             name: TLS_VOLUME.to_string(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
+                secret_name: Some(secret),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if cluster.serves_cluster_ca_certificates() {
+        volumes.push(Volume {
+            name: CERTS_VOLUME.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(cluster.broker_certs_secret_name()),
                 default_mode: Some(0o440),
                 ..SecretVolumeSource::default()
             }),
@@ -879,6 +922,12 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
     pod_labels.extend(labels(cluster));
     let mut annotations = cluster.pod.annotations.clone();
     annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash(cluster));
+    if cluster.serves_cluster_ca_certificates() {
+        annotations.insert(
+            CERTIFICATES_ANNOTATION.to_string(),
+            cluster.certificates_generation.to_string(),
+        );
+    }
     if let Some(metrics) = cluster.metrics_port {
         annotations.insert("prometheus.io/scrape".to_string(), "true".to_string());
         annotations.insert("prometheus.io/port".to_string(), metrics.to_string());
@@ -2116,6 +2165,64 @@ mod tests {
             mount_paths(&broker).contains(&(TLS_VOLUME.to_string(), TLS_MOUNT.to_string(), true)),
             "the broker reads ca.crt itself"
         );
+    }
+
+    #[test]
+    fn a_tls_listener_without_a_secret_serves_each_broker_its_cluster_ca_certificate() {
+        let mut c = with("  listeners:\n    additional:\n    - name: MTLS\n      port: 9095\n      tls:\n        clientAuth: required");
+        c.certificates_generation = 3;
+        for ordinal in 0..3 {
+            let props = properties(&server_properties(&c, ordinal));
+            assert_eq!(
+                props["ssl.keystore.location"],
+                format!("{CERTS_MOUNT}/main-{ordinal}.pem")
+            );
+            assert_eq!(props["ssl.keystore.type"], "PEM");
+            assert_eq!(
+                props["ssl.truststore.location"],
+                format!("{CERTS_MOUNT}/clients-ca.crt")
+            );
+            oxbow_broker::config::BrokerConfig::from_settings(props.clone())
+                .unwrap_or_else(|e| panic!("broker {ordinal}'s properties are refused: {e}"));
+        }
+        let sts = stateful_set(&c);
+        let pod = pod_spec(&sts);
+        assert!(
+            pod.init_containers.is_none(),
+            "no key store to join: the Secret holds it"
+        );
+        assert!(mount_paths(&container(&sts)).contains(&(
+            CERTS_VOLUME.to_string(),
+            CERTS_MOUNT.to_string(),
+            true
+        )));
+        let volume = pod
+            .volumes
+            .clone()
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == CERTS_VOLUME)
+            .expect("the certificates' volume");
+        assert_eq!(
+            volume.secret.and_then(|s| s.secret_name).as_deref(),
+            Some("main-broker-certs")
+        );
+        let annotations = sts
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .expect("annotations");
+        assert_eq!(annotations[CERTIFICATES_ANNOTATION], "3");
+        let names = c.broker_certificate_names(1);
+        for name in [
+            "main-1.main-brokers.streaming.svc.cluster.local",
+            "main-1.main-brokers.streaming.svc",
+            "main-bootstrap.streaming.svc",
+            "main-bootstrap",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.starts_with("main-0.")), "{names:?}");
     }
 
     #[test]

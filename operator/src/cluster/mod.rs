@@ -10,6 +10,7 @@
 //! owner, so the operator deletes it itself when the cluster goes or `spec.rack` is removed.
 
 pub mod build;
+pub mod certificates;
 pub mod roll;
 pub mod scaling;
 pub mod status;
@@ -55,7 +56,7 @@ use status::{
     add_balance, cluster_status, failed_status, invalid_status, mark_unreachable,
     waiting_for_load_balancers, ObservedBrokers,
 };
-use validate::{node_reader_binding_name, validate, ValidatedCluster};
+use validate::{node_reader_binding_name, validate, CaKind, ValidatedCluster};
 
 /// Finalizer of a KafkaCluster whose brokers may read nodes: removed once the operator has
 /// deleted the ClusterRoleBinding that allows it.
@@ -129,6 +130,26 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot read Secret {namespace}/{name}: {source}")]
+    ReadSecret {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("certificate of Secret {namespace}/{name}: {source}")]
+    Certificate {
+        namespace: String,
+        name: String,
+        #[source]
+        source: crate::certs::CertError,
+    },
+    #[error("the CA is supplied by the user (generateCertificateAuthority: false) and Secrets {namespace}/{cert} (ca.crt) and {namespace}/{key} (ca.key) are missing or incomplete")]
+    MissingCa {
+        namespace: String,
+        cert: String,
+        key: String,
+    },
     #[error("cannot list the Services of KafkaCluster {namespace}/{name}: {source}")]
     ListServices {
         namespace: String,
@@ -183,6 +204,9 @@ impl Error {
             Error::GrowVolumes { .. } => "grow_volumes",
             Error::DeleteService { .. } => "delete_service",
             Error::ListServices { .. } => "list_services",
+            Error::ReadSecret { .. } => "read_secret",
+            Error::Certificate { .. } => "certificate",
+            Error::MissingCa { .. } => "missing_ca",
         }
     }
 }
@@ -205,9 +229,12 @@ impl Error {
             Error::DeleteService { .. } => "DeleteFailed",
             Error::NotOwned { .. } => "ResourceConflict",
             Error::Status { .. } => "StatusFailed",
-            Error::ListPods { .. } | Error::ReadStatefulSet { .. } | Error::ListServices { .. } => {
-                "ReadFailed"
-            }
+            Error::ListPods { .. }
+            | Error::ReadStatefulSet { .. }
+            | Error::ListServices { .. }
+            | Error::ReadSecret { .. } => "ReadFailed",
+            Error::Certificate { .. } => "CertificateFailed",
+            Error::MissingCa { .. } => "CertificateAuthorityMissing",
             Error::RestartPod { .. } | Error::ManualRoll { .. } => "RestartFailed",
             Error::Finalizer { .. } | Error::DeleteBinding { .. } => "FinalizerFailed",
             Error::Kafka { .. } => "KafkaError",
@@ -382,6 +409,32 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 return Ok(Action::requeue(PROGRESS_CHECK));
             }
             valid.external_addresses = external.by_broker.clone();
+            let now = std::time::SystemTime::now();
+            let cluster_ca = certificates::ensure_ca(
+                &ctx.client,
+                &valid,
+                CaKind::Cluster,
+                &valid.cluster_ca,
+                now,
+            )
+            .await?;
+            let clients_ca = certificates::ensure_ca(
+                &ctx.client,
+                &valid,
+                CaKind::Clients,
+                &valid.clients_ca,
+                now,
+            )
+            .await?;
+            valid.certificates_generation = certificates::ensure_broker_certificates(
+                &ctx.client,
+                &valid,
+                &cluster_ca,
+                &clients_ca,
+                decision.statefulset_replicas.max(valid.replicas),
+                now,
+            )
+            .await?;
             let mut resources = build_running(&valid, decision.statefulset_replicas);
             let storage_refused = match storage_change(&resources.stateful_set, existing.as_ref()) {
                 StorageChange::Unchanged => None,
@@ -1151,7 +1204,7 @@ fn listener_statuses(
         .collect()
 }
 
-async fn apply_one<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
+pub(crate) async fn apply_one<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -2697,7 +2750,7 @@ mod tests {
         assert!(
             degraded
                 .message
-                .contains("every TLS listener names the same secret"),
+                .contains("every TLS listener takes it from the same place"),
             "{}",
             degraded.message
         );

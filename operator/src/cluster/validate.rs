@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
 use crate::crd::{
-    AdminCredentials, AuthorizationSpec, ClientAuth, KafkaCluster, ListenerSpec, ListenerTls,
-    ListenerType, PodTemplateOverrides, PullPolicy, MAX_CLUSTER_NAME,
+    AdminCredentials, AuthorizationSpec, CertificateAuthority, ClientAuth, KafkaCluster,
+    ListenerSpec, ListenerTls, ListenerType, PodTemplateOverrides, PullPolicy, MAX_CLUSTER_NAME,
 };
 
 /// Settings the operator was started with that shape every cluster.
@@ -165,6 +165,12 @@ pub struct ValidatedCluster {
     ///
     /// [`NODE_ADDRESS`]: crate::broker_init::NODE_ADDRESS
     pub external_addresses: BTreeMap<(String, i32), String>,
+    pub cluster_ca: CertificateAuthority,
+    pub clients_ca: CertificateAuthority,
+    /// Counts the renewals of the brokers' certificates (the generation of Secret
+    /// `<cluster>-broker-certs`): a change rolls the brokers. The reconciler fills this in
+    /// once it has made the certificates.
+    pub certificates_generation: u64,
 }
 
 impl ValidatedCluster {
@@ -233,11 +239,67 @@ impl ValidatedCluster {
         self.rack_topology_key.is_some()
     }
 
+    /// Whether the TLS listeners serve certificates of the cluster CA (no `secretName`).
+    pub fn serves_cluster_ca_certificates(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| tls.secret_name.is_none())
+    }
+
+    /// The Secret with each broker's key store (`<pod>.pem`) and both CA certificates.
+    pub fn broker_certs_secret_name(&self) -> String {
+        format!("{}-broker-certs", self.name)
+    }
+
+    /// Every name a client reaches broker `ordinal` by: its pod's DNS names, the bootstrap
+    /// Service's, and its external addresses.
+    pub fn broker_certificate_names(&self, ordinal: i32) -> Vec<String> {
+        let pod = self.pod_name(ordinal);
+        let headless = self.headless_service_name();
+        let bootstrap = self.bootstrap_service_name();
+        let ns = &self.namespace;
+        let domain = &self.cluster_domain;
+        let mut names = vec![
+            format!("{pod}.{headless}.{ns}.svc.{domain}"),
+            format!("{pod}.{headless}.{ns}.svc"),
+            format!("{pod}.{headless}.{ns}"),
+            format!("{bootstrap}.{ns}.svc.{domain}"),
+            format!("{bootstrap}.{ns}.svc"),
+            format!("{bootstrap}.{ns}"),
+            bootstrap.clone(),
+        ];
+        for listener in self.external_listeners() {
+            names.push(format!(
+                "{}.{ns}.svc",
+                self.external_service_name(listener, None)
+            ));
+            if let Some(address) = self
+                .external_addresses
+                .get(&(listener.name.clone(), ordinal))
+            {
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address.as_str(), |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                if !host.contains('%') && !names.iter().any(|n| n == host) {
+                    names.push(host.to_string());
+                }
+            }
+        }
+        names
+    }
+
     /// Whether broker pods start with the `broker-init` init container: to read their node's
     /// rack, to join the TLS certificate and key into one PEM file, or to put their node's
     /// address into what a `nodeport` listener advertises.
     pub fn needs_init(&self) -> bool {
-        self.reads_node() || self.tls.is_some() || self.node_port_listeners().next().is_some()
+        self.reads_node()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.secret_name.is_some())
+            || self.node_port_listeners().next().is_some()
     }
 
     /// Whether the brokers check client certificates (and need the secret's `ca.crt`).
@@ -292,6 +354,24 @@ impl ValidatedCluster {
     pub fn voters(&self) -> Vec<i32> {
         let count = if self.replicas >= 3 { 3 } else { 1 };
         (0..count).collect()
+    }
+}
+
+/// The two CAs of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaKind {
+    /// Signs the brokers' certificates.
+    Cluster,
+    /// Signs the certificates of TLS KafkaUsers.
+    Clients,
+}
+
+impl CaKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CaKind::Cluster => "cluster-ca",
+            CaKind::Clients => "clients-ca",
+        }
     }
 }
 
@@ -509,6 +589,9 @@ pub fn validate(
         admin: security.admin,
         authorization: security.authorization,
         external_addresses: BTreeMap::new(),
+        cluster_ca: spec.cluster_ca.clone().unwrap_or_default(),
+        clients_ca: spec.clients_ca.clone().unwrap_or_default(),
+        certificates_generation: 0,
     })
 }
 
@@ -537,18 +620,22 @@ fn check_listeners(
             problems.push(format!("{field}: two listeners are named {name}"));
         }
         if let Some(this) = &listener.tls {
-            if !is_dns_subdomain(&this.secret_name) {
+            if let Some(secret) = this.secret_name.as_deref().filter(|s| !is_dns_subdomain(s)) {
                 problems.push(format!(
-                    "{field}.tls.secretName `{}` is not a Secret name",
-                    this.secret_name
+                    "{field}.tls.secretName `{secret}` is not a Secret name"
                 ));
             }
+            let source = |tls: &ListenerTls| match &tls.secret_name {
+                Some(secret) => format!("secret {secret}"),
+                None => "the cluster CA's certificates".to_string(),
+            };
             match tls {
                 None => tls = Some((name, this)),
                 Some((first, shared)) if shared.secret_name != this.secret_name => {
                     problems.push(format!(
-                        "{field}.tls.secretName is {} but listener {first} uses {}: a broker serves one certificate, so every TLS listener names the same secret",
-                        this.secret_name, shared.secret_name
+                        "{field}.tls uses {} but listener {first} uses {}: a broker serves one certificate, so every TLS listener takes it from the same place",
+                        source(this),
+                        source(shared)
                     ));
                 }
                 Some((first, shared)) if shared.client_auth != this.client_auth => {
@@ -962,7 +1049,7 @@ mod tests {
         assert_eq!(protocol(&valid.additional_listeners[1]), "SSL");
         assert_eq!(port_name(&valid.additional_listeners[1]), "apps-plain");
         assert_eq!(
-            valid.tls.as_ref().map(|t| t.secret_name.as_str()),
+            valid.tls.as_ref().and_then(|t| t.secret_name.as_deref()),
             Some("main-tls")
         );
         assert_eq!(valid.sasl_mechanism, Some("SCRAM-SHA-512"));
@@ -1026,7 +1113,10 @@ mod tests {
         let message = one_problem(&listeners(
             "    - name: ONE\n      port: 9094\n      tls:\n        secretName: a-tls\n    - name: TWO\n      port: 9095\n      tls:\n        secretName: b-tls\n",
         ));
-        assert!(message.contains("listener ONE uses a-tls"), "{message}");
+        assert!(
+            message.contains("listener ONE uses secret a-tls"),
+            "{message}"
+        );
         assert!(message.contains("one certificate"), "{message}");
         let message = one_problem(&listeners(
             "    - name: ONE\n      port: 9094\n      tls:\n        secretName: a-tls\n    - name: TWO\n      port: 9095\n      tls:\n        secretName: a-tls\n        clientAuth: required\n",

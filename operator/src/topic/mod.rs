@@ -23,7 +23,9 @@ use crate::context::Context;
 use crate::controller::{
     apply_status, backoff_key, finalizer_label, finalizer_reason, retry, run_per_cluster,
 };
-use crate::crd::{DeletionPolicy, KafkaCluster, KafkaTopic, KafkaTopicStatus};
+use crate::crd::{
+    CertificateAuthority, DeletionPolicy, KafkaCluster, KafkaTopic, KafkaTopicStatus,
+};
 use crate::metrics::TOPIC;
 use admin::{AdminError, TopicDescription};
 use plan::{ownership, plan, DesiredTopic, Ownership, Step};
@@ -187,6 +189,8 @@ pub(crate) enum ClusterState {
     Bootstrap {
         address: String,
         starting: Option<i32>,
+        /// The clients CA's settings, for the certificates of TLS users.
+        clients_ca: CertificateAuthority,
     },
 }
 
@@ -207,6 +211,7 @@ pub(crate) async fn state_of_cluster(
                 Some(address) => ClusterState::Bootstrap {
                     address,
                     starting: (!ready).then_some(c.spec.replicas),
+                    clients_ca: c.spec.clients_ca.clone().unwrap_or_default(),
                 },
                 None => ClusterState::NoBootstrap,
             }
@@ -364,9 +369,9 @@ async fn apply(topic: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
             ),
             Action::requeue(WAIT_FOR_CLUSTER),
         ),
-        ClusterState::Bootstrap { address, starting } => {
-            sync(topic, ctx, &address, starting).await?
-        }
+        ClusterState::Bootstrap {
+            address, starting, ..
+        } => sync(topic, ctx, &address, starting).await?,
     };
     let was = topic
         .status

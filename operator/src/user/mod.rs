@@ -3,6 +3,11 @@
 //! names) and a `sasl.jaas.config` to a Secret named after the resource, undoes changes made
 //! outside the resource at each reconciliation (every five minutes, and at every change of
 //! the resource), and removes the credential, the ACLs and the quotas behind a finalizer.
+//!
+//! A TLS user is `CN=<name>` to the brokers (Kafka's default principal of a client
+//! certificate): its Secret holds a certificate of the cluster's clients CA with that subject
+//! (`user.crt`, `user.key`) and the cluster CA (`ca.crt`), and is issued again before it
+//! expires and when the clients CA certificate is renewed.
 
 pub mod admin;
 pub mod plan;
@@ -23,12 +28,17 @@ use kube::{Api, Resource, ResourceExt};
 use oxbow_broker::security::scram::{random_bytes, ScramCredential, ScramMechanism};
 use thiserror::Error;
 
+use crate::certs::{due, facts, Purpose};
+use crate::cluster::certificates::load_ca;
+use crate::cluster::validate::CaKind;
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::controller::{
     apply_status, backoff_key, finalizer_label, finalizer_reason, retry, run_per_cluster,
 };
-use crate::crd::{KafkaUser, KafkaUserStatus, UserAuthentication};
+use crate::crd::{
+    CertificateAuthority, KafkaUser, KafkaUserStatus, UserAuthentication, UserAuthenticationType,
+};
 use crate::metrics::USER;
 use crate::topic::admin::{AdminError, KafkaAdmin};
 use crate::topic::{state_of_cluster, ClusterState};
@@ -45,6 +55,12 @@ pub const WAIT_FOR_CLUSTER: Duration = Duration::from_secs(30);
 pub const PASSWORD_KEY: &str = "password";
 /// The key of the user's Secret holding the JAAS configuration Java clients take.
 pub const JAAS_KEY: &str = "sasl.jaas.config";
+/// The keys of a TLS user's Secret: its certificate, its key, and the cluster CA.
+pub const USER_CERT_KEY: &str = "user.crt";
+pub const USER_KEY_KEY: &str = "user.key";
+pub const CA_CERT_KEY: &str = "ca.crt";
+/// On a TLS user's Secret: the generation of the clients CA certificate that signed it.
+const ISSUED_BY_ANNOTATION: &str = "oxbow.dev/clients-ca-cert-generation";
 /// Label on the user's Secret naming its KafkaCluster.
 pub const CLUSTER_LABEL: &str = "oxbow.dev/cluster";
 /// Length of a generated password: 32 letters and digits, about 190 bits.
@@ -102,6 +118,13 @@ pub enum Error {
         #[source]
         source: AdminError,
     },
+    #[error("certificates for KafkaUser {namespace}/{name}: {source}")]
+    Certificates {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<crate::cluster::Error>,
+    },
     #[error(transparent)]
     Finalizer(#[from] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -113,6 +136,7 @@ impl Error {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Kube { .. } => "kube",
             Error::Admin { source, .. } => source.metric_label(),
+            Error::Certificates { .. } => "certificates",
             Error::Finalizer(inner) => finalizer_label(inner, Error::metric_label),
         }
     }
@@ -124,6 +148,7 @@ impl Error {
             Error::Kube { .. } => "KubernetesError",
             Error::Admin { source, .. } if source.unreachable() => "KafkaUnreachable",
             Error::Admin { .. } => "KafkaError",
+            Error::Certificates { .. } => "CertificateFailed",
             Error::Finalizer(inner) => finalizer_reason(inner, Error::reason),
         }
     }
@@ -251,7 +276,7 @@ fn status(user: &KafkaUser, outcome: Outcome) -> KafkaUserStatus {
             generation,
             Timestamp::now(),
         ),
-        username: Some(user.name_any()),
+        username: Some(kafka_name(user)),
         // A user in sync has the Secret it has now (none without authentication); one that
         // waits or is blocked keeps the one it had.
         secret: if in_sync {
@@ -343,7 +368,11 @@ async fn apply(user: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
             ),
             Action::requeue(WAIT_FOR_CLUSTER),
         ),
-        ClusterState::Bootstrap { address, .. } => sync(user, ctx, &address).await?,
+        ClusterState::Bootstrap {
+            address,
+            clients_ca,
+            ..
+        } => sync(user, ctx, &address, &clients_ca).await?,
     };
     let previous = user.status.clone().unwrap_or_default();
     if outcome.degraded.status
@@ -376,13 +405,66 @@ async fn apply(user: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
     Ok(action)
 }
 
+/// The user's name on its cluster: `CN=<name>` for a TLS user, whose principal comes from
+/// the subject of its certificate, else the resource's name.
+fn kafka_name(user: &KafkaUser) -> String {
+    if is_tls(user) {
+        format!("CN={}", user.name_any())
+    } else {
+        user.name_any()
+    }
+}
+
+fn is_tls(user: &KafkaUser) -> bool {
+    user.spec
+        .authentication
+        .as_ref()
+        .is_some_and(|a| a.type_ == UserAuthenticationType::Tls)
+}
+
+/// The other name the user would have under the other kind of authentication: what it had
+/// before its authentication changed between TLS and SCRAM (or none).
+fn other_kafka_name(user: &KafkaUser) -> String {
+    if is_tls(user) {
+        user.name_any()
+    } else {
+        format!("CN={}", user.name_any())
+    }
+}
+
+/// Removes everything the cluster has for `name` (credentials, ACLs, quotas), returning the
+/// steps taken.
+async fn remove_from_cluster(
+    user: &KafkaUser,
+    ctx: &Context,
+    bootstrap: &str,
+    name: &str,
+) -> Result<Vec<Step>, Error> {
+    let have = ctx
+        .users
+        .admin
+        .describe_user(bootstrap, name)
+        .await
+        .map_err(admin_error(user))?;
+    let steps = removal(name, &have);
+    for step in &steps {
+        ctx.users
+            .admin
+            .apply_user_step(bootstrap, name, step, None)
+            .await
+            .map_err(admin_error(user))?;
+    }
+    Ok(steps)
+}
+
 /// Compares the user on `bootstrap` with the spec and closes the gap.
 async fn sync(
     user: &KafkaUser,
     ctx: &Context,
     bootstrap: &str,
+    clients_ca: &CertificateAuthority,
 ) -> Result<(Outcome, Action), Error> {
-    let name = user.name_any();
+    let name = kafka_name(user);
     let want = match desired(user, &name) {
         Ok(want) => want,
         Err(problem) => {
@@ -393,6 +475,15 @@ async fn sync(
         }
     };
     let password = match &user.spec.authentication {
+        Some(authentication) if authentication.type_ == UserAuthenticationType::Tls => {
+            if let Err(problem) = certificate(user, ctx, clients_ca).await? {
+                return Ok((
+                    Outcome::blocked("CertificateProblem", problem),
+                    Action::requeue(WAIT_FOR_CLUSTER),
+                ));
+            }
+            None
+        }
         Some(authentication) => match password(user, ctx, authentication).await? {
             Ok(password) => Some(password),
             Err(problem) => {
@@ -445,7 +536,22 @@ async fn sync(
         )
         .await;
     }
-    let secret = user.spec.authentication.as_ref().map(|_| name.clone());
+    let other = other_kafka_name(user);
+    let retired = remove_from_cluster(user, ctx, bootstrap, &other).await?;
+    if !retired.is_empty() {
+        publish(
+            ctx,
+            user,
+            EventType::Normal,
+            "Updated",
+            format!(
+                "removed `{other}`, the user's name before its authentication changed: {}",
+                describe_steps(&retired)
+            ),
+        )
+        .await;
+    }
+    let secret = user.spec.authentication.as_ref().map(|_| user.name_any());
     Ok((
         Outcome::ready(summary(&want), secret),
         Action::requeue(RESYNC),
@@ -597,10 +703,32 @@ async fn password(
     let jaas = format!(
         "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{name}\" password=\"{password}\";"
     );
+    write_secret(
+        user,
+        ctx,
+        BTreeMap::new(),
+        BTreeMap::from([
+            (PASSWORD_KEY.to_string(), password.clone()),
+            (JAAS_KEY.to_string(), jaas),
+        ]),
+    )
+    .await?;
+    Ok(Ok(password))
+}
+
+/// Writes the user's Secret (named after it, owned by it, labelled with its cluster).
+async fn write_secret(
+    user: &KafkaUser,
+    ctx: &Context,
+    annotations: BTreeMap<String, String>,
+    data: BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let namespace = user.namespace().unwrap_or_default();
+    let name = user.name_any();
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.clone()),
-            namespace: Some(namespace),
+            namespace: Some(namespace.clone()),
             labels: Some(BTreeMap::from([
                 (
                     "app.kubernetes.io/managed-by".to_string(),
@@ -611,27 +739,27 @@ async fn password(
                     user.spec.cluster_ref.name.clone(),
                 ),
             ])),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: user.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_string()),
-        data: Some(BTreeMap::from([
-            (
-                PASSWORD_KEY.to_string(),
-                ByteString(password.clone().into_bytes()),
-            ),
-            (JAAS_KEY.to_string(), ByteString(jaas.into_bytes())),
-        ])),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
         ..Secret::default()
     };
     let mut patch = serde_json::to_value(&secret).map_err(|e| Error::Kube {
         action: "writing the user's Secret",
-        namespace: user.namespace().unwrap_or_default(),
+        namespace: namespace.clone(),
         name: name.clone(),
         source: kube::Error::SerdeError(e),
     })?;
     patch["apiVersion"] = "v1".into();
     patch["kind"] = "Secret".into();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     secrets
         .patch(
             &name,
@@ -640,7 +768,116 @@ async fn password(
         )
         .await
         .map_err(kube_error(user, "writing the user's Secret"))?;
-    Ok(Ok(password))
+    Ok(())
+}
+
+/// Keeps a TLS user's Secret current: a certificate of the clients CA for `CN=<name>` with its
+/// key, issued again when it comes within the CA's renewal days of expiry or the clients CA
+/// certificate was renewed, and the cluster CA's certificate. Returns what stops that (in
+/// words, for the status).
+async fn certificate(
+    user: &KafkaUser,
+    ctx: &Context,
+    spec: &CertificateAuthority,
+) -> Result<Result<(), String>, Error> {
+    let namespace = user.namespace().unwrap_or_default();
+    let name = user.name_any();
+    let cluster = &user.spec.cluster_ref.name;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let own = secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_error(user, "reading the user's Secret"))?;
+    if let Some(own) = &own {
+        if !owned_by(own, user) {
+            return Ok(Err(format!(
+                "Secret `{name}` exists and does not belong to this KafkaUser: the operator does not overwrite it (delete it, or rename the KafkaUser)"
+            )));
+        }
+    }
+    let certificates_error = |source| Error::Certificates {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source: Box::new(source),
+    };
+    let clients = load_ca(&ctx.client, &namespace, cluster, CaKind::Clients)
+        .await
+        .map_err(certificates_error)?;
+    let cluster_ca = load_ca(&ctx.client, &namespace, cluster, CaKind::Cluster)
+        .await
+        .map_err(certificates_error)?;
+    let (Some(clients), Some(cluster_ca)) = (clients, cluster_ca) else {
+        return Ok(Err(format!(
+            "KafkaCluster {cluster} has no clients CA and cluster CA in its Secrets yet"
+        )));
+    };
+    let now = std::time::SystemTime::now();
+    let issued_by = own
+        .as_ref()
+        .and_then(|s| s.metadata.annotations.as_ref())
+        .and_then(|a| a.get(ISSUED_BY_ANNOTATION))
+        .and_then(|g| g.parse::<u64>().ok());
+    let current = own.as_ref().and_then(|s| {
+        let cert = secret_text(s, USER_CERT_KEY)?;
+        let key = secret_text(s, USER_KEY_KEY)?;
+        let fresh = issued_by == Some(clients.generation)
+            && facts(&cert).is_ok_and(|f| !due(f.not_after, spec.renewal_days, now));
+        fresh.then_some((cert, key))
+    });
+    let (cert, key) = match current {
+        Some(kept) => kept,
+        None => {
+            let issued = clients
+                .authority
+                .issue(&name, false, &[], Purpose::Client, spec.validity_days, now)
+                .map_err(|source| {
+                    certificates_error(crate::cluster::Error::Certificate {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        source,
+                    })
+                })?;
+            publish(
+                ctx,
+                user,
+                EventType::Normal,
+                "CertificateIssued",
+                format!(
+                    "issued a certificate of the clients CA for CN={name} into Secret `{name}`"
+                ),
+            )
+            .await;
+            (issued.cert_pem, issued.key_pem)
+        }
+    };
+    let data = BTreeMap::from([
+        (USER_CERT_KEY.to_string(), cert),
+        (USER_KEY_KEY.to_string(), key),
+        (
+            CA_CERT_KEY.to_string(),
+            cluster_ca.authority.cert_pem().to_string(),
+        ),
+    ]);
+    let unchanged = issued_by == Some(clients.generation)
+        && own.as_ref().and_then(|s| s.data.as_ref()).is_some_and(|d| {
+            d.len() == data.len()
+                && data
+                    .iter()
+                    .all(|(k, v)| d.get(k).is_some_and(|have| have.0 == v.as_bytes()))
+        });
+    if !unchanged {
+        write_secret(
+            user,
+            ctx,
+            BTreeMap::from([(
+                ISSUED_BY_ANNOTATION.to_string(),
+                clients.generation.to_string(),
+            )]),
+            data,
+        )
+        .await?;
+    }
+    Ok(Ok(()))
 }
 
 /// Deletes the user's Secret when the user no longer authenticates (only one this KafkaUser
@@ -672,29 +909,18 @@ async fn cleanup(user: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
         .await
         .map_err(kube_error(user, "reading the KafkaCluster"))?;
     if let ClusterState::Bootstrap { address, .. } = state {
-        let have = ctx
-            .users
-            .admin
-            .describe_user(&address, &name)
-            .await
-            .map_err(admin_error(user))?;
-        let steps = removal(&name, &have);
-        for step in &steps {
-            ctx.users
-                .admin
-                .apply_user_step(&address, &name, step, None)
-                .await
-                .map_err(admin_error(user))?;
-        }
-        if !steps.is_empty() {
-            publish(
-                ctx,
-                user,
-                EventType::Normal,
-                "Deleted",
-                format!("user `{name}` removed: {}", describe_steps(&steps)),
-            )
-            .await;
+        for kafka_name in [kafka_name(user), other_kafka_name(user)] {
+            let steps = remove_from_cluster(user, ctx, &address, &kafka_name).await?;
+            if !steps.is_empty() {
+                publish(
+                    ctx,
+                    user,
+                    EventType::Normal,
+                    "Deleted",
+                    format!("user `{kafka_name}` removed: {}", describe_steps(&steps)),
+                )
+                .await;
+            }
         }
     }
     ctx.users

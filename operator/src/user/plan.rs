@@ -52,10 +52,13 @@ pub fn principal(name: &str) -> String {
     format!("User:{name}")
 }
 
-fn mechanism(kind: UserAuthenticationType) -> ScramMechanism {
+/// The SCRAM mechanism of an authentication type (none for TLS users, who authenticate with
+/// their certificate).
+fn mechanism(kind: UserAuthenticationType) -> Option<ScramMechanism> {
     match kind {
-        UserAuthenticationType::ScramSha512 => ScramMechanism::Sha512,
-        UserAuthenticationType::ScramSha256 => ScramMechanism::Sha256,
+        UserAuthenticationType::ScramSha512 => Some(ScramMechanism::Sha512),
+        UserAuthenticationType::ScramSha256 => Some(ScramMechanism::Sha256),
+        UserAuthenticationType::Tls => None,
     }
 }
 
@@ -156,7 +159,7 @@ pub fn desired(user: &KafkaUser, name: &str) -> Result<DesiredUser, String> {
             .spec
             .authentication
             .as_ref()
-            .map(|a| mechanism(a.type_)),
+            .and_then(|a| mechanism(a.type_)),
         acls,
         quotas,
     })
