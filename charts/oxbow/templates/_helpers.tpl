@@ -53,12 +53,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["oxbow.dev"]
   resources: ["kafkaclusters/finalizers", "kafkausers/finalizers"]
   verbs: ["update"]
-# KafkaUser: the Secret with each user's password (written, and deleted when the user stops
-# authenticating), and the Secret a spec names to take the password from. Only in the watched
-# namespaces when watchNamespaces is set.
+# KafkaUser: the Secret with each user's password or certificate (written, and deleted when the
+# user stops authenticating), and the Secret a spec names to take the password from.
+# KafkaCluster: the Secrets of its cluster and clients CAs and of its brokers' certificates,
+# watched (the operator's own, by label) so that a renewal request or a deleted Secret is acted
+# on at once. Only in the watched namespaces when watchNamespaces is set.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Deleting a StatefulSet (its pods orphaned, then adopted by the one made again) is how its
 # claim templates grow with spec.storage.size.
 - apiGroups: ["apps"]

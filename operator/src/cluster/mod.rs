@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -1495,8 +1495,11 @@ pub async fn run(
         )
         .owns(
             scoped::<PodDisruptionBudget>(&client, namespace.as_deref()),
-            owned,
+            owned.clone(),
         )
+        // The CAs' and the brokers' certificates: a renewal asked for by annotation, or a
+        // Secret deleted, is acted on at once.
+        .owns(scoped::<Secret>(&client, namespace.as_deref()), owned)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -1,0 +1,368 @@
+//! Certificates the operator manages, on a real Kubernetes control plane with real brokers in
+//! their pods: `examples/kafkacluster-mtls.yaml` (a mutual-TLS listener with no Secret of the
+//! user's) and `examples/kafkauser-tls.yaml` (a TLS KafkaUser) as they are. The brokers serve
+//! certificates of the cluster CA for the names clients use; the user's certificate of the
+//! clients CA authenticates it as `User:CN=billing`, held to its ACLs; a client without a
+//! certificate, or with one the clients CA did not sign, is refused. Renewing the cluster CA
+//! rolls the brokers onto new certificates while a producer that read the CA certificate
+//! before the renewal goes on without a single failed delivery.
+//!
+//! Runs in a sandbox of its own, as `operator/tests/kubernetes.rs` describes. Needs root, and
+//! `cargo build --workspace --bins` first.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _};
+use oxbow_e2e::kube::env::{python_json, repository, runtime, sandboxed, EnvOptions, KubeEnv};
+use serde_json::{json, Value};
+
+/// A confluent-kafka client run as `python3 -c CLIENT <action> <config as JSON> <args..>`. It
+/// prints one JSON object: what the action found, and every error librdkafka reported on the
+/// way (`errors`).
+/// - `describe <timeout>`: the brokers' advertised `host:port` (`ok` says whether the cluster
+///   answered);
+/// - `produce <topic> <count>`: creates the topic (3 partitions, 3 replicas) unless it exists,
+///   produces `count` records with acks=all: how many were delivered, the first failures;
+/// - `run <topic> <stop file> <max seconds>`: produces numbered records with acks=all, about
+///   200 a second, until the stop file exists: how many were sent, delivered and failed;
+/// - `consume <topic> <count>`: reads every partition from the beginning until `count`
+///   distinct values or 60 s;
+/// - `handshake <host:port> <cert> <key>`: a TLS connection with Python's own TLS, presenting
+///   the certificate and key, that then waits for the broker: `accepted` when the broker keeps
+///   it open (it waits for a request), else the TLS error (the broker's alert);
+/// - `served <host:port>..`: the SHA-256 of the certificate each broker serves, each handshake
+///   verifying it (and its host name) against the client's `ssl.ca.location` with Python's
+///   own TLS, presenting the client's certificate.
+const CLIENT: &str = r#"
+import hashlib, json, os, socket, ssl, sys, time
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+action, config = sys.argv[1], json.loads(sys.argv[2])
+errors = []
+config['error_cb'] = lambda e: errors.append(str(e))
+
+def finish(result):
+    result['errors'] = errors
+    print(json.dumps(result))
+    sys.exit(0)
+
+if action == 'handshake':
+    context = ssl.create_default_context(cafile=config['ssl.ca.location'])
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
+    host, port = sys.argv[3].rsplit(':', 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.recv(1)
+                finish({'result': 'closed without an alert'})
+    except socket.timeout:
+        finish({'result': 'accepted'})
+    except (ssl.SSLError, OSError) as e:
+        finish({'result': str(e)})
+if action == 'served':
+    context = ssl.create_default_context(cafile=config['ssl.ca.location'])
+    context.load_cert_chain(config['ssl.certificate.location'], config['ssl.key.location'])
+    served = {}
+    for address in sys.argv[3:]:
+        host, port = address.rsplit(':', 1)
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                served[address] = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+    finish({'served': served})
+admin = AdminClient(config)
+if action == 'describe':
+    try:
+        md = admin.list_topics(timeout=float(sys.argv[3]))
+    except KafkaException as e:
+        admin.poll(1)
+        finish({'ok': False, 'error': str(e)})
+    finish({'ok': True, 'hosts': sorted('%s:%d' % (b.host, b.port) for b in md.brokers.values())})
+topic = sys.argv[3]
+if action in ('produce', 'run'):
+    try:
+        admin.create_topics([NewTopic(topic, 3, 3)], request_timeout=30)[topic].result()
+    except KafkaException as e:
+        errors.append('create: %s' % e)
+    delivered, failed = [], []
+    def report(err, msg):
+        (failed.append(str(err)) if err else delivered.append(1))
+    producer = Producer(dict(config, acks='all', **{'enable.idempotence': True,
+                                                    'message.timeout.ms': 120000}))
+    sent = 0
+    if action == 'produce':
+        for i in range(int(sys.argv[4])):
+            producer.produce(topic, key=str(i), value='record-%d' % i, on_delivery=report)
+            sent += 1
+    else:
+        stop, end = sys.argv[4], time.time() + float(sys.argv[5])
+        while not os.path.exists(stop) and time.time() < end:
+            for _ in range(20):
+                producer.produce(topic, key=str(sent), value='record-%d' % sent,
+                                 on_delivery=report)
+                sent += 1
+            producer.poll(0)
+            time.sleep(0.1)
+    left = producer.flush(120)
+    finish({'sent': sent, 'delivered': len(delivered), 'failed': failed[:3],
+            'failures': len(failed), 'unflushed': left})
+count = int(sys.argv[4])
+consumer = Consumer(dict(config, **{'group.id': 'billing', 'enable.auto.commit': False}))
+partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+seen = set()
+end = time.time() + 60
+while len(seen) < count and time.time() < end:
+    m = consumer.poll(1)
+    if m is not None and m.error() is None:
+        seen.add(m.value().decode())
+consumer.close()
+finish({'consumed': len(seen)})
+"#;
+
+fn client(action: &str, config: &Value, args: &[&str]) -> anyhow::Result<Value> {
+    let config = config.to_string();
+    python_json(CLIENT, &[&[action, config.as_str()], args].concat())
+}
+
+const BOOTSTRAP: &str = "mtls-bootstrap.default.svc:9094";
+
+/// The brokers' addresses on the TLS listener, as they advertise them.
+fn brokers() -> Vec<String> {
+    (0..3)
+        .map(|i| format!("mtls-{i}.mtls-brokers.default.svc.cluster.local:9094"))
+        .collect()
+}
+
+/// Writes key `key` of Secret `secret` to `dir/<file>` and returns the path.
+fn secret_file(
+    env: &KubeEnv,
+    secret: &str,
+    key: &str,
+    dir: &Path,
+    file: &str,
+) -> anyhow::Result<String> {
+    let text = env.kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "secret",
+        secret,
+        "-o",
+        &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+    ])?;
+    ensure!(
+        text.contains("-----BEGIN"),
+        "no PEM in {secret}/{key}: {text}"
+    );
+    let path = dir.join(file);
+    std::fs::write(&path, text)?;
+    Ok(path.display().to_string())
+}
+
+fn tls_client(ca: &str, cert: Option<(&str, &str)>) -> Value {
+    let mut config = json!({
+        "bootstrap.servers": BOOTSTRAP,
+        "security.protocol": "SSL",
+        "ssl.ca.location": ca,
+    });
+    if let Some((cert, key)) = cert {
+        config["ssl.certificate.location"] = cert.into();
+        config["ssl.key.location"] = key.into();
+    }
+    config
+}
+
+/// Whether any error or log line of a client's outcome contains `text`.
+fn reported(outcome: &Value, text: &str) -> bool {
+    outcome["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .chain(outcome["log"].as_str().unwrap_or_default().lines())
+        .chain(
+            outcome["failed"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str),
+        )
+        .any(|line| line.contains(text))
+}
+
+/// The certificate generation each broker pod was started with.
+fn pod_generations(env: &KubeEnv) -> anyhow::Result<Vec<String>> {
+    (0..3)
+        .map(|i| {
+            env.jsonpath(
+                "default",
+                &format!("pod/mtls-{i}"),
+                "{.metadata.annotations.oxbow\\.dev/certificates-generation}",
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_brokers_under_a_running_producer(
+) {
+    sandboxed(
+        "operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_brokers_under_a_running_producer",
+        || {
+            runtime().block_on(async {
+                let env = KubeEnv::start(EnvOptions::default()).await?;
+                let dir = env.dir.path().join("client");
+                std::fs::create_dir_all(&dir)?;
+                let mut manifests = String::new();
+                for example in ["kafkacluster-mtls.yaml", "kafkauser-tls.yaml"] {
+                    manifests.push_str(&std::fs::read_to_string(
+                        repository().join("examples").join(example),
+                    )?);
+                    manifests.push_str("\n---\n");
+                }
+                env.apply(&manifests)?;
+                env.wait_cluster_ready("default", "mtls", 3, Duration::from_secs(240))?;
+                env.wait_condition(
+                    "default",
+                    "kafkauser/billing",
+                    "Ready",
+                    "True",
+                    Duration::from_secs(90),
+                )?;
+                assert_eq!(
+                    env.jsonpath("default", "kafkauser/billing", "{.status.username}")?,
+                    "CN=billing"
+                );
+                assert_eq!(
+                    env.jsonpath("default", "kafkauser/billing", "{.status.secret}")?,
+                    "billing"
+                );
+                assert_eq!(
+                    env.jsonpath(
+                        "default",
+                        "secret/mtls-cluster-ca-cert",
+                        "{.metadata.annotations.oxbow\\.dev/ca-cert-generation}"
+                    )?,
+                    "0"
+                );
+                assert_eq!(pod_generations(&env)?, ["0", "0", "0"]);
+
+                // The client's files, read once: the CA certificate as it was before renewal.
+                let ca = secret_file(&env, "billing", "ca.crt", &dir, "ca.crt")?;
+                let cluster_ca = secret_file(&env, "mtls-cluster-ca-cert", "ca.crt", &dir, "cluster-ca.crt")?;
+                assert_eq!(std::fs::read_to_string(&ca)?, std::fs::read_to_string(&cluster_ca)?);
+                let cert = secret_file(&env, "billing", "user.crt", &dir, "user.crt")?;
+                let key = secret_file(&env, "billing", "user.key", &dir, "user.key")?;
+                let billing = tls_client(&ca, Some((&cert, &key)));
+
+                let described = client("describe", &billing, &["30"])?;
+                assert_eq!(described["ok"], true, "{described}");
+                assert_eq!(described["hosts"], json!(brokers()), "{described}");
+                let served = client("served", &billing, &brokers().iter().map(String::as_str).collect::<Vec<_>>())?;
+                let before = served["served"].as_object().context("served")?.clone();
+                assert_eq!(before.len(), 3, "{served}");
+
+                // Held to its ACLs.
+                let allowed = client("produce", &billing, &["billing-invoices", "100"])?;
+                assert_eq!(allowed["delivered"], 100, "{allowed}");
+                let read = client("consume", &billing, &["billing-invoices", "100"])?;
+                assert_eq!(read["consumed"], 100, "{read}");
+                for denied in ["payments", "orders"] {
+                    let outcome = client("produce", &billing, &[denied, "5"])?;
+                    assert_eq!(outcome["delivered"], 0, "{denied}: {outcome}");
+                    ensure!(
+                        reported(&outcome, "authoriz") || reported(&outcome, "Authoriz"),
+                        "{denied}: expected an authorization failure: {outcome}"
+                    );
+                }
+
+                // Refused at the handshake: no certificate, or one the clients CA did not sign
+                // (a broker's, which the cluster CA signed); the user's own is accepted.
+                let no_certificate = client("describe", &tls_client(&ca, None), &["10"])?;
+                assert_eq!(no_certificate["ok"], false, "{no_certificate}");
+                ensure!(
+                    reported(&no_certificate, "alert certificate required"),
+                    "no certificate: {no_certificate}"
+                );
+                let broker_pem = secret_file(&env, "mtls-broker-certs", "mtls-0.pem", &dir, "broker.pem")?;
+                let bootstrap = BOOTSTRAP.to_string();
+                let foreign = client("handshake", &billing, &[&bootstrap, &broker_pem, &broker_pem])?;
+                ensure!(
+                    foreign["result"].as_str().is_some_and(|r| r.to_lowercase().contains("unknown ca")),
+                    "a certificate of the cluster CA: {foreign}"
+                );
+                let own = client("handshake", &billing, &[&bootstrap, &cert, &key])?;
+                assert_eq!(own["result"], "accepted", "{own}");
+
+                // Renewal of the cluster CA under a running producer.
+                let stop: PathBuf = dir.join("stop");
+                let running = {
+                    let billing = billing.clone();
+                    let stop = stop.display().to_string();
+                    std::thread::spawn(move || {
+                        client("run", &billing, &["billing-renewal", &stop, "400"])
+                    })
+                };
+                std::thread::sleep(Duration::from_secs(5));
+                env.annotate("default", "secret/mtls-cluster-ca-cert", "oxbow.dev/force-renew=true")?;
+                env.wait("the cluster CA renewed", Duration::from_secs(60), |env| {
+                    Ok(env.jsonpath(
+                        "default",
+                        "secret/mtls-cluster-ca-cert",
+                        "{.metadata.annotations.oxbow\\.dev/ca-cert-generation}",
+                    )? == "1")
+                })?;
+                assert_eq!(
+                    env.jsonpath(
+                        "default",
+                        "secret/mtls-cluster-ca-cert",
+                        "{.metadata.annotations.oxbow\\.dev/force-renew}"
+                    )?,
+                    "",
+                    "the request is removed once done"
+                );
+                env.wait("every broker restarted on its new certificate", Duration::from_secs(420), |env| {
+                    Ok(pod_generations(env)? == ["1", "1", "1"])
+                })?;
+                env.wait_cluster_ready("default", "mtls", 3, Duration::from_secs(180))?;
+                std::thread::sleep(Duration::from_secs(5));
+                std::fs::write(&stop, "")?;
+                let produced = running
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the producer's thread panicked"))??;
+                eprintln!("producer across the renewal: {produced}");
+                assert_eq!(produced["failures"], 0, "{produced}");
+                assert_eq!(produced["unflushed"], 0, "{produced}");
+                assert_eq!(produced["delivered"], produced["sent"], "{produced}");
+                let sent = produced["sent"].as_u64().context("sent")?;
+                ensure!(sent > 1000, "the producer ran through the roll: {produced}");
+                let read = client("consume", &billing, &["billing-renewal", &sent.to_string()])?;
+                assert_eq!(read["consumed"], sent, "every delivered record is there: {read}");
+
+                // New certificates, trusted through the CA certificate read before renewal;
+                // the renewed CA certificate keeps the name and key.
+                let served = client("served", &billing, &brokers().iter().map(String::as_str).collect::<Vec<_>>())?;
+                let after = served["served"].as_object().context("served")?;
+                for broker in brokers() {
+                    assert_ne!(before.get(&broker), after.get(&broker), "{broker} serves a new certificate: {served}");
+                }
+                let renewed = secret_file(&env, "mtls-cluster-ca-cert", "ca.crt", &dir, "renewed-ca.crt")?;
+                assert_ne!(std::fs::read_to_string(&renewed)?, std::fs::read_to_string(&cluster_ca)?);
+                let with_renewed = client("served", &tls_client(&renewed, Some((&cert, &key))), &[&brokers()[0]])?;
+                assert_eq!(with_renewed["served"].as_object().map(|s| s.len()), Some(1), "{with_renewed}");
+                // The user's Secret carries the renewed CA certificate; its own certificate
+                // (clients CA, not renewed) is the same.
+                let renewed_pem = std::fs::read_to_string(&renewed)?;
+                env.wait("the user's Secret to carry the renewed CA certificate", Duration::from_secs(120), |env| {
+                    let user_ca = secret_file(env, "billing", "ca.crt", &dir, "user-ca.crt")?;
+                    Ok(std::fs::read_to_string(user_ca)? == renewed_pem)
+                })?;
+                let user_cert = secret_file(&env, "billing", "user.crt", &dir, "user-now.crt")?;
+                assert_eq!(std::fs::read_to_string(&user_cert)?, std::fs::read_to_string(&cert)?);
+                Ok(())
+            })
+        },
+    );
+}
