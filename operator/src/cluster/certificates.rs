@@ -52,7 +52,18 @@ pub struct LoadedCa {
     pub generation: u64,
 }
 
-fn text(secret: &Secret, key: &str) -> Option<String> {
+/// Whether `secret` holds exactly `data`.
+pub fn holds(secret: &Secret, data: &BTreeMap<String, String>) -> bool {
+    secret.data.as_ref().is_some_and(|d| {
+        d.len() == data.len()
+            && data
+                .iter()
+                .all(|(k, v)| d.get(k).is_some_and(|have| have.0 == v.as_bytes()))
+    })
+}
+
+/// The non-empty UTF-8 text of key `key` of `secret`.
+pub fn text(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
         .as_ref()
@@ -318,12 +329,7 @@ pub async fn ensure_broker_certificates(
     let unchanged = existing.as_ref().is_some_and(|s| {
         generation(s, CERTIFICATES_GENERATION_ANNOTATION) == roll_generation
             && issued_by == Some(cluster_ca.generation)
-            && s.data.as_ref().is_some_and(|d| {
-                d.len() == data.len()
-                    && data
-                        .iter()
-                        .all(|(k, v)| d.get(k).is_some_and(|have| have.0 == v.as_bytes()))
-            })
+            && holds(s, &data)
     });
     if !unchanged {
         apply_one(

@@ -29,7 +29,7 @@ use oxbow_broker::security::scram::{random_bytes, ScramCredential, ScramMechanis
 use thiserror::Error;
 
 use crate::certs::{due, facts, Purpose};
-use crate::cluster::certificates::load_ca;
+use crate::cluster::certificates::{holds, load_ca, text};
 use crate::cluster::validate::CaKind;
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
 use crate::context::{Context, FIELD_MANAGER};
@@ -609,15 +609,6 @@ fn owned_by(secret: &Secret, user: &KafkaUser) -> bool {
         .any(|o| Some(&o.uid) == user.metadata.uid.as_ref())
 }
 
-fn secret_text(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|v| String::from_utf8(v.0.clone()).ok())
-        .filter(|p| !p.is_empty())
-}
-
 /// A password of [`PASSWORD_LENGTH`] letters and digits from the operating system's CSPRNG
 /// (bytes past the largest multiple of 62 are drawn again, so every character is as likely).
 fn generate_password() -> Result<String, AdminError> {
@@ -640,6 +631,27 @@ fn generate_password() -> Result<String, AdminError> {
     Ok(password)
 }
 
+/// The user's Secret, if there is one and it is the user's own; what is wrong otherwise (in
+/// words, for the status).
+async fn own_secret(
+    user: &KafkaUser,
+    ctx: &Context,
+) -> Result<Result<Option<Secret>, String>, Error> {
+    let name = user.name_any();
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
+    let own = secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_error(user, "reading the user's Secret"))?;
+    Ok(match own {
+        Some(own) if !owned_by(&own, user) => Err(format!(
+            "Secret `{name}` exists and does not belong to this KafkaUser: the operator does not overwrite it (delete it, or rename the KafkaUser)"
+        )),
+        own => Ok(own),
+    })
+}
+
 /// The user's password, written with its JAAS configuration to the user's Secret, or what
 /// stops that (in words, for the status).
 async fn password(
@@ -649,18 +661,10 @@ async fn password(
 ) -> Result<Result<String, String>, Error> {
     let namespace = user.namespace().unwrap_or_default();
     let name = user.name_any();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let own = secrets
-        .get_opt(&name)
-        .await
-        .map_err(kube_error(user, "reading the user's Secret"))?;
-    if let Some(own) = &own {
-        if !owned_by(own, user) {
-            return Ok(Err(format!(
-                "Secret `{name}` exists and does not belong to this KafkaUser: the operator does not overwrite it (delete it, or rename the KafkaUser)"
-            )));
-        }
-    }
+    let own = match own_secret(user, ctx).await? {
+        Ok(own) => own,
+        Err(problem) => return Ok(Err(problem)),
+    };
     let password = match &authentication.password {
         Some(source) => {
             let reference = &source.value_from.secret_key_ref;
@@ -669,6 +673,7 @@ async fn password(
                     "spec.authentication.password names Secret `{name}`, which the operator writes the user's credentials to: keep the password in another Secret"
                 )));
             }
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
             let Some(secret) = secrets
                 .get_opt(&reference.name)
                 .await
@@ -679,7 +684,7 @@ async fn password(
                     reference.name
                 )));
             };
-            match secret_text(&secret, &reference.key) {
+            match text(&secret, &reference.key) {
                 Some(password) => password,
                 None => {
                     return Ok(Err(format!(
@@ -689,7 +694,7 @@ async fn password(
                 }
             }
         }
-        None => match own.as_ref().and_then(|s| secret_text(s, PASSWORD_KEY)) {
+        None => match own.as_ref().and_then(|s| text(s, PASSWORD_KEY)) {
             Some(password) => password,
             None => generate_password().map_err(admin_error(user))?,
         },
@@ -783,18 +788,10 @@ async fn certificate(
     let namespace = user.namespace().unwrap_or_default();
     let name = user.name_any();
     let cluster = &user.spec.cluster_ref.name;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let own = secrets
-        .get_opt(&name)
-        .await
-        .map_err(kube_error(user, "reading the user's Secret"))?;
-    if let Some(own) = &own {
-        if !owned_by(own, user) {
-            return Ok(Err(format!(
-                "Secret `{name}` exists and does not belong to this KafkaUser: the operator does not overwrite it (delete it, or rename the KafkaUser)"
-            )));
-        }
-    }
+    let own = match own_secret(user, ctx).await? {
+        Ok(own) => own,
+        Err(problem) => return Ok(Err(problem)),
+    };
     let certificates_error = |source| Error::Certificates {
         namespace: namespace.clone(),
         name: name.clone(),
@@ -818,8 +815,8 @@ async fn certificate(
         .and_then(|a| a.get(ISSUED_BY_ANNOTATION))
         .and_then(|g| g.parse::<u64>().ok());
     let current = own.as_ref().and_then(|s| {
-        let cert = secret_text(s, USER_CERT_KEY)?;
-        let key = secret_text(s, USER_KEY_KEY)?;
+        let cert = text(s, USER_CERT_KEY)?;
+        let key = text(s, USER_KEY_KEY)?;
         let fresh = issued_by == Some(clients.generation)
             && facts(&cert).is_ok_and(|f| !due(f.not_after, spec.renewal_days, now));
         fresh.then_some((cert, key))
@@ -858,13 +855,8 @@ async fn certificate(
             cluster_ca.authority.cert_pem().to_string(),
         ),
     ]);
-    let unchanged = issued_by == Some(clients.generation)
-        && own.as_ref().and_then(|s| s.data.as_ref()).is_some_and(|d| {
-            d.len() == data.len()
-                && data
-                    .iter()
-                    .all(|(k, v)| d.get(k).is_some_and(|have| have.0 == v.as_bytes()))
-        });
+    let unchanged =
+        issued_by == Some(clients.generation) && own.as_ref().is_some_and(|s| holds(s, &data));
     if !unchanged {
         write_secret(
             user,
