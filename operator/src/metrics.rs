@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -33,6 +33,7 @@ pub struct Metrics {
     imbalance: IntGaugeVec,
     under_replicated: IntGaugeVec,
     reassignments: IntGaugeVec,
+    certificate_expiry: IntGaugeVec,
     submitted: IntCounterVec,
     /// Brokers with series, per cluster: those that leave lose theirs.
     brokers_seen: Arc<Mutex<BrokersSeen>>,
@@ -131,6 +132,11 @@ impl Metrics {
             "Partition reassignments of a KafkaCluster in flight, and planned but not started.",
             &["namespace", "name", "state"],
         );
+        let certificate_expiry = gauge(
+            "oxbow_operator_certificate_expiration_timestamp_seconds",
+            "When the certificate of each CA of a KafkaCluster (ca: cluster-ca, clients-ca) expires, in seconds since the Unix epoch.",
+            &["namespace", "name", "ca"],
+        );
         let submitted = IntCounterVec::new(
             Opts::new(
                 "oxbow_operator_reassignments_submitted_total",
@@ -150,6 +156,7 @@ impl Metrics {
             Box::new(under_replicated.clone()),
             Box::new(reassignments.clone()),
             Box::new(submitted.clone()),
+            Box::new(certificate_expiry.clone()),
         ] {
             registry
                 .register(collector)
@@ -167,6 +174,7 @@ impl Metrics {
             under_replicated,
             reassignments,
             submitted,
+            certificate_expiry,
             brokers_seen: Arc::default(),
         }
     }
@@ -216,6 +224,22 @@ impl Metrics {
         self.reassignments
             .with_label_values(&[namespace, name, "pending"])
             .set(i64::try_from(figures.pending).unwrap_or(i64::MAX));
+    }
+
+    /// Records when a KafkaCluster's CA certificate `ca` expires.
+    pub fn set_certificate_expiry(
+        &self,
+        namespace: &str,
+        name: &str,
+        ca: &str,
+        not_after: SystemTime,
+    ) {
+        let seconds = not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.certificate_expiry
+            .with_label_values(&[namespace, name, ca])
+            .set(seconds);
     }
 
     /// Counts reassignments submitted for a KafkaCluster.
@@ -323,6 +347,7 @@ mod tests {
         };
         metrics.set_balance("ns", "main", &figures);
         metrics.submitted("ns", "main", 1);
+        metrics.set_certificate_expiry("ns", "main", "cluster-ca", SystemTime::now());
         let text = metrics.render();
         let dashboard = oxbow_e2e::dashboard::dashboard().expect("the chart's dashboard");
         let queried = oxbow_e2e::dashboard::queried_metrics(&dashboard, "oxbow_operator_");

@@ -248,6 +248,19 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                     "0"
                 );
                 assert_eq!(pod_generations(&env)?, ["0", "0", "0"]);
+                // The example's validityDays, as the operator's expiry gauge says.
+                for ca in ["cluster-ca", "clients-ca"] {
+                    let metrics = env.operator_metrics()?;
+                    let expires = metrics
+                        .lines()
+                        .filter(|l| l.starts_with("oxbow_operator_certificate_expiration_timestamp_seconds{"))
+                        .find(|l| l.contains(&format!("ca=\"{ca}\"")) && l.contains("name=\"mtls\""))
+                        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                        .with_context(|| format!("no expiry of {ca} in\n{metrics}"))?;
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+                    let days = expires.saturating_sub(now) / 86_400;
+                    assert!((364..=365).contains(&days), "{ca} expires in {days} days");
+                }
 
                 // The client's files, read once: the CA certificate as it was before renewal.
                 let ca = secret_file(&env, "billing", "ca.crt", &dir, "ca.crt")?;

@@ -426,6 +426,17 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 now,
             )
             .await?;
+            for (kind, ca) in [
+                (CaKind::Cluster, &cluster_ca),
+                (CaKind::Clients, &clients_ca),
+            ] {
+                ctx.metrics.set_certificate_expiry(
+                    &valid.namespace,
+                    &valid.name,
+                    kind.name(),
+                    ca.authority.not_after(),
+                );
+            }
             valid.certificates_generation = certificates::ensure_broker_certificates(
                 &ctx.client,
                 &valid,
