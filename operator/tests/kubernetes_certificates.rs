@@ -135,6 +135,19 @@ fn brokers() -> Vec<String> {
         .collect()
 }
 
+/// The example cluster with a second TLS listener, `EXTERNAL` on port 9095, of type
+/// `loadbalancer`: the brokers' certificates then name its load balancer addresses.
+fn with_external_listener(example: &str) -> anyhow::Result<String> {
+    let mut cluster: serde_yaml::Value = serde_yaml::from_str(example)?;
+    let listeners = cluster["spec"]["listeners"]["additional"]
+        .as_sequence_mut()
+        .context("the example's listeners")?;
+    listeners.push(serde_yaml::from_str(
+        "{name: EXTERNAL, port: 9095, type: loadbalancer, tls: {clientAuth: required}}",
+    )?);
+    Ok(serde_yaml::to_string(&cluster)?)
+}
+
 /// Writes key `key` of Secret `secret` to `dir/<file>` and returns the path.
 fn secret_file(
     env: &KubeEnv,
@@ -215,14 +228,12 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 let env = KubeEnv::start(EnvOptions::default()).await?;
                 let dir = env.dir.path().join("client");
                 std::fs::create_dir_all(&dir)?;
-                let mut manifests = String::new();
-                for example in ["kafkacluster-mtls.yaml", "kafkauser-tls.yaml"] {
-                    manifests.push_str(&std::fs::read_to_string(
-                        repository().join("examples").join(example),
-                    )?);
-                    manifests.push_str("\n---\n");
-                }
-                env.apply(&manifests)?;
+                let examples = repository().join("examples");
+                let cluster = with_external_listener(&std::fs::read_to_string(
+                    examples.join("kafkacluster-mtls.yaml"),
+                )?)?;
+                let user = std::fs::read_to_string(examples.join("kafkauser-tls.yaml"))?;
+                env.apply(&format!("{cluster}\n---\n{user}"))?;
                 env.wait_cluster_ready("default", "mtls", 3, Duration::from_secs(240))?;
                 env.wait_condition(
                     "default",
@@ -290,6 +301,38 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                         "{denied}: expected an authorization failure: {outcome}"
                     );
                 }
+
+                // From outside, through the load balancers: every address verifies against
+                // the certificates' names.
+                let external = env.jsonpath(
+                    "default",
+                    "kafkacluster/mtls",
+                    "{.status.listeners[?(@.name==\"EXTERNAL\")].bootstrap}",
+                )?;
+                ensure!(external.starts_with("10.98."), "a load balancer address: {external}");
+                let mut outside = billing.clone();
+                outside["bootstrap.servers"] = external.clone().into();
+                let described = client("describe", &outside, &["30"])?;
+                assert_eq!(described["ok"], true, "{described}");
+                let mut addresses: Vec<String> = described["hosts"]
+                    .as_array()
+                    .context("hosts")?
+                    .iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect();
+                ensure!(
+                    addresses.len() == 3 && addresses.iter().all(|a| a.starts_with("10.98.")),
+                    "each broker advertises its load balancer: {described}"
+                );
+                let moved = client("produce", &outside, &["billing-outside", "20"])?;
+                assert_eq!(moved["delivered"], 20, "{moved}");
+                addresses.push(external);
+                let served = client(
+                    "served",
+                    &billing,
+                    &addresses.iter().map(String::as_str).collect::<Vec<_>>(),
+                )?;
+                assert_eq!(served["served"].as_object().map(|s| s.len()), Some(4), "{served}");
 
                 // Refused at the handshake: no certificate, or one the clients CA did not sign
                 // (a broker's, which the cluster CA signed); the user's own is accepted.
@@ -374,6 +417,35 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 })?;
                 let user_cert = secret_file(&env, "billing", "user.crt", &dir, "user-now.crt")?;
                 assert_eq!(std::fs::read_to_string(&user_cert)?, std::fs::read_to_string(&cert)?);
+
+                // Renewal of the clients CA: the user's certificate is issued again and
+                // authenticates; the brokers, whose certificates did not change, keep running.
+                let uids = |env: &KubeEnv| -> anyhow::Result<Vec<String>> {
+                    (0..3)
+                        .map(|i| env.jsonpath("default", &format!("pod/mtls-{i}"), "{.metadata.uid}"))
+                        .collect()
+                };
+                let before_uids = uids(&env)?;
+                let old_cert = std::fs::read_to_string(&cert)?;
+                env.annotate("default", "secret/mtls-clients-ca-cert", "oxbow.dev/force-renew=true")?;
+                env.wait("the user's certificate issued again", Duration::from_secs(120), |env| {
+                    let now = secret_file(env, "billing", "user.crt", &dir, "user-renewed.crt")?;
+                    Ok(std::fs::read_to_string(now)? != old_cert)
+                })?;
+                let new_cert = secret_file(&env, "billing", "user.crt", &dir, "user-renewed.crt")?;
+                let new_key = secret_file(&env, "billing", "user.key", &dir, "user-renewed.key")?;
+                let renewed_user = tls_client(&ca, Some((&new_cert, &new_key)));
+                let moved = client("produce", &renewed_user, &["billing-invoices", "10"])?;
+                assert_eq!(moved["delivered"], 10, "{moved}");
+                assert_eq!(
+                    env.jsonpath(
+                        "default",
+                        "secret/mtls-clients-ca-cert",
+                        "{.metadata.annotations.oxbow\\.dev/ca-cert-generation}"
+                    )?,
+                    "1"
+                );
+                assert_eq!(uids(&env)?, before_uids, "no broker restarted");
                 Ok(())
             })
         },

@@ -409,6 +409,14 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 return Ok(Action::requeue(PROGRESS_CHECK));
             }
             valid.external_addresses = external.by_broker.clone();
+            valid.external_bootstraps = external
+                .bootstraps
+                .iter()
+                .filter_map(|(listener, bootstrap)| match bootstrap {
+                    Bootstrap::LoadBalancer(address) => Some((listener.clone(), address.clone())),
+                    Bootstrap::NodePort(_) => None,
+                })
+                .collect();
             let now = std::time::SystemTime::now();
             let cluster_ca = certificates::ensure_ca(
                 &ctx.client,

@@ -165,6 +165,9 @@ pub struct ValidatedCluster {
     ///
     /// [`NODE_ADDRESS`]: crate::broker_init::NODE_ADDRESS
     pub external_addresses: BTreeMap<(String, i32), String>,
+    /// The `host:port` of each `loadbalancer` listener's bootstrap Service, by listener, once
+    /// its load balancer has an address: the brokers' certificates name it.
+    pub external_bootstraps: BTreeMap<String, String>,
     pub cluster_ca: CertificateAuthority,
     pub clients_ca: CertificateAuthority,
     /// Counts the renewals of the brokers' certificates (the generation of Secret
@@ -252,7 +255,8 @@ impl ValidatedCluster {
     }
 
     /// Every name a client reaches broker `ordinal` by: its pod's DNS names, the bootstrap
-    /// Service's, and its external addresses.
+    /// Service's, and its and its listeners' bootstraps' load balancer addresses (not a node
+    /// port's node address, which the pod learns at start).
     pub fn broker_certificate_names(&self, ordinal: i32) -> Vec<String> {
         let pod = self.pod_name(ordinal);
         let headless = self.headless_service_name();
@@ -273,15 +277,18 @@ impl ValidatedCluster {
                 "{}.{ns}.svc",
                 self.external_service_name(listener, None)
             ));
-            if let Some(address) = self
-                .external_addresses
-                .get(&(listener.name.clone(), ordinal))
-            {
+            let addresses = [
+                self.external_addresses
+                    .get(&(listener.name.clone(), ordinal)),
+                self.external_bootstraps.get(&listener.name),
+            ];
+            for address in addresses.into_iter().flatten() {
                 let host = address
                     .rsplit_once(':')
                     .map_or(address.as_str(), |(host, _)| host)
                     .trim_start_matches('[')
                     .trim_end_matches(']');
+                // A node port's address is the node's, put in at pod start: not known here.
                 if !host.contains('%') && !names.iter().any(|n| n == host) {
                     names.push(host.to_string());
                 }
@@ -589,6 +596,7 @@ pub fn validate(
         admin: security.admin,
         authorization: security.authorization,
         external_addresses: BTreeMap::new(),
+        external_bootstraps: BTreeMap::new(),
         cluster_ca: spec.cluster_ca.clone().unwrap_or_default(),
         clients_ca: spec.clients_ca.clone().unwrap_or_default(),
         certificates_generation: 0,
