@@ -573,6 +573,21 @@ pub struct KafkaClusterStatus {
     /// it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingStatus>,
+    /// The cluster's CAs: how often each certificate was renewed, and when it expires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificate_authorities: Vec<CertificateAuthorityStatus>,
+}
+
+/// One CA of a cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateAuthorityStatus {
+    /// `cluster-ca` or `clients-ca`.
+    pub name: String,
+    /// Renewals of its certificate so far (`oxbow.dev/ca-cert-generation` of its Secret).
+    pub generation: u64,
+    /// When its certificate expires (RFC 3339).
+    pub not_after: String,
 }
 
 /// Where clients of one listener bootstrap from.

@@ -383,6 +383,14 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                     Ok(pod_generations(env)? == ["1", "1", "1"])
                 })?;
                 env.wait_cluster_ready("default", "mtls", 3, Duration::from_secs(180))?;
+                assert_eq!(
+                    env.jsonpath(
+                        "default",
+                        "kafkacluster/mtls",
+                        "{.status.certificateAuthorities[*].name} {.status.certificateAuthorities[*].generation}"
+                    )?,
+                    "cluster-ca clients-ca 1 0"
+                );
                 std::thread::sleep(Duration::from_secs(5));
                 std::fs::write(&stop, "")?;
                 let produced = running

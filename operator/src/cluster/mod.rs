@@ -44,7 +44,9 @@ use crate::balance::step::{Health, Round};
 use crate::broker_init::NODE_ADDRESS;
 use crate::conditions::{self, DEGRADED, READY};
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{KafkaCluster, KafkaClusterStatus, ListenerStatus, ListenerType};
+use crate::crd::{
+    CertificateAuthorityStatus, KafkaCluster, KafkaClusterStatus, ListenerStatus, ListenerType,
+};
 use crate::metrics::{BalanceFigures, CLUSTER};
 use build::{
     build, build_running, data_claim_name, external_services, keep_volume_claims, selector_string,
@@ -554,6 +556,19 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 }
             }
             status.listeners = listener_statuses(&valid, &external.bootstraps, &pods.items);
+            status.certificate_authorities = [
+                (CaKind::Cluster, &cluster_ca),
+                (CaKind::Clients, &clients_ca),
+            ]
+            .into_iter()
+            .map(|(kind, ca)| CertificateAuthorityStatus {
+                name: kind.name().to_string(),
+                generation: ca.generation,
+                not_after: Timestamp::try_from(ca.authority.not_after())
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+            })
+            .collect();
             let health = kafka.as_ref().map(Health::of);
             add_balance(&mut status, health.as_ref());
             if let Some(health) = &health {

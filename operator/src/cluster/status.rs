@@ -237,6 +237,10 @@ pub fn cluster_status(
         brokers,
         scaling: scaling.operation.clone(),
         balance: None,
+        // The reconciler adds them once it has the CAs.
+        certificate_authorities: previous
+            .map(|p| p.certificate_authorities.clone())
+            .unwrap_or_default(),
     }
 }
 
