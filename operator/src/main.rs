@@ -1,6 +1,7 @@
 //! The `oxbow-operator` binary: command line, logging, the HTTP endpoint, signals, leader
 //! election, and the KafkaCluster and KafkaTopic controllers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use kube::Api;
 use oxbow_operator::balance::cli::BalanceArgs;
 use oxbow_operator::balance::step::KafkaBalanceAdmin;
 use oxbow_operator::broker_init::BrokerInitArgs;
-use oxbow_operator::cluster::validate::OperatorSettings;
+use oxbow_operator::cluster::validate::{OperatorPods, OperatorSettings};
 use oxbow_operator::context::Context;
 use oxbow_operator::http::{self, Health};
 use oxbow_operator::leader::{LeaderElector, LeaseConfig};
@@ -64,12 +65,44 @@ struct Cli {
     /// Namespace of the Lease; the operator's own namespace by default.
     #[arg(long, env = "OXBOW_LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
+    /// The operator pods' namespace; with `--operator-pod-labels`, each cluster gets a
+    /// NetworkPolicy that admits those pods (and the cluster's brokers) alone to the
+    /// controller port, and to the internal listener when ACLs are enforced.
+    #[arg(long, env = "OXBOW_OPERATOR_NAMESPACE")]
+    operator_namespace: Option<String>,
+    /// The operator pods' labels, `key=value` comma-separated.
+    #[arg(long, env = "OXBOW_OPERATOR_POD_LABELS", value_delimiter = ',')]
+    operator_pod_labels: Vec<String>,
     /// This replica's name in the Lease and in events; the pod name by default.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     /// Without a command, run the controllers.
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// The operator's pods from `--operator-namespace` and `--operator-pod-labels`: both, or
+/// neither.
+fn operator_pods(cli: &Cli) -> anyhow::Result<Option<OperatorPods>> {
+    let labels = cli
+        .operator_pod_labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|label| {
+            label
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--operator-pod-labels: `{label}` is not key=value"))
+        })
+        .collect::<anyhow::Result<BTreeMap<String, String>>>()?;
+    match (&cli.operator_namespace, labels.is_empty()) {
+        (Some(namespace), false) => Ok(Some(OperatorPods {
+            namespace: namespace.clone(),
+            labels,
+        })),
+        (None, true) => Ok(None),
+        _ => anyhow::bail!("--operator-namespace and --operator-pod-labels go together"),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
         operator_image: cli.operator_image.clone(),
         broker_cluster_role: cli.broker_cluster_role.clone(),
         resync: Duration::from_secs(cli.resync_interval_seconds.max(1)),
+        operator_pods: operator_pods(&cli)?,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

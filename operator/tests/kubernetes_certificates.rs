@@ -259,6 +259,34 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                     "0"
                 );
                 assert_eq!(pod_generations(&env)?, ["0", "0", "0"]);
+                // The NetworkPolicy the API server accepted: with ACLs enforced, the internal
+                // listener and the controller port admit the brokers and the operator alone,
+                // and it selects the three brokers. (The test cluster's network does not
+                // enforce NetworkPolicies, so only the object is checked.)
+                let policy = "networkpolicy/mtls-network-policy";
+                assert_eq!(
+                    env.jsonpath("default", policy, "{.spec.ingress[0].ports[*].port}")?,
+                    "9093 9092"
+                );
+                assert_eq!(
+                    env.jsonpath("default", policy, "{.spec.ingress[1].ports[*].port}")?,
+                    "9094 9095"
+                );
+                assert_eq!(
+                    env.jsonpath("default", policy, "{.spec.ingress[0].from[1].podSelector.matchLabels.app\\.kubernetes\\.io/name}")?,
+                    "oxbow-operator"
+                );
+                let selector = env.jsonpath("default", policy, "{.spec.podSelector.matchLabels}")?;
+                let selector: std::collections::BTreeMap<String, String> = serde_json::from_str(&selector)?;
+                let selector = selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                assert_eq!(
+                    env.kubectl(&["-n", "default", "get", "pods", "-l", &selector, "-o", "jsonpath={.items[*].metadata.name}"])?,
+                    "mtls-0 mtls-1 mtls-2"
+                );
                 // The example's validityDays, as the operator's expiry gauge says.
                 for ca in ["cluster-ca", "clients-ca"] {
                     let metrics = env.operator_metrics()?;

@@ -39,6 +39,10 @@ use k8s_openapi::api::core::v1::{
     TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -107,6 +111,8 @@ pub struct ClusterResources {
     pub node_reader_binding: Option<ClusterRoleBinding>,
     /// The Services of `nodeport` and `loadbalancer` listeners (see [`external_services`]).
     pub external_services: Vec<Service>,
+    /// Who may reach which broker port (see [`network_policy`]).
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Builds every object of the cluster.
@@ -131,7 +137,77 @@ pub fn build_running(cluster: &ValidatedCluster, brokers: i32) -> ClusterResourc
         service_account: cluster.reads_node().then(|| service_account(cluster)),
         node_reader_binding: cluster.reads_node().then(|| node_reader_binding(cluster)),
         external_services: external_services(cluster, brokers.max(cluster.replicas)),
+        network_policy: network_policy(cluster),
     }
+}
+
+/// The brokers' ingress: the controller port only from the cluster's brokers and the
+/// operator's pods; so is the internal listener when ACLs are enforced (its clients are
+/// `User:ANONYMOUS`, a super user), else it is open as the application listeners and the
+/// metrics port are. `None` without the operator's pods to admit.
+pub fn network_policy(cluster: &ValidatedCluster) -> Option<NetworkPolicy> {
+    let operator = cluster.operator_pods.as_ref()?;
+    let port = |port: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_string()),
+        ..NetworkPolicyPort::default()
+    };
+    let mut private = vec![port(cluster.controller_port)];
+    let mut open: Vec<NetworkPolicyPort> = cluster
+        .additional_listeners
+        .iter()
+        .map(|l| port(l.port))
+        .chain(cluster.metrics_port.map(port))
+        .collect();
+    if cluster.authorization.is_some() {
+        private.push(port(cluster.client_port));
+    } else {
+        open.push(port(cluster.client_port));
+    }
+    let peers = vec![
+        NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        },
+        NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_string(),
+                    operator.namespace.clone(),
+                )])),
+                ..LabelSelector::default()
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(operator.labels.clone()),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        },
+    ];
+    Some(NetworkPolicy {
+        metadata: metadata(cluster, cluster.network_policy_name()),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_string()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(peers),
+                    ports: Some(private),
+                },
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(open),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
+    })
 }
 
 /// The ServiceAccount broker pods run as when their init container reads their node. No
@@ -2164,6 +2240,68 @@ mod tests {
         assert!(
             mount_paths(&broker).contains(&(TLS_VOLUME.to_string(), TLS_MOUNT.to_string(), true)),
             "the broker reads ca.crt itself"
+        );
+    }
+
+    #[test]
+    fn the_network_policy_keeps_the_controller_port_and_with_acls_the_internal_listener_to_brokers_and_operator(
+    ) {
+        use crate::cluster::validate::OperatorPods;
+        let settings = OperatorSettings {
+            operator_pods: Some(OperatorPods {
+                namespace: "oxbow-system".to_string(),
+                labels: BTreeMap::from([("app".to_string(), "op".to_string())]),
+            }),
+            ..OperatorSettings::default()
+        };
+        let ports = |rule: &NetworkPolicyIngressRule| -> Vec<i32> {
+            rule.ports
+                .iter()
+                .flatten()
+                .filter_map(|p| match p.port {
+                    Some(IntOrString::Int(port)) => Some(port),
+                    _ => None,
+                })
+                .collect()
+        };
+        let listener = "  listeners:\n    additional:\n    - name: APPS\n      port: 9094\n      authentication: scram-sha-512";
+        for (authorization, private, open) in [
+            (false, vec![9093], vec![9094, 9404, 9092]),
+            (true, vec![9093, 9092], vec![9094, 9404]),
+        ] {
+            let mut spec = format!("{MINIMAL_CLUSTER}\n{listener}\n  metrics:\n    enabled: true");
+            if authorization {
+                spec.push_str("\n  security:\n    authorization:\n      superUsers: []");
+            }
+            let c = validate(&cluster(&spec), &settings).expect("valid");
+            let policy = network_policy(&c).expect("a policy");
+            assert_eq!(policy.metadata.name.as_deref(), Some("main-network-policy"));
+            let spec = policy.spec.expect("spec");
+            assert_eq!(
+                spec.pod_selector.and_then(|s| s.match_labels),
+                Some(selector_labels(&c))
+            );
+            let rules = spec.ingress.expect("rules");
+            assert_eq!(ports(&rules[0]), private, "authorization {authorization}");
+            assert_eq!(ports(&rules[1]), open, "authorization {authorization}");
+            assert!(rules[1].from.is_none(), "open to every source");
+            let peers = rules[0].from.clone().expect("peers");
+            assert_eq!(
+                peers[0].pod_selector.clone().and_then(|s| s.match_labels),
+                Some(selector_labels(&c))
+            );
+            assert_eq!(
+                peers[1]
+                    .namespace_selector
+                    .clone()
+                    .and_then(|s| s.match_labels)
+                    .expect("namespace")["kubernetes.io/metadata.name"],
+                "oxbow-system"
+            );
+        }
+        assert!(
+            network_policy(&with("")).is_none(),
+            "no policy without the operator's pods to admit"
         );
     }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -959,6 +960,9 @@ pub async fn apply(
     apply_one(client, namespace, &resources.headless_service).await?;
     apply_one(client, namespace, &resources.bootstrap_service).await?;
     apply_one(client, namespace, &resources.pdb).await?;
+    if let Some(policy) = &resources.network_policy {
+        apply_one(client, namespace, policy).await?;
+    }
     apply_one(client, namespace, &resources.stateful_set).await
 }
 
@@ -1483,6 +1487,7 @@ pub fn manifests(
         serde_yaml::to_string(&r.pdb),
         serde_yaml::to_string(&r.stateful_set),
     ]);
+    documents.extend(r.network_policy.iter().map(serde_yaml::to_string));
     documents.extend(r.external_services.iter().map(serde_yaml::to_string));
     let mut out = String::new();
     for document in documents {
@@ -1533,7 +1538,14 @@ pub async fn run(
         )
         // The CAs' and the brokers' certificates: a renewal asked for by annotation, or a
         // Secret deleted, is acted on at once.
-        .owns(scoped::<Secret>(&client, namespace.as_deref()), owned)
+        .owns(
+            scoped::<Secret>(&client, namespace.as_deref()),
+            owned.clone(),
+        )
+        .owns(
+            scoped::<NetworkPolicy>(&client, namespace.as_deref()),
+            owned,
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -28,6 +28,17 @@ pub struct OperatorSettings {
     /// How long a resource that is in sync waits before it is compared with the cluster again,
     /// so that a change made behind the operator's back is corrected.
     pub resync: std::time::Duration,
+    /// The operator's own pods, which the clusters' NetworkPolicies admit to the brokers'
+    /// internal and controller ports; `None` when the operator does not run in a pod (no
+    /// NetworkPolicy is made then).
+    pub operator_pods: Option<OperatorPods>,
+}
+
+/// Where the operator's pods run and how they are labelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorPods {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for OperatorSettings {
@@ -38,6 +49,7 @@ impl Default for OperatorSettings {
             operator_image: format!("oxbow-operator:{}", env!("CARGO_PKG_VERSION")),
             broker_cluster_role: "oxbow-broker".to_string(),
             resync: std::time::Duration::from_secs(300),
+            operator_pods: None,
         }
     }
 }
@@ -149,6 +161,8 @@ pub struct ValidatedCluster {
     pub operator_image: String,
     /// ClusterRole the brokers' service account is bound to when they read their node.
     pub broker_cluster_role: String,
+    /// The operator's pods (see [`OperatorSettings::operator_pods`]).
+    pub operator_pods: Option<OperatorPods>,
     /// Client listeners beside the internal PLAINTEXT one.
     pub additional_listeners: Vec<ListenerSpec>,
     /// The TLS settings every TLS listener shares.
@@ -247,6 +261,11 @@ impl ValidatedCluster {
         self.tls
             .as_ref()
             .is_some_and(|tls| tls.secret_name.is_none())
+    }
+
+    /// The cluster's NetworkPolicy.
+    pub fn network_policy_name(&self) -> String {
+        format!("{}-network-policy", self.name)
     }
 
     /// The Secret with each broker's key store (`<pod>.pem`) and both CA certificates.
@@ -590,6 +609,7 @@ pub fn validate(
         cluster_domain: settings.cluster_domain.clone(),
         operator_image: settings.operator_image.clone(),
         broker_cluster_role: settings.broker_cluster_role.clone(),
+        operator_pods: settings.operator_pods.clone(),
         additional_listeners: listeners.additional.clone(),
         tls,
         sasl_mechanism,
