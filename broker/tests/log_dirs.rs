@@ -16,7 +16,8 @@ use anyhow::{bail, ensure, Context, Result};
 use kafka_protocol::messages::alter_replica_log_dirs_request::{
     AlterReplicaLogDir, AlterReplicaLogDirTopic,
 };
-use kafka_protocol::messages::AlterReplicaLogDirsRequest;
+use kafka_protocol::messages::{AlterReplicaLogDirsRequest, DescribeLogDirsRequest};
+use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use oxbow_e2e::harness::{self, BrokerOptions, BrokerProcess};
 use oxbow_e2e::kafka::{self, eventually};
@@ -24,7 +25,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
-use support::{call, connect, expect_code, expect_ok, str_bytes, topic_name};
+use support::{call, connect, expect_code, expect_ok, str_bytes, topic_name, BatchBuilder};
 
 const TOPIC: &str = "spread";
 
@@ -338,15 +339,19 @@ fn run_spread_and_move(
         partitions_in(&dirs[1], TOPIC)? == vec![0, 1, 4],
         "moved into b"
     );
-    let leftovers: Vec<String> = std::fs::read_dir(&dirs[0])?
-        .chain(std::fs::read_dir(&dirs[1])?)
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with("-future") || n.ends_with("-delete"))
-        .collect();
-    ensure!(leftovers.is_empty(), "{leftovers:?}");
+    eventually(
+        "no -future or -delete left",
+        Duration::from_secs(10),
+        || {
+            let leftovers = transient_dirs(dirs)?;
+            ensure!(leftovers.is_empty(), "{leftovers:?}");
+            Ok(())
+        },
+    )?;
     let described = describe_log_dirs(broker, TOPIC)?;
-    let in_b = &described[&target];
+    let in_b = described
+        .get(&target)
+        .with_context(|| format!("{target} not described: {described:?}"))?;
     ensure!(
         in_b.iter().any(|(n, size)| n == "spread-0" && *size > 0),
         "{described:?}"
@@ -515,4 +520,262 @@ async fn alter_replica_log_dirs_answers_kafkas_errors() -> Result<()> {
     ensure!(partitions_in(&dirs[0], "held")? == vec![0]);
     ensure!(partitions_in(&dirs[1], "held")?.is_empty());
     Ok(())
+}
+
+const PRODUCE_V: i16 = 9;
+const FETCH_V: i16 = 12;
+const LIST_OFFSETS_V: i16 = 7;
+const DESCRIBE_LOG_DIRS_V: i16 = 4;
+
+/// One partition as DescribeLogDirs reports it: log directory, size, offset lag, isFuture.
+type Replica = (String, i64, i64, bool);
+
+/// DescribeLogDirs (every topic): the replicas of `topic`-`partition`, and each directory's
+/// total and usable bytes.
+async fn described(
+    conn: &mut oxbow_broker::client::Connection,
+    topic: &str,
+    partition: i32,
+) -> Result<(Vec<Replica>, Vec<(String, i64, i64)>)> {
+    let request = DescribeLogDirsRequest::default().with_topics(None);
+    let response = call(conn, &request, DESCRIBE_LOG_DIRS_V).await?;
+    expect_ok("DescribeLogDirs", response.error_code)?;
+    let mut replicas = Vec::new();
+    let mut space = Vec::new();
+    for dir in &response.results {
+        expect_ok("DescribeLogDirs (a directory)", dir.error_code)?;
+        let path = dir.log_dir.to_string();
+        space.push((path.clone(), dir.total_bytes, dir.usable_bytes));
+        for p in dir
+            .topics
+            .iter()
+            .filter(|t| t.name.0.as_str() == topic)
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.partition_index == partition)
+        {
+            replicas.push((
+                path.clone(),
+                p.partition_size,
+                p.offset_lag,
+                p.is_future_key,
+            ));
+        }
+    }
+    replicas.sort();
+    Ok((replicas, space))
+}
+
+/// The log end offset of `topic`-`partition` (ListOffsets latest).
+async fn log_end(
+    conn: &mut oxbow_broker::client::Connection,
+    topic: &str,
+    partition: i32,
+) -> Result<i64> {
+    let response = call(
+        conn,
+        &support::list_offsets_request(topic, partition, -1),
+        LIST_OFFSETS_V,
+    )
+    .await?;
+    let answer = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("ListOffsets answered no partition")?;
+    expect_ok("ListOffsets", answer.error_code)?;
+    Ok(answer.offset)
+}
+
+/// Produces `values` to `topic`-`partition` with acks=1: the base offset.
+async fn produce(
+    conn: &mut oxbow_broker::client::Connection,
+    topic: &str,
+    partition: i32,
+    values: &[Vec<u8>],
+) -> Result<i64> {
+    let records = BatchBuilder::default().without_sequences().values(values)?;
+    let response = call(
+        conn,
+        &support::produce_request(topic, partition, records, 1),
+        PRODUCE_V,
+    )
+    .await?;
+    let answer = response
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .context("Produce answered no partition")?;
+    expect_ok("Produce", answer.error_code)?;
+    Ok(answer.base_offset)
+}
+
+/// Every record value of `topic`-`partition`, read by Fetch from offset 0 to `end`.
+async fn read_all(
+    conn: &mut oxbow_broker::client::Connection,
+    topic: &str,
+    partition: i32,
+    end: i64,
+) -> Result<Vec<(i64, Vec<u8>)>> {
+    let mut read: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let response = call(
+            conn,
+            &support::fetch_request(topic, partition, offset, 0, 1),
+            FETCH_V,
+        )
+        .await?;
+        expect_ok("Fetch", response.error_code)?;
+        let data = response
+            .responses
+            .into_iter()
+            .next()
+            .and_then(|t| t.partitions.into_iter().next())
+            .context("Fetch answered no partition")?;
+        expect_ok("Fetch (the partition)", data.error_code)?;
+        let mut bytes = data.records.unwrap_or_default();
+        let sets = RecordBatchDecoder::decode_all(&mut bytes)
+            .with_context(|| format!("decoding the batches fetched at {offset}"))?;
+        let before = offset;
+        for record in sets.into_iter().flat_map(|s| s.records) {
+            if record.offset < offset {
+                continue;
+            }
+            read.push((
+                record.offset,
+                record.value.map(|v| v.to_vec()).unwrap_or_default(),
+            ));
+            offset = record.offset + 1;
+        }
+        ensure!(
+            offset > before,
+            "Fetch at {before} (end {end}) returned nothing"
+        );
+    }
+    Ok(read)
+}
+
+/// While AlterReplicaLogDirs moves a replica, DescribeLogDirs shows it twice: the current
+/// replica in its directory and the future one (isFuture, with its lag behind the current)
+/// in the destination; the partition takes writes and serves reads meanwhile; once moved,
+/// it is in the destination alone, with the same size and every record, and the source
+/// directory keeps no trace of it. Each directory reports its filesystem's space.
+#[tokio::test]
+async fn a_moving_replica_shows_as_future_in_its_destination_and_keeps_serving() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let dirs: Vec<PathBuf> = ["a", "b"].iter().map(|d| root.path().join(d)).collect();
+    let broker = broker_on(&dirs)?;
+    let outcome = async {
+        let mut conn = connect(&broker).await?;
+        support::create_topic_ok(&mut conn, "moving", 1, &[]).await?;
+        ensure!(partitions_in(&dirs[0], "moving")? == vec![0], "placed in a");
+        // Enough data that the copy takes a while: 48 MiB in batches of 1 MiB.
+        let mut expected: Vec<(i64, Vec<u8>)> = Vec::new();
+        for batch in 0..48u8 {
+            let values: Vec<Vec<u8>> = (0..16u8).map(|i| vec![batch ^ i; 64 * 1024]).collect();
+            let base = produce(&mut conn, "moving", 0, &values).await?;
+            expected.extend((base..).zip(values));
+        }
+        let (before, space) = described(&mut conn, "moving", 0).await?;
+        let a = dirs[0].display().to_string();
+        let b = dirs[1].display().to_string();
+        ensure!(
+            space.iter().map(|(p, _, _)| p.clone()).collect::<Vec<_>>() == vec![a.clone(), b.clone()],
+            "the directories in log.dirs order: {space:?}"
+        );
+        for (path, total, usable) in &space {
+            ensure!(*total > 0 && *usable > 0 && usable <= total, "{path}: {total} total, {usable} usable");
+        }
+        let size = match before.as_slice() {
+            [(path, size, 0, false)] if *path == a && *size > 48 << 20 => *size,
+            other => bail!("before the move: {other:?}"),
+        };
+
+        let request = AlterReplicaLogDirsRequest::default().with_dirs(vec![
+            AlterReplicaLogDir::default()
+                .with_path(str_bytes(&b))
+                .with_topics(vec![AlterReplicaLogDirTopic::default()
+                    .with_name(topic_name("moving"))
+                    .with_partitions(vec![0])]),
+        ]);
+        let answer = call(&mut conn, &request, 2).await?;
+        let code = answer
+            .results
+            .first()
+            .and_then(|t| t.partitions.first())
+            .context("AlterReplicaLogDirs answered no partition")?
+            .error_code;
+        expect_ok("AlterReplicaLogDirs", code)?;
+        let (during, _) = described(&mut conn, "moving", 0).await?;
+        match during.as_slice() {
+            [(current, current_size, 0, false), (future, _, lag, true)]
+                if *current == a && *current_size == size && *future == b && *lag >= 0 => {}
+            other => bail!("while moving, expected the current replica in {a} and the future in {b}: {other:?}"),
+        }
+        // Writable and readable while the copy goes on.
+        let extra: Vec<Vec<u8>> = vec![b"written during the move".to_vec()];
+        let base = produce(&mut conn, "moving", 0, &extra).await?;
+        expected.extend((base..).zip(extra));
+        let end = log_end(&mut conn, "moving", 0).await?;
+        ensure!(end == base + 1, "log end {end}, the last write at {base}");
+        let head = call(
+            &mut conn,
+            &support::fetch_request("moving", 0, 0, 0, 1),
+            FETCH_V,
+        )
+        .await?;
+        let first = head
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .context("Fetch answered no partition")?;
+        expect_ok("Fetch while moving", first.error_code)?;
+        ensure!(first.records.as_ref().is_some_and(|r| !r.is_empty()), "no records while moving");
+
+        let mut after = Vec::new();
+        for _ in 0..600 {
+            after = described(&mut conn, "moving", 0).await?.0;
+            if after.iter().all(|(path, _, _, future)| *path == b && !future) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match after.as_slice() {
+            [(path, moved_size, 0, false)] if *path == b && *moved_size > size => {}
+            other => bail!("after the move, expected the replica in {b} alone: {other:?}"),
+        }
+        ensure!(partitions_in(&dirs[0], "moving")?.is_empty(), "left in a");
+        ensure!(partitions_in(&dirs[1], "moving")? == vec![0], "moved to b");
+        // The old copy is removed right after the swap, outside the partition's lock.
+        let mut leftovers = Vec::new();
+        for _ in 0..100 {
+            leftovers = transient_dirs(&dirs)?;
+            if leftovers.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(leftovers.is_empty(), "{leftovers:?}");
+        ensure!(log_end(&mut conn, "moving", 0).await? == end, "the log end moved");
+        let read = read_all(&mut conn, "moving", 0, end).await?;
+        ensure!(read.len() == expected.len(), "read {} of {} records", read.len(), expected.len());
+        ensure!(read == expected, "the records read back differ from those written");
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// The `-future` and `-delete` directories left in `dirs`.
+fn transient_dirs(dirs: &[PathBuf]) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.ends_with("-future") || name.ends_with("-delete") {
+                found.push(name);
+            }
+        }
+    }
+    Ok(found)
 }
