@@ -295,23 +295,32 @@ impl Broker {
 
     /// The log directory a replica this broker is to host goes to: where it was found at
     /// start, else where AlterReplicaLogDirs asked for it, else the directory with the
-    /// fewest replicas (current and future), the first of those in `log.dirs` on a tie.
+    /// fewest replicas (current and future, and those found at start not opened yet), the
+    /// first of those in `log.dirs` on a tie.
     pub(crate) fn log_dir_for(&self, topic: &str, index: i32) -> PathBuf {
         let dirs = self.log_dirs.dirs();
         let key = (topic.to_string(), index);
-        let chosen = self
-            .found_logs
-            .lock()
-            .get(&key)
-            .copied()
+        let found = self.found_logs.lock().get(&key).copied();
+        let chosen = found
             .or_else(|| self.preferred_dirs.lock().remove(&key))
             .unwrap_or_else(|| {
                 let mut counts = vec![0usize; dirs.len()];
-                for partition in self.partitions.read().values().flat_map(BTreeMap::values) {
+                let partitions = self.partitions.read();
+                for partition in partitions.values().flat_map(BTreeMap::values) {
                     let future = partition.future_replica().map(|f| f.root);
                     for root in std::iter::once(partition.log_dir()).chain(future) {
                         if let Some(i) = self.log_dirs.position(&root) {
                             counts[i] += 1;
+                        }
+                    }
+                }
+                for ((name, index), i) in self.found_logs.lock().iter() {
+                    let opened = partitions
+                        .get(name.as_str())
+                        .is_some_and(|list| list.contains_key(index));
+                    if !opened {
+                        if let Some(count) = counts.get_mut(*i) {
+                            *count += 1;
                         }
                     }
                 }
