@@ -23,6 +23,7 @@ use crate::controller::{placement, raft, Liveness, Quorum, QuorumError};
 use crate::fetch_session::FetchSessionCache;
 use crate::group::offsets::{self, OffsetRecord};
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::log::dirs::{LogDirError, LogDirs};
 use crate::log::LogConfig;
 use crate::metrics::Metrics;
 use crate::replica::fetcher::Fetchers;
@@ -48,11 +49,8 @@ impl ApiError {
 /// Why the broker could not start.
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error("cannot create log directory {path}: {source}")]
-    LogDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    LogDirs(#[from] LogDirError),
     #[error("cannot open the metadata: {0}")]
     Metadata(#[from] crate::controller::store::MetadataError),
     #[error("cannot start the metadata quorum: {0}")]
@@ -84,6 +82,14 @@ pub struct Broker {
     /// Changes at every start, so the cluster tells a restart from a retry.
     pub incarnation: Uuid,
     pub(crate) partitions: RwLock<HostedPartitions>,
+    /// The log directories (`log.dirs`).
+    pub(crate) log_dirs: LogDirs,
+    /// Where each partition found on disk at start is (its position in `log.dirs`), for
+    /// opening it there.
+    pub(crate) found_logs: Mutex<HashMap<(String, i32), usize>>,
+    /// The directory AlterReplicaLogDirs asked for a replica this broker does not host yet:
+    /// it is created there (Kafka's preferred log directory).
+    pub(crate) preferred_dirs: Mutex<HashMap<(String, i32), usize>>,
     /// `__consumer_offsets` partitions whose groups this broker coordinates, with the leader
     /// epoch at which it loaded them.
     pub(crate) coordinated: Mutex<BTreeMap<i32, i32>>,
@@ -115,12 +121,9 @@ impl Broker {
             .find(|e| e.name == config.listener.name)
             .cloned()
             .unwrap_or_else(|| config.listener.clone());
-        let dir = config.log_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::LogDir {
-            path: dir.clone(),
-            source,
-        })?;
-        remove_deleted_dirs(&dir);
+        let log_dirs = LogDirs::open(&config.log_dirs, config.node_id)?;
+        let found_logs = log_dirs.scan()?;
+        let dir = log_dirs.metadata_dir().to_path_buf();
         // A standalone broker reaches no other broker: only a cluster's needs TLS or SASL.
         let connector = if !config.in_cluster() {
             Connector::plain()
@@ -193,6 +196,9 @@ impl Broker {
             liveness: Liveness::default(),
             incarnation: Uuid::new_v4(),
             partitions: RwLock::new(HashMap::new()),
+            log_dirs,
+            found_logs: Mutex::new(found_logs),
+            preferred_dirs: Mutex::new(HashMap::new()),
             coordinated: Mutex::new(BTreeMap::new()),
             fetchers: Fetchers::default(),
             fetch_sessions,
@@ -203,10 +209,11 @@ impl Broker {
             shutdown,
         });
         broker.register().await?;
+        broker.log_dirs.write_meta(&broker.cluster_id())?;
         crate::replica::manager::reconcile(&broker).await;
         let image = broker.image();
         tracing::info!(
-            dir = %dir.display(),
+            dirs = ?broker.log_dirs.dirs().iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
             cluster_id = image.cluster_id,
             brokers = image.brokers.len(),
             topics = image.topics.len(),
@@ -283,6 +290,45 @@ impl Broker {
     /// The local replica of a partition, if this broker hosts one.
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.partitions.read().get(topic)?.get(&index).cloned()
+    }
+
+    /// The log directory a replica this broker is to host goes to: where it was found at
+    /// start, else where AlterReplicaLogDirs asked for it, else the directory with the
+    /// fewest replicas (current and future, and those found at start not opened yet), the
+    /// first of those in `log.dirs` on a tie.
+    pub(crate) fn log_dir_for(&self, topic: &str, index: i32) -> PathBuf {
+        let dirs = self.log_dirs.dirs();
+        let key = (topic.to_string(), index);
+        let found = self.found_logs.lock().get(&key).copied();
+        let chosen = found
+            .or_else(|| self.preferred_dirs.lock().remove(&key))
+            .unwrap_or_else(|| {
+                let mut counts = vec![0usize; dirs.len()];
+                let partitions = self.partitions.read();
+                for partition in partitions.values().flat_map(BTreeMap::values) {
+                    let future = partition.future_replica().map(|f| f.root);
+                    for root in std::iter::once(partition.log_dir()).chain(future) {
+                        if let Some(i) = self.log_dirs.position(&root) {
+                            counts[i] += 1;
+                        }
+                    }
+                }
+                for ((name, index), i) in self.found_logs.lock().iter() {
+                    let opened = partitions
+                        .get(name.as_str())
+                        .is_some_and(|list| list.contains_key(index));
+                    if !opened {
+                        if let Some(count) = counts.get_mut(*i) {
+                            *count += 1;
+                        }
+                    }
+                }
+                crate::log::dirs::place(&counts)
+            });
+        dirs.get(chosen).map_or_else(
+            || self.log_dirs.metadata_dir().to_path_buf(),
+            |d| d.path.clone(),
+        )
     }
 
     /// The local replica when this broker leads the partition; otherwise the error a client
@@ -1222,6 +1268,8 @@ impl Broker {
         let partitions = std::mem::take(&mut *self.partitions.write());
         let mut closed = 0usize;
         for partition in partitions.into_values().flat_map(BTreeMap::into_values) {
+            // An unfinished move is dropped at the next start anyway.
+            partition.cancel_move();
             let name = format!("{partition:?}");
             let result = match Arc::try_unwrap(partition) {
                 Ok(partition) => partition.close(),
@@ -1279,34 +1327,7 @@ fn topic_exists(name: &str) -> ApiError {
 
 /// A cluster id in Kafka's form: a random UUID in URL-safe base64 without padding.
 fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = Uuid::new_v4().as_u128();
-    (0..22)
-        .map(|i| {
-            let shift = 128i32 - 6 * (i + 1);
-            let sextet = if shift >= 0 {
-                (bits >> shift) & 0x3f
-            } else {
-                (bits << -shift) & 0x3f
-            };
-            char::from(ALPHABET[sextet as usize])
-        })
-        .collect()
-}
-
-/// Removes partition directories renamed for deletion before a crash or a failed removal.
-fn remove_deleted_dirs(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() && path.to_string_lossy().ends_with("-delete") {
-            if let Err(e) = std::fs::remove_dir_all(&path) {
-                tracing::warn!(dir = %path.display(), error = %e, "could not remove a deleted partition");
-            }
-        }
-    }
+    crate::log::dirs::new_kafka_uuid()
 }
 
 #[cfg(test)]

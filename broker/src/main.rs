@@ -29,7 +29,7 @@ struct Cli {
     /// `advertised.listeners`: the address given to clients (default: derived from listeners).
     #[arg(long, env = "OXBOW_ADVERTISED_LISTENERS")]
     advertised_listeners: Option<String>,
-    /// `log.dirs`: the data directory (default ./data).
+    /// `log.dirs`: the data directories, comma-separated (default ./data).
     #[arg(long, env = "OXBOW_LOG_DIRS")]
     log_dirs: Option<String>,
     /// `node.id`: this broker's id (default 0; in a cluster, the ordinal of the StatefulSet

@@ -620,6 +620,37 @@ impl Probe {
                     "log dir does not list {topic}"
                 );
             }
+            ApiKey::AlterReplicaLogDirs => {
+                use kafka_protocol::messages::alter_replica_log_dirs_request::{
+                    AlterReplicaLogDir, AlterReplicaLogDirTopic,
+                };
+                // To the directory the replica is in (the broker's only one): nothing moves.
+                let described = call(
+                    conn,
+                    &kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None),
+                    1,
+                )
+                .await?;
+                let dir = described
+                    .results
+                    .first()
+                    .context("no log dir in DescribeLogDirs")?
+                    .log_dir
+                    .clone();
+                let request = kafka_protocol::messages::AlterReplicaLogDirsRequest::default()
+                    .with_dirs(vec![AlterReplicaLogDir::default()
+                        .with_path(dir)
+                        .with_topics(vec![AlterReplicaLogDirTopic::default()
+                            .with_name(topic_name(topic))
+                            .with_partitions(vec![0])])]);
+                let r = call(conn, &request, version).await?;
+                let p = r
+                    .results
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .context("no partition in the response")?;
+                expect_ok("AlterReplicaLogDirs", p.error_code)?;
+            }
             ApiKey::ElectLeaders => {
                 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
                 let request = kafka_protocol::messages::ElectLeadersRequest::default()

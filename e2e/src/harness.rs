@@ -39,6 +39,8 @@ pub struct BrokerOptions {
     binary: PathBuf,
     node_id: i32,
     data_dir: Option<PathBuf>,
+    /// Several log directories (`log.dirs`), in place of `data_dir`.
+    log_dirs: Vec<PathBuf>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -50,6 +52,7 @@ impl BrokerOptions {
             binary: binary.into(),
             node_id: 0,
             data_dir: None,
+            log_dirs: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
         }
@@ -63,6 +66,18 @@ impl BrokerOptions {
     /// Use this data directory (`--log-dirs`) instead of a temporary one; it is not removed.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Use these log directories (`--log-dirs`, comma-separated) instead of one data
+    /// directory. The harness creates none of them (the broker does) and removes none;
+    /// [`BrokerProcess::data_dir`] is the first.
+    pub fn log_dirs<I, P>(mut self, dirs: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        self.log_dirs = dirs.into_iter().map(Into::into).collect();
         self
     }
 
@@ -108,12 +123,15 @@ impl BrokerProcess {
             .prefix("oxbow-broker-")
             .tempdir()
             .context("creating the broker's scratch directory")?;
-        let data_dir = match &options.data_dir {
-            Some(dir) => dir.clone(),
-            None => scratch.path().join("data"),
+        let data_dir = match (options.log_dirs.first(), &options.data_dir) {
+            (Some(first), _) => first.clone(),
+            (None, Some(dir)) => dir.clone(),
+            (None, None) => scratch.path().join("data"),
         };
-        fs::create_dir_all(&data_dir)
-            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        if options.log_dirs.is_empty() {
+            fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        }
         let mut broker = Self {
             listener: free_local_addr()?,
             metrics: free_local_addr()?,
@@ -271,6 +289,17 @@ impl BrokerProcess {
         )?;
 
         let listener = format!("PLAINTEXT://{}", self.listener);
+        let log_dirs = if self.options.log_dirs.is_empty() {
+            self.data_dir.as_os_str().to_owned()
+        } else {
+            let joined: Vec<String> = self
+                .options
+                .log_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            joined.join(",").into()
+        };
         let mut command = Command::new(&self.options.binary);
         command
             .arg("--listeners")
@@ -278,7 +307,7 @@ impl BrokerProcess {
             .arg("--advertised-listeners")
             .arg(&listener)
             .arg("--log-dirs")
-            .arg(&self.data_dir)
+            .arg(&log_dirs)
             .arg("--node-id")
             .arg(self.options.node_id.to_string())
             .arg("--metrics-address")

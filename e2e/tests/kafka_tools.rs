@@ -4,6 +4,7 @@
 //! not only its exit code. docs/compatibility.md lists where the two differ and why.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
@@ -1345,6 +1346,104 @@ fn reassignment_leader_election_and_log_dirs(server: &Server) -> Result<()> {
     Ok(())
 }
 side_by_side!(reassignment_leader_election_and_log_dirs);
+
+/// `kafka-log-dirs --describe` on a broker with two log directories (`log.dirs=a,b`): both
+/// are listed, by the paths configured and without error, and the four partitions of a new
+/// topic are spread over them, two in each (the fewest partitions first), none a future
+/// replica, the ones written to with a size.
+fn log_dirs_describes_both_directories(server: &Server, dirs: &[PathBuf]) -> Result<()> {
+    server.create_topic("spread", 4)?;
+    produce_keyed(server, "spread", &keyed_lines("spread", 0..40))?;
+    let out = server.tool("kafka-log-dirs", &["--describe", "--topic-list", "spread"])?;
+    ensure!(
+        out.stdout.contains(&format!(
+            "Received log directory information from brokers {}",
+            server.node_id()
+        )),
+        "{out}"
+    );
+    let json = out
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("no JSON: {out}"))?;
+    let report: serde_json::Value = serde_json::from_str(json)?;
+    let listed = report["brokers"][0]["logDirs"]
+        .as_array()
+        .with_context(|| format!("no logDirs: {report}"))?;
+    let mut by_dir: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut size = 0;
+    for dir in listed {
+        ensure!(dir["error"].is_null(), "{report}");
+        let path = dir["logDir"].as_str().context("logDir")?.to_string();
+        let mut names = Vec::new();
+        for p in dir["partitions"].as_array().context("partitions")? {
+            ensure!(p["isFuture"] == serde_json::json!(false), "{report}");
+            ensure!(p["offsetLag"] == serde_json::json!(0), "{report}");
+            size += p["size"].as_i64().context("size")?;
+            names.push(p["partition"].as_str().context("partition")?.to_string());
+        }
+        by_dir.insert(path, names);
+    }
+    let expected: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    ensure!(
+        by_dir.keys().cloned().collect::<Vec<_>>() == expected,
+        "directories {:?}, configured {expected:?}",
+        by_dir.keys()
+    );
+    ensure!(
+        by_dir.values().all(|names| names.len() == 2),
+        "two partitions in each directory: {by_dir:?}"
+    );
+    let mut all: Vec<&String> = by_dir.values().flatten().collect();
+    all.sort();
+    ensure!(
+        all == ["spread-0", "spread-1", "spread-2", "spread-3"],
+        "{by_dir:?}"
+    );
+    ensure!(size > 0, "forty records take room: {report}");
+    Ok(())
+}
+
+mod log_dirs_describes_both_directories {
+    use std::path::PathBuf;
+
+    use anyhow::{anyhow, Result};
+    use oxbow_e2e::harness::{broker_binary, BrokerOptions, BrokerProcess};
+    use oxbow_e2e::kafka::{KafkaBroker, Server};
+
+    fn two_dirs(root: &tempfile::TempDir) -> Vec<PathBuf> {
+        ["a", "b"].iter().map(|d| root.path().join(d)).collect()
+    }
+
+    fn check(server: &Server, dirs: &[PathBuf]) -> Result<()> {
+        super::log_dirs_describes_both_directories(server, dirs).map_err(|e| {
+            anyhow!(
+                "{:?}: {e:#}\n--- broker log ---\n{}",
+                server.flavor(),
+                server.log_tail(40)
+            )
+        })
+    }
+
+    #[test]
+    fn oxbow() -> Result<()> {
+        let root = tempfile::tempdir()?;
+        let dirs = two_dirs(&root);
+        let broker =
+            BrokerProcess::start(BrokerOptions::new(broker_binary()?).log_dirs(dirs.clone()))?;
+        check(&Server::Oxbow(Box::new(broker)), &dirs)
+    }
+
+    #[test]
+    fn kafka() -> Result<()> {
+        let root = tempfile::tempdir()?;
+        let dirs = two_dirs(&root);
+        let joined: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        let broker = KafkaBroker::start(&[&format!("log.dirs={}", joined.join(","))])?;
+        check(&Server::Kafka(Box::new(broker)), &dirs)
+    }
+}
 
 /// `kafka-transactions` lists, describes and shows the producers of transactions that
 /// `kafka-producer-perf-test` wrote with a transactional id, and `read_committed` consumers see

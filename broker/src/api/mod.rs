@@ -90,6 +90,7 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::OffsetForLeaderEpoch,
     ApiKey::BrokerHeartbeat,
     ApiKey::DescribeLogDirs,
+    ApiKey::AlterReplicaLogDirs,
     ApiKey::ElectLeaders,
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,
@@ -156,6 +157,9 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         }
         ApiKey::BrokerHeartbeat => versions::<kafka_protocol::messages::BrokerHeartbeatRequest>(),
         ApiKey::DescribeLogDirs => versions::<kafka_protocol::messages::DescribeLogDirsRequest>(),
+        ApiKey::AlterReplicaLogDirs => {
+            versions::<kafka_protocol::messages::AlterReplicaLogDirsRequest>()
+        }
         ApiKey::ElectLeaders => versions::<kafka_protocol::messages::ElectLeadersRequest>(),
         ApiKey::AlterPartitionReassignments => {
             versions::<kafka_protocol::messages::AlterPartitionReassignmentsRequest>()
@@ -239,6 +243,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::BrokerHeartbeat => "BrokerHeartbeat",
         ApiKey::DescribeLogDirs => "DescribeLogDirs",
+        ApiKey::AlterReplicaLogDirs => "AlterReplicaLogDirs",
         ApiKey::ElectLeaders => "ElectLeaders",
         ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
         ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
@@ -452,6 +457,9 @@ async fn dispatch(
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(replication::describe_log_dirs(broker, context, &r))
         }
+        RequestKind::AlterReplicaLogDirs(r) => ResponseKind::AlterReplicaLogDirs(
+            replication::alter_replica_log_dirs(broker, context, &r),
+        ),
         RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(
             reassignment::elect_leaders(broker, context, r, version).await,
         ),

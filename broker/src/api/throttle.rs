@@ -236,6 +236,7 @@ fn set_throttle_time(response: &mut ResponseKind, ms: i32) {
         DeleteRecords,
         OffsetForLeaderEpoch,
         DescribeLogDirs,
+        AlterReplicaLogDirs,
         ElectLeaders,
         AlterPartitionReassignments,
         ListPartitionReassignments,

@@ -188,7 +188,9 @@ const BY_LISTENER: &str =
     "the inter-broker listener is chosen by inter.broker.listener.name and its protocol by listener.security.protocol.map.";
 const JAVA_PLUGIN: &str = "a Java class; Oxbow loads no plugins.";
 const JAVA_INTERNAL: &str = "a tuning of the Java broker's internals with no counterpart in Oxbow.";
-const ONE_LOG_DIR: &str = "Oxbow keeps its partitions in one log directory; there is nothing to move between directories.";
+const ALTER_LOG_DIRS_OWN: &str =
+    "Oxbow copies a replica moving between log directories with one thread per move, unthrottled.";
+const LOG_DIR_FAILURE_OWN: &str = "Oxbow takes no log directory offline on its own: I/O errors of a directory fail the requests of its partitions.";
 const FETCHER_TUNING: &str =
     "Oxbow's follower fetcher and inter-broker connections have their own timings; replica.fetch.wait.max.ms, replica.fetch.max.bytes and request.timeout.ms are the ones it takes.";
 const QUORUM_OWN: &str =
@@ -466,7 +468,7 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         ConfigType::String,
         Some("./data"),
         Check::Any,
-        "The directory that holds the partition logs.",
+        "The directories that hold the partition logs, comma-separated; the first also holds the cluster metadata.",
     ),
     def(
         "log.dir",
@@ -811,14 +813,14 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         ConfigType::Long,
         Some(MAX_LONG),
         Check::AtLeast(0),
-        ONE_LOG_DIR,
+        ALTER_LOG_DIRS_OWN,
     )
     .dynamic(),
     kafka("add.partitions.to.txn.retry.backoff.max.ms", ConfigType::Int, Some("100"), Check::AtLeast(0), TXN_RETRIES_OWN),
     kafka("add.partitions.to.txn.retry.backoff.ms", ConfigType::Int, Some("20"), Check::AtLeast(1), TXN_RETRIES_OWN),
     kafka("alter.config.policy.class.name", ConfigType::Class, None, Check::Any, JAVA_PLUGIN),
-    kafka("alter.log.dirs.replication.quota.window.num", ConfigType::Int, Some("11"), Check::AtLeast(1), ONE_LOG_DIR),
-    kafka("alter.log.dirs.replication.quota.window.size.seconds", ConfigType::Int, Some("1"), Check::AtLeast(1), ONE_LOG_DIR),
+    kafka("alter.log.dirs.replication.quota.window.num", ConfigType::Int, Some("11"), Check::AtLeast(1), ALTER_LOG_DIRS_OWN),
+    kafka("alter.log.dirs.replication.quota.window.size.seconds", ConfigType::Int, Some("1"), Check::AtLeast(1), ALTER_LOG_DIRS_OWN),
     kafka("auto.leader.rebalance.enable", ConfigType::Boolean, Some("true"), Check::Any, OPERATOR_BALANCES),
     kafka("background.threads", ConfigType::Int, Some("10"), Check::AtLeast(1), ONE_RUNTIME).dynamic(),
     kafka("client.quota.callback.class", ConfigType::Class, None, Check::Any, JAVA_PLUGIN),
@@ -895,7 +897,7 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("log.cleaner.io.max.bytes.per.second", ConfigType::Double, Some("1.7976931348623157E308"), Check::Any, CLEANER_OWN).dynamic(),
     kafka("log.cleaner.max.compaction.lag.ms", ConfigType::Long, Some(MAX_LONG), Check::AtLeast(1), MAX_COMPACTION_LAG).dynamic(),
     kafka("log.cleaner.threads", ConfigType::Int, Some("1"), Check::AtLeast(0), ONE_RUNTIME).dynamic(),
-    kafka("log.dir.failure.timeout.ms", ConfigType::Long, Some("30000"), Check::AtLeast(1), ONE_LOG_DIR),
+    kafka("log.dir.failure.timeout.ms", ConfigType::Long, Some("30000"), Check::AtLeast(1), LOG_DIR_FAILURE_OWN),
     kafka("log.flush.offset.checkpoint.interval.ms", ConfigType::Int, Some("60000"), Check::AtLeast(0), CHECKPOINTS_OWN),
     kafka("log.flush.scheduler.interval.ms", ConfigType::Long, Some(MAX_LONG), Check::Any, FLUSH_OWN),
     kafka("log.flush.start.offset.checkpoint.interval.ms", ConfigType::Int, Some("60000"), Check::AtLeast(0), CHECKPOINTS_OWN),
@@ -924,7 +926,7 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("num.io.threads", ConfigType::Int, Some("8"), Check::AtLeast(1), ONE_RUNTIME).dynamic(),
     kafka("num.network.threads", ConfigType::Int, Some("3"), Check::AtLeast(1), ONE_RUNTIME).dynamic(),
     kafka("num.recovery.threads.per.data.dir", ConfigType::Int, Some("2"), Check::AtLeast(1), ONE_RUNTIME).dynamic(),
-    kafka("num.replica.alter.log.dirs.threads", ConfigType::Int, None, Check::Any, ONE_LOG_DIR),
+    kafka("num.replica.alter.log.dirs.threads", ConfigType::Int, None, Check::Any, ALTER_LOG_DIRS_OWN),
     kafka("num.replica.fetchers", ConfigType::Int, Some("1"), Check::Any, ONE_RUNTIME).dynamic(),
     kafka("offsets.commit.timeout.ms", ConfigType::Int, Some("5000"), Check::AtLeast(1), JAVA_INTERNAL),
     kafka("offsets.load.buffer.size", ConfigType::Int, Some("5242880"), Check::AtLeast(1), JAVA_INTERNAL),

@@ -3,7 +3,7 @@
 
 pub mod defs;
 pub mod dynamic;
-mod properties;
+pub(crate) mod properties;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -170,7 +170,9 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     /// `request.timeout.ms`: the longest an internal request (replica fetch, heartbeat) waits.
     pub request_timeout: std::time::Duration,
-    pub log_dir: PathBuf,
+    /// `log.dirs` (or `log.dir`): the log directories, in the order given; the first also
+    /// holds the cluster metadata.
+    pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub auto_create_topics: bool,
@@ -389,18 +391,13 @@ impl BrokerConfig {
             .get("broker.rack")
             .cloned()
             .filter(|r| !r.is_empty());
-        let log_dir = settings
-            .get("log.dirs")
-            .or_else(|| settings.get("log.dir"))
-            .cloned()
-            .unwrap_or_else(|| get("log.dirs"));
-        if log_dir.contains(',') {
-            return Err(ConfigError::Invalid {
-                key: "log.dirs".to_string(),
-                value: log_dir,
-                expected: "a single directory".to_string(),
-            });
-        }
+        let log_dirs = parse_log_dirs(
+            settings
+                .get("log.dirs")
+                .or_else(|| settings.get("log.dir"))
+                .cloned()
+                .unwrap_or_else(|| get("log.dirs")),
+        )?;
         let metrics = get("metrics.address");
         Ok(BrokerConfig {
             node_id,
@@ -430,7 +427,7 @@ impl BrokerConfig {
             broker_session_timeout: millis(int("broker.session.timeout.ms")),
             offsets_topic_replication_factor: int("offsets.topic.replication.factor") as i16,
             request_timeout: millis(int("request.timeout.ms")),
-            log_dir: PathBuf::from(log_dir),
+            log_dirs,
             num_partitions: int("num.partitions") as i32,
             default_replication_factor: int("default.replication.factor") as i16,
             auto_create_topics: get("auto.create.topics.enable") == "true",
@@ -1082,6 +1079,58 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The directories of `log.dirs`: comma-separated, each given once. Blank entries are
+/// skipped (Kafka's list parsing), and two entries naming the same path, spelled differently
+/// (`/a/b`, `/a/b/`, `/a/./b`), are refused as Kafka refuses a duplicate log directory.
+fn parse_log_dirs(value: String) -> Result<Vec<PathBuf>, ConfigError> {
+    let invalid = |expected: String| ConfigError::Invalid {
+        key: "log.dirs".to_string(),
+        value: value.clone(),
+        expected,
+    };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let dir = PathBuf::from(entry);
+        let normal = normalize_path(&dir);
+        if let Some(same) = dirs.iter().find(|d| normalize_path(d) == normal) {
+            return Err(invalid(format!(
+                "each directory once (`{entry}` and `{}` are the same directory)",
+                same.display()
+            )));
+        }
+        dirs.push(dir);
+    }
+    if dirs.is_empty() {
+        return Err(invalid("at least one directory".to_string()));
+    }
+    Ok(dirs)
+}
+
+/// `path` spelled one way: `.` components and repeated or trailing separators dropped, and
+/// `name/..` resolved where `name` is not itself `..`. Symbolic links are not followed
+/// (the broker compares the canonical paths when it opens the directories).
+pub(crate) fn normalize_path(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(component),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1097,10 +1146,69 @@ mod tests {
     fn the_embedded_default_listens_on_localhost_9092_with_data_in_data() {
         let config = BrokerConfig::from_settings(BTreeMap::new()).expect("defaults are valid");
         assert_eq!(config.listener.bind_address(), "localhost:9092");
-        assert_eq!(config.log_dir, PathBuf::from("./data"));
+        assert_eq!(config.log_dirs, vec![PathBuf::from("./data")]);
         assert_eq!(config.node_id, 0);
         assert!(config.auto_create_topics);
         assert_eq!(config.socket_request_max_bytes, 100 * 1024 * 1024);
+    }
+
+    #[test]
+    fn log_dirs_take_several_directories_in_order_from_either_name() {
+        let config = BrokerConfig::from_settings(settings(&[("log.dirs", "/d/a, /d/b,,/d/c")]))
+            .expect("three directories");
+        assert_eq!(
+            config.log_dirs,
+            vec![
+                PathBuf::from("/d/a"),
+                PathBuf::from("/d/b"),
+                PathBuf::from("/d/c")
+            ]
+        );
+        let config =
+            BrokerConfig::from_settings(settings(&[("log.dir", "/old")])).expect("the older name");
+        assert_eq!(config.log_dirs, vec![PathBuf::from("/old")]);
+        let config =
+            BrokerConfig::from_settings(settings(&[("log.dir", "/old"), ("log.dirs", "/new")]))
+                .expect("both names");
+        assert_eq!(
+            config.log_dirs,
+            vec![PathBuf::from("/new")],
+            "log.dirs wins"
+        );
+    }
+
+    #[test]
+    fn log_dirs_naming_one_directory_twice_or_none_are_refused() {
+        for value in [
+            "/d/a,/d/a",
+            "/d/a,/d/a/",
+            "/d/a,/d/./a",
+            "/d/a,/d/b/../a",
+            "a,./a",
+        ] {
+            let err =
+                BrokerConfig::from_settings(settings(&[("log.dirs", value)])).expect_err(value);
+            assert!(
+                err.to_string().contains("each directory once"),
+                "{value}: {err}"
+            );
+        }
+        for value in ["", " , ,"] {
+            let err =
+                BrokerConfig::from_settings(settings(&[("log.dirs", value)])).expect_err(value);
+            assert!(
+                err.to_string().contains("at least one directory"),
+                "{value:?}: {err}"
+            );
+        }
+        assert_eq!(
+            normalize_path(std::path::Path::new("/../x/")),
+            PathBuf::from("/x")
+        );
+        assert_eq!(
+            normalize_path(std::path::Path::new("../x")),
+            PathBuf::from("../x")
+        );
     }
 
     #[test]

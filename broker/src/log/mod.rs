@@ -44,6 +44,7 @@ mod checkpoint;
 mod cleaner;
 mod compression;
 pub mod control;
+pub mod dirs;
 mod epoch;
 mod error;
 pub(crate) mod fields;

@@ -55,10 +55,13 @@ pub async fn reconcile(broker: &Broker) {
         if let Some(list) = broker.partitions.write().get_mut(&name) {
             list.remove(&index);
         }
-        let dir = broker.config.log_dir.join(format!("{name}-{index}"));
-        let doomed = broker.config.log_dir.join(format!(
-            "{name}-{index}.{}-delete",
-            partition.topic_id.simple()
+        broker.found_logs.lock().remove(&(name.to_string(), index));
+        let root = partition.log_dir();
+        let dir = root.join(format!("{name}-{index}"));
+        let doomed = root.join(crate::log::dirs::delete_dir_name(
+            &name,
+            index,
+            partition.topic_id,
         ));
         if let Err(e) =
             std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
@@ -91,7 +94,7 @@ pub async fn reconcile(broker: &Broker) {
                 }
                 None => match Partition::open(
                     node,
-                    &broker.config.log_dir,
+                    &broker.log_dir_for(&topic.name, index),
                     Arc::clone(&shared),
                     topic.id,
                     index,

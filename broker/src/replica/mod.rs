@@ -24,7 +24,10 @@ use crate::producer::{
 };
 
 pub mod fetcher;
+mod log_dir;
 pub mod manager;
+
+pub use self::log_dir::FutureReplica;
 
 /// Why a produce to a partition was refused; nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +123,9 @@ pub enum RoleChange {
 struct State {
     log: PartitionLog,
     producers: ProducerStateTable,
+    /// Counts truncations, so a copy of the log (a move to another log directory) knows
+    /// when what it copied is no longer the log's.
+    rewrites: u64,
 }
 
 /// One partition replica on this broker. On a single broker it is always the leader, and the
@@ -146,6 +152,8 @@ pub struct Partition {
     min_insync: std::sync::atomic::AtomicUsize,
     /// `cleanup.policy` includes `compact`: every record needs a key.
     compacted: AtomicBool,
+    /// A move to another log directory in progress.
+    moving: Mutex<Option<Arc<log_dir::FutureLog>>>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -172,7 +180,11 @@ impl Partition {
             topic,
             topic_id,
             index,
-            state: RwLock::new(State { log, producers }),
+            state: RwLock::new(State {
+                log,
+                producers,
+                rewrites: 0,
+            }),
             waiters: Mutex::new(Vec::new()),
             sync_every_write: AtomicBool::new(config.flush_messages <= 1),
             synced_through: tokio::sync::Mutex::new(end),
@@ -193,6 +205,7 @@ impl Partition {
             high_watermark: watch::channel(start).0,
             min_insync: std::sync::atomic::AtomicUsize::new(config.min_insync_replicas),
             compacted: AtomicBool::new(config.cleanup_compact),
+            moving: Mutex::new(None),
         })
     }
 
@@ -374,6 +387,7 @@ impl Partition {
     /// Removes everything at and above `offset` (a follower matching its new leader's log).
     pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
         let mut state = self.state.write();
+        state.rewrites += 1;
         state.log.truncate_to(offset)?;
         let end = state.log.log_end_offset();
         state.producers = restore_producers(&state.log)?;
@@ -389,6 +403,7 @@ impl Partition {
     /// Empties the log and restarts it at `offset` (a follower far behind the leader's start).
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
         let mut state = self.state.write();
+        state.rewrites += 1;
         state.log.truncate_fully_and_start_at(offset)?;
         state.producers = ProducerStateTable::default();
         if let Err(e) = crate::producer::remove_snapshots(state.log.dir()) {
@@ -465,6 +480,7 @@ impl Partition {
     /// nothing from now on, and writes waiting for replication hear NOT_LEADER_OR_FOLLOWER,
     /// so idempotent producers retry with the same sequence elsewhere.
     pub fn retire(&self) {
+        self.cancel_move();
         {
             let mut replication = self.replication.lock();
             replication.role = Role::Offline;
