@@ -270,7 +270,8 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 );
                 assert_eq!(
                     env.jsonpath("default", policy, "{.spec.ingress[1].ports[*].port}")?,
-                    "9094 9095"
+                    "9094 9095 9404",
+                    "the listeners and the metrics port"
                 );
                 assert_eq!(
                     env.jsonpath("default", policy, "{.spec.ingress[0].from[1].podSelector.matchLabels.app\\.kubernetes\\.io/name}")?,
