@@ -438,9 +438,14 @@ impl Default for ListenersSpec {
     }
 }
 
-/// A persistent volume per broker, from the StatefulSet's volume claim template.
+/// Persistent volumes per broker, from the StatefulSet's volume claim templates: one, or
+/// several (JBOD) when `volumes` lists them.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.id == v.id))")
+        .message("spec.storage.volumes: each volume needs an id of its own")
+)]
 pub struct StorageSpec {
     /// Volume size as a Kubernetes quantity, for example `10Gi`.
     #[serde(default = "default_storage_size")]
@@ -453,6 +458,32 @@ pub struct StorageSpec {
     /// kept in both cases (a broker scaled back in finds its old volume).
     #[serde(default)]
     pub delete_claim: bool,
+    /// Several volumes per broker (JBOD): each is a claim of its own, mounted at
+    /// `/var/lib/oxbow/data-<id>`, and its log directory `/var/lib/oxbow/data-<id>/log` is one of
+    /// the broker's `log.dirs`; a new partition goes to the directory holding the fewest, and
+    /// `kafka-reassign-partitions.sh` moves a replica between them. Empty: one volume of `size`.
+    /// Volumes cannot be added or removed once the brokers run; each can grow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_VOLUMES))]
+    pub volumes: Vec<VolumeSpec>,
+}
+
+/// The most JBOD volumes a broker has.
+pub const MAX_VOLUMES: usize = 16;
+
+/// One of a broker's JBOD volumes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSpec {
+    /// Names the volume: its claim template is `data-<id>`.
+    #[schemars(range(min = 0, max = 999))]
+    pub id: u32,
+    /// Volume size as a Kubernetes quantity; `spec.storage.size` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Storage class of this volume; `spec.storage.storageClassName` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
 }
 
 fn default_storage_size() -> String {
@@ -465,6 +496,7 @@ impl Default for StorageSpec {
             size: default_storage_size(),
             storage_class_name: None,
             delete_claim: false,
+            volumes: Vec::new(),
         }
     }
 }

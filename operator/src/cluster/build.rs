@@ -49,16 +49,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::validate::{parse_quantity, port_name, protocol, ValidatedCluster, AUTHORIZER_CLASS};
+use super::validate::{
+    parse_quantity, port_name, protocol, DataVolume, ValidatedCluster, AUTHORIZER_CLASS,
+};
 use crate::crd::ListenerType;
 
 /// Pod-template annotation holding a hash of everything that must restart the brokers when it
 /// changes (shared configuration, quorum, image): a change rolls the pods one at a time.
 pub const CONFIG_HASH_ANNOTATION: &str = "oxbow.dev/config-hash";
-/// Where the broker data volume is mounted; `log.dirs` is a directory inside it, so a
-/// filesystem's `lost+found` never sits among the partitions.
-pub const DATA_MOUNT: &str = "/var/lib/oxbow";
-pub const LOG_DIR: &str = "/var/lib/oxbow/data";
 /// Where the ConfigMap is mounted.
 pub const CONFIG_MOUNT: &str = "/etc/oxbow";
 /// The broker runs as this unprivileged user (the image's `nonroot` user).
@@ -83,7 +81,6 @@ pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/servicea
 
 const CONTAINER: &str = "broker";
 const INIT_CONTAINER: &str = "broker-init";
-const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
 const RUN_VOLUME: &str = "run";
 const TOKEN_VOLUME: &str = "kube-api-access";
@@ -324,7 +321,15 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
             "inter.broker.listener.name".to_string(),
             "PLAINTEXT".to_string(),
         ),
-        ("log.dirs".to_string(), LOG_DIR.to_string()),
+        (
+            "log.dirs".to_string(),
+            cluster
+                .volumes
+                .iter()
+                .map(DataVolume::log_dir)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         (
             "metrics.address".to_string(),
             cluster
@@ -779,10 +784,12 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
 }
 
 fn broker_mounts(cluster: &ValidatedCluster) -> Vec<VolumeMount> {
-    let mut mounts = vec![
-        mount(DATA_VOLUME, DATA_MOUNT, false),
-        mount(CONFIG_VOLUME, CONFIG_MOUNT, true),
-    ];
+    let mut mounts: Vec<VolumeMount> = cluster
+        .volumes
+        .iter()
+        .map(|v| mount(&v.claim_template(), &v.mount_path(), false))
+        .collect();
+    mounts.push(mount(CONFIG_VOLUME, CONFIG_MOUNT, true));
     if cluster.needs_init() {
         mounts.push(mount(RUN_VOLUME, RUN_MOUNT, true));
     }
@@ -1070,20 +1077,20 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
     }
 }
 
-fn volume_claim_template(cluster: &ValidatedCluster) -> PersistentVolumeClaim {
+fn volume_claim_template(cluster: &ValidatedCluster, volume: &DataVolume) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some(DATA_VOLUME.to_string()),
+            name: Some(volume.claim_template()),
             labels: Some(selector_labels(cluster)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".to_string()]),
-            storage_class_name: cluster.storage_class_name.clone(),
+            storage_class_name: volume.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
-                    Quantity(cluster.storage_size.clone()),
+                    Quantity(volume.size.clone()),
                 )])),
                 ..VolumeResourceRequirements::default()
             }),
@@ -1136,30 +1143,59 @@ pub fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
                 },
             ),
             template: pod_template(cluster),
-            volume_claim_templates: Some(vec![volume_claim_template(cluster)]),
+            volume_claim_templates: Some(
+                cluster
+                    .volumes
+                    .iter()
+                    .map(|volume| volume_claim_template(cluster, volume))
+                    .collect(),
+            ),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
     }
 }
 
-/// The storage request and class of a StatefulSet's first volume claim template.
-fn claim_storage(sts: &StatefulSet) -> Option<(String, Option<String>)> {
-    let claim = sts
+/// Each volume claim template of a StatefulSet, by name: its storage request and class.
+fn claim_storage(sts: &StatefulSet) -> BTreeMap<String, (String, Option<String>)> {
+    let templates = sts
         .spec
-        .as_ref()?
-        .volume_claim_templates
-        .as_ref()?
-        .first()?
-        .spec
-        .as_ref()?;
-    let size = claim
-        .resources
         .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|requests| requests.get("storage"))
-        .map(|q| q.0.clone())?;
-    Some((size, claim.storage_class_name.clone()))
+        .and_then(|s| s.volume_claim_templates.as_ref());
+    templates
+        .into_iter()
+        .flatten()
+        .filter_map(|template| {
+            let claim = template.spec.as_ref()?;
+            let size = claim
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|requests| requests.get("storage"))
+                .map(|q| q.0.clone())?;
+            Some((
+                template.metadata.name.clone()?,
+                (size, claim.storage_class_name.clone()),
+            ))
+        })
+        .collect()
+}
+
+/// The spec field that sizes the volumes of claim template `template`.
+pub fn volume_field(template: &str) -> String {
+    match template.strip_prefix("data-") {
+        Some(id) => format!("spec.storage.volumes[id={id}]"),
+        None => "spec.storage".to_string(),
+    }
+}
+
+/// One volume claim template whose claims grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeGrowth {
+    /// The claim template: the claims are `<template>-<pod>`.
+    pub template: String,
+    pub from: String,
+    pub to: String,
 }
 
 /// What the spec's storage asks of the volumes the running brokers have.
@@ -1169,48 +1205,73 @@ pub enum StorageChange {
     Unchanged,
     /// Larger volumes of the same class: the claims grow in place, if their StorageClass
     /// allows it, and the StatefulSet is made again with the larger templates.
-    Grow { from: String, to: String },
-    /// What volumes cannot do (shrink, change class), with why.
+    Grow(Vec<VolumeGrowth>),
+    /// What volumes cannot do (shrink, change class, be added or removed), with why.
     Refused(String),
 }
 
 /// Compares the volume claims `stateful_set` asks for with those of the `running` one.
 pub fn storage_change(stateful_set: &StatefulSet, running: Option<&StatefulSet>) -> StorageChange {
-    let Some((had_size, had_class)) = running.and_then(claim_storage) else {
+    let had = running.map(claim_storage).unwrap_or_default();
+    if had.is_empty() {
         return StorageChange::Unchanged;
-    };
-    let Some((size, class)) = claim_storage(stateful_set) else {
+    }
+    let wanted = claim_storage(stateful_set);
+    if wanted.is_empty() {
         return StorageChange::Unchanged;
-    };
-    let back = format!(
-        "set spec.storage back to size {had_size}{}",
-        had_class
-            .as_ref()
-            .map(|class| format!(", storageClassName {class}"))
-            .unwrap_or_default()
-    );
-    if class != had_class {
-        let name = |class: &Option<String>| {
-            class
-                .clone()
-                .unwrap_or_else(|| "the cluster's default".to_string())
-        };
+    }
+    if !had.keys().eq(wanted.keys()) {
+        let names = |m: &BTreeMap<String, _>| m.keys().cloned().collect::<Vec<_>>().join(", ");
         return StorageChange::Refused(format!(
-            "spec.storage.storageClassName is {} but the volumes were created with {}: a volume cannot change class, so they are kept as they are ({back}; every other change is applied)",
-            name(&class),
-            name(&had_class)
+            "spec.storage asks for the volumes {} but the brokers were created with {}: volumes cannot be added to or removed from running brokers, so they are kept as they are (set spec.storage.volumes back; every other change is applied)",
+            names(&wanted),
+            names(&had)
         ));
     }
-    match (parse_quantity(&size), parse_quantity(&had_size)) {
-        (Ok(wanted), Ok(had)) if wanted > had => StorageChange::Grow {
-            from: had_size,
-            to: size,
-        },
-        (Ok(wanted), Ok(had)) if wanted == had => StorageChange::Unchanged,
-        _ if size == had_size => StorageChange::Unchanged,
-        _ => StorageChange::Refused(format!(
-            "spec.storage.size is {size} but the brokers' volumes have {had_size}: a volume cannot shrink, so they are kept as they are ({back}; every other change is applied)"
-        )),
+    let mut growth = Vec::new();
+    for (template, (size, class)) in wanted {
+        let Some((had_size, had_class)) = had.get(&template).cloned() else {
+            continue;
+        };
+        let field = volume_field(&template);
+        let back = format!(
+            "set {field} back to size {had_size}{}",
+            had_class
+                .as_ref()
+                .map(|class| format!(", storageClassName {class}"))
+                .unwrap_or_default()
+        );
+        if class != had_class {
+            let name = |class: &Option<String>| {
+                class
+                    .clone()
+                    .unwrap_or_else(|| "the cluster's default".to_string())
+            };
+            return StorageChange::Refused(format!(
+                "{field}.storageClassName is {} but the volumes were created with {}: a volume cannot change class, so they are kept as they are ({back}; every other change is applied)",
+                name(&class),
+                name(&had_class)
+            ));
+        }
+        match (parse_quantity(&size), parse_quantity(&had_size)) {
+            (Ok(wanted), Ok(had)) if wanted > had => growth.push(VolumeGrowth {
+                template,
+                from: had_size,
+                to: size,
+            }),
+            (Ok(wanted), Ok(had)) if wanted == had => {}
+            _ if size == had_size => {}
+            _ => {
+                return StorageChange::Refused(format!(
+                    "{field}.size is {size} but the brokers' volumes have {had_size}: a volume cannot shrink, so they are kept as they are ({back}; every other change is applied)"
+                ))
+            }
+        }
+    }
+    if growth.is_empty() {
+        StorageChange::Unchanged
+    } else {
+        StorageChange::Grow(growth)
     }
 }
 
@@ -1226,9 +1287,10 @@ pub fn keep_volume_claims(stateful_set: &mut StatefulSet, running: Option<&State
     }
 }
 
-/// The claim of broker `ordinal`'s data volume, as the StatefulSet controller names it.
-pub fn data_claim_name(cluster: &ValidatedCluster, ordinal: i32) -> String {
-    format!("{DATA_VOLUME}-{}", cluster.pod_name(ordinal))
+/// The claim of broker `ordinal`'s volume from claim template `template`, as the StatefulSet
+/// controller names it.
+pub fn claim_name(cluster: &ValidatedCluster, template: &str, ordinal: i32) -> String {
+    format!("{template}-{}", cluster.pod_name(ordinal))
 }
 
 /// At most one broker down for voluntary disruptions (node drains, upgrades).
@@ -1370,7 +1432,7 @@ mod tests {
              2@main-2.main-brokers.streaming.svc.cluster.local:9093"
         );
         assert_eq!(zero["controller.listener.names"], "CONTROLLER");
-        assert_eq!(zero["log.dirs"], LOG_DIR);
+        assert_eq!(zero["log.dirs"], "/var/lib/oxbow/data");
         assert_eq!(zero["metrics.address"], "0.0.0.0:9404");
         assert_eq!(zero["default.replication.factor"], "3");
         assert_eq!(zero["min.insync.replicas"], "2");
@@ -1530,10 +1592,11 @@ mod tests {
         let grown = stateful_set(&with("  replicas: 4\n  storage:\n    size: 20Gi"));
         assert_eq!(
             storage_change(&grown, Some(&running)),
-            StorageChange::Grow {
+            StorageChange::Grow(vec![VolumeGrowth {
+                template: "data".to_string(),
                 from: "10Gi".to_string(),
                 to: "20Gi".to_string()
-            }
+            }])
         );
         let mut shrunk = stateful_set(&with("  replicas: 4\n  storage:\n    size: 5Gi"));
         let StorageChange::Refused(why) = storage_change(&shrunk, Some(&running)) else {
@@ -1571,7 +1634,97 @@ mod tests {
         );
         let new = stateful_set(&with("  storage:\n    size: 20Gi"));
         assert_eq!(storage_change(&new, None), StorageChange::Unchanged);
-        assert_eq!(data_claim_name(&valid(MINIMAL_CLUSTER), 2), "data-main-2");
+        assert_eq!(
+            claim_name(&valid(MINIMAL_CLUSTER), "data", 2),
+            "data-main-2"
+        );
+    }
+
+    const JBOD: &str = "  storage:\n    size: 20Gi\n    storageClassName: fast\n    volumes:\n      - id: 1\n        size: 50Gi\n      - id: 0\n        storageClassName: slow";
+
+    #[test]
+    fn jbod_volumes_are_claims_of_their_own_each_a_log_directory() {
+        let cluster = with(JBOD);
+        let sts = stateful_set(&cluster);
+        let spec = sts.spec.clone().expect("spec");
+        let claims: Vec<_> = spec
+            .volume_claim_templates
+            .expect("claims")
+            .into_iter()
+            .map(|claim| {
+                let spec = claim.spec.expect("claim spec");
+                (
+                    claim.metadata.name.expect("name"),
+                    spec.resources.and_then(|r| r.requests).expect("requests")["storage"]
+                        .0
+                        .clone(),
+                    spec.storage_class_name.expect("class"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            claims,
+            [
+                ("data-0".to_string(), "20Gi".to_string(), "slow".to_string()),
+                ("data-1".to_string(), "50Gi".to_string(), "fast".to_string()),
+            ],
+            "ordered by id; size and class default to spec.storage's"
+        );
+        let mounts: Vec<_> = container(&sts)
+            .volume_mounts
+            .expect("mounts")
+            .into_iter()
+            .filter(|m| m.name.starts_with("data"))
+            .map(|m| (m.name, m.mount_path))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("data-0".to_string(), "/var/lib/oxbow/data-0".to_string()),
+                ("data-1".to_string(), "/var/lib/oxbow/data-1".to_string()),
+            ]
+        );
+        let configs = config_map(&cluster).data.expect("data");
+        let zero = properties(&configs["main-0.properties"]);
+        assert_eq!(
+            zero["log.dirs"],
+            "/var/lib/oxbow/data-0/log,/var/lib/oxbow/data-1/log"
+        );
+    }
+
+    #[test]
+    fn a_jbod_volume_grows_on_its_own_and_volumes_are_neither_added_nor_removed() {
+        let running = stateful_set(&with(JBOD));
+        let grown = stateful_set(&with(&JBOD.replace("50Gi", "80Gi")));
+        assert_eq!(
+            storage_change(&grown, Some(&running)),
+            StorageChange::Grow(vec![VolumeGrowth {
+                template: "data-1".to_string(),
+                from: "50Gi".to_string(),
+                to: "80Gi".to_string()
+            }])
+        );
+        let shrunk = stateful_set(&with(&JBOD.replace("50Gi", "40Gi")));
+        let StorageChange::Refused(why) = storage_change(&shrunk, Some(&running)) else {
+            panic!("a smaller volume is refused");
+        };
+        assert!(
+            why.contains("spec.storage.volumes[id=1].size is 40Gi"),
+            "{why}"
+        );
+        let added = stateful_set(&with(&format!("{JBOD}\n      - id: 2")));
+        let StorageChange::Refused(why) = storage_change(&added, Some(&running)) else {
+            panic!("an added volume is refused");
+        };
+        assert!(
+            why.contains("data-0, data-1, data-2") && why.contains("created with data-0, data-1"),
+            "{why}"
+        );
+        let single = stateful_set(&valid(MINIMAL_CLUSTER));
+        assert!(matches!(
+            storage_change(&single, Some(&running)),
+            StorageChange::Refused(_)
+        ));
     }
 
     #[test]
@@ -1596,10 +1749,10 @@ mod tests {
             "no image default arguments override the file"
         );
         let mounts = c.volume_mounts.expect("mounts");
-        assert_eq!(mounts[0].mount_path, DATA_MOUNT);
+        assert_eq!(mounts[0].mount_path, "/var/lib/oxbow");
+        assert_eq!(mounts[0].name, "data");
         assert_eq!(mounts[1].mount_path, CONFIG_MOUNT);
         assert_eq!(mounts[1].read_only, Some(true));
-        assert!(LOG_DIR.starts_with(DATA_MOUNT));
     }
 
     #[test]

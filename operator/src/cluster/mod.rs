@@ -50,8 +50,8 @@ use crate::crd::{
 };
 use crate::metrics::{BalanceFigures, CLUSTER};
 use build::{
-    build, build_running, data_claim_name, external_services, keep_volume_claims, selector_string,
-    storage_change, ClusterResources, StorageChange,
+    build, build_running, claim_name, external_services, keep_volume_claims, selector_string,
+    storage_change, volume_field, ClusterResources, StorageChange, VolumeGrowth,
 };
 use roll::{next_restart, preferred_elections, RollStep, MANUAL_ROLL_ANNOTATION};
 use scaling::{decide, ScalingDecision, ScalingInput};
@@ -461,10 +461,8 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
             let storage_refused = match storage_change(&resources.stateful_set, existing.as_ref()) {
                 StorageChange::Unchanged => None,
                 StorageChange::Refused(why) => Some(why),
-                StorageChange::Grow { from, to } => match &existing {
-                    Some(running) => {
-                        grow_volumes(&ctx, &cluster, &valid, running, &from, &to).await?
-                    }
+                StorageChange::Grow(growth) => match &existing {
+                    Some(running) => grow_volumes(&ctx, &cluster, &valid, running, &growth).await?,
                     None => None,
                 },
             };
@@ -733,12 +731,17 @@ async fn restart_for_filesystem_resize(
         if pod.terminating || pod.restart_requested {
             continue;
         }
-        let claim_name = data_claim_name(cluster, *ordinal);
+        let names: Vec<String> = cluster
+            .volumes
+            .iter()
+            .map(|v| claim_name(cluster, &v.claim_template(), *ordinal))
+            .collect();
         let Some(pending_since) = listed
             .items
             .iter()
-            .filter(|claim| claim.name_any() == claim_name)
-            .find_map(filesystem_resize_pending_since)
+            .filter(|claim| names.contains(&claim.name_any()))
+            .filter_map(filesystem_resize_pending_since)
+            .min()
         else {
             continue;
         };
@@ -966,18 +969,16 @@ pub async fn apply(
     apply_one(client, namespace, &resources.stateful_set).await
 }
 
-/// Grows the claims of the `running` brokers from `from` to `to` when their StorageClass
-/// allows it, then deletes the StatefulSet, leaving its pods running, for [`apply`] to make
-/// again with the larger claim templates (which cannot change in place); the new StatefulSet
-/// adopts the pods, so no broker restarts. Returns why not when a claim's class does not
-/// allow it.
+/// Grows the claims of the `running` brokers as `growth` says when their StorageClass allows
+/// it, then deletes the StatefulSet, leaving its pods running, for [`apply`] to make again with
+/// the larger claim templates (which cannot change in place); the new StatefulSet adopts the
+/// pods, so no broker restarts. Returns why not when a claim's class does not allow it.
 async fn grow_volumes(
     ctx: &Context,
     cluster: &KafkaCluster,
     valid: &ValidatedCluster,
     running: &StatefulSet,
-    from: &str,
-    to: &str,
+    growth: &[VolumeGrowth],
 ) -> Result<Option<String>, Error> {
     let failed = |source| Error::GrowVolumes {
         namespace: valid.namespace.clone(),
@@ -988,21 +989,25 @@ async fn grow_volumes(
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &valid.namespace);
     let classes: Api<StorageClass> = Api::all(ctx.client.clone());
     let mut found = Vec::new();
-    for ordinal in 0..brokers {
-        let name = data_claim_name(valid, ordinal);
-        if let Some(claim) = claims.get_opt(&name).await.map_err(failed)? {
-            found.push((name, claim));
+    for grow in growth {
+        for ordinal in 0..brokers {
+            let name = claim_name(valid, &grow.template, ordinal);
+            if let Some(claim) = claims.get_opt(&name).await.map_err(failed)? {
+                found.push((grow, name, claim));
+            }
         }
     }
-    let back = format!("set spec.storage.size back to {from}");
-    for (name, claim) in &found {
+    for (grow, name, claim) in &found {
+        let VolumeGrowth { from, to, template } = grow;
+        let field = volume_field(template);
+        let back = format!("set {field}.size back to {from}");
         let Some(class) = claim
             .spec
             .as_ref()
             .and_then(|s| s.storage_class_name.clone())
         else {
             return Ok(Some(format!(
-                "spec.storage.size is {to} but claim {name} has no StorageClass, so it cannot grow ({back})"
+                "{field}.size is {to} but claim {name} has no StorageClass, so it cannot grow ({back})"
             )));
         };
         let expandable = classes
@@ -1013,26 +1018,28 @@ async fn grow_volumes(
             .unwrap_or(false);
         if !expandable {
             return Ok(Some(format!(
-                "spec.storage.size is {to} but StorageClass {class} of claim {name} does not allow volume expansion (allowVolumeExpansion), so the volumes stay at {from} ({back}, or allow expansion)"
+                "{field}.size is {to} but StorageClass {class} of claim {name} does not allow volume expansion (allowVolumeExpansion), so the volumes stay at {from} ({back}, or allow expansion)"
             )));
         }
     }
-    for (name, _) in &found {
-        let grow = serde_json::json!({"spec": {"resources": {"requests": {"storage": to}}}});
+    for (grow, name, _) in &found {
+        let grow = serde_json::json!({"spec": {"resources": {"requests": {"storage": grow.to}}}});
         claims
             .patch(name, &PatchParams::default(), &Patch::Merge(&grow))
             .await
             .map_err(failed)?;
     }
+    let what = growth
+        .iter()
+        .map(|g| format!("{} from {} to {}", g.template, g.from, g.to))
+        .collect::<Vec<_>>()
+        .join(", ");
     publish(
         ctx,
         cluster,
         EventType::Normal,
         "VolumesGrowing",
-        format!(
-            "growing the volumes of {} brokers from {from} to {to}",
-            found.len()
-        ),
+        format!("growing {} claims: {what}", found.len()),
     )
     .await;
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &valid.namespace);

@@ -1,7 +1,7 @@
 //! Validation of a `KafkaCluster`: the raw resource in, a [`ValidatedCluster`] out that holds
 //! everything the builders need, resolved once. Pure: no I/O, so every rule is unit-tested.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -10,7 +10,8 @@ use kube::Resource;
 
 use crate::crd::{
     AdminCredentials, AuthorizationSpec, CertificateAuthority, ClientAuth, KafkaCluster,
-    ListenerSpec, ListenerTls, ListenerType, PodTemplateOverrides, PullPolicy, MAX_CLUSTER_NAME,
+    ListenerSpec, ListenerTls, ListenerType, PodTemplateOverrides, PullPolicy, StorageSpec,
+    MAX_CLUSTER_NAME, MAX_VOLUMES,
 };
 
 /// Settings the operator was started with that shape every cluster.
@@ -149,8 +150,8 @@ pub struct ValidatedCluster {
     pub controller_port: i32,
     /// Port of the metrics endpoint, `None` when metrics are off.
     pub metrics_port: Option<i32>,
-    pub storage_size: String,
-    pub storage_class_name: Option<String>,
+    /// Each broker's data volumes: one, or several (JBOD).
+    pub volumes: Vec<DataVolume>,
     pub delete_claim: bool,
     pub resources: Option<ResourceRequirements>,
     pub rack_topology_key: Option<String>,
@@ -188,6 +189,127 @@ pub struct ValidatedCluster {
     /// `<cluster>-broker-certs`): a change rolls the brokers. The reconciler fills this in
     /// once it has made the certificates.
     pub certificates_generation: u64,
+}
+
+/// One of a broker's data volumes: its claim template, where it is mounted, and the log
+/// directory in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataVolume {
+    /// The JBOD volume's id; `None` for the single volume of a cluster without `volumes`.
+    pub id: Option<u32>,
+    pub size: String,
+    pub storage_class_name: Option<String>,
+}
+
+impl DataVolume {
+    /// The StatefulSet's claim template (and pod volume) name; the claims are
+    /// `<template>-<pod>`.
+    pub fn claim_template(&self) -> String {
+        match self.id {
+            None => "data".to_string(),
+            Some(id) => format!("data-{id}"),
+        }
+    }
+
+    /// Where the broker container mounts it.
+    pub fn mount_path(&self) -> String {
+        match self.id {
+            None => DATA_MOUNT.to_string(),
+            Some(id) => format!("{DATA_MOUNT}/data-{id}"),
+        }
+    }
+
+    /// The log directory inside it: a directory, not the mount point, so a filesystem's own
+    /// entries (`lost+found`) are never taken for partitions.
+    pub fn log_dir(&self) -> String {
+        match self.id {
+            None => format!("{DATA_MOUNT}/data"),
+            Some(id) => format!("{DATA_MOUNT}/data-{id}/log"),
+        }
+    }
+}
+
+/// Where the broker's data volume is mounted (under it, each JBOD volume's mount).
+pub const DATA_MOUNT: &str = "/var/lib/oxbow";
+
+/// The volumes `storage` asks for, in the order of their ids.
+fn data_volumes(storage: &StorageSpec) -> Vec<DataVolume> {
+    if storage.volumes.is_empty() {
+        return vec![DataVolume {
+            id: None,
+            size: storage.size.clone(),
+            storage_class_name: storage.storage_class_name.clone(),
+        }];
+    }
+    let mut volumes: Vec<DataVolume> = storage
+        .volumes
+        .iter()
+        .map(|v| DataVolume {
+            id: Some(v.id),
+            size: v.size.clone().unwrap_or_else(|| storage.size.clone()),
+            storage_class_name: v
+                .storage_class_name
+                .clone()
+                .or_else(|| storage.storage_class_name.clone()),
+        })
+        .collect();
+    volumes.sort_by_key(|v| v.id);
+    volumes
+}
+
+fn check_storage(storage: &StorageSpec, problems: &mut Vec<String>) {
+    let mut check_size = |field: &str, size: &str| match parse_quantity(size) {
+        Ok(bytes) if bytes < MIN_STORAGE_BYTES => {
+            problems.push(format!("{field} `{size}` is less than 1Mi"))
+        }
+        Ok(_) => {}
+        Err(why) => problems.push(format!(
+            "{field} `{size}` is not a quantity: {why} (for example 10Gi)"
+        )),
+    };
+    check_size("spec.storage.size", &storage.size);
+    for volume in &storage.volumes {
+        if let Some(size) = &volume.size {
+            check_size(
+                &format!("spec.storage.volumes[id={}].size", volume.id),
+                size,
+            );
+        }
+    }
+    let classes = std::iter::once((
+        "spec.storage.storageClassName".to_string(),
+        &storage.storage_class_name,
+    ))
+    .chain(storage.volumes.iter().map(|v| {
+        (
+            format!("spec.storage.volumes[id={}].storageClassName", v.id),
+            &v.storage_class_name,
+        )
+    }));
+    for (field, class) in classes {
+        if let Some(class) = class {
+            if !is_dns_subdomain(class) {
+                problems.push(format!(
+                    "{field} `{class}` is not a valid storage class name"
+                ));
+            }
+        }
+    }
+    let mut ids = BTreeSet::new();
+    for volume in &storage.volumes {
+        if !ids.insert(volume.id) {
+            problems.push(format!(
+                "spec.storage.volumes lists id {} twice: each volume needs an id of its own",
+                volume.id
+            ));
+        }
+    }
+    if storage.volumes.len() > MAX_VOLUMES {
+        problems.push(format!(
+            "spec.storage.volumes lists {} volumes; a broker has at most {MAX_VOLUMES}",
+            storage.volumes.len()
+        ));
+    }
 }
 
 impl ValidatedCluster {
@@ -508,24 +630,7 @@ pub fn validate(
         &mut problems,
     );
 
-    match parse_quantity(&spec.storage.size) {
-        Ok(bytes) if bytes < MIN_STORAGE_BYTES => problems.push(format!(
-            "spec.storage.size `{}` is less than 1Mi",
-            spec.storage.size
-        )),
-        Ok(_) => {}
-        Err(why) => problems.push(format!(
-            "spec.storage.size `{}` is not a quantity: {why} (for example 10Gi)",
-            spec.storage.size
-        )),
-    }
-    if let Some(class) = &spec.storage.storage_class_name {
-        if !is_dns_subdomain(class) {
-            problems.push(format!(
-                "spec.storage.storageClassName `{class}` is not a valid storage class name"
-            ));
-        }
-    }
+    check_storage(&spec.storage, &mut problems);
 
     if let Some(rack) = &spec.rack {
         if !is_label_key(&rack.topology_key) {
@@ -599,8 +704,7 @@ pub fn validate(
         client_port: listeners.client_port,
         controller_port: listeners.controller_port,
         metrics_port: spec.metrics.enabled.then_some(spec.metrics.port),
-        storage_size: spec.storage.size.clone(),
-        storage_class_name: spec.storage.storage_class_name.clone(),
+        volumes: data_volumes(&spec.storage),
         delete_claim: spec.storage.delete_claim,
         resources: spec.resources.clone(),
         rack_topology_key: spec.rack.as_ref().map(|r| r.topology_key.clone()),
@@ -913,7 +1017,8 @@ mod tests {
         assert_eq!(valid.image, "registry.example/oxbow-broker:9.9");
         assert_eq!(valid.client_port, 9092);
         assert_eq!(valid.metrics_port, Some(9404));
-        assert_eq!(valid.storage_size, "10Gi");
+        assert_eq!(valid.volumes[0].size, "10Gi");
+        assert_eq!(valid.volumes[0].claim_template(), "data");
         assert_eq!(valid.owner.kind, "KafkaCluster");
         assert_eq!(valid.owner.controller, Some(true));
         assert_eq!(
@@ -964,6 +1069,34 @@ mod tests {
         assert!(message.contains("must start with a letter"), "{message}");
         let message = one_problem(&MINIMAL_CLUSTER.replace("name: main", "name: Main"));
         assert!(message.contains("lowercase"), "{message}");
+    }
+
+    #[test]
+    fn jbod_volumes_need_ids_of_their_own_and_valid_sizes_and_classes() {
+        let yaml = format!(
+            "{MINIMAL_CLUSTER}\n  storage:\n    volumes:\n      - id: 3\n        size: lots\n      - id: 3\n        storageClassName: Fast_SSD\n"
+        );
+        let cluster = cluster(&yaml);
+        let Err(invalid) = validate(&cluster, &OperatorSettings::default()) else {
+            panic!("refused");
+        };
+        let all = invalid.problems.join("\n");
+        assert!(
+            all.contains("spec.storage.volumes[id=3].size `lots`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("spec.storage.volumes[id=3].storageClassName `Fast_SSD`"),
+            "{all}"
+        );
+        assert!(all.contains("lists id 3 twice"), "{all}");
+        let volumes = (0..17)
+            .map(|id| format!("      - id: {id}\n"))
+            .collect::<String>();
+        let message = one_problem(&format!(
+            "{MINIMAL_CLUSTER}\n  storage:\n    volumes:\n{volumes}"
+        ));
+        assert!(message.contains("at most 16"), "{message}");
     }
 
     #[test]
