@@ -1181,6 +1181,30 @@ fn claim_storage(sts: &StatefulSet) -> BTreeMap<String, (String, Option<String>)
         .collect()
 }
 
+/// The volumes the `running` StatefulSet's brokers have, read back from its claim templates;
+/// `None` when one is not a template the operator makes.
+pub fn running_volumes(running: &StatefulSet) -> Option<Vec<DataVolume>> {
+    let templates = claim_storage(running);
+    if templates.is_empty() {
+        return None;
+    }
+    templates
+        .into_iter()
+        .map(|(template, (size, storage_class_name))| {
+            let id = match template.strip_prefix("data-") {
+                Some(id) => Some(id.parse().ok()?),
+                None if template == "data" => None,
+                None => return None,
+            };
+            Some(DataVolume {
+                id,
+                size,
+                storage_class_name,
+            })
+        })
+        .collect()
+}
+
 /// The spec field that sizes the volumes of claim template `template`.
 pub fn volume_field(template: &str) -> String {
     match template.strip_prefix("data-") {
@@ -1725,6 +1749,12 @@ mod tests {
             storage_change(&single, Some(&running)),
             StorageChange::Refused(_)
         ));
+        // Refused, the brokers keep what they have, read back from the running templates.
+        assert_eq!(running_volumes(&running), Some(with(JBOD).volumes));
+        assert_eq!(
+            running_volumes(&single),
+            Some(valid(MINIMAL_CLUSTER).volumes)
+        );
     }
 
     #[test]

@@ -50,8 +50,8 @@ use crate::crd::{
 };
 use crate::metrics::{BalanceFigures, CLUSTER};
 use build::{
-    build, build_running, claim_name, external_services, keep_volume_claims, selector_string,
-    storage_change, volume_field, ClusterResources, StorageChange, VolumeGrowth,
+    build, build_running, claim_name, external_services, keep_volume_claims, running_volumes,
+    selector_string, storage_change, volume_field, ClusterResources, StorageChange, VolumeGrowth,
 };
 use roll::{next_restart, preferred_elections, RollStep, MANUAL_ROLL_ANNOTATION};
 use scaling::{decide, ScalingDecision, ScalingInput};
@@ -467,6 +467,11 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 },
             };
             if storage_refused.is_some() {
+                // The brokers keep the volumes they have: their claims, mounts and log.dirs.
+                if let Some(kept) = existing.as_ref().and_then(running_volumes) {
+                    valid.volumes = kept;
+                    resources = build_running(&valid, decision.statefulset_replicas);
+                }
                 keep_volume_claims(&mut resources.stateful_set, existing.as_ref());
             }
             let statefulset = apply(&ctx.client, &namespace, &resources).await?;
