@@ -9,10 +9,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use thiserror::Error;
 use time::OffsetDateTime;
 
@@ -30,8 +33,10 @@ pub enum CertError {
     Parse { what: &'static str, reason: String },
     #[error("cannot issue a certificate: {0}")]
     Issue(String),
-    #[error("cannot draw a serial number: {0}")]
+    #[error("cannot draw random bytes: {0}")]
     Random(String),
+    #[error("cannot write a PKCS#12 store: {0}")]
+    Pkcs12(String),
 }
 
 fn issue_error(e: rcgen::Error) -> CertError {
@@ -95,6 +100,30 @@ fn serial() -> Result<SerialNumber, CertError> {
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;
     Ok(SerialNumber::from(bytes))
+}
+
+/// Length of a generated password: 32 letters and digits, about 190 bits.
+pub const PASSWORD_LENGTH: usize = 32;
+
+/// A password of [`PASSWORD_LENGTH`] letters and digits from the operating system's CSPRNG
+/// (bytes past the largest multiple of 62 are drawn again, so every character is as likely):
+/// SCRAM users' passwords and the PKCS#12 stores'.
+pub fn generate_password() -> Result<String, CertError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut password = String::with_capacity(PASSWORD_LENGTH);
+    while password.len() < PASSWORD_LENGTH {
+        let bytes = oxbow_broker::security::scram::random_bytes(64)
+            .map_err(|e| CertError::Random(e.to_string()))?;
+        for byte in bytes {
+            if password.len() == PASSWORD_LENGTH {
+                break;
+            }
+            if usize::from(byte) < 248 {
+                password.push(char::from(ALPHABET[usize::from(byte) % ALPHABET.len()]));
+            }
+        }
+    }
+    Ok(password)
 }
 
 /// The first certificate of a PEM text (a CA file may hold several).
@@ -249,6 +278,75 @@ impl Authority {
     }
 }
 
+/// The DER of each certificate in a PEM text.
+fn certificates_der(pem: &str, what: &'static str) -> Result<Vec<Certificate>, CertError> {
+    let parse = |reason: String| CertError::Parse { what, reason };
+    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|der| {
+            let der = der.map_err(|e| parse(e.to_string()))?;
+            Certificate::from_der(&der).map_err(|e| parse(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if certificates.is_empty() {
+        return Err(CertError::NoCertificate(what));
+    }
+    Ok(certificates)
+}
+
+/// A PKCS#12 key store (`.p12`) under `password`: the key of `key_pem` with its certificate
+/// `cert_pem` and the CA certificates of `ca_pem` after it, as entry `alias`. Encrypted as
+/// Java writes new stores (PBES2 with AES-256, HMAC-SHA256), so `ssl.keystore.type=PKCS12`
+/// clients, `keytool` and `openssl pkcs12` read it.
+pub fn pkcs12_keystore(
+    alias: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+    password: &str,
+) -> Result<Vec<u8>, CertError> {
+    let key =
+        PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| CertError::Parse {
+            what: "the private key",
+            reason: e.to_string(),
+        })?;
+    let key = PrivateKey::from_der(key.secret_pkcs8_der()).map_err(|e| CertError::Parse {
+        what: "the private key",
+        reason: e.to_string(),
+    })?;
+    let mut chain = certificates_der(cert_pem, "the certificate")?;
+    chain.extend(certificates_der(ca_pem, "the CA certificate")?);
+    let mut store = KeyStore::new();
+    store.add_entry(
+        alias,
+        KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(alias, key, chain)),
+    );
+    store
+        .writer(password)
+        .write()
+        .map_err(|e| CertError::Pkcs12(e.to_string()))
+}
+
+/// A PKCS#12 trust store under `password` holding each certificate of `ca_pem` as a trusted
+/// entry (`ca`, `ca-1`, ...), for `ssl.truststore.type=PKCS12` clients.
+pub fn pkcs12_truststore(ca_pem: &str, password: &str) -> Result<Vec<u8>, CertError> {
+    let mut store = KeyStore::new();
+    for (n, certificate) in certificates_der(ca_pem, "the CA certificate")?
+        .into_iter()
+        .enumerate()
+    {
+        let alias = if n == 0 {
+            "ca".to_string()
+        } else {
+            format!("ca-{n}")
+        };
+        store.add_entry(&alias, KeyStoreEntry::Certificate(certificate));
+    }
+    store
+        .writer(password)
+        .write()
+        .map_err(|e| CertError::Pkcs12(e.to_string()))
+}
+
 /// The names and expiry of a certificate (the first of `cert_pem`).
 pub fn facts(cert_pem: &str) -> Result<CertificateFacts, CertError> {
     let pem = first_certificate(cert_pem, "the certificate")?;
@@ -280,8 +378,7 @@ pub fn due(not_after: SystemTime, renewal_days: u32, now: SystemTime) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::pki_types::{ServerName, UnixTime};
 
     fn now() -> SystemTime {
         SystemTime::now()
@@ -361,6 +458,54 @@ mod tests {
         assert!(!due(ca.not_after(), 5, now()));
         assert!(due(ca.not_after(), 10, now()));
         assert!(due(ca.not_after(), 0, ca.not_after()));
+    }
+
+    #[test]
+    fn generated_passwords_are_long_distinct_letters_and_digits() {
+        let a = generate_password().expect("a password");
+        let b = generate_password().expect("a password");
+        assert_eq!(a.len(), PASSWORD_LENGTH);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn pkcs12_stores_hold_the_key_and_chain_and_open_only_with_their_password() {
+        let ca = Authority::generate("c", 10, now()).expect("CA");
+        let user = ca
+            .issue("billing", false, &[], Purpose::Client, 10, now())
+            .expect("user");
+        let p12 = pkcs12_keystore(
+            "billing",
+            &user.cert_pem,
+            &user.key_pem,
+            ca.cert_pem(),
+            "secret",
+        )
+        .expect("keystore");
+        let policy = p12_keystore::Pkcs12ImportPolicy::Strict;
+        let store = KeyStore::from_pkcs12(&p12, "secret", policy).expect("opens");
+        let (alias, chain) = store.private_key_chain().expect("a key entry");
+        assert_eq!(alias, "billing");
+        let der = |pem: &str| {
+            CertificateDer::from_pem_slice(pem.as_bytes())
+                .expect("PEM")
+                .to_vec()
+        };
+        let chain: Vec<Vec<u8>> = chain.certs().iter().map(|c| c.as_der().to_vec()).collect();
+        assert_eq!(chain, [der(&user.cert_pem), der(ca.cert_pem())]);
+        assert!(KeyStore::from_pkcs12(&p12, "wrong", policy).is_err());
+
+        let trust = pkcs12_truststore(ca.cert_pem(), "secret").expect("truststore");
+        let store = KeyStore::from_pkcs12(&trust, "secret", policy).expect("opens");
+        assert!(matches!(
+            store.entry("ca"),
+            Some(KeyStoreEntry::Certificate(c)) if c.as_der() == der(ca.cert_pem())
+        ));
+        assert!(matches!(
+            pkcs12_truststore("nothing", "secret"),
+            Err(CertError::NoCertificate(_))
+        ));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use oxbow_e2e::kube::env::{python_json, repository, runtime, sandboxed, EnvOptions, KubeEnv};
 use serde_json::{json, Value};
 
@@ -146,6 +148,18 @@ fn with_external_listener(example: &str) -> anyhow::Result<String> {
         "{name: EXTERNAL, port: 9095, type: loadbalancer, tls: {clientAuth: required}}",
     )?);
     Ok(serde_yaml::to_string(&cluster)?)
+}
+
+/// The bytes of key `key` of Secret `secret`.
+async fn secret_data(env: &KubeEnv, secret: &str, key: &str) -> anyhow::Result<Vec<u8>> {
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), "default");
+    secrets
+        .get(secret)
+        .await?
+        .data
+        .and_then(|data| data.get(key).map(|value| value.0.clone()))
+        .filter(|value| !value.is_empty())
+        .with_context(|| format!("no {key} in Secret {secret}"))
 }
 
 /// Writes key `key` of Secret `secret` to `dir/<file>` and returns the path.
@@ -483,6 +497,47 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                     "1"
                 );
                 assert_eq!(uids(&env)?, before_uids, "no broker restarted");
+
+                // The same user through the PKCS#12 stores, as a Java client reads them: its key
+                // store from its own Secret, the cluster CA's trust store from the CA's.
+                let keystore = dir.join("user.p12");
+                std::fs::write(&keystore, secret_data(&env, "billing", "user.p12").await?)?;
+                let truststore = dir.join("ca.p12");
+                std::fs::write(&truststore, secret_data(&env, "mtls-cluster-ca-cert", "ca.p12").await?)?;
+                let password = |secret: &str, key: &str| {
+                    let env = &env;
+                    let (secret, key) = (secret.to_string(), key.to_string());
+                    async move { anyhow::Ok(String::from_utf8(secret_data(env, &secret, &key).await?)?) }
+                };
+                let properties = dir.join("java-client.properties");
+                std::fs::write(
+                    &properties,
+                    format!(
+                        "security.protocol=SSL\nssl.keystore.type=PKCS12\nssl.keystore.location={}\nssl.keystore.password={}\nssl.truststore.type=PKCS12\nssl.truststore.location={}\nssl.truststore.password={}\n",
+                        keystore.display(),
+                        password("billing", "user.password").await?,
+                        truststore.display(),
+                        password("mtls-cluster-ca-cert", "ca.password").await?,
+                    ),
+                )?;
+                let config = properties.display().to_string();
+                let described = oxbow_e2e::kafka::tool(
+                    "kafka-topics",
+                    &["--bootstrap-server", BOOTSTRAP, "--command-config", &config, "--describe", "--topic", "billing-invoices"],
+                )?;
+                ensure!(
+                    described.stdout.contains("Topic: billing-invoices") && described.stdout.contains("PartitionCount: 3"),
+                    "kafka-topics through the PKCS#12 stores: {described}"
+                );
+                let denied = oxbow_e2e::kafka::run_tool(
+                    "kafka-topics",
+                    &["--bootstrap-server", BOOTSTRAP, "--command-config", &config, "--describe", "--topic", "payments"],
+                    None,
+                )?;
+                ensure!(
+                    !denied.success && denied.to_string().contains("TopicAuthorizationException"),
+                    "payments is denied to CN=billing through PKCS#12 too: {denied}"
+                );
                 Ok(())
             })
         },

@@ -8,7 +8,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::acl::AUTHORIZED_OPERATIONS_OMITTED;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::controller::unregister::{self, Refusal, UnregisterError};
@@ -23,16 +22,20 @@ pub(super) fn describe(
     context: &super::RequestContext,
     request: &DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    if !context.allowed_on_cluster(broker, Operation::Describe) {
-        return DescribeClusterResponse::default()
-            .with_endpoint_type(request.endpoint_type)
-            .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
-            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
-            .with_error_message(Some(str_bytes(&format!(
-                "{} may not describe the cluster",
-                context.principal
-            ))));
-    }
+    // Anyone may describe the cluster (as Kafka, which asks for DESCRIBE only before listing
+    // the operations the principal may perform on it: none without it).
+    let operations = if request.include_cluster_authorized_operations
+        && !context.allowed_on_cluster(broker, Operation::Describe)
+    {
+        0
+    } else {
+        context.authorized_operations(
+            broker,
+            request.include_cluster_authorized_operations,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        )
+    };
     let image = broker.image();
     let controller = broker
         .quorum
@@ -42,12 +45,7 @@ pub(super) fn describe(
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(&image.cluster_id))
         .with_controller_id(BrokerId(controller))
-        .with_cluster_authorized_operations(context.authorized_operations(
-            broker,
-            request.include_cluster_authorized_operations,
-            ResourceType::Cluster,
-            CLUSTER_NAME,
-        ));
+        .with_cluster_authorized_operations(operations);
     if request.endpoint_type == ENDPOINT_TYPE_CONTROLLER {
         return response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())

@@ -20,7 +20,7 @@ use kube::{Api, Client};
 
 use super::validate::{CaKind, ValidatedCluster};
 use super::{apply_one, Error};
-use crate::certs::{due, facts, Authority, Purpose};
+use crate::certs::{due, facts, generate_password, pkcs12_truststore, Authority, Purpose};
 use crate::crd::CertificateAuthority;
 
 /// Counts the renewals of a CA certificate (on its `-cert` Secret).
@@ -33,6 +33,9 @@ const ISSUED_BY_ANNOTATION: &str = "oxbow.dev/cluster-ca-cert-generation";
 pub const CERTIFICATES_GENERATION_ANNOTATION: &str = "oxbow.dev/certificates-generation";
 
 pub const CA_CERT_KEY: &str = "ca.crt";
+/// The CA certificate as a PKCS#12 trust store, and its password (as Strimzi names them).
+pub const CA_P12_KEY: &str = "ca.p12";
+pub const CA_P12_PASSWORD_KEY: &str = "ca.password";
 pub const CA_KEY_KEY: &str = "ca.key";
 
 /// The Secret with a CA's certificate (`ca.crt`).
@@ -53,12 +56,12 @@ pub struct LoadedCa {
 }
 
 /// Whether `secret` holds exactly `data`.
-pub fn holds(secret: &Secret, data: &BTreeMap<String, String>) -> bool {
+pub fn holds<V: AsRef<[u8]>>(secret: &Secret, data: &BTreeMap<String, V>) -> bool {
     secret.data.as_ref().is_some_and(|d| {
         d.len() == data.len()
             && data
                 .iter()
-                .all(|(k, v)| d.get(k).is_some_and(|have| have.0 == v.as_bytes()))
+                .all(|(k, v)| d.get(k).is_some_and(|have| have.0 == v.as_ref()))
     })
 }
 
@@ -131,11 +134,11 @@ pub async fn load_ca(
     }))
 }
 
-fn secret(
+fn secret<V: Into<Vec<u8>>>(
     valid: &ValidatedCluster,
     name: String,
     annotations: BTreeMap<String, String>,
-    data: BTreeMap<String, String>,
+    data: BTreeMap<String, V>,
 ) -> Secret {
     Secret {
         metadata: ObjectMeta {
@@ -149,11 +152,48 @@ fn secret(
         type_: Some("Opaque".to_string()),
         data: Some(
             data.into_iter()
-                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .map(|(k, v)| (k, ByteString(v.into())))
                 .collect(),
         ),
         ..Secret::default()
     }
+}
+
+/// Writes a CA's certificate Secret: `ca.crt`, and the same certificate as a PKCS#12 trust
+/// store (`ca.p12`) with its password (`ca.password`), for clients that take only PKCS#12.
+async fn write_ca_certificate(
+    client: &Client,
+    valid: &ValidatedCluster,
+    cert_name: &str,
+    authority: &Authority,
+    generation: u64,
+) -> Result<(), Error> {
+    let cert_error = |source| Error::Certificate {
+        namespace: valid.namespace.clone(),
+        name: cert_name.to_string(),
+        source,
+    };
+    let password = generate_password().map_err(cert_error)?;
+    let store = pkcs12_truststore(authority.cert_pem(), &password).map_err(cert_error)?;
+    apply_one(
+        client,
+        &valid.namespace,
+        &secret(
+            valid,
+            cert_name.to_string(),
+            BTreeMap::from([(CA_GENERATION_ANNOTATION.to_string(), generation.to_string())]),
+            BTreeMap::from([
+                (
+                    CA_CERT_KEY.to_string(),
+                    authority.cert_pem().as_bytes().to_vec(),
+                ),
+                (CA_P12_KEY.to_string(), store),
+                (CA_P12_PASSWORD_KEY.to_string(), password.into_bytes()),
+            ]),
+        ),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Makes sure CA `kind` exists and is not due: generates it when its Secrets are missing,
@@ -183,14 +223,22 @@ pub async fn ensure_ca(
         });
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let forced = match &loaded {
+    let cert_secret = match &loaded {
         Some(_) => secrets
             .get_opt(&cert_name)
             .await
-            .map_err(read_error(namespace, &cert_name))?
-            .is_some_and(|s| annotation(&s, FORCE_RENEW_ANNOTATION).is_some()),
-        None => false,
+            .map_err(read_error(namespace, &cert_name))?,
+        None => None,
     };
+    let forced = cert_secret
+        .as_ref()
+        .is_some_and(|s| annotation(s, FORCE_RENEW_ANNOTATION).is_some());
+    // A CA Secret written before the operator wrote trust stores gets one.
+    let has_store = cert_secret.as_ref().is_some_and(|s| {
+        s.data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(CA_P12_KEY) && d.contains_key(CA_P12_PASSWORD_KEY))
+    });
     let (authority, generation) = match loaded {
         None => (
             Authority::generate(
@@ -207,7 +255,11 @@ pub async fn ensure_ca(
                 .map_err(cert_error)?,
             ca.generation + 1,
         ),
-        Some(ca) => return Ok(ca),
+        Some(ca) if has_store => return Ok(ca),
+        Some(ca) => {
+            write_ca_certificate(client, valid, &cert_name, &ca.authority, ca.generation).await?;
+            return Ok(ca);
+        }
     };
     apply_one(
         client,
@@ -220,17 +272,7 @@ pub async fn ensure_ca(
         ),
     )
     .await?;
-    apply_one(
-        client,
-        namespace,
-        &secret(
-            valid,
-            cert_name.clone(),
-            BTreeMap::from([(CA_GENERATION_ANNOTATION.to_string(), generation.to_string())]),
-            BTreeMap::from([(CA_CERT_KEY.to_string(), authority.cert_pem().to_string())]),
-        ),
-    )
-    .await?;
+    write_ca_certificate(client, valid, &cert_name, &authority, generation).await?;
     if forced {
         // The annotation belongs to whoever set it: removed by a merge patch, which server-side
         // apply would leave in place.

@@ -25,10 +25,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::{Api, Resource, ResourceExt};
-use oxbow_broker::security::scram::{random_bytes, ScramCredential, ScramMechanism};
+use oxbow_broker::security::scram::{ScramCredential, ScramMechanism};
 use thiserror::Error;
 
-use crate::certs::{due, facts, Purpose};
+use crate::certs::{self, due, facts, pkcs12_keystore, Purpose};
 use crate::cluster::certificates::{holds, load_ca, text};
 use crate::cluster::validate::CaKind;
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
@@ -59,12 +59,14 @@ pub const JAAS_KEY: &str = "sasl.jaas.config";
 pub const USER_CERT_KEY: &str = "user.crt";
 pub const USER_KEY_KEY: &str = "user.key";
 pub const CA_CERT_KEY: &str = "ca.crt";
+/// The keys of a TLS user's Secret holding the same key and certificate (the cluster CA's
+/// after it) as a PKCS#12 key store, and the store's password (as Strimzi names them).
+pub const USER_P12_KEY: &str = "user.p12";
+pub const USER_P12_PASSWORD_KEY: &str = "user.password";
 /// On a TLS user's Secret: the generation of the clients CA certificate that signed it.
 const ISSUED_BY_ANNOTATION: &str = "oxbow.dev/clients-ca-cert-generation";
 /// Label on the user's Secret naming its KafkaCluster.
 pub const CLUSTER_LABEL: &str = "oxbow.dev/cluster";
-/// Length of a generated password: 32 letters and digits, about 190 bits.
-const PASSWORD_LENGTH: usize = 32;
 
 /// What the KafkaUser controller keeps between reconciliations.
 #[derive(Debug, Default)]
@@ -609,26 +611,13 @@ fn owned_by(secret: &Secret, user: &KafkaUser) -> bool {
         .any(|o| Some(&o.uid) == user.metadata.uid.as_ref())
 }
 
-/// A password of [`PASSWORD_LENGTH`] letters and digits from the operating system's CSPRNG
-/// (bytes past the largest multiple of 62 are drawn again, so every character is as likely).
+/// A generated password, as an error of the user's admin work when the operating system's
+/// random source fails.
 fn generate_password() -> Result<String, AdminError> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut password = String::with_capacity(PASSWORD_LENGTH);
-    while password.len() < PASSWORD_LENGTH {
-        let bytes = random_bytes(64).map_err(|e| AdminError::Protocol {
-            operation: "generating a password",
-            detail: e.to_string(),
-        })?;
-        for byte in bytes {
-            if password.len() == PASSWORD_LENGTH {
-                break;
-            }
-            if usize::from(byte) < 248 {
-                password.push(char::from(ALPHABET[usize::from(byte) % ALPHABET.len()]));
-            }
-        }
-    }
-    Ok(password)
+    certs::generate_password().map_err(|e| AdminError::Protocol {
+        operation: "generating a password",
+        detail: e.to_string(),
+    })
 }
 
 /// The user's Secret, if there is one and it is the user's own; what is wrong otherwise (in
@@ -713,8 +702,8 @@ async fn password(
         ctx,
         BTreeMap::new(),
         BTreeMap::from([
-            (PASSWORD_KEY.to_string(), password.clone()),
-            (JAAS_KEY.to_string(), jaas),
+            (PASSWORD_KEY.to_string(), password.clone().into_bytes()),
+            (JAAS_KEY.to_string(), jaas.into_bytes()),
         ]),
     )
     .await?;
@@ -726,7 +715,7 @@ async fn write_secret(
     user: &KafkaUser,
     ctx: &Context,
     annotations: BTreeMap<String, String>,
-    data: BTreeMap<String, String>,
+    data: BTreeMap<String, Vec<u8>>,
 ) -> Result<(), Error> {
     let namespace = user.namespace().unwrap_or_default();
     let name = user.name_any();
@@ -749,11 +738,7 @@ async fn write_secret(
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_string()),
-        data: Some(
-            data.into_iter()
-                .map(|(k, v)| (k, ByteString(v.into_bytes())))
-                .collect(),
-        ),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Secret::default()
     };
     let mut patch = serde_json::to_value(&secret).map_err(|e| Error::Kube {
@@ -821,6 +806,17 @@ async fn certificate(
             && facts(&cert).is_ok_and(|f| !due(f.not_after, spec.renewal_days, now));
         fresh.then_some((cert, key))
     });
+    let cluster_ca_pem = cluster_ca.authority.cert_pem().to_string();
+    // The PKCS#12 store is made again only when what it holds changes: its salts are random.
+    let kept_store = own.as_ref().and_then(|s| {
+        let (cert, key) = current.as_ref()?;
+        let store = s.data.as_ref()?.get(USER_P12_KEY)?.0.clone();
+        let password = text(s, USER_P12_PASSWORD_KEY)?;
+        let same_ca = text(s, CA_CERT_KEY).as_deref() == Some(cluster_ca_pem.as_str());
+        let same = text(s, USER_CERT_KEY).as_ref() == Some(cert)
+            && text(s, USER_KEY_KEY).as_ref() == Some(key);
+        (same && same_ca).then_some((store, password))
+    });
     let (cert, key) = match current {
         Some(kept) => kept,
         None => {
@@ -847,13 +843,31 @@ async fn certificate(
             (issued.cert_pem, issued.key_pem)
         }
     };
+    let (store, store_password) = match kept_store {
+        Some(kept) => kept,
+        None => {
+            let password = generate_password().map_err(admin_error(user))?;
+            let store = pkcs12_keystore(&name, &cert, &key, &cluster_ca_pem, &password).map_err(
+                |source| {
+                    certificates_error(crate::cluster::Error::Certificate {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        source,
+                    })
+                },
+            )?;
+            (store, password)
+        }
+    };
     let data = BTreeMap::from([
-        (USER_CERT_KEY.to_string(), cert),
-        (USER_KEY_KEY.to_string(), key),
+        (USER_CERT_KEY.to_string(), cert.into_bytes()),
+        (USER_KEY_KEY.to_string(), key.into_bytes()),
+        (USER_P12_KEY.to_string(), store),
         (
-            CA_CERT_KEY.to_string(),
-            cluster_ca.authority.cert_pem().to_string(),
+            USER_P12_PASSWORD_KEY.to_string(),
+            store_password.into_bytes(),
         ),
+        (CA_CERT_KEY.to_string(), cluster_ca_pem.into_bytes()),
     ]);
     let unchanged =
         issued_by == Some(clients.generation) && own.as_ref().is_some_and(|s| holds(s, &data));
@@ -946,15 +960,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generated_passwords_are_long_distinct_letters_and_digits() {
-        let a = generate_password().expect("a password");
-        let b = generate_password().expect("a password");
-        assert_eq!(a.len(), PASSWORD_LENGTH);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn a_credential_is_current_only_for_the_password_and_mechanism_it_was_set_from() {
