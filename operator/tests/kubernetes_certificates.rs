@@ -137,8 +137,9 @@ fn brokers() -> Vec<String> {
         .collect()
 }
 
-/// The example cluster with a second TLS listener, `EXTERNAL` on port 9095, of type
-/// `loadbalancer`: the brokers' certificates then name its load balancer addresses.
+/// The example cluster with two more TLS listeners, `EXTERNAL` on port 9095 of type
+/// `loadbalancer` and `NODES` on port 9096 of type `nodeport`: the brokers' certificates then
+/// name the load balancers' addresses and the nodes'.
 fn with_external_listener(example: &str) -> anyhow::Result<String> {
     let mut cluster: serde_yaml::Value = serde_yaml::from_str(example)?;
     let listeners = cluster["spec"]["listeners"]["additional"]
@@ -146,6 +147,9 @@ fn with_external_listener(example: &str) -> anyhow::Result<String> {
         .context("the example's listeners")?;
     listeners.push(serde_yaml::from_str(
         "{name: EXTERNAL, port: 9095, type: loadbalancer, tls: {clientAuth: required}}",
+    )?);
+    listeners.push(serde_yaml::from_str(
+        "{name: NODES, port: 9096, type: nodeport, tls: {clientAuth: required}}",
     )?);
     Ok(serde_yaml::to_string(&cluster)?)
 }
@@ -284,7 +288,7 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 );
                 assert_eq!(
                     env.jsonpath("default", policy, "{.spec.ingress[1].ports[*].port}")?,
-                    "9094 9095 9404",
+                    "9094 9095 9096 9404",
                     "the listeners and the metrics port"
                 );
                 assert_eq!(
@@ -374,6 +378,38 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                     "served",
                     &billing,
                     &addresses.iter().map(String::as_str).collect::<Vec<_>>(),
+                )?;
+                assert_eq!(served["served"].as_object().map(|s| s.len()), Some(4), "{served}");
+
+                // Through the node ports: each broker advertises its node's address, which
+                // every broker's certificate names.
+                let nodes = env.jsonpath(
+                    "default",
+                    "kafkacluster/mtls",
+                    "{.status.listeners[?(@.name==\"NODES\")].bootstrap}",
+                )?;
+                let mut via_nodes = billing.clone();
+                via_nodes["bootstrap.servers"] = nodes.clone().into();
+                let described = client("describe", &via_nodes, &["30"])?;
+                eprintln!("through the node ports ({nodes}): {}", described["hosts"]);
+                assert_eq!(described["ok"], true, "{described}");
+                let mut node_addresses: Vec<String> = described["hosts"]
+                    .as_array()
+                    .context("hosts")?
+                    .iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect();
+                ensure!(
+                    node_addresses.len() == 3 && !node_addresses.iter().any(|a| a.contains(".svc")),
+                    "each broker advertises its node: {described}"
+                );
+                let moved = client("produce", &via_nodes, &["billing-nodes", "20"])?;
+                assert_eq!(moved["delivered"], 20, "{moved}");
+                node_addresses.push(nodes);
+                let served = client(
+                    "served",
+                    &billing,
+                    &node_addresses.iter().map(String::as_str).collect::<Vec<_>>(),
                 )?;
                 assert_eq!(served["served"].as_object().map(|s| s.len()), Some(4), "{served}");
 

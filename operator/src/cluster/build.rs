@@ -2544,6 +2544,24 @@ mod tests {
             assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
         }
         assert!(!names.iter().any(|n| n.starts_with("main-0.")), "{names:?}");
+        assert!(!c.names_nodes_in_certificates(), "no nodeport listener");
+    }
+
+    #[test]
+    fn a_tls_nodeport_listener_has_every_node_address_in_each_broker_certificate() {
+        let mut c = with("  listeners:\n    additional:\n    - name: NODES\n      port: 9096\n      type: nodeport\n      tls: {}");
+        assert!(c.names_nodes_in_certificates());
+        c.node_addresses = vec!["10.0.0.7".to_string(), "node-b.example".to_string()];
+        for ordinal in 0..3 {
+            let names = c.broker_certificate_names(ordinal);
+            assert!(
+                names.contains(&"10.0.0.7".to_string())
+                    && names.contains(&"node-b.example".to_string()),
+                "{names:?}"
+            );
+        }
+        let plain = with("  listeners:\n    additional:\n    - name: NODES\n      port: 9096\n      type: nodeport");
+        assert!(!plain.names_nodes_in_certificates(), "no TLS on it");
     }
 
     #[test]

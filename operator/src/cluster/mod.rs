@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -86,6 +86,13 @@ pub enum Error {
     },
     #[error("cannot list the pods of KafkaCluster {namespace}/{name}: {source}")]
     ListPods {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot list the nodes for the certificates of KafkaCluster {namespace}/{name} (the operator needs `list` on nodes): {source}")]
+    ListNodes {
         namespace: String,
         name: String,
         #[source]
@@ -197,6 +204,7 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::NotOwned { .. } => "not_owned",
             Error::ListPods { .. } => "list_pods",
+            Error::ListNodes { .. } => "list_nodes",
             Error::Status { .. } => "status",
             Error::ReadStatefulSet { .. } => "read_statefulset",
             Error::Kafka { .. } => "kafka",
@@ -233,6 +241,7 @@ impl Error {
             Error::NotOwned { .. } => "ResourceConflict",
             Error::Status { .. } => "StatusFailed",
             Error::ListPods { .. }
+            | Error::ListNodes { .. }
             | Error::ReadStatefulSet { .. }
             | Error::ListServices { .. }
             | Error::ReadSecret { .. } => "ReadFailed",
@@ -420,6 +429,16 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                     Bootstrap::NodePort(_) => None,
                 })
                 .collect();
+            if valid.names_nodes_in_certificates() {
+                valid.node_addresses =
+                    node_addresses(&ctx.client)
+                        .await
+                        .map_err(|source| Error::ListNodes {
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                            source,
+                        })?;
+            }
             let now = std::time::SystemTime::now();
             let cluster_ca = certificates::ensure_ca(
                 &ctx.client,
@@ -1075,6 +1094,25 @@ async fn grow_volumes(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(None)
+}
+
+/// Every address of every node (IPs and DNS names, as each node reports them), sorted: a
+/// broker on a `nodeport` listener advertises its node's, which the certificates must name.
+async fn node_addresses(client: &kube::Client) -> Result<Vec<String>, kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut addresses: Vec<String> = nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|node| node.status?.addresses)
+        .flatten()
+        .map(|address| address.address)
+        .filter(|address| !address.is_empty())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
 }
 
 /// What the Services of the external listeners tell the brokers' configuration and the

@@ -183,6 +183,10 @@ pub struct ValidatedCluster {
     /// The `host:port` of each `loadbalancer` listener's bootstrap Service, by listener, once
     /// its load balancer has an address: the brokers' certificates name it.
     pub external_bootstraps: BTreeMap<String, String>,
+    /// Every node's addresses, when [`Self::names_nodes_in_certificates`]: a broker advertises
+    /// its node's address on a `nodeport` listener, known only once its pod is scheduled, so
+    /// every broker's certificate names every node's. The reconciler fills this in.
+    pub node_addresses: Vec<String>,
     pub cluster_ca: CertificateAuthority,
     pub clients_ca: CertificateAuthority,
     /// Counts the renewals of the brokers' certificates (the generation of Secret
@@ -435,7 +439,23 @@ impl ValidatedCluster {
                 }
             }
         }
+        if self.node_port_listeners().next().is_some() {
+            for address in &self.node_addresses {
+                if !names.contains(address) {
+                    names.push(address.clone());
+                }
+            }
+        }
         names
+    }
+
+    /// Whether the brokers' certificates must name the nodes' addresses: a `nodeport` listener
+    /// with TLS serves the operator's certificates.
+    pub fn names_nodes_in_certificates(&self) -> bool {
+        self.serves_cluster_ca_certificates()
+            && self
+                .node_port_listeners()
+                .any(|listener| listener.tls.is_some())
     }
 
     /// Whether broker pods start with the `broker-init` init container: to read their node's
@@ -721,6 +741,7 @@ pub fn validate(
         authorization: security.authorization,
         external_addresses: BTreeMap::new(),
         external_bootstraps: BTreeMap::new(),
+        node_addresses: Vec::new(),
         cluster_ca: spec.cluster_ca.clone().unwrap_or_default(),
         clients_ca: spec.clients_ca.clone().unwrap_or_default(),
         certificates_generation: 0,
