@@ -205,6 +205,30 @@ fn tls_client(ca: &str, cert: Option<(&str, &str)>) -> Value {
     config
 }
 
+/// The `host:port` of each broker a `describe` found.
+fn hosts(described: &Value) -> anyhow::Result<Vec<String>> {
+    Ok(described["hosts"]
+        .as_array()
+        .with_context(|| format!("hosts: {described}"))?
+        .iter()
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect())
+}
+
+/// Each of `addresses` completes a handshake whose certificate verifies against its address.
+fn served_by_each(config: &Value, addresses: &[String]) -> anyhow::Result<()> {
+    let served = client(
+        "served",
+        config,
+        &addresses.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    ensure!(
+        served["served"].as_object().map(|s| s.len()) == Some(addresses.len()),
+        "every address served a certificate that names it: {served}"
+    );
+    Ok(())
+}
+
 /// Whether any error or log line of a client's outcome contains `text`.
 fn reported(outcome: &Value, text: &str) -> bool {
     outcome["errors"]
@@ -361,12 +385,7 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 outside["bootstrap.servers"] = external.clone().into();
                 let described = client("describe", &outside, &["30"])?;
                 assert_eq!(described["ok"], true, "{described}");
-                let mut addresses: Vec<String> = described["hosts"]
-                    .as_array()
-                    .context("hosts")?
-                    .iter()
-                    .filter_map(|h| h.as_str().map(str::to_string))
-                    .collect();
+                let mut addresses = hosts(&described)?;
                 ensure!(
                     addresses.len() == 3 && addresses.iter().all(|a| a.starts_with("10.98.")),
                     "each broker advertises its load balancer: {described}"
@@ -374,12 +393,7 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 let moved = client("produce", &outside, &["billing-outside", "20"])?;
                 assert_eq!(moved["delivered"], 20, "{moved}");
                 addresses.push(external);
-                let served = client(
-                    "served",
-                    &billing,
-                    &addresses.iter().map(String::as_str).collect::<Vec<_>>(),
-                )?;
-                assert_eq!(served["served"].as_object().map(|s| s.len()), Some(4), "{served}");
+                served_by_each(&billing, &addresses)?;
 
                 // Through the node ports: each broker advertises its node's address, which
                 // every broker's certificate names.
@@ -393,12 +407,7 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 let described = client("describe", &via_nodes, &["30"])?;
                 eprintln!("through the node ports ({nodes}): {}", described["hosts"]);
                 assert_eq!(described["ok"], true, "{described}");
-                let mut node_addresses: Vec<String> = described["hosts"]
-                    .as_array()
-                    .context("hosts")?
-                    .iter()
-                    .filter_map(|h| h.as_str().map(str::to_string))
-                    .collect();
+                let mut node_addresses = hosts(&described)?;
                 ensure!(
                     node_addresses.len() == 3 && !node_addresses.iter().any(|a| a.contains(".svc")),
                     "each broker advertises its node: {described}"
@@ -406,12 +415,7 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 let moved = client("produce", &via_nodes, &["billing-nodes", "20"])?;
                 assert_eq!(moved["delivered"], 20, "{moved}");
                 node_addresses.push(nodes);
-                let served = client(
-                    "served",
-                    &billing,
-                    &node_addresses.iter().map(String::as_str).collect::<Vec<_>>(),
-                )?;
-                assert_eq!(served["served"].as_object().map(|s| s.len()), Some(4), "{served}");
+                served_by_each(&billing, &node_addresses)?;
 
                 // Refused at the handshake: no certificate, or one the clients CA did not sign
                 // (a broker's, which the cluster CA signed); the user's own is accepted.

@@ -70,6 +70,16 @@ fn client(action: &str) -> anyhow::Result<Value> {
     python_json(CLIENT, &[action, BOOTSTRAP, TOPIC])
 }
 
+/// The partitions of one directory of a `dirs` answer.
+fn partitions(dir: &Value) -> anyhow::Result<Vec<i64>> {
+    Ok(dir["partitions"]
+        .as_array()
+        .with_context(|| format!("partitions: {dir}"))?
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect())
+}
+
 /// Every claim of the cluster: name to (phase, requested size, capacity).
 fn claims(env: &KubeEnv) -> anyhow::Result<BTreeMap<String, (String, String, String)>> {
     let listed = env.kubectl(&[
@@ -196,12 +206,7 @@ fn jbod_brokers_spread_partitions_over_their_volumes_and_a_volume_grows_on_its_o
                     ensure!(names == DIRS, "broker {broker}'s directories: {names:?}");
                     let mut all = Vec::new();
                     for dir in DIRS {
-                        let partitions: Vec<i64> = dirs[dir]["partitions"]
-                            .as_array()
-                            .context("partitions")?
-                            .iter()
-                            .filter_map(Value::as_i64)
-                            .collect();
+                        let partitions = partitions(&dirs[dir])?;
                         ensure!(
                             partitions.len() == 3,
                             "broker {broker}: three of the six replicas in {dir}: {dirs}"
@@ -232,12 +237,7 @@ fn jbod_brokers_spread_partitions_over_their_volumes_and_a_volume_grows_on_its_o
                         })
                         .collect();
                     on_volume.sort_unstable();
-                    let described: Vec<i64> = described["0"][dir]["partitions"]
-                        .as_array()
-                        .context("partitions")?
-                        .iter()
-                        .filter_map(Value::as_i64)
-                        .collect();
+                    let described = partitions(&described["0"][dir])?;
                     ensure!(
                         on_volume == described,
                         "claim data-{id}-jbod-0 holds {on_volume:?}, DescribeLogDirs says {described:?}"
