@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use crate::cluster::validate::CaKind;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -277,6 +279,41 @@ impl Metrics {
             .remove_label_values(&[controller, namespace, name]);
     }
 
+    /// Drops every series of a deleted KafkaCluster: its readiness, balance, reassignments and
+    /// CA expiry.
+    pub fn forget_cluster(&self, namespace: &str, name: &str) {
+        self.forget(CLUSTER, namespace, name);
+        let brokers = self
+            .brokers_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()))
+            .unwrap_or_default();
+        // Each removal is of a series that may never have had a value: nothing to remove then.
+        for broker in brokers {
+            for vec in [&self.broker_replicas, &self.broker_leaders] {
+                let _ = vec.remove_label_values(&[namespace, name, &broker.to_string()]);
+            }
+        }
+        for of in ["replicas", "leaders"] {
+            let _ = self.imbalance.remove_label_values(&[namespace, name, of]);
+        }
+        for state in ["in_flight", "pending"] {
+            let _ = self
+                .reassignments
+                .remove_label_values(&[namespace, name, state]);
+        }
+        for ca in [CaKind::Cluster, CaKind::Clients] {
+            let _ = self
+                .certificate_expiry
+                .remove_label_values(&[namespace, name, ca.name()]);
+        }
+        let _ = self
+            .under_replicated
+            .remove_label_values(&[namespace, name]);
+        let _ = self.submitted.remove_label_values(&[namespace, name]);
+    }
+
     /// The metrics in Prometheus' text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -326,6 +363,31 @@ mod tests {
         ));
         metrics.forget(TOPIC, "ns", "orders");
         assert!(!metrics.render().contains("name=\"orders\""));
+    }
+
+    #[test]
+    fn a_deleted_cluster_loses_every_series_and_the_others_keep_theirs() {
+        let metrics = Metrics::new();
+        let figures = BalanceFigures {
+            replicas: BTreeMap::from([(0, 3), (1, 3)]),
+            leaders: BTreeMap::from([(0, 2), (1, 1)]),
+            under_replicated: 1,
+            in_flight: 1,
+            pending: 2,
+        };
+        for name in ["gone", "kept"] {
+            metrics.set_ready(CLUSTER, "ns", name, true);
+            metrics.set_balance("ns", name, &figures);
+            metrics.submitted("ns", name, 4);
+            for ca in [CaKind::Cluster, CaKind::Clients] {
+                metrics.set_certificate_expiry("ns", name, ca.name(), SystemTime::now());
+            }
+        }
+        metrics.forget_cluster("ns", "gone");
+        let text = metrics.render();
+        assert!(!text.contains("name=\"gone\""), "{text}");
+        let kept = text.lines().filter(|l| l.contains("name=\"kept\"")).count();
+        assert_eq!(kept, 1 + 2 + 2 + 2 + 1 + 2 + 1 + 2, "{text}");
     }
 
     /// Every operator series the chart's Grafana dashboard queries is one the operator

@@ -263,6 +263,11 @@ fn a_deleted_pod_keeps_its_data_volumes_grow_and_deleting_the_cluster_removes_wh
                 })?;
                 let claims = env.kubectl(&["-n", "default", "get", "pvc", "-o", "name"])?;
                 assert_eq!(claims.lines().count(), 3, "deleteClaim: false keeps the volumes: {claims}");
+                env.wait("the deleted cluster's metrics series gone", Duration::from_secs(30), |env| {
+                    let metrics = env.operator_metrics()?;
+                    Ok(!metrics.lines().any(|l| l.contains("kafkacluster") && l.contains("name=\"main\""))
+                        && !metrics.lines().any(|l| l.starts_with("oxbow_operator_broker_replicas{") && l.contains("name=\"main\"")))
+                })?;
                 Ok(())
             })
         },

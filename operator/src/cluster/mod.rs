@@ -1555,6 +1555,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let metrics = ctx.metrics.clone();
     let clusters: Api<KafkaCluster> = scoped(&client, namespace.as_deref());
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=oxbow-operator");
     let brokers = watcher::Config::default()
@@ -1598,14 +1599,24 @@ pub async fn run(
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                // error_policy has logged the reconciler's own failures.
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::debug!(%error, %object, "KafkaCluster reconciliation failed")
+        .for_each(|result| {
+            let metrics = metrics.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                    // error_policy has logged the reconciler's own failures.
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                        tracing::debug!(%error, %object, "KafkaCluster reconciliation failed")
+                    }
+                    // A cluster gone from the API (deleted, its finalizers done): its series go.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                        metrics.forget_cluster(
+                            object.namespace.as_deref().unwrap_or_default(),
+                            &object.name,
+                        );
+                    }
+                    Err(error) => tracing::warn!(%error, "KafkaCluster controller"),
                 }
-                Err(error) => tracing::warn!(%error, "KafkaCluster controller"),
             }
         })
         .await;
