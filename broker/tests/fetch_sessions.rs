@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 mod support;
 use support::{
-    call, connect, create_topic_ok, expect_code, expect_ok, metadata, now_ms, produce_request,
+    call, connect, create_topic_ok, expect_code, expect_ok, metadata, now_ms, produce_partition,
     topic_name, BatchBuilder,
 };
 
@@ -23,7 +23,6 @@ const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
 const FETCH_BY_NAME: i16 = 12;
 /// Topics by id.
 const FETCH_BY_ID: i16 = 13;
-const PRODUCE_V: i16 = 9;
 
 fn start(args: &[&str]) -> Result<BrokerProcess> {
     BrokerProcess::start(BrokerOptions::new(BROKER_BIN).args(args.iter().copied()))
@@ -92,17 +91,7 @@ async fn produce_one(conn: &mut Connection, topic: &str, partition: i32) -> Resu
         .base_sequence(-1)
         .timestamp(now_ms())
         .values(&[b"news".to_vec()])?;
-    let response = call(
-        conn,
-        &produce_request(topic, partition, records, 1),
-        PRODUCE_V,
-    )
-    .await?;
-    let answer = response
-        .responses
-        .first()
-        .and_then(|t| t.partition_responses.first())
-        .context("Produce without a partition")?;
+    let answer = produce_partition(conn, topic, partition, records, 1).await?;
     expect_ok("Produce", answer.error_code)
 }
 

@@ -522,7 +522,6 @@ async fn alter_replica_log_dirs_answers_kafkas_errors() -> Result<()> {
     Ok(())
 }
 
-const PRODUCE_V: i16 = 9;
 const FETCH_V: i16 = 12;
 const LIST_OFFSETS_V: i16 = 7;
 const DESCRIBE_LOG_DIRS_V: i16 = 4;
@@ -594,17 +593,7 @@ async fn produce(
     values: &[Vec<u8>],
 ) -> Result<i64> {
     let records = BatchBuilder::default().without_sequences().values(values)?;
-    let response = call(
-        conn,
-        &support::produce_request(topic, partition, records, 1),
-        PRODUCE_V,
-    )
-    .await?;
-    let answer = response
-        .responses
-        .first()
-        .and_then(|t| t.partition_responses.first())
-        .context("Produce answered no partition")?;
+    let answer = support::produce_partition(conn, topic, partition, records, 1).await?;
     expect_ok("Produce", answer.error_code)?;
     Ok(answer.base_offset)
 }

@@ -33,7 +33,6 @@ use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
@@ -56,8 +55,8 @@ use uuid::Uuid;
 mod support;
 use support::{
     call, connect, create_topic_ok, encode_body, expect_code, expect_ok, fetch_request,
-    list_offsets_request, metadata, now_ms, produce_request, raw_frame, topic_name, BatchBuilder,
-    CREATE_TOPICS_V, IO_TIMEOUT, METADATA_V,
+    list_offsets_request, metadata, now_ms, produce_partition, produce_request, raw_frame,
+    topic_name, BatchBuilder, CREATE_TOPICS_V, IO_TIMEOUT, METADATA_V,
 };
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
@@ -1449,7 +1448,7 @@ async fn a_batch_with_a_flipped_crc_covered_byte_is_refused_as_corrupt_and_not_s
         // The last byte belongs to the last record's value, inside the CRC-32C's range.
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
-        let refused = produce(&mut conn, "crc", 0, bad.freeze(), 1).await?;
+        let refused = produce_partition(&mut conn, "crc", 0, bad.freeze(), 1).await?;
         expect_code(
             "Produce with a flipped byte",
             refused.error_code,
@@ -1459,7 +1458,7 @@ async fn a_batch_with_a_flipped_crc_covered_byte_is_refused_as_corrupt_and_not_s
         assert_alive(&broker).await?;
 
         // The same batch unharmed is accepted: the refusal was about the flipped byte.
-        let accepted = produce(&mut conn, "crc", 0, good, 1).await?;
+        let accepted = produce_partition(&mut conn, "crc", 0, good, 1).await?;
         expect_ok("Produce of the intact batch", accepted.error_code)?;
         ensure_latest(&mut conn, "crc", 0, 2).await
     }
@@ -1475,7 +1474,8 @@ async fn produce_to_a_missing_partition_or_topic_is_unknown_and_creates_nothing(
         create_topic_ok(&mut conn, "present", 2, &[]).await?;
         let records = batch(&[b"lost".to_vec()])?;
 
-        let missing_partition = produce(&mut conn, "present", 99, records.clone(), 1).await?;
+        let missing_partition =
+            produce_partition(&mut conn, "present", 99, records.clone(), 1).await?;
         expect_code(
             "Produce to present-99",
             missing_partition.error_code,
@@ -1485,7 +1485,7 @@ async fn produce_to_a_missing_partition_or_topic_is_unknown_and_creates_nothing(
         ensure_latest(&mut conn, "present", 1, 0).await?;
 
         // Produce never creates topics, even where Metadata would (auto.create.topics.enable).
-        let missing_topic = produce(&mut conn, "ghost", 0, records, 1).await?;
+        let missing_topic = produce_partition(&mut conn, "ghost", 0, records, 1).await?;
         expect_code(
             "Produce to a topic that does not exist",
             missing_topic.error_code,
@@ -1515,7 +1515,8 @@ async fn a_batch_larger_than_message_max_bytes_is_refused_as_too_large() -> Resu
     let outcome = async {
         let mut conn = connect(&broker).await?;
         create_topic_ok(&mut conn, "small", 1, &[]).await?;
-        let refused = produce(&mut conn, "small", 0, batch(&[vec![b'b'; 5000]])?, 1).await?;
+        let refused =
+            produce_partition(&mut conn, "small", 0, batch(&[vec![b'b'; 5000]])?, 1).await?;
         expect_code(
             "Produce of a 5000-byte record over message.max.bytes=1000",
             refused.error_code,
@@ -1523,7 +1524,8 @@ async fn a_batch_larger_than_message_max_bytes_is_refused_as_too_large() -> Resu
         )?;
         ensure_latest(&mut conn, "small", 0, 0).await?;
 
-        let accepted = produce(&mut conn, "small", 0, batch(&[vec![b's'; 100]])?, 1).await?;
+        let accepted =
+            produce_partition(&mut conn, "small", 0, batch(&[vec![b's'; 100]])?, 1).await?;
         expect_ok("Produce of a 100-byte record", accepted.error_code)?;
         ensure_latest(&mut conn, "small", 0, 1).await?;
         assert_alive(&broker).await
@@ -1549,7 +1551,7 @@ async fn an_idempotent_retry_is_stored_once_and_a_sequence_gap_is_refused() -> R
 
         let values = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
         let first = idempotent_batch(&values, id, epoch, 0)?;
-        let stored = produce(&mut conn, "idempotent", 0, first.clone(), -1).await?;
+        let stored = produce_partition(&mut conn, "idempotent", 0, first.clone(), -1).await?;
         expect_ok("first idempotent batch", stored.error_code)?;
         ensure!(
             stored.base_offset == 0,
@@ -1558,7 +1560,7 @@ async fn an_idempotent_retry_is_stored_once_and_a_sequence_gap_is_refused() -> R
         );
 
         // A retry, as after a lost response: acknowledged where it already is, not stored again.
-        let retried = produce(&mut conn, "idempotent", 0, first, -1).await?;
+        let retried = produce_partition(&mut conn, "idempotent", 0, first, -1).await?;
         expect_ok("retried idempotent batch", retried.error_code)?;
         ensure!(
             retried.base_offset == 0,
@@ -1568,7 +1570,7 @@ async fn an_idempotent_retry_is_stored_once_and_a_sequence_gap_is_refused() -> R
         ensure_latest(&mut conn, "idempotent", 0, 3).await?;
 
         let gap = idempotent_batch(&values, id, epoch, 5)?;
-        let refused = produce(&mut conn, "idempotent", 0, gap, -1).await?;
+        let refused = produce_partition(&mut conn, "idempotent", 0, gap, -1).await?;
         expect_code(
             "idempotent batch with base sequence 5 after 0-2",
             refused.error_code,
@@ -1578,7 +1580,7 @@ async fn an_idempotent_retry_is_stored_once_and_a_sequence_gap_is_refused() -> R
 
         // The producer continues where its sequence stands.
         let next = idempotent_batch(&values, id, epoch, 3)?;
-        let stored = produce(&mut conn, "idempotent", 0, next, -1).await?;
+        let stored = produce_partition(&mut conn, "idempotent", 0, next, -1).await?;
         expect_ok("idempotent batch with base sequence 3", stored.error_code)?;
         ensure!(
             stored.base_offset == 3,
@@ -1693,7 +1695,8 @@ async fn a_waiting_fetch_returns_as_soon_as_records_arrive() -> Result<()> {
         let producing = async {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let stored =
-                produce(&mut producer, "wake", 0, batch(&[b"wake up".to_vec()])?, 1).await?;
+                produce_partition(&mut producer, "wake", 0, batch(&[b"wake up".to_vec()])?, 1)
+                    .await?;
             expect_ok("Produce", stored.error_code)
         };
         let (fetched, produced) = tokio::join!(fetching, producing);
@@ -1757,7 +1760,7 @@ async fn a_fetch_beyond_the_log_end_is_offset_out_of_range() -> Result<()> {
         let values: Vec<Vec<u8>> = (0..5).map(|i| format!("r{i}").into_bytes()).collect();
         expect_ok(
             "Produce",
-            produce(&mut conn, "short", 0, batch(&values)?, 1)
+            produce_partition(&mut conn, "short", 0, batch(&values)?, 1)
                 .await?
                 .error_code,
         )?;
@@ -1788,7 +1791,7 @@ async fn a_fetch_inside_a_batch_returns_the_whole_batch() -> Result<()> {
         let values: Vec<Vec<u8>> = (0..5).map(|i| format!("r{i}").into_bytes()).collect();
         expect_ok(
             "Produce",
-            produce(&mut conn, "batched", 0, batch(&values)?, 1)
+            produce_partition(&mut conn, "batched", 0, batch(&values)?, 1)
                 .await?
                 .error_code,
         )?;
@@ -1822,7 +1825,8 @@ async fn metrics_count_requests_by_api_and_bytes_by_topic() -> Result<()> {
     let outcome = async {
         let mut conn = connect(&broker).await?;
         create_topic_ok(&mut conn, "metered", 1, &[]).await?;
-        let stored = produce(&mut conn, "metered", 0, batch(&[b"counted".to_vec()])?, 1).await?;
+        let stored =
+            produce_partition(&mut conn, "metered", 0, batch(&[b"counted".to_vec()])?, 1).await?;
         expect_ok("Produce", stored.error_code)?;
         let fetched = call(&mut conn, &fetch_request("metered", 0, 0, 0, 1), FETCH_V).await?;
         expect_ok("Fetch", fetch_partition(&fetched)?.error_code)?;
@@ -2119,28 +2123,6 @@ fn idempotent_batch(
         .base_sequence(base_sequence)
         .timestamp(now_ms())
         .values(values)
-}
-
-/// Produces `records` to one partition and returns that partition's answer.
-async fn produce(
-    conn: &mut Connection,
-    topic: &str,
-    partition: i32,
-    records: Bytes,
-    acks: i16,
-) -> Result<PartitionProduceResponse> {
-    let response = call(
-        conn,
-        &produce_request(topic, partition, records, acks),
-        PRODUCE_V,
-    )
-    .await?;
-    response
-        .responses
-        .into_iter()
-        .flat_map(|t| t.partition_responses)
-        .find(|p| p.index == partition)
-        .with_context(|| format!("the Produce response lacks {topic}-{partition}"))
 }
 
 fn fetch_partition(response: &kafka_protocol::messages::FetchResponse) -> Result<&PartitionData> {

@@ -16,6 +16,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest,
     ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
@@ -182,6 +183,24 @@ pub(crate) fn produce_request(
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
                 .with_records(Some(records))])])
+}
+
+/// Produces `records` to `topic`-`partition` with `acks` (Produce v9) and returns that
+/// partition's answer.
+pub(crate) async fn produce_partition(
+    conn: &mut Connection,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> Result<PartitionProduceResponse> {
+    let response = call(conn, &produce_request(topic, partition, records, acks), 9).await?;
+    response
+        .responses
+        .into_iter()
+        .flat_map(|t| t.partition_responses)
+        .find(|p| p.index == partition)
+        .with_context(|| format!("the Produce response lacks {topic}-{partition}"))
 }
 
 /// A consumer's Fetch request (by topic name) of one partition from `offset`, up to 1 MiB.
