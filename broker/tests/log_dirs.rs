@@ -74,12 +74,7 @@ fn describe_log_dirs(
             .contains("Received log directory information from brokers 0"),
         "{out}"
     );
-    let json = out
-        .lines()
-        .into_iter()
-        .find(|l| l.starts_with('{'))
-        .with_context(|| format!("no JSON: {out}"))?;
-    let report: serde_json::Value = serde_json::from_str(json)?;
+    let report = out.json_line()?;
     let mut dirs = BTreeMap::new();
     for dir in report["brokers"][0]["logDirs"]
         .as_array()

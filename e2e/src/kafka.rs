@@ -100,6 +100,17 @@ impl ToolOutput {
             .filter(|l| !l.trim().is_empty())
             .collect()
     }
+
+    /// The first stdout line that is a JSON object (what `kafka-log-dirs --describe` prints
+    /// after its banner).
+    pub fn json_line(&self) -> Result<serde_json::Value> {
+        let line = self
+            .lines()
+            .into_iter()
+            .find(|l| l.starts_with('{'))
+            .with_context(|| format!("no JSON: {self}"))?;
+        Ok(serde_json::from_str(line)?)
+    }
 }
 
 impl std::fmt::Display for ToolOutput {

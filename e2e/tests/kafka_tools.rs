@@ -1319,12 +1319,7 @@ fn reassignment_leader_election_and_log_dirs(server: &Server) -> Result<()> {
         )),
         "{dirs}"
     );
-    let json = dirs
-        .lines()
-        .into_iter()
-        .find(|l| l.starts_with('{'))
-        .with_context(|| format!("no JSON: {dirs}"))?;
-    let report: serde_json::Value = serde_json::from_str(json)?;
+    let report = dirs.json_line()?;
     let broker = &report["brokers"][0];
     ensure!(
         broker["broker"] == serde_json::json!(server.node_id()),
@@ -1362,12 +1357,7 @@ fn log_dirs_describes_both_directories(server: &Server, dirs: &[PathBuf]) -> Res
         )),
         "{out}"
     );
-    let json = out
-        .lines()
-        .into_iter()
-        .find(|l| l.starts_with('{'))
-        .with_context(|| format!("no JSON: {out}"))?;
-    let report: serde_json::Value = serde_json::from_str(json)?;
+    let report = out.json_line()?;
     let listed = report["brokers"][0]["logDirs"]
         .as_array()
         .with_context(|| format!("no logDirs: {report}"))?;
