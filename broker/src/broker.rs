@@ -2,8 +2,8 @@
 //! replicas and the group coordinator, and the operations that change topics through the
 //! metadata (create, grow, configure, delete).
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +87,13 @@ pub struct Broker {
     /// Where each partition found on disk at start is (its position in `log.dirs`), for
     /// opening it there.
     pub(crate) found_logs: Mutex<HashMap<(String, i32), usize>>,
+    /// Replicas whose log directory failed: not opened again until the broker restarts, and
+    /// answered with KAFKA_STORAGE_ERROR.
+    pub(crate) offline_replicas: Mutex<HashSet<(String, i32)>>,
+    /// Where replicas report I/O errors that fail their log directory.
+    pub(crate) dir_failures: crate::replica::DirFailures,
+    /// Why the broker is shutting down on its own (every log directory failed, ...).
+    failure: Mutex<Option<String>>,
     /// The directory AlterReplicaLogDirs asked for a replica this broker does not host yet:
     /// it is created there (Kafka's preferred log directory).
     pub(crate) preferred_dirs: Mutex<HashMap<(String, i32), usize>>,
@@ -122,6 +129,7 @@ impl Broker {
             .cloned()
             .unwrap_or_else(|| config.listener.clone());
         let log_dirs = LogDirs::open(&config.log_dirs, config.node_id)?;
+        let (dir_failures, failed_dirs) = crate::replica::DirFailures::channel();
         let found_logs = log_dirs.scan()?;
         let dir = log_dirs.metadata_dir().to_path_buf();
         // A standalone broker reaches no other broker: only a cluster's needs TLS or SASL.
@@ -198,6 +206,9 @@ impl Broker {
             partitions: RwLock::new(HashMap::new()),
             log_dirs,
             found_logs: Mutex::new(found_logs),
+            offline_replicas: Mutex::new(HashSet::new()),
+            dir_failures,
+            failure: Mutex::new(None),
             preferred_dirs: Mutex::new(HashMap::new()),
             coordinated: Mutex::new(BTreeMap::new()),
             fetchers: Fetchers::default(),
@@ -208,6 +219,10 @@ impl Broker {
             quotas,
             shutdown,
         });
+        tokio::spawn(crate::replica::dir_failure::run(
+            Arc::clone(&broker),
+            failed_dirs,
+        ));
         broker.register().await?;
         broker.log_dirs.write_meta(&broker.cluster_id())?;
         crate::replica::manager::reconcile(&broker).await;
@@ -300,16 +315,20 @@ impl Broker {
         let dirs = self.log_dirs.dirs();
         let key = (topic.to_string(), index);
         let found = self.found_logs.lock().get(&key).copied();
+        let online = |i: &usize| self.log_dirs.is_online(*i);
         let chosen = found
-            .or_else(|| self.preferred_dirs.lock().remove(&key))
+            .filter(online)
+            .or_else(|| self.preferred_dirs.lock().remove(&key).filter(online))
             .unwrap_or_else(|| {
-                let mut counts = vec![0usize; dirs.len()];
+                let mut counts: Vec<usize> = (0..dirs.len())
+                    .map(|i| if online(&i) { 0 } else { usize::MAX })
+                    .collect();
                 let partitions = self.partitions.read();
                 for partition in partitions.values().flat_map(BTreeMap::values) {
                     let future = partition.future_replica().map(|f| f.root);
                     for root in std::iter::once(partition.log_dir()).chain(future) {
                         if let Some(i) = self.log_dirs.position(&root) {
-                            counts[i] += 1;
+                            counts[i] = counts[i].saturating_add(1);
                         }
                     }
                 }
@@ -319,7 +338,7 @@ impl Broker {
                         .is_some_and(|list| list.contains_key(index));
                     if !opened {
                         if let Some(count) = counts.get_mut(*i) {
-                            *count += 1;
+                            *count = count.saturating_add(1);
                         }
                     }
                 }
@@ -342,6 +361,13 @@ impl Broker {
         let Some(state) = image.partition(topic, index) else {
             return Err(ResponseError::UnknownTopicOrPartition);
         };
+        if self
+            .offline_replicas
+            .lock()
+            .contains(&(topic.to_string(), index))
+        {
+            return Err(ResponseError::KafkaStorageError);
+        }
         if state.leader != self.node_id() {
             return Err(ResponseError::NotLeaderOrFollower);
         }
@@ -349,6 +375,74 @@ impl Broker {
             Some(partition) if partition.role().0 == crate::replica::Role::Leader => Ok(partition),
             _ => Err(ResponseError::NotLeaderOrFollower),
         }
+    }
+
+    /// Shuts the broker down for `reason` (it cannot go on safely); the process exits with
+    /// an error.
+    pub fn fail(&self, reason: String) {
+        tracing::error!(reason, "shutting down");
+        self.failure.lock().get_or_insert(reason);
+        self.shutdown.cancel();
+    }
+
+    /// Why the broker shut down on its own, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+
+    /// Takes every replica in failed log directory `root` offline here: it leads and follows
+    /// nothing, waiting writes hear NOT_LEADER_OR_FOLLOWER, requests KAFKA_STORAGE_ERROR, and
+    /// it is not opened again. The replicas the metadata assigns here, by topic id and index.
+    pub(crate) async fn take_replicas_offline(&self, root: &Path) -> Vec<(Uuid, i32)> {
+        let _serial = self.reconciling.lock().await;
+        let mut gone = Vec::new();
+        {
+            let mut partitions = self.partitions.write();
+            for list in partitions.values_mut() {
+                for partition in list.values() {
+                    if partition.future_replica().is_some_and(|f| f.root == root) {
+                        partition.cancel_move();
+                    }
+                }
+                let failed: Vec<i32> = list
+                    .iter()
+                    .filter(|(_, p)| p.log_dir() == root)
+                    .map(|(i, _)| *i)
+                    .collect();
+                for index in failed {
+                    if let Some(partition) = list.remove(&index) {
+                        gone.push(partition);
+                    }
+                }
+            }
+            partitions.retain(|_, list| !list.is_empty());
+        }
+        let mut offline = self.offline_replicas.lock();
+        for partition in &gone {
+            partition.retire();
+            self.fetchers.unfollow(partition);
+            offline.insert((partition.topic.to_string(), partition.index));
+        }
+        if let Some(i) = self.log_dirs.position(root) {
+            self.found_logs.lock().retain(|key, dir| {
+                if *dir == i {
+                    offline.insert(key.clone());
+                }
+                *dir != i
+            });
+        }
+        let image = self.image();
+        offline
+            .iter()
+            .filter_map(|(topic, index)| {
+                let topic = image.topics.get(topic)?;
+                let state = topic.partitions.get(usize::try_from(*index).ok()?)?;
+                state
+                    .replicas
+                    .contains(&self.node_id())
+                    .then_some((topic.id, *index))
+            })
+            .collect()
     }
 
     /// The effective storage settings of a topic.

@@ -341,6 +341,9 @@ async fn main() -> anyhow::Result<()> {
     oxbow_broker::server::run(endpoints, std::sync::Arc::clone(&broker), shutdown).await;
     broker.quorum.shutdown().await;
     broker.close_logs();
+    if let Some(reason) = broker.failure() {
+        anyhow::bail!("the broker stopped: {reason}");
+    }
     tracing::info!("broker stopped");
     Ok(())
 }

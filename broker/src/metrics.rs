@@ -27,6 +27,7 @@ pub struct Metrics {
     pub under_replicated_partitions: IntGauge,
     pub under_min_isr_partitions: IntGauge,
     pub offline_partitions: IntGauge,
+    pub offline_log_dirs: IntGauge,
     pub active_controller: IntGauge,
     pub quorum_members: IntGaugeVec,
     pub isr_shrinks: prometheus::IntCounter,
@@ -126,6 +127,10 @@ impl Metrics {
             "oxbow_offline_partitions",
             "Partitions without a leader (reported by the active controller).",
         );
+        let offline_log_dirs = gauge(
+            "oxbow_offline_log_directories",
+            "Log directories of this broker taken offline by an I/O error.",
+        );
         let active_controller = gauge(
             "oxbow_active_controller",
             "1 on the active controller, else 0.",
@@ -208,6 +213,7 @@ impl Metrics {
             Box::new(under_replicated_partitions.clone()),
             Box::new(under_min_isr_partitions.clone()),
             Box::new(offline_partitions.clone()),
+            Box::new(offline_log_dirs.clone()),
             Box::new(active_controller.clone()),
             Box::new(quorum_members.clone()),
             Box::new(isr_shrinks.clone()),
@@ -242,6 +248,7 @@ impl Metrics {
             under_replicated_partitions,
             under_min_isr_partitions,
             offline_partitions,
+            offline_log_dirs,
             active_controller,
             quorum_members,
             isr_shrinks,

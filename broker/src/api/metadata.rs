@@ -171,7 +171,9 @@ fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic 
                 .replicas
                 .iter()
                 .copied()
-                .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+                .filter(|r| {
+                    state.offline.contains(r) || image.brokers.get(r).is_none_or(|b| b.fenced)
+                })
                 .collect();
             let partition = MetadataResponsePartition::default()
                 .with_partition_index(index as i32)

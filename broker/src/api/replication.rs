@@ -165,7 +165,16 @@ pub(super) fn describe_log_dirs(
     let results = dirs
         .iter()
         .zip(topics)
-        .map(|(dir, topics)| {
+        .enumerate()
+        .map(|(i, (dir, topics))| {
+            if !broker.log_dirs.is_online(i) {
+                // As Kafka reports an offline directory: its error, no replicas, no sizes.
+                return DescribeLogDirsResult::default()
+                    .with_error_code(ResponseError::KafkaStorageError.code())
+                    .with_log_dir(str_bytes(&dir.path.display().to_string()))
+                    .with_total_bytes(-1)
+                    .with_usable_bytes(-1);
+            }
             let (total_bytes, usable_bytes) = filesystem_space(&dir.path).unwrap_or_else(|e| {
                 tracing::warn!(dir = %dir.path.display(), error = %e, "cannot measure the log directory's filesystem");
                 (-1, -1)
@@ -182,7 +191,8 @@ pub(super) fn describe_log_dirs(
 
 /// AlterReplicaLogDirs: moves replicas this broker hosts to another of its log directories
 /// (copied while they keep serving, then swapped). As in Kafka: a directory not in
-/// `log.dirs` is LOG_DIR_NOT_FOUND; a partition that does not exist is
+/// `log.dirs` is LOG_DIR_NOT_FOUND, one an I/O error took offline KAFKA_STORAGE_ERROR; a
+/// partition that does not exist is
 /// UNKNOWN_TOPIC_OR_PARTITION; a replica not hosted here is REPLICA_NOT_AVAILABLE, and the
 /// directory is remembered for it, so a replica a reassignment is about to create here is
 /// created there (the reassignment tool retries until the replica exists).
@@ -206,6 +216,14 @@ pub(super) fn alter_replica_log_dirs(
                 } else {
                     match &target {
                         None => ResponseError::LogDirNotFound.code(),
+                        Some(target)
+                            if broker
+                                .log_dirs
+                                .position(target)
+                                .is_some_and(|i| !broker.log_dirs.is_online(i)) =>
+                        {
+                            ResponseError::KafkaStorageError.code()
+                        }
                         Some(target) => move_replica(broker, name, index, target),
                     }
                 };

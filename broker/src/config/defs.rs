@@ -190,7 +190,6 @@ const JAVA_PLUGIN: &str = "a Java class; Oxbow loads no plugins.";
 const JAVA_INTERNAL: &str = "a tuning of the Java broker's internals with no counterpart in Oxbow.";
 const ALTER_LOG_DIRS_OWN: &str =
     "Oxbow copies a replica moving between log directories with one thread per move, unthrottled.";
-const LOG_DIR_FAILURE_OWN: &str = "Oxbow takes no log directory offline on its own: I/O errors of a directory fail the requests of its partitions.";
 const FETCHER_TUNING: &str =
     "Oxbow's follower fetcher and inter-broker connections have their own timings; replica.fetch.wait.max.ms, replica.fetch.max.bytes and request.timeout.ms are the ones it takes.";
 const QUORUM_OWN: &str =
@@ -398,6 +397,13 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         Some("1"),
         Check::AtLeast(1),
         "The time span of each sample for client quotas.",
+    ),
+    def(
+        "log.dir.failure.timeout.ms",
+        ConfigType::Long,
+        Some("30000"),
+        Check::AtLeast(1),
+        "A broker whose log directory failed shuts down when the controller has not taken the directory's replicas offline within this time.",
     ),
     def(
         "replica.lag.time.max.ms",
@@ -897,7 +903,6 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("log.cleaner.io.max.bytes.per.second", ConfigType::Double, Some("1.7976931348623157E308"), Check::Any, CLEANER_OWN).dynamic(),
     kafka("log.cleaner.max.compaction.lag.ms", ConfigType::Long, Some(MAX_LONG), Check::AtLeast(1), MAX_COMPACTION_LAG).dynamic(),
     kafka("log.cleaner.threads", ConfigType::Int, Some("1"), Check::AtLeast(0), ONE_RUNTIME).dynamic(),
-    kafka("log.dir.failure.timeout.ms", ConfigType::Long, Some("30000"), Check::AtLeast(1), LOG_DIR_FAILURE_OWN),
     kafka("log.flush.offset.checkpoint.interval.ms", ConfigType::Int, Some("60000"), Check::AtLeast(0), CHECKPOINTS_OWN),
     kafka("log.flush.scheduler.interval.ms", ConfigType::Long, Some(MAX_LONG), Check::Any, FLUSH_OWN),
     kafka("log.flush.start.offset.checkpoint.interval.ms", ConfigType::Int, Some("60000"), Check::AtLeast(0), CHECKPOINTS_OWN),

@@ -150,6 +150,9 @@ pub struct BrokerConfig {
     pub rack: Option<String>,
     /// `replica.lag.time.max.ms`: a follower behind for longer leaves the ISR.
     pub replica_lag_time_max: std::time::Duration,
+    /// `log.dir.failure.timeout.ms`: a broker that cannot tell the controller about a failed
+    /// log directory for this long shuts down.
+    pub log_dir_failure_timeout: std::time::Duration,
     /// `quota.window.num` and `quota.window.size.seconds`: the sampled windows client quotas
     /// are measured over.
     pub quota_window_num: u32,
@@ -411,6 +414,7 @@ impl BrokerConfig {
             quorum_bootstrap,
             rack,
             replica_lag_time_max: millis(int("replica.lag.time.max.ms")),
+            log_dir_failure_timeout: millis(int("log.dir.failure.timeout.ms")),
             quota_window_num: u32::try_from(int("quota.window.num")).unwrap_or(11),
             quota_window_size: std::time::Duration::from_secs(
                 u64::try_from(int("quota.window.size.seconds")).unwrap_or(1),

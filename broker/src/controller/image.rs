@@ -63,6 +63,10 @@ pub struct PartitionState {
     /// Replicas being added or removed by a reassignment.
     pub adding: Vec<i32>,
     pub removing: Vec<i32>,
+    /// Replicas whose log directory failed on their broker: they lead nothing and stay out of
+    /// the ISR until that broker starts again (as Kafka's offline replicas).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offline: Vec<i32>,
 }
 
 impl PartitionState {
@@ -75,6 +79,7 @@ impl PartitionState {
             partition_epoch: 0,
             adding: Vec::new(),
             removing: Vec::new(),
+            offline: Vec::new(),
         }
     }
 }
@@ -246,6 +251,14 @@ pub enum MetadataCommand {
         preferred: bool,
         unclean: bool,
     },
+    /// A log directory of `broker` failed: its replicas of these partitions (by topic id and
+    /// index) are offline, lead nothing and leave the ISRs. Refused from an earlier
+    /// incarnation of the broker (a restart brings its replicas back).
+    ReplicasOffline {
+        broker: i32,
+        incarnation: Uuid,
+        partitions: Vec<(Uuid, i32)>,
+    },
     /// Start moving a partition to `target` replicas.
     Reassign {
         topic: String,
@@ -343,6 +356,14 @@ impl MetadataImage {
                         old.fenced = true;
                     }
                     self.move_leadership_off(registration.id, true);
+                }
+                let fresh = self
+                    .brokers
+                    .get(&registration.id)
+                    .is_none_or(|old| old.incarnation != registration.incarnation);
+                if fresh {
+                    // Whatever failed in its previous life, its directories opened this time.
+                    self.bring_replicas_online(registration.id);
                 }
                 let mut registration = registration.clone();
                 registration.fenced = false;
@@ -475,6 +496,14 @@ impl MetadataImage {
                 // an ISR, or acks=all writes would wait for a broker about to be gone.
                 if let Some(joining) = isr
                     .iter()
+                    .find(|r| !state.isr.contains(r) && state.offline.contains(r))
+                {
+                    return rejected(format!(
+                        "broker {joining}'s replica of {topic}-{partition} is offline: it cannot join the ISR"
+                    ));
+                }
+                if let Some(joining) = isr
+                    .iter()
                     .find(|r| !state.isr.contains(r) && !live.contains(r))
                 {
                     return rejected(format!(
@@ -498,11 +527,9 @@ impl MetadataImage {
                     return rejected(format!("partition {topic}-{partition} does not exist"));
                 };
                 let choice = if *preferred {
-                    state
-                        .replicas
-                        .first()
-                        .copied()
-                        .filter(|p| state.isr.contains(p) && live.contains(p))
+                    state.replicas.first().copied().filter(|p| {
+                        state.isr.contains(p) && live.contains(p) && !state.offline.contains(p)
+                    })
                 } else {
                     elect(state, &live, *unclean)
                 };
@@ -514,6 +541,37 @@ impl MetadataImage {
                     }
                     None => rejected(format!("no eligible leader for {topic}-{partition}")),
                 }
+            }
+            MetadataCommand::ReplicasOffline {
+                broker,
+                incarnation,
+                partitions,
+            } => {
+                let Some(registration) = self.brokers.get(broker) else {
+                    return rejected(format!("broker {broker} is not registered"));
+                };
+                if registration.incarnation != *incarnation {
+                    return rejected(format!(
+                        "broker {broker} restarted since its log directory failed"
+                    ));
+                }
+                let live = self.leader_candidates();
+                for (id, index) in partitions {
+                    let Some(state) =
+                        self.topics
+                            .values_mut()
+                            .find(|t| t.id == *id)
+                            .and_then(|t| {
+                                usize::try_from(*index)
+                                    .ok()
+                                    .and_then(|i| t.partitions.get_mut(i))
+                            })
+                    else {
+                        continue;
+                    };
+                    take_offline(state, *broker, &live);
+                }
+                CommandResult::Applied
             }
             MetadataCommand::Reassign {
                 topic,
@@ -580,6 +638,7 @@ impl MetadataImage {
                 state.removing.clear();
                 state.replicas.retain(|r| !adding.contains(r));
                 state.isr.retain(|r| !adding.contains(r));
+                state.offline.retain(|r| !adding.contains(r));
                 state.partition_epoch += 1;
                 CommandResult::Applied
             }
@@ -661,6 +720,19 @@ impl MetadataImage {
         }
     }
 
+    /// A broker started again: its replicas that were offline (a failed log directory) are
+    /// back, and may catch up and lead again.
+    fn bring_replicas_online(&mut self, broker: i32) {
+        for topic in self.topics.values_mut() {
+            for state in &mut topic.partitions {
+                if state.offline.contains(&broker) {
+                    state.offline.retain(|r| *r != broker);
+                    state.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
     /// Partitions without a leader get one when an eligible replica is live.
     fn elect_offline_leaders(&mut self) {
         let live = self.leader_candidates();
@@ -699,6 +771,7 @@ impl MetadataImage {
         state.adding.clear();
         state.replicas.retain(|r| !removing.contains(r));
         state.isr.retain(|r| !removing.contains(r));
+        state.offline.retain(|r| !removing.contains(r));
         if removing.contains(&state.leader) || !state.replicas.contains(&state.leader) {
             let next = elect(state, &live, false).unwrap_or(NO_LEADER);
             set_leader(state, next);
@@ -708,10 +781,30 @@ impl MetadataImage {
     }
 }
 
-/// The first replica, in replica order, that is live and in the ISR; with `unclean`, any
-/// live replica when no in-sync one is.
+/// `broker`'s replica of the partition is offline: out of the ISR while another member
+/// remains (the last one stays, as when fenced, so an unclean election is still a choice),
+/// and leadership goes to another in-sync replica, or nowhere.
+fn take_offline(state: &mut PartitionState, broker: i32, live: &[i32]) {
+    if !state.replicas.contains(&broker) || state.offline.contains(&broker) {
+        return;
+    }
+    state.offline.push(broker);
+    if state.isr.contains(&broker) && state.isr.len() > 1 {
+        state.isr.retain(|r| *r != broker);
+    }
+    if state.leader == broker {
+        let next = elect(state, live, false).unwrap_or(NO_LEADER);
+        set_leader(state, next);
+    } else {
+        state.partition_epoch += 1;
+    }
+}
+
+/// The first replica, in replica order, that is live, online and in the ISR; with `unclean`,
+/// any live and online replica when no in-sync one is.
 pub fn elect(state: &PartitionState, live: &[i32], unclean: bool) -> Option<i32> {
-    let eligible = |r: &&i32| live.contains(r) && !state.removing.contains(r);
+    let eligible =
+        |r: &&i32| live.contains(r) && !state.removing.contains(r) && !state.offline.contains(r);
     state
         .replicas
         .iter()
@@ -766,6 +859,89 @@ mod tests {
             assignment: vec![vec![1, 2, 3], vec![2, 3, 1]],
         });
         image
+    }
+
+    #[test]
+    fn replicas_in_a_failed_directory_lead_nothing_and_stay_out_of_the_isr_until_their_broker_restarts(
+    ) {
+        let mut image = cluster();
+        let offline = |incarnation| MetadataCommand::ReplicasOffline {
+            broker: 1,
+            incarnation,
+            partitions: vec![(Uuid::nil(), 0), (Uuid::nil(), 1)],
+        };
+        assert_eq!(image.apply(&offline(Uuid::nil())), CommandResult::Applied);
+        let led = image.partition("t", 0).cloned().expect("t-0");
+        assert_eq!(
+            led.leader, 2,
+            "leadership moves to the next in-sync replica"
+        );
+        assert_eq!(led.isr, vec![2, 3]);
+        assert_eq!(led.offline, vec![1]);
+        let followed = image.partition("t", 1).cloned().expect("t-1");
+        assert_eq!(
+            followed.leader, 2,
+            "a partition it followed keeps its leader"
+        );
+        assert_eq!(followed.isr, vec![2, 3]);
+        assert_eq!(followed.offline, vec![1]);
+
+        // It catches up on nothing: the leader may not take it back into the ISR, and no
+        // election chooses it, preferred or not.
+        let rejoin = MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            partition_epoch: led.partition_epoch,
+            isr: vec![2, 3, 1],
+        };
+        assert!(
+            matches!(image.apply(&rejoin), CommandResult::Rejected { reason } if reason.contains("offline"))
+        );
+        let preferred = MetadataCommand::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            preferred: true,
+            unclean: false,
+        };
+        assert!(matches!(
+            image.apply(&preferred),
+            CommandResult::Rejected { .. }
+        ));
+        for fenced in [2, 3] {
+            image.apply(&MetadataCommand::SetFenced {
+                broker: fenced,
+                fenced: true,
+            });
+        }
+        assert_eq!(
+            image.partition("t", 0).map(|p| p.leader),
+            Some(NO_LEADER),
+            "its only live replica is offline"
+        );
+
+        // A command from before a restart is refused; the restart brings the replicas back.
+        let restarted = Uuid::from_u128(7);
+        image.apply(&MetadataCommand::RegisterBroker(BrokerRegistration {
+            incarnation: restarted,
+            ..image.brokers[&1].clone()
+        }));
+        assert!(image
+            .partition("t", 0)
+            .is_some_and(|p| p.offline.is_empty()));
+        assert!(
+            matches!(image.apply(&offline(Uuid::nil())), CommandResult::Rejected { reason } if reason.contains("restarted"))
+        );
+        assert!(image
+            .partition("t", 1)
+            .is_some_and(|p| p.offline.is_empty()));
+        image.apply(&MetadataCommand::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            preferred: false,
+            unclean: true,
+        });
+        assert_eq!(image.partition("t", 0).map(|p| p.leader), Some(1));
     }
 
     #[test]

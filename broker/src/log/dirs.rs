@@ -94,6 +94,9 @@ pub struct LogDirs {
     node_id: i32,
     /// The `cluster.id` the directories' `meta.properties` name, when any does.
     stored_cluster_id: Option<String>,
+    /// The positions of the directories an I/O error took offline; they stay offline until
+    /// the broker restarts.
+    offline: parking_lot::Mutex<std::collections::BTreeSet<usize>>,
 }
 
 impl LogDirs {
@@ -174,6 +177,7 @@ impl LogDirs {
             dirs,
             node_id,
             stored_cluster_id: stored_cluster_id.map(|(id, _)| id),
+            offline: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
         };
         dirs.finish_interrupted_moves()?;
         Ok(dirs)
@@ -203,6 +207,50 @@ impl LogDirs {
     /// The position in `log.dirs` of log directory `root` (as [`LogDir::path`]).
     pub fn position(&self, root: &Path) -> Option<usize> {
         self.dirs.iter().position(|d| d.path == root)
+    }
+
+    /// The position of the directory holding `path` (a file of a replica, or the directory
+    /// itself), if any.
+    pub fn containing(&self, path: &Path) -> Option<usize> {
+        self.dirs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| path.starts_with(&d.path))
+            .max_by_key(|(_, d)| d.path.as_os_str().len())
+            .map(|(i, _)| i)
+    }
+
+    /// Takes directory `index` offline; `false` when it already was.
+    pub fn take_offline(&self, index: usize) -> bool {
+        index < self.dirs.len() && self.offline.lock().insert(index)
+    }
+
+    pub fn is_online(&self, index: usize) -> bool {
+        !self.offline.lock().contains(&index)
+    }
+
+    /// How many directories are offline.
+    pub fn offline_count(&self) -> usize {
+        self.offline.lock().len()
+    }
+
+    /// Writes, syncs and removes a small file in each online directory, so a directory that
+    /// fails while nothing writes to it is found out: the failures, by position.
+    pub fn probe(&self) -> Vec<(usize, IoError)> {
+        self.dirs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.is_online(*i))
+            .filter_map(|(i, dir)| {
+                let probe = dir.path.join(WRITE_PROBE);
+                fs::File::create(&probe)
+                    .and_then(|mut f| f.write_all(b"probe").and_then(|()| f.sync_all()))
+                    .and_then(|()| fs::remove_file(&probe))
+                    .at("probe log directory", &dir.path)
+                    .err()
+                    .map(|e| (i, e))
+            })
+            .collect()
     }
 
     /// Writes each directory's `meta.properties` for `cluster_id`, once the cluster is known;

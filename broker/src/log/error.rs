@@ -16,6 +16,58 @@ pub struct IoError {
     pub source: io::Error,
 }
 
+impl IoError {
+    /// Whether this failure means the log directory itself is failing (a read or write
+    /// error, a directory gone or remounted read-only), as Kafka takes any `IOException` of a
+    /// log: the directory goes offline. A full filesystem or quota is not: writes are
+    /// refused until there is room again, and the directory stays.
+    pub fn fails_directory(&self) -> bool {
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        !matches!(self.source.raw_os_error(), Some(ENOSPC | EDQUOT))
+            && self.source.kind() != io::ErrorKind::StorageFull
+    }
+}
+
+/// A log operation's failure that may be its directory's: the I/O error, when there is one
+/// and it fails the directory ([`IoError::fails_directory`]).
+pub trait DirectoryFault {
+    fn directory_fault(&self) -> Option<&IoError>;
+}
+
+impl DirectoryFault for IoError {
+    fn directory_fault(&self) -> Option<&IoError> {
+        Some(self).filter(|e| e.fails_directory())
+    }
+}
+
+impl DirectoryFault for LogError {
+    fn directory_fault(&self) -> Option<&IoError> {
+        match self {
+            LogError::Io(e) => e.directory_fault(),
+            _ => None,
+        }
+    }
+}
+
+impl DirectoryFault for AppendError {
+    fn directory_fault(&self) -> Option<&IoError> {
+        match self {
+            AppendError::Io(e) => e.directory_fault(),
+            _ => None,
+        }
+    }
+}
+
+impl DirectoryFault for ReadError {
+    fn directory_fault(&self) -> Option<&IoError> {
+        match self {
+            ReadError::Io(e) => e.directory_fault(),
+            _ => None,
+        }
+    }
+}
+
 /// Attaches the operation and path to an I/O result.
 pub(crate) trait IoResultExt<T> {
     fn at(self, op: &'static str, path: &Path) -> Result<T, IoError>;

@@ -70,7 +70,7 @@ pub use self::cleaner::{
 pub use self::compression::TopicCompression;
 use self::epoch::{EpochEntry, LeaderEpochCache};
 use self::error::IoResultExt;
-pub use self::error::{AppendError, IoError, LogError, ReadError};
+pub use self::error::{AppendError, DirectoryFault, IoError, LogError, ReadError};
 use self::index::NO_TIMESTAMP;
 pub use self::retention::RetentionOutcome;
 use self::segment::{

@@ -71,6 +71,13 @@ pub async fn reconcile(broker: &Broker) {
         tracing::info!(partition = %format!("{name}-{index}"), "replica removed");
     }
     broker.partitions.write().retain(|_, list| !list.is_empty());
+    // A replica offline since its directory failed is forgotten once it is no longer
+    // assigned here: assigned again, it starts afresh in an online directory.
+    broker.offline_replicas.lock().retain(|(name, index)| {
+        image
+            .partition(name, *index)
+            .is_some_and(|state| state.replicas.contains(&node))
+    });
 
     // Brokers that may join ISRs: fenced ones and those shutting down may not.
     let eligible = image.leader_candidates();
@@ -84,7 +91,13 @@ pub async fn reconcile(broker: &Broker) {
             .unwrap_or_else(|| Arc::from(topic.name.as_str()));
         for (index, state) in topic.partitions.iter().enumerate() {
             let index = index as i32;
-            if !state.replicas.contains(&node) {
+            if !state.replicas.contains(&node)
+                || state.offline.contains(&node)
+                || broker
+                    .offline_replicas
+                    .lock()
+                    .contains(&(topic.name.clone(), index))
+            {
                 continue;
             }
             let partition = match broker.partition(&topic.name, index) {
@@ -100,6 +113,7 @@ pub async fn reconcile(broker: &Broker) {
                     index,
                     &config,
                     log_config(&config),
+                    broker.dir_failures.clone(),
                 ) {
                     Ok(partition) => {
                         let partition = Arc::new(partition);

@@ -16,17 +16,19 @@ use crate::controller::image::{PartitionState, NO_LEADER};
 use crate::log::batch::BatchHeader;
 use crate::log::control::{marker_batch, Marker};
 use crate::log::{
-    AppendError, AppendInfo, CompactionOutcome, CompactionSettings, LogConfig, LogError,
-    PartitionLog, ReadError, ReadResult, RetentionOutcome, TimestampOffset,
+    AppendError, AppendInfo, CompactionOutcome, CompactionSettings, DirectoryFault, LogConfig,
+    LogError, PartitionLog, ReadError, ReadResult, RetentionOutcome, TimestampOffset,
 };
 use crate::producer::{
     AbortedTxn, MarkerError, ProducerStateTable, ProducerSummary, SequenceError, Verdict,
 };
 
+pub mod dir_failure;
 pub mod fetcher;
 mod log_dir;
 pub mod manager;
 
+pub use self::dir_failure::DirFailures;
 pub use self::log_dir::FutureReplica;
 
 /// Why a produce to a partition was refused; nothing was written.
@@ -154,6 +156,8 @@ pub struct Partition {
     compacted: AtomicBool,
     /// A move to another log directory in progress.
     moving: Mutex<Option<Arc<log_dir::FutureLog>>>,
+    /// Where an I/O error that fails the log directory is reported.
+    faults: DirFailures,
 }
 
 impl std::fmt::Debug for Partition {
@@ -206,10 +210,13 @@ impl Partition {
             min_insync: std::sync::atomic::AtomicUsize::new(config.min_insync_replicas),
             compacted: AtomicBool::new(config.cleanup_compact),
             moving: Mutex::new(None),
+            faults: DirFailures::default(),
         })
     }
 
-    /// Opens (recovering if needed) the log of `topic`-`index` under `dir`.
+    /// Opens (recovering if needed) the log of `topic`-`index` under `dir`; I/O errors that
+    /// fail the directory, then and later, go to `faults`.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         node: i32,
         dir: &std::path::Path,
@@ -218,11 +225,34 @@ impl Partition {
         index: i32,
         topic_config: &TopicConfig,
         config: LogConfig,
+        faults: DirFailures,
     ) -> Result<Partition, LogError> {
         let dir = dir.join(format!("{topic}-{index}"));
-        claim_dir(&dir, topic_id)?;
-        let log = PartitionLog::open(&dir, config)?;
-        Partition::new(node, topic, topic_id, index, topic_config, log)
+        let opened = claim_dir(&dir, topic_id)
+            .and_then(|()| PartitionLog::open(&dir, config))
+            .and_then(|log| Partition::new(node, topic, topic_id, index, topic_config, log));
+        match opened {
+            Ok(partition) => Ok(Partition {
+                faults,
+                ..partition
+            }),
+            Err(e) => {
+                if let Some(io) = e.directory_fault() {
+                    faults.report(io);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Passes `result` on, reporting an I/O error that fails the log directory.
+    fn noted<T, E: DirectoryFault>(&self, result: Result<T, E>) -> Result<T, E> {
+        if let Err(e) = &result {
+            if let Some(io) = e.directory_fault() {
+                self.faults.report(io);
+            }
+        }
+        result
     }
 
     /// Appends the batches of a Produce request and wakes every fetch waiting on this
@@ -297,7 +327,7 @@ impl Partition {
             }
         }
         let segments_before = state.log.segment_count();
-        let info = state.log.append(records, epoch)?;
+        let info = self.noted(state.log.append(records, epoch))?;
         if let Some(header) = &idempotent {
             state.producers.record(header, info.base_offset);
         }
@@ -337,7 +367,7 @@ impl Partition {
             .producers
             .check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
         let segments_before = state.log.segment_count();
-        let info = state.log.append(&batch, epoch)?;
+        let info = self.noted(state.log.append(&batch, epoch))?;
         state
             .producers
             .end_transaction(producer_id, producer_epoch, marker, info.base_offset);
@@ -373,7 +403,7 @@ impl Partition {
     pub fn append_replicated(&self, records: &[u8]) -> Result<AppendInfo, AppendError> {
         let mut state = self.state.write();
         let segments_before = state.log.segment_count();
-        let info = state.log.append_replicated(records)?;
+        let info = self.noted(state.log.append_replicated(records))?;
         let mut rest = records;
         while let Some(header) = BatchHeader::parse(rest) {
             let batch = rest.get(..header.size()).unwrap_or_default();
@@ -388,9 +418,9 @@ impl Partition {
     pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
         let mut state = self.state.write();
         state.rewrites += 1;
-        state.log.truncate_to(offset)?;
+        self.noted(state.log.truncate_to(offset))?;
         let end = state.log.log_end_offset();
-        state.producers = restore_producers(&state.log)?;
+        state.producers = self.noted(restore_producers(&state.log))?;
         drop(state);
         self.high_watermark.send_if_modified(|hw| {
             let changed = *hw > end;
@@ -404,7 +434,7 @@ impl Partition {
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
         let mut state = self.state.write();
         state.rewrites += 1;
-        state.log.truncate_fully_and_start_at(offset)?;
+        self.noted(state.log.truncate_fully_and_start_at(offset))?;
         state.producers = ProducerStateTable::default();
         if let Err(e) = crate::producer::remove_snapshots(state.log.dir()) {
             tracing::warn!(partition = ?self, error = %e, "could not remove producer snapshots of the emptied log");
@@ -705,10 +735,12 @@ impl Partition {
     /// Reads for a consumer: only what the high watermark has committed.
     pub fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ReadError> {
         let high_watermark = self.high_watermark();
-        self.state
-            .read()
-            .log
-            .read_up_to(offset, max_bytes, high_watermark)
+        self.noted(
+            self.state
+                .read()
+                .log
+                .read_up_to(offset, max_bytes, high_watermark),
+        )
     }
 
     /// Reads for a `read_committed` consumer: only what is below the last stable offset, with
@@ -724,7 +756,7 @@ impl Partition {
             .producers
             .first_unstable_offset(high_watermark)
             .map_or(high_watermark, |first| first.min(high_watermark));
-        let read = state.log.read_up_to(offset, max_bytes, stable)?;
+        let read = self.noted(state.log.read_up_to(offset, max_bytes, stable))?;
         let mut end = offset;
         let mut rest = &read.records[..];
         while let Some(header) = BatchHeader::parse(rest) {
@@ -764,7 +796,7 @@ impl Partition {
     }
 
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ReadError> {
-        self.state.read().log.read(offset, max_bytes)
+        self.noted(self.state.read().log.read(offset, max_bytes))
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -785,12 +817,12 @@ impl Partition {
         &self,
         timestamp: i64,
     ) -> Result<Option<TimestampOffset>, ReadError> {
-        self.state.read().log.offset_for_timestamp(timestamp)
+        self.noted(self.state.read().log.offset_for_timestamp(timestamp))
     }
 
     /// The first record with the log's largest timestamp.
     pub fn max_timestamp_record(&self) -> Result<Option<TimestampOffset>, ReadError> {
-        self.state.read().log.max_timestamp_record()
+        self.noted(self.state.read().log.max_timestamp_record())
     }
 
     /// The leader epoch of the first record, when the epoch cache knows it.
@@ -836,7 +868,7 @@ impl Partition {
         let flushed = tokio::task::spawn_blocking(move || {
             let mut state = partition.state.write();
             let end = state.log.log_end_offset();
-            state.log.flush().map(|()| end)
+            partition.noted(state.log.flush()).map(|()| end)
         })
         .await
         .map_err(|e| {
@@ -864,9 +896,11 @@ impl Partition {
         retention_bytes: i64,
     ) -> Result<RetentionOutcome, LogError> {
         let mut state = self.state.write();
-        let outcome = state
-            .log
-            .apply_retention(now_ms, retention_ms, retention_bytes)?;
+        let outcome = self.noted(state.log.apply_retention(
+            now_ms,
+            retention_ms,
+            retention_bytes,
+        ))?;
         let start = state.log.log_start_offset();
         state.producers.forget_before(start);
         Ok(outcome)
@@ -874,7 +908,7 @@ impl Partition {
 
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         let mut state = self.state.write();
-        let start = state.log.delete_records_before(offset)?;
+        let start = self.noted(state.log.delete_records_before(offset))?;
         let log_start = state.log.log_start_offset();
         state.producers.forget_before(log_start);
         Ok(start)
@@ -901,23 +935,26 @@ impl Partition {
                 stable_end: Some(stable_end),
                 aborted: state.producers.aborted_between(i64::MIN, i64::MAX),
             };
-            state
-                .log
-                .compaction_plan_with(now_ms, settings, transactions)?
+            self.noted(
+                state
+                    .log
+                    .compaction_plan_with(now_ms, settings, transactions),
+            )?
         };
         let Some(plan) = planned else {
             return Ok(None);
         };
-        let cleaned = plan.run()?;
-        self.state.write().log.install_cleaned(cleaned).map(Some)
+        let cleaned = self.noted(plan.run())?;
+        self.noted(self.state.write().log.install_cleaned(cleaned))
+            .map(Some)
     }
 
     pub fn flush_if_due(&self, now: std::time::Instant) -> Result<bool, LogError> {
-        self.state.write().log.flush_if_due(now)
+        self.noted(self.state.write().log.flush_if_due(now))
     }
 
     pub fn flush(&self) -> Result<(), LogError> {
-        self.state.write().log.flush()
+        self.noted(self.state.write().log.flush())
     }
 
     /// Flushes and closes the log, marking a clean shutdown; used once nothing else holds it.
@@ -1068,6 +1105,7 @@ mod tests {
             0,
             &topic,
             crate::broker::log_config(&topic),
+            DirFailures::default(),
         )
         .expect("a partition");
         let state = PartitionState {
