@@ -763,3 +763,251 @@ fn transient_dirs(dirs: &[PathBuf]) -> Result<Vec<String>> {
     }
     Ok(found)
 }
+
+/// A log directory failing under a running producer, as Kafka's log-directory failure
+/// handling takes it: three brokers, broker 2 on two directories and leading every
+/// partition; its second directory is replaced by a file (as Kafka's own test does), so its
+/// next write there fails. That directory goes offline, alone: its partitions are led by
+/// other in-sync replicas and list broker 2 as offline, the first directory's stay led by
+/// broker 2, DescribeLogDirs reports the failed one with KAFKA_STORAGE_ERROR, the gauge
+/// counts it, the broker keeps running, and the idempotent `acks=all` producer loses
+/// nothing. Once the directory is back (an empty disk) and broker 2 restarted, its replicas
+/// are rebuilt and rejoin every ISR.
+#[test]
+fn a_failed_log_directory_goes_offline_alone_and_its_partitions_are_led_elsewhere_losing_nothing(
+) -> Result<()> {
+    use oxbow_e2e::cluster::{Cluster, ClusterOptions, RecordingContext};
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+    const FAILING: &str = "failing";
+    const PARTITIONS: i32 = 6;
+    const BROKER: i32 = 2;
+    let disks = tempfile::tempdir()?;
+    let first = disks.path().join("disk-a");
+    let second = disks.path().join("disk-b");
+    let mut cluster = Cluster::start(
+        ClusterOptions::new(env!("CARGO_BIN_EXE_oxbow-broker"))
+            .set("auto.create.topics.enable", "false")
+            .set_on(
+                BROKER,
+                "log.dirs",
+                format!("{},{}", first.display(), second.display()),
+            ),
+    )?;
+    let outcome = (|| -> Result<()> {
+        let assignment: Vec<Vec<i32>> = (0..PARTITIONS)
+            .map(|p| {
+                if p % 2 == 0 {
+                    vec![BROKER, 1, 3]
+                } else {
+                    vec![BROKER, 3, 1]
+                }
+            })
+            .collect();
+        let assignment: Vec<&[i32]> = assignment.iter().map(Vec::as_slice).collect();
+        cluster.create_topic_assigned(
+            FAILING,
+            &assignment,
+            &[("min.insync.replicas", "2"), ("segment.bytes", "1048576")],
+        )?;
+        let on_first = partitions_in(&first, FAILING)?;
+        let on_second = partitions_in(&second, FAILING)?;
+        ensure!(
+            on_first.len() == 3 && on_second.len() == 3,
+            "partitions spread {on_first:?} / {on_second:?}"
+        );
+
+        let producer: ThreadedProducer<RecordingContext> = cluster
+            .client_config()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "120000")
+            .create_with_context(RecordingContext::default())
+            .context("creating the producer")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(
+                move || -> Result<(usize, ThreadedProducer<RecordingContext>)> {
+                    let mut sent = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let value = format!("v{sent:08}-{}", "x".repeat(500));
+                        let partition = i32::try_from(sent)? % PARTITIONS;
+                        let record = BaseRecord::<(), _, _>::with_opaque_to(
+                            FAILING,
+                            Box::new(std::time::Instant::now()),
+                        )
+                        .payload(&value)
+                        .partition(partition);
+                        match producer.send(record) {
+                            Ok(()) => sent += 1,
+                            Err((
+                                rdkafka::error::KafkaError::MessageProduction(
+                                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                                ),
+                                _,
+                            )) => {}
+                            Err((e, _)) => bail!("sending record {sent}: {e}"),
+                        }
+                        if sent % 20 == 0 {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                    producer.flush(Duration::from_secs(150))?;
+                    Ok((sent, producer))
+                },
+            )
+        };
+        std::thread::sleep(Duration::from_secs(3));
+
+        // The disk goes: its directory is gone, and a file stands in its place.
+        std::fs::remove_dir_all(&second)?;
+        std::fs::write(&second, b"not a directory")?;
+        let failed_at = std::time::Instant::now();
+        let seen = cluster.wait_until(
+            "the failed directory's partitions are led elsewhere",
+            Duration::from_secs(30),
+            |cluster| {
+                let partitions = cluster.partitions_seen_by(1, FAILING)?;
+                for view in &partitions {
+                    if on_second.contains(&view.partition) {
+                        ensure!(
+                            view.leader != BROKER
+                                && view.leader >= 0
+                                && view.offline == vec![BROKER]
+                                && !view.isr.contains(&BROKER),
+                            "{view:?}"
+                        );
+                    } else {
+                        ensure!(view.leader == BROKER && view.offline.is_empty(), "{view:?}");
+                    }
+                }
+                Ok(partitions)
+            },
+        )?;
+        eprintln!(
+            "led elsewhere {:.1?} after the directory failed: {seen:?}",
+            failed_at.elapsed()
+        );
+        ensure!(
+            cluster.state(BROKER) == oxbow_e2e::cluster::NodeState::Running,
+            "broker {BROKER} stopped on one failed directory of two"
+        );
+        let described: kafka_protocol::messages::DescribeLogDirsResponse = cluster.request(
+            BROKER,
+            &DescribeLogDirsRequest::default().with_topics(None),
+            4,
+        )?;
+        for result in &described.results {
+            let path = PathBuf::from(result.log_dir.as_str());
+            let held: Vec<i32> = result
+                .topics
+                .iter()
+                .filter(|t| t.name.0.as_str() == FAILING)
+                .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+                .collect();
+            if path == second {
+                expect_code(
+                    "DescribeLogDirs of the failed directory",
+                    result.error_code,
+                    ResponseError::KafkaStorageError,
+                )?;
+                ensure!(held.is_empty(), "the failed directory lists {held:?}");
+            } else {
+                ensure!(path == first, "unknown directory {}", path.display());
+                expect_ok("DescribeLogDirs of the good directory", result.error_code)?;
+                ensure!(held == on_first, "the good directory lists {held:?}");
+            }
+        }
+        let metrics = cluster.scrape_metrics(BROKER)?;
+        ensure!(
+            harness::sample(&metrics, "oxbow_offline_log_directories") == Some(1.0),
+            "gauge: {:?}",
+            harness::sample(&metrics, "oxbow_offline_log_directories")
+        );
+
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        let (sent, producer) = sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+        let deliveries = producer.context().log.snapshot();
+        let failed: Vec<_> = deliveries.iter().filter(|d| d.error.is_some()).collect();
+        ensure!(
+            deliveries.len() == sent && failed.is_empty(),
+            "{sent} sent, {} reported, failed: {:?}",
+            deliveries.len(),
+            failed.iter().take(5).collect::<Vec<_>>()
+        );
+        let read = cluster.read_all(FAILING, PARTITIONS)?;
+        let at: BTreeMap<(i32, i64), &str> = read
+            .iter()
+            .map(|(p, o, v)| ((*p, *o), v.as_str()))
+            .collect();
+        ensure!(at.len() == read.len(), "an offset read twice");
+        let mut values: Vec<&str> = read.iter().map(|(_, _, v)| v.as_str()).collect();
+        values.sort_unstable();
+        values.dedup();
+        ensure!(values.len() == read.len(), "a value stored twice");
+        for delivery in &deliveries {
+            ensure!(
+                at.get(&(delivery.partition, delivery.offset)) == Some(&delivery.value.as_str()),
+                "acknowledged {}-{} is {:?} in the log",
+                delivery.partition,
+                delivery.offset,
+                at.get(&(delivery.partition, delivery.offset))
+            );
+        }
+        eprintln!(
+            "{sent} records acknowledged across the failure, every one read back at its offset"
+        );
+
+        // A new disk: the broker starts on it, and its replicas are rebuilt from the leaders.
+        cluster.stop(BROKER)?;
+        std::fs::remove_file(&second)?;
+        cluster.start_nodes(&[BROKER])?;
+        let healed = cluster.wait_for_full_isr(FAILING, Duration::from_secs(60))?;
+        ensure!(
+            healed.iter().all(|v| v.offline.is_empty()),
+            "still offline after the restart: {healed:?}"
+        );
+        let rebuilt =
+            partitions_in(&first, FAILING)?.len() + partitions_in(&second, FAILING)?.len();
+        ensure!(
+            rebuilt == 6,
+            "{rebuilt} replicas on broker {BROKER} after the restart"
+        );
+        Ok(())
+    })();
+    cluster.explain(outcome)
+}
+
+/// The last log directory failing stops the broker with an error, as Kafka's does: it has
+/// nowhere to keep anything.
+#[test]
+fn a_broker_whose_every_log_directory_failed_stops_with_an_error() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let only = root.path().join("only");
+    let mut broker = broker_on(std::slice::from_ref(&only))?;
+    std::fs::remove_dir_all(&only)?;
+    std::fs::write(&only, b"not a directory")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while broker.is_running() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "still running 30 s after its only log directory failed\n{}",
+            broker.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = broker.stop()?;
+    ensure!(!status.success(), "exited with {status}");
+    let log = std::fs::read_to_string(broker.log_path())?;
+    ensure!(
+        log.contains("every log directory has failed"),
+        "{}",
+        broker.log_tail(30)
+    );
+    Ok(())
+}
