@@ -42,12 +42,25 @@
 //! isolated from its followers, the active controller isolated, a bridge (the leader cut from
 //! one broker, the third seeing both), a one-way cut (what the leader sends is lost), every
 //! broker isolated, a leader's links flapping, with a kill, a pause and a long pause between
-//! them, and a leader's links dropping a fifth of their packets (the ISR must stay whole:
-//! the fault is far shorter than `replica.lag.time.max.ms`). Each fault's row shows the p99
-//! of the `acks=all` latency of what was sent while it lasted. Its settings:
-//! `OXBOW_JEPSEN_PARTITION_ROUNDS` (10, one of each), `OXBOW_JEPSEN_CUT_SECS` (12, longer
-//! than the session; also how long a link stays lossy), `OXBOW_JEPSEN_CUT_ALL_SECS` (8), and
-//! the ones above.
+//! them, a leader's links dropping a fifth of their packets (the ISR must stay whole:
+//! the fault is far shorter than `replica.lag.time.max.ms`), and the second of a leader's two
+//! log directories failing (its disk gone: that directory goes offline alone, its partitions
+//! are led elsewhere; then the broker gets a new disk and restarts). Each fault's row shows
+//! the p99 of the `acks=all` latency of what was sent while it lasted. Its settings:
+//! `OXBOW_JEPSEN_PARTITION_ROUNDS` (11, one of each), `OXBOW_JEPSEN_CUT_SECS` (12, longer
+//! than the session; also how long a link stays lossy), `OXBOW_JEPSEN_CUT_ALL_SECS` (8),
+//! `OXBOW_JEPSEN_DISK_SECS` (8, how long the broker runs on with a failed directory),
+//! `OXBOW_JEPSEN_SCHEDULE` (`every-kind`: every fault of both runs and the disk, each cycle in
+//! an order the seed draws, for the long runs), and the ones above. The long run, 105 faults
+//! against a release build (about 45 minutes on 2 cores):
+//!
+//! ```text
+//! cargo build --release -p oxbow-broker
+//! OXBOW_BROKER_BIN=target/release/oxbow-broker OXBOW_JEPSEN_SCHEDULE=every-kind \
+//!     OXBOW_JEPSEN_PARTITION_ROUNDS=105 OXBOW_JEPSEN_SEED=<seed to replay> \
+//!     cargo test -p oxbow-broker --test jepsen -- --nocapture \
+//!     acks_all_writes_survive_network_partitions
+//! ```
 //!
 //! The third test runs a transactional workload against three brokers with a 3 s broker
 //! session, each broker in a network namespace of its own (a sandbox again):
@@ -134,6 +147,9 @@ struct Settings {
     max_kill_stall: Duration,
     cut: Duration,
     cut_all: Duration,
+    disk_down: Duration,
+    /// Every fault kind, in an order the seed draws, instead of the test's fixed schedule.
+    every_kind: bool,
 }
 
 impl Settings {
@@ -156,6 +172,8 @@ impl Settings {
             max_kill_stall: secs("OXBOW_JEPSEN_MAX_KILL_STALL_SECS", 5),
             cut: secs("OXBOW_JEPSEN_CUT_SECS", 12),
             cut_all: secs("OXBOW_JEPSEN_CUT_ALL_SECS", 8),
+            disk_down: secs("OXBOW_JEPSEN_DISK_SECS", 8),
+            every_kind: std::env::var("OXBOW_JEPSEN_SCHEDULE").is_ok_and(|v| v == "every-kind"),
         }
     }
 }
@@ -214,6 +232,10 @@ enum Fault {
     /// ways: replication goes on, retransmitting, and the ISR must stay whole (the outage is
     /// far shorter than `replica.lag.time.max.ms`).
     LossyLeader,
+    /// A partition leader's second log directory fails (its disk is gone): that directory
+    /// goes offline alone, its partitions are led elsewhere; then the broker is stopped,
+    /// given a new disk and started again, and its replicas are copied back.
+    FailDiskLeader,
 }
 
 const SCHEDULE: [Fault; 7] = [
@@ -227,7 +249,7 @@ const SCHEDULE: [Fault; 7] = [
 ];
 
 /// The partition run: every network fault, with kills and pauses between them.
-const PARTITION_SCHEDULE: [Fault; 10] = [
+const PARTITION_SCHEDULE: [Fault; 11] = [
     Fault::IsolateLeader,
     Fault::KillLeader,
     Fault::BridgeLeader,
@@ -238,6 +260,27 @@ const PARTITION_SCHEDULE: [Fault; 10] = [
     Fault::LongPauseLeader,
     Fault::CutAll,
     Fault::FlapLeader,
+    Fault::FailDiskLeader,
+];
+
+/// Every kind of fault, for the long runs (`OXBOW_JEPSEN_SCHEDULE=every-kind`): each cycle
+/// runs them all once, in an order the seed draws.
+const EVERY_KIND: [Fault; 15] = [
+    Fault::KillLeader,
+    Fault::PauseLeader,
+    Fault::TerminateLeader,
+    Fault::KillRestartLeader,
+    Fault::LongPauseLeader,
+    Fault::KillAny,
+    Fault::KillTwo,
+    Fault::IsolateLeader,
+    Fault::IsolateController,
+    Fault::BridgeLeader,
+    Fault::OneWayLeader,
+    Fault::CutAll,
+    Fault::FlapLeader,
+    Fault::LossyLeader,
+    Fault::FailDiskLeader,
 ];
 
 /// The share of packets a lossy link drops.
@@ -260,6 +303,7 @@ impl Fault {
             Fault::CutAll => "every broker isolated",
             Fault::FlapLeader => "leader's links flapping",
             Fault::LossyLeader => "leader's links lossy (20%)",
+            Fault::FailDiskLeader => "leader's log directory failed",
         }
     }
 }
@@ -311,14 +355,37 @@ fn acks_all_writes_survive_network_partitions_mixed_with_kills_and_pauses() {
             let mut settings = Settings::from_env();
             settings.rounds = env_or("OXBOW_JEPSEN_PARTITION_ROUNDS", PARTITION_SCHEDULE.len());
             eprintln!("jepsen settings: {settings:?}");
+            let schedule = if settings.every_kind {
+                every_kind_schedule(settings.seed, settings.rounds)
+            } else {
+                PARTITION_SCHEDULE.to_vec()
+            };
             let started = Instant::now();
-            let mut cluster =
-                Cluster::start(ClusterOptions::new(broker_bin()).network_namespaces())?;
-            let outcome = run(&mut cluster, &settings, &PARTITION_SCHEDULE, started);
+            let mut cluster = Cluster::start(
+                ClusterOptions::new(broker_bin())
+                    .network_namespaces()
+                    .two_log_dirs(),
+            )?;
+            let outcome = run(&mut cluster, &settings, &schedule, started);
             eprintln!("jepsen run took {:.1?}", started.elapsed());
             cluster.explain(outcome)
         },
     );
+}
+
+/// `rounds` faults: cycles of [`EVERY_KIND`], each in an order drawn from `seed`.
+fn every_kind_schedule(seed: u64, rounds: usize) -> Vec<Fault> {
+    let mut rng = Rng::new(seed.rotate_left(17));
+    let mut schedule = Vec::with_capacity(rounds + EVERY_KIND.len());
+    while schedule.len() < rounds {
+        let mut cycle = EVERY_KIND;
+        for i in (1..cycle.len()).rev() {
+            cycle.swap(i, rng.below(i + 1));
+        }
+        schedule.extend(cycle);
+    }
+    schedule.truncate(rounds);
+    schedule
 }
 
 fn run(
@@ -618,6 +685,18 @@ fn nemesis(
                 cluster.heal_network()?;
                 thread::sleep(Duration::from_secs(1));
             }
+        }
+        Fault::FailDiskLeader => {
+            let dir = cluster.fail_log_dir(node, 1)?;
+            thread::sleep(settings.disk_down);
+            let status = cluster.stop(node)?;
+            ensure!(
+                status.success(),
+                "broker {node} exited with {status} on SIGTERM after {} failed",
+                dir.display()
+            );
+            cluster.replace_log_dir(node, 1)?;
+            cluster.start_nodes(&[node])?;
         }
         Fault::LossyLeader => {
             for other in cluster.node_ids().into_iter().filter(|n| *n != node) {

@@ -765,7 +765,7 @@ fn transient_dirs(dirs: &[PathBuf]) -> Result<Vec<String>> {
 }
 
 /// A log directory failing under a running producer, as Kafka's log-directory failure
-/// handling takes it: three brokers, broker 2 on two directories and leading every
+/// handling takes it: three brokers, each on two directories, broker 2 leading every
 /// partition; its second directory is replaced by a file (as Kafka's own test does), so its
 /// next write there fails. That directory goes offline, alone: its partitions are led by
 /// other in-sync replicas and list broker 2 as offline, the first directory's stay led by
@@ -782,18 +782,13 @@ fn a_failed_log_directory_goes_offline_alone_and_its_partitions_are_led_elsewher
     const FAILING: &str = "failing";
     const PARTITIONS: i32 = 6;
     const BROKER: i32 = 2;
-    let disks = tempfile::tempdir()?;
-    let first = disks.path().join("disk-a");
-    let second = disks.path().join("disk-b");
     let mut cluster = Cluster::start(
         ClusterOptions::new(env!("CARGO_BIN_EXE_oxbow-broker"))
             .set("auto.create.topics.enable", "false")
-            .set_on(
-                BROKER,
-                "log.dirs",
-                format!("{},{}", first.display(), second.display()),
-            ),
+            .two_log_dirs(),
     )?;
+    let [first, second] = <[PathBuf; 2]>::try_from(cluster.log_dirs(BROKER))
+        .map_err(|dirs| anyhow::anyhow!("log directories {dirs:?}"))?;
     let outcome = (|| -> Result<()> {
         let assignment: Vec<Vec<i32>> = (0..PARTITIONS)
             .map(|p| {
@@ -862,8 +857,7 @@ fn a_failed_log_directory_goes_offline_alone_and_its_partitions_are_led_elsewher
         std::thread::sleep(Duration::from_secs(3));
 
         // The disk goes: its directory is gone, and a file stands in its place.
-        std::fs::remove_dir_all(&second)?;
-        std::fs::write(&second, b"not a directory")?;
+        cluster.fail_log_dir(BROKER, 1)?;
         let failed_at = std::time::Instant::now();
         let seen = cluster.wait_until(
             "the failed directory's partitions are led elsewhere",
@@ -965,7 +959,7 @@ fn a_failed_log_directory_goes_offline_alone_and_its_partitions_are_led_elsewher
 
         // A new disk: the broker starts on it, and its replicas are rebuilt from the leaders.
         cluster.stop(BROKER)?;
-        std::fs::remove_file(&second)?;
+        cluster.replace_log_dir(BROKER, 1)?;
         cluster.start_nodes(&[BROKER])?;
         let healed = cluster.wait_for_full_isr(FAILING, Duration::from_secs(60))?;
         ensure!(

@@ -87,6 +87,8 @@ pub struct ClusterOptions {
     inter_broker: Option<(String, String)>,
     /// Each broker in a network namespace of its own (see [`crate::netns`]).
     network_namespaces: bool,
+    /// Each broker on two log directories, so one can fail ([`Cluster::fail_log_dir`]).
+    two_log_dirs: bool,
 }
 
 impl ClusterOptions {
@@ -102,6 +104,7 @@ impl ClusterOptions {
             pod_prefix: None,
             inter_broker: None,
             network_namespaces: false,
+            two_log_dirs: false,
         }
     }
 
@@ -160,6 +163,13 @@ impl ClusterOptions {
     /// still reach every one. Only inside a [`crate::sandbox`].
     pub fn network_namespaces(mut self) -> Self {
         self.network_namespaces = true;
+        self
+    }
+
+    /// Each broker on two log directories (`data` and `data-1` in its home; the first holds
+    /// the cluster metadata), so a test can fail the second ([`Cluster::fail_log_dir`]).
+    pub fn two_log_dirs(mut self) -> Self {
+        self.two_log_dirs = true;
         self
     }
 
@@ -365,7 +375,14 @@ impl Cluster {
             }
         }
         put("controller.listener.names", "CONTROLLER".to_string());
-        put("log.dirs", node.data_dir.display().to_string());
+        put(
+            "log.dirs",
+            self.log_dirs(node.id)
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         put("metrics.address", node.metrics.to_string());
         for (k, v) in &self.options.settings {
             put(k, v.clone());
@@ -427,6 +444,44 @@ impl Cluster {
 
     pub fn log_path(&self, node: NodeId) -> &Path {
         &self.node(node).log_path
+    }
+
+    /// The log directories of one broker, in `log.dirs` order.
+    pub fn log_dirs(&self, node: NodeId) -> Vec<PathBuf> {
+        let first = self.data_dir(node).to_path_buf();
+        if self.options.two_log_dirs {
+            let second = first.with_file_name("data-1");
+            vec![first, second]
+        } else {
+            vec![first]
+        }
+    }
+
+    /// Makes log directory `index` of a broker fail, as a disk that is gone: the directory
+    /// is removed and a file stands in its place, so the broker's next write there fails.
+    pub fn fail_log_dir(&self, node: NodeId, index: usize) -> Result<PathBuf> {
+        let dir = self
+            .log_dirs(node)
+            .get(index)
+            .cloned()
+            .with_context(|| format!("broker {node} has no log directory {index}"))?;
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        fs::write(&dir, b"a failed disk").with_context(|| format!("writing {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// A new, empty disk in place of a failed log directory (the broker creates the
+    /// directory when it starts).
+    pub fn replace_log_dir(&self, node: NodeId, index: usize) -> Result<()> {
+        let dir = self
+            .log_dirs(node)
+            .get(index)
+            .cloned()
+            .with_context(|| format!("broker {node} has no log directory {index}"))?;
+        if dir.is_file() {
+            fs::remove_file(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
     }
 
     pub fn config_path(&self, node: NodeId) -> &Path {
@@ -937,7 +992,13 @@ impl Cluster {
     /// Every segment of one partition on one broker, concatenated oldest first: replicas that
     /// hold the same records hold the same bytes, wherever their segments roll.
     pub fn log_bytes(&self, node: NodeId, topic: &str, partition: i32) -> Result<Vec<u8>> {
-        let dir = self.data_dir(node).join(format!("{topic}-{partition}"));
+        let name = format!("{topic}-{partition}");
+        let dirs = self.log_dirs(node);
+        let dir = dirs
+            .iter()
+            .map(|d| d.join(&name))
+            .find(|d| d.is_dir())
+            .unwrap_or_else(|| dirs[0].join(&name));
         let mut segments: Vec<PathBuf> = fs::read_dir(&dir)
             .with_context(|| format!("listing {}", dir.display()))?
             .map(|entry| entry.map(|e| e.path()))
