@@ -14,7 +14,7 @@ step() {
 # (only a fresh machine compiles everything); a CARGO_TARGET_DIR of the caller wins.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oxbow/target}"
 
-step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat, openssl, jq, iproute2, iptables, Java, Maven)"
+step "Test tools (pip: kafka-python, confluent-kafka, pytest; apt: kcat, openssl, jq, iproute2, iptables, Java, Maven, faketime)"
 # pip answers "already satisfied" without going to the network when the pins hold.
 python3 -m pip install --quiet --disable-pip-version-check \
     'kafka-python>=2.1' 'confluent-kafka>=2.3' 'pytest>=7.4'
@@ -22,9 +22,10 @@ python3 -m pip install --quiet --disable-pip-version-check \
 # Kubernetes test cluster's; jq reads Go module metadata for scripts/k8s-tools.sh; ip (iproute2)
 # gives the test cluster's pods their network namespaces; iptables cuts the network between
 # brokers in the partition fault test; java and mvn run Apache Kafka's tools,
-# Streams and Connect in the side-by-side tests.
+# Streams and Connect in the side-by-side tests; faketime's library moves a broker's clock in
+# the clock-jump test.
 missing=()
-for tool in kcat:kcat openssl:openssl jq:jq ip:iproute2 iptables:iptables java:openjdk-17-jdk-headless mvn:maven; do
+for tool in kcat:kcat openssl:openssl jq:jq ip:iproute2 iptables:iptables java:openjdk-17-jdk-headless mvn:maven faketime:faketime; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then

@@ -3,7 +3,8 @@
 //! SIGTERM and SIGKILL), the flush policies (`flush.messages=1` with concurrent producers,
 //! `flush.ms`), and what Kafka refuses because of a topic's storage settings (keyless records
 //! on compacted topics, DeleteRecords without the delete policy, batches over `segment.bytes`),
-//! a full log directory, and a torn write at the end of a segment (power loss).
+//! a full log directory, a torn write at the end of a segment (power loss), and the broker's
+//! clock jumping back and forward (libfaketime).
 //!
 //! Background work (retention, the cleaner) runs on the broker's own schedule, shortened here
 //! with `log.retention.check.interval.ms` and `log.cleaner.backoff.ms`. Tests never sleep to
@@ -1834,6 +1835,154 @@ async fn consume_all(bootstrap: &str, topic: &str, partitions: i32) -> Result<Ve
         );
     }
     Ok(read)
+}
+
+/// libfaketime's multithreaded library, from the Debian package `faketime` (the test command
+/// installs it).
+fn libfaketime() -> Result<std::path::PathBuf> {
+    let candidates = ["/usr/lib/faketime"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .chain(
+            std::fs::read_dir("/usr/lib")?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("faketime")),
+        );
+    for dir in candidates {
+        let library = dir.join("libfaketimeMT.so.1");
+        if library.is_file() {
+            return Ok(library);
+        }
+    }
+    bail!(
+        "libfaketimeMT.so.1 not found: install the Debian package faketime (scripts/test.sh does)"
+    )
+}
+
+/// The broker's wall clock jumps back 30 minutes, forward 2 hours and back again (libfaketime
+/// in the broker process; its monotonic clock, which timeouts use, runs on), on a topic that
+/// stamps records with the broker's clock (`LogAppendTime`), rolls segments after
+/// `segment.ms` (10 minutes) and keeps records for `retention.ms` (1 hour). A jump back rolls
+/// no segment and deletes nothing; the jump forward rolls the active segment once (not at
+/// every append) and retention then deletes the segment it aged past an hour, and nothing
+/// newer; every record not deleted reads back, and the broker runs throughout.
+#[tokio::test]
+async fn a_clock_jumping_back_and_forward_keeps_segment_rolling_and_time_retention_sane(
+) -> Result<()> {
+    let library = libfaketime()?;
+    let scratch = tempfile::tempdir()?;
+    let clock = scratch.path().join("clock");
+    std::fs::write(&clock, "+0\n")?;
+    let broker = BrokerProcess::start(
+        harness::BrokerOptions::new(env!("CARGO_BIN_EXE_oxbow-broker"))
+            .env("LD_PRELOAD", library.display().to_string())
+            .env("FAKETIME_TIMESTAMP_FILE", clock.display().to_string())
+            .env("FAKETIME_CACHE_DURATION", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .args([
+                "--override",
+                "auto.create.topics.enable=false",
+                "--override",
+                &format!("log.retention.check.interval.ms={BACKGROUND_INTERVAL_MS}"),
+            ]),
+    )?;
+    let outcome = clock_jumps(&broker, &clock).await;
+    broker.explain(outcome)
+}
+
+async fn clock_jumps(broker: &BrokerProcess, clock: &Path) -> Result<()> {
+    const TOPIC: &str = "clocked";
+    let mut conn = connect(broker).await?;
+    create_topic_ok(
+        &mut conn,
+        TOPIC,
+        1,
+        &[
+            ("message.timestamp.type", "LogAppendTime"),
+            ("segment.ms", "600000"),
+            ("retention.ms", "3600000"),
+        ],
+    )
+    .await?;
+    let mut produced: Vec<Vec<u8>> = Vec::new();
+    let segments = || segment_files(broker.data_dir(), TOPIC, 0);
+    let jump = |spec: &str| -> Result<()> {
+        std::fs::write(clock, format!("{spec}\n"))?;
+        // libfaketime reads the file again at most once a second.
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok(())
+    };
+    produce_round(&mut conn, TOPIC, &mut produced, "before").await?;
+    ensure!(segments()?.len() == 1, "segments {:?}", segments()?);
+
+    jump("-30m")?;
+    produce_round(&mut conn, TOPIC, &mut produced, "behind").await?;
+    // Retention gets several passes to misjudge the records stamped "in the future".
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(
+        segments()?.len() == 1,
+        "a jump back rolled segments: {:?}",
+        segments()?
+    );
+    ensure!(
+        earliest(&mut conn, TOPIC, 0).await? == 0,
+        "a jump back deleted records"
+    );
+
+    jump("+2h")?;
+    produce_round(&mut conn, TOPIC, &mut produced, "ahead").await?;
+    let after = segments()?;
+    ensure!(
+        after.len() <= 2 && after.last().map(|s| s.0) == Some(200),
+        "the jump forward should roll the active segment once, at offset 200: {after:?}"
+    );
+    // The sealed segment's newest record is two and a half hours old by the broker's clock.
+    wait_for_earliest(&mut conn, TOPIC, |start| start == 200).await?;
+    check_values(
+        &read_values(&mut conn, TOPIC, 0, 200).await?,
+        &produced,
+        200,
+    )
+    .context("reading what the jump forward left")?;
+
+    jump("+0")?;
+    produce_round(&mut conn, TOPIC, &mut produced, "back").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let last = segments()?;
+    ensure!(
+        last.len() == 1 && last[0].0 == 200,
+        "the jump back to real time should roll nothing and delete nothing more: {last:?}"
+    );
+    ensure!(earliest(&mut conn, TOPIC, 0).await? == 200);
+    check_values(
+        &read_values(&mut conn, TOPIC, 0, 200).await?,
+        &produced,
+        200,
+    )
+    .context("reading after the clock came back")?;
+    Ok(())
+}
+
+/// Five requests of 20 records to partition 0, each acknowledged right after the last.
+async fn produce_round(
+    conn: &mut Connection,
+    topic: &str,
+    produced: &mut Vec<Vec<u8>>,
+    label: &str,
+) -> Result<()> {
+    for request in 0..5 {
+        let values: Vec<Vec<u8>> = (0..20)
+            .map(|i| padded(&format!("{label}-{request}-{i}"), 100))
+            .collect();
+        let base = produce_ok(conn, topic, &values, now_ms()).await?;
+        ensure!(
+            base == i64::try_from(produced.len())?,
+            "{label}: acknowledged at {base} after {} records",
+            produced.len()
+        );
+        produced.extend(values);
+    }
+    Ok(())
 }
 
 /// A log directory that fills up: produce is refused with KAFKA_STORAGE_ERROR (nothing is
