@@ -43,21 +43,23 @@
 //! one broker, the third seeing both), a one-way cut (what the leader sends is lost), every
 //! broker isolated, a leader's links flapping, with a kill, a pause and a long pause between
 //! them, a leader's links dropping a fifth of their packets (the ISR must stay whole:
-//! the fault is far shorter than `replica.lag.time.max.ms`), and the second of a leader's two
+//! the fault is far shorter than `replica.lag.time.max.ms`), a leader's links slowed to
+//! 512 kbit/s both ways (an HTB rate limit; the ISR must stay whole too), and the second of a
+//! leader's two
 //! log directories failing (its disk gone: that directory goes offline alone, its partitions
 //! are led elsewhere; then the broker gets a new disk and restarts). Each fault's row shows
 //! the p99 of the `acks=all` latency of what was sent while it lasted. Its settings:
-//! `OXBOW_JEPSEN_PARTITION_ROUNDS` (11, one of each), `OXBOW_JEPSEN_CUT_SECS` (12, longer
-//! than the session; also how long a link stays lossy), `OXBOW_JEPSEN_CUT_ALL_SECS` (8),
+//! `OXBOW_JEPSEN_PARTITION_ROUNDS` (12, one of each), `OXBOW_JEPSEN_CUT_SECS` (12, longer
+//! than the session; also how long a link stays lossy or slow), `OXBOW_JEPSEN_CUT_ALL_SECS` (8),
 //! `OXBOW_JEPSEN_DISK_SECS` (8, how long the broker runs on with a failed directory),
 //! `OXBOW_JEPSEN_SCHEDULE` (`every-kind`: every fault of both runs and the disk, each cycle in
-//! an order the seed draws, for the long runs), and the ones above. The long run, 105 faults
+//! an order the seed draws, for the long runs), and the ones above. The long run, 112 faults
 //! against a release build (about 45 minutes on 2 cores):
 //!
 //! ```text
 //! cargo build --release -p oxbow-broker
 //! OXBOW_BROKER_BIN=target/release/oxbow-broker OXBOW_JEPSEN_SCHEDULE=every-kind \
-//!     OXBOW_JEPSEN_PARTITION_ROUNDS=105 OXBOW_JEPSEN_SEED=<seed to replay> \
+//!     OXBOW_JEPSEN_PARTITION_ROUNDS=112 OXBOW_JEPSEN_SEED=<seed to replay> \
 //!     cargo test -p oxbow-broker --test jepsen -- --nocapture \
 //!     acks_all_writes_survive_network_partitions
 //! ```
@@ -232,6 +234,10 @@ enum Fault {
     /// ways: replication goes on, retransmitting, and the ISR must stay whole (the outage is
     /// far shorter than `replica.lag.time.max.ms`).
     LossyLeader,
+    /// Limit the links between a partition leader and the other brokers to [`SLOW_LINK_KBIT`]
+    /// both ways: what exceeds the rate queues (delay) or is dropped; replication slows but the
+    /// ISR must stay whole (the fault is far shorter than `replica.lag.time.max.ms`).
+    SlowLeader,
     /// A partition leader's second log directory fails (its disk is gone): that directory
     /// goes offline alone, its partitions are led elsewhere; then the broker is stopped,
     /// given a new disk and started again, and its replicas are copied back.
@@ -249,7 +255,7 @@ const SCHEDULE: [Fault; 7] = [
 ];
 
 /// The partition run: every network fault, with kills and pauses between them.
-const PARTITION_SCHEDULE: [Fault; 11] = [
+const PARTITION_SCHEDULE: [Fault; 12] = [
     Fault::IsolateLeader,
     Fault::KillLeader,
     Fault::BridgeLeader,
@@ -260,12 +266,13 @@ const PARTITION_SCHEDULE: [Fault; 11] = [
     Fault::LongPauseLeader,
     Fault::CutAll,
     Fault::FlapLeader,
+    Fault::SlowLeader,
     Fault::FailDiskLeader,
 ];
 
 /// Every kind of fault, for the long runs (`OXBOW_JEPSEN_SCHEDULE=every-kind`): each cycle
 /// runs them all once, in an order the seed draws.
-const EVERY_KIND: [Fault; 15] = [
+const EVERY_KIND: [Fault; 16] = [
     Fault::KillLeader,
     Fault::PauseLeader,
     Fault::TerminateLeader,
@@ -280,11 +287,15 @@ const EVERY_KIND: [Fault; 15] = [
     Fault::CutAll,
     Fault::FlapLeader,
     Fault::LossyLeader,
+    Fault::SlowLeader,
     Fault::FailDiskLeader,
 ];
 
 /// The share of packets a lossy link drops.
 const LINK_LOSS: f64 = 0.2;
+/// The rate of a slow link, in kilobits a second: about twice what replicating the
+/// producers' records takes, so queues build up in bursts.
+const SLOW_LINK_KBIT: u32 = 512;
 
 impl Fault {
     fn name(self) -> &'static str {
@@ -303,6 +314,7 @@ impl Fault {
             Fault::CutAll => "every broker isolated",
             Fault::FlapLeader => "leader's links flapping",
             Fault::LossyLeader => "leader's links lossy (20%)",
+            Fault::SlowLeader => "leader's links slow (512 kbit/s)",
             Fault::FailDiskLeader => "leader's log directory failed",
         }
     }
@@ -324,7 +336,7 @@ struct FaultRecord {
     healed: Instant,
     /// Where this fault's window ends: the next fault, or the end of the run.
     window_end: Instant,
-    /// Partitions seen with a shrunk ISR while a lossy link lasted.
+    /// Partitions seen with a shrunk ISR while a lossy or slow link lasted.
     isr_shrunk: Vec<String>,
 }
 
@@ -523,7 +535,7 @@ fn run(
     let isr_shrunk: Vec<&String> = faults.iter().flat_map(|f| &f.isr_shrunk).collect();
     ensure!(
         isr_shrunk.is_empty(),
-        "the ISR shrank over lossy links, well within replica.lag.time.max.ms: {isr_shrunk:?}"
+        "the ISR shrank over lossy or slow links, well within replica.lag.time.max.ms: {isr_shrunk:?}"
     );
     if let Some(median) = kill_median {
         ensure!(
@@ -698,10 +710,15 @@ fn nemesis(
             cluster.replace_log_dir(node, 1)?;
             cluster.start_nodes(&[node])?;
         }
-        Fault::LossyLeader => {
+        Fault::LossyLeader | Fault::SlowLeader => {
             for other in cluster.node_ids().into_iter().filter(|n| *n != node) {
-                cluster.degrade(node, other, LINK_LOSS)?;
-                cluster.degrade(other, node, LINK_LOSS)?;
+                if fault == Fault::LossyLeader {
+                    cluster.degrade(node, other, LINK_LOSS)?;
+                    cluster.degrade(other, node, LINK_LOSS)?;
+                } else {
+                    cluster.slow(node, other, SLOW_LINK_KBIT)?;
+                    cluster.slow(other, node, SLOW_LINK_KBIT)?;
+                }
             }
             let until = Instant::now() + settings.cut;
             while Instant::now() < until {

@@ -679,6 +679,11 @@ impl Cluster {
         self.network_mut()?.degrade(from, to, loss)
     }
 
+    /// Limits what broker `from` sends to broker `to` to `kbit` kilobits a second.
+    pub fn slow(&mut self, from: NodeId, to: NodeId, kbit: u32) -> Result<()> {
+        self.network_mut()?.slow(from, to, kbit)
+    }
+
     /// Cuts two brokers from each other, both ways.
     pub fn cut_between(&mut self, a: NodeId, b: NodeId) -> Result<()> {
         self.network_mut()?.cut_between(a, b)

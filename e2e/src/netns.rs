@@ -5,7 +5,10 @@
 //! holds the bridge's address [`GATEWAY`], so the test's clients reach every broker directly,
 //! whatever is cut between the brokers. A cut drops packets silently (iptables `DROP` in the
 //! sending broker's `OUTPUT` chain), as a failed switch or a partitioned network does: open
-//! connections hang until their timeouts, new ones never complete.
+//! connections hang until their timeouts, new ones never complete. A slow link is an HTB
+//! class in the sending broker's `eth0` queueing discipline, rate-limited, that the packets to
+//! one destination go through: what exceeds the rate waits in its queue (delay), and is
+//! dropped once the queue is full.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -31,6 +34,8 @@ pub struct BrokerNetwork {
     cuts: BTreeSet<(NodeId, NodeId)>,
     /// (from, to): some of the packets from `from` to `to` are dropped.
     degraded: BTreeSet<(NodeId, NodeId)>,
+    /// (from, to): what `from` sends to `to` is rate-limited.
+    slowed: BTreeSet<(NodeId, NodeId)>,
 }
 
 impl BrokerNetwork {
@@ -41,7 +46,7 @@ impl BrokerNetwork {
             sandbox::inside(),
             "brokers in network namespaces need a sandbox: run the test through sandbox::sandboxed"
         );
-        for tool in ["ip", "iptables"] {
+        for tool in ["ip", "iptables", "tc"] {
             ensure!(
                 sandbox::has_command(tool),
                 "brokers in network namespaces need `{tool}` (iproute2, iptables)"
@@ -74,6 +79,7 @@ impl BrokerNetwork {
             members,
             cuts: BTreeSet::new(),
             degraded: BTreeSet::new(),
+            slowed: BTreeSet::new(),
         })
     }
 
@@ -137,6 +143,65 @@ impl BrokerNetwork {
         Ok(())
     }
 
+    /// Limits what `from` sends to `to` to `kbit` kilobits a second: a slow link.
+    pub fn slow(&mut self, from: NodeId, to: NodeId, kbit: u32) -> Result<()> {
+        ensure!(from != to, "a broker has no link to itself");
+        ensure!(kbit > 0, "a link of 0 kbit/s is a cut");
+        let destination = format!("{}/32", self.address(to)?);
+        if self.slowed.contains(&(from, to)) {
+            return Ok(());
+        }
+        if !self.slowed.iter().any(|(sender, _)| *sender == from) {
+            // Everything else goes through the default class, unlimited.
+            tc(
+                from,
+                &[
+                    "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "1",
+                ],
+            )?;
+            tc(
+                from,
+                &[
+                    "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:1", "htb", "rate",
+                    "10gbit",
+                ],
+            )?;
+        }
+        let class = format!("1:{:x}", 0x100 + to);
+        let rate = format!("{kbit}kbit");
+        tc(
+            from,
+            &[
+                "class", "add", "dev", "eth0", "parent", "1:", "classid", &class, "htb", "rate",
+                &rate, "ceil", &rate,
+            ],
+        )?;
+        tc(
+            from,
+            &[
+                "filter",
+                "add",
+                "dev",
+                "eth0",
+                "parent",
+                "1:",
+                "protocol",
+                "ip",
+                "prio",
+                "1",
+                "u32",
+                "match",
+                "ip",
+                "dst",
+                &destination,
+                "flowid",
+                &class,
+            ],
+        )?;
+        self.slowed.insert((from, to));
+        Ok(())
+    }
+
     /// Cuts `a` and `b` from each other, both ways.
     pub fn cut_between(&mut self, a: NodeId, b: NodeId) -> Result<()> {
         self.cut(a, b)?;
@@ -152,8 +217,13 @@ impl BrokerNetwork {
         Ok(())
     }
 
-    /// Removes every cut and every lossy link.
+    /// Removes every cut, every lossy link and every slow link.
     pub fn heal(&mut self) -> Result<()> {
+        let limited: BTreeSet<NodeId> = self.slowed.iter().map(|(from, _)| *from).collect();
+        for id in limited {
+            tc(id, &["qdisc", "del", "dev", "eth0", "root"])?;
+        }
+        self.slowed.clear();
         let senders: BTreeSet<NodeId> = self
             .cuts
             .iter()
@@ -180,6 +250,15 @@ impl BrokerNetwork {
 
 fn namespace(id: NodeId) -> String {
     format!("broker-{id}")
+}
+
+/// Runs tc in a broker's namespace.
+fn tc(id: NodeId, args: &[&str]) -> Result<()> {
+    let namespace = namespace(id);
+    let mut all = vec!["netns", "exec", &namespace, "tc"];
+    all.extend_from_slice(args);
+    sandbox::run("ip", &all).with_context(|| format!("changing broker {id}'s queueing"))?;
+    Ok(())
 }
 
 /// Runs iptables in a broker's namespace (`-w`: waits for the xtables lock).
