@@ -255,6 +255,62 @@ pub struct ListenerSpec {
     /// the brokers are configured only once every one of those Services has its address).
     #[serde(rename = "type", default)]
     pub type_: ListenerType,
+    /// Node ports fixed instead of assigned by the API server (`nodeport` and `loadbalancer`
+    /// listeners), as Strimzi's listener `configuration`: for the bootstrap Service and for
+    /// brokers by id. Each must be free and in the API server's node port range (30000-32767
+    /// by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<ListenerConfiguration>,
+}
+
+/// Fixed node ports of an external listener's Services.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerConfiguration {
+    /// The bootstrap Service's node port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapNodePort>,
+    /// Brokers' node ports, by broker id; a broker not listed gets one assigned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerNodePort>,
+}
+
+/// The node port of a listener's bootstrap Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapNodePort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub node_port: Option<i32>,
+}
+
+/// The node port of one broker's Service of a listener.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerNodePort {
+    /// The broker's id (its pod's ordinal).
+    #[schemars(range(min = 0))]
+    pub broker: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub node_port: Option<i32>,
+}
+
+impl ListenerSpec {
+    /// The node port fixed for the bootstrap Service (`None`) or broker `Some(id)`'s.
+    pub fn fixed_node_port(&self, broker: Option<i32>) -> Option<i32> {
+        let configuration = self.configuration.as_ref()?;
+        match broker {
+            None => configuration.bootstrap.as_ref()?.node_port,
+            Some(id) => {
+                configuration
+                    .brokers
+                    .iter()
+                    .find(|b| b.broker == id)?
+                    .node_port
+            }
+        }
+    }
 }
 
 /// How clients reach a listener.

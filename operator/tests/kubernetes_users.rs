@@ -3,7 +3,8 @@
 //! to their ACLs and their produce quota, drift is undone, a changed password takes effect,
 //! deleting the resource removes the user from the cluster, a paused user or cluster is left
 //! alone until unpaused, and a manual rolling update restarts a pod, then the cluster. A
-//! `nodeport` listener is reached through its Services' node ports, a `loadbalancer` one
+//! `nodeport` listener is reached through its Services' node ports (fixed in the listener's
+//! `configuration`), a `loadbalancer` one
 //! through its Services' load balancer addresses. The example (`examples/kafkauser.yaml`) is
 //! applied too.
 //!
@@ -147,6 +148,12 @@ spec:
         port: 9095
         type: nodeport
         authentication: scram-sha-512
+        configuration:
+          bootstrap:
+            nodePort: 31092
+          brokers:
+            - broker: 0
+              nodePort: 31093
       - name: CLOUD
         port: 9096
         type: loadbalancer
@@ -352,6 +359,10 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                 let broker_port =
                     env.jsonpath("default", "service/users-outside-0", "{.spec.ports[0].nodePort}")?;
                 let node = oxbow_e2e::kube::sandbox::GATEWAY;
+                ensure!(
+                    (bootstrap_port.as_str(), broker_port.as_str()) == ("31092", "31093"),
+                    "the node ports the listener fixes: bootstrap {bootstrap_port}, broker {broker_port}"
+                );
                 ensure!(
                     external == format!("{node}:{bootstrap_port}"),
                     "the status's external bootstrap: {external} (node port {bootstrap_port})"

@@ -565,12 +565,17 @@ pub fn bootstrap_service(cluster: &ValidatedCluster) -> Service {
 
 /// The Services of every `nodeport` and `loadbalancer` listener: one to bootstrap from (ready
 /// brokers only) and one per broker of `brokers`, of type NodePort (each gets the node port
-/// the API server assigns) or LoadBalancer (each gets the address its load balancer
+/// the listener fixes for it, or one the API server assigns) or LoadBalancer (each gets the address its load balancer
 /// controller assigns).
 pub fn external_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Service> {
     let mut services = Vec::new();
     for listener in cluster.external_listeners() {
-        let ports = vec![port(&port_name(listener), listener.port)];
+        let ports = |broker: Option<i32>| {
+            vec![ServicePort {
+                node_port: listener.fixed_node_port(broker),
+                ..port(&port_name(listener), listener.port)
+            }]
+        };
         let type_ = match listener.type_ {
             ListenerType::LoadBalancer => "LoadBalancer",
             ListenerType::NodePort | ListenerType::Internal => "NodePort",
@@ -580,7 +585,7 @@ pub fn external_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Servic
             spec: Some(ServiceSpec {
                 type_: Some(type_.to_string()),
                 selector: Some(selector_labels(cluster)),
-                ports: Some(ports.clone()),
+                ports: Some(ports(None)),
                 ..ServiceSpec::default()
             }),
             ..Service::default()
@@ -601,7 +606,7 @@ pub fn external_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Servic
                     selector: Some(selector),
                     // The broker is in the cluster's metadata before its pod is ready.
                     publish_not_ready_addresses: Some(true),
-                    ports: Some(ports.clone()),
+                    ports: Some(ports(Some(ordinal))),
                     ..ServiceSpec::default()
                 }),
                 ..Service::default()
@@ -2281,6 +2286,24 @@ mod tests {
                 (1, 9095, None)
             );
         }
+        let fixed = with(
+            "  listeners:\n    additional:\n    - name: OUTSIDE\n      port: 9095\n      type: nodeport\n      configuration:\n        bootstrap: {nodePort: 31090}\n        brokers:\n        - {broker: 1, nodePort: 31091}\n",
+        );
+        let node_ports: Vec<Option<i32>> = external_services(&fixed, 3)
+            .iter()
+            .map(|s| {
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.ports.as_ref())
+                    .and_then(|p| p.first())
+                    .and_then(|p| p.node_port)
+            })
+            .collect();
+        assert_eq!(
+            node_ports,
+            [Some(31090), None, Some(31091), None],
+            "fixed where configured, assigned elsewhere"
+        );
         let broker_one = services[2].spec.as_ref().and_then(|s| s.selector.clone());
         assert_eq!(
             broker_one

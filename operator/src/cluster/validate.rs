@@ -816,10 +816,62 @@ fn check_listeners(
             }
         }
     }
+    check_node_ports(listeners, problems);
     (
         tls.map(|(_, settings)| settings.clone()),
         sasl.map(|(_, mechanism)| mechanism),
     )
+}
+
+/// Fixed node ports: only on external listeners, each broker once per listener, in range,
+/// and no port twice in the cluster (the API server would refuse the second Service).
+fn check_node_ports(listeners: &[ListenerSpec], problems: &mut Vec<String>) {
+    let mut taken: Vec<(i32, String)> = Vec::new();
+    for listener in listeners {
+        let Some(configuration) = &listener.configuration else {
+            continue;
+        };
+        let field = format!("spec.listeners.additional[{}].configuration", listener.name);
+        if listener.type_ == ListenerType::Internal {
+            problems.push(format!(
+                "{field}: node ports are for nodeport and loadbalancer listeners, and {} is internal",
+                listener.name
+            ));
+        }
+        let mut ports: Vec<(i32, String)> = Vec::new();
+        if let Some(port) = configuration.bootstrap.as_ref().and_then(|b| b.node_port) {
+            ports.push((port, format!("{field}.bootstrap.nodePort")));
+        }
+        for (i, broker) in configuration.brokers.iter().enumerate() {
+            if broker.broker < 0 {
+                problems.push(format!(
+                    "{field}.brokers: broker {} is not a broker id",
+                    broker.broker
+                ));
+            }
+            if configuration.brokers[..i]
+                .iter()
+                .any(|other| other.broker == broker.broker)
+            {
+                problems.push(format!(
+                    "{field}.brokers: broker {} is listed twice",
+                    broker.broker
+                ));
+            }
+            if let Some(port) = broker.node_port {
+                ports.push((port, format!("{field}.brokers[{}].nodePort", broker.broker)));
+            }
+        }
+        for (port, at) in ports {
+            if !(1..=65535).contains(&port) {
+                problems.push(format!("{at}: {port} is not a port"));
+            } else if let Some((_, first)) = taken.iter().find(|(p, _)| *p == port) {
+                problems.push(format!("{at}: node port {port} is also {first}"));
+            } else {
+                taken.push((port, at));
+            }
+        }
+    }
 }
 
 fn check_security(
@@ -1268,6 +1320,36 @@ mod tests {
             )));
             assert!(message.contains("is reserved"), "{reserved}: {message}");
         }
+    }
+
+    #[test]
+    fn fixed_node_ports_are_for_external_listeners_once_each_and_no_port_twice() {
+        let problems = problems(&listeners(
+            "    - name: INSIDE\n      port: 9094\n      configuration:\n        bootstrap: {nodePort: 31000}\n    - name: NODES\n      port: 9095\n      type: nodeport\n      configuration:\n        bootstrap: {nodePort: 31000}\n        brokers:\n        - {broker: 0, nodePort: 31001}\n        - {broker: 0, nodePort: 31002}\n        - {broker: 1, nodePort: 31001}\n",
+        ));
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].contains("INSIDE is internal"), "{problems:?}");
+        assert!(
+            problems[1].contains("broker 0 is listed twice"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].contains(
+                "bootstrap.nodePort: node port 31000 is also spec.listeners.additional[INSIDE]"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems[3].contains("brokers[1].nodePort: node port 31001 is also"),
+            "{problems:?}"
+        );
+        let valid = validate(
+            &cluster(&listeners(
+                "    - name: NODES\n      port: 9095\n      type: nodeport\n      configuration:\n        bootstrap: {nodePort: 31000}\n        brokers:\n        - {broker: 0, nodePort: 31001}\n",
+            )),
+            &OperatorSettings::default(),
+        );
+        assert!(valid.is_ok(), "{:?}", valid.err());
     }
 
     #[test]
