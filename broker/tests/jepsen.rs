@@ -54,7 +54,7 @@
 //! `OXBOW_JEPSEN_DISK_SECS` (8, how long the broker runs on with a failed directory),
 //! `OXBOW_JEPSEN_SCHEDULE` (`every-kind`: every fault of both runs and the disk, each cycle in
 //! an order the seed draws, for the long runs), and the ones above. The long run, 112 faults
-//! against a release build (about 45 minutes on 2 cores):
+//! against a release build (25 minutes on 2 cores):
 //!
 //! ```text
 //! cargo build --release -p oxbow-broker
