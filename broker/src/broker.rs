@@ -189,6 +189,7 @@ impl Broker {
         let quotas = crate::quota::manager::QuotaManager::new(
             config.quota_window_num,
             config.quota_window_size,
+            config.controller_quota_span,
         );
         let metrics = Metrics::new();
         let fetch_sessions =

@@ -2,17 +2,22 @@
 //! Kafka's controller does, DescribeClientQuotas matches filters strictly or not, quotas
 //! survive a restart and reach every broker of a cluster, and a client over its byte rate gets
 //! `throttle_time_ms` in its response and a connection that stays silent that long, with the
-//! most specific quota governing it; without DESCRIBE_CONFIGS / ALTER_CONFIGS on the cluster
-//! both APIs are refused.
+//! most specific quota governing it, a client over its `controller_mutation_rate` has topics
+//! refused or its responses throttled; without DESCRIBE_CONFIGS / ALTER_CONFIGS on the
+//! cluster both APIs are refused.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
 use kafka_protocol::messages::{
     AlterClientQuotasRequest, AlterClientQuotasResponse, ApiVersionsRequest,
-    DescribeClientQuotasRequest, DescribeClientQuotasResponse,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClientQuotasRequest,
+    DescribeClientQuotasResponse,
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
@@ -516,6 +521,154 @@ async fn without_describe_configs_or_alter_configs_on_the_cluster_quotas_are_ref
             code,
             ResponseError::ClusterAuthorizationFailed,
         )
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// Creates topics of `partitions` partitions each in one CreateTopics request of `version`:
+/// each topic's error code, and the response's throttle time.
+async fn create_topics_at(
+    conn: &mut Connection,
+    names: &[&str],
+    partitions: i32,
+    version: i16,
+) -> Result<(Vec<i16>, i32)> {
+    let request = CreateTopicsRequest::default()
+        .with_topics(
+            names
+                .iter()
+                .map(|name| {
+                    CreatableTopic::default()
+                        .with_name(support::topic_name(name))
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1)
+                })
+                .collect(),
+        )
+        .with_timeout_ms(30_000);
+    let response = call(conn, &request, version).await?;
+    Ok((
+        response.topics.iter().map(|t| t.error_code).collect(),
+        response.throttle_time_ms,
+    ))
+}
+
+/// CreatePartitions growing each topic to its count.
+fn grow(topics: &[(&str, i32)]) -> CreatePartitionsRequest {
+    CreatePartitionsRequest::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|(name, count)| {
+                    CreatePartitionsTopic::default()
+                        .with_name(support::topic_name(name))
+                        .with_count(*count)
+                        .with_assignments(None)
+                })
+                .collect(),
+        )
+        .with_timeout_ms(30_000)
+}
+
+/// DeleteTopics of these topics, by name.
+fn delete(names: &[&str]) -> DeleteTopicsRequest {
+    DeleteTopicsRequest::default()
+        .with_topics(
+            names
+                .iter()
+                .map(|name| DeleteTopicState::default().with_name(Some(support::topic_name(name))))
+                .collect(),
+        )
+        .with_timeout_ms(30_000)
+}
+
+/// `controller_mutation_rate` (KIP-599) as Kafka enforces it: a client may create or delete
+/// partitions in a burst of the rate times the quota windows, a topic being judged before it
+/// is made (so one may take the bucket below zero); then CreateTopics v6+, CreatePartitions
+/// v3+ and DeleteTopics v5+ refuse each further topic with THROTTLING_QUOTA_EXCEEDED and the
+/// time to wait, and the connection is muted that long; older versions go through and are
+/// told to wait. Other clients are not held to the quota.
+#[tokio::test]
+async fn controller_mutations_over_their_rate_are_refused_or_throttled_until_the_bucket_refills(
+) -> Result<()> {
+    // A burst of 2 partitions a second over 3 windows of 1 s: 6 partitions.
+    let broker = start_without_auto_create(&[
+        "--override",
+        "controller.quota.window.num=3",
+        "--override",
+        "controller.quota.window.size.seconds=1",
+    ])?;
+    let outcome = async {
+        let mut admin = connect(&broker).await?;
+        let (code, _) = alter_one(
+            &mut admin,
+            &[("client-id", Some("ops"))],
+            vec![set("controller_mutation_rate", 2.0)],
+        )
+        .await?;
+        expect_ok("the ops client's quota", code)?;
+        let mut ops = connect(&broker).await?.with_client_id("ops");
+
+        // 4 + 4 partitions: the second topic is judged with 2 left, and takes the bucket to
+        // -2; the third is refused, told to wait about a second.
+        let (codes, throttle) = create_topics_at(&mut ops, &["m1", "m2", "m3"], 4, 7).await?;
+        ensure!(
+            codes == [0, 0, ResponseError::ThrottlingQuotaExceeded.code()],
+            "the burst creates the first two, the third is over the quota: {codes:?}"
+        );
+        ensure!(
+            (500..=1000).contains(&throttle),
+            "2 partitions over at 2/s: throttled {throttle} ms"
+        );
+        // Another client is not held to it.
+        let (codes, throttle) = create_topics_at(&mut admin, &["free"], 8, 7).await?;
+        ensure!(codes == [0] && throttle == 0, "{codes:?} {throttle}");
+        // The refusal muted the connection until the bucket was back at zero: version 5 goes
+        // through, and is told to wait for what it took.
+        let (codes, throttle) = create_topics_at(&mut ops, &["old"], 2, 5).await?;
+        ensure!(codes == [0], "CreateTopics v5 goes through: {codes:?}");
+        ensure!(
+            (500..=1000).contains(&throttle),
+            "and is throttled: {throttle}"
+        );
+        // Each next request's first topic passes and takes the bucket below zero again:
+        // CreatePartitions v3 grows m1 by 6 and refuses m2, DeleteTopics v6 deletes m1 (its
+        // 10 partitions) and refuses m2.
+        let grown = call(&mut ops, &grow(&[("m1", 10), ("m2", 6)]), 3).await?;
+        let codes: Vec<i16> = grown.results.iter().map(|r| r.error_code).collect();
+        ensure!(
+            codes == [0, ResponseError::ThrottlingQuotaExceeded.code()],
+            "CreatePartitions: {codes:?}"
+        );
+        ensure!(
+            (2_000..=3_000).contains(&grown.throttle_time_ms),
+            "6 partitions over at 2/s: {}",
+            grown.throttle_time_ms
+        );
+        let deleted = call(&mut ops, &delete(&["m1", "m2"]), 6).await?;
+        let codes: Vec<i16> = deleted.responses.iter().map(|r| r.error_code).collect();
+        ensure!(
+            codes == [0, ResponseError::ThrottlingQuotaExceeded.code()],
+            "DeleteTopics: {codes:?}"
+        );
+        ensure!(
+            (4_000..=5_000).contains(&deleted.throttle_time_ms),
+            "10 partitions over at 2/s: {}",
+            deleted.throttle_time_ms
+        );
+        let deleted = call(&mut ops, &delete(&["m2"]), 6).await?;
+        expect_ok(
+            "DeleteTopics once the bucket refilled",
+            deleted.responses[0].error_code,
+        )?;
+        let metrics = broker.scrape_metrics()?;
+        ensure!(
+            metrics
+                .contains("oxbow_quota_throttle_time_seconds_count{quota=\"controller_mutation\"}"),
+            "the throttles are counted by their quota"
+        );
+        Ok(())
     }
     .await;
     broker.explain(outcome)

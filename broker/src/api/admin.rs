@@ -24,6 +24,72 @@ use crate::config::TOPIC_DEFS;
 use crate::controller::image::TopicImage;
 use crate::security::authorizer::{Operation, ResourceType};
 
+/// Creating and deleting partitions under the client's `controller_mutation_rate`
+/// (KIP-599). Strict requests (CreateTopics v6+, CreatePartitions v3+, DeleteTopics v5+) have a
+/// topic refused with THROTTLING_QUOTA_EXCEEDED while the quota is spent, and the response
+/// says how long to wait; older versions are always let through and then told how long to
+/// wait. A topic is judged before it is changed, and its partitions counted after, so one
+/// topic may take the bucket below zero, as in Kafka. `validate_only` counts nothing.
+struct MutationQuota<'a> {
+    broker: &'a Broker,
+    image: std::sync::Arc<crate::controller::image::MetadataImage>,
+    client: crate::quota::manager::Client<'a>,
+    strict: bool,
+    /// The longest wait a refused topic was given.
+    refused_wait: i64,
+}
+
+impl<'a> MutationQuota<'a> {
+    fn new(broker: &'a Broker, context: &'a RequestContext, strict: bool) -> Self {
+        MutationQuota {
+            broker,
+            image: broker.image(),
+            client: super::throttle::client(context),
+            strict,
+            refused_wait: 0,
+        }
+    }
+
+    /// Whether a topic may be changed now.
+    fn check(&mut self) -> Result<(), ApiError> {
+        if !self.strict {
+            return Ok(());
+        }
+        let wait = self
+            .broker
+            .quotas
+            .mutation_throttle_ms(&self.image.client_quotas, self.client);
+        if wait > 0 {
+            self.refused_wait = self.refused_wait.max(wait);
+            return Err(ApiError::new(
+                ResponseError::ThrottlingQuotaExceeded,
+                "The throttling quota has been exceeded.",
+            ));
+        }
+        Ok(())
+    }
+
+    fn record(&self, partitions: usize) {
+        self.broker.quotas.record_mutations(
+            &self.image.client_quotas,
+            self.client,
+            partitions as f64,
+        );
+    }
+
+    /// The response's `throttle_time_ms`.
+    fn throttle_ms(&self) -> i32 {
+        let wait = if self.strict {
+            self.refused_wait
+        } else {
+            self.broker
+                .quotas
+                .mutation_throttle_ms(&self.image.client_quotas, self.client)
+        };
+        i32::try_from(wait).unwrap_or(i32::MAX)
+    }
+}
+
 /// The error of a topic operation the principal may not perform.
 fn topic_denied(context: &RequestContext, operation: Operation, name: &str) -> ApiError {
     ApiError::new(
@@ -47,6 +113,7 @@ pub(super) async fn create_topics(
         .filter(|t| !seen.insert(t.name.0.to_string()))
         .map(|t| t.name.0.to_string())
         .collect();
+    let mut quota = MutationQuota::new(broker, context, version >= 6);
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -59,8 +126,19 @@ pub(super) async fn create_topics(
             && !context.allowed(broker, Operation::Create, ResourceType::Topic, &name)
         {
             Err(topic_denied(context, Operation::Create, &name))
+        } else if request.validate_only {
+            create_one(broker, topic, true).await
         } else {
-            create_one(broker, topic, request.validate_only).await
+            match quota.check() {
+                Ok(()) => {
+                    let created = create_one(broker, topic, false).await;
+                    if let Ok(topic) = &created {
+                        quota.record(topic.partitions.len());
+                    }
+                    created
+                }
+                Err(e) => Err(e),
+            }
         };
         let result = CreatableTopicResult::default()
             .with_name(topic_name(&name))
@@ -97,7 +175,9 @@ pub(super) async fn create_topics(
             }
         });
     }
-    CreateTopicsResponse::default().with_topics(results)
+    CreateTopicsResponse::default()
+        .with_topics(results)
+        .with_throttle_time_ms(quota.throttle_ms())
 }
 
 async fn create_one(
@@ -205,6 +285,7 @@ pub(super) async fn delete_topics(
             .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
             .collect()
     };
+    let mut quota = MutationQuota::new(broker, context, version >= 5);
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let resolved = match &name {
@@ -220,7 +301,16 @@ pub(super) async fn delete_topics(
             Ok(name) if !context.allowed(broker, Operation::Delete, ResourceType::Topic, &name) => {
                 Err(topic_denied(context, Operation::Delete, &name))
             }
-            Ok(name) => broker.delete_topic(&name).await,
+            Ok(name) => match quota.check() {
+                Ok(()) => {
+                    let deleted = broker.delete_topic(&name).await;
+                    if let Ok(topic) = &deleted {
+                        quota.record(topic.partitions.len());
+                    }
+                    deleted
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name));
@@ -234,14 +324,18 @@ pub(super) async fn delete_topics(
                 .with_error_message(Some(str_bytes(&e.message))),
         });
     }
-    DeleteTopicsResponse::default().with_responses(responses)
+    DeleteTopicsResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(quota.throttle_ms())
 }
 
 pub(super) async fn create_partitions(
     broker: &Broker,
     context: &RequestContext,
     request: CreatePartitionsRequest,
+    version: i16,
 ) -> CreatePartitionsResponse {
+    let mut quota = MutationQuota::new(broker, context, version >= 3);
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -257,11 +351,24 @@ pub(super) async fn create_partitions(
             _ if !context.allowed(broker, Operation::Alter, ResourceType::Topic, &name) => {
                 Err(topic_denied(context, Operation::Alter, &name))
             }
-            Ok(assignment) => {
+            Ok(assignment) if request.validate_only => {
                 broker
-                    .create_partitions(&name, topic.count, assignment, request.validate_only)
+                    .create_partitions(&name, topic.count, assignment, true)
                     .await
             }
+            Ok(assignment) => match quota.check() {
+                Ok(()) => {
+                    let before = broker.topic(&name).map_or(0, |t| t.partitions.len());
+                    let grown = broker
+                        .create_partitions(&name, topic.count, assignment, false)
+                        .await;
+                    if let Ok(topic) = &grown {
+                        quota.record(topic.partitions.len().saturating_sub(before));
+                    }
+                    grown
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let result = CreatePartitionsTopicResult::default().with_name(topic.name);
@@ -272,7 +379,9 @@ pub(super) async fn create_partitions(
                 .with_error_message(Some(str_bytes(&e.message))),
         });
     }
-    CreatePartitionsResponse::default().with_results(results)
+    CreatePartitionsResponse::default()
+        .with_results(results)
+        .with_throttle_time_ms(quota.throttle_ms())
 }
 
 pub(super) fn delete_records(

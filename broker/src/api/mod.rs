@@ -367,9 +367,9 @@ async fn dispatch(
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(admin::delete_topics(broker, context, r, version).await)
         }
-        RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(broker, context, r).await)
-        }
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+            admin::create_partitions(broker, context, r, version).await,
+        ),
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe(broker, context, r, version))
         }

@@ -74,7 +74,7 @@ pub(super) fn prepare(
     }
 }
 
-fn client(context: &RequestContext) -> Client<'_> {
+pub(super) fn client(context: &RequestContext) -> Client<'_> {
     Client {
         user: &context.principal.name,
         client_id: &context.client_id,
@@ -147,7 +147,15 @@ pub(super) fn finish(
                 }
                 _ => 0,
             };
-            let throttle = observe(broker, &metered, bytes_ms, request_ms);
+            // CreateTopics, DeleteTopics and CreatePartitions set their own: the wait their
+            // controller_mutation_rate asks for.
+            let mutation_ms = match response.as_ref() {
+                ResponseKind::CreateTopics(r) => i64::from(r.throttle_time_ms),
+                ResponseKind::DeleteTopics(r) => i64::from(r.throttle_time_ms),
+                ResponseKind::CreatePartitions(r) => i64::from(r.throttle_time_ms),
+                _ => 0,
+            };
+            let throttle = observe(broker, &metered, bytes_ms, request_ms, mutation_ms);
             set_throttle_time(&mut response, throttle);
             Outcome::Respond {
                 response,
@@ -164,7 +172,7 @@ pub(super) fn finish(
                 }
                 _ => 0,
             };
-            let throttle = observe(broker, &metered, bytes_ms, request_ms);
+            let throttle = observe(broker, &metered, bytes_ms, request_ms, 0);
             Outcome::NoResponse {
                 throttle: Duration::from_millis(u64::try_from(throttle).unwrap_or(0)),
             }
@@ -174,12 +182,19 @@ pub(super) fn finish(
 }
 
 /// The throttle a request earns, counted in the metrics by the quota that set it.
-fn observe(broker: &Broker, metered: &Metered, bytes_ms: i64, request_ms: i64) -> i32 {
-    let throttle = bytes_ms.max(request_ms);
+fn observe(
+    broker: &Broker,
+    metered: &Metered,
+    bytes_ms: i64,
+    request_ms: i64,
+    mutation_ms: i64,
+) -> i32 {
+    let throttle = bytes_ms.max(request_ms).max(mutation_ms);
     if throttle <= 0 {
         return 0;
     }
     let quota = match metered {
+        _ if mutation_ms == throttle => "controller_mutation",
         _ if request_ms >= bytes_ms => "request",
         Metered::Produce(_) => "produce",
         _ => "fetch",

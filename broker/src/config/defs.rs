@@ -174,7 +174,7 @@ const NO_SHARE_GROUPS: &str = "Oxbow has no share groups (KIP-932) yet.";
 const CLASSIC_GROUPS: &str =
     "Oxbow's groups speak the classic protocol only; consumer (KIP-848) and streams (KIP-1071) groups do not exist yet.";
 const NO_TIERED: &str = "Oxbow has no tiered storage: every segment stays on the local disk.";
-const NO_QUOTAS: &str = "Oxbow enforces client byte-rate and request-time quotas (measured over quota.window.num windows of quota.window.size.seconds); controller-mutation and connection-creation quotas are kept but not enforced, and replication is throttled by follower.replication.throttled.rate alone.";
+const NO_QUOTAS: &str = "Oxbow enforces client byte-rate and request-time quotas (measured over quota.window.num windows of quota.window.size.seconds); controller mutations are counted over controller.quota.window.num windows of controller.quota.window.size.seconds; connection-creation quotas are kept but not enforced, and replication is throttled by follower.replication.throttled.rate alone.";
 const NO_GSSAPI: &str = "Oxbow offers PLAIN and SCRAM; there is no Kerberos (GSSAPI).";
 const NO_OAUTH: &str = "Oxbow offers PLAIN and SCRAM; there is no OAUTHBEARER.";
 const NO_LOGIN_MODULES: &str =
@@ -383,6 +383,20 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         None,
         Check::Any,
         "The rack (or zone) of this broker, for replica placement.",
+    ),
+    def(
+        "controller.quota.window.num",
+        ConfigType::Int,
+        Some("11"),
+        Check::AtLeast(1),
+        "With controller.quota.window.size.seconds, the span whose worth of controller_mutation_rate a client may spend at once.",
+    ),
+    def(
+        "controller.quota.window.size.seconds",
+        ConfigType::Int,
+        Some("1"),
+        Check::AtLeast(1),
+        "The time span of each sample for controller mutation quotas.",
     ),
     def(
         "quota.window.num",
@@ -845,8 +859,6 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("controller.quorum.fetch.timeout.ms", ConfigType::Int, Some("2000"), Check::AtLeast(0), QUORUM_OWN),
     kafka("controller.quorum.request.timeout.ms", ConfigType::Int, Some("2000"), Check::AtLeast(0), QUORUM_OWN),
     kafka("controller.quorum.retry.backoff.ms", ConfigType::Int, Some("20"), Check::AtLeast(0), QUORUM_OWN),
-    kafka("controller.quota.window.num", ConfigType::Int, Some("11"), Check::AtLeast(1), NO_QUOTAS),
-    kafka("controller.quota.window.size.seconds", ConfigType::Int, Some("1"), Check::AtLeast(1), NO_QUOTAS),
     kafka("controller.socket.timeout.ms", ConfigType::Int, Some("30000"), Check::Any, QUORUM_OWN),
     kafka("create.topic.policy.class.name", ConfigType::Class, None, Check::Any, JAVA_PLUGIN),
     kafka("delegation.token.expiry.check.interval.ms", ConfigType::Long, Some("3600000"), Check::AtLeast(1), NO_DELEGATION_TOKENS),

@@ -157,6 +157,9 @@ pub struct BrokerConfig {
     /// are measured over.
     pub quota_window_num: u32,
     pub quota_window_size: std::time::Duration,
+    /// `controller.quota.window.num` times `controller.quota.window.size.seconds`: how long a
+    /// client's `controller_mutation_rate` may be spent at once.
+    pub controller_quota_span: std::time::Duration,
     pub replica_fetch_wait_max_ms: i32,
     pub replica_fetch_max_bytes: i32,
     /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept at most.
@@ -418,6 +421,13 @@ impl BrokerConfig {
             quota_window_num: u32::try_from(int("quota.window.num")).unwrap_or(11),
             quota_window_size: std::time::Duration::from_secs(
                 u64::try_from(int("quota.window.size.seconds")).unwrap_or(1),
+            ),
+            controller_quota_span: std::time::Duration::from_secs(
+                u64::try_from(int("controller.quota.window.num"))
+                    .unwrap_or(11)
+                    .saturating_mul(
+                        u64::try_from(int("controller.quota.window.size.seconds")).unwrap_or(1),
+                    ),
             ),
             replica_fetch_wait_max_ms: int("replica.fetch.wait.max.ms") as i32,
             replica_fetch_max_bytes: int("replica.fetch.max.bytes") as i32,

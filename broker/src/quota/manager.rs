@@ -26,13 +26,42 @@ struct SensorKey {
 #[derive(Debug, Default)]
 struct Sensors {
     rates: HashMap<SensorKey, Rate>,
+    /// Controller mutations (partitions created or deleted), by group: a token bucket each.
+    mutations: HashMap<SensorKey, TokenBucket>,
     records: u64,
+}
+
+/// Kafka's token bucket for `controller_mutation_rate` (KIP-599): it holds up to a burst of
+/// `rate` times the quota windows' span, refills at `rate` a second, and may go negative.
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    tokens: f64,
+    at_ms: i64,
+}
+
+impl TokenBucket {
+    fn refill(&mut self, rate: f64, burst: f64, now: i64) {
+        let elapsed = (now - self.at_ms).max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + rate * elapsed).min(burst);
+        self.at_ms = now;
+    }
+
+    /// Milliseconds until the bucket is back at zero (0 when it is not below).
+    fn deficit_ms(&self, rate: f64) -> i64 {
+        if self.tokens >= 0.0 || rate <= 0.0 {
+            0
+        } else {
+            (-self.tokens / rate * 1000.0).ceil() as i64
+        }
+    }
 }
 
 /// The quota rates of the clients of one broker.
 #[derive(Debug)]
 pub struct QuotaManager {
     windows: Windows,
+    /// How long a `controller_mutation_rate` may be spent at once (its bucket's size).
+    mutation_span: Duration,
     epoch: Instant,
     sensors: Mutex<Sensors>,
 }
@@ -45,9 +74,12 @@ pub struct Client<'a> {
 }
 
 impl QuotaManager {
-    /// `samples` windows of `window` each (`quota.window.num`, `quota.window.size.seconds`).
-    pub fn new(samples: u32, window: Duration) -> QuotaManager {
+    /// `samples` windows of `window` each (`quota.window.num`, `quota.window.size.seconds`),
+    /// and controller mutations over `mutation_span` (`controller.quota.window.num` times
+    /// `controller.quota.window.size.seconds`).
+    pub fn new(samples: u32, window: Duration, mutation_span: Duration) -> QuotaManager {
         QuotaManager {
+            mutation_span,
             windows: Windows {
                 samples: samples.max(1),
                 window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1),
@@ -101,6 +133,60 @@ impl QuotaManager {
         }
     }
 
+    /// The bucket of the `controller_mutation_rate` quota governing `client`: its key, the
+    /// rate and the burst (the rate over the mutation span).
+    fn mutation_bucket(
+        &self,
+        quotas: &ClientQuotas,
+        client: Client<'_>,
+    ) -> Option<(SensorKey, f64, f64)> {
+        let governing = quotas.resolve(
+            QuotaKey::ControllerMutationRate,
+            client.user,
+            client.client_id,
+        )?;
+        let span_s = self.mutation_span.as_secs_f64();
+        let key = SensorKey {
+            key: QuotaKey::ControllerMutationRate,
+            user: governing.group.0,
+            client_id: governing.group.1,
+        };
+        Some((key, governing.bound, governing.bound * span_s))
+    }
+
+    /// Counts `partitions` created or deleted by `client` against its
+    /// `controller_mutation_rate` (nothing without one). The bucket may go below zero: a
+    /// mutation is judged before it is made ([`Self::mutation_throttle_ms`]), as Kafka does.
+    pub fn record_mutations(&self, quotas: &ClientQuotas, client: Client<'_>, partitions: f64) {
+        let Some((key, rate, burst)) = self.mutation_bucket(quotas, client) else {
+            return;
+        };
+        let now = self.now_ms();
+        let mut sensors = self.sensors.lock();
+        let bucket = sensors.mutations.entry(key).or_insert(TokenBucket {
+            tokens: burst,
+            at_ms: now,
+        });
+        bucket.refill(rate, burst, now);
+        bucket.tokens -= partitions;
+    }
+
+    /// How long `client` waits before its next controller mutation: until its bucket is back
+    /// at zero (0 without a quota, or when it is not below).
+    pub fn mutation_throttle_ms(&self, quotas: &ClientQuotas, client: Client<'_>) -> i64 {
+        let Some((key, rate, burst)) = self.mutation_bucket(quotas, client) else {
+            return 0;
+        };
+        let now = self.now_ms();
+        match self.sensors.lock().mutations.get_mut(&key) {
+            Some(bucket) => {
+                bucket.refill(rate, burst, now);
+                bucket.deficit_ms(rate)
+            }
+            None => 0,
+        }
+    }
+
     /// Takes back `value` recorded for `client` (a throttled fetch sends no records).
     pub fn unrecord(&self, quotas: &ClientQuotas, key: QuotaKey, client: Client<'_>, value: f64) {
         let Some(governing) = quotas.resolve(key, client.user, client.client_id) else {
@@ -150,8 +236,42 @@ mod tests {
     }
 
     #[test]
+    fn controller_mutations_take_a_burst_then_wait_for_the_bucket_to_refill() {
+        let manager = QuotaManager::new(11, Duration::from_secs(1), Duration::from_secs(11));
+        let quotas = quotas(
+            QuotaEntity::of(&[(EntityType::User, Some("ops"))]),
+            "controller_mutation_rate",
+            2.0,
+        );
+        let ops = Client {
+            user: "ops",
+            client_id: "admin",
+        };
+        // A burst of 2 x 11 s = 22 partitions: 10 + 10 leave 2, so 10 more may still go
+        // (judged before, the bucket not below zero), leaving it at -8: 4 s to wait.
+        for _ in 0..3 {
+            assert_eq!(manager.mutation_throttle_ms(&quotas, ops), 0);
+            manager.record_mutations(&quotas, ops, 10.0);
+        }
+        let wait = manager.mutation_throttle_ms(&quotas, ops);
+        assert!(
+            (3_900..=4_000).contains(&wait),
+            "8 partitions at 2/s: {wait} ms"
+        );
+        manager.record_mutations(&quotas, ops, 4.0);
+        assert!(manager.mutation_throttle_ms(&quotas, ops) > 5_900);
+        // Another user has no quota.
+        let other = Client {
+            user: "someone",
+            client_id: "admin",
+        };
+        manager.record_mutations(&quotas, other, 1000.0);
+        assert_eq!(manager.mutation_throttle_ms(&quotas, other), 0);
+    }
+
+    #[test]
     fn clients_of_one_user_share_its_quota() {
-        let manager = QuotaManager::new(11, Duration::from_secs(1));
+        let manager = QuotaManager::new(11, Duration::from_secs(1), Duration::from_secs(11));
         let quotas = quotas(
             QuotaEntity::of(&[(EntityType::User, Some("alice"))]),
             "producer_byte_rate",
@@ -188,7 +308,7 @@ mod tests {
 
     #[test]
     fn a_request_time_throttle_lasts_at_most_one_window() {
-        let manager = QuotaManager::new(11, Duration::from_secs(1));
+        let manager = QuotaManager::new(11, Duration::from_secs(1), Duration::from_secs(11));
         let quotas = quotas(
             QuotaEntity::of(&[(EntityType::ClientId, None)]),
             "request_percentage",
