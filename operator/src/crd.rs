@@ -1143,8 +1143,9 @@ pub enum AclRuleType {
     Deny,
 }
 
-/// A user's quotas (Kafka's `producer_byte_rate`, `consumer_byte_rate`, `request_percentage`).
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+/// A user's quotas (Kafka's `producer_byte_rate`, `consumer_byte_rate`, `request_percentage`,
+/// `controller_mutation_rate`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct UserQuotas {
     /// Bytes per second the user may produce, per broker.
@@ -1160,6 +1161,11 @@ pub struct UserQuotas {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub request_percentage: Option<i64>,
+    /// Partitions a second the user may create or delete (CreateTopics, CreatePartitions,
+    /// DeleteTopics), per broker; a fraction is allowed. Over it, requests are refused with
+    /// THROTTLING_QUOTA_EXCEEDED until the quota allows them, and clients retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_mutation_rate: Option<f64>,
 }
 
 /// What the operator last saw of a KafkaUser.

@@ -1,12 +1,11 @@
 //! KafkaUser on a real Kubernetes control plane, with a real broker in its pod: users
 //! authenticate with the password the operator generated (or took from a Secret), are held
-//! to their ACLs and their produce quota, drift is undone, a changed password takes effect,
-//! deleting the resource removes the user from the cluster, a paused user or cluster is left
-//! alone until unpaused, and a manual rolling update restarts a pod, then the cluster. A
-//! `nodeport` listener is reached through its Services' node ports (fixed in the listener's
-//! `configuration`), a `loadbalancer` one
-//! through its Services' load balancer addresses. The example (`examples/kafkauser.yaml`) is
-//! applied too.
+//! to their ACLs, their produce quota and their controller mutation quota, drift is undone,
+//! a changed password takes effect, deleting the resource removes the user from the cluster,
+//! a paused user or cluster is left alone until unpaused, and a manual rolling update
+//! restarts a pod, then the cluster. A `nodeport` listener is reached through its Services'
+//! node ports (fixed in the listener's `configuration`), a `loadbalancer` one through its
+//! Services' load balancer addresses. The example (`examples/kafkauser.yaml`) is applied too.
 //!
 //! Runs in a sandbox of its own, as `operator/tests/kubernetes.rs` describes. Needs root, and
 //! `cargo build --workspace --bins` first.
@@ -26,6 +25,9 @@ use serde_json::{json, Value};
 ///   produces `count` records of `bytes` bytes with acks=all and reports how many were
 ///   delivered, the delivery errors and the seconds the whole produce took;
 /// - `consume <topic> <group> <count>`: reads with the group until `count` records or 60 s;
+/// - `create-topics <prefix> <count> <partitions>`: creates `<prefix>-0`.. in one request and
+///   reports each topic's outcome (`ok`, or librdkafka's error name) and the longest throttle
+///   time, in seconds, librdkafka was given meanwhile;
 /// - `acls <principal>`: the number of ACLs of the principal;
 /// - `drop-acls <principal>`: deletes every ACL of the principal.
 const CLIENT: &str = r#"
@@ -35,8 +37,9 @@ from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermission
     AdminClient, NewTopic, ResourcePatternType, ResourceType)
 
 action, config = sys.argv[1], json.loads(sys.argv[2])
-errors = []
+errors, throttles = [], []
 config['error_cb'] = lambda e: errors.append(str(e))
+config['throttle_cb'] = lambda e: throttles.append(e.throttle_time)
 
 def finish(result):
     result['errors'] = errors
@@ -56,6 +59,19 @@ if action == 'describe':
         finish({'ok': False, 'error': str(e)})
     finish({'ok': True, 'topics': sorted(md.topics),
             'hosts': sorted('%s:%d' % (b.host, b.port) for b in md.brokers.values())})
+if action == 'create-topics':
+    prefix, count, partitions = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    names = ['%s-%d' % (prefix, i) for i in range(count)]
+    futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names], request_timeout=30)
+    outcome = []
+    for name in names:
+        try:
+            futures[name].result()
+            outcome.append('ok')
+        except KafkaException as e:
+            outcome.append(e.args[0].name())
+    admin.poll(1)
+    finish({'topics': outcome, 'throttle': max(throttles, default=0)})
 if action == 'acls':
     finish({'acls': len(admin.describe_acls(principal_filter(sys.argv[3])).result())})
 if action == 'drop-acls':
@@ -196,6 +212,7 @@ spec:
         operations: [Describe]
   quotas:
     producerByteRate: {QUOTA}
+    controllerMutationRate: 1
 ---
 apiVersion: oxbow.dev/v1alpha1
 kind: KafkaUser
@@ -446,6 +463,20 @@ fn kafka_users_authenticate_are_held_to_their_acls_and_quotas_and_go_with_their_
                 ensure!(
                     reasons.contains("authorization"),
                     "denied for authorization: {denied}"
+                );
+
+                // controllerMutationRate 1: a burst of 11 partitions (11 quota windows of
+                // 1 s). librdkafka sends CreateTopics v4, which Kafka does not refuse over the
+                // quota but throttles: 18 partitions leave the bucket 7 below zero, 7 s.
+                let burst = client(
+                    "create-topics",
+                    &scram("orders-app", &password),
+                    &["orders-burst", "3", "6"],
+                )?;
+                let throttle = burst["throttle"].as_f64().context("throttle")?;
+                ensure!(
+                    burst["topics"] == json!(["ok", "ok", "ok"]) && (5.0..=8.0).contains(&throttle),
+                    "the controller mutation quota throttles: {burst}"
                 );
 
                 let read = client(

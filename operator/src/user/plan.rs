@@ -152,6 +152,14 @@ pub fn desired(user: &KafkaUser, name: &str) -> Result<DesiredUser, String> {
                 quotas.insert(key.name().to_string(), value as f64);
             }
         }
+        if let Some(rate) = q.controller_mutation_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(format!(
+                    "spec.quotas.controllerMutationRate: {rate} must be a positive number"
+                ));
+            }
+            quotas.insert(QuotaKey::ControllerMutationRate.name().to_string(), rate);
+        }
     }
     Ok(DesiredUser {
         name: name.to_string(),
@@ -250,6 +258,7 @@ mod tests {
   quotas:
     producerByteRate: 1048576
     requestPercentage: 50
+    controllerMutationRate: 0.5
 ";
 
     #[test]
@@ -285,9 +294,17 @@ mod tests {
         assert_eq!(
             want.quotas,
             BTreeMap::from([
+                ("controller_mutation_rate".to_string(), 0.5),
                 ("producer_byte_rate".to_string(), 1_048_576.0),
                 ("request_percentage".to_string(), 50.0),
             ])
+        );
+        let refused = desired(&user("  quotas:\n    controllerMutationRate: 0\n"), "alice");
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("controllerMutationRate: 0 must be a positive number")),
+            "{refused:?}"
         );
     }
 
@@ -368,6 +385,7 @@ mod tests {
                 Step::DeleteCredentials(vec![ScramMechanism::Sha512]),
                 Step::DeleteAcls(want.acls.iter().cloned().collect()),
                 Step::AlterQuotas(vec![
+                    ("controller_mutation_rate".to_string(), None),
                     ("producer_byte_rate".to_string(), None),
                     ("request_percentage".to_string(), None),
                 ]),
