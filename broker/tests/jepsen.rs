@@ -47,9 +47,10 @@
 //! 512 kbit/s both ways (an HTB rate limit; the ISR must stay whole too), and the second of a
 //! leader's two
 //! log directories failing (its disk gone: that directory goes offline alone, its partitions
-//! are led elsewhere; then the broker gets a new disk and restarts). Each fault's row shows
+//! are led elsewhere; then the broker gets a new disk and restarts), and a leader's wall clock
+//! jumping 10 minutes ahead, then behind, then back (libfaketime). Each fault's row shows
 //! the p99 of the `acks=all` latency of what was sent while it lasted. Its settings:
-//! `OXBOW_JEPSEN_PARTITION_ROUNDS` (12, one of each), `OXBOW_JEPSEN_CUT_SECS` (12, longer
+//! `OXBOW_JEPSEN_PARTITION_ROUNDS` (13, one of each), `OXBOW_JEPSEN_CUT_SECS` (12, longer
 //! than the session; also how long a link stays lossy or slow), `OXBOW_JEPSEN_CUT_ALL_SECS` (8),
 //! `OXBOW_JEPSEN_DISK_SECS` (8, how long the broker runs on with a failed directory),
 //! `OXBOW_JEPSEN_SCHEDULE` (`every-kind`: every fault of both runs and the disk, each cycle in
@@ -238,6 +239,10 @@ enum Fault {
     /// both ways: what exceeds the rate queues (delay) or is dropped; replication slows but the
     /// ISR must stay whole (the fault is far shorter than `replica.lag.time.max.ms`).
     SlowLeader,
+    /// Jump a partition leader's wall clock [`CLOCK_JUMP`] ahead, then as far behind real
+    /// time, then back (libfaketime; its monotonic clock runs on): nothing time-based may
+    /// misbehave, records stamped by clients are still within the broker's timestamp bounds.
+    ClockJumpLeader,
     /// A partition leader's second log directory fails (its disk is gone): that directory
     /// goes offline alone, its partitions are led elsewhere; then the broker is stopped,
     /// given a new disk and started again, and its replicas are copied back.
@@ -255,7 +260,7 @@ const SCHEDULE: [Fault; 7] = [
 ];
 
 /// The partition run: every network fault, with kills and pauses between them.
-const PARTITION_SCHEDULE: [Fault; 12] = [
+const PARTITION_SCHEDULE: [Fault; 13] = [
     Fault::IsolateLeader,
     Fault::KillLeader,
     Fault::IsolateController,
@@ -268,7 +273,14 @@ const PARTITION_SCHEDULE: [Fault; 12] = [
     Fault::LossyLeader,
     Fault::SlowLeader,
     Fault::FailDiskLeader,
+    Fault::ClockJumpLeader,
 ];
+
+/// How far a leader's clock jumps each way: well inside `message.timestamp.after.max.ms`
+/// (an hour), so the producers' records are still accepted when it runs behind.
+const CLOCK_JUMP: &str = "10m";
+/// How long a leader's clock stays ahead, and then behind.
+const CLOCK_JUMP_HOLD: Duration = Duration::from_secs(5);
 
 /// The share of packets a lossy link drops.
 const LINK_LOSS: f64 = 0.2;
@@ -295,6 +307,7 @@ impl Fault {
             Fault::LossyLeader => "leader's links lossy (20%)",
             Fault::SlowLeader => "leader's links slow (512 kbit/s)",
             Fault::FailDiskLeader => "leader's log directory failed",
+            Fault::ClockJumpLeader => "leader's clock jumped +/-10 min",
         }
     }
 }
@@ -355,7 +368,8 @@ fn acks_all_writes_survive_network_partitions_mixed_with_kills_and_pauses() {
             let mut cluster = Cluster::start(
                 ClusterOptions::new(broker_bin())
                     .network_namespaces()
-                    .two_log_dirs(),
+                    .two_log_dirs()
+                    .fake_clocks(),
             )?;
             let outcome = run(&mut cluster, &settings, &schedule, started);
             eprintln!("jepsen run took {:.1?}", started.elapsed());
@@ -387,33 +401,26 @@ fn every_kind_schedule(seed: u64, rounds: usize) -> Vec<Fault> {
     schedule
 }
 
-/// The long run's schedule: 16 kinds, each once per cycle, the same for the same seed (the
-/// order of kinds is the one the README's long run replays with its seed).
+/// The long run's schedule: every kind once per cycle, the same for the same seed.
 #[test]
 fn the_every_kind_schedule_runs_each_kind_once_a_cycle_in_an_order_the_seed_fixes() {
-    let schedule = every_kind_schedule(1_796_662_002_842_592_185, 112);
-    assert_eq!(schedule.len(), 112);
-    for cycle in schedule.chunks(16) {
-        let kinds: HashSet<&str> = cycle.iter().map(|f| f.name()).collect();
-        assert_eq!(kinds.len(), cycle.len(), "{cycle:?}");
+    let kinds: HashSet<&str> = SCHEDULE
+        .iter()
+        .chain(&PARTITION_SCHEDULE)
+        .map(|f| f.name())
+        .collect();
+    assert_eq!(kinds.len(), 17);
+    let schedule = every_kind_schedule(1_796_662_002_842_592_185, 119);
+    assert_eq!(schedule.len(), 119);
+    for cycle in schedule.chunks(kinds.len()) {
+        let seen: HashSet<&str> = cycle.iter().map(|f| f.name()).collect();
+        assert_eq!(seen, kinds, "{cycle:?}");
     }
     assert_eq!(
-        &schedule[..6],
-        &[
-            Fault::FlapLeader,
-            Fault::OneWayLeader,
-            Fault::SlowLeader,
-            Fault::KillRestartLeader,
-            Fault::LossyLeader,
-            Fault::PauseLeader
-        ],
-        "the README's long run began so"
-    );
-    assert_eq!(
         schedule,
-        every_kind_schedule(1_796_662_002_842_592_185, 112)
+        every_kind_schedule(1_796_662_002_842_592_185, 119)
     );
-    assert_ne!(schedule, every_kind_schedule(1, 112));
+    assert_ne!(schedule, every_kind_schedule(1, 119));
 }
 
 fn run(
@@ -713,6 +720,13 @@ fn nemesis(
                 cluster.heal_network()?;
                 thread::sleep(Duration::from_secs(1));
             }
+        }
+        Fault::ClockJumpLeader => {
+            cluster.set_clock(node, &format!("+{CLOCK_JUMP}"))?;
+            thread::sleep(CLOCK_JUMP_HOLD);
+            cluster.set_clock(node, &format!("-{CLOCK_JUMP}"))?;
+            thread::sleep(CLOCK_JUMP_HOLD);
+            cluster.set_clock(node, "+0")?;
         }
         Fault::FailDiskLeader => {
             let dir = cluster.fail_log_dir(node, 1)?;

@@ -1837,28 +1837,6 @@ async fn consume_all(bootstrap: &str, topic: &str, partitions: i32) -> Result<Ve
     Ok(read)
 }
 
-/// libfaketime's multithreaded library, from the Debian package `faketime` (the test command
-/// installs it).
-fn libfaketime() -> Result<std::path::PathBuf> {
-    let candidates = ["/usr/lib/faketime"]
-        .into_iter()
-        .map(std::path::PathBuf::from)
-        .chain(
-            std::fs::read_dir("/usr/lib")?
-                .filter_map(|e| e.ok())
-                .map(|e| e.path().join("faketime")),
-        );
-    for dir in candidates {
-        let library = dir.join("libfaketimeMT.so.1");
-        if library.is_file() {
-            return Ok(library);
-        }
-    }
-    bail!(
-        "libfaketimeMT.so.1 not found: install the Debian package faketime (scripts/test.sh does)"
-    )
-}
-
 /// The broker's wall clock jumps back 30 minutes, forward 2 hours and back again (libfaketime
 /// in the broker process; its monotonic clock, which timeouts use, runs on), on a topic that
 /// stamps records with the broker's clock (`LogAppendTime`), rolls segments after
@@ -1869,28 +1847,23 @@ fn libfaketime() -> Result<std::path::PathBuf> {
 #[tokio::test]
 async fn a_clock_jumping_back_and_forward_keeps_segment_rolling_and_time_retention_sane(
 ) -> Result<()> {
-    let library = libfaketime()?;
     let scratch = tempfile::tempdir()?;
-    let clock = scratch.path().join("clock");
-    std::fs::write(&clock, "+0\n")?;
-    let broker = BrokerProcess::start(
-        harness::BrokerOptions::new(env!("CARGO_BIN_EXE_oxbow-broker"))
-            .env("LD_PRELOAD", library.display().to_string())
-            .env("FAKETIME_TIMESTAMP_FILE", clock.display().to_string())
-            .env("FAKETIME_CACHE_DURATION", "1")
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .args([
-                "--override",
-                "auto.create.topics.enable=false",
-                "--override",
-                &format!("log.retention.check.interval.ms={BACKGROUND_INTERVAL_MS}"),
-            ]),
-    )?;
+    let clock = harness::FakeClock::new(scratch.path().join("clock"))?;
+    let options = clock.env().into_iter().fold(
+        harness::BrokerOptions::new(env!("CARGO_BIN_EXE_oxbow-broker")),
+        |options, (key, value)| options.env(key, value),
+    );
+    let broker = BrokerProcess::start(options.args([
+        "--override",
+        "auto.create.topics.enable=false",
+        "--override",
+        &format!("log.retention.check.interval.ms={BACKGROUND_INTERVAL_MS}"),
+    ]))?;
     let outcome = clock_jumps(&broker, &clock).await;
     broker.explain(outcome)
 }
 
-async fn clock_jumps(broker: &BrokerProcess, clock: &Path) -> Result<()> {
+async fn clock_jumps(broker: &BrokerProcess, clock: &harness::FakeClock) -> Result<()> {
     const TOPIC: &str = "clocked";
     let mut conn = connect(broker).await?;
     create_topic_ok(
@@ -1906,16 +1879,10 @@ async fn clock_jumps(broker: &BrokerProcess, clock: &Path) -> Result<()> {
     .await?;
     let mut produced: Vec<Vec<u8>> = Vec::new();
     let segments = || segment_files(broker.data_dir(), TOPIC, 0);
-    let jump = |spec: &str| -> Result<()> {
-        std::fs::write(clock, format!("{spec}\n"))?;
-        // libfaketime reads the file again at most once a second.
-        std::thread::sleep(Duration::from_millis(1500));
-        Ok(())
-    };
     produce_round(&mut conn, TOPIC, &mut produced, "before").await?;
     ensure!(segments()?.len() == 1, "segments {:?}", segments()?);
 
-    jump("-30m")?;
+    clock.set("-30m")?;
     produce_round(&mut conn, TOPIC, &mut produced, "behind").await?;
     // Retention gets several passes to misjudge the records stamped "in the future".
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1929,7 +1896,7 @@ async fn clock_jumps(broker: &BrokerProcess, clock: &Path) -> Result<()> {
         "a jump back deleted records"
     );
 
-    jump("+2h")?;
+    clock.set("+2h")?;
     produce_round(&mut conn, TOPIC, &mut produced, "ahead").await?;
     let after = segments()?;
     ensure!(
@@ -1945,7 +1912,7 @@ async fn clock_jumps(broker: &BrokerProcess, clock: &Path) -> Result<()> {
     )
     .context("reading what the jump forward left")?;
 
-    jump("+0")?;
+    clock.set("+0")?;
     produce_round(&mut conn, TOPIC, &mut produced, "back").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let last = segments()?;

@@ -51,7 +51,7 @@ use rdkafka::producer::{
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tempfile::TempDir;
 
-use crate::harness::broker_log_outputs;
+use crate::harness::{broker_log_outputs, FakeClock};
 use crate::netns::BrokerNetwork;
 
 /// A broker's `node.id`.
@@ -89,6 +89,8 @@ pub struct ClusterOptions {
     network_namespaces: bool,
     /// Each broker on two log directories, so one can fail ([`Cluster::fail_log_dir`]).
     two_log_dirs: bool,
+    /// Each broker's wall clock movable ([`Cluster::set_clock`]).
+    fake_clocks: bool,
 }
 
 impl ClusterOptions {
@@ -105,6 +107,7 @@ impl ClusterOptions {
             inter_broker: None,
             network_namespaces: false,
             two_log_dirs: false,
+            fake_clocks: false,
         }
     }
 
@@ -173,6 +176,13 @@ impl ClusterOptions {
         self
     }
 
+    /// Each broker's wall clock follows a file the test writes ([`Cluster::set_clock`]:
+    /// libfaketime, see [`FakeClock`]).
+    pub fn fake_clocks(mut self) -> Self {
+        self.fake_clocks = true;
+        self
+    }
+
     /// Brokers named like the pods of a StatefulSet: no `node.id` in their files, and
     /// `POD_NAME=<prefix>-<id>` in their environment, from which they take their ids.
     pub fn pod_names(mut self, prefix: impl Into<String>) -> Self {
@@ -205,6 +215,8 @@ struct Node {
     child: Option<Child>,
     paused: bool,
     starts: u32,
+    /// Its movable wall clock, with [`ClusterOptions::fake_clocks`].
+    clock: Option<FakeClock>,
 }
 
 /// One partition as a broker's Metadata describes it.
@@ -294,6 +306,11 @@ impl Cluster {
                 child: None,
                 paused: false,
                 starts: 0,
+                clock: if options.fake_clocks {
+                    Some(FakeClock::new(home.join("clock"))?)
+                } else {
+                    None
+                },
             });
         }
         let mut cluster = Cluster {
@@ -444,6 +461,16 @@ impl Cluster {
 
     pub fn log_path(&self, node: NodeId) -> &Path {
         &self.node(node).log_path
+    }
+
+    /// Moves one broker's wall clock to `offset` from real time (`+10m`, `-1h`, `+0`), with
+    /// [`ClusterOptions::fake_clocks`].
+    pub fn set_clock(&self, node: NodeId, offset: &str) -> Result<()> {
+        self.node(node)
+            .clock
+            .as_ref()
+            .with_context(|| format!("broker {node}'s clock is real: start the cluster with ClusterOptions::fake_clocks"))?
+            .set(offset)
     }
 
     /// The log directories of one broker, in `log.dirs` order.
@@ -721,6 +748,9 @@ impl Cluster {
         let mut env = self.options.env.clone();
         if let Some(prefix) = &self.options.pod_prefix {
             env.push(("POD_NAME".to_string(), format!("{prefix}-{id}")));
+        }
+        if let Some(clock) = &self.node(id).clock {
+            env.extend(clock.env());
         }
         let node = self.node_mut(id);
         node.starts += 1;
@@ -1565,6 +1595,7 @@ mod tests {
                 child: None,
                 paused: false,
                 starts: 0,
+                clock: None,
             })
             .collect();
         let cluster = Cluster {

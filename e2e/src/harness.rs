@@ -383,6 +383,57 @@ pub(crate) fn broker_log_outputs(path: &Path, header: &str) -> Result<(Stdio, St
     Ok((Stdio::from(log), Stdio::from(stderr)))
 }
 
+/// A broker process's wall clock that a test moves: libfaketime preloaded, reading its offset
+/// from a file. Its monotonic clock, which timeouts use, runs on.
+#[derive(Debug, Clone)]
+pub struct FakeClock {
+    library: PathBuf,
+    file: PathBuf,
+}
+
+impl FakeClock {
+    /// A clock at real time whose offset lives in `file`. Needs libfaketime's multithreaded
+    /// library, from the Debian package `faketime` (the test command installs it).
+    pub fn new(file: PathBuf) -> Result<FakeClock> {
+        let candidates = std::iter::once(PathBuf::from("/usr/lib/faketime")).chain(
+            fs::read_dir("/usr/lib")
+                .context("listing /usr/lib")?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("faketime")),
+        );
+        let library = candidates
+            .map(|dir| dir.join("libfaketimeMT.so.1"))
+            .find(|library| library.is_file())
+            .context(
+                "libfaketimeMT.so.1 not found: install the Debian package faketime (scripts/test.sh does)",
+            )?;
+        fs::write(&file, "+0\n").with_context(|| format!("writing {}", file.display()))?;
+        Ok(FakeClock { library, file })
+    }
+
+    /// The environment a broker process starts with to follow this clock.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("LD_PRELOAD", self.library.display().to_string()),
+            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
+            ("FAKETIME_CACHE_DURATION", "1".to_string()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Moves the clock to `offset` from real time, in libfaketime's syntax (`+2h`, `-30m`,
+    /// `+0`), and waits until the process has read it (at most a second later).
+    pub fn set(&self, offset: &str) -> Result<()> {
+        fs::write(&self.file, format!("{offset}\n"))
+            .with_context(|| format!("writing {}", self.file.display()))?;
+        thread::sleep(Duration::from_millis(1500));
+        Ok(())
+    }
+}
+
 /// A loopback address with a port that was free a moment ago (bound to port 0, then released).
 pub fn free_local_addr() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
