@@ -146,8 +146,9 @@ async fn tell_controller(broker: &Broker, replicas: Vec<(Uuid, i32)>, root: Path
                 return;
             }
             Ok(Ok(other)) => {
-                tracing::warn!(dir = %root.display(), result = ?other, "the controller refused the offline replicas");
-                return;
+                // Refused while this broker is not registered yet (a directory that failed as
+                // the broker started): it is, moments later.
+                tracing::warn!(dir = %root.display(), result = ?other, "the controller refused the offline replicas; retrying");
             }
             Ok(Err(e)) => {
                 tracing::warn!(dir = %root.display(), error = %e, "could not tell the controller about the failed log directory; retrying");
