@@ -362,18 +362,22 @@ impl Broker {
         let Some(state) = image.partition(topic, index) else {
             return Err(ResponseError::UnknownTopicOrPartition);
         };
-        if self
-            .offline_replicas
-            .lock()
-            .contains(&(topic.to_string(), index))
-        {
-            return Err(ResponseError::KafkaStorageError);
-        }
-        if state.leader != self.node_id() {
-            return Err(ResponseError::NotLeaderOrFollower);
-        }
-        match self.partition(topic, index) {
-            Some(partition) if partition.role().0 == crate::replica::Role::Leader => Ok(partition),
+        let hosted = self.partition(topic, index);
+        match hosted {
+            Some(partition)
+                if state.leader == self.node_id()
+                    && partition.role().0 == crate::replica::Role::Leader =>
+            {
+                Ok(partition)
+            }
+            // A replica whose log directory failed is no longer hosted.
+            None if self
+                .offline_replicas
+                .lock()
+                .contains(&(topic.to_string(), index)) =>
+            {
+                Err(ResponseError::KafkaStorageError)
+            }
             _ => Err(ResponseError::NotLeaderOrFollower),
         }
     }
