@@ -425,11 +425,16 @@ impl FakeClock {
     }
 
     /// Moves the clock to `offset` from real time, in libfaketime's syntax (`+2h`, `-30m`,
-    /// `+0`), and waits until the process has read it (at most a second later).
+    /// `+0`), and waits until the process reads it at its next clock call. libfaketime reads
+    /// the file again once the whole seconds since its last read exceed the cache duration (1),
+    /// which can take up to 2 s; the file is replaced by a rename so no read sees it empty.
     pub fn set(&self, offset: &str) -> Result<()> {
-        fs::write(&self.file, format!("{offset}\n"))
-            .with_context(|| format!("writing {}", self.file.display()))?;
-        thread::sleep(Duration::from_millis(1500));
+        let staged = self.file.with_extension("next");
+        fs::write(&staged, format!("{offset}\n"))
+            .with_context(|| format!("writing {}", staged.display()))?;
+        fs::rename(&staged, &self.file)
+            .with_context(|| format!("replacing {}", self.file.display()))?;
+        thread::sleep(Duration::from_millis(2500));
         Ok(())
     }
 }
