@@ -19,7 +19,7 @@ use crate::controller::image::{
     BrokerRegistration, CommandResult, MetadataCommand, MetadataImage, PartitionState, TopicImage,
 };
 use crate::controller::store::StandaloneStore;
-use crate::controller::{placement, raft, Liveness, Quorum, QuorumError};
+use crate::controller::{placement, raft, Quorum, QuorumError};
 use crate::fetch_session::FetchSessionCache;
 use crate::group::offsets::{self, OffsetRecord};
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
@@ -77,8 +77,6 @@ pub struct Broker {
     pub metrics: Metrics,
     pub groups: GroupCoordinator,
     pub quorum: Quorum,
-    /// Broker heartbeats, as the active controller sees them.
-    pub liveness: Liveness,
     /// Changes at every start, so the cluster tells a restart from a retry.
     pub incarnation: Uuid,
     pub(crate) partitions: RwLock<HostedPartitions>,
@@ -202,7 +200,6 @@ impl Broker {
             endpoints,
             metrics,
             quorum,
-            liveness: Liveness::default(),
             incarnation: Uuid::new_v4(),
             partitions: RwLock::new(HashMap::new()),
             log_dirs,
@@ -251,6 +248,10 @@ impl Broker {
                         })
                         .await?;
                 }
+                if !self.config.is_broker {
+                    // A controller-only node hosts nothing and serves no client.
+                    return Ok(CommandResult::Applied);
+                }
                 self.quorum
                     .propose(MetadataCommand::RegisterBroker(BrokerRegistration {
                         id: self.config.node_id,
@@ -280,6 +281,18 @@ impl Broker {
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// The controller id Metadata and DescribeCluster give clients: the active controller when
+    /// it is a broker, else this broker, which forwards what clients send it to the
+    /// controller (Kafka answers with a live broker as well: clients cannot reach a
+    /// controller-only node). -1 while there is no controller.
+    pub fn controller_id_for_clients(&self) -> i32 {
+        match self.quorum.active_controller(self.node_id()) {
+            Some(id) if self.image().brokers.contains_key(&id) => id,
+            Some(_) => self.node_id(),
+            None => -1,
+        }
     }
 
     /// The latest metadata this broker has applied.
@@ -1254,10 +1267,20 @@ impl Broker {
     }
 
     /// Whether this broker should receive traffic: registered, not fenced, and every replica
-    /// it follows back in its partition's ISR (caught up). The reason when not.
+    /// it follows back in its partition's ISR (caught up); a controller-only node, once the
+    /// quorum has a leader and the cluster its id. The reason when not.
     pub fn readiness(&self) -> Result<(), String> {
         let image = self.image();
         let node = self.node_id();
+        if !self.config.is_broker {
+            return match self.quorum.active_controller(node) {
+                None => Err("the metadata quorum has no leader".to_string()),
+                Some(_) if image.cluster_id.is_empty() => {
+                    Err("the cluster is not initialized yet".to_string())
+                }
+                Some(_) => Ok(()),
+            };
+        }
         match image.brokers.get(&node) {
             None => return Err(format!("broker {node} is not registered")),
             Some(b) if b.fenced => return Err(format!("broker {node} is fenced")),

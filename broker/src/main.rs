@@ -336,6 +336,7 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(","),
         node_id = broker.node_id(),
+        roles = broker.config.roles(),
         "broker started"
     );
     oxbow_broker::server::run(endpoints, std::sync::Arc::clone(&broker), shutdown).await;

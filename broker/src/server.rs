@@ -170,7 +170,6 @@ async fn accept(
         let connection = Connection {
             peer,
             listener: Arc::clone(&endpoint.name),
-            heartbeat_of: Arc::new(parking_lot::Mutex::new(None)),
             sasl: endpoint
                 .protocol
                 .uses_sasl()
@@ -246,8 +245,6 @@ async fn accept(
 struct Connection {
     peer: SocketAddr,
     listener: Arc<str>,
-    /// The broker that heartbeats on this connection, so its close can be noticed.
-    heartbeat_of: Arc<parking_lot::Mutex<Option<i32>>>,
     /// Set on SASL listeners.
     sasl: Option<Arc<parking_lot::Mutex<SaslSession>>>,
     /// On TLS listeners, after the handshake: the principal of the client's certificate
@@ -456,12 +453,6 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let _ = stream.flush().await;
-    let heartbeat = *connection.heartbeat_of.lock();
-    if let Some(id) = heartbeat {
-        if !shutdown.is_cancelled() {
-            broker.liveness.connection_lost(id);
-        }
-    }
 }
 
 /// A SASL token sent without SaslAuthenticate framing, after a v0 SaslHandshake; the answer
@@ -590,7 +581,6 @@ async fn handle_frame(
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
             peer: connection.peer,
-            heartbeat_of: Arc::clone(&connection.heartbeat_of),
             principal: connection.principal(),
             listener: Arc::clone(&connection.listener),
             sasl: connection.sasl.clone(),

@@ -2207,6 +2207,131 @@ fn an_unclean_elect_leaders_request_elects_an_out_of_sync_replica_whatever_the_t
     })
 }
 
+/// DescribeQuorum of the metadata partition, asked of one broker; fails on an error code.
+fn describe_quorum(
+    cluster: &Cluster,
+    node: NodeId,
+) -> Result<(
+    kafka_protocol::messages::DescribeQuorumResponse,
+    kafka_protocol::messages::describe_quorum_response::PartitionData,
+)> {
+    let request = DescribeQuorumRequest::default().with_topics(vec![
+        kafka_protocol::messages::describe_quorum_request::TopicData::default()
+            .with_topic_name(topic_name("__cluster_metadata"))
+            .with_partitions(vec![
+                kafka_protocol::messages::describe_quorum_request::PartitionData::default(),
+            ]),
+    ]);
+    let response = cluster.request(node, &request, 2)?;
+    let partition = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .cloned()
+        .context("DescribeQuorum answered no partition")?;
+    ensure!(
+        response.error_code == 0 && partition.error_code == 0,
+        "broker {node}: {response:?}"
+    );
+    Ok((response, partition))
+}
+
+/// Kafka's separate controllers (`process.roles=controller`, the controller listener alone):
+/// three controller-only nodes run the metadata quorum, three brokers serve clients. Clients
+/// see only the brokers; the brokers heartbeat to whichever controller leads. Killing the
+/// active controller elects another without failing a write, and a killed broker is fenced by
+/// the new controller and its partitions led elsewhere; nothing acknowledged is lost.
+#[test]
+fn dedicated_controllers_run_the_quorum_while_brokers_serve_and_failures_of_either_are_survived(
+) -> Result<()> {
+    with_cluster(
+        options().brokers(6).voters(3).dedicated_controllers(),
+        |cluster| {
+            let controllers = [1, 2, 3];
+            ensure!(cluster.node_ids() == [4, 5, 6], "{:?}", cluster.node_ids());
+            for node in controllers {
+                ensure!(
+                    std::net::TcpStream::connect(cluster.address(node)).is_err(),
+                    "controller {node} accepts clients"
+                );
+                let metrics = cluster.scrape_metrics(node)?;
+                ensure!(
+                    metrics.contains("oxbow_active_controller"),
+                    "controller {node} exports no controller gauge"
+                );
+            }
+            let (_, quorum) = describe_quorum(cluster, 4)?;
+            let ids = |replicas: &[ReplicaState]| {
+                replicas.iter().map(|r| r.replica_id.0).collect::<Vec<_>>()
+            };
+            ensure!(
+                ids(&quorum.current_voters) == controllers
+                    && ids(&quorum.observers) == [4, 5, 6]
+                    && controllers.contains(&quorum.leader_id.0),
+                "{quorum:?}"
+            );
+            let topic = "separated";
+            cluster.create_topic(topic, 3, 3, &[("min.insync.replicas", "2")])?;
+            cluster.wait_for_full_isr(topic, SETTLE)?;
+            let mut acked = produce_all(cluster, topic, 3, "first", 300)?;
+
+            let first_controller = quorum.leader_id.0;
+            cluster.kill(first_controller)?;
+            let producer = recording_producer(cluster, "60000")?;
+            acked.extend(send_all(&producer, topic, 3, "controller-killed", 300)?);
+            let second_controller =
+                cluster.wait_until("another controller leads", SETTLE, |c| {
+                    let (_, quorum) = describe_quorum(c, 5)?;
+                    ensure!(
+                        quorum.leader_id.0 != first_controller && quorum.leader_id.0 >= 0,
+                        "{quorum:?}"
+                    );
+                    Ok(quorum.leader_id.0)
+                })?;
+            eprintln!("controller {first_controller} killed; {second_controller} leads");
+
+            let partitions = cluster.wait_for_full_isr(topic, SETTLE)?;
+            let victim = partitions.first().context("no partition")?.leader;
+            let led: Vec<i32> = partitions
+                .iter()
+                .filter(|p| p.leader == victim)
+                .map(|p| p.partition)
+                .collect();
+            let killed = Instant::now();
+            cluster.kill(victim)?;
+            cluster.wait_until("the killed broker is fenced and replaced", SETTLE, |c| {
+                let survivor = *c.up().first().context("no broker is running")?;
+                let metadata = c.metadata(survivor, Some(&[]))?;
+                ensure!(
+                    metadata.brokers.iter().all(|b| b.node_id.0 != victim),
+                    "broker {victim} is still listed"
+                );
+                for view in c.partitions_seen_by(survivor, topic)? {
+                    ensure!(
+                        !led.contains(&view.partition)
+                            || (view.leader >= 0 && view.leader != victim),
+                        "{view:?}"
+                    );
+                }
+                Ok(())
+            })?;
+            eprintln!(
+                "broker {victim} (led {led:?}) fenced and replaced by controller {second_controller} after {:.2?}",
+                killed.elapsed()
+            );
+            acked.extend(produce_all(cluster, topic, 3, "broker-killed", 300)?);
+
+            cluster.start_nodes(&[first_controller, victim])?;
+            cluster.wait_for_brokers(3, SETTLE)?;
+            cluster.wait_for_full_isr(topic, SETTLE)?;
+            let read = cluster.read_all(topic, 3)?;
+            check_nothing_lost(&acked, &read)?;
+            ensure!(read.len() == 900, "{} records read, 900 sent", read.len());
+            Ok(())
+        },
+    )
+}
+
 /// DescribeQuorum, asked of any broker, answers as Kafka's controller does: the leader and
 /// its epoch, the high watermark, the voters and the observers (brokers that do not vote)
 /// with their log end offsets and when they last fetched and were caught up; v2 adds the
@@ -2215,27 +2340,7 @@ fn an_unclean_elect_leaders_request_elects_an_out_of_sync_replica_whatever_the_t
 fn describe_quorum_reports_the_leader_voters_and_observers_from_any_broker() -> Result<()> {
     with_cluster(options().brokers(4).voters(3), |cluster| {
         cluster.create_topic("quorum", 1, 3, &[])?;
-        let describe = |cluster: &Cluster, node: NodeId| -> Result<_> {
-            let request = DescribeQuorumRequest::default().with_topics(vec![
-                kafka_protocol::messages::describe_quorum_request::TopicData::default()
-                    .with_topic_name(topic_name("__cluster_metadata"))
-                    .with_partitions(vec![
-                        kafka_protocol::messages::describe_quorum_request::PartitionData::default(),
-                    ]),
-            ]);
-            let response = cluster.request(node, &request, 2)?;
-            let partition = response
-                .topics
-                .first()
-                .and_then(|t| t.partitions.first())
-                .cloned()
-                .context("DescribeQuorum answered no partition")?;
-            ensure!(
-                response.error_code == 0 && partition.error_code == 0,
-                "broker {node}: {response:?}"
-            );
-            Ok((response, partition))
-        };
+        let describe = describe_quorum;
         let controller = cluster.metadata(4, Some(&[]))?.controller_id.0;
         let now = now_ms();
         let (response, status) = describe(cluster, 4)?;

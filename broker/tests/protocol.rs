@@ -602,12 +602,6 @@ impl Probe {
                 expect_ok("OffsetForLeaderEpoch", p.error_code)?;
                 ensure!(p.end_offset >= 0, "end offset {}", p.end_offset);
             }
-            ApiKey::BrokerHeartbeat => {
-                let request = kafka_protocol::messages::BrokerHeartbeatRequest::default()
-                    .with_broker_id(kafka_protocol::messages::BrokerId(0));
-                let r = call(conn, &request, version).await?;
-                expect_ok("BrokerHeartbeat", r.error_code)?;
-            }
             ApiKey::DescribeLogDirs => {
                 let request =
                     kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None);

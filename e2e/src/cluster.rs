@@ -91,6 +91,8 @@ pub struct ClusterOptions {
     two_log_dirs: bool,
     /// Each broker's wall clock movable ([`Cluster::set_clock`]).
     fake_clocks: bool,
+    /// The voters are controller-only nodes (`process.roles=controller`).
+    dedicated_controllers: bool,
 }
 
 impl ClusterOptions {
@@ -108,10 +110,12 @@ impl ClusterOptions {
             network_namespaces: false,
             two_log_dirs: false,
             fake_clocks: false,
+            dedicated_controllers: false,
         }
     }
 
-    /// How many brokers to run (node ids 1..=count).
+    /// How many nodes to run (node ids 1..=count): all brokers, except the voters when they
+    /// are [`Self::dedicated_controllers`].
     pub fn brokers(mut self, count: usize) -> Self {
         self.brokers = count;
         self
@@ -173,6 +177,14 @@ impl ClusterOptions {
     /// the cluster metadata), so a test can fail the second ([`Cluster::fail_log_dir`]).
     pub fn two_log_dirs(mut self) -> Self {
         self.two_log_dirs = true;
+        self
+    }
+
+    /// The voters are controller-only nodes, as in Kafka's `controller.properties`
+    /// (`process.roles=controller`, the controller listener alone); the other nodes are
+    /// brokers that do not vote. [`Cluster::node_ids`] and [`Cluster::up`] list brokers only.
+    pub fn dedicated_controllers(mut self) -> Self {
+        self.dedicated_controllers = true;
         self
     }
 
@@ -324,9 +336,9 @@ impl Cluster {
             fs::write(&node.config_path, text)
                 .with_context(|| format!("writing {}", node.config_path.display()))?;
         }
-        let all = cluster.node_ids();
+        let all: Vec<NodeId> = cluster.nodes.iter().map(|n| n.id).collect();
         cluster.start_nodes(&all)?;
-        let count = cluster.nodes.len();
+        let count = cluster.node_ids().len();
         cluster.wait_for_brokers(count, START_TIMEOUT)?;
         Ok(cluster)
     }
@@ -348,17 +360,21 @@ impl Cluster {
         if self.options.pod_prefix.is_none() {
             put("node.id", node.id.to_string());
         }
+        let controller_only = is_voter && self.options.dedicated_controllers;
         put(
             "process.roles",
-            if is_voter {
-                "broker,controller"
-            } else {
-                "broker"
+            match (is_voter, controller_only) {
+                (_, true) => "controller",
+                (true, false) => "broker,controller",
+                (false, _) => "broker",
             }
             .to_string(),
         );
         put("controller.quorum.voters", voters);
         match &self.options.inter_broker {
+            _ if controller_only => {
+                put("listeners", format!("CONTROLLER://{}", node.controller));
+            }
             None => {
                 put(
                     "listeners",
@@ -422,13 +438,24 @@ impl Cluster {
 
     /// Node ids of every broker, running or not.
     pub fn node_ids(&self) -> Vec<NodeId> {
-        self.nodes.iter().map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|id| self.is_broker(*id))
+            .collect()
+    }
+
+    /// Whether a node is a broker: all are, but the voters with
+    /// [`ClusterOptions::dedicated_controllers`].
+    pub fn is_broker(&self, node: NodeId) -> bool {
+        !self.options.dedicated_controllers || !self.voter_ids().contains(&node)
     }
 
     /// Node ids of the voters of the metadata quorum.
     pub fn voter_ids(&self) -> Vec<NodeId> {
-        self.node_ids()
-            .into_iter()
+        self.nodes
+            .iter()
+            .map(|n| n.id)
             .take(self.options.voters)
             .collect()
     }
@@ -437,6 +464,7 @@ impl Cluster {
     pub fn bootstrap(&self) -> String {
         self.nodes
             .iter()
+            .filter(|n| self.is_broker(n.id))
             .map(|n| n.kafka.to_string())
             .collect::<Vec<_>>()
             .join(",")
@@ -654,7 +682,11 @@ impl Cluster {
                         self.log_tail(id, LOG_TAIL_LINES)
                     );
                 }
-                let address = self.address(id);
+                let address = if self.is_broker(id) {
+                    self.address(id)
+                } else {
+                    self.node(id).controller
+                };
                 if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
                     still.push(id);
                 }
@@ -683,7 +715,8 @@ impl Cluster {
     pub fn heal(&mut self) -> Result<()> {
         self.heal_network()?;
         let mut down = Vec::new();
-        for id in self.node_ids() {
+        let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        for id in all {
             match self.state(id) {
                 NodeState::Paused => self.resume(id)?,
                 NodeState::Down => down.push(id),
@@ -907,7 +940,7 @@ impl Cluster {
     }
 
     /// Waits until the Metadata of every running broker lists `count` brokers and an active
-    /// controller that is one of the voters.
+    /// controller that is one of the voters (with dedicated controllers, one of the brokers).
     pub fn wait_for_brokers(&mut self, count: usize, timeout: Duration) -> Result<()> {
         let voters = self.voter_ids();
         self.wait_until(
@@ -921,8 +954,14 @@ impl Cluster {
                         listed.len() == count,
                         "broker {node} lists brokers {listed:?}"
                     );
+                    // A controller-only node is not for clients: a broker names itself.
+                    let controllers = if cluster.options.dedicated_controllers {
+                        &listed
+                    } else {
+                        &voters
+                    };
                     ensure!(
-                        voters.contains(&metadata.controller_id.0),
+                        controllers.contains(&metadata.controller_id.0),
                         "broker {node} names controller {}",
                         metadata.controller_id.0
                     );

@@ -37,10 +37,7 @@ pub(super) fn describe(
         )
     };
     let image = broker.image();
-    let controller = broker
-        .quorum
-        .active_controller(broker.node_id())
-        .unwrap_or(-1);
+    let controller = broker.controller_id_for_clients();
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(&image.cluster_id))

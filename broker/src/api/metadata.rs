@@ -85,10 +85,7 @@ pub(super) async fn handle(
             )
         })
         .collect();
-    let controller = broker
-        .quorum
-        .active_controller(broker.node_id())
-        .unwrap_or(-1);
+    let controller = broker.controller_id_for_clients();
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&image.cluster_id)))

@@ -88,7 +88,6 @@ const SUPPORTED: &[ApiKey] = &[
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DeleteRecords,
     ApiKey::OffsetForLeaderEpoch,
-    ApiKey::BrokerHeartbeat,
     ApiKey::DescribeLogDirs,
     ApiKey::AlterReplicaLogDirs,
     ApiKey::ElectLeaders,
@@ -155,7 +154,6 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::OffsetForLeaderEpoch => {
             versions::<kafka_protocol::messages::OffsetForLeaderEpochRequest>()
         }
-        ApiKey::BrokerHeartbeat => versions::<kafka_protocol::messages::BrokerHeartbeatRequest>(),
         ApiKey::DescribeLogDirs => versions::<kafka_protocol::messages::DescribeLogDirsRequest>(),
         ApiKey::AlterReplicaLogDirs => {
             versions::<kafka_protocol::messages::AlterReplicaLogDirsRequest>()
@@ -296,8 +294,6 @@ pub fn unsupported_version(key: ApiKey, version: i16) -> Outcome {
 pub struct RequestContext {
     pub client_id: String,
     pub peer: std::net::SocketAddr,
-    /// The broker that heartbeats on this connection, so its close can be noticed.
-    pub heartbeat_of: Arc<parking_lot::Mutex<Option<i32>>>,
     /// Who authenticated on this connection.
     pub principal: crate::security::Principal,
     /// The name of the listener the client connected to: Metadata and FindCoordinator answer
@@ -450,10 +446,6 @@ async fn dispatch(
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
             replication::offset_for_leader_epoch(broker, context, r),
         ),
-        RequestKind::BrokerHeartbeat(r) => {
-            *context.heartbeat_of.lock() = Some(r.broker_id.0);
-            ResponseKind::BrokerHeartbeat(replication::broker_heartbeat(broker, context, &r))
-        }
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(replication::describe_log_dirs(broker, context, &r))
         }

@@ -1,6 +1,5 @@
-//! APIs between brokers: OffsetForLeaderEpoch (a follower matching its log to the leader's),
-//! BrokerHeartbeat (liveness, to the active controller); and the log directories' APIs,
-//! DescribeLogDirs and AlterReplicaLogDirs.
+//! APIs between brokers: OffsetForLeaderEpoch (a follower matching its log to the leader's);
+//! and the log directories' APIs, DescribeLogDirs and AlterReplicaLogDirs.
 
 use kafka_protocol::messages::alter_replica_log_dirs_response::{
     AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
@@ -12,9 +11,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{
-    AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, BrokerHeartbeatRequest,
-    BrokerHeartbeatResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use kafka_protocol::ResponseError;
 
@@ -71,34 +69,6 @@ pub(super) fn offset_for_leader_epoch(
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)
-}
-
-pub(super) fn broker_heartbeat(
-    broker: &Broker,
-    context: &RequestContext,
-    request: &BrokerHeartbeatRequest,
-) -> BrokerHeartbeatResponse {
-    if !context.allowed_on_cluster(broker, Operation::ClusterAction) {
-        tracing::warn!(
-            principal = %context.principal,
-            broker = request.broker_id.0,
-            "heartbeat refused: the broker's principal needs CLUSTER_ACTION on the cluster (add it to super.users)"
-        );
-        return BrokerHeartbeatResponse::default()
-            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
-    }
-    if !broker.quorum.is_active_controller() {
-        return BrokerHeartbeatResponse::default()
-            .with_error_code(ResponseError::NotController.code());
-    }
-    let id = request.broker_id.0;
-    broker.liveness.heartbeat(id);
-    let image = broker.image();
-    let fenced = image.brokers.get(&id).is_none_or(|b| b.fenced);
-    BrokerHeartbeatResponse::default()
-        .with_is_caught_up(true)
-        .with_is_fenced(fenced)
-        .with_should_shut_down(false)
 }
 
 pub(super) fn describe_log_dirs(

@@ -65,8 +65,7 @@ pub(super) fn prepare(
             }
             Metered::Fetch
         }
-        RequestKind::BrokerHeartbeat(_)
-        | RequestKind::SaslHandshake(_)
+        RequestKind::SaslHandshake(_)
         | RequestKind::SaslAuthenticate(_)
         | RequestKind::DescribeQuorum(_)
         | RequestKind::WriteTxnMarkers(_) => Metered::Exempt,

@@ -253,7 +253,7 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         ConfigType::List,
         Some("broker,controller"),
         Check::ListOf(&["broker", "controller"]),
-        "broker, or broker,controller for a node that also votes in the metadata quorum.",
+        "broker; broker,controller for a node that also votes in the metadata quorum; controller for a node that only votes (and runs the controller when elected), listening on its controller listener alone.",
     ),
     def(
         "controller.quorum.voters",

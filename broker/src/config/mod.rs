@@ -124,8 +124,12 @@ pub struct ClientListener {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    /// Whether `process.roles` has `broker`: the node hosts partitions and serves clients. A
+    /// controller-only node (`process.roles=controller`) votes in the metadata quorum and
+    /// runs the controller when elected, and nothing else.
+    pub is_broker: bool,
     /// The inter-broker listener (`inter.broker.listener.name`): the address registered for
-    /// replication and heartbeats.
+    /// replication; on a controller-only node, its controller listener.
     pub listener: Listener,
     /// The configured advertised address of the inter-broker listener; `None` until the
     /// listener is bound: then derived from the bound address.
@@ -325,12 +329,46 @@ impl BrokerConfig {
         let quorum_bootstrap =
             parse_bootstrap_servers(&get("controller.quorum.bootstrap.servers"))?;
         let in_cluster = !voters.is_empty() || !quorum_bootstrap.is_empty();
-        let listener = inter_broker_listener(
-            &listeners,
-            settings
-                .get("inter.broker.listener.name")
-                .map(String::as_str),
-        )?;
+        let roles: Vec<String> = get("process.roles")
+            .split(',')
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let invalid_roles = |expected: &str| ConfigError::Invalid {
+            key: "process.roles".to_string(),
+            value: roles.join(","),
+            expected: expected.to_string(),
+        };
+        let is_broker = roles.iter().any(|r| r == "broker");
+        let is_voter = roles.iter().any(|r| r == "controller");
+        if !is_broker && !is_voter {
+            return Err(invalid_roles("broker, controller, or broker,controller"));
+        }
+        if !is_broker && !in_cluster {
+            return Err(invalid_roles(
+                "broker or broker,controller without controller.quorum.voters or controller.quorum.bootstrap.servers (a controller-only node needs a quorum)",
+            ));
+        }
+        // A controller-only node, as in Kafka, listens on its controller listener alone.
+        let listener = match (&controller_listener, is_broker) {
+            (_, true) => inter_broker_listener(
+                &listeners,
+                settings
+                    .get("inter.broker.listener.name")
+                    .map(String::as_str),
+            )?,
+            (Some(controller), false) if listeners.is_empty() => controller.clone(),
+            (_, false) => {
+                return Err(ConfigError::Invalid {
+                    key: "listeners".to_string(),
+                    value: get("listeners"),
+                    expected: format!(
+                        "only the controller listener ({}) when process.roles=controller",
+                        controller_names.join(",")
+                    ),
+                })
+            }
+        };
         let advertised = advertised_listeners
             .iter()
             .find(|a| a.name == listener.name)
@@ -342,33 +380,18 @@ impl BrokerConfig {
                 .unwrap_or_else(|| get(key))
         };
         let security = SecuritySettings::from_settings(&get, &listener_get, &listeners)?;
-        let inter_broker_sasl = if !in_cluster {
-            // A standalone broker has no other broker to log in to.
+        let inter_broker_sasl = if !in_cluster || !is_broker {
+            // A standalone broker has no other broker to log in to, a controller-only node
+            // no inter-broker listener.
             None
         } else {
             inter_broker_sasl(&listeners, &listener, &security, &settings)?
         };
-        let roles: Vec<String> = get("process.roles")
-            .split(',')
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty())
-            .collect();
-        let invalid_roles = |expected: &str| ConfigError::Invalid {
-            key: "process.roles".to_string(),
-            value: roles.join(","),
-            expected: expected.to_string(),
-        };
-        if !roles.iter().any(|r| r == "broker") {
-            return Err(invalid_roles(
-                "broker or broker,controller (controller-only nodes are not supported yet)",
-            ));
-        }
         let derived_node_id = match explicit_node_id {
             None if in_cluster => Some(node_id_from_pod_name(pod_name)?),
             _ => None,
         };
         let node_id = explicit_node_id.or(derived_node_id).unwrap_or(0);
-        let is_voter = roles.iter().any(|r| r == "controller");
         if voters.is_empty() && is_voter && !quorum_bootstrap.is_empty() {
             voters = standalone_first_controller(
                 node_id,
@@ -407,6 +430,7 @@ impl BrokerConfig {
         let metrics = get("metrics.address");
         Ok(BrokerConfig {
             node_id,
+            is_broker,
             listener,
             advertised,
             listeners,
@@ -501,6 +525,15 @@ impl BrokerConfig {
     /// joins one), rather than a standalone broker keeping its metadata alone.
     pub fn in_cluster(&self) -> bool {
         !self.voters.is_empty() || !self.quorum_bootstrap.is_empty()
+    }
+
+    /// `process.roles` as resolved: what this node does.
+    pub fn roles(&self) -> &'static str {
+        match (self.is_broker, self.voters.contains_key(&self.node_id)) {
+            (false, _) => "controller",
+            (true, true) => "broker,controller",
+            (true, false) => "broker",
+        }
     }
 
     /// The settings given explicitly that have no effect in Oxbow, each with the reason.
@@ -1576,6 +1609,60 @@ mod tests {
         let config =
             BrokerConfig::from_settings_in_pod(BTreeMap::new(), Some("web-3")).expect("standalone");
         assert_eq!(config.node_id, 0);
+    }
+
+    #[test]
+    fn a_controller_only_node_listens_on_its_controller_listener_alone_and_must_vote() {
+        let voters = ("controller.quorum.voters", "1@c1:9093,2@c2:9093,3@c3:9093");
+        let controller = BrokerConfig::from_settings(settings(&[
+            ("node.id", "2"),
+            ("process.roles", "controller"),
+            ("listeners", "CONTROLLER://:9093"),
+            voters,
+        ]))
+        .expect("Kafka's controller.properties");
+        assert!(!controller.is_broker);
+        assert_eq!(controller.roles(), "controller");
+        assert!(controller.listeners.is_empty());
+        assert_eq!(controller.listener.port, 9093);
+        let broker = BrokerConfig::from_settings(settings(&[
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("listeners", "PLAINTEXT://:9092"),
+            voters,
+        ]))
+        .expect("Kafka's broker.properties");
+        assert!(broker.is_broker);
+        assert_eq!(broker.roles(), "broker");
+        for (extra, why) in [
+            (
+                vec![
+                    ("node.id", "2"),
+                    ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                    voters,
+                ],
+                "only the controller listener",
+            ),
+            (
+                vec![
+                    ("node.id", "5"),
+                    ("listeners", "CONTROLLER://:9093"),
+                    voters,
+                ],
+                "node 5",
+            ),
+            (
+                vec![("node.id", "2"), ("listeners", "PLAINTEXT://:9092")],
+                "needs a quorum",
+            ),
+        ] {
+            let mut all = extra;
+            all.push(("process.roles", "controller"));
+            let err = BrokerConfig::from_settings(settings(&all))
+                .expect_err(why)
+                .to_string();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

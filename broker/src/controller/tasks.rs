@@ -6,23 +6,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::{BrokerHeartbeatRequest, BrokerId};
-
 use super::image::MetadataCommand;
+use super::raft::RaftQuorum;
 use super::{FenceDecision, LivenessTimings, Quorum};
 use crate::broker::Broker;
-use crate::client::Connection;
 use crate::replica::{manager, Role};
-
-const BROKER_HEARTBEAT_VERSION: i16 = 0;
 
 /// Starts the background work; every task ends when the broker shuts down.
 pub fn spawn(broker: &Arc<Broker>) {
     tokio::spawn(apply_metadata(Arc::clone(broker)));
     tokio::spawn(shrink_isr(Arc::clone(broker)));
-    if matches!(broker.quorum, Quorum::Raft(_)) {
-        tokio::spawn(heartbeat(Arc::clone(broker)));
-        tokio::spawn(fence(Arc::clone(broker)));
+    if let Quorum::Raft(quorum) = &broker.quorum {
+        if broker.config.is_broker {
+            tokio::spawn(heartbeat(Arc::clone(broker), quorum.clone()));
+        }
+        tokio::spawn(fence(Arc::clone(broker), quorum.clone()));
     }
 }
 
@@ -75,20 +73,29 @@ const FENCE_CHECK: Duration = Duration::from_millis(100);
 /// Tells the active controller this broker is alive: every heartbeat interval, at once when
 /// another node becomes the controller (so a new controller hears from every live broker
 /// within moments, and can fence the ones it does not hear from early), and again shortly
-/// after a heartbeat that failed.
-async fn heartbeat(broker: Arc<Broker>) {
+/// after a heartbeat that failed. A call still waiting when another node becomes the
+/// controller is abandoned; none waits longer than a heartbeat interval (at least a second):
+/// a controller that slow would be replaced or heard from next time.
+async fn heartbeat(broker: Arc<Broker>, quorum: RaftQuorum) {
     let interval = broker.config.broker_heartbeat_interval;
-    let mut connection: Option<(i32, Connection)> = None;
+    let limit = interval
+        .max(Duration::from_secs(1))
+        .min(broker.config.request_timeout);
+    let node = broker.node_id();
     let mut wait = Duration::ZERO;
     loop {
-        let node = broker.node_id();
         let controller = broker.quorum.active_controller(node);
         tokio::select! {
             () = broker.shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
             () = broker.quorum.controller_other_than(controller) => {}
         }
-        wait = if beat(&broker, &mut connection).await {
+        let controller = broker.quorum.active_controller(node);
+        let noted = tokio::select! {
+            noted = quorum.heartbeat(node, limit) => noted,
+            () = broker.quorum.controller_other_than(controller) => false,
+        };
+        wait = if noted {
             interval
         } else {
             HEARTBEAT_RETRY.min(interval)
@@ -96,64 +103,10 @@ async fn heartbeat(broker: Arc<Broker>) {
     }
 }
 
-/// One heartbeat to the controller this broker knows of. A call still waiting when another
-/// node becomes the controller is abandoned; none waits longer than a heartbeat interval
-/// (at least a second): a controller that slow would be replaced or heard from next time.
-async fn beat(broker: &Broker, connection: &mut Option<(i32, Connection)>) -> bool {
-    let node = broker.node_id();
-    let Some(controller) = broker.quorum.active_controller(node) else {
-        return false;
-    };
-    if controller == node {
-        broker.liveness.heartbeat(node);
-        return true;
-    }
-    let limit = broker
-        .config
-        .broker_heartbeat_interval
-        .max(Duration::from_secs(1))
-        .min(broker.config.request_timeout);
-    if connection.as_ref().is_none_or(|(id, _)| *id != controller) {
-        *connection = None;
-        let image = broker.image();
-        let Some(registration) = image.brokers.get(&controller) else {
-            return false;
-        };
-        let address = format!("{}:{}", registration.host, registration.port);
-        if let Ok(Ok(conn)) = tokio::time::timeout(limit, broker.connector.connect(&address)).await
-        {
-            *connection = Some((controller, conn));
-        }
-    }
-    let Some((_, conn)) = connection.as_mut() else {
-        return false;
-    };
-    let request = BrokerHeartbeatRequest::default().with_broker_id(BrokerId(node));
-    let outcome = tokio::select! {
-        outcome = tokio::time::timeout(limit, conn.send(&request, BROKER_HEARTBEAT_VERSION)) => outcome,
-        () = broker.quorum.controller_other_than(Some(controller)) => {
-            *connection = None;
-            return false;
-        }
-    };
-    match outcome {
-        Ok(Ok(response)) if response.error_code == 0 => true,
-        Ok(Ok(response)) => {
-            tracing::debug!(controller, error = response.error_code, "heartbeat refused");
-            *connection = None;
-            false
-        }
-        _ => {
-            *connection = None;
-            false
-        }
-    }
-}
-
 /// On the active controller: fence brokers that stopped heartbeating, unfence returning ones.
 /// Checks every [`FENCE_CHECK`], and at once when the controller changes, so a new controller
 /// starts its liveness clock when it takes over.
-async fn fence(broker: Arc<Broker>) {
+async fn fence(broker: Arc<Broker>, quorum: RaftQuorum) {
     let timings = LivenessTimings::new(
         broker.config.broker_heartbeat_interval,
         broker.config.broker_session_timeout,
@@ -167,14 +120,14 @@ async fn fence(broker: Arc<Broker>) {
             () = broker.quorum.controller_other_than(controller) => {}
         }
         let active = broker.quorum.is_active_controller();
-        broker.liveness.set_active(active);
+        quorum.liveness().set_active(active);
         if !active {
             continue;
         }
         let image = broker.image();
         let refused = broker.quorum.refusing_brokers();
-        for decision in broker
-            .liveness
+        for decision in quorum
+            .liveness()
             .decisions(&image, timings, &refused, Instant::now())
         {
             let command = match decision {
@@ -243,7 +196,7 @@ async fn elect_unclean(broker: &Broker) {
 /// write: the controller elects other in-sync leaders, then this broker waits until the
 /// metadata shows it leads nothing that another replica could lead.
 pub async fn controlled_shutdown(broker: &Broker, timeout: Duration) {
-    if matches!(broker.quorum, Quorum::Standalone(_)) {
+    if matches!(broker.quorum, Quorum::Standalone(_)) || !broker.config.is_broker {
         return;
     }
     let node = broker.node_id();

@@ -15,14 +15,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::network::{self, CallError, NetworkFactory, Refusals};
+use super::network::{self, CallError, Channel, NetworkFactory, Refusals};
 use super::progress::{Progress, QuorumStatus};
 use super::server::{self, Handler};
 use super::state_machine::StateMachineStore;
 use super::store::LogStore;
-use super::wire::{DescribeReply, ForwardReply, JoinReply, RemoveReply, Request, Response};
+use super::wire::{
+    DescribeReply, ForwardReply, HeartbeatReply, JoinReply, RemoveReply, Request, Response,
+};
 use super::{NodeId, QuorumError, Raft, RaftConfig, RaftTuning};
 use crate::controller::image::{CommandResult, MetadataCommand, MetadataImage};
+use crate::controller::Liveness;
 
 /// A handle to this node's member of the metadata quorum; clones share it.
 #[derive(Clone)]
@@ -43,6 +46,10 @@ struct Inner {
     images: watch::Receiver<Arc<MetadataImage>>,
     handler: Arc<Handler>,
     refusals: Arc<Refusals>,
+    /// What this node hears of brokers when it is the active controller.
+    liveness: Arc<Liveness>,
+    /// The connection this node heartbeats on, to the leader (id and address) it was opened for.
+    heartbeat: tokio::sync::Mutex<Option<(NodeId, String, Channel)>>,
     /// Cancelled by `shutdown` or by the token given to `start`.
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -95,6 +102,7 @@ impl RaftQuorum {
             .map_err(|e| QuorumError::Fatal(e.to_string()))?;
 
         let stop = shutdown.child_token();
+        let liveness = Arc::new(Liveness::default());
         let handler = Arc::new(Handler {
             node_id: config.node_id,
             raft: raft.clone(),
@@ -102,6 +110,7 @@ impl RaftQuorum {
             propose_timeout: config.tuning.propose_timeout,
             refusals: Arc::clone(&refusals),
             progress: Arc::clone(&progress),
+            liveness: Arc::clone(&liveness),
         });
         let quorum = RaftQuorum {
             inner: Arc::new(Inner {
@@ -116,6 +125,8 @@ impl RaftQuorum {
                 images,
                 handler: handler.clone(),
                 refusals,
+                liveness,
+                heartbeat: tokio::sync::Mutex::new(None),
                 stop: stop.clone(),
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -230,6 +241,46 @@ impl RaftQuorum {
             tokio::select! {
                 _ = inner.stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// The active controller's view of broker liveness, kept while this node leads.
+    pub fn liveness(&self) -> &Liveness {
+        &self.inner.liveness
+    }
+
+    /// Tells the active controller that broker `broker` is alive (Kafka's BrokerHeartbeat):
+    /// noted here when this node leads, else sent to the leader over a connection kept
+    /// between heartbeats, whose closing tells the controller the broker may be gone. Whether
+    /// the controller noted it within `timeout`.
+    pub async fn heartbeat(&self, broker: i32, timeout: Duration) -> bool {
+        let Some(leader) = self.leader() else {
+            return false;
+        };
+        if leader == self.inner.node_id {
+            self.inner.liveness.heartbeat(broker);
+            return true;
+        }
+        let Some(addr) = self.addr_of(leader) else {
+            return false;
+        };
+        let mut slot = self.inner.heartbeat.lock().await;
+        if slot
+            .as_ref()
+            .is_none_or(|(id, known, _)| *id != leader || *known != addr)
+        {
+            *slot = Some((leader, addr.clone(), Channel::new(addr)));
+        }
+        let Some((_, _, channel)) = slot.as_mut() else {
+            return false;
+        };
+        match channel.call(&Request::Heartbeat { broker }, timeout).await {
+            Ok(Response::Heartbeat(HeartbeatReply::Noted)) => true,
+            outcome => {
+                tracing::debug!(leader, ?outcome, "heartbeat not noted");
+                *slot = None;
+                false
             }
         }
     }

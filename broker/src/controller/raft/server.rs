@@ -15,10 +15,12 @@ use tokio_util::sync::CancellationToken;
 use super::network::Refusals;
 use super::progress::{self, Progress, QuorumStatus, ReplicaStatus};
 use super::wire::{
-    Connection, DescribeReply, ForwardReply, JoinReply, RemoveReply, Request, Response,
+    Connection, DescribeReply, ForwardReply, HeartbeatReply, JoinReply, RemoveReply, Request,
+    Response,
 };
 use super::{NodeId, Raft};
 use crate::controller::image::MetadataCommand;
+use crate::controller::Liveness;
 
 /// Peers are few; this only bounds what a misbehaving client can hold open.
 const MAX_CONNECTIONS: usize = 256;
@@ -34,6 +36,8 @@ pub(crate) struct Handler {
     pub(crate) refusals: Arc<Refusals>,
     /// The members' answers to this node's AppendEntries, while it leads.
     pub(crate) progress: Arc<Progress>,
+    /// Brokers' heartbeats, while this node is the active controller.
+    pub(crate) liveness: Arc<Liveness>,
 }
 
 impl Handler {
@@ -74,6 +78,21 @@ impl Handler {
                 Response::RemoveLearner(self.remove_learner(node_id).await)
             }
             Request::DescribeQuorum => Response::DescribeQuorum(self.describe().await),
+            Request::Heartbeat { broker } => Response::Heartbeat(self.heartbeat(broker)),
+        }
+    }
+
+    /// A broker's heartbeat, noted when this node leads.
+    fn heartbeat(&self, broker: i32) -> HeartbeatReply {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader == Some(self.node_id) {
+            self.liveness.heartbeat(broker);
+            HeartbeatReply::Noted
+        } else {
+            HeartbeatReply::NotLeader {
+                leader,
+                addr: leader.and_then(|id| self.addr_of(id)),
+            }
         }
     }
 
@@ -304,7 +323,24 @@ pub(crate) async fn serve(
     connections.shutdown().await;
 }
 
+/// Serves one connection; when a broker heartbeat on it and it closes (not for our shutdown),
+/// the broker may be gone: a killed process's sockets reset at once.
 async fn serve_connection(mut conn: Connection, handler: &Handler, shutdown: &CancellationToken) {
+    let mut heartbeat_of = None;
+    serve_requests(&mut conn, handler, shutdown, &mut heartbeat_of).await;
+    if let Some(broker) = heartbeat_of {
+        if !shutdown.is_cancelled() {
+            handler.liveness.connection_lost(broker);
+        }
+    }
+}
+
+async fn serve_requests(
+    conn: &mut Connection,
+    handler: &Handler,
+    shutdown: &CancellationToken,
+    heartbeat_of: &mut Option<i32>,
+) {
     loop {
         let request = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -318,10 +354,17 @@ async fn serve_connection(mut conn: Connection, handler: &Handler, shutdown: &Ca
                 return;
             }
         };
+        let heartbeat = match &request {
+            Request::Heartbeat { broker } => Some(*broker),
+            _ => None,
+        };
         let response = tokio::select! {
             _ = shutdown.cancelled() => return,
             response = handler.dispatch(request) => response,
         };
+        if matches!(response, Response::Heartbeat(HeartbeatReply::Noted)) {
+            *heartbeat_of = heartbeat;
+        }
         if let Err(e) = conn.write(&response).await {
             tracing::debug!(error = %e, "dropping a controller connection");
             return;

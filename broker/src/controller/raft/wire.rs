@@ -44,6 +44,11 @@ pub(crate) enum Request {
     },
     /// The quorum's state as the leader knows it (Kafka's DescribeQuorum).
     DescribeQuorum,
+    /// A broker is alive (Kafka's BrokerHeartbeat), to the active controller. The connection
+    /// it came on closing is news too: the broker may be gone.
+    Heartbeat {
+        broker: i32,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,6 +60,7 @@ pub(crate) enum Response {
     Join(JoinReply),
     RemoveLearner(RemoveReply),
     DescribeQuorum(DescribeReply),
+    Heartbeat(HeartbeatReply),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,6 +71,17 @@ pub(crate) enum DescribeReply {
         addr: Option<String>,
     },
     Failed(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum HeartbeatReply {
+    /// Noted by the active controller.
+    Noted,
+    /// This node is not the active controller; the one it knows of, if any.
+    NotLeader {
+        leader: Option<NodeId>,
+        addr: Option<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
