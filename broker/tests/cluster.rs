@@ -834,6 +834,45 @@ fn preferred_leader_election_gives_leadership_back_to_a_restarted_broker() -> Re
     })
 }
 
+/// Kills `victim` and waits until a running broker's Metadata no longer lists it, names
+/// another controller, and shows every partition of `topic` it led (of `partitions`) with
+/// another leader. Those partitions and how long it took.
+fn kill_until_replaced(
+    cluster: &mut Cluster,
+    victim: NodeId,
+    topic: &str,
+    partitions: &[PartitionView],
+) -> Result<(Vec<i32>, Duration)> {
+    let led: Vec<i32> = partitions
+        .iter()
+        .filter(|p| p.leader == victim)
+        .map(|p| p.partition)
+        .collect();
+    let killed = Instant::now();
+    cluster.kill(victim)?;
+    cluster.wait_until("the killed broker is fenced and replaced", SETTLE, |c| {
+        let survivor = *c.up().first().context("no broker is running")?;
+        let metadata = c.metadata(survivor, Some(&[]))?;
+        ensure!(
+            metadata.controller_id.0 >= 0 && metadata.controller_id.0 != victim,
+            "controller {}",
+            metadata.controller_id.0
+        );
+        ensure!(
+            metadata.brokers.iter().all(|b| b.node_id.0 != victim),
+            "broker {victim} is still listed"
+        );
+        for view in c.partitions_seen_by(survivor, topic)? {
+            ensure!(
+                !led.contains(&view.partition) || (view.leader >= 0 && view.leader != victim),
+                "{view:?}"
+            );
+        }
+        Ok(())
+    })?;
+    Ok((led, killed.elapsed()))
+}
+
 /// With the default timings, a killed broker is fenced and its partitions led elsewhere within
 /// moments (its controller listener refuses connections); the killed controller too, once
 /// the others have elected a new one. Waiting for a heartbeat session, or the grace for a
@@ -860,35 +899,7 @@ fn a_killed_broker_or_controller_is_replaced_within_seconds_with_the_default_tim
                     .find(|leader| *leader != controller)
                     .context("only the controller leads")?
             };
-            let led: Vec<i32> = partitions
-                .iter()
-                .filter(|p| p.leader == victim)
-                .map(|p| p.partition)
-                .collect();
-            let killed = Instant::now();
-            cluster.kill(victim)?;
-            cluster.wait_until("the killed broker is fenced and replaced", SETTLE, |c| {
-                let survivor = *c.up().first().context("no broker is running")?;
-                let metadata = c.metadata(survivor, Some(&[]))?;
-                ensure!(
-                    metadata.controller_id.0 >= 0 && metadata.controller_id.0 != victim,
-                    "controller {}",
-                    metadata.controller_id.0
-                );
-                ensure!(
-                    metadata.brokers.iter().all(|b| b.node_id.0 != victim),
-                    "broker {victim} is still listed"
-                );
-                for view in c.partitions_seen_by(survivor, topic)? {
-                    ensure!(
-                        !led.contains(&view.partition)
-                            || (view.leader >= 0 && view.leader != victim),
-                        "{view:?}"
-                    );
-                }
-                Ok(())
-            })?;
-            let took = killed.elapsed();
+            let (led, took) = kill_until_replaced(cluster, victim, topic, &partitions)?;
             eprintln!(
                 "broker {victim} (controller: {kills_controller}, led {led:?}) replaced after {took:.2?}"
             );
@@ -2292,32 +2303,9 @@ fn dedicated_controllers_run_the_quorum_while_brokers_serve_and_failures_of_eith
 
             let partitions = cluster.wait_for_full_isr(topic, SETTLE)?;
             let victim = partitions.first().context("no partition")?.leader;
-            let led: Vec<i32> = partitions
-                .iter()
-                .filter(|p| p.leader == victim)
-                .map(|p| p.partition)
-                .collect();
-            let killed = Instant::now();
-            cluster.kill(victim)?;
-            cluster.wait_until("the killed broker is fenced and replaced", SETTLE, |c| {
-                let survivor = *c.up().first().context("no broker is running")?;
-                let metadata = c.metadata(survivor, Some(&[]))?;
-                ensure!(
-                    metadata.brokers.iter().all(|b| b.node_id.0 != victim),
-                    "broker {victim} is still listed"
-                );
-                for view in c.partitions_seen_by(survivor, topic)? {
-                    ensure!(
-                        !led.contains(&view.partition)
-                            || (view.leader >= 0 && view.leader != victim),
-                        "{view:?}"
-                    );
-                }
-                Ok(())
-            })?;
+            let (led, took) = kill_until_replaced(cluster, victim, topic, &partitions)?;
             eprintln!(
-                "broker {victim} (led {led:?}) fenced and replaced by controller {second_controller} after {:.2?}",
-                killed.elapsed()
+                "broker {victim} (led {led:?}) fenced and replaced by controller {second_controller} after {took:.2?}"
             );
             acked.extend(produce_all(cluster, topic, 3, "broker-killed", 300)?);
 

@@ -351,3 +351,74 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// Kafka's separate controllers on Oxbow: three controller-only nodes and two brokers.
+/// `kafka-metadata-quorum describe --replication` (through the brokers, the only nodes clients
+/// reach) lists the three controllers as the leader and its followers and the brokers as
+/// observers, and `kafka-topics` creates and describes a topic whose replicas are the brokers
+/// alone.
+#[test]
+fn oxbow_dedicated_controllers_as_kafka_tools_see_them() -> Result<()> {
+    let options = ClusterOptions::new(broker_binary()?)
+        .brokers(5)
+        .voters(3)
+        .dedicated_controllers();
+    let mut cluster = Cluster::start(options)?;
+    let outcome = dedicated_controllers_seen_by_tools(&cluster);
+    cluster.explain(outcome)
+}
+
+fn dedicated_controllers_seen_by_tools(cluster: &Cluster) -> Result<()> {
+    let bootstrap = cluster.bootstrap();
+    let tool = |tool: &str, args: &[&str]| {
+        let mut all = vec!["--bootstrap-server", bootstrap.as_str()];
+        all.extend_from_slice(args);
+        kafka::tool(tool, &all)
+    };
+    let out = tool("kafka-metadata-quorum", &["describe", "--replication"])?;
+    let by_node: BTreeMap<i64, String> = table(&out.stdout)
+        .iter()
+        .map(|row| {
+            Ok((
+                number(row, "NodeId")?,
+                row.get("Status").cloned().unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let role = |node: i64| by_node.get(&node).map(String::as_str).unwrap_or_default();
+    ensure!(
+        by_node.keys().copied().collect::<Vec<_>>() == [1, 2, 3, 4, 5]
+            && (1..=3).filter(|n| role(*n) == "Leader").count() == 1
+            && (1..=3).filter(|n| role(*n) == "Follower").count() == 2
+            && role(4) == "Observer"
+            && role(5) == "Observer",
+        "{out}"
+    );
+    tool(
+        "kafka-topics",
+        &[
+            "--create",
+            "--topic",
+            "on-brokers",
+            "--partitions",
+            "4",
+            "--replication-factor",
+            "2",
+        ],
+    )?;
+    let out = tool("kafka-topics", &["--describe", "--topic", "on-brokers"])?;
+    let replicas: Vec<&str> = out
+        .lines()
+        .iter()
+        .filter_map(|line| line.split("Replicas: ").nth(1))
+        .map(|rest| rest.split('\t').next().unwrap_or_default())
+        .collect();
+    ensure!(
+        replicas.len() == 4
+            && replicas
+                .iter()
+                .all(|r| r.split(',').all(|id| id == "4" || id == "5")),
+        "{out}"
+    );
+    Ok(())
+}

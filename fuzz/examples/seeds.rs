@@ -98,7 +98,6 @@ fn empty_request(key: ApiKey) -> Option<RequestKind> {
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
         ApiKey::DeleteRecords => RequestKind::DeleteRecords(Default::default()),
         ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(Default::default()),
-        ApiKey::BrokerHeartbeat => RequestKind::BrokerHeartbeat(Default::default()),
         ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(Default::default()),
         ApiKey::ElectLeaders => RequestKind::ElectLeaders(Default::default()),
         ApiKey::AlterPartitionReassignments => {
