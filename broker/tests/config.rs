@@ -1,7 +1,8 @@
 //! Configuration through the real `oxbow-broker` binary, as a Kafka user brings it: Kafka 4.1's
 //! own `server.properties` (ports and paths changed) serves a produce and consume round trip;
 //! a broker-only node joins without a controller listener of its own, through
-//! `controller.quorum.bootstrap.servers` or `controller.quorum.voters`; every Kafka broker and
+//! `controller.quorum.bootstrap.servers` or `controller.quorum.voters`; Kafka's separate
+//! controller and broker files form a cluster; every Kafka broker and
 //! topic setting is accepted, the ones without effect reported as Kafka reports them; a
 //! record's timestamp is checked against `message.timestamp.{before,after}.max.ms`; errors in a
 //! file name the file, the key and the line; a metrics port already taken names
@@ -263,6 +264,114 @@ async fn a_broker_only_node_joins_the_quorum_without_a_controller_listener_of_it
         result.map_err(|(name, code)| anyhow!("CreateTopics {name}: {code}"))?;
     }
     round_trip(&through_bootstrap.bootstrap(), "everywhere", 10).await
+}
+
+/// `text` with each setting named in `changes` given its new value, or dropped for `None`.
+fn with_settings(text: &str, changes: &[(&str, Option<String>)]) -> String {
+    text.lines()
+        .filter_map(|line| {
+            let key = line.split_once('=').map(|(k, _)| k.trim());
+            match changes.iter().find(|(k, _)| Some(*k) == key) {
+                Some((k, Some(value))) => Some(format!("{k}={value}")),
+                Some((_, None)) => None,
+                None => Some(line.to_string()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Kafka 4.1's quickstart with separate roles: its `controller.properties` and
+/// `broker.properties` differ from its `server.properties` in the roles, node ids, listeners
+/// and log directories, and so do these (ports and paths changed). The controller-only node
+/// is the standalone first controller; the broker joins through
+/// `controller.quorum.bootstrap.servers`, and it alone is what clients see; a round trip
+/// through it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkas_separate_controller_and_broker_files_form_a_cluster() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let client = harness::free_local_addr()?;
+    let controller_addr = harness::free_local_addr()?;
+    let base = kafka_server_properties(client.port(), controller_addr.port(), dir.path());
+    let controller_file = dir.path().join("controller.properties");
+    std::fs::write(
+        &controller_file,
+        with_settings(
+            &base,
+            &[
+                ("process.roles", Some("controller".into())),
+                (
+                    "listeners",
+                    Some(format!("CONTROLLER://:{}", controller_addr.port())),
+                ),
+                (
+                    "advertised.listeners",
+                    Some(format!("CONTROLLER://localhost:{}", controller_addr.port())),
+                ),
+                ("inter.broker.listener.name", None),
+                (
+                    "log.dirs",
+                    Some(dir.path().join("controller").display().to_string()),
+                ),
+            ],
+        ),
+    )?;
+    let broker_file = dir.path().join("broker.properties");
+    std::fs::write(
+        &broker_file,
+        with_settings(
+            &base,
+            &[
+                ("process.roles", Some("broker".into())),
+                ("node.id", Some("2".into())),
+                (
+                    "listeners",
+                    Some(format!("PLAINTEXT://localhost:{}", client.port())),
+                ),
+                (
+                    "advertised.listeners",
+                    Some(format!("PLAINTEXT://localhost:{}", client.port())),
+                ),
+                (
+                    "log.dirs",
+                    Some(dir.path().join("broker").display().to_string()),
+                ),
+            ],
+        ),
+    )?;
+    let _controller = FileBroker::start(
+        &controller_file,
+        controller_addr,
+        harness::free_local_addr()?,
+        dir.path().join("controller.log"),
+    )?;
+    let broker = FileBroker::start(
+        &broker_file,
+        client,
+        harness::free_local_addr()?,
+        dir.path().join("broker.log"),
+    )?;
+    let admin = admin(&broker.bootstrap())?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .context("Metadata")?;
+        let ids: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+        if ids == [2] {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("brokers {ids:?} listed, not [2]\n{}", broker.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let topic = NewTopic::new("separate", 2, TopicReplication::Fixed(1));
+    for result in admin.create_topics([&topic], &admin_options()).await? {
+        result.map_err(|(name, code)| anyhow!("CreateTopics {name}: {code}"))?;
+    }
+    round_trip(&broker.bootstrap(), "separate", 10).await
 }
 
 #[test]

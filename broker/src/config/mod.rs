@@ -1625,6 +1625,25 @@ mod tests {
         assert_eq!(controller.roles(), "controller");
         assert!(controller.listeners.is_empty());
         assert_eq!(controller.listener.port, 9093);
+        // Kafka's shipped config/controller.properties: the standalone first controller.
+        let shipped = BrokerConfig::from_settings(settings(&[
+            ("node.id", "1"),
+            ("process.roles", "controller"),
+            ("listeners", "CONTROLLER://:9093"),
+            ("advertised.listeners", "CONTROLLER://localhost:9093"),
+            ("controller.listener.names", "CONTROLLER"),
+            ("controller.quorum.bootstrap.servers", "localhost:9093"),
+            (
+                "listener.security.protocol.map",
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL",
+            ),
+        ]))
+        .expect("Kafka's shipped controller.properties");
+        assert_eq!(
+            shipped.voters,
+            BTreeMap::from([(1, "localhost:9093".to_string())])
+        );
+        assert_eq!(shipped.roles(), "controller");
         let broker = BrokerConfig::from_settings(settings(&[
             ("node.id", "4"),
             ("process.roles", "broker"),
