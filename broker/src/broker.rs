@@ -180,6 +180,17 @@ impl Broker {
                 bootstrap: config.quorum_bootstrap.clone(),
                 listen,
                 dir: dir.join("__cluster_metadata"),
+                tls: match &config.controller_tls {
+                    Some(settings) => Some(raft::QuorumTls {
+                        acceptor: tokio_rustls::TlsAcceptor::from(
+                            crate::security::tls::server_config(settings)?,
+                        ),
+                        connector: tokio_rustls::TlsConnector::from(
+                            crate::security::tls::client_config(settings)?,
+                        ),
+                    }),
+                    None => None,
+                },
                 ..raft::RaftConfig::default()
             };
             Quorum::Raft(raft::RaftQuorum::start(raft_config, shutdown.clone()).await?)

@@ -53,9 +53,10 @@ pub enum ClientError {
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 
 /// A byte stream a connection runs over: TCP, or TLS over TCP.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A connection's byte stream: plain TCP or TLS over it.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
 /// How connections to other brokers are made: plain TCP or TLS with the broker's trust store
 /// (and its own certificate, for listeners that ask for one), then, on a SASL listener, a
@@ -105,17 +106,11 @@ impl Connector {
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
             Some(config) => {
-                let host = address
-                    .rsplit_once(':')
-                    .map_or(address, |(host, _)| host)
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
-                let name =
-                    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
-                        ClientError::ServerName {
-                            address: address.to_string(),
-                        }
-                    })?;
+                let name = crate::security::tls::server_name(address).ok_or_else(|| {
+                    ClientError::ServerName {
+                        address: address.to_string(),
+                    }
+                })?;
                 let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
                     .connect(name, tcp)
                     .await

@@ -1790,7 +1790,7 @@ fn a_broker_that_does_not_lead_a_partition_names_its_leader_in_produce_and_fetch
     })
 }
 
-/// Brokers replicate and heartbeat over an SSL inter-broker listener with mutual TLS (each
+/// Brokers replicate over an SSL inter-broker listener with mutual TLS (each
 /// broker checks the others' certificates and presents its own): with min.insync.replicas=3,
 /// acks=all writes succeed only if both followers copy over it, every record reads back, and
 /// all three brokers hold the same bytes. Clients keep the PLAINTEXT listener.
@@ -1806,9 +1806,89 @@ fn brokers_replicate_over_an_ssl_inter_broker_listener_with_mutual_tls() -> Resu
     with_cluster(options, every_replica_copies_over_the_inter_broker_listener)
 }
 
+/// Quorum traffic over mutual TLS (`CONTROLLER:SSL` with `ssl.client.auth=required`, as Kafka
+/// secures it): three voters and a broker that does not vote form the cluster, heartbeat and
+/// replicate an `acks=all` topic; a controller listener answers a peer whose certificate the
+/// CA signed, and answers nothing to a plaintext connection or to TLS without a certificate.
+#[test]
+fn quorum_traffic_over_mutual_tls_answers_only_certified_peers() -> Result<()> {
+    let certificates = tempfile::tempdir().context("a directory for the certificates")?;
+    let pki = support::make_pki(certificates.path())?;
+    let options = options()
+        .brokers(4)
+        .voters(3)
+        .set(
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+        )
+        .set("ssl.keystore.location", pki.broker.display().to_string())
+        .set("ssl.truststore.location", pki.ca.display().to_string())
+        .set("ssl.client.auth", "required");
+    with_cluster(options, |cluster| {
+        let topic = "quorum-over-tls";
+        cluster.create_topic(topic, 3, 3, &[("min.insync.replicas", "2")])?;
+        let acked = produce_all(cluster, topic, 3, "tls", 300)?;
+        check_nothing_lost(&acked, &cluster.read_all(topic, 3)?)?;
+        let address = cluster.controller_address(1);
+        runtime()?.block_on(controller_listener_admits(address, &pki))
+    })
+}
+
+/// What a controller listener on mutual TLS answers a DescribeQuorum frame with: nothing over
+/// plaintext or over TLS without a client certificate, a response with one.
+async fn controller_listener_admits(
+    address: std::net::SocketAddr,
+    pki: &support::Pki,
+) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const ANSWER: Duration = Duration::from_secs(10);
+    let body = br#""DescribeQuorum""#;
+    let mut frame = u32::try_from(body.len())?.to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    let name = rustls::pki_types::ServerName::try_from(address.ip().to_string())?;
+
+    // A plaintext frame fails the TLS handshake: at most a TLS alert comes back, and the
+    // connection closes.
+    let mut plain = tokio::net::TcpStream::connect(address).await?;
+    plain.write_all(&frame).await?;
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(ANSWER, plain.read_to_end(&mut received)).await?;
+    ensure!(
+        !String::from_utf8_lossy(&received).contains("DescribeQuorum"),
+        "a plaintext connection was answered: {}",
+        String::from_utf8_lossy(&received)
+    );
+    let mut answer = [0u8; 4];
+
+    for (with_certificate, must_answer) in [(false, false), (true, true)] {
+        let tcp = tokio::net::TcpStream::connect(address).await?;
+        let connector = support::tls_connector(pki, with_certificate)?;
+        let handshake = tokio::time::timeout(ANSWER, connector.connect(name.clone(), tcp)).await?;
+        let read = match handshake {
+            Ok(mut tls) => {
+                let written = tls.write_all(&frame).await;
+                match written {
+                    Ok(()) => tokio::time::timeout(ANSWER, tls.read_exact(&mut answer))
+                        .await?
+                        .map(|_| u32::from_be_bytes(answer)),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match (must_answer, read) {
+            (true, Ok(len)) => ensure!(len > 0, "an empty answer"),
+            (true, Err(e)) => bail!("a peer with a certificate was not answered: {e}"),
+            (false, Ok(len)) => bail!("TLS without a certificate was answered ({len} bytes)"),
+            (false, Err(_)) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Brokers log in to each other with SCRAM-SHA-512 on a SASL_PLAINTEXT inter-broker listener
 /// (`sasl.mechanism.inter.broker.protocol` and the listener's JAAS username and password, the
-/// credential given with OXBOW_ADD_SCRAM): replication and heartbeats work through it.
+/// credential given with OXBOW_ADD_SCRAM): replication works through it.
 #[test]
 fn brokers_replicate_over_a_sasl_inter_broker_listener_with_scram() -> Result<()> {
     let options = options()

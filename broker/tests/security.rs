@@ -12,7 +12,6 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -38,7 +37,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 mod support;
-use support::{connect_to, create_topic_ok, encode_body, make_pki, raw_frame, Pki};
+use support::{connect_to, create_topic_ok, encode_body, make_pki, raw_frame, tls_connector};
 
 const BROKER_BIN: &str = env!("CARGO_BIN_EXE_oxbow-broker");
 /// Longest wait for one network answer.
@@ -632,26 +631,6 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 // ---------------------------------------------------------------------------------------------
 // TLS
 // ---------------------------------------------------------------------------------------------
-
-fn tls_connector(pki: &Pki, with_client_cert: bool) -> Result<tokio_rustls::TlsConnector> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes())?)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let config = if with_client_cert {
-        builder.with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(pki.client_cert.as_bytes())?],
-            PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes())?,
-        )?
-    } else {
-        builder.with_no_client_auth()
-    };
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
 
 #[tokio::test]
 async fn an_ssl_listener_serves_tls_clients_and_requires_their_certificates() -> Result<()> {

@@ -475,6 +475,11 @@ impl Cluster {
         self.node(node).kafka
     }
 
+    /// The controller listener of one node.
+    pub fn controller_address(&self, node: NodeId) -> SocketAddr {
+        self.node(node).controller
+    }
+
     /// The broker with this client address, if any.
     pub fn node_at(&self, address: &str) -> Option<NodeId> {
         self.nodes

@@ -143,6 +143,9 @@ pub struct BrokerConfig {
     pub security: SecuritySettings,
     /// The listener for metadata quorum traffic (a name in `controller.listener.names`).
     pub controller_listener: Option<Listener>,
+    /// The TLS settings of quorum traffic when the controller listener's protocol is SSL
+    /// (`listener.name.controller.ssl.*`, else `ssl.*`), on every node of the cluster.
+    pub controller_tls: Option<TlsSettings>,
     /// `controller.quorum.voters`: node id to `host:port`; empty means a standalone broker
     /// that keeps its metadata alone, or a broker that joins through `quorum_bootstrap`. A
     /// standalone first controller of `controller.quorum.bootstrap.servers` is its only voter.
@@ -380,6 +383,31 @@ impl BrokerConfig {
                 .unwrap_or_else(|| get(key))
         };
         let security = SecuritySettings::from_settings(&get, &listener_get, &listeners)?;
+        // Quorum traffic uses the first controller listener's protocol, on every node of a
+        // cluster: a broker-only node has no controller listener, but connects to the
+        // controllers'.
+        let controller_protocol = controller_names.first().filter(|_| in_cluster).map(|name| {
+            let protocol = protocols
+                .get(name)
+                .copied()
+                .or_else(|| SecurityProtocol::from_name(name));
+            (name, protocol)
+        });
+        let controller_tls = match controller_protocol {
+            Some((name, Some(protocol))) if protocol.uses_sasl() => {
+                return Err(ConfigError::Invalid {
+                    key: "listener.security.protocol.map".to_string(),
+                    value: get("listener.security.protocol.map"),
+                    expected: format!(
+                        "PLAINTEXT or SSL for the controller listener {name} (SASL for quorum traffic is not supported)"
+                    ),
+                })
+            }
+            Some((name, Some(protocol))) if protocol.uses_tls() => {
+                Some(listener_tls(name, &listener_get)?)
+            }
+            _ => None,
+        };
         let inter_broker_sasl = if !in_cluster || !is_broker {
             // A standalone broker has no other broker to log in to, a controller-only node
             // no inter-broker listener.
@@ -437,6 +465,7 @@ impl BrokerConfig {
             advertised_listeners,
             security,
             controller_listener,
+            controller_tls,
             voters,
             quorum_bootstrap,
             rack,
@@ -702,9 +731,9 @@ fn split_listeners(
             .copied()
             .or_else(|| SecurityProtocol::from_name(&listener.name));
         if controller_names.contains(&listener.name) {
-            if protocol.is_some_and(|p| p != SecurityProtocol::Plaintext) {
+            if protocol.is_some_and(SecurityProtocol::uses_sasl) {
                 return Err(invalid(format!(
-                    "a PLAINTEXT controller listener ({} is mapped to {}; TLS and SASL for quorum traffic are not supported)",
+                    "a PLAINTEXT or SSL controller listener ({} is mapped to {}; SASL for quorum traffic is not supported)",
                     listener.name,
                     protocol.map_or("", SecurityProtocol::name)
                 )));
@@ -1547,10 +1576,10 @@ mod tests {
                 ("listeners", "PLAINTEXT://:1,CONTROLLER://:2"),
                 (
                     "listener.security.protocol.map",
-                    "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+                    "PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL",
                 ),
             ],
-            "PLAINTEXT controller listener",
+            "SASL for quorum traffic is not supported",
         );
         refused(
             &[("ssl.client.auth", "always")],
@@ -1681,6 +1710,42 @@ mod tests {
                 .expect_err(why)
                 .to_string();
             assert!(err.contains(why), "{err}");
+        }
+    }
+
+    #[test]
+    fn quorum_traffic_is_tls_when_the_controller_listener_is_ssl_and_never_sasl() {
+        let node = |map: &str, extra: &[(&'static str, &'static str)]| {
+            let mut all = vec![
+                ("node.id", "4"),
+                ("process.roles", "broker"),
+                ("listeners", "PLAINTEXT://:9092"),
+                ("controller.quorum.voters", "1@c1:9093"),
+            ];
+            all.push(("listener.security.protocol.map", map));
+            all.extend_from_slice(extra);
+            BrokerConfig::from_settings(settings(&all))
+        };
+        let plain = node("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT", &[]).expect("plaintext");
+        assert!(plain.controller_tls.is_none());
+        let tls = node(
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+            &[("listener.name.controller.ssl.keystore.location", "/k.pem")],
+        )
+        .expect("a broker that does not vote connects to SSL controllers");
+        assert_eq!(
+            tls.controller_tls.map(|t| t.keystore),
+            Some(PathBuf::from("/k.pem"))
+        );
+        let err = node("PLAINTEXT:PLAINTEXT,CONTROLLER:SSL", &[])
+            .expect_err("no keystore")
+            .to_string();
+        assert!(err.contains("ssl.keystore.location"), "{err}");
+        for sasl in ["SASL_SSL", "SASL_PLAINTEXT"] {
+            let err = node(&format!("PLAINTEXT:PLAINTEXT,CONTROLLER:{sasl}"), &[])
+                .expect_err("SASL")
+                .to_string();
+            assert!(err.contains("SASL for quorum traffic"), "{err}");
         }
     }
 

@@ -61,9 +61,9 @@ pub enum TlsError {
     )]
     NoTruststore(&'static str),
     #[error(
-        "an SSL inter-broker listener needs ssl.truststore.location with the CA that signed the brokers' certificates"
+        "an SSL inter-broker or controller listener needs ssl.truststore.location with the CA that signed the brokers' certificates"
     )]
-    NoInterBrokerTruststore,
+    NoPeerTruststore,
     #[error("invalid TLS configuration: {0}")]
     Rustls(String),
 }
@@ -146,16 +146,26 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(config))
 }
 
-/// Builds the configuration the broker's own client uses on an SSL inter-broker listener: it
-/// trusts the CAs of `ssl.truststore.location` (the brokers' certificates must be valid for
-/// the host names they advertise) and presents the keystore's certificate, so a listener with
-/// `ssl.client.auth` admits it as `User:` and its subject.
+/// The name a TLS server at `address` (`host:port`) must have a certificate for: its host.
+pub fn server_name(address: &str) -> Option<rustls::pki_types::ServerName<'static>> {
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_string()).ok()
+}
+
+/// Builds the configuration the broker's own client uses on an SSL inter-broker or controller
+/// listener: it trusts the CAs of `ssl.truststore.location` (the brokers' certificates must be
+/// valid for the host names they advertise) and presents the keystore's certificate, so a
+/// listener with `ssl.client.auth` admits it as `User:` and its subject.
 pub fn client_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let (chain, key) = keystore(settings)?;
     let path = settings
         .truststore
         .as_ref()
-        .ok_or(TlsError::NoInterBrokerTruststore)?;
+        .ok_or(TlsError::NoPeerTruststore)?;
     let roots = trust_roots(path)?;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -427,6 +427,33 @@ pub(crate) struct Pki {
     pub(crate) ca_pem: String,
 }
 
+/// A TLS client trusting the test CA, presenting the client certificate (`alice`, signed by
+/// the CA) when `with_client_cert`.
+pub(crate) fn tls_connector(
+    pki: &Pki,
+    with_client_cert: bool,
+) -> Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes())?)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = if with_client_cert {
+        builder.with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(pki.client_cert.as_bytes())?],
+            PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes())?,
+        )?
+    } else {
+        builder.with_no_client_auth()
+    };
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
 pub(crate) fn make_pki(dir: &Path) -> Result<Pki> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
     let ca_key = KeyPair::generate()?;

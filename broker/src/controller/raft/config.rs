@@ -28,6 +28,22 @@ pub struct RaftConfig {
     /// Directory for the raft log, vote and snapshots (created if missing).
     pub dir: PathBuf,
     pub tuning: RaftTuning,
+    /// TLS on the controller transport, both ways; `None` is plain TCP.
+    pub tls: Option<QuorumTls>,
+}
+
+/// TLS on the controller transport (a controller listener mapped to SSL): how this node
+/// accepts its peers' connections and how it connects to theirs.
+#[derive(Clone)]
+pub struct QuorumTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for QuorumTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuorumTls")
+    }
 }
 
 impl Default for RaftConfig {
@@ -40,6 +56,7 @@ impl Default for RaftConfig {
             listen: "127.0.0.1:0".to_string(),
             dir: PathBuf::new(),
             tuning: RaftTuning::default(),
+            tls: None,
         }
     }
 }
@@ -61,6 +78,7 @@ impl RaftConfig {
             listen: listen.into(),
             dir: dir.into(),
             tuning: RaftTuning::default(),
+            tls: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! - `store` and `state_machine`: the raft log and vote on disk, and the image with its
 //!   snapshots;
 //! - `network`, `server` and `wire`: the controller transport (length-prefixed JSON frames over
-//!   TCP, one request and one response at a time per connection);
+//!   TCP, or TLS with `CONTROLLER:SSL`, one request and one response at a time per connection);
 //! - [`RaftQuorum`]: what the rest of the broker sees — `propose`, `subscribe`, `image`, who
 //!   leads.
 //!
@@ -31,7 +31,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use config::{RaftConfig, RaftTuning};
+pub use config::{QuorumTls, RaftConfig, RaftTuning};
 pub use error::QuorumError;
 pub use network::Refused;
 pub use progress::{now_ms, QuorumStatus, ReplicaStatus};

@@ -22,6 +22,7 @@ use openraft::{BasicNode, OptionalSend, RPCTypes, Snapshot};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
+use tokio_rustls::TlsConnector;
 
 use super::progress::Progress;
 use super::wire::{encode, Connection, Request, Response};
@@ -43,15 +44,54 @@ pub(crate) enum CallError {
     TooLarge(io::Error),
 }
 
-/// A connection to one address, opened on first use and kept while calls succeed.
+/// A connection to one address, opened on first use (with the TLS handshake, when the
+/// transport has TLS) and kept while calls succeed.
 pub(crate) struct Channel {
     addr: String,
+    tls: Option<TlsConnector>,
     conn: Option<Connection>,
 }
 
 impl Channel {
-    pub(crate) fn new(addr: String) -> Channel {
-        Channel { addr, conn: None }
+    pub(crate) fn new(addr: String, tls: Option<TlsConnector>) -> Channel {
+        Channel {
+            addr,
+            tls,
+            conn: None,
+        }
+    }
+
+    /// A connection to the address, within `deadline`: not established is not sent.
+    async fn open(&self, deadline: Instant) -> Result<Connection, CallError> {
+        let timed_out = || {
+            CallError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {} timed out", self.addr),
+            ))
+        };
+        let stream = match timeout_at(deadline, TcpStream::connect(&self.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(CallError::Connect(e)),
+            Err(_) => return Err(timed_out()),
+        };
+        let Some(tls) = &self.tls else {
+            return Ok(Connection::new(stream));
+        };
+        let _ = stream.set_nodelay(true);
+        let name = crate::security::tls::server_name(&self.addr).ok_or_else(|| {
+            CallError::Connect(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no host name for TLS", self.addr),
+            ))
+        })?;
+        match timeout_at(deadline, tls.connect(name, stream)).await {
+            Ok(Ok(stream)) => Ok(Connection::over(Box::new(stream))),
+            Ok(Err(e)) => Err(CallError::Connect(io::Error::new(
+                e.kind(),
+                format!("TLS handshake with {}: {e}", self.addr),
+            ))),
+            Err(_) => Err(timed_out()),
+        }
     }
 
     /// Sends `request` and waits for its response, all within `timeout`.
@@ -66,16 +106,7 @@ impl Channel {
         // half-way (timeout, cancellation) leaves no response in flight on a reused connection.
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => match timeout_at(deadline, TcpStream::connect(&self.addr)).await {
-                Ok(Ok(stream)) => Connection::new(stream),
-                Ok(Err(e)) => return Err(CallError::Connect(e)),
-                Err(_) => {
-                    return Err(CallError::Connect(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("connecting to {} timed out", self.addr),
-                    )))
-                }
-            },
+            None => self.open(deadline).await?,
         };
         let exchange = async {
             conn.write_frame(&frame).await?;
@@ -101,10 +132,13 @@ impl Channel {
 /// before sending is told apart from one after.
 pub(crate) async fn request(
     addr: &str,
+    tls: Option<&TlsConnector>,
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, CallError> {
-    Channel::new(addr.to_string()).call(request, timeout).await
+    Channel::new(addr.to_string(), tls.cloned())
+        .call(request, timeout)
+        .await
 }
 
 /// A run of refused connections to one peer: when it began and the latest refusal.
@@ -155,6 +189,7 @@ pub(crate) struct NetworkFactory {
     voters: Arc<BTreeMap<NodeId, String>>,
     refusals: Arc<Refusals>,
     progress: Arc<Progress>,
+    tls: Option<TlsConnector>,
 }
 
 impl NetworkFactory {
@@ -163,12 +198,14 @@ impl NetworkFactory {
         voters: Arc<BTreeMap<NodeId, String>>,
         refusals: Arc<Refusals>,
         progress: Arc<Progress>,
+        tls: Option<TlsConnector>,
     ) -> NetworkFactory {
         NetworkFactory {
             local,
             voters,
             refusals,
             progress,
+            tls,
         }
     }
 }
@@ -185,7 +222,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerClient {
             local: self.local,
             target,
-            channel: Channel::new(addr),
+            channel: Channel::new(addr, self.tls.clone()),
             refusals: Arc::clone(&self.refusals),
             progress: Arc::clone(&self.progress),
         }

@@ -50,6 +50,8 @@ struct Inner {
     liveness: Arc<Liveness>,
     /// The connection this node heartbeats on, to the leader (id and address) it was opened for.
     heartbeat: tokio::sync::Mutex<Option<(NodeId, String, Channel)>>,
+    /// How this node connects to its peers when the transport has TLS.
+    tls: Option<tokio_rustls::TlsConnector>,
     /// Cancelled by `shutdown` or by the token given to `start`.
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -91,11 +93,13 @@ impl RaftQuorum {
         let voters = Arc::new(config.voters.clone());
         let refusals = Arc::new(Refusals::default());
         let progress = Arc::new(Progress::default());
+        let connector = config.tls.as_ref().map(|tls| tls.connector.clone());
         let network = NetworkFactory::new(
             config.node_id,
             voters.clone(),
             Arc::clone(&refusals),
             Arc::clone(&progress),
+            connector.clone(),
         );
         let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
             .await
@@ -127,12 +131,18 @@ impl RaftQuorum {
                 refusals,
                 liveness,
                 heartbeat: tokio::sync::Mutex::new(None),
+                tls: connector,
                 stop: stop.clone(),
                 tasks: Mutex::new(Vec::new()),
             }),
         };
         let mut tasks = vec![
-            tokio::spawn(server::serve(listener, handler, stop.clone())),
+            tokio::spawn(server::serve(
+                listener,
+                handler,
+                config.tls.as_ref().map(|tls| tls.acceptor.clone()),
+                stop.clone(),
+            )),
             tokio::spawn(track_leader_log(raft.metrics(), progress, stop.clone())),
         ];
 
@@ -217,7 +227,7 @@ impl RaftQuorum {
             });
             let outcome = tokio::select! {
                 _ = inner.stop.cancelled() => return,
-                outcome = network::request(&addr, &request, inner.tuning.rpc_timeout) => outcome,
+                outcome = network::request(&addr, inner.tls.as_ref(), &request, inner.tuning.rpc_timeout) => outcome,
             };
             let wait = match outcome {
                 Ok(Response::Join(JoinReply::Joined)) => {
@@ -270,7 +280,11 @@ impl RaftQuorum {
             .as_ref()
             .is_none_or(|(id, known, _)| *id != leader || *known != addr)
         {
-            *slot = Some((leader, addr.clone(), Channel::new(addr)));
+            *slot = Some((
+                leader,
+                addr.clone(),
+                Channel::new(addr, self.inner.tls.clone()),
+            ));
         }
         let Some((_, _, channel)) = slot.as_mut() else {
             return false;
@@ -417,7 +431,7 @@ impl RaftQuorum {
                 }
                 Some((leader, addr)) if !addr.is_empty() => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    match network::request(&addr, request, remaining).await {
+                    match network::request(&addr, inner.tls.as_ref(), request, remaining).await {
                         Ok(response) => match unpack(response) {
                             Some(answer) => Some((leader, answer?)),
                             None => {

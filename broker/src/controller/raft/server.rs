@@ -10,6 +10,7 @@ use openraft::{BasicNode, ChangeMembers, Snapshot};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::network::Refusals;
@@ -24,6 +25,9 @@ use crate::controller::Liveness;
 
 /// Peers are few; this only bounds what a misbehaving client can hold open.
 const MAX_CONNECTIONS: usize = 256;
+
+/// How long a peer may take to complete the TLS handshake before its connection is closed.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What request handlers share.
 pub(crate) struct Handler {
@@ -282,6 +286,7 @@ impl Handler {
 pub(crate) async fn serve(
     listener: TcpListener,
     handler: Arc<Handler>,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -304,9 +309,29 @@ pub(crate) async fn serve(
                 backoff = Duration::from_millis(10);
                 let handler = handler.clone();
                 let shutdown = shutdown.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    serve_connection(Connection::new(stream), &handler, &shutdown).await;
+                    let conn = match tls {
+                        None => Connection::new(stream),
+                        Some(tls) => {
+                            let _ = stream.set_nodelay(true);
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => Connection::over(Box::new(stream)),
+                                Ok(Err(e)) => {
+                                    tracing::warn!(%peer, error = %e, "controller connection refused: TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "controller connection closed: no TLS handshake in time");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    serve_connection(conn, &handler, &shutdown).await;
                     tracing::trace!(%peer, "controller connection closed");
                 });
             }

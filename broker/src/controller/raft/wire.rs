@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use super::progress::QuorumStatus;
 use super::{NodeId, SnapshotMeta, TypeConfig, Vote};
+use crate::client::Stream;
 use crate::controller::image::{CommandResult, MetadataCommand, MetadataImage};
 
 /// A frame larger than this closes the connection.
@@ -124,15 +125,20 @@ pub(crate) enum RemoveReply {
     Failed(String),
 }
 
-/// One TCP connection's framing.
+/// One connection's framing, over TCP or TLS.
 pub(crate) struct Connection {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn Stream>>,
     buf: Vec<u8>,
 }
 
 impl Connection {
     pub(crate) fn new(stream: TcpStream) -> Connection {
         let _ = stream.set_nodelay(true);
+        Connection::over(Box::new(stream))
+    }
+
+    /// A connection over an established stream (TLS after its handshake).
+    pub(crate) fn over(stream: Box<dyn Stream>) -> Connection {
         Connection {
             stream: BufReader::new(stream),
             buf: Vec::new(),
@@ -185,7 +191,9 @@ impl Connection {
 
     /// Writes a frame made by [`encode`].
     pub(crate) async fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.stream.get_mut().write_all(frame).await
+        let stream = self.stream.get_mut();
+        stream.write_all(frame).await?;
+        stream.flush().await
     }
 }
 
