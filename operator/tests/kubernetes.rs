@@ -7,7 +7,7 @@
 //! `helm install` and running as the chart's ServiceAccount. Needs root, and
 //! `cargo build --workspace --bins` first.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -105,6 +105,24 @@ fn example_cluster_becomes_ready_and_serves_the_python_examples() {
                 let delivered = run_python_example("confluent_producer.py", &bootstrap)?;
                 assert_eq!(delivered.matches("Delivered ").count(), 5, "{delivered}");
                 assert!(!delivered.contains("Delivery failed"), "{delivered}");
+
+                // The quorum runs on mutual TLS: a broker's controller port accepts a
+                // connection but answers a plaintext request (DescribeQuorum in the controller
+                // transport's framing) with nothing the quorum says.
+                let controller = "main-0.main-brokers.default.svc.cluster.local:9093";
+                let mut plain = std::net::TcpStream::connect(controller)
+                    .with_context(|| format!("connecting to {controller}"))?;
+                plain.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let body = br#""DescribeQuorum""#;
+                plain.write_all(&u32::try_from(body.len())?.to_be_bytes())?;
+                plain.write_all(body)?;
+                let mut received = Vec::new();
+                let _ = plain.read_to_end(&mut received);
+                let received = String::from_utf8_lossy(&received);
+                assert!(
+                    !received.contains("DescribeQuorum"),
+                    "a plaintext request to the controller port was answered: {received}"
+                );
                 Ok(())
             })
         },

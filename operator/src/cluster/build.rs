@@ -89,6 +89,8 @@ const CERTS_VOLUME: &str = "certs";
 /// Where Secret `<cluster>-broker-certs` is mounted: each broker's key store (`<pod>.pem`, a
 /// certificate of the cluster CA and its key), `cluster-ca.crt` and `clients-ca.crt`.
 pub const CERTS_MOUNT: &str = "/etc/oxbow-certs";
+/// The prefix of the controller listener's TLS settings.
+const CONTROLLER_SSL: &str = "listener.name.controller.ssl";
 /// Pod template annotation with the generation of the brokers' certificates: a renewal
 /// changes it, and so rolls the brokers onto the new certificates.
 pub const CERTIFICATES_ANNOTATION: &str = "oxbow.dev/certificates-generation";
@@ -307,7 +309,7 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
         ),
         (
             "listener.security.protocol.map".to_string(),
-            std::iter::once("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_string())
+            std::iter::once("PLAINTEXT:PLAINTEXT,CONTROLLER:SSL".to_string())
                 .chain(
                     cluster
                         .additional_listeners
@@ -320,6 +322,22 @@ pub fn shared_properties(cluster: &ValidatedCluster) -> Vec<(String, String)> {
         (
             "inter.broker.listener.name".to_string(),
             "PLAINTEXT".to_string(),
+        ),
+        // Quorum traffic on mutual TLS: each broker presents its certificate of the cluster CA
+        // (`listener.name.controller.ssl.keystore.location`, set per broker) and answers only
+        // peers with one.
+        (format!("{CONTROLLER_SSL}.keystore.type"), "PEM".to_string()),
+        (
+            format!("{CONTROLLER_SSL}.truststore.type"),
+            "PEM".to_string(),
+        ),
+        (
+            format!("{CONTROLLER_SSL}.truststore.location"),
+            format!("{CERTS_MOUNT}/cluster-ca.crt"),
+        ),
+        (
+            format!("{CONTROLLER_SSL}.client.auth"),
+            "required".to_string(),
         ),
         (
             "log.dirs".to_string(),
@@ -433,6 +451,10 @@ pub fn broker_properties(cluster: &ValidatedCluster, ordinal: i32) -> Vec<(Strin
         ("advertised.listeners".to_string(), advertised.join(",")),
     ];
     properties.extend(keystore);
+    properties.push((
+        format!("{CONTROLLER_SSL}.keystore.location"),
+        format!("{CERTS_MOUNT}/{}.pem", cluster.pod_name(ordinal)),
+    ));
     properties
 }
 
@@ -806,9 +828,8 @@ fn broker_mounts(cluster: &ValidatedCluster) -> Vec<VolumeMount> {
         // The trust store (`ca.crt`) is read by the broker itself.
         mounts.push(mount(TLS_VOLUME, TLS_MOUNT, true));
     }
-    if cluster.serves_cluster_ca_certificates() {
-        mounts.push(mount(CERTS_VOLUME, CERTS_MOUNT, true));
-    }
+    // Every broker presents its certificate on the controller listener.
+    mounts.push(mount(CERTS_VOLUME, CERTS_MOUNT, true));
     mounts
 }
 
@@ -965,17 +986,15 @@ fn pod_volumes(cluster: &ValidatedCluster) -> Vec<Volume> {
             ..Volume::default()
         });
     }
-    if cluster.serves_cluster_ca_certificates() {
-        volumes.push(Volume {
-            name: CERTS_VOLUME.to_string(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(cluster.broker_certs_secret_name()),
-                default_mode: Some(0o440),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-    }
+    volumes.push(Volume {
+        name: CERTS_VOLUME.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(cluster.broker_certs_secret_name()),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
     volumes
 }
 
@@ -1010,12 +1029,10 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
     pod_labels.extend(labels(cluster));
     let mut annotations = cluster.pod.annotations.clone();
     annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash(cluster));
-    if cluster.serves_cluster_ca_certificates() {
-        annotations.insert(
-            CERTIFICATES_ANNOTATION.to_string(),
-            cluster.certificates_generation.to_string(),
-        );
-    }
+    annotations.insert(
+        CERTIFICATES_ANNOTATION.to_string(),
+        cluster.certificates_generation.to_string(),
+    );
     if let Some(metrics) = cluster.metrics_port {
         annotations.insert("prometheus.io/scrape".to_string(), "true".to_string());
         annotations.insert("prometheus.io/port".to_string(), metrics.to_string());
@@ -1461,6 +1478,20 @@ mod tests {
              2@main-2.main-brokers.streaming.svc.cluster.local:9093"
         );
         assert_eq!(zero["controller.listener.names"], "CONTROLLER");
+        // Quorum traffic on mutual TLS with each broker's certificate of the cluster CA.
+        assert_eq!(
+            zero["listener.security.protocol.map"],
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL"
+        );
+        assert_eq!(
+            zero["listener.name.controller.ssl.keystore.location"],
+            format!("{CERTS_MOUNT}/main-0.pem")
+        );
+        assert_eq!(
+            zero["listener.name.controller.ssl.truststore.location"],
+            format!("{CERTS_MOUNT}/cluster-ca.crt")
+        );
+        assert_eq!(zero["listener.name.controller.ssl.client.auth"], "required");
         assert_eq!(zero["log.dirs"], "/var/lib/oxbow/data");
         assert_eq!(zero["metrics.address"], "0.0.0.0:9404");
         assert_eq!(zero["default.replication.factor"], "3");
@@ -2031,7 +2062,7 @@ mod tests {
             .into_iter()
             .map(|v| v.name)
             .collect();
-        assert_eq!(volumes, [CONFIG_VOLUME]);
+        assert_eq!(volumes, [CONFIG_VOLUME, CERTS_VOLUME]);
     }
 
     #[test]
@@ -2390,7 +2421,7 @@ mod tests {
         );
         assert_eq!(
             zero["listener.security.protocol.map"],
-            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,EXTERNAL:SASL_SSL"
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL,EXTERNAL:SASL_SSL"
         );
         assert_eq!(
             zero["inter.broker.listener.name"], "PLAINTEXT",
