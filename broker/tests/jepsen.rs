@@ -65,6 +65,11 @@
 //!     acks_all_writes_survive_network_partitions
 //! ```
 //!
+//! Another runs the same workload on three brokers and three controller-only nodes
+//! (`process.roles=controller`), each in a network namespace: the nemesis isolates and kills
+//! the active controller, which leads no partition, between a leader's kill, isolation and
+//! long pause.
+//!
 //! The third test runs a transactional workload against three brokers with a 3 s broker
 //! session, each broker in a network namespace of its own (a sandbox again):
 //! transactional producers write transactions of `t<producer>-<txn>-<i>-<c|a>` values
@@ -223,6 +228,9 @@ enum Fault {
     IsolateLeader,
     /// Cut the active controller off from the other brokers, past the session timeout.
     IsolateController,
+    /// SIGKILL the active controller (with dedicated controllers, a node that is no broker);
+    /// it stays down past the session timeout.
+    KillController,
     /// Cut a partition leader and one other broker from each other; the third sees both.
     BridgeLeader,
     /// Drop what a partition leader sends to the other brokers; what they send still arrives.
@@ -276,6 +284,16 @@ const PARTITION_SCHEDULE: [Fault; 13] = [
     Fault::ClockJumpLeader,
 ];
 
+/// The run with dedicated controllers: the active controller, a node of its own, isolated and
+/// killed, between faults of the brokers.
+const DEDICATED_SCHEDULE: [Fault; 5] = [
+    Fault::IsolateController,
+    Fault::KillLeader,
+    Fault::KillController,
+    Fault::IsolateLeader,
+    Fault::LongPauseLeader,
+];
+
 /// How far a leader's clock jumps each way: well inside `message.timestamp.after.max.ms`
 /// (an hour), so the producers' records are still accepted when it runs behind.
 const CLOCK_JUMP: &str = "10m";
@@ -300,6 +318,7 @@ impl Fault {
             Fault::KillTwo => "SIGKILL leader + another",
             Fault::IsolateLeader => "leader isolated",
             Fault::IsolateController => "controller isolated",
+            Fault::KillController => "SIGKILL active controller",
             Fault::BridgeLeader => "bridge (leader cut from one)",
             Fault::OneWayLeader => "leader's packets dropped",
             Fault::CutAll => "every broker isolated",
@@ -372,6 +391,34 @@ fn acks_all_writes_survive_network_partitions_mixed_with_kills_and_pauses() {
                     .fake_clocks(),
             )?;
             let outcome = run(&mut cluster, &settings, &schedule, started);
+            eprintln!("jepsen run took {:.1?}", started.elapsed());
+            cluster.explain(outcome)
+        },
+    );
+}
+
+/// The same workload and checker on three brokers and three controller-only nodes
+/// (`process.roles=controller`), each in a network namespace of its own: the brokers heartbeat
+/// to a controller that leads no partition, and the nemesis cuts off and kills that controller
+/// as well as partition leaders ([`DEDICATED_SCHEDULE`]).
+#[test]
+fn acks_all_writes_survive_faults_of_dedicated_controllers_and_brokers() {
+    let _serial = serial();
+    sandboxed(
+        "acks_all_writes_survive_faults_of_dedicated_controllers_and_brokers",
+        || {
+            let mut settings = Settings::from_env();
+            settings.rounds = DEDICATED_SCHEDULE.len();
+            eprintln!("jepsen settings: {settings:?}");
+            let started = Instant::now();
+            let mut cluster = Cluster::start(
+                ClusterOptions::new(broker_bin())
+                    .brokers(6)
+                    .voters(3)
+                    .dedicated_controllers()
+                    .network_namespaces(),
+            )?;
+            let outcome = run(&mut cluster, &settings, &DEDICATED_SCHEDULE, started);
             eprintln!("jepsen run took {:.1?}", started.elapsed());
             cluster.explain(outcome)
         },
@@ -618,10 +665,10 @@ fn nemesis(
 ) -> Result<FaultRecord> {
     let partitions = cluster.wait_for_full_isr(TOPIC, HEAL_TIMEOUT)?;
     let asked = *cluster.up().first().context("no broker is running")?;
-    let controller = cluster.metadata(asked, Some(&[]))?.controller_id.0;
+    let controller = cluster.quorum_leader(asked)?;
     let node = match fault {
         Fault::KillAny => cluster.node_ids()[rng.below(3)],
-        Fault::IsolateController => controller,
+        Fault::IsolateController | Fault::KillController => controller,
         _ => partitions[rng.below(partitions.len())].leader,
     };
     let led: Vec<i32> = partitions
@@ -650,7 +697,7 @@ fn nemesis(
     let start = Instant::now();
     let mut isr_shrunk = Vec::new();
     match fault {
-        Fault::KillLeader | Fault::KillAny => {
+        Fault::KillLeader | Fault::KillAny | Fault::KillController => {
             cluster.kill(node)?;
             thread::sleep(settings.kill_down);
             cluster.restart(node)?;
