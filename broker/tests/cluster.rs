@@ -34,9 +34,9 @@ use kafka_protocol::messages::update_features_request::FeatureUpdateKey;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, ApiVersionsRequest, BrokerId, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
-    DescribeQuorumRequest, ElectLeadersRequest, FetchRequest, GroupId, HeartbeatRequest,
-    JoinGroupRequest, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
-    SyncGroupRequest, UnregisterBrokerRequest, UpdateFeaturesRequest,
+    ElectLeadersRequest, FetchRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, SyncGroupRequest,
+    UnregisterBrokerRequest, UpdateFeaturesRequest,
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
@@ -2298,35 +2298,6 @@ fn an_unclean_elect_leaders_request_elects_an_out_of_sync_replica_whatever_the_t
     })
 }
 
-/// DescribeQuorum of the metadata partition, asked of one broker; fails on an error code.
-fn describe_quorum(
-    cluster: &Cluster,
-    node: NodeId,
-) -> Result<(
-    kafka_protocol::messages::DescribeQuorumResponse,
-    kafka_protocol::messages::describe_quorum_response::PartitionData,
-)> {
-    let request = DescribeQuorumRequest::default().with_topics(vec![
-        kafka_protocol::messages::describe_quorum_request::TopicData::default()
-            .with_topic_name(topic_name("__cluster_metadata"))
-            .with_partitions(vec![
-                kafka_protocol::messages::describe_quorum_request::PartitionData::default(),
-            ]),
-    ]);
-    let response = cluster.request(node, &request, 2)?;
-    let partition = response
-        .topics
-        .first()
-        .and_then(|t| t.partitions.first())
-        .cloned()
-        .context("DescribeQuorum answered no partition")?;
-    ensure!(
-        response.error_code == 0 && partition.error_code == 0,
-        "broker {node}: {response:?}"
-    );
-    Ok((response, partition))
-}
-
 /// Kafka's separate controllers (`process.roles=controller`, the controller listener alone):
 /// three controller-only nodes run the metadata quorum, three brokers serve clients. Clients
 /// see only the brokers; the brokers heartbeat to whichever controller leads. Killing the
@@ -2351,7 +2322,7 @@ fn dedicated_controllers_run_the_quorum_while_brokers_serve_and_failures_of_eith
                     "controller {node} exports no controller gauge"
                 );
             }
-            let (_, quorum) = describe_quorum(cluster, 4)?;
+            let (_, quorum) = cluster.describe_quorum(4)?;
             let ids = |replicas: &[ReplicaState]| {
                 replicas.iter().map(|r| r.replica_id.0).collect::<Vec<_>>()
             };
@@ -2372,7 +2343,7 @@ fn dedicated_controllers_run_the_quorum_while_brokers_serve_and_failures_of_eith
             acked.extend(send_all(&producer, topic, 3, "controller-killed", 300)?);
             let second_controller =
                 cluster.wait_until("another controller leads", SETTLE, |c| {
-                    let (_, quorum) = describe_quorum(c, 5)?;
+                    let (_, quorum) = c.describe_quorum(5)?;
                     ensure!(
                         quorum.leader_id.0 != first_controller && quorum.leader_id.0 >= 0,
                         "{quorum:?}"
@@ -2408,7 +2379,7 @@ fn dedicated_controllers_run_the_quorum_while_brokers_serve_and_failures_of_eith
 fn describe_quorum_reports_the_leader_voters_and_observers_from_any_broker() -> Result<()> {
     with_cluster(options().brokers(4).voters(3), |cluster| {
         cluster.create_topic("quorum", 1, 3, &[])?;
-        let describe = describe_quorum;
+        let describe = |cluster: &Cluster, node: NodeId| cluster.describe_quorum(node);
         let controller = cluster.metadata(4, Some(&[]))?.controller_id.0;
         let now = now_ms();
         let (response, status) = describe(cluster, 4)?;

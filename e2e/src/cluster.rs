@@ -36,8 +36,9 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    describe_quorum_request, DescribeQuorumRequest, MetadataRequest, MetadataResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    describe_quorum_request, describe_quorum_response, DescribeQuorumRequest,
+    DescribeQuorumResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -866,27 +867,38 @@ impl Cluster {
         self.request(node, &request, METADATA_VERSION)
     }
 
-    /// The leader of the metadata quorum (the active controller) as one broker's DescribeQuorum
-    /// reports it; -1 while there is none.
-    pub fn quorum_leader(&self, node: NodeId) -> Result<NodeId> {
+    /// DescribeQuorum (v2) of the metadata partition, asked of one broker: the response and
+    /// its partition. Fails on an error code.
+    pub fn describe_quorum(
+        &self,
+        node: NodeId,
+    ) -> Result<(
+        DescribeQuorumResponse,
+        describe_quorum_response::PartitionData,
+    )> {
         let request = DescribeQuorumRequest::default().with_topics(vec![
             describe_quorum_request::TopicData::default()
                 .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
                 .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
         ]);
-        let response = self.request(node, &request, 0)?;
+        let response = self.request(node, &request, 2)?;
         let partition = response
             .topics
             .first()
             .and_then(|t| t.partitions.first())
+            .cloned()
             .context("DescribeQuorum answered no partition")?;
         ensure!(
             response.error_code == 0 && partition.error_code == 0,
-            "broker {node}: DescribeQuorum errors {} and {}",
-            response.error_code,
-            partition.error_code
+            "broker {node}: {response:?}"
         );
-        Ok(partition.leader_id.0)
+        Ok((response, partition))
+    }
+
+    /// The leader of the metadata quorum (the active controller) as one broker's DescribeQuorum
+    /// reports it; -1 while there is none.
+    pub fn quorum_leader(&self, node: NodeId) -> Result<NodeId> {
+        Ok(self.describe_quorum(node)?.1.leader_id.0)
     }
 
     /// The partitions of `topic` as one broker sees them, by index.
