@@ -16,10 +16,10 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use oxbow_e2e::kube::env::{python_json, repository, runtime, sandboxed, EnvOptions, KubeEnv};
+use oxbow_e2e::kube::env::{confluent_client, repository, runtime, sandboxed, EnvOptions, KubeEnv};
 use serde_json::{json, Value};
 
-/// A confluent-kafka client run as `python3 -c CLIENT <action> <config as JSON> <args..>`. It
+/// A confluent-kafka client run as `confluent_client(CLIENT, <action>, <config>, <args..>)` (after the shared preamble). It
 /// prints one JSON object: what the action found, and every error librdkafka reported on the
 /// way (`errors`).
 /// - `describe <timeout>`: the brokers' advertised `host:port` (`ok` says whether the cluster
@@ -37,19 +37,6 @@ use serde_json::{json, Value};
 ///   verifying it (and its host name) against the client's `ssl.ca.location` with Python's
 ///   own TLS, presenting the client's certificate.
 const CLIENT: &str = r#"
-import hashlib, json, os, socket, ssl, sys, time
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-
-action, config = sys.argv[1], json.loads(sys.argv[2])
-errors = []
-config['error_cb'] = lambda e: errors.append(str(e))
-
-def finish(result):
-    result['errors'] = errors
-    print(json.dumps(result))
-    sys.exit(0)
-
 if action == 'handshake':
     context = ssl.create_default_context(cafile=config['ssl.ca.location'])
     context.load_cert_chain(sys.argv[4], sys.argv[5])
@@ -124,8 +111,7 @@ finish({'consumed': len(seen)})
 "#;
 
 fn client(action: &str, config: &Value, args: &[&str]) -> anyhow::Result<Value> {
-    let config = config.to_string();
-    python_json(CLIENT, &[&[action, config.as_str()], args].concat())
+    confluent_client(CLIENT, action, config, args)
 }
 
 const BOOTSTRAP: &str = "mtls-bootstrap.default.svc:9094";

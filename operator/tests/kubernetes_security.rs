@@ -15,7 +15,7 @@ use oxbow_e2e::harness::{
     client_config, consumer_config, future_producer, numbered_value, produce_numbered,
 };
 use oxbow_e2e::kube::env::{
-    python_json, repository, runtime, sandboxed, EnvOptions, KubeEnv, OPERATOR_NAMESPACE,
+    confluent_client, repository, runtime, sandboxed, EnvOptions, KubeEnv, OPERATOR_NAMESPACE,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -25,7 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 /// A confluent-kafka (current librdkafka, with TLS and SASL) client run as
-/// `python3 -c CLIENT <action> <config as JSON> <args..>`. It prints one JSON object: `ok`, what
+/// `confluent_client(CLIENT, <action>, <config>, <args..>)` (after the shared preamble). It prints one JSON object: `ok`, what
 /// the action found, and every error librdkafka reported on the way (`errors`); librdkafka's
 /// log (stderr) is added as `log`.
 /// - `describe <timeout>`: the brokers' hosts from Metadata and their racks from
@@ -33,19 +33,6 @@ use serde_json::{json, Value};
 /// - `produce-consume <topic> <count>`: creates the topic (3 partitions, 3 replicas), produces
 ///   `count` records with acks=all, and reads them back from the beginning.
 const CLIENT: &str = r#"
-import json, sys, time
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-
-action, config = sys.argv[1], json.loads(sys.argv[2])
-errors = []
-config['error_cb'] = lambda e: errors.append(str(e))
-
-def finish(result):
-    result['errors'] = errors
-    print(json.dumps(result))
-    sys.exit(0)
-
 admin = AdminClient(config)
 if action == 'describe':
     try:
@@ -82,8 +69,7 @@ finish({'ok': True, 'delivered': delivered.count(True), 'unflushed': left,
 "#;
 
 fn python_client(action: &str, config: &Value, args: &[&str]) -> anyhow::Result<Value> {
-    let config = config.to_string();
-    python_json(CLIENT, &[&[action, config.as_str()], args].concat())
+    confluent_client(CLIENT, action, config, args)
 }
 
 /// A CA and one broker certificate for the pod and bootstrap names of `clusters` in the

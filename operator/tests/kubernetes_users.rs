@@ -13,10 +13,10 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use oxbow_e2e::kube::env::{python_json, repository, runtime, sandboxed, EnvOptions, KubeEnv};
+use oxbow_e2e::kube::env::{confluent_client, repository, runtime, sandboxed, EnvOptions, KubeEnv};
 use serde_json::{json, Value};
 
-/// A confluent-kafka client run as `python3 -c CLIENT <action> <config as JSON> <args..>`. It
+/// A confluent-kafka client run as `confluent_client(CLIENT, <action>, <config>, <args..>)` (after the shared preamble). It
 /// prints one JSON object: what the action found, and every error librdkafka reported on the
 /// way (`errors`).
 /// - `describe <timeout>`: lists topics and the brokers' advertised `host:port` (`ok` says
@@ -31,20 +31,11 @@ use serde_json::{json, Value};
 /// - `acls <principal>`: the number of ACLs of the principal;
 /// - `drop-acls <principal>`: deletes every ACL of the principal.
 const CLIENT: &str = r#"
-import json, sys, time
-from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermissionType,
-    AdminClient, NewTopic, ResourcePatternType, ResourceType)
+    ResourcePatternType, ResourceType)
 
-action, config = sys.argv[1], json.loads(sys.argv[2])
-errors, throttles = [], []
-config['error_cb'] = lambda e: errors.append(str(e))
+throttles = []
 config['throttle_cb'] = lambda e: throttles.append(e.throttle_time)
-
-def finish(result):
-    result['errors'] = errors
-    print(json.dumps(result))
-    sys.exit(0)
 
 def principal_filter(principal):
     return AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,
@@ -121,8 +112,7 @@ finish({'consumed': seen, 'failed': failures[:3]})
 "#;
 
 fn client(action: &str, config: &Value, args: &[&str]) -> anyhow::Result<Value> {
-    let config = config.to_string();
-    python_json(CLIENT, &[&[action, config.as_str()], args].concat())
+    confluent_client(CLIENT, action, config, args)
 }
 
 /// The authenticated listener, the broker's internal one (`User:ANONYMOUS`, a super user).

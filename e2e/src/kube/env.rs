@@ -65,6 +65,38 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// Runs `python3 -c script args..`, a client that prints one JSON object on stdout, and
 /// returns that object with the client's stderr (librdkafka's log) added as `log`.
+/// The start every confluent-kafka client of the operator tests shares: the imports, the action
+/// and the client configuration (JSON) from the arguments, client errors gathered through
+/// `error_cb`, and `finish(result)`, which prints the result with those errors as one JSON
+/// object and exits.
+const CONFLUENT_PREAMBLE: &str = r#"
+import hashlib, json, os, socket, ssl, sys, time
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+action, config = sys.argv[1], json.loads(sys.argv[2])
+errors = []
+config['error_cb'] = lambda e: errors.append(str(e))
+
+def finish(result):
+    result['errors'] = errors
+    print(json.dumps(result))
+    sys.exit(0)
+"#;
+
+/// Runs `body` after [`CONFLUENT_PREAMBLE`] as `python3 -c <script> <action> <config as
+/// JSON> <args..>` and returns the JSON object it prints, as [`python_json`] does.
+pub fn confluent_client(
+    body: &str,
+    action: &str,
+    config: &serde_json::Value,
+    args: &[&str],
+) -> anyhow::Result<serde_json::Value> {
+    let script = format!("{CONFLUENT_PREAMBLE}{body}");
+    let config = config.to_string();
+    python_json(&script, &[&[action, config.as_str()], args].concat())
+}
+
 pub fn python_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let output = Command::new("python3")
         .arg("-c")
