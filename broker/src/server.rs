@@ -156,6 +156,29 @@ async fn accept(
             }
         };
         backoff = Duration::from_millis(10);
+        // An address over its connection_creation_rate (KIP-612), on any listener, has the
+        // connection held for the throttle time, then closed, as Kafka does.
+        let throttle = broker
+            .quotas
+            .record_connection(&broker.image().client_quotas, peer.ip());
+        if throttle > 0 {
+            broker
+                .metrics
+                .quota_throttle_time
+                .with_label_values(&["connection_creation"])
+                .observe(throttle as f64 / 1000.0);
+            tracing::debug!(%peer, throttle_ms = throttle, "connection_creation_rate exceeded: closing after the throttle time");
+            let held = u64::try_from(throttle).unwrap_or(0);
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_millis(held)) => {}
+                }
+                drop(socket);
+            });
+            continue;
+        }
         let slot = match limits.admit(peer.ip(), inter_broker) {
             Ok(slot) => slot,
             Err(refused) => {

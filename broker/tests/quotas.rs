@@ -3,8 +3,9 @@
 //! survive a restart and reach every broker of a cluster, and a client over its byte rate gets
 //! `throttle_time_ms` in its response and a connection that stays silent that long, with the
 //! most specific quota governing it, a client over its `controller_mutation_rate` has topics
-//! refused or its responses throttled; without DESCRIBE_CONFIGS / ALTER_CONFIGS on the
-//! cluster both APIs are refused.
+//! refused or its responses throttled, connections from an address over its
+//! `connection_creation_rate` are held and closed; without DESCRIBE_CONFIGS / ALTER_CONFIGS on
+//! the cluster both APIs are refused.
 
 use std::time::{Duration, Instant};
 
@@ -668,6 +669,84 @@ async fn controller_mutations_over_their_rate_are_refused_or_throttled_until_the
                 .contains("oxbow_quota_throttle_time_seconds_count{quota=\"controller_mutation\"}"),
             "the throttles are counted by their quota"
         );
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// Opens a connection from `source` (a loopback address) to `broker` and says whether an
+/// ApiVersions request on it is answered, and how long the connection stayed open otherwise.
+async fn answered_from(source: &str, broker: std::net::SocketAddr) -> Result<(bool, Duration)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse()?)?;
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(broker))
+        .await
+        .context("connecting")??;
+    let opened = Instant::now();
+    let body = support::encode_body(&ApiVersionsRequest::default(), 0)?;
+    let frame = support::raw_frame(18, 0, 1, 1, &body)?;
+    // A closed connection may refuse the write; the read says it either way.
+    let _ = stream.write_all(&frame).await;
+    let mut size = [0u8; 4];
+    let read = tokio::time::timeout(Duration::from_secs(15), stream.read_exact(&mut size))
+        .await
+        .context("no answer and no close within 15 s")?;
+    Ok((read.is_ok(), opened.elapsed()))
+}
+
+/// A `connection_creation_rate` quota on an address (KIP-612): connections from it beyond the
+/// rate are held for the throttle time and closed unanswered, while another address, without
+/// a quota, connects freely; once the rate has fallen back the address connects again.
+#[tokio::test]
+async fn connections_over_an_ip_connection_creation_rate_are_held_then_closed() -> Result<()> {
+    // The rate is measured over 2 windows of 1 s: at 2 a second, the third connection within
+    // a second is over it.
+    let broker = start_without_auto_create(&[
+        "--override",
+        "quota.window.num=2",
+        "--override",
+        "quota.window.size.seconds=1",
+    ])?;
+    let address: std::net::SocketAddr = broker.bootstrap().parse()?;
+    let outcome = async {
+        let mut admin = connect(&broker).await?;
+        let (code, _) = alter_one(
+            &mut admin,
+            &[("ip", Some("127.0.0.2"))],
+            vec![set("connection_creation_rate", 2.0)],
+        )
+        .await?;
+        expect_ok("the quota of 127.0.0.2", code)?;
+        let mut outcomes = Vec::new();
+        for _ in 0..6 {
+            outcomes.push(answered_from("127.0.0.2", address).await?);
+        }
+        let answered = outcomes.iter().filter(|(ok, _)| *ok).count();
+        // Two in the first moments are within 2 a second over the 1 s the rate is measured
+        // over, the third is not; later ones pass only as the rate falls back.
+        ensure!(
+            outcomes[0].0 && outcomes[1].0 && !outcomes[2].0 && answered <= 4,
+            "2 connections a second from 127.0.0.2: {outcomes:?}"
+        );
+        let held: Vec<Duration> = outcomes
+            .iter()
+            .filter(|(ok, _)| !*ok)
+            .map(|(_, held)| *held)
+            .collect();
+        ensure!(
+            held.iter().all(|d| *d >= Duration::from_millis(100)),
+            "a throttled connection is held before it is closed: {outcomes:?}"
+        );
+        for _ in 0..6 {
+            let (ok, _) = answered_from("127.0.0.3", address).await?;
+            ensure!(ok, "127.0.0.3 has no quota and must be answered");
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (ok, _) = answered_from("127.0.0.2", address).await?;
+        ensure!(ok, "the rate fell back: 127.0.0.2 must be answered again");
+        eprintln!("127.0.0.2 at 2 connections/s: {outcomes:?}");
         Ok(())
     }
     .await;

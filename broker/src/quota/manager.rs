@@ -26,6 +26,8 @@ struct SensorKey {
 #[derive(Debug, Default)]
 struct Sensors {
     rates: HashMap<SensorKey, Rate>,
+    /// Connections accepted from each address with a `connection_creation_rate`.
+    connections: HashMap<std::net::IpAddr, Rate>,
     /// Controller mutations (partitions created or deleted), by group: a token bucket each.
     mutations: HashMap<SensorKey, TokenBucket>,
     records: u64,
@@ -131,6 +133,34 @@ impl QuotaManager {
             QuotaKey::RequestPercentage => throttle.min(self.windows.window_ms),
             _ => throttle,
         }
+    }
+
+    /// Counts a new connection from `ip` against its `connection_creation_rate` (KIP-612) and
+    /// returns, when that would exceed it, how long to hold the connection before closing it,
+    /// in milliseconds; such a connection is not counted, as in Kafka. 0 within the quota or
+    /// without one.
+    pub fn record_connection(&self, quotas: &ClientQuotas, ip: std::net::IpAddr) -> i64 {
+        let Some(bound) = quotas.ip_connection_rate(&ip.to_string()) else {
+            return 0;
+        };
+        let now = self.now_ms();
+        let mut sensors = self.sensors.lock();
+        sensors.records += 1;
+        if sensors.records % SWEEP_EVERY == 0 {
+            sensors
+                .connections
+                .retain(|_, rate| rate.last_record().is_some_and(|t| now - t < IDLE_EXPIRY_MS));
+        }
+        let rate = sensors.connections.entry(ip).or_default();
+        rate.record(self.windows, 1.0, now);
+        let observed = rate.measure(self.windows, now);
+        // Held no longer than one quota window, as Kafka bounds it.
+        let throttle = Windows::throttle_ms(observed, bound, rate.window_size(self.windows, now))
+            .min(self.windows.window_ms);
+        if throttle > 0 {
+            rate.record(self.windows, -1.0, now);
+        }
+        throttle
     }
 
     /// The bucket of the `controller_mutation_rate` quota governing `client`: its key, the

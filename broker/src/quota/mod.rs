@@ -247,6 +247,20 @@ impl ClientQuotas {
         }
     }
 
+    /// The `connection_creation_rate` of connections from `ip`: its own quota, else the
+    /// default IP quota (KIP-612). Each address is measured on its own either way.
+    pub fn ip_connection_rate(&self, ip: &str) -> Option<f64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        [Some(ip), None].into_iter().find_map(|name| {
+            self.value(
+                &QuotaEntity::of(&[(EntityType::Ip, name)]),
+                QuotaKey::ConnectionCreationRate,
+            )
+        })
+    }
+
     fn value(&self, entity: &QuotaEntity, key: QuotaKey) -> Option<f64> {
         self.0
             .get(entity)
