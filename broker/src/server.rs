@@ -139,6 +139,7 @@ async fn accept(
     tracker: TaskTracker,
 ) {
     let inter_broker = *endpoint.name == *broker.config.listener.name;
+    let several_listeners = broker.config.listeners.len() > 1;
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -156,12 +157,36 @@ async fn accept(
             }
         };
         backoff = Duration::from_millis(10);
-        // An address over its connection_creation_rate (KIP-612), on any listener, has the
-        // connection held for the throttle time, then closed, as Kafka does.
+        // The broker-wide max.connection.creation.rate (KIP-612) delays this connection and
+        // the next accepts on this listener; the inter-broker listener is exempt when there
+        // are others, as in Kafka.
+        let broker_limit = if inter_broker && several_listeners {
+            None
+        } else {
+            crate::config::dynamic::connection_creation_rate(
+                &broker.config.dynamic.subscribe().borrow(),
+                broker.config.security.max_connection_creation_rate,
+            )
+        };
+        if let Some(limit) = broker_limit {
+            let wait = broker.quotas.record_broker_connection(limit);
+            if wait > 0 {
+                tracing::debug!(%peer, wait_ms = wait, "max.connection.creation.rate exceeded: accepting later");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))) => {}
+                }
+            }
+        }
+        // An address over its connection_creation_rate, on any listener, has the connection
+        // held for the throttle time, then closed, as Kafka does.
         let throttle = broker
             .quotas
             .record_connection(&broker.image().client_quotas, peer.ip());
         if throttle > 0 {
+            if broker_limit.is_some() {
+                broker.quotas.unrecord_broker_connection();
+            }
             broker
                 .metrics
                 .quota_throttle_time

@@ -15,10 +15,13 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::{
     AlterClientQuotasRequest, AlterClientQuotasResponse, ApiVersionsRequest,
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClientQuotasRequest,
-    DescribeClientQuotasResponse,
+    DescribeClientQuotasResponse, IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::ResponseError;
 use oxbow_broker::client::Connection;
@@ -747,6 +750,64 @@ async fn connections_over_an_ip_connection_creation_rate_are_held_then_closed() 
         let (ok, _) = answered_from("127.0.0.2", address).await?;
         ensure!(ok, "the rate fell back: 127.0.0.2 must be answered again");
         eprintln!("127.0.0.2 at 2 connections/s: {outcomes:?}");
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}
+
+/// The broker-wide `max.connection.creation.rate` (KIP-612): connections beyond it are served
+/// late rather than closed, and a dynamic value set through IncrementalAlterConfigs replaces
+/// the static one at once.
+#[tokio::test]
+async fn connections_over_the_broker_connection_creation_rate_wait_and_the_limit_is_dynamic(
+) -> Result<()> {
+    let broker = start_without_auto_create(&[
+        "--override",
+        "quota.window.num=2",
+        "--override",
+        "quota.window.size.seconds=1",
+        "--override",
+        "max.connection.creation.rate=2",
+    ])?;
+    let address: std::net::SocketAddr = broker.bootstrap().parse()?;
+    let outcome = async {
+        let mut limited = Vec::new();
+        for _ in 0..5 {
+            limited.push(answered_from("127.0.0.1", address).await?);
+        }
+        ensure!(
+            limited.iter().all(|(ok, _)| *ok),
+            "connections over the broker-wide rate wait, they are not closed: {limited:?}"
+        );
+        ensure!(
+            limited[2].1 >= Duration::from_millis(200),
+            "the third connection within a second waits: {limited:?}"
+        );
+        let mut admin = connect(&broker).await?;
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(str_bytes("0"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(str_bytes("max.connection.creation.rate"))
+                    .with_config_operation(0)
+                    .with_value(Some(str_bytes("1000")))]),
+        ]);
+        let response = call(&mut admin, &request, 1).await?;
+        let code = response.responses.first().map_or(-1, |r| r.error_code);
+        expect_ok("max.connection.creation.rate=1000", code)?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut free = Vec::new();
+        for _ in 0..5 {
+            free.push(answered_from("127.0.0.1", address).await?);
+        }
+        ensure!(
+            free.iter()
+                .all(|(ok, open)| *ok && *open < Duration::from_millis(150)),
+            "at 1000 a second nothing waits: {free:?}"
+        );
+        eprintln!("at 2 a second: {limited:?}; at 1000: {free:?}");
         Ok(())
     }
     .await;

@@ -174,7 +174,7 @@ const NO_SHARE_GROUPS: &str = "Oxbow has no share groups (KIP-932) yet.";
 const CLASSIC_GROUPS: &str =
     "Oxbow's groups speak the classic protocol only; consumer (KIP-848) and streams (KIP-1071) groups do not exist yet.";
 const NO_TIERED: &str = "Oxbow has no tiered storage: every segment stays on the local disk.";
-const NO_QUOTAS: &str = "Oxbow enforces client byte-rate and request-time quotas (measured over quota.window.num windows of quota.window.size.seconds); controller mutations are counted over controller.quota.window.num windows of controller.quota.window.size.seconds; connection-creation quotas are kept but not enforced, and replication is throttled by follower.replication.throttled.rate alone.";
+const NO_QUOTAS: &str = "Oxbow enforces client byte-rate and request-time quotas (measured over quota.window.num windows of quota.window.size.seconds); controller mutations are counted over controller.quota.window.num windows of controller.quota.window.size.seconds; connection_creation_rate quotas are enforced per address and max.connection.creation.rate broker-wide, and replication is throttled by follower.replication.throttled.rate alone.";
 const NO_GSSAPI: &str = "Oxbow offers PLAIN and SCRAM; there is no Kerberos (GSSAPI).";
 const NO_OAUTH: &str = "Oxbow offers PLAIN and SCRAM; there is no OAUTHBEARER.";
 const NO_LOGIN_MODULES: &str =
@@ -361,6 +361,14 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
         Some("2147483647"),
         Check::AtLeast(0),
         "Connections one address may hold at once; more are closed at accept.",
+    )
+    .dynamic(),
+    def(
+        "max.connection.creation.rate",
+        ConfigType::Int,
+        Some("2147483647"),
+        Check::AtLeast(0),
+        "New connections a second the broker accepts on its listeners but the inter-broker one (KIP-612): beyond it, accepting waits; 2147483647 for no limit.",
     )
     .dynamic(),
     def(
@@ -925,7 +933,6 @@ pub const BROKER_DEFS: &[ConfigDef] = &[
     kafka("log.roll.jitter.hours", ConfigType::Int, Some("0"), Check::AtLeast(0), NO_JITTER),
     kafka("log.roll.jitter.ms", ConfigType::Long, None, Check::Any, NO_JITTER).dynamic(),
     kafka("log.segment.delete.delay.ms", ConfigType::Long, Some("60000"), Check::AtLeast(0), DELETE_AT_ONCE).dynamic(),
-    kafka("max.connection.creation.rate", ConfigType::Int, Some("2147483647"), Check::AtLeast(0), NO_QUOTAS).dynamic(),
     kafka("max.connections.per.ip.overrides", ConfigType::String, Some(""), Check::Any, NOT_ENFORCED).dynamic(),
     kafka("max.request.partition.size.limit", ConfigType::Int, Some("2000"), Check::AtLeast(1), NOT_ENFORCED),
     kafka("metadata.log.dir", ConfigType::String, None, Check::Any, QUORUM_OWN),

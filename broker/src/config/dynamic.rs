@@ -3,7 +3,7 @@
 //! cluster-wide default (the empty name, Kafka's `--entity-default`), and the parts of the
 //! broker that use them watch for the change. A broker's own value wins over the default.
 //! Every setting Kafka changes at run time is accepted: `follower.replication.throttled.rate`
-//! takes effect at once, those with no effect in Oxbow are kept and reported, and those Oxbow
+//! and `max.connection.creation.rate` take effect at once, those with no effect in Oxbow are kept and reported, and those Oxbow
 //! reads only at start are refused, naming the setting. The values are kept in the metadata
 //! quorum (as Kafka keeps them in its metadata log), so they outlive a restart; a deleted value
 //! gives way to `server.properties` again.
@@ -16,7 +16,10 @@ use tokio::sync::watch;
 use super::{broker_def, defs, ConfigError};
 
 /// The broker settings whose change at run time takes effect.
-pub const DYNAMIC_BROKER_SETTINGS: &[&str] = &["follower.replication.throttled.rate"];
+pub const DYNAMIC_BROKER_SETTINGS: &[&str] = &[
+    "follower.replication.throttled.rate",
+    "max.connection.creation.rate",
+];
 
 /// Whether a run-time change of `key` is accepted: Kafka changes it at run time, and Oxbow
 /// either applies it at once or gives it no effect at all.
@@ -140,6 +143,28 @@ pub fn changed(
         }
     }
     Ok(values)
+}
+
+/// A `max.connection.creation.rate` value as a limit: `None` for Kafka's default (`i32::MAX`,
+/// no limit) or anything unreadable (validation refuses that first).
+pub fn connection_creation_rate_value(value: &str) -> Option<u32> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|rate| *rate < i64::from(i32::MAX))
+        .and_then(|rate| u32::try_from(rate).ok())
+}
+
+/// The broker-wide connection creation rate in effect: the dynamic value when one is set, else
+/// the static one.
+pub fn connection_creation_rate(
+    dynamic: &BTreeMap<String, String>,
+    static_rate: Option<u32>,
+) -> Option<u32> {
+    match dynamic.get("max.connection.creation.rate") {
+        Some(value) => connection_creation_rate_value(value),
+        None => static_rate,
+    }
 }
 
 /// The follower throttle in bytes per second: the dynamic value when one is set, else the

@@ -905,6 +905,10 @@ pub struct SecuritySettings {
     pub sasl_mechanisms: Vec<SaslMechanism>,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// `max.connection.creation.rate`: new connections a second the broker accepts on all
+    /// listeners but the inter-broker one; `None` for no limit (Kafka's default, `i32::MAX`).
+    /// A dynamic value takes its place ([`dynamic::connection_creation_rate`]).
+    pub max_connection_creation_rate: Option<u32>,
     /// `connections.max.idle.ms`; `None` never closes an idle connection.
     pub idle_timeout: Option<std::time::Duration>,
     /// `connection.failed.authentication.delay.ms`: a failed SASL authentication is answered
@@ -941,6 +945,9 @@ impl SecuritySettings {
             sasl_mechanisms,
             max_connections: count("max.connections"),
             max_connections_per_ip: count("max.connections.per.ip"),
+            max_connection_creation_rate: dynamic::connection_creation_rate_value(&get(
+                "max.connection.creation.rate",
+            )),
             idle_timeout: u64::try_from(idle)
                 .ok()
                 .map(std::time::Duration::from_millis),

@@ -28,6 +28,8 @@ struct Sensors {
     rates: HashMap<SensorKey, Rate>,
     /// Connections accepted from each address with a `connection_creation_rate`.
     connections: HashMap<std::net::IpAddr, Rate>,
+    /// Connections accepted on the listeners `max.connection.creation.rate` governs.
+    broker_connections: Rate,
     /// Controller mutations (partitions created or deleted), by group: a token bucket each.
     mutations: HashMap<SensorKey, TokenBucket>,
     records: u64,
@@ -133,6 +135,33 @@ impl QuotaManager {
             QuotaKey::RequestPercentage => throttle.min(self.windows.window_ms),
             _ => throttle,
         }
+    }
+
+    /// Counts a new connection against the broker-wide `max.connection.creation.rate` of
+    /// `limit` a second and returns how long to wait before serving it (and accepting more on
+    /// its listener), in milliseconds, at most one quota window; 0 within the limit.
+    pub fn record_broker_connection(&self, limit: u32) -> i64 {
+        let now = self.now_ms();
+        let mut sensors = self.sensors.lock();
+        let rate = &mut sensors.broker_connections;
+        rate.record(self.windows, 1.0, now);
+        let observed = rate.measure(self.windows, now);
+        Windows::throttle_ms(
+            observed,
+            f64::from(limit),
+            rate.window_size(self.windows, now),
+        )
+        .min(self.windows.window_ms)
+    }
+
+    /// Takes back a connection counted by [`Self::record_broker_connection`] (one its address's
+    /// quota turned away, as Kafka does).
+    pub fn unrecord_broker_connection(&self) {
+        let now = self.now_ms();
+        self.sensors
+            .lock()
+            .broker_connections
+            .record(self.windows, -1.0, now);
     }
 
     /// Counts a new connection from `ip` against its `connection_creation_rate` (KIP-612) and
