@@ -270,17 +270,7 @@ fn quorum_and_unclean_election(cluster: &mut Cluster) -> Result<()> {
         all.extend_from_slice(args);
         kafka::tool(tool, &all)
     };
-    let out = tool("kafka-metadata-quorum", &["describe", "--replication"])?;
-    let rows = table(&out.stdout);
-    let by_node: BTreeMap<i64, String> = rows
-        .iter()
-        .map(|row| {
-            Ok((
-                number(row, "NodeId")?,
-                row.get("Status").cloned().unwrap_or_default(),
-            ))
-        })
-        .collect::<Result<_>>()?;
+    let (by_node, out) = replication_statuses(&tool)?;
     let statuses: Vec<&str> = by_node.values().map(String::as_str).collect();
     ensure!(
         by_node.keys().copied().collect::<Vec<_>>() == [1, 2, 3, 4]
@@ -346,6 +336,24 @@ fn quorum_and_unclean_election(cluster: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+/// `kafka-metadata-quorum describe --replication` through `tool`: each node's status
+/// (Leader, Follower, Observer) by node id, and the output.
+fn replication_statuses(
+    tool: &dyn Fn(&str, &[&str]) -> Result<kafka::ToolOutput>,
+) -> Result<(BTreeMap<i64, String>, kafka::ToolOutput)> {
+    let out = tool("kafka-metadata-quorum", &["describe", "--replication"])?;
+    let by_node = table(&out.stdout)
+        .iter()
+        .map(|row| {
+            Ok((
+                number(row, "NodeId")?,
+                row.get("Status").cloned().unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok((by_node, out))
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -375,16 +383,7 @@ fn dedicated_controllers_seen_by_tools(cluster: &Cluster) -> Result<()> {
         all.extend_from_slice(args);
         kafka::tool(tool, &all)
     };
-    let out = tool("kafka-metadata-quorum", &["describe", "--replication"])?;
-    let by_node: BTreeMap<i64, String> = table(&out.stdout)
-        .iter()
-        .map(|row| {
-            Ok((
-                number(row, "NodeId")?,
-                row.get("Status").cloned().unwrap_or_default(),
-            ))
-        })
-        .collect::<Result<_>>()?;
+    let (by_node, out) = replication_statuses(&tool)?;
     let role = |node: i64| by_node.get(&node).map(String::as_str).unwrap_or_default();
     ensure!(
         by_node.keys().copied().collect::<Vec<_>>() == [1, 2, 3, 4, 5]
