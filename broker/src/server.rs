@@ -140,6 +140,13 @@ async fn accept(
 ) {
     let inter_broker = *endpoint.name == *broker.config.listener.name;
     let several_listeners = broker.config.listeners.len() > 1;
+    let own_limits = broker
+        .config
+        .security
+        .listener_limits
+        .get(&*endpoint.name)
+        .copied()
+        .unwrap_or_default();
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -157,9 +164,10 @@ async fn accept(
             }
         };
         backoff = Duration::from_millis(10);
-        // The broker-wide max.connection.creation.rate (KIP-612) delays this connection and
-        // the next accepts on this listener; the inter-broker listener is exempt when there
-        // are others, as in Kafka.
+        // The broker-wide max.connection.creation.rate and the listener's own (KIP-612) delay
+        // this connection and the next accepts on this listener, by the longer of the two; the
+        // inter-broker listener is exempt from the broker-wide one when there are others, as
+        // in Kafka.
         let broker_limit = if inter_broker && several_listeners {
             None
         } else {
@@ -168,14 +176,18 @@ async fn accept(
                 broker.config.security.max_connection_creation_rate,
             )
         };
-        if let Some(limit) = broker_limit {
-            let wait = broker.quotas.record_broker_connection(limit);
-            if wait > 0 {
-                tracing::debug!(%peer, wait_ms = wait, "max.connection.creation.rate exceeded: accepting later");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))) => {}
-                }
+        let wait = broker_limit
+            .map_or(0, |limit| broker.quotas.record_broker_connection(limit))
+            .max(own_limits.max_connection_creation_rate.map_or(0, |limit| {
+                broker
+                    .quotas
+                    .record_listener_connection(&endpoint.name, limit)
+            }));
+        if wait > 0 {
+            tracing::debug!(%peer, wait_ms = wait, "max.connection.creation.rate exceeded: accepting later");
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))) => {}
             }
         }
         // An address over its connection_creation_rate, on any listener, has the connection
@@ -184,9 +196,12 @@ async fn accept(
             .quotas
             .record_connection(&broker.image().client_quotas, peer.ip());
         if throttle > 0 {
-            if broker_limit.is_some() {
-                broker.quotas.unrecord_broker_connection();
-            }
+            broker.quotas.unrecord_connection(
+                broker_limit.is_some(),
+                own_limits
+                    .max_connection_creation_rate
+                    .map(|_| &*endpoint.name),
+            );
             broker
                 .metrics
                 .quota_throttle_time
@@ -204,7 +219,12 @@ async fn accept(
             });
             continue;
         }
-        let slot = match limits.admit(peer.ip(), inter_broker) {
+        let slot = match limits.admit(
+            peer.ip(),
+            inter_broker,
+            &endpoint.name,
+            own_limits.max_connections,
+        ) {
             Ok(slot) => slot,
             Err(refused) => {
                 tracing::info!(%peer, listener = %endpoint.name, %refused, "connection refused");

@@ -813,3 +813,43 @@ async fn connections_over_the_broker_connection_creation_rate_wait_and_the_limit
     .await;
     broker.explain(outcome)
 }
+
+/// A listener's own limits, as Kafka takes them (`listener.name.<name>.max.connections` and
+/// `.max.connection.creation.rate`): beyond its connections a new one is closed unanswered
+/// until one of them closes, and beyond its rate a new one is served late.
+#[tokio::test]
+async fn a_listener_holds_its_own_connection_limits() -> Result<()> {
+    let broker = start_without_auto_create(&[
+        "--override",
+        "quota.window.num=2",
+        "--override",
+        "quota.window.size.seconds=1",
+        "--override",
+        "listener.name.plaintext.max.connections=3",
+        "--override",
+        "listener.name.plaintext.max.connection.creation.rate=2",
+    ])?;
+    let address: std::net::SocketAddr = broker.bootstrap().parse()?;
+    let outcome = async {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(tokio::net::TcpStream::connect(address).await?);
+        }
+        let (answered, open) = answered_from("127.0.0.1", address).await?;
+        ensure!(
+            !answered,
+            "a fourth connection on a listener of 3 was answered"
+        );
+        ensure!(
+            open >= Duration::from_millis(200),
+            "the listener's rate of 2 a second delays even a refused connection: {open:?}"
+        );
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (answered, _) = answered_from("127.0.0.1", address).await?;
+        ensure!(answered, "a place freed on the listener, yet refused");
+        Ok(())
+    }
+    .await;
+    broker.explain(outcome)
+}

@@ -275,12 +275,22 @@ impl BrokerConfig {
                 })?;
                 continue;
             }
-            let def = match listener_ssl_key(key) {
-                Some((_, ssl_key)) => broker_def(ssl_key),
+            let def = match listener_key(key) {
+                Some((_, base_key)) => broker_def(base_key),
                 None => broker_def(key),
             }
             .ok_or_else(|| ConfigError::Unknown { key: key.clone() })?;
-            defs::validate(def, value)?;
+            // A listener's setting is named as it was given, not by its base key.
+            defs::validate(def, value).map_err(|e| match e {
+                ConfigError::Invalid {
+                    value, expected, ..
+                } => ConfigError::Invalid {
+                    key: key.clone(),
+                    value,
+                    expected,
+                },
+                other => other,
+            })?;
         }
         let get = |key: &str| -> String {
             settings
@@ -382,7 +392,30 @@ impl BrokerConfig {
                 .cloned()
                 .unwrap_or_else(|| get(key))
         };
-        let security = SecuritySettings::from_settings(&get, &listener_get, &listeners)?;
+        let mut security = SecuritySettings::from_settings(&get, &listener_get, &listeners)?;
+        for client in &listeners {
+            let own = |key: &str| {
+                settings
+                    .get(&format!(
+                        "listener.name.{}.{key}",
+                        client.listener.name.to_lowercase()
+                    ))
+                    .cloned()
+            };
+            let limits = ListenerLimits {
+                max_connections: own("max.connections")
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .filter(|max| *max < i64::from(i32::MAX))
+                    .and_then(|max| usize::try_from(max).ok()),
+                max_connection_creation_rate: own("max.connection.creation.rate")
+                    .and_then(|v| dynamic::connection_creation_rate_value(&v)),
+            };
+            if limits != ListenerLimits::default() {
+                security
+                    .listener_limits
+                    .insert(client.listener.name.clone(), limits);
+            }
+        }
         // Quorum traffic uses the first controller listener's protocol, on every node of a
         // cluster: a broker-only node has no controller listener, but connects to the
         // controllers'.
@@ -856,10 +889,23 @@ fn inter_broker_sasl(
 
 /// A listener-prefixed TLS setting, `listener.name.<listener>.ssl.<...>`, split into the
 /// listener's (lowercase) name and the `ssl.*` key it overrides for that listener.
-fn listener_ssl_key(key: &str) -> Option<(&str, &str)> {
+fn listener_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix("listener.name.")?;
-    let (listener, ssl_key) = rest.split_once('.')?;
-    (!listener.is_empty() && ssl_key.starts_with("ssl.")).then_some((listener, ssl_key))
+    let (listener, base_key) = rest.split_once('.')?;
+    (!listener.is_empty() && (base_key.starts_with("ssl.") || LISTENER_LIMITS.contains(&base_key)))
+        .then_some((listener, base_key))
+}
+
+/// The connection limits Kafka also takes per listener (`listener.name.<name>.<key>`).
+const LISTENER_LIMITS: &[&str] = &["max.connections", "max.connection.creation.rate"];
+
+/// One listener's own connection limits (`listener.name.<name>.max.connections` and
+/// `.max.connection.creation.rate`); `None` for none, as in Kafka, whatever the broker-wide
+/// values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerLimits {
+    pub max_connections: Option<usize>,
+    pub max_connection_creation_rate: Option<u32>,
 }
 
 /// The TLS settings of listener `name`, each from `listener.name.<name>.ssl.*` or else the
@@ -909,6 +955,8 @@ pub struct SecuritySettings {
     /// listeners but the inter-broker one; `None` for no limit (Kafka's default, `i32::MAX`).
     /// A dynamic value takes its place ([`dynamic::connection_creation_rate`]).
     pub max_connection_creation_rate: Option<u32>,
+    /// Listeners with connection limits of their own, by name.
+    pub listener_limits: BTreeMap<String, ListenerLimits>,
     /// `connections.max.idle.ms`; `None` never closes an idle connection.
     pub idle_timeout: Option<std::time::Duration>,
     /// `connection.failed.authentication.delay.ms`: a failed SASL authentication is answered
@@ -944,6 +992,7 @@ impl SecuritySettings {
             tls,
             sasl_mechanisms,
             max_connections: count("max.connections"),
+            listener_limits: BTreeMap::new(),
             max_connections_per_ip: count("max.connections.per.ip"),
             max_connection_creation_rate: dynamic::connection_creation_rate_value(&get(
                 "max.connection.creation.rate",
@@ -1718,6 +1767,39 @@ mod tests {
                 .to_string();
             assert!(err.contains(why), "{err}");
         }
+    }
+
+    #[test]
+    fn connection_limits_per_listener_are_taken_as_kafka_takes_them() {
+        let config = BrokerConfig::from_settings(settings(&[
+            ("listeners", "PLAINTEXT://:9092,EXTERNAL://:9094"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,EXTERNAL:PLAINTEXT",
+            ),
+            ("listener.name.external.max.connections", "100"),
+            ("listener.name.external.max.connection.creation.rate", "20"),
+            ("max.connections", "1000"),
+        ]))
+        .expect("Kafka's per-listener limits");
+        assert_eq!(
+            config.security.listener_limits.get("EXTERNAL"),
+            Some(&ListenerLimits {
+                max_connections: Some(100),
+                max_connection_creation_rate: Some(20),
+            })
+        );
+        assert_eq!(config.security.listener_limits.get("PLAINTEXT"), None);
+        let err = BrokerConfig::from_settings(settings(&[(
+            "listener.name.plaintext.max.connections",
+            "-1",
+        )]))
+        .expect_err("a negative limit")
+        .to_string();
+        assert!(
+            err.contains("listener.name.plaintext.max.connections"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ struct Sensors {
     connections: HashMap<std::net::IpAddr, Rate>,
     /// Connections accepted on the listeners `max.connection.creation.rate` governs.
     broker_connections: Rate,
+    /// Connections accepted on each listener with a rate of its own.
+    listener_connections: HashMap<String, Rate>,
     /// Controller mutations (partitions created or deleted), by group: a token bucket each.
     mutations: HashMap<SensorKey, TokenBucket>,
     records: u64,
@@ -154,14 +156,37 @@ impl QuotaManager {
         .min(self.windows.window_ms)
     }
 
-    /// Takes back a connection counted by [`Self::record_broker_connection`] (one its address's
-    /// quota turned away, as Kafka does).
-    pub fn unrecord_broker_connection(&self) {
+    /// Counts a new connection on `listener` against its own `max.connection.creation.rate` of
+    /// `limit` a second, as [`Self::record_broker_connection`] counts the broker's.
+    pub fn record_listener_connection(&self, listener: &str, limit: u32) -> i64 {
         let now = self.now_ms();
-        self.sensors
-            .lock()
-            .broker_connections
-            .record(self.windows, -1.0, now);
+        let mut sensors = self.sensors.lock();
+        let rate = sensors
+            .listener_connections
+            .entry(listener.to_string())
+            .or_default();
+        rate.record(self.windows, 1.0, now);
+        let observed = rate.measure(self.windows, now);
+        Windows::throttle_ms(
+            observed,
+            f64::from(limit),
+            rate.window_size(self.windows, now),
+        )
+        .min(self.windows.window_ms)
+    }
+
+    /// Takes back a connection counted by [`Self::record_broker_connection`] and, on a
+    /// listener with a rate of its own, [`Self::record_listener_connection`] (one its address's
+    /// quota turned away, as Kafka does).
+    pub fn unrecord_connection(&self, broker_wide: bool, listener: Option<&str>) {
+        let now = self.now_ms();
+        let mut sensors = self.sensors.lock();
+        if broker_wide {
+            sensors.broker_connections.record(self.windows, -1.0, now);
+        }
+        if let Some(rate) = listener.and_then(|l| sensors.listener_connections.get_mut(l)) {
+            rate.record(self.windows, -1.0, now);
+        }
     }
 
     /// Counts a new connection from `ip` against its `connection_creation_rate` (KIP-612) and
