@@ -76,12 +76,18 @@ pub const MAX_TOPIC_NAME: usize = 249;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaClusterSpec {
-    /// Number of brokers. The lowest ordinals (one broker below three replicas, three from
-    /// three on) also form the metadata quorum.
+    /// Number of brokers. Without `controllers`, the lowest ordinals (one broker below three
+    /// replicas, three from three on) also form the metadata quorum.
     #[serde(default = "default_cluster_replicas")]
     #[schemars(range(min = 1))]
     #[x_kube(validation = Rule::new("self >= 1").message("a cluster has at least one broker"))]
     pub replicas: i32,
+
+    /// A pool of dedicated controllers (`process.roles=controller`), which form the metadata
+    /// quorum in place of the brokers: the brokers then scale without touching the quorum.
+    /// Fixed when the cluster is formed (a change of the quorum's voters is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controllers: Option<ControllerPoolSpec>,
 
     /// Broker container image. Defaults to the image the operator was started with
     /// (`--broker-image`), which matches the operator's version.
@@ -137,6 +143,39 @@ pub struct KafkaClusterSpec {
     /// `<cluster>-clients-ca-cert` and `<cluster>-clients-ca`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients_ca: Option<CertificateAuthority>,
+}
+
+/// The dedicated controllers of a cluster: StatefulSet `<cluster>-controller`, whose pods
+/// `<cluster>-controller-<id>` have node ids from 1000 on.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerPoolSpec {
+    /// Voters of the metadata quorum: 1, 3 or 5 (an even count adds no fault tolerance).
+    #[serde(default = "default_controller_replicas")]
+    #[x_kube(validation = Rule::new("self == 1 || self == 3 || self == 5").message("a controller pool has 1, 3 or 5 controllers"))]
+    pub replicas: i32,
+    /// Each controller's volume for the metadata log; by default the size and class of
+    /// `spec.storage` (its first volume's with JBOD), one volume, and `deleteClaim` as there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<ControllerStorage>,
+    /// CPU and memory requests and limits of each controller container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_controller_replicas() -> i32 {
+    3
+}
+
+/// A controller's volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerStorage {
+    /// Volume size as a Kubernetes quantity, for example `1Gi`.
+    pub size: String,
+    /// Storage class of the volume; the cluster's default class when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
 }
 
 /// A certificate authority of the cluster.
@@ -252,7 +291,13 @@ pub struct ListenerSpec {
     /// each broker advertises its node's address and its own node port on this listener) or
     /// `loadbalancer` (from outside: Services of type LoadBalancer with the same names; each
     /// broker advertises its own Service's load balancer address and the listener's port, and
-    /// the brokers are configured only once every one of those Services has its address).
+    /// the brokers are configured only once every one of those Services has its address) or
+    /// `ingress` (from outside, through an ingress controller with TLS passthrough, such as
+    /// ingress-nginx with `--enable-ssl-passthrough`: a ClusterIP Service and an Ingress per
+    /// broker and to bootstrap, each Ingress routing its host by SNI to its Service; each
+    /// broker advertises its host and port 443, and its certificate names the hosts; the
+    /// listener needs `tls`, `configuration.bootstrap.host`, and `configuration.hostTemplate`
+    /// or a host for every broker).
     #[serde(rename = "type", default)]
     pub type_: ListenerType,
     /// Node ports fixed instead of assigned by the API server (`nodeport` and `loadbalancer`
@@ -267,12 +312,20 @@ pub struct ListenerSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenerConfiguration {
-    /// The bootstrap Service's node port.
+    /// The bootstrap Service's node port, or (`ingress`) host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapNodePort>,
-    /// Brokers' node ports, by broker id; a broker not listed gets one assigned.
+    /// Brokers' node ports (a broker not listed gets one assigned), or (`ingress`) hosts, by
+    /// broker id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerNodePort>,
+    /// `ingress`: the host of each broker not listed in `brokers`, `{nodeId}` replaced by its
+    /// id, for example `broker-{nodeId}.kafka.example.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_template: Option<String>,
+    /// `ingress`: the Ingresses' `ingressClassName`; the cluster's default class when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 }
 
 /// The node port of a listener's bootstrap Service.
@@ -282,6 +335,9 @@ pub struct BootstrapNodePort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub node_port: Option<i32>,
+    /// `ingress`: the host clients bootstrap from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The node port of one broker's Service of a listener.
@@ -294,9 +350,31 @@ pub struct BrokerNodePort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub node_port: Option<i32>,
+    /// `ingress`: the broker's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl ListenerSpec {
+    /// `ingress`: the host of the bootstrap Ingress (`None`) or broker `Some(id)`'s.
+    pub fn ingress_host(&self, broker: Option<i32>) -> Option<String> {
+        let configuration = self.configuration.as_ref()?;
+        match broker {
+            None => configuration.bootstrap.as_ref()?.host.clone(),
+            Some(id) => configuration
+                .brokers
+                .iter()
+                .find(|b| b.broker == id)
+                .and_then(|b| b.host.clone())
+                .or_else(|| {
+                    configuration
+                        .host_template
+                        .as_ref()
+                        .map(|template| template.replace("{nodeId}", &id.to_string()))
+                }),
+        }
+    }
+
     /// The node port fixed for the bootstrap Service (`None`) or broker `Some(id)`'s.
     pub fn fixed_node_port(&self, broker: Option<i32>) -> Option<i32> {
         let configuration = self.configuration.as_ref()?;
@@ -323,6 +401,8 @@ pub enum ListenerType {
     NodePort,
     #[serde(rename = "loadbalancer")]
     LoadBalancer,
+    #[serde(rename = "ingress")]
+    Ingress,
 }
 
 /// The TLS settings of a listener.
@@ -654,6 +734,9 @@ pub struct KafkaClusterStatus {
     /// One entry per broker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerStatus>,
+    /// One entry per dedicated controller (`spec.controllers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<ControllerStatus>,
     /// Spread of replicas and leaders over the brokers; absent while they cannot be reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<BalanceStatus>,
@@ -761,6 +844,18 @@ pub struct BrokerStatus {
     /// Partitions the broker leads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaders: Option<i32>,
+}
+
+/// One dedicated controller's state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerStatus {
+    /// The controller's `node.id` (its pod's ordinal).
+    pub id: i32,
+    /// The controller's pod.
+    pub pod: String,
+    /// Whether the pod is ready: the quorum has a leader it knows.
+    pub ready: bool,
 }
 
 /// The topic as it should be; the operator makes the topic on the cluster match it.

@@ -2,7 +2,9 @@
 //! their pods: `examples/kafkacluster-mtls.yaml` (a mutual-TLS listener with no Secret of the
 //! user's) and `examples/kafkauser-tls.yaml` (a TLS KafkaUser) as they are. The brokers serve
 //! certificates of the cluster CA for the names clients use; the user's certificate of the
-//! clients CA authenticates it as `User:CN=billing`, held to its ACLs; a client without a
+//! clients CA authenticates it as `User:CN=billing`, held to its ACLs, from inside and from
+//! outside (load balancers, node ports, and Ingresses whose controller passes TLS through by
+//! server name); a client without a
 //! certificate, or with one the clients CA did not sign, is refused. Renewing the cluster CA
 //! rolls the brokers onto new certificates while a producer that read the CA certificate
 //! before the renewal goes on without a single failed delivery.
@@ -123,9 +125,10 @@ fn brokers() -> Vec<String> {
         .collect()
 }
 
-/// The example cluster with two more TLS listeners, `EXTERNAL` on port 9095 of type
-/// `loadbalancer` and `NODES` on port 9096 of type `nodeport`: the brokers' certificates then
-/// name the load balancers' addresses and the nodes'.
+/// The example cluster with three more TLS listeners, `EXTERNAL` on port 9095 of type
+/// `loadbalancer`, `NODES` on port 9096 of type `nodeport` and `ROUTED` on port 9097 of type
+/// `ingress` (TLS passed through by the ingress controller): the brokers' certificates then
+/// name the load balancers' addresses, the nodes' and the Ingresses' hosts.
 fn with_external_listener(example: &str) -> anyhow::Result<String> {
     let mut cluster: serde_yaml::Value = serde_yaml::from_str(example)?;
     let listeners = cluster["spec"]["listeners"]["additional"]
@@ -136,6 +139,9 @@ fn with_external_listener(example: &str) -> anyhow::Result<String> {
     )?);
     listeners.push(serde_yaml::from_str(
         "{name: NODES, port: 9096, type: nodeport, tls: {clientAuth: required}}",
+    )?);
+    listeners.push(serde_yaml::from_str(
+        "{name: ROUTED, port: 9097, type: ingress, tls: {clientAuth: required}, configuration: {class: nginx, bootstrap: {host: bootstrap.mtls.example.test}, hostTemplate: 'broker-{nodeId}.mtls.example.test'}}",
     )?);
     Ok(serde_yaml::to_string(&cluster)?)
 }
@@ -298,7 +304,7 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 );
                 assert_eq!(
                     env.jsonpath("default", policy, "{.spec.ingress[1].ports[*].port}")?,
-                    "9094 9095 9096 9404",
+                    "9094 9095 9096 9097 9404",
                     "the listeners and the metrics port"
                 );
                 assert_eq!(
@@ -402,6 +408,44 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                 assert_eq!(moved["delivered"], 20, "{moved}");
                 node_addresses.push(nodes);
                 served_by_each(&billing, &node_addresses)?;
+
+                // Through the ingress controller, which passes TLS through by server name:
+                // each broker advertises its Ingress's host on port 443, which its
+                // certificate names.
+                let routed = env.jsonpath(
+                    "default",
+                    "kafkacluster/mtls",
+                    "{.status.listeners[?(@.name==\"ROUTED\")].bootstrap}",
+                )?;
+                assert_eq!(routed, "bootstrap.mtls.example.test:443");
+                let classes = env.kubectl(&[
+                    "-n",
+                    "default",
+                    "get",
+                    "ingresses",
+                    "-l",
+                    "app.kubernetes.io/instance=mtls",
+                    "-o",
+                    "jsonpath={.items[*].spec.ingressClassName}",
+                ])?;
+                assert_eq!(classes, "nginx nginx nginx nginx", "an Ingress per broker and one to bootstrap");
+                let mut via_ingress = billing.clone();
+                via_ingress["bootstrap.servers"] = routed.clone().into();
+                let described = client("describe", &via_ingress, &["30"])?;
+                eprintln!("through the ingress ({routed}): {}", described["hosts"]);
+                assert_eq!(described["ok"], true, "{described}");
+                let mut routed_addresses = hosts(&described)?;
+                assert_eq!(
+                    routed_addresses,
+                    (0..3)
+                        .map(|i| format!("broker-{i}.mtls.example.test:443"))
+                        .collect::<Vec<_>>(),
+                    "each broker advertises its Ingress's host"
+                );
+                let moved = client("produce", &via_ingress, &["billing-routed", "20"])?;
+                assert_eq!(moved["delivered"], 20, "{moved}");
+                routed_addresses.push(routed);
+                served_by_each(&billing, &routed_addresses)?;
 
                 // Refused at the handshake: no certificate, or one the clients CA did not sign
                 // (a broker's, which the cluster CA signed); the user's own is accepted.

@@ -8,7 +8,7 @@
 //! `cargo build --workspace --bins` first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,15 +17,11 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::Api;
-use oxbow_e2e::harness::{base_consumer, future_producer, numbered_key, numbered_value};
 use oxbow_e2e::kube::env::{
     repository, runtime, sandboxed, EnvOptions, KubeEnv, OPERATOR_NAMESPACE,
 };
+use oxbow_e2e::kube::load::{read_back, Producing};
 use oxbow_operator::balance::executor::{self, Observed};
-use rdkafka::consumer::Consumer as _;
-use rdkafka::message::Message as _;
-use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
 
 const NS: &str = "default";
 const CLUSTER: &str = "kafkacluster/main";
@@ -230,150 +226,6 @@ fn under_replicated(kafka: &Observed) -> usize {
         .count()
 }
 
-/// One record the brokers acknowledged.
-#[derive(Debug, Clone)]
-struct Acked {
-    partition: i32,
-    offset: i64,
-    value: String,
-}
-
-/// A producer sending numbered records to [`TOPIC`] with `acks=all` until stopped, in batches
-/// of 20 whose acknowledgements it waits for, keeping where each acknowledged record went.
-struct Producing {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<Acked>>>,
-    failed: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Producing {
-    fn start() -> anyhow::Result<Producing> {
-        let producer = future_producer(BOOTSTRAP)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn({
-            let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
-            async move {
-                let mut seq = 0;
-                while !stop.load(Ordering::SeqCst) {
-                    let mut batch = Vec::new();
-                    for _ in 0..20 {
-                        let (key, value) = (numbered_key(seq), numbered_value(seq));
-                        let delivery = producer
-                            .send_result(FutureRecord::to(TOPIC).key(&key).payload(&value))
-                            .map_err(|(error, _)| {
-                                anyhow::anyhow!("queueing record {seq}: {error}")
-                            })?;
-                        batch.push((value, delivery));
-                        seq += 1;
-                    }
-                    for (value, delivery) in batch {
-                        match delivery.await {
-                            Ok(Ok(delivery)) => acked.lock().expect("acks").push(Acked {
-                                partition: delivery.partition,
-                                offset: delivery.offset,
-                                value,
-                            }),
-                            Ok(Err((error, _))) => {
-                                eprintln!("record {value} not acknowledged: {error}");
-                                failed.fetch_add(1, Ordering::SeqCst);
-                            }
-                            Err(_) => bail!("the producer dropped a delivery report"),
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Ok(())
-            }
-        });
-        Ok(Producing {
-            stop,
-            acked,
-            failed,
-            task,
-        })
-    }
-
-    fn acknowledged(&self) -> usize {
-        self.acked.lock().expect("acks").len()
-    }
-
-    /// Waits until `more` records more than now are acknowledged.
-    async fn wait_for_progress(&self, more: usize, what: &str) -> anyhow::Result<()> {
-        let target = self.acknowledged() + more;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.acknowledged() < target {
-            ensure!(
-                !self.task.is_finished(),
-                "the producer stopped while {what}"
-            );
-            ensure!(
-                Instant::now() < deadline,
-                "the producer made no progress while {what}: {} acknowledged, {} failed",
-                self.acknowledged(),
-                self.failed.load(Ordering::SeqCst)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(())
-    }
-
-    async fn stop(self) -> anyhow::Result<(Vec<Acked>, usize)> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.task.await??;
-        let acked = std::mem::take(&mut *self.acked.lock().expect("acks"));
-        Ok((acked, self.failed.load(Ordering::SeqCst)))
-    }
-}
-
-/// Reads [`TOPIC`] from the beginning until every acknowledged record has been seen, with its
-/// value, at the offset it was acknowledged at.
-fn read_back(acked: &[Acked]) -> anyhow::Result<()> {
-    let consumer = base_consumer(BOOTSTRAP, "scaling-check")?;
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        assignment.add_partition_offset(TOPIC, partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut missing: BTreeMap<(i32, i64), &str> = acked
-        .iter()
-        .map(|a| ((a.partition, a.offset), a.value.as_str()))
-        .collect();
-    ensure!(
-        missing.len() == acked.len(),
-        "two records acknowledged at the same offset"
-    );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !missing.is_empty() && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(message)) => {
-                let at = (message.partition(), message.offset());
-                if let Some(value) = missing.remove(&at) {
-                    let read = String::from_utf8_lossy(message.payload().unwrap_or_default());
-                    ensure!(
-                        read == value,
-                        "partition {} offset {} holds {read}, acknowledged as {value}",
-                        at.0,
-                        at.1
-                    );
-                }
-            }
-            Some(Err(error)) => eprintln!("reading back: {error}"),
-            None => {}
-        }
-    }
-    ensure!(
-        missing.is_empty(),
-        "{} of {} acknowledged records were never read back, first {:?}",
-        missing.len(),
-        acked.len(),
-        missing.iter().next()
-    );
-    Ok(())
-}
-
 /// Force-deletes the operator's pod (`--grace-period=0 --force`: its process is killed at
 /// once) and waits until its Deployment has a new one Ready.
 fn kill_operator(env: &KubeEnv) -> anyhow::Result<()> {
@@ -557,7 +409,7 @@ fn scaling_out_and_in_under_load_moves_data_first_and_restarts_no_broker() {
                 // and before anything moved: only what its status recorded can tell the next
                 // operator that brokers 3 and 4 are new and must be given replicas (with this
                 // little data the moves themselves take less than a second).
-                let producing = Producing::start()?;
+                let producing = Producing::start(BOOTSTRAP, TOPIC)?;
                 producing.wait_for_progress(200, "starting").await?;
                 scale(&env, "main", 5)?;
                 env.wait("the scale-up under way", Duration::from_secs(30), |env| {
@@ -673,7 +525,7 @@ fn scaling_out_and_in_under_load_moves_data_first_and_restarts_no_broker() {
 
                 let (acked, failed) = producing.stop().await?;
                 eprintln!("{} records acknowledged, {failed} not", acked.len());
-                read_back(&acked)?;
+                read_back(BOOTSTRAP, TOPIC, PARTITIONS, &acked)?;
 
                 // Bug 6: brokers 0-2 ran throughout, in the pods they started in.
                 assert_eq!(broker_runs(&env, "main")?, runs_before, "a change of size restarted a broker");
@@ -789,7 +641,7 @@ fn a_config_change_rolls_one_broker_at_a_time_and_survives_the_operator_being_ki
                 start_example(&env)?;
                 let revision_before =
                     env.jsonpath(NS, "statefulset/main", "{.status.updateRevision}")?;
-                let producing = Producing::start()?;
+                let producing = Producing::start(BOOTSTRAP, TOPIC)?;
                 producing.wait_for_progress(500, "starting").await?;
                 let (seen, watching) = watch_pods(&env);
                 let stop_sampling = Arc::new(AtomicBool::new(false));
@@ -924,7 +776,7 @@ fn a_config_change_rolls_one_broker_at_a_time_and_survives_the_operator_being_ki
                 })?;
                 let properties = env.jsonpath(NS, "configmap/main-config", "{.data.main-0\\.properties}")?;
                 assert!(properties.lines().any(|l| l == "log.retention.hours=96"), "{properties}");
-                read_back(&acked)?;
+                read_back(BOOTSTRAP, TOPIC, PARTITIONS, &acked)?;
                 eprintln!("flow 4 done after {:?}", started.elapsed());
 
                 // Bug 6: a change of size that changes the replication defaults (1 ↔ 2

@@ -11,4 +11,5 @@
 pub mod agent;
 pub mod control_plane;
 pub mod env;
+pub mod load;
 pub mod sandbox;

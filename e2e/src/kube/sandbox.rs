@@ -29,6 +29,9 @@ pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// Addresses of LoadBalancer Services, handed out by the node agent's load balancer
 /// controller.
 pub const LOAD_BALANCER_CIDR: &str = "10.98.0.0/24";
+/// The ingress controller's address (the last of [`LOAD_BALANCER_CIDR`], which the load
+/// balancer controller does not hand out).
+pub const INGRESS_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 254);
 /// The cluster's DNS suffix.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 

@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
-    StatefulSetUpdateStrategy,
+    StatefulSet, StatefulSetOrdinals, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, Container,
@@ -40,8 +40,9 @@ use k8s_openapi::api::core::v1::{
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyIngressRule,
+    NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
@@ -51,6 +52,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::validate::{
     parse_quantity, port_name, protocol, DataVolume, ValidatedCluster, AUTHORIZER_CLASS,
+    FIRST_CONTROLLER_ID,
 };
 use crate::crd::ListenerType;
 
@@ -108,10 +110,34 @@ pub struct ClusterResources {
     /// Lets that ServiceAccount read nodes (cluster scoped, so not owned by the cluster: the
     /// operator deletes it through a finalizer).
     pub node_reader_binding: Option<ClusterRoleBinding>,
-    /// The Services of `nodeport` and `loadbalancer` listeners (see [`external_services`]).
+    /// The Services of `nodeport`, `loadbalancer` and `ingress` listeners (see
+    /// [`external_services`]).
     pub external_services: Vec<Service>,
+    /// The Ingresses of `ingress` listeners (see [`ingresses`]).
+    pub ingresses: Vec<Ingress>,
     /// Who may reach which broker port (see [`network_policy`]).
     pub network_policy: Option<NetworkPolicy>,
+    /// The dedicated controllers and their PodDisruptionBudget (`spec.controllers`).
+    pub controllers: Option<(StatefulSet, PodDisruptionBudget)>,
+}
+
+/// What a pod of the cluster runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A broker (and, without dedicated controllers, for the first ones, a voter too).
+    Broker,
+    /// A dedicated controller (`process.roles=controller`).
+    Controller,
+}
+
+impl Role {
+    /// Its `app.kubernetes.io/component` label.
+    fn component(self) -> &'static str {
+        match self {
+            Role::Broker => "broker",
+            Role::Controller => "controller",
+        }
+    }
 }
 
 /// Builds every object of the cluster.
@@ -136,7 +162,18 @@ pub fn build_running(cluster: &ValidatedCluster, brokers: i32) -> ClusterResourc
         service_account: cluster.reads_node().then(|| service_account(cluster)),
         node_reader_binding: cluster.reads_node().then(|| node_reader_binding(cluster)),
         external_services: external_services(cluster, brokers.max(cluster.replicas)),
+        ingresses: ingresses(cluster, brokers.max(cluster.replicas)),
         network_policy: network_policy(cluster),
+        controllers: controller_stateful_set(cluster).map(|sts| {
+            (
+                sts,
+                disruption_budget(
+                    cluster,
+                    cluster.controller_statefulset_name(),
+                    Role::Controller,
+                ),
+            )
+        }),
     }
 }
 
@@ -166,7 +203,7 @@ pub fn network_policy(cluster: &ValidatedCluster) -> Option<NetworkPolicy> {
     let peers = vec![
         NetworkPolicyPeer {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(cluster)),
+                match_labels: Some(cluster_selector_labels(cluster)),
                 ..LabelSelector::default()
             }),
             ..NetworkPolicyPeer::default()
@@ -190,7 +227,7 @@ pub fn network_policy(cluster: &ValidatedCluster) -> Option<NetworkPolicy> {
         metadata: metadata(cluster, cluster.network_policy_name()),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(cluster)),
+                match_labels: Some(cluster_selector_labels(cluster)),
                 ..LabelSelector::default()
             }),
             policy_types: Some(vec!["Ingress".to_string()]),
@@ -248,22 +285,38 @@ pub fn node_reader_binding(cluster: &ValidatedCluster) -> ClusterRoleBinding {
 /// Labels that select the cluster's broker pods. Never change: a StatefulSet's selector is
 /// immutable.
 pub fn selector_labels(cluster: &ValidatedCluster) -> BTreeMap<String, String> {
+    role_selector_labels(cluster, Role::Broker)
+}
+
+/// Labels that select the cluster's pods of `role`.
+pub fn role_selector_labels(cluster: &ValidatedCluster, role: Role) -> BTreeMap<String, String> {
+    let mut labels = cluster_selector_labels(cluster);
+    labels.insert(
+        "app.kubernetes.io/component".to_string(),
+        role.component().to_string(),
+    );
+    labels
+}
+
+/// Labels that select every pod of the cluster, brokers and dedicated controllers.
+pub fn cluster_selector_labels(cluster: &ValidatedCluster) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "oxbow".to_string()),
         (
             "app.kubernetes.io/instance".to_string(),
             cluster.name.clone(),
         ),
-        (
-            "app.kubernetes.io/component".to_string(),
-            "broker".to_string(),
-        ),
     ])
 }
 
 /// Labels on every object the operator creates for the cluster.
 pub fn labels(cluster: &ValidatedCluster) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(cluster);
+    role_labels(cluster, Role::Broker)
+}
+
+/// Labels on the objects of the pods of `role`.
+fn role_labels(cluster: &ValidatedCluster, role: Role) -> BTreeMap<String, String> {
+    let mut labels = role_selector_labels(cluster, role);
     labels.insert(
         "app.kubernetes.io/managed-by".to_string(),
         "oxbow-operator".to_string(),
@@ -283,10 +336,14 @@ pub fn selector_string(cluster: &ValidatedCluster) -> String {
 }
 
 fn metadata(cluster: &ValidatedCluster, name: String) -> ObjectMeta {
+    role_metadata(cluster, name, Role::Broker)
+}
+
+fn role_metadata(cluster: &ValidatedCluster, name: String, role: Role) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(cluster.namespace.clone()),
-        labels: Some(labels(cluster)),
+        labels: Some(role_labels(cluster, role)),
         owner_references: Some(vec![cluster.owner.clone()]),
         ..ObjectMeta::default()
     }
@@ -458,20 +515,53 @@ pub fn broker_properties(cluster: &ValidatedCluster, ordinal: i32) -> Vec<(Strin
     properties
 }
 
-/// Broker `ordinal`'s complete `server.properties`.
-pub fn server_properties(cluster: &ValidatedCluster, ordinal: i32) -> String {
+/// Settings particular to dedicated controller `id`: it listens on the controller listener
+/// alone, and keeps the metadata log on its own volume.
+pub fn controller_properties(cluster: &ValidatedCluster, id: i32) -> Vec<(String, String)> {
+    vec![
+        ("node.id".to_string(), id.to_string()),
+        ("process.roles".to_string(), "controller".to_string()),
+        (
+            "listeners".to_string(),
+            format!("CONTROLLER://:{}", cluster.controller_port),
+        ),
+        (
+            format!("{CONTROLLER_SSL}.keystore.location"),
+            format!("{CERTS_MOUNT}/{}.pem", cluster.pod_name(id)),
+        ),
+    ]
+}
+
+/// Node `id`'s complete `server.properties`: a broker's or a dedicated controller's.
+pub fn server_properties(cluster: &ValidatedCluster, id: i32) -> String {
+    let pool = cluster
+        .controllers
+        .as_ref()
+        .filter(|_| cluster.is_controller(id));
     let mut text = format!(
-        "# server.properties of broker {pod} in KafkaCluster {ns}/{name}.\n\
+        "# server.properties of {role} {pod} in KafkaCluster {ns}/{name}.\n\
          # Written by oxbow-operator: edit the KafkaCluster (spec.config), not this file.\n\
          # The pod reads it as OXBOW_CONFIG=/etc/oxbow/$(POD_NAME).properties.\n",
-        pod = cluster.pod_name(ordinal),
+        role = if pool.is_some() {
+            "controller"
+        } else {
+            "broker"
+        },
+        pod = cluster.pod_name(id),
         ns = cluster.namespace,
         name = cluster.name,
     );
-    for (key, value) in broker_properties(cluster, ordinal)
+    let own = match pool {
+        Some(_) => controller_properties(cluster, id),
+        None => broker_properties(cluster, id),
+    };
+    let shared = shared_properties(cluster)
         .into_iter()
-        .chain(shared_properties(cluster))
-    {
+        .map(|(key, value)| match pool {
+            Some(pool) if key == "log.dirs" => (key, pool.volume.log_dir()),
+            _ => (key, value),
+        });
+    for (key, value) in own.into_iter().chain(shared) {
         // Values were checked for line breaks and trailing backslashes by validation.
         let _ = writeln!(text, "{key}={value}");
     }
@@ -482,13 +572,15 @@ pub fn config_map(cluster: &ValidatedCluster) -> ConfigMap {
     config_map_for(cluster, cluster.replicas)
 }
 
-/// The ConfigMap with the files of brokers `0..brokers`.
+/// The ConfigMap with the files of brokers `0..brokers` and of the dedicated controllers.
 fn config_map_for(cluster: &ValidatedCluster, brokers: i32) -> ConfigMap {
-    let data = (0..brokers)
-        .map(|ordinal| {
+    let data = cluster
+        .node_ids(brokers)
+        .into_iter()
+        .map(|id| {
             (
-                format!("{}.properties", cluster.pod_name(ordinal)),
-                server_properties(cluster, ordinal),
+                format!("{}.properties", cluster.pod_name(id)),
+                server_properties(cluster, id),
             )
         })
         .collect();
@@ -563,7 +655,8 @@ pub fn headless_service(cluster: &ValidatedCluster) -> Service {
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_string()),
             publish_not_ready_addresses: Some(true),
-            selector: Some(selector_labels(cluster)),
+            // Brokers and dedicated controllers: every node's name resolves.
+            selector: Some(cluster_selector_labels(cluster)),
             ports: Some(ports),
             ..ServiceSpec::default()
         }),
@@ -585,10 +678,10 @@ pub fn bootstrap_service(cluster: &ValidatedCluster) -> Service {
     }
 }
 
-/// The Services of every `nodeport` and `loadbalancer` listener: one to bootstrap from (ready
-/// brokers only) and one per broker of `brokers`, of type NodePort (each gets the node port
-/// the listener fixes for it, or one the API server assigns) or LoadBalancer (each gets the address its load balancer
-/// controller assigns).
+/// The Services of every `nodeport`, `loadbalancer` and `ingress` listener: one to bootstrap
+/// from (ready brokers only) and one per broker of `brokers`, of type NodePort (each gets the
+/// node port the listener fixes for it, or one the API server assigns), LoadBalancer (each
+/// gets the address its load balancer controller assigns) or ClusterIP (behind an Ingress).
 pub fn external_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Service> {
     let mut services = Vec::new();
     for listener in cluster.external_listeners() {
@@ -600,6 +693,8 @@ pub fn external_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Servic
         };
         let type_ = match listener.type_ {
             ListenerType::LoadBalancer => "LoadBalancer",
+            // The ingress controller reaches them inside the cluster.
+            ListenerType::Ingress => "ClusterIP",
             ListenerType::NodePort | ListenerType::Internal => "NodePort",
         };
         services.push(Service {
@@ -638,6 +733,74 @@ pub fn external_services(cluster: &ValidatedCluster, brokers: i32) -> Vec<Servic
     services
 }
 
+/// The port clients reach an `ingress` listener on: the ingress controller's HTTPS port.
+pub const INGRESS_PORT: i32 = 443;
+
+/// The annotation that asks ingress-nginx to pass TLS through to the Service, routing by the
+/// server name of the handshake, rather than terminate it.
+pub const SSL_PASSTHROUGH: &str = "nginx.ingress.kubernetes.io/ssl-passthrough";
+
+/// The Ingresses of every `ingress` listener: one per Service of [`external_services`], each
+/// routing its host (TLS passed through, by SNI) to the Service's port.
+pub fn ingresses(cluster: &ValidatedCluster, brokers: i32) -> Vec<Ingress> {
+    let mut ingresses = Vec::new();
+    for listener in cluster
+        .external_listeners()
+        .filter(|l| l.type_ == ListenerType::Ingress)
+    {
+        let class = listener
+            .configuration
+            .as_ref()
+            .and_then(|c| c.class.clone());
+        for broker in std::iter::once(None).chain((0..brokers).map(Some)) {
+            let Some(host) = listener.ingress_host(broker) else {
+                continue;
+            };
+            let name = cluster.external_service_name(listener, broker);
+            let mut metadata = metadata(cluster, name.clone());
+            metadata.annotations = Some(BTreeMap::from([
+                (SSL_PASSTHROUGH.to_string(), "true".to_string()),
+                (
+                    "nginx.ingress.kubernetes.io/backend-protocol".to_string(),
+                    "HTTPS".to_string(),
+                ),
+            ]));
+            ingresses.push(Ingress {
+                metadata,
+                spec: Some(IngressSpec {
+                    ingress_class_name: class.clone(),
+                    rules: Some(vec![IngressRule {
+                        host: Some(host.clone()),
+                        http: Some(HTTPIngressRuleValue {
+                            paths: vec![HTTPIngressPath {
+                                path: Some("/".to_string()),
+                                path_type: "Prefix".to_string(),
+                                backend: IngressBackend {
+                                    service: Some(IngressServiceBackend {
+                                        name,
+                                        port: Some(ServiceBackendPort {
+                                            number: Some(listener.port),
+                                            ..ServiceBackendPort::default()
+                                        }),
+                                    }),
+                                    ..IngressBackend::default()
+                                },
+                            }],
+                        }),
+                    }]),
+                    tls: Some(vec![IngressTLS {
+                        hosts: Some(vec![host]),
+                        ..IngressTLS::default()
+                    }]),
+                    ..IngressSpec::default()
+                }),
+                ..Ingress::default()
+            });
+        }
+    }
+    ingresses
+}
+
 fn env_from_field(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.to_string(),
@@ -668,7 +831,7 @@ fn tcp_probe(port: &str, period: i32, failures: i32) -> Probe {
 /// Readiness means "registered, not fenced, every replica back in its ISR": the broker's
 /// `GET /ready` on the metrics port. Without a metrics port, an open Kafka port is all there
 /// is to check.
-fn readiness_probe(cluster: &ValidatedCluster) -> Probe {
+fn readiness_probe(cluster: &ValidatedCluster, role: Role) -> Probe {
     match cluster.metrics_port {
         Some(_) => Probe {
             http_get: Some(HTTPGetAction {
@@ -681,26 +844,42 @@ fn readiness_probe(cluster: &ValidatedCluster) -> Probe {
             timeout_seconds: Some(3),
             ..Probe::default()
         },
-        None => tcp_probe("kafka", 5, 3),
+        None => tcp_probe(role.served_port(), 5, 3),
     }
 }
 
-fn broker_container(cluster: &ValidatedCluster) -> Container {
-    let mut ports = vec![
-        ContainerPort {
+impl Role {
+    /// The port whose opening says the process has started: a dedicated controller listens
+    /// on its controller port alone.
+    fn served_port(self) -> &'static str {
+        match self {
+            Role::Broker => "kafka",
+            Role::Controller => "controller",
+        }
+    }
+}
+
+fn broker_container(cluster: &ValidatedCluster, role: Role) -> Container {
+    let mut ports = Vec::new();
+    if role == Role::Broker {
+        ports.push(ContainerPort {
             name: Some("kafka".to_string()),
             container_port: cluster.client_port,
             protocol: Some("TCP".to_string()),
             ..ContainerPort::default()
-        },
-        ContainerPort {
-            name: Some("controller".to_string()),
-            container_port: cluster.controller_port,
-            protocol: Some("TCP".to_string()),
-            ..ContainerPort::default()
-        },
-    ];
-    for listener in &cluster.additional_listeners {
+        });
+    }
+    ports.push(ContainerPort {
+        name: Some("controller".to_string()),
+        container_port: cluster.controller_port,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    });
+    let client_listeners = match role {
+        Role::Broker => cluster.additional_listeners.as_slice(),
+        Role::Controller => &[],
+    };
+    for listener in client_listeners {
         ports.push(ContainerPort {
             name: Some(port_name(listener)),
             container_port: listener.port,
@@ -724,13 +903,16 @@ fn broker_container(cluster: &ValidatedCluster) -> Container {
         args: Some(vec!["--config".to_string(), "$(OXBOW_CONFIG)".to_string()]),
         env: Some(broker_env(cluster)),
         ports: Some(ports),
-        resources: cluster.resources.clone(),
-        volume_mounts: Some(broker_mounts(cluster)),
+        resources: match (role, &cluster.controllers) {
+            (Role::Controller, Some(pool)) => pool.resources.clone(),
+            _ => cluster.resources.clone(),
+        },
+        volume_mounts: Some(broker_mounts(cluster, role)),
         // Recovery of a large log after a crash may take minutes: the startup probe allows
         // ten, then liveness and readiness take over.
-        startup_probe: Some(tcp_probe("kafka", 5, 120)),
-        liveness_probe: Some(tcp_probe("kafka", 10, 6)),
-        readiness_probe: Some(readiness_probe(cluster)),
+        startup_probe: Some(tcp_probe(role.served_port(), 5, 120)),
+        liveness_probe: Some(tcp_probe(role.served_port(), 10, 6)),
+        readiness_probe: Some(readiness_probe(cluster, role)),
         lifecycle: Some(Lifecycle {
             // Leave the Services before SIGTERM starts the controlled shutdown.
             pre_stop: Some(LifecycleHandler {
@@ -810,9 +992,16 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-fn broker_mounts(cluster: &ValidatedCluster) -> Vec<VolumeMount> {
-    let mut mounts: Vec<VolumeMount> = cluster
-        .volumes
+/// The data volumes of the pods of `role`: a broker's, or a dedicated controller's one.
+fn role_volumes(cluster: &ValidatedCluster, role: Role) -> &[DataVolume] {
+    match (role, &cluster.controllers) {
+        (Role::Controller, Some(pool)) => std::slice::from_ref(&pool.volume),
+        _ => &cluster.volumes,
+    }
+}
+
+fn broker_mounts(cluster: &ValidatedCluster, role: Role) -> Vec<VolumeMount> {
+    let mut mounts: Vec<VolumeMount> = role_volumes(cluster, role)
         .iter()
         .map(|v| mount(&v.claim_template(), &v.mount_path(), false))
         .collect();
@@ -998,8 +1187,9 @@ fn pod_volumes(cluster: &ValidatedCluster) -> Vec<Volume> {
     volumes
 }
 
-/// Brokers prefer distinct nodes unless the user gave their own affinity.
-fn affinity(cluster: &ValidatedCluster) -> Affinity {
+/// Brokers (and dedicated controllers) prefer distinct nodes unless the user gave their own
+/// affinity.
+fn affinity(cluster: &ValidatedCluster, role: Role) -> Affinity {
     if let Some(affinity) = &cluster.pod.affinity {
         return affinity.clone();
     }
@@ -1010,7 +1200,7 @@ fn affinity(cluster: &ValidatedCluster) -> Affinity {
                     weight: 100,
                     pod_affinity_term: PodAffinityTerm {
                         label_selector: Some(LabelSelector {
-                            match_labels: Some(selector_labels(cluster)),
+                            match_labels: Some(role_selector_labels(cluster, role)),
                             ..LabelSelector::default()
                         }),
                         topology_key: "kubernetes.io/hostname".to_string(),
@@ -1024,9 +1214,9 @@ fn affinity(cluster: &ValidatedCluster) -> Affinity {
     }
 }
 
-fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
+fn pod_template(cluster: &ValidatedCluster, role: Role) -> PodTemplateSpec {
     let mut pod_labels = cluster.pod.labels.clone();
-    pod_labels.extend(labels(cluster));
+    pod_labels.extend(role_labels(cluster, role));
     let mut annotations = cluster.pod.annotations.clone();
     annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash(cluster));
     annotations.insert(
@@ -1044,7 +1234,7 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
             topology_key: key.clone(),
             when_unsatisfiable: "ScheduleAnyway".to_string(),
             label_selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(cluster)),
+                match_labels: Some(role_selector_labels(cluster, role)),
                 ..LabelSelector::default()
             }),
             ..TopologySpreadConstraint::default()
@@ -1058,11 +1248,11 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
         }),
         spec: Some(PodSpec {
             init_containers: cluster.needs_init().then(|| vec![init_container(cluster)]),
-            containers: vec![broker_container(cluster)],
+            containers: vec![broker_container(cluster, role)],
             service_account_name: cluster
                 .reads_node()
                 .then(|| cluster.broker_service_account_name()),
-            affinity: Some(affinity(cluster)),
+            affinity: Some(affinity(cluster, role)),
             topology_spread_constraints: spread,
             tolerations: (!cluster.pod.tolerations.is_empty())
                 .then(|| cluster.pod.tolerations.clone()),
@@ -1099,11 +1289,15 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
     }
 }
 
-fn volume_claim_template(cluster: &ValidatedCluster, volume: &DataVolume) -> PersistentVolumeClaim {
+fn volume_claim_template(
+    cluster: &ValidatedCluster,
+    volume: &DataVolume,
+    role: Role,
+) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(volume.claim_template()),
-            labels: Some(selector_labels(cluster)),
+            labels: Some(role_selector_labels(cluster, role)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -1126,17 +1320,60 @@ fn volume_claim_template(cluster: &ValidatedCluster, volume: &DataVolume) -> Per
 /// template restarts no pod by itself (`OnDelete`): the operator deletes one outdated pod at a
 /// time, waiting for zero under-replicated partitions in between.
 pub fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
+    pool_stateful_set(
+        cluster,
+        Role::Broker,
+        cluster.statefulset_name(),
+        cluster.replicas,
+    )
+}
+
+/// The dedicated controllers: their ordinals (and node ids) start at
+/// [`FIRST_CONTROLLER_ID`]. Holding no partitions, they roll as the StatefulSet controller
+/// rolls them: one at a time, the next once the last is ready again, that is once it knows the
+/// quorum's leader.
+pub fn controller_stateful_set(cluster: &ValidatedCluster) -> Option<StatefulSet> {
+    let pool = cluster.controllers.as_ref()?;
+    let mut sts = pool_stateful_set(
+        cluster,
+        Role::Controller,
+        cluster.controller_statefulset_name(),
+        pool.replicas,
+    );
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.ordinals = Some(StatefulSetOrdinals {
+            start: Some(FIRST_CONTROLLER_ID),
+        });
+        spec.update_strategy = Some(StatefulSetUpdateStrategy {
+            type_: Some("RollingUpdate".to_string()),
+            ..StatefulSetUpdateStrategy::default()
+        });
+    }
+    Some(sts)
+}
+
+fn pool_stateful_set(
+    cluster: &ValidatedCluster,
+    role: Role,
+    name: String,
+    replicas: i32,
+) -> StatefulSet {
+    let retention = if cluster.delete_claim {
+        "Delete"
+    } else {
+        "Retain"
+    };
     StatefulSet {
-        metadata: metadata(cluster, cluster.statefulset_name()),
+        metadata: role_metadata(cluster, name, role),
         spec: Some(StatefulSetSpec {
-            replicas: Some(cluster.replicas),
+            replicas: Some(replicas),
             service_name: Some(cluster.headless_service_name()),
             selector: LabelSelector {
-                match_labels: Some(selector_labels(cluster)),
+                match_labels: Some(role_selector_labels(cluster, role)),
                 ..LabelSelector::default()
             },
             pod_management_policy: Some("Parallel".to_string()),
-            // The operator restarts outdated pods itself, one at a time and only while the
+            // The operator restarts outdated brokers itself, one at a time and only while the
             // cluster is healthy (`cluster::roll`).
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("OnDelete".to_string()),
@@ -1144,32 +1381,17 @@ pub fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
             }),
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some(
-                        if cluster.delete_claim {
-                            "Delete"
-                        } else {
-                            "Retain"
-                        }
-                        .to_string(),
-                    ),
+                    when_deleted: Some(retention.to_string()),
                     // The operator shrinks the StatefulSet only once the leaving brokers are
                     // drained, so their volumes hold nothing the cluster needs.
-                    when_scaled: Some(
-                        if cluster.delete_claim {
-                            "Delete"
-                        } else {
-                            "Retain"
-                        }
-                        .to_string(),
-                    ),
+                    when_scaled: Some(retention.to_string()),
                 },
             ),
-            template: pod_template(cluster),
+            template: pod_template(cluster, role),
             volume_claim_templates: Some(
-                cluster
-                    .volumes
+                role_volumes(cluster, role)
                     .iter()
-                    .map(|volume| volume_claim_template(cluster, volume))
+                    .map(|volume| volume_claim_template(cluster, volume, role))
                     .collect(),
             ),
             ..StatefulSetSpec::default()
@@ -1341,12 +1563,17 @@ pub fn claim_name(cluster: &ValidatedCluster, template: &str, ordinal: i32) -> S
 
 /// At most one broker down for voluntary disruptions (node drains, upgrades).
 pub fn pod_disruption_budget(cluster: &ValidatedCluster) -> PodDisruptionBudget {
+    disruption_budget(cluster, cluster.pdb_name(), Role::Broker)
+}
+
+/// At most one pod of `role` down for voluntary disruptions.
+fn disruption_budget(cluster: &ValidatedCluster, name: String, role: Role) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: metadata(cluster, cluster.pdb_name()),
+        metadata: role_metadata(cluster, name, role),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(cluster)),
+                match_labels: Some(role_selector_labels(cluster, role)),
                 ..LabelSelector::default()
             }),
             ..PodDisruptionBudgetSpec::default()
@@ -1449,6 +1676,126 @@ mod tests {
                 "{name} has no controller listener"
             );
         }
+    }
+
+    #[test]
+    fn dedicated_controllers_are_a_statefulset_of_their_own_and_the_quorum() {
+        let c = with(
+            "  replicas: 2\n  storage:\n    volumes:\n      - id: 0\n      - id: 1\n  controllers:\n    replicas: 3\n    storage:\n      size: 2Gi",
+        );
+        let data = config_map(&c).data.expect("data");
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            [
+                "main-0.properties",
+                "main-1.properties",
+                "main-controller-1000.properties",
+                "main-controller-1001.properties",
+                "main-controller-1002.properties"
+            ]
+        );
+        let broker = properties(&data["main-1.properties"]);
+        assert_eq!(broker["process.roles"], "broker");
+        assert_eq!(
+            broker["controller.quorum.voters"],
+            "1000@main-controller-1000.main-brokers.streaming.svc.cluster.local:9093,\
+             1001@main-controller-1001.main-brokers.streaming.svc.cluster.local:9093,\
+             1002@main-controller-1002.main-brokers.streaming.svc.cluster.local:9093"
+        );
+        assert_eq!(
+            broker["log.dirs"],
+            "/var/lib/oxbow/data-0/log,/var/lib/oxbow/data-1/log"
+        );
+        // Two brokers, yet replication as the cluster's size allows.
+        assert_eq!(broker["default.replication.factor"], "2");
+        let controller = properties(&data["main-controller-1001.properties"]);
+        assert_eq!(controller["node.id"], "1001");
+        assert_eq!(controller["process.roles"], "controller");
+        assert_eq!(controller["listeners"], "CONTROLLER://:9093");
+        assert!(!controller.contains_key("advertised.listeners"));
+        assert_eq!(controller["log.dirs"], "/var/lib/oxbow/data");
+        assert_eq!(
+            controller["controller.quorum.voters"],
+            broker["controller.quorum.voters"]
+        );
+        assert_eq!(
+            controller["listener.name.controller.ssl.keystore.location"],
+            format!("{CERTS_MOUNT}/main-controller-1001.pem")
+        );
+
+        let r = build(&c);
+        let (sts, pdb) = r.controllers.expect("the controllers");
+        let spec = sts.spec.clone().expect("spec");
+        assert_eq!(sts.metadata.name.as_deref(), Some("main-controller"));
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(
+            spec.ordinals.and_then(|o| o.start),
+            Some(FIRST_CONTROLLER_ID)
+        );
+        assert_eq!(
+            spec.update_strategy.and_then(|u| u.type_).as_deref(),
+            Some("RollingUpdate")
+        );
+        assert_eq!(spec.service_name.as_deref(), Some("main-brokers"));
+        let component =
+            |labels: &BTreeMap<String, String>| labels.get("app.kubernetes.io/component").cloned();
+        assert_eq!(
+            component(spec.selector.match_labels.as_ref().expect("selector")).as_deref(),
+            Some("controller")
+        );
+        let claims = spec.volume_claim_templates.clone().expect("claims");
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+        assert_eq!(
+            claims[0]
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .map(|r| r["storage"].0.clone())
+                .as_deref(),
+            Some("2Gi")
+        );
+        let ports: Vec<_> = container(&sts)
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.name)
+            .collect();
+        assert_eq!(ports, ["controller", "metrics"]);
+        assert_eq!(
+            component(
+                pdb.spec
+                    .and_then(|s| s.selector)
+                    .and_then(|s| s.match_labels)
+                    .as_ref()
+                    .expect("pdb selector")
+            )
+            .as_deref(),
+            Some("controller")
+        );
+        // Every node resolves through the headless Service; clients reach brokers only.
+        let headless = r
+            .headless_service
+            .spec
+            .and_then(|s| s.selector)
+            .expect("selector");
+        assert_eq!(component(&headless), None);
+        let bootstrap = r
+            .bootstrap_service
+            .spec
+            .and_then(|s| s.selector)
+            .expect("selector");
+        assert_eq!(component(&bootstrap).as_deref(), Some("broker"));
+        assert_eq!(
+            c.broker_certificate_names(1000),
+            [
+                "main-controller-1000.main-brokers.streaming.svc.cluster.local",
+                "main-controller-1000.main-brokers.streaming.svc",
+                "main-controller-1000.main-brokers.streaming"
+            ]
+        );
+        assert!(build(&with("  replicas: 2")).controllers.is_none());
     }
 
     #[test]
@@ -1572,9 +1919,10 @@ mod tests {
                 ("metrics".to_string(), 9404)
             ]
         );
+        // Brokers and dedicated controllers alike.
         assert_eq!(
             spec.selector,
-            Some(selector_labels(&valid(MINIMAL_CLUSTER)))
+            Some(cluster_selector_labels(&valid(MINIMAL_CLUSTER)))
         );
     }
 
@@ -2407,6 +2755,76 @@ mod tests {
     }
 
     #[test]
+    fn an_ingress_listener_gets_a_passthrough_ingress_per_broker_and_advertises_its_host() {
+        let mut c = with(
+            "  listeners:\n    additional:\n    - name: ROUTED\n      port: 9097\n      type: ingress\n      tls: {}\n      configuration:\n        class: nginx\n        bootstrap: {host: kafka.example.test}\n        hostTemplate: 'broker-{nodeId}.example.test'\n        brokers:\n        - {broker: 1, host: one.example.test}\n",
+        );
+        let services = external_services(&c, 3);
+        for service in &services {
+            let spec = service.spec.as_ref().expect("spec");
+            assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+            assert_eq!(spec.ports.as_ref().map(|p| p[0].port), Some(9097));
+        }
+        let routed: Vec<(String, String, String, i32)> = ingresses(&c, 3)
+            .into_iter()
+            .map(|ingress| {
+                assert_eq!(
+                    ingress.metadata.annotations.as_ref().expect("annotations")[SSL_PASSTHROUGH],
+                    "true"
+                );
+                let spec = ingress.spec.expect("spec");
+                assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+                let rule = spec.rules.expect("rules")[0].clone();
+                let backend = rule.http.expect("http").paths[0]
+                    .backend
+                    .service
+                    .clone()
+                    .expect("a Service");
+                let host = rule.host.expect("host");
+                assert_eq!(spec.tls.expect("tls")[0].hosts, Some(vec![host.clone()]));
+                (
+                    ingress.metadata.name.expect("name"),
+                    host,
+                    backend.name,
+                    backend.port.and_then(|p| p.number).expect("port"),
+                )
+            })
+            .collect();
+        let expected = [
+            ("main-routed-bootstrap", "kafka.example.test"),
+            ("main-routed-0", "broker-0.example.test"),
+            ("main-routed-1", "one.example.test"),
+            ("main-routed-2", "broker-2.example.test"),
+        ];
+        assert_eq!(
+            routed,
+            expected
+                .iter()
+                .map(|(name, host)| (name.to_string(), host.to_string(), name.to_string(), 9097))
+                .collect::<Vec<_>>()
+        );
+        assert!(ingresses(&with(""), 3).is_empty());
+        c.external_addresses.insert(
+            ("ROUTED".to_string(), 1),
+            format!("one.example.test:{INGRESS_PORT}"),
+        );
+        c.external_bootstraps.insert(
+            "ROUTED".to_string(),
+            format!("kafka.example.test:{INGRESS_PORT}"),
+        );
+        let one = properties(&server_properties(&c, 1));
+        assert!(
+            one["advertised.listeners"].ends_with("ROUTED://one.example.test:443"),
+            "{}",
+            one["advertised.listeners"]
+        );
+        let names = c.broker_certificate_names(1);
+        for host in ["one.example.test", "kafka.example.test"] {
+            assert!(names.iter().any(|n| n == host), "{host} in {names:?}");
+        }
+    }
+
+    #[test]
     fn additional_listeners_are_listened_on_advertised_and_mapped_to_their_protocol() {
         let c = with(SASL_SSL);
         let zero = properties(&server_properties(&c, 0));
@@ -2514,9 +2932,10 @@ mod tests {
             let policy = network_policy(&c).expect("a policy");
             assert_eq!(policy.metadata.name.as_deref(), Some("main-network-policy"));
             let spec = policy.spec.expect("spec");
+            // Every pod of the cluster: brokers and dedicated controllers.
             assert_eq!(
                 spec.pod_selector.and_then(|s| s.match_labels),
-                Some(selector_labels(&c))
+                Some(cluster_selector_labels(&c))
             );
             let rules = spec.ingress.expect("rules");
             assert_eq!(ports(&rules[0]), private, "authorization {authorization}");
@@ -2525,7 +2944,7 @@ mod tests {
             let peers = rules[0].from.clone().expect("peers");
             assert_eq!(
                 peers[0].pod_selector.clone().and_then(|s| s.match_labels),
-                Some(selector_labels(&c))
+                Some(cluster_selector_labels(&c))
             );
             assert_eq!(
                 peers[1]

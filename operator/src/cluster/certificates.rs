@@ -296,7 +296,8 @@ pub async fn ensure_ca(
     })
 }
 
-/// Makes sure every broker of `brokers` has a current certificate of the cluster CA in
+/// Makes sure every broker of `brokers`, and every dedicated controller, has a current
+/// certificate of the cluster CA in
 /// `<cluster>-broker-certs`, and returns that Secret's generation (see the module's notes).
 pub async fn ensure_broker_certificates(
     client: &Client,
@@ -330,7 +331,7 @@ pub async fn ensure_broker_certificates(
         ),
     ]);
     let mut replaced = false;
-    for ordinal in 0..brokers {
+    for ordinal in valid.node_ids(brokers) {
         let key = format!("{}.pem", valid.pod_name(ordinal));
         let names = valid.broker_certificate_names(ordinal);
         let current = existing.as_ref().and_then(|s| text(s, &key));

@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -50,16 +50,17 @@ use crate::crd::{
 };
 use crate::metrics::{BalanceFigures, CLUSTER};
 use build::{
-    build, build_running, claim_name, external_services, keep_volume_claims, running_volumes,
-    selector_string, storage_change, volume_field, ClusterResources, StorageChange, VolumeGrowth,
+    build, build_running, claim_name, external_services, ingresses, keep_volume_claims,
+    role_selector_labels, running_volumes, selector_string, storage_change, volume_field,
+    ClusterResources, Role, StorageChange, VolumeGrowth, INGRESS_PORT,
 };
 use roll::{next_restart, preferred_elections, RollStep, MANUAL_ROLL_ANNOTATION};
 use scaling::{decide, ScalingDecision, ScalingInput};
 use status::{
-    add_balance, cluster_status, failed_status, invalid_status, mark_unreachable,
+    add_balance, add_controllers, cluster_status, failed_status, invalid_status, mark_unreachable,
     waiting_for_load_balancers, ObservedBrokers,
 };
-use validate::{node_reader_binding_name, validate, CaKind, ValidatedCluster};
+use validate::{node_reader_binding_name, validate, CaKind, ControllerPool, ValidatedCluster};
 
 /// Finalizer of a KafkaCluster whose brokers may read nodes: removed once the operator has
 /// deleted the ClusterRoleBinding that allows it.
@@ -160,15 +161,17 @@ pub enum Error {
         cert: String,
         key: String,
     },
-    #[error("cannot list the Services of KafkaCluster {namespace}/{name}: {source}")]
-    ListServices {
+    #[error("cannot list the {kind}s of KafkaCluster {namespace}/{name}: {source}")]
+    List {
+        kind: &'static str,
         namespace: String,
         name: String,
         #[source]
         source: kube::Error,
     },
-    #[error("cannot delete Service {namespace}/{name}: {source}")]
-    DeleteService {
+    #[error("cannot delete {kind} {namespace}/{name}: {source}")]
+    Delete {
+        kind: &'static str,
         namespace: String,
         name: String,
         #[source]
@@ -213,8 +216,8 @@ impl Error {
             Error::Finalizer { .. } => "finalizer",
             Error::DeleteBinding { .. } => "delete_binding",
             Error::GrowVolumes { .. } => "grow_volumes",
-            Error::DeleteService { .. } => "delete_service",
-            Error::ListServices { .. } => "list_services",
+            Error::Delete { .. } => "delete",
+            Error::List { .. } => "list",
             Error::ReadSecret { .. } => "read_secret",
             Error::Certificate { .. } => "certificate",
             Error::MissingCa { .. } => "missing_ca",
@@ -237,13 +240,13 @@ impl Error {
             Error::MissingMetadata(_) => "InvalidObject",
             Error::Apply { .. } => "ApplyFailed",
             Error::GrowVolumes { .. } => "VolumeGrowthFailed",
-            Error::DeleteService { .. } => "DeleteFailed",
+            Error::Delete { .. } => "DeleteFailed",
             Error::NotOwned { .. } => "ResourceConflict",
             Error::Status { .. } => "StatusFailed",
             Error::ListPods { .. }
             | Error::ListNodes { .. }
             | Error::ReadStatefulSet { .. }
-            | Error::ListServices { .. }
+            | Error::List { .. }
             | Error::ReadSecret { .. } => "ReadFailed",
             Error::Certificate { .. } => "CertificateFailed",
             Error::MissingCa { .. } => "CertificateAuthorityMissing",
@@ -373,6 +376,16 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 .as_ref()
                 .and_then(|sts| sts.spec.as_ref())
                 .and_then(|spec| spec.replicas);
+            let existing_controllers = statefulsets
+                .get_opt(&valid.controller_statefulset_name())
+                .await
+                .map_err(|source| Error::ReadStatefulSet {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    source,
+                })?;
+            let (mut valid, pool_refused) =
+                kept_controllers(valid, running, existing_controllers.as_ref());
             let (kafka, unreachable) = match running {
                 Some(_) => match ctx.balancer.observe(&valid.bootstrap_address()).await {
                     Ok(observed) => (Some(observed), None),
@@ -381,14 +394,22 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 },
                 None => (None, None),
             };
-            let decision = decide(ScalingInput {
-                wanted: valid.replicas,
-                running,
-                operation: previous.and_then(|s| s.scaling.as_ref()),
-                kafka: kafka.as_ref(),
-                max_moves: MAX_MOVES,
-            });
-            let mut valid = kept_size(valid, &decision);
+            let decision = match (pool_refused, running) {
+                // Nothing changes until the spec's controllers are those running again.
+                (Some(why), Some(running)) => ScalingDecision {
+                    refused: Some(why),
+                    ..ScalingDecision::steady(running)
+                },
+                _ => decide(ScalingInput {
+                    wanted: valid.replicas,
+                    running,
+                    operation: previous.and_then(|s| s.scaling.as_ref()),
+                    kafka: kafka.as_ref(),
+                    max_moves: MAX_MOVES,
+                    quorum_in_brokers: valid.controllers.is_none(),
+                }),
+            };
+            valid = kept_size(valid, &decision);
             if let Some((_, round)) = &decision.round {
                 perform(&ctx, &cluster, &valid, round).await?;
             }
@@ -425,7 +446,7 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 .bootstraps
                 .iter()
                 .filter_map(|(listener, bootstrap)| match bootstrap {
-                    Bootstrap::LoadBalancer(address) => Some((listener.clone(), address.clone())),
+                    Bootstrap::Address(address) => Some((listener.clone(), address.clone())),
                     Bootstrap::NodePort(_) => None,
                 })
                 .collect();
@@ -493,8 +514,31 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                 }
                 keep_volume_claims(&mut resources.stateful_set, existing.as_ref());
             }
-            let statefulset = apply(&ctx.client, &namespace, &resources).await?;
+            // A controller's volume is fixed once made (claim templates cannot change in place).
+            if let Some((controllers, _)) = resources.controllers.as_mut() {
+                keep_volume_claims(controllers, existing_controllers.as_ref());
+            }
+            let (statefulset, controller_set) = apply(&ctx.client, &namespace, &resources).await?;
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            let controllers = match &controller_set {
+                Some(set) => {
+                    let selector = role_selector_labels(&valid, Role::Controller)
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let listed = pods
+                        .list(&ListParams::default().labels(&selector))
+                        .await
+                        .map_err(|source| Error::ListPods {
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                            source,
+                        })?;
+                    ObservedBrokers::from_objects(set, &listed.items)
+                }
+                None => ObservedBrokers::default(),
+            };
             let pods = pods
                 .list(&ListParams::default().labels(&selector_string(&valid)))
                 .await
@@ -578,6 +622,13 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                     tracing::debug!(%namespace, %name, %error, "the brokers cannot be reached yet");
                 }
             }
+            add_controllers(
+                &mut status,
+                &valid,
+                &controllers,
+                previous,
+                Timestamp::now(),
+            );
             status.listeners = listener_statuses(&valid, &external.bootstraps, &pods.items);
             status.certificate_authorities = [
                 (CaKind::Cluster, &cluster_ca),
@@ -658,6 +709,47 @@ fn kept_size(cluster: ValidatedCluster, decision: &ScalingDecision) -> Validated
         },
         None => cluster,
     }
+}
+
+/// The cluster with the dedicated controllers that run: the quorum's voters cannot change
+/// (that needs a dynamic quorum), so once the brokers run (`running`), a spec that adds,
+/// removes or resizes `spec.controllers` is refused with the reason, and the cluster is built
+/// with the controllers it has.
+fn kept_controllers(
+    mut cluster: ValidatedCluster,
+    running: Option<i32>,
+    controllers: Option<&StatefulSet>,
+) -> (ValidatedCluster, Option<String>) {
+    let has = controllers
+        .and_then(|sts| sts.spec.as_ref())
+        .and_then(|spec| spec.replicas);
+    let wanted = cluster.controllers.as_ref().map(|pool| pool.replicas);
+    if running.is_none() || has == wanted {
+        return (cluster, None);
+    }
+    let why = match (has, wanted) {
+        (None, _) => "spec.controllers cannot be added to a running cluster: its metadata quorum is its first brokers, fixed when it was formed; remove spec.controllers".to_string(),
+        (Some(n), None) => format!("spec.controllers cannot be removed: its {n} dedicated controllers are the metadata quorum; put it back"),
+        (Some(n), Some(m)) => format!("spec.controllers.replicas cannot change from {n} to {m}: the controllers are the metadata quorum's voters, fixed when the cluster was formed; keep {n}"),
+    };
+    cluster.controllers = has.map(|replicas| {
+        let volume = controllers
+            .and_then(running_volumes)
+            .and_then(|volumes| volumes.into_iter().next());
+        match cluster.controllers.take() {
+            Some(pool) => ControllerPool {
+                replicas,
+                volume: volume.unwrap_or(pool.volume),
+                ..pool
+            },
+            None => ControllerPool {
+                replicas,
+                volume: volume.unwrap_or_else(|| cluster.volumes[0].clone()),
+                resources: None,
+            },
+        }
+    });
+    (cluster, Some(why))
 }
 
 /// Deletes broker `ordinal`'s pod so the StatefulSet recreates it from the current template.
@@ -963,7 +1055,7 @@ pub async fn apply(
     client: &Client,
     namespace: &str,
     resources: &ClusterResources,
-) -> Result<StatefulSet, Error> {
+) -> Result<(StatefulSet, Option<StatefulSet>), Error> {
     if let Some(account) = &resources.service_account {
         apply_one(client, namespace, account).await?;
     }
@@ -990,7 +1082,17 @@ pub async fn apply(
     if let Some(policy) = &resources.network_policy {
         apply_one(client, namespace, policy).await?;
     }
-    apply_one(client, namespace, &resources.stateful_set).await
+    let controllers = match &resources.controllers {
+        Some((controllers, budget)) => {
+            apply_one(client, namespace, budget).await?;
+            Some(apply_one(client, namespace, controllers).await?)
+        }
+        None => None,
+    };
+    Ok((
+        apply_one(client, namespace, &resources.stateful_set).await?,
+        controllers,
+    ))
 }
 
 /// Grows the claims of the `running` brokers as `growth` says when their StorageClass allows
@@ -1133,8 +1235,8 @@ struct ExternalServices {
 enum Bootstrap {
     /// On every node, at this node port.
     NodePort(i32),
-    /// At its load balancer's `host:port`.
-    LoadBalancer(String),
+    /// At its load balancer's `host:port`, or its Ingress's host and port 443.
+    Address(String),
 }
 
 /// Applies the Services of the cluster's `nodeport` and `loadbalancer` listeners for
@@ -1156,39 +1258,7 @@ async fn apply_external_services(
         cluster.headless_service_name(),
         cluster.bootstrap_service_name(),
     ]);
-    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let delete_failed = |name: &str| {
-        let name = name.to_string();
-        move |source| Error::DeleteService {
-            namespace: namespace.to_string(),
-            name,
-            source,
-        }
-    };
-    let owned = services
-        .list(&ListParams::default().labels(&selector_string(cluster)))
-        .await
-        .map_err(|source| Error::ListServices {
-            namespace: namespace.to_string(),
-            name: cluster.name.clone(),
-            source,
-        })?;
-    for service in owned.items {
-        let name = service.name_any();
-        let ours = service
-            .owner_references()
-            .iter()
-            .any(|owner| owner.uid == cluster.owner.uid);
-        if ours && !keep.contains(&name) {
-            match services.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    tracing::info!(%namespace, service = %name, "deleted a Service no broker or listener needs")
-                }
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(source) => return Err(delete_failed(&name)(source)),
-            }
-        }
-    }
+    delete_unneeded::<Service>(client, namespace, cluster, &keep).await?;
     let mut found = ExternalServices::default();
     for service in wanted {
         let applied = apply_one(client, namespace, &service).await?;
@@ -1202,12 +1272,18 @@ async fn apply_external_services(
             }
             let reached = match listener.type_ {
                 ListenerType::LoadBalancer => match load_balancer_address(&applied) {
-                    Some(host) => Bootstrap::LoadBalancer(format!("{host}:{}", listener.port)),
+                    Some(host) => Bootstrap::Address(format!("{host}:{}", listener.port)),
                     None => {
                         found.pending.push(name.clone());
                         continue;
                     }
                 },
+                ListenerType::Ingress => {
+                    let Some(host) = listener.ingress_host(ordinal) else {
+                        continue;
+                    };
+                    Bootstrap::Address(format!("{host}:{INGRESS_PORT}"))
+                }
                 ListenerType::NodePort | ListenerType::Internal => {
                     let Some(node_port) = applied
                         .spec
@@ -1224,7 +1300,7 @@ async fn apply_external_services(
             if let Some(ordinal) = ordinal {
                 let address = match &reached {
                     Bootstrap::NodePort(port) => format!("{NODE_ADDRESS}:{port}"),
-                    Bootstrap::LoadBalancer(address) => address.clone(),
+                    Bootstrap::Address(address) => address.clone(),
                 };
                 found
                     .by_broker
@@ -1234,7 +1310,82 @@ async fn apply_external_services(
             }
         }
     }
+    apply_ingresses(client, namespace, cluster, brokers).await?;
     Ok(found)
+}
+
+/// Applies the Ingresses of the cluster's `ingress` listeners for `brokers` brokers, and
+/// deletes those of the cluster nothing needs any more.
+async fn apply_ingresses(
+    client: &Client,
+    namespace: &str,
+    cluster: &ValidatedCluster,
+    brokers: i32,
+) -> Result<(), Error> {
+    let wanted = ingresses(cluster, brokers);
+    let keep: Vec<String> = wanted
+        .iter()
+        .filter_map(|i| i.metadata.name.clone())
+        .collect();
+    delete_unneeded::<Ingress>(client, namespace, cluster, &keep).await?;
+    for ingress in &wanted {
+        apply_one(client, namespace, ingress).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the objects of kind `K` the cluster owns (by its labels and owner reference) but
+/// `keep` does not name.
+async fn delete_unneeded<K>(
+    client: &Client,
+    namespace: &str,
+    cluster: &ValidatedCluster,
+    keep: &[String],
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned,
+{
+    let kind = match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "object",
+    };
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let owned = api
+        .list(&ListParams::default().labels(&selector_string(cluster)))
+        .await
+        .map_err(|source| Error::List {
+            kind,
+            namespace: namespace.to_string(),
+            name: cluster.name.clone(),
+            source,
+        })?;
+    for object in owned.items {
+        let name = object.name_any();
+        let ours = object
+            .owner_references()
+            .iter()
+            .any(|owner| owner.uid == cluster.owner.uid);
+        if ours && !keep.contains(&name) {
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(%namespace, %kind, %name, "deleted an object no broker or listener needs")
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::Delete {
+                        kind,
+                        namespace: namespace.to_string(),
+                        name,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The first address a load balancer controller wrote into a Service's status: its IP, or
@@ -1280,7 +1431,7 @@ fn listener_statuses(
                     node.as_ref().map(|node| format!("{node}:{port}")),
                     Some(*port),
                 ),
-                Some(Bootstrap::LoadBalancer(address)) => (Some(address.clone()), None),
+                Some(Bootstrap::Address(address)) => (Some(address.clone()), None),
                 None => (None, None),
             };
             ListenerStatus {
@@ -1537,8 +1688,13 @@ pub fn manifests(
         serde_yaml::to_string(&r.pdb),
         serde_yaml::to_string(&r.stateful_set),
     ]);
+    if let Some((controllers, budget)) = &r.controllers {
+        documents.push(serde_yaml::to_string(budget));
+        documents.push(serde_yaml::to_string(controllers));
+    }
     documents.extend(r.network_policy.iter().map(serde_yaml::to_string));
     documents.extend(r.external_services.iter().map(serde_yaml::to_string));
+    documents.extend(r.ingresses.iter().map(serde_yaml::to_string));
     let mut out = String::new();
     for document in documents {
         out.push_str("---\n");
@@ -2169,6 +2325,7 @@ mod tests {
             operation: None,
             kafka: Some(&kafka),
             max_moves: MAX_MOVES,
+            quorum_in_brokers: true,
         });
         assert!(decision.refused.is_some(), "{decision:?}");
         let kept = kept_size(spec(2), &decision);

@@ -7,9 +7,9 @@
 //!   (the highest ordinals); a drain that would leave a topic with more replicas than brokers
 //!   is refused with the topic named. Once no replica is left on them and no reassignment is
 //!   in flight, the StatefulSet shrinks.
-//! - The metadata quorum is the lowest ordinals (one voter below three brokers, three from
-//!   three on), fixed when the cluster was formed: a change of size that would change the
-//!   quorum is refused.
+//! - Without dedicated controllers, the metadata quorum is the lowest ordinals (one voter
+//!   below three brokers, three from three on), fixed when the cluster was formed: a change of
+//!   size that would change the quorum is refused. With them, the brokers scale freely.
 //!
 //! - **Removed brokers** stay registered (fenced) and learners of the metadata quorum, whose
 //!   leader keeps trying to reach them, until they are unregistered: once a broker is past the
@@ -37,6 +37,9 @@ pub struct ScalingInput<'a> {
     pub kafka: Option<&'a Observed>,
     /// Reassignments in flight at once.
     pub max_moves: usize,
+    /// Whether the first brokers are the metadata quorum's voters (no dedicated controllers),
+    /// so that a change of size may change the quorum.
+    pub quorum_in_brokers: bool,
 }
 
 /// What to do now.
@@ -120,7 +123,7 @@ fn next_step(input: ScalingInput<'_>) -> ScalingDecision {
         None if wanted == running => return ScalingDecision::steady(running),
         None => (running, wanted),
     };
-    if voters(from) != voters(to) {
+    if input.quorum_in_brokers && voters(from) != voters(to) {
         return ScalingDecision {
             refused: Some(format!(
                 "cannot go from {from} to {to} brokers: the metadata quorum (the first {} brokers, fixed when the cluster was formed) would change to the first {}; keep spec.replicas {} 3",
@@ -301,6 +304,7 @@ mod tests {
             operation,
             kafka,
             max_moves: 4,
+            quorum_in_brokers: true,
         }
     }
 
@@ -609,6 +613,14 @@ mod tests {
         }
         let d = decide(input(2, Some(1), None, Some(&k)));
         assert_eq!(d.refused, None, "1 → 2 keeps the single voter");
+        // With dedicated controllers the brokers are not the quorum.
+        for (running, wanted) in [(3, 2), (1, 3), (2, 4)] {
+            let d = decide(ScalingInput {
+                quorum_in_brokers: false,
+                ..input(wanted, Some(running), None, Some(&k))
+            });
+            assert_eq!(d.refused, None, "{running} → {wanted}: {d:?}");
+        }
     }
 
     #[test]

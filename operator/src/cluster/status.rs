@@ -11,7 +11,7 @@ use super::scaling::ScalingDecision;
 use super::validate::{InvalidCluster, ValidatedCluster};
 use crate::balance::step::Health;
 use crate::conditions::{self, Wanted, DEGRADED, READY, RECONCILING};
-use crate::crd::{BalanceStatus, BrokerStatus, KafkaClusterStatus};
+use crate::crd::{BalanceStatus, BrokerStatus, ControllerStatus, KafkaClusterStatus};
 
 /// What Kubernetes reports about the brokers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -235,6 +235,8 @@ pub fn cluster_status(
         // The reconciler adds them once it knows the node ports.
         listeners: Vec::new(),
         brokers,
+        // The reconciler adds them from their own StatefulSet.
+        controllers: Vec::new(),
         scaling: scaling.operation.clone(),
         balance: None,
         // The reconciler adds them once it has the CAs.
@@ -358,6 +360,59 @@ pub fn failed_status(
             now,
         ),
         ..previous
+    }
+}
+
+/// Adds the dedicated controllers (`observed` from their StatefulSet and pods) to `status`. A
+/// cluster whose controllers are not all ready from the current template is not ready:
+/// `Ready` turns false with reason `ControllersNotReady`.
+pub fn add_controllers(
+    status: &mut KafkaClusterStatus,
+    cluster: &ValidatedCluster,
+    observed: &ObservedBrokers,
+    previous: Option<&KafkaClusterStatus>,
+    now: Timestamp,
+) {
+    let Some(pool) = &cluster.controllers else {
+        return;
+    };
+    status.controllers = pool
+        .ids()
+        .map(|id| {
+            let pod = cluster.pod_name(id);
+            ControllerStatus {
+                id,
+                ready: observed.pods.get(&pod).copied().unwrap_or(false),
+                pod,
+            }
+        })
+        .collect();
+    let wanted = pool.replicas;
+    let why = if !observed.spec_seen || observed.replicas != wanted || observed.updated < wanted {
+        format!(
+            "{}/{wanted} controllers run the current configuration",
+            observed.updated.min(observed.replicas)
+        )
+    } else if observed.ready < wanted {
+        format!("{}/{wanted} controllers ready", observed.ready)
+    } else {
+        return;
+    };
+    const REASON: &str = "ControllersNotReady";
+    let since = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == READY))
+        .filter(|c| c.status == "False" && c.reason == REASON)
+        .map(|c| c.last_transition_time.clone());
+    if let Some(ready) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == READY && c.status == "True")
+    {
+        ready.status = "False".to_string();
+        ready.reason = REASON.to_string();
+        ready.message = why;
+        ready.last_transition_time =
+            since.unwrap_or(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
     }
 }
 

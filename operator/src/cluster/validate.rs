@@ -9,9 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
 use crate::crd::{
-    AdminCredentials, AuthorizationSpec, CertificateAuthority, ClientAuth, KafkaCluster,
-    ListenerSpec, ListenerTls, ListenerType, PodTemplateOverrides, PullPolicy, StorageSpec,
-    MAX_CLUSTER_NAME, MAX_VOLUMES,
+    AdminCredentials, AuthorizationSpec, CertificateAuthority, ClientAuth, ControllerPoolSpec,
+    KafkaCluster, ListenerSpec, ListenerTls, ListenerType, PodTemplateOverrides, PullPolicy,
+    StorageSpec, MAX_CLUSTER_NAME, MAX_VOLUMES,
 };
 
 /// Settings the operator was started with that shape every cluster.
@@ -193,6 +193,29 @@ pub struct ValidatedCluster {
     /// `<cluster>-broker-certs`): a change rolls the brokers. The reconciler fills this in
     /// once it has made the certificates.
     pub certificates_generation: u64,
+    /// The dedicated controllers (`spec.controllers`), `None` when the first brokers form the
+    /// quorum.
+    pub controllers: Option<ControllerPool>,
+}
+
+/// The node id of the first dedicated controller: the pool's StatefulSet starts its ordinals
+/// there, so a pod's name ends in its node id, and broker ordinals never reach it.
+pub const FIRST_CONTROLLER_ID: i32 = 1000;
+
+/// A cluster's dedicated controllers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerPool {
+    pub replicas: i32,
+    /// Each controller's one volume.
+    pub volume: DataVolume,
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl ControllerPool {
+    /// The controllers' node ids.
+    pub fn ids(&self) -> std::ops::Range<i32> {
+        FIRST_CONTROLLER_ID..FIRST_CONTROLLER_ID + self.replicas
+    }
 }
 
 /// One of a broker's data volumes: its claim template, where it is mounted, and the log
@@ -364,6 +387,27 @@ impl ValidatedCluster {
         self.name.clone()
     }
 
+    /// The dedicated controllers' StatefulSet (and PodDisruptionBudget), and the prefix of
+    /// their pod names.
+    pub fn controller_statefulset_name(&self) -> String {
+        format!("{}-controller", self.name)
+    }
+
+    /// Whether node `id` is a dedicated controller.
+    pub fn is_controller(&self, id: i32) -> bool {
+        self.controllers
+            .as_ref()
+            .is_some_and(|pool| pool.ids().contains(&id))
+    }
+
+    /// Every node of a cluster running `brokers` brokers: the brokers, then the dedicated
+    /// controllers.
+    pub fn node_ids(&self, brokers: i32) -> Vec<i32> {
+        (0..brokers)
+            .chain(self.controllers.iter().flat_map(ControllerPool::ids))
+            .collect()
+    }
+
     /// The service account of the broker pods, when they need one (`spec.rack`: the init
     /// container reads the pod's Node).
     pub fn broker_service_account_name(&self) -> String {
@@ -399,7 +443,8 @@ impl ValidatedCluster {
         format!("{}-broker-certs", self.name)
     }
 
-    /// Every name a client reaches broker `ordinal` by: its pod's DNS names, the bootstrap
+    /// Every name a client reaches broker `ordinal` by (a dedicated controller: its pod's DNS
+    /// names alone): its pod's DNS names, the bootstrap
     /// Service's, and its and its listeners' bootstraps' load balancer addresses (not a node
     /// port's node address, which the pod learns at start).
     pub fn broker_certificate_names(&self, ordinal: i32) -> Vec<String> {
@@ -412,11 +457,17 @@ impl ValidatedCluster {
             format!("{pod}.{headless}.{ns}.svc.{domain}"),
             format!("{pod}.{headless}.{ns}.svc"),
             format!("{pod}.{headless}.{ns}"),
+        ];
+        if self.is_controller(ordinal) {
+            // Only its peers reach a dedicated controller, by its pod's name.
+            return names;
+        }
+        names.extend([
             format!("{bootstrap}.{ns}.svc.{domain}"),
             format!("{bootstrap}.{ns}.svc"),
             format!("{bootstrap}.{ns}"),
             bootstrap.clone(),
-        ];
+        ]);
         for listener in self.external_listeners() {
             names.push(format!(
                 "{}.{ns}.svc",
@@ -492,8 +543,13 @@ impl ValidatedCluster {
         Some(users.join(";"))
     }
 
-    pub fn pod_name(&self, ordinal: i32) -> String {
-        format!("{}-{ordinal}", self.name)
+    /// The pod of node `id`: a broker's ordinal, or a dedicated controller's.
+    pub fn pod_name(&self, id: i32) -> String {
+        if self.is_controller(id) {
+            format!("{}-{id}", self.controller_statefulset_name())
+        } else {
+            format!("{}-{id}", self.name)
+        }
     }
 
     /// A broker's stable DNS name through the headless Service.
@@ -517,9 +573,13 @@ impl ValidatedCluster {
         )
     }
 
-    /// Node ids of the metadata quorum voters: the lowest ordinals, one below three brokers
-    /// and three from three on (an even count adds no fault tolerance).
+    /// Node ids of the metadata quorum voters: the dedicated controllers, else the lowest
+    /// ordinals, one below three brokers and three from three on (an even count adds no fault
+    /// tolerance).
     pub fn voters(&self) -> Vec<i32> {
+        if let Some(pool) = &self.controllers {
+            return pool.ids().collect();
+        }
         let count = if self.replicas >= 3 { 3 } else { 1 };
         (0..count).collect()
     }
@@ -627,6 +687,9 @@ pub fn validate(
     }
     let (tls, sasl_mechanism) = check_listeners(&listeners.additional, &mut problems);
     for listener in &listeners.additional {
+        check_ingress(listener, spec.replicas, &mut problems);
+    }
+    for listener in &listeners.additional {
         if listener.type_ == ListenerType::Internal {
             continue;
         }
@@ -651,6 +714,23 @@ pub fn validate(
     );
 
     check_storage(&spec.storage, &mut problems);
+    let controllers = spec.controllers.as_ref().map(|pool| {
+        check_controllers(&name, spec.replicas, pool, &mut problems);
+        let brokers = data_volumes(&spec.storage);
+        let storage = pool.storage.as_ref();
+        ControllerPool {
+            replicas: pool.replicas,
+            volume: DataVolume {
+                id: None,
+                size: storage.map_or_else(|| brokers[0].size.clone(), |s| s.size.clone()),
+                storage_class_name: match storage {
+                    Some(s) => s.storage_class_name.clone(),
+                    None => brokers[0].storage_class_name.clone(),
+                },
+            },
+            resources: pool.resources.clone(),
+        }
+    });
 
     if let Some(rack) = &spec.rack {
         if !is_label_key(&rack.topology_key) {
@@ -745,7 +825,55 @@ pub fn validate(
         cluster_ca: spec.cluster_ca.clone().unwrap_or_default(),
         clients_ca: spec.clients_ca.clone().unwrap_or_default(),
         certificates_generation: 0,
+        controllers,
     })
+}
+
+/// Checks `spec.controllers` of cluster `name` with `brokers` brokers.
+fn check_controllers(
+    name: &str,
+    brokers: i32,
+    pool: &ControllerPoolSpec,
+    problems: &mut Vec<String>,
+) {
+    if ![1, 3, 5].contains(&pool.replicas) {
+        problems.push(format!(
+            "spec.controllers.replicas is {}; a controller pool has 1, 3 or 5 controllers (an even count adds no fault tolerance)",
+            pool.replicas
+        ));
+    }
+    if brokers > FIRST_CONTROLLER_ID {
+        problems.push(format!(
+            "spec.replicas is {brokers}; with spec.controllers a cluster has at most {FIRST_CONTROLLER_ID} brokers (the controllers' node ids start at {FIRST_CONTROLLER_ID})"
+        ));
+    }
+    let longest = MAX_CLUSTER_NAME - "-controller".len();
+    if name.len() > longest {
+        problems.push(format!(
+            "metadata.name `{name}` has {} characters; with spec.controllers at most {longest} fit in the labels of StatefulSet `{name}-controller`",
+            name.len()
+        ));
+    }
+    if let Some(storage) = &pool.storage {
+        match parse_quantity(&storage.size) {
+            Ok(bytes) if bytes < MIN_STORAGE_BYTES => problems.push(format!(
+                "spec.controllers.storage.size `{}` is less than 1Mi",
+                storage.size
+            )),
+            Ok(_) => {}
+            Err(why) => problems.push(format!(
+                "spec.controllers.storage.size `{}` is not a quantity: {why} (for example 1Gi)",
+                storage.size
+            )),
+        }
+        if let Some(class) = &storage.storage_class_name {
+            if !is_dns_subdomain(class) {
+                problems.push(format!(
+                    "spec.controllers.storage.storageClassName `{class}` is not a valid storage class name"
+                ));
+            }
+        }
+    }
 }
 
 /// Checks the additional listeners; returns the TLS settings and the SASL mechanism they
@@ -821,6 +949,83 @@ fn check_listeners(
         tls.map(|(_, settings)| settings.clone()),
         sasl.map(|(_, mechanism)| mechanism),
     )
+}
+
+/// An `ingress` listener: TLS (the ingress controller passes it through, routing by SNI), a
+/// bootstrap host and one for each of the `brokers`, all distinct, and no node ports; other
+/// listeners have no hosts.
+fn check_ingress(listener: &ListenerSpec, brokers: i32, problems: &mut Vec<String>) {
+    let field = format!("spec.listeners.additional[{}]", listener.name);
+    let configuration = listener.configuration.clone().unwrap_or_default();
+    if listener.type_ != ListenerType::Ingress {
+        let hosts = configuration
+            .bootstrap
+            .as_ref()
+            .is_some_and(|b| b.host.is_some())
+            || configuration.brokers.iter().any(|b| b.host.is_some())
+            || configuration.host_template.is_some()
+            || configuration.class.is_some();
+        if hosts {
+            problems.push(format!(
+                "{field}.configuration: hosts, hostTemplate and class are for ingress listeners"
+            ));
+        }
+        return;
+    }
+    if listener.tls.is_none() {
+        problems.push(format!(
+            "{field}: an ingress listener needs tls (the ingress controller passes TLS through to the broker, routing by its server name)"
+        ));
+    }
+    if configuration
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.node_port)
+        .is_some()
+        || configuration.brokers.iter().any(|b| b.node_port.is_some())
+    {
+        problems.push(format!(
+            "{field}.configuration: node ports are for nodeport and loadbalancer listeners"
+        ));
+    }
+    if let Some(template) = &configuration.host_template {
+        if !template.contains("{nodeId}") {
+            problems.push(format!(
+                "{field}.configuration.hostTemplate `{template}` has no {{nodeId}}, so every broker would get the same host"
+            ));
+        }
+    }
+    if let Some(class) = configuration
+        .class
+        .as_ref()
+        .filter(|c| !is_dns_subdomain(c))
+    {
+        problems.push(format!(
+            "{field}.configuration.class `{class}` is not an IngressClass name"
+        ));
+    }
+    let mut hosts: Vec<(String, String)> = Vec::new();
+    match listener.ingress_host(None) {
+        Some(host) => hosts.push((host, format!("{field}.configuration.bootstrap.host"))),
+        None => problems.push(format!(
+            "{field}.configuration.bootstrap.host is missing: an ingress listener's clients bootstrap from it"
+        )),
+    }
+    for id in 0..brokers {
+        match listener.ingress_host(Some(id)) {
+            Some(host) => hosts.push((host, format!("{field}: broker {id}'s host"))),
+            None => problems.push(format!(
+                "{field}.configuration: broker {id} has no host; give hostTemplate (with {{nodeId}}) or a host in brokers"
+            )),
+        }
+    }
+    for (i, (host, at)) in hosts.iter().enumerate() {
+        if !is_dns_subdomain(host) || host.contains('{') {
+            problems.push(format!("{at} `{host}` is not a host name"));
+        } else if let Some((_, first)) = hosts[..i].iter().find(|(h, _)| h == host) {
+            problems.push(format!("{at} `{host}` is also {first}"));
+        }
+    }
 }
 
 /// Fixed node ports: only on external listeners, each broker once per listener, in range,
@@ -1128,6 +1333,44 @@ mod tests {
     }
 
     #[test]
+    fn dedicated_controllers_are_the_quorum_and_their_pool_is_checked() {
+        let settings = OperatorSettings::default();
+        let yaml = format!("{MINIMAL_CLUSTER}\n  replicas: 1\n  controllers:\n    replicas: 5\n");
+        let valid = validate(&cluster(&yaml), &settings).expect("valid");
+        assert_eq!(valid.voters(), vec![1000, 1001, 1002, 1003, 1004]);
+        assert_eq!(valid.node_ids(2), vec![0, 1, 1000, 1001, 1002, 1003, 1004]);
+        assert_eq!(valid.pod_name(1003), "main-controller-1003");
+        assert_eq!(valid.pod_name(3), "main-3");
+        let pool = valid.controllers.expect("a pool");
+        assert_eq!(pool.volume.size, "10Gi", "the brokers' size by default");
+        let refused = format!(
+            "{MINIMAL_CLUSTER}\n  replicas: 1001\n  controllers:\n    replicas: 2\n    storage:\n      size: 1k\n      storageClassName: Not_A_Class\n"
+        );
+        let problems = validate(&cluster(&refused), &settings)
+            .expect_err("refused")
+            .problems;
+        for expected in [
+            "spec.controllers.replicas is 2",
+            "at most 1000 brokers",
+            "spec.controllers.storage.size `1k` is less than 1Mi",
+            "storageClassName `Not_A_Class`",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+        let long = format!(
+            "{}\n  controllers:\n    replicas: 3\n",
+            MINIMAL_CLUSTER.replace("name: main", &format!("name: {}", "a".repeat(45)))
+        );
+        let problems = validate(&cluster(&long), &settings)
+            .expect_err("refused")
+            .problems;
+        assert!(problems[0].contains("at most 41"), "{problems:?}");
+    }
+
+    #[test]
     fn zero_replicas_are_refused() {
         let message = one_problem(&format!("{MINIMAL_CLUSTER}\n  replicas: 0\n"));
         assert!(message.contains("spec.replicas is 0"), "{message}");
@@ -1346,6 +1589,34 @@ mod tests {
         let valid = validate(
             &cluster(&listeners(
                 "    - name: NODES\n      port: 9095\n      type: nodeport\n      configuration:\n        bootstrap: {nodePort: 31000}\n        brokers:\n        - {broker: 0, nodePort: 31001}\n",
+            )),
+            &OperatorSettings::default(),
+        );
+        assert!(valid.is_ok(), "{:?}", valid.err());
+    }
+
+    #[test]
+    fn an_ingress_listener_needs_tls_and_a_distinct_host_for_the_bootstrap_and_each_broker() {
+        let problems = problems(&listeners(
+            "    - name: ROUTED\n      port: 9097\n      type: ingress\n      configuration:\n        bootstrap: {nodePort: 31000}\n        hostTemplate: broker.example.test\n        brokers:\n        - {broker: 0, host: Not_A_Host}\n    - name: NODES\n      port: 9095\n      type: nodeport\n      configuration:\n        class: nginx\n",
+        ));
+        for expected in [
+            "[NODES].configuration: hosts, hostTemplate and class are for ingress listeners",
+            "[ROUTED]: an ingress listener needs tls",
+            "[ROUTED].configuration: node ports are for nodeport and loadbalancer listeners",
+            "hostTemplate `broker.example.test` has no {nodeId}",
+            "bootstrap.host is missing",
+            "broker 0's host `Not_A_Host` is not a host name",
+            "broker 2's host `broker.example.test` is also spec.listeners.additional[ROUTED]: broker 1's host",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+        let valid = validate(
+            &cluster(&listeners(
+                "    - name: ROUTED\n      port: 9097\n      type: ingress\n      tls: {}\n      configuration:\n        bootstrap: {host: kafka.example.test}\n        hostTemplate: 'broker-{nodeId}.example.test'\n",
             )),
             &OperatorSettings::default(),
         );

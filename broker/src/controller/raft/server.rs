@@ -320,6 +320,12 @@ pub(crate) async fn serve(
                                 .await
                             {
                                 Ok(Ok(stream)) => Connection::over(Box::new(stream)),
+                                // Closed before a handshake: a TCP probe (the kubelet's) or
+                                // a port scan, not a peer.
+                                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                                    tracing::debug!(%peer, "controller connection closed before a TLS handshake");
+                                    return;
+                                }
                                 Ok(Err(e)) => {
                                     tracing::warn!(%peer, error = %e, "controller connection refused: TLS handshake failed");
                                     return;

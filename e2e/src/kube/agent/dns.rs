@@ -4,7 +4,8 @@
 //! headless Service's ready pods. Each cluster IP and port has a TCP proxy to the Service's
 //! ready endpoints (from its EndpointSlices), round robin, as kube-proxy's userspace mode did;
 //! so has each node port of a NodePort Service, on the nodes' address (the gateway's), and each
-//! port of a LoadBalancer Service on its load balancer's address.
+//! port of a LoadBalancer Service on its load balancer's address. The hosts of passthrough
+//! Ingresses name the ingress controller's address (see [`super::ingress`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client, ResourceExt as _};
@@ -30,6 +32,7 @@ pub async fn run(client: Client, hosts_file: PathBuf) {
     let (pods, pod_writer) = reflector::store::<Pod>();
     let (services, service_writer) = reflector::store::<Service>();
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+    let (ingresses, ingress_writer) = reflector::store::<Ingress>();
     let (tick, mut ticks) = tokio::sync::mpsc::channel::<()>(1);
     let watch = |stream: futures::stream::BoxStream<'static, ()>| {
         let tick = tick.clone();
@@ -61,10 +64,20 @@ pub async fn run(client: Client, hosts_file: PathBuf) {
     .reflect(slice_writer)
     .map(|_| ())
     .boxed();
+    let ingress_stream = watcher(
+        Api::<Ingress>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(ingress_writer)
+    .map(|_| ())
+    .boxed();
     let _tasks = [
         watch(pod_stream),
         watch(service_stream),
         watch(slice_stream),
+        watch(ingress_stream),
+        tokio::spawn(super::ingress::serve(ingresses.clone(), services.clone())),
     ];
     let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::new()));
     let mut proxies: BTreeMap<(IpAddr, u16), JoinHandle<()>> = BTreeMap::new();
@@ -72,7 +85,7 @@ pub async fn run(client: Client, hosts_file: PathBuf) {
     while ticks.recv().await.is_some() {
         // Let a burst of changes settle into one rewrite.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let hosts = hosts_text(&pods, &services, &slices);
+        let hosts = hosts_text(&pods, &services, &slices, &ingresses);
         if hosts != written {
             if let Err(error) = write_in_place(&hosts_file, &hosts) {
                 tracing::warn!("writing the hosts file: {error}");
@@ -243,6 +256,7 @@ fn hosts_text(
     pods: &Store<Pod>,
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
+    ingresses: &Store<Ingress>,
 ) -> String {
     let mut lines: BTreeSet<(IpAddr, String)> = BTreeSet::new();
     for pod in pods.state() {
@@ -285,6 +299,9 @@ fn hosts_text(
             }
             None => {}
         }
+    }
+    for host in super::ingress::routes(ingresses).into_keys() {
+        lines.insert((IpAddr::V4(super::ingress::INGRESS_ADDRESS), host));
     }
     let mut text = HOSTS_HEADER.to_string();
     for (ip, names) in lines {

@@ -19,8 +19,8 @@ pub use crate::kube::sandbox::LOAD_BALANCER_CIDR;
 
 /// The first address handed out: the `.1` of [`LOAD_BALANCER_CIDR`].
 const FIRST: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
-/// How many addresses are handed out (`.1` to `.254`).
-const ADDRESSES: u32 = 254;
+/// How many addresses are handed out (`.1` to `.253`: `.254` is the ingress controller's).
+const ADDRESSES: u32 = 253;
 
 /// Gives every LoadBalancer Service an address until cancelled.
 pub async fn run(client: Client) {

@@ -4,11 +4,13 @@
 //! mounted where the pod spec says; runs probes and writes pod status back; restarts crashed
 //! containers; stops deleted pods with SIGTERM and their grace period. Beside that it provisions
 //! the default StorageClass's volumes, gives LoadBalancer Services their addresses (see
-//! [`loadbalancer`]) and keeps cluster names and Service addresses working (see [`dns`]). It must run inside the sandbox ([`crate::kube::sandbox`]).
+//! [`loadbalancer`]), passes TLS through to the Services of passthrough Ingresses (see
+//! [`ingress`]) and keeps cluster names and Service addresses working (see [`dns`]). It must run inside the sandbox ([`crate::kube::sandbox`]).
 
 pub mod dns;
 pub mod downward;
 pub mod exec;
+pub mod ingress;
 pub mod loadbalancer;
 pub mod net;
 pub mod node;
