@@ -598,7 +598,8 @@ pub struct StorageSpec {
     /// `/var/lib/oxbow/data-<id>`, and its log directory `/var/lib/oxbow/data-<id>/log` is one of
     /// the broker's `log.dirs`; a new partition goes to the directory holding the fewest, and
     /// `kafka-reassign-partitions.sh` moves a replica between them. Empty: one volume of `size`.
-    /// Volumes cannot be added or removed once the brokers run; each can grow.
+    /// Each can grow; a volume with an id above every other can be added to running brokers
+    /// (they restart one at a time to take it); none can be removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_VOLUMES))]
     pub volumes: Vec<VolumeSpec>,

@@ -2,8 +2,9 @@
 //! their pods: `examples/kafkacluster-jbod.yaml` applied as it is gives each broker a claim
 //! per volume, each mounted and one of its `log.dirs`; a topic's replicas are spread over both
 //! directories of every broker (DescribeLogDirs, and the files on the volumes themselves); one
-//! volume grows without a broker restart or the other volume changing; adding a volume is
-//! refused in the status; every record reads back.
+//! volume grows without a broker restart or the other volume changing; a third volume added
+//! to the running brokers rolls them onto it, and new partitions fill it first; removing a
+//! volume is refused in the status; every record reads back.
 //!
 //! Runs in a sandbox of its own, as `operator/tests/kubernetes.rs` describes. Needs root, and
 //! `cargo build --workspace --bins` first.
@@ -268,22 +269,66 @@ fn jbod_brokers_spread_partitions_over_their_volumes_and_a_volume_grows_on_its_o
                 );
                 ensure!(pod_uids(&env)? == pods_before, "growing a volume restarted a broker");
 
-                // A volume added to running brokers is refused; the others stay.
-                patch_volumes(&env, "[{\"id\":0},{\"id\":1,\"size\":\"300Gi\"},{\"id\":2}]")?;
-                env.wait("the added volume refused", Duration::from_secs(60), |env| {
+                // Volume 2 added to the running brokers: each restarts once, one at a time, and
+                // takes it as a third log directory; new partitions fill it first.
+                patch_volumes(&env, "[{\"id\":0},{\"id\":1,\"size\":\"300Gi\"},{\"id\":2,\"size\":\"50Gi\"}]")?;
+                env.wait("every broker on three volumes", Duration::from_secs(360), |env| {
+                    let found = claims(env)?;
+                    let ready = env.jsonpath("default", "kafkacluster/jbod", "{.status.conditions[?(@.type==\"Ready\")].status}")?;
+                    let generation = env.jsonpath("default", "kafkacluster/jbod", "{.metadata.generation}")?;
+                    let observed = env.jsonpath("default", "kafkacluster/jbod", "{.status.observedGeneration}")?;
+                    Ok(sizes(&found, 2).len() == 3 && ready == "True" && generation == observed)
+                })?;
+                let found = claims(&env)?;
+                ensure!(
+                    sizes(&found, 2) == ["data-2-jbod-0=50Gi", "data-2-jbod-1=50Gi", "data-2-jbod-2=50Gi"]
+                        && sizes(&found, 0).len() == 3
+                        && sizes(&found, 1).iter().all(|s| s.ends_with("=300Gi")),
+                    "a claim of volume 2 per broker, the others kept: {found:?}"
+                );
+                let after = pod_uids(&env)?;
+                ensure!(
+                    after.split_whitespace().all(|uid| !pods_before.contains(uid)),
+                    "every broker restarted to take the volume: {pods_before} then {after}"
+                );
+                let events = env.kubectl(&["-n", "default", "get", "events", "--field-selector", "involvedObject.name=jbod", "-o", "jsonpath={.items[*].reason}"])?;
+                ensure!(events.contains("VolumesAdding"), "events: {events}");
+                let more = python_json(CLIENT, &["create", BOOTSTRAP, "spread-more"])?;
+                ensure!(more["delivered"] == 600, "{more}");
+                let described = python_json(CLIENT, &["dirs", BOOTSTRAP, "spread-more"])?;
+                eprintln!("log directories after adding volume 2: {described}");
+                let three = [DIRS[0], DIRS[1], "/var/lib/oxbow/data-2/log"];
+                for broker in ["0", "1", "2"] {
+                    let dirs = &described[broker];
+                    let names: Vec<&String> = dirs
+                        .as_object()
+                        .with_context(|| format!("broker {broker}: {described}"))?
+                        .keys()
+                        .collect();
+                    ensure!(names == three, "broker {broker}'s directories: {names:?}");
+                    // The empty directory takes new partitions first (4 of the 6 as they are
+                    // created one by one; 2 if they were spread evenly).
+                    let on_new = partitions(&dirs[three[2]])?;
+                    ensure!(on_new.len() >= 3, "broker {broker}: {dirs}");
+                }
+
+                // A volume removed from running brokers is refused; they keep all three.
+                let pods_now = pod_uids(&env)?;
+                patch_volumes(&env, "[{\"id\":0},{\"id\":1,\"size\":\"300Gi\"}]")?;
+                env.wait("the removal refused", Duration::from_secs(60), |env| {
                     let message = env.jsonpath(
                         "default",
                         "kafkacluster/jbod",
                         "{.status.conditions[?(@.type==\"Degraded\")].message}",
                     )?;
-                    Ok(message.contains("data-0, data-1, data-2")
-                        && message.contains("cannot be added to or removed from running brokers"))
+                    Ok(message.contains("data-0, data-1 but the brokers have data-0, data-1, data-2")
+                        && message.contains("cannot be removed"))
                 })?;
-                let found = claims(&env)?;
-                ensure!(found.len() == 6, "no claim for the refused volume: {found:?}");
-                patch_volumes(&env, "[{\"id\":0},{\"id\":1,\"size\":\"300Gi\"}]")?;
+                patch_volumes(&env, "[{\"id\":0},{\"id\":1,\"size\":\"300Gi\"},{\"id\":2,\"size\":\"50Gi\"}]")?;
                 env.wait_cluster_ready("default", "jbod", 3, Duration::from_secs(120))?;
-                ensure!(pod_uids(&env)? == pods_before, "the refusal restarted a broker");
+                ensure!(pod_uids(&env)? == pods_now, "the refusal restarted a broker");
+                let more = python_json(CLIENT, &["count", BOOTSTRAP, "spread-more"])?;
+                ensure!(more["count"] == 600, "every record of the second topic read back: {more}");
 
                 let read = client("count")?;
                 ensure!(read["count"] == 600, "every record read back: {read}");

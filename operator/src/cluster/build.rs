@@ -1474,7 +1474,12 @@ pub enum StorageChange {
     /// Larger volumes of the same class: the claims grow in place, if their StorageClass
     /// allows it, and the StatefulSet is made again with the larger templates.
     Grow(Vec<VolumeGrowth>),
-    /// What volumes cannot do (shrink, change class, be added or removed), with why.
+    /// JBOD volumes added after every one the brokers have (the claim templates named), the
+    /// others as they were: the StatefulSet is made again with them, and the brokers roll
+    /// onto them.
+    Add(Vec<String>),
+    /// What volumes cannot do (shrink, change class, be removed, be added before another, or
+    /// grow while others are added), with why.
     Refused(String),
 }
 
@@ -1490,8 +1495,32 @@ pub fn storage_change(stateful_set: &StatefulSet, running: Option<&StatefulSet>)
     }
     if !had.keys().eq(wanted.keys()) {
         let names = |m: &BTreeMap<String, _>| m.keys().cloned().collect::<Vec<_>>().join(", ");
+        let id = |template: &str| template.strip_prefix("data-")?.parse::<u32>().ok();
+        let last = had.keys().map(|t| id(t)).max().flatten();
+        let added: Vec<String> = wanted
+            .keys()
+            .filter(|t| !had.contains_key(*t))
+            .cloned()
+            .collect();
+        let kept = had
+            .iter()
+            .all(|(template, storage)| wanted.get(template) == Some(storage));
+        let after = had.keys().all(|t| id(t).is_some())
+            && added
+                .iter()
+                .all(|t| id(t).zip(last).is_some_and(|(new, last)| new > last));
+        if kept && after {
+            return StorageChange::Add(added);
+        }
+        let why = if !had.keys().all(|t| wanted.contains_key(t)) {
+            "a volume cannot be removed from running brokers (the replicas on it would be lost)"
+        } else if !after {
+            "a volume can be added to running brokers only after every volume they have (a higher id: the first one holds the metadata log, and the order of log.dirs stays), and only to brokers with JBOD volumes"
+        } else {
+            "volumes are added to running brokers one change at a time: leave the sizes and classes of the others as they are meanwhile"
+        };
         return StorageChange::Refused(format!(
-            "spec.storage asks for the volumes {} but the brokers were created with {}: volumes cannot be added to or removed from running brokers, so they are kept as they are (set spec.storage.volumes back; every other change is applied)",
+            "spec.storage asks for the volumes {} but the brokers have {}: {why}, so they are kept as they are (set spec.storage.volumes back; every other change is applied)",
             names(&wanted),
             names(&had)
         ));
@@ -2101,7 +2130,7 @@ mod tests {
     }
 
     #[test]
-    fn a_jbod_volume_grows_on_its_own_and_volumes_are_neither_added_nor_removed() {
+    fn a_jbod_volume_grows_on_its_own_is_added_after_the_others_and_never_removed() {
         let running = stateful_set(&with(JBOD));
         let grown = stateful_set(&with(&JBOD.replace("50Gi", "80Gi")));
         assert_eq!(
@@ -2120,14 +2149,35 @@ mod tests {
             why.contains("spec.storage.volumes[id=1].size is 40Gi"),
             "{why}"
         );
+        // Added after the others: the brokers take it.
         let added = stateful_set(&with(&format!("{JBOD}\n      - id: 2")));
-        let StorageChange::Refused(why) = storage_change(&added, Some(&running)) else {
-            panic!("an added volume is refused");
-        };
-        assert!(
-            why.contains("data-0, data-1, data-2") && why.contains("created with data-0, data-1"),
-            "{why}"
+        assert_eq!(
+            storage_change(&added, Some(&running)),
+            StorageChange::Add(vec!["data-2".to_string()])
         );
+        let refused = |spec: &str| match storage_change(&stateful_set(&with(spec)), Some(&running))
+        {
+            StorageChange::Refused(why) => why,
+            other => panic!("{spec}: {other:?}"),
+        };
+        let removed = refused("  storage:\n    volumes:\n      - id: 0\n        size: 20Gi\n        storageClassName: slow");
+        assert!(
+            removed.contains("asks for the volumes data-0 but the brokers have data-0, data-1")
+                && removed.contains("cannot be removed"),
+            "{removed}"
+        );
+        // Before volume 1 of brokers with volumes 1 and 2: a new first directory would move
+        // the metadata log.
+        let later = JBOD.replace("id: 0", "id: 2");
+        let StorageChange::Refused(before) = storage_change(
+            &stateful_set(&with(&format!("{later}\n      - id: 0"))),
+            Some(&stateful_set(&with(&later))),
+        ) else {
+            panic!("a volume before the others is refused");
+        };
+        assert!(before.contains("only after every volume"), "{before}");
+        let both = refused(&format!("{}\n      - id: 2", JBOD.replace("50Gi", "80Gi")));
+        assert!(both.contains("one change at a time"), "{both}");
         let single = stateful_set(&valid(MINIMAL_CLUSTER));
         assert!(matches!(
             storage_change(&single, Some(&running)),

@@ -505,6 +505,12 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
                     Some(running) => grow_volumes(&ctx, &cluster, &valid, running, &growth).await?,
                     None => None,
                 },
+                StorageChange::Add(added) => {
+                    if existing.is_some() {
+                        add_volumes(&ctx, &cluster, &valid, &added).await?;
+                    }
+                    None
+                }
             };
             if storage_refused.is_some() {
                 // The brokers keep the volumes they have: their claims, mounts and log.dirs.
@@ -1168,6 +1174,43 @@ async fn grow_volumes(
         format!("growing {} claims: {what}", found.len()),
     )
     .await;
+    remake_statefulset(ctx, valid).await?;
+    Ok(None)
+}
+
+/// Adds the volumes of claim templates `added` to the running brokers: the StatefulSet is
+/// made again with them (see [`remake_statefulset`]); its new pod template, which mounts
+/// them and names them in `log.dirs`, then rolls the brokers one at a time, and the
+/// StatefulSet controller makes each broker's new claims as it makes its pod again.
+async fn add_volumes(
+    ctx: &Context,
+    cluster: &KafkaCluster,
+    valid: &ValidatedCluster,
+    added: &[String],
+) -> Result<(), Error> {
+    publish(
+        ctx,
+        cluster,
+        EventType::Normal,
+        "VolumesAdding",
+        format!(
+            "adding the volumes {} to every broker, which restart one at a time to take them",
+            added.join(", ")
+        ),
+    )
+    .await;
+    remake_statefulset(ctx, valid).await
+}
+
+/// Deletes the brokers' StatefulSet, leaving its pods running, for [`apply`] to make again
+/// with other claim templates (which cannot change in place); the new StatefulSet adopts the
+/// pods.
+async fn remake_statefulset(ctx: &Context, valid: &ValidatedCluster) -> Result<(), Error> {
+    let failed = |source| Error::GrowVolumes {
+        namespace: valid.namespace.clone(),
+        name: valid.name.clone(),
+        source,
+    };
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &valid.namespace);
     let orphan = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Orphan),
@@ -1195,7 +1238,7 @@ async fn grow_volumes(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Every address of every node (IPs and DNS names, as each node reports them), sorted: a
@@ -2110,6 +2153,14 @@ mod tests {
                     "app.kubernetes.io/component": "broker",
                     "controller-revision-hash": revision,
                 },
+            },
+            // As the StatefulSet controller makes it: a volume per claim template.
+            "spec": {
+                "containers": [],
+                "volumes": [{
+                    "name": "data",
+                    "persistentVolumeClaim": {"claimName": format!("data-main-{ordinal}")},
+                }],
             },
             "status": {"conditions": [{"type": "Ready", "status": "True"}]},
         }))

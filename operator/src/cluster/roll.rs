@@ -12,7 +12,8 @@
 //! preferred leaders that do not lead are elected back.
 //!
 //! Pods go highest ordinal first (as the StatefulSet controller would), so the metadata quorum
-//! voters (the lowest ordinals) go last.
+//! voters (the lowest ordinals) go last; but pods that lack the volume of a claim template
+//! added to running brokers go lowest first (see [`next_restart`]).
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,9 @@ pub struct PodView {
     pub terminating: bool,
     /// Whether a restart of the pod was asked for ([`MANUAL_ROLL_ANNOTATION`]).
     pub restart_requested: bool,
+    /// Whether the pod lacks the volume of one of the StatefulSet's claim templates (one
+    /// added to running brokers).
+    pub missing_volume: bool,
 }
 
 /// Annotation (`"true"`) on a broker pod that restarts it, or on a KafkaCluster that restarts
@@ -73,7 +77,15 @@ pub fn next_restart(
         })
         .map(|(ordinal, _)| *ordinal)
         .collect();
-    let Some(next) = outdated.iter().copied().max() else {
+    // The StatefulSet controller tries in vain to add a new claim template's volume to the
+    // running pods, and stops at the first one it fails on: only when the lowest such pod is
+    // deleted does it make that pod again (and try the next). So those pods go lowest first.
+    let lacking = outdated
+        .iter()
+        .copied()
+        .filter(|ordinal| pods.get(ordinal).is_some_and(|pod| pod.missing_volume))
+        .min();
+    let Some(next) = lacking.or_else(|| outdated.iter().copied().max()) else {
         return RollStep::UpToDate;
     };
     let missing: Vec<i32> = (0..running).filter(|o| !pods.contains_key(o)).collect();
@@ -156,6 +168,7 @@ mod tests {
                         ready: true,
                         terminating: false,
                         restart_requested: false,
+                        missing_volume: false,
                     },
                 )
             })
@@ -195,6 +208,33 @@ mod tests {
             next_restart(&pods(&["a", "b", "b"]), 3, Some("b"), Some(&k)),
             RollStep::Restart(0),
             "the voters last"
+        );
+    }
+
+    #[test]
+    fn pods_without_an_added_volume_go_lowest_first() {
+        let k = healthy(&[0, 1, 2]);
+        let mut lacking = pods(&["a", "a", "a"]);
+        for pod in lacking.values_mut() {
+            pod.missing_volume = true;
+        }
+        assert_eq!(
+            next_restart(&lacking, 3, Some("b"), Some(&k)),
+            RollStep::Restart(0)
+        );
+        lacking.insert(
+            0,
+            PodView {
+                revision: Some("b".to_string()),
+                ready: true,
+                terminating: false,
+                restart_requested: false,
+                missing_volume: false,
+            },
+        );
+        assert_eq!(
+            next_restart(&lacking, 3, Some("b"), Some(&k)),
+            RollStep::Restart(1)
         );
     }
 

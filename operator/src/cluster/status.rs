@@ -42,6 +42,12 @@ impl ObservedBrokers {
             "{}-",
             statefulset.metadata.name.as_deref().unwrap_or_default()
         );
+        let templates: Vec<String> = statefulset
+            .spec
+            .iter()
+            .flat_map(|spec| spec.volume_claim_templates.iter().flatten())
+            .filter_map(|claim| claim.metadata.name.clone())
+            .collect();
         let mut by_ordinal = BTreeMap::new();
         let pods = pods
             .iter()
@@ -74,6 +80,12 @@ impl ObservedBrokers {
                                 &pod.metadata,
                                 MANUAL_ROLL_ANNOTATION,
                             ),
+                            missing_volume: templates.iter().any(|template| {
+                                !pod.spec
+                                    .iter()
+                                    .flat_map(|spec| spec.volumes.iter().flatten())
+                                    .any(|volume| volume.name == *template)
+                            }),
                         },
                     );
                 }
@@ -810,6 +822,7 @@ mod tests {
                 ready: true,
                 terminating: false,
                 restart_requested: false,
+                missing_volume: false,
             }
         );
         assert!(observed.by_ordinal[&1].terminating);
