@@ -429,6 +429,18 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                     "jsonpath={.items[*].spec.ingressClassName}",
                 ])?;
                 assert_eq!(classes, "nginx nginx nginx nginx", "an Ingress per broker and one to bootstrap");
+                env.wait("the ingress controller's address on the Ingresses", Duration::from_secs(30), |env| {
+                    Ok(env.kubectl(&[
+                        "-n",
+                        "default",
+                        "get",
+                        "ingresses",
+                        "-l",
+                        "app.kubernetes.io/instance=mtls",
+                        "-o",
+                        "jsonpath={.items[*].status.loadBalancer.ingress[0].ip}",
+                    ])? == "10.98.0.254 10.98.0.254 10.98.0.254 10.98.0.254")
+                })?;
                 let mut via_ingress = billing.clone();
                 via_ingress["bootstrap.servers"] = routed.clone().into();
                 let described = client("describe", &via_ingress, &["30"])?;

@@ -61,14 +61,6 @@ fn runs(env: &KubeEnv, component: &str) -> anyhow::Result<BTreeMap<String, Strin
         .collect())
 }
 
-fn condition(env: &KubeEnv, type_: &str, field: &str) -> anyhow::Result<String> {
-    env.jsonpath(
-        NS,
-        CLUSTER,
-        &format!("{{.status.conditions[?(@.type==\"{type_}\")].{field}}}"),
-    )
-}
-
 fn patch(env: &KubeEnv, spec: &str) -> anyhow::Result<()> {
     env.kubectl(&[
         "-n",
@@ -109,7 +101,7 @@ async fn registered() -> anyhow::Result<BTreeSet<i32>> {
 /// Whether the Ready condition is true, the status is of the current generation, and every
 /// controller in it is ready.
 fn ready_with_controllers(env: &KubeEnv, brokers: usize) -> anyhow::Result<bool> {
-    let ready = condition(env, "Ready", "status")?;
+    let ready = env.condition(NS, CLUSTER, "Ready", "status")?;
     let generation = env.jsonpath(NS, CLUSTER, "{.metadata.generation}")?;
     let observed = env.jsonpath(NS, CLUSTER, "{.status.observedGeneration}")?;
     let ready_brokers = env.jsonpath(NS, CLUSTER, "{.status.readyBrokers}")?;
@@ -226,7 +218,7 @@ fn a_broker_pool_scales_on_its_own_beside_dedicated_controllers() {
                             && env.jsonpath(NS, CLUSTER, "{.status.scaling}")?.is_empty())
                     },
                 )?;
-                assert_eq!(condition(&env, "Degraded", "status")?, "False");
+                assert_eq!(env.condition(NS, CLUSTER, "Degraded", "status")?, "False");
                 let deadline = Instant::now() + Duration::from_secs(90);
                 while registered().await? != (0..2).collect::<BTreeSet<i32>>() {
                     if Instant::now() > deadline {
@@ -260,11 +252,14 @@ fn a_broker_pool_scales_on_its_own_beside_dedicated_controllers() {
                         let generation = env.jsonpath(NS, CLUSTER, "{.metadata.generation}")?;
                         let observed = env.jsonpath(NS, CLUSTER, "{.status.observedGeneration}")?;
                         Ok(generation == observed
-                            && condition(env, "Degraded", "status")? == "True")
+                            && env.condition(NS, CLUSTER, "Degraded", "status")? == "True")
                     },
                 )?;
-                assert_eq!(condition(&env, "Degraded", "reason")?, "ScalingRefused");
-                let why = condition(&env, "Degraded", "message")?;
+                assert_eq!(
+                    env.condition(NS, CLUSTER, "Degraded", "reason")?,
+                    "ScalingRefused"
+                );
+                let why = env.condition(NS, CLUSTER, "Degraded", "message")?;
                 assert!(
                     why.contains("spec.controllers.replicas cannot change from 3 to 5"),
                     "{why}"
@@ -283,7 +278,7 @@ fn a_broker_pool_scales_on_its_own_beside_dedicated_controllers() {
                 env.wait("pools Ready again", Duration::from_secs(60), |env| {
                     ready_with_controllers(env, 2)
                 })?;
-                assert_eq!(condition(&env, "Degraded", "status")?, "False");
+                assert_eq!(env.condition(NS, CLUSTER, "Degraded", "status")?, "False");
 
                 // A controller killed: the StatefulSet replaces it, the quorum goes on.
                 env.kubectl(&[

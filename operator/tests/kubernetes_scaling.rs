@@ -73,14 +73,6 @@ fn scale(env: &KubeEnv, cluster: &str, replicas: i32) -> anyhow::Result<()> {
     .map(drop)
 }
 
-fn condition(env: &KubeEnv, type_: &str, field: &str) -> anyhow::Result<String> {
-    env.jsonpath(
-        NS,
-        CLUSTER,
-        &format!("{{.status.conditions[?(@.type==\"{type_}\")].{field}}}"),
-    )
-}
-
 /// The reasons of the events about KafkaCluster `cluster`, with their messages.
 fn cluster_events(env: &KubeEnv, cluster: &str) -> anyhow::Result<Vec<(String, String)>> {
     let out = env.kubectl(&[
@@ -352,12 +344,12 @@ fn scaling_out_and_in_under_load_moves_data_first_and_restarts_no_broker() {
                 env.wait("3 → 2 refused", Duration::from_secs(60), |env| {
                     let generation = env.jsonpath(NS, CLUSTER, "{.metadata.generation}")?;
                     let observed = env.jsonpath(NS, CLUSTER, "{.status.observedGeneration}")?;
-                    Ok(generation == observed && condition(env, "Degraded", "status")? == "True")
+                    Ok(generation == observed && env.condition(NS, CLUSTER, "Degraded", "status")? == "True")
                 })?;
-                assert_eq!(condition(&env, "Degraded", "reason")?, "ScalingRefused");
-                let why = condition(&env, "Degraded", "message")?;
+                assert_eq!(env.condition(NS, CLUSTER, "Degraded", "reason")?, "ScalingRefused");
+                let why = env.condition(NS, CLUSTER, "Degraded", "message")?;
                 assert!(why.contains("quorum"), "{why}");
-                assert_eq!(condition(&env, "Ready", "reason")?, "ScalingRefused");
+                assert_eq!(env.condition(NS, CLUSTER, "Ready", "reason")?, "ScalingRefused");
                 // One more reconciliation (a status write and its event) to be sure of it.
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 assert_eq!(footprint(&env)?, before, "a refused scale changed the objects");
@@ -371,7 +363,7 @@ fn scaling_out_and_in_under_load_moves_data_first_and_restarts_no_broker() {
                 );
                 scale(&env, "main", 3)?;
                 env.wait_cluster_ready(NS, "main", 3, Duration::from_secs(60))?;
-                assert_eq!(condition(&env, "Degraded", "status")?, "False");
+                assert_eq!(env.condition(NS, CLUSTER, "Degraded", "status")?, "False");
                 eprintln!("refused scale checked after {:?}", started.elapsed());
 
                 // Bug 4: a scale-up whose brokers never start can be undone.
@@ -392,7 +384,7 @@ fn scaling_out_and_in_under_load_moves_data_first_and_restarts_no_broker() {
                     Ok(unschedulable.is_ok_and(|r| r.split_whitespace().filter(|r| *r == "Unschedulable").count() == 2)
                         && phase == "WaitingForBrokers")
                 })?;
-                let waiting = condition(&env, "Reconciling", "message")?;
+                let waiting = env.condition(NS, CLUSTER, "Reconciling", "message")?;
                 assert!(waiting.contains("[3, 4]"), "{waiting}");
                 scale(&env, "main", 3)?;
                 env.wait_cluster_ready(NS, "main", 3, Duration::from_secs(90))?;

@@ -335,6 +335,21 @@ impl KubeEnv {
         )
     }
 
+    /// Field `field` (`status`, `reason`, `message`, ...) of condition `type_` of `object`.
+    pub fn condition(
+        &self,
+        namespace: &str,
+        object: &str,
+        type_: &str,
+        field: &str,
+    ) -> anyhow::Result<String> {
+        self.jsonpath(
+            namespace,
+            object,
+            &format!("{{.status.conditions[?(@.type==\"{type_}\")].{field}}}"),
+        )
+    }
+
     /// `kubectl get` of one JSONPath of one object.
     pub fn jsonpath(&self, namespace: &str, object: &str, path: &str) -> anyhow::Result<String> {
         self.kubectl(&[

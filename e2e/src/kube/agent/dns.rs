@@ -93,6 +93,9 @@ pub async fn run(client: Client, hosts_file: PathBuf) {
                 written = hosts;
             }
         }
+        if let Err(error) = super::ingress::publish_address(&client, &ingresses).await {
+            tracing::warn!("writing the ingress controller's address: {error}");
+        }
         let wanted = service_ports(&services);
         if let Ok(mut table) = endpoints.lock() {
             table.clear();

@@ -3,7 +3,8 @@
 //! `nginx.ingress.kubernetes.io/ssl-passthrough: "true"` has its hosts reached at
 //! [`INGRESS_ADDRESS`] port 443, where each connection goes, by the server name of its TLS
 //! handshake (SNI) and without TLS being terminated, to the port of the Service the host's rule
-//! names. [`super::dns`] puts the hosts in the hosts file.
+//! names, and its address goes into the Ingress's status. [`super::dns`] puts the hosts in the
+//! hosts file.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,8 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::ResourceExt as _;
+use kube::{Api, Client, ResourceExt as _};
+use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -70,6 +73,44 @@ pub fn routes(ingresses: &Store<Ingress>) -> BTreeMap<String, (String, String, u
         }
     }
     routes
+}
+
+/// Writes [`INGRESS_ADDRESS`] into the status of every passthrough Ingress of [`CLASS`] that
+/// lacks it, as ingress-nginx writes its own address.
+pub async fn publish_address(client: &Client, ingresses: &Store<Ingress>) -> kube::Result<()> {
+    let address = INGRESS_ADDRESS.to_string();
+    for ingress in ingresses.state() {
+        let has = ingress
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .is_some_and(|all| {
+                all.iter()
+                    .any(|i| i.ip.as_deref() == Some(address.as_str()))
+            });
+        let routed = ingress
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.rules.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|rule| rule.host.as_ref())
+            .any(|host| routes(ingresses).contains_key(host));
+        if has || !routed {
+            continue;
+        }
+        let api: Api<Ingress> =
+            Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
+        let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": address}]}}});
+        api.patch_status(
+            &ingress.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Serves [`INGRESS_ADDRESS`]:443 until the task is dropped.
