@@ -214,9 +214,15 @@ mod tests {
     use std::sync::Arc;
 
     fn client_hello(name: &str) -> Vec<u8> {
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
+        // The provider named: with the workspace's features both ring and aws-lc-rs are in,
+        // so there is no process default.
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
         let server = rustls::pki_types::ServerName::try_from(name.to_string()).expect("a name");
         let mut client =
             rustls::ClientConnection::new(Arc::new(config), server).expect("a connection");
