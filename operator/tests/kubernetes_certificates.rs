@@ -418,19 +418,8 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                     "{.status.listeners[?(@.name==\"ROUTED\")].bootstrap}",
                 )?;
                 assert_eq!(routed, "bootstrap.mtls.example.test:443");
-                let classes = env.kubectl(&[
-                    "-n",
-                    "default",
-                    "get",
-                    "ingresses",
-                    "-l",
-                    "app.kubernetes.io/instance=mtls",
-                    "-o",
-                    "jsonpath={.items[*].spec.ingressClassName}",
-                ])?;
-                assert_eq!(classes, "nginx nginx nginx nginx", "an Ingress per broker and one to bootstrap");
-                env.wait("the ingress controller's address on the Ingresses", Duration::from_secs(30), |env| {
-                    Ok(env.kubectl(&[
+                let ingresses = |env: &KubeEnv, path: &str| {
+                    env.kubectl(&[
                         "-n",
                         "default",
                         "get",
@@ -438,8 +427,14 @@ fn operator_certificates_authenticate_tls_users_and_a_ca_renewal_rolls_the_broke
                         "-l",
                         "app.kubernetes.io/instance=mtls",
                         "-o",
-                        "jsonpath={.items[*].status.loadBalancer.ingress[0].ip}",
-                    ])? == "10.98.0.254 10.98.0.254 10.98.0.254 10.98.0.254")
+                        &format!("jsonpath={{.items[*].{path}}}"),
+                    ])
+                };
+                let classes = ingresses(&env, "spec.ingressClassName")?;
+                assert_eq!(classes, "nginx nginx nginx nginx", "an Ingress per broker and one to bootstrap");
+                env.wait("the ingress controller's address on the Ingresses", Duration::from_secs(30), |env| {
+                    Ok(ingresses(env, "status.loadBalancer.ingress[0].ip")?
+                        == "10.98.0.254 10.98.0.254 10.98.0.254 10.98.0.254")
                 })?;
                 let mut via_ingress = billing.clone();
                 via_ingress["bootstrap.servers"] = routed.clone().into();

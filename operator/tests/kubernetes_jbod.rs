@@ -67,8 +67,17 @@ const BOOTSTRAP: &str = "jbod-bootstrap.default.svc:9092";
 const TOPIC: &str = "spread";
 const DIRS: [&str; 2] = ["/var/lib/oxbow/data-0/log", "/var/lib/oxbow/data-1/log"];
 
-fn client(action: &str) -> anyhow::Result<Value> {
-    python_json(CLIENT, &[action, BOOTSTRAP, TOPIC])
+fn client(action: &str, topic: &str) -> anyhow::Result<Value> {
+    python_json(CLIENT, &[action, BOOTSTRAP, topic])
+}
+
+/// The log directories broker `broker` reports in a `dirs` answer, in order.
+fn directories<'a>(described: &'a Value, broker: &str) -> anyhow::Result<Vec<&'a String>> {
+    Ok(described[broker]
+        .as_object()
+        .with_context(|| format!("broker {broker}: {described}"))?
+        .keys()
+        .collect())
 }
 
 /// The partitions of one directory of a `dirs` answer.
@@ -193,17 +202,13 @@ fn jbod_brokers_spread_partitions_over_their_volumes_and_a_volume_grows_on_its_o
                     .collect();
                 ensure!(found == expected, "a bound claim per volume and broker: {found:?}");
 
-                let created = client("create")?;
+                let created = client("create", TOPIC)?;
                 ensure!(created["delivered"] == 600, "{created}");
-                let described = client("dirs")?;
+                let described = client("dirs", TOPIC)?;
                 eprintln!("log directories: {described}");
                 for broker in ["0", "1", "2"] {
                     let dirs = &described[broker];
-                    let names: Vec<&String> = dirs
-                        .as_object()
-                        .with_context(|| format!("broker {broker}: {described}"))?
-                        .keys()
-                        .collect();
+                    let names = directories(&described, broker)?;
                     ensure!(names == DIRS, "broker {broker}'s directories: {names:?}");
                     let mut all = Vec::new();
                     for dir in DIRS {
@@ -293,18 +298,14 @@ fn jbod_brokers_spread_partitions_over_their_volumes_and_a_volume_grows_on_its_o
                 );
                 let events = env.kubectl(&["-n", "default", "get", "events", "--field-selector", "involvedObject.name=jbod", "-o", "jsonpath={.items[*].reason}"])?;
                 ensure!(events.contains("VolumesAdding"), "events: {events}");
-                let more = python_json(CLIENT, &["create", BOOTSTRAP, "spread-more"])?;
+                let more = client("create", "spread-more")?;
                 ensure!(more["delivered"] == 600, "{more}");
-                let described = python_json(CLIENT, &["dirs", BOOTSTRAP, "spread-more"])?;
+                let described = client("dirs", "spread-more")?;
                 eprintln!("log directories after adding volume 2: {described}");
                 let three = [DIRS[0], DIRS[1], "/var/lib/oxbow/data-2/log"];
                 for broker in ["0", "1", "2"] {
                     let dirs = &described[broker];
-                    let names: Vec<&String> = dirs
-                        .as_object()
-                        .with_context(|| format!("broker {broker}: {described}"))?
-                        .keys()
-                        .collect();
+                    let names = directories(&described, broker)?;
                     ensure!(names == three, "broker {broker}'s directories: {names:?}");
                     // The empty directory takes new partitions first (4 of the 6 as they are
                     // created one by one; 2 if they were spread evenly).
@@ -327,10 +328,10 @@ fn jbod_brokers_spread_partitions_over_their_volumes_and_a_volume_grows_on_its_o
                 patch_volumes(&env, "[{\"id\":0},{\"id\":1,\"size\":\"300Gi\"},{\"id\":2,\"size\":\"50Gi\"}]")?;
                 env.wait_cluster_ready("default", "jbod", 3, Duration::from_secs(120))?;
                 ensure!(pod_uids(&env)? == pods_now, "the refusal restarted a broker");
-                let more = python_json(CLIENT, &["count", BOOTSTRAP, "spread-more"])?;
+                let more = client("count", "spread-more")?;
                 ensure!(more["count"] == 600, "every record of the second topic read back: {more}");
 
-                let read = client("count")?;
+                let read = client("count", TOPIC)?;
                 ensure!(read["count"] == 600, "every record read back: {read}");
                 Ok(())
             })

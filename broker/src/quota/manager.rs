@@ -145,15 +145,7 @@ impl QuotaManager {
     pub fn record_broker_connection(&self, limit: u32) -> i64 {
         let now = self.now_ms();
         let mut sensors = self.sensors.lock();
-        let rate = &mut sensors.broker_connections;
-        rate.record(self.windows, 1.0, now);
-        let observed = rate.measure(self.windows, now);
-        Windows::throttle_ms(
-            observed,
-            f64::from(limit),
-            rate.window_size(self.windows, now),
-        )
-        .min(self.windows.window_ms)
+        self.connection_delay_ms(&mut sensors.broker_connections, limit, now)
     }
 
     /// Counts a new connection on `listener` against its own `max.connection.creation.rate` of
@@ -165,6 +157,12 @@ impl QuotaManager {
             .listener_connections
             .entry(listener.to_string())
             .or_default();
+        self.connection_delay_ms(rate, limit, now)
+    }
+
+    /// Counts a new connection in `rate` and returns how long it waits under `limit` a
+    /// second, in milliseconds, at most one quota window.
+    fn connection_delay_ms(&self, rate: &mut Rate, limit: u32, now: i64) -> i64 {
         rate.record(self.windows, 1.0, now);
         let observed = rate.measure(self.windows, now);
         Windows::throttle_ms(

@@ -364,26 +364,25 @@ async fn reconcile_once(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result
         }
         Ok(valid) => {
             let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-            let existing = statefulsets
-                .get_opt(&valid.statefulset_name())
-                .await
-                .map_err(|source| Error::ReadStatefulSet {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    source,
-                })?;
+            let read = |statefulset: String| {
+                let statefulsets = statefulsets.clone();
+                let (namespace, name) = (namespace.clone(), name.clone());
+                async move {
+                    statefulsets.get_opt(&statefulset).await.map_err(|source| {
+                        Error::ReadStatefulSet {
+                            namespace,
+                            name,
+                            source,
+                        }
+                    })
+                }
+            };
+            let existing = read(valid.statefulset_name()).await?;
             let running = existing
                 .as_ref()
                 .and_then(|sts| sts.spec.as_ref())
                 .and_then(|spec| spec.replicas);
-            let existing_controllers = statefulsets
-                .get_opt(&valid.controller_statefulset_name())
-                .await
-                .map_err(|source| Error::ReadStatefulSet {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    source,
-                })?;
+            let existing_controllers = read(valid.controller_statefulset_name()).await?;
             let (mut valid, pool_refused) =
                 kept_controllers(valid, running, existing_controllers.as_ref());
             let (kafka, unreachable) = match running {
